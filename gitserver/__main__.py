@@ -1,0 +1,3 @@
+from gitserver.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The HTTP side: falcon app (REST API, Repour-compatible endpoints, read-only smart HTTP)."""

@@ -1,0 +1,100 @@
+"""The falcon application: ``create_app(runtime)`` builds it, ``get_app()`` is for gunicorn."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+from typing import Any
+
+import falcon
+from sqlalchemy import text
+
+from gitserver.config import Config
+from gitserver.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Resource modules, each with add_routes(app, ctx). Add a module here to mount it.
+ROUTE_MODULES = [
+    "gitserver.api.app",
+]
+
+
+@dataclasses.dataclass
+class ApiContext:
+    """What every resource gets: the runtime (config, sessions, store)."""
+
+    runtime: Runtime
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+
+class Health:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = {"status": "ok"}
+
+
+class Ready:
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            with self.ctx.runtime.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001  (readiness reports, it does not raise)
+            log.warning("readiness check: database unreachable", exc_info=True)
+            resp.status = falcon.HTTP_503
+            resp.media = {"status": "database unreachable"}
+            return
+        resp.media = {"status": "ready"}
+
+
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
+    app.add_route("/healthz", Health())
+    app.add_route("/readyz", Ready(ctx))
+
+
+def create_app(runtime: Runtime) -> falcon.App:
+    ctx = ApiContext(runtime=runtime)
+    app = falcon.App()
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=lambda obj: json.dumps(obj, default=str))
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).add_routes(app, ctx)
+    return app
+
+
+def get_app() -> Any:
+    """The WSGI app for gunicorn (``gitserver.api.app:get_app()``), configured from the environment."""
+    from gitserver import config as config_mod
+
+    return create_app(Runtime.create(config_mod.load()))
+
+
+def run_gunicorn(config: Config) -> int:
+    """Run the API under gunicorn in this process (``gitserver api``)."""
+    from gunicorn.app.base import BaseApplication
+
+    class App(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{config.http_host}:{config.http_port}" if ":" not in config.http_host
+                         else f"[{config.http_host}]:{config.http_port}")
+            self.cfg.set("workers", config.http_workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 8)
+            self.cfg.set("timeout", 120)
+            self.cfg.set("graceful_timeout", 30)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("proc_name", "gitserver-api")
+
+        def load(self) -> Any:
+            return create_app(Runtime.create(config))
+
+    App().run()
+    return 0

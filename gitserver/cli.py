@@ -1,0 +1,248 @@
+"""The ``gitserver`` command.
+
+Imports are done inside each command: ``gitserver hook …`` runs on every push and must start
+in milliseconds, without SQLAlchemy, asyncssh or falcon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from gitserver import config
+
+    return config.load(args.config)
+
+
+def cmd_hook(args: argparse.Namespace) -> int:
+    from gitserver.hookrun import main as hook_main
+
+    return hook_main(args.name)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gitserver.runtime import initialise
+
+    cfg = _config(args)
+    for line in initialise(cfg):
+        print(line)
+    print(f"gitserver data dir ready: {cfg.data_dir}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gitserver.db.session import upgrade
+
+    upgrade(_config(args).effective_database_url)
+    print("database is at the newest migration")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gitserver.supervisor import serve
+
+    return serve(_config(args), config_file=args.config)
+
+
+def cmd_ssh(args: argparse.Namespace) -> int:
+    from gitserver.logs import setup_logging
+    from gitserver.ssh.server import run
+
+    cfg = _config(args)
+    setup_logging(cfg, "ssh")
+    return run(cfg)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from gitserver.api.app import run_gunicorn
+    from gitserver.logs import setup_logging
+
+    cfg = _config(args)
+    setup_logging(cfg, "api")
+    return run_gunicorn(cfg)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from gitserver.logs import setup_logging
+    from gitserver.pipelines.worker import run
+
+    cfg = _config(args)
+    setup_logging(cfg, "worker")
+    return run(cfg, concurrency=args.concurrency)
+
+
+def _with_session(args: argparse.Namespace, fn: Any) -> int:
+    from gitserver.db.session import transaction
+    from gitserver.runtime import Runtime
+
+    runtime = Runtime.create(_config(args), pool_size=1)
+    try:
+        with transaction(runtime.sessions) as session:
+            fn(session, runtime)
+    finally:
+        runtime.dispose()
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from gitserver import admin
+
+    if not args.site_admin and not (args.tenant and args.user):
+        raise SystemExit("gitserver token create: give --site-admin, or --tenant and --user")
+
+    def create(session: Any, _runtime: Any) -> None:
+        user = None
+        if not args.site_admin:
+            user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
+        _row, secret = admin.create_token(session, user=user, site_admin=args.site_admin,
+                                          name=args.name or "")
+        print(secret)
+
+    return _with_session(args, create)
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    from gitserver import admin
+
+    return _with_session(args, lambda s, _r: print(f"tenant {admin.create_tenant(s, args.name).name} created"))
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from gitserver import admin
+
+    def create(session: Any, _runtime: Any) -> None:
+        user = admin.create_user(session, admin.get_tenant(session, args.tenant), args.name, args.role)
+        print(f"user {args.tenant}/{user.name} created ({user.role})")
+
+    return _with_session(args, create)
+
+
+def cmd_key_add(args: argparse.Namespace) -> int:
+    from gitserver import admin
+
+    text = sys.stdin.read() if args.key == "-" else args.key
+    if args.key != "-" and not args.key.startswith(("ssh-", "ecdsa-", "sk-")):
+        with open(args.key, encoding="utf-8") as fh:
+            text = fh.read()
+
+    def add(session: Any, _runtime: Any) -> None:
+        user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
+        key = admin.add_user_key(session, user, text, args.title or "")
+        print(f"{key.bits} {key.fingerprint} {key.title or 'no comment'} ({key.key_type})")
+
+    return _with_session(args, add)
+
+
+def cmd_repo_create(args: argparse.Namespace) -> int:
+    from gitserver import admin
+
+    def create(session: Any, runtime: Any) -> None:
+        tenant = admin.get_tenant(session, args.tenant)
+        repo = admin.create_repo(session, runtime.store, tenant, args.name, args.description or "",
+                                 args.visibility)
+        print(f"repository {tenant.name}/{repo.name} created: "
+              f"{runtime.config.ssh_base_url}/{tenant.name}/{repo.name}.git")
+
+    return _with_session(args, create)
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    from gitserver import admin
+
+    def grant(session: Any, _runtime: Any) -> None:
+        tenant = admin.get_tenant(session, args.tenant)
+        repo = admin.get_repo(session, tenant, args.repo)
+        if args.group:
+            admin.set_grant(session, repo, args.permission, group=admin.get_group(session, tenant, args.group))
+            print(f"group {args.group} has {args.permission} on {tenant.name}/{repo.name}")
+        else:
+            admin.set_grant(session, repo, args.permission, user=admin.get_user(session, tenant, args.user))
+            print(f"user {args.user} has {args.permission} on {tenant.name}/{repo.name}")
+
+    return _with_session(args, grant)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gitserver", description="Self-hosted git with protected history.")
+    parser.add_argument("--config", help="TOML config file (default: $GITSERVER_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("init", help="create data dir, host keys and database (idempotent)").set_defaults(fn=cmd_init)
+    sub.add_parser("serve", help="run SSH daemon, HTTP API and workers together").set_defaults(fn=cmd_serve)
+    sub.add_parser("ssh", help="run the SSH daemon alone").set_defaults(fn=cmd_ssh)
+    sub.add_parser("api", help="run the HTTP API (gunicorn) alone").set_defaults(fn=cmd_api)
+    worker = sub.add_parser("worker", help="run pipeline workers alone")
+    worker.add_argument("--concurrency", type=int, default=None, help="default: GITSERVER_WORKERS")
+    worker.set_defaults(fn=cmd_worker)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(fn=cmd_db_upgrade)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="print a new API token")
+    create.add_argument("--site-admin", action="store_true", help="a token with every right")
+    create.add_argument("--tenant")
+    create.add_argument("--user")
+    create.add_argument("--name", default="")
+    create.set_defaults(fn=cmd_token_create)
+
+    hook = sub.add_parser("hook", help="run a git hook (used by git, not people)")
+    hook.add_argument("name", choices=["pre-receive", "proc-receive", "post-receive"])
+    hook.set_defaults(fn=cmd_hook)
+
+    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True)
+    tc = tenant.add_parser("create")
+    tc.add_argument("name")
+    tc.set_defaults(fn=cmd_tenant_create)
+
+    user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
+    uc = user.add_parser("create")
+    uc.add_argument("tenant")
+    uc.add_argument("name")
+    uc.add_argument("--role", default="member", choices=["member", "admin", "site-admin"])
+    uc.set_defaults(fn=cmd_user_create)
+
+    key = sub.add_parser("key", help="SSH keys").add_subparsers(dest="key_command", required=True)
+    ka = key.add_parser("add")
+    ka.add_argument("tenant")
+    ka.add_argument("user")
+    ka.add_argument("key", help="an OpenSSH public key line, a .pub file, or - for stdin")
+    ka.add_argument("--title", default="")
+    ka.set_defaults(fn=cmd_key_add)
+
+    repo = sub.add_parser("repo", help="repositories").add_subparsers(dest="repo_command", required=True)
+    rc = repo.add_parser("create")
+    rc.add_argument("tenant")
+    rc.add_argument("name")
+    rc.add_argument("--description", default="")
+    rc.add_argument("--visibility", default="private", choices=["private", "internal", "public"])
+    rc.set_defaults(fn=cmd_repo_create)
+
+    grant = sub.add_parser("grant", help="give a user or group a permission on a repository")
+    grant.add_argument("tenant")
+    grant.add_argument("repo")
+    grant.add_argument("permission", choices=["read", "write", "admin"])
+    who = grant.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user")
+    who.add_argument("--group")
+    grant.set_defaults(fn=cmd_grant)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "hook":
+        return args.fn(args)
+    from gitserver.errors import GitserverError
+
+    try:
+        return args.fn(args)
+    except GitserverError as exc:
+        print(f"gitserver: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,172 @@
+"""Configuration: defaults < TOML file (``--config`` or ``GITSERVER_CONFIG``) < environment.
+
+One immutable :class:`Config` is built at process start by :func:`load` and passed to whatever
+needs it; nothing reads the environment or a global afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gitserver.errors import ConfigError
+
+ENV_PREFIX = "GITSERVER_"
+DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of a gitserver process. Field names are the TOML keys; the environment
+    name is ``GITSERVER_`` + the upper-cased field name."""
+
+    data_dir: Path = Path("./var")
+    database_url: str = ""
+    ssh_host: str = "127.0.0.1"
+    ssh_port: int = 2222
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_ssh_url: str = ""
+    public_http_url: str = ""
+    workers: int = 2
+    http_workers: int = 2
+    allow_private_networks: bool = False
+    # SSH daemon limits.
+    ssh_ciphers: tuple[str, ...] = DEFAULT_CIPHERS
+    ssh_login_grace_time: float = 30.0
+    ssh_keepalive_interval: float = 30.0
+    ssh_keepalive_count_max: int = 3
+    ssh_max_connections: int = 500
+    ssh_max_channels_per_connection: int = 4
+    ssh_shutdown_grace: float = 30.0
+    # Pipelines.
+    job_lease_seconds: float = 30.0
+    job_poll_interval: float = 0.5
+    build_timeout: float = 3600.0
+    build_memory_mb: int = 2048
+    build_cpu_seconds: int = 3600
+    build_file_size_mb: int = 1024
+    webhook_timeout: float = 10.0
+    webhook_max_attempts: int = 6
+    # Logging.
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.data_dir / "repos"
+
+    @property
+    def host_key_dir(self) -> Path:
+        return self.data_dir / "ssh"
+
+    @property
+    def hooks_dir(self) -> Path:
+        return self.data_dir / "hooks"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'gitserver.db'}"
+
+    @property
+    def ssh_base_url(self) -> str:
+        """Base of the SSH URLs handed out, like ``ssh://git@127.0.0.1:2222``."""
+        if self.public_ssh_url:
+            return self.public_ssh_url.rstrip("/")
+        return f"ssh://git@{_url_host(self.ssh_host)}:{self.ssh_port}"
+
+    @property
+    def http_base_url(self) -> str:
+        if self.public_http_url:
+            return self.public_http_url.rstrip("/")
+        return f"http://{_url_host(self.http_host)}:{self.http_port}"
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _coerce(name: str, field_type: Any, value: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, naming the setting on error."""
+    type_name = field_type if isinstance(field_type, str) else field_type.__name__
+    try:
+        if type_name == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(f"expected a boolean, got {value!r}")
+        if type_name == "int":
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if type_name == "float":
+            return float(value)
+        if type_name == "Path":
+            return Path(str(value))
+        if type_name.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {exc}") from exc
+
+
+def load(config_file: str | os.PathLike[str] | None = None,
+         environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Build the configuration from defaults, the TOML file and the environment."""
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    path = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        for key, value in _flatten(data).items():
+            if key not in fields:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, fields[key].type, value)
+    for name, field in fields.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(env_name, field.type, environ[env_name])
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = _coerce(name, fields[name].type, value)
+    config = Config(**values)
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("setting log_format: expected 'text' or 'json'")
+    return dataclasses.replace(config, data_dir=config.data_dir.absolute())
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``[ssh] port = 1`` and ``ssh_port = 1`` mean the same setting."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}".replace("-", "_")
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, name + "_"))
+        else:
+            out[name] = value
+    return out

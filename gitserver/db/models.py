@@ -1,0 +1,342 @@
+"""The data model of DESIGN.md section 2, as typed SQLAlchemy 2 declarative classes.
+
+Services take a Session and never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Optional
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gitserver.db.base import Base, UTCDateTime, utcnow
+
+# Roles of a user, from most to least powerful.
+ROLE_SITE_ADMIN = "site-admin"
+ROLE_ADMIN = "admin"
+ROLE_MEMBER = "member"
+ROLES = (ROLE_SITE_ADMIN, ROLE_ADMIN, ROLE_MEMBER)
+
+# Permissions a grant can give on a repository, ordered.
+PERMISSIONS = ("read", "write", "admin")
+
+VISIBILITIES = ("private", "internal", "public")
+
+# Pipeline, step and job states (DESIGN.md section 5).
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+def _created() -> Mapped[dt.datetime]:
+    return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint(f"role IN {ROLES!r}", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20), default=ROLE_MEMBER)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+
+
+class Group(Base):
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class PublicKey(Base):
+    """An SSH public key. One key is one identity across the whole site: the fingerprint is
+    unique, whether the key belongs to a user or is a repository's deploy key."""
+
+    __tablename__ = "public_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Null for deploy keys, which belong to a repository through DeployKey.
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(80), unique=True)
+    key_type: Mapped[str] = mapped_column(String(64))
+    key_data: Mapped[str] = mapped_column(Text)  # the authorized_keys line, without options
+    bits: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = _created()
+    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+
+    user: Mapped[Optional[User]] = relationship(lazy="joined")
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name"),
+        CheckConstraint(f"visibility IN {VISIBILITIES!r}", name="visibility"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    visibility: Mapped[str] = mapped_column(String(20), default="private")
+    builds_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.tenant.name}/{self.name}"
+
+
+class Grant(Base):
+    """Gives one user or one group a permission on one repository."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("repo_id", "user_id"),
+        UniqueConstraint("repo_id", "group_id"),
+        CheckConstraint("(user_id IS NULL) <> (group_id IS NULL)", name="one_grantee"),
+        CheckConstraint(f"permission IN {PERMISSIONS!r}", name="permission"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    group_id: Mapped[Optional[int]] = mapped_column(ForeignKey("groups.id"), index=True)
+    permission: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class DeployKey(Base):
+    __tablename__ = "deploy_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    public_key_id: Mapped[int] = mapped_column(ForeignKey("public_keys.id"), unique=True)
+    write: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+    public_key: Mapped[PublicKey] = relationship(lazy="joined")
+    repo: Mapped[Repository] = relationship(lazy="joined")
+
+
+class ApiToken(Base):
+    """A bearer token. Only its SHA-256 is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(100), default="read,write,admin")
+    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _created()
+
+    user: Mapped[Optional[User]] = relationship(lazy="joined")
+
+
+class Push(Base):
+    """Audit record of one accepted push."""
+
+    __tablename__ = "pushes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    public_key_id: Mapped[Optional[int]] = mapped_column(ForeignKey("public_keys.id"))
+    key_fingerprint: Mapped[str] = mapped_column(String(80), default="")
+    protocol: Mapped[str] = mapped_column(String(20), default="ssh")
+    client_address: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+    ref_updates: Mapped[list["RefUpdate"]] = relationship(
+        back_populates="push", order_by="RefUpdate.id", lazy="selectin")
+
+
+class RefUpdate(Base):
+    __tablename__ = "ref_updates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    push_id: Mapped[int] = mapped_column(ForeignKey("pushes.id"), index=True)
+    ref: Mapped[str] = mapped_column(String(1024))
+    old: Mapped[str] = mapped_column(String(64))
+    new: Mapped[str] = mapped_column(String(64))
+
+    push: Mapped[Push] = relationship(back_populates="ref_updates")
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+    __table_args__ = (CheckConstraint(f"status IN {STATES!r}", name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    # One pipeline per push; unique so the reconciler can never enqueue a second one.
+    push_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pushes.id"), unique=True)
+    kind: Mapped[str] = mapped_column(String(20), default="push")  # push | clone | adjust
+    status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
+    ref: Mapped[str] = mapped_column(String(1024), default="")
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    archive_tag: Mapped[str] = mapped_column(String(300), default="")
+    task_id: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    request: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    result: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+    started_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+
+    steps: Mapped[list["Step"]] = relationship(order_by="Step.position", lazy="selectin")
+
+
+class Step(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("pipeline_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default=QUEUED)
+    exit_code: Mapped[Optional[int]] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+
+
+class LogChunk(Base):
+    """A piece of a pipeline's log; ``offset`` is the byte offset of ``data`` in the log, so a
+    reader follows the log by asking for chunks past the offset it has."""
+
+    __tablename__ = "log_chunks"
+    __table_args__ = (UniqueConstraint("pipeline_id", "offset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    offset: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Job(Base):
+    """The durable queue: claimed with UPDATE … RETURNING, leased, re-claimed on expiry."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STATES!r}", name="status"),
+        Index("ix_jobs_claim", "status", "run_after"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # pipeline | webhook | callback
+    pipeline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    payload: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+    status: Mapped[str] = mapped_column(String(20), default=QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    lease_owner: Mapped[Optional[str]] = mapped_column(String(200))
+    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Archive(Base):
+    """Repour's guarantee: one tree in one repository has one tag, forever."""
+
+    __tablename__ = "archives"
+    __table_args__ = (UniqueConstraint("repo_id", "tree_id"), UniqueConstraint("repo_id", "tag"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    tree_id: Mapped[str] = mapped_column(String(64))
+    tag: Mapped[str] = mapped_column(String(300))
+    commit_id: Mapped[str] = mapped_column(String(64))  # the archive (orphan or adjust) commit
+    source_commit: Mapped[str] = mapped_column(String(64), default="")
+    source_ref: Mapped[str] = mapped_column(String(1024), default="")
+    pipeline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pipelines.id"))
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200), default="")
+    events: Mapped[str] = mapped_column(String(100), default="push,pipeline")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Delivery(Base):
+    """One webhook or callback delivery: the outbox row and its log."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    webhook_id: Mapped[Optional[int]] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    pipeline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    guid: Mapped[str] = mapped_column(String(64), unique=True)
+    event: Mapped[str] = mapped_column(String(50))
+    url: Mapped[str] = mapped_column(String(2000))
+    method: Mapped[str] = mapped_column(String(10), default="POST")
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    response_status: Mapped[Optional[int]] = mapped_column(Integer)
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+    delivered_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())

@@ -1,0 +1,75 @@
+"""Protected history: the per-ref rules of DESIGN.md section 4, as a pure function.
+
+Nobody may delete a branch or tag, move a tag, push a non-fast-forward, or write the
+server's reserved names. The hooks adapt this to git; the tests table-test it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from gitserver.git import refs
+
+# Rule names: stable identifiers (metrics labels, audit) and the message the pusher sees.
+RULE_MESSAGES = {
+    "invalid_ref": "invalid ref name",
+    "not_pushable": "only branches (refs/heads/) and tags (refs/tags/) may be pushed",
+    "reserved": "this name is reserved for gitserver archives",
+    "no_write": "you do not have write permission",
+    "delete": "deleting branches and tags is not allowed",
+    "tag_move": "existing tags cannot be moved",
+    "non_fast_forward": "non-fast-forward pushes are not allowed",
+    "bad_object": "the new value is not a commit or tag id",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RefCommand:
+    old: str
+    new: str
+    ref: str
+
+    @classmethod
+    def parse(cls, line: str) -> RefCommand:
+        """Parse ``<old> <new> <ref>`` as git gives it to hooks."""
+        old, new, ref = line.rstrip("\n").split(" ", 2)
+        return cls(old=old, new=new, ref=ref)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    ref: str
+    rule: str
+
+    @property
+    def message(self) -> str:
+        return RULE_MESSAGES[self.rule]
+
+
+def check(cmd: RefCommand, *, can_write: bool, is_ancestor: Callable[[str, str], bool]) -> Refusal | None:
+    """The refusal for one ref update, or None when it is allowed.
+
+    ``is_ancestor(old, new)`` is asked only for branch updates that need it, so callers can
+    back it with a git call.
+    """
+    problem = refs.ref_format_problem(cmd.ref)
+    if problem is not None:
+        return Refusal(cmd.ref, "invalid_ref")
+    if not cmd.ref.startswith(refs.PUSHABLE_PREFIXES):
+        return Refusal(cmd.ref, "not_pushable")
+    if refs.is_reserved(cmd.ref):
+        return Refusal(cmd.ref, "reserved")
+    if not can_write:
+        return Refusal(cmd.ref, "no_write")
+    if not (refs.is_oid(cmd.old) and refs.is_oid(cmd.new)):
+        return Refusal(cmd.ref, "bad_object")
+    if refs.is_zero(cmd.new):
+        return Refusal(cmd.ref, "delete")
+    if refs.is_zero(cmd.old) or cmd.old == cmd.new:
+        return None
+    if refs.is_tag(cmd.ref):
+        return Refusal(cmd.ref, "tag_move")
+    if not is_ancestor(cmd.old, cmd.new):
+        return Refusal(cmd.ref, "non_fast_forward")
+    return None

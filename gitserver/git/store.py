@@ -1,0 +1,142 @@
+"""Where repositories live on disk, how they are created, and how git is run on them.
+
+Repositories are ``<data>/repos/<tenant>/<repo>.git``. Every git process the server starts gets
+the protection settings on its command line (``-c`` wins over any config file a repository
+might carry) and a minimal environment, and runs from an argument list, never a shell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from gitserver.errors import Conflict, InvalidInput
+from gitserver.names import validate_name
+
+GIT = "git"
+UPLOAD_PACK = "upload-pack"
+RECEIVE_PACK = "receive-pack"
+UPLOAD_ARCHIVE = "upload-archive"
+SERVICES = (UPLOAD_PACK, RECEIVE_PACK, UPLOAD_ARCHIVE)
+DEFAULT_BRANCH = "main"
+HOOK_NAMES = ("pre-receive", "proc-receive", "post-receive")
+HOOK_TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "hooks"
+
+# Written into every repository's config and repeated on every git command line.
+PROTECTED_CONFIG = {
+    "receive.denyDeletes": "true",
+    "receive.denyNonFastForwards": "true",
+    "receive.fsckObjects": "true",
+    "receive.advertisePushOptions": "false",
+    "uploadpack.allowFilter": "true",
+    "uploadpack.allowReachableSHA1InWant": "true",
+    "core.logAllRefUpdates": "true",
+    "gc.auto": "0",
+}
+# proc-receive takes every pushed ref so that each one is accepted or refused on its own,
+# with the rule named (a pre-receive hook can only refuse the whole push).
+PROC_RECEIVE_CONFIG = {"receive.procReceiveRefs": "refs/"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoStore:
+    """The repositories under one data directory."""
+
+    root: Path
+    hooks_dir: Path
+
+    def path(self, tenant: str, name: str) -> Path:
+        """The repository's directory; both names are validated, the result stays in root."""
+        validate_name(tenant, "tenant")
+        validate_name(name, "repository")
+        path = (self.root / tenant / f"{name}.git").resolve()
+        # Compare with a trailing separator: /data/repos2 must not pass for /data/repos.
+        if not str(path).startswith(str(self.root.resolve()) + os.sep):
+            raise InvalidInput("repository path escapes the data directory")
+        return path
+
+    def exists(self, tenant: str, name: str) -> bool:
+        return (self.path(tenant, name) / "HEAD").is_file()
+
+    def create(self, tenant: str, name: str, description: str = "") -> Path:
+        """Create an empty protected bare repository; all or nothing."""
+        import pygit2
+
+        final = self.path(tenant, name)
+        if final.exists():
+            raise Conflict(f"repository {tenant}/{name} already exists on disk")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Build it beside its final place and rename, so a crash never leaves half a repo.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=final.parent))
+        try:
+            repo = pygit2.init_repository(str(tmp), bare=True, initial_head=DEFAULT_BRANCH)
+            for key, value in {**PROTECTED_CONFIG, "core.hooksPath": str(self.hooks_dir)}.items():
+                repo.config[key] = value
+            (tmp / "description").write_text((description or name)[:500] + "\n")
+            # The sample hooks git copies in are never run (core.hooksPath), but remove them
+            # so nobody mistakes them for the active ones.
+            shutil.rmtree(tmp / "hooks", ignore_errors=True)
+            os.rename(tmp, final)
+        except FileExistsError as exc:
+            raise Conflict(f"repository {tenant}/{name} already exists on disk") from exc
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+
+def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str) -> list[str]:
+    """The argument list that runs ``service`` on ``repo_path`` under the protection rules."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown git service {service!r}")
+    settings = {**PROTECTED_CONFIG, "core.hooksPath": str(hooks_dir)}
+    if service == RECEIVE_PACK:
+        settings.update(PROC_RECEIVE_CONFIG)
+    argv = [GIT]
+    for key, value in settings.items():
+        argv += ["-c", f"{key}={value}"]
+    return [*argv, service, *extra, str(repo_path)]
+
+
+def git_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """A minimal environment for git children: no user config, no inherited secrets."""
+    base = os.environ if base is None else base
+    env = {
+        "PATH": base.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "LANG": "C",
+        "LC_ALL": "C",
+        "HOME": base.get("HOME", "/"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def install_hooks(hooks_dir: Path, data_dir: Path, python: str | None = None) -> None:
+    """Write the server's hook scripts into ``hooks_dir`` (core.hooksPath of every repo).
+
+    The templates in the top-level ``hooks/`` name the interpreter and data dir as
+    placeholders; they are filled here so a hook needs no PATH lookup and no config file.
+    """
+    python = python or sys.executable
+    hooks_dir.mkdir(parents=True, exist_ok=True)
+    for name in HOOK_NAMES:
+        text = (HOOK_TEMPLATES_DIR / name).read_text()
+        text = text.replace("@PYTHON@", _sh_quote(python)).replace("@DATA_DIR@", _sh_quote(str(data_dir)))
+        target = hooks_dir / name
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
+        os.replace(tmp, target)
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"

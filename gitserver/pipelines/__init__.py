@@ -1,0 +1,1 @@
+"""Push-triggered pipelines: the durable SQL queue, the worker and its steps."""

@@ -1,0 +1,61 @@
+"""The objects one gitserver process needs, built in one place and passed in (no globals)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gitserver.config import Config
+from gitserver.db.session import make_engine, make_session_factory
+from gitserver.git.store import RepoStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    config: Config
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: RepoStore
+
+    @classmethod
+    def create(cls, config: Config, *, pool_size: int = 5) -> Runtime:
+        engine = make_engine(config.effective_database_url, pool_size=pool_size)
+        return cls(config=config, engine=engine, sessions=make_session_factory(engine),
+                   store=RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def initialise(config: Config) -> list[str]:
+    """Create what a data dir needs; idempotent. Returns what was created, for the CLI."""
+    from gitserver.db.session import upgrade
+    from gitserver.git.store import install_hooks
+
+    done = []
+    for path in (config.data_dir, config.repos_dir, config.host_key_dir):
+        if not path.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            done.append(f"created {path}")
+    os.chmod(config.host_key_dir, 0o700)
+    install_hooks(config.hooks_dir, config.data_dir)
+    key_path = config.host_key_dir / "ssh_host_ed25519_key"
+    if not key_path.exists():
+        import asyncssh
+
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        tmp = key_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.export_private_key())
+        os.replace(tmp, key_path)
+        key_path.with_suffix(".pub").write_bytes(key.export_public_key())
+        done.append(f"created host key {key_path}")
+    upgrade(config.effective_database_url)
+    return done

@@ -1,0 +1,67 @@
+"""Configuration precedence: defaults < TOML file < environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gitserver.config import Config, load
+from gitserver.errors import ConfigError
+
+
+def test_defaults() -> None:
+    cfg = load(environ={})
+    assert cfg.ssh_port == 2222 and cfg.http_port == 8080
+    assert cfg.data_dir == Path("./var").absolute()
+    assert cfg.effective_database_url == f"sqlite:///{cfg.data_dir / 'gitserver.db'}"
+    assert cfg.ssh_base_url == "ssh://git@127.0.0.1:2222"
+    assert cfg.allow_private_networks is False
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "gitserver.toml"
+    path.write_text('ssh_port = 3000\nhttp_port = 3001\n[ssh]\nmax_connections = 7\n')
+    cfg = load(path, environ={"GITSERVER_HTTP_PORT": "4001", "GITSERVER_ALLOW_PRIVATE_NETWORKS": "on"})
+    assert (cfg.ssh_port, cfg.http_port, cfg.ssh_max_connections) == (3000, 4001, 7)
+    assert cfg.allow_private_networks is True
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('data_dir = "/srv/git"\nssh_ciphers = ["aes256-gcm@openssh.com"]\n')
+    cfg = load(environ={"GITSERVER_CONFIG": str(path)})
+    assert cfg.data_dir == Path("/srv/git")
+    assert cfg.ssh_ciphers == ("aes256-gcm@openssh.com",)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("nope = 1\n", "unknown setting 'nope'"),
+    ("ssh_port = 'x'\n", "setting ssh_port"),
+    ("ssh_port = \n", "config file"),
+])
+def test_bad_file_names_the_problem(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load(path, environ={})
+
+
+def test_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="GITSERVER_SSH_PORT"):
+        load(environ={"GITSERVER_SSH_PORT": "twenty"})
+    with pytest.raises(ConfigError, match="GITSERVER_ALLOW_PRIVATE_NETWORKS"):
+        load(environ={"GITSERVER_ALLOW_PRIVATE_NETWORKS": "maybe"})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load(tmp_path / "missing.toml", environ={})
+
+
+def test_public_urls_override() -> None:
+    cfg = load(environ={"GITSERVER_PUBLIC_SSH_URL": "ssh://git@git.example.com/",
+                        "GITSERVER_PUBLIC_HTTP_URL": "https://git.example.com"})
+    assert cfg.ssh_base_url == "ssh://git@git.example.com"
+    assert cfg.http_base_url == "https://git.example.com"
+    assert isinstance(cfg, Config)

@@ -1,0 +1,340 @@
+"""``python -m bench [--quick|--tiny]``: gitserver against plain OpenSSH sshd + git.
+
+Starts both servers on free loopback ports, serves the same generated repositories to the
+same key, runs every measurement alternating the servers, and writes
+``bench/results/latest.{md,json,png}`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import report
+from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
+from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Server
+from bench.workload import (Client, Sample, add_fake_keys, alternate, measure, median, rmtree,
+                            wait_pipelines_idle, write_authorized_keys)
+
+log = logging.getLogger("bench")
+HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    small: RepoSpec
+    medium: RepoSpec
+    large: RepoSpec
+    runs: int  # for the quick operations (ls-remote, small push, auth)
+    clone_runs: int  # medium clone, shallow clone, medium push
+    large_runs: int
+    concurrency: tuple[int, ...]
+    concurrency_runs: int
+    many_keys: int
+
+
+SMALL = RepoSpec("small", commits=1)
+PROFILES = {
+    "full": Profile("full", SMALL,
+                    RepoSpec("medium", commits=2000, text_files=5000, text_file_bytes=10_000,
+                             files_per_commit=3, tag_every=500),
+                    RepoSpec("large", commits=6, blob_files=60, blob_bytes=5_000_000),
+                    runs=10, clone_runs=5, large_runs=3, concurrency=(8, 32), concurrency_runs=1,
+                    many_keys=100_000),
+    "quick": Profile("quick", SMALL,
+                     RepoSpec("medium", commits=200, text_files=500, text_file_bytes=8_000,
+                              files_per_commit=3, tag_every=50),
+                     RepoSpec("large", commits=4, blob_files=8, blob_bytes=2_500_000),
+                     runs=5, clone_runs=3, large_runs=2, concurrency=(8, 32), concurrency_runs=1,
+                     many_keys=100_000),
+    "tiny": Profile("tiny", SMALL,
+                    RepoSpec("medium", commits=20, text_files=40, text_file_bytes=2_000,
+                             files_per_commit=2, tag_every=10),
+                    RepoSpec("large", commits=2, blob_files=2, blob_bytes=200_000),
+                    runs=1, clone_runs=1, large_runs=1, concurrency=(4,), concurrency_runs=1,
+                    many_keys=1_000),
+}
+FEW_KEYS = 10
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the results table."""
+
+    metric: str
+    unit: str
+    gitserver: float
+    openssh: float
+    target: str = ""
+    passed: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.gitserver / self.openssh if self.openssh else float("nan")
+
+
+class Bench:
+    def __init__(self, profile: Profile, work: Path, cache: Path) -> None:
+        self.p = profile
+        self.work = work
+        self.cache = cache
+        self.gs = GitServer(work / "gitserver")
+        self.ossh = OpenSSHServer(work / "openssh", self.gs.data_dir)
+        self.servers: list[Server] = [self.gs, self.ossh]
+        self.rows: list[Row] = []
+        self.extra: dict[str, object] = {}
+        self.client: Client | None = None
+        self.repos: dict[str, Path] = {}
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        for spec in (self.p.small, self.p.medium, self.p.large):
+            started = time.monotonic()
+            self.repos[spec.name] = generate(spec, self.cache)
+            log.info("repository %s: %.1f MB (%.1fs)", spec.name, size_bytes(self.repos[spec.name]) / 1e6,
+                     time.monotonic() - started)
+        home = self.work / "client"
+        home.mkdir(parents=True)
+        key = home / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", str(key)], check=True)
+        self.client = Client(home=home, key=key)
+        self.public_key = key.with_suffix(".pub").read_text().strip()
+        self.gs.root.mkdir(parents=True)
+        self.gs.start()
+        self.ossh.start()
+        self._create_repos()
+        write_authorized_keys(self.ossh.authorized_keys, self.public_key, FEW_KEYS)
+        add_fake_keys(self.gs, 0, FEW_KEYS - 1)
+
+    def _create_repos(self) -> None:
+        from gitserver import admin
+
+        pushes = [f"push-medium-{i}" for i in range(self.p.clone_runs)]
+        with self.gs.db() as session:
+            tenant = admin.create_tenant(session, TENANT)
+            user = admin.create_user(session, tenant, USER, "member")
+            admin.add_user_key(session, user, self.public_key, "bench")
+            for name in ("small", "medium", "large", "push-small", *pushes):
+                repo = admin.create_repo(session, self.gs.runtime.store, tenant, name)
+                admin.set_grant(session, repo, "write", user=user)
+        for name in ("small", "medium", "large"):
+            install_into(self.repos[name], self.gs.repo_path(name))
+        install_into(self.repos["small"], self.gs.repo_path("push-small"))
+        for name in ("push-small", *pushes):
+            plain = self.ossh.plain_repo(name)
+            subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(plain)], check=True)
+        install_into(self.repos["small"], self.ossh.plain_repo("push-small"))
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _run(self, *args: str, cwd: Path | None = None) -> bool:
+        assert self.client is not None
+        result = self.client.git(*args, cwd=cwd, check=False)
+        if result.returncode != 0:
+            log.warning("git %s failed: %s", " ".join(args[:2]), result.stderr.strip()[-300:])
+        return result.returncode == 0
+
+    def _scratch(self, tag: str) -> Path:
+        path = self.work / "scratch" / tag
+        rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add(self, metric: str, unit: str, results: dict[str, list[Sample]], target: str = "",
+            check: object = None, field: str = "seconds", scale: float = 1.0, note: str = "") -> Row:
+        row = Row(metric, unit, median(results["gitserver"], field) * scale,
+                  median(results["openssh"], field) * scale, target, note=note)
+        failures = sum(not s.ok for samples in results.values() for s in samples)
+        if failures:
+            row.note = (row.note + f" {failures} failed runs").strip()
+        if callable(check):
+            row.passed = bool(check(row)) and not failures
+        self.rows.append(row)
+        log.info("%-42s gitserver %8.3f  openssh %8.3f  ratio %.2f %s", metric, row.gitserver, row.openssh,
+                 row.ratio, "" if row.passed is None else ("ok" if row.passed else "MISSED"))
+        return row
+
+    # --- measurements ------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        for server in self.servers:
+            if not self._run("ls-remote", server.url("small")):
+                raise RuntimeError(f"{server.name}: ls-remote of the small repository fails; see {server.root}")
+
+    def ls_remote(self) -> None:
+        res = alternate(self.servers, self.p.runs,
+                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small"))))
+        self.add("ls-remote, small repo", "s", res, "ratio ≤ 1.0", lambda r: r.ratio <= 1.0)
+
+    def clones(self) -> None:
+        def clone(repo: str, *opts: str) -> object:
+            def one(server: Server, i: int) -> Sample:
+                dest = self._scratch(f"{server.name}-{repo}-{i}")
+                sample = measure(server, lambda: self._run("clone", "-q", "--bare", *opts,
+                                                           server.url(repo), str(dest)), account=True)
+                rmtree(dest)
+                return sample
+            return one
+
+        med = alternate(self.servers, self.p.clone_runs, clone("medium"))  # type: ignore[arg-type]
+        self.add("full clone, medium repo", "s", med, "ratio ≤ 1.10", lambda r: r.ratio <= 1.10)
+        self.add("server CPU per clone, medium repo", "s", med, field="cpu")
+        self.add("server peak RSS during clone, medium", "MB", med, field="rss", scale=1e-6,
+                 note="whole SSH process tree")
+        large = alternate(self.servers, self.p.large_runs, clone("large"))  # type: ignore[arg-type]
+        self.add("full clone, large repo", "s", large, "ratio ≤ 1.10", lambda r: r.ratio <= 1.10)
+        self.add("server CPU per clone, large repo", "s", large, field="cpu")
+        tag = last_tag(self.p.medium)
+        shallow = alternate(self.servers, self.p.clone_runs,
+                            clone("medium", "--depth", "1", "--branch", tag))  # type: ignore[arg-type]
+        self.add(f"shallow clone by tag ({tag}), medium", "s", shallow, "ratio ≤ 1.10",
+                 lambda r: r.ratio <= 1.10)
+
+    def pushes(self) -> None:
+        source = self.repos["medium"]
+
+        def push_medium(server: Server, i: int) -> Sample:
+            sample = measure(server, lambda: self._run("push", "-q", server.push_url(f"push-medium-{i}"),
+                                                       "refs/heads/main", "refs/tags/*", cwd=source),
+                             account=True)
+            if server is self.gs:
+                wait_pipelines_idle(self.gs)
+            return sample
+
+        res = alternate(self.servers, self.p.clone_runs, push_medium)
+        self.add("push medium repo into an empty repo", "s", res, "ratio ≤ 1.15", lambda r: r.ratio <= 1.15)
+
+        workdirs = {}
+        for server in self.servers:
+            workdirs[server.name] = wd = self._scratch(f"push-small-{server.name}")
+            self._run("clone", "-q", server.push_url("push-small"), str(wd))
+
+        def push_small(server: Server, i: int) -> Sample:
+            wd = workdirs[server.name]
+            (wd / f"change-{i}.txt").write_text(f"change {i}\n")
+            self._run("add", ".", cwd=wd)
+            self._run("commit", "-q", "-m", f"change {i}", cwd=wd)
+            sample = measure(server, lambda: self._run("push", "-q", "origin", "HEAD:main", cwd=wd))
+            if server is self.gs:
+                wait_pipelines_idle(self.gs)
+            return sample
+
+        res = alternate(self.servers, self.p.runs, push_small)
+        self.add("push of one small commit", "s", res, "≤ +0.100 s",
+                 lambda r: r.gitserver - r.openssh <= 0.100, note="gitserver runs its hooks")
+
+    def concurrent(self) -> None:
+        assert self.client is not None
+        client = self.client
+        for n in self.p.concurrency:
+            def one(server: Server, i: int, n: int = n) -> Sample:
+                dests = [self._scratch(f"conc-{server.name}-{n}-{i}-{k}") for k in range(n)]
+                start = time.perf_counter()
+                procs = [client.popen("clone", "-q", "--bare", server.url("medium"), str(d)) for d in dests]
+                codes = []
+                for proc in procs:
+                    _out, err = proc.communicate()
+                    codes.append(proc.returncode)
+                    if proc.returncode:
+                        log.warning("%s: concurrent clone failed: %s", server.name, err.decode()[-300:])
+                seconds = time.perf_counter() - start
+                for d in dests:
+                    rmtree(d)
+                failures = sum(1 for c in codes if c)
+                return Sample(seconds, ok=True, failures=failures)
+
+            res = alternate(self.servers, self.p.concurrency_runs, one)
+            fails = {name: sum(s.failures for s in samples) for name, samples in res.items()}
+            row = self.add(f"{n} concurrent clones, medium (wall)", "s", res, "ratio ≤ 1.2, 0 failures",
+                           lambda r, f=fails: r.ratio <= 1.2 and f["gitserver"] == 0,
+                           note=f"failures: gitserver {fails['gitserver']}, openssh {fails['openssh']}")
+            self.extra[f"concurrent_{n}_failures"] = fails
+            del row
+
+    def auth_scaling(self) -> None:
+        def ls(server: Server, _i: int) -> Sample:
+            return measure(server, lambda: self._run("ls-remote", server.url("small")))
+
+        few = alternate(self.servers, self.p.runs, ls)
+        started = time.monotonic()
+        add_fake_keys(self.gs, FEW_KEYS - 1, self.p.many_keys - 1)
+        write_authorized_keys(self.ossh.authorized_keys, self.public_key, self.p.many_keys)
+        log.info("registered %d keys on both servers in %.1fs", self.p.many_keys, time.monotonic() - started)
+        many = alternate(self.servers, self.p.runs, ls)
+        keys = f"{self.p.many_keys:,}"
+        self.add(f"auth + ls-remote, {FEW_KEYS} keys", "s", few)
+        self.add(f"auth + ls-remote, {keys} keys", "s", many)
+        gs_growth = median(many["gitserver"]) / median(few["gitserver"])
+        ossh_growth = median(many["openssh"]) / median(few["openssh"])
+        self.rows.append(Row(f"auth time growth, {keys} vs {FEW_KEYS} keys", "×", gs_growth, ossh_growth,
+                             "gitserver ≤ 1.10", gs_growth <= 1.10,
+                             note="ratio column: gitserver growth / openssh growth"))
+        log.info("auth growth with %s keys: gitserver %.2f, openssh %.2f", keys, gs_growth, ossh_growth)
+
+    def run(self) -> None:
+        self.setup()
+        self.warm_up()
+        self.ls_remote()
+        self.clones()
+        self.pushes()
+        self.concurrent()
+        self.auth_scaling()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_const", dest="profile", const="quick",
+                      help="smaller repositories and fewer runs (< 3 minutes)")
+    size.add_argument("--tiny", action="store_const", dest="profile", const="tiny",
+                      help="the smallest end-to-end run (the smoke test uses it)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "gitserver-bench",
+                        help="where generated repositories are kept between runs")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where results are written")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if not SSHD.exists():
+        print(f"bench: {SSHD} is missing; install it with `apt-get install openssh-server`", file=sys.stderr)
+        return 2
+    profile = PROFILES[args.profile or "full"]
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))
+    bench = Bench(profile, work, args.cache_dir)
+    try:
+        bench.run()
+    finally:
+        bench.stop()
+        if not args.keep:
+            rmtree(work)
+        else:
+            log.info("work directory kept: %s", work)
+    elapsed = time.monotonic() - started
+    meta = report.machine() | {"profile": profile.name, "elapsed_s": round(elapsed, 1),
+                               "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                               "repos_mb": {k: round(size_bytes(v) / 1e6, 1) for k, v in bench.repos.items()}}
+    meta.update(bench.extra)
+    paths = report.write(args.out, bench.rows, meta)
+    print(paths["md"].read_text())
+    print(f"bench: {profile.name} run took {elapsed:.0f}s; wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

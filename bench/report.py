@@ -1,0 +1,101 @@
+"""The results: a markdown table (with the machine it ran on), JSON, and a PNG chart."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, memory and tool versions of this machine."""
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+
+    def version(*argv: str) -> str:
+        result = subprocess.run(argv, capture_output=True, text=True)
+        return (result.stdout or result.stderr).strip().splitlines()[0]
+
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(), "git": version("git", "--version"),
+            "openssh": version("ssh", "-V"), "python": platform.python_version()}
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    if unit == "×":
+        return f"{value:.2f}×"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def table(rows: list[Any], meta: dict[str, Any]) -> str:
+    """The markdown the README shows."""
+    lines = [f"Measured {meta['date']} ({meta['profile']} profile, {meta['elapsed_s']:.0f} s end to end) on "
+             f"{meta['nproc']} CPUs ({meta['cpu']}), {meta['memory_gb']} GB RAM; {meta['git']}, "
+             f"{meta['openssh']}. Repositories: "
+             + ", ".join(f"{k} {v} MB" for k, v in meta["repos_mb"].items()) + ".",
+             "",
+             "| measurement | gitserver | OpenSSH + git | ratio | target | met |",
+             "|---|---:|---:|---:|---|:-:|"]
+    for row in rows:
+        met = "" if row.passed is None else ("yes" if row.passed else "**no**")
+        note = f" ({row.note})" if row.note else ""
+        lines.append(f"| {row.metric}{note} | {_fmt(row.gitserver, row.unit)} | {_fmt(row.openssh, row.unit)} "
+                     f"| {row.ratio:.2f} | {row.target} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[Any], path: Path, title: str) -> bool:
+    """Bar chart of the ratios (gitserver / OpenSSH). Needs the optional ``bench`` extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install -e '.[bench]'); no chart written")
+        return False
+    shown = [r for r in rows if r.unit == "s"]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
+    colours = ["#999999" if r.passed is None else ("#2a9d4b" if r.passed else "#d1495b") for r in shown]
+    ax.barh([r.metric for r in shown], [r.ratio for r in shown], color=colours)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time ratio gitserver / OpenSSH + git (lower is better; 1.0 = same)")
+    ax.set_title(title, fontsize=9)
+    for i, r in enumerate(shown):
+        ax.text(r.ratio, i, f" {r.ratio:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(out: Path, rows: list[Any], meta: dict[str, Any]) -> dict[str, Path]:
+    """Write latest.md, latest.json, latest.png and readme-section.md (the README's copy)."""
+    out.mkdir(parents=True, exist_ok=True)
+    md = table(rows, meta)
+    paths = {"md": out / "latest.md", "json": out / "latest.json"}
+    paths["md"].write_text("# gitserver vs OpenSSH + git\n\n" + md)
+    paths["json"].write_text(json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) | {"ratio": r.ratio}
+                                                               for r in rows]}, indent=2) + "\n")
+    readme = out / "readme-section.md"
+    readme.write_text(md + "\n![ratios](bench/results/latest.png)\n")
+    paths["readme"] = readme
+    png = out / "latest.png"
+    if chart(rows, png, f"gitserver vs OpenSSH + git — {meta['date']}, {meta['nproc']} CPUs"):
+        paths["png"] = png
+    return paths

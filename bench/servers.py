@@ -1,0 +1,284 @@
+"""The two servers under test — ``gitserver serve`` and plain OpenSSH ``sshd`` + git — started
+on free loopback ports, and /proc accounting of a server's process tree."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SSHD = Path("/usr/sbin/sshd")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TENANT = "bench"
+USER = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_ssh(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    """Poll until ``port`` answers with an SSH banner (no sleeps beyond the poll interval)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(8).startswith(b"SSH-"):
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer on port {port} within {timeout:.0f}s")
+
+
+# --- /proc accounting ------------------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[int, float, int] | None:
+    """(ppid, cpu seconds including reaped children, rss bytes) of ``pid``."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    # fields[0] is field 3 (state): ppid=4, utime=14, stime=15, cutime=16, cstime=17, rss=24
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return int(fields[1]), ticks / CLK_TCK, int(fields[21]) * PAGE
+
+
+def tree(root: int) -> dict[int, tuple[float, int]]:
+    """{pid: (cpu seconds, rss bytes)} for ``root`` and all its descendants.
+
+    CPU includes each process's reaped children (cutime/cstime): a git child that has exited
+    and was waited for still counts, in its parent."""
+    stats: dict[int, tuple[int, float, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            stats[int(entry)] = st
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _cpu, _rss) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[int, tuple[float, int]] = {}
+    todo = [root] if root in stats else []
+    while todo:
+        pid = todo.pop()
+        out[pid] = stats[pid][1:]
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def tree_cpu(root: int) -> float:
+    return sum(cpu for cpu, _rss in tree(root).values())
+
+
+class Sampler:
+    """Samples the summed RSS of a process tree every ``interval`` seconds while active."""
+
+    def __init__(self, root: int, interval: float = 0.02) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(rss for _cpu, rss in tree(self.root).values()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- the servers -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Server:
+    """What a measurement needs from either server."""
+
+    name: str
+    port: int
+    user: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, repo: str) -> str:
+        raise NotImplementedError
+
+    def push_url(self, repo: str) -> str:
+        return self.url(repo)
+
+    @property
+    def accounting_root(self) -> int:
+        """The pid whose process tree does this server's SSH and git work."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class GitServer(Server):
+    """``gitserver serve`` with SQLite in ``root``; the benchmark talks to its database in-process."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(name="gitserver", port=free_port(), user="git")
+        self.root = root
+        self.data_dir = root / "data"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("GITSERVER_")},
+            "GITSERVER_DATA_DIR": str(self.data_dir),
+            "GITSERVER_DATABASE_URL": f"sqlite:///{self.data_dir / 'gitserver.db'}",
+            "GITSERVER_SSH_HOST": "127.0.0.1",
+            "GITSERVER_SSH_PORT": str(self.port),
+            "GITSERVER_HTTP_HOST": "127.0.0.1",
+            "GITSERVER_HTTP_PORT": str(free_port()),
+            "GITSERVER_WORKERS": "1",
+            "GITSERVER_HTTP_WORKERS": "1",
+        }
+        self._runtime: Any = None
+        self._ssh_pid = 0
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "gitserver", *args], env=self.env, text=True,
+                                capture_output=True, cwd=REPO_ROOT)
+        if result.returncode != 0:
+            raise RuntimeError(f"gitserver {' '.join(args)} failed: {result.stderr}")
+        return result.stdout
+
+    def start(self) -> None:
+        self.cli("init")
+        log = open(self.root / "serve.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "gitserver", "serve"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                     start_new_session=True)
+        log.close()
+        wait_for_ssh(self.port, self.proc, "gitserver serve")
+
+    @property
+    def runtime(self) -> Any:
+        if self._runtime is None:
+            from gitserver import config
+            from gitserver.runtime import Runtime
+
+            self._runtime = Runtime.create(config.load(environ=self.env), pool_size=1)
+        return self._runtime
+
+    @contextlib.contextmanager
+    def db(self) -> Any:
+        from gitserver.db.session import transaction
+
+        with transaction(self.runtime.sessions) as session:
+            yield session
+
+    @property
+    def accounting_root(self) -> int:
+        """The ``gitserver ssh`` child of the supervisor (API and worker are not counted)."""
+        assert self.proc is not None
+        if not self._ssh_pid or not Path(f"/proc/{self._ssh_pid}").exists():
+            for pid in tree(self.proc.pid):
+                with contextlib.suppress(OSError):
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    if b"gitserver" in argv and b"ssh" in argv:
+                        self._ssh_pid = pid
+        if not self._ssh_pid:
+            raise RuntimeError("cannot find the gitserver ssh process")
+        return self._ssh_pid
+
+    def url(self, repo: str) -> str:
+        return f"ssh://git@127.0.0.1:{self.port}/{TENANT}/{repo}.git"
+
+    def repo_path(self, repo: str) -> Path:
+        return self.data_dir / "repos" / TENANT / f"{repo}.git"
+
+    def stop(self) -> None:
+        super().stop()
+        if self._runtime is not None:
+            self._runtime.dispose()
+
+
+SSHD_CONFIG = """\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {root}/ssh_host_ed25519_key
+PidFile none
+AuthorizedKeysFile {root}/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+AcceptEnv GIT_PROTOCOL
+PrintMotd no
+UseDNS no
+# The default (10:30:100) randomly drops unauthenticated connections beyond 10: a tuned server
+# raises it, as gitserver's own connection cap is 500.
+MaxStartups 200
+MaxSessions 10
+LogLevel ERROR
+"""
+
+
+class OpenSSHServer(Server):
+    """OpenSSH ``sshd`` as root with its own config, host key and authorized_keys in ``root``.
+
+    Clones read the very repositories gitserver serves (by absolute path); pushes go to plain
+    bare repositories under ``root/plain`` (gitserver's hooks need its environment)."""
+
+    def __init__(self, root: Path, data_dir: Path) -> None:
+        super().__init__(name="openssh", port=free_port(), user=os.environ.get("USER", "root") or "root")
+        import pwd
+
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.root = root
+        self.data_dir = data_dir
+        self.plain = root / "plain"
+        self.authorized_keys = root / "authorized_keys"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.plain.mkdir(exist_ok=True)
+        key = self.root / "ssh_host_ed25519_key"
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        cfg = self.root / "sshd_config"
+        cfg.write_text(SSHD_CONFIG.format(port=self.port, root=self.root))
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
+        log = open(self.root / "sshd.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg)], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for_ssh(self.port, self.proc, "sshd")
+
+    def url(self, repo: str) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.data_dir / 'repos' / TENANT}/{repo}.git"
+
+    def push_url(self, repo: str) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.plain}/{repo}.git"
+
+    def plain_repo(self, repo: str) -> Path:
+        return self.plain / f"{repo}.git"

@@ -1,0 +1,162 @@
+"""The measurements: each one runs the real git client (through the real OpenSSH client)
+against both servers, alternating which goes first run by run."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bench.servers import GitServer, OpenSSHServer, Sampler, Server, tree, tree_cpu
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Sample:
+    seconds: float
+    ok: bool = True
+    cpu: float = 0.0  # server CPU seconds
+    rss: int = 0  # server peak RSS, bytes
+    failures: int = 0
+
+
+@dataclasses.dataclass
+class Client:
+    """The git client: one pinned HOME and one key for both servers, the same ssh options."""
+
+    home: Path
+    key: Path
+
+    def env(self) -> dict[str, str]:
+        ssh = ["ssh", "-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=60"]
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C",
+                "GIT_CONFIG_NOSYSTEM": "1", "GIT_SSH_COMMAND": " ".join(ssh),
+                "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+                "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com",
+                "GIT_AUTHOR_DATE": "2024-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00Z"}
+
+    def git(self, *args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["git", *args], cwd=cwd, env=self.env(), text=True, capture_output=True,
+                                timeout=900)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"git {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["git", *args], env=self.env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+
+def _settle(root: int, baseline: int, timeout: float = 5.0) -> None:
+    """Wait until the server's per-connection processes have exited and been reaped, so
+    their CPU time has reached the parent's cutime/cstime."""
+    deadline = time.monotonic() + timeout
+    while len(tree(root)) > baseline and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def measure(server: Server, action: Callable[[], bool], account: bool = False) -> Sample:
+    """Time ``action``; with ``account``, also the server's CPU seconds and peak RSS."""
+    if not account:
+        start = time.perf_counter()
+        ok = action()
+        return Sample(time.perf_counter() - start, ok)
+    root = server.accounting_root
+    baseline = len(tree(root))
+    cpu_before = tree_cpu(root)
+    with Sampler(root) as sampler:
+        start = time.perf_counter()
+        ok = action()
+        seconds = time.perf_counter() - start
+    _settle(root, baseline)
+    return Sample(seconds, ok, cpu=tree_cpu(root) - cpu_before, rss=sampler.peak)
+
+
+def alternate(servers: Sequence[Server], runs: int,
+              one: Callable[[Server, int], Sample]) -> dict[str, list[Sample]]:
+    """``runs`` samples per server, the servers' order swapped on every run."""
+    out: dict[str, list[Sample]] = {s.name: [] for s in servers}
+    for i in range(runs):
+        for server in (servers if i % 2 == 0 else list(reversed(servers))):
+            out[server.name].append(one(server, i))
+    return out
+
+
+def median(samples: Sequence[Sample], field: str = "seconds") -> float:
+    return statistics.median(getattr(s, field) for s in samples)
+
+
+# --- fake keys ---------------------------------------------------------------------------------
+
+def fake_key(i: int) -> tuple[str, str]:
+    """A distinct, well-formed ed25519 public key line (nobody holds its private half) and its
+    SHA256 fingerprint."""
+    point = hashlib.sha256(b"bench-key-%d" % i).digest()
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + point
+    fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()} fake{i}", fingerprint
+
+
+def write_authorized_keys(path: Path, real_key: str, total: int) -> None:
+    """``total`` lines, the real key last: sshd scans the file, so this is its worst case."""
+    with open(path, "w") as fh:
+        for i in range(total - 1):
+            fh.write(fake_key(i)[0] + "\n")
+        fh.write(real_key.strip() + "\n")
+
+
+def add_fake_keys(server: GitServer, start: int, stop: int) -> None:
+    """Insert fake keys ``start``..``stop-1`` with one bulk INSERT per chunk (an owner user
+    "filler" is created on first use)."""
+    from sqlalchemy import insert, select
+
+    from gitserver import admin
+    from gitserver.db import models
+
+    with server.db() as session:
+        tenant = admin.get_tenant(session, "bench")
+        filler = session.scalar(select(models.User).where(models.User.tenant_id == tenant.id,
+                                                          models.User.name == "filler"))
+        if filler is None:
+            filler = admin.create_user(session, tenant, "filler", "member")
+        rows = []
+        for i in range(start, stop):
+            line, fingerprint = fake_key(i)
+            rows.append({"user_id": filler.id, "fingerprint": fingerprint, "key_type": "ssh-ed25519",
+                         "key_data": line.rsplit(" ", 1)[0], "bits": 256, "title": f"fake{i}"})
+        for chunk in range(0, len(rows), 10_000):
+            session.execute(insert(models.PublicKey), rows[chunk:chunk + 10_000])
+
+
+def wait_pipelines_idle(server: GitServer, timeout: float = 300.0) -> None:
+    """Wait until the worker has no queued or running job, so that archive pipelines started by
+    a push do not steal CPU from the next measurement."""
+    from sqlalchemy import func, select
+
+    from gitserver.db import models
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with server.db() as session:
+            busy = session.scalar(select(func.count()).select_from(models.Job)
+                                  .where(models.Job.status.in_((models.QUEUED, models.RUNNING))))
+        if not busy:
+            return
+        time.sleep(0.2)
+    log.warning("pipelines still busy after %.0fs; measuring anyway", timeout)
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

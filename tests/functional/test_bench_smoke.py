@@ -1,0 +1,55 @@
+"""The benchmark (``python -m bench``) must keep working: its tiniest profile end to end, against
+the real ``gitserver serve`` and a real OpenSSH ``sshd``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.repos import RepoSpec, generate, last_tag
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SSHD = Path("/usr/sbin/sshd")
+
+
+def _head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "main", last_tag(SPEC)], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout
+
+
+SPEC = RepoSpec("t", commits=5, text_files=7, text_file_bytes=500, files_per_commit=2, tag_every=2,
+                blob_files=2, blob_bytes=1000)
+
+
+def test_generated_repositories_are_deterministic_and_cached(tmp_path: Path) -> None:
+    first = generate(SPEC, tmp_path / "a")
+    second = generate(SPEC, tmp_path / "b")
+    assert _head(first) == _head(second)
+    assert generate(SPEC, tmp_path / "a") == first  # served from the cache
+    log = subprocess.run(["git", "log", "--format=%an %at", "main"], cwd=first, check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    assert len(log) == SPEC.commits
+    assert log[-1] == "Bench Author 1700000000"
+
+
+@pytest.mark.skipif(not SSHD.exists(), reason=f"{SSHD} is missing (apt-get install openssh-server)")
+@pytest.mark.timeout(90)
+def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--out", str(out),
+                             "--cache-dir", str(tmp_path / "cache")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=80)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = (out / "latest.md").read_text()
+    for metric in ("ls-remote, small repo", "full clone, medium repo", "full clone, large repo",
+                   "shallow clone by tag", "push medium repo into an empty repo", "push of one small commit",
+                   "4 concurrent clones", "auth + ls-remote, 1,000 keys"):
+        assert metric in table
+    rows = json.loads((out / "latest.json").read_text())["rows"]
+    assert all(row["gitserver"] > 0 and row["openssh"] > 0 for row in rows), rows
+    assert "failed runs" not in table
+    assert "failures: gitserver 0, openssh 0" in table

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from bench import report
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
-from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Server
-from bench.workload import (Client, Sample, add_fake_keys, alternate, measure, median, rmtree,
-                            wait_pipelines_idle, write_authorized_keys)
+from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Profiler, Server, top_frames
+from bench.workload import (Client, Sample, add_fake_keys, alternate, measure, median, negotiated,
+                            rmtree, wait_pipelines_idle, write_authorized_keys)
 
 log = logging.getLogger("bench")
 HERE = Path(__file__).resolve().parent
@@ -84,8 +84,10 @@ class Row:
 
 
 class Bench:
-    def __init__(self, profile: Profile, work: Path, cache: Path) -> None:
+    def __init__(self, profile: Profile, work: Path, cache: Path, py_spy: Path | None = None) -> None:
         self.p = profile
+        self.py_spy = py_spy
+        self.profiler: Profiler | None = None
         self.work = work
         self.cache = cache
         self.gs = GitServer(work / "gitserver")
@@ -168,9 +170,13 @@ class Bench:
     # --- measurements ------------------------------------------------------------------------
 
     def warm_up(self) -> None:
+        assert self.client is not None
         for server in self.servers:
             if not self._run("ls-remote", server.url("small")):
                 raise RuntimeError(f"{server.name}: ls-remote of the small repository fails; see {server.root}")
+        self.extra["negotiated"] = {
+            "gitserver": negotiated(self.client, self.gs, f"{TENANT}/small"),
+            "openssh": negotiated(self.client, self.ossh, str(self.gs.repo_path("small")))}
 
     def ls_remote(self) -> None:
         res = alternate(self.servers, self.p.runs,
@@ -284,6 +290,9 @@ class Bench:
 
     def run(self) -> None:
         self.setup()
+        if self.py_spy:
+            self.py_spy.mkdir(parents=True, exist_ok=True)
+            self.profiler = Profiler(self.gs.accounting_root, self.py_spy / "gitserver-ssh.txt")
         self.warm_up()
         self.ls_remote()
         self.clones()
@@ -292,6 +301,12 @@ class Bench:
         self.auth_scaling()
 
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()
+            if self.profiler.out.exists():
+                summary = top_frames(self.profiler.out)
+                (self.profiler.out.with_suffix(".top.txt")).write_text(summary)
+                log.info("py-spy profile of the gitserver SSH daemon:\n%s", summary)
         for server in self.servers:
             server.stop()
 
@@ -307,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "gitserver-bench",
                         help="where generated repositories are kept between runs")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results are written")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="sample the gitserver SSH daemon with py-spy for the whole run; write "
+                             "collapsed stacks and a summary of the hottest frames into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -316,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile or "full"]
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))
-    bench = Bench(profile, work, args.cache_dir)
+    bench = Bench(profile, work, args.cache_dir, args.py_spy)
     try:
         bench.run()
     finally:

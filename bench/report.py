@@ -46,7 +46,9 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
     lines = [f"Measured {meta['date']} ({meta['profile']} profile, {meta['elapsed_s']:.0f} s end to end) on "
              f"{meta['nproc']} CPUs ({meta['cpu']}), {meta['memory_gb']} GB RAM; {meta['git']}, "
              f"{meta['openssh']}. Repositories: "
-             + ", ".join(f"{k} {v} MB" for k, v in meta["repos_mb"].items()) + ".",
+             + ", ".join(f"{k} {v} MB" for k, v in meta["repos_mb"].items()) + ". "
+             + "Negotiated by default (kex, cipher): "
+             + "; ".join(f"{k}: {v}" for k, v in meta.get("negotiated", {}).items()) + ".",
              "",
              "| measurement | gitserver | OpenSSH + git | ratio | target | met |",
              "|---|---:|---:|---:|---|:-:|"]

@@ -220,6 +220,48 @@ class GitServer(Server):
             self._runtime.dispose()
 
 
+class Profiler:
+    """py-spy sampling one process (the gitserver SSH daemon) until stopped; writes collapsed
+    stacks (``--format raw``), which :func:`top_frames` summarises."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        py_spy = Path(sys.executable).with_name("py-spy")
+        self.proc = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--rate", "200",
+                                      "--nonblocking", "--format", "raw", "--output", str(out)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def top_frames(collapsed: Path, n: int = 25) -> str:
+    """The frames where the most samples were taken: self (leaf) and total (anywhere on the
+    stack), as a plain-text table."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        samples += int(count)
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + int(count)
+    lines = [f"{samples} samples", "", "self %  frame"]
+    lines += [f"{100 * c / samples:6.1f}  {f}" for f, c in sorted(own.items(), key=lambda x: -x[1])[:n]]
+    lines += ["", "total %  frame"]
+    lines += [f"{100 * c / samples:6.1f}  {f}" for f, c in sorted(total.items(), key=lambda x: -x[1])[:n]]
+    return "\n".join(lines) + "\n"
+
+
 SSHD_CONFIG = """\
 ListenAddress 127.0.0.1
 Port {port}

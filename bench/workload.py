@@ -54,9 +54,27 @@ class Client:
             raise RuntimeError(f"git {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
 
+    def ssh_argv(self) -> list[str]:
+        return self.env()["GIT_SSH_COMMAND"].split()
+
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(["git", *args], env=self.env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
+
+
+def negotiated(client: Client, server: Server, repo_path: str) -> str:
+    """The key exchange and cipher the OpenSSH client negotiates with ``server`` by default."""
+    argv = [*client.ssh_argv(), "-v", "-p", str(server.port), f"{server.user}@127.0.0.1",
+            f"git-upload-pack '{repo_path}'"]
+    result = subprocess.run(argv, env=client.env(), stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=60)
+    kex = cipher = "?"
+    for line in result.stderr.splitlines():
+        if "kex: algorithm:" in line:
+            kex = line.split("kex: algorithm:", 1)[1].strip()
+        elif "kex: server->client cipher:" in line:
+            cipher = line.split("cipher:", 1)[1].split()[0]
+    return f"{kex}, {cipher}"
 
 
 def _settle(root: int, baseline: int, timeout: float = 5.0) -> None:

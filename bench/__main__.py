@@ -176,7 +176,7 @@ class Bench:
                 raise RuntimeError(f"{server.name}: ls-remote of the small repository fails; see {server.root}")
         self.extra["negotiated"] = {
             "gitserver": negotiated(self.client, self.gs, f"{TENANT}/small"),
-            "openssh": negotiated(self.client, self.ossh, str(self.gs.repo_path("small")))}
+            "openssh": negotiated(self.client, self.ossh, str(self.ossh.repo_path("small")))}
 
     def ls_remote(self) -> None:
         res = alternate(self.servers, self.p.runs,

@@ -317,7 +317,10 @@ class OpenSSHServer(Server):
         wait_for_ssh(self.port, self.proc, "sshd")
 
     def url(self, repo: str) -> str:
-        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.data_dir / 'repos' / TENANT}/{repo}.git"
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.repo_path(repo)}"
+
+    def repo_path(self, repo: str) -> Path:
+        return self.data_dir / "repos" / TENANT / f"{repo}.git"
 
     def push_url(self, repo: str) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{self.plain}/{repo}.git"

@@ -158,6 +158,7 @@ class GitServer(Server):
             "GITSERVER_HTTP_PORT": str(free_port()),
             "GITSERVER_WORKERS": "1",
             "GITSERVER_HTTP_WORKERS": "1",
+            "GITSERVER_JOB_POLL_INTERVAL": "0.2",
         }
         self._runtime: Any = None
         self._ssh_pid = 0

@@ -311,6 +311,13 @@ class Bench:
             server.stop()
 
 
+def gitserver_ssh_available() -> bool:
+    """Whether ``gitserver serve`` can start its SSH daemon at all."""
+    import importlib.util
+
+    return importlib.util.find_spec("gitserver.ssh.server") is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -330,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if not SSHD.exists():
         print(f"bench: {SSHD} is missing; install it with `apt-get install openssh-server`", file=sys.stderr)
+        return 2
+    if not gitserver_ssh_available():
+        print("bench: gitserver has no SSH daemon yet (gitserver/ssh/server.py is missing)", file=sys.stderr)
         return 2
     profile = PROFILES[args.profile or "full"]
     started = time.monotonic()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.__main__ import gitserver_ssh_available
 from bench.repos import RepoSpec, generate, last_tag
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ def test_generated_repositories_are_deterministic_and_cached(tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(not SSHD.exists(), reason=f"{SSHD} is missing (apt-get install openssh-server)")
+@pytest.mark.skipif(not gitserver_ssh_available(), reason="gitserver/ssh/server.py does not exist yet")
 @pytest.mark.timeout(90)
 def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results"

@@ -53,6 +53,9 @@ def cmd_ssh(args: argparse.Namespace) -> int:
     from gitserver.ssh.server import run
 
     cfg = _config(args)
+    from gitserver import metrics
+
+    metrics.setup(cfg, clean=True)
     setup_logging(cfg, "ssh")
     return run(cfg)
 
@@ -62,7 +65,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     from gitserver.logs import setup_logging
 
     cfg = _config(args)
+    from gitserver import metrics
+
+    metrics.setup(cfg, clean=True)
     setup_logging(cfg, "api")
+    from gitserver import graphite
+
+    graphite.start()  # only when GRAPHITE_* is set
     return run_gunicorn(cfg)
 
 
@@ -71,6 +80,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from gitserver.pipelines.worker import run
 
     cfg = _config(args)
+    from gitserver import metrics
+
+    metrics.setup(cfg, clean=True)
     setup_logging(cfg, "worker")
     return run(cfg, concurrency=args.concurrency)
 

@@ -32,6 +32,9 @@ def serve(config: Config, config_file: str | None = None) -> int:
     from gitserver.logs import setup_logging
     from gitserver.runtime import initialise
 
+    from gitserver import metrics
+
+    metrics.setup(config, clean=True)
     setup_logging(config, "serve")
     for line in initialise(config):
         log.info("%s", line)

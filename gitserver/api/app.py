@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # Resource modules, each with add_routes(app, ctx). Add a module here to mount it.
 ROUTE_MODULES = [
     "gitserver.api.app",
+    "gitserver.api.resources.metrics",
 ]
 
 

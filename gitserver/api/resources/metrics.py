@@ -1,0 +1,42 @@
+"""``GET /metrics`` (Prometheus) and the middleware that times every request."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import falcon
+
+from gitserver import metrics
+
+
+class Metrics:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body, content_type = metrics.exposition(self.ctx.runtime.engine)
+        resp.content_type = content_type
+        resp.data = body
+
+
+class MetricsMiddleware:
+    """Counts and times each response by route template (``/api/v1/repos/{tenant}/...``)."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.metrics_start = time.monotonic()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response,
+                         resource: Any, req_succeeded: bool) -> None:
+        start = getattr(req.context, "metrics_start", None)
+        if start is None:
+            return
+        route = req.uri_template or "unmatched"
+        metrics.http_request(route, req.method, resp.status_code,
+                             time.monotonic() - start)
+
+
+def add_routes(app: falcon.App, ctx: Any) -> None:
+    metrics.setup(ctx.config)
+    app.add_route("/metrics", Metrics(ctx))
+    app.add_middleware(MetricsMiddleware())

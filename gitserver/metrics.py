@@ -1,0 +1,238 @@
+"""Prometheus metrics: every metric object of gitserver, and small functions to count with.
+
+Call :func:`setup` at process start, before anything else imports ``prometheus_client``:
+it sets ``PROMETHEUS_MULTIPROC_DIR`` (``<data_dir>/metrics``) so the API workers, the SSH
+daemon and the pipeline workers all write to one directory that ``/metrics`` merges.
+
+Refused ref updates are counted by the SSH session from the ``ng <ref> <reason>`` lines the
+receive-pack sends back to the client (the proc-receive hook stays free of prometheus_client,
+it is a short-lived process on the push's latency path). The rule is the first word of the
+reason (``force-push``, ``delete``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from gitserver.config import Config
+
+log = logging.getLogger(__name__)
+
+ENV_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+_m: dict[str, Any] = {}
+
+
+def metrics_dir(config: Config) -> Path:
+    """Where the per-process metric files live."""
+    return config.data_dir / "metrics"
+
+
+def setup(config: Config, clean: bool = False) -> Path:
+    """Point prometheus_client at the shared multiprocess directory and define the metrics.
+
+    ``clean`` (``serve`` and the first process of a host) removes files of dead processes.
+    """
+    directory = Path(os.environ.get(ENV_MULTIPROC) or metrics_dir(config))
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV_MULTIPROC] = str(directory)
+    if clean:
+        clean_dead(directory)
+    _define()
+    return directory
+
+
+def clean_dead(directory: Path) -> int:
+    """Drop the live-gauge files of processes that no longer exist; returns how many pids."""
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in directory.glob("*_*.db"):
+        pid_text = path.stem.rsplit("_", 1)[-1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            dead.add(int(pid_text))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, str(directory))
+    return len(dead)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _define() -> None:
+    """Create the metric objects once per process (after the env var is set)."""
+    if _m:
+        return
+    from prometheus_client import Counter, Gauge, Histogram
+
+    _m.update(
+        http_seconds=Histogram("gitserver_http_request_seconds", "HTTP request latency",
+                               ["route", "method"]),
+        http_total=Counter("gitserver_http_requests_total", "HTTP requests",
+                           ["route", "method", "status"]),
+        http_errors=Counter("gitserver_http_errors_total", "HTTP 4xx/5xx responses",
+                            ["route", "class"]),
+        json_invalid=Counter("gitserver_json_validation_errors_total",
+                             "Request bodies rejected by validation", ["route"]),
+        callback_failures=Counter("gitserver_callback_failures_total",
+                                  "Webhook/callback deliveries that failed", ["reason"]),
+        ssh_connections=Counter("gitserver_ssh_connections_total", "SSH connections accepted"),
+        ssh_auth=Counter("gitserver_ssh_auth_total", "SSH authentication attempts",
+                         ["result", "reason"]),
+        git_sessions=Counter("gitserver_git_sessions_total", "Git sessions by service",
+                             ["service"]),
+        bytes=Counter("gitserver_ssh_bytes_total", "Bytes through git sessions", ["direction"]),
+        git_children=Gauge("gitserver_git_children", "Running git child processes",
+                           multiprocess_mode="livesum"),
+        pushes=Counter("gitserver_pushes_total", "Pushes received", ["result"]),
+        refs_refused=Counter("gitserver_ref_updates_refused_total", "Refused ref updates",
+                             ["rule"]),
+        pipeline_seconds=Histogram("gitserver_pipeline_seconds", "Pipeline durations",
+                                   ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
+        step_seconds=Histogram("gitserver_pipeline_step_seconds", "Pipeline step durations",
+                               ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
+        log_dropped=Counter("gitserver_log_records_dropped_total",
+                            "Log records dropped by a shipping handler", ["sink"]),
+    )
+
+
+def _get(name: str) -> Any:
+    if not _m:
+        _define()
+    return _m[name]
+
+
+def http_request(route: str, method: str, status: int, seconds: float) -> None:
+    """One HTTP response; ``route`` is the route template, never the raw path."""
+    _get("http_seconds").labels(route, method).observe(seconds)
+    _get("http_total").labels(route, method, str(status)).inc()
+    if status >= 400:
+        _get("http_errors").labels(route, f"{status // 100}xx").inc()
+
+
+def json_invalid(route: str) -> None:
+    _get("json_invalid").labels(route).inc()
+
+
+def callback_failed(reason: str) -> None:
+    _get("callback_failures").labels(reason).inc()
+
+
+def ssh_connection() -> None:
+    _get("ssh_connections").inc()
+
+
+def ssh_auth(result: str, reason: str) -> None:
+    """``result`` is ``success`` or ``failure``; ``reason`` e.g. ``publickey``, ``unknown-key``."""
+    _get("ssh_auth").labels(result, reason).inc()
+
+
+def git_session(service: str) -> None:
+    _get("git_sessions").labels(service).inc()
+
+
+def bytes(direction: str, n: int) -> None:  # noqa: A001  (the name the callers use)
+    """``direction`` is ``sent`` or ``received``."""
+    if n:
+        _get("bytes").labels(direction).inc(n)
+
+
+def git_child_started() -> None:
+    _get("git_children").inc()
+
+
+def git_child_finished() -> None:
+    _get("git_children").dec()
+
+
+def push(result: str) -> None:
+    _get("pushes").labels(result).inc()
+
+
+def ref_refused(rule: str) -> None:
+    _get("refs_refused").labels(rule).inc()
+
+
+_NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4}[\x01]?)ng (refs/\S+) ?([^\s:,]*)", re.M)
+
+
+def refusals_from_report(report: bytes | str) -> list[str]:
+    """Rules of the ``ng <ref> <reason>`` lines in receive-pack output, raw or pkt-line
+    framed (pure); the rule is the first word of the reason."""
+    # (``bytes`` is shadowed by the counting function below, hence the str test.)
+    text = report if isinstance(report, str) else report.decode("utf-8", "replace")
+    return [(m.group(2) or "unknown").lower() for m in _NG.finditer(text)]
+
+
+def pipeline_finished(status: str, seconds: float) -> None:
+    _get("pipeline_seconds").labels(status).observe(seconds)
+
+
+def step_finished(status: str, seconds: float) -> None:
+    _get("step_seconds").labels(status).observe(seconds)
+
+
+def log_dropped(sink: str, n: int = 1) -> None:
+    _get("log_dropped").labels(sink).inc(n)
+
+
+class QueueCollector:
+    """Queue depth and age of the oldest queued job, read from SQL at scrape time."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def collect(self) -> Any:
+        import datetime as dt
+
+        from prometheus_client.core import GaugeMetricFamily
+        from sqlalchemy import text
+
+        depth = GaugeMetricFamily("gitserver_queue_depth", "Queued jobs")
+        age = GaugeMetricFamily("gitserver_queue_oldest_age_seconds",
+                                "Age of the oldest queued job")
+        try:
+            with self.engine.connect() as conn:
+                count, oldest = conn.execute(text(
+                    "SELECT count(*), min(created_at) FROM jobs WHERE status = 'queued'")).one()
+        except Exception:  # noqa: BLE001  (a scrape must not fail on a database hiccup)
+            log.warning("queue metrics: database query failed", exc_info=True)
+            return
+        depth.add_metric([], float(count))
+        seconds = 0.0
+        if oldest is not None:
+            if isinstance(oldest, str):
+                oldest = dt.datetime.fromisoformat(oldest)
+            if oldest.tzinfo is None:
+                oldest = oldest.replace(tzinfo=dt.timezone.utc)
+            seconds = max(0.0, (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds())
+        age.add_metric([], seconds)
+        yield depth
+        yield age
+
+
+def exposition(engine: Any = None) -> tuple[bytes, str]:
+    """The text of ``/metrics``: every process's metrics, this process's CPU/memory/GC, and
+    the queue collector."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client import gc_collector, multiprocess, platform_collector, process_collector
+
+    registry = CollectorRegistry()
+    if os.environ.get(ENV_MULTIPROC):
+        multiprocess.MultiProcessCollector(registry)
+    process_collector.ProcessCollector(registry=registry)
+    gc_collector.GCCollector(registry=registry)
+    platform_collector.PlatformCollector(registry=registry)
+    if engine is not None:
+        registry.register(QueueCollector(engine))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

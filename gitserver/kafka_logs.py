@@ -16,7 +16,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,15 +56,17 @@ class KafkaHandler(logging.Handler):
     """A logging handler with a bounded queue and a background sender thread."""
 
     def __init__(self, producer_args: dict[str, Any], queue_size: int = QUEUE_SIZE,
-                 retry_seconds: float = 5.0) -> None:
+                 retry_seconds: float = 5.0, connect_timeout: float = 5.0) -> None:
         super().__init__()
         args = dict(producer_args)
         self.topic = args.pop("topic")
         self.producer_args = args
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self.retry_seconds = retry_seconds
+        self.connect_timeout = connect_timeout
         self.dropped = 0
         self.sent = 0
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kafka-logs", daemon=True)
         self._thread.start()
 
@@ -94,7 +95,8 @@ class KafkaHandler(logging.Handler):
         from kafka import KafkaProducer
 
         # Short blocking limits: the sender thread must notice an outage and keep draining.
-        return KafkaProducer(max_block_ms=5000, request_timeout_ms=10000, linger_ms=100,
+        return KafkaProducer(bootstrap_timeout_ms=int(self.connect_timeout * 1000),
+                             max_block_ms=5000, request_timeout_ms=10000, linger_ms=100,
                              retries=3, **self.producer_args)
 
     def _run(self) -> None:
@@ -109,7 +111,8 @@ class KafkaHandler(logging.Handler):
                 except Exception as exc:  # noqa: BLE001  (broker down: retry later)
                     logging.getLogger("kafka.gitserver").debug("kafka connect failed: %s", exc)
                     # Meanwhile emit() drops what does not fit in the queue.
-                    time.sleep(self.retry_seconds)
+                    if self._closing.wait(self.retry_seconds):
+                        return
             try:
                 producer.send(self.topic, item).add_errback(lambda _exc: self._drop(1))
                 self.sent += 1
@@ -120,6 +123,7 @@ class KafkaHandler(logging.Handler):
             producer.close(timeout=5)
 
     def close(self) -> None:
+        self._closing.set()
         try:
             self.queue.put_nowait(_STOP)
         except queue.Full:

@@ -1,6 +1,7 @@
 """Container entrypoint: identity for an arbitrary UID, PID 1 duties, signal forwarding.
 
-``python -m gitserver.entrypoint [serve|ssh|api|worker|<command> ...]`` (default ``serve``).
+``python -m gitserver.entrypoint [serve|ssh|api|worker|<command> ...]`` (default ``serve``);
+``python -m gitserver.entrypoint healthcheck`` is the image's HEALTHCHECK.
 
 * OpenShift runs the image under a random UID with no ``/etc/passwd`` entry; git and ssh
   both look the user up (``getpwuid``) and fail without one. When the UID is unknown we
@@ -148,9 +149,49 @@ def _which(name: str, env: Mapping[str, str]) -> str:
     raise SystemExit(f"entrypoint: command not found: {name}")
 
 
+def running_part(cmdline_path: str = "/proc/1/cmdline") -> str:
+    """Which gitserver part the container runs, from PID 1's command line."""
+    try:
+        args = Path(cmdline_path).read_bytes().split(b"\0")
+    except OSError:
+        return "serve"
+    return next((a.decode() for a in args[1:] if a.decode() in PARTS), "serve")
+
+
+def healthcheck(part: str, host: str, http_port: int, ssh_port: int, timeout: float = 3.0) -> int:
+    """0 when the part answers: ``/healthz`` for serve/api, the SSH banner for ssh."""
+    import socket
+    import urllib.request
+
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+    try:
+        if part in ("serve", "api"):
+            url_host = f"[{host}]" if ":" in host else host
+            with urllib.request.urlopen(f"http://{url_host}:{http_port}/healthz", timeout=timeout) as r:
+                return 0 if r.status == 200 else 1
+        if part == "ssh":
+            with socket.create_connection((host, ssh_port), timeout=timeout) as sock:
+                return 0 if sock.recv(64).startswith(b"SSH-2.0-") else 1
+    except OSError as exc:
+        print(f"unhealthy: {part}: {exc}", file=sys.stderr)
+        return 1
+    return 0  # a worker has no port; the container engine already watches PID 1
+
+
+def _healthcheck_main() -> int:
+    from gitserver import config
+
+    cfg = config.load()
+    part = running_part()
+    host = cfg.ssh_host if part == "ssh" else cfg.http_host
+    return healthcheck(part, host, cfg.http_port, cfg.ssh_port)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="entrypoint: %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["healthcheck"]:
+        return _healthcheck_main()
+    logging.basicConfig(level=logging.INFO, format="entrypoint: %(message)s")
     env = dict(os.environ)
     env.update(identity_env(env, os.getuid(), os.getgid()))
     become_subreaper()

@@ -190,3 +190,48 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     out = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / u) for u in UNITS)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stderr == "", out.stderr
+
+
+def test_running_part_reads_pid1_cmdline(tmp_path: Path) -> None:
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_bytes(b"python\0-m\0gitserver.entrypoint\0worker\0")
+    assert entrypoint.running_part(str(cmdline)) == "worker"
+    cmdline.write_bytes(b"python\0-m\0gitserver.entrypoint\0")
+    assert entrypoint.running_part(str(cmdline)) == "serve"
+
+
+def test_healthcheck_hits_healthz_and_reads_the_ssh_banner() -> None:
+    import http.server
+    import socket
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    banner = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = banner.accept()
+        conn.sendall(b"SSH-2.0-gitserver\r\n")
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        http_port, ssh_port = httpd.server_address[1], banner.getsockname()[1]
+        assert entrypoint.healthcheck("api", "0.0.0.0", http_port, 1) == 0
+        assert entrypoint.healthcheck("ssh", "127.0.0.1", 1, ssh_port) == 0
+        assert entrypoint.healthcheck("worker", "127.0.0.1", 1, 1) == 0
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        assert entrypoint.healthcheck("serve", "127.0.0.1", closed, 1, timeout=1) == 1
+    finally:
+        httpd.shutdown()
+        banner.close()

@@ -1,0 +1,94 @@
+"""Who an SSH key is, and which repository an SSH command may touch: the SQL side of the
+SSH front, kept apart from asyncssh so it runs in a worker thread and is easy to test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gitserver import access
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.errors import Forbidden, NotFound
+from gitserver.git.store import RECEIVE_PACK
+from gitserver.ssh.commands import GitCommand
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """An authenticated principal and the line that greets it on a bare ``ssh git@host``."""
+
+    principal: access.Principal
+    greeting: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Authorised:
+    """A command the principal may run: the repository and the permission it holds there."""
+
+    repo_id: int
+    tenant: str
+    repo: str
+    permission: str
+
+
+def identity_for_fingerprint(session: Session, fingerprint: str) -> Identity | None:
+    """The identity a key stands for; None when the key is unknown or its user disabled."""
+    key = session.scalars(
+        select(models.PublicKey).where(models.PublicKey.fingerprint == fingerprint)).one_or_none()
+    if key is None:
+        return None
+    if key.user_id is not None:
+        user = key.user
+        if user is None or user.disabled:
+            return None
+        principal = access.principal_for_user(user, key)
+        return Identity(principal, greeting_for_user(principal))
+    deploy = session.scalars(
+        select(models.DeployKey).where(models.DeployKey.public_key_id == key.id)).one_or_none()
+    if deploy is None:
+        return None
+    principal = access.Principal(kind="deploy_key", key_id=key.id, key_fingerprint=key.fingerprint,
+                                 tenant_id=deploy.repo.tenant_id,
+                                 tenant_name=deploy.repo.tenant.name,
+                                 deploy_repo_id=deploy.repo_id, deploy_write=deploy.write)
+    mode = "read-write" if deploy.write else "read-only"
+    greeting = (f"Hi! You've authenticated to gitserver with a {mode} deploy key for "
+                f"{deploy.repo.tenant.name}/{deploy.repo.name}; there is no shell access.")
+    return Identity(principal, greeting)
+
+
+def greeting_for_user(principal: access.Principal) -> str:
+    return (f"Hi {principal.user_name}! You've authenticated to gitserver as "
+            f"{principal.tenant_name}/{principal.user_name}; there is no shell access.")
+
+
+def not_found(command: GitCommand) -> NotFound:
+    """The one answer for a missing repository and for one the principal may not read."""
+    return NotFound(f"repository '{command.full_name}' not found or you have no access")
+
+
+def authorise(session: Session, principal: access.Principal, command: GitCommand) -> Authorised:
+    """Check the principal may run ``command``; raise :class:`NotFound` or :class:`Forbidden`."""
+    repo = session.scalars(
+        select(models.Repository)
+        .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
+        .where(models.Tenant.name == command.tenant, models.Repository.name == command.repo)
+    ).one_or_none()
+    if repo is None:
+        raise not_found(command)
+    permission = access.permission_on(session, principal, repo)
+    if permission is None:
+        raise not_found(command)
+    if command.service == RECEIVE_PACK and not access.at_least(permission, access.WRITE):
+        raise Forbidden(f"you have {permission} access to '{command.full_name}' and cannot push")
+    return Authorised(repo_id=repo.id, tenant=command.tenant, repo=command.repo,
+                      permission=permission)
+
+
+def touch_key(session: Session, key_id: int) -> None:
+    """Record that a key was used; one UPDATE, no read."""
+    session.execute(update(models.PublicKey).where(models.PublicKey.id == key_id)
+                    .values(last_used_at=utcnow()))

@@ -1,0 +1,298 @@
+"""The asyncssh daemon: authentication by public key in SQL, one git command per channel.
+
+Layers as asyncssh designs them: :class:`GitSSHServer` authenticates (one instance per
+connection), :func:`Daemon.handle` serves one exec request, :class:`gitserver.ssh.session.GitChild`
+runs git. Every refusal is one ``ERROR: …`` line on stderr and exit status 128.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import asyncssh
+
+from gitserver import access
+from gitserver.config import Config
+from gitserver.db.session import transaction
+from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
+from gitserver.keys import fingerprint_of_blob
+from gitserver.runtime import Runtime
+from gitserver.ssh import identity
+from gitserver.ssh.commands import parse_command
+from gitserver.ssh.session import GitChild, client_git_protocol
+
+log = logging.getLogger(__name__)
+
+REFUSED_STATUS = 128
+# After the preferred AES-GCM ciphers: ciphers every OpenSSH and paramiko client speaks, so
+# nobody is locked out by a narrow configuration.
+FALLBACK_CIPHERS = ("chacha20-poly1305@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr")
+HOST_KEY_GLOB = "ssh_host_*_key"
+# Bigger than asyncssh's 2 MiB default so one connection can fill a fast link.
+CHANNEL_WINDOW = 8 * 1024 * 1024
+
+
+class GitSSHServer(asyncssh.SSHServer):
+    """Authentication of one connection: public keys only, identity from the signed step."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.identity: identity.Identity | None = None
+        self.candidates: dict[bytes, identity.Identity] = {}
+        self.signed_key: bytes | None = None
+        self.channels = 0
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.daemon.connections.add(conn)
+        if len(self.daemon.connections) > self.daemon.config.ssh_max_connections:
+            log.warning("connection cap %d reached; refusing %s",
+                        self.daemon.config.ssh_max_connections, conn.get_extra_info("peername"))
+            asyncio.get_running_loop().call_soon(
+                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections")
+            return
+        # asyncssh asks the owner about a key both for an unsigned probe and for the signed
+        # request, and does not say which key finally verified. Wrap the connection's own
+        # check, which sees the signature, to learn the key that really authenticated.
+        original = conn.validate_public_key
+
+        async def validate_signed(username: str, key_data: bytes, msg: bytes,
+                                  signature: bytes) -> bool:
+            ok = await original(username, key_data, msg, signature)
+            if ok and msg:
+                self.signed_key = key_data
+            return ok
+
+        conn.validate_public_key = validate_signed  # type: ignore[method-assign]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.daemon.connections.discard(self.conn)
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # the SSH user name is ignored: the key is the identity
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Whether the key is known (and its user enabled); binds nothing by itself."""
+        blob = key.public_data
+        if blob not in self.candidates:
+            found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
+            if found is None:
+                return False
+            self.candidates[blob] = found
+        return True
+
+    def auth_completed(self) -> None:
+        """Bind the identity of the key whose signature verified, and only that one."""
+        found = self.candidates.get(self.signed_key) if self.signed_key else None
+        if found is None:  # cannot happen with public-key auth only; refuse rather than guess
+            log.error("authentication completed without a verified key; closing")
+            if self.conn is not None:
+                self.conn.close()
+            return
+        self.identity = found
+        self.candidates.clear()
+        if found.principal.key_id is not None:
+            self.daemon.touch_key(found.principal.key_id)
+
+    # No forwarding of any kind, no other channel types: the defaults refuse too, but the
+    # refusal is part of the contract, so it is spelled out.
+    def connection_requested(self, *args: Any) -> bool:
+        return False
+
+    def unix_connection_requested(self, *args: Any) -> bool:
+        return False
+
+    def server_requested(self, *args: Any) -> bool:
+        return False
+
+    def unix_server_requested(self, *args: Any) -> bool:
+        return False
+
+    def tun_requested(self, *args: Any) -> bool:
+        return False
+
+
+class Daemon:
+    """The SSH daemon's shared state: runtime, live connections, running git children."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.config = runtime.config
+        self.connections: set[asyncssh.SSHServerConnection] = set()
+        self.children: set[GitChild] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def lookup(self, fingerprint: str) -> identity.Identity | None:
+        with transaction(self.runtime.sessions) as session:
+            return identity.identity_for_fingerprint(session, fingerprint)
+
+    def touch_key(self, key_id: int) -> None:
+        """Update last_used_at in the background: the login does not wait for it."""
+        def touch() -> None:
+            with transaction(self.runtime.sessions) as session:
+                identity.touch_key(session, key_id)
+
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(touch))
+        self.tasks.add(task)
+        task.add_done_callback(self._touched)
+
+    def _touched(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not update last_used_at: %s", task.exception())
+
+    async def handle(self, process: asyncssh.SSHServerProcess) -> None:
+        """Serve one session channel: refuse, greet, or run one git command."""
+        owner = process.channel.get_connection().get_owner()
+        assert isinstance(owner, GitSSHServer)
+        owner.channels += 1
+        try:
+            status = await self._serve(process, owner)
+        except asyncio.CancelledError:
+            raise
+        except GitserverError as exc:
+            status = _refuse(process, exc.message)
+        except Exception:  # noqa: BLE001  (log once here; the client gets one safe line)
+            log.exception("SSH session failed")
+            status = _refuse(process, "internal error; the administrator can find it in the log")
+        finally:
+            owner.channels -= 1
+        with contextlib.suppress(Exception):
+            process.exit(status)
+
+    async def _serve(self, process: asyncssh.SSHServerProcess, owner: GitSSHServer) -> int:
+        found = owner.identity
+        if found is None:
+            raise Forbidden("not authenticated")
+        if owner.channels > self.config.ssh_max_channels_per_connection:
+            raise Unavailable("too many channels on this connection")
+        if process.subsystem is not None:
+            raise Forbidden(f"subsystem '{_printable(process.subsystem)}' is not available; "
+                            "only git commands are")
+        if process.command is None:
+            process.stdout.write(found.greeting.encode() + b"\n")
+            return 0
+        command = parse_command(process.command)
+        target = await asyncio.to_thread(self._authorise, found.principal, command)
+        peer = process.get_extra_info("peername") or ("", 0)
+        child = GitChild(self.runtime, found.principal, command, target,
+                         client_address=str(peer[0]),
+                         git_protocol=client_git_protocol(process.env))
+        self.children.add(child)
+        try:
+            return await child.run(process)
+        finally:
+            self.children.discard(child)
+
+    def _authorise(self, principal: access.Principal, command: Any) -> identity.Authorised:
+        with transaction(self.runtime.sessions) as session:
+            return identity.authorise(session, principal, command)
+
+
+def _printable(text: str) -> str:
+    return text[:40] if text.isascii() and text.isprintable() else "?"
+
+
+def _refuse(process: asyncssh.SSHServerProcess, message: str) -> int:
+    """One ``ERROR:`` line on stderr (bytes: the channel has no encoding)."""
+    line = " ".join(message.split())  # never more than one line
+    with contextlib.suppress(Exception):
+        process.stderr.write(f"ERROR: {line}\n".encode("utf-8", "replace"))
+    return REFUSED_STATUS
+
+
+def load_host_keys(config: Config) -> list[asyncssh.SSHKey]:
+    """The host keys ``gitserver init`` wrote; a clear error when there are none."""
+    paths = sorted(config.host_key_dir.glob(HOST_KEY_GLOB)) if config.host_key_dir.is_dir() else []
+    if not paths:
+        raise ConfigError(f"no SSH host key in {config.host_key_dir}; run 'gitserver init' first")
+    try:
+        return [asyncssh.read_private_key(str(path)) for path in paths]
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise ConfigError(f"cannot read SSH host key: {exc}") from exc
+
+
+def encryption_algs(config: Config) -> list[str]:
+    """Configured ciphers first, then the widely supported ones, without duplicates."""
+    names = [*config.ssh_ciphers, *FALLBACK_CIPHERS]
+    return list(dict.fromkeys(names))
+
+
+async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
+    """Listen on config.ssh_host:ssh_port."""
+    config = daemon.config
+    return await asyncssh.create_server(
+        lambda: GitSSHServer(daemon), config.ssh_host, config.ssh_port,
+        server_host_keys=host_keys, process_factory=daemon.handle, encoding=None,
+        password_auth=False, kbdint_auth=False, gss_auth=False, gss_kex=False,
+        host_based_auth=False, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
+        allow_scp=False, sftp_factory=None, line_editor=False,
+        encryption_algs=encryption_algs(config), login_timeout=config.ssh_login_grace_time,
+        keepalive_interval=config.ssh_keepalive_interval,
+        keepalive_count_max=config.ssh_keepalive_count_max,
+        window=CHANNEL_WINDOW, reuse_address=True)
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    host_keys = load_host_keys(config)
+    runtime = Runtime.create(config)
+    daemon = Daemon(runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        acceptor = await start(daemon, host_keys)
+        log.info("SSH daemon listening on %s:%s", config.ssh_host, config.ssh_port)
+        await stop.wait()
+        log.info("shutting down: no new connections; %d transfer(s) running", len(daemon.children))
+        acceptor.close()
+        await _drain(daemon, config.ssh_shutdown_grace)
+        return 0
+    finally:
+        runtime.dispose()
+
+
+async def _drain(daemon: Daemon, grace: float) -> None:
+    """Let running transfers finish for ``grace`` seconds, then kill what is left."""
+    deadline = asyncio.get_running_loop().time() + grace
+    while daemon.children and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    if daemon.children:
+        log.warning("killing %d transfer(s) still running after %ss", len(daemon.children), grace)
+    await asyncio.gather(*(child.kill() for child in list(daemon.children)),
+                         return_exceptions=True)
+    for conn in list(daemon.connections):
+        conn.close()
+    for conn in list(daemon.connections):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.wait_closed(), 2)
+
+
+def run(config: Config) -> int:
+    """Entry point of ``gitserver ssh``."""
+    try:
+        return asyncio.run(serve(config))
+    except ConfigError as exc:
+        log.error("%s", exc.message)
+        print(f"error: {exc.message}", flush=True)
+        return 1
+    except InvalidInput as exc:  # pragma: no cover  (config validated before)
+        log.error("%s", exc.message)
+        return 1

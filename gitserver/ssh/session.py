@@ -1,0 +1,250 @@
+"""One SSH exec request: run git as a child, pump the channel, record an accepted push.
+
+git never sees a shell: the argument list comes from :func:`gitserver.git.store.git_argv`, the
+environment from :func:`git_env` plus the pusher's identity (the hooks read it). The child gets
+its own process group (``start_new_session``) so that a vanished client takes git, its hooks
+and pack-objects down with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from gitserver import access
+from gitserver.config import Config
+from gitserver.db.session import transaction
+from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
+from gitserver.pipelines.queue import PushContext, pipeline_url, record_push
+from gitserver.runtime import Runtime
+from gitserver.ssh.commands import GitCommand
+from gitserver.ssh.identity import Authorised
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+GIT_PROTOCOL = "GIT_PROTOCOL"
+# What git clients put in GIT_PROTOCOL ("version=2", "version=2:object-format=sha1"); anything
+# else is dropped rather than handed to git.
+_GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,200}")
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the child's process group
+HOOK_REPLY_TIMEOUT = 60.0
+
+
+def client_git_protocol(env: Mapping[Any, Any]) -> str | None:
+    """The client's GIT_PROTOCOL, when it sent a well-formed one; every other variable is
+    ignored (asyncssh hands keys and values over as str or bytes depending on the version)."""
+    for key, value in env.items():
+        name = key.decode("ascii", "replace") if isinstance(key, bytes) else str(key)
+        if name != GIT_PROTOCOL:
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+        if _GIT_PROTOCOL_RE.fullmatch(text):
+            return text
+    return None
+
+
+def child_env(config: Config, principal: access.Principal, target: Authorised, *,
+              client_address: str, git_protocol: str | None,
+              base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the git child: minimal, plus what the hooks need to know."""
+    base = os.environ if base is None else base
+    extra = {
+        "GITSERVER_REPO_ID": str(target.repo_id),
+        "GITSERVER_REPO": f"{target.tenant}/{target.repo}",
+        "GITSERVER_USER_ID": str(principal.user_id) if principal.user_id is not None else "",
+        "GITSERVER_USER": principal.user_name,
+        "GITSERVER_KEY_ID": str(principal.key_id) if principal.key_id is not None else "",
+        "GITSERVER_KEY_FINGERPRINT": principal.key_fingerprint,
+        "GITSERVER_PERMISSION": target.permission,
+        "GITSERVER_CLIENT_ADDRESS": client_address,
+        "GITSERVER_PUSH_PROTOCOL": "ssh",
+        "GITSERVER_DATA_DIR": str(config.data_dir),
+        "GITSERVER_DATABASE_URL": config.effective_database_url,
+        "GITSERVER_PUBLIC_HTTP_URL": config.http_base_url,
+    }
+    if git_protocol:
+        extra[GIT_PROTOCOL] = git_protocol
+    if base.get("GITSERVER_CONFIG"):
+        extra["GITSERVER_CONFIG"] = base["GITSERVER_CONFIG"]
+    return git_env(base, **extra)
+
+
+class GitChild:
+    """A running git service and the pumps between it and one SSH channel."""
+
+    def __init__(self, runtime: Runtime, principal: access.Principal, command: GitCommand,
+                 target: Authorised, *, client_address: str, git_protocol: str | None) -> None:
+        self.runtime = runtime
+        self.principal = principal
+        self.command = command
+        self.target = target
+        self.client_address = client_address
+        self.git_protocol = git_protocol
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def run(self, process: Any) -> int:
+        """Run git with ``process`` (an asyncssh SSHServerProcess) as its stdio; its status."""
+        config = self.runtime.config
+        repo_path = self.runtime.store.path(self.target.tenant, self.target.repo)
+        argv = git_argv(self.command.service, repo_path, config.hooks_dir)
+        env = child_env(config, self.principal, self.target, client_address=self.client_address,
+                        git_protocol=self.git_protocol)
+        parent_sock = child_sock = None
+        pass_fds: tuple[int, ...] = ()
+        if self.command.service == RECEIVE_PACK:
+            # The post-receive hook hands the accepted updates back through this socket, so the
+            # push is recorded by this process (already connected to the database) and the
+            # pipeline URL reaches the pusher's terminal.
+            parent_sock, child_sock = socket.socketpair()
+            pass_fds = (child_sock.fileno(),)
+            env["GITSERVER_HOOK_FD"] = str(child_sock.fileno())
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=env, pass_fds=pass_fds,
+                start_new_session=True, cwd=str(repo_path))
+        finally:
+            if child_sock is not None:
+                child_sock.close()
+        hook_task = (asyncio.create_task(self._serve_hook(parent_sock))
+                     if parent_sock is not None else None)
+        try:
+            return await self._pump(process)
+        finally:
+            await self.kill()
+            if hook_task is not None:
+                hook_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await hook_task
+
+    async def _pump(self, process: Any) -> int:
+        proc = self.proc
+        assert proc is not None and proc.stdin and proc.stdout and proc.stderr
+        to_git = asyncio.create_task(_copy_stdin(process.stdin, proc.stdin))
+        from_git = asyncio.gather(_copy_out(proc.stdout, process.stdout),
+                                  _copy_out(proc.stderr, process.stderr))
+        closed = asyncio.ensure_future(process.channel.wait_closed())
+        try:
+            finished = asyncio.ensure_future(_wait_all(from_git, proc.wait()))
+            done, _ = await asyncio.wait({finished, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if finished not in done:
+                log.info("client went away during %s %s; stopping git", self.command.service,
+                         self.command.full_name)
+                finished.cancel()
+                return 255
+            try:
+                finished.result()
+            except (BrokenPipeError, ConnectionError, OSError) as exc:
+                log.info("channel failed during %s %s: %s", self.command.service,
+                         self.command.full_name, exc)
+                return 255
+            return proc.returncode if proc.returncode is not None else 255
+        finally:
+            to_git.cancel()
+            closed.cancel()
+            from_git.cancel()
+            with contextlib.suppress(BaseException):
+                await from_git
+
+    async def kill(self) -> None:
+        """Stop the child's whole process group (git, hooks, pack-objects) and reap it."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            try:
+                await asyncio.wait_for(proc.wait(), wait)
+                return
+            except asyncio.TimeoutError:
+                continue
+
+    async def _serve_hook(self, sock: socket.socket) -> None:
+        """Answer the post-receive hook: record the push, reply with the pipeline's URL."""
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            data = await reader.read()  # the hook shuts down its write side after one line
+            if not data.strip():
+                return  # no accepted refs: the hook never ran or had nothing to say
+            reply = await self._record(data)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _record(self, data: bytes) -> dict[str, list[str]]:
+        try:
+            updates = _parse_updates(data)
+            pipeline_id = await asyncio.to_thread(self._record_sync, updates)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (the refs are in; tell the pusher, keep going)
+            log.exception("recording push to %s failed", self.command.full_name)
+            safe = type(exc).__name__ if not isinstance(exc, ValueError) else str(exc)[:200]
+            return {"messages": [f"warning: push recorded failed: {safe}"]}
+        if pipeline_id is None:
+            return {"messages": []}
+        url = pipeline_url(self.runtime.config.http_base_url, pipeline_id)
+        return {"messages": [f"pipeline {pipeline_id} queued: {url}"]}
+
+    def _record_sync(self, updates: list[tuple[str, str, str]]) -> int | None:
+        ctx = PushContext(repo_id=self.target.repo_id, user_id=self.principal.user_id,
+                          key_id=self.principal.key_id,
+                          key_fingerprint=self.principal.key_fingerprint, protocol="ssh",
+                          client_address=self.client_address)
+        with transaction(self.runtime.sessions) as session:
+            push, pipeline = record_push(session, ctx, updates)
+            log.info("push %s to %s by %s: %d ref(s)", push.id, self.command.full_name,
+                     self.principal.display, len(updates))
+            return pipeline.id if pipeline is not None else None
+
+
+def _parse_updates(data: bytes) -> list[tuple[str, str, str]]:
+    """``{"updates": [[old, new, ref], ...]}`` → list of tuples; ValueError if malformed."""
+    payload = json.loads(data.decode("utf-8"))
+    rows = payload.get("updates") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError("malformed hook message")
+    updates = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
+            raise ValueError("malformed ref update in hook message")
+        updates.append((row[0], row[1], row[2]))
+    return updates
+
+
+async def _wait_all(*aws: Any) -> None:
+    for aw in aws:
+        await aw
+
+
+async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
+    """Channel → git stdin; at the client's EOF, close git's stdin (git may exit early)."""
+    try:
+        while data := await source.read(CHUNK):
+            sink.write(data)
+            await sink.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        return  # git stopped reading (it answered and exited); nothing more to deliver
+    finally:
+        with contextlib.suppress(Exception):
+            sink.close()
+
+
+async def _copy_out(source: asyncio.StreamReader, sink: Any) -> None:
+    """git stdout/stderr → channel, waiting for the client's window before reading more."""
+    while data := await source.read(CHUNK):
+        sink.write(data)
+        await sink.drain()

@@ -109,3 +109,13 @@ def test_queue_collector_survives_a_missing_database(tmp_path: Path) -> None:
 ])
 def test_refusals_from_report(report: bytes, rules: list[str]) -> None:
     assert metrics.refusals_from_report(report) == rules
+
+
+def test_graphite_is_off_without_both_variables() -> None:
+    from gitserver import graphite
+
+    assert graphite.settings({}) is None
+    assert graphite.settings({"GRAPHITE_SERVER": "g.example.org"}) is None
+    assert graphite.start({"GRAPHITE_KEY": "x"}) is None
+    assert graphite.settings({"GRAPHITE_SERVER": "g", "GRAPHITE_KEY": "gs.vm1"}) == ("g", 2003, "gs.vm1")
+    assert graphite.settings({"GRAPHITE_SERVER": "g", "GRAPHITE_KEY": "k", "GRAPHITE_PORT": "2004"}) == ("g", 2004, "k")

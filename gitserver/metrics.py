@@ -4,10 +4,10 @@ Call :func:`setup` at process start, before anything else imports ``prometheus_c
 it sets ``PROMETHEUS_MULTIPROC_DIR`` (``<data_dir>/metrics``) so the API workers, the SSH
 daemon and the pipeline workers all write to one directory that ``/metrics`` merges.
 
-Refused ref updates are counted by the SSH session from the ``ng <ref> <reason>`` lines the
-receive-pack sends back to the client (the proc-receive hook stays free of prometheus_client,
-it is a short-lived process on the push's latency path). The rule is the first word of the
-reason (``force-push``, ``delete``, ...).
+Refused ref updates are counted by the SSH session from the ``ng <ref> <message>`` lines
+receive-pack sends back to the client (:func:`count_refusals`): the proc-receive hook stays
+free of prometheus_client, it is a short-lived process on the push's latency path. The
+message is mapped back to its rule (``non_fast_forward``, ``delete``, ...).
 """
 
 from __future__ import annotations
@@ -163,15 +163,30 @@ def ref_refused(rule: str) -> None:
     _get("refs_refused").labels(rule).inc()
 
 
-_NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4}[\x01]?)ng (refs/\S+) ?([^\s:,]*)", re.M)
+# "ng <ref> <message>" in receive-pack's report, raw or inside (side-band) pkt-lines.
+_NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4})ng (refs/\S+) ?([^\n]*)", re.M)
+RULE_OTHER = "other"
 
 
 def refusals_from_report(report: bytes | str) -> list[str]:
-    """Rules of the ``ng <ref> <reason>`` lines in receive-pack output, raw or pkt-line
-    framed (pure); the rule is the first word of the reason."""
+    """The protection rule of each ``ng`` line in receive-pack output (pure).
+
+    The hook reports a rule's message (gitserver.git.protect.RULE_MESSAGES); it is mapped back
+    to the rule name; anything else (git's own refusals, atomic failures) is ``other``.
+    """
+    from gitserver.git.protect import RULE_MESSAGES
+
+    by_message = {message: rule for rule, message in RULE_MESSAGES.items()}
     # (``bytes`` is shadowed by the counting function below, hence the str test.)
     text = report if isinstance(report, str) else report.decode("utf-8", "replace")
-    return [(m.group(2) or "unknown").lower() for m in _NG.finditer(text)]
+    return [by_message.get(m.group(2).strip(), RULE_OTHER) for m in _NG.finditer(text)]
+
+
+def count_refusals(report: bytes) -> None:
+    """Count refused ref updates seen in a chunk of receive-pack output (cheap when none)."""
+    if b"ng refs/" in report:
+        for rule in refusals_from_report(report):
+            ref_refused(rule)
 
 
 def pipeline_finished(status: str, seconds: float) -> None:

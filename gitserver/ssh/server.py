@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncssh
 
-from gitserver import access
+from gitserver import access, metrics
 from gitserver.config import Config
 from gitserver.db.session import transaction
 from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
@@ -50,6 +50,7 @@ class GitSSHServer(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.daemon.connections.add(conn)
+        metrics.ssh_connection()
         if len(self.daemon.connections) > self.daemon.config.ssh_max_connections:
             log.warning("connection cap %d reached; refusing %s",
                         self.daemon.config.ssh_max_connections, conn.get_extra_info("peername"))
@@ -92,6 +93,7 @@ class GitSSHServer(asyncssh.SSHServer):
         if blob not in self.candidates:
             found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
             if found is None:
+                metrics.ssh_auth("failure", "unknown-key")
                 return False
             self.candidates[blob] = found
         return True
@@ -101,11 +103,13 @@ class GitSSHServer(asyncssh.SSHServer):
         found = self.candidates.get(self.signed_key) if self.signed_key else None
         if found is None:  # cannot happen with public-key auth only; refuse rather than guess
             log.error("authentication completed without a verified key; closing")
+            metrics.ssh_auth("failure", "unverified-key")
             if self.conn is not None:
                 self.conn.close()
             return
         self.identity = found
         self.candidates.clear()
+        metrics.ssh_auth("success", "publickey")
         if found.principal.key_id is not None:
             self.daemon.touch_key(found.principal.key_id)
 
@@ -189,6 +193,7 @@ class Daemon:
             return 0
         command = parse_command(process.command)
         target = await asyncio.to_thread(self._authorise, found.principal, command)
+        metrics.git_session(command.service)
         peer = process.get_extra_info("peername") or ("", 0)
         child = GitChild(self.runtime, found.principal, command, target,
                          client_address=str(peer[0]),

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from gitserver import access
+from gitserver import access, metrics
 from gitserver.config import Config
 from gitserver.db.session import transaction
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
@@ -115,11 +115,13 @@ class GitChild:
         finally:
             if child_sock is not None:
                 child_sock.close()
+        metrics.git_child_started()
         hook_task = (asyncio.create_task(self._serve_hook(parent_sock))
                      if parent_sock is not None else None)
         try:
             return await self._pump(process)
         finally:
+            metrics.git_child_finished()
             await self.kill()
             if hook_task is not None:
                 hook_task.cancel()
@@ -130,7 +132,8 @@ class GitChild:
         proc = self.proc
         assert proc is not None and proc.stdin and proc.stdout and proc.stderr
         to_git = asyncio.create_task(_copy_stdin(process.stdin, proc.stdin))
-        from_git = asyncio.gather(_copy_out(proc.stdout, process.stdout),
+        from_git = asyncio.gather(_copy_out(proc.stdout, process.stdout,
+                                            scan_refusals=self.command.service == RECEIVE_PACK),
                                   _copy_out(proc.stderr, process.stderr))
         closed = asyncio.ensure_future(process.channel.wait_closed())
         try:
@@ -194,6 +197,7 @@ class GitChild:
             log.exception("recording push to %s failed", self.command.full_name)
             safe = type(exc).__name__ if not isinstance(exc, ValueError) else str(exc)[:200]
             return {"messages": [f"warning: push recorded failed: {safe}"]}
+        metrics.push("recorded")
         if pipeline_id is None:
             return {"messages": []}
         url = pipeline_url(self.runtime.config.http_base_url, pipeline_id)
@@ -234,6 +238,7 @@ async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
     """Channel → git stdin; at the client's EOF, close git's stdin (git may exit early)."""
     try:
         while data := await source.read(CHUNK):
+            metrics.bytes("received", len(data))
             sink.write(data)
             await sink.drain()
     except (BrokenPipeError, ConnectionResetError):
@@ -243,8 +248,14 @@ async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
             sink.close()
 
 
-async def _copy_out(source: asyncio.StreamReader, sink: Any) -> None:
-    """git stdout/stderr → channel, waiting for the client's window before reading more."""
+async def _copy_out(source: asyncio.StreamReader, sink: Any, scan_refusals: bool = False) -> None:
+    """git stdout/stderr → channel, waiting for the client's window before reading more.
+
+    ``scan_refusals``: count the ``ng`` lines of receive-pack's report (see gitserver.metrics).
+    """
     while data := await source.read(CHUNK):
+        metrics.bytes("sent", len(data))
+        if scan_refusals:
+            metrics.count_refusals(data)
         sink.write(data)
         await sink.drain()

@@ -101,3 +101,44 @@ def test_graphite_receives_prefixed_lines(api_only: tuple[GitServer, FakeGraphit
     name, value, stamp = line.split(" ")
     float(value)
     assert abs(int(stamp) - time.time()) < 300
+
+
+def _metrics(server: GitServer) -> str:
+    resp = requests.get(server.http_url + "/metrics", timeout=10)
+    assert resp.status_code == 200
+    return resp.text
+
+
+def test_ssh_traffic_is_counted(server: GitServer, tmp_path: Path) -> None:
+    """A push, a refused force-push, a clone and an unknown key, as /metrics reports them."""
+    from tests.functional.conftest import make_repo
+
+    tenant = server.new_tenant()
+    writer = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={writer.name: "write"})
+    url = server.repo_url(tenant, repo)
+    before = _metrics(server)
+
+    work = make_repo(tmp_path / "work", server.git_env, {"a.txt": "one\n"})
+    server.git(writer, "push", url, "main", cwd=work)
+    server.git(writer, "commit", "--amend", "-q", "-m", "rewritten", cwd=work)  # not a descendant
+    refused = server.git(writer, "push", "--force", url, "main", cwd=work, check=False)
+    assert refused.returncode != 0
+    server.git(writer, "clone", "-q", url, str(tmp_path / "clone"))
+    stranger_key, _ = server.new_key("stranger")
+    assert server.ssh(stranger_key).returncode != 0
+
+    def grew(text: str, prefix: str) -> float:
+        return _sample(text, prefix) - _sample(before, prefix)
+
+    after = _metrics(server)
+    assert grew(after, 'gitserver_git_sessions_total{service="receive-pack"}') == 2
+    assert grew(after, 'gitserver_git_sessions_total{service="upload-pack"}') == 1
+    assert grew(after, 'gitserver_ref_updates_refused_total{rule="non_fast_forward"}') == 1
+    assert grew(after, 'gitserver_pushes_total{result="recorded"}') == 1
+    assert grew(after, 'gitserver_ssh_auth_total{reason="publickey",result="success"}') >= 3
+    assert grew(after, 'gitserver_ssh_auth_total{reason="unknown-key",result="failure"}') >= 1
+    assert grew(after, 'gitserver_ssh_bytes_total{direction="received"}') > 0
+    assert grew(after, 'gitserver_ssh_bytes_total{direction="sent"}') > 0
+    assert grew(after, "gitserver_ssh_connections_total") >= 4
+    assert _sample(after, "gitserver_git_children") == 0

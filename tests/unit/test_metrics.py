@@ -45,7 +45,7 @@ def test_counts_from_several_processes_are_merged(tmp_path: Path) -> None:
         metrics.ssh_auth("failure", "unknown-key")
         metrics.git_session("git-upload-pack")
         metrics.bytes("sent", 1000)
-        metrics.ref_refused("force-push")
+        metrics.count_refusals(b"ng refs/heads/m non-fast-forward pushes are not allowed\\n")
         metrics.http_request("/api/v1/tenants/{tenant}", "GET", 404, 0.01)
         metrics.pipeline_finished("succeeded", 3.0)
     """
@@ -56,7 +56,7 @@ def test_counts_from_several_processes_are_merged(tmp_path: Path) -> None:
     assert _value(text, 'gitserver_ssh_auth_total{reason="unknown-key",result="failure"}') == 2
     assert _value(text, 'gitserver_git_sessions_total{service="git-upload-pack"}') == 2
     assert _value(text, 'gitserver_ssh_bytes_total{direction="sent"}') == 2000
-    assert _value(text, 'gitserver_ref_updates_refused_total{rule="force-push"}') == 2
+    assert _value(text, 'gitserver_ref_updates_refused_total{rule="non_fast_forward"}') == 2
     assert _value(text, 'gitserver_http_requests_total{method="GET",route="/api/v1/tenants/{tenant}",status="404"}') == 2
     assert _value(text, 'gitserver_http_errors_total{class="4xx"') == 2
     assert _value(text, 'gitserver_pipeline_seconds_count{status="succeeded"}') == 2
@@ -102,9 +102,11 @@ def test_queue_collector_survives_a_missing_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("report, rules", [
-    (b"ok refs/heads/main\nng refs/heads/x force-push: history is protected\n", ["force-push"]),
-    (b"003a\x01ng refs/heads/main delete refused by protection\n0000", ["delete"]),
-    (b"ng refs/tags/v1\n", ["unknown"]),
+    (b"ok refs/heads/main\nng refs/heads/x non-fast-forward pushes are not allowed\n", ["non_fast_forward"]),
+    # side-band: the report's pkt-lines inside a channel-1 packet
+    (b"0045\x010014unpack ok\n002fng refs/heads/main deleting branches and tags is not allowed\n0000",
+     ["delete"]),
+    (b"ng refs/tags/v1 atomic push failed: another ref was refused\n", ["other"]),
     (b"remote: ng is not at line start\nok refs/heads/a\n", []),
 ])
 def test_refusals_from_report(report: bytes, rules: list[str]) -> None:

@@ -140,6 +140,7 @@ class Daemon:
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self.children: set[GitChild] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.open_channels = 0
 
     def lookup(self, fingerprint: str) -> identity.Identity | None:
         with transaction(self.runtime.sessions) as session:
@@ -165,6 +166,13 @@ class Daemon:
         owner = process.channel.get_connection().get_owner()
         assert isinstance(owner, GitSSHServer)
         owner.channels += 1
+        self.open_channels += 1
+        try:
+            await self._handle(process, owner)
+        finally:
+            self.open_channels -= 1
+
+    async def _handle(self, process: asyncssh.SSHServerProcess, owner: GitSSHServer) -> None:
         try:
             status = await self._serve(process, owner)
         except asyncio.CancelledError:
@@ -178,6 +186,9 @@ class Daemon:
             owner.channels -= 1
         with contextlib.suppress(Exception):
             process.exit(status)
+            # git's last bytes may still sit in the channel's send buffer; a graceful shutdown
+            # waits for this channel to be closed by the client, not just for git to exit.
+            await asyncio.wait_for(process.channel.wait_closed(), self.config.ssh_shutdown_grace)
 
     async def _serve(self, process: asyncssh.SSHServerProcess, owner: GitSSHServer) -> int:
         found = owner.identity
@@ -277,7 +288,8 @@ async def serve(config: Config) -> int:
 async def _drain(daemon: Daemon, grace: float) -> None:
     """Let running transfers finish for ``grace`` seconds, then kill what is left."""
     deadline = asyncio.get_running_loop().time() + grace
-    while daemon.children and asyncio.get_running_loop().time() < deadline:
+    while ((daemon.children or daemon.open_channels)
+           and asyncio.get_running_loop().time() < deadline):
         await asyncio.sleep(0.1)
     if daemon.children:
         log.warning("killing %d transfer(s) still running after %ss", len(daemon.children), grace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import importlib
 import json
 import logging
@@ -11,6 +12,7 @@ from typing import Any
 import falcon
 from sqlalchemy import text
 
+from gitserver.api import errors as api_errors
 from gitserver.config import Config
 from gitserver.runtime import Runtime
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 ROUTE_MODULES = [
     "gitserver.api.app",
     "gitserver.api.resources.metrics",
+    "gitserver.api.openapi",
 ]
 
 
@@ -60,12 +63,20 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route("/readyz", Ready(ctx))
 
 
+def _json_default(obj: Any) -> Any:
+    """Datetimes as ISO 8601 (``2026-01-01T00:00:00+00:00``), anything else as its str."""
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
+    return str(obj)
+
+
 def create_app(runtime: Runtime) -> falcon.App:
     ctx = ApiContext(runtime=runtime)
     app = falcon.App()
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
-        dumps=lambda obj: json.dumps(obj, default=str))
+        dumps=lambda obj: json.dumps(obj, default=_json_default))
+    api_errors.register(app)
     for name in ROUTE_MODULES:
         importlib.import_module(name).add_routes(app, ctx)
     return app

@@ -1,0 +1,115 @@
+"""Who is calling: API tokens to :class:`gitserver.access.Principal`.
+
+Tokens arrive as ``Authorization: Bearer <token>``, or as the password of HTTP Basic auth (any
+user name) because git's HTTP client can only send Basic credentials. Only the SHA-256 of a
+token is stored (:func:`gitserver.admin.hash_token`), so lookup is by hash.
+
+A token is refused when it is unknown, revoked, expired, or belongs to a disabled user; all
+four answer the same 401 so a caller cannot probe which tokens once existed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+
+import falcon
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gitserver import access, admin
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.errors import Forbidden, Unauthenticated
+
+BEARER = "bearer"
+BASIC = "basic"
+# last_used_at is advisory; writing it on every request would turn each read into a write
+# (and, on SQLite, serialize all API traffic on the write lock), so it is refreshed at most
+# once per this interval.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+# Token scopes are ordered like repository permissions: "admin" includes "write" includes "read".
+SCOPE_ORDER = ("read", "write", "admin")
+
+_REFUSED = "the API token is missing, invalid, expired or revoked"
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The token carried by an ``Authorization`` header value, or None when there is none.
+
+    Raises :class:`Unauthenticated` for a header that is present but unusable, so a client
+    with a typo in its header gets a 401 rather than being treated as anonymous.
+    """
+    if value is None or not value.strip():
+        return None
+    scheme, _, credentials = value.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == BEARER and credentials:
+        return credentials
+    if scheme.lower() == BASIC and credentials:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthenticated("malformed Basic credentials") from exc
+        _user, sep, password = decoded.partition(":")
+        if sep and password:
+            return password
+    raise Unauthenticated("use 'Authorization: Bearer <token>' (or Basic with the token as password)")
+
+
+def principal_for_token(session: Session, secret: str) -> access.Principal:
+    """Resolve a token secret to its principal or raise :class:`Unauthenticated`."""
+    token = session.scalar(select(models.ApiToken).where(
+        models.ApiToken.token_hash == admin.hash_token(secret)))
+    now = utcnow()
+    if token is None or token.revoked_at is not None:
+        raise Unauthenticated(_REFUSED)
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthenticated(_REFUSED)
+    scopes = frozenset(s for s in token.scopes.split(",") if s)
+    if token.site_admin:
+        principal = access.Principal(kind="site_admin", user_name=token.name or "site admin",
+                                     scopes=scopes)
+    else:
+        user = token.user
+        if user is None or user.disabled:
+            raise Unauthenticated(_REFUSED)
+        principal = access.principal_for_user(user, scopes=scopes)
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        session.execute(update(models.ApiToken).where(models.ApiToken.id == token.id)
+                        .values(last_used_at=now))
+    return principal
+
+
+def authenticate(req: falcon.Request, session: Session) -> access.Principal:
+    """The caller's principal; 401 without a token or with a bad one."""
+    secret = token_from_header(req.get_header("Authorization"))
+    if secret is None:
+        raise Unauthenticated("this endpoint needs an API token: 'Authorization: Bearer <token>'")
+    return principal_for_token(session, secret)
+
+
+def optional_principal(req: falcon.Request, session: Session) -> access.Principal:
+    """Like :func:`authenticate`, but ANONYMOUS when no credentials are sent (public reads).
+    Credentials that are sent must still be valid."""
+    secret = token_from_header(req.get_header("Authorization"))
+    if secret is None:
+        return access.ANONYMOUS
+    return principal_for_token(session, secret)
+
+
+def scope_allows(scopes: frozenset[str] | None, need: str) -> bool:
+    """Whether token ``scopes`` cover ``need``; None (SSH keys, anonymous) restricts nothing."""
+    if scopes is None:
+        return True
+    rank = SCOPE_ORDER.index(need)
+    return any(s in SCOPE_ORDER and SCOPE_ORDER.index(s) >= rank for s in scopes)
+
+
+def require_scope(principal: access.Principal, need: str) -> None:
+    """403 when the principal's token was not created with a scope covering ``need``
+    (``read`` for reads, ``write`` for changing repository content or running work, ``admin``
+    for managing tenants, users, keys, tokens, repositories and grants)."""
+    if not scope_allows(principal.scopes, need):
+        raise Forbidden(f"this token lacks the '{need}' scope")

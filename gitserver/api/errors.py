@@ -1,0 +1,78 @@
+"""The one place where errors become HTTP responses.
+
+Resources raise :mod:`gitserver.errors` exceptions; :func:`register` maps that tree (and
+falcon's own HTTP errors, and anything unexpected) to JSON bodies of the form DESIGN.md
+section 6 fixes: ``{"title": …, "description": …}`` plus ``"field"`` when the error names one.
+No traceback or exception text from an unexpected error ever reaches the client: it is logged
+once here, with the request line, and the client gets a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import falcon
+
+from gitserver.errors import GitserverError
+
+log = logging.getLogger(__name__)
+
+# falcon titles its errors like "404 Not Found"; ours are plain "Not Found".
+_STATUS_PREFIX = re.compile(r"^\d{3}\s+")
+
+
+def error_body(title: str, description: str, field: str | None = None) -> dict[str, str]:
+    body = {"title": title, "description": description}
+    if field:
+        body["field"] = field
+    return body
+
+
+def handle_gitserver_error(req: falcon.Request, resp: falcon.Response, ex: GitserverError,
+                           params: dict[str, Any]) -> None:
+    """A domain error: its status, its title, its message (safe to show by construction)."""
+    if ex.status >= 500:
+        # Still a known condition (configuration, unavailable database), but worth a log line.
+        log.error("%s %s failed: %s", req.method, req.path, ex.message)
+    resp.status = falcon.code_to_http_status(ex.status)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = error_body(ex.title, ex.message, ex.field)
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
+                      params: dict[str, Any]) -> None:
+    """Anything else is a bug: log it once with the traceback, tell the client nothing more."""
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = error_body("Internal Server Error",
+                            "the server failed to handle this request; the error has been logged")
+
+
+def serialize_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:
+    """falcon's own errors (unknown route, method not allowed, bad query parameter) as the same
+    JSON shape, whatever the client's Accept header says."""
+    title = _STATUS_PREFIX.sub("", ex.title or "") or "Error"
+    description = ex.description or _default_description(ex, req)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.media = error_body(title, description)
+
+
+def _default_description(ex: falcon.HTTPError, req: falcon.Request) -> str:
+    if ex.status_code == 404:
+        return f"no resource at {req.path}"
+    if ex.status_code == 405:
+        allowed = (ex.headers or {}).get("Allow", "")
+        return f"{req.method} is not allowed on {req.path}" + (f"; allowed: {allowed}" if allowed else "")
+    return _STATUS_PREFIX.sub("", ex.title or "") or "request failed"
+
+
+def register(app: falcon.App) -> None:
+    """Install the handlers on ``app``. falcon picks the most specific handler by MRO, so
+    falcon's HTTPError keeps its own handler (which calls our serializer) and only exceptions
+    that are neither HTTPError nor GitserverError reach :func:`handle_unexpected`."""
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(GitserverError, handle_gitserver_error)
+    app.set_error_serializer(serialize_http_error)

@@ -52,6 +52,9 @@ class Config:
     build_file_size_mb: int = 1024
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 6
+    # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.
+    webhook_backoff_base: float = 10.0
+    webhook_backoff_max: float = 3600.0
     # Logging.
     log_format: str = "text"
     log_level: str = "INFO"

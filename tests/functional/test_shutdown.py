@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, make_repo
@@ -34,11 +33,6 @@ def _children_of(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "ssh/server.py _drain waits only for git children; upload-pack exits once its output is in "
-    "the channel, then conn.close() drops what the slow client has not read yet "
-    "(client: 'Disconnected by application', 'early EOF'). Fix: also wait (within the grace) "
-    "for connections to close themselves after exit-status."))
 def test_sigterm_lets_a_running_clone_finish(tmp_path: Path, git_env: dict[str, str]) -> None:
     srv = GitServer(tmp_path / "data", f"sqlite:///{tmp_path / 'data' / 'gitserver.db'}", git_env,
                     extra_env={"GITSERVER_SSH_SHUTDOWN_GRACE": "60"}, parts=("ssh", "api"))

@@ -235,3 +235,18 @@ def test_healthcheck_hits_healthz_and_reads_the_ssh_banner() -> None:
     finally:
         httpd.shutdown()
         banner.close()
+
+
+def test_gunicorn_conf_binds_where_the_config_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """etc/gunicorn.conf.py runs the API as `gitserver api` does, from the gitserver settings."""
+    import runpy
+
+    monkeypatch.setenv("GITSERVER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GITSERVER_HTTP_HOST", "::1")
+    monkeypatch.setenv("GITSERVER_HTTP_PORT", "18080")
+    monkeypatch.setenv("GITSERVER_HTTP_WORKERS", "3")
+    conf = runpy.run_path(str(ROOT / "etc" / "gunicorn.conf.py"))
+    assert conf["bind"] == "[::1]:18080"
+    assert conf["workers"] == 3
+    assert conf["worker_class"] == "gthread"
+    assert callable(conf["child_exit"]) and callable(conf["on_starting"])

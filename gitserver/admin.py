@@ -1,7 +1,9 @@
 """Administrative operations shared by the REST API and the CLI mirrors.
 
 Each function takes the caller's Session and never commits. Permission checks belong to the
-caller (the API checks the acting principal; the CLI is run by the operator).
+caller (the API checks the acting principal; the CLI is run by the operator); the rules the API
+applies are the pure ``check_*`` functions at the end of this module, table-tested without a
+database.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ import datetime as dt
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gitserver import access
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.errors import Conflict, InvalidInput, NotFound
+from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gitserver.git.store import RepoStore
 from gitserver.keys import parse_public_key
 from gitserver.names import validate_name
@@ -241,3 +247,274 @@ def create_token(session: Session, *, user: models.User | None = None, site_admi
     session.add(row)
     session.flush()
     return row, secret
+
+
+def get_token(session: Session, user: models.User, token_id: int) -> models.ApiToken:
+    token = session.scalar(select(models.ApiToken).where(models.ApiToken.id == token_id,
+                                                         models.ApiToken.user_id == user.id))
+    if token is None:
+        raise NotFound(f"token {token_id} of {user.tenant.name}/{user.name} not found")
+    return token
+
+
+def revoke_token(session: Session, token: models.ApiToken) -> None:
+    """Revoke at once (the auth check reads ``revoked_at`` on every request); idempotent, and
+    the first revocation time is kept."""
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.flush()
+
+
+def tokens_query(user: models.User) -> Select[Any]:
+    return select(models.ApiToken).where(models.ApiToken.user_id == user.id)
+
+
+def token_scopes(token: models.ApiToken) -> list[str]:
+    return [s for s in token.scopes.split(",") if s]
+
+
+# --- listing and changing (used by the REST API) ---------------------------------------------------
+
+def tenants_query(visible_tenant_id: int | None = None) -> Select[Any]:
+    """All tenants, or only one (what a non-site-admin may see)."""
+    query = select(models.Tenant)
+    if visible_tenant_id is not None:
+        query = query.where(models.Tenant.id == visible_tenant_id)
+    return query
+
+
+def users_query(tenant: models.Tenant) -> Select[Any]:
+    return select(models.User).where(models.User.tenant_id == tenant.id)
+
+
+def update_user(session: Session, user: models.User, *, role: str | None = None,
+                disabled: bool | None = None) -> models.User:
+    if role is not None:
+        user.role = validate_role(role)
+    if disabled is not None:
+        user.disabled = bool(disabled)
+    session.flush()
+    return user
+
+
+def disable_user(session: Session, user: models.User) -> models.User:
+    """Disable a user. Nothing is deleted (pushes keep their author); the user's keys and
+    tokens stop working at once because the SSH and API auth checks read ``disabled`` on
+    every connection and request."""
+    return update_user(session, user, disabled=True)
+
+
+def user_keys_query(user: models.User) -> Select[Any]:
+    return select(models.PublicKey).where(models.PublicKey.user_id == user.id)
+
+
+def get_user_key(session: Session, user: models.User, key_id: int) -> models.PublicKey:
+    key = session.scalar(select(models.PublicKey).where(models.PublicKey.id == key_id,
+                                                        models.PublicKey.user_id == user.id))
+    if key is None:
+        raise NotFound(f"key {key_id} of {user.tenant.name}/{user.name} not found")
+    return key
+
+
+def _delete_public_key(session: Session, key: models.PublicKey) -> None:
+    # The audit log keeps the fingerprint of the key that pushed (Push.key_fingerprint); only
+    # the link to the row goes, so removing a key never rewrites or loses audit history.
+    session.execute(update(models.Push).where(models.Push.public_key_id == key.id)
+                    .values(public_key_id=None))
+    session.delete(key)
+    session.flush()
+
+
+def remove_user_key(session: Session, key: models.PublicKey) -> None:
+    _delete_public_key(session, key)
+
+
+def update_group(session: Session, group: models.Group, *, description: str | None = None) -> models.Group:
+    if description is not None:
+        group.description = description
+    session.flush()
+    return group
+
+
+def delete_group(session: Session, group: models.Group) -> None:
+    """Delete a group with its memberships and the grants it held (members lose what the group
+    gave them at their next connection)."""
+    session.execute(delete(models.GroupMember).where(models.GroupMember.group_id == group.id))
+    session.execute(delete(models.Grant).where(models.Grant.group_id == group.id))
+    session.delete(group)
+    session.flush()
+
+
+def groups_query(tenant: models.Tenant) -> Select[Any]:
+    return select(models.Group).where(models.Group.tenant_id == tenant.id)
+
+
+def members_query(group: models.Group) -> Select[Any]:
+    return (select(models.User)
+            .join(models.GroupMember, models.GroupMember.user_id == models.User.id)
+            .where(models.GroupMember.group_id == group.id))
+
+
+def remove_member(session: Session, group: models.Group, user: models.User) -> None:
+    member = session.get(models.GroupMember, (group.id, user.id))
+    if member is None:
+        raise NotFound(f"user {user.name!r} is not a member of group {group.name!r}")
+    session.delete(member)
+    session.flush()
+
+
+def repos_query(tenant: models.Tenant, principal: access.Principal) -> Select[Any]:
+    """The tenant's repositories the principal can read, as one query (the SQL form of
+    :func:`gitserver.access.repo_permission` for listing)."""
+    query = select(models.Repository).where(models.Repository.tenant_id == tenant.id)
+    if principal.is_tenant_admin(tenant.id):
+        return query
+    if principal.kind == "deploy_key":
+        return query.where(models.Repository.id == principal.deploy_repo_id)
+    readable = [models.Repository.visibility == "public"]
+    if principal.kind == "user" and principal.tenant_id == tenant.id:
+        user_grants = select(models.Grant.repo_id).where(models.Grant.user_id == principal.user_id)
+        group_grants = (select(models.Grant.repo_id)
+                        .join(models.GroupMember, models.GroupMember.group_id == models.Grant.group_id)
+                        .where(models.GroupMember.user_id == principal.user_id))
+        readable += [models.Repository.visibility == "internal",
+                     models.Repository.id.in_(user_grants),
+                     models.Repository.id.in_(group_grants)]
+    return query.where(or_(*readable))
+
+
+def validate_description(description: object, field: str = "description") -> str:
+    if not isinstance(description, str) or len(description) > 2000:
+        raise InvalidInput("description must be a string of at most 2000 characters", field=field)
+    return description
+
+
+def update_repo(session: Session, repo: models.Repository, store: RepoStore | None = None, *,
+                description: str | None = None, visibility: str | None = None,
+                builds_enabled: bool | None = None) -> models.Repository:
+    """Change a repository's settings. Nothing about its history can be changed here."""
+    if description is not None:
+        repo.description = validate_description(description)
+    if visibility is not None:
+        repo.visibility = validate_visibility(visibility)
+    if builds_enabled is not None:
+        repo.builds_enabled = bool(builds_enabled)
+    session.flush()
+    if description is not None and store is not None and store.exists(repo.tenant.name, repo.name):
+        # gitweb-style tools read the description file; keep it in step with the row.
+        (store.path(repo.tenant.name, repo.name) / "description").write_text(
+            (description or repo.name)[:500] + "\n")
+    return repo
+
+
+def grants_query(repo: models.Repository) -> Select[Any]:
+    return select(models.Grant).where(models.Grant.repo_id == repo.id)
+
+
+def get_grant(session: Session, repo: models.Repository, *, user: models.User | None = None,
+              group: models.Group | None = None) -> models.Grant:
+    query = select(models.Grant).where(models.Grant.repo_id == repo.id)
+    query = query.where(models.Grant.user_id == user.id) if user else query.where(models.Grant.group_id == group.id)  # type: ignore[union-attr]
+    grant = session.scalar(query)
+    if grant is None:
+        raise NotFound("no such grant")
+    return grant
+
+
+def deploy_keys_query(repo: models.Repository) -> Select[Any]:
+    return select(models.DeployKey).where(models.DeployKey.repo_id == repo.id)
+
+
+def get_deploy_key(session: Session, repo: models.Repository, deploy_key_id: int) -> models.DeployKey:
+    deploy = session.scalar(select(models.DeployKey).where(models.DeployKey.id == deploy_key_id,
+                                                           models.DeployKey.repo_id == repo.id))
+    if deploy is None:
+        raise NotFound(f"deploy key {deploy_key_id} of {repo.full_name} not found")
+    return deploy
+
+
+def remove_deploy_key(session: Session, deploy: models.DeployKey) -> None:
+    key = deploy.public_key
+    session.delete(deploy)
+    session.flush()
+    _delete_public_key(session, key)
+
+
+def ref_candidates(ref: str) -> list[str]:
+    """A ref filter matches the full name or a branch or tag short name (``main`` matches
+    ``refs/heads/main`` and ``refs/tags/main``)."""
+    if ref.startswith("refs/"):
+        return [ref]
+    return [ref, f"refs/heads/{ref}", f"refs/tags/{ref}"]
+
+
+def pushes_query(repo: models.Repository, *, ref: str | None = None,
+                 user: models.User | None | bool = None) -> Select[Any]:
+    """The audit log of one repository. ``user=False`` means "a user that does not exist":
+    the filter then matches nothing (rather than being ignored)."""
+    query = select(models.Push).where(models.Push.repo_id == repo.id)
+    if ref:
+        query = query.where(models.Push.id.in_(
+            select(models.RefUpdate.push_id).where(models.RefUpdate.ref.in_(ref_candidates(ref)))))
+    if user is False:
+        query = query.where(models.Push.id.is_(None))
+    elif isinstance(user, models.User):
+        query = query.where(models.Push.user_id == user.id)
+    return query
+
+
+def find_user(session: Session, tenant: models.Tenant, name: str) -> models.User | None:
+    return session.scalar(select(models.User).where(models.User.tenant_id == tenant.id,
+                                                    models.User.name == name))
+
+
+# --- the rules the API applies to the acting principal (pure) -----------------------------------
+
+def check_role_assignable(principal: access.Principal, role: str) -> None:
+    """Tenant admins may make members and admins; only site admins make site admins."""
+    validate_role(role)
+    if role == models.ROLE_SITE_ADMIN and not principal.is_site_admin:
+        raise Forbidden("only site admins can give the site-admin role", field="role")
+
+
+def check_user_manageable(principal: access.Principal, user_tenant_id: int, user_role: str) -> None:
+    """Admins of the user's tenant manage its users, except site admins, whom only site admins
+    manage (else a tenant admin could disable, or take over, someone above them)."""
+    if not principal.is_tenant_admin(user_tenant_id):
+        raise Forbidden("only the admins of the user's tenant may do this")
+    if user_role == models.ROLE_SITE_ADMIN and not principal.is_site_admin:
+        raise Forbidden("only site admins can manage a site admin")
+
+
+def check_self_or_manager(principal: access.Principal, user_id: int, user_tenant_id: int,
+                          user_role: str) -> None:
+    """Users manage their own keys and tokens; admins manage those of users they manage."""
+    if principal.kind == "user" and principal.user_id == user_id:
+        return
+    check_user_manageable(principal, user_tenant_id, user_role)
+
+
+def check_grantable(held: str | None, requested: str) -> None:
+    """Nobody grants more than they hold on the repository."""
+    validate_permission(requested)
+    if not access.at_least(held, requested):
+        raise Forbidden(f"you hold {held or 'no'} access to this repository and cannot grant {requested}",
+                        field="permission")
+
+
+def scope_covers(held: Iterable[str] | None, need: str) -> bool:
+    """Whether token scopes ``held`` cover ``need``. Scopes are ordered like permissions
+    (``admin`` includes ``write`` includes ``read``); None (SSH keys, anonymous callers)
+    restricts nothing."""
+    if held is None:
+        return True
+    rank = TOKEN_SCOPES.index(need)
+    return any(s in TOKEN_SCOPES and TOKEN_SCOPES.index(s) >= rank for s in held)
+
+
+def check_scopes_grantable(held: frozenset[str] | None, requested: Iterable[str]) -> None:
+    """A token cannot mint a token with scopes it does not have itself."""
+    missing = sorted(s for s in set(requested) if s in TOKEN_SCOPES and not scope_covers(held, s))
+    if missing:
+        raise Forbidden(f"the token used lacks the scope(s) {', '.join(missing)} it tries to give",
+                        field="scopes")

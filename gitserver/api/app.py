@@ -23,6 +23,10 @@ ROUTE_MODULES = [
     "gitserver.api.app",
     "gitserver.api.resources.metrics",
     "gitserver.api.openapi",
+    "gitserver.api.resources.tenants",
+    "gitserver.api.resources.users",
+    "gitserver.api.resources.groups",
+    "gitserver.api.resources.repos",
 ]
 
 

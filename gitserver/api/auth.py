@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 
 import falcon
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from gitserver import access, admin
 from gitserver.db import models
 from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
 from gitserver.errors import Forbidden, Unauthenticated
 
 BEARER = "bearer"
@@ -29,8 +32,6 @@ BASIC = "basic"
 # (and, on SQLite, serialize all API traffic on the write lock), so it is refreshed at most
 # once per this interval.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
-# Token scopes are ordered like repository permissions: "admin" includes "write" includes "read".
-SCOPE_ORDER = ("read", "write", "admin")
 
 _REFUSED = "the API token is missing, invalid, expired or revoked"
 
@@ -101,10 +102,7 @@ def optional_principal(req: falcon.Request, session: Session) -> access.Principa
 
 def scope_allows(scopes: frozenset[str] | None, need: str) -> bool:
     """Whether token ``scopes`` cover ``need``; None (SSH keys, anonymous) restricts nothing."""
-    if scopes is None:
-        return True
-    rank = SCOPE_ORDER.index(need)
-    return any(s in SCOPE_ORDER and SCOPE_ORDER.index(s) >= rank for s in scopes)
+    return admin.scope_covers(scopes, need)
 
 
 def require_scope(principal: access.Principal, need: str) -> None:
@@ -113,3 +111,14 @@ def require_scope(principal: access.Principal, need: str) -> None:
     for managing tenants, users, keys, tokens, repositories and grants)."""
     if not scope_allows(principal.scopes, need):
         raise Forbidden(f"this token lacks the '{need}' scope")
+
+
+@contextlib.contextmanager
+def authenticated(sessions: sessionmaker[Session], req: falcon.Request, *,
+                  optional: bool = False) -> Iterator[tuple[Session, access.Principal]]:
+    """One request's transaction and its caller: ``with authenticated(ctx.runtime.sessions,
+    req) as (session, principal):``. Commits when the block succeeds, rolls back otherwise.
+    With ``optional=True`` a request without credentials is ANONYMOUS instead of a 401."""
+    with transaction(sessions) as session:
+        principal = optional_principal(req, session) if optional else authenticate(req, session)
+        yield session, principal

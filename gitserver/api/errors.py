@@ -19,6 +19,8 @@ from gitserver.errors import GitserverError
 
 log = logging.getLogger(__name__)
 
+REALM = "gitserver"
+
 # falcon titles its errors like "404 Not Found"; ours are plain "Not Found".
 _STATUS_PREFIX = re.compile(r"^\d{3}\s+")
 
@@ -37,6 +39,10 @@ def handle_gitserver_error(req: falcon.Request, resp: falcon.Response, ex: Gitse
         # Still a known condition (configuration, unavailable database), but worth a log line.
         log.error("%s %s failed: %s", req.method, req.path, ex.message)
     resp.status = falcon.code_to_http_status(ex.status)
+    if ex.status == 401 and not resp.get_header("WWW-Authenticate"):
+        # RFC 9110: a 401 names the schemes it accepts. Both are offered: Bearer for API
+        # clients, Basic because git's HTTP client only sends credentials after that challenge.
+        resp.set_header("WWW-Authenticate", f'Bearer realm="{REALM}", Basic realm="{REALM}"')
     resp.content_type = falcon.MEDIA_JSON
     resp.media = error_body(ex.title, ex.message, ex.field)
 

@@ -1,0 +1,188 @@
+"""Groups of a tenant and their members. Members of the tenant see groups; its admins change
+them. Grants to a group reach its members at their next SSH connection or API request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+from sqlalchemy.orm import Session
+
+from gitserver import access, admin
+from gitserver.api import openapi as oa
+from gitserver.api.auth import authenticated
+from gitserver.api.body import Field, read_json
+from gitserver.api.lookup import visible_tenant
+from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
+from gitserver.api.resources.tenants import (
+    DESCRIPTION_FIELD,
+    DESCRIPTION_SCHEMA,
+    NAME_SCHEMA,
+    TENANT,
+    TENANT_PARAM,
+)
+from gitserver.api.resources.users import USER_PARAM, user_json
+from gitserver.db import models
+from gitserver.errors import NotFound
+from gitserver.names import validate_name
+
+GROUPS = f"{TENANT}/groups"
+GROUP = f"{GROUPS}/{{group}}"
+MEMBERS = f"{GROUP}/members"
+MEMBER = f"{MEMBERS}/{{user}}"
+TAG = "groups"
+
+
+def group_path(tenant: str, group: str) -> str:
+    return f"/api/v1/tenants/{tenant}/groups/{group}"
+
+
+def group_json(group: models.Group) -> dict[str, Any]:
+    return {"id": group.id, "tenant": group.tenant.name, "name": group.name,
+            "description": group.description, "created_at": group.created_at}
+
+
+def _group(session: Session, principal: access.Principal, tenant: str, group: str, *,
+           manage: bool = False) -> models.Group:
+    return admin.get_group(session, visible_tenant(session, principal, tenant, admin=manage), group)
+
+
+class Groups:
+    FIELDS = {"name": Field(str, required=True, check=validate_name), "description": DESCRIPTION_FIELD}
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = visible_tenant(session, principal, tenant, admin=True)
+            data = read_json(req, self.FIELDS)
+            group = admin.create_group(session, row, data["name"], data.get("description", ""))
+            resp.media = group_json(group)
+        resp.status = falcon.HTTP_201
+        resp.location = group_path(tenant, group.name)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = visible_tenant(session, principal, tenant)
+            resp.media = page(session, admin.groups_query(row), models.Group.id, req, serialize=group_json)
+
+
+class Group:
+    PATCH_FIELDS = {"description": DESCRIPTION_FIELD}
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            resp.media = group_json(_group(session, principal, tenant, group))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _group(session, principal, tenant, group, manage=True)
+            data = read_json(req, self.PATCH_FIELDS)
+            resp.media = group_json(admin.update_group(session, row, description=data.get("description")))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            admin.delete_group(session, _group(session, principal, tenant, group, manage=True))
+        resp.status = falcon.HTTP_204
+
+
+class Members:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _group(session, principal, tenant, group)
+            resp.media = page(session, admin.members_query(row), models.User.id, req, serialize=user_json)
+
+
+class Member:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _group(session, principal, tenant, group)
+            member = admin.get_user(session, row.tenant, user)
+            if session.get(models.GroupMember, (row.id, member.id)) is None:
+                raise NotFound(f"user {user!r} is not a member of group {group!r}")
+            resp.media = user_json(member)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _group(session, principal, tenant, group, manage=True)
+            member = admin.get_user(session, row.tenant, user)
+            admin.add_member(session, row, member)
+            resp.media = user_json(member)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _group(session, principal, tenant, group, manage=True)
+            admin.remove_member(session, row, admin.get_user(session, row.tenant, user))
+        resp.status = falcon.HTTP_204
+
+
+def add_routes(app: falcon.App, ctx: Any) -> None:
+    app.add_route(GROUPS, Groups(ctx))
+    app.add_route(GROUP, Group(ctx))
+    app.add_route(MEMBERS, Members(ctx))
+    app.add_route(MEMBER, Member(ctx))
+
+
+GROUP_PARAM = oa.path_param("group", "group name", NAME_SCHEMA)
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Group": {
+        "type": "object", "required": ["id", "tenant", "name", "description", "created_at"],
+        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
+                       "description": {"type": "string"},
+                       "created_at": {"type": "string", "format": "date-time"}},
+    },
+    "GroupList": list_schema("#/components/schemas/Group"),
+    "NewGroup": {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": NAME_SCHEMA, "description": DESCRIPTION_SCHEMA},
+    },
+    "GroupChange": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"description": DESCRIPTION_SCHEMA},
+    },
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    GROUPS: {
+        "parameters": [TENANT_PARAM],
+        "post": oa.op("createGroup", "Create a group (tenant admins)", TAG,
+                      {201: ("Created; Location names it", oa.ref("Group"))},
+                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewGroup"))),
+        "get": oa.op("listGroups", "Groups of a tenant", TAG, {200: ("A page of groups", oa.ref("GroupList"))},
+                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+    },
+    GROUP: {
+        "parameters": [TENANT_PARAM, GROUP_PARAM],
+        "get": oa.op("getGroup", "One group", TAG, {200: ("The group", oa.ref("Group"))}, errors=(401, 404)),
+        "patch": oa.op("updateGroup", "Change a group's description", TAG,
+                       {200: ("The changed group", oa.ref("Group"))},
+                       body=oa.json_body(oa.ref("GroupChange"))),
+        "delete": oa.op("deleteGroup", "Delete a group, its memberships and its grants", TAG,
+                        {204: {"description": "Deleted"}}, errors=(401, 403, 404)),
+    },
+    MEMBERS: {
+        "parameters": [TENANT_PARAM, GROUP_PARAM],
+        "get": oa.op("listMembers", "Members of a group", TAG, {200: ("A page of users", oa.ref("UserList"))},
+                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+    },
+    MEMBER: {
+        "parameters": [TENANT_PARAM, GROUP_PARAM, USER_PARAM],
+        "get": oa.op("getMember", "One member of a group", TAG, {200: ("The member", oa.ref("User"))},
+                     errors=(401, 404)),
+        "put": oa.op("addMember", "Add a user of the tenant to the group (idempotent)", TAG,
+                     {200: ("The member", oa.ref("User"))}, errors=(401, 403, 404)),
+        "delete": oa.op("removeMember", "Remove a user from the group", TAG,
+                        {204: {"description": "Removed"}}, errors=(401, 403, 404)),
+    },
+}

@@ -1,0 +1,368 @@
+"""Users of a tenant, their SSH keys and their API tokens.
+
+Who may do what (the ``check_*`` rules in :mod:`gitserver.admin`): members of a tenant see its
+users; its admins create, change and disable them, but only site admins give or touch the
+site-admin role. Users manage their own keys and tokens; admins manage those of the users they
+manage. A token never mints a token with more scopes than it has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import falcon
+from sqlalchemy.orm import Session
+
+from gitserver import access, admin
+from gitserver.api import openapi as oa
+from gitserver.api.auth import authenticated, require_scope
+from gitserver.api.body import Field, read_json
+from gitserver.api.lookup import visible_tenant
+from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
+from gitserver.api.resources.tenants import NAME_SCHEMA, TENANT, TENANT_PARAM
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.errors import InvalidInput
+from gitserver.names import validate_name
+
+USERS = f"{TENANT}/users"
+USER = f"{USERS}/{{user}}"
+KEYS = f"{USER}/keys"
+# Ids are bounded so an absurd number in a URL is a 404, never an integer overflow in SQL.
+ID_CONVERTER = "int(min=1, max=2147483647)"
+KEY = f"{KEYS}/{{key_id:{ID_CONVERTER}}}"
+TOKENS = f"{USER}/tokens"
+TOKEN = f"{TOKENS}/{{token_id:{ID_CONVERTER}}}"
+TAG = "users"
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2147483647}
+DATETIME = {"type": "string", "format": "date-time"}
+NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def user_path(tenant: str, user: str) -> str:
+    return f"/api/v1/tenants/{tenant}/users/{user}"
+
+
+def user_json(user: models.User) -> dict[str, Any]:
+    return {"id": user.id, "tenant": user.tenant.name, "name": user.name, "role": user.role,
+            "disabled": user.disabled, "created_at": user.created_at}
+
+
+def key_json(key: models.PublicKey) -> dict[str, Any]:
+    return {"id": key.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
+            "title": key.title, "key": key.key_data, "created_at": key.created_at,
+            "last_used_at": key.last_used_at}
+
+
+def token_json(token: models.ApiToken) -> dict[str, Any]:
+    """A token as listed: everything but the secret, which is never stored."""
+    return {"id": token.id, "name": token.name, "scopes": admin.token_scopes(token),
+            "expires_at": token.expires_at, "revoked_at": token.revoked_at,
+            "last_used_at": token.last_used_at, "created_at": token.created_at}
+
+
+def parse_expiry(value: str, field: str) -> dt.datetime:
+    """An ISO 8601 date-time; without a zone it is taken as UTC."""
+    try:
+        when = dt.datetime.fromisoformat(value)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        # Normalise now: a far-future time in a negative zone overflows the datetime range.
+        when = when.astimezone(dt.timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{field} must be an ISO 8601 date-time like 2030-01-01T00:00:00Z",
+                           field=field) from exc
+    if when <= utcnow():
+        raise InvalidInput(f"{field} must be in the future", field=field)
+    return when
+
+
+def _user(session: Session, principal: access.Principal, tenant: str, user: str) -> models.User:
+    """A user of a tenant the principal can see (404 for hidden tenants and missing users)."""
+    return admin.get_user(session, visible_tenant(session, principal, tenant), user)
+
+
+def _managed_user(session: Session, principal: access.Principal, tenant: str, user: str,
+                  *, self_service: bool = False) -> models.User:
+    """A user the principal may change: itself (for keys and tokens), or as its admin."""
+    row = _user(session, principal, tenant, user)
+    if self_service:
+        admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+    else:
+        admin.check_user_manageable(principal, row.tenant_id, row.role)
+    require_scope(principal, access.ADMIN)
+    return row
+
+
+class Users:
+    FIELDS = {"name": Field(str, required=True, check=validate_name),
+              "role": Field(str, choices=models.ROLES)}
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = visible_tenant(session, principal, tenant, admin=True)
+            data = read_json(req, self.FIELDS)
+            role = data.get("role", models.ROLE_MEMBER)
+            admin.check_role_assignable(principal, role)
+            user = admin.create_user(session, row, data["name"], role)
+            resp.media = user_json(user)
+        resp.status = falcon.HTTP_201
+        resp.location = user_path(tenant, user.name)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = visible_tenant(session, principal, tenant)
+            resp.media = page(session, admin.users_query(row), models.User.id, req, serialize=user_json)
+
+
+class User:
+    PATCH_FIELDS = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            resp.media = user_json(_user(session, principal, tenant, user))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _managed_user(session, principal, tenant, user)
+            data = read_json(req, self.PATCH_FIELDS)
+            if "role" in data:
+                admin.check_role_assignable(principal, data["role"])
+            admin.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
+            resp.media = user_json(row)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        """Disable, never delete: pushes keep their author, and the name cannot be reused by
+        someone else inheriting the old user's grants."""
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            admin.disable_user(session, _managed_user(session, principal, tenant, user))
+        resp.status = falcon.HTTP_204
+
+
+class Keys:
+    FIELDS = {"key": Field(str, required=True, max_length=16 * 1024),
+              "title": Field(str, max_length=200)}
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _managed_user(session, principal, tenant, user, self_service=True)
+            data = read_json(req, self.FIELDS)
+            key = admin.add_user_key(session, row, data["key"], data.get("title", ""))
+            resp.media = key_json(key)
+        resp.status = falcon.HTTP_201
+        resp.location = f"{user_path(tenant, user)}/keys/{key.id}"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _user(session, principal, tenant, user)
+            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            resp.media = page(session, admin.user_keys_query(row), models.PublicKey.id, req,
+                              serialize=key_json)
+
+
+class Key:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
+               key_id: int) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _user(session, principal, tenant, user)
+            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            resp.media = key_json(admin.get_user_key(session, row, key_id))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
+                  key_id: int) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _managed_user(session, principal, tenant, user, self_service=True)
+            admin.remove_user_key(session, admin.get_user_key(session, row, key_id))
+        resp.status = falcon.HTTP_204
+
+
+class Tokens:
+    FIELDS = {"name": Field(str, max_length=200),
+              "scopes": Field(list, items=str, choices=admin.TOKEN_SCOPES, max_length=3),
+              "expires_at": Field(str, nullable=True, max_length=64)}
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _managed_user(session, principal, tenant, user, self_service=True)
+            data = read_json(req, self.FIELDS, allow_empty=True)
+            # By default a new token gets what the caller's own token has, no more.
+            default = [s for s in admin.TOKEN_SCOPES if admin.scope_covers(principal.scopes, s)]
+            requested = set(data.get("scopes", default))
+            scopes = tuple(s for s in admin.TOKEN_SCOPES if s in requested)
+            if not scopes:
+                raise InvalidInput("scopes must not be empty", field="scopes")
+            admin.check_scopes_grantable(principal.scopes, scopes)
+            expires = data.get("expires_at")
+            token, secret = admin.create_token(
+                session, user=row, name=data.get("name", ""), scopes=scopes,
+                expires_at=parse_expiry(expires, "expires_at") if expires else None)
+            resp.media = {**token_json(token), "token": secret}
+        resp.status = falcon.HTTP_201
+        resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _user(session, principal, tenant, user)
+            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            resp.media = page(session, admin.tokens_query(row), models.ApiToken.id, req,
+                              serialize=token_json)
+
+
+class Token:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
+               token_id: int) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _user(session, principal, tenant, user)
+            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            resp.media = token_json(admin.get_token(session, row, token_id))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
+                  token_id: int) -> None:
+        """Revoke; the token answers 401 from the next request on."""
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = _managed_user(session, principal, tenant, user, self_service=True)
+            admin.revoke_token(session, admin.get_token(session, row, token_id))
+        resp.status = falcon.HTTP_204
+
+
+def add_routes(app: falcon.App, ctx: Any) -> None:
+    app.add_route(USERS, Users(ctx))
+    app.add_route(USER, User(ctx))
+    app.add_route(KEYS, Keys(ctx))
+    app.add_route(KEY, Key(ctx))
+    app.add_route(TOKENS, Tokens(ctx))
+    app.add_route(TOKEN, Token(ctx))
+
+
+USER_PARAM = oa.path_param("user", "user name", NAME_SCHEMA)
+_KEY_ID = oa.path_param("key_id", "key id", ID_SCHEMA)
+_TOKEN_ID = oa.path_param("token_id", "token id", ID_SCHEMA)
+_NO_CONTENT = {"description": "Done"}
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "User": {
+        "type": "object", "required": ["id", "tenant", "name", "role", "disabled", "created_at"],
+        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
+                       "role": {"type": "string", "enum": list(models.ROLES)},
+                       "disabled": {"type": "boolean"}, "created_at": DATETIME},
+    },
+    "UserList": list_schema("#/components/schemas/User"),
+    "NewUser": {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": NAME_SCHEMA, "role": {"type": "string", "enum": list(models.ROLES)}},
+    },
+    "UserChange": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"role": {"type": "string", "enum": list(models.ROLES)},
+                       "disabled": {"type": "boolean"}},
+    },
+    "Key": {
+        "type": "object",
+        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "created_at", "last_used_at"],
+        "properties": {"id": {"type": "integer"},
+                       "fingerprint": {"type": "string", "description": "SHA256:…, as ssh-keygen -lf"},
+                       "key_type": {"type": "string"}, "bits": {"type": "integer"},
+                       "title": {"type": "string"}, "key": {"type": "string"},
+                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME},
+    },
+    "KeyList": list_schema("#/components/schemas/Key"),
+    "NewKey": {
+        "type": "object", "required": ["key"], "additionalProperties": False,
+        "properties": {"key": {"type": "string", "maxLength": 16384,
+                               "description": "one OpenSSH public key line (ed25519, ECDSA or RSA ≥ 2048 bits)"},
+                       "title": {"type": "string", "maxLength": 200}},
+    },
+    "Token": {
+        "type": "object",
+        "required": ["id", "name", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                       "scopes": {"type": "array", "items": {"type": "string", "enum": list(admin.TOKEN_SCOPES)}},
+                       "expires_at": NULLABLE_DATETIME, "revoked_at": NULLABLE_DATETIME,
+                       "last_used_at": NULLABLE_DATETIME, "created_at": DATETIME},
+    },
+    "TokenList": list_schema("#/components/schemas/Token"),
+    "CreatedToken": {
+        "allOf": [{"$ref": "#/components/schemas/Token"},
+                  {"type": "object", "required": ["token"],
+                   "properties": {"token": {"type": "string", "description": "the secret, shown only once"}}}],
+    },
+    "NewToken": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": 200},
+            "scopes": {"type": "array", "minItems": 1, "maxItems": 3, "uniqueItems": True,
+                       "items": {"type": "string", "enum": list(admin.TOKEN_SCOPES)},
+                       "description": "default: the scopes of the token used to create it"},
+            "expires_at": {"type": ["string", "null"], "format": "date-time",
+                           "description": "in the future; none means no expiry"},
+        },
+    },
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    USERS: {
+        "parameters": [TENANT_PARAM],
+        "post": oa.op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
+                      {201: ("Created; Location names it", oa.ref("User"))},
+                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewUser"))),
+        "get": oa.op("listUsers", "Users of a tenant", TAG, {200: ("A page of users", oa.ref("UserList"))},
+                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+    },
+    USER: {
+        "parameters": [TENANT_PARAM, USER_PARAM],
+        "get": oa.op("getUser", "One user", TAG, {200: ("The user", oa.ref("User"))}, errors=(401, 404)),
+        "patch": oa.op("updateUser", "Change a user's role or re-enable it", TAG,
+                       {200: ("The changed user", oa.ref("User"))},
+                       body=oa.json_body(oa.ref("UserChange"))),
+        "delete": oa.op("disableUser", "Disable a user: its keys and tokens stop working at once", TAG,
+                        {204: _NO_CONTENT}, errors=(401, 403, 404)),
+    },
+    KEYS: {
+        "parameters": [TENANT_PARAM, USER_PARAM],
+        "post": oa.op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
+                      {201: ("Added; Location names it", oa.ref("Key"))},
+                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewKey"))),
+        "get": oa.op("listKeys", "A user's SSH keys", TAG, {200: ("A page of keys", oa.ref("KeyList"))},
+                     parameters=OPENAPI_PARAMETERS),
+    },
+    oa.openapi_path(KEY): {
+        "parameters": [TENANT_PARAM, USER_PARAM, _KEY_ID],
+        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", oa.ref("Key"))}, errors=(401, 403, 404)),
+        "delete": oa.op("deleteKey", "Remove an SSH key; it stops working at the next connection", TAG,
+                        {204: _NO_CONTENT}, errors=(401, 403, 404)),
+    },
+    TOKENS: {
+        "parameters": [TENANT_PARAM, USER_PARAM],
+        "post": oa.op("createToken", "Create an API token; the secret is in this response only", TAG,
+                      {201: ("Created; Location names it", oa.ref("CreatedToken"))},
+                      body=oa.json_body(oa.ref("NewToken"), required=False)),
+        "get": oa.op("listTokens", "A user's API tokens, without secrets", TAG,
+                     {200: ("A page of tokens", oa.ref("TokenList"))}, parameters=OPENAPI_PARAMETERS),
+    },
+    oa.openapi_path(TOKEN): {
+        "parameters": [TENANT_PARAM, USER_PARAM, _TOKEN_ID],
+        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", oa.ref("Token"))},
+                     errors=(401, 403, 404)),
+        "delete": oa.op("revokeToken", "Revoke an API token, at once", TAG, {204: _NO_CONTENT},
+                        errors=(401, 403, 404)),
+    },
+}

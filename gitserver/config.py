@@ -34,6 +34,9 @@ class Config:
     public_http_url: str = ""
     workers: int = 2
     http_workers: int = 2
+    # Smart HTTP (read-only git): largest upload-pack request body (negotiation, not packs),
+    # counted before and after gzip decoding.
+    http_git_max_request_bytes: int = 10 * 1024 * 1024
     allow_private_networks: bool = False
     # SSH daemon limits.
     ssh_ciphers: tuple[str, ...] = DEFAULT_CIPHERS

@@ -92,6 +92,11 @@ def _define() -> None:
         git_sessions=Counter("gitserver_git_sessions_total", "Git sessions by service",
                              ["service"]),
         bytes=Counter("gitserver_ssh_bytes_total", "Bytes through git sessions", ["direction"]),
+        http_git_sessions=Counter("gitserver_http_git_sessions_total",
+                                  "Smart HTTP git requests by service and kind "
+                                  "(advertise, rpc, refused)", ["service", "kind"]),
+        http_git_bytes=Counter("gitserver_http_git_bytes_total",
+                               "Bytes through smart HTTP git requests", ["direction"]),
         git_children=Gauge("gitserver_git_children", "Running git child processes",
                            multiprocess_mode="livesum"),
         pushes=Counter("gitserver_pushes_total", "Pushes received", ["result"]),
@@ -145,6 +150,18 @@ def bytes(direction: str, n: int) -> None:  # noqa: A001  (the name the callers 
     """``direction`` is ``sent`` or ``received``."""
     if n:
         _get("bytes").labels(direction).inc(n)
+
+
+def http_git_session(service: str, kind: str) -> None:
+    """One smart HTTP git request: ``kind`` is ``advertise`` (info/refs), ``rpc`` (a POST)
+    or ``refused`` (a push attempt)."""
+    _get("http_git_sessions").labels(service, kind).inc()
+
+
+def http_git_bytes(direction: str, n: int) -> None:
+    """Bytes of smart HTTP git traffic; ``direction`` is ``sent`` or ``received``."""
+    if n:
+        _get("http_git_bytes").labels(direction).inc(n)
 
 
 def git_child_started() -> None:

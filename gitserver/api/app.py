@@ -27,6 +27,7 @@ ROUTE_MODULES = [
     "gitserver.api.resources.users",
     "gitserver.api.resources.groups",
     "gitserver.api.resources.repos",
+    "gitserver.api.smart_http",
 ]
 
 

@@ -86,6 +86,12 @@ def _define() -> None:
                              "Request bodies rejected by validation", ["route"]),
         callback_failures=Counter("gitserver_callback_failures_total",
                                   "Webhook/callback deliveries that failed", ["reason"]),
+        deliveries=Counter("gitserver_deliveries_total",
+                           "Webhook and callback delivery attempts by event and outcome "
+                           "(delivered, retry, failed)", ["event", "outcome"]),
+        delivery_seconds=Histogram("gitserver_delivery_seconds",
+                                   "Duration of webhook and callback requests", ["event"],
+                                   buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf"))),
         ssh_connections=Counter("gitserver_ssh_connections_total", "SSH connections accepted"),
         ssh_auth=Counter("gitserver_ssh_auth_total", "SSH authentication attempts",
                          ["result", "reason"]),
@@ -131,6 +137,12 @@ def json_invalid(route: str) -> None:
 
 def callback_failed(reason: str) -> None:
     _get("callback_failures").labels(reason).inc()
+
+
+def delivery_attempt(event: str, outcome: str, seconds: float) -> None:
+    """One webhook/callback attempt; ``event`` is push, pipeline or callback."""
+    _get("deliveries").labels(event, outcome).inc()
+    _get("delivery_seconds").labels(event).observe(seconds)
 
 
 def ssh_connection() -> None:

@@ -1,0 +1,523 @@
+"""Webhooks and callbacks: the outbox (``Delivery`` rows + queue jobs) and sending it.
+
+Producers call :func:`enqueue_event` (webhook events ``push`` and ``pipeline``) or
+:func:`enqueue_callback` (Repour-style callbacks) inside their own transaction: the delivery
+row and its job become visible with the event that caused them, or not at all. A worker runs
+:func:`run_delivery_job` (job kinds ``webhook`` and ``callback``), which sends one attempt and
+
+* on a 2xx answer marks the delivery ``delivered``;
+* otherwise records the status, the first 2 KiB of the answer and the error, and raises
+  :class:`~gitserver.pipelines.jobs.RetryLater` with an exponential backoff (state
+  ``retrying``), until ``webhook_max_attempts`` → ``failed``.
+
+Request: the JSON body stored in ``Delivery.payload``, byte for byte; headers
+``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the webhook secret>`` (when the
+webhook has a secret), ``X-Gitserver-Event``, ``X-Gitserver-Delivery`` (the delivery guid, the
+same on every retry so receivers can de-duplicate), ``User-Agent: gitserver/<version>`` and
+``Content-Type: application/json``. Targets are checked by :mod:`gitserver.netguard` on every
+attempt (DNS can change) and the connection is pinned to the checked address.
+
+The delivery log: ``Delivery.error`` holds one line per attempt (time, duration, outcome),
+newest last; ``response_status``/``response_excerpt`` are those of the last answer. The request
+headers are a pure function of the row and the webhook (:func:`request_headers`), so they are
+rebuilt for display rather than stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import importlib
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import requests
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gitserver import __version__, metrics, netguard
+from gitserver.config import Config
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
+from gitserver.pipelines import jobs
+
+if TYPE_CHECKING:
+    from gitserver.pipelines.jobs import JobContext
+
+log = logging.getLogger(__name__)
+
+EVENT_PUSH = "push"
+EVENT_PIPELINE = "pipeline"
+EVENTS = (EVENT_PUSH, EVENT_PIPELINE)
+EVENT_CALLBACK = "callback"  # Delivery.event of callbacks (they have no webhook)
+KIND_WEBHOOK = "webhook"
+KIND_CALLBACK = "callback"
+CALLBACK_METHODS = ("POST", "PUT")
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+EVENT_HEADER = "X-Gitserver-Event"
+DELIVERY_HEADER = "X-Gitserver-Delivery"
+USER_AGENT = f"gitserver/{__version__}"
+CONTENT_TYPE = "application/json"
+# Headers a callback producer may not set: they are gitserver's or the transport's.
+RESERVED_HEADERS = frozenset(h.lower() for h in (
+    SIGNATURE_HEADER, EVENT_HEADER, DELIVERY_HEADER, "User-Agent", "Content-Type",
+    "Content-Length", "Host", "Transfer-Encoding", "Connection"))
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+
+# Delivery states.
+PENDING, RETRYING, DELIVERED, FAILED = "pending", "retrying", "delivered", "failed"
+FINAL = (DELIVERED, FAILED)
+
+EXCERPT_BYTES = 2048
+LOG_MAX_LINES = 50
+# The worker gives up on a job after the payload's "max_attempts" (jobs.DEFAULT_MAX_ATTEMPTS
+# otherwise) without telling the handler; the handler must make that decision itself so the
+# delivery row says "failed". So jobs carry this ceiling and the handler stops at
+# min(config.webhook_max_attempts, ceiling) attempts.
+MAX_ATTEMPTS_CEILING = 25
+
+
+class DeliveryFailed(Exception):
+    """The last attempt of a delivery failed; the delivery row already says so. Raised from
+    the job handler so the job, too, ends ``failed`` with this message."""
+
+
+# --- payloads (pure) ---------------------------------------------------------------------------
+
+def encode_payload(payload: Mapping[str, Any]) -> str:
+    """The exact JSON text sent (and signed): compact, ASCII-only, key order kept."""
+    return json.dumps(payload, separators=(",", ":"), default=str)
+
+
+def repository_json(repo: models.Repository, ssh_base_url: str) -> dict[str, Any]:
+    return {"tenant": repo.tenant.name, "name": repo.name, "full_name": repo.full_name,
+            "ssh_url": f"{ssh_base_url.rstrip('/')}/{repo.full_name}.git"}
+
+
+def push_payload(session: Session, config: Config, push: models.Push,
+                 pipeline: models.Pipeline | None) -> dict[str, Any]:
+    """The ``push`` event: who pushed which refs, and the pipeline it started."""
+    repo = session.get(models.Repository, push.repo_id)
+    assert repo is not None  # the push row references it
+    user = session.get(models.User, push.user_id) if push.user_id is not None else None
+    pusher: dict[str, Any] = {
+        "kind": "user" if user is not None else "deploy_key",
+        "name": user.name if user is not None else None,
+        "tenant": user.tenant.name if user is not None else None,
+        "key_fingerprint": push.key_fingerprint,
+        "protocol": push.protocol,
+    }
+    return {
+        "event": EVENT_PUSH,
+        "repository": repository_json(repo, config.ssh_base_url),
+        "pusher": pusher,
+        "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates],
+        "push_id": push.id,
+        "pipeline_id": pipeline.id if pipeline is not None else None,
+    }
+
+
+def pipeline_payload(session: Session, config: Config, pipeline: models.Pipeline) -> dict[str, Any]:
+    """The ``pipeline`` event: a pipeline reached its final state."""
+    from gitserver.pipelines.queue import pipeline_url
+
+    repo = session.get(models.Repository, pipeline.repo_id)
+    assert repo is not None
+    return {
+        "event": EVENT_PIPELINE,
+        "pipeline": {"id": pipeline.id, "status": pipeline.status, "ref": pipeline.ref,
+                     "commit": pipeline.commit, "archive_tag": pipeline.archive_tag,
+                     "url": pipeline_url(config.http_base_url, pipeline.id)},
+        "repository": repository_json(repo, config.ssh_base_url),
+    }
+
+
+# --- signing, headers, backoff (pure) -----------------------------------------------------------
+
+def sign(secret: str, body: bytes) -> str:
+    """The ``X-Hub-Signature-256`` value: ``sha256=`` + hex HMAC-SHA256 of ``body``."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """What a receiver does: recompute and compare in constant time."""
+    return header is not None and hmac.compare_digest(sign(secret, body), header)
+
+
+def request_headers(delivery: models.Delivery, secret: str = "",
+                    extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers of a delivery's request (the same on every attempt)."""
+    headers = {
+        "Content-Type": CONTENT_TYPE,
+        "User-Agent": USER_AGENT,
+        EVENT_HEADER: delivery.event,
+        DELIVERY_HEADER: delivery.guid,
+    }
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, delivery.payload.encode("utf-8"))
+    headers.update(extra or {})
+    return headers
+
+
+def backoff_delay(attempt: int, base: float, cap: float,
+                  rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1-based): ``base * 2**(attempt-1)``,
+    at most ``cap``, with "equal jitter" (between half and all of it) so receivers that failed
+    together are not retried together."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay / 2 + rand() * delay / 2
+
+
+def split_events(events: str) -> list[str]:
+    return [e for e in (p.strip() for p in events.split(",")) if e]
+
+
+def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate a producer's extra headers: token-syntax names, no line breaks, no reserved
+    names (gitserver sets those)."""
+    out: dict[str, str] = {}
+    for name, value in (headers or {}).items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name} is set by gitserver and cannot be overridden")
+        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"invalid value for header {name}")
+        out[name] = value
+    return out
+
+
+# --- the outbox (caller's session; flush, never commit) -----------------------------------------
+
+def _pipeline_id_of(payload: Mapping[str, Any]) -> int | None:
+    pipeline = payload.get("pipeline")
+    candidate = pipeline.get("id") if isinstance(pipeline, Mapping) else payload.get("pipeline_id")
+    return candidate if isinstance(candidate, int) and not isinstance(candidate, bool) else None
+
+
+def _new_delivery(session: Session, *, webhook_id: int | None, event: str, url: str, method: str,
+                  body: str, pipeline_id: int | None, kind: str,
+                  job_extra: Mapping[str, Any] | None = None) -> models.Delivery:
+    delivery = models.Delivery(webhook_id=webhook_id, pipeline_id=pipeline_id, guid=str(uuid.uuid4()),
+                               event=event, url=url, method=method, payload=body, status=PENDING,
+                               attempts=0, response_excerpt="", error="")
+    session.add(delivery)
+    session.flush()
+    jobs.enqueue(session, kind, {"delivery_id": delivery.id, "max_attempts": MAX_ATTEMPTS_CEILING,
+                                 **(job_extra or {})})
+    return delivery
+
+
+def enqueue_event(session: Session, repo_id: int, event: str,
+                  payload: dict[str, Any]) -> list[models.Delivery]:
+    """Queue ``event`` for every active webhook of the repository subscribed to it: one
+    Delivery and one ``webhook`` job each (flushed, not committed). ``payload`` is what
+    :func:`push_payload` / :func:`pipeline_payload` build; ``"event"`` is set if missing."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown webhook event {event!r}; known: {', '.join(EVENTS)}")
+    hooks = session.scalars(
+        select(models.Webhook)
+        .where(models.Webhook.repo_id == repo_id, models.Webhook.active.is_(True))
+        .order_by(models.Webhook.id)).all()
+    matching = [h for h in hooks if event in split_events(h.events)]
+    if not matching:
+        return []
+    body = encode_payload({"event": event, **payload})
+    pipeline_id = _pipeline_id_of(payload)
+    return [_new_delivery(session, webhook_id=hook.id, event=event, url=hook.url, method="POST",
+                          body=body, pipeline_id=pipeline_id, kind=KIND_WEBHOOK)
+            for hook in matching]
+
+
+def notify_push(session: Session, config: Config, push: models.Push,
+                pipeline: models.Pipeline | None) -> list[models.Delivery]:
+    """Queue the ``push`` event of an accepted push (call it in the push's transaction)."""
+    return enqueue_event(session, push.repo_id, EVENT_PUSH, push_payload(session, config, push, pipeline))
+
+
+def notify_pipeline(session: Session, config: Config, pipeline: models.Pipeline) -> list[models.Delivery]:
+    """Queue the ``pipeline`` event of a pipeline that reached its final state."""
+    return enqueue_event(session, pipeline.repo_id, EVENT_PIPELINE,
+                         pipeline_payload(session, config, pipeline))
+
+
+def enqueue_callback(session: Session, url: str, method: str, payload: dict[str, Any],
+                     pipeline_id: int | None = None, headers: Mapping[str, str] | None = None,
+                     auth: str | None = None) -> models.Delivery:
+    """Queue one callback (Repour's callback mode): ``method`` (POST or PUT) of the JSON
+    ``payload`` to ``url``, retried like a webhook, ``Delivery.webhook_id`` NULL.
+
+    ``headers`` are sent as given (e.g. a fixed ``Authorization``). ``auth`` names a function
+    ``"gitserver.module:function"`` called as ``function(config)`` before every attempt to get
+    fresh headers (a bearer token that may have expired between retries). The URL's syntax is
+    checked here; its addresses are checked on every attempt. Raises ValueError for bad input.
+    """
+    method = method.upper()
+    if method not in CALLBACK_METHODS:
+        raise ValueError(f"callback method must be one of {', '.join(CALLBACK_METHODS)}, not {method!r}")
+    try:
+        netguard.check_url(url, allow_private=True)  # syntax here; the address policy when sending
+    except netguard.UnsafeURL as exc:
+        raise ValueError(f"callback url: {exc.message}") from exc
+    extra: dict[str, Any] = {}
+    checked = check_headers(headers)
+    if checked:
+        extra["headers"] = checked
+    if auth is not None:
+        _auth_function(auth)  # fail now, not on the first attempt
+        extra["auth"] = auth
+    return _new_delivery(session, webhook_id=None, event=EVENT_CALLBACK, url=url, method=method,
+                         body=encode_payload(payload), pipeline_id=pipeline_id, kind=KIND_CALLBACK,
+                         job_extra=extra)
+
+
+def redeliver(session: Session, delivery: models.Delivery) -> models.Delivery:
+    """A new delivery (new guid, fresh attempts) of the same payload to the same target."""
+    kind = KIND_WEBHOOK if delivery.webhook_id is not None else KIND_CALLBACK
+    return _new_delivery(session, webhook_id=delivery.webhook_id, event=delivery.event,
+                         url=delivery.url, method=delivery.method, body=delivery.payload,
+                         pipeline_id=delivery.pipeline_id, kind=kind)
+
+
+def _auth_function(name: str) -> Callable[[Config], Mapping[str, str]]:
+    """Resolve ``"module:function"``; only gitserver's own modules, since the name comes
+    from a database row."""
+    module_name, _, func_name = name.partition(":")
+    if not module_name.startswith("gitserver.") or not func_name:
+        raise ValueError(f"auth must name a gitserver function as 'module:function', not {name!r}")
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"auth function {name!r} not found") from exc
+    if not callable(func):
+        raise ValueError(f"auth {name!r} is not a function")
+    return func  # type: ignore[no-any-return]
+
+
+# --- one attempt ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Outbound:
+    """Everything needed to send one attempt, read from the database before sending (no
+    session is held open across the network call)."""
+
+    delivery_id: int
+    event: str
+    url: str
+    method: str
+    body: bytes
+    headers: dict[str, str]
+    kind: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """The outcome of one attempt."""
+
+    number: int
+    started_at: dt.datetime
+    seconds: float
+    status: int | None = None
+    excerpt: str = ""
+    error: str = ""
+    reason: str = ""          # short machine label of a failure: http_5xx, timeout, refused, ...
+    retryable: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def log_line(self) -> str:
+        when = self.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        outcome = f"delivered, HTTP {self.status}" if self.ok else self.error
+        return f"attempt {self.number} at {when} ({self.seconds * 1000:.0f} ms): {outcome}"
+
+
+Sender = Callable[..., netguard.Response]
+
+
+def perform(out: Outbound, number: int, *, timeout: float, allow_private: bool,
+            sender: Sender = netguard.send) -> Attempt:
+    """Send one attempt and describe what happened (never raises for network trouble)."""
+    started_at = utcnow()
+    t0 = time.monotonic()
+
+    def failed(error: str, reason: str, retryable: bool = True) -> Attempt:
+        return Attempt(number=number, started_at=started_at, seconds=time.monotonic() - t0,
+                       error=error, reason=reason, retryable=retryable)
+
+    try:
+        resp = sender(out.method, out.url, body=out.body, headers=out.headers, timeout=timeout,
+                      allow_private=allow_private, max_body=EXCERPT_BYTES)
+    except netguard.UnsafeURL as exc:
+        return failed(f"not sent: {exc.message}", "refused", retryable=exc.retryable)
+    except requests.Timeout:
+        return failed(f"timed out after {timeout:g} s", "timeout")
+    except requests.ConnectionError as exc:
+        return failed(f"connection failed: {_short(exc)}", "connection")
+    except requests.RequestException as exc:
+        return failed(f"request failed: {_short(exc)}", "request")
+    excerpt = resp.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+    attempt = Attempt(number=number, started_at=started_at, seconds=resp.seconds,
+                      status=resp.status, excerpt=excerpt)
+    if attempt.ok:
+        return attempt
+    what = "a redirect (not followed)" if 300 <= resp.status < 400 else f"HTTP {resp.status}"
+    return dataclasses.replace(attempt, error=f"receiver answered {what}",
+                               reason=f"http_{resp.status // 100}xx")
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line reason from requests' nested exceptions (the innermost says most)."""
+    inner: BaseException = exc
+    while inner.__cause__ is not None or (inner.args and isinstance(inner.args[0], BaseException)):
+        inner = inner.__cause__ or inner.args[0]
+    text = str(inner).splitlines()[0] if str(inner) else type(inner).__name__
+    return text[:300]
+
+
+def next_state(attempt: Attempt, limit: int) -> str:
+    """``delivered``, ``retrying`` or ``failed`` after ``attempt`` (pure)."""
+    if attempt.ok:
+        return DELIVERED
+    if not attempt.retryable or attempt.number >= limit:
+        return FAILED
+    return RETRYING
+
+
+def append_log(existing: str, line: str) -> str:
+    lines = [entry for entry in existing.splitlines() if entry]
+    lines.append(line)
+    return "\n".join(lines[-LOG_MAX_LINES:])
+
+
+# --- the job handler ---------------------------------------------------------------------------
+
+def _load(session: Session, ctx: JobContext) -> Outbound | None:
+    """Read what the attempt sends; None when there is nothing (left) to send."""
+    delivery_id = ctx.payload.get("delivery_id")
+    delivery = session.get(models.Delivery, delivery_id) if isinstance(delivery_id, int) else None
+    if delivery is None:
+        log.warning("job %s: delivery %r no longer exists; nothing to send", ctx.job_id, delivery_id)
+        return None
+    if delivery.status in FINAL:
+        return None  # a worker that lost its lease finished it already
+    secret = ""
+    if delivery.webhook_id is not None:
+        hook = session.get(models.Webhook, delivery.webhook_id)
+        if hook is None or not hook.active:
+            delivery.status = FAILED
+            delivery.error = append_log(delivery.error, f"not sent: the webhook was "
+                                        f"{'deleted' if hook is None else 'deactivated'}")
+            return None
+        secret = hook.secret
+    extra = dict(ctx.payload.get("headers") or {})
+    auth = ctx.payload.get("auth")
+    if isinstance(auth, str):
+        extra.update(_auth_function(auth)(ctx.runtime.config))
+    return Outbound(delivery_id=delivery.id, event=delivery.event, url=delivery.url,
+                    method=delivery.method, body=delivery.payload.encode("utf-8"),
+                    headers=request_headers(delivery, secret, extra), kind=ctx.kind)
+
+
+def _record(session: Session, out: Outbound, attempt: Attempt, state: str) -> bool:
+    """Store the attempt; False when another worker already finished the delivery."""
+    delivery = session.get(models.Delivery, out.delivery_id, with_for_update=True)
+    if delivery is None or delivery.status in FINAL:
+        return False
+    delivery.status = state
+    delivery.attempts = attempt.number
+    delivery.response_status = attempt.status
+    delivery.response_excerpt = attempt.excerpt
+    delivery.error = append_log(delivery.error, attempt.log_line())
+    if state == DELIVERED:
+        delivery.delivered_at = utcnow()
+    return True
+
+
+def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send) -> None:
+    """Job handler of kinds ``webhook`` and ``callback``: one attempt of one delivery.
+
+    ``sender`` is the transport (tests pass a fake; the worker calls with ``ctx`` only)."""
+    config = ctx.runtime.config
+    with transaction(ctx.runtime.sessions) as session:
+        out = _load(session, ctx)
+    if out is None:
+        return
+    ceiling = ctx.payload.get("max_attempts", MAX_ATTEMPTS_CEILING)
+    limit = max(1, min(config.webhook_max_attempts,
+                       ceiling if isinstance(ceiling, int) else MAX_ATTEMPTS_CEILING))
+    attempt = perform(out, ctx.attempts, timeout=config.webhook_timeout,
+                      allow_private=config.allow_private_networks, sender=sender)
+    state = next_state(attempt, limit)
+    with transaction(ctx.runtime.sessions) as session:
+        recorded = _record(session, out, attempt, state)
+    _count(out, attempt, state)
+    if not recorded:
+        return
+    if state == DELIVERED:
+        log.info("delivery %s (%s %s) delivered on attempt %d in %.0f ms", out.delivery_id,
+                 out.event, out.url, attempt.number, attempt.seconds * 1000)
+    elif state == RETRYING:
+        delay = backoff_delay(attempt.number, config.webhook_backoff_base, config.webhook_backoff_max)
+        raise jobs.RetryLater(delay, f"delivery {out.delivery_id}: {attempt.error}; "
+                                     f"retrying in {delay:.1f} s")
+    else:
+        log.warning("delivery %s (%s %s) failed after %d attempt(s): %s", out.delivery_id,
+                    out.event, out.url, attempt.number, attempt.error)
+        raise DeliveryFailed(f"delivery {out.delivery_id} failed after {attempt.number} "
+                             f"attempt(s): {attempt.error}")
+
+
+def _count(out: Outbound, attempt: Attempt, state: str) -> None:
+    outcome = {DELIVERED: "delivered", RETRYING: "retry", FAILED: "failed"}[state]
+    metrics.delivery_attempt(out.event, outcome, attempt.seconds)
+    if out.kind == KIND_CALLBACK and not attempt.ok:
+        metrics.callback_failed(attempt.reason)
+
+
+# --- reading deliveries back (the API's delivery log) ------------------------------------------
+
+def delivery_log(delivery: models.Delivery, secret: str = "") -> dict[str, Any]:
+    """A delivery as the API shows it: the request as sent, the last response, every attempt."""
+    try:
+        body: Any = json.loads(delivery.payload)
+    except ValueError:
+        body = delivery.payload
+    lines = [entry for entry in delivery.error.splitlines() if entry]
+    return {
+        **delivery_summary(delivery),
+        "request": {"method": delivery.method, "url": delivery.url,
+                    "headers": request_headers(delivery, secret), "body": body},
+        "response": {"status": delivery.response_status, "excerpt": delivery.response_excerpt},
+        "log": lines,
+    }
+
+
+def delivery_summary(delivery: models.Delivery) -> dict[str, Any]:
+    lines = [entry for entry in delivery.error.splitlines() if entry]
+    last_error = lines[-1] if lines and delivery.status in (RETRYING, FAILED) else ""
+    return {"id": delivery.id, "guid": delivery.guid, "event": delivery.event,
+            "status": delivery.status, "attempts": delivery.attempts,
+            "response_status": delivery.response_status, "error": last_error,
+            "pipeline_id": delivery.pipeline_id, "created_at": delivery.created_at,
+            "delivered_at": delivery.delivered_at}
+
+
+def delete_webhook(session: Session, hook: models.Webhook) -> None:
+    """Delete a webhook and its delivery log. Jobs still queued for its deliveries find no
+    delivery and end without sending."""
+    session.execute(delete(models.Delivery).where(models.Delivery.webhook_id == hook.id)
+                    .execution_options(synchronize_session=False))
+    session.delete(hook)
+    session.flush()

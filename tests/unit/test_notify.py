@@ -1,0 +1,307 @@
+"""Webhook and callback delivery: signing, backoff, outcomes (pure), and the outbox and job
+handler on a real database (SQLite and PostgreSQL) with a fake transport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from gitserver import config as config_mod
+from gitserver import netguard
+from gitserver.db import models
+from gitserver.db.session import transaction, upgrade
+from gitserver.pipelines import jobs, notify
+from gitserver.runtime import Runtime
+
+# --- signing -----------------------------------------------------------------------------------
+
+def test_signature_matches_githubs_documented_example() -> None:
+    # docs.github.com "Validating webhook deliveries": this secret and body give this digest.
+    assert notify.sign("It's a Secret to Everybody", b"Hello, World!") == (
+        "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17")
+
+
+def test_verify_signature() -> None:
+    body = notify.encode_payload({"event": "push", "n": 1}).encode()
+    header = notify.sign("s3cret", body)
+    assert notify.verify_signature("s3cret", body, header)
+    assert not notify.verify_signature("other", body, header)
+    assert not notify.verify_signature("s3cret", body + b" ", header)
+    assert not notify.verify_signature("s3cret", body, None)
+
+
+def test_payload_encoding_is_compact_and_keeps_key_order() -> None:
+    assert notify.encode_payload({"b": 1, "a": [1, "é"]}) == '{"b":1,"a":[1,"\\u00e9"]}'
+
+
+def test_request_headers() -> None:
+    delivery = models.Delivery(guid="g-1", event="push", payload='{"event":"push"}')
+    headers = notify.request_headers(delivery, "k")
+    assert headers == {
+        "Content-Type": "application/json",
+        "User-Agent": notify.USER_AGENT,
+        "X-Gitserver-Event": "push",
+        "X-Gitserver-Delivery": "g-1",
+        "X-Hub-Signature-256": notify.sign("k", b'{"event":"push"}'),
+    }
+    assert notify.USER_AGENT.startswith("gitserver/")
+    assert "X-Hub-Signature-256" not in notify.request_headers(delivery, "")
+
+
+# --- backoff and states ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [
+    (1, 5, 10), (2, 10, 20), (3, 20, 40), (6, 160, 320), (9, 1280, 2560), (12, 1800, 3600), (40, 1800, 3600),
+])
+def test_backoff_doubles_with_jitter_and_is_capped(attempt: int, low: float, high: float) -> None:
+    assert notify.backoff_delay(attempt, 10, 3600, rand=lambda: 0.0) == low
+    assert notify.backoff_delay(attempt, 10, 3600, rand=lambda: 1.0) == high
+    assert low <= notify.backoff_delay(attempt, 10, 3600) <= high
+
+
+def _attempt(number: int, status: int | None = None, retryable: bool = True) -> notify.Attempt:
+    return notify.Attempt(number=number, started_at=notify.utcnow(), seconds=0.01, status=status,
+                          retryable=retryable, error="" if status and status < 300 else "x")
+
+
+@pytest.mark.parametrize(("attempt", "limit", "state"), [
+    (_attempt(1, 200), 3, "delivered"),
+    (_attempt(3, 204), 3, "delivered"),
+    (_attempt(1, 500), 3, "retrying"),
+    (_attempt(2, None), 3, "retrying"),
+    (_attempt(3, 500), 3, "failed"),
+    (_attempt(1, None, retryable=False), 3, "failed"),
+    (_attempt(1, 302), 1, "failed"),
+])
+def test_next_state(attempt: notify.Attempt, limit: int, state: str) -> None:
+    assert notify.next_state(attempt, limit) == state
+
+
+@pytest.mark.parametrize(("headers", "message"), [
+    ({"Bad Name": "x"}, "invalid header name"),
+    ({"X-Ok": "a\r\nInjected: 1"}, "invalid value"),
+    ({"Content-Type": "text/plain"}, "set by gitserver"),
+    ({"x-hub-signature-256": "sha256=0"}, "set by gitserver"),
+])
+def test_callback_headers_are_checked(headers: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        notify.check_headers(headers)
+
+
+# --- one attempt with a fake transport ----------------------------------------------------------
+
+OUT = notify.Outbound(delivery_id=1, event="push", url="http://hooks.example.com/", method="POST",
+                      body=b"{}", headers={}, kind="webhook")
+
+
+def answering(status: int, body: bytes = b"") -> Callable[..., netguard.Response]:
+    def send(*_a: Any, **_k: Any) -> netguard.Response:
+        return netguard.Response(status=status, headers={}, body=body, seconds=0.02, address="192.0.2.1")
+    return send
+
+
+def raising(exc: BaseException) -> Callable[..., netguard.Response]:
+    def send(*_a: Any, **_k: Any) -> netguard.Response:
+        raise exc
+    return send
+
+
+@pytest.mark.parametrize(("sender", "ok", "error", "reason", "retryable"), [
+    (answering(200, b"thanks"), True, "", "", True),
+    (answering(500, b"boom"), False, "receiver answered HTTP 500", "http_5xx", True),
+    (answering(404), False, "receiver answered HTTP 404", "http_4xx", True),
+    (answering(301), False, "receiver answered a redirect (not followed)", "http_3xx", True),
+    (raising(requests.ConnectTimeout("slow")), False, "timed out after 3 s", "timeout", True),
+    (raising(requests.ConnectionError("refused")), False, "connection failed: refused", "connection", True),
+    (raising(netguard.UnsafeURL("host x is a loopback address")), False,
+     "not sent: host x is a loopback address", "refused", False),
+    (raising(netguard.UnsafeURL("host x does not resolve", retryable=True)), False,
+     "not sent: host x does not resolve", "refused", True),
+])
+def test_perform_describes_the_outcome(sender: Any, ok: bool, error: str, reason: str, retryable: bool) -> None:
+    attempt = notify.perform(OUT, 2, timeout=3, allow_private=False, sender=sender)
+    assert (attempt.ok, attempt.error, attempt.reason, attempt.retryable) == (ok, error, reason, retryable)
+    assert attempt.number == 2
+    assert attempt.log_line().startswith("attempt 2 at ")
+
+
+def test_perform_keeps_an_excerpt_of_the_answer() -> None:
+    attempt = notify.perform(OUT, 1, timeout=3, allow_private=False,
+                             sender=answering(500, b"\xffbad" + b"x" * 5000))
+    assert attempt.status == 500 and len(attempt.excerpt) == 2048 and attempt.excerpt.startswith("\ufffdbad")
+
+
+# --- the outbox and the handler on a database -----------------------------------------------------
+
+@pytest.fixture()
+def runtime(db_url: str, tmp_path: Any) -> Iterator[Runtime]:
+    upgrade(db_url)
+    rt = Runtime.create(config_mod.load(
+        environ={}, data_dir=str(tmp_path), database_url=db_url, webhook_max_attempts=3,
+        webhook_backoff_base=2.0, webhook_backoff_max=5.0))
+    yield rt
+    rt.dispose()
+
+
+def _repo_with_hooks(rt: Runtime) -> int:
+    with transaction(rt.sessions) as session:
+        tenant = models.Tenant(name="acme")
+        session.add(tenant)
+        session.flush()
+        repo = models.Repository(tenant_id=tenant.id, name="widgets")
+        session.add(repo)
+        session.flush()
+        session.add_all([
+            models.Webhook(repo_id=repo.id, url="http://a.example.com/", secret="sa", events="push,pipeline"),
+            models.Webhook(repo_id=repo.id, url="http://b.example.com/", secret="", events="pipeline"),
+            models.Webhook(repo_id=repo.id, url="http://c.example.com/", secret="sc", events="push",
+                           active=False),
+        ])
+        return repo.id
+
+
+def _context(rt: Runtime, delivery: models.Delivery, attempts: int = 1) -> jobs.JobContext:
+    with transaction(rt.sessions) as session:
+        job = session.scalars(select(models.Job).order_by(models.Job.id.desc())).first()
+        assert job is not None
+        payload = json.loads(job.payload)
+    assert payload["delivery_id"] == delivery.id
+    return jobs.JobContext(runtime=rt, job_id=job.id, kind=job.kind, payload=payload,
+                           attempts=attempts, pipeline_id=None)
+
+
+def _delivery(rt: Runtime, delivery_id: int) -> models.Delivery:
+    with transaction(rt.sessions) as session:
+        row = session.get(models.Delivery, delivery_id)
+        assert row is not None
+        return row
+
+
+def test_enqueue_event_creates_one_delivery_and_job_per_subscribed_active_hook(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        push = notify.enqueue_event(session, repo_id, "push", {"push_id": 7, "pipeline_id": None})
+        pipe = notify.enqueue_event(session, repo_id, "pipeline", {"pipeline": {"id": None}})
+        assert [d.url for d in push] == ["http://a.example.com/"]
+        assert [d.url for d in pipe] == ["http://a.example.com/", "http://b.example.com/"]
+        assert json.loads(push[0].payload) == {"event": "push", "push_id": 7, "pipeline_id": None}
+        assert push[0].status == "pending" and push[0].method == "POST" and len(push[0].guid) == 36
+        job_rows = session.scalars(select(models.Job).order_by(models.Job.id)).all()
+        assert [j.kind for j in job_rows] == ["webhook"] * 3
+        assert [json.loads(j.payload)["delivery_id"] for j in job_rows] == [d.id for d in push + pipe]
+    with transaction(runtime.sessions) as session, pytest.raises(ValueError, match="unknown webhook event"):
+        notify.enqueue_event(session, repo_id, "tag", {})
+
+
+def test_failed_attempt_retries_with_backoff_then_delivers(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {"push_id": 1})
+    seen: list[dict[str, Any]] = []
+
+    def receiver(status: int) -> Callable[..., netguard.Response]:
+        def send(method: str, url: str, *, body: bytes, headers: dict[str, str], **_k: Any) -> netguard.Response:
+            seen.append({"method": method, "url": url, "body": body, "headers": headers})
+            return netguard.Response(status=status, headers={}, body=b"answer %d" % status,
+                                     seconds=0.01, address="192.0.2.1")
+        return send
+
+    with pytest.raises(jobs.RetryLater) as retry:
+        notify.run_delivery_job(_context(runtime, delivery, 1), sender=receiver(500))
+    assert 1.0 <= retry.value.delay <= 2.0 and "HTTP 500" in retry.value.message
+    row = _delivery(runtime, delivery.id)
+    assert (row.status, row.attempts, row.response_status, row.response_excerpt) == ("retrying", 1, 500, "answer 500")
+    notify.run_delivery_job(_context(runtime, delivery, 2), sender=receiver(200))
+    row = _delivery(runtime, delivery.id)
+    assert (row.status, row.attempts, row.response_status) == ("delivered", 2, 200)
+    assert row.delivered_at is not None
+    log = row.error.splitlines()
+    assert len(log) == 2 and "receiver answered HTTP 500" in log[0] and "delivered, HTTP 200" in log[1]
+    # Same guid and signature on both attempts; the signature covers the exact body.
+    assert seen[0]["headers"] == seen[1]["headers"]
+    headers = seen[0]["headers"]
+    assert headers["X-Gitserver-Delivery"] == row.guid and headers["X-Gitserver-Event"] == "push"
+    assert notify.verify_signature("sa", seen[0]["body"], headers["X-Hub-Signature-256"])
+    assert json.loads(seen[0]["body"]) == {"event": "push", "push_id": 1}
+    # A re-run after completion (a worker that lost its lease) sends nothing.
+    notify.run_delivery_job(_context(runtime, delivery, 3), sender=raising(AssertionError("sent twice")))
+
+
+def test_last_attempt_fails_the_delivery(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {})
+    with pytest.raises(notify.DeliveryFailed, match="failed after 3 attempt"):
+        notify.run_delivery_job(_context(runtime, delivery, 3),
+                                sender=raising(requests.ConnectionError("refused")))
+    row = _delivery(runtime, delivery.id)
+    assert row.status == "failed" and "connection failed" in row.error
+
+
+def test_refused_target_fails_at_once(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {})
+    with pytest.raises(notify.DeliveryFailed, match="loopback"):
+        notify.run_delivery_job(_context(runtime, delivery, 1),
+                                sender=raising(netguard.UnsafeURL("host a is a loopback address")))
+    assert _delivery(runtime, delivery.id).status == "failed"
+
+
+def test_deactivated_webhook_stops_its_pending_deliveries(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {})
+        session.get(models.Webhook, delivery.webhook_id).active = False  # type: ignore[union-attr]
+    notify.run_delivery_job(_context(runtime, delivery), sender=raising(AssertionError("sent")))
+    row = _delivery(runtime, delivery.id)
+    assert row.status == "failed" and "deactivated" in row.error
+
+
+def test_callback_is_a_delivery_without_webhook(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        delivery = notify.enqueue_callback(session, "http://build.example.com/cb", "put", {"callback": {"id": "x"}},
+                                           headers={"Authorization": "Bearer t0k"})
+        assert (delivery.webhook_id, delivery.event, delivery.method) == (None, "callback", "PUT")
+    seen: list[dict[str, str]] = []
+
+    def send(method: str, url: str, *, headers: dict[str, str], **_k: Any) -> netguard.Response:
+        seen.append({"method": method, **headers})
+        return netguard.Response(status=200, headers={}, body=b"", seconds=0.01, address="192.0.2.1")
+
+    ctx = _context(runtime, delivery)
+    assert ctx.kind == "callback"
+    notify.run_delivery_job(ctx, sender=send)
+    assert seen[0]["method"] == "PUT" and seen[0]["Authorization"] == "Bearer t0k"
+    assert "X-Hub-Signature-256" not in seen[0] and seen[0]["X-Gitserver-Event"] == "callback"
+    assert _delivery(runtime, delivery.id).status == "delivered"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"method": "GET"}, "callback method"),
+    ({"url": "ftp://x/"}, "scheme 'ftp'"),
+    ({"headers": {"Host": "x"}}, "set by gitserver"),
+    ({"auth": "os:system"}, "gitserver function"),
+    ({"auth": "gitserver.nope:f"}, "not found"),
+])
+def test_enqueue_callback_refuses_bad_input(runtime: Runtime, kwargs: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"url": "http://build.example.com/cb", "method": "POST", "payload": {}, **kwargs}
+    with transaction(runtime.sessions) as session, pytest.raises(ValueError, match=message):
+        notify.enqueue_callback(session, **args)
+
+
+def test_redeliver_copies_payload_with_a_new_guid(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {"push_id": 3})
+        again = notify.redeliver(session, delivery)
+        assert again.payload == delivery.payload and again.guid != delivery.guid
+        assert (again.webhook_id, again.status, again.attempts) == (delivery.webhook_id, "pending", 0)
+        log = notify.delivery_log(again, "sa")
+        assert log["request"]["headers"]["X-Hub-Signature-256"] == notify.sign("sa", again.payload.encode())
+        assert log["request"]["body"] == {"event": "push", "push_id": 3}

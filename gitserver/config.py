@@ -53,6 +53,13 @@ class Config:
     build_memory_mb: int = 2048
     build_cpu_seconds: int = 3600
     build_file_size_mb: int = 1024
+    # On SIGTERM a worker stops claiming and lets running jobs finish this long, then gives
+    # their leases back (job re-queued) so another worker runs them.
+    job_shutdown_grace: float = 10.0
+    # Seconds between reconciler passes (pushes recorded without a pipeline get one).
+    job_reconcile_interval: float = 10.0
+    # When the worker runs as root, build steps run as this unprivileged user.
+    build_user: str = "nobody"
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 6
     # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.

@@ -112,6 +112,9 @@ def _define() -> None:
                                    ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
         step_seconds=Histogram("gitserver_pipeline_step_seconds", "Pipeline step durations",
                                ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
+        job_seconds=Histogram("gitserver_job_seconds", "Queue job run time by kind and outcome",
+                              ["kind", "status"],
+                              buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))),
         log_dropped=Counter("gitserver_log_records_dropped_total",
                             "Log records dropped by a shipping handler", ["sink"]),
     )
@@ -224,6 +227,12 @@ def pipeline_finished(status: str, seconds: float) -> None:
 
 def step_finished(status: str, seconds: float) -> None:
     _get("step_seconds").labels(status).observe(seconds)
+
+
+def job_finished(kind: str, status: str, seconds: float) -> None:
+    """One job run by a worker: ``status`` is its new state (``succeeded``, ``failed``,
+    ``cancelled``, ``queued`` for a retry or release, ``lost`` when another worker took over)."""
+    _get("job_seconds").labels(kind, status).observe(seconds)
 
 
 def log_dropped(sink: str, n: int = 1) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -39,7 +40,32 @@ def record_push(session: Session, ctx: PushContext,
     session.add(push)
     session.flush()
     pipeline = enqueue_push_pipeline(session, push)
+    notify_push(session, push, pipeline)
     return push, pipeline
+
+
+def push_payload(session: Session, push: models.Push, pipeline: models.Pipeline | None) -> dict[str, Any]:
+    """The ``push`` event's body (webhooks)."""
+    repo = session.get(models.Repository, push.repo_id)
+    user = session.get(models.User, push.user_id) if push.user_id is not None else None
+    return {
+        "event": "push",
+        "repository": {"tenant": repo.tenant.name if repo else "", "name": repo.name if repo else "",
+                       "full_name": repo.full_name if repo else ""},
+        "push": {"id": push.id, "user": user.name if user else None, "protocol": push.protocol,
+                 "created_at": push.created_at.isoformat() if push.created_at else None,
+                 "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]},
+        "pipeline": {"id": pipeline.id} if pipeline is not None else None,
+    }
+
+
+def notify_push(session: Session, push: models.Push, pipeline: models.Pipeline | None) -> None:
+    """Queue the repository's ``push`` webhooks in the push's own transaction."""
+    try:
+        from gitserver.pipelines import notify
+    except ImportError:  # webhooks not in this build yet
+        return
+    notify.enqueue_event(session, push.repo_id, "push", push_payload(session, push, pipeline))
 
 
 def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipeline | None:

@@ -1,0 +1,116 @@
+"""Repour-style archive objects, written straight into a bare repository with pygit2.
+
+An archive of a tree is an orphan commit whose author, committer, date and message are fixed,
+so its id depends on the tree alone: archiving the same tree twice gives the same commit.
+It is named by an annotated tag ``repour-<commit id>`` and a branch ``branch-repour-<commit
+id>`` (the branch keeps the commit reachable for clients that fetch branches only).
+
+These refs are written here and nowhere else: the hooks refuse the reserved names to every
+pusher (gitserver.git.refs.RESERVED_PREFIXES), and nothing here goes through receive-pack, so
+the protection rules on user pushes are not weakened to let the server write them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pygit2
+
+from gitserver.git.refs import HEADS, RESERVED_BRANCH_PREFIX, RESERVED_TAG_PREFIX, TAGS
+
+ARCHIVE_NAME = "gitserver"
+ARCHIVE_EMAIL = "gitserver@localhost"
+# Constant: any change here would give every tree a new archive commit id.
+ARCHIVE_MESSAGE = "Archive of a pushed tree\n"
+EPOCH = 0  # 1970-01-01T00:00:00Z
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchiveRefs:
+    """What :func:`write_archive` produced (or found already there)."""
+
+    tree_id: str
+    commit_id: str
+    tag: str  # short name, ``repour-<commit id>``
+    branch: str  # short name, ``branch-repour-<commit id>``
+    created: bool  # False when the tag existed already
+
+
+def archive_signature() -> pygit2.Signature:
+    return pygit2.Signature(ARCHIVE_NAME, ARCHIVE_EMAIL, EPOCH, 0)
+
+
+def tag_name(commit_id: str) -> str:
+    return f"{RESERVED_TAG_PREFIX}{commit_id}"
+
+
+def branch_name(commit_id: str) -> str:
+    return f"{RESERVED_BRANCH_PREFIX}{commit_id}"
+
+
+def tag_message(repo_name: str, ref: str, commit_id: str) -> str:
+    """The annotated tag's message: where the archived tree came from."""
+    return (f"Archive of {repo_name} {ref} at {commit_id}\n\n"
+            f"Repository: {repo_name}\nRef: {ref}\nCommit: {commit_id}\n")
+
+
+def peel_commit(repo: pygit2.Repository, oid: str) -> pygit2.Commit | None:
+    """The commit ``oid`` names (following annotated tags), or None for a tree/blob/missing."""
+    try:
+        obj = repo[oid]
+        commit = obj.peel(pygit2.Commit)
+    except (KeyError, ValueError, pygit2.InvalidSpecError):
+        return None
+    return commit if isinstance(commit, pygit2.Commit) else None
+
+
+def archive_commit_id(repo: pygit2.Repository, tree_id: str) -> str:
+    """Write (or find: same content, same id) the orphan archive commit of ``tree_id``."""
+    signature = archive_signature()
+    oid = repo.create_commit(None, signature, signature, ARCHIVE_MESSAGE, pygit2.Oid(hex=tree_id), [])
+    return str(oid)
+
+
+def write_archive(repo: pygit2.Repository, tree_id: str, message: str,
+                  now: dt.datetime | None = None) -> ArchiveRefs:
+    """Archive ``tree_id``: orphan commit, annotated tag and branch; idempotent.
+
+    When the tag exists already (an earlier or concurrent archive of the same tree), it is
+    kept as it is (tags never move) and ``created`` is False.
+    """
+    commit_id = archive_commit_id(repo, tree_id)
+    tag, branch = tag_name(commit_id), branch_name(commit_id)
+    created = False
+    if repo.references.get(TAGS + tag) is None:
+        when = int((now or dt.datetime.now(dt.timezone.utc)).timestamp())
+        tagger = pygit2.Signature(ARCHIVE_NAME, ARCHIVE_EMAIL, when, 0)
+        try:
+            repo.create_tag(tag, pygit2.Oid(hex=commit_id), pygit2.enums.ObjectType.COMMIT, tagger, message)
+            created = True
+        except pygit2.AlreadyExistsError:
+            pass  # another worker archived the same tree a moment ago: its tag stands
+    if repo.references.get(HEADS + branch) is None:
+        try:
+            repo.references.create(HEADS + branch, pygit2.Oid(hex=commit_id))
+        except pygit2.AlreadyExistsError:
+            pass
+    return ArchiveRefs(tree_id=tree_id, commit_id=commit_id, tag=tag, branch=branch, created=created)
+
+
+def read_blob(repo: pygit2.Repository, tree_id: str, path: str, max_size: int) -> bytes | None:
+    """The content of ``path`` in ``tree_id``, or None when absent or not a file.
+
+    Raises ValueError when the blob is bigger than ``max_size``.
+    """
+    tree = repo[tree_id].peel(pygit2.Tree)
+    try:
+        entry = tree[path]
+    except KeyError:
+        return None
+    obj = repo[entry.id]
+    if not isinstance(obj, pygit2.Blob):
+        return None
+    if obj.size > max_size:
+        raise ValueError(f"{path} is {obj.size} bytes, more than the {max_size} allowed")
+    return obj.data

@@ -1,0 +1,426 @@
+"""The build step: ``.gitserver/pipeline.toml`` of the archived tree, run step by step.
+
+The file (documented in the README, "Pipelines")::
+
+    [[steps]]
+    name = "test"                   # unique; letters, digits, ".", "_", "-", " "
+    command = "make test"           # a string runs with /bin/sh -c; a list runs as is
+    timeout = 600                   # optional, seconds (capped at the server's build_timeout)
+    env = { MODE = "ci" }           # optional, added to the clean environment
+
+Each step runs in a fresh ``git clone --depth 1 --branch repour-<id>`` of the repository in a
+temporary directory, in a clean environment (PATH, HOME=<temp>, LANG and the ``GITSERVER_*``
+coordinates), in its own session/process group (cancel and timeouts kill the whole group),
+under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE. When the worker runs as root the step runs as the
+unprivileged ``build_user`` (default ``nobody``), which cannot enter the 0700 data dir; when it
+does not run as root there is no such separation, and the log says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pwd
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gitserver.config import Config
+from gitserver.git.store import git_env
+from gitserver.pipelines.jobs import JobContext
+
+log = logging.getLogger(__name__)
+
+PIPELINE_FILE = ".gitserver/pipeline.toml"
+MAX_PIPELINE_FILE = 64 * 1024
+MAX_STEPS = 50
+STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+STEP_KEYS = {"name", "command", "timeout", "env"}
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Output is stored in chunks of about this size, and at least once a second.
+LOG_CHUNK = 4096
+LOG_FLUSH_SECONDS = 1.0
+# How often a running step looks at cancel, release and its deadline.
+POLL_SECONDS = 0.2
+# Between SIGTERM and SIGKILL of a step's process group.
+KILL_GRACE = 1.0
+
+
+class PipelineFileError(Exception):
+    """The pipeline file is malformed; the message names the file and the line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    name: str
+    argv: tuple[str, ...]
+    timeout: float | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    line: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Coordinates:
+    """What a build step is told about what it builds (the GITSERVER_* variables)."""
+
+    repo: str  # tenant/name
+    ref: str
+    commit: str  # the pushed commit
+    tag: str  # repour-<archive commit>
+    readonly_url: str
+
+    def environment(self) -> dict[str, str]:
+        return {"GITSERVER_REPO": self.repo, "GITSERVER_REF": self.ref,
+                "GITSERVER_COMMIT": self.commit, "GITSERVER_TAG": self.tag,
+                "GITSERVER_READONLY_URL": self.readonly_url}
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    status: str  # succeeded | failed | cancelled | released
+    exit_code: int | None
+    message: str
+
+
+# --- the pipeline file (pure) ----------------------------------------------------------------
+
+def parse_pipeline_file(text: str) -> list[StepSpec]:
+    """Validate ``text`` as a pipeline file; every error names the line it is about."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"line {match.group(1)}, column {match.group(2)}" if match else "line ?"
+        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise PipelineFileError(f"{PIPELINE_FILE}: {where}: {reason}") from exc
+    unknown = sorted(set(data) - {"steps"})
+    if unknown:
+        raise _error(text, f"unknown top-level key {unknown[0]!r} (only [[steps]] is allowed)",
+                     _key_line(text, unknown[0], 1))
+    steps = data.get("steps")
+    if steps is None:
+        raise _error(text, "no [[steps]] defined", 1)
+    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
+        raise _error(text, "'steps' must be an array of tables, written [[steps]]",
+                     _key_line(text, "steps", 1))
+    if not steps:
+        raise _error(text, "no [[steps]] defined", 1)
+    if len(steps) > MAX_STEPS:
+        raise _error(text, f"{len(steps)} steps; at most {MAX_STEPS} are allowed", 1)
+    headers = _step_header_lines(text)
+    specs: list[StepSpec] = []
+    for index, raw in enumerate(steps):
+        header = headers[index] if index < len(headers) else 1
+        specs.append(_parse_step(text, raw, index + 1, header))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.name in seen:
+            raise _error(text, f"step name {spec.name!r} is used twice", spec.line)
+        seen.add(spec.name)
+    return specs
+
+
+def _parse_step(text: str, raw: dict[str, Any], number: int, header: int) -> StepSpec:
+    def fail(key: str | None, message: str) -> PipelineFileError:
+        line = _key_line(text, key, header) if key else header
+        return _error(text, f"step {number}: {message}", line)
+
+    unknown = sorted(set(raw) - STEP_KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(STEP_KEYS))})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not STEP_NAME_RE.fullmatch(name):
+        raise fail("name" if "name" in raw else None,
+                   "'name' is required: 1-100 letters, digits, '.', '_', '-' or spaces")
+    command = raw.get("command")
+    if isinstance(command, str) and command.strip():
+        argv: tuple[str, ...] = ("/bin/sh", "-c", command)
+    elif isinstance(command, list) and command and all(isinstance(a, str) and a for a in command):
+        argv = tuple(command)
+    else:
+        raise fail("command" if "command" in raw else None,
+                   "'command' is required: a non-empty string or list of strings")
+    if any("\0" in a for a in argv):
+        raise fail("command", "'command' contains a NUL character")
+    timeout = raw.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0):
+        raise fail("timeout", "'timeout' must be a positive number of seconds")
+    env = raw.get("env", {})
+    if not isinstance(env, dict):
+        raise fail("env", "'env' must be a table of strings, like env = { KEY = \"value\" }")
+    for key, value in env.items():
+        if not ENV_NAME_RE.fullmatch(key) or key.startswith("GITSERVER_"):
+            raise fail("env", f"env name {key!r} is not allowed (letters, digits, '_'; "
+                              "GITSERVER_* is reserved)")
+        if not isinstance(value, str) or "\0" in value:
+            raise fail("env", f"env {key} must be a string")
+    return StepSpec(name=name, argv=argv, timeout=float(timeout) if timeout is not None else None,
+                    env=tuple(sorted(env.items())), line=header)
+
+
+def _error(_text: str, message: str, line: int) -> PipelineFileError:
+    return PipelineFileError(f"{PIPELINE_FILE}: line {line}: {message}")
+
+
+def _step_header_lines(text: str) -> list[int]:
+    pattern = re.compile(r"^\s*\[\[\s*(?:\"steps\"|'steps'|steps)\s*\]\]")
+    return [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
+
+
+def _key_line(text: str, key: str, start: int) -> int:
+    """The first line at or after ``start`` that assigns ``key`` (best effort, for messages)."""
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    lines = text.splitlines()
+    for n in range(start, len(lines) + 1):
+        if pattern.match(lines[n - 1]) or (n > start and lines[n - 1].lstrip().startswith("[")):
+            return n if pattern.match(lines[n - 1]) else start
+    return start
+
+
+# --- running a step --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Sandbox:
+    """How build processes are confined on this host (decided once per worker)."""
+
+    uid: int | None  # switch to this user (worker is root), or None (no switch possible)
+    gid: int | None
+    user: str
+    cpu_seconds: int
+    memory_bytes: int
+    file_size_bytes: int
+    max_timeout: float
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Sandbox:
+        uid = gid = None
+        user = pwd.getpwuid(os.geteuid()).pw_name if _has_passwd_entry() else str(os.geteuid())
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam(cfg.build_user)
+            except KeyError as exc:
+                raise RuntimeError(f"build_user {cfg.build_user!r} does not exist on this host; "
+                                   "builds would run as root") from exc
+            if entry.pw_uid == 0:
+                raise RuntimeError("build_user must not be root")
+            uid, gid, user = entry.pw_uid, entry.pw_gid, cfg.build_user
+        return cls(uid=uid, gid=gid, user=user, cpu_seconds=cfg.build_cpu_seconds,
+                   memory_bytes=cfg.build_memory_mb * 1024 * 1024,
+                   file_size_bytes=cfg.build_file_size_mb * 1024 * 1024,
+                   max_timeout=cfg.build_timeout)
+
+    @property
+    def isolated(self) -> bool:
+        return self.uid is not None
+
+    def describe(self) -> str:
+        if self.isolated:
+            return (f"build steps run as user {self.user} (uid {self.uid}), without access to "
+                    "the server's data dir")
+        return (f"warning: the worker does not run as root, so build steps run as its own user "
+                f"({self.user}) and are NOT isolated from the server's data dir and database")
+
+
+def _has_passwd_entry() -> bool:
+    try:
+        pwd.getpwuid(os.geteuid())
+    except KeyError:
+        return False
+    return True
+
+
+def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Path:
+    """A new temp dir holding ``src`` (shallow clone of ``tag``) and ``home``; owned by the
+    build user. The caller removes it with :func:`remove_workspace`."""
+    root = Path(tempfile.mkdtemp(prefix="gitserver-build-"))
+    try:
+        (root / "home").mkdir()
+        result = subprocess.run(
+            ["git", "clone", "--quiet", "--depth", "1", "--branch", tag, "--no-tags",
+             f"file://{repo_path}", str(root / "src")],
+            env=git_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"git clone of {tag} failed: {result.stderr.strip()[-500:]}")
+        if sandbox.uid is not None:
+            for path in [root, *root.rglob("*")]:
+                os.lchown(path, sandbox.uid, sandbox.gid if sandbox.gid is not None else -1)
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return root
+
+
+def remove_workspace(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def step_environment(spec: StepSpec, coords: Coordinates, home: Path) -> dict[str, str]:
+    env = {"PATH": DEFAULT_PATH, "HOME": str(home), "LANG": "C.UTF-8", "TMPDIR": str(home)}
+    env.update(dict(spec.env))
+    env.update(coords.environment())  # the coordinates always win
+    return env
+
+
+def _limits(sandbox: Sandbox) -> Any:
+    cpu, memory, fsize = sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_size_bytes
+
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        _set_parent_death_signal()
+
+    return apply
+
+
+def _set_parent_death_signal() -> None:
+    """SIGKILL the step's first process if the worker dies (Linux; best effort elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinates,
+             sandbox: Sandbox) -> StepOutcome:
+    """Run one step, streaming its output to the pipeline log; kills its process group on
+    cancel, release (worker shutdown) or timeout."""
+    timeout = min(spec.timeout or sandbox.max_timeout, sandbox.max_timeout)
+    env = step_environment(spec, coords, workspace / "home")
+    kwargs: dict[str, Any] = {}
+    if sandbox.uid is not None:
+        kwargs.update(user=sandbox.uid, group=sandbox.gid, extra_groups=[])
+    try:
+        proc = subprocess.Popen(list(spec.argv), cwd=workspace / "src", env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_limits(sandbox), **kwargs)  # noqa: PLW1509
+    except OSError as exc:
+        ctx.log(f"cannot start {spec.argv[0]}: {exc.strerror}\n")
+        return StepOutcome("failed", None, f"cannot start {spec.argv[0]}: {exc.strerror}")
+    return _supervise(ctx, proc, timeout)
+
+
+def _supervise(ctx: JobContext, proc: subprocess.Popen[bytes], timeout: float) -> StepOutcome:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    reason = None
+    out = _LogBuffer(ctx)
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        eof = False
+        while not eof:
+            for _key, _mask in sel.select(POLL_SECONDS):
+                data = os.read(fd, 65536)
+                if not data:
+                    eof = True
+                    break
+                out.add(data)
+            out.maybe_flush()
+            if reason is None:
+                reason = _stop_reason(ctx, deadline, timeout)
+                if reason is not None:
+                    _kill_group(proc)
+                    # A grandchild may still hold the pipe; do not wait for its EOF forever.
+                    deadline = time.monotonic() + 2 * KILL_GRACE
+            elif time.monotonic() > deadline:
+                break
+            if not eof and proc.poll() is not None and not sel.select(0):
+                # The step's main process exited; whatever it left behind goes with it.
+                _kill_group(proc, grace=0)
+    out.flush()
+    proc.stdout.close()
+    code = proc.wait()
+    _kill_group(proc, grace=0)
+    return _outcome(ctx, reason, code, timeout)
+
+
+def _stop_reason(ctx: JobContext, deadline: float, timeout: float) -> str | None:
+    if ctx.cancelled():
+        return "cancelled"
+    if ctx.released():
+        return "released"
+    if time.monotonic() > deadline:
+        return "timeout"
+    return None
+
+
+def _outcome(ctx: JobContext, reason: str | None, code: int, timeout: float) -> StepOutcome:
+    if reason == "cancelled":
+        ctx.log("\n*** cancelled: the step's processes were killed\n")
+        return StepOutcome("cancelled", code, "cancelled")
+    if reason == "released":
+        ctx.log("\n*** the worker is shutting down: step stopped, the pipeline will be re-run\n")
+        return StepOutcome("released", code, "worker shut down")
+    if reason == "timeout":
+        message = f"timed out after {timeout:g} seconds"
+        ctx.log(f"\n*** {message}\n")
+        return StepOutcome("failed", code, message)
+    if code == 0:
+        return StepOutcome("succeeded", 0, "")
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        message = f"killed by {name}"
+        if -code == signal.SIGXCPU:
+            message += " (CPU time limit)"
+        elif -code == signal.SIGXFSZ:
+            message += " (file size limit)"
+    else:
+        message = f"exited with status {code}"
+    ctx.log(f"\n*** {message}\n")
+    return StepOutcome("failed", code, message)
+
+
+def _kill_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE) -> None:
+    """SIGTERM, then SIGKILL after ``grace``, to the step's whole process group."""
+    pgid = proc.pid  # start_new_session: the step leads its own session and group
+    signals = [(signal.SIGKILL, 0.0)] if grace <= 0 else [(signal.SIGTERM, grace), (signal.SIGKILL, 0.0)]
+    for sig, wait in signals:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+
+
+class _LogBuffer:
+    """Collects output and writes it to the pipeline log in ~4 KiB pieces, at least every
+    second, so a follower sees it as it comes without one row per byte."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.buf = bytearray()
+        self.last = time.monotonic()
+
+    def add(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= LOG_CHUNK:
+            self.flush()
+
+    def maybe_flush(self) -> None:
+        if self.buf and time.monotonic() - self.last >= LOG_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            self.ctx.log(bytes(self.buf))
+            self.buf.clear()
+        self.last = time.monotonic()

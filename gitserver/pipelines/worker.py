@@ -1,0 +1,559 @@
+"""``gitserver worker``: N job threads in one process, a monitor, a reconciler.
+
+* Job threads claim one job at a time (:func:`gitserver.pipelines.jobs.claim`) and run its
+  handler. Only kinds whose handler module is installed are claimed, so a job for a feature
+  this release lacks stays queued for a worker that has it.
+* The monitor thread renews the leases of the jobs this process holds (every third of the
+  lease) and polls the database for cancel requests about every half second, so a cancel
+  issued through any API replica reaches the running step within a second or two.
+* The reconciler (in the monitor thread, every ``job_reconcile_interval``) queues a pipeline
+  for every push recorded without one.
+* SIGTERM/SIGINT: stop claiming; running jobs get ``job_shutdown_grace`` seconds to finish,
+  then are asked to stop (a build step's process group is killed) and their leases are
+  released, so another worker re-runs them at once. SIGKILL loses nothing either: the lease
+  expires and another worker re-claims the job; steps are idempotent.
+
+:func:`run_pipeline_job` is the handler of ``pipeline`` jobs: archive, then build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gitserver import metrics
+from gitserver.config import Config
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
+from gitserver.git import refs
+from gitserver.logs import bind
+from gitserver.pipelines import jobs
+from gitserver.pipelines.queue import enqueue_push_pipeline, pipeline_url
+from gitserver.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_SECONDS = 0.5
+# A push this old without a pipeline was lost (push and pipeline commit together, so a
+# younger one may just not be visible yet on a replica's snapshot).
+RECONCILE_MIN_AGE = dt.timedelta(seconds=5)
+RECONCILE_BATCH = 100
+# After the grace, how long released jobs get to stop before their leases are dropped anyway.
+RELEASE_WAIT = 5.0
+ERROR_BACKOFF = 2.0
+
+
+# --- the process -----------------------------------------------------------------------------
+
+def run(cfg: Config, concurrency: int | None = None) -> int:
+    """Entry point of ``gitserver worker``: runs until SIGTERM/SIGINT, returns the exit code."""
+    n = max(1, concurrency if concurrency is not None else cfg.workers)
+    runtime = Runtime.create(cfg, pool_size=n + 2)
+    worker = Worker(runtime, n)
+    signal.signal(signal.SIGTERM, lambda _s, _f: worker.stop())
+    signal.signal(signal.SIGINT, lambda _s, _f: worker.stop())
+    try:
+        worker.serve()
+    finally:
+        runtime.dispose()
+    return 0
+
+
+@dataclasses.dataclass
+class _Held:
+    claim: jobs.Claim
+    ctx: jobs.JobContext
+
+
+class Worker:
+    """The job threads, the monitor and the reconciler of one worker process."""
+
+    def __init__(self, runtime: Runtime, concurrency: int) -> None:
+        self.runtime = runtime
+        self.cfg = runtime.config
+        self.concurrency = concurrency
+        self.stopping = threading.Event()
+        self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
+        self.kinds = available_kinds()
+        self._held: dict[int, _Held] = {}
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def serve(self) -> None:
+        _protect_data_dir(self.cfg)
+        log.info("worker %s: %d thread(s), job kinds %s", self.owner_prefix, self.concurrency,
+                 ", ".join(self.kinds))
+        threads = [threading.Thread(target=self._loop, args=(i,), name=f"job-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        monitor = threading.Thread(target=self._monitor, name="job-monitor", daemon=True)
+        for thread in [*threads, monitor]:
+            thread.start()
+        while not self.stopping.wait(1.0):
+            pass
+        log.info("worker %s stopping: no new jobs; %d running", self.owner_prefix, len(self._held))
+        self._drain(threads)
+
+    def _drain(self, threads: list[threading.Thread]) -> None:
+        deadline = time.monotonic() + self.cfg.job_shutdown_grace
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        held = self._snapshot()
+        if held:
+            log.info("shutdown grace over: releasing %d job(s)", len(held))
+            for h in held:
+                h.ctx.release_event.set()
+            deadline = time.monotonic() + RELEASE_WAIT
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for h in self._snapshot():  # handlers that ignored the request: drop their leases
+            try:
+                with transaction(self.runtime.sessions) as session:
+                    jobs.release(session, h.claim)
+                log.warning("job %s released while its handler still ran", h.claim.job_id)
+            except Exception:  # noqa: BLE001  (the lease will expire instead)
+                log.exception("could not release job %s", h.claim.job_id)
+
+    def _snapshot(self) -> list[_Held]:
+        with self._lock:
+            return list(self._held.values())
+
+    # --- job threads ---------------------------------------------------------------------------
+
+    def _loop(self, index: int) -> None:
+        owner = f"{self.owner_prefix}:{index}:{uuid.uuid4().hex[:8]}"
+        while not self.stopping.is_set():
+            try:
+                with transaction(self.runtime.sessions) as session:
+                    claim = jobs.claim(session, owner, self.cfg.job_lease_seconds, self.kinds)
+            except Exception:  # noqa: BLE001  (database hiccup: wait and retry)
+                log.exception("claiming a job failed")
+                self.stopping.wait(ERROR_BACKOFF)
+                continue
+            if claim is None:
+                self.stopping.wait(self.cfg.job_poll_interval)
+                continue
+            self.run_claim(claim)
+
+    def run_claim(self, claim: jobs.Claim) -> str:
+        """Run one claimed job's handler and record the outcome; returns the job's state."""
+        ctx = jobs.JobContext(runtime=self.runtime, job_id=claim.job_id, kind=claim.kind,
+                              payload=claim.payload, attempts=claim.attempts,
+                              pipeline_id=claim.pipeline_id, cancel_event=threading.Event())
+        with self._lock:
+            self._held[claim.job_id] = _Held(claim, ctx)
+        started = time.monotonic()
+        try:
+            with bind(pipeline_id=claim.pipeline_id):
+                state = self._execute(claim, ctx)
+        finally:
+            with self._lock:
+                self._held.pop(claim.job_id, None)
+        metrics.job_finished(claim.kind, state, time.monotonic() - started)
+        return state
+
+    def _execute(self, claim: jobs.Claim, ctx: jobs.JobContext) -> str:
+        try:
+            resolve_handler(claim.kind)(ctx)
+        except jobs.RetryLater as exc:
+            return self._record(claim, lambda s: jobs.retry(s, claim, exc.delay, exc.message))
+        except jobs.JobCancelled:
+            return self._record(claim, lambda s: _finish(s, claim, models.CANCELLED, "cancelled"))
+        except jobs.JobReleased:
+            return self._record(claim, lambda s: models.QUEUED if jobs.release(s, claim) else "lost")
+        except Exception as exc:  # noqa: BLE001  (the job fails; the worker goes on)
+            log.exception("job %s (%s) failed", claim.job_id, claim.kind)
+            message = f"{type(exc).__name__}: {exc}"
+            return self._record(claim, lambda s: _finish(s, claim, models.FAILED, message))
+        return self._record(claim, lambda s: _finish(s, claim, models.SUCCEEDED, ""))
+
+    def _record(self, claim: jobs.Claim, write: Any) -> str:
+        try:
+            with transaction(self.runtime.sessions) as session:
+                state = write(session)
+        except Exception:  # noqa: BLE001  (the lease expires and another worker re-runs it)
+            log.exception("recording the outcome of job %s failed", claim.job_id)
+            return "lost"
+        if state == "lost":
+            log.warning("job %s: lease lost to another worker; its outcome was not recorded",
+                        claim.job_id)
+        return str(state)
+
+    # --- monitor: leases, cancels, reconciler ----------------------------------------------
+
+    def _monitor(self) -> None:
+        renew_every = max(0.5, self.cfg.job_lease_seconds / 3)
+        last_renew = last_reconcile = time.monotonic()
+        while not self.stopping.wait(CANCEL_POLL_SECONDS) or self._snapshot():
+            now = time.monotonic()
+            try:
+                held = self._snapshot()
+                if held:
+                    self._poll_cancels(held)
+                if held and now - last_renew >= renew_every:
+                    self._renew(held)
+                    last_renew = now
+                if not self.stopping.is_set() and now - last_reconcile >= self.cfg.job_reconcile_interval:
+                    reconcile(self.runtime)
+                    last_reconcile = now
+            except Exception:  # noqa: BLE001  (keep monitoring; the next pass retries)
+                log.exception("job monitor pass failed")
+
+    def _poll_cancels(self, held: list[_Held]) -> None:
+        with transaction(self.runtime.sessions) as session:
+            cancelled = jobs.cancel_requested(session, [h.claim.job_id for h in held])
+        for h in held:
+            if h.claim.job_id in cancelled and h.ctx.cancel_event is not None:
+                h.ctx.cancel_event.set()
+
+    def _renew(self, held: list[_Held]) -> None:
+        with transaction(self.runtime.sessions) as session:
+            kept = jobs.renew(session, [h.claim for h in held], self.cfg.job_lease_seconds)
+        for h in held:
+            if h.claim.job_id not in kept and self._is_held(h.claim.job_id):
+                # Another worker took the job over (this one stalled past its lease): stop
+                # our copy; the other one owns the job and its pipeline now.
+                log.warning("job %s: lease lost; stopping this worker's run", h.claim.job_id)
+                h.ctx.release_event.set()
+
+    def _is_held(self, job_id: int) -> bool:
+        with self._lock:
+            return job_id in self._held
+
+
+def _finish(session: Session, claim: jobs.Claim, status: str, error: str) -> str:
+    return status if jobs.finish(session, claim, status, error) else "lost"
+
+
+def available_kinds() -> list[str]:
+    """Job kinds whose handler module can be imported in this installation."""
+    kinds = []
+    for kind, target in jobs.HANDLERS.items():
+        module = target.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            kinds.append(kind)
+    return kinds
+
+
+def resolve_handler(kind: str) -> jobs.Handler:
+    module, _, name = jobs.HANDLERS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _protect_data_dir(cfg: Config) -> None:
+    """As root, builds run as another user: keep that user out of the data dir."""
+    if os.geteuid() != 0 or not cfg.data_dir.is_dir():
+        return
+    mode = cfg.data_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(cfg.data_dir, mode & 0o700)
+        log.info("data dir %s set to mode 0%o so build steps cannot read it", cfg.data_dir,
+                 mode & 0o700)
+
+
+def reconcile(runtime: Runtime) -> int:
+    """Queue a pipeline for each push recorded without one; returns how many were queued."""
+    cutoff = utcnow() - RECONCILE_MIN_AGE
+    with transaction(runtime.sessions) as session:
+        push_ids = list(session.scalars(
+            select(models.Push.id)
+            .outerjoin(models.Pipeline, models.Pipeline.push_id == models.Push.id)
+            .where(models.Pipeline.id.is_(None), models.Push.created_at < cutoff)
+            .where(models.Push.id.in_(select(models.RefUpdate.push_id).where(
+                ~models.RefUpdate.new.in_((refs.ZERO_OID, refs.ZERO_OID_SHA256)))))
+            .order_by(models.Push.id).limit(RECONCILE_BATCH)))
+    queued = 0
+    for push_id in push_ids:
+        try:
+            with transaction(runtime.sessions) as session:
+                push = session.get(models.Push, push_id)
+                if push is not None and enqueue_push_pipeline(session, push) is not None:
+                    queued += 1
+                    log.warning("push %s had no pipeline; queued one", push_id)
+        except IntegrityError:
+            pass  # another replica's reconciler (or the push itself) got there first
+    return queued
+
+
+# --- the pipeline handler --------------------------------------------------------------------
+
+class PipelineFailed(Exception):
+    """A step failed: the pipeline's verdict, not a fault of the worker."""
+
+
+def run_pipeline_job(ctx: jobs.JobContext) -> None:
+    """Handler of ``pipeline`` jobs: archive every updated ref, then build when enabled."""
+    pipeline_id = ctx.pipeline_id or int(ctx.payload["pipeline_id"])
+    run = PipelineRun(ctx, pipeline_id)
+    if not run.start():
+        return
+    try:
+        run.execute()
+    except jobs.JobCancelled:
+        run.end(models.CANCELLED, "cancelled")
+        raise
+    except jobs.JobReleased:
+        ctx.log("*** released by this worker; another worker will run the pipeline again\n")
+        raise
+    except PipelineFailed as exc:
+        run.end(models.FAILED, str(exc))
+        return
+    except Exception as exc:
+        run.end(models.FAILED, f"internal error: {type(exc).__name__}")
+        raise
+    run.end(models.SUCCEEDED, "")
+
+
+class PipelineRun:
+    """One attempt at one pipeline; writes its Pipeline and Step rows."""
+
+    def __init__(self, ctx: jobs.JobContext, pipeline_id: int) -> None:
+        self.ctx = ctx
+        self.pipeline_id = pipeline_id
+        self.sessions = ctx.runtime.sessions
+        self.cfg = ctx.runtime.config
+        self.started = time.monotonic()
+        self.position = 0
+        self.archives: list[dict[str, object]] = []
+
+    def start(self) -> bool:
+        """Mark the pipeline running; False when there is nothing to do (already final)."""
+        with transaction(self.sessions) as session:
+            pipeline = session.get(models.Pipeline, self.pipeline_id)
+            if pipeline is None:
+                raise RuntimeError(f"pipeline {self.pipeline_id} does not exist")
+            if pipeline.status == models.CANCELLED:
+                raise jobs.JobCancelled(f"pipeline {self.pipeline_id} was cancelled")
+            if pipeline.status in models.FINAL_STATES:
+                log.info("pipeline %s is already %s", self.pipeline_id, pipeline.status)
+                return False
+            result = session.execute(
+                update(models.Pipeline)
+                .where(models.Pipeline.id == self.pipeline_id,
+                       models.Pipeline.status.in_((models.QUEUED, models.RUNNING)))
+                .values(status=models.RUNNING, started_at=utcnow(), finished_at=None, error="")
+                .execution_options(synchronize_session=False))
+            if not result.rowcount:
+                raise jobs.JobCancelled(f"pipeline {self.pipeline_id} was cancelled")
+        if self.ctx.attempts > 1:
+            self.ctx.log(f"\n*** attempt {self.ctx.attempts} (the previous run did not finish)\n")
+        self.ctx.check_cancelled()
+        return True
+
+    def execute(self) -> None:
+        with transaction(self.sessions) as session:
+            pipeline = session.get(models.Pipeline, self.pipeline_id)
+            assert pipeline is not None
+            repo = session.get(models.Repository, pipeline.repo_id)
+            assert repo is not None
+            updates = _pipeline_updates(session, pipeline)
+            session.expunge(repo)
+        primary = self._archive(repo, updates)
+        if repo.builds_enabled and primary is not None:
+            self._build(repo, primary)
+
+    # --- archive ---------------------------------------------------------------------------
+
+    def _archive(self, repo: models.Repository, updates: list[tuple[str, str]]) -> Any:
+        from gitserver.pipelines.archive import archive_ref
+
+        path = self.ctx.runtime.store.path(repo.tenant.name, repo.name)
+        step = self._step_start("archive")
+        t0 = time.monotonic()
+        primary = None
+        try:
+            for ref, new in updates:
+                self.ctx.check_cancelled()
+                result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id)
+                if result is None:
+                    self.ctx.log(f"{ref}: {new} is not a commit; nothing to archive\n")
+                    continue
+                verb = "archived as" if result.created else "same tree as before:"
+                self.ctx.log(f"{ref} {new[:12]} (tree {result.tree_id[:12]}) {verb} {result.tag}\n")
+                self.archives.append(result.as_dict())
+                primary = primary or result
+        except jobs.JobCancelled:
+            self._step_end(step, models.CANCELLED, None, "cancelled", t0)
+            raise
+        except Exception as exc:
+            self._step_end(step, models.FAILED, None, f"{type(exc).__name__}: {exc}"[:500], t0)
+            raise
+        self._step_end(step, models.SUCCEEDED, 0, "", t0)
+        with transaction(self.sessions) as session:
+            pipeline = session.get(models.Pipeline, self.pipeline_id)
+            assert pipeline is not None
+            pipeline.archive_tag = primary.tag if primary else ""
+            pipeline.result = json.dumps({"archives": self.archives})
+        return primary
+
+    # --- build -----------------------------------------------------------------------------
+
+    def _build(self, repo: models.Repository, primary: Any) -> None:
+        from gitserver.pipelines import build
+
+        specs = self._read_pipeline_file(repo, primary, build)
+        if not specs:
+            return
+        sandbox = build.Sandbox.from_config(self.cfg)
+        self.ctx.log(f"{sandbox.describe()}\n")
+        coords = build.Coordinates(
+            repo=repo.full_name, ref=primary.ref, commit=primary.source_commit, tag=primary.tag,
+            readonly_url=f"{self.cfg.http_base_url}/git/{repo.tenant.name}/{repo.name}.git")
+        path = self.ctx.runtime.store.path(repo.tenant.name, repo.name)
+        for spec in specs:
+            self.ctx.check_cancelled()
+            self.ctx.check_released()
+            step = self._step_start(spec.name)
+            t0 = time.monotonic()
+            self.ctx.log(f"\n=== step {spec.name}: {' '.join(spec.argv)}\n")
+            try:
+                workspace = build.prepare_workspace(path, primary.tag, sandbox)
+            except Exception as exc:
+                self._step_end(step, models.FAILED, None, str(exc)[:500], t0)
+                raise
+            try:
+                outcome = build.run_step(self.ctx, spec, workspace, coords, sandbox)
+            finally:
+                build.remove_workspace(workspace)
+            if outcome.status == "released":
+                self._step_end(step, models.QUEUED, outcome.exit_code, outcome.message, t0)
+                raise jobs.JobReleased("worker shutting down")
+            self._step_end(step, outcome.status, outcome.exit_code, outcome.message, t0)
+            if outcome.status == models.CANCELLED:
+                raise jobs.JobCancelled("cancelled during a build step")
+            if outcome.status != models.SUCCEEDED:
+                raise PipelineFailed(f"step {spec.name} failed: {outcome.message}")
+
+    def _read_pipeline_file(self, repo: models.Repository, primary: Any, build: Any) -> list[Any]:
+        import pygit2
+
+        from gitserver.git.archive import read_blob
+
+        step = self._step_start("pipeline-file")
+        t0 = time.monotonic()
+        git = pygit2.Repository(str(self.ctx.runtime.store.path(repo.tenant.name, repo.name)))
+        try:
+            data = read_blob(git, primary.tree_id, build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
+            if data is None:
+                self.ctx.log(f"no {build.PIPELINE_FILE} in the pushed tree: nothing to build\n")
+                self._step_end(step, models.SUCCEEDED, 0, "no pipeline file", t0)
+                return []
+            specs = build.parse_pipeline_file(data.decode("utf-8"))
+        except (ValueError, build.PipelineFileError) as exc:
+            message = str(exc) if isinstance(exc, build.PipelineFileError) else (
+                f"{build.PIPELINE_FILE}: {exc}")
+            self.ctx.log(f"{message}\n")
+            self._step_end(step, models.FAILED, None, message, t0)
+            raise PipelineFailed(message) from exc
+        self._step_end(step, models.SUCCEEDED, 0, f"{len(specs)} step(s)", t0)
+        return specs
+
+    # --- rows ------------------------------------------------------------------------------
+
+    def _step_start(self, name: str) -> int:
+        """Get or create this pipeline's step at the next position (a re-run reuses rows)."""
+        position = self.position
+        self.position += 1
+        with transaction(self.sessions) as session:
+            step = session.scalar(select(models.Step).where(
+                and_(models.Step.pipeline_id == self.pipeline_id, models.Step.position == position)))
+            if step is None:
+                step = models.Step(pipeline_id=self.pipeline_id, position=position, name=name)
+                session.add(step)
+            step.name = name
+            step.status = models.RUNNING
+            step.exit_code = None
+            step.message = ""
+            step.started_at = utcnow()
+            step.finished_at = None
+            session.flush()
+            return step.id
+
+    def _step_end(self, step_id: int, status: str, exit_code: int | None, message: str,
+                  t0: float) -> None:
+        with transaction(self.sessions) as session:
+            step = session.get(models.Step, step_id)
+            assert step is not None
+            step.status = status
+            step.exit_code = exit_code
+            step.message = message
+            step.finished_at = None if status == models.QUEUED else utcnow()
+        if status != models.QUEUED:
+            metrics.step_finished(status, time.monotonic() - t0)
+
+    def end(self, status: str, error: str) -> None:
+        """Final state of the pipeline, its leftover steps, metrics and the notification."""
+        with transaction(self.sessions) as session:
+            pipeline = session.get(models.Pipeline, self.pipeline_id)
+            assert pipeline is not None
+            pipeline.status = status
+            pipeline.error = error[:4000]
+            pipeline.finished_at = utcnow()
+            for step in pipeline.steps:
+                if step.status in (models.QUEUED, models.RUNNING):
+                    step.status = models.CANCELLED if status == models.CANCELLED else models.FAILED
+                    step.finished_at = pipeline.finished_at
+            session.flush()
+            notify_pipeline(session, pipeline, self.cfg.http_base_url)
+        self.ctx.log(f"\n*** pipeline {status}{': ' + error if error else ''}\n")
+        metrics.pipeline_finished(status, time.monotonic() - self.started)
+        log.info("pipeline %s %s%s", self.pipeline_id, status, f": {error}" if error else "")
+
+
+def _pipeline_updates(session: Session, pipeline: models.Pipeline) -> list[tuple[str, str]]:
+    """(ref, new commit) of every ref the pipeline's push created or moved."""
+    if pipeline.push_id is not None:
+        push = session.get(models.Push, pipeline.push_id)
+        if push is not None:
+            live = [(u.ref, u.new) for u in push.ref_updates if not refs.is_zero(u.new)]
+            if live:
+                return live
+    return [(pipeline.ref, pipeline.commit)] if pipeline.commit else []
+
+
+def pipeline_payload(session: Session, pipeline: models.Pipeline, http_base_url: str) -> dict[str, Any]:
+    """The ``pipeline`` event's body (webhooks)."""
+    repo = session.get(models.Repository, pipeline.repo_id)
+    return {
+        "event": "pipeline",
+        "repository": {"tenant": repo.tenant.name if repo else "", "name": repo.name if repo else "",
+                       "full_name": repo.full_name if repo else ""},
+        "pipeline": {
+            "id": pipeline.id, "status": pipeline.status, "ref": pipeline.ref,
+            "commit": pipeline.commit, "archive_tag": pipeline.archive_tag,
+            "error": pipeline.error, "url": pipeline_url(http_base_url, pipeline.id),
+            "started_at": pipeline.started_at.isoformat() if pipeline.started_at else None,
+            "finished_at": pipeline.finished_at.isoformat() if pipeline.finished_at else None,
+        },
+    }
+
+
+def notify_pipeline(session: Session, pipeline: models.Pipeline, http_base_url: str) -> None:
+    """Queue the ``pipeline`` webhooks of the repository (same transaction as the verdict)."""
+    try:
+        from gitserver.pipelines import notify
+    except ImportError:  # webhooks not in this build yet
+        return
+    notify.enqueue_event(session, pipeline.repo_id, "pipeline",
+                         pipeline_payload(session, pipeline, http_base_url))

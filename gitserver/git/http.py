@@ -230,6 +230,8 @@ class RequestBody:
                     raise too_large(self._limit)
                 if out:
                     yield out
+                if self._inflater.unused_data:
+                    raise InvalidInput("data after the end of the gzip request body")
                 if not self._inflater.unconsumed_tail:
                     return
                 out = self._inflater.decompress(self._inflater.unconsumed_tail, CHUNK)

@@ -27,6 +27,8 @@ ROUTE_MODULES = [
     "gitserver.api.resources.users",
     "gitserver.api.resources.groups",
     "gitserver.api.resources.repos",
+    "gitserver.api.resources.pipelines",
+    "gitserver.api.resources.webhooks",
     "gitserver.api.smart_http",
 ]
 

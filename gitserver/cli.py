@@ -120,7 +120,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def cmd_tenant_create(args: argparse.Namespace) -> int:
     from gitserver import admin
 
-    return _with_session(args, lambda s, _r: print(f"tenant {admin.create_tenant(s, args.name).name} created"))
+    return _with_session(args, lambda s, _r: print(
+        f"tenant {admin.create_tenant(s, args.name, args.description).name} created"))
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
@@ -136,10 +137,16 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 def cmd_key_add(args: argparse.Namespace) -> int:
     from gitserver import admin
 
+    from gitserver.errors import InvalidInput
+
     text = sys.stdin.read() if args.key == "-" else args.key
     if args.key != "-" and not args.key.startswith(("ssh-", "ecdsa-", "sk-")):
-        with open(args.key, encoding="utf-8") as fh:
-            text = fh.read()
+        try:
+            with open(args.key, encoding="utf-8") as fh:
+                text = fh.read(64 * 1024)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read key file {args.key}: {getattr(exc, 'strerror', None) or exc}",
+                               field="key") from exc
 
     def add(session: Any, _runtime: Any) -> None:
         user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
@@ -209,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True)
     tc = tenant.add_parser("create")
     tc.add_argument("name")
+    tc.add_argument("--description", default="")
     tc.set_defaults(fn=cmd_tenant_create)
 
     user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)

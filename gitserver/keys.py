@@ -75,50 +75,105 @@ def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
     return blob[offset + 4:end], end
 
 
-def _rsa_bits(blob: bytes) -> int:
-    _, off = _read_string(blob, 0)
-    _exponent, off = _read_string(blob, off)
-    modulus, off = _read_string(blob, off)
-    return int.from_bytes(modulus, "big").bit_length()
+def _read_fields(blob: bytes, count: int) -> list[bytes]:
+    """Exactly ``count`` SSH wire strings, nothing after them: a key with trailing bytes is
+    not the key it claims to be (and two encodings of one key would get two fingerprints)."""
+    fields, offset = [], 0
+    for _ in range(count):
+        value, offset = _read_string(blob, offset)
+        fields.append(value)
+    if offset != len(blob):
+        raise ValueError("unexpected bytes after the key data")
+    return fields
+
+
+# Uncompressed EC points: 0x04 || X || Y, coordinates of the curve's size.
+_EC_POINT_LENGTH = {b"nistp256": 65, b"nistp384": 97, b"nistp521": 133}
+_ED25519_LENGTH = 32
+
+
+def _mpint(value: bytes, what: str) -> int:
+    if not value or value[0] & 0x80:
+        raise ValueError(f"RSA {what} is not a positive integer")
+    return int.from_bytes(value, "big")
+
+
+def _check_blob(key_type: str, blob: bytes) -> int:
+    """Check the wire structure of ``blob`` for ``key_type``; returns the key size in bits."""
+    if key_type == "ssh-rsa":
+        _, exponent, modulus = _read_fields(blob, 3)
+        e, n = _mpint(exponent, "exponent"), _mpint(modulus, "modulus")
+        if e < 3 or e % 2 == 0:
+            raise ValueError("RSA exponent is not valid")
+        return n.bit_length()
+    if key_type in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
+        fields = _read_fields(blob, 2 if key_type == "ssh-ed25519" else 3)
+        if len(fields[1]) != _ED25519_LENGTH:
+            raise ValueError("an ed25519 key is 32 bytes")
+        return _FIXED_BITS[key_type]
+    # ecdsa-sha2-<curve> and its security-key variant (which carries an application string).
+    fields = _read_fields(blob, 3 if key_type.startswith("ecdsa-") else 4)
+    curve, point = fields[1], fields[2]
+    expected_curve = key_type.split("@")[0].rsplit("-", 1)[1].encode()
+    if curve != expected_curve:
+        raise ValueError("the curve does not match the key type")
+    if len(point) != _EC_POINT_LENGTH[curve] or point[0] != 4:
+        raise ValueError("the curve point is not valid")
+    return _FIXED_BITS[key_type]
+
+
+def _refuse(reason: str) -> InvalidInput:
+    return InvalidInput(reason, field="key")
+
+
+def _known_type_later(parts: list[str]) -> bool:
+    return any(p in _KEY_TYPES or p == "ssh-dss" for p in parts[1:])
 
 
 def parse_public_key(text: object) -> PublicKey:
     """Parse one OpenSSH public key line (``type base64 [comment]``) or raise InvalidInput.
 
-    Refuses, with the reason: private keys pasted by mistake, DSA, RSA under 2048 bits,
-    unknown types, a type that disagrees with the encoded blob, and anything not one line.
+    Refuses, with the reason: private keys pasted by mistake (OpenSSH, PEM, PKCS#8, PuTTY),
+    DSA, RSA under 2048 bits, certificates, RFC 4716 (``---- BEGIN SSH2 PUBLIC KEY``) blocks,
+    ``authorized_keys`` options, unknown types, a type that disagrees with the encoded blob,
+    key data that is not a well-formed key of its type, and anything not one line.
     """
     if not isinstance(text, str):
-        raise InvalidInput("key must be a string", field="key")
+        raise _refuse("key must be a string")
     if len(text) > _MAX_LINE:
-        raise InvalidInput("key is too long to be an OpenSSH public key", field="key")
-    if "PRIVATE KEY" in text:
-        raise InvalidInput("this is a private key; paste the public key (the .pub file) instead",
-                           field="key")
+        raise _refuse("key is too long to be an OpenSSH public key")
+    if "PRIVATE KEY" in text or text.lstrip().startswith("PuTTY-User-Key-File"):
+        raise _refuse("this is a private key; paste the public key (the .pub file) instead")
+    if "BEGIN SSH2 PUBLIC KEY" in text:
+        raise _refuse("this is an RFC 4716 public key; convert it with 'ssh-keygen -i -f <file>' "
+                      "and paste the one-line result")
     line = text.strip()
     if "\n" in line or "\r" in line:
-        raise InvalidInput("key must be a single line", field="key")
+        raise _refuse("key must be a single line")
     parts = line.split(None, 2)
     if len(parts) < 2:
-        raise InvalidInput("key is not in OpenSSH format 'type base64 [comment]'", field="key")
+        raise _refuse("key is not in OpenSSH format 'type base64 [comment]'")
     key_type, encoded = parts[0], parts[1]
     comment = parts[2].strip() if len(parts) > 2 else ""
     if key_type == "ssh-dss":
-        raise InvalidInput("DSA keys are not accepted; use ed25519 or RSA of 2048 bits or more",
-                           field="key")
+        raise _refuse("DSA keys are not accepted; use ed25519 or RSA of 2048 bits or more")
+    if key_type.endswith("-cert-v01@openssh.com"):
+        raise _refuse("SSH certificates are not accepted as keys; paste the plain public key")
     if key_type not in _KEY_TYPES:
-        raise InvalidInput(f"unsupported key type {key_type[:40]!r}", field="key")
+        if _known_type_later(line.split()):
+            raise _refuse("authorized_keys options (like no-pty or command=…) are not accepted; "
+                          "paste only 'type base64 [comment]'")
+        raise _refuse(f"unsupported key type {key_type[:40]!r}")
     try:
         blob = base64.b64decode(encoded, validate=True)
         embedded_type, _ = _read_string(blob, 0)
         if embedded_type.decode("ascii", "replace") != key_type:
             raise ValueError("key type does not match the key data")
-        bits = _rsa_bits(blob) if key_type == "ssh-rsa" else _FIXED_BITS[key_type]
+        bits = _check_blob(key_type, blob)
     except (binascii.Error, ValueError) as exc:
-        raise InvalidInput(f"key data is not valid: {exc}", field="key") from exc
+        raise _refuse(f"key data is not valid: {exc}") from exc
     if key_type == "ssh-rsa" and bits < MIN_RSA_BITS:
-        raise InvalidInput(f"RSA key has {bits} bits; at least {MIN_RSA_BITS} are required",
-                           field="key")
+        raise _refuse(f"RSA key has {bits} bits; at least {MIN_RSA_BITS} are required")
     if not _COMMENT_RE.fullmatch(comment):
         comment = comment.encode("ascii", "replace").decode()[:200]
         comment = "".join(c if " " <= c <= "~" else "?" for c in comment)

@@ -45,7 +45,8 @@ def decode_cursor(cursor: str, descending: bool) -> int:
     silently returning a wrong page."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        version, direction, last = base64.urlsafe_b64decode(padded.encode("ascii")).decode("ascii").split(":")
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        version, direction, last = raw.decode("ascii").split(":")
         last_id = int(last)
     except (binascii.Error, UnicodeError, ValueError) as exc:
         raise InvalidInput("cursor is not a cursor returned by this list", field="cursor") from exc

@@ -1,0 +1,87 @@
+"""JSON body validation: the allow-list every write endpoint uses (gitserver.api.body)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gitserver.api.body import MAX_BODY_BYTES, Field, parse_object
+from gitserver.errors import InvalidInput
+from gitserver.names import validate_name
+
+FIELDS = {
+    "name": Field(str, required=True, check=validate_name),
+    "description": Field(str, max_length=10),
+    "write": Field(bool),
+    "count": Field(int),
+    "ratio": Field(float),
+    "scopes": Field(list, items=str, choices=("read", "write"), max_length=2),
+    "expires_at": Field(str, nullable=True),
+}
+
+
+def parse(body: object, **kwargs: object) -> dict[str, object]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return parse_object(raw, FIELDS, **kwargs)  # type: ignore[arg-type]
+
+
+def test_valid_body_returns_only_present_fields() -> None:
+    assert parse({"name": "acme", "write": True}) == {"name": "acme", "write": True}
+    assert parse({"name": "a", "expires_at": None, "ratio": 1}) == {"name": "a", "expires_at": None, "ratio": 1}
+    assert parse({"name": "a", "scopes": ["read", "write"]})["scopes"] == ["read", "write"]
+
+
+@pytest.mark.parametrize(("body", "field", "message"), [
+    ({"description": "x"}, "name", "name is required"),
+    ({"name": "a", "visibilty": "public"}, "visibilty", "unknown field 'visibilty'"),
+    ({"name": 5}, "name", "name must be a string"),
+    ({"name": "a..b"}, "name", "must not contain '..'"),
+    ({"name": "-rf"}, "name", "must match"),
+    ({"name": "x.git"}, "name", "must not end in '.git'"),
+    ({"name": "a", "write": "true"}, "write", "write must be a boolean"),
+    ({"name": "a", "write": 1}, "write", "write must be a boolean"),
+    ({"name": "a", "count": True}, "count", "count must be an integer"),
+    ({"name": "a", "count": 1.5}, "count", "count must be an integer"),
+    ({"name": "a", "ratio": "1"}, "ratio", "ratio must be a number"),
+    ({"name": "a", "description": "x" * 11}, "description", "at most 10 characters"),
+    ({"name": "a", "description": None}, "description", "must not be null"),
+    ({"name": "a", "scopes": "read"}, "scopes", "scopes must be an array"),
+    ({"name": "a", "scopes": [1]}, "scopes", "every item of scopes must be a string"),
+    ({"name": "a", "scopes": ["root"]}, "scopes", "scopes must be one of read, write"),
+    ({"name": "a", "scopes": ["read", "read", "read"]}, "scopes", "at most 2 items"),
+    ([{"name": "a"}], "body", "must be a JSON object"),
+    ("acme", "body", "must be a JSON object"),
+])
+def test_bad_bodies_name_the_field(body: object, field: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse(body)
+    assert info.value.field == field
+    assert message in info.value.message
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"", "must be a JSON object"),
+    (b"{", "not valid JSON"),
+    (b'{"name": NaN}', "not valid JSON"),
+    (b'{"name": Infinity}', "not valid JSON"),
+    (b"\xff\xfe", "UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"name": "' + b"a" * MAX_BODY_BYTES + b'"}', "larger than 1024 KiB"),
+])
+def test_malformed_bodies_are_refused_as_the_body(raw: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse(raw)
+    assert info.value.field == "body"
+    assert message in info.value.message
+
+
+def test_empty_body_allowed_where_every_field_is_optional() -> None:
+    assert parse_object(b"", {"name": Field(str)}, allow_empty=True) == {}
+    assert parse_object(b"  \n", {"name": Field(str)}, allow_empty=True) == {}
+
+
+def test_unknown_field_name_in_error_is_bounded() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse({"name": "a", "x" * 5000: 1})
+    assert info.value.field is not None and len(info.value.field) <= 100

@@ -65,6 +65,23 @@ class Config:
     # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.
     webhook_backoff_base: float = 10.0
     webhook_backoff_max: float = 3600.0
+    # Repour-compatible API: alignment tools (command lines, shlex-split; empty = not
+    # configured) and the wall-clock limits of their runs and of git fetch/push.
+    adjust_mvn_command: str = ""
+    adjust_mvn_parameters: str = ""
+    adjust_gradle_command: str = ""
+    adjust_gradle_parameters: str = ""
+    adjust_nodejs_command: str = ""
+    adjust_nodejs_parameters: str = ""
+    adjust_process_command: str = ""
+    adjust_temp_build_parameters: str = "-DversionIncrementalSuffix={timestamp}-redhat"
+    adjust_timeout: float = 3600.0
+    repour_git_timeout: float = 600.0
+    repour_default_tenant: str = ""
+    # Callbacks: client-credentials token endpoint of the service account (OIDC).
+    oidc_token_url: str = ""
+    oidc_client_id: str = ""
+    oidc_service_account_secret: str = ""
     # Logging.
     log_format: str = "text"
     log_level: str = "INFO"

@@ -30,6 +30,7 @@ ROUTE_MODULES = [
     "gitserver.api.resources.pipelines",
     "gitserver.api.resources.webhooks",
     "gitserver.api.smart_http",
+    "gitserver.api.resources.repour",
 ]
 
 

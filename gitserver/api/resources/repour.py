@@ -1,0 +1,589 @@
+"""Repour-compatible endpoints at the root of the HTTP API.
+
+A build system that talks to Repour switches its base URL to gitserver and keeps working: the
+paths, request bodies, answers and error bodies are Repour's (project-ncl/repour,
+``server/endpoint``):
+
+* a body that is not JSON → 400 ``[{"error_message": "expected json", "error_type":
+  "json parsability", "path": []}]``;
+* a body that breaks the schema → 400, a list of ``{"error_message", "error_type", "path"}``;
+* a processing error → 400 ``{"desc", "cmd", "exit_code", "stderr", "error_type"}``
+  (``exit_code`` 10 for the caller's errors: missing ref, unreachable origin, refused push);
+* anything unexpected → 500 with a log reference, never internals.
+
+These routes therefore catch their errors here instead of leaving them to the generic JSON
+error handler, whose ``{"title", "description"}`` shape Repour clients do not read.
+
+Work endpoints (/clone, /adjust, /internal-scm, /cancel) need a bearer token; the caller must
+hold write on the target repository (tenant admin for /internal-scm). ``/``, ``/version`` and
+/git-external-to-internal are open, as in Repour. With ``callback`` (or
+``positiveCallback`` + ``negativeCallback``) the answer is 202 ``{"callback": {"id"}}`` at once
+and the result goes to the callback URL later (the work runs as a durable job).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import subprocess
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import falcon
+from sqlalchemy.orm import Session
+
+import gitserver
+from gitserver import access, admin, metrics, netguard
+from gitserver.api import auth, lookup
+from gitserver.db import models
+from gitserver.db.session import transaction
+from gitserver.errors import Conflict, GitserverError, NotFound
+from gitserver.names import validate_name
+from gitserver.pipelines import adjust as adjust_mod
+from gitserver.pipelines import repour
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+PRODUCT_NAME = "gitserver"
+REPO_ROOT = Path(gitserver.__file__).resolve().parent.parent
+
+# Repour's error body for a request that is not JSON, byte for byte.
+EXPECTED_JSON = [{"error_message": "expected json", "error_type": "json parsability", "path": []}]
+
+
+# --- a small schema checker with Repour's (voluptuous's) error list --------------------------------
+
+Error = dict[str, Any]
+Check = Callable[[Any, list[Any]], list[Error]]
+
+
+def _error(message: str, path: list[Any], error_type: str = "dictionary value") -> Error:
+    return {"error_message": message, "error_type": error_type, "path": list(path)}
+
+
+def nonempty_str(value: Any, path: list[Any]) -> list[Error]:
+    if not isinstance(value, str):
+        return [_error("expected str", path)]
+    if not value:
+        return [_error("length of value must be at least 1", path)]
+    return []
+
+
+def noblank_str(value: Any, path: list[Any]) -> list[Error]:
+    errors = nonempty_str(value, path)
+    if not errors and any(c.isspace() for c in value):
+        return [_error("does not match regular expression ^\\S+$", path)]
+    return errors
+
+
+def null_or(check: Check) -> Check:
+    def inner(value: Any, path: list[Any]) -> list[Error]:
+        return [] if value is None else check(value, path)
+    return inner
+
+
+def boolean(value: Any, path: list[Any]) -> list[Error]:
+    return [] if isinstance(value, bool) else [_error("expected bool", path)]
+
+
+def mapping(value: Any, path: list[Any]) -> list[Error]:
+    return [] if isinstance(value, dict) else [_error("expected dict", path)]
+
+
+def one_of(*choices: Any) -> Check:
+    def inner(value: Any, path: list[Any]) -> list[Error]:
+        return [] if value in choices else [_error("not a valid value", path)]
+    return inner
+
+
+def git_url(value: Any, path: list[Any]) -> list[Error]:
+    try:
+        repour.parse_git_url(value)
+    except ValueError as exc:
+        return [_error(f"expected a URL: {exc}", path)]
+    return []
+
+
+def callback_url(value: Any, path: list[Any]) -> list[Error]:
+    # Syntax only (http/https, a host, no credentials): the address is checked on every send.
+    try:
+        netguard.check_url(value, allow_private=True)
+    except netguard.UnsafeURL as exc:
+        return [_error(f"expected a URL: {exc.message}", path)]
+    return []
+
+
+def list_of(check: Check) -> Check:
+    def inner(value: Any, path: list[Any]) -> list[Error]:
+        if not isinstance(value, list):
+            return [_error("expected list", path)]
+        return [e for i, item in enumerate(value) for e in check(item, [*path, i])]
+    return inner
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    check: Check
+    required: bool = False
+
+
+def schema(keys: Mapping[str, Key], *, one_required: tuple[str, ...] = ()) -> Check:
+    """An object with exactly these keys (extra keys refused, like Repour's ``extra=False``);
+    ``one_required``: exactly one of these keys must be present."""
+    def inner(value: Any, path: list[Any]) -> list[Error]:
+        if not isinstance(value, dict):
+            return [_error("expected a dictionary", path)]
+        errors: list[Error] = []
+        for name, key in keys.items():
+            if name not in value:
+                if key.required:
+                    errors.append(_error("required key not provided", [*path, name], "required key"))
+                continue
+            errors += key.check(value[name], [*path, name])
+        for name in value:
+            if name not in keys:
+                errors.append(_error("extra keys not allowed", [*path, name], "extra key"))
+        if one_required and sum(1 for k in one_required if k in value) != 1:
+            errors.append(_error(f"exactly one of {', '.join(one_required)} is required",
+                                 [*path, one_required[0]], "required key"))
+        return errors
+    return inner
+
+
+CALLBACK = schema({"url": Key(callback_url), "uri": Key(callback_url),
+                   "method": Key(one_of("PUT", "POST"))}, one_required=("url", "uri"))
+# Accepted by every work endpoint (Repour's endpoint wrapper reads them from any body).
+COMMON_KEYS = {
+    "callback": Key(CALLBACK),
+    "positiveCallback": Key(CALLBACK),
+    "negativeCallback": Key(CALLBACK),
+    "taskId": Key(null_or(nonempty_str)),
+}
+CLONE_SCHEMA = schema({
+    "type": Key(one_of("git"), required=True),
+    "originRepoUrl": Key(git_url, required=True),
+    "targetRepoUrl": Key(git_url, required=True),
+    "ref": Key(null_or(nonempty_str)),
+    **COMMON_KEYS,
+})
+ADJUST_SCHEMA = schema({
+    "ref": Key(nonempty_str, required=True),
+    "internal_url": Key(schema({"readwrite": Key(git_url, required=True),
+                                "readonly": Key(git_url, required=True)}), required=True),
+    "originRepoUrl": Key(null_or(git_url)),
+    "sync": Key(boolean),
+    "adjustParameters": Key(mapping),
+    "buildType": Key(one_of(*adjust_mod.BUILD_TYPES)),
+    "tempBuild": Key(boolean),
+    "tempBuildTimestamp": Key(null_or(nonempty_str)),
+    "alignmentPreference": Key(null_or(one_of(*adjust_mod.ALIGNMENT_PREFERENCES))),
+    "defaultAlignmentParams": Key(null_or(lambda v, p: [] if isinstance(v, str) else [_error("expected str", p)])),
+    "brewPullActive": Key(boolean),
+    **COMMON_KEYS,
+})
+INTERNAL_SCM_SCHEMA = schema({
+    "project": Key(noblank_str, required=True),
+    "owner_groups": Key(list_of(noblank_str), required=True),
+    "description": Key(null_or(nonempty_str)),
+    "parent_project": Key(null_or(nonempty_str)),
+    "callback": Key(CALLBACK),
+    "positiveCallback": Key(CALLBACK),
+    "negativeCallback": Key(CALLBACK),
+})
+EXTERNAL_TO_INTERNAL_SCHEMA = schema({"external_url": Key(nonempty_str, required=True)})
+
+
+# --- request/response plumbing -----------------------------------------------------------------
+
+class Reply(Exception):
+    """Ends a request with this status and JSON body (validation and domain errors)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+def read_body(req: falcon.Request, check: Check) -> dict[str, Any]:
+    """The JSON object body, validated; :class:`Reply` with Repour's error list otherwise."""
+    length = req.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise Reply(413, [_error(f"the body is larger than {MAX_BODY_BYTES} bytes", [], "size")])
+    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise Reply(413, [_error(f"the body is larger than {MAX_BODY_BYTES} bytes", [], "size")])
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        metrics.json_invalid(req.uri_template or req.path)
+        raise Reply(400, EXPECTED_JSON) from None
+    errors = check(body, [])
+    if errors:
+        metrics.json_invalid(req.uri_template or req.path)
+        raise Reply(400, errors)
+    return body  # type: ignore[no-any-return]
+
+
+def domain_error_body(exc: GitserverError) -> dict[str, Any]:
+    """A gitserver error (401, 403, 404, 409…) in Repour's processing-error shape."""
+    return {"desc": exc.message, "cmd": [], "exit_code": adjust_mod.USER_ERROR_EXIT_CODE,
+            "stderr": "", "error_type": exc.code}
+
+
+def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple[int, Any]]) -> None:
+    """Run ``work`` and write its (status, body); every error becomes Repour's shape here."""
+    try:
+        status, body = work()
+    except Reply as reply:
+        status, body = reply.status, reply.body
+    except repour.ProcessingError as exc:
+        status, body = 400, exc.body()
+    except GitserverError as exc:
+        status, body = exc.status, domain_error_body(exc)
+    except Exception:  # noqa: BLE001  (logged once here; the client gets a reference)
+        reference = uuid.uuid4().hex
+        log.exception("%s %s failed unexpectedly (reference %s)", req.method, req.path, reference)
+        status, body = 500, repour.internal_error_body(reference)
+    resp.status = falcon.code_to_http_status(status)
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(body, ensure_ascii=False)
+
+
+def actor_of(principal: access.Principal, req: falcon.Request) -> repour.Actor:
+    return repour.Actor(user_id=principal.user_id, user_name=principal.display,
+                        client_address=req.remote_addr or "")
+
+
+def target_repo(session: Session, principal: access.Principal, url: str) -> models.Repository:
+    """The internal repository ``url`` names, which the caller may write (404 as if missing
+    when it cannot see it, 403 when it can only read it)."""
+    try:
+        tenant, name = repour.internal_repo_name(url)
+    except ValueError as exc:
+        raise repour.ProcessingError(f"not an internal repository URL: {exc}",
+                                     error_type="RepoNotFound") from exc
+    return lookup.visible_repo(session, principal, tenant, name, need=access.WRITE)
+
+
+# --- resources ---------------------------------------------------------------------------------------
+
+class Info:
+    """``GET /``: Repour's information page."""
+
+    def __init__(self, version: dict[str, Any]) -> None:
+        self.version = version
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = (f"<h1>{PRODUCT_NAME} (Repour-compatible API)</h1>\n<ul>\n"
+                     f"    <li><strong>Version</strong> {html.escape(self.version['version'])}</li>\n"
+                     f"    <li><strong>Commit Hash</strong> {html.escape(self.version['commit'])}</li>\n</ul>\n")
+
+
+class Version:
+    """``GET /version``: ``{"name", "version", "commit", "builtOn", "components"}``."""
+
+    def __init__(self, version: dict[str, Any]) -> None:
+        self.version = version
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.version
+
+
+class ExternalToInternal:
+    """``POST /git-external-to-internal``: URL translation only, no lookup, no auth."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        def work() -> tuple[int, Any]:
+            spec = read_body(req, EXTERNAL_TO_INTERNAL_SCHEMA)
+            try:
+                internal = repour.external_to_internal(spec["external_url"], self.ctx.config.ssh_base_url,
+                                                       self.ctx.config.repour_default_tenant)
+            except ValueError as exc:
+                metrics.json_invalid(req.uri_template or req.path)
+                raise Reply(400, [_error(str(exc), ["external_url"])]) from exc
+            return 200, {"external_url": spec["external_url"], "internal_url": internal}
+
+        respond(req, resp, work)
+
+
+class Operation:
+    """``POST /clone`` and ``POST /adjust``: inline, or queued with a callback."""
+
+    def __init__(self, ctx: Any, op_name: str, check: Check, target_url: Callable[[dict[str, Any]], str]) -> None:
+        self.ctx = ctx
+        self.op_name = op_name
+        self.check = check
+        self.target_url = target_url
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        respond(req, resp, lambda: self._work(req))
+
+    def _work(self, req: falcon.Request) -> tuple[int, Any]:
+        runtime = self.ctx.runtime
+        with transaction(runtime.sessions) as session:
+            principal = auth.authenticate(req, session)
+        spec = read_body(req, self.check)
+        with transaction(runtime.sessions) as session:
+            repo = target_repo(session, principal, self.target_url(spec))
+            actor = actor_of(principal, req)
+            if repour.is_callback_mode(spec):
+                callback_id, pipeline = repour.enqueue_operation(
+                    session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id)
+                log.info("repour %s queued as pipeline %s (callback %s)", self.op_name, pipeline.id, callback_id)
+                return 202, {"callback": {"id": callback_id}}
+            pipeline = repour.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
+                                              status=models.RUNNING)
+            pipeline_id = pipeline.id
+        return repour.run_inline(runtime, self.op_name, spec, actor, pipeline_id)
+
+
+class InternalScm:
+    """``POST /internal-scm``: create ``<tenant>/<repo>``; owner groups get admin on it."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        respond(req, resp, lambda: self._work(req))
+
+    def _work(self, req: falcon.Request) -> tuple[int, Any]:
+        runtime = self.ctx.runtime
+        with transaction(runtime.sessions) as session:
+            principal = auth.authenticate(req, session)
+        spec = read_body(req, INTERNAL_SCM_SCHEMA)
+        tenant_name, repo_name = parse_project(spec["project"])
+        groups = [parse_group(g, i) for i, g in enumerate(spec["owner_groups"])]
+        with transaction(runtime.sessions) as session:
+            tenant = lookup.visible_tenant(session, principal, tenant_name, admin=True)
+            status, body = 200, create_internal_repo(session, runtime, tenant, repo_name, groups,
+                                                     spec.get("description") or "")
+            if repour.is_callback_mode(spec):
+                callback_id = repour.new_callback_id()
+                repour.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None)
+                return 202, {"callback": {"id": callback_id}}
+        return status, body
+
+
+def parse_project(project: str) -> tuple[str, str]:
+    """``<tenant>/<repo>`` (a trailing ``.git`` is accepted, as Gerrit's create-project does)."""
+    parts = project.removesuffix(".git").split("/")
+    if len(parts) != 2:
+        raise Reply(400, [_error("expected <tenant>/<repository>", ["project"])])
+    for value, what in zip(parts, ("tenant", "repository")):
+        try:
+            validate_name(value, what)
+        except GitserverError as exc:
+            raise Reply(400, [_error(exc.message, ["project"])]) from exc
+    return parts[0], parts[1]
+
+
+def parse_group(name: str, index: int) -> str:
+    try:
+        validate_name(name, "group")
+    except GitserverError as exc:
+        raise Reply(400, [_error(exc.message, ["owner_groups", index])]) from exc
+    return name
+
+
+def create_internal_repo(session: Session, runtime: Any, tenant: models.Tenant, name: str,
+                         groups: list[str], description: str) -> dict[str, Any]:
+    """Create the repository with admin grants for its owner groups.
+
+    Like Gerrit's ``create-project --owner``, owner groups that do not exist yet in the tenant
+    are created (empty; the tenant admin adds members). An existing repository is left exactly
+    as it is: SUCCESS_ALREADY_EXISTS, no grant changes.
+    """
+    urls = repour.repo_urls(runtime.config, tenant.name, name)
+    answer = {"readonly_url": urls.readonly, "readwrite_url": urls.readwrite}
+    if lookup.find_repo(session, tenant.name, name) is not None:
+        return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
+    try:
+        with session.begin_nested():
+            repo = admin.create_repo(session, runtime.store, tenant, name, description=description[:2000])
+            for group_name in dict.fromkeys(groups):
+                try:
+                    group = admin.get_group(session, tenant, group_name)
+                except NotFound:
+                    group = admin.create_group(session, tenant, group_name,
+                                               description=f"owner group created by /internal-scm for {name}")
+                admin.set_grant(session, repo, "admin", group=group)
+    except Conflict:
+        # Created by a concurrent request a moment ago.
+        return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
+    return {"status": "SUCCESS_CREATED", **answer}
+
+
+class Cancel:
+    """``POST /cancel/{task_id}``: 200 ``[{"message"}]``, 400 ``[{"error_message"}]`` when no
+    unfinished task the caller may cancel carries that id."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
+        respond(req, resp, lambda: self._work(req, task_id))
+
+    def _work(self, req: falcon.Request, task_id: str) -> tuple[int, Any]:
+        with transaction(self.ctx.runtime.sessions) as session:
+            principal = auth.authenticate(req, session)
+
+            def may_cancel(repo: models.Repository) -> bool:
+                permission = access.permission_on(session, principal, repo)
+                return access.at_least(permission, access.WRITE) and auth.scope_allows(principal.scopes, access.WRITE)
+
+            count = repour.cancel_task(session, task_id, may_cancel)
+        if not count:
+            return 400, [{"error_message": f"task id {task_id} not found!"}]
+        return 200, [{"message": f"Tasks with task_id: {task_id} cancelled"}]
+
+
+# --- version ----------------------------------------------------------------------------------------
+
+def version_info() -> dict[str, Any]:
+    """Name, version and the commit of the running code (``Unknown`` outside a git checkout)."""
+    commit = "Unknown"
+    try:
+        result = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=False, stdin=subprocess.DEVNULL)
+        if result.returncode == 0 and result.stdout.strip():
+            commit = result.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return {"name": PRODUCT_NAME, "version": gitserver.__version__, "commit": commit,
+            "builtOn": None, "components": []}
+
+
+def add_routes(app: falcon.App, ctx: Any) -> None:
+    version = version_info()
+    app.add_route("/", Info(version))
+    app.add_route("/version", Version(version))
+    app.add_route("/git-external-to-internal", ExternalToInternal(ctx))
+    app.add_route("/external-to-internal", ExternalToInternal(ctx))
+    app.add_route("/clone", Operation(ctx, "clone", CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"]))
+    app.add_route("/adjust", Operation(ctx, "adjust", ADJUST_SCHEMA,
+                                       lambda spec: spec["internal_url"]["readwrite"]))
+    app.add_route("/internal-scm", InternalScm(ctx))
+    app.add_route("/cancel/{task_id}", Cancel(ctx))
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------------
+
+def _json(schema_name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
+
+
+_ERRORS = {
+    "400": {"description": "Not JSON, a schema violation (list), or a processing error (object)",
+            "content": _json("RepourError")},
+    "401": {"description": "No API token, or a bad one", "content": _json("RepourError")},
+    "403": {"description": "Not allowed", "content": _json("RepourError")},
+    "404": {"description": "Missing, or hidden from the caller", "content": _json("RepourError")},
+    "413": {"description": "Body too large", "content": _json("RepourError")},
+    "500": {"description": "Unexpected failure (a log reference only)", "content": _json("RepourError")},
+}
+_ACCEPTED = {"description": "Callback mode: the result will be sent to the callback URL",
+             "content": _json("RepourCallbackAccepted")}
+
+
+def _work_op(operation_id: str, summary: str, body_schema: str, result_schema: str,
+             errors: tuple[str, ...] = ("400", "401", "403", "404", "413", "500")) -> dict[str, Any]:
+    return {"post": {
+        "operationId": operation_id, "summary": summary, "tags": ["repour"],
+        "requestBody": {"required": True, "content": _json(body_schema)},
+        "responses": {"200": {"description": "Done", "content": _json(result_schema)},
+                      "202": _ACCEPTED, **{k: _ERRORS[k] for k in errors}},
+    }}
+
+
+_EXTERNAL = {"post": {
+    "operationId": "repourExternalToInternal", "summary": "Translate an upstream git URL to the internal one",
+    "tags": ["repour"], "security": [],
+    "requestBody": {"required": True, "content": _json("RepourExternalToInternalRequest")},
+    "responses": {"200": {"description": "The internal URL", "content": _json("RepourExternalToInternal")},
+                  "400": _ERRORS["400"], "413": _ERRORS["413"], "500": _ERRORS["500"]},
+}}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/": {"get": {"operationId": "repourInfo", "summary": "Information page (HTML)", "tags": ["repour"],
+                  "security": [],
+                  "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+    "/version": {"get": {"operationId": "repourVersion", "summary": "Name, version and commit",
+                         "tags": ["repour"], "security": [],
+                         "responses": {"200": {"description": "Version", "content": _json("RepourVersion")}}}},
+    "/git-external-to-internal": _EXTERNAL,
+    "/external-to-internal": {"post": {**_EXTERNAL["post"], "operationId": "repourExternalToInternalAlias"}},
+    "/clone": _work_op("repourClone", "Fetch a ref (or everything) from an origin into an internal repository",
+                       "RepourCloneRequest", "RepourCloneRequest"),
+    "/adjust": _work_op("repourAdjust", "Sync, align, commit and tag a ref; dedup by tree",
+                        "RepourAdjustRequest", "RepourAdjustResult"),
+    "/internal-scm": _work_op("repourInternalScm", "Create an internal repository with owner groups",
+                              "RepourInternalScmRequest", "RepourInternalScmResult"),
+    "/cancel/{task_id}": {"post": {
+        "operationId": "repourCancel", "summary": "Cancel the running clone/adjust with this taskId",
+        "tags": ["repour"],
+        "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Cancelled", "content": _json("RepourMessages")},
+                      "400": {"description": "No such running task", "content": _json("RepourMessages")},
+                      "401": _ERRORS["401"], "500": _ERRORS["500"]},
+    }},
+}
+
+_CALLBACK_SCHEMA = {"type": "object", "additionalProperties": False,
+                    "properties": {"url": {"type": "string"}, "uri": {"type": "string"},
+                                   "method": {"enum": ["POST", "PUT"]}}}
+_COMMON_PROPERTIES = {"callback": _CALLBACK_SCHEMA, "positiveCallback": _CALLBACK_SCHEMA,
+                      "negativeCallback": _CALLBACK_SCHEMA, "taskId": {"type": ["string", "null"]}}
+_URLS = {"type": "object", "required": ["readwrite", "readonly"],
+         "properties": {"readwrite": {"type": "string"}, "readonly": {"type": "string"}}}
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "RepourError": {"description": "A list of {error_message, error_type, path} (validation), or an "
+                                   "object {desc, cmd, exit_code, stderr, error_type} (processing)",
+                    "type": ["array", "object"]},
+    "RepourMessages": {"type": "array", "items": {"type": "object"}},
+    "RepourCallbackAccepted": {"type": "object", "required": ["callback"], "properties": {
+        "callback": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}}},
+    "RepourVersion": {"type": "object", "required": ["name", "version", "commit"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"}, "commit": {"type": "string"},
+        "builtOn": {"type": ["string", "null"]}, "components": {"type": "array"}}},
+    "RepourExternalToInternalRequest": {"type": "object", "required": ["external_url"], "properties": {
+        "external_url": {"type": "string"}}},
+    "RepourExternalToInternal": {"type": "object", "required": ["external_url", "internal_url"], "properties": {
+        "external_url": {"type": "string"}, "internal_url": {"type": "string"}}},
+    "RepourCloneRequest": {"type": "object", "required": ["type", "originRepoUrl", "targetRepoUrl"],
+                           "properties": {"type": {"enum": ["git"]}, "originRepoUrl": {"type": "string"},
+                                          "targetRepoUrl": {"type": "string"},
+                                          "ref": {"type": ["string", "null"]}, **_COMMON_PROPERTIES}},
+    "RepourAdjustRequest": {"type": "object", "required": ["ref", "internal_url"], "properties": {
+        "ref": {"type": "string"}, "internal_url": _URLS, "originRepoUrl": {"type": ["string", "null"]},
+        "sync": {"type": "boolean"}, "adjustParameters": {"type": "object"},
+        "buildType": {"enum": list(adjust_mod.BUILD_TYPES)}, "tempBuild": {"type": "boolean"},
+        "tempBuildTimestamp": {"type": ["string", "null"]},
+        "alignmentPreference": {"enum": [*adjust_mod.ALIGNMENT_PREFERENCES, None]},
+        "defaultAlignmentParams": {"type": ["string", "null"]}, "brewPullActive": {"type": "boolean"},
+        **_COMMON_PROPERTIES}},
+    "RepourAdjustResult": {"type": "object", "required": ["tag", "commit", "url", "upstream_commit",
+                                                          "is_ref_revision_internal", "adjustResultData"],
+                           "properties": {"tag": {"type": "string"}, "commit": {"type": "string"},
+                                          "url": _URLS, "upstream_commit": {"type": "string"},
+                                          "is_ref_revision_internal": {"type": "boolean"},
+                                          "adjustResultData": {"type": "object"}}},
+    "RepourInternalScmRequest": {"type": "object", "required": ["project", "owner_groups"], "properties": {
+        "project": {"type": "string"}, "owner_groups": {"type": "array", "items": {"type": "string"}},
+        "description": {"type": ["string", "null"]}, "parent_project": {"type": ["string", "null"]},
+        "callback": _CALLBACK_SCHEMA, "positiveCallback": _CALLBACK_SCHEMA,
+        "negativeCallback": _CALLBACK_SCHEMA}},
+    "RepourInternalScmResult": {"type": "object", "required": ["status", "readonly_url", "readwrite_url"],
+                                "properties": {"status": {"enum": ["SUCCESS_CREATED", "SUCCESS_ALREADY_EXISTS"]},
+                                               "readonly_url": {"type": "string"},
+                                               "readwrite_url": {"type": "string"}}},
+}

@@ -1,0 +1,416 @@
+"""Alignment ("adjust") providers, and the supervised command runner they and Repour's git work use.
+
+Repour aligns a source tree before a build: for Maven it runs PME (pom-manipulation-ext),
+for Gradle GME (gradle-manipulator), for npm projects project-manipulator. Each tool is a Java
+command line configured by the operator; the provider builds the argument list the way the tool
+expects (configured parameters, then the request's ``defaultAlignmentParams``, the temporary-build
+suffix, and the user's extra parameters), runs it in the work tree, and reads the tool's result
+file. The version in that result names the tag. ``noop`` changes nothing; ``process`` runs any
+configured command and reads an optional JSON result.
+
+Which provider runs (:func:`choose_provider`): the tool of the request's ``buildType`` when its
+command is configured; otherwise the ``process`` command when one is configured; otherwise
+``noop`` (DESIGN.md section 5).
+
+Nothing here touches the database: a provider gets a work tree, the request and a runner, so it
+is tested with a stand-in command and no Java.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from gitserver.config import Config
+
+log = logging.getLogger(__name__)
+
+# Exit code Repour reports for errors the caller made (missing ref, bad parameter, unreachable
+# origin): clients treat it as "fix your request", not "retry".
+USER_ERROR_EXIT_CODE = 10
+# How much of a failed command's stderr goes into an error body (the tail: the reason is last).
+STDERR_EXCERPT = 8 * 1024
+# How often a running command is checked for cancellation and timeout.
+POLL_SECONDS = 0.2
+
+BUILD_TYPES = ("MVN", "GRADLE", "NODEJS", "SBT")
+DEFAULT_BUILD_TYPE = "MVN"
+ALIGNMENT_PREFERENCES = ("PREFER_PERSISTENT", "PREFER_TEMPORARY")
+
+# Where the tools write their results (as the tools themselves define it).
+PME_RESULT_FILE = Path("target") / "pom-manip-ext-result.json"
+GME_RESULT_FILES = (Path("manipulation.json"), Path("build") / "manipulation.json")
+# adjustParameters keys holding extra command-line parameters: the current PNC key, then the
+# older tool-specific ones.
+PARAMETER_KEYS = {
+    "pme": ("ALIGNMENT_PARAMETERS", "CUSTOM_PME_PARAMETERS"),
+    "gme": ("ALIGNMENT_PARAMETERS", "CUSTOM_GRADLE_PARAMETERS"),
+    "project-manipulator": ("ALIGNMENT_PARAMETERS", "CUSTOM_PROJECT_MANIPULATOR_PARAMETERS"),
+    "process": ("ALIGNMENT_PARAMETERS",),
+}
+
+
+# --- errors and the command runner ------------------------------------------------------------
+
+class ProcessingError(Exception):
+    """A failure Repour clients expect as a 400 ``{"desc", "cmd", "exit_code", "stderr",
+    "error_type"}``. The message is written for the caller; ``stderr`` is the tool's own."""
+
+    error_type = "ProcessingError"
+
+    def __init__(self, desc: str, *, cmd: Sequence[str] = (), exit_code: int = USER_ERROR_EXIT_CODE,
+                 stderr: str = "", error_type: str | None = None) -> None:
+        super().__init__(desc)
+        self.desc = desc
+        self.cmd = [redact(c) for c in cmd]
+        self.exit_code = exit_code
+        self.stderr = stderr[-STDERR_EXCERPT:]
+        if error_type:
+            self.error_type = error_type
+
+    def body(self) -> dict[str, Any]:
+        return {"desc": self.desc, "cmd": self.cmd, "exit_code": self.exit_code,
+                "stderr": self.stderr, "error_type": self.error_type}
+
+
+def redact(text: str) -> str:
+    """Hide the password of ``scheme://user:password@host`` in a command argument."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return text
+    userinfo, _, host = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else text
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandResult:
+    argv: list[str]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+# Called while a command runs; raises (e.g. JobCancelled) to stop it. The child is killed first.
+StopCheck = Callable[[], None]
+
+
+def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
+                stop: StopCheck | None = None, output: Callable[[str], None] | None = None,
+                input_text: str | None = None) -> CommandResult:
+    """Run ``argv`` (never through a shell) in its own process group, with a wall-clock
+    ``timeout``; ``stop`` is called every :data:`POLL_SECONDS` and whatever it raises ends the
+    command (the whole process group is killed, so a tool's children die with it).
+
+    Output goes to temporary files, not pipes, so a chatty child can never block on a full pipe
+    while we wait for it. ``output`` receives the combined text afterwards (the pipeline log).
+    """
+    argv = [str(a) for a in argv]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdout=out, stderr=err,
+                                    stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                                    start_new_session=True)
+        except OSError as exc:
+            raise ProcessingError(f"cannot run {argv[0]}: {exc.strerror}", cmd=argv, exit_code=127,
+                                  error_type="CommandError", stderr=str(exc)) from exc
+        try:
+            if input_text is not None:
+                _feed(proc, input_text)
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None:
+                if stop is not None:
+                    stop()
+                if time.monotonic() > deadline:
+                    _kill(proc)
+                    raise ProcessingError(f"{Path(argv[0]).name} did not finish within {timeout:g} s",
+                                          cmd=argv, exit_code=124, error_type="CommandTimeout")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(POLL_SECONDS)
+        except BaseException:
+            _kill(proc)
+            raise
+        stdout, stderr = _read(out), _read(err)
+    if output is not None and (stdout or stderr):
+        output(f"$ {shlex.join(redact(a) for a in argv)}\n{stdout}{stderr}")
+    return CommandResult(argv=argv, exit_code=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(text.encode())
+    except BrokenPipeError:
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+def _read(fh: Any) -> str:
+    fh.seek(0)
+    return fh.read().decode("utf-8", "replace")
+
+
+class Runner(Protocol):
+    """How a provider runs its tool (tests pass a recording fake)."""
+
+    def __call__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                 timeout: float) -> CommandResult: ...
+
+
+# --- the request and the outcome ------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class AdjustRequest:
+    """The parts of an /adjust request that shape the tool's command line."""
+
+    build_type: str = DEFAULT_BUILD_TYPE
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    default_alignment_params: str = ""
+    temp_build: bool = False
+    temp_build_timestamp: str | None = None
+    alignment_preference: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> AdjustRequest:
+        return cls(build_type=spec.get("buildType") or DEFAULT_BUILD_TYPE,
+                   parameters=spec.get("adjustParameters") or {},
+                   default_alignment_params=spec.get("defaultAlignmentParams") or "",
+                   temp_build=spec.get("tempBuild") is True,
+                   temp_build_timestamp=spec.get("tempBuildTimestamp") or None,
+                   alignment_preference=spec.get("alignmentPreference") or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdjustOutcome:
+    adjust_type: str
+    version: str | None
+    result_data: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider:
+    """One configured provider: ``kind`` is pme | gme | project-manipulator | process | noop."""
+
+    kind: str
+    command: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = ()
+
+
+def choose_provider(config: Config, build_type: str) -> Provider:
+    """The provider for ``build_type`` under ``config`` (see the module docstring)."""
+    tools = {"MVN": ("pme", config.adjust_mvn_command, config.adjust_mvn_parameters),
+             "GRADLE": ("gme", config.adjust_gradle_command, config.adjust_gradle_parameters),
+             "NODEJS": ("project-manipulator", config.adjust_nodejs_command,
+                        config.adjust_nodejs_parameters)}
+    kind, command, parameters = tools.get(build_type, ("", "", ""))
+    if kind and command.strip():
+        return Provider(kind, tuple(shlex.split(command)), tuple(shlex.split(parameters)))
+    if config.adjust_process_command.strip():
+        return Provider("process", tuple(shlex.split(config.adjust_process_command)))
+    return Provider("noop")
+
+
+def user_parameters(kind: str, parameters: Mapping[str, Any]) -> list[str]:
+    """The caller's extra tool parameters. Each must be an option (start with ``-``), as Repour
+    requires: a bare word could name a goal or file the operator never meant to allow."""
+    out: list[str] = []
+    for key in PARAMETER_KEYS.get(kind, ()):
+        text = parameters.get(key)
+        if not text:
+            continue
+        if not isinstance(text, str):
+            raise ProcessingError(f"adjustParameters.{key} must be a string",
+                                  error_type="AdjustCommandError")
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            raise ProcessingError(f"adjustParameters.{key} cannot be split into parameters: {exc}",
+                                  error_type="AdjustCommandError") from exc
+        for word in words:
+            if not word.startswith("-"):
+                desc = (f'Parameters that do not start with dash "-" are not allowed. '
+                        f'Found "{word}" in "{text}".')
+                raise ProcessingError(desc, stderr=desc, error_type="AdjustCommandError")
+        out += words
+        break  # the first key present wins: the newer key replaces the older one
+    return out
+
+
+def temp_build_parameters(request: AdjustRequest, config: Config) -> list[str]:
+    """Parameters of a temporary build: the version suffix marks its artifacts as temporary."""
+    if not request.temp_build:
+        return []
+    timestamp = request.temp_build_timestamp or "temporary"
+    return [p.replace("{timestamp}", timestamp) for p in shlex.split(config.adjust_temp_build_parameters)]
+
+
+def build_command(provider: Provider, request: AdjustRequest, config: Config,
+                  extra: Sequence[str] = ()) -> list[str]:
+    """The tool's argument list: configured command and parameters (which the caller cannot
+    override), the build configuration's default parameters, the temporary-build parameters,
+    the caller's parameters, then what the provider itself needs (``extra``)."""
+    return [*provider.command, *provider.parameters, *request.default_alignment_params.split(),
+            *temp_build_parameters(request, config), *user_parameters(provider.kind, request.parameters),
+            *extra]
+
+
+# --- running a provider ---------------------------------------------------------------------
+
+def tool_env(home: Path, base: Mapping[str, str] | None = None,
+             extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A small environment for alignment tools: no server secrets (database URL, tokens)."""
+    base = os.environ if base is None else base
+    env = {"PATH": base.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(home),
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "GIT_TERMINAL_PROMPT": "0"}
+    for name in ("JAVA_HOME", "MAVEN_OPTS", "JAVA_TOOL_OPTIONS"):
+        if base.get(name):
+            env[name] = base[name]
+    env.update(extra or {})
+    return env
+
+
+def run_provider(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
+                 runner: Runner, scratch: Path) -> AdjustOutcome:
+    """Run ``provider`` in ``work_dir``; ``scratch`` is a private directory outside the tree
+    (the tool's HOME and result files that must not end up in the commit)."""
+    if provider.kind == "noop":
+        return AdjustOutcome("noop", None, {})
+    env = tool_env(scratch)
+    if provider.kind == "pme":
+        return _run_pme(provider, work_dir, request, config, runner, env)
+    if provider.kind == "gme":
+        return _run_gme(provider, work_dir, request, config, runner, env)
+    if provider.kind == "project-manipulator":
+        return _run_project_manipulator(provider, work_dir, request, config, runner, env, scratch)
+    if provider.kind == "process":
+        return _run_process(provider, work_dir, request, config, runner, env, scratch)
+    raise ValueError(f"unknown adjust provider {provider.kind!r}")
+
+
+def _check(result: CommandResult, kind: str) -> None:
+    if result.exit_code != 0:
+        raise ProcessingError(f"the alignment tool ({kind}) failed with exit code {result.exit_code}",
+                              cmd=result.argv, exit_code=result.exit_code,
+                              stderr=result.stderr or result.stdout, error_type="AdjustCommandError")
+
+
+def _run_pme(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
+             runner: Runner, env: dict[str, str]) -> AdjustOutcome:
+    argv = build_command(provider, request, config)
+    # PME runs where the root pom.xml is; a --file=<dir>/pom.xml parameter moves it there
+    # (and is dropped: older PME versions wrote a broken result file with it).
+    run_dir = work_dir
+    kept = []
+    for arg in argv[len(provider.command):]:
+        if arg.startswith("--file="):
+            run_dir = _inside(work_dir, arg[len("--file="):].removesuffix("pom.xml"))
+        else:
+            kept.append(arg)
+    argv = [*provider.command, *kept]
+    _check(runner(argv, cwd=run_dir, env=env, timeout=config.adjust_timeout), "pme")
+    data = _read_json_file(run_dir / PME_RESULT_FILE, remove=True)
+    return AdjustOutcome("pme", _versioning_state_version(data), data)
+
+
+def _run_gme(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
+             runner: Runner, env: dict[str, str]) -> AdjustOutcome:
+    argv = build_command(provider, request, config, extra=[f"--target={work_dir}"])
+    _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "gme")
+    # manipulation.json stays in the tree: the Gradle build applies it (that is its purpose).
+    for name in GME_RESULT_FILES:
+        if (work_dir / name).is_file():
+            data = _read_json_file(work_dir / name)
+            return AdjustOutcome("gme", _versioning_state_version(data), data)
+    raise ProcessingError("the alignment tool (gme) wrote no manipulation.json",
+                          cmd=argv, exit_code=1, error_type="AdjustCommandError")
+
+
+def _run_project_manipulator(provider: Provider, work_dir: Path, request: AdjustRequest,
+                             config: Config, runner: Runner, env: dict[str, str],
+                             scratch: Path) -> AdjustOutcome:
+    result_file = scratch / "project-manipulator-result.json"
+    argv = build_command(provider, request, config, extra=[f"--result={result_file}"])
+    _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "project-manipulator")
+    data = _read_json_file(result_file, remove=True)
+    version = data.get("version")
+    return AdjustOutcome("project-manipulator", version if isinstance(version, str) and version else None,
+                         data)
+
+
+def _run_process(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
+                 runner: Runner, env: dict[str, str], scratch: Path) -> AdjustOutcome:
+    """Any operator-chosen command. It learns the request through the environment and may
+    write a JSON object to ``$GITSERVER_ADJUST_RESULT``; its ``version`` names the tag."""
+    result_file = scratch / "process-result.json"
+    env = {**env, "GITSERVER_ADJUST_RESULT": str(result_file),
+           "GITSERVER_BUILD_TYPE": request.build_type,
+           "GITSERVER_TEMP_BUILD": "true" if request.temp_build else "false",
+           "GITSERVER_ADJUST_PARAMETERS": json.dumps(dict(request.parameters))}
+    argv = build_command(provider, request, config)
+    _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "process")
+    data = _read_json_file(result_file, remove=True)
+    version = data.get("version")
+    return AdjustOutcome("process", version if isinstance(version, str) and version else None, data)
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """``root/relative`` if it stays inside ``root`` (compared with a trailing separator)."""
+    target = (root / relative).resolve()
+    if target != root.resolve() and not str(target).startswith(str(root.resolve()) + os.sep):
+        raise ProcessingError(f"--file points outside the repository: {relative!r}",
+                              error_type="AdjustCommandError")
+    if not target.is_dir():
+        raise ProcessingError(f"--file names a directory that does not exist: {relative!r}",
+                              error_type="AdjustCommandError")
+    return target
+
+
+def _read_json_file(path: Path, remove: bool = False) -> dict[str, Any]:
+    """A tool's result file as a dict; {} when it wrote none (the tag then falls back to
+    ``repour-<commit>``). A file that is not a JSON object is the tool's failure."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ProcessingError(f"the alignment tool's result file {path.name} is not valid JSON: {exc}",
+                              exit_code=1, error_type="AdjustCommandError") from exc
+    finally:
+        if remove:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    if not isinstance(data, dict):
+        raise ProcessingError(f"the alignment tool's result file {path.name} is not a JSON object",
+                              exit_code=1, error_type="AdjustCommandError")
+    return data
+
+
+def _versioning_state_version(data: Mapping[str, Any]) -> str | None:
+    """``VersioningState.executionRootModified.version`` of a PME/GME result, if present."""
+    try:
+        version = data["VersioningState"]["executionRootModified"]["version"]
+    except (KeyError, TypeError):
+        return None
+    return version if isinstance(version, str) and version else None

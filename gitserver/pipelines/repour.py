@@ -1,0 +1,996 @@
+"""The work behind the Repour-compatible endpoints: /clone, /adjust, /internal-scm, cancel.
+
+Repour needed Gerrit or GitLab as the trusted repository provider; here gitserver is the
+provider, so the rules Repour relied on are the server's own:
+
+* Sources come from untrusted origins. Every origin URL is parsed and checked first
+  (:func:`check_origin`: https, git and ssh; http, ``file://`` and loopback/private hosts only
+  when ``allow_private_networks`` is on; never a path inside the data directory). git runs
+  from argument lists, in a temporary repository, with a protocol allow-list on its command
+  line, no hooks, no prompts, object checking on, and a timeout.
+* What reaches an internal repository arrives through the real ``git push`` into the
+  repository's path with the server's hooks active, so the protection rules (fast-forward only,
+  tags never move, reserved names) refuse exactly what they refuse to any pusher, and the
+  post-receive hook records the push (protocol ``repour``) and queues its archive pipeline.
+* Tags made by /adjust are the server's own, like archive tags: written with pygit2 straight
+  into the repository (never through a user-facing path), deduplicated by tree through the
+  Archive table, so the same tree always gets the tag it got the first time.
+
+Each operation runs the same way inline (synchronous request) or as a ``repour`` job
+(callback mode, :func:`run_repour_job`); :func:`execute` turns its outcome into Repour's
+status and body.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import os
+import re
+import secrets
+import shlex
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pygit2
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gitserver import metrics, netguard
+from gitserver.config import Config
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
+from gitserver.errors import GitserverError
+from gitserver.git import refs
+from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
+from gitserver.names import validate_name
+from gitserver.pipelines import adjust as adjust_mod
+from gitserver.pipelines import jobs
+from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
+from gitserver.pipelines.archive import find_archive
+
+log = logging.getLogger(__name__)
+
+JOB_KIND = "repour"
+OPERATIONS = ("clone", "adjust")
+PUSH_PROTOCOL = "repour"
+# Repour's callback ids: 30 random bytes in base32, 48 characters, no padding.
+CALLBACK_ID_BYTES = 30
+# Identity of the commits and tags the server makes while adjusting.
+COMMITTER_NAME = "gitserver"
+COMMITTER_EMAIL = "gitserver@localhost"
+PULL_REQUEST_TAG_PREFIX = "Pull_Request-"
+# Pull/merge request refs as GitHub and GitLab publish them; fetched, never pushed as a branch.
+PULL_REQUEST_RE = re.compile(r"^(?P<kind>pull|merge-requests)/(?P<number>[0-9]{1,12})$")
+SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
+# Namespaces inside the temporary repository, one per remote, so that origin and internal refs
+# (and tags, which git would otherwise merge) never mix.
+ORIGIN, INTERNAL = "origin", "internal"
+SCHEMES = ("https", "http", "git", "ssh", "git+ssh", "ssh+git", "file")
+# Schemes Repour's /git-external-to-internal translates.
+EXTERNAL_SCHEMES = ("https", "http", "git", "git+ssh", "ssh")
+_DEFAULT_PORTS = {"https": 443, "http": 80, "git": 9418, "ssh": 22}
+_SCP_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):"
+                     r"(?P<path>[^:]+)$")
+MAX_URL_LENGTH = 2000
+# How often an inline (synchronous) run asks the database whether it was cancelled.
+INLINE_CANCEL_POLL = 1.0
+# Called by the callback sender before every attempt (notify.enqueue_callback's ``auth``).
+TOKEN_HEADERS_FUNCTION = "gitserver.pipelines.repour:service_token_headers"
+
+
+def new_callback_id() -> str:
+    return base64.b32encode(secrets.token_bytes(CALLBACK_ID_BYTES)).decode("ascii")
+
+
+# --- git URLs (pure) ---------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GitUrl:
+    """A git remote as git understands it: URL forms, scp-like ``user@host:path``, local paths."""
+
+    text: str
+    scheme: str  # https http git ssh git+ssh ssh+git file; "ssh" for scp-like
+    host: str = ""
+    port: int | None = None
+    path: str = ""
+    scp_like: bool = False
+
+    @property
+    def transport(self) -> str:
+        """The git protocol name (``protocol.<name>.allow``)."""
+        return "ssh" if self.scheme in ("git+ssh", "ssh+git") else self.scheme
+
+
+def parse_git_url(text: object) -> GitUrl:
+    """Parse a git remote; ValueError with the reason for anything else."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("expected a git URL")
+    if len(text) > MAX_URL_LENGTH:
+        raise ValueError(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in text):
+        raise ValueError("the URL contains whitespace or control characters")
+    if text.startswith("-"):
+        # git would read it as an option.
+        raise ValueError("a URL cannot start with '-'")
+    if "://" in text:
+        return _parse_url_form(text)
+    if text.startswith("/"):
+        return GitUrl(text=text, scheme="file", path=text)
+    match = _SCP_RE.match(text)
+    if match is None:
+        raise ValueError("not a git URL (expected scheme://host/path, user@host:path or /path)")
+    host = match["host"].strip("[]")
+    path = match["path"]
+    if not path.strip("/"):
+        raise ValueError("the URL names no repository path")
+    return GitUrl(text=text, scheme="ssh", host=host.lower(), path=path, scp_like=True)
+
+
+def _parse_url_form(text: str) -> GitUrl:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"the URL cannot be parsed: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme {parts.scheme!r} is not a git transport ({', '.join(SCHEMES)})")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError("a file:// URL cannot name a host")
+        if not parts.path.strip("/"):
+            raise ValueError("the URL names no repository path")
+        return GitUrl(text=text, scheme="file", path=parts.path)
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError("the URL has no host")
+    if not parts.path.strip("/"):
+        raise ValueError("the URL names no repository path")
+    return GitUrl(text=text, scheme=scheme, host=host, port=port, path=parts.path)
+
+
+def repo_path_parts(url: GitUrl) -> tuple[str, str]:
+    """The last two path components (organisation, repository) with ``.git`` removed."""
+    parts = [p for p in url.path.split("/") if p]
+    if len(parts) < 2:
+        raise ValueError("the URL does not name <tenant>/<repository>")
+    return parts[-2], parts[-1].removesuffix(".git")
+
+
+def external_to_internal(external_url: object, ssh_base: str, default_tenant: str = "") -> str:
+    """Repour's translation of an upstream URL to the internal repository's URL.
+
+    Like Repour (maitai's GitUrlParser): the last path component is the repository, the one
+    before it the organisation (``gerrit`` is not one), and the internal URL is
+    ``<base>/<organisation>/<repository>.git``. In gitserver the organisation is the tenant;
+    an upstream URL without one maps into ``default_tenant`` when configured.
+    """
+    url = parse_git_url(external_url)
+    if url.scheme not in EXTERNAL_SCHEMES:
+        raise ValueError(f"scheme {url.scheme!r} is not accepted; use one of {', '.join(EXTERNAL_SCHEMES)}")
+    parts = [p for p in url.path.split("/") if p]
+    if not parts or not parts[-1].removesuffix(".git"):
+        raise ValueError("could not translate the URL: no repository specified")
+    repository = parts[-1].removesuffix(".git")
+    organisation = parts[-2] if len(parts) > 1 and parts[-2] != "gerrit" else default_tenant
+    if not organisation:
+        raise ValueError("could not translate the URL: it names no organisation (the tenant)")
+    for value, what in ((organisation, "organisation"), (repository, "repository")):
+        try:
+            validate_name(value, what)
+        except GitserverError as exc:
+            raise ValueError(exc.message) from exc
+    return f"{ssh_base.rstrip('/')}/{organisation}/{repository}.git"
+
+
+def internal_repo_name(url_text: object) -> tuple[str, str]:
+    """(tenant, repository) named by an internal URL: the SSH URL (``…/t/r.git``), the smart
+    HTTP URL (``…/git/t/r.git``) or scp-like ``git@host:t/r.git``."""
+    return repo_path_parts(parse_git_url(url_text))
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoUrls:
+    readwrite: str
+    readonly: str
+
+
+def repo_urls(config: Config, tenant: str, repo: str) -> RepoUrls:
+    """The URLs handed out: SSH for writing, the read-only smart HTTP endpoint for builders."""
+    return RepoUrls(readwrite=f"{config.ssh_base_url}/{tenant}/{repo}.git",
+                    readonly=f"{config.http_base_url}/git/{tenant}/{repo}.git")
+
+
+def is_pull_request(ref: str) -> bool:
+    return PULL_REQUEST_RE.match(ref) is not None
+
+
+# --- origin policy ---------------------------------------------------------------------------
+
+def check_origin(url_text: str, config: Config) -> GitUrl:
+    """The origin as git will be given it, or a ProcessingError (exit code 10) saying why it
+    is refused. Host addresses are checked with :mod:`gitserver.netguard`'s rules."""
+    try:
+        url = parse_git_url(url_text)
+    except ValueError as exc:
+        raise ProcessingError(f"origin URL refused: {exc}", error_type="OriginRefused") from exc
+    allow_private = config.allow_private_networks
+    if url.transport in ("http", "file") and not allow_private:
+        raise ProcessingError(f"origin URL refused: {url.transport} origins are only allowed when "
+                              "private networks are allowed (use https, git or ssh)",
+                              error_type="OriginRefused")
+    if url.transport == "file":
+        _check_local_origin(url, config)
+        return url
+    port = url.port or _DEFAULT_PORTS.get(url.transport, 443)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    try:
+        # netguard speaks http(s); the host and port rules are the same for every transport.
+        netguard.validate(f"https://{host}:{port}/", allow_private=allow_private)
+    except netguard.UnsafeURL as exc:
+        raise ProcessingError(f"origin URL refused: {exc.message}", error_type="OriginRefused") from exc
+    return url
+
+
+def _check_local_origin(url: GitUrl, config: Config) -> None:
+    # A local path could name another tenant's repository (or the database): never inside the
+    # data directory, whatever the tenant.
+    path = Path(url.path).resolve()
+    data = config.data_dir.resolve()
+    if path == data or str(path).startswith(str(data) + os.sep):
+        raise ProcessingError("origin URL refused: local paths inside the server's data directory "
+                              "cannot be origins", error_type="OriginRefused")
+
+
+# --- git in a temporary repository -------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The internal repository an operation writes to, and who asked."""
+
+    repo_id: int
+    tenant: str
+    name: str
+    path: Path
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Actor:
+    """Who asked, for the push audit record."""
+
+    user_id: int | None = None
+    user_name: str = ""
+    client_address: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Actor:
+        data = data or {}
+        return cls(user_id=data.get("user_id"), user_name=str(data.get("user_name") or ""),
+                   client_address=str(data.get("client_address") or ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class FoundRef:
+    """A ref of a remote, resolved in the temporary repository."""
+
+    kind: str  # branch | tag | commit | pull
+    name: str  # as the caller named it (short)
+    local: str  # the ref (or commit) to push from
+    commit: str
+
+    def push_refspec(self) -> str:
+        """Where it goes in the internal repository (never for pull requests)."""
+        if self.kind == "branch":
+            return f"{self.local}:{refs.HEADS}{self.name}"
+        if self.kind == "tag":
+            return f"{self.local}:{refs.TAGS}{self.name}"
+        if self.kind == "commit":
+            return f"{self.commit}:{refs.HEADS}branch-{self.name}"
+        raise ValueError("pull request refs are never pushed")
+
+
+class GitWork:
+    """One temporary repository and the git commands run in it."""
+
+    def __init__(self, config: Config, root: Path, *, bare: bool, stop: StopCheck,
+                 output: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.root = root
+        self.dir = root / "work"
+        self.scratch = root / "scratch"
+        self.scratch.mkdir()
+        self.stop = stop
+        self.output = output
+        self.bare = bare
+        self.git("init", "-q", *(["--bare"] if bare else []), str(self.dir), cwd=root, remote=None)
+
+    # The allow-list git gets for each command. Talking to the internal repository (a path of
+    # ours) needs the file transport; talking to an origin gets only what the policy allows.
+    def _settings(self, remote: str | None) -> dict[str, str]:
+        allow_private = self.config.allow_private_networks
+        settings = {
+            "protocol.allow": "never",
+            "protocol.https.allow": "always",
+            "protocol.git.allow": "always",
+            "protocol.ssh.allow": "always",
+            "protocol.http.allow": "always" if allow_private else "never",
+            "protocol.file.allow": "always" if (allow_private or remote == INTERNAL) else "never",
+            "core.hooksPath": os.devnull,
+            "transfer.fsckObjects": "true",
+            "fetch.recurseSubmodules": "false",
+            "submodule.recurse": "false",
+            "credential.helper": "",
+            "core.askPass": "",
+            "core.fsmonitor": "false",
+            "gc.auto": "0",
+            "advice.detachedHead": "false",
+            "init.defaultBranch": "main",
+            "user.name": COMMITTER_NAME,
+            "user.email": COMMITTER_EMAIL,
+        }
+        return settings
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        known_hosts = self.scratch / "known_hosts"
+        ssh = ["ssh", "-F", os.devnull, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+               "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=30"]
+        return git_env(GIT_SSH_COMMAND=shlex.join(ssh), GIT_ASKPASS="", SSH_ASKPASS="",
+                       GIT_COMMITTER_NAME=COMMITTER_NAME, GIT_COMMITTER_EMAIL=COMMITTER_EMAIL,
+                       GIT_AUTHOR_NAME=COMMITTER_NAME, GIT_AUTHOR_EMAIL=COMMITTER_EMAIL,
+                       **(extra or {}))
+
+    def git(self, *args: str, cwd: Path | None = None, remote: str | None = None,
+            env: Mapping[str, str] | None = None, check: bool = True,
+            desc: str = "", user_error: bool = False) -> adjust_mod.CommandResult:
+        argv = ["git"]
+        for key, value in self._settings(remote).items():
+            argv += ["-c", f"{key}={value}"]
+        argv += list(args)
+        result = run_command(argv, cwd=cwd or self.dir, env=env or self.env(),
+                             timeout=self.config.repour_git_timeout, stop=self.stop, output=self.output)
+        if check and result.exit_code != 0:
+            raise ProcessingError(desc or f"git {args[0]} failed", cmd=argv,
+                                  exit_code=adjust_mod.USER_ERROR_EXIT_CODE if user_error else result.exit_code,
+                                  stderr=result.stderr, error_type="CommandError")
+        return result
+
+    # --- fetching -------------------------------------------------------------------------
+
+    def fetch(self, url: str, namespace: str, *, remote: str, pull_request: str | None = None) -> None:
+        """All branches and tags of ``url`` into ``refs/<namespace>/{heads,tags}/``, and the
+        pull/merge request's head when one is named."""
+        refspecs = [f"+refs/heads/*:refs/{namespace}/heads/*", f"+refs/tags/*:refs/{namespace}/tags/*"]
+        self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url, *refspecs,
+                 remote=remote, desc=f"could not fetch from {adjust_mod.redact(url)}", user_error=True)
+        if pull_request:
+            self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url,
+                     f"+refs/{pull_request}/head:refs/{namespace}/pull/{pull_request}",
+                     remote=remote, check=False)
+
+    def resolve(self, name: str) -> str | None:
+        """The commit ``name`` (a ref or object name) points to, or None."""
+        result = self.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}",
+                          check=False)
+        return result.stdout.strip() if result.exit_code == 0 else None
+
+    def find(self, ref: str, namespace: str) -> FoundRef | None:
+        """Resolve the caller's ``ref`` among what was fetched into ``namespace``: a pull or
+        merge request, a branch, a tag, or a commit id (in that order, like Repour)."""
+        if is_pull_request(ref):
+            commit = self.resolve(f"refs/{namespace}/pull/{ref}")
+            return FoundRef("pull", ref, f"refs/{namespace}/pull/{ref}", commit) if commit else None
+        if refs.ref_format_problem(refs.HEADS + ref.removeprefix(refs.HEADS).removeprefix(refs.TAGS)):
+            return None
+        short = ref.removeprefix(refs.HEADS).removeprefix(refs.TAGS)
+        candidates = []
+        if not ref.startswith(refs.TAGS):
+            candidates.append(("branch", f"refs/{namespace}/heads/{short}"))
+        if not ref.startswith(refs.HEADS):
+            candidates.append(("tag", f"refs/{namespace}/tags/{short}"))
+        for kind, local in candidates:
+            commit = self.resolve(local)
+            if commit:
+                return FoundRef(kind, short, local, commit)
+        if SHA_RE.match(ref):
+            commit = self.resolve(ref)
+            if commit and commit.startswith(ref):
+                return FoundRef("commit", ref, commit, commit)
+        return None
+
+    def all_refspecs(self, namespace: str) -> list[str]:
+        """Every fetched branch and tag, to the same name; names reserved for the server's
+        archives are left out (an internal repository as origin carries them)."""
+        listing = self.git("for-each-ref", "--format=%(refname)", f"refs/{namespace}/heads/",
+                           f"refs/{namespace}/tags/").stdout.split()
+        out = []
+        for local in listing:
+            kind, _, short = local[len(f"refs/{namespace}/"):].partition("/")
+            dest = (refs.HEADS if kind == "heads" else refs.TAGS) + short
+            if refs.is_reserved(dest):
+                continue
+            out.append(f"{local}:{dest}")
+        return out
+
+    # --- pushing into the internal repository ---------------------------------------------
+
+    def push_internal(self, target: Target, refspecs: Sequence[str], actor: Actor) -> None:
+        """``git push`` into the repository's path, through the server's receive-pack and hooks
+        (proc-receive applies the protection rules ref by ref, post-receive records the push)."""
+        if not refspecs:
+            return
+        receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir)[:-1]
+        env = self.env(push_env(self.config, target, actor))
+        result = self.git("push", "--porcelain", f"--receive-pack={shlex.join(receive_pack)}", "--",
+                          str(target.path), *refspecs, remote=INTERNAL, env=env, check=False)
+        if result.exit_code == 0:
+            return
+        refused = refused_refs(result.stdout)
+        if refused:
+            reasons = "; ".join(f"{ref} ({why})" for ref, why in refused)
+            raise ProcessingError(f"the internal repository {target.full_name} refused: {reasons}",
+                                  cmd=result.argv, stderr=result.stderr or result.stdout,
+                                  error_type="PushRefused")
+        raise ProcessingError(f"could not push to the internal repository {target.full_name}",
+                              cmd=result.argv, exit_code=result.exit_code,
+                              stderr=result.stderr, error_type="CommandError")
+
+
+def push_env(config: Config, target: Target, actor: Actor) -> dict[str, str]:
+    """What the hooks need when git is started by the server itself (see hookdb.py): the
+    repository, the identity for the audit record, the permission already checked, and where
+    the database is."""
+    env = {
+        "GITSERVER_REPO_ID": str(target.repo_id),
+        "GITSERVER_REPO": target.full_name,
+        "GITSERVER_USER_ID": str(actor.user_id) if actor.user_id is not None else "",
+        "GITSERVER_USER": actor.user_name,
+        "GITSERVER_PERMISSION": "write",
+        "GITSERVER_PUSH_PROTOCOL": PUSH_PROTOCOL,
+        "GITSERVER_CLIENT_ADDRESS": actor.client_address,
+        "GITSERVER_DATA_DIR": str(config.data_dir),
+        "GITSERVER_DATABASE_URL": config.effective_database_url,
+        "GITSERVER_PUBLIC_HTTP_URL": config.http_base_url,
+    }
+    if os.environ.get("GITSERVER_CONFIG"):
+        env["GITSERVER_CONFIG"] = os.environ["GITSERVER_CONFIG"]
+    return env
+
+
+def refused_refs(porcelain: str) -> list[tuple[str, str]]:
+    """(ref, reason) for each ref ``git push --porcelain`` reports as rejected."""
+    out = []
+    for line in porcelain.splitlines():
+        if not line.startswith("!\t"):
+            continue
+        _flag, spec, summary = (line.split("\t") + ["", ""])[:3]
+        dest = spec.rpartition(":")[2]
+        reason = summary[summary.find("(") + 1: summary.rfind(")")] if "(" in summary else summary
+        out.append((dest, reason.strip() or "rejected"))
+    return out
+
+
+# --- the operations ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Operation:
+    """Everything an operation needs, whether it runs inline or in a job."""
+
+    config: Config
+    sessions: sessionmaker[Session]
+    spec: dict[str, Any]
+    actor: Actor
+    stop: StopCheck
+    output: Callable[[str], None] | None = None
+    pipeline_id: int | None = None
+
+    def target(self, url: str) -> Target:
+        """The internal repository named by ``url`` (its permission was checked when the request
+        was accepted; it cannot be deleted, so it is still there)."""
+        tenant, name = internal_repo_name(url)
+        with transaction(self.sessions) as session:
+            row = session.scalar(
+                select(models.Repository).join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
+                .where(models.Tenant.name == tenant, models.Repository.name == name))
+            if row is None:
+                raise ProcessingError(f"repository {tenant}/{name} not found", error_type="RepoNotFound")
+            return Target(repo_id=row.id, tenant=tenant, name=name,
+                          path=self.config.repos_dir / tenant / f"{name}.git")
+
+
+def do_clone(op: Operation) -> dict[str, Any]:
+    """Repour's /clone: fetch the origin, push the ref (or everything) into the target."""
+    spec = op.spec
+    target = op.target(spec["targetRepoUrl"])
+    origin = check_origin(spec["originRepoUrl"], op.config)
+    ref = spec.get("ref") or ""
+    if ref and is_pull_request(ref):
+        raise ProcessingError(f"{ref} is a pull/merge request ref: it is never pushed as a branch; "
+                              "use /adjust with sync to build it", error_type="CloneError")
+    with tempfile.TemporaryDirectory(prefix="gitserver-clone-") as tmp:
+        work = GitWork(op.config, Path(tmp), bare=True, stop=op.stop, output=op.output)
+        work.fetch(origin.text, ORIGIN, remote=ORIGIN)
+        op.stop()
+        if ref:
+            found = work.find(ref, ORIGIN)
+            if found is None:
+                raise ProcessingError(f"ref {ref!r} not found in {adjust_mod.redact(origin.text)}",
+                                      error_type="RefNotFound")
+            refspecs = [found.push_refspec()]
+        else:
+            refspecs = work.all_refspecs(ORIGIN)
+        work.push_internal(target, refspecs, op.actor)
+    return dict(spec)
+
+
+def sync_on(spec: Mapping[str, Any]) -> bool:
+    """Repour syncs from the origin only when both ``originRepoUrl`` and ``sync: true`` are given."""
+    return bool(spec.get("originRepoUrl")) and spec.get("sync") is True
+
+
+def do_adjust(op: Operation) -> dict[str, Any]:
+    """Repour's /adjust: (sync,) check out, align, commit, tag, dedup by tree."""
+    spec = op.spec
+    target = op.target(spec["internal_url"]["readwrite"])
+    ref: str = spec["ref"]
+    pull = PULL_REQUEST_RE.match(ref)
+    request = adjust_mod.AdjustRequest.from_spec(spec)
+    with tempfile.TemporaryDirectory(prefix="gitserver-adjust-") as tmp:
+        work = GitWork(op.config, Path(tmp), bare=False, stop=op.stop, output=op.output)
+        found, internal = None, True
+        if sync_on(spec):
+            origin = check_origin(spec["originRepoUrl"], op.config)
+            work.fetch(origin.text, ORIGIN, remote=ORIGIN, pull_request=ref if pull else None)
+            found = work.find(ref, ORIGIN)
+            if found is not None:
+                internal = False
+                if found.kind != "pull":
+                    # Sync: the ref as upstream has it, under the protection rules (an upstream
+                    # force-push is refused here; the archived tags stay as they were).
+                    work.push_internal(target, [found.push_refspec()], op.actor)
+        if found is None:
+            work.fetch(str(target.path), INTERNAL, remote=INTERNAL)
+            found = work.find(ref, INTERNAL)
+        if found is None:
+            where = "the upstream nor the internal repository" if sync_on(spec) else "the internal repository"
+            raise ProcessingError(f"ref {ref!r} exists in neither {where}" if sync_on(spec)
+                                  else f"ref {ref!r} not found in {where} {target.full_name}",
+                                  error_type="RefNotFound")
+        op.stop()
+        if found.kind == "pull":
+            # A temporary local branch: it exists only in this scratch repository.
+            work.git("checkout", "-q", "--force", "-B", f"pull-request-{pull['number']}", found.commit)  # type: ignore[index]
+        else:
+            work.git("checkout", "-q", "--force", "--detach", found.commit)
+        provider = adjust_mod.choose_provider(op.config, request.build_type)
+        outcome = adjust_mod.run_provider(provider, work.dir, request, op.config,
+                                          _provider_runner(op), work.scratch)
+        op.stop()
+        commit = commit_changes(work, ref, outcome.adjust_type)
+        tree = work.git("rev-parse", f"{commit}^{{tree}}").stdout.strip()
+        tag, tag_commit = publish(op, work, target, commit=commit, tree=tree, version=outcome.version,
+                                  ref=ref, pull_request=pull is not None, upstream=found.commit,
+                                  adjust_type=outcome.adjust_type)
+    urls = repo_urls(op.config, target.tenant, target.name)
+    return {"tag": tag, "commit": tag_commit, "url": {"readwrite": urls.readwrite, "readonly": urls.readonly},
+            "upstream_commit": found.commit, "is_ref_revision_internal": internal,
+            "adjustResultData": outcome.result_data}
+
+
+def _provider_runner(op: Operation) -> adjust_mod.Runner:
+    def run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> adjust_mod.CommandResult:
+        return run_command(argv, cwd=cwd, env=env, timeout=timeout, stop=op.stop, output=op.output)
+
+    return run
+
+
+def commit_changes(work: GitWork, ref: str, adjust_type: str) -> str:
+    """Commit whatever the tool changed on top of the checked-out commit; the commit id."""
+    work.git("add", "--all", "--", ".")
+    if work.git("diff", "--cached", "--quiet", check=False).exit_code != 0:
+        message = (f"Adjust: {adjust_type}\n\nCommit automatically generated by gitserver\n"
+                   f"Original Reference: {ref}\nAdjust Type: {adjust_type}\n")
+        work.git("commit", "-q", "--no-verify", "-m", message)
+    return work.git("rev-parse", "HEAD").stdout.strip()
+
+
+def tag_candidates(version: str | None, commit: str, pull_request: bool) -> list[str]:
+    """Tag names to try, in order: the tool's version (else ``repour-<commit>``), prefixed for
+    pull requests, then the same with ``-<commit[:8]>`` when the first is taken by another tree."""
+    base = version or f"{refs.RESERVED_TAG_PREFIX}{commit}"
+    if pull_request:
+        base = PULL_REQUEST_TAG_PREFIX + base
+    if refs.ref_format_problem(refs.TAGS + base) is not None:
+        # A version git cannot use as a tag name: fall back to the commit-named tag.
+        base = (PULL_REQUEST_TAG_PREFIX if pull_request else "") + f"{refs.RESERVED_TAG_PREFIX}{commit}"
+    return [base, f"{base}-{commit[:8]}"]
+
+
+def publish(op: Operation, work: GitWork, target: Target, *, commit: str, tree: str,
+            version: str | None, ref: str, pull_request: bool, upstream: str,
+            adjust_type: str) -> tuple[str, str]:
+    """The tag for ``tree`` in ``target``: the one it got the first time, or a new one."""
+    with transaction(op.sessions) as session:
+        existing = find_archive(session, target.repo_id, tree)
+        if existing is not None:
+            return existing.tag, existing.commit_id
+    # The adjusted commit's objects go into the repository first (nothing refers to them
+    # until the tag exists, so an interruption here leaves nothing visible).
+    work.git("update-ref", "refs/gitserver/adjusted", commit)
+    internal_git = ["--git-dir", str(target.path)]
+    work.git(*internal_git, "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--",
+             str(work.dir), "refs/gitserver/adjusted", remote=INTERNAL, desc="could not store the adjusted commit")
+    repo = pygit2.Repository(str(target.path))
+    message = (f"Tag automatically generated by gitserver\nOriginal Reference: {ref}\n"
+               f"Adjust Type: {adjust_type}\nUpstream Commit: {upstream}\n")
+    tag, tag_commit = _create_or_reuse_tag(repo, tag_candidates(version, commit, pull_request),
+                                           commit, tree, message)
+    row = models.Archive(repo_id=target.repo_id, tree_id=tree, tag=tag, commit_id=tag_commit,
+                         source_commit=upstream, source_ref=ref, pipeline_id=op.pipeline_id)
+    try:
+        with transaction(op.sessions) as session:
+            session.add(row)
+    except IntegrityError:
+        # Another adjust (or the push pipeline's archive step) recorded this tree a moment
+        # ago: its tag is the tree's tag from now on.
+        with transaction(op.sessions) as session:
+            winner = find_archive(session, target.repo_id, tree)
+            if winner is None:
+                raise
+            return winner.tag, winner.commit_id
+    log.info("adjusted %s %s (%s) as %s", target.full_name, ref, upstream, tag)
+    return tag, tag_commit
+
+
+def _create_or_reuse_tag(repo: pygit2.Repository, candidates: Sequence[str], commit: str, tree: str,
+                         message: str) -> tuple[str, str]:
+    """Create the first free candidate tag, or reuse one that already names the same tree."""
+    for name in candidates:
+        existing = repo.references.get(refs.TAGS + name)
+        if existing is not None:
+            peeled = existing.peel(pygit2.Commit)
+            if str(peeled.tree_id) == tree:
+                return name, str(peeled.id)
+            continue  # tags never move: a taken name with another tree → the next candidate
+        tagger = pygit2.Signature(COMMITTER_NAME, COMMITTER_EMAIL, int(time.time()), 0)
+        try:
+            repo.create_tag(name, pygit2.Oid(hex=commit), pygit2.enums.ObjectType.COMMIT, tagger, message)
+        except pygit2.AlreadyExistsError:
+            existing = repo.references.get(refs.TAGS + name)
+            if existing is not None and str(existing.peel(pygit2.Commit).tree_id) == tree:
+                return name, str(existing.peel(pygit2.Commit).id)
+            continue
+        return name, commit
+    raise ProcessingError(f"tags {' and '.join(candidates)} already exist with other content",
+                          error_type="TagConflict")
+
+
+RUNNERS: dict[str, Callable[[Operation], dict[str, Any]]] = {"clone": do_clone, "adjust": do_adjust}
+
+
+# --- outcome → Repour's status and body ------------------------------------------------------------
+
+def execute(op_name: str, op: Operation) -> tuple[int, dict[str, Any]]:
+    """Run an operation; (200, result) or (400, processing error) or (500, no internals).
+    Cancellation (JobCancelled) and release (JobReleased) propagate."""
+    try:
+        return 200, RUNNERS[op_name](op)
+    except (jobs.JobCancelled, jobs.JobReleased):
+        raise
+    except ProcessingError as exc:
+        log.info("repour %s failed: %s", op_name, exc.desc)
+        return 400, exc.body()
+    except Exception:  # noqa: BLE001  (logged once here; the client gets a reference only)
+        reference = uuid.uuid4().hex
+        log.exception("repour %s failed unexpectedly (reference %s)", op_name, reference)
+        return 500, internal_error_body(reference)
+
+
+def internal_error_body(reference: str) -> dict[str, Any]:
+    return {"error_type": "InternalError", "error_traceback": reference,
+            "desc": f"the server failed to handle this request; the error was logged as {reference}"}
+
+
+def cancelled_body(task_id: str | None) -> dict[str, Any]:
+    return ProcessingError(f"the task {task_id or ''} was cancelled".replace("  ", " "),
+                           exit_code=130, error_type="Cancelled").body()
+
+
+# --- pipelines: the durable record of each operation -----------------------------------------
+
+def create_pipeline(session: Session, *, kind: str, repo_id: int, spec: Mapping[str, Any],
+                    status: str) -> models.Pipeline:
+    """The Pipeline row of a clone/adjust (kind), visible in the pipelines API; ``task_id`` is
+    the request's taskId, by which /cancel finds it."""
+    ref = spec.get("ref") or ""
+    pipeline = models.Pipeline(repo_id=repo_id, kind=kind, status=status, ref=str(ref)[:1024],
+                               task_id=(spec.get("taskId") or None), request=json.dumps(redacted_spec(spec)),
+                               started_at=utcnow() if status == models.RUNNING else None)
+    session.add(pipeline)
+    session.flush()
+    return pipeline
+
+
+def redacted_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as stored (and listed by the pipelines API): passwords in URLs hidden."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return adjust_mod.redact(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(dict(spec))
+
+
+def finish_pipeline(session: Session, pipeline_id: int, status_code: int | None, body: Mapping[str, Any],
+                    state: str | None = None) -> models.Pipeline | None:
+    pipeline = session.get(models.Pipeline, pipeline_id)
+    if pipeline is None:
+        return None
+    now = utcnow()
+    pipeline.status = state or (models.SUCCEEDED if status_code == 200 else models.FAILED)
+    pipeline.finished_at = now
+    pipeline.result = json.dumps(body)
+    if status_code is not None and status_code != 200:
+        pipeline.error = str(body.get("desc") or body.get("error_type") or "failed")[:4000]
+    if isinstance(body.get("tag"), str):
+        pipeline.archive_tag = body["tag"]
+    if isinstance(body.get("commit"), str):
+        pipeline.commit = body["commit"]
+    started = pipeline.started_at or pipeline.created_at
+    if started is not None:
+        metrics.pipeline_finished(pipeline.status, (now - started).total_seconds())
+    session.flush()
+    return pipeline
+
+
+class InlineCancelWatch:
+    """The stop check of a synchronous run: asks the database (at most once a second) whether
+    /cancel marked its pipeline cancelled, so a cancel from any API replica reaches it."""
+
+    def __init__(self, sessions: sessionmaker[Session], pipeline_id: int,
+                 interval: float = INLINE_CANCEL_POLL) -> None:
+        self.sessions = sessions
+        self.pipeline_id = pipeline_id
+        self.interval = interval
+        self._next = time.monotonic() + interval
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if time.monotonic() < self._next:
+                return
+            self._next = time.monotonic() + self.interval
+        with transaction(self.sessions) as session:
+            status = session.scalar(select(models.Pipeline.status).where(models.Pipeline.id == self.pipeline_id))
+        if status == models.CANCELLED:
+            raise jobs.JobCancelled(f"pipeline {self.pipeline_id} was cancelled")
+
+
+def run_inline(runtime: Any, op_name: str, spec: dict[str, Any], actor: Actor,
+               pipeline_id: int) -> tuple[int, dict[str, Any]]:
+    """A synchronous request: the same operation, in this process, recorded in its pipeline."""
+    logger = jobs.JobContext(runtime=runtime, job_id=0, kind=JOB_KIND, payload={}, attempts=1,
+                             pipeline_id=pipeline_id)
+    op = Operation(config=runtime.config, sessions=runtime.sessions, spec=spec, actor=actor,
+                   stop=InlineCancelWatch(runtime.sessions, pipeline_id), output=logger.log,
+                   pipeline_id=pipeline_id)
+    try:
+        status, body = execute(op_name, op)
+    except jobs.JobCancelled:
+        with transaction(runtime.sessions) as session:
+            finish_pipeline(session, pipeline_id, None, {}, state=models.CANCELLED)
+        return 400, cancelled_body(spec.get("taskId"))
+    with transaction(runtime.sessions) as session:
+        finish_pipeline(session, pipeline_id, status, body)
+    return status, body
+
+
+# --- callback mode ---------------------------------------------------------------------------------
+
+def callback_target(spec: Mapping[str, Any], status: int) -> dict[str, str] | None:
+    """The callback to call for a result with ``status``: ``positiveCallback`` for a success and
+    ``negativeCallback`` for a failure when given, else ``callback`` (``url`` or ``uri``)."""
+    if status == 200 and spec.get("positiveCallback"):
+        chosen = spec["positiveCallback"]
+    elif status != 200 and spec.get("negativeCallback"):
+        chosen = spec["negativeCallback"]
+    else:
+        chosen = spec.get("callback")
+    if not isinstance(chosen, Mapping):
+        return None
+    url = chosen.get("url") or chosen.get("uri")
+    return {"url": str(url), "method": str(chosen.get("method") or "POST")} if url else None
+
+
+def is_callback_mode(spec: Mapping[str, Any]) -> bool:
+    return bool(spec.get("callback")) or bool(spec.get("positiveCallback") and spec.get("negativeCallback"))
+
+
+def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], status: int,
+                     body: Mapping[str, Any], callback_id: str, pipeline_id: int | None) -> None:
+    """Queue the delivery of the result (retried with backoff by the callback job)."""
+    from gitserver.pipelines import notify
+
+    target = callback_target(spec, status)
+    if target is None:
+        return
+    payload = {**body, "callback": {"status": status, "id": callback_id}}
+    # With a token endpoint configured, each attempt asks for the (cached) service account
+    # token, so a retry an hour later does not carry an expired one.
+    auth = TOKEN_HEADERS_FUNCTION if (config.oidc_token_url and config.oidc_client_id) else None
+    notify.enqueue_callback(session, target["url"], target["method"], payload, pipeline_id=pipeline_id,
+                            auth=auth)
+
+
+def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any], actor: Actor,
+                      repo_id: int) -> tuple[str, models.Pipeline]:
+    """Callback mode: the pipeline and its ``repour`` job, in the caller's transaction."""
+    callback_id = new_callback_id()
+    pipeline = create_pipeline(session, kind=op_name, repo_id=repo_id, spec=spec, status=models.QUEUED)
+    # One attempt: an operation that failed has already told the caller so (callback).
+    jobs.enqueue(session, JOB_KIND, {"op": op_name, "spec": dict(spec), "callback_id": callback_id,
+                                     "actor": actor.as_dict(), "max_attempts": 1},
+                 pipeline_id=pipeline.id)
+    return callback_id, pipeline
+
+
+def run_repour_job(ctx: jobs.JobContext) -> None:
+    """The ``repour`` job handler: run the operation, record it, queue the callback."""
+    payload = ctx.payload
+    op_name = payload.get("op")
+    if op_name not in RUNNERS or not isinstance(payload.get("spec"), dict) or ctx.pipeline_id is None:
+        raise ValueError(f"malformed repour job payload (op {op_name!r})")
+    runtime = ctx.runtime
+    spec: dict[str, Any] = payload["spec"]
+    callback_id = str(payload.get("callback_id") or new_callback_id())
+    with transaction(runtime.sessions) as session:
+        pipeline = session.get(models.Pipeline, ctx.pipeline_id)
+        if pipeline is None or pipeline.status in models.FINAL_STATES:
+            return  # cancelled before it ran (or already done by a previous holder of the lease)
+        pipeline.status = models.RUNNING
+        pipeline.started_at = pipeline.started_at or utcnow()
+
+    def stop() -> None:
+        ctx.check_cancelled()
+        ctx.check_released()
+
+    op = Operation(config=runtime.config, sessions=runtime.sessions, spec=spec,
+                   actor=Actor.from_dict(payload.get("actor")), stop=stop, output=ctx.log,
+                   pipeline_id=ctx.pipeline_id)
+    try:
+        status, body = execute(op_name, op)
+    except jobs.JobCancelled:
+        # Like Repour: a cancelled task sends no callback (the canceller knows).
+        with transaction(runtime.sessions) as session:
+            finish_pipeline(session, ctx.pipeline_id, None, {}, state=models.CANCELLED)
+        raise
+    except jobs.JobReleased:
+        with transaction(runtime.sessions) as session:
+            pipeline = session.get(models.Pipeline, ctx.pipeline_id)
+            if pipeline is not None:
+                pipeline.status = models.QUEUED
+        raise
+    with transaction(runtime.sessions) as session:
+        finish_pipeline(session, ctx.pipeline_id, status, body)
+        enqueue_callback(session, runtime.config, spec, status, body, callback_id, ctx.pipeline_id)
+
+
+# --- /cancel/{task_id} -----------------------------------------------------------------------------
+
+def cancel_task(session: Session, task_id: str,
+                may_cancel: Callable[[models.Repository], bool]) -> int:
+    """Cancel every unfinished clone/adjust whose request carried ``task_id`` and that the caller
+    may cancel; the number cancelled. A job's worker (any replica) kills its running command
+    within a second; a synchronous run notices its pipeline's state as quickly."""
+    pipelines = session.scalars(
+        select(models.Pipeline).where(models.Pipeline.task_id == task_id,
+                                      models.Pipeline.kind.in_(OPERATIONS),
+                                      models.Pipeline.status.in_((models.QUEUED, models.RUNNING)))).all()
+    count = 0
+    for pipeline in pipelines:
+        repo = session.get(models.Repository, pipeline.repo_id)
+        if repo is None or not may_cancel(repo):
+            continue
+        has_job = session.scalar(select(models.Job.id).where(
+            models.Job.pipeline_id == pipeline.id,
+            models.Job.status.in_((models.QUEUED, models.RUNNING))).limit(1)) is not None
+        if has_job:
+            jobs.request_cancel(session, pipeline)
+        else:
+            pipeline.status = models.CANCELLED
+            pipeline.finished_at = utcnow()
+            pipeline.error = "cancelled"
+        count += 1
+    session.flush()
+    return count
+
+
+# --- callback authentication (OIDC client credentials) -----------------------------------------
+
+@dataclasses.dataclass
+class _CachedToken:
+    value: str
+    expires: float
+
+
+class ServiceTokens:
+    """Bearer tokens of the service account, from the client-credentials grant, cached until
+    shortly before they expire. One instance per process (see :func:`service_token_headers`)."""
+
+    # Renew this long before expiry, so a token never expires in flight.
+    MARGIN = 30.0
+
+    def __init__(self, post: Callable[..., Any] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._post = post
+        self._clock = clock
+        self._cache: dict[tuple[str, str], _CachedToken] = {}
+        self._lock = threading.Lock()
+
+    def token(self, token_url: str, client_id: str, secret: str, timeout: float = 10.0) -> str:
+        key = (token_url, client_id)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached.expires - self.MARGIN > self._clock():
+                return cached.value
+            value, lifetime = self._fetch(token_url, client_id, secret, timeout)
+            self._cache[key] = _CachedToken(value, self._clock() + lifetime)
+            return value
+
+    def _fetch(self, token_url: str, client_id: str, secret: str, timeout: float) -> tuple[str, float]:
+        post = self._post
+        if post is None:
+            import requests
+
+            post = requests.post
+        resp = post(token_url, data={"grant_type": "client_credentials", "client_id": client_id,
+                                     "client_secret": secret}, timeout=timeout)
+        if resp.status_code != 200:
+            raise RuntimeError(f"the token endpoint answered {resp.status_code}")
+        data = resp.json()
+        token = data.get("access_token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RuntimeError("the token endpoint's answer has no access_token")
+        lifetime = data.get("expires_in", 300)
+        return token, float(lifetime) if isinstance(lifetime, (int, float)) else 300.0
+
+
+# Per-process cache: tokens are process state, not configuration (the configuration comes in
+# with each call). Worker threads share it under its lock.
+_SERVICE_TOKENS = ServiceTokens()
+
+
+def service_token_headers(config: Config, tokens: ServiceTokens | None = None) -> dict[str, str]:
+    """``Authorization: Bearer …`` for callbacks when an OIDC token endpoint is configured."""
+    if not (config.oidc_token_url and config.oidc_client_id):
+        return {}
+    tokens = tokens or _SERVICE_TOKENS
+    try:
+        token = tokens.token(config.oidc_token_url, config.oidc_client_id,
+                             config.oidc_service_account_secret)
+    except Exception as exc:  # noqa: BLE001  (the callback still goes out; the receiver decides)
+        log.warning("could not obtain a service account token for callbacks: %s", exc)
+        metrics.callback_failed("token")
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+

@@ -304,3 +304,19 @@ def test_close_before_iterating_still_stops_git(tmp_path: Path) -> None:
     out = githttp.StreamingResponse(child, child.first_chunk())
     out.close()
     assert child.proc is not None and child.proc.poll() is not None
+
+
+def test_routes_match_their_openapi_description() -> None:
+    import falcon
+
+    from gitserver.api import openapi, smart_http
+
+    app = falcon.App()
+    smart_http.add_routes(app, ctx=None)
+    routes = openapi.app_routes(app)
+    assert set(routes) == set(smart_http.OPENAPI_PATHS)
+    for path, methods in routes.items():
+        described = {k for k in smart_http.OPENAPI_PATHS[path] if k in openapi.HTTP_METHODS}
+        assert described == methods, path
+    document = openapi.build_document(["gitserver.api.smart_http"])
+    assert document["paths"]["/git/{tenant}/{repo}/info/refs"]["get"]["operationId"] == "gitInfoRefs"

@@ -1,0 +1,224 @@
+"""Alignment providers: which one runs, the command line each builds, how results are read,
+and the supervised command runner (timeout, stop)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitserver import config as config_mod
+from gitserver.pipelines import adjust
+from gitserver.pipelines.jobs import JobCancelled
+
+
+def _config(**env: str) -> config_mod.Config:
+    return config_mod.load(environ={f"GITSERVER_{k.upper()}": v for k, v in env.items()})
+
+
+class FakeRunner:
+    """Records the command and plays the tool: writes ``files`` (relative to cwd, or absolute)."""
+
+    def __init__(self, files: Mapping[str, Any] | None = None, exit_code: int = 0,
+                 result_arg: bool = False) -> None:
+        self.files = files or {}
+        self.exit_code = exit_code
+        self.result_arg = result_arg
+        self.calls: list[tuple[list[str], Path, dict[str, str]]] = []
+
+    def __call__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                 timeout: float) -> adjust.CommandResult:
+        self.calls.append((list(argv), cwd, dict(env)))
+        for name, content in self.files.items():
+            if name == "$RESULT":
+                target = Path(env["GITSERVER_ADJUST_RESULT"])
+            elif name == "--result":
+                target = Path(next(a for a in argv if a.startswith("--result="))[len("--result="):])
+            else:
+                target = cwd / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(content))
+        return adjust.CommandResult(list(argv), self.exit_code, "out", "boom" if self.exit_code else "")
+
+
+def test_choose_provider() -> None:
+    none = _config()
+    assert adjust.choose_provider(none, "MVN").kind == "noop"
+    cfg = _config(adjust_mvn_command="java -jar /opt/pme.jar", adjust_mvn_parameters="-DrestURL=http://da",
+                  adjust_nodejs_command="java -jar /opt/pm.jar")
+    pme = adjust.choose_provider(cfg, "MVN")
+    assert (pme.kind, pme.command, pme.parameters) == ("pme", ("java", "-jar", "/opt/pme.jar"), ("-DrestURL=http://da",))
+    assert adjust.choose_provider(cfg, "NODEJS").kind == "project-manipulator"
+    assert adjust.choose_provider(cfg, "GRADLE").kind == "noop"
+    with_process = _config(adjust_process_command="/usr/local/bin/align --fast")
+    assert adjust.choose_provider(with_process, "GRADLE") == adjust.Provider("process", ("/usr/local/bin/align", "--fast"))
+    assert adjust.choose_provider(with_process, "SBT").kind == "process"
+
+
+def test_build_command_order_and_temp_build() -> None:
+    cfg = _config()
+    provider = adjust.Provider("pme", ("java", "-jar", "pme.jar"), ("-Dconfigured=1",))
+    request = adjust.AdjustRequest(parameters={"ALIGNMENT_PARAMETERS": "-Duser=1 '-Dquoted=a b'"},
+                                   default_alignment_params="-Ddefault=1 -Ddefault=2", temp_build=True,
+                                   temp_build_timestamp="20240101")
+    assert adjust.build_command(provider, request, cfg, extra=["--x"]) == [
+        "java", "-jar", "pme.jar", "-Dconfigured=1", "-Ddefault=1", "-Ddefault=2",
+        "-DversionIncrementalSuffix=20240101-redhat", "-Duser=1", "-Dquoted=a b", "--x"]
+    request = adjust.AdjustRequest(temp_build=True)
+    assert "-DversionIncrementalSuffix=temporary-redhat" in adjust.build_command(provider, request, cfg)
+
+
+@pytest.mark.parametrize("text", ["clean install", "-Dok=1 deploy", "-Dx='unbalanced"])
+def test_user_parameters_must_be_options(text: str) -> None:
+    with pytest.raises(adjust.ProcessingError) as info:
+        adjust.user_parameters("pme", {"ALIGNMENT_PARAMETERS": text})
+    assert info.value.exit_code == adjust.USER_ERROR_EXIT_CODE
+
+
+def test_user_parameters_legacy_key() -> None:
+    assert adjust.user_parameters("pme", {"CUSTOM_PME_PARAMETERS": "-Da=1"}) == ["-Da=1"]
+    assert adjust.user_parameters("project-manipulator", {"CUSTOM_PME_PARAMETERS": "-Da=1"}) == []
+
+
+def test_pme_reads_result_and_version(tmp_path: Path) -> None:
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir(), scratch.mkdir()
+    result = {"VersioningState": {"executionRootModified": {"groupId": "g", "artifactId": "a",
+                                                            "version": "1.0.0.redhat-00001"}}}
+    runner = FakeRunner({"target/pom-manip-ext-result.json": result})
+    provider = adjust.Provider("pme", ("pme",))
+    outcome = adjust.run_provider(provider, work, adjust.AdjustRequest(), _config(), runner, scratch)
+    assert outcome == adjust.AdjustOutcome("pme", "1.0.0.redhat-00001", result)
+    assert runner.calls[0][1] == work
+    # The result file is a build output: it must not end up in the adjust commit.
+    assert not (work / "target" / "pom-manip-ext-result.json").exists()
+    # The tool never sees the server's secrets.
+    assert "GITSERVER_DATABASE_URL" not in runner.calls[0][2] and runner.calls[0][2]["HOME"] == str(scratch)
+
+
+def test_pme_file_parameter_moves_the_run(tmp_path: Path) -> None:
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    (work / "sub").mkdir(parents=True), scratch.mkdir()
+    runner = FakeRunner()
+    request = adjust.AdjustRequest(parameters={"ALIGNMENT_PARAMETERS": "--file=sub/pom.xml -Dx=1"})
+    outcome = adjust.run_provider(adjust.Provider("pme", ("pme",)), work, request, _config(), runner, scratch)
+    argv, cwd, _env = runner.calls[0]
+    assert cwd == (work / "sub").resolve() and argv == ["pme", "-Dx=1"]
+    assert outcome.version is None and outcome.result_data == {}
+    with pytest.raises(adjust.ProcessingError, match="outside"):
+        adjust.run_provider(adjust.Provider("pme", ("pme",)), work,
+                            adjust.AdjustRequest(parameters={"ALIGNMENT_PARAMETERS": "--file=../../etc/pom.xml"}),
+                            _config(), runner, scratch)
+
+
+def test_gme_keeps_manipulation_json(tmp_path: Path) -> None:
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir(), scratch.mkdir()
+    result = {"VersioningState": {"executionRootModified": {"version": "2.0.0.redhat-00002"}}}
+    runner = FakeRunner({"manipulation.json": result})
+    outcome = adjust.run_provider(adjust.Provider("gme", ("gme",)), work, adjust.AdjustRequest(build_type="GRADLE"),
+                                  _config(), runner, scratch)
+    assert outcome.version == "2.0.0.redhat-00002"
+    assert (work / "manipulation.json").exists()
+    assert f"--target={work}" in runner.calls[0][0]
+    with pytest.raises(adjust.ProcessingError, match="manipulation.json"):
+        adjust.run_provider(adjust.Provider("gme", ("gme",)), tmp_path / "scratch", adjust.AdjustRequest(),
+                            _config(), FakeRunner(), scratch)
+
+
+def test_project_manipulator_result_file_outside_tree(tmp_path: Path) -> None:
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir(), scratch.mkdir()
+    runner = FakeRunner({"--result": {"name": "pkg", "version": "1.2.3-redhat-00001"}})
+    outcome = adjust.run_provider(adjust.Provider("project-manipulator", ("pm",)), work,
+                                  adjust.AdjustRequest(build_type="NODEJS"), _config(), runner, scratch)
+    assert outcome.version == "1.2.3-redhat-00001"
+    result_arg = runner.calls[0][0][-1]
+    assert result_arg.startswith(f"--result={scratch}")
+    assert list(work.iterdir()) == []
+
+
+def test_process_provider_environment(tmp_path: Path) -> None:
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir(), scratch.mkdir()
+    runner = FakeRunner({"$RESULT": {"version": "9.9"}})
+    request = adjust.AdjustRequest(build_type="SBT", parameters={"X": "1"})
+    outcome = adjust.run_provider(adjust.Provider("process", ("align",)), work, request, _config(), runner, scratch)
+    assert outcome == adjust.AdjustOutcome("process", "9.9", {"version": "9.9"})
+    env = runner.calls[0][2]
+    assert env["GITSERVER_BUILD_TYPE"] == "SBT" and json.loads(env["GITSERVER_ADJUST_PARAMETERS"]) == {"X": "1"}
+
+
+def test_tool_failure_is_reported_with_its_exit_code(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    with pytest.raises(adjust.ProcessingError) as info:
+        adjust.run_provider(adjust.Provider("pme", ("pme", "-x")), tmp_path, adjust.AdjustRequest(), _config(),
+                            FakeRunner(exit_code=3), tmp_path / "s")
+    body = info.value.body()
+    assert body["exit_code"] == 3 and body["cmd"] == ["pme", "-x"] and body["stderr"] == "boom"
+    assert set(body) == {"desc", "cmd", "exit_code", "stderr", "error_type"}
+
+
+def test_bad_result_file(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    runner = FakeRunner({"target/pom-manip-ext-result.json": ["not", "an", "object"]})
+    with pytest.raises(adjust.ProcessingError, match="not a JSON object"):
+        adjust.run_provider(adjust.Provider("pme", ("pme",)), tmp_path, adjust.AdjustRequest(), _config(),
+                            runner, tmp_path / "s")
+
+
+def test_noop() -> None:
+    assert adjust.run_provider(adjust.Provider("noop"), Path("/nonexistent"), adjust.AdjustRequest(), _config(),
+                               FakeRunner(), Path("/nonexistent")) == adjust.AdjustOutcome("noop", None, {})
+
+
+# --- the runner -------------------------------------------------------------------------------
+
+def test_run_command_output_and_exit_code(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = adjust.run_command([sys.executable, "-c", "import sys; print('hi'); sys.exit(4)"],
+                                cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=30, output=lines.append)
+    assert (result.exit_code, result.stdout) == (4, "hi\n")
+    assert "hi" in lines[0]
+
+
+def test_run_command_timeout_kills_the_process_group(tmp_path: Path) -> None:
+    marker = tmp_path / "child-alive"
+    script = (f"import subprocess, sys; subprocess.Popen(['sh', '-c', 'sleep 3; touch {marker}']); "
+              "import time; time.sleep(30)")
+    started = time.monotonic()
+    with pytest.raises(adjust.ProcessingError) as info:
+        adjust.run_command([sys.executable, "-c", script], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=1)
+    assert info.value.exit_code == 124 and time.monotonic() - started < 10
+    time.sleep(3.5)
+    assert not marker.exists(), "the tool's child survived the timeout"
+
+
+def test_run_command_stop_check(tmp_path: Path) -> None:
+    deadline = time.monotonic() + 0.5
+
+    def stop() -> None:
+        if time.monotonic() > deadline:
+            raise JobCancelled("cancelled")
+
+    started = time.monotonic()
+    with pytest.raises(JobCancelled):
+        adjust.run_command(["sleep", "30"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60, stop=stop)
+    assert time.monotonic() - started < 5
+
+
+def test_run_command_missing_program(tmp_path: Path) -> None:
+    with pytest.raises(adjust.ProcessingError) as info:
+        adjust.run_command(["/nonexistent/tool"], cwd=tmp_path, env={}, timeout=5)
+    assert info.value.exit_code == 127
+
+
+def test_redact() -> None:
+    assert adjust.redact("https://u:p@h/x") == "https://u:***@h/x"
+    assert adjust.redact("https://u@h/x") == "https://u@h/x"
+    assert adjust.redact("-Dx=1") == "-Dx=1"

@@ -1,0 +1,252 @@
+"""Pure parts of the Repour-compatible API: URL parsing and translation, request schemas,
+push reports, tag names, callback choice, service-account token caching."""
+
+from __future__ import annotations
+
+import pytest
+
+from gitserver import config as config_mod
+from gitserver.api.resources import repour as resources
+from gitserver.pipelines import repour
+
+SSH_BASE = "ssh://git@git.example.org:2222"
+
+
+@pytest.mark.parametrize("url, scheme, host, path", [
+    ("https://github.com/project-ncl/repour.git", "https", "github.com", "/project-ncl/repour.git"),
+    ("http://example.org:8080/a/b", "http", "example.org", "/a/b"),
+    ("git://example.org/a/b.git", "git", "example.org", "/a/b.git"),
+    ("git+ssh://git@example.org/a/b.git", "git+ssh", "example.org", "/a/b.git"),
+    ("ssh://git@example.org:29418/a/b", "ssh", "example.org", "/a/b"),
+    ("git@github.com:project-ncl/repour.git", "ssh", "github.com", "project-ncl/repour.git"),
+    ("github.com:org/repo", "ssh", "github.com", "org/repo"),
+    ("file:///srv/git/a.git", "file", "", "/srv/git/a.git"),
+    ("/srv/git/a.git", "file", "", "/srv/git/a.git"),
+])
+def test_parse_git_url_accepts(url: str, scheme: str, host: str, path: str) -> None:
+    parsed = repour.parse_git_url(url)
+    assert (parsed.scheme, parsed.host, parsed.path) == (scheme, host, path)
+
+
+@pytest.mark.parametrize("url", [
+    "", "not a url", "relative/path", "ftp://example.org/a/b", "ext::sh -c touch% /tmp/x",
+    "-uhttps://x/a/b", "https://", "https:///a/b", "https://example.org/", "https://example.org:99999/a/b",
+    "https://example.org/a\nb", "git@host:", "file://remote-host/a/b", 12, None, "x" * 3000,
+])
+def test_parse_git_url_refuses(url: object) -> None:
+    with pytest.raises(ValueError):
+        repour.parse_git_url(url)
+
+
+@pytest.mark.parametrize("external, internal", [
+    ("https://github.com/project-ncl/repour.git", f"{SSH_BASE}/project-ncl/repour.git"),
+    ("http://github.com/project-ncl/repour", f"{SSH_BASE}/project-ncl/repour.git"),
+    ("git://example.org/org/repo.git", f"{SSH_BASE}/org/repo.git"),
+    ("git+ssh://git@example.org/org/repo.git", f"{SSH_BASE}/org/repo.git"),
+    ("ssh://git@example.org:29418/org/repo", f"{SSH_BASE}/org/repo.git"),
+    ("git@github.com:org/repo.git", f"{SSH_BASE}/org/repo.git"),
+    ("https://gitlab.com/group/sub/repo.git", f"{SSH_BASE}/sub/repo.git"),
+    ("https://github.com/org/repo/", f"{SSH_BASE}/org/repo.git"),
+])
+def test_external_to_internal(external: str, internal: str) -> None:
+    assert repour.external_to_internal(external, SSH_BASE) == internal
+
+
+def test_external_to_internal_gerrit_and_default_tenant() -> None:
+    # Gerrit's /gerrit/ prefix is not an organisation (Repour's rule); without one, the
+    # configured default tenant is used, and without that the URL cannot be translated.
+    with pytest.raises(ValueError, match="organisation"):
+        repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE)
+    assert (repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE, "imports")
+            == f"{SSH_BASE}/imports/repo.git")
+
+
+@pytest.mark.parametrize("external", [
+    "/srv/git/org/repo.git", "file:///srv/org/repo.git", "https://example.org/org/..", "not-a-url",
+    "https://example.org/org/re po.git",
+])
+def test_external_to_internal_refuses(external: str) -> None:
+    with pytest.raises(ValueError):
+        repour.external_to_internal(external, SSH_BASE)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("ssh://git@127.0.0.1:2222/t1/r1.git", ("t1", "r1")),
+    ("http://127.0.0.1:8080/git/t1/r1.git", ("t1", "r1")),
+    ("git@host:t1/r1.git", ("t1", "r1")),
+    ("ssh://git@host/t1/r1", ("t1", "r1")),
+])
+def test_internal_repo_name(url: str, expected: tuple[str, str]) -> None:
+    assert repour.internal_repo_name(url) == expected
+
+
+def test_internal_repo_name_needs_two_components() -> None:
+    with pytest.raises(ValueError):
+        repour.internal_repo_name("ssh://git@host/r1.git")
+
+
+def test_repo_urls() -> None:
+    cfg = config_mod.load(environ={"GITSERVER_PUBLIC_SSH_URL": SSH_BASE,
+                                   "GITSERVER_PUBLIC_HTTP_URL": "https://git.example.org/"})
+    urls = repour.repo_urls(cfg, "t", "r")
+    assert urls.readwrite == f"{SSH_BASE}/t/r.git"
+    assert urls.readonly == "https://git.example.org/git/t/r.git"
+
+
+def test_check_origin_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
+    open_ = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
+                                     "GITSERVER_ALLOW_PRIVATE_NETWORKS": "1"})
+    for url in ("http://example.org/a/b", "file:///srv/a.git", "/srv/a.git",
+                "https://127.0.0.1/a/b", "ssh://git@10.0.0.1/a/b", "git@localhost:a/b"):
+        with pytest.raises(repour.ProcessingError) as info:
+            repour.check_origin(url, strict)
+        assert info.value.exit_code == 10 and "refused" in info.value.desc
+    assert repour.check_origin("https://127.0.0.1/a/b", open_).host == "127.0.0.1"
+    assert repour.check_origin(str(tmp_path / "origin"), open_).scheme == "file"
+    # Never a path inside the data directory (another tenant's repository, the database).
+    with pytest.raises(repour.ProcessingError, match="data directory"):
+        repour.check_origin(f"file://{tmp_path}/data/repos/other/secret.git", open_)
+
+
+def test_refused_refs_from_porcelain() -> None:
+    out = ("To /data/repos/t/r.git\n"
+           "=\trefs/heads/a:refs/heads/a\t[up to date]\n"
+           "!\trefs/remote/origin/heads/main:refs/heads/main\t[remote rejected] "
+           "(non-fast-forward pushes are not allowed)\n"
+           "!\trefs/tags/v1:refs/tags/v1\t[rejected] (already exists)\nDone\n")
+    assert repour.refused_refs(out) == [("refs/heads/main", "non-fast-forward pushes are not allowed"),
+                                        ("refs/tags/v1", "already exists")]
+
+
+def test_found_ref_refspecs() -> None:
+    sha = "a" * 40
+    assert repour.FoundRef("branch", "main", "refs/origin/heads/main", sha).push_refspec() == \
+        "refs/origin/heads/main:refs/heads/main"
+    assert repour.FoundRef("tag", "v1", "refs/origin/tags/v1", sha).push_refspec() == \
+        "refs/origin/tags/v1:refs/tags/v1"
+    assert repour.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec() == f"{sha}:refs/heads/branch-aaaaaaa"
+    with pytest.raises(ValueError):
+        repour.FoundRef("pull", "pull/1", "refs/origin/pull/pull/1", sha).push_refspec()
+
+
+def test_tag_candidates() -> None:
+    commit = "0123456789abcdef" * 2 + "01234567"
+    assert repour.tag_candidates("1.0.0.redhat-00001", commit, False) == \
+        ["1.0.0.redhat-00001", "1.0.0.redhat-00001-01234567"]
+    assert repour.tag_candidates(None, commit, False)[0] == f"repour-{commit}"
+    assert repour.tag_candidates("1.0", commit, True)[0] == "Pull_Request-1.0"
+    # A version git cannot use as a tag name falls back to the commit-named tag.
+    assert repour.tag_candidates("bad..version", commit, False)[0] == f"repour-{commit}"
+
+
+def test_pull_request_refs() -> None:
+    assert repour.is_pull_request("pull/12") and repour.is_pull_request("merge-requests/3")
+    assert not repour.is_pull_request("pull/12/../x") and not repour.is_pull_request("main")
+
+
+def test_callback_choice() -> None:
+    spec = {"callback": {"uri": "http://a/cb"}}
+    assert repour.callback_target(spec, 200) == {"url": "http://a/cb", "method": "POST"}
+    both = {"positiveCallback": {"url": "http://a/ok", "method": "PUT"},
+            "negativeCallback": {"url": "http://a/ko"}}
+    assert repour.callback_target(both, 200) == {"url": "http://a/ok", "method": "PUT"}
+    assert repour.callback_target(both, 400) == {"url": "http://a/ko", "method": "POST"}
+    assert repour.is_callback_mode(both) and repour.is_callback_mode(spec)
+    assert not repour.is_callback_mode({"positiveCallback": {"url": "http://a/ok"}})
+
+
+def test_callback_id_shape() -> None:
+    ids = {repour.new_callback_id() for _ in range(20)}
+    assert len(ids) == 20
+    assert all(len(i) == 48 and set(i) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for i in ids)
+
+
+def test_redacted_spec_hides_passwords() -> None:
+    spec = {"originRepoUrl": "https://bot:s3cret@example.org/a/b.git", "ref": "main"}
+    assert repour.redacted_spec(spec)["originRepoUrl"] == "https://bot:***@example.org/a/b.git"
+
+
+class _Resp:
+    def __init__(self, status: int, data: object) -> None:
+        self.status_code = status
+        self._data = data
+
+    def json(self) -> object:
+        return self._data
+
+
+def test_service_token_is_cached_until_shortly_before_expiry() -> None:
+    calls = []
+    now = [1000.0]
+
+    def post(url: str, data: dict[str, str], timeout: float) -> _Resp:
+        calls.append(data)
+        return _Resp(200, {"access_token": f"tok{len(calls)}", "expires_in": 120})
+
+    tokens = repour.ServiceTokens(post=post, clock=lambda: now[0])
+    assert tokens.token("https://sso/token", "client", "secret") == "tok1"
+    assert calls[0] == {"grant_type": "client_credentials", "client_id": "client", "client_secret": "secret"}
+    now[0] += 60
+    assert tokens.token("https://sso/token", "client", "secret") == "tok1"
+    now[0] += 40  # within the renewal margin of the 120 s lifetime
+    assert tokens.token("https://sso/token", "client", "secret") == "tok2"
+
+
+def test_service_token_headers_only_when_configured() -> None:
+    assert repour.service_token_headers(config_mod.load(environ={})) == {}
+    cfg = config_mod.load(environ={"GITSERVER_OIDC_TOKEN_URL": "https://sso/token",
+                                   "GITSERVER_OIDC_CLIENT_ID": "c",
+                                   "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "s"})
+    tokens = repour.ServiceTokens(post=lambda *a, **k: _Resp(200, {"access_token": "abc", "expires_in": 300}))
+    assert repour.service_token_headers(cfg, tokens) == {"Authorization": "Bearer abc"}
+    failing = repour.ServiceTokens(post=lambda *a, **k: _Resp(401, {}))
+    assert repour.service_token_headers(cfg, failing) == {}
+
+
+# --- request schemas ------------------------------------------------------------------------------
+
+def _paths(errors: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [tuple(e["path"]) for e in errors]  # type: ignore[arg-type]
+
+
+def test_clone_schema() -> None:
+    ok = {"type": "git", "originRepoUrl": "https://github.com/a/b.git",
+          "targetRepoUrl": "ssh://git@h:2222/t/r.git", "ref": "main", "taskId": "42",
+          "callback": {"url": "http://127.0.0.1:9/cb", "method": "PUT"}}
+    assert resources.CLONE_SCHEMA(ok, []) == []
+    errors = resources.CLONE_SCHEMA({"type": "svn", "originRepoUrl": "nope", "extra": 1}, [])
+    assert set(_paths(errors)) == {("type",), ("originRepoUrl",), ("targetRepoUrl",), ("extra",)}
+    by_path = {tuple(e["path"]): e for e in errors}
+    assert by_path[("targetRepoUrl",)]["error_message"] == "required key not provided"
+    assert by_path[("extra",)]["error_message"] == "extra keys not allowed"
+    assert all(set(e) == {"error_message", "error_type", "path"} for e in errors)
+
+
+def test_callback_schema() -> None:
+    assert resources.CALLBACK({"uri": "https://pnc.example.org/cb"}, ["callback"]) == []
+    errors = resources.CALLBACK({"url": "ftp://x", "method": "GET"}, ["callback"])
+    assert set(_paths(errors)) == {("callback", "url"), ("callback", "method")}
+    assert resources.CALLBACK({}, ["callback"])[0]["path"] == ["callback", "url"]
+
+
+def test_adjust_schema() -> None:
+    ok = {"ref": "main", "internal_url": {"readwrite": "ssh://git@h/t/r.git", "readonly": "http://h/git/t/r.git"},
+          "originRepoUrl": None, "sync": False, "buildType": "NODEJS", "adjustParameters": {},
+          "tempBuild": True, "alignmentPreference": "PREFER_PERSISTENT", "defaultAlignmentParams": ""}
+    assert resources.ADJUST_SCHEMA(ok, []) == []
+    errors = resources.ADJUST_SCHEMA({"ref": "", "internal_url": {"readwrite": 5}, "sync": "yes",
+                                      "buildType": "ANT"}, [])
+    assert set(_paths(errors)) == {("ref",), ("internal_url", "readwrite"), ("internal_url", "readonly"),
+                                   ("sync",), ("buildType",)}
+
+
+def test_internal_scm_schema_and_project() -> None:
+    assert resources.INTERNAL_SCM_SCHEMA({"project": "t/r", "owner_groups": ["devs"]}, []) == []
+    errors = resources.INTERNAL_SCM_SCHEMA({"project": "t r", "owner_groups": ["ok", ""]}, [])
+    assert set(_paths(errors)) == {("project",), ("owner_groups", 1)}
+    assert resources.parse_project("t/r.git") == ("t", "r")
+    for bad in ("t", "t/r/x", "t/..", "../r"):
+        with pytest.raises(resources.Reply) as info:
+            resources.parse_project(bad)
+        assert info.value.status == 400 and info.value.body[0]["path"] == ["project"]

@@ -274,26 +274,34 @@ def step_environment(spec: StepSpec, coords: Coordinates, home: Path) -> dict[st
 
 def _limits(sandbox: Sandbox) -> Any:
     cpu, memory, fsize = sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_size_bytes
+    # Resolved here, in the worker: the child has already become the build user and may not
+    # be able to read the Python installation to import anything.
+    prctl = _prctl()
 
     def apply() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        _set_parent_death_signal()
+        if prctl is not None:
+            # SIGKILL the step's first process if the worker dies. Set after the user switch
+            # (a credential change clears it), which subprocess does before preexec_fn.
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
 
     return apply
 
 
-def _set_parent_death_signal() -> None:
-    """SIGKILL the step's first process if the worker dies (Linux; best effort elsewhere)."""
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Any:
+    """libc's prctl (Linux), or None where there is none."""
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinates,

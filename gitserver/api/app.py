@@ -28,7 +28,6 @@ ROUTE_MODULES = [
     "gitserver.api.resources.groups",
     "gitserver.api.resources.repos",
     "gitserver.api.resources.pipelines",
-    "gitserver.api.resources.pipelines",
     "gitserver.api.resources.webhooks",
     "gitserver.api.smart_http",
     "gitserver.api.resources.repour",

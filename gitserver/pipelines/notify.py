@@ -10,7 +10,9 @@ row and its job become visible with the event that caused them, or not at all. A
   :class:`~gitserver.pipelines.jobs.RetryLater` with an exponential backoff (state
   ``retrying``), until ``webhook_max_attempts`` → ``failed``.
 
-Request: the JSON body stored in ``Delivery.payload``, byte for byte; headers
+Request: the JSON body stored in ``Delivery.payload``, byte for byte (a webhook event's body is
+built in its documented shape by :func:`render` just before the first attempt, where the
+configuration is at hand); headers
 ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the webhook secret>`` (when the
 webhook has a secret), ``X-Gitserver-Event``, ``X-Gitserver-Delivery`` (the delivery guid, the
 same on every retry so receivers can de-duplicate), ``User-Agent: gitserver/<version>`` and
@@ -137,9 +139,43 @@ def pipeline_payload(session: Session, config: Config, pipeline: models.Pipeline
         "event": EVENT_PIPELINE,
         "pipeline": {"id": pipeline.id, "status": pipeline.status, "ref": pipeline.ref,
                      "commit": pipeline.commit, "archive_tag": pipeline.archive_tag,
-                     "url": pipeline_url(config.http_base_url, pipeline.id)},
+                     "url": pipeline_url(config.http_base_url, pipeline.id),
+                     "error": pipeline.error,
+                     "started_at": _iso(pipeline.started_at), "finished_at": _iso(pipeline.finished_at)},
         "repository": repository_json(repo, config.ssh_base_url),
     }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def render(session: Session, config: Config, event: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of a webhook event as sent: built from the rows the event names.
+
+    Producers identify the push (``push_id``, or ``push.id``) or the pipeline (``pipeline.id``
+    or ``pipeline_id``); the documented shape is built here, where the configuration (for
+    ``ssh_url`` and the pipeline URL) is at hand, so every producer sends the same shape. Rows
+    it names are immutable once the event exists (a push, a finished pipeline), so rendering
+    again gives the same body. A payload naming no known row is sent as given.
+    """
+    if event == EVENT_PUSH:
+        nested = payload.get("push")
+        push_id = _int(payload.get("push_id")) or (_int(nested.get("id")) if isinstance(nested, Mapping) else None)
+        push = session.get(models.Push, push_id) if push_id is not None else None
+        if push is not None:
+            pipeline = session.scalar(select(models.Pipeline).where(models.Pipeline.push_id == push.id))
+            return push_payload(session, config, push, pipeline)
+    elif event == EVENT_PIPELINE:
+        pipeline_id = _pipeline_id_of(payload)
+        pipeline = session.get(models.Pipeline, pipeline_id) if pipeline_id is not None else None
+        if pipeline is not None:
+            return pipeline_payload(session, config, pipeline)
+    return {"event": event, **payload}
 
 
 # --- signing, headers, backoff (pure) -----------------------------------------------------------
@@ -221,8 +257,11 @@ def _new_delivery(session: Session, *, webhook_id: int | None, event: str, url: 
 def enqueue_event(session: Session, repo_id: int, event: str,
                   payload: dict[str, Any]) -> list[models.Delivery]:
     """Queue ``event`` for every active webhook of the repository subscribed to it: one
-    Delivery and one ``webhook`` job each (flushed, not committed). ``payload`` is what
-    :func:`push_payload` / :func:`pipeline_payload` build; ``"event"`` is set if missing."""
+    Delivery and one ``webhook`` job each (flushed, not committed).
+
+    ``payload`` names the push (``push_id`` or ``push.id``) or the pipeline (``pipeline.id``
+    or ``pipeline_id``); the first attempt turns it into the documented body with
+    :func:`render` (:func:`push_payload` / :func:`pipeline_payload`)."""
     if event not in EVENTS:
         raise ValueError(f"unknown webhook event {event!r}; known: {', '.join(EVENTS)}")
     hooks = session.scalars(
@@ -421,6 +460,12 @@ def _load(session: Session, ctx: JobContext) -> Outbound | None:
                                         f"{'deleted' if hook is None else 'deactivated'}")
             return None
         secret = hook.secret
+        if delivery.attempts == 0:
+            # First attempt: fix the body in its documented shape (see render); retries and
+            # redeliveries send exactly these bytes again.
+            data = json.loads(delivery.payload)
+            if isinstance(data, dict):
+                delivery.payload = encode_payload(render(session, ctx.runtime.config, delivery.event, data))
     extra = dict(ctx.payload.get("headers") or {})
     auth = ctx.payload.get("auth")
     if isinstance(auth, str):

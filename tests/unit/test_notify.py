@@ -305,3 +305,54 @@ def test_redeliver_copies_payload_with_a_new_guid(runtime: Runtime) -> None:
         log = notify.delivery_log(again, "sa")
         assert log["request"]["headers"]["X-Hub-Signature-256"] == notify.sign("sa", again.payload.encode())
         assert log["request"]["body"] == {"event": "push", "push_id": 3}
+
+
+def test_first_attempt_renders_the_documented_shape_from_the_rows(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        user = models.User(tenant_id=session.get(models.Repository, repo_id).tenant_id,  # type: ignore[union-attr]
+                           name="alice", role="member")
+        session.add(user)
+        session.flush()
+        push = models.Push(repo_id=repo_id, user_id=user.id, key_fingerprint="SHA256:k")
+        push.ref_updates = [models.RefUpdate(ref="refs/heads/main", old="0" * 40, new="a" * 40)]
+        session.add(push)
+        session.flush()
+        pipeline = models.Pipeline(repo_id=repo_id, push_id=push.id, ref="refs/heads/main", commit="a" * 40,
+                                   status="succeeded", archive_tag="repour-" + "b" * 40)
+        session.add(pipeline)
+        session.flush()
+        # A producer that names the push its own way.
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {"push": {"id": push.id}})
+        push_id, pipeline_id = push.id, pipeline.id
+    sent: list[bytes] = []
+
+    def send(method: str, url: str, *, body: bytes, **_k: Any) -> netguard.Response:
+        sent.append(body)
+        return netguard.Response(status=500, headers={}, body=b"", seconds=0.01, address="192.0.2.1")
+
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery, 1), sender=send)
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery, 2), sender=send)
+    assert sent[0] == sent[1]
+    body = json.loads(sent[0])
+    config = runtime.config
+    assert body == {
+        "event": "push",
+        "repository": {"tenant": "acme", "name": "widgets", "full_name": "acme/widgets",
+                       "ssh_url": f"{config.ssh_base_url}/acme/widgets.git"},
+        "pusher": {"kind": "user", "name": "alice", "tenant": "acme", "key_fingerprint": "SHA256:k",
+                   "protocol": "ssh"},
+        "ref_updates": [{"ref": "refs/heads/main", "old": "0" * 40, "new": "a" * 40}],
+        "push_id": push_id,
+        "pipeline_id": pipeline_id,
+    }
+    assert _delivery(runtime, delivery.id).payload == sent[0].decode()
+    with transaction(runtime.sessions) as session:
+        rendered = notify.render(session, config, "pipeline", {"pipeline_id": pipeline_id})
+    assert rendered["pipeline"] | {"started_at": None} == {
+        "id": pipeline_id, "status": "succeeded", "ref": "refs/heads/main", "commit": "a" * 40,
+        "archive_tag": "repour-" + "b" * 40, "url": f"{config.http_base_url}/api/v1/pipelines/{pipeline_id}",
+        "error": "", "started_at": None, "finished_at": None}
+    assert rendered["repository"]["full_name"] == "acme/widgets"

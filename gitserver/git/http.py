@@ -282,10 +282,14 @@ class UploadPackProcess:
     def start(self, body: RequestBody | None) -> None:
         """Spawn git in its own process group; with ``body``, start feeding its stdin."""
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
-        self.proc = subprocess.Popen(  # noqa: S603  (argument list, never a shell)
-            self.argv, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, cwd=str(self.cwd),
-            bufsize=0, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603  (argument list, never a shell)
+                self.argv, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, cwd=str(self.cwd),
+                bufsize=0, start_new_session=True)
+        except BaseException:
+            self._stderr.close()
+            raise
         self.observer.started()
         if body is not None:
             self._wake = os.pipe()
@@ -330,11 +334,15 @@ class UploadPackProcess:
         proc = self.proc
         assert proc is not None and proc.stdout is not None
         out = proc.stdout.fileno()
-        watch = [out] + ([self._wake[0]] if self._wake is not None else [])
+        # poll, not select: a busy server's descriptors can be numbered past FD_SETSIZE.
+        poller = select.poll()
+        poller.register(out, select.POLLIN)
+        if self._wake is not None:
+            poller.register(self._wake[0], select.POLLIN)
         while True:
-            readable, _, _ = select.select(watch, [], [])
+            readable = {fd for fd, _event in poller.poll()}
             if self._wake is not None and self._wake[0] in readable:
-                watch.remove(self._wake[0])
+                poller.unregister(self._wake[0])
                 if self._feed_error is not None:
                     raise self._feed_error
                 if out not in readable:

@@ -259,8 +259,8 @@ def test_child_body_over_limit_stops_git_before_any_answer(tmp_path: Path) -> No
                                     content_encoding=None, limit=100_000))
     with pytest.raises(PayloadTooLarge):
         child.first_chunk()
-    assert child.proc is not None and child.proc.poll() is not None
     child.close()
+    assert child.proc is not None and child.proc.returncode == -15  # stopped by SIGTERM
     assert observer.events == ["started", "finished"]
 
 

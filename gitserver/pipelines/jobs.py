@@ -263,7 +263,8 @@ def retry(session: Session, c: Claim, delay: float, error: str) -> str:
 
 def release(session: Session, c: Claim) -> bool:
     """Give the job back to the queue at once (graceful shutdown); the interrupted attempt is
-    not counted. False when the lease was already lost."""
+    not counted, and its running pipeline shows as queued again. False when the lease was
+    already lost (then the job and pipeline belong to another worker and are left alone)."""
     result = session.execute(
         update(models.Job).where(_owned(c))
         .values(status=models.QUEUED, lease_owner=None, lease_expires_at=None,
@@ -271,6 +272,12 @@ def release(session: Session, c: Claim) -> bool:
                 attempts=models.Job.attempts - 1,
                 run_after=utcnow(), updated_at=utcnow())
         .execution_options(synchronize_session=False))
+    if result.rowcount and c.pipeline_id is not None:
+        session.execute(
+            update(models.Pipeline)
+            .where(models.Pipeline.id == c.pipeline_id, models.Pipeline.status == models.RUNNING)
+            .values(status=models.QUEUED)
+            .execution_options(synchronize_session=False))
     return bool(result.rowcount)
 
 
@@ -297,10 +304,17 @@ def request_cancel(session: Session, pipeline: models.Pipeline) -> bool:
         .where(models.Job.pipeline_id == pipeline.id, models.Job.status == models.QUEUED)
         .values(status=models.CANCELLED, last_error="cancelled before it ran", updated_at=now)
         .execution_options(synchronize_session=False))
-    if pipeline.status == models.QUEUED:
+    held = session.scalar(select(func.count(models.Job.id)).where(
+        models.Job.pipeline_id == pipeline.id, models.Job.status == models.RUNNING))
+    if not held:
+        # No worker runs it (queued, or released by a worker that shut down): cancel it here.
         pipeline.status = models.CANCELLED
         pipeline.finished_at = now
         pipeline.error = "cancelled before it ran"
+        for step in pipeline.steps:
+            if step.status in (models.QUEUED, models.RUNNING):
+                step.status = models.CANCELLED
+                step.finished_at = now
     session.flush()
     return True
 

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from gitserver.git.http import pkt_line
+from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo
 
 UPLOAD_PACK = "?service=git-upload-pack"
@@ -181,6 +182,34 @@ def test_shallow_clone_by_tag(server: GitServer, tmp_path: Path, acme: dict[str,
     assert count == "1"
     assert rev_parse(clone, "HEAD^{tree}", server.git_env) == rev_parse(
         work, "release-1^{tree}", server.git_env)
+
+
+def test_shallow_clone_by_archive_tag(server: GitServer, tmp_path: Path,
+                                      acme: dict[str, object]) -> None:
+    """What a builder does with Repour coordinates: the pipeline's archive tag, over HTTP."""
+    from gitserver.db import models
+
+    tenant, repo = str(acme["tenant"]), str(acme["private"])
+    admin: User = acme["admin"]  # type: ignore[assignment]
+    work = Path(acme["work"])  # type: ignore[arg-type]
+    commit_files(work, server.git_env, {"src/a.txt": "archived\n"}, "to archive")
+    pushed = server.git(admin, "push", server.repo_url(tenant, repo), "main", cwd=work)
+    pipeline_id = int(pushed.stderr.split("pipeline ", 1)[1].split()[0])
+
+    def archived() -> str | None:
+        with server.db() as session:
+            row = session.get(models.Pipeline, pipeline_id)
+            assert row is None or row.status not in ("failed", "cancelled"), row.status
+            return row.archive_tag if row is not None and row.status == "succeeded" else None
+
+    tag = wait_for(archived, timeout=60, interval=0.1, what=f"pipeline {pipeline_id}")
+    assert tag and tag.startswith("repour-")
+    clone = tmp_path / "builder"
+    http_git(server, "clone", "-q", "--depth", "1", "--branch", tag,
+             http_url(server, tenant, repo, admin.token), str(clone))
+    assert (clone / "src" / "a.txt").read_text() == "archived\n"
+    assert rev_parse(clone, "HEAD^{tree}", server.git_env) == rev_parse(work, "HEAD^{tree}",
+                                                                        server.git_env)
 
 
 def test_partial_clone_blob_none(server: GitServer, tmp_path: Path, acme: dict[str, object]) -> None:

@@ -297,13 +297,15 @@ class FoundRef:
     commit: str
 
     def push_refspec(self) -> str:
-        """Where it goes in the internal repository (never for pull requests)."""
+        """Where it goes in the internal repository (never for pull requests). Forced on the
+        client side on purpose: the server is the one that decides (fast-forward only, tags
+        never move), and its refusal names the rule."""
         if self.kind == "branch":
-            return f"{self.local}:{refs.HEADS}{self.name}"
+            return f"+{self.local}:{refs.HEADS}{self.name}"
         if self.kind == "tag":
-            return f"{self.local}:{refs.TAGS}{self.name}"
+            return f"+{self.local}:{refs.TAGS}{self.name}"
         if self.kind == "commit":
-            return f"{self.commit}:{refs.HEADS}branch-{self.name}"
+            return f"+{self.commit}:{refs.HEADS}branch-{self.name}"
         raise ValueError("pull request refs are never pushed")
 
 
@@ -426,7 +428,7 @@ class GitWork:
             dest = (refs.HEADS if kind == "heads" else refs.TAGS) + short
             if refs.is_reserved(dest):
                 continue
-            out.append(f"{local}:{dest}")
+            out.append(f"+{local}:{dest}")  # forced: the server's rules decide (see push_refspec)
         return out
 
     # --- pushing into the internal repository ---------------------------------------------

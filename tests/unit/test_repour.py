@@ -122,10 +122,10 @@ def test_refused_refs_from_porcelain() -> None:
 def test_found_ref_refspecs() -> None:
     sha = "a" * 40
     assert repour.FoundRef("branch", "main", "refs/origin/heads/main", sha).push_refspec() == \
-        "refs/origin/heads/main:refs/heads/main"
+        "+refs/origin/heads/main:refs/heads/main"
     assert repour.FoundRef("tag", "v1", "refs/origin/tags/v1", sha).push_refspec() == \
-        "refs/origin/tags/v1:refs/tags/v1"
-    assert repour.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec() == f"{sha}:refs/heads/branch-aaaaaaa"
+        "+refs/origin/tags/v1:refs/tags/v1"
+    assert repour.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec() == f"+{sha}:refs/heads/branch-aaaaaaa"
     with pytest.raises(ValueError):
         repour.FoundRef("pull", "pull/1", "refs/origin/pull/pull/1", sha).push_refspec()
 

@@ -1,0 +1,576 @@
+"""The Repour-compatible endpoints against the real ``gitserver serve`` (SQLite and PostgreSQL):
+what a Repour client sends and sees, the repositories it leaves behind, and the callbacks.
+
+The alignment tool is a stand-in Python script (no Java), configured as the MVN (PME) command;
+what it does is driven by files in the tree it aligns:
+
+* ``VERSION``: the project version; the tool reports ``<VERSION>.redhat-00001`` in PME's result
+  file ``target/pom-manip-ext-result.json``;
+* it always writes ``aligned.txt`` (so the tree changes, deterministically);
+* ``SLEEP``: seconds to sleep first, writing its pid to the path in ``PIDFILE``;
+* ``FAIL``: exit 3 with a message on stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import wait_for
+from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
+
+FAKE_PME = r'''
+import json, os, pathlib, sys, time
+root = pathlib.Path.cwd()
+if (root / "SLEEP").exists():
+    if (root / "PIDFILE").exists():
+        pathlib.Path((root / "PIDFILE").read_text().strip()).write_text(str(os.getpid()))
+    time.sleep(float((root / "SLEEP").read_text()))
+if (root / "FAIL").exists():
+    print("stand-in PME: the build is broken", file=sys.stderr)
+    sys.exit(3)
+(root / "aligned.txt").write_text("aligned with " + " ".join(sys.argv[1:]) + "\n")
+if (root / "VERSION").exists():
+    version = (root / "VERSION").read_text().strip() + ".redhat-00001"
+    (root / "target").mkdir(exist_ok=True)
+    (root / "target" / "pom-manip-ext-result.json").write_text(json.dumps({"VersioningState": {
+        "executionRootModified": {"groupId": "org.example", "artifactId": "demo", "version": version}}}))
+'''
+
+
+def tool_env(tmp: Path) -> dict[str, str]:
+    script = tmp / "fake_pme.py"
+    script.write_text(FAKE_PME)
+    return {"GITSERVER_ADJUST_MVN_COMMAND": f"{sys.executable} {script}",
+            "GITSERVER_ADJUST_MVN_PARAMETERS": "-DrestURL=http://da.example.org"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            git_env: dict[str, str]) -> Iterator[GitServer]:
+    """A server with the stand-in alignment tool configured, on each backend."""
+    root = tmp_path_factory.mktemp(f"repour-{request.param}")
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{root / 'data' / 'gitserver.db'}"
+    else:
+        db_url = request.getfixturevalue("pg_cluster").create_database()
+    srv = GitServer(root / "data", db_url, git_env, tool_env(root))
+    try:
+        srv.start()
+    except Exception:
+        srv.stop()
+        raise
+    yield srv
+    srv.stop()
+
+
+class Receiver:
+    """A loopback HTTP server recording callback requests (method, path, headers, JSON body)."""
+
+    def __init__(self) -> None:
+        self.requests: queue.Queue[dict[str, Any]] = queue.Queue()
+        received = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                received.put({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                              "body": json.loads(body or b"null")})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = _record  # noqa: N815  (http.server's naming)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def next(self, timeout: float = 60.0) -> dict[str, Any]:
+        try:
+            return self.requests.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no callback within {timeout}s") from None
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def setup_repo(srv: GitServer, role: str = "admin") -> tuple[str, str, User]:
+    tenant = srv.new_tenant()
+    user = srv.new_user(tenant, role=role)
+    repo = srv.new_repo(tenant, grants={user.name: "write"} if role == "member" else None)
+    return tenant, repo, user
+
+
+def urls(srv: GitServer, tenant: str, repo: str) -> dict[str, str]:
+    return {"readwrite": f"{srv.ssh_base}/{tenant}/{repo}.git",
+            "readonly": f"{srv.http_url}/git/{tenant}/{repo}.git"}
+
+
+def origin_repo(tmp_path: Path, git_env: dict[str, str], files: dict[str, str] | None = None) -> Path:
+    path = make_repo(tmp_path / unique("origin"), git_env, files or {"README.md": "hello\n"})
+    subprocess.run(["git", "tag", "v1"], cwd=path, env=git_env, check=True)
+    return path
+
+
+def run_git(git_env: dict[str, str], *args: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(["git", *args], cwd=cwd, env=git_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def http_clone_tag(srv: GitServer, git_env: dict[str, str], user: User, readonly_url: str, tag: str,
+                   dest: Path) -> Path:
+    """What a builder does: a shallow clone of the tag over the read-only smart HTTP URL."""
+    run_git(git_env, "-c", f"http.extraHeader=Authorization: Bearer {user.token}", "clone", "-q",
+            "--depth", "1", "--branch", tag, readonly_url, str(dest))
+    return dest
+
+
+def tree_of(git_env: dict[str, str], path: Path, rev: str = "HEAD") -> str:
+    return run_git(git_env, "rev-parse", f"{rev}^{{tree}}", cwd=path).strip()
+
+
+def remote_refs(srv: GitServer, tenant: str, repo: str) -> dict[str, str]:
+    out = subprocess.run(["git", "--git-dir", str(srv.repo_path(tenant, repo)), "for-each-ref",
+                          "--format=%(refname) %(objectname)"], capture_output=True, text=True, check=True)
+    return dict(line.split(" ", 1) for line in out.stdout.split("\n") if line)  # type: ignore[misc]
+
+
+def post(srv: GitServer, path: str, body: Any, token: str | None = None, **kwargs: Any) -> requests.Response:
+    return srv.api("POST", path, json=body, token=token, **kwargs)
+
+
+# --- /, /version, /git-external-to-internal -----------------------------------------------------------
+
+def test_info_and_version_need_no_token(rserver: GitServer) -> None:
+    version = requests.get(rserver.http_url + "/version", timeout=10)
+    assert version.status_code == 200
+    body = version.json()
+    assert body["name"] == "gitserver" and body["version"] and len(body["commit"]) in (7, 40, 64) or \
+        body["commit"] == "Unknown"
+    info = requests.get(rserver.http_url + "/", timeout=10)
+    assert info.status_code == 200 and info.headers["Content-Type"].startswith("text/html")
+    assert body["version"] in info.text
+
+
+@pytest.mark.parametrize("path", ["/git-external-to-internal", "/external-to-internal"])
+def test_external_to_internal(rserver: GitServer, path: str) -> None:
+    ok = requests.post(rserver.http_url + path, json={"external_url": "git@github.com:project-ncl/repour.git"},
+                       timeout=10)
+    assert ok.status_code == 200
+    assert ok.json() == {"external_url": "git@github.com:project-ncl/repour.git",
+                         "internal_url": f"{rserver.ssh_base}/project-ncl/repour.git"}
+    not_json = requests.post(rserver.http_url + path, data=b"{nope", timeout=10)
+    assert not_json.status_code == 400
+    assert not_json.json() == [{"error_message": "expected json", "error_type": "json parsability", "path": []}]
+    unparseable = requests.post(rserver.http_url + path, json={"external_url": "ftp:/x"}, timeout=10)
+    assert unparseable.status_code == 400 and unparseable.json()[0]["path"] == ["external_url"]
+    missing = requests.post(rserver.http_url + path, json={"url": "https://github.com/a/b"}, timeout=10)
+    assert missing.status_code == 400
+    assert {tuple(e["path"]) for e in missing.json()} == {("external_url",), ("url",)}
+
+
+# --- /internal-scm ----------------------------------------------------------------------------------
+
+def test_internal_scm_creates_repo_with_owner_groups(rserver: GitServer, receiver: Receiver) -> None:
+    tenant = rserver.new_tenant()
+    tadmin = rserver.new_user(tenant, role="admin")
+    member = rserver.new_user(tenant, role="member")
+    spec = {"project": f"{tenant}/lib", "owner_groups": ["lib-owners", "lib-owners"], "description": "a library",
+            "parent_project": "All-Projects"}
+    created = post(rserver, "/internal-scm", spec, token=tadmin.token)
+    assert created.status_code == 200, created.text
+    assert created.json() == {"status": "SUCCESS_CREATED",
+                              "readwrite_url": f"{rserver.ssh_base}/{tenant}/lib.git",
+                              "readonly_url": f"{rserver.http_url}/git/{tenant}/lib.git"}
+    again = post(rserver, "/internal-scm", spec, token=tadmin.token)
+    assert again.status_code == 200 and again.json()["status"] == "SUCCESS_ALREADY_EXISTS"
+    # The owner group was created in the tenant and holds admin on the repository.
+    grants = rserver.api("GET", f"/api/v1/tenants/{tenant}/repos/lib/grants", token=tadmin.token)
+    if grants.status_code == 200:
+        assert any(g.get("group") == "lib-owners" and g.get("permission") == "admin"
+                   for g in grants.json()["items"]), grants.json()
+    with rserver.db() as session:
+        from gitserver import admin
+        from gitserver.db import models
+        t = admin.get_tenant(session, tenant)
+        group = admin.get_group(session, t, "lib-owners")
+        repo = admin.get_repo(session, t, "lib")
+        grant = session.query(models.Grant).filter_by(repo_id=repo.id, group_id=group.id).one()
+        assert grant.permission == "admin" and repo.description == "a library"
+    # Only tenant admins; other tenants look missing; a token is required.
+    refused = post(rserver, "/internal-scm", {"project": f"{tenant}/other", "owner_groups": []}, token=member.token)
+    assert refused.status_code == 403 and refused.json()["exit_code"] == 10
+    other = rserver.new_user(rserver.new_tenant(), role="admin")
+    hidden = post(rserver, "/internal-scm", {"project": f"{tenant}/other", "owner_groups": []}, token=other.token)
+    assert hidden.status_code == 404
+    assert post(rserver, "/internal-scm", spec, token="").status_code == 401
+    # Invalid bodies.
+    bad = post(rserver, "/internal-scm", {"project": "no-slash", "owner_groups": ["a b"]}, token=tadmin.token)
+    assert bad.status_code == 400 and isinstance(bad.json(), list)
+    layout = post(rserver, "/internal-scm", {"project": "a/b/c", "owner_groups": []}, token=tadmin.token)
+    assert layout.status_code == 400 and layout.json()[0]["path"] == ["project"]
+    # Callback mode.
+    queued = post(rserver, "/internal-scm", {"project": f"{tenant}/cb", "owner_groups": ["lib-owners"],
+                                             "callback": {"url": receiver.url + "/scm", "method": "PUT"}},
+                  token=tadmin.token)
+    assert queued.status_code == 202
+    callback_id = queued.json()["callback"]["id"]
+    assert len(callback_id) == 48
+    got = receiver.next()
+    assert got["method"] == "PUT" and got["path"] == "/scm"
+    assert got["body"]["status"] == "SUCCESS_CREATED"
+    assert got["body"]["callback"] == {"status": 200, "id": callback_id}
+
+
+# --- /clone -------------------------------------------------------------------------------------------
+
+def test_clone_branch_tag_commit_then_shallow_clone_over_http(
+        rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    tenant, repo, user = setup_repo(rserver)
+    origin = origin_repo(tmp_path, git_env, {"README.md": "v1\n", "src/app.py": "print(1)\n"})
+    target = urls(rserver, tenant, repo)["readwrite"]
+    spec = {"type": "git", "originRepoUrl": f"file://{origin}", "targetRepoUrl": target, "ref": "v1"}
+    resp = post(rserver, "/clone", spec, token=user.token)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == spec  # Repour answers with the request
+    clone = http_clone_tag(rserver, git_env, user, urls(rserver, tenant, repo)["readonly"], "v1", tmp_path / "c")
+    assert (clone / "src" / "app.py").read_text() == "print(1)\n"
+    assert tree_of(git_env, clone) == tree_of(git_env, origin, "v1")
+    # A branch as a branch; a commit id as branch-<ref>.
+    second = commit_files(origin, git_env, {"README.md": "v2\n"})
+    assert post(rserver, "/clone", {**spec, "ref": "main", "originRepoUrl": str(origin)},
+                token=user.token).status_code == 200
+    first = run_git(git_env, "rev-parse", "v1", cwd=origin).strip()
+    assert post(rserver, "/clone", {**spec, "ref": first}, token=user.token).status_code == 200
+    refs_now = remote_refs(rserver, tenant, repo)
+    assert refs_now["refs/heads/main"] == second and refs_now[f"refs/heads/branch-{first}"] == first
+    # The pushes went through the hooks: recorded with protocol "repour" and archived.
+    with rserver.db() as session:
+        from sqlalchemy import select
+
+        from gitserver.db import models
+        repo_id = session.scalar(select(models.Repository.id).join(models.Tenant).where(
+            models.Tenant.name == tenant, models.Repository.name == repo))
+        pushes = session.scalars(select(models.Push).where(models.Push.repo_id == repo_id)).all()
+        assert [p.protocol for p in pushes] == ["repour"] * 3
+        assert all(p.user_id == user.id for p in pushes)
+
+
+def test_clone_everything_into_an_empty_repo(rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    tenant, repo, user = setup_repo(rserver)
+    origin = origin_repo(tmp_path, git_env)
+    run_git(git_env, "branch", "feature", cwd=origin)
+    run_git(git_env, "tag", "-a", "-m", "release", "v2", cwd=origin)
+    # An origin that is itself an archive carries reserved names: they are skipped, not refused.
+    run_git(git_env, "tag", "repour-0123", cwd=origin)
+    spec = {"type": "git", "originRepoUrl": str(origin), "targetRepoUrl": urls(rserver, tenant, repo)["readonly"]}
+    resp = post(rserver, "/clone", spec, token=user.token)
+    assert resp.status_code == 200, resp.text
+    names = set(remote_refs(rserver, tenant, repo))
+    assert {"refs/heads/main", "refs/heads/feature", "refs/tags/v1", "refs/tags/v2"} <= names
+    assert "refs/tags/repour-0123" not in names
+
+
+def test_clone_errors(rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    tenant, repo, user = setup_repo(rserver)
+    origin = origin_repo(tmp_path, git_env)
+    target = urls(rserver, tenant, repo)["readwrite"]
+    spec = {"type": "git", "originRepoUrl": str(origin), "targetRepoUrl": target, "ref": "no-such-ref"}
+    missing = post(rserver, "/clone", spec, token=user.token)
+    assert missing.status_code == 400
+    body = missing.json()
+    assert set(body) == {"desc", "cmd", "exit_code", "stderr", "error_type"}
+    assert body["exit_code"] == 10 and "no-such-ref" in body["desc"]
+    unreachable = post(rserver, "/clone", {**spec, "originRepoUrl": str(tmp_path / "nowhere"), "ref": "main"},
+                       token=user.token)
+    assert unreachable.status_code == 400 and unreachable.json()["exit_code"] == 10
+    inside = post(rserver, "/clone", {**spec, "originRepoUrl": str(rserver.repo_path(tenant, repo))},
+                  token=user.token)
+    assert inside.status_code == 400 and "data directory" in inside.json()["desc"]
+    invalid = post(rserver, "/clone", {"type": "svn", "originRepoUrl": "x y", "bogus": 1}, token=user.token)
+    assert invalid.status_code == 400
+    assert {tuple(e["path"]) for e in invalid.json()} == {("type",), ("originRepoUrl",), ("targetRepoUrl",),
+                                                          ("bogus",)}
+    not_json = rserver.api("POST", "/clone", data=b"not json", token=user.token)
+    assert not_json.status_code == 400 and not_json.json()[0]["error_type"] == "json parsability"
+    assert post(rserver, "/clone", spec, token="").status_code == 401
+    reader = rserver.new_user(tenant, role="member")
+    with rserver.db() as session:
+        from gitserver import admin
+        t = admin.get_tenant(session, tenant)
+        admin.set_grant(session, admin.get_repo(session, t, repo), "read", user=admin.get_user(session, t, reader.name))
+    assert post(rserver, "/clone", {**spec, "ref": "main"}, token=reader.token).status_code == 403
+    # Protection rules apply: a moved tag is refused, naming the ref and the rule.
+    assert post(rserver, "/clone", {**spec, "ref": "v1"}, token=user.token).status_code == 200
+    commit_files(origin, git_env, {"README.md": "moved\n"})
+    run_git(git_env, "tag", "-f", "v1", cwd=origin)
+    moved = post(rserver, "/clone", {**spec, "ref": "v1"}, token=user.token)
+    assert moved.status_code == 400 and moved.json()["exit_code"] == 10
+    assert "refs/tags/v1" in moved.json()["desc"] and "existing tags cannot be moved" in moved.json()["desc"]
+
+
+def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_path: Path,
+                             receiver: Receiver) -> None:
+    tenant, repo, user = setup_repo(rserver)
+    origin = origin_repo(tmp_path, git_env)
+    spec = {"type": "git", "originRepoUrl": str(origin), "targetRepoUrl": urls(rserver, tenant, repo)["readwrite"],
+            "ref": "main", "taskId": unique("task"), "callback": {"url": receiver.url + "/done"}}
+    queued = post(rserver, "/clone", spec, token=user.token)
+    assert queued.status_code == 202, queued.text
+    callback_id = queued.json()["callback"]["id"]
+    assert len(callback_id) == 48
+    got = receiver.next()
+    assert got["method"] == "POST" and got["path"] == "/done"
+    assert got["body"] == {**spec, "callback": {"status": 200, "id": callback_id}}
+    assert "refs/heads/main" in remote_refs(rserver, tenant, repo)
+    # positive/negative callbacks: a failure goes to the negative one, with Repour's error body.
+    failing = {**spec, "ref": "nope", "positiveCallback": {"url": receiver.url + "/ok"},
+               "negativeCallback": {"uri": receiver.url + "/ko", "method": "PUT"}}
+    del failing["callback"]
+    queued = post(rserver, "/clone", failing, token=user.token)
+    assert queued.status_code == 202
+    got = receiver.next()
+    assert (got["method"], got["path"]) == ("PUT", "/ko")
+    assert got["body"]["callback"] == {"status": 400, "id": queued.json()["callback"]["id"]}
+    assert got["body"]["exit_code"] == 10
+    # The work ran as a pipeline with the task id, visible in the pipelines API.
+    with rserver.db() as session:
+        from sqlalchemy import select
+
+        from gitserver.db import models
+        rows = session.scalars(select(models.Pipeline).where(models.Pipeline.task_id == spec["taskId"])
+                               .order_by(models.Pipeline.id)).all()
+        assert [(p.kind, p.status) for p in rows] == [("clone", "succeeded"), ("clone", "failed")]
+
+
+# --- /adjust ------------------------------------------------------------------------------------------
+
+def pushed_repo(srv: GitServer, git_env: dict[str, str], tmp_path: Path,
+                files: dict[str, str]) -> tuple[str, str, User, Path]:
+    """A repository with ``files`` pushed to main over SSH."""
+    tenant, repo, user = setup_repo(srv)
+    work = make_repo(tmp_path / unique("work"), git_env, files)
+    srv.git(user, "push", "-q", srv.repo_url(tenant, repo), "main", cwd=work)
+    return tenant, repo, user, work
+
+
+def test_adjust_twice_on_the_same_tree_gives_the_same_tag(
+        rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    tenant, repo, user, work = pushed_repo(rserver, git_env, tmp_path, {"VERSION": "1.4.0\n", "pom.xml": "<p/>\n"})
+    spec = {"ref": "main", "internal_url": urls(rserver, tenant, repo), "buildType": "MVN",
+            "adjustParameters": {"ALIGNMENT_PARAMETERS": "-DdependencyOverride=x"}}
+    first = post(rserver, "/adjust", spec, token=user.token)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert set(body) == {"tag", "commit", "url", "upstream_commit", "is_ref_revision_internal", "adjustResultData"}
+    assert body["tag"] == "1.4.0.redhat-00001"
+    assert body["url"] == urls(rserver, tenant, repo)
+    assert body["upstream_commit"] == run_git(git_env, "rev-parse", "HEAD", cwd=work).strip()
+    assert body["is_ref_revision_internal"] is True
+    assert body["adjustResultData"]["VersioningState"]["executionRootModified"]["version"] == "1.4.0.redhat-00001"
+    second = post(rserver, "/adjust", spec, token=user.token)
+    assert second.status_code == 200
+    assert (second.json()["tag"], second.json()["commit"]) == (body["tag"], body["commit"])
+    # The tag names the aligned tree: the configured and the user's parameters reached the tool.
+    clone = http_clone_tag(rserver, git_env, user, body["url"]["readonly"], body["tag"], tmp_path / "c")
+    assert (clone / "aligned.txt").read_text() == \
+        "aligned with -DrestURL=http://da.example.org -DdependencyOverride=x\n"
+    assert run_git(git_env, "rev-parse", "HEAD", cwd=clone).strip() == body["commit"]
+    assert not (clone / "target").exists()
+    # Another version of the tool's answer on a different tree with a taken tag name gets a suffix.
+    commit_files(work, git_env, {"pom.xml": "<p>changed</p>\n"})
+    rserver.git(user, "push", "-q", rserver.repo_url(tenant, repo), "main", cwd=work)
+    third = post(rserver, "/adjust", spec, token=user.token)
+    assert third.status_code == 200
+    assert third.json()["tag"] == f"1.4.0.redhat-00001-{third.json()['commit'][:8]}"
+
+
+def test_adjust_without_tool_result_and_noop_dedup(rserver: GitServer, git_env: dict[str, str],
+                                                   tmp_path: Path) -> None:
+    tenant, repo, user, work = pushed_repo(rserver, git_env, tmp_path, {"README.md": "no version here\n"})
+    spec = {"ref": "main", "internal_url": urls(rserver, tenant, repo)}
+    first = post(rserver, "/adjust", spec, token=user.token)
+    assert first.status_code == 200, first.text
+    assert first.json()["tag"] == f"repour-{first.json()['commit']}"
+    assert post(rserver, "/adjust", spec, token=user.token).json()["tag"] == first.json()["tag"]
+    # GRADLE has no tool configured here: noop. The unchanged tree was archived by the push
+    # pipeline (or by this adjust, whichever came first): one tag per tree either way.
+    noop = post(rserver, "/adjust", {**spec, "buildType": "GRADLE"}, token=user.token)
+    assert noop.status_code == 200 and noop.json()["adjustResultData"] == {}
+    head = run_git(git_env, "rev-parse", "HEAD", cwd=work).strip()
+    clone = http_clone_tag(rserver, git_env, user, spec["internal_url"]["readonly"], noop.json()["tag"],
+                           tmp_path / "noop")
+    assert tree_of(git_env, clone) == tree_of(git_env, work) and noop.json()["upstream_commit"] == head
+    assert post(rserver, "/adjust", {**spec, "buildType": "GRADLE"}, token=user.token).json()["tag"] == \
+        noop.json()["tag"]
+
+
+def test_adjust_sync_pull_request_and_upstream_force_push(
+        rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    tenant, repo, user = setup_repo(rserver)
+    origin = origin_repo(tmp_path, git_env, {"VERSION": "2.0.0\n"})
+    spec = {"ref": "main", "internal_url": urls(rserver, tenant, repo), "originRepoUrl": f"file://{origin}",
+            "sync": True}
+    synced = post(rserver, "/adjust", spec, token=user.token)
+    assert synced.status_code == 200, synced.text
+    tag = synced.json()["tag"]
+    assert tag == "2.0.0.redhat-00001" and synced.json()["is_ref_revision_internal"] is False
+    assert remote_refs(rserver, tenant, repo)["refs/heads/main"] == synced.json()["upstream_commit"]
+    archived_tree = tree_of(git_env, http_clone_tag(rserver, git_env, user, spec["internal_url"]["readonly"], tag,
+                                                    tmp_path / "before"))
+    # A pull request ref: fetched to a temporary branch, tagged Pull_Request-…, never pushed.
+    run_git(git_env, "checkout", "-q", "-b", "pr", cwd=origin)
+    pr_commit = commit_files(origin, git_env, {"feature.txt": "pr\n"})
+    run_git(git_env, "update-ref", "refs/pull/7/head", pr_commit, cwd=origin)
+    run_git(git_env, "checkout", "-q", "main", cwd=origin)
+    pr = post(rserver, "/adjust", {**spec, "ref": "pull/7"}, token=user.token)
+    assert pr.status_code == 200, pr.text
+    assert pr.json()["tag"] == "Pull_Request-2.0.0.redhat-00001" and pr.json()["upstream_commit"] == pr_commit
+    names = remote_refs(rserver, tenant, repo)
+    assert not any("pull" in name or name == "refs/heads/pr" for name in names)
+    # Upstream rewrites main: the sync is refused (protected history) and the archived tag
+    # still gives exactly the tree it gave before.
+    run_git(git_env, "commit", "-q", "--amend", "-m", "rewritten", cwd=origin)
+    rewritten = post(rserver, "/adjust", spec, token=user.token)
+    assert rewritten.status_code == 400 and rewritten.json()["exit_code"] == 10
+    assert "non-fast-forward" in rewritten.json()["desc"]
+    after = http_clone_tag(rserver, git_env, user, spec["internal_url"]["readonly"], tag, tmp_path / "after")
+    assert tree_of(git_env, after) == archived_tree
+
+
+def test_adjust_errors_and_callback(rserver: GitServer, git_env: dict[str, str], tmp_path: Path,
+                                    receiver: Receiver) -> None:
+    tenant, repo, user, work = pushed_repo(rserver, git_env, tmp_path, {"VERSION": "3.0\n"})
+    spec = {"ref": "does-not-exist", "internal_url": urls(rserver, tenant, repo)}
+    missing = post(rserver, "/adjust", spec, token=user.token)
+    assert missing.status_code == 400 and missing.json()["exit_code"] == 10
+    assert "does-not-exist" in missing.json()["desc"]
+    invalid = post(rserver, "/adjust", {"ref": 1, "internal_url": {}, "buildType": "ANT"}, token=user.token)
+    assert invalid.status_code == 400
+    assert {tuple(e["path"]) for e in invalid.json()} == {("ref",), ("internal_url", "readwrite"),
+                                                          ("internal_url", "readonly"), ("buildType",)}
+    bad_param = post(rserver, "/adjust", {**spec, "ref": "main",
+                                          "adjustParameters": {"ALIGNMENT_PARAMETERS": "deploy"}}, token=user.token)
+    assert bad_param.status_code == 400 and bad_param.json()["exit_code"] == 10
+    commit_files(work, git_env, {"FAIL": "1"})
+    rserver.git(user, "push", "-q", rserver.repo_url(tenant, repo), "main", cwd=work)
+    failed = post(rserver, "/adjust", {**spec, "ref": "main"}, token=user.token)
+    assert failed.status_code == 400
+    assert failed.json()["exit_code"] == 3 and "the build is broken" in failed.json()["stderr"]
+    queued = post(rserver, "/adjust", {**spec, "ref": "v-none", "callback": {"url": receiver.url + "/adj"}},
+                  token=user.token)
+    assert queued.status_code == 202
+    got = receiver.next()
+    assert got["body"]["callback"] == {"status": 400, "id": queued.json()["callback"]["id"]}
+    assert got["body"]["exit_code"] == 10
+    run_git(git_env, "rm", "-q", "FAIL", cwd=work)
+    run_git(git_env, "commit", "-q", "-m", "fixed", cwd=work)
+    rserver.git(user, "push", "-q", rserver.repo_url(tenant, repo), "main", cwd=work)
+    queued = post(rserver, "/adjust", {**spec, "ref": "main", "callback": {"url": receiver.url + "/adj"}},
+                  token=user.token)
+    got = receiver.next()
+    assert got["body"]["callback"] == {"status": 200, "id": queued.json()["callback"]["id"]}
+    assert got["body"]["tag"] == "3.0.redhat-00001"
+
+
+def test_cancel_unknown_task(rserver: GitServer) -> None:
+    tenant = rserver.new_tenant()
+    user = rserver.new_user(tenant)
+    resp = post(rserver, "/cancel/no-such-task", None, token=user.token)
+    assert resp.status_code == 400 and resp.json() == [{"error_message": "task id no-such-task not found!"}]
+    assert post(rserver, "/cancel/no-such-task", None, token="").status_code == 401
+
+
+# --- cancel from another API replica ---------------------------------------------------------------
+
+def test_cancel_running_adjust_from_a_second_api_process(
+        tmp_path: Path, db_url: str, git_env: dict[str, str], receiver: Receiver) -> None:
+    srv = start_server(tmp_path, db_url, git_env, tool_env(tmp_path), parts=("ssh", "api", "worker"))
+    second = None
+    try:
+        port = str(__import__("tests.conftest", fromlist=["free_port"]).free_port())
+        second = srv.spawn("api", env={"GITSERVER_HTTP_PORT": port})
+        second_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _healthy(second_url), timeout=60, what="the second API process")
+        pidfile = tmp_path / "tool.pid"
+        tenant, repo, user, _work = pushed_repo(srv, git_env, tmp_path, {"SLEEP": "120", "PIDFILE": str(pidfile)})
+        task = unique("task")
+        spec = {"ref": "main", "internal_url": urls(srv, tenant, repo), "taskId": task,
+                "callback": {"url": receiver.url + "/never"}}
+        assert post(srv, "/adjust", spec, token=user.token).status_code == 202
+        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the tool to start")
+        tool_pid = int(pidfile.read_text())
+        resp = requests.post(f"{second_url}/cancel/{task}", headers={"Authorization": f"Bearer {user.token}"},
+                             timeout=10)
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == [{"message": f"Tasks with task_id: {task} cancelled"}]
+        wait_for(lambda: not _alive(tool_pid), timeout=5, what="the tool to be killed")
+
+        def status() -> str | None:
+            with srv.db() as session:
+                from sqlalchemy import select
+
+                from gitserver.db import models
+                value = session.scalar(select(models.Pipeline.status).where(models.Pipeline.task_id == task))
+                return value if value == "cancelled" else None
+
+        wait_for(status, timeout=10, what="the pipeline to be cancelled")
+        # Cancelled like Repour: no callback; a second cancel finds nothing running.
+        assert receiver.requests.empty()
+        again = requests.post(f"{second_url}/cancel/{task}", headers={"Authorization": f"Bearer {user.token}"},
+                              timeout=10)
+        assert again.status_code == 400
+    finally:
+        if second is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(second.pid, 15)
+            second.wait(timeout=20)
+        srv.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return requests.get(url + "/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        # A zombie waiting for its reaper is dead for our purposes.
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False

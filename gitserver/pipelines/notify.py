@@ -357,6 +357,7 @@ class Outbound:
     body: bytes
     headers: dict[str, str]
     kind: str
+    auth: str | None = None  # the producer's header function, called just before sending
 
 
 @dataclasses.dataclass(frozen=True)
@@ -466,13 +467,26 @@ def _load(session: Session, ctx: JobContext) -> Outbound | None:
             data = json.loads(delivery.payload)
             if isinstance(data, dict):
                 delivery.payload = encode_payload(render(session, ctx.runtime.config, delivery.event, data))
-    extra = dict(ctx.payload.get("headers") or {})
     auth = ctx.payload.get("auth")
-    if isinstance(auth, str):
-        extra.update(_auth_function(auth)(ctx.runtime.config))
     return Outbound(delivery_id=delivery.id, event=delivery.event, url=delivery.url,
                     method=delivery.method, body=delivery.payload.encode("utf-8"),
-                    headers=request_headers(delivery, secret, extra), kind=ctx.kind)
+                    headers=request_headers(delivery, secret, ctx.payload.get("headers") or {}),
+                    kind=ctx.kind, auth=auth if isinstance(auth, str) else None)
+
+
+def _attempt(out: Outbound, number: int, config: Config, sender: Sender) -> Attempt:
+    """Add the producer's fresh headers (a token fetched over the network, so outside any
+    transaction), then send."""
+    if out.auth is not None:
+        try:
+            fresh = check_headers(_auth_function(out.auth)(config))
+        except Exception as exc:  # noqa: BLE001  (the provider's failure is this attempt's failure)
+            log.warning("delivery %s: header function %s failed: %s", out.delivery_id, out.auth, exc)
+            return Attempt(number=number, started_at=utcnow(), seconds=0.0, reason="auth",
+                           error=f"not sent: could not get credentials ({type(exc).__name__}: {exc})")
+        out = dataclasses.replace(out, headers={**out.headers, **fresh})
+    return perform(out, number, timeout=config.webhook_timeout,
+                   allow_private=config.allow_private_networks, sender=sender)
 
 
 def _record(session: Session, out: Outbound, attempt: Attempt, state: str) -> bool:
@@ -502,8 +516,7 @@ def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send) -> None:
     ceiling = ctx.payload.get("max_attempts", MAX_ATTEMPTS_CEILING)
     limit = max(1, min(config.webhook_max_attempts,
                        ceiling if isinstance(ceiling, int) else MAX_ATTEMPTS_CEILING))
-    attempt = perform(out, ctx.attempts, timeout=config.webhook_timeout,
-                      allow_private=config.allow_private_networks, sender=sender)
+    attempt = _attempt(out, ctx.attempts, config, sender)
     state = next_state(attempt, limit)
     with transaction(ctx.runtime.sessions) as session:
         recorded = _record(session, out, attempt, state)
@@ -518,10 +531,9 @@ def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send) -> None:
         raise jobs.RetryLater(delay, f"delivery {out.delivery_id}: {attempt.error}; "
                                      f"retrying in {delay:.1f} s")
     else:
-        log.warning("delivery %s (%s %s) failed after %d attempt(s): %s", out.delivery_id,
-                    out.event, out.url, attempt.number, attempt.error)
-        raise DeliveryFailed(f"delivery {out.delivery_id} failed after {attempt.number} "
-                             f"attempt(s): {attempt.error}")
+        # The worker logs this once and stores it as the job's last_error.
+        raise DeliveryFailed(f"delivery {out.delivery_id} ({out.event} to {out.url}) failed after "
+                             f"{attempt.number} attempt(s): {attempt.error}")
 
 
 def _count(out: Outbound, attempt: Attempt, state: str) -> None:

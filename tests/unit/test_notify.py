@@ -3,6 +3,7 @@ handler on a real database (SQLite and PostgreSQL) with a fake transport."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -356,3 +357,12 @@ def test_first_attempt_renders_the_documented_shape_from_the_rows(runtime: Runti
         "archive_tag": "repour-" + "b" * 40, "url": f"{config.http_base_url}/api/v1/pipelines/{pipeline_id}",
         "error": "", "started_at": None, "finished_at": None}
     assert rendered["repository"]["full_name"] == "acme/widgets"
+
+
+def test_a_failing_header_function_fails_the_attempt_without_sending() -> None:
+    # Any gitserver function that raises when given the configuration stands in for a token
+    # endpoint that is down.
+    out = dataclasses.replace(OUT, auth="gitserver.netguard:check_url")
+    attempt = notify._attempt(out, 1, config_mod.load(environ={}), raising(AssertionError("sent")))
+    assert not attempt.ok and attempt.reason == "auth" and attempt.retryable
+    assert attempt.error.startswith("not sent: could not get credentials (UnsafeURL")

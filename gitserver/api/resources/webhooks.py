@@ -64,14 +64,30 @@ def _check_secret(value: str, name: str) -> str:
 
 
 def _url_checker(config: Config) -> Any:
-    """The ``url`` field check: netguard's syntax and address policy, including DNS."""
+    """The ``url`` field check: netguard's syntax and the address policy for IP literals and
+    ``localhost`` (pure; host names are resolved by :func:`_check_addresses`)."""
     def check(value: str, name: str) -> str:
         try:
-            netguard.validate(value, allow_private=config.allow_private_networks)
+            netguard.check_url(value, allow_private=config.allow_private_networks)
         except netguard.UnsafeURL as exc:
             raise InvalidInput(f"{name}: {exc.message}", field=name) from exc
         return value
     return check
+
+
+def _check_addresses(data: dict[str, Any], config: Config) -> None:
+    """Resolve the new URL's host and apply the address policy to every answer.
+
+    Called outside any transaction: a slow DNS server must not hold a database transaction
+    (on SQLite, the write lock) open. It runs after the caller was authorised, so anonymous
+    clients cannot make the server resolve names for them.
+    """
+    if "url" not in data:
+        return
+    try:
+        netguard.validate(data["url"], allow_private=config.allow_private_networks)
+    except netguard.UnsafeURL as exc:
+        raise InvalidInput(f"url: {exc.message}", field="url") from exc
 
 
 def _fields(config: Config, *, creating: bool) -> dict[str, Field]:
@@ -109,8 +125,11 @@ class _Resource:
 class Webhooks(_Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
+            self._repo(session, principal, tenant, repo)
             data = read_json(req, _fields(self.ctx.config, creating=True))
+        _check_addresses(data, self.ctx.config)
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = self._repo(session, principal, tenant, repo)
             count = session.scalar(select(func.count(models.Webhook.id))
                                    .where(models.Webhook.repo_id == row.id))
             if (count or 0) >= MAX_WEBHOOKS_PER_REPO:
@@ -142,9 +161,11 @@ class Webhook(_Resource):
     def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
                  webhook_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            hook = _webhook(session, row, webhook_id)
+            _webhook(session, self._repo(session, principal, tenant, repo), webhook_id)
             data = read_json(req, _fields(self.ctx.config, creating=False))
+        _check_addresses(data, self.ctx.config)
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            hook = _webhook(session, self._repo(session, principal, tenant, repo), webhook_id)
             if "url" in data:
                 hook.url = data["url"]
             if "secret" in data:

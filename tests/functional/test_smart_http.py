@@ -150,7 +150,7 @@ def test_member_without_read_sees_not_found(server: GitServer, tmp_path: Path,
     http_git(server, "clone", "-q", http_url(server, tenant, repo, member.token), str(tmp_path / "ok"))
 
 
-def test_protocol_v2_and_v0_ls_remote(server: GitServer, acme: dict[str, object]) -> None:
+def test_protocol_v2_v1_v0_ls_remote(server: GitServer, acme: dict[str, object]) -> None:
     tenant, repo = str(acme["tenant"]), str(acme["public"])
     head = rev_parse(Path(acme["work"]), "HEAD", server.git_env)  # type: ignore[arg-type]
     url = http_url(server, tenant, repo)
@@ -160,6 +160,15 @@ def test_protocol_v2_and_v0_ls_remote(server: GitServer, acme: dict[str, object]
     v0 = http_git(server, "-c", "protocol.version=0", "ls-remote", url, env={"GIT_TRACE_PACKET": "1"})
     assert f"{head}\trefs/heads/main" in v0.stdout
     assert "version 2" not in v0.stderr
+    v1 = http_git(server, "-c", "protocol.version=1", "ls-remote", url, env={"GIT_TRACE_PACKET": "1"})
+    assert f"{head}\trefs/heads/main" in v1.stdout and "version 1" in v1.stderr
+    # A Git-Protocol header git would never send does not reach git: the answer is v0.
+    for header in ("version=9", "version=2:x=y", "GIT_DIR=/etc"):
+        resp = requests.get(url + "/info/refs" + UPLOAD_PACK, headers={"Git-Protocol": header},
+                            timeout=10)
+        assert resp.status_code == 200
+        assert resp.content.startswith(b"001e# service=git-upload-pack\n0000")
+        assert b"version 2" not in resp.content and head.encode() in resp.content
 
 
 def test_shallow_clone_by_tag(server: GitServer, tmp_path: Path, acme: dict[str, object]) -> None:

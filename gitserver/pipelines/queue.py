@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.db import models
 from gitserver.git import refs
+from gitserver.pipelines import jobs, notify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,28 +45,13 @@ def record_push(session: Session, ctx: PushContext,
     return push, pipeline
 
 
-def push_payload(session: Session, push: models.Push, pipeline: models.Pipeline | None) -> dict[str, Any]:
-    """The ``push`` event's body (webhooks)."""
-    repo = session.get(models.Repository, push.repo_id)
-    user = session.get(models.User, push.user_id) if push.user_id is not None else None
-    return {
-        "event": "push",
-        "repository": {"tenant": repo.tenant.name if repo else "", "name": repo.name if repo else "",
-                       "full_name": repo.full_name if repo else ""},
-        "push": {"id": push.id, "user": user.name if user else None, "protocol": push.protocol,
-                 "created_at": push.created_at.isoformat() if push.created_at else None,
-                 "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]},
-        "pipeline": {"id": pipeline.id} if pipeline is not None else None,
-    }
-
-
 def notify_push(session: Session, push: models.Push, pipeline: models.Pipeline | None) -> None:
-    """Queue the repository's ``push`` webhooks in the push's own transaction."""
-    try:
-        from gitserver.pipelines import notify
-    except ImportError:  # webhooks not in this build yet
-        return
-    notify.enqueue_event(session, push.repo_id, "push", push_payload(session, push, pipeline))
+    """Queue the repository's ``push`` webhooks in the push's own transaction. The payload
+    names the rows; the webhook body is rendered from them at the first delivery attempt."""
+    payload: dict[str, Any] = {"push_id": push.id}
+    if pipeline is not None:
+        payload["pipeline_id"] = pipeline.id
+    notify.enqueue_event(session, push.repo_id, notify.EVENT_PUSH, payload)
 
 
 def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipeline | None:
@@ -79,9 +65,7 @@ def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipelin
                                request=json.dumps({"push_id": push.id}))
     session.add(pipeline)
     session.flush()
-    session.add(models.Job(kind="pipeline", pipeline_id=pipeline.id,
-                           payload=json.dumps({"pipeline_id": pipeline.id})))
-    session.flush()
+    jobs.enqueue(session, "pipeline", {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
     return pipeline
 
 

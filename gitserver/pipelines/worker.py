@@ -43,8 +43,8 @@ from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.logs import bind
-from gitserver.pipelines import jobs
-from gitserver.pipelines.queue import enqueue_push_pipeline, pipeline_url
+from gitserver.pipelines import jobs, notify
+from gitserver.pipelines.queue import enqueue_push_pipeline
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -515,7 +515,7 @@ class PipelineRun:
                     step.status = models.CANCELLED if status == models.CANCELLED else models.FAILED
                     step.finished_at = pipeline.finished_at
             session.flush()
-            notify_pipeline(session, pipeline, self.cfg.http_base_url)
+            notify_pipeline(session, pipeline)
         self.ctx.log(f"\n*** pipeline {status}{': ' + error if error else ''}\n")
         metrics.pipeline_finished(status, time.monotonic() - self.started)
         log.info("pipeline %s %s%s", self.pipeline_id, status, f": {error}" if error else "")
@@ -532,28 +532,7 @@ def _pipeline_updates(session: Session, pipeline: models.Pipeline) -> list[tuple
     return [(pipeline.ref, pipeline.commit)] if pipeline.commit else []
 
 
-def pipeline_payload(session: Session, pipeline: models.Pipeline, http_base_url: str) -> dict[str, Any]:
-    """The ``pipeline`` event's body (webhooks)."""
-    repo = session.get(models.Repository, pipeline.repo_id)
-    return {
-        "event": "pipeline",
-        "repository": {"tenant": repo.tenant.name if repo else "", "name": repo.name if repo else "",
-                       "full_name": repo.full_name if repo else ""},
-        "pipeline": {
-            "id": pipeline.id, "status": pipeline.status, "ref": pipeline.ref,
-            "commit": pipeline.commit, "archive_tag": pipeline.archive_tag,
-            "error": pipeline.error, "url": pipeline_url(http_base_url, pipeline.id),
-            "started_at": pipeline.started_at.isoformat() if pipeline.started_at else None,
-            "finished_at": pipeline.finished_at.isoformat() if pipeline.finished_at else None,
-        },
-    }
-
-
-def notify_pipeline(session: Session, pipeline: models.Pipeline, http_base_url: str) -> None:
-    """Queue the ``pipeline`` webhooks of the repository (same transaction as the verdict)."""
-    try:
-        from gitserver.pipelines import notify
-    except ImportError:  # webhooks not in this build yet
-        return
-    notify.enqueue_event(session, pipeline.repo_id, "pipeline",
-                         pipeline_payload(session, pipeline, http_base_url))
+def notify_pipeline(session: Session, pipeline: models.Pipeline) -> None:
+    """Queue the ``pipeline`` webhooks of the repository (same transaction as the verdict).
+    The body is rendered from the pipeline row at the first delivery attempt."""
+    notify.enqueue_event(session, pipeline.repo_id, notify.EVENT_PIPELINE, {"pipeline_id": pipeline.id})

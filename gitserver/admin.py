@@ -25,7 +25,7 @@ from gitserver.db.base import utcnow
 from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gitserver.git.store import RepoStore
 from gitserver.keys import parse_public_key
-from gitserver.names import validate_name
+from gitserver.names import name_problem, validate_name
 
 TOKEN_PREFIX = "gst_"
 TOKEN_SCOPES = ("read", "write", "admin")
@@ -47,6 +47,10 @@ def _flush(session: Session, conflict: str) -> None:
 # --- tenants, users, groups -------------------------------------------------------------------
 
 def get_tenant(session: Session, name: str) -> models.Tenant:
+    # A name that could never have been created is simply not found; checking first also keeps
+    # hostile strings (NUL bytes, megabytes) away from the database.
+    if name_problem(name):
+        raise NotFound(f"tenant {name[:100]!r} not found")
     tenant = session.scalar(select(models.Tenant).where(models.Tenant.name == name))
     if tenant is None:
         raise NotFound(f"tenant {name!r} not found")
@@ -64,6 +68,8 @@ def create_tenant(session: Session, name: str, description: str = "") -> models.
 
 
 def get_user(session: Session, tenant: models.Tenant, name: str) -> models.User:
+    if name_problem(name):
+        raise NotFound(f"user {tenant.name}/{name[:100]} not found")
     user = session.scalar(select(models.User).where(models.User.tenant_id == tenant.id,
                                                     models.User.name == name))
     if user is None:
@@ -91,6 +97,8 @@ def create_user(session: Session, tenant: models.Tenant, name: str,
 
 
 def get_group(session: Session, tenant: models.Tenant, name: str) -> models.Group:
+    if name_problem(name):
+        raise NotFound(f"group {tenant.name}/{name[:100]} not found")
     group = session.scalar(select(models.Group).where(models.Group.tenant_id == tenant.id,
                                                       models.Group.name == name))
     if group is None:
@@ -157,6 +165,8 @@ def add_deploy_key(session: Session, repo: models.Repository, text: str, title: 
 def get_repo(session: Session, tenant: models.Tenant, name: str) -> models.Repository:
     if name.endswith(".git"):
         name = name[:-4]
+    if name_problem(name):
+        raise NotFound(f"repository {tenant.name}/{name[:100]} not found")
     repo = session.scalar(select(models.Repository).where(models.Repository.tenant_id == tenant.id,
                                                           models.Repository.name == name))
     if repo is None:
@@ -464,6 +474,8 @@ def pushes_query(repo: models.Repository, *, ref: str | None = None,
 
 
 def find_user(session: Session, tenant: models.Tenant, name: str) -> models.User | None:
+    if name_problem(name):
+        return None
     return session.scalar(select(models.User).where(models.User.tenant_id == tenant.id,
                                                     models.User.name == name))
 

@@ -63,12 +63,15 @@ def _check_field(name: str, spec: Field, value: Any) -> Any:
         raise InvalidInput(f"{name} must not be null", field=name)
     if not _is_kind(value, spec.kind):
         raise InvalidInput(f"{name} must be {_TYPE_NAMES.get(spec.kind, spec.kind.__name__)}", field=name)
+    if isinstance(value, str) and "\x00" in value:
+        # PostgreSQL text cannot hold NUL, and no name, description or key legitimately has one.
+        raise InvalidInput(f"{name} must not contain NUL characters", field=name)
     if spec.max_length is not None and isinstance(value, (str, list)) and len(value) > spec.max_length:
         unit = "characters" if isinstance(value, str) else "items"
         raise InvalidInput(f"{name} must have at most {spec.max_length} {unit}", field=name)
     if spec.items is not None and isinstance(value, list):
         for item in value:
-            if not _is_kind(item, spec.items):
+            if not _is_kind(item, spec.items) or (isinstance(item, str) and "\x00" in item):
                 raise InvalidInput(f"every item of {name} must be {_TYPE_NAMES.get(spec.items, 'valid')}",
                                    field=name)
     if spec.choices is not None:

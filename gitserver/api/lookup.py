@@ -15,16 +15,17 @@ from gitserver import access
 from gitserver.api.auth import require_scope
 from gitserver.db import models
 from gitserver.errors import Forbidden, NotFound
+from gitserver.names import name_problem
 
 _GIT_SUFFIX = ".git"
 
 
 def tenant_not_found(name: str) -> NotFound:
-    return NotFound(f"tenant {name!r} not found")
+    return NotFound(f"tenant {name[:100]!r} not found")
 
 
 def repo_not_found(tenant: str, repo: str) -> NotFound:
-    return NotFound(f"repository {tenant}/{repo} not found")
+    return NotFound(f"repository {tenant[:100]}/{repo[:100]} not found")
 
 
 def can_see_tenant(principal: access.Principal, tenant_id: int) -> bool:
@@ -41,7 +42,10 @@ def visible_tenant(session: Session, principal: access.Principal, tenant: str, *
     With ``admin=True`` the principal must also administer it (403 otherwise) and hold a
     token with the ``admin`` scope.
     """
-    row = session.scalar(select(models.Tenant).where(models.Tenant.name == tenant))
+    # A name that could never have been created is not looked up at all (that also keeps NUL
+    # bytes and huge strings from URLs away from the database).
+    row = None if name_problem(tenant) else session.scalar(
+        select(models.Tenant).where(models.Tenant.name == tenant))
     if row is None or not can_see_tenant(principal, row.id):
         raise tenant_not_found(tenant)
     if admin:
@@ -56,6 +60,8 @@ def find_repo(session: Session, tenant: str, repo: str) -> models.Repository | N
     stored names never end in it), without any access check."""
     if repo.endswith(_GIT_SUFFIX):
         repo = repo[: -len(_GIT_SUFFIX)]
+    if name_problem(tenant) or name_problem(repo):
+        return None
     return session.scalar(
         select(models.Repository)
         .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)

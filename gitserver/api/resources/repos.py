@@ -280,8 +280,9 @@ class Pushes:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
             ref = req.get_param("ref") or None
-            if ref is not None and len(ref) > MAX_REF_FILTER:
-                raise InvalidInput(f"ref must be at most {MAX_REF_FILTER} characters", field="ref")
+            if ref is not None and (len(ref) > MAX_REF_FILTER or "\x00" in ref):
+                raise InvalidInput(f"ref must be at most {MAX_REF_FILTER} characters, without NUL",
+                                   field="ref")
             user_name = req.get_param("user")
             user: models.User | bool | None = None
             if user_name:

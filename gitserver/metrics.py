@@ -115,6 +115,11 @@ def _define() -> None:
         job_seconds=Histogram("gitserver_job_seconds", "Queue job run time by kind and outcome",
                               ["kind", "status"],
                               buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))),
+        repour_seconds=Histogram("gitserver_repour_operation_seconds",
+                                 "Repour-compatible clone/adjust/internal-scm runs by outcome "
+                                 "(HTTP status of the result: 200, 400, 500; cancelled)",
+                                 ["operation", "status"],
+                                 buckets=(0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))),
         log_dropped=Counter("gitserver_log_records_dropped_total",
                             "Log records dropped by a shipping handler", ["sink"]),
     )
@@ -233,6 +238,12 @@ def job_finished(kind: str, status: str, seconds: float) -> None:
     """One job run by a worker: ``status`` is its new state (``succeeded``, ``failed``,
     ``cancelled``, ``queued`` for a retry or release, ``lost`` when another worker took over)."""
     _get("job_seconds").labels(kind, status).observe(seconds)
+
+
+def repour_operation(operation: str, status: str, seconds: float) -> None:
+    """One Repour-compatible operation finished (inline or as a job); ``status`` is the result's
+    HTTP status or ``cancelled``."""
+    _get("repour_seconds").labels(operation, status).observe(seconds)
 
 
 def log_dropped(sink: str, n: int = 1) -> None:

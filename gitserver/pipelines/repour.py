@@ -692,6 +692,17 @@ RUNNERS: dict[str, Callable[[Operation], dict[str, Any]]] = {"clone": do_clone, 
 def execute(op_name: str, op: Operation) -> tuple[int, dict[str, Any]]:
     """Run an operation; (200, result) or (400, processing error) or (500, no internals).
     Cancellation (JobCancelled) and release (JobReleased) propagate."""
+    started = time.monotonic()
+    outcome = "cancelled"
+    try:
+        status, body = _execute(op_name, op)
+        outcome = str(status)
+        return status, body
+    finally:
+        metrics.repour_operation(op_name, outcome, time.monotonic() - started)
+
+
+def _execute(op_name: str, op: Operation) -> tuple[int, dict[str, Any]]:
     try:
         return 200, RUNNERS[op_name](op)
     except (jobs.JobCancelled, jobs.JobReleased):

@@ -28,6 +28,7 @@ import html
 import json
 import logging
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -66,12 +67,27 @@ def _error(message: str, path: list[Any], error_type: str = "dictionary value") 
     return {"error_message": message, "error_type": error_type, "path": list(path)}
 
 
+MAX_STRING = 2000
+
+
 def nonempty_str(value: Any, path: list[Any]) -> list[Error]:
     if not isinstance(value, str):
         return [_error("expected str", path)]
     if not value:
         return [_error("length of value must be at least 1", path)]
+    if len(value) > MAX_STRING:
+        return [_error(f"length of value must be at most {MAX_STRING}", path)]
+    if "\x00" in value:
+        # Text columns cannot hold NUL (PostgreSQL refuses it), and no ref or name contains one.
+        return [_error("NUL characters are not allowed", path)]
     return []
+
+
+def task_id(value: Any, path: list[Any]) -> list[Error]:
+    errors = nonempty_str(value, path)
+    if not errors and len(value) > 200:
+        return [_error("length of value must be at most 200", path)]
+    return errors
 
 
 def noblank_str(value: Any, path: list[Any]) -> list[Error]:
@@ -162,7 +178,7 @@ COMMON_KEYS = {
     "callback": Key(CALLBACK),
     "positiveCallback": Key(CALLBACK),
     "negativeCallback": Key(CALLBACK),
-    "taskId": Key(null_or(nonempty_str)),
+    "taskId": Key(null_or(task_id)),
 }
 CLONE_SCHEMA = schema({
     "type": Key(one_of("git"), required=True),
@@ -364,8 +380,10 @@ class InternalScm:
         groups = [parse_group(g, i) for i, g in enumerate(spec["owner_groups"])]
         with transaction(runtime.sessions) as session:
             tenant = lookup.visible_tenant(session, principal, tenant_name, admin=True)
+            started = time.monotonic()
             status, body = 200, create_internal_repo(session, runtime, tenant, repo_name, groups,
                                                      spec.get("description") or "")
+            metrics.repour_operation("internal-scm", str(status), time.monotonic() - started)
             if repour.is_callback_mode(spec):
                 callback_id = repour.new_callback_id()
                 repour.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None)

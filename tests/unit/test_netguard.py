@@ -300,3 +300,71 @@ def test_connection_errors_surface_as_requests_exceptions() -> None:
         with pytest.raises(requests.exceptions.ConnectionError):
             netguard.send("POST", f"http://127.0.0.1:{port}/", body=b"", headers={}, timeout=2,
                           allow_private=True)
+
+
+# --- TLS: pinning keeps SNI and certificate checks on the host name -----------------------------
+
+def _self_signed(directory: Any, name: str) -> tuple[str, str]:
+    """A self-signed certificate for ``name`` (its own CA), as PEM files (cert, key)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Any) -> Iterator[tuple[int, str, list[str]]]:
+    import ssl
+
+    cert, key = _self_signed(tmp_path, "hooks.example.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    sni: list[str] = []
+    context.sni_callback = lambda _sock, name, _ctx: sni.append(name)  # type: ignore[assignment,misc]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Receiver.seen = []
+    yield server.server_address[1], cert, sni
+    server.shutdown()
+    server.server_close()
+
+
+def _to_loopback(host: str, port: int, **_kw: Any) -> list[tuple[Any, ...]]:
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+def test_https_to_a_pinned_address_verifies_the_certificate_of_the_host_name(
+        tls_receiver: tuple[int, str, list[str]]) -> None:
+    port, ca, sni = tls_receiver
+    resp = netguard.send("POST", f"https://hooks.example.test:{port}/tls", body=b"{}", headers={},
+                         timeout=5, allow_private=True, verify=ca, resolver=_to_loopback)
+    assert resp.status == 200 and resp.address == "127.0.0.1"
+    assert sni == ["hooks.example.test"]
+    assert _Receiver.seen[0][1]["Host"] == f"hooks.example.test:{port}"
+
+
+def test_https_refuses_a_certificate_for_another_name(tls_receiver: tuple[int, str, list[str]]) -> None:
+    port, ca, _sni = tls_receiver
+    with pytest.raises(requests.exceptions.SSLError):
+        netguard.send("POST", f"https://other.example.test:{port}/tls", body=b"{}", headers={},
+                      timeout=5, allow_private=True, verify=ca, resolver=_to_loopback)
+    assert _Receiver.seen == []

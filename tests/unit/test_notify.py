@@ -149,6 +149,13 @@ def runtime(db_url: str, tmp_path: Any) -> Iterator[Runtime]:
     rt.dispose()
 
 
+def _sample(name: str, **labels: str) -> float:
+    """A counter's value in this process (the unit tests run without the multiprocess dir)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def _repo_with_hooks(rt: Runtime) -> int:
     with transaction(rt.sessions) as session:
         tenant = models.Tenant(name="acme")
@@ -212,8 +219,10 @@ def test_failed_attempt_retries_with_backoff_then_delivers(runtime: Runtime) -> 
                                      seconds=0.01, address="192.0.2.1")
         return send
 
+    retries_before = _sample("gitserver_deliveries_total", event="push", outcome="retry")
     with pytest.raises(jobs.RetryLater) as retry:
         notify.run_delivery_job(_context(runtime, delivery, 1), sender=receiver(500))
+    assert _sample("gitserver_deliveries_total", event="push", outcome="retry") == retries_before + 1
     assert 1.0 <= retry.value.delay <= 2.0 and "HTTP 500" in retry.value.message
     row = _delivery(runtime, delivery.id)
     assert (row.status, row.attempts, row.response_status, row.response_excerpt) == ("retrying", 1, 500, "answer 500")
@@ -237,11 +246,13 @@ def test_last_attempt_fails_the_delivery(runtime: Runtime) -> None:
     repo_id = _repo_with_hooks(runtime)
     with transaction(runtime.sessions) as session:
         (delivery,) = notify.enqueue_event(session, repo_id, "push", {})
+    failures_before = _sample("gitserver_deliveries_total", event="push", outcome="failed")
     with pytest.raises(notify.DeliveryFailed, match="failed after 3 attempt"):
         notify.run_delivery_job(_context(runtime, delivery, 3),
                                 sender=raising(requests.ConnectionError("refused")))
     row = _delivery(runtime, delivery.id)
     assert row.status == "failed" and "connection failed" in row.error
+    assert _sample("gitserver_deliveries_total", event="push", outcome="failed") == failures_before + 1
 
 
 def test_refused_target_fails_at_once(runtime: Runtime) -> None:
@@ -277,7 +288,9 @@ def test_callback_is_a_delivery_without_webhook(runtime: Runtime) -> None:
 
     ctx = _context(runtime, delivery)
     assert ctx.kind == "callback"
+    delivered_before = _sample("gitserver_deliveries_total", event="callback", outcome="delivered")
     notify.run_delivery_job(ctx, sender=send)
+    assert _sample("gitserver_deliveries_total", event="callback", outcome="delivered") == delivered_before + 1
     assert seen[0]["method"] == "PUT" and seen[0]["Authorization"] == "Bearer t0k"
     assert "X-Hub-Signature-256" not in seen[0] and seen[0]["X-Gitserver-Event"] == "callback"
     assert _delivery(runtime, delivery.id).status == "delivered"
@@ -366,3 +379,13 @@ def test_a_failing_header_function_fails_the_attempt_without_sending() -> None:
     attempt = notify._attempt(out, 1, config_mod.load(environ={}), raising(AssertionError("sent")))
     assert not attempt.ok and attempt.reason == "auth" and attempt.retryable
     assert attempt.error.startswith("not sent: could not get credentials (UnsafeURL")
+
+
+def test_failed_callback_attempts_are_counted_by_reason(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        delivery = notify.enqueue_callback(session, "http://build.example.com/cb", "POST", {"ok": False})
+    before = _sample("gitserver_callback_failures_total", reason="connection")
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery), sender=raising(requests.ConnectionError("down")))
+    assert _sample("gitserver_callback_failures_total", reason="connection") == before + 1
+    assert _delivery(runtime, delivery.id).status == "retrying"

@@ -60,6 +60,10 @@ class PipelineFileError(Exception):
     """The pipeline file is malformed; the message names the file and the line."""
 
 
+class SandboxError(Exception):
+    """A build cannot be set up on this worker (its message says why)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
     name: str
@@ -210,10 +214,10 @@ class Sandbox:
             try:
                 entry = pwd.getpwnam(cfg.build_user)
             except KeyError as exc:
-                raise RuntimeError(f"build_user {cfg.build_user!r} does not exist on this host; "
-                                   "builds would run as root") from exc
+                raise SandboxError(f"build_user {cfg.build_user!r} does not exist on this host "
+                                   "(builds never run as root)") from exc
             if entry.pw_uid == 0:
-                raise RuntimeError("build_user must not be root")
+                raise SandboxError("build_user must not be root")
             uid, gid, user = entry.pw_uid, entry.pw_gid, cfg.build_user
         return cls(uid=uid, gid=gid, user=user, cpu_seconds=cfg.build_cpu_seconds,
                    memory_bytes=cfg.build_memory_mb * 1024 * 1024,
@@ -251,7 +255,7 @@ def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Path:
              f"file://{repo_path}", str(root / "src")],
             env=git_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
-            raise RuntimeError(f"git clone of {tag} failed: {result.stderr.strip()[-500:]}")
+            raise SandboxError(f"git clone of {tag} failed: {result.stderr.strip()[-500:]}")
         if sandbox.uid is not None:
             for path in [root, *root.rglob("*")]:
                 os.lchown(path, sandbox.uid, sandbox.gid if sandbox.gid is not None else -1)

@@ -415,7 +415,11 @@ class PipelineRun:
         specs = self._read_pipeline_file(repo, primary, build)
         if not specs:
             return
-        sandbox = build.Sandbox.from_config(self.cfg)
+        try:
+            sandbox = build.Sandbox.from_config(self.cfg)
+        except build.SandboxError as exc:  # a configuration problem the operator must fix
+            self.ctx.log(f"{exc}\n")
+            raise PipelineFailed(f"builds are misconfigured on this worker: {exc}") from exc
         self.ctx.log(f"{sandbox.describe()}\n")
         coords = build.Coordinates(
             repo=repo.full_name, ref=primary.ref, commit=primary.source_commit, tag=primary.tag,
@@ -429,8 +433,12 @@ class PipelineRun:
             self.ctx.log(f"\n=== step {spec.name}: {' '.join(spec.argv)}\n")
             try:
                 workspace = build.prepare_workspace(path, primary.tag, sandbox)
-            except Exception as exc:
+            except build.SandboxError as exc:
+                self.ctx.log(f"{exc}\n")
                 self._step_end(step, models.FAILED, None, str(exc)[:500], t0)
+                raise PipelineFailed(f"step {spec.name}: {exc}") from exc
+            except Exception as exc:
+                self._step_end(step, models.FAILED, None, f"{type(exc).__name__}: {exc}"[:500], t0)
                 raise
             try:
                 outcome = build.run_step(self.ctx, spec, workspace, coords, sandbox)

@@ -3,13 +3,12 @@ shallow clones by tag, builds, the pipeline API."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pygit2
-import pytest
 from sqlalchemy import select
 
 from gitserver.db import models
@@ -166,8 +165,6 @@ def test_push_of_several_refs_archives_each(server: GitServer, git_env: dict[str
     subprocess.run(["git", "tag", "-a", "v1", "-m", "v1"], cwd=work, env=git_env, check=True)
     pipeline = wait_pipeline(server, push(server, user, work, "main", "feature", "v1"))
     assert pipeline.status == "succeeded"
-    import json
-
     archives = json.loads(pipeline.result)["archives"]
     assert sorted(a["ref"] for a in archives) == ["refs/heads/feature", "refs/heads/main", "refs/tags/v1"]
     tags = {a["ref"]: a["tag"] for a in archives}

@@ -1,0 +1,161 @@
+"""Archive objects (gitserver.git.archive, pure pygit2) and the dedup by tree
+(gitserver.pipelines.archive) on a real database."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pygit2
+import pytest
+from sqlalchemy import select
+
+from gitserver import config as config_mod
+from gitserver.db import models
+from gitserver.db.session import transaction, upgrade
+from gitserver.git import archive as git_archive
+from gitserver.pipelines import archive as pipeline_archive
+from gitserver.runtime import Runtime
+
+AUTHOR = pygit2.Signature("Someone", "someone@example.com", 1_600_000_000, 60)
+
+
+def _repo(path: Path) -> pygit2.Repository:
+    return pygit2.init_repository(str(path), bare=True)
+
+
+def _commit(repo: pygit2.Repository, files: dict[str, bytes], parents: list[pygit2.Oid] | None = None,
+            message: str = "m\n", ref: str | None = "refs/heads/main") -> str:
+    builder = repo.TreeBuilder()
+    for name, data in files.items():
+        builder.insert(name, repo.create_blob(data), pygit2.enums.FileMode.BLOB)
+    tree = builder.write()
+    return str(repo.create_commit(ref, AUTHOR, AUTHOR, message, tree, parents or []))
+
+
+def test_archive_commit_id_is_a_pure_function_of_the_tree(tmp_path: Path) -> None:
+    one, two = _repo(tmp_path / "one.git"), _repo(tmp_path / "two.git")
+    c1 = _commit(one, {"a": b"1"}, message="first\n")
+    c2 = _commit(two, {"a": b"1"}, message="another message entirely\n")
+    t1, t2 = str(one[c1].tree_id), str(two[c2].tree_id)
+    assert t1 == t2
+    a1, a2 = git_archive.archive_commit_id(one, t1), git_archive.archive_commit_id(two, t2)
+    assert a1 == a2  # same tree, any repository, any pushed commit: the same archive commit
+    archived = one[a1]
+    assert archived.parents == [] and archived.message == git_archive.ARCHIVE_MESSAGE
+    assert (archived.author.name, archived.author.email, archived.author.time, archived.author.offset) == (
+        "gitserver", "gitserver@localhost", 0, 0)
+    assert (archived.committer.time, archived.committer.offset) == (0, 0)
+    other = git_archive.archive_commit_id(one, str(one[_commit(one, {"a": b"2"}, ref=None)].tree_id))
+    assert other != a1
+
+
+def test_write_archive_creates_tag_and_branch_once(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "r.git")
+    commit = _commit(repo, {"README": b"hi\n"})
+    tree = str(repo[commit].tree_id)
+    message = git_archive.tag_message("t/r", "refs/heads/main", commit)
+    first = git_archive.write_archive(repo, tree, message, now=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    assert first.created and first.tag == f"repour-{first.commit_id}"
+    tag = repo[repo.references[f"refs/tags/{first.tag}"].target]
+    assert isinstance(tag, pygit2.Tag) and tag.message == message
+    assert "t/r" in tag.message and "refs/heads/main" in tag.message and commit in tag.message
+    assert str(tag.peel(pygit2.Commit).tree_id) == tree
+    assert str(repo.references[f"refs/heads/{first.branch}"].target) == first.commit_id
+    # Again (a second worker, a crash before the database row): the tag is kept as it was.
+    again = git_archive.write_archive(repo, tree, "a different message\n")
+    assert not again.created and again.tag == first.tag
+    assert repo[repo.references[f"refs/tags/{first.tag}"].target].message == message
+
+
+def test_peel_commit_and_read_blob(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "r.git")
+    commit = _commit(repo, {"f.txt": b"content"})
+    tag_oid = repo.create_tag("v1", pygit2.Oid(hex=commit), pygit2.enums.ObjectType.COMMIT, AUTHOR, "v1\n")
+    assert str(git_archive.peel_commit(repo, str(tag_oid)).id) == commit  # type: ignore[union-attr]
+    tree = str(repo[commit].tree_id)
+    assert git_archive.peel_commit(repo, tree) is None  # a tree peels to no commit
+    blob = str(repo[commit].tree["f.txt"].id)
+    assert git_archive.peel_commit(repo, blob) is None
+    assert git_archive.peel_commit(repo, "0" * 40) is None
+    assert git_archive.read_blob(repo, tree, "f.txt", 100) == b"content"
+    assert git_archive.read_blob(repo, tree, "missing", 100) is None
+    with pytest.raises(ValueError, match="more than the 3 allowed"):
+        git_archive.read_blob(repo, tree, "f.txt", 3)
+
+
+# --- dedup by tree, through the Archive table ------------------------------------------------
+
+@pytest.fixture()
+def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    upgrade(db_url)
+    rt = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path), database_url=db_url))
+    yield rt
+    rt.dispose()
+
+
+def _repo_row(rt: Runtime) -> models.Repository:
+    with transaction(rt.sessions) as session:
+        tenant = models.Tenant(name="t")
+        session.add(tenant)
+        session.flush()
+        repo = models.Repository(tenant_id=tenant.id, name="r")
+        session.add(repo)
+        session.flush()
+        session.refresh(repo)
+        _ = repo.tenant
+        session.expunge(repo)
+        return repo
+
+
+def test_same_tree_returns_first_tag_and_creates_nothing(runtime: Runtime, tmp_path: Path) -> None:
+    row = _repo_row(runtime)
+    path = tmp_path / "r.git"
+    git = _repo(path)
+    c1 = _commit(git, {"a": b"1"}, message="one\n")
+    first = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/main", c1, None)
+    assert first is not None and first.created
+    c2 = _commit(git, {"a": b"1"}, message="two\n", ref="refs/heads/other")  # same tree
+    refs_before = sorted(git.references)
+    second = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/other", c2, None)
+    assert second is not None and not second.created
+    assert (second.tag, second.commit_id, second.tree_id) == (first.tag, first.commit_id, first.tree_id)
+    assert sorted(git.references) == refs_before
+    with transaction(runtime.sessions) as session:
+        rows = session.scalars(select(models.Archive)).all()
+        assert [(a.tag, a.source_commit, a.source_ref) for a in rows] == [(first.tag, c1, "refs/heads/main")]
+
+
+def test_insert_race_reads_the_winner(runtime: Runtime, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    row = _repo_row(runtime)
+    path = tmp_path / "r.git"
+    git = _repo(path)
+    commit = _commit(git, {"a": b"race"})
+    tree = str(git[commit].tree_id)
+    real_find = pipeline_archive.find_archive
+    calls = []
+
+    def find_then_lose_race(session, repo_id, tree_id):  # type: ignore[no-untyped-def]
+        calls.append(tree_id)
+        if len(calls) == 1:
+            # Another worker inserts its row right after our lookup missed.
+            with transaction(runtime.sessions) as other:
+                other.add(models.Archive(repo_id=repo_id, tree_id=tree_id, tag="repour-winner",
+                                         commit_id="w" * 40, source_commit="s" * 40, source_ref="refs/heads/x"))
+            return None
+        return real_find(session, repo_id, tree_id)
+
+    monkeypatch.setattr(pipeline_archive, "find_archive", find_then_lose_race)
+    result = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/main", commit, None)
+    assert result is not None and not result.created and result.tag == "repour-winner"
+    assert calls == [tree, tree]
+
+
+def test_non_commit_is_not_archived(runtime: Runtime, tmp_path: Path) -> None:
+    row = _repo_row(runtime)
+    path = tmp_path / "r.git"
+    git = _repo(path)
+    blob = str(git.create_blob(b"just a blob"))
+    assert pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/tags/blob", blob, None) is None

@@ -574,3 +574,25 @@ def _alive(pid: int) -> bool:
         # A zombie waiting for its reaper is dead for our purposes.
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+def test_cancel_synchronous_adjust(rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    """Without a callback the work runs inside the request; /cancel still reaches it (through
+    its pipeline's state) and the waiting client gets Repour's error body."""
+    pidfile = tmp_path / "tool.pid"
+    tenant, repo, user, _work = pushed_repo(rserver, git_env, tmp_path, {"SLEEP": "120", "PIDFILE": str(pidfile)})
+    task = unique("task")
+    spec = {"ref": "main", "internal_url": urls(rserver, tenant, repo), "taskId": task}
+    answers: queue.Queue[requests.Response] = queue.Queue()
+    thread = threading.Thread(target=lambda: answers.put(post(rserver, "/adjust", spec, token=user.token)))
+    thread.start()
+    try:
+        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the tool to start")
+        tool_pid = int(pidfile.read_text())
+        cancel = post(rserver, f"/cancel/{task}", None, token=user.token)
+        assert cancel.status_code == 200, cancel.text
+        answer = answers.get(timeout=15)
+        assert answer.status_code == 400 and answer.json()["error_type"] == "Cancelled"
+        wait_for(lambda: not _alive(tool_pid), timeout=5, what="the tool to be killed")
+    finally:
+        thread.join(timeout=30)

@@ -37,6 +37,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import connection as urllib3_connection
 
 from gitserver.errors import InvalidInput
@@ -347,8 +349,6 @@ class _PinnedMixin:
     socket_options: Any
 
     def _new_conn(self) -> socket.socket:
-        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-
         try:
             return urllib3_connection.create_connection(
                 (self.pinned_address, self.port), self.timeout,
@@ -462,9 +462,17 @@ def _read_at_most(resp: requests.Response, limit: int, timeout: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     deadline = time.monotonic() + timeout
-    for chunk in resp.iter_content(chunk_size=1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit or time.monotonic() > deadline:
-            break
+    try:
+        # read1 returns what has arrived (up to the size asked), so the bytes received before
+        # a stall are kept; iter_content would wait for a full chunk and lose them.
+        while size < limit and time.monotonic() < deadline:
+            chunk = resp.raw.read1(limit - size, decode_content=True)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (Urllib3Error, OSError, requests.RequestException):
+        # The status line and headers arrived: that is the answer. A body that breaks off or
+        # stalls only shortens the excerpt.
+        pass
     return b"".join(chunks)[:limit]

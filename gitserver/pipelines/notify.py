@@ -94,7 +94,7 @@ class DeliveryFailed(Exception):
     the job handler so the job, too, ends ``failed`` with this message."""
 
 
-# --- payloads (pure) ---------------------------------------------------------------------------
+# --- payloads ---------------------------------------------------------------------------------------
 
 def encode_payload(payload: Mapping[str, Any]) -> str:
     """The exact JSON text sent (and signed): compact, ASCII-only, key order kept."""
@@ -321,11 +321,15 @@ def enqueue_callback(session: Session, url: str, method: str, payload: dict[str,
 
 
 def redeliver(session: Session, delivery: models.Delivery) -> models.Delivery:
-    """A new delivery (new guid, fresh attempts) of the same payload to the same target."""
-    kind = KIND_WEBHOOK if delivery.webhook_id is not None else KIND_CALLBACK
-    return _new_delivery(session, webhook_id=delivery.webhook_id, event=delivery.event,
-                         url=delivery.url, method=delivery.method, body=delivery.payload,
-                         pipeline_id=delivery.pipeline_id, kind=kind)
+    """A new delivery (new guid, fresh attempts) of a webhook delivery's payload, to the
+    webhook's current URL (an admin who fixed a wrong URL redelivers to the fixed one)."""
+    hook = session.get(models.Webhook, delivery.webhook_id) if delivery.webhook_id is not None else None
+    if hook is None:
+        # A callback's extra headers live in its job, not in the row: it cannot be rebuilt.
+        raise ValueError(f"delivery {delivery.id} is not a webhook delivery")
+    return _new_delivery(session, webhook_id=hook.id, event=delivery.event, url=hook.url,
+                         method=delivery.method, body=delivery.payload,
+                         pipeline_id=delivery.pipeline_id, kind=KIND_WEBHOOK)
 
 
 def _auth_function(name: str) -> Callable[[Config], Mapping[str, str]]:

@@ -7,6 +7,7 @@ import ipaddress
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -228,6 +229,14 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         _Receiver.seen.append((self.path, dict(self.headers), body))
+        if self.path == "/stall":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"partial")
+            self.wfile.flush()
+            time.sleep(2)  # the body never completes within the client's timeout
+            return
         if self.path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "http://127.0.0.1:1/elsewhere")
@@ -368,3 +377,11 @@ def test_https_refuses_a_certificate_for_another_name(tls_receiver: tuple[int, s
         netguard.send("POST", f"https://other.example.test:{port}/tls", body=b"{}", headers={},
                       timeout=5, allow_private=True, verify=ca, resolver=_to_loopback)
     assert _Receiver.seen == []
+
+
+def test_a_stalling_body_does_not_turn_an_answer_into_a_failure(receiver: int) -> None:
+    started = time.monotonic()
+    resp = netguard.send("POST", f"http://127.0.0.1:{receiver}/stall", body=b"{}", headers={},
+                         timeout=0.5, allow_private=True)
+    assert (resp.status, resp.body) == (200, b"partial")
+    assert time.monotonic() - started < 1.9

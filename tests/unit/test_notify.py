@@ -313,8 +313,10 @@ def test_redeliver_copies_payload_with_a_new_guid(runtime: Runtime) -> None:
     repo_id = _repo_with_hooks(runtime)
     with transaction(runtime.sessions) as session:
         (delivery,) = notify.enqueue_event(session, repo_id, "push", {"push_id": 3})
+        session.get(models.Webhook, delivery.webhook_id).url = "http://fixed.example.com/"  # type: ignore[union-attr]
         again = notify.redeliver(session, delivery)
         assert again.payload == delivery.payload and again.guid != delivery.guid
+        assert again.url == "http://fixed.example.com/"
         assert (again.webhook_id, again.status, again.attempts) == (delivery.webhook_id, "pending", 0)
         log = notify.delivery_log(again, "sa")
         assert log["request"]["headers"]["X-Hub-Signature-256"] == notify.sign("sa", again.payload.encode())

@@ -342,6 +342,9 @@ class GitWork:
             "credential.helper": "",
             "core.askPass": "",
             "core.fsmonitor": "false",
+            # Symbolic links of an untrusted tree are checked out as small text files, so an
+            # alignment tool rewriting "pom.xml" can never write through it to a server file.
+            "core.symlinks": "false",
             "gc.auto": "0",
             "advice.detachedHead": "false",
             "init.defaultBranch": "main",

@@ -596,3 +596,19 @@ def test_cancel_synchronous_adjust(rserver: GitServer, git_env: dict[str, str], 
         wait_for(lambda: not _alive(tool_pid), timeout=5, what="the tool to be killed")
     finally:
         thread.join(timeout=30)
+
+
+def test_adjust_never_writes_through_symlinks(rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    """A hostile tree whose aligned file is a symlink to a server-side file: the tool rewrites
+    the checked-out placeholder, never the file the link points to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    tenant, repo, user = setup_repo(rserver)
+    work = make_repo(tmp_path / unique("work"), git_env, {"VERSION": "5.0\n"})
+    (work / "aligned.txt").symlink_to(victim)
+    run_git(git_env, "add", "aligned.txt", cwd=work)
+    run_git(git_env, "commit", "-q", "-m", "link", cwd=work)
+    rserver.git(user, "push", "-q", rserver.repo_url(tenant, repo), "main", cwd=work)
+    resp = post(rserver, "/adjust", {"ref": "main", "internal_url": urls(rserver, tenant, repo)}, token=user.token)
+    assert resp.status_code == 200, resp.text
+    assert victim.read_text() == "untouched\n"

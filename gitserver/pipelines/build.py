@@ -19,6 +19,7 @@ does not run as root there is no such separation, and the log says so.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import pwd
@@ -52,6 +53,8 @@ LOG_CHUNK = 4096
 LOG_FLUSH_SECONDS = 1.0
 # How often a running step looks at cancel, release and its deadline.
 POLL_SECONDS = 0.2
+# Workspaces are <tmp>/gitserver-build-<worker pid>-<random>.
+WORKSPACE_PREFIX = "gitserver-build-"
 # Between SIGTERM and SIGKILL of a step's process group.
 KILL_GRACE = 1.0
 
@@ -205,10 +208,14 @@ class Sandbox:
     memory_bytes: int
     file_size_bytes: int
     max_timeout: float
+    # Run as root before the step: enters a new PID namespace, then drops to uid/gid. Empty
+    # when the host cannot (no util-linux, no CAP_SYS_ADMIN): then subprocess switches users.
+    wrapper: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Config) -> Sandbox:
         uid = gid = None
+        wrapper: tuple[str, ...] = ()
         user = pwd.getpwuid(os.geteuid()).pw_name if _has_passwd_entry() else str(os.geteuid())
         if os.geteuid() == 0:
             try:
@@ -219,10 +226,11 @@ class Sandbox:
             if entry.pw_uid == 0:
                 raise SandboxError("build_user must not be root")
             uid, gid, user = entry.pw_uid, entry.pw_gid, cfg.build_user
+            wrapper = pid_namespace_wrapper(uid, gid)
         return cls(uid=uid, gid=gid, user=user, cpu_seconds=cfg.build_cpu_seconds,
                    memory_bytes=cfg.build_memory_mb * 1024 * 1024,
                    file_size_bytes=cfg.build_file_size_mb * 1024 * 1024,
-                   max_timeout=cfg.build_timeout)
+                   max_timeout=cfg.build_timeout, wrapper=wrapper)
 
     @property
     def isolated(self) -> bool:
@@ -230,10 +238,43 @@ class Sandbox:
 
     def describe(self) -> str:
         if self.isolated:
-            return (f"build steps run as user {self.user} (uid {self.uid}), without access to "
-                    "the server's data dir")
+            where = (" in their own PID namespace" if self.wrapper else "")
+            return (f"build steps run as user {self.user} (uid {self.uid}){where}, without access "
+                    "to the server's data dir")
         return (f"warning: the worker does not run as root, so build steps run as its own user "
                 f"({self.user}) and are NOT isolated from the server's data dir and database")
+
+
+def pid_namespace_wrapper(uid: int, gid: int) -> tuple[str, ...]:
+    """The command prefix that runs a step in a new PID namespace as ``uid``/``gid``, or ()
+    when this host cannot.
+
+    Why: a step's processes must not outlive it. Killing a process group misses anything that
+    called setsid(), and if the worker is SIGKILLed nobody is left to kill anything. In a PID
+    namespace every process dies with the namespace's first process, which ``--kill-child``
+    kills when ``unshare`` dies, and ``unshare`` itself gets the parent-death signal. setpriv
+    drops to the build user inside and keeps the parent-death signal across that switch (a
+    credential change would otherwise clear it).
+    """
+    unshare = shutil.which("unshare", path=DEFAULT_PATH)
+    setpriv = shutil.which("setpriv", path=DEFAULT_PATH)
+    if unshare is None or setpriv is None or not _pid_namespaces_work(unshare):
+        return ()
+    return (unshare, "--pid", "--fork", "--kill-child", "--",
+            setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig", "keep", "--")
+
+
+@functools.lru_cache(maxsize=4)
+def _pid_namespaces_work(unshare: str) -> bool:
+    try:
+        probe = subprocess.run([unshare, "--pid", "--fork", "--kill-child", "--", "true"],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if probe.returncode != 0:
+        log.warning("no PID namespaces for builds (%s); steps run in a process group only",
+                    probe.stderr.decode(errors="replace").strip()[:200])
+    return probe.returncode == 0
 
 
 def _has_passwd_entry() -> bool:
@@ -247,7 +288,7 @@ def _has_passwd_entry() -> bool:
 def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Path:
     """A new temp dir holding ``src`` (shallow clone of ``tag``) and ``home``; owned by the
     build user. The caller removes it with :func:`remove_workspace`."""
-    root = Path(tempfile.mkdtemp(prefix="gitserver-build-"))
+    root = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
     try:
         (root / "home").mkdir()
         result = subprocess.run(
@@ -267,6 +308,29 @@ def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Path:
 
 def remove_workspace(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
+
+
+def sweep_stale_workspaces(directory: Path | None = None) -> int:
+    """Remove the workspaces of workers that died without cleaning up (SIGKILL); returns how
+    many. A workspace's name carries its worker's pid; live workers' ones are left alone."""
+    directory = directory or Path(tempfile.gettempdir())
+    removed = 0
+    for path in directory.glob(f"{WORKSPACE_PREFIX}*-*"):
+        pid_text = path.name[len(WORKSPACE_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def step_environment(spec: StepSpec, coords: Coordinates, home: Path) -> dict[str, str]:
@@ -315,10 +379,11 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinat
     timeout = min(spec.timeout or sandbox.max_timeout, sandbox.max_timeout)
     env = step_environment(spec, coords, workspace / "home")
     kwargs: dict[str, Any] = {}
-    if sandbox.uid is not None:
+    argv = [*sandbox.wrapper, *spec.argv]
+    if sandbox.uid is not None and not sandbox.wrapper:
         kwargs.update(user=sandbox.uid, group=sandbox.gid, extra_groups=[])
     try:
-        proc = subprocess.Popen(list(spec.argv), cwd=workspace / "src", env=env,
+        proc = subprocess.Popen(argv, cwd=workspace / "src", env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=_limits(sandbox), **kwargs)  # noqa: PLW1509

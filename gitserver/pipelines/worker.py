@@ -99,6 +99,10 @@ class Worker:
 
     def serve(self) -> None:
         _protect_data_dir(self.cfg)
+        from gitserver.pipelines.build import sweep_stale_workspaces
+
+        if swept := sweep_stale_workspaces():
+            log.info("removed %d build workspace(s) left by dead workers", swept)
         log.info("worker %s: %d thread(s), job kinds %s", self.owner_prefix, self.concurrency,
                  ", ".join(self.kinds))
         threads = [threading.Thread(target=self._loop, args=(i,), name=f"job-{i}", daemon=True)

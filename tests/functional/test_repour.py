@@ -21,6 +21,7 @@ import queue
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,16 +58,56 @@ def tool_env(tmp: Path) -> dict[str, str]:
             "GITSERVER_ADJUST_MVN_PARAMETERS": "-DrestURL=http://da.example.org"}
 
 
+class TokenEndpoint:
+    """A loopback OIDC token endpoint (client-credentials grant) that counts what it hands out."""
+
+    def __init__(self) -> None:
+        self.grants: list[dict[str, list[str]]] = []
+        grants = self.grants
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                grants.append(urllib.parse.parse_qs(self.rfile.read(length).decode()))
+                body = json.dumps({"access_token": f"svc-token-{len(grants)}", "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def token_endpoint() -> Iterator[TokenEndpoint]:
+    endpoint = TokenEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            git_env: dict[str, str]) -> Iterator[GitServer]:
-    """A server with the stand-in alignment tool configured, on each backend."""
+            git_env: dict[str, str], token_endpoint: TokenEndpoint) -> Iterator[GitServer]:
+    """A server with the stand-in alignment tool and a service account configured, on each
+    backend."""
     root = tmp_path_factory.mktemp(f"repour-{request.param}")
     if request.param == "sqlite":
         db_url = f"sqlite:///{root / 'data' / 'gitserver.db'}"
     else:
         db_url = request.getfixturevalue("pg_cluster").create_database()
-    srv = GitServer(root / "data", db_url, git_env, tool_env(root))
+    oidc = {"GITSERVER_OIDC_TOKEN_URL": token_endpoint.url, "GITSERVER_OIDC_CLIENT_ID": "gitserver-callbacks",
+            "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "svc-secret"}
+    srv = GitServer(root / "data", db_url, git_env, {**tool_env(root), **oidc})
     try:
         srv.start()
     except Exception:
@@ -340,7 +381,7 @@ def test_clone_errors(rserver: GitServer, git_env: dict[str, str], tmp_path: Pat
 
 
 def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_path: Path,
-                             receiver: Receiver) -> None:
+                             receiver: Receiver, token_endpoint: TokenEndpoint) -> None:
     tenant, repo, user = setup_repo(rserver)
     origin = origin_repo(tmp_path, git_env)
     spec = {"type": "git", "originRepoUrl": str(origin), "targetRepoUrl": urls(rserver, tenant, repo)["readwrite"],
@@ -352,6 +393,8 @@ def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_pa
     got = receiver.next()
     assert got["method"] == "POST" and got["path"] == "/done"
     assert got["body"] == {**spec, "callback": {"status": 200, "id": callback_id}}
+    # The callback carries the service account's token (client-credentials grant).
+    assert got["headers"]["Authorization"].startswith("Bearer svc-token-")
     assert "refs/heads/main" in remote_refs(rserver, tenant, repo)
     # positive/negative callbacks: a failure goes to the negative one, with Repour's error body.
     failing = {**spec, "ref": "nope", "positiveCallback": {"url": receiver.url + "/ok"},
@@ -363,6 +406,11 @@ def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_pa
     assert (got["method"], got["path"]) == ("PUT", "/ko")
     assert got["body"]["callback"] == {"status": 400, "id": queued.json()["callback"]["id"]}
     assert got["body"]["exit_code"] == 10
+    assert token_endpoint.grants and token_endpoint.grants[0] == {
+        "grant_type": ["client_credentials"], "client_id": ["gitserver-callbacks"],
+        "client_secret": ["svc-secret"]}
+    # Cached: far fewer token requests than callbacks sent (one per process at most).
+    assert len(token_endpoint.grants) <= 4
     # The work ran as a pipeline with the task id, visible in the pipelines API.
     with rserver.db() as session:
         from sqlalchemy import select

@@ -53,6 +53,8 @@ LOG_CHUNK = 4096
 LOG_FLUSH_SECONDS = 1.0
 # How often a running step looks at cancel, release and its deadline.
 POLL_SECONDS = 0.2
+# Seconds of CPU between SIGXCPU (soft limit) and SIGKILL (hard limit).
+CPU_KILL_GRACE = 5
 # Workspaces are <tmp>/gitserver-build-<worker pid>-<random>.
 WORKSPACE_PREFIX = "gitserver-build-"
 # Between SIGTERM and SIGKILL of a step's process group.
@@ -347,7 +349,9 @@ def _limits(sandbox: Sandbox) -> Any:
     prctl = _prctl()
 
     def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+        # SIGXCPU at the soft limit says why the step died; SIGKILL a little later if it
+        # catches or ignores that.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + CPU_KILL_GRACE))
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -403,13 +407,17 @@ def _supervise(ctx: JobContext, proc: subprocess.Popen[bytes], timeout: float) -
         sel.register(fd, selectors.EVENT_READ)
         eof = False
         while not eof:
-            for _key, _mask in sel.select(POLL_SECONDS):
+            ready = sel.select(POLL_SECONDS)
+            for _key, _mask in ready:
                 data = os.read(fd, 65536)
                 if not data:
                     eof = True
                     break
                 out.add(data)
-            out.maybe_flush()
+            if ready:
+                out.maybe_flush()
+            else:
+                out.flush()  # the step is quiet: whatever it said is stored now
             if reason is None:
                 reason = _stop_reason(ctx, deadline, timeout)
                 if reason is not None:
@@ -452,16 +460,25 @@ def _outcome(ctx: JobContext, reason: str | None, code: int, timeout: float) -> 
     if code == 0:
         return StepOutcome("succeeded", 0, "")
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-        message = f"killed by {name}"
-        if -code == signal.SIGXCPU:
-            message += " (CPU time limit)"
-        elif -code == signal.SIGXFSZ:
-            message += " (file size limit)"
+        message = f"killed by {_signal_name(-code)}"
     else:
         message = f"exited with status {code}"
+        if 128 < code < 128 + 65:  # a shell reporting a child killed by signal code-128
+            message += f" (a process was killed by {_signal_name(code - 128)})"
     ctx.log(f"\n*** {message}\n")
     return StepOutcome("failed", code, message)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    return name + _LIMIT_SIGNALS.get(number, "")
+
+
+# The signals the kernel sends when a resource limit is hit.
+_LIMIT_SIGNALS = {int(signal.SIGXCPU): " (CPU time limit)", int(signal.SIGXFSZ): " (file size limit)"}
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE) -> None:

@@ -1,0 +1,145 @@
+"""The build step runner (gitserver.pipelines.build.run_step) on real processes: limits,
+timeouts, cancel, output streaming. The job context is a small in-memory fake."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gitserver.pipelines import build
+
+COORDS = build.Coordinates(repo="t/r", ref="refs/heads/main", commit="c" * 40, tag="repour-x",
+                           readonly_url="http://127.0.0.1:1/git/t/r.git")
+
+
+@dataclasses.dataclass
+class FakeContext:
+    """What run_step uses of a JobContext: log, cancelled, released."""
+
+    chunks: list[tuple[float, bytes]] = dataclasses.field(default_factory=list)
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    release: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    def log(self, data: bytes | str) -> None:
+        self.chunks.append((time.monotonic(), data.encode() if isinstance(data, str) else data))
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
+
+    def released(self) -> bool:
+        return self.release.is_set()
+
+    @property
+    def text(self) -> str:
+        return b"".join(c for _t, c in self.chunks).decode()
+
+
+def sandbox(**overrides: object) -> build.Sandbox:
+    values: dict[str, object] = dict(uid=None, gid=None, user="test", cpu_seconds=60,
+                                     memory_bytes=1 << 30, file_size_bytes=1 << 30, max_timeout=60.0)
+    values.update(overrides)
+    return build.Sandbox(**values)  # type: ignore[arg-type]
+
+
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "src").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    return tmp_path
+
+
+def run(tmp_path: Path, command: str, box: build.Sandbox | None = None, ctx: FakeContext | None = None,
+        timeout: float | None = None) -> tuple[build.StepOutcome, FakeContext]:
+    ctx = ctx or FakeContext()
+    spec = build.StepSpec(name="s", argv=("/bin/sh", "-c", command), timeout=timeout)
+    outcome = build.run_step(ctx, spec, workspace(tmp_path), COORDS, box or sandbox())  # type: ignore[arg-type]
+    return outcome, ctx
+
+
+def test_success_and_exit_status(tmp_path: Path) -> None:
+    outcome, ctx = run(tmp_path, "echo out; echo err >&2; pwd; echo $HOME")
+    assert outcome == build.StepOutcome("succeeded", 0, "")
+    assert ctx.text == f"out\nerr\n{tmp_path / 'src'}\n{tmp_path / 'home'}\n"
+    outcome, _ = run(tmp_path / "b", "exit 7")
+    assert outcome == build.StepOutcome("failed", 7, "exited with status 7")
+
+
+def test_wall_clock_timeout_kills_the_group(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    outcome, ctx = run(tmp_path, "sleep 30 & sleep 30", timeout=0.5)
+    assert outcome.status == "failed" and outcome.message == "timed out after 0.5 seconds"
+    assert time.monotonic() - t0 < 5 and "*** timed out" in ctx.text
+
+
+def test_file_size_limit(tmp_path: Path) -> None:
+    outcome, _ = run(tmp_path, "head -c 2000000 /dev/zero > big", sandbox(file_size_bytes=1 << 20))
+    assert outcome.status == "failed"
+    # The shell reports its child's death (128 + signal number).
+    assert outcome.message == "exited with status 153 (a process was killed by SIGXFSZ (file size limit))"
+    outcome, _ = run(tmp_path / "exec", "exec head -c 2000000 /dev/zero > big", sandbox(file_size_bytes=1 << 20))
+    assert outcome.message == "killed by SIGXFSZ (file size limit)"
+
+
+def test_cpu_limit(tmp_path: Path) -> None:
+    outcome, _ = run(tmp_path, "while :; do :; done", sandbox(cpu_seconds=1))
+    assert outcome == build.StepOutcome("failed", -24, "killed by SIGXCPU (CPU time limit)")
+
+
+def test_memory_limit(tmp_path: Path) -> None:
+    import sys
+
+    outcome, ctx = run(tmp_path, f"{sys.executable} -c 'x = bytearray(400 * 1024 * 1024)'",
+                       sandbox(memory_bytes=256 << 20))
+    assert outcome.status == "failed" and "MemoryError" in ctx.text, ctx.text
+
+
+def test_cancel_stops_the_step(tmp_path: Path) -> None:
+    ctx = FakeContext()
+    threading.Timer(0.5, ctx.cancel.set).start()
+    t0 = time.monotonic()
+    outcome, _ = run(tmp_path, "sleep 600", ctx=ctx)
+    assert outcome.status == "cancelled" and time.monotonic() - t0 < 3
+
+
+def test_release_stops_the_step(tmp_path: Path) -> None:
+    ctx = FakeContext()
+    threading.Timer(0.3, ctx.release.set).start()
+    outcome, _ = run(tmp_path, "sleep 600", ctx=ctx)
+    assert outcome.status == "released"
+
+
+def test_output_is_streamed_while_the_step_runs(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    outcome, ctx = run(tmp_path, "echo first; sleep 1.5; echo second")
+    assert outcome.status == "succeeded"
+    first = next(t for t, c in ctx.chunks if b"first" in c)
+    second = next(t for t, c in ctx.chunks if b"second" in c)
+    assert first - t0 < 0.8 and second - first >= 1.0  # "first" was stored as soon as it came
+
+
+def test_leftover_background_processes_do_not_hang_the_step(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    outcome, _ = run(tmp_path, "sleep 600 & echo done")
+    assert outcome.status == "succeeded" and time.monotonic() - t0 < 5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to the build user")
+def test_as_root_steps_run_as_build_user_in_pid_namespace(tmp_path: Path) -> None:
+    from gitserver import config
+
+    box = build.Sandbox.from_config(config.load(environ={}))
+    assert box.uid == 65534 or box.user == "nobody"
+    ws = workspace(tmp_path)
+    os.chown(ws / "src", box.uid, box.gid)  # type: ignore[arg-type]
+    ctx = FakeContext()
+    outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", "id -u; echo $$")),  # type: ignore[arg-type]
+                             ws, COORDS, box)
+    assert outcome.status == "succeeded"
+    uid, pid = ctx.text.split()
+    assert int(uid) == box.uid
+    if box.wrapper:
+        assert pid == "1"  # the first process of its own PID namespace

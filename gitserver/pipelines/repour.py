@@ -555,35 +555,11 @@ def do_adjust(op: Operation) -> dict[str, Any]:
     spec = op.spec
     target = op.target(spec["internal_url"]["readwrite"])
     ref: str = spec["ref"]
-    pull = PULL_REQUEST_RE.match(ref)
     request = adjust_mod.AdjustRequest.from_spec(spec)
     with tempfile.TemporaryDirectory(prefix="gitserver-adjust-") as tmp:
         work = GitWork(op.config, Path(tmp), bare=False, stop=op.stop, output=op.output)
-        found, internal = None, True
-        if sync_on(spec):
-            origin = check_origin(spec["originRepoUrl"], op.config)
-            work.fetch(origin.text, ORIGIN, remote=ORIGIN, pull_request=ref if pull else None)
-            found = work.find(ref, ORIGIN)
-            if found is not None:
-                internal = False
-                if found.kind != "pull":
-                    # Sync: the ref as upstream has it, under the protection rules (an upstream
-                    # force-push is refused here; the archived tags stay as they were).
-                    work.push_internal(target, [found.push_refspec()], op.actor)
-        if found is None:
-            work.fetch(str(target.path), INTERNAL, remote=INTERNAL)
-            found = work.find(ref, INTERNAL)
-        if found is None:
-            where = "the upstream nor the internal repository" if sync_on(spec) else "the internal repository"
-            raise ProcessingError(f"ref {ref!r} exists in neither {where}" if sync_on(spec)
-                                  else f"ref {ref!r} not found in {where} {target.full_name}",
-                                  error_type="RefNotFound")
+        found, internal = checkout_source(op, work, target, ref)
         op.stop()
-        if found.kind == "pull":
-            # A temporary local branch: it exists only in this scratch repository.
-            work.git("checkout", "-q", "--force", "-B", f"pull-request-{pull['number']}", found.commit)  # type: ignore[index]
-        else:
-            work.git("checkout", "-q", "--force", "--detach", found.commit)
         provider = adjust_mod.choose_provider(op.config, request.build_type)
         outcome = adjust_mod.run_provider(provider, work.dir, request, op.config,
                                           _provider_runner(op), work.scratch)
@@ -591,12 +567,43 @@ def do_adjust(op: Operation) -> dict[str, Any]:
         commit = commit_changes(work, ref, outcome.adjust_type)
         tree = work.git("rev-parse", f"{commit}^{{tree}}").stdout.strip()
         tag, tag_commit = publish(op, work, target, commit=commit, tree=tree, version=outcome.version,
-                                  ref=ref, pull_request=pull is not None, upstream=found.commit,
+                                  ref=ref, pull_request=found.kind == "pull", upstream=found.commit,
                                   adjust_type=outcome.adjust_type)
     urls = repo_urls(op.config, target.tenant, target.name)
     return {"tag": tag, "commit": tag_commit, "url": {"readwrite": urls.readwrite, "readonly": urls.readonly},
             "upstream_commit": found.commit, "is_ref_revision_internal": internal,
             "adjustResultData": outcome.result_data}
+
+
+def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> tuple[FoundRef, bool]:
+    """Check out ``ref`` in the work tree: from the origin when syncing and the origin has it
+    (pushing it into the target first, except pull requests), else from the target. Returns
+    the ref found and whether it came from the internal repository (Repour's
+    ``is_ref_revision_internal``)."""
+    found = None
+    if sync_on(op.spec):
+        origin = check_origin(op.spec["originRepoUrl"], op.config)
+        work.fetch(origin.text, ORIGIN, remote=ORIGIN, pull_request=ref if is_pull_request(ref) else None)
+        found = work.find(ref, ORIGIN)
+        if found is not None and found.kind != "pull":
+            # Sync: the ref as upstream has it, under the protection rules (an upstream
+            # force-push is refused here, and the tags made earlier keep their trees).
+            work.push_internal(target, [found.push_refspec()], op.actor)
+    internal = found is None
+    if found is None:
+        work.fetch(str(target.path), INTERNAL, remote=INTERNAL)
+        found = work.find(ref, INTERNAL)
+    if found is None:
+        where = "neither upstream nor in" if sync_on(op.spec) else "in"
+        raise ProcessingError(f"ref {ref!r} not found {where} the internal repository {target.full_name}",
+                              error_type="RefNotFound")
+    if found.kind == "pull":
+        # A temporary local branch: it exists only in this scratch repository.
+        branch = "pull-request-" + ref.rsplit("/", 1)[1]
+        work.git("checkout", "-q", "--force", "-B", branch, found.commit)
+    else:
+        work.git("checkout", "-q", "--force", "--detach", found.commit)
+    return found, internal
 
 
 def _provider_runner(op: Operation) -> adjust_mod.Runner:

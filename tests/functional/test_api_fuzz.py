@@ -1,4 +1,4 @@
-"""Schemathesis against the live server's OpenAPI document: for every operation of the admin
+"""Schemathesis against the live server's OpenAPI document: for every operation of the REST
 API, generated requests (valid and invalid by the schema) never get a 5xx, and every response
 conforms to the document (status code, content type, headers, body schema).
 
@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 import hypothesis
+import hypothesis.errors
 import pytest
 import schemathesis
 from hypothesis import strategies as st
@@ -31,10 +32,11 @@ from schemathesis.checks import (
 
 from tests.functional.conftest import GitServer
 
-# The operations this suite owns: tenants and everything under them that the admin API serves.
-# (Pipelines, webhooks, archives and the Repour endpoints have their own tests.)
-FUZZED = re.compile(r"^/api/v1/tenants(/\{tenant\}(/(users|groups)(/.*)?|/repos(/\{repo\}"
-                    r"(/(grants|deploy-keys|pushes)(/.*)?)?)?)?)?$")
+# Every operation of the /api/v1 document (admin API, pipelines, webhooks, archives) and the
+# operational endpoints. Left out: smart HTTP (/git/…, binary git protocol bodies a schema
+# cannot describe) and the Repour-compatible root endpoints, which start asynchronous clones
+# of arbitrary origins on the shared test server's workers and have their own suite.
+FUZZED = re.compile(r"^/(api/v1/.*|healthz|readyz|metrics)$")
 EXAMPLES = 4
 GUNICORN_URI_TOO_LONG = 414
 GUNICORN_LINE_LIMIT = 4094  # gunicorn's default limit_request_line, in bytes
@@ -70,7 +72,7 @@ def test_fuzz_admin_api(server: GitServer) -> None:
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
-        fixed = {name: known[name] for name in re.findall(r"\{(\w+)\}", operation.path)}
+        fixed = {name: known[name] for name in re.findall(r"\{(\w+)\}", operation.path) if name in known}
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = st.one_of(operation.as_strategy(generation_mode=mode),
                                  operation.as_strategy(generation_mode=mode, path_parameters=fixed))
@@ -106,5 +108,9 @@ def _run(operation: Any, strategy: Any, base_url: str, headers: dict[str, str], 
             failures.append(f"{operation.method.upper()} {operation.path} [{mode}]: "
                             f"{type(exc).__name__}: {str(exc)[:1500]}\n  {case.as_curl_command()[:500]}")
 
-    run()
+    try:
+        run()
+    except hypothesis.errors.Unsatisfiable:
+        # Nothing in this operation can be made schema-invalid (negative mode): no case to run.
+        pass
     return failures

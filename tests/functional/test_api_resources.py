@@ -335,6 +335,13 @@ def test_push_audit_log(server: GitServer, tmp_path: Path) -> None:
     # Readers see the log; the member can read through its grant.
     assert server.api("GET", pushes_url, token=bob.token).status_code == 200
 
+    # Deleting the key that pushed keeps the audit record, fingerprint included.
+    keys_url = f"{tenant_url(tenant)}/users/{bob.name}/keys"
+    key_id = server.api("GET", keys_url).json()["items"][0]["id"]
+    assert server.api("DELETE", f"{keys_url}/{key_id}").status_code == 204
+    after = server.api("GET", pushes_url, params={"user": bob.name}).json()["items"]
+    assert [(p["id"], p["key_fingerprint"]) for p in after] == [(items[0]["id"], bob.fingerprint)]
+
 
 # --- conventions ---------------------------------------------------------------------------------
 

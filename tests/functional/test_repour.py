@@ -419,6 +419,10 @@ def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_pa
         rows = session.scalars(select(models.Pipeline).where(models.Pipeline.task_id == spec["taskId"])
                                .order_by(models.Pipeline.id)).all()
         assert [(p.kind, p.status) for p in rows] == [("clone", "succeeded"), ("clone", "failed")]
+        pipeline_id = rows[0].id
+    shown = rserver.api("GET", f"/api/v1/pipelines/{pipeline_id}", token=user.token)
+    assert shown.status_code == 200, shown.text
+    assert (shown.json()["kind"], shown.json()["status"], shown.json()["repo"]) == ("clone", "succeeded", repo)
 
 
 # --- /adjust ------------------------------------------------------------------------------------------

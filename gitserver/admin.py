@@ -122,7 +122,7 @@ def add_member(session: Session, group: models.Group, user: models.User) -> None
         raise NotFound(f"user {user.name!r} not found in tenant {group.tenant.name}")
     if session.get(models.GroupMember, (group.id, user.id)) is None:
         session.add(models.GroupMember(group_id=group.id, user_id=user.id))
-        session.flush()
+        _flush(session, f"user {user.name!r} was added to group {group.name!r} concurrently")
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -223,7 +223,8 @@ def set_grant(session: Session, repo: models.Repository, permission: str, *,
         session.add(grant)
     else:
         grant.permission = permission
-    session.flush()
+    # Two writers creating the same grant at once: one wins, the other gets a 409, not a 500.
+    _flush(session, "the grant was changed concurrently; retry")
     return grant
 
 

@@ -250,3 +250,61 @@ def test_internal_scm_schema_and_project() -> None:
         with pytest.raises(resources.Reply) as info:
             resources.parse_project(bad)
         assert info.value.status == 400 and info.value.body[0]["path"] == ["project"]
+
+
+# --- the resource plumbing: Repour's error shapes, whatever goes wrong --------------------------
+
+def _app(work):  # type: ignore[no-untyped-def]
+    import falcon
+    import falcon.testing
+
+    class Resource:
+        def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+            resources.respond(req, resp, lambda: work(req))
+
+    app = falcon.App()
+    app.add_route("/x", Resource())
+    return falcon.testing.TestClient(app)
+
+
+def test_unexpected_errors_answer_500_without_internals() -> None:
+    def boom(req: object) -> tuple[int, object]:
+        raise RuntimeError("secret database password in this message")
+
+    resp = _app(boom).simulate_post("/x", body=b"{}")
+    assert resp.status_code == 500
+    assert set(resp.json) == {"error_type", "error_traceback", "desc"}
+    assert "secret" not in resp.text and "RuntimeError" not in resp.text
+
+
+def test_domain_and_processing_errors() -> None:
+    from gitserver.errors import Forbidden
+
+    def forbidden(req: object) -> tuple[int, object]:
+        raise Forbidden("you have read access to t/r; this needs write")
+
+    resp = _app(forbidden).simulate_post("/x")
+    assert resp.status_code == 403
+    assert resp.json == {"desc": "you have read access to t/r; this needs write", "cmd": [], "exit_code": 10,
+                         "stderr": "", "error_type": "forbidden"}
+
+    def failing(req: object) -> tuple[int, object]:
+        raise repour.ProcessingError("ref 'x' not found", cmd=["git", "fetch", "https://u:pw@h/a/b"])
+
+    resp = _app(failing).simulate_post("/x")
+    assert resp.status_code == 400
+    assert resp.json["exit_code"] == 10 and resp.json["cmd"] == ["git", "fetch", "https://u:***@h/a/b"]
+
+
+@pytest.mark.parametrize("body, status, first", [
+    (b"{not json", 400, {"error_message": "expected json", "error_type": "json parsability", "path": []}),
+    (b"\xff\xfe", 400, {"error_message": "expected json", "error_type": "json parsability", "path": []}),
+    (b"[1, 2]", 400, {"error_message": "expected a dictionary", "error_type": "dictionary value", "path": []}),
+    (b'{"external_url": "' + b"x" * (1024 * 1024) + b'"}', 413, None),
+])
+def test_read_body_errors(body: bytes, status: int, first: dict[str, object] | None) -> None:
+    client = _app(lambda req: (200, resources.read_body(req, resources.EXTERNAL_TO_INTERNAL_SCHEMA)))
+    resp = client.simulate_post("/x", body=body)
+    assert resp.status_code == status
+    if first is not None:
+        assert resp.json[0] == first

@@ -112,6 +112,9 @@ def _define() -> None:
                                    ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
         step_seconds=Histogram("gitserver_pipeline_step_seconds", "Pipeline step durations",
                                ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
+        archives=Counter("gitserver_archives_total",
+                         "Archive requests: a new tag (created) or the tree's existing one (existing)",
+                         ["result"]),
         job_seconds=Histogram("gitserver_job_seconds", "Queue job run time by kind and outcome",
                               ["kind", "status"],
                               buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))),
@@ -232,6 +235,10 @@ def pipeline_finished(status: str, seconds: float) -> None:
 
 def step_finished(status: str, seconds: float) -> None:
     _get("step_seconds").labels(status).observe(seconds)
+
+
+def archive(created: bool) -> None:
+    _get("archives").labels("created" if created else "existing").inc()
 
 
 def job_finished(kind: str, status: str, seconds: float) -> None:

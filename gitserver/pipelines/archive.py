@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gitserver import metrics
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
@@ -57,6 +58,7 @@ def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.R
     with transaction(sessions) as session:
         existing = find_archive(session, repo.id, tree_id)
         if existing is not None:
+            metrics.archive(created=False)
             return _result(ref, source, existing, created=False)
     message = git_archive.tag_message(repo.full_name, ref, source)
     refs = git_archive.write_archive(git, tree_id, message)
@@ -72,7 +74,9 @@ def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.R
             winner = find_archive(session, repo.id, tree_id)
             if winner is None:
                 raise
+            metrics.archive(created=False)
             return _result(ref, source, winner, created=False)
+    metrics.archive(created=True)
     log.info("archived %s %s (%s) as %s", repo.full_name, ref, source, refs.tag)
     return ArchiveResult(ref=ref, source_commit=source, tree_id=tree_id, tag=refs.tag,
                          commit_id=refs.commit_id, created=True)

@@ -32,6 +32,7 @@ import time
 import uuid
 from typing import Any
 
+import pygit2
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -42,8 +43,10 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.git import refs
+from gitserver.git.archive import read_blob
 from gitserver.logs import bind
-from gitserver.pipelines import jobs, notify
+from gitserver.pipelines import build, jobs, notify
+from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.pipelines.queue import enqueue_push_pipeline
 from gitserver.runtime import Runtime
 
@@ -99,9 +102,7 @@ class Worker:
 
     def serve(self) -> None:
         _protect_data_dir(self.cfg)
-        from gitserver.pipelines.build import sweep_stale_workspaces
-
-        if swept := sweep_stale_workspaces():
+        if swept := build.sweep_stale_workspaces():
             log.info("removed %d build workspace(s) left by dead workers", swept)
         log.info("worker %s: %d thread(s), job kinds %s", self.owner_prefix, self.concurrency,
                  ", ".join(self.kinds))
@@ -379,13 +380,11 @@ class PipelineRun:
 
     # --- archive ---------------------------------------------------------------------------
 
-    def _archive(self, repo: models.Repository, updates: list[tuple[str, str]]) -> Any:
-        from gitserver.pipelines.archive import archive_ref
-
+    def _archive(self, repo: models.Repository, updates: list[tuple[str, str]]) -> ArchiveResult | None:
         path = self.ctx.runtime.store.path(repo.tenant.name, repo.name)
         step = self._step_start("archive")
         t0 = time.monotonic()
-        primary = None
+        primary: ArchiveResult | None = None
         try:
             for ref, new in updates:
                 self.ctx.check_cancelled()
@@ -413,10 +412,8 @@ class PipelineRun:
 
     # --- build -----------------------------------------------------------------------------
 
-    def _build(self, repo: models.Repository, primary: Any) -> None:
-        from gitserver.pipelines import build
-
-        specs = self._read_pipeline_file(repo, primary, build)
+    def _build(self, repo: models.Repository, primary: ArchiveResult) -> None:
+        specs = self._read_pipeline_file(repo, primary)
         if not specs:
             return
         try:
@@ -457,11 +454,7 @@ class PipelineRun:
             if outcome.status != models.SUCCEEDED:
                 raise PipelineFailed(f"step {spec.name} failed: {outcome.message}")
 
-    def _read_pipeline_file(self, repo: models.Repository, primary: Any, build: Any) -> list[Any]:
-        import pygit2
-
-        from gitserver.git.archive import read_blob
-
+    def _read_pipeline_file(self, repo: models.Repository, primary: ArchiveResult) -> list[build.StepSpec]:
         step = self._step_start("pipeline-file")
         t0 = time.monotonic()
         git = pygit2.Repository(str(self.ctx.runtime.store.path(repo.tenant.name, repo.name)))

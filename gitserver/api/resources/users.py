@@ -319,7 +319,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "scopes": {"type": "array", "minItems": 1, "maxItems": 3,
                        "items": {"type": "string", "enum": list(admin.TOKEN_SCOPES)},
                        "description": "default: the scopes of the token used to create it"},
-            "expires_at": {"type": ["string", "null"], "format": "date-time",
+            "expires_at": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
                            "description": "in the future; none means no expiry"},
         },
     },

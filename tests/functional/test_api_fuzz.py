@@ -59,8 +59,11 @@ def seed(server: GitServer) -> dict[str, Any]:
             "key_id": keys[0]["id"], "token_id": tokens[0]["id"], "deploy_key_id": deploy["id"]}
 
 
-@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
 def test_fuzz_admin_api(server: GitServer) -> None:
+    # The shared session server is reused (an indirect parametrization would tear it down and
+    # start another); the PostgreSQL instance of it is skipped to keep CI bounded.
+    if not server.db_url.startswith("sqlite"):
+        pytest.skip("the fuzz run is bounded to SQLite; the other API tests cover PostgreSQL")
     schema = schemathesis.openapi.from_url(f"{server.http_url}/api/v1/openapi.json")
     schema = schema.include(path_regex=FUZZED.pattern)
     known = seed(server)

@@ -108,7 +108,7 @@ StopCheck = Callable[[], None]
 
 def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
                 stop: StopCheck | None = None, output: Callable[[str], None] | None = None,
-                input_text: str | None = None) -> CommandResult:
+                input_text: str | None = None, pass_fds: Sequence[int] = ()) -> CommandResult:
     """Run ``argv`` (never through a shell) in its own process group, with a wall-clock
     ``timeout``; ``stop`` is called every :data:`POLL_SECONDS` and whatever it raises ends the
     command (the whole process group is killed, so a tool's children die with it).
@@ -121,7 +121,7 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdout=out, stderr=err,
                                     stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True, pass_fds=tuple(pass_fds))
         except OSError as exc:
             raise ProcessingError(f"cannot run {argv[0]}: {exc.strerror}", cmd=argv, exit_code=127,
                                   error_type="CommandError", stderr=str(exc)) from exc

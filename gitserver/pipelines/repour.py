@@ -24,6 +24,7 @@ status and body.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,6 +32,7 @@ import os
 import re
 import secrets
 import shlex
+import socket
 import tempfile
 import threading
 import time
@@ -58,6 +60,7 @@ from gitserver.pipelines import adjust as adjust_mod
 from gitserver.pipelines import jobs
 from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
 from gitserver.pipelines.archive import find_archive
+from gitserver.pipelines.queue import PushContext, pipeline_url, record_push
 
 log = logging.getLogger(__name__)
 
@@ -364,13 +367,14 @@ class GitWork:
 
     def git(self, *args: str, cwd: Path | None = None, remote: str | None = None,
             env: Mapping[str, str] | None = None, check: bool = True,
-            desc: str = "", user_error: bool = False) -> adjust_mod.CommandResult:
+            desc: str = "", user_error: bool = False, pass_fds: Sequence[int] = ()) -> adjust_mod.CommandResult:
         argv = ["git"]
         for key, value in self._settings(remote).items():
             argv += ["-c", f"{key}={value}"]
         argv += list(args)
         result = run_command(argv, cwd=cwd or self.dir, env=env or self.env(),
-                             timeout=self.config.repour_git_timeout, stop=self.stop, output=self.output)
+                             timeout=self.config.repour_git_timeout, stop=self.stop, output=self.output,
+                             pass_fds=pass_fds)
         if check and result.exit_code != 0:
             raise ProcessingError(desc or f"git {args[0]} failed", cmd=argv,
                                   exit_code=adjust_mod.USER_ERROR_EXIT_CODE if user_error else result.exit_code,
@@ -436,15 +440,28 @@ class GitWork:
 
     # --- pushing into the internal repository ---------------------------------------------
 
-    def push_internal(self, target: Target, refspecs: Sequence[str], actor: Actor) -> None:
+    def push_internal(self, target: Target, refspecs: Sequence[str], actor: Actor,
+                      sessions: sessionmaker[Session] | None = None) -> None:
         """``git push`` into the repository's path, through the server's receive-pack and hooks
-        (proc-receive applies the protection rules ref by ref, post-receive records the push)."""
+        (proc-receive applies the protection rules ref by ref, post-receive records the push).
+
+        With ``sessions``, the post-receive hook hands the push back to this process over an
+        inherited socket (as it does to the SSH daemon), which records it here: the hook then
+        needs no SQLAlchemy import, about a second per push on a loaded machine. Without,
+        the hook records it itself (:mod:`gitserver.hookdb`)."""
         if not refspecs:
             return
         receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir)[:-1]
         env = self.env(push_env(self.config, target, actor))
-        result = self.git("push", "--porcelain", f"--receive-pack={shlex.join(receive_pack)}", "--",
-                          str(target.path), *refspecs, remote=INTERNAL, env=env, check=False)
+        with contextlib.ExitStack() as stack:
+            pass_fds: tuple[int, ...] = ()
+            if sessions is not None:
+                recorder = stack.enter_context(PushRecorder(sessions, self.config, target, actor))
+                env["GITSERVER_HOOK_FD"] = str(recorder.child_fd)
+                pass_fds = (recorder.child_fd,)
+            result = self.git("push", "--porcelain", f"--receive-pack={shlex.join(receive_pack)}", "--",
+                              str(target.path), *refspecs, remote=INTERNAL, env=env, check=False,
+                              pass_fds=pass_fds)
         if result.exit_code == 0:
             return
         refused = refused_refs(result.stdout)
@@ -456,6 +473,78 @@ class GitWork:
         raise ProcessingError(f"could not push to the internal repository {target.full_name}",
                               cmd=result.argv, exit_code=result.exit_code,
                               stderr=result.stderr, error_type="CommandError")
+
+
+class PushRecorder:
+    """Answers the post-receive hook of one internal push over a socket pair, like the SSH
+    session does (see :func:`gitserver.hookrun.post_receive`): reads ``{"updates": [...]}``,
+    records the push and queues its pipeline in one transaction, replies with the messages for
+    the pusher. A thread serves it while this thread waits for ``git push``."""
+
+    def __init__(self, sessions: sessionmaker[Session], config: Config, target: Target, actor: Actor) -> None:
+        self.sessions = sessions
+        self.config = config
+        self.context = PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
+                                   client_address=actor.client_address)
+        self.target = target
+        self._parent, self._child = socket.socketpair()
+        self._thread = threading.Thread(target=self._serve, name="repour-push-recorder", daemon=True)
+
+    @property
+    def child_fd(self) -> int:
+        return self._child.fileno()
+
+    def __enter__(self) -> PushRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # git and its hooks have exited: closing our copy of the child end gives the serving
+        # thread its EOF when the hook never ran (every ref refused).
+        self._child.close()
+        self._thread.join(timeout=60)
+        self._parent.close()
+
+    def _serve(self) -> None:
+        data = b""
+        try:
+            while chunk := self._parent.recv(65536):
+                data += chunk
+                if len(data) > 16 * 1024 * 1024:
+                    raise ValueError("hook message too large")
+            if not data.strip():
+                return
+            reply = self._record(parse_hook_updates(data))
+        except Exception as exc:  # noqa: BLE001  (the refs are in; tell the pusher, keep going)
+            log.exception("recording the internal push to %s failed", self.target.full_name)
+            reply = {"messages": [f"warning: push not recorded: {type(exc).__name__}"]}
+        with contextlib.suppress(OSError):
+            self._parent.sendall(json.dumps(reply).encode() + b"\n")
+            self._parent.shutdown(socket.SHUT_WR)
+
+    def _record(self, updates: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+        with transaction(self.sessions) as session:
+            push, pipeline = record_push(session, self.context, updates)
+            pipeline_id = pipeline.id if pipeline is not None else None
+        metrics.push("recorded")
+        log.info("push %s to %s (repour): %d ref(s)", push.id, self.target.full_name, len(updates))
+        if pipeline_id is None:
+            return {"messages": []}
+        return {"messages": [f"pipeline {pipeline_id} queued: {pipeline_url(self.config.http_base_url, pipeline_id)}"]}
+
+
+def parse_hook_updates(data: bytes) -> list[tuple[str, str, str]]:
+    """The post-receive hook's ``{"updates": [[old, new, ref], ...]}``; ValueError if malformed."""
+    payload = json.loads(data.decode("utf-8"))
+    rows = payload.get("updates") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError("malformed hook message")
+    updates = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
+            raise ValueError("malformed ref update in hook message")
+        updates.append((row[0], row[1], row[2]))
+    return updates
 
 
 def push_env(config: Config, target: Target, actor: Actor) -> dict[str, str]:
@@ -541,7 +630,7 @@ def do_clone(op: Operation) -> dict[str, Any]:
             refspecs = [found.push_refspec()]
         else:
             refspecs = work.all_refspecs(ORIGIN)
-        work.push_internal(target, refspecs, op.actor)
+        work.push_internal(target, refspecs, op.actor, op.sessions)
     return dict(spec)
 
 
@@ -588,7 +677,7 @@ def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> t
         if found is not None and found.kind != "pull":
             # Sync: the ref as upstream has it, under the protection rules (an upstream
             # force-push is refused here, and the tags made earlier keep their trees).
-            work.push_internal(target, [found.push_refspec()], op.actor)
+            work.push_internal(target, [found.push_refspec()], op.actor, op.sessions)
     internal = found is None
     if found is None:
         work.fetch(str(target.path), INTERNAL, remote=INTERNAL)

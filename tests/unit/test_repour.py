@@ -3,6 +3,8 @@ push reports, tag names, callback choice, service-account token caching."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gitserver import config as config_mod
@@ -308,3 +310,12 @@ def test_read_body_errors(body: bytes, status: int, first: dict[str, object] | N
     assert resp.status_code == status
     if first is not None:
         assert resp.json[0] == first
+
+
+def test_parse_hook_updates() -> None:
+    old, new = "0" * 40, "a" * 40
+    assert repour.parse_hook_updates(json.dumps({"updates": [[old, new, "refs/heads/main"]]}).encode()) == \
+        [(old, new, "refs/heads/main")]
+    for bad in (b"[]", b'{"updates": [[1, 2, 3]]}', b'{"updates": [["a", "b"]]}', b"not json"):
+        with pytest.raises(ValueError):
+            repour.parse_hook_updates(bad)

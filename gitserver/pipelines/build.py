@@ -12,8 +12,9 @@ Each step runs in a fresh ``git clone --depth 1 --branch repour-<id>`` of the re
 temporary directory, in a clean environment (PATH, HOME=<temp>, LANG and the ``GITSERVER_*``
 coordinates), in its own session/process group (cancel and timeouts kill the whole group),
 under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE. When the worker runs as root the step runs as the
-unprivileged ``build_user`` (default ``nobody``), which cannot enter the 0700 data dir; when it
-does not run as root there is no such separation, and the log says so.
+unprivileged ``build_user`` (default ``nobody``), which cannot enter the 0700 data dir, in its
+own PID namespace where the host allows it; when it does not run as root there is no such
+separation, and the log says so.
 """
 
 from __future__ import annotations
@@ -398,6 +399,8 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinat
 
 
 def _supervise(ctx: JobContext, proc: subprocess.Popen[bytes], timeout: float) -> StepOutcome:
+    """Pump output to the log until the step's first process exits, watching cancel,
+    release and the deadline; then kill whatever it left behind in its group."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     reason = None
@@ -406,34 +409,55 @@ def _supervise(ctx: JobContext, proc: subprocess.Popen[bytes], timeout: float) -
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         eof = False
-        while not eof:
-            ready = sel.select(POLL_SECONDS)
-            for _key, _mask in ready:
-                data = os.read(fd, 65536)
-                if not data:
-                    eof = True
-                    break
-                out.add(data)
+        while True:
+            ready = _read_some(sel, fd, out) if not eof else []
+            if ready is None:
+                eof = True
             if ready:
                 out.maybe_flush()
             else:
                 out.flush()  # the step is quiet: whatever it said is stored now
+                if eof:
+                    time.sleep(POLL_SECONDS)  # stdout closed, the process may still run
+            if _exited(proc) and (eof or not sel.select(0)):
+                break
             if reason is None:
                 reason = _stop_reason(ctx, deadline, timeout)
                 if reason is not None:
                     _kill_group(proc)
-                    # A grandchild may still hold the pipe; do not wait for its EOF forever.
+                    # Bound the wait for a process that does not die (stuck in the kernel).
                     deadline = time.monotonic() + 2 * KILL_GRACE
             elif time.monotonic() > deadline:
                 break
-            if not eof and proc.poll() is not None and not sel.select(0):
-                # The step's main process exited; whatever it left behind goes with it.
-                _kill_group(proc, grace=0)
+        # The first process has exited but is not reaped yet, so its pid still names the
+        # group: nothing else can have taken it. Leftovers (background jobs) die now.
+        _kill_group(proc, grace=0)
+        while not eof and _read_some(sel, fd, out, wait=0.5):
+            pass  # what the killed leftovers wrote before the pipe closed
     out.flush()
     proc.stdout.close()
     code = proc.wait()
-    _kill_group(proc, grace=0)
     return _outcome(ctx, reason, code, timeout)
+
+
+def _read_some(sel: selectors.BaseSelector, fd: int, out: _LogBuffer,
+               wait: float = POLL_SECONDS) -> list[Any] | None:
+    """Read what is ready into ``out``: the ready events ([] when none), None at EOF."""
+    ready = sel.select(wait)
+    for _key, _mask in ready:
+        data = os.read(fd, 65536)
+        if not data:
+            return None
+        out.add(data)
+    return ready
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the process has exited, without reaping it (WNOWAIT)."""
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _stop_reason(ctx: JobContext, deadline: float, timeout: float) -> str | None:
@@ -491,7 +515,7 @@ def _kill_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE) -> Non
         except (ProcessLookupError, PermissionError):
             return
         end = time.monotonic() + wait
-        while time.monotonic() < end and proc.poll() is None:
+        while time.monotonic() < end and not _exited(proc):  # (never reap: see _supervise)
             time.sleep(0.05)
 
 

@@ -143,3 +143,9 @@ def test_as_root_steps_run_as_build_user_in_pid_namespace(tmp_path: Path) -> Non
     assert int(uid) == box.uid
     if box.wrapper:
         assert pid == "1"  # the first process of its own PID namespace
+
+
+def test_step_that_closes_its_output_still_runs_to_the_end(tmp_path: Path) -> None:
+    outcome, ctx = run(tmp_path, "echo bye; exec >&- 2>&-; sleep 0.7; touch finished")
+    assert outcome.status == "succeeded" and ctx.text == "bye\n"
+    assert (tmp_path / "src" / "finished").exists()

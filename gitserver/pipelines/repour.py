@@ -821,8 +821,10 @@ def internal_error_body(reference: str) -> dict[str, Any]:
 
 
 def cancelled_body(task_id: str | None) -> dict[str, Any]:
-    return ProcessingError(f"the task {task_id or ''} was cancelled".replace("  ", " "),
-                           exit_code=130, error_type="Cancelled").body()
+    """What a synchronous caller gets when /cancel stopped its request (130: killed by a signal,
+    as shells report it)."""
+    desc = f"task {task_id} was cancelled" if task_id else "the request was cancelled"
+    return ProcessingError(desc, exit_code=130, error_type="Cancelled").body()
 
 
 # --- pipelines: the durable record of each operation -----------------------------------------

@@ -33,7 +33,7 @@ import uuid
 from typing import Any
 
 import pygit2
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -57,6 +57,8 @@ CANCEL_POLL_SECONDS = 0.5
 # younger one may just not be visible yet on a replica's snapshot).
 RECONCILE_MIN_AGE = dt.timedelta(seconds=5)
 RECONCILE_BATCH = 100
+# A pipeline whose job ended this long ago without the pipeline being finished was orphaned.
+ORPHAN_MIN_AGE = dt.timedelta(seconds=60)
 # After the grace, how long released jobs get to stop before their leases are dropped anyway.
 RELEASE_WAIT = 5.0
 ERROR_BACKOFF = 2.0
@@ -217,6 +219,7 @@ class Worker:
                     last_renew = now
                 if not self.stopping.is_set() and now - last_reconcile >= self.cfg.job_reconcile_interval:
                     reconcile(self.runtime)
+                    repair_orphaned_pipelines(self.runtime)
                     last_reconcile = now
             except Exception:  # noqa: BLE001  (keep monitoring; the next pass retries)
                 log.exception("job monitor pass failed")
@@ -299,6 +302,36 @@ def reconcile(runtime: Runtime) -> int:
         except IntegrityError:
             pass  # another replica's reconciler (or the push itself) got there first
     return queued
+
+
+def repair_orphaned_pipelines(runtime: Runtime) -> int:
+    """Fail push pipelines left unfinished although their job is over (the handler could not
+    record the verdict, e.g. the database went away at that moment); returns how many.
+
+    Without this such a pipeline would show ``running`` forever: its job is final, so no
+    worker will ever pick it up again.
+    """
+    cutoff = utcnow() - ORPHAN_MIN_AGE
+    live_job = (select(models.Job.id)
+                .where(models.Job.pipeline_id == models.Pipeline.id,
+                       or_(models.Job.status.in_((models.QUEUED, models.RUNNING)),
+                           models.Job.updated_at >= cutoff)))
+    any_job = select(models.Job.id).where(models.Job.pipeline_id == models.Pipeline.id)
+    with transaction(runtime.sessions) as session:
+        orphans = session.scalars(
+            select(models.Pipeline)
+            .where(models.Pipeline.kind == "push",
+                   models.Pipeline.status.in_((models.QUEUED, models.RUNNING)),
+                   any_job.exists(), ~live_job.exists())
+            .limit(RECONCILE_BATCH)).all()
+        now = utcnow()
+        for pipeline in orphans:
+            log.warning("pipeline %s was left %s after its job ended; marked failed",
+                        pipeline.id, pipeline.status)
+            pipeline.status = models.FAILED
+            pipeline.error = "the worker running this pipeline could not record its result"
+            pipeline.finished_at = now
+        return len(orphans)
 
 
 # --- the pipeline handler --------------------------------------------------------------------

@@ -166,3 +166,23 @@ def test_log_appends_and_reads_from_offset(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         assert jobs.read_log(session, pid, nxt) == (b"more", nxt + 4)
         assert json.loads(json.dumps(jobs.log_end(session, pid))) == nxt + 4
+
+
+def test_repair_fails_pipelines_whose_job_ended_without_a_verdict(runtime: Runtime) -> None:
+    from gitserver.pipelines.worker import repair_orphaned_pipelines
+
+    orphan, busy, recent = _pipeline(runtime), _pipeline_in_same_repo(runtime), _pipeline_in_same_repo(runtime)
+    long_ago = utcnow() - dt.timedelta(minutes=5)
+    with transaction(runtime.sessions) as session:
+        for pid, status, updated in ((orphan, models.FAILED, long_ago), (busy, models.RUNNING, long_ago),
+                                     (recent, models.FAILED, utcnow())):
+            session.get(models.Pipeline, pid).status = models.RUNNING  # type: ignore[union-attr]
+            job = jobs.enqueue(session, "pipeline", {"pipeline_id": pid}, pipeline_id=pid)
+            job.status = status
+            session.flush()
+            session.execute(models.Job.__table__.update().where(models.Job.id == job.id)
+                            .values(updated_at=updated))
+    assert repair_orphaned_pipelines(runtime) == 1
+    with transaction(runtime.sessions) as session:
+        states = {pid: session.get(models.Pipeline, pid).status for pid in (orphan, busy, recent)}  # type: ignore[union-attr]
+    assert states == {orphan: models.FAILED, busy: models.RUNNING, recent: models.RUNNING}

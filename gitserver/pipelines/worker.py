@@ -33,7 +33,7 @@ import uuid
 from typing import Any
 
 import pygit2
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -57,6 +57,9 @@ CANCEL_POLL_SECONDS = 0.5
 # younger one may just not be visible yet on a replica's snapshot).
 RECONCILE_MIN_AGE = dt.timedelta(seconds=5)
 RECONCILE_BATCH = 100
+# Only the newest pushes are looked at (a primary-key range, so each pass stays cheap however
+# long the audit log grows); a lost pipeline is found within seconds, long before it leaves it.
+RECONCILE_WINDOW = 50_000
 # A pipeline whose job ended this long ago without the pipeline being finished was orphaned.
 ORPHAN_MIN_AGE = dt.timedelta(seconds=60)
 # After the grace, how long released jobs get to stop before their leases are dropped anyway.
@@ -284,9 +287,11 @@ def reconcile(runtime: Runtime) -> int:
     """Queue a pipeline for each push recorded without one; returns how many were queued."""
     cutoff = utcnow() - RECONCILE_MIN_AGE
     with transaction(runtime.sessions) as session:
+        newest = session.scalar(select(func.max(models.Push.id))) or 0
         push_ids = list(session.scalars(
             select(models.Push.id)
             .outerjoin(models.Pipeline, models.Pipeline.push_id == models.Push.id)
+            .where(models.Push.id > newest - RECONCILE_WINDOW)
             .where(models.Pipeline.id.is_(None), models.Push.created_at < cutoff)
             .where(models.Push.id.in_(select(models.RefUpdate.push_id).where(
                 ~models.RefUpdate.new.in_((refs.ZERO_OID, refs.ZERO_OID_SHA256)))))

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 8
+# PostgreSQL LISTEN/NOTIFY channel that wakes idle workers when a job is queued.
+WAKE_CHANNEL = "gitserver_jobs"
 # Largest piece of log text stored in one LogChunk row; bigger writes are split.
 MAX_LOG_CHUNK = 64 * 1024
 
@@ -136,7 +138,16 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any], *, pipeline_id
                      status=models.QUEUED, run_after=run_after or utcnow())
     session.add(job)
     session.flush()
+    wake_workers(session)
     return job
+
+
+def wake_workers(session: Session) -> None:
+    """On PostgreSQL, tell idle workers (any replica) that there is work: the notification
+    is delivered when the caller commits, so they claim it at once instead of at their next
+    poll. Elsewhere a no-op; workers poll every ``job_poll_interval``."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {WAKE_CHANNEL}"))
 
 
 # --- claiming and finishing (used by the worker) ----------------------------------------------
@@ -278,6 +289,8 @@ def release(session: Session, c: Claim) -> bool:
             .where(models.Pipeline.id == c.pipeline_id, models.Pipeline.status == models.RUNNING)
             .values(status=models.QUEUED)
             .execution_options(synchronize_session=False))
+    if result.rowcount:
+        wake_workers(session)
     return bool(result.rowcount)
 
 

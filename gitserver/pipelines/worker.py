@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import importlib
@@ -97,6 +98,8 @@ class Worker:
         self.cfg = runtime.config
         self.concurrency = concurrency
         self.stopping = threading.Event()
+        # Idle job threads sleep on this between polls; a PostgreSQL NOTIFY sets it.
+        self.wake = threading.Event()
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
         self.kinds = available_kinds()
         self._held: dict[int, _Held] = {}
@@ -104,6 +107,7 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.wake.set()
 
     def serve(self) -> None:
         _protect_data_dir(self.cfg)
@@ -113,8 +117,10 @@ class Worker:
                  ", ".join(self.kinds))
         threads = [threading.Thread(target=self._loop, args=(i,), name=f"job-{i}", daemon=True)
                    for i in range(self.concurrency)]
-        monitor = threading.Thread(target=self._monitor, name="job-monitor", daemon=True)
-        for thread in [*threads, monitor]:
+        helpers = [threading.Thread(target=self._monitor, name="job-monitor", daemon=True)]
+        if self.runtime.engine.dialect.name == "postgresql":
+            helpers.append(threading.Thread(target=self._listen, name="job-listener", daemon=True))
+        for thread in [*threads, *helpers]:
             thread.start()
         while not self.stopping.wait(1.0):
             pass
@@ -158,7 +164,8 @@ class Worker:
                 self.stopping.wait(ERROR_BACKOFF)
                 continue
             if claim is None:
-                self.stopping.wait(self.cfg.job_poll_interval)
+                self.wake.wait(self.cfg.job_poll_interval)
+                self.wake.clear()
                 continue
             self.run_claim(claim)
 
@@ -205,6 +212,28 @@ class Worker:
             log.warning("job %s: lease lost to another worker; its outcome was not recorded",
                         claim.job_id)
         return str(state)
+
+    def _listen(self) -> None:
+        """PostgreSQL only: LISTEN for new jobs and wake the idle job threads."""
+        while not self.stopping.is_set():
+            raw = None
+            try:
+                raw = self.runtime.engine.raw_connection()
+                conn = raw.driver_connection
+                raw.detach()  # this thread keeps the connection; it never goes back to the pool
+                conn.autocommit = True  # type: ignore[union-attr]
+                conn.execute(f"LISTEN {jobs.WAKE_CHANNEL}")  # type: ignore[union-attr]
+                while not self.stopping.is_set():
+                    for _notify in conn.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
+                        self.wake.set()
+            except Exception:  # noqa: BLE001  (polling still works; try again shortly)
+                log.warning("job listener: LISTEN failed; idle workers fall back to polling",
+                            exc_info=True)
+                self.stopping.wait(5.0)
+            finally:
+                if raw is not None:
+                    with contextlib.suppress(Exception):
+                        raw.close()
 
     # --- monitor: leases, cancels, reconciler ----------------------------------------------
 

@@ -186,3 +186,26 @@ def test_repair_fails_pipelines_whose_job_ended_without_a_verdict(runtime: Runti
     with transaction(runtime.sessions) as session:
         states = {pid: session.get(models.Pipeline, pid).status for pid in (orphan, busy, recent)}  # type: ignore[union-attr]
     assert states == {orphan: models.FAILED, busy: models.RUNNING, recent: models.RUNNING}
+
+
+def test_enqueue_wakes_idle_workers_on_postgresql(runtime: Runtime) -> None:
+    import threading
+    import time
+
+    from gitserver.pipelines.worker import Worker
+
+    if runtime.engine.dialect.name != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite workers poll")
+    worker = Worker(runtime, 1)
+    listener = threading.Thread(target=worker._listen, daemon=True)
+    listener.start()
+    try:
+        time.sleep(0.5)  # let it LISTEN
+        worker.wake.clear()
+        with transaction(runtime.sessions) as session:
+            jobs.enqueue(session, "webhook", {})
+            assert not worker.wake.is_set()  # delivered at commit, not before
+        assert worker.wake.wait(2.0)
+    finally:
+        worker.stop()
+        listener.join(5)

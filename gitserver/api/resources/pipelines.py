@@ -171,8 +171,9 @@ class PipelineCancel:
             body["steps"] = [step_json(s) for s in pipeline.steps]
             body["cancel_requested"] = accepted or _cancel_requested(session, pipeline.id)
             resp.media = body
-        # 202: a running pipeline stops once its worker sees the request (about a second).
-        resp.status = falcon.HTTP_202 if pipeline.status == models.RUNNING else falcon.HTTP_200
+        # 202: a pipeline that a worker holds stops once the worker sees the request (about
+        # a second); 200: it is final now (cancelled here, or it had already finished).
+        resp.status = falcon.HTTP_200 if pipeline.status in models.FINAL_STATES else falcon.HTTP_202
 
 
 def add_routes(app: falcon.App, ctx: Any) -> None:
@@ -271,8 +272,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     oa.openapi_path(PIPELINE_CANCEL): {
         "parameters": [_PIPELINE_ID],
         "post": oa.op("cancelPipeline", "Cancel a pipeline (write permission)", TAG,
-                      {200: ("Cancelled (it was queued), or already finished: nothing to do",
-                             oa.ref("PipelineDetail")),
+                      {200: ("Final: cancelled now (no worker held it), or it had already "
+                             "finished and nothing changed", oa.ref("PipelineDetail")),
                        202: ("Cancel requested: the worker running it kills the running step within "
                              "about a second", oa.ref("PipelineDetail"))},
                       errors=(401, 403, 404)),

@@ -143,6 +143,13 @@ def test_worker_sigterm_releases_job_and_reconciler_queues_lost_pushes(
         session.delete(side)
         session.get(models.Push, push_id).created_at -= dt.timedelta(minutes=1)  # type: ignore[union-attr]
 
+    # With no worker running, a queued pipeline is cancelled by the API itself, at once.
+    commit_files(work, git_env, {"c.txt": "c\n"})
+    queued = pushed_pipeline_id(srv.git(user, "push", "origin", "main:refs/heads/queued", cwd=work).stderr)  # type: ignore[arg-type]
+    response = srv.api("POST", f"/api/v1/pipelines/{queued}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert response.json()["finished_at"] is not None
+
     srv.procs["worker2"] = srv.spawn("worker")
     # The released job runs again on the new worker; cancel it so the test need not wait 600 s.
     wait_for(lambda: _log(srv, pid).count("\nSTARTED\n") == 2, timeout=30, interval=0.1,
@@ -160,4 +167,6 @@ def test_worker_sigterm_releases_job_and_reconciler_queues_lost_pushes(
     again = wait_for(reconciled, timeout=30, interval=0.2, what="the reconciler to queue the lost push")
     final = wait_pipeline(srv, again.id, timeout=60)
     assert final.commit == commit and final.archive_tag
+    with srv.db() as session:  # the cancelled one was never run
+        assert session.get(models.Pipeline, queued).started_at is None  # type: ignore[union-attr]
     assert json.loads(final.result)["archives"][0]["ref"] == "refs/heads/side"

@@ -340,3 +340,34 @@ class Delivery(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = _created()
     delivered_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+
+
+class DeliveryAttempt(Base):
+    """One attempt of a delivery, exactly as it went out and came back: the delivery log.
+
+    Written in the transaction that updates the Delivery after the request (never while it is
+    in flight). The request headers are stored as sent — in particular the
+    ``X-Hub-Signature-256`` computed with the secret of that moment, so changing a webhook's
+    secret later does not change what the log says was sent — except that credentials
+    (``Authorization`` and the like) are stored redacted. No unique (delivery, number): a worker
+    that lost its lease may have sent the same attempt number as the one that took over, and
+    both requests reached the receiver, so both are logged.
+    """
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (CheckConstraint("outcome IN ('delivered', 'retrying', 'failed')", name="outcome"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1-based, the job attempt that sent it
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    request_url: Mapped[str] = mapped_column(String(2000))
+    request_method: Mapped[str] = mapped_column(String(10))
+    request_headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON object, as sent (redacted)
+    request_body_sha256: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[Optional[int]] = mapped_column(Integer)  # null: no answer (not sent, timeout…)
+    response_headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON object, a bounded subset
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")  # at most 2 KiB of the answer
+    error: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(20))  # delivered | retrying | failed

@@ -419,10 +419,24 @@ def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_pa
         rows = session.scalars(select(models.Pipeline).where(models.Pipeline.task_id == spec["taskId"])
                                .order_by(models.Pipeline.id)).all()
         assert [(p.kind, p.status) for p in rows] == [("clone", "succeeded"), ("clone", "failed")]
-        pipeline_id = rows[0].id
+        pipeline_id, failed_id = rows[0].id, rows[1].id
     shown = rserver.api("GET", f"/api/v1/pipelines/{pipeline_id}", token=user.token)
     assert shown.status_code == 200, shown.text
     assert (shown.json()["kind"], shown.json()["status"], shown.json()["repo"]) == ("clone", "succeeded", repo)
+    assert shown.json()["task_id"] == spec["taskId"]
+    # The repository's pipeline list filters by taskId: both requests, newest first; the push
+    # pipelines the clones queued (their own kind, no taskId) are left out.
+    listing = f"/api/v1/tenants/{tenant}/repos/{repo}/pipelines"
+    by_task = rserver.api("GET", listing, params={"task_id": spec["taskId"]}, token=user.token)
+    assert by_task.status_code == 200, by_task.text
+    assert [(p["id"], p["kind"], p["task_id"]) for p in by_task.json()["items"]] == [
+        (failed_id, "clone", spec["taskId"]), (pipeline_id, "clone", spec["taskId"])]
+    everything = rserver.api("GET", listing, token=user.token).json()["items"]
+    assert {p["kind"] for p in everything} >= {"clone", "push"}
+    assert all(p["task_id"] is None for p in everything if p["kind"] == "push")
+    assert rserver.api("GET", listing, params={"task_id": "no-such-task"}, token=user.token).json()["items"] == []
+    too_long = rserver.api("GET", listing, params={"task_id": "x" * 201}, token=user.token)
+    assert too_long.status_code == 400 and "task_id" in too_long.text
 
 
 # --- /adjust ------------------------------------------------------------------------------------------

@@ -38,6 +38,10 @@ TAG = "pipelines"
 MAX_LOG_RESPONSE = 1 << 20
 HEADER_OFFSET = "X-Log-Offset"
 HEADER_STATUS = "X-Pipeline-Status"
+# Longest Repour ``taskId`` accepted by /clone and /adjust (the column's width).
+MAX_TASK_ID = 200
+# What Pipeline.kind holds: a push's pipeline, or the Repour operation that made it.
+PIPELINE_KINDS = ("push", "clone", "adjust")
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
@@ -51,7 +55,7 @@ def pipeline_json(pipeline: models.Pipeline, repo: models.Repository, base_url: 
     return {"id": pipeline.id, "tenant": repo.tenant.name, "repo": repo.name, "kind": pipeline.kind,
             "status": pipeline.status, "ref": pipeline.ref, "commit": pipeline.commit,
             "archive_tag": pipeline.archive_tag or None, "error": pipeline.error,
-            "push_id": pipeline.push_id, "created_at": pipeline.created_at,
+            "push_id": pipeline.push_id, "task_id": pipeline.task_id, "created_at": pipeline.created_at,
             "started_at": pipeline.started_at, "finished_at": pipeline.finished_at,
             "queued_seconds": _seconds(pipeline.created_at, pipeline.started_at),
             "duration_seconds": _seconds(pipeline.started_at, pipeline.finished_at),
@@ -100,6 +104,14 @@ def _parse_offset(value: str | None) -> int:
     return int(value)
 
 
+def _parse_task_id(value: str) -> str:
+    # The bounds /clone and /adjust enforce on ``taskId``: a value outside them cannot match.
+    if not value or len(value) > MAX_TASK_ID or "\x00" in value:
+        raise InvalidInput(f"task_id must be 1 to {MAX_TASK_ID} characters without NUL (a Repour taskId)",
+                           field="task_id")
+    return value
+
+
 class RepoPipelines:
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -113,6 +125,9 @@ class RepoPipelines:
                 if status not in models.STATES:
                     raise InvalidInput(f"status must be one of {', '.join(models.STATES)}", field="status")
                 stmt = stmt.where(models.Pipeline.status == status)
+            task_id = req.get_param("task_id")
+            if task_id is not None:
+                stmt = stmt.where(models.Pipeline.task_id == _parse_task_id(task_id))
             base = self.ctx.config.http_base_url
             resp.media = page(session, stmt, models.Pipeline.id, req, descending=True,
                               serialize=lambda p: pipeline_json(p, row, base))
@@ -189,11 +204,15 @@ _NULLABLE_SECONDS = {"type": ["number", "null"]}
 _PIPELINE_ID = oa.path_param("pipeline_id", "pipeline id", ID_SCHEMA)
 _PIPELINE_PROPERTIES: dict[str, Any] = {
     "id": {"type": "integer"}, "tenant": {"type": "string"}, "repo": {"type": "string"},
-    "kind": {"type": "string", "description": "push, clone or adjust"}, "status": _STATUS,
+    "kind": {"type": "string", "enum": list(PIPELINE_KINDS),
+             "description": "push (archive/build of a push), or clone/adjust (a Repour request)"},
+    "status": _STATUS,
     "ref": {"type": "string", "description": "the (first) pushed ref"},
     "commit": {"type": "string", "description": "the pushed commit"},
     "archive_tag": {"type": ["string", "null"], "description": "repour-<archive commit id>, once archived"},
     "error": {"type": "string"}, "push_id": {"type": ["integer", "null"]},
+    "task_id": {"type": ["string", "null"],
+                "description": "the taskId of the Repour /clone or /adjust request (null otherwise)"},
     "created_at": DATETIME, "started_at": NULLABLE_DATETIME, "finished_at": NULLABLE_DATETIME,
     "queued_seconds": _NULLABLE_SECONDS, "duration_seconds": _NULLABLE_SECONDS,
     "url": {"type": "string"}, "log_url": {"type": "string"},
@@ -248,7 +267,10 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": oa.op("listPipelines", "Pipelines of a repository, newest first", TAG,
                      {200: ("A page of pipelines", oa.ref("PipelineList"))}, errors=(400, 401, 403, 404),
                      parameters=[*OPENAPI_PARAMETERS,
-                                 oa.query_param("status", "only pipelines in this state", _STATUS)],
+                                 oa.query_param("status", "only pipelines in this state", _STATUS),
+                                 oa.query_param("task_id", "only the pipelines of Repour requests with this taskId",
+                                                {"type": "string", "minLength": 1, "maxLength": MAX_TASK_ID,
+                                                 "pattern": "^[^\\x00]+$"})],
                      public=True),
     },
     REPO_ARCHIVES: {

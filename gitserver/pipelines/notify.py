@@ -19,10 +19,14 @@ same on every retry so receivers can de-duplicate), ``User-Agent: gitserver/<ver
 ``Content-Type: application/json``. Targets are checked by :mod:`gitserver.netguard` on every
 attempt (DNS can change) and the connection is pinned to the checked address.
 
-The delivery log: ``Delivery.error`` holds one line per attempt (time, duration, outcome),
-newest last; ``response_status``/``response_excerpt`` are those of the last answer. The request
-headers are a pure function of the row and the webhook (:func:`request_headers`), so they are
-rebuilt for display rather than stored.
+The delivery log: every attempt is a :class:`~gitserver.db.models.DeliveryAttempt` row, written
+in the transaction that updates the delivery after the request: URL, method, the request headers
+exactly as sent (the signature made with the secret of that moment, so a later change of the
+webhook's secret does not rewrite history; credentials such as ``Authorization`` redacted, see
+:func:`redact_headers`), the SHA-256 of the body, the status, a bounded subset of the response
+headers, the first 2 KiB of the answer, the error and the outcome. ``Delivery.error`` keeps one
+summary line per attempt (time, duration, outcome), and ``response_status``/``response_excerpt``
+are those of the last answer, for the list view.
 """
 
 from __future__ import annotations
@@ -82,6 +86,16 @@ FINAL = (DELIVERED, FAILED)
 
 EXCERPT_BYTES = 2048
 LOG_MAX_LINES = 50
+# The delivery log keeps a bounded part of each answer's headers: a receiver's headers are not
+# ours to bound, and a few (content type, request id, Retry-After) are all a reader needs.
+RESPONSE_HEADERS_MAX = 20
+HEADER_NAME_MAX = 100
+HEADER_VALUE_MAX = 256
+# Credentials never reach the delivery log: the log is readable by every repository admin,
+# the credentials (a callback's bearer token, say) are not theirs. The auth scheme is kept.
+REDACTED = "***"
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+_SECRET_HEADERS = frozenset({"cookie", "set-cookie"})
 # The worker gives up on a job after the payload's "max_attempts" (jobs.DEFAULT_MAX_ATTEMPTS
 # otherwise) without telling the handler; the handler must make that decision itself so the
 # delivery row says "failed". So jobs carry this ceiling and the handler stops at
@@ -203,6 +217,42 @@ def request_headers(delivery: models.Delivery, secret: str = "",
         headers[SIGNATURE_HEADER] = sign(secret, delivery.payload.encode("utf-8"))
     headers.update(extra or {})
     return headers
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` as the delivery log stores them: credentials replaced by ``***`` (keeping an
+    ``Authorization`` scheme: ``Bearer ***``), everything else (the signature included) as is."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in _CREDENTIAL_HEADERS:
+            scheme, space, _credentials = value.strip().partition(" ")
+            out[name] = f"{scheme} {REDACTED}" if space else REDACTED
+        elif lower in _SECRET_HEADERS:
+            out[name] = REDACTED
+        else:
+            out[name] = value
+    return out
+
+
+def response_header_subset(headers: Mapping[str, str]) -> dict[str, str]:
+    """The part of an answer's headers the delivery log keeps: at most
+    :data:`RESPONSE_HEADERS_MAX` of them in the order received, names and values cut to a bound,
+    cookies left out (they are the receiver's credentials)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if len(out) >= RESPONSE_HEADERS_MAX:
+            break
+        if name.lower() in _SECRET_HEADERS:
+            continue
+        out[_storable(name)[:HEADER_NAME_MAX]] = _storable(str(value))[:HEADER_VALUE_MAX]
+    return out
+
+
+def _storable(text: str) -> str:
+    """``text`` without NUL characters, which PostgreSQL text columns cannot hold (a receiver
+    may answer anything)."""
+    return text.replace("\0", "\ufffd")
 
 
 def backoff_delay(attempt: int, base: float, cap: float,
@@ -376,6 +426,10 @@ class Attempt:
     error: str = ""
     reason: str = ""          # short machine label of a failure: http_5xx, timeout, refused, ...
     retryable: bool = True
+    # The headers handed to the transport (unredacted: redact_headers before storing them) and
+    # those of the answer, if one came.
+    request_headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    response_headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -398,7 +452,7 @@ def perform(out: Outbound, number: int, *, timeout: float, allow_private: bool,
 
     def failed(error: str, reason: str, retryable: bool = True) -> Attempt:
         return Attempt(number=number, started_at=started_at, seconds=time.monotonic() - t0,
-                       error=error, reason=reason, retryable=retryable)
+                       error=error, reason=reason, retryable=retryable, request_headers=dict(out.headers))
 
     try:
         resp = sender(out.method, out.url, body=out.body, headers=out.headers, timeout=timeout,
@@ -411,9 +465,10 @@ def perform(out: Outbound, number: int, *, timeout: float, allow_private: bool,
         return failed(f"connection failed: {_short(exc)}", "connection")
     except requests.RequestException as exc:
         return failed(f"request failed: {_short(exc)}", "request")
-    excerpt = resp.body[:EXCERPT_BYTES].decode("utf-8", "replace")
+    excerpt = _storable(resp.body[:EXCERPT_BYTES].decode("utf-8", "replace"))
     attempt = Attempt(number=number, started_at=started_at, seconds=resp.seconds,
-                      status=resp.status, excerpt=excerpt)
+                      status=resp.status, excerpt=excerpt, request_headers=dict(out.headers),
+                      response_headers=dict(resp.headers))
     if attempt.ok:
         return attempt
     what = "a redirect (not followed)" if 300 <= resp.status < 400 else f"HTTP {resp.status}"
@@ -487,22 +542,43 @@ def _attempt(out: Outbound, number: int, config: Config, sender: Sender) -> Atte
         except Exception as exc:  # noqa: BLE001  (the provider's failure is this attempt's failure)
             log.warning("delivery %s: header function %s failed: %s", out.delivery_id, out.auth, exc)
             return Attempt(number=number, started_at=utcnow(), seconds=0.0, reason="auth",
-                           error=f"not sent: could not get credentials ({type(exc).__name__}: {exc})")
+                           error=f"not sent: could not get credentials ({type(exc).__name__}: {exc})",
+                           request_headers=dict(out.headers))
         out = dataclasses.replace(out, headers={**out.headers, **fresh})
     return perform(out, number, timeout=config.webhook_timeout,
                    allow_private=config.allow_private_networks, sender=sender)
 
 
+def attempt_row(out: Outbound, attempt: Attempt, outcome: str) -> models.DeliveryAttempt:
+    """The delivery-log row of one attempt: the request as it went out (credentials redacted)
+    and what came back."""
+    return models.DeliveryAttempt(
+        delivery_id=out.delivery_id, number=attempt.number, started_at=attempt.started_at,
+        duration_ms=round(attempt.seconds * 1000), request_url=out.url, request_method=out.method,
+        request_headers=json.dumps(redact_headers(attempt.request_headers)),
+        request_body_sha256=hashlib.sha256(out.body).hexdigest(),
+        response_status=attempt.status,
+        response_headers=json.dumps(response_header_subset(attempt.response_headers)),
+        response_excerpt=attempt.excerpt, error=_storable(attempt.error), outcome=outcome)
+
+
 def _record(session: Session, out: Outbound, attempt: Attempt, state: str) -> bool:
-    """Store the attempt; False when another worker already finished the delivery."""
+    """Store the attempt; False when another worker already finished the delivery.
+
+    The attempt's row is written whenever the delivery still exists, even when another worker
+    finished it meanwhile (this one had lost its lease): the receiver did get this request, so
+    the log shows it."""
     delivery = session.get(models.Delivery, out.delivery_id, with_for_update=True)
-    if delivery is None or delivery.status in FINAL:
+    if delivery is None:
+        return False
+    session.add(attempt_row(out, attempt, state))
+    if delivery.status in FINAL:
         return False
     delivery.status = state
     delivery.attempts = attempt.number
     delivery.response_status = attempt.status
     delivery.response_excerpt = attempt.excerpt
-    delivery.error = append_log(delivery.error, attempt.log_line())
+    delivery.error = append_log(delivery.error, _storable(attempt.log_line()))
     if state == DELIVERED:
         delivery.delivered_at = utcnow()
     return True
@@ -549,19 +625,54 @@ def _count(out: Outbound, attempt: Attempt, state: str) -> None:
 
 # --- reading deliveries back (the API's delivery log) ------------------------------------------
 
-def delivery_log(delivery: models.Delivery, secret: str = "") -> dict[str, Any]:
-    """A delivery as the API shows it: the request as sent, the last response, every attempt."""
+def delivery_attempts(session: Session, delivery_id: int) -> list[models.DeliveryAttempt]:
+    """The attempt rows of a delivery, oldest first (by number; by id between two workers'
+    attempts of the same number)."""
+    return list(session.scalars(
+        select(models.DeliveryAttempt).where(models.DeliveryAttempt.delivery_id == delivery_id)
+        .order_by(models.DeliveryAttempt.number, models.DeliveryAttempt.id)))
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def attempt_json(row: models.DeliveryAttempt) -> dict[str, Any]:
+    """One attempt as the API shows it, from its stored row (nothing is recomputed)."""
+    return {
+        "number": row.number, "started_at": row.started_at, "duration_ms": row.duration_ms,
+        "outcome": row.outcome,
+        "request": {"method": row.request_method, "url": row.request_url,
+                    "headers": _json_object(row.request_headers), "body_sha256": row.request_body_sha256},
+        "response": {"status": row.response_status, "headers": _json_object(row.response_headers),
+                     "excerpt": row.response_excerpt},
+        "error": row.error,
+    }
+
+
+def delivery_log(session: Session, delivery: models.Delivery) -> dict[str, Any]:
+    """A delivery as the API shows it: the body, the last response, every attempt as stored.
+
+    ``request.headers`` are those of the latest attempt as sent (empty before the first one):
+    they are read back, never rebuilt, because a rebuilt signature would use the webhook's
+    current secret rather than the one the receiver saw."""
     try:
         body: Any = json.loads(delivery.payload)
     except ValueError:
         body = delivery.payload
     lines = [entry for entry in delivery.error.splitlines() if entry]
+    attempts = [attempt_json(row) for row in delivery_attempts(session, delivery.id)]
     return {
         **delivery_summary(delivery),
         "request": {"method": delivery.method, "url": delivery.url,
-                    "headers": request_headers(delivery, secret), "body": body},
+                    "headers": attempts[-1]["request"]["headers"] if attempts else {}, "body": body},
         "response": {"status": delivery.response_status, "excerpt": delivery.response_excerpt},
         "log": lines,
+        "attempt_log": attempts,
     }
 
 
@@ -578,6 +689,9 @@ def delivery_summary(delivery: models.Delivery) -> dict[str, Any]:
 def delete_webhook(session: Session, hook: models.Webhook) -> None:
     """Delete a webhook and its delivery log. Jobs still queued for its deliveries find no
     delivery and end without sending."""
+    deliveries = select(models.Delivery.id).where(models.Delivery.webhook_id == hook.id)
+    session.execute(delete(models.DeliveryAttempt).where(models.DeliveryAttempt.delivery_id.in_(deliveries))
+                    .execution_options(synchronize_session=False))
     session.execute(delete(models.Delivery).where(models.Delivery.webhook_id == hook.id)
                     .execution_options(synchronize_session=False))
     session.delete(hook)

@@ -4,6 +4,7 @@ handler on a real database (SQLite and PostgreSQL) with a fake transport."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,6 +53,28 @@ def test_request_headers() -> None:
     }
     assert notify.USER_AGENT.startswith("gitserver/")
     assert "X-Hub-Signature-256" not in notify.request_headers(delivery, "")
+
+
+@pytest.mark.parametrize(("headers", "stored"), [
+    ({"Authorization": "Bearer t0k.secret"}, {"Authorization": "Bearer ***"}),
+    ({"authorization": "Basic dXNlcjpwdw=="}, {"authorization": "Basic ***"}),
+    ({"Authorization": "justatoken"}, {"Authorization": "***"}),
+    ({"Proxy-Authorization": "Bearer p"}, {"Proxy-Authorization": "Bearer ***"}),
+    ({"Cookie": "session=abc"}, {"Cookie": "***"}),
+    ({"X-Hub-Signature-256": "sha256=00", "X-Trace": "t"}, {"X-Hub-Signature-256": "sha256=00", "X-Trace": "t"}),
+])
+def test_credentials_are_redacted_in_the_log(headers: dict[str, str], stored: dict[str, str]) -> None:
+    assert notify.redact_headers(headers) == stored
+
+
+def test_response_headers_are_a_bounded_subset() -> None:
+    headers = {"Set-Cookie": "sid=1", "Content-Type": "text/plain", "X-Long": "v" * 5000,
+               "X-Nul": "a\0b", **{f"X-H{i}": str(i) for i in range(50)}}
+    kept = notify.response_header_subset(headers)
+    assert len(kept) == notify.RESPONSE_HEADERS_MAX and "Set-Cookie" not in kept
+    assert kept["Content-Type"] == "text/plain" and kept["X-Long"] == "v" * notify.HEADER_VALUE_MAX
+    assert kept["X-Nul"] == "a\ufffdb"
+    assert list(kept)[-1] == f"X-H{notify.RESPONSE_HEADERS_MAX - 4}"  # in the order received
 
 
 # --- backoff and states ------------------------------------------------------------------------
@@ -190,6 +213,19 @@ def _delivery(rt: Runtime, delivery_id: int) -> models.Delivery:
         return row
 
 
+def _attempts(rt: Runtime, delivery_id: int) -> list[models.DeliveryAttempt]:
+    with transaction(rt.sessions) as session:
+        return notify.delivery_attempts(session, delivery_id)
+
+
+def _log(rt: Runtime, delivery_id: int) -> dict[str, Any]:
+    """The delivery as the API shows it."""
+    with transaction(rt.sessions) as session:
+        row = session.get(models.Delivery, delivery_id)
+        assert row is not None
+        return notify.delivery_log(session, row)
+
+
 def test_enqueue_event_creates_one_delivery_and_job_per_subscribed_active_hook(runtime: Runtime) -> None:
     repo_id = _repo_with_hooks(runtime)
     with transaction(runtime.sessions) as session:
@@ -215,8 +251,8 @@ def test_failed_attempt_retries_with_backoff_then_delivers(runtime: Runtime) -> 
     def receiver(status: int) -> Callable[..., netguard.Response]:
         def send(method: str, url: str, *, body: bytes, headers: dict[str, str], **_k: Any) -> netguard.Response:
             seen.append({"method": method, "url": url, "body": body, "headers": headers})
-            return netguard.Response(status=status, headers={}, body=b"answer %d" % status,
-                                     seconds=0.01, address="192.0.2.1")
+            return netguard.Response(status=status, headers={"Content-Type": "text/plain", "X-Req": str(status)},
+                                     body=b"answer %d" % status, seconds=0.01, address="192.0.2.1")
         return send
 
     retries_before = _sample("gitserver_deliveries_total", event="push", outcome="retry")
@@ -238,8 +274,87 @@ def test_failed_attempt_retries_with_backoff_then_delivers(runtime: Runtime) -> 
     assert headers["X-Gitserver-Delivery"] == row.guid and headers["X-Gitserver-Event"] == "push"
     assert notify.verify_signature("sa", seen[0]["body"], headers["X-Hub-Signature-256"])
     assert json.loads(seen[0]["body"]) == {"event": "push", "push_id": 1}
+    # One stored row per attempt: the headers exactly as the receiver got them, the answer.
+    rows = _attempts(runtime, delivery.id)
+    assert [(a.number, a.outcome, a.response_status) for a in rows] == [(1, "retrying", 500), (2, "delivered", 200)]
+    for sent, stored in zip(seen, rows, strict=True):
+        assert json.loads(stored.request_headers) == sent["headers"]
+        assert (stored.request_method, stored.request_url) == ("POST", "http://a.example.com/")
+        assert stored.request_body_sha256 == hashlib.sha256(sent["body"]).hexdigest()
+        assert stored.duration_ms == 10 and stored.started_at.tzinfo is not None
+    assert json.loads(rows[0].response_headers) == {"Content-Type": "text/plain", "X-Req": "500"}
+    assert (rows[0].response_excerpt, rows[0].error) == ("answer 500", "receiver answered HTTP 500")
+    assert (rows[1].response_excerpt, rows[1].error) == ("answer 200", "")
+    shown = _log(runtime, delivery.id)
+    assert [a["number"] for a in shown["attempt_log"]] == [1, 2]
+    assert shown["attempt_log"][0]["request"]["headers"] == seen[0]["headers"]
+    assert shown["request"]["headers"] == seen[1]["headers"] and shown["attempts"] == 2
     # A re-run after completion (a worker that lost its lease) sends nothing.
     notify.run_delivery_job(_context(runtime, delivery, 3), sender=raising(AssertionError("sent twice")))
+    assert len(_attempts(runtime, delivery.id)) == 2
+
+
+def test_the_log_keeps_the_signature_sent_after_the_secret_changes(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {"push_id": 1})
+    seen: list[dict[str, str]] = []
+
+    def send(*_a: Any, headers: dict[str, str], **_k: Any) -> netguard.Response:
+        seen.append(dict(headers))
+        return netguard.Response(status=500, headers={}, body=b"", seconds=0.01, address="192.0.2.1")
+
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery, 1), sender=send)
+    with transaction(runtime.sessions) as session:
+        session.get(models.Webhook, delivery.webhook_id).secret = "rotated"  # type: ignore[union-attr]
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery, 2), sender=send)
+    first, second = (a["request"]["headers"]["X-Hub-Signature-256"] for a in _log(runtime, delivery.id)["attempt_log"])
+    assert first == seen[0]["X-Hub-Signature-256"] and second == seen[1]["X-Hub-Signature-256"]
+    body = _delivery(runtime, delivery.id).payload.encode()
+    assert first == notify.sign("sa", body) and second == notify.sign("rotated", body)
+
+
+def test_an_attempt_after_another_worker_finished_is_still_logged(runtime: Runtime) -> None:
+    # A worker that lost its lease mid-request: the one that took over delivered meanwhile. The
+    # receiver got both requests, so both are in the log; the delivery stays as finished.
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {"push_id": 1})
+    ctx = _context(runtime, delivery, 1)
+
+    def late(*_a: Any, **_k: Any) -> netguard.Response:
+        notify.run_delivery_job(_context(runtime, delivery, 2), sender=answering(200, b"first"))
+        return netguard.Response(status=503, headers={}, body=b"late", seconds=0.01, address="192.0.2.1")
+
+    notify.run_delivery_job(ctx, sender=late)  # no RetryLater: the delivery is already final
+    row = _delivery(runtime, delivery.id)
+    assert (row.status, row.attempts, row.response_status) == ("delivered", 2, 200)
+    assert [(a.number, a.response_status) for a in _attempts(runtime, delivery.id)] == [(1, 503), (2, 200)]
+
+
+def test_a_binary_answer_is_stored_on_every_backend(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {})
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery, 1), sender=answering(500, b"\x00\x01 nul"))
+    (attempt,) = _attempts(runtime, delivery.id)
+    assert attempt.response_excerpt == "\ufffd\x01 nul" == _delivery(runtime, delivery.id).response_excerpt
+
+
+def test_deleting_a_webhook_deletes_its_delivery_log(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        (delivery,) = notify.enqueue_event(session, repo_id, "push", {})
+    with pytest.raises(jobs.RetryLater):
+        notify.run_delivery_job(_context(runtime, delivery, 1), sender=answering(500))
+    with transaction(runtime.sessions) as session:
+        notify.delete_webhook(session, session.get(models.Webhook, delivery.webhook_id))  # type: ignore[arg-type]
+    assert _attempts(runtime, delivery.id) == []
+    with transaction(runtime.sessions) as session:
+        assert session.get(models.Delivery, delivery.id) is None
 
 
 def test_last_attempt_fails_the_delivery(runtime: Runtime) -> None:
@@ -253,6 +368,9 @@ def test_last_attempt_fails_the_delivery(runtime: Runtime) -> None:
     row = _delivery(runtime, delivery.id)
     assert row.status == "failed" and "connection failed" in row.error
     assert _sample("gitserver_deliveries_total", event="push", outcome="failed") == failures_before + 1
+    (attempt,) = _attempts(runtime, delivery.id)
+    assert (attempt.number, attempt.outcome, attempt.response_status) == (3, "failed", None)
+    assert attempt.error == "connection failed: refused" and json.loads(attempt.response_headers) == {}
 
 
 def test_refused_target_fails_at_once(runtime: Runtime) -> None:
@@ -273,6 +391,7 @@ def test_deactivated_webhook_stops_its_pending_deliveries(runtime: Runtime) -> N
     notify.run_delivery_job(_context(runtime, delivery), sender=raising(AssertionError("sent")))
     row = _delivery(runtime, delivery.id)
     assert row.status == "failed" and "deactivated" in row.error
+    assert _attempts(runtime, delivery.id) == []  # nothing was sent
 
 
 def test_callback_is_a_delivery_without_webhook(runtime: Runtime) -> None:
@@ -294,6 +413,12 @@ def test_callback_is_a_delivery_without_webhook(runtime: Runtime) -> None:
     assert seen[0]["method"] == "PUT" and seen[0]["Authorization"] == "Bearer t0k"
     assert "X-Hub-Signature-256" not in seen[0] and seen[0]["X-Gitserver-Event"] == "callback"
     assert _delivery(runtime, delivery.id).status == "delivered"
+    # The log keeps every header as sent but the bearer token.
+    (attempt,) = _attempts(runtime, delivery.id)
+    stored = json.loads(attempt.request_headers)
+    assert stored["Authorization"] == "Bearer ***" and attempt.request_method == "PUT"
+    assert stored == {k: v for k, v in seen[0].items() if k != "method"} | {"Authorization": "Bearer ***"}
+    assert "t0k" not in attempt.request_headers
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -318,8 +443,9 @@ def test_redeliver_copies_payload_with_a_new_guid(runtime: Runtime) -> None:
         assert again.payload == delivery.payload and again.guid != delivery.guid
         assert again.url == "http://fixed.example.com/"
         assert (again.webhook_id, again.status, again.attempts) == (delivery.webhook_id, "pending", 0)
-        log = notify.delivery_log(again, "sa")
-        assert log["request"]["headers"]["X-Hub-Signature-256"] == notify.sign("sa", again.payload.encode())
+        log = notify.delivery_log(session, again)
+        # Nothing sent yet: no headers to show (they are never rebuilt), no attempts.
+        assert (log["request"]["headers"], log["attempt_log"], log["log"]) == ({}, [], [])
         assert log["request"]["body"] == {"event": "push", "push_id": 3}
 
 

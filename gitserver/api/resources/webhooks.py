@@ -202,7 +202,7 @@ class Delivery(_Resource):
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = self._repo(session, principal, tenant, repo)
             hook = _webhook(session, row, webhook_id)
-            resp.media = notify.delivery_log(_delivery(session, hook, delivery_id), hook.secret)
+            resp.media = notify.delivery_log(session, _delivery(session, hook, delivery_id))
 
 
 class Redeliver(_Resource):
@@ -240,6 +240,8 @@ _URL = {"type": "string", "maxLength": netguard.MAX_URL_LENGTH,
 _SECRET = {"type": "string", "maxLength": MAX_SECRET_LENGTH,
            "description": "key of the X-Hub-Signature-256 HMAC; write-only, empty = unsigned"}
 _DELIVERY_STATUS = {"type": "string", "enum": [notify.PENDING, notify.RETRYING, notify.DELIVERED, notify.FAILED]}
+_HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
+_NULLABLE_STATUS = {"type": ["integer", "null"], "description": "null when no answer came"}
 _DELIVERY_PROPERTIES: dict[str, Any] = {
     "id": {"type": "integer"}, "guid": {"type": "string", "description": "X-Gitserver-Delivery"},
     "event": {"type": "string"}, "status": _DELIVERY_STATUS, "attempts": {"type": "integer"},
@@ -269,14 +271,38 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     },
     "Delivery": {"type": "object", "required": list(_DELIVERY_PROPERTIES), "properties": _DELIVERY_PROPERTIES},
     "DeliveryList": list_schema("#/components/schemas/Delivery"),
+    "DeliveryAttempt": {
+        "type": "object",
+        "required": ["number", "started_at", "duration_ms", "outcome", "request", "response", "error"],
+        "properties": {
+            "number": {"type": "integer", "description": "1 for the first attempt"},
+            "started_at": DATETIME, "duration_ms": {"type": "integer"},
+            "outcome": {"type": "string", "enum": [notify.DELIVERED, notify.RETRYING, notify.FAILED],
+                        "description": "what this attempt led to"},
+            "request": {"type": "object", "required": ["method", "url", "headers", "body_sha256"],
+                        "properties": {
+                            "method": {"type": "string"}, "url": {"type": "string"},
+                            "headers": {**_HEADERS, "description": "as sent, X-Hub-Signature-256 "
+                                        "included; credentials shown as '***' (Authorization: Bearer ***)"},
+                            "body_sha256": {"type": "string", "description": "hex SHA-256 of the body sent"}}},
+            "response": {"type": "object", "required": ["status", "headers", "excerpt"],
+                         "properties": {
+                             "status": _NULLABLE_STATUS,
+                             "headers": {**_HEADERS, "description": f"at most {notify.RESPONSE_HEADERS_MAX} "
+                                         "of the answer's headers, values cut, cookies left out"},
+                             "excerpt": {"type": "string", "description": "first 2 KiB of the answer"}}},
+            "error": {"type": "string", "description": "why the attempt failed; empty when delivered"},
+        },
+    },
     "DeliveryLog": {
-        "type": "object", "required": [*_DELIVERY_PROPERTIES, "request", "response", "log"],
+        "type": "object", "required": [*_DELIVERY_PROPERTIES, "request", "response", "log", "attempt_log"],
         "properties": {
             **_DELIVERY_PROPERTIES,
             "request": {"type": "object", "required": ["method", "url", "headers", "body"],
                         "properties": {"method": {"type": "string"}, "url": {"type": "string"},
-                                       "headers": {"type": "object",
-                                                   "additionalProperties": {"type": "string"}},
+                                       "headers": {**_HEADERS, "description": "those of the latest "
+                                                   "attempt as sent (see attempt_log); empty before "
+                                                   "the first attempt"},
                                        "body": {"description": "the JSON payload sent"}}},
             "response": {"type": "object", "required": ["status", "excerpt"],
                          "properties": {"status": {"type": ["integer", "null"]},
@@ -284,6 +310,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                                     "description": "first 2 KiB of the last answer"}}},
             "log": {"type": "array", "items": {"type": "string"},
                     "description": "one line per attempt: time, duration, outcome"},
+            "attempt_log": {"type": "array", "items": oa.ref("DeliveryAttempt"),
+                            "description": "every attempt as stored when it was made, oldest first"},
         },
     },
 }
@@ -317,7 +345,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     oa.openapi_path(DELIVERY): {
         "parameters": [*_PARAMS, _WEBHOOK_ID, _DELIVERY_ID],
-        "get": oa.op("getDelivery", "One delivery: the request sent, the last answer, every attempt",
+        "get": oa.op("getDelivery", "One delivery: the body, the last answer, every attempt as sent",
                      TAG, {200: ("The delivery log", oa.ref("DeliveryLog"))}, errors=_ERRORS),
     },
     oa.openapi_path(REDELIVER): {

@@ -6,6 +6,7 @@ server allows private networks."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import json
 import queue
@@ -122,6 +123,28 @@ def check_request(request: dict[str, Any], event: str, secret: str = SECRET) -> 
     return json.loads(request["body"])
 
 
+def delivery_log(server: GitServer, tenant: str, repo: str, hook_id: int, delivery_id: int,
+                 token: str | None = None) -> dict[str, Any]:
+    resp = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/webhooks/{hook_id}/deliveries/{delivery_id}",
+                      token=token)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def check_stored_attempt(attempt: dict[str, Any], request: dict[str, Any]) -> None:
+    """A stored attempt says what the receiver got: every header gitserver set, byte for byte
+    (the transport adds Host, Content-Length, Accept…), the body's digest, the answer."""
+    stored = attempt["request"]["headers"]
+    assert {name: request["headers"].get(name) for name in stored} == stored
+    assert {"X-Hub-Signature-256", "X-Gitserver-Delivery", "X-Gitserver-Event", "User-Agent",
+            "Content-Type"} <= set(stored)
+    assert attempt["request"]["body_sha256"] == hashlib.sha256(request["body"]).hexdigest()
+    assert attempt["request"]["method"] == "POST" and attempt["request"]["url"].endswith(request["path"])
+    assert attempt["response"]["status"] == request["status"]
+    assert attempt["response"]["excerpt"] == f"answered {request['status']}"
+    assert attempt["response"]["headers"]["Content-Type"] == "text/plain"
+
+
 # --- on the shared server (SQLite and PostgreSQL) ---------------------------------------------
 
 def test_push_and_pipeline_events_reach_a_loopback_receiver_signed(
@@ -168,12 +191,14 @@ def test_push_and_pipeline_events_reach_a_loopback_receiver_signed(
     assert all(d["attempts"] == 1 and d["response_status"] == 200 and d["error"] == "" for d in items)
 
     # The stored log of the push delivery: the request exactly as sent, the answer, the attempt.
-    log = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/webhooks/{hook['id']}"
-                            f"/deliveries/{items[1]['id']}", token=user.token).json()
+    log = delivery_log(server, tenant, repo, hook["id"], items[1]["id"], token=user.token)
     assert log["request"]["headers"]["X-Hub-Signature-256"] == first["headers"]["X-Hub-Signature-256"]
     assert log["request"]["body"] == push and log["request"]["method"] == "POST"
     assert log["response"] == {"status": 200, "excerpt": "answered 200"}
     assert len(log["log"]) == 1 and "delivered, HTTP 200" in log["log"][0]
+    (attempt,) = log["attempt_log"]
+    assert (attempt["number"], attempt["outcome"], attempt["error"]) == (1, "delivered", "")
+    check_stored_attempt(attempt, first)
 
 
 def test_redeliver_sends_the_same_payload_as_a_new_delivery(
@@ -295,10 +320,26 @@ def test_failing_receiver_is_retried_then_given_up(
 
     delivered = wait_for(lambda: settled(flaky["id"], "delivered"), timeout=20, what="flaky delivered")
     assert delivered["attempts"] == 2 and delivered["response_status"] == 200
-    log = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/webhooks/{flaky['id']}"
-                            f"/deliveries/{delivered['id']}", token=user.token).json()
+    log = delivery_log(server, tenant, repo, flaky["id"], delivered["id"], token=user.token)
     assert len(log["log"]) == 2
     assert "receiver answered HTTP 500" in log["log"][0] and "delivered, HTTP 200" in log["log"][1]
+    # The stored log: both attempts, each with the headers the receiver got.
+    attempts = log["attempt_log"]
+    assert [(a["number"], a["outcome"]) for a in attempts] == [(1, "retrying"), (2, "delivered")]
+    for attempt, request in zip(attempts, seen["/flaky"], strict=True):
+        check_stored_attempt(attempt, request)
+    assert attempts[0]["error"] == "receiver answered HTTP 500" and attempts[1]["error"] == ""
+    assert attempts[0]["started_at"] < attempts[1]["started_at"]
+
+    # A new secret signs future deliveries; the log still shows the signature that was sent.
+    resp = server.api("PATCH", f"/api/v1/tenants/{tenant}/repos/{repo}/webhooks/{flaky['id']}",
+                      json={"secret": "a new secret"}, token=user.token)
+    assert resp.status_code == 200, resp.text
+    after = delivery_log(server, tenant, repo, flaky["id"], delivered["id"], token=user.token)
+    assert after["attempt_log"] == attempts
+    assert after["attempt_log"][0]["request"]["headers"]["X-Hub-Signature-256"] == \
+        seen["/flaky"][0]["headers"]["X-Hub-Signature-256"]
+    assert after["request"]["headers"]["X-Hub-Signature-256"] == seen["/flaky"][1]["headers"]["X-Hub-Signature-256"]
 
     failed = wait_for(lambda: settled(down["id"], "failed"), timeout=20, what="down failed")
     assert failed["attempts"] == 3 and failed["response_status"] == 503
@@ -347,6 +388,13 @@ def test_fuzz_webhook_api(server: GitServer, receiver: Receiver) -> None:
     with server.db() as session:
         (delivery,) = notify.enqueue_event(session, _repo_id(session, tenant, repo), "push", {"push_id": None})
         delivery_id = delivery.id
+        # One stored attempt, so the delivery log's responses include the attempt schema.
+        out = notify.Outbound(delivery_id=delivery.id, event="push", url=delivery.url, method="POST",
+                              body=delivery.payload.encode(), headers={"X-Gitserver-Event": "push"},
+                              kind="webhook")
+        session.add(notify.attempt_row(out, notify.Attempt(
+            number=1, started_at=notify.utcnow(), seconds=0.01, status=500, excerpt="no", error="HTTP 500",
+            request_headers=out.headers, response_headers={"Content-Type": "text/plain"}), "retrying"))
     known = {"tenant": tenant, "repo": repo, "webhook_id": hook["id"], "delivery_id": delivery_id}
     schema = schemathesis.openapi.from_url(f"{server.http_url}/api/v1/openapi.json")
     schema = schema.include(path_regex=r"/webhooks")

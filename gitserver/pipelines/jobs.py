@@ -142,6 +142,28 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any], *, pipeline_id
     return job
 
 
+def hold(session: Session, kind: str, payload: dict[str, Any], owner: str, lease_seconds: float, *,
+         pipeline_id: int | None = None) -> Claim:
+    """Add a job that ``owner`` already holds (running, leased, first attempt), in the caller's
+    transaction (flushed, never committed): for work a process runs itself, such as a
+    synchronous API request, that must still be taken over by a worker if that process dies.
+
+    The holder renews the lease (:func:`renew`) and records the end (:func:`finish`) like a
+    worker; once the lease expires, :func:`claim` hands the job to a worker like any other.
+    No worker is woken: there is nothing for them to do until the lease runs out.
+    """
+    if kind not in HANDLERS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(HANDLERS))}")
+    now = utcnow()
+    job = models.Job(kind=kind, pipeline_id=pipeline_id, payload=json.dumps(payload),
+                     status=models.RUNNING, attempts=1, run_after=now, lease_owner=owner,
+                     lease_expires_at=now + dt.timedelta(seconds=lease_seconds), updated_at=now)
+    session.add(job)
+    session.flush()
+    return Claim(job_id=job.id, kind=kind, payload=dict(payload), attempts=1, pipeline_id=pipeline_id,
+                 owner=owner)
+
+
 def wake_workers(session: Session) -> None:
     """On PostgreSQL, tell idle workers (any replica) that there is work: the notification
     is delivered when the caller commits, so they claim it at once instead of at their next

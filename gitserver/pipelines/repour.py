@@ -88,6 +88,13 @@ _SCP_RE = re.compile(r"^(?:(?P<user>[A-Za-z0-9._~+-]+)@)?(?P<host>[A-Za-z0-9.-]+
 MAX_URL_LENGTH = 2000
 # How often an inline (synchronous) run asks the database whether it was cancelled.
 INLINE_CANCEL_POLL = 1.0
+# The payload "mode" of the job a synchronous request's API process holds (see InlineLease).
+INLINE_MODE = "inline"
+# Exit code of the error bodies of interrupted synchronous runs: EX_TEMPFAIL, try again.
+LEASE_LOST_EXIT_CODE = 75
+INTERRUPTED_DESC = ("the API process running this synchronous request stopped before it finished "
+                    "(its lease expired); nothing is waiting for the result: send the request again "
+                    "(clone and adjust are idempotent)")
 # Called by the callback sender before every attempt (notify.enqueue_callback's ``auth``).
 TOKEN_HEADERS_FUNCTION = "gitserver.pipelines.repour:service_token_headers"
 
@@ -878,46 +885,149 @@ def finish_pipeline(session: Session, pipeline_id: int, status_code: int | None,
     return pipeline
 
 
-class InlineCancelWatch:
-    """The stop check of a synchronous run: asks the database (at most once a second) whether
-    /cancel marked its pipeline cancelled, so a cancel from any API replica reaches it."""
+class InlineLease:
+    """The lease of a synchronous run, held by this API process like a worker holds a job's.
 
-    def __init__(self, sessions: sessionmaker[Session], pipeline_id: int,
-                 interval: float = INLINE_CANCEL_POLL) -> None:
+    A synchronous /clone or /adjust runs inside the request, but its Pipeline row must not
+    outlive the process: the request's ``repour`` job (see :func:`hold_inline`) is claimed by
+    this process, and a heartbeat thread renews its lease while the operation runs. If the
+    process dies, the lease expires and a worker's ordinary claim takes the job over
+    (:func:`take_over_inline`), which ends the pipeline.
+
+    The same thread polls for a cancel (``/cancel/{task_id}`` or the pipelines API, from any
+    replica) about once a second. The operation's stop check (the instance, called) then
+    raises :class:`~gitserver.pipelines.jobs.JobCancelled`, or
+    :class:`~gitserver.pipelines.jobs.JobReleased` when the lease was lost (this process stalled
+    past it and a worker took the job over: the worker owns the pipeline from then on).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], claim: jobs.Claim, lease_seconds: float,
+                 poll: float = INLINE_CANCEL_POLL) -> None:
         self.sessions = sessions
-        self.pipeline_id = pipeline_id
-        self.interval = interval
-        self._next = time.monotonic() + interval
-        self._lock = threading.Lock()
+        self.claim = claim
+        self.lease_seconds = lease_seconds
+        # Renew three times per lease (a missed renewal or two is survived); poll at least as often.
+        self.renew_every = max(0.2, lease_seconds / 3)
+        self.poll = min(poll, self.renew_every)
+        self.cancelled = threading.Event()
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"repour-lease-{claim.job_id}", daemon=True)
+
+    def __enter__(self) -> InlineLease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
 
     def __call__(self) -> None:
-        with self._lock:
-            if time.monotonic() < self._next:
-                return
-            self._next = time.monotonic() + self.interval
-        with transaction(self.sessions) as session:
-            status = session.scalar(select(models.Pipeline.status).where(models.Pipeline.id == self.pipeline_id))
-        if status == models.CANCELLED:
-            raise jobs.JobCancelled(f"pipeline {self.pipeline_id} was cancelled")
+        if self.lost.is_set():
+            raise jobs.JobReleased(f"job {self.claim.job_id}: lease lost")
+        if self.cancelled.is_set():
+            raise jobs.JobCancelled(f"pipeline {self.claim.pipeline_id} was cancelled")
+
+    def _beat(self) -> None:
+        last_renew = time.monotonic()
+        while not self._done.wait(self.poll):
+            try:
+                with transaction(self.sessions) as session:
+                    if jobs.cancel_requested(session, [self.claim.job_id]):
+                        self.cancelled.set()
+                    if time.monotonic() - last_renew >= self.renew_every:
+                        if not jobs.renew(session, [self.claim], self.lease_seconds):
+                            log.warning("repour job %s: lease lost; a worker took over the request",
+                                        self.claim.job_id)
+                            self.lost.set()
+                            return
+                        last_renew = time.monotonic()
+            except Exception:  # noqa: BLE001  (database hiccup: the next beat retries)
+                log.exception("repour job %s: lease heartbeat failed", self.claim.job_id)
+
+
+def api_owner() -> str:
+    """The lease owner of synchronous runs in this process (a worker's owner names its host and
+    pid the same way, so an operator can tell who holds what)."""
+    return f"api:{socket.gethostname()}:{os.getpid()}"
+
+
+def hold_inline(session: Session, config: Config, *, op_name: str, pipeline_id: int) -> jobs.Claim:
+    """The ``repour`` job of a synchronous request, held by this process, in the caller's
+    transaction (committed with the pipeline, so the pipeline is never without a lease).
+
+    The payload holds no request: a worker never re-runs it (see :func:`take_over_inline`),
+    so the origin URLs (which may carry credentials) are not copied into the queue."""
+    return jobs.hold(session, JOB_KIND, {"op": op_name, "mode": INLINE_MODE, "max_attempts": 1},
+                     api_owner(), config.job_lease_seconds, pipeline_id=pipeline_id)
+
+
+def lease_lost_body() -> dict[str, Any]:
+    """What a synchronous caller gets when its request lost its lease: retry (idempotent)."""
+    return ProcessingError("this API process stalled past its lease and the request was taken over; "
+                           "send it again (clone and adjust are idempotent)", exit_code=LEASE_LOST_EXIT_CODE,
+                           error_type="LeaseLost").body()
 
 
 def run_inline(runtime: Any, op_name: str, spec: dict[str, Any], actor: Actor,
-               pipeline_id: int) -> tuple[int, dict[str, Any]]:
-    """A synchronous request: the same operation, in this process, recorded in its pipeline."""
-    logger = jobs.JobContext(runtime=runtime, job_id=0, kind=JOB_KIND, payload={}, attempts=1,
+               claim: jobs.Claim) -> tuple[int, dict[str, Any]]:
+    """A synchronous request: the same operation, in this process, under ``claim``'s lease,
+    recorded in its pipeline. The job and the pipeline are finished in one transaction, and
+    only while this process still holds the lease; otherwise the worker that took over has
+    recorded the pipeline's end, and the caller is told to retry (503)."""
+    pipeline_id = claim.pipeline_id
+    if pipeline_id is None:
+        raise ValueError("a synchronous run needs its pipeline")
+    logger = jobs.JobContext(runtime=runtime, job_id=claim.job_id, kind=JOB_KIND, payload={}, attempts=1,
                              pipeline_id=pipeline_id)
+    lease = InlineLease(runtime.sessions, claim, runtime.config.job_lease_seconds)
     op = Operation(config=runtime.config, sessions=runtime.sessions, spec=spec, actor=actor,
-                   stop=InlineCancelWatch(runtime.sessions, pipeline_id), output=logger.log,
-                   pipeline_id=pipeline_id)
-    try:
-        status, body = execute(op_name, op)
-    except jobs.JobCancelled:
-        with transaction(runtime.sessions) as session:
-            finish_pipeline(session, pipeline_id, None, {}, state=models.CANCELLED)
-        return 400, cancelled_body(spec.get("taskId"))
+                   stop=lease, output=logger.log, pipeline_id=pipeline_id)
+    state: str | None = None
+    with lease:
+        try:
+            status, body = execute(op_name, op)
+        except jobs.JobCancelled:
+            status, body, state = 400, cancelled_body(spec.get("taskId")), models.CANCELLED
+        except jobs.JobReleased:
+            return 503, lease_lost_body()
     with transaction(runtime.sessions) as session:
-        finish_pipeline(session, pipeline_id, status, body)
+        # Guarded by the lease: exactly one of this process and a worker records the end.
+        if not jobs.finish(session, claim, state or models.SUCCEEDED, "cancelled" if state else ""):
+            log.warning("repour job %s: lease lost before the result was recorded", claim.job_id)
+            return 503, lease_lost_body()
+        if state == models.CANCELLED:
+            finish_pipeline(session, pipeline_id, None, {}, state=models.CANCELLED)
+        else:
+            finish_pipeline(session, pipeline_id, status, body)
     return status, body
+
+
+def take_over_inline(ctx: jobs.JobContext) -> None:
+    """A worker claimed the job of a synchronous request whose API process stopped renewing
+    its lease (it died, or stalled past the lease): end the pipeline, never re-run it.
+
+    Failing rather than re-running, because the only party waiting for the result was the
+    HTTP client of the process that died: its connection is gone, there is no callback to send
+    the result to, and it will send the request again (Repour's clients retry), which then
+    gets the same answer since clone and adjust are idempotent (fast-forward-only pushes, tags
+    deduplicated by tree). A re-run here would spend an alignment run (minutes) for nobody,
+    concurrently with that retry. A cancel requested meanwhile ends it as cancelled.
+    """
+    pipeline_id = ctx.pipeline_id
+    if pipeline_id is None:
+        raise ValueError(f"repour job {ctx.job_id} of a synchronous request has no pipeline")
+    with transaction(ctx.runtime.sessions) as session:
+        pipeline = session.get(models.Pipeline, pipeline_id)
+        if pipeline is None or pipeline.status in models.FINAL_STATES:
+            return
+        if jobs.cancel_requested(session, [ctx.job_id]):
+            finish_pipeline(session, pipeline_id, None, {}, state=models.CANCELLED)
+            return
+        body = ProcessingError(INTERRUPTED_DESC, exit_code=LEASE_LOST_EXIT_CODE, error_type="Interrupted").body()
+        finish_pipeline(session, pipeline_id, 503, body, state=models.FAILED)
+    ctx.log(f"*** {INTERRUPTED_DESC}\n")
+    log.warning("pipeline %s: the API process running it stopped; marked failed", pipeline_id)
 
 
 # --- callback mode ---------------------------------------------------------------------------------
@@ -972,6 +1082,9 @@ def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any]
 def run_repour_job(ctx: jobs.JobContext) -> None:
     """The ``repour`` job handler: run the operation, record it, queue the callback."""
     payload = ctx.payload
+    if payload.get("mode") == INLINE_MODE:
+        take_over_inline(ctx)
+        return
     op_name = payload.get("op")
     if op_name not in RUNNERS or not isinstance(payload.get("spec"), dict) or ctx.pipeline_id is None:
         raise ValueError(f"malformed repour job payload (op {op_name!r})")
@@ -1015,8 +1128,9 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
 def cancel_task(session: Session, task_id: str,
                 may_cancel: Callable[[models.Repository], bool]) -> int:
     """Cancel every unfinished clone/adjust whose request carried ``task_id`` and that the caller
-    may cancel; the number cancelled. A job's worker (any replica) kills its running command
-    within a second; a synchronous run notices its pipeline's state as quickly."""
+    may cancel; the number cancelled. Whoever holds the job's lease kills the running command
+    within about a second: a worker (callback mode) or the API process running a synchronous
+    request (its :class:`InlineLease` polls for the cancel), on any replica."""
     pipelines = session.scalars(
         select(models.Pipeline).where(models.Pipeline.task_id == task_id,
                                       models.Pipeline.kind.in_(OPERATIONS),

@@ -18,9 +18,11 @@ import http.server
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -678,3 +680,81 @@ def test_adjust_never_writes_through_symlinks(rserver: GitServer, git_env: dict[
     resp = post(rserver, "/adjust", {"ref": "main", "internal_url": urls(rserver, tenant, repo)}, token=user.token)
     assert resp.status_code == 200, resp.text
     assert victim.read_text() == "untouched\n"
+
+
+# --- a synchronous request whose API process dies ------------------------------------------------
+
+def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
+        tmp_path: Path, db_url: str, git_env: dict[str, str]) -> None:
+    """A synchronous /adjust runs inside the API process under a job lease; SIGKILL that process
+    mid-request, and a worker takes the expired lease over and fails the pipeline with a clear
+    error (nobody waits for its result) within the lease and a few seconds."""
+    lease = 3.0
+    srv = start_server(tmp_path, db_url, git_env,
+                       {**tool_env(tmp_path), "GITSERVER_JOB_LEASE_SECONDS": str(lease)},
+                       parts=("ssh", "api", "worker"))
+    pidfile = tmp_path / "tool.pid"
+    tool_pid = None
+    try:
+        tenant, repo, user, _work = pushed_repo(srv, git_env, tmp_path, {"SLEEP": "60", "PIDFILE": str(pidfile)})
+        task = unique("task")
+        spec = {"ref": "main", "internal_url": urls(srv, tenant, repo), "taskId": task}
+        answers: queue.Queue[object] = queue.Queue()
+
+        def call() -> None:
+            try:
+                answers.put(post(srv, "/adjust", spec, token=user.token))
+            except requests.RequestException as exc:
+                answers.put(exc)
+
+        threading.Thread(target=call, daemon=True).start()
+        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the tool to start")
+        tool_pid = int(pidfile.read_text())
+        from sqlalchemy import select
+
+        from gitserver.db import models
+
+        with srv.db() as session:
+            pipeline = session.scalars(select(models.Pipeline).where(models.Pipeline.task_id == task)).one()
+            pipeline_id = pipeline.id
+            assert pipeline.status == "running"
+            job = session.scalars(select(models.Job).where(models.Job.pipeline_id == pipeline_id)).one()
+            # The API process holds the request's lease, as a worker holds a job's.
+            assert (job.kind, job.status) == ("repour", "running")
+            assert job.lease_owner is not None and job.lease_owner.startswith("api:")
+
+        api = srv.procs.pop("api")
+        os.killpg(api.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        api.wait(timeout=10)
+        # The client's connection died with the process.
+        assert isinstance(answers.get(timeout=10), requests.RequestException)
+        srv.procs["api-restarted"] = srv.spawn("api")
+        srv.wait_ready()
+
+        def final() -> tuple[str, str] | None:
+            with srv.db() as session:
+                row = session.get(models.Pipeline, pipeline_id)
+                assert row is not None
+                return (row.status, row.error) if row.status in models.FINAL_STATES else None
+
+        status, error = wait_for(final, timeout=lease + 6, interval=0.2, what="the pipeline to end")
+        assert time.monotonic() - killed_at < lease + 6
+        assert status == "failed" and "API process running this synchronous request stopped" in error
+        with srv.db() as session:
+            job = session.scalars(select(models.Job).where(models.Job.pipeline_id == pipeline_id)).one()
+            assert job.status == "succeeded" and job.lease_owner is None and job.attempts == 2
+        # What the user sees through the restarted API: the verdict and why.
+        shown = srv.api("GET", f"/api/v1/pipelines/{pipeline_id}", token=user.token).json()
+        assert (shown["status"], shown["kind"], shown["task_id"]) == ("failed", "adjust", task)
+        assert "send the request again" in shown["error"]
+        log = srv.api("GET", f"/api/v1/pipelines/{pipeline_id}/log", token=user.token)
+        assert "stopped before it finished" in log.text
+        # Nothing is left to cancel.
+        assert post(srv, f"/cancel/{task}", None, token=user.token).status_code == 400
+    finally:
+        if tool_pid is not None:
+            # The dead process's alignment tool ran in its own session; end it here.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(tool_pid, signal.SIGKILL)
+        srv.stop()

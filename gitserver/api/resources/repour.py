@@ -356,10 +356,12 @@ class Operation:
                     session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id)
                 log.info("repour %s queued as pipeline %s (callback %s)", self.op_name, pipeline.id, callback_id)
                 return 202, {"callback": {"id": callback_id}}
+            # Inline, under a lease this process holds from the same commit on: if the process
+            # dies mid-request, a worker takes the job over and ends the pipeline.
             pipeline = repour.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
                                               status=models.RUNNING)
-            pipeline_id = pipeline.id
-        return repour.run_inline(runtime, self.op_name, spec, actor, pipeline_id)
+            claim = repour.hold_inline(session, runtime.config, op_name=self.op_name, pipeline_id=pipeline.id)
+        return repour.run_inline(runtime, self.op_name, spec, actor, claim)
 
 
 class InternalScm:
@@ -507,7 +509,11 @@ _ERRORS = {
     "404": {"description": "Missing, or hidden from the caller", "content": _json("RepourError")},
     "413": {"description": "Body too large", "content": _json("RepourError")},
     "500": {"description": "Unexpected failure (a log reference only)", "content": _json("RepourError")},
+    "503": {"description": "A synchronous request lost its lease (this API process stalled and a worker "
+                           "took it over): send it again", "content": _json("RepourError")},
 }
+# /clone and /adjust run under a lease when synchronous (503 when it was lost).
+_OPERATION_ERRORS = ("400", "401", "403", "404", "413", "500", "503")
 _ACCEPTED = {"description": "Callback mode: the result will be sent to the callback URL",
              "content": _json("RepourCallbackAccepted")}
 
@@ -540,9 +546,9 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/git-external-to-internal": _EXTERNAL,
     "/external-to-internal": {"post": {**_EXTERNAL["post"], "operationId": "repourExternalToInternalAlias"}},
     "/clone": _work_op("repourClone", "Fetch a ref (or everything) from an origin into an internal repository",
-                       "RepourCloneRequest", "RepourCloneRequest"),
+                       "RepourCloneRequest", "RepourCloneRequest", _OPERATION_ERRORS),
     "/adjust": _work_op("repourAdjust", "Sync, align, commit and tag a ref; dedup by tree",
-                        "RepourAdjustRequest", "RepourAdjustResult"),
+                        "RepourAdjustRequest", "RepourAdjustResult", _OPERATION_ERRORS),
     "/internal-scm": _work_op("repourInternalScm", "Create an internal repository with owner groups",
                               "RepourInternalScmRequest", "RepourInternalScmResult"),
     "/cancel/{task_id}": {"post": {

@@ -116,10 +116,39 @@ class GitUrl:
     path: str = ""
     scp_like: bool = False
 
+    # The addresses check_origin() validated for the host name (http and https only; see
+    # :meth:`git_settings`). Empty: git resolves the host itself (IP literals need nothing).
+    addresses: tuple[str, ...] = ()
+
     @property
     def transport(self) -> str:
         """The git protocol name (``protocol.<name>.allow``)."""
         return "ssh" if self.scheme in ("git+ssh", "ssh+git") else self.scheme
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or _DEFAULT_PORTS.get(self.transport, 443)
+
+    def git_settings(self) -> dict[str, str]:
+        """``git -c`` settings that make git connect exactly where :func:`check_origin` looked.
+
+        The origin check resolves the host and validates every address, but git (libcurl)
+        would resolve the name again when it connects: a DNS answer that changed in between
+        (rebinding: public address first, then 127.0.0.1 or 169.254.169.254) would reach an
+        address that was never checked. ``http.curloptResolve`` (git >= 2.37) hands libcurl
+        the checked addresses for ``host:port``, so it does not ask DNS at all. Redirects are
+        not followed: one to another host would be resolved by libcurl, unchecked.
+
+        git:// and ssh origins have no such option (git connects itself, ssh runs its own
+        resolver), so between the check and the connection their host name is resolved
+        again: a rebinding DNS server can still point those at an unchecked address. Refusing
+        them is the only complete fix; operators who need that allow https origins only.
+        """
+        if self.transport not in ("http", "https") or not self.addresses:
+            return {}
+        addresses = ",".join(f"[{a}]" if ":" in a else a for a in self.addresses)
+        return {"http.curloptResolve": f"{self.host}:{self.effective_port}:{addresses}",
+                "http.followRedirects": "false"}
 
 
 def parse_git_url(text: object) -> GitUrl:
@@ -228,9 +257,12 @@ def is_pull_request(ref: str) -> bool:
 
 # --- origin policy ---------------------------------------------------------------------------
 
-def check_origin(url_text: str, config: Config) -> GitUrl:
+def check_origin(url_text: str, config: Config,
+                 resolver: netguard.Resolver = socket.getaddrinfo) -> GitUrl:
     """The origin as git will be given it, or a ProcessingError (exit code 10) saying why it
-    is refused. Host addresses are checked with :mod:`gitserver.netguard`'s rules."""
+    is refused. Host addresses are checked with :mod:`gitserver.netguard`'s rules; for an
+    http(s) host name the checked addresses come back in ``addresses``, and git is pinned to
+    them (:meth:`GitUrl.git_settings`)."""
     try:
         url = parse_git_url(url_text)
     except ValueError as exc:
@@ -243,13 +275,17 @@ def check_origin(url_text: str, config: Config) -> GitUrl:
     if url.transport == "file":
         _check_local_origin(url, config)
         return url
-    port = url.port or _DEFAULT_PORTS.get(url.transport, 443)
     host = f"[{url.host}]" if ":" in url.host else url.host
     try:
         # netguard speaks http(s); the host and port rules are the same for every transport.
-        netguard.validate(f"https://{host}:{port}/", allow_private=allow_private)
+        target, addresses = netguard.validate(f"https://{host}:{url.effective_port}/",
+                                              allow_private=allow_private, resolver=resolver)
     except netguard.UnsafeURL as exc:
         raise ProcessingError(f"origin URL refused: {exc.message}", error_type="OriginRefused") from exc
+    if target.address is None and url.transport in ("http", "https"):
+        # A host name: pin git to what was checked. (git:// and ssh cannot be pinned; see
+        # GitUrl.git_settings for that remaining gap.)
+        return dataclasses.replace(url, addresses=tuple(str(a) for a in addresses))
     return url
 
 
@@ -374,9 +410,10 @@ class GitWork:
 
     def git(self, *args: str, cwd: Path | None = None, remote: str | None = None,
             env: Mapping[str, str] | None = None, check: bool = True,
-            desc: str = "", user_error: bool = False, pass_fds: Sequence[int] = ()) -> adjust_mod.CommandResult:
+            desc: str = "", user_error: bool = False, pass_fds: Sequence[int] = (),
+            settings: Mapping[str, str] | None = None) -> adjust_mod.CommandResult:
         argv = ["git"]
-        for key, value in self._settings(remote).items():
+        for key, value in {**self._settings(remote), **(settings or {})}.items():
             argv += ["-c", f"{key}={value}"]
         argv += list(args)
         result = run_command(argv, cwd=cwd or self.dir, env=env or self.env(),
@@ -390,16 +427,20 @@ class GitWork:
 
     # --- fetching -------------------------------------------------------------------------
 
-    def fetch(self, url: str, namespace: str, *, remote: str, pull_request: str | None = None) -> None:
-        """All branches and tags of ``url`` into ``refs/<namespace>/{heads,tags}/``, and the
-        pull/merge request's head when one is named."""
+    def fetch(self, source: GitUrl | str, namespace: str, *, remote: str, pull_request: str | None = None) -> None:
+        """All branches and tags of ``source`` into ``refs/<namespace>/{heads,tags}/``, and the
+        pull/merge request's head when one is named. A checked origin (:class:`GitUrl`) is
+        fetched from the addresses its check validated."""
+        url = source.text if isinstance(source, GitUrl) else source
+        pin = source.git_settings() if isinstance(source, GitUrl) else {}
         refspecs = [f"+refs/heads/*:refs/{namespace}/heads/*", f"+refs/tags/*:refs/{namespace}/tags/*"]
         self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url, *refspecs,
-                 remote=remote, desc=f"could not fetch from {adjust_mod.redact(url)}", user_error=True)
+                 remote=remote, desc=f"could not fetch from {adjust_mod.redact(url)}", user_error=True,
+                 settings=pin)
         if pull_request:
             self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url,
                      f"+refs/{pull_request}/head:refs/{namespace}/pull/{pull_request}",
-                     remote=remote, check=False)
+                     remote=remote, check=False, settings=pin)
 
     def resolve(self, name: str) -> str | None:
         """The commit ``name`` (a ref or object name) points to, or None."""
@@ -627,7 +668,7 @@ def do_clone(op: Operation) -> dict[str, Any]:
                               "use /adjust with sync to build it", error_type="CloneError")
     with tempfile.TemporaryDirectory(prefix="gitserver-clone-") as tmp:
         work = GitWork(op.config, Path(tmp), bare=True, stop=op.stop, output=op.output)
-        work.fetch(origin.text, ORIGIN, remote=ORIGIN)
+        work.fetch(origin, ORIGIN, remote=ORIGIN)
         op.stop()
         if ref:
             found = work.find(ref, ORIGIN)
@@ -679,7 +720,7 @@ def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> t
     found = None
     if sync_on(op.spec):
         origin = check_origin(op.spec["originRepoUrl"], op.config)
-        work.fetch(origin.text, ORIGIN, remote=ORIGIN, pull_request=ref if is_pull_request(ref) else None)
+        work.fetch(origin, ORIGIN, remote=ORIGIN, pull_request=ref if is_pull_request(ref) else None)
         found = work.find(ref, ORIGIN)
         if found is not None and found.kind != "pull":
             # Sync: the ref as upstream has it, under the protection rules (an upstream

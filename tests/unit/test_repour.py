@@ -319,3 +319,110 @@ def test_parse_hook_updates() -> None:
     for bad in (b"[]", b'{"updates": [[1, 2, 3]]}', b'{"updates": [["a", "b"]]}', b"not json"):
         with pytest.raises(ValueError):
             repour.parse_hook_updates(bad)
+
+
+# --- origins are fetched from the addresses that were checked (DNS rebinding) ------------------
+
+def _resolver(*addresses: str):  # type: ignore[no-untyped-def]
+    """A stand-in for socket.getaddrinfo answering ``addresses`` for any name."""
+    import socket
+
+    def resolve(host: str, port: int, **_kw: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                for a in addresses]
+    return resolve
+
+
+def test_check_origin_pins_https_host_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
+    url = repour.check_origin("https://git.example.org/org/repo.git", strict,
+                              resolver=_resolver("93.184.216.34", "2606:2800:220:1::1"))
+    assert url.addresses == ("93.184.216.34", "2606:2800:220:1::1")
+    assert url.git_settings() == {
+        "http.curloptResolve": "git.example.org:443:93.184.216.34,[2606:2800:220:1::1]",
+        "http.followRedirects": "false"}
+    explicit = repour.check_origin("https://user:secret@git.example.org:8443/org/repo.git", strict,
+                                   resolver=_resolver("93.184.216.34"))
+    assert explicit.git_settings()["http.curloptResolve"] == "git.example.org:8443:93.184.216.34"
+    # IP literals are not resolved, so there is nothing to pin; git:// and ssh cannot be pinned
+    # (the documented remaining gap): their check still resolves and validates the name.
+    assert repour.check_origin("https://93.184.216.34/org/repo", strict).git_settings() == {}
+    for other in ("git://git.example.org/org/repo.git", "ssh://git@git.example.org/org/repo",
+                  "git@git.example.org:org/repo.git"):
+        assert repour.check_origin(other, strict, resolver=_resolver("93.184.216.34")).git_settings() == {}
+    # A name resolving to an internal address is refused before git runs at all.
+    with pytest.raises(repour.ProcessingError, match="169.254.169.254"):
+        repour.check_origin("https://rebind.example.org/org/repo", strict, resolver=_resolver("169.254.169.254"))
+
+
+def test_fetch_argv_pins_the_checked_address(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from gitserver.pipelines import adjust
+
+    strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
+    calls: list[list[str]] = []
+
+    def fake_run(argv, **_kw):  # type: ignore[no-untyped-def]
+        calls.append(list(argv))
+        return adjust.CommandResult(argv=list(argv), exit_code=0, stdout="", stderr="")
+
+    monkeypatch.setattr(repour, "run_command", fake_run)
+    work = repour.GitWork(strict, tmp_path, bare=True, stop=lambda: None)
+    origin = repour.check_origin("https://git.example.org/org/repo.git", strict, resolver=_resolver("93.184.216.34"))
+    work.fetch(origin, repour.ORIGIN, remote=repour.ORIGIN, pull_request="pull/7")
+    fetches = [argv for argv in calls if "fetch" in argv]
+    assert len(fetches) == 2  # the branches and tags, then the pull request's head
+    for argv in fetches:
+        options = argv[:argv.index("fetch")]
+        assert options[0] == "git"
+        assert "http.curloptResolve=git.example.org:443:93.184.216.34" in options
+        assert "http.followRedirects=false" in options
+        assert options[options.index("http.curloptResolve=git.example.org:443:93.184.216.34") - 1] == "-c"
+        assert argv[argv.index("--") + 1] == "https://git.example.org/org/repo.git"
+    # The internal repository (a local path) gets no pin.
+    calls.clear()
+    work.fetch(str(tmp_path / "internal.git"), repour.INTERNAL, remote=repour.INTERNAL)
+    assert not any(a.startswith("http.curloptResolve") for a in calls[0])
+
+
+def test_git_connects_to_the_pinned_address_not_to_dns(tmp_path, git_env) -> None:  # type: ignore[no-untyped-def]
+    """End to end with the real git: an http origin whose host name does not exist in DNS
+    (``.test`` never resolves) is fetched from the address the check validated."""
+    import functools
+    import http.server
+    import subprocess
+    import threading
+
+    open_ = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
+                                     "GITSERVER_ALLOW_PRIVATE_NETWORKS": "1"})
+    source = tmp_path / "src"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(source)], env=git_env, check=True)
+    (source / "README.md").write_text("pinned\n")
+    subprocess.run(["git", "add", "-A"], cwd=source, env=git_env, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "one"], cwd=source, env=git_env, check=True)
+    served = tmp_path / "www"
+    served.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(served / "repo.git")], env=git_env, check=True)
+    # Dumb HTTP: static files are enough for git to fetch.
+    subprocess.run(["git", "update-server-info"], cwd=served / "repo.git", env=git_env, check=True)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        origin = repour.check_origin(f"http://origin.gitserver.test:{port}/repo.git", open_,
+                                     resolver=_resolver("127.0.0.1"))
+        (tmp_path / "work-root").mkdir()
+        work = repour.GitWork(open_, tmp_path / "work-root", bare=True, stop=lambda: None)
+        work.fetch(origin, repour.ORIGIN, remote=repour.ORIGIN)
+        assert work.resolve(f"refs/{repour.ORIGIN}/heads/main")
+        # Without the pin git asks DNS for the name, which does not exist.
+        unpinned = repour.GitUrl(text=origin.text, scheme="http", host=origin.host, port=port, path="/repo.git")
+        with pytest.raises(repour.ProcessingError, match="could not fetch"):
+            work.fetch(unpinned, "other", remote=repour.ORIGIN)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -107,9 +107,16 @@ def test_worker_sigkill_mid_build_pipeline_completes_on_another_worker(
     log = _log(srv, pid)
     assert pipeline.status == "succeeded", log
     assert "*** attempt 2" in log and log.count("\nFINISHED\n") == 1 and pipeline.archive_tag
+    # The handler finishes the pipeline, then the worker finishes the job row in its own
+    # transaction: wait for that second write rather than racing it.
+    def job_state() -> tuple[str, int] | None:
+        with srv.db() as session:
+            job = session.scalar(select(models.Job).where(models.Job.pipeline_id == pid))
+            return (job.status, job.attempts) if job is not None else None
+
+    wait_for(lambda: job_state() == ("succeeded", 2), timeout=10, interval=0.1,
+             what="the job to be marked succeeded on its second attempt")
     with srv.db() as session:
-        job = session.scalar(select(models.Job).where(models.Job.pipeline_id == pid))
-        assert job is not None and (job.status, job.attempts) == ("succeeded", 2)
         steps = session.scalars(select(models.Step).where(models.Step.pipeline_id == pid)).all()
         assert [(s.name, s.status) for s in steps] == [
             ("archive", "succeeded"), ("pipeline-file", "succeeded"), ("build", "succeeded")]

@@ -187,7 +187,22 @@ def load(config_file: str | os.PathLike[str] | None = None,
     config = Config(**values)
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
+    _check_ciphers(config.ssh_ciphers)
     return dataclasses.replace(config, data_dir=config.data_dir.absolute())
+
+
+def _check_ciphers(ciphers: tuple[str, ...]) -> None:
+    """The SSH daemon offers exactly these: none, or one asyncssh lacks, would lock clients out
+    at the first connection instead of at start-up."""
+    if not ciphers:
+        raise ConfigError("setting ssh_ciphers: give at least one cipher")
+    from asyncssh.encryption import get_encryption_algs
+
+    known = {alg.decode() for alg in get_encryption_algs()}
+    unknown = [c for c in ciphers if c not in known]
+    if unknown:
+        raise ConfigError(f"setting ssh_ciphers: unsupported cipher {unknown[0]!r} "
+                          f"(supported: {', '.join(sorted(known))})")
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

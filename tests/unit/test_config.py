@@ -65,3 +65,21 @@ def test_public_urls_override() -> None:
     assert cfg.ssh_base_url == "ssh://git@git.example.com"
     assert cfg.http_base_url == "https://git.example.com"
     assert isinstance(cfg, Config)
+
+
+@pytest.mark.parametrize("ciphers, problem", [
+    ("[]", "at least one cipher"),
+    ('["aes128-gcm@openssh.com", "rot13"]', "unsupported cipher 'rot13'"),
+])
+def test_cipher_list_is_checked_at_start(tmp_path: Path, ciphers: str, problem: str) -> None:
+    path = tmp_path / "gitserver.toml"
+    path.write_text(f"[ssh]\nciphers = {ciphers}\n")
+    with pytest.raises(ConfigError, match=problem):
+        load(path, environ={})
+
+
+def test_daemon_offers_exactly_the_configured_ciphers() -> None:
+    from gitserver.ssh.server import encryption_algs
+
+    cfg = load(environ={})
+    assert encryption_algs(cfg) == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]

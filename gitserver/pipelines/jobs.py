@@ -367,10 +367,14 @@ def read_log(session: Session, pipeline_id: int, offset: int, limit: int = 1 << 
     """Log bytes from ``offset`` (at most about ``limit``), and the offset to ask for next."""
     if offset < 0:
         raise ValueError("offset must not be negative")
+    # Only the chunks that start inside the window are loaded: the log is unbounded and
+    # readable anonymously for public repositories, so "everything after offset" would let
+    # any caller make this process hold a whole multi-gigabyte log to send 1 MiB of it.
     chunks = session.execute(
         select(models.LogChunk.offset, models.LogChunk.data)
         .where(models.LogChunk.pipeline_id == pipeline_id,
-               models.LogChunk.offset + func.length(models.LogChunk.data) > offset)
+               models.LogChunk.offset + func.length(models.LogChunk.data) > offset,
+               models.LogChunk.offset < offset + limit)
         .order_by(models.LogChunk.offset)).all()
     out = bytearray()
     position = offset

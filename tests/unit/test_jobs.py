@@ -209,3 +209,30 @@ def test_enqueue_wakes_idle_workers_on_postgresql(runtime: Runtime) -> None:
     finally:
         worker.stop()
         listener.join(5)
+
+
+def test_read_log_loads_only_the_window_it_returns(runtime: Runtime) -> None:
+    """A log reader (anonymous, for a public repository) asking for offset 0 of a huge log must
+    not make the API process load the whole log from the database to send 1 MiB of it."""
+    pid = _pipeline(runtime)
+    ctx = jobs.JobContext(runtime=runtime, job_id=0, kind="pipeline", payload={}, attempts=1,
+                          pipeline_id=pid)
+    ctx.log(b"x" * (40 * jobs.MAX_LOG_CHUNK))
+    loaded: list[int] = []
+    with transaction(runtime.sessions) as session:
+        real_execute = session.execute
+
+        def spying_execute(statement, *args, **kwargs):  # type: ignore[no-untyped-def]
+            result = real_execute(statement, *args, **kwargs)
+            rows = result.all()
+            loaded.append(sum(len(bytes(row[1])) for row in rows if len(row) > 1))
+
+            class _Rows:
+                def all(self) -> list:  # type: ignore[type-arg]
+                    return rows
+            return _Rows()
+
+        session.execute = spying_execute  # type: ignore[method-assign]
+        data, nxt = jobs.read_log(session, pid, 0, 2 * jobs.MAX_LOG_CHUNK)
+    assert data == b"x" * (2 * jobs.MAX_LOG_CHUNK) and nxt == 2 * jobs.MAX_LOG_CHUNK
+    assert sum(loaded) <= 3 * jobs.MAX_LOG_CHUNK, f"loaded {sum(loaded)} bytes to return {len(data)}"

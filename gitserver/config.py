@@ -17,6 +17,7 @@ from gitserver.errors import ConfigError
 
 ENV_PREFIX = "GITSERVER_"
 DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+BUILD_NETWORKS = ("host", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Config:
     job_reconcile_interval: float = 10.0
     # When the worker runs as root, build steps run as this unprivileged user.
     build_user: str = "nobody"
+    # Network of build steps: "host" (the worker's; builds may download dependencies) or
+    # "none" (a network namespace with only loopback; needs a root worker, else steps fail).
+    build_network: str = "host"
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 6
     # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.
@@ -188,6 +192,9 @@ def load(config_file: str | os.PathLike[str] | None = None,
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
     _check_ciphers(config.ssh_ciphers)
+    if config.build_network not in BUILD_NETWORKS:
+        raise ConfigError(f"setting build_network: expected one of {', '.join(BUILD_NETWORKS)}, "
+                          f"got {config.build_network!r}")
     return dataclasses.replace(config, data_dir=config.data_dir.absolute())
 
 

@@ -14,7 +14,9 @@ coordinates), in its own session/process group (cancel and timeouts kill the who
 under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE. When the worker runs as root the step runs as the
 unprivileged ``build_user`` (default ``nobody``), which cannot enter the 0700 data dir, in its
 own PID namespace where the host allows it; when it does not run as root there is no such
-separation, and the log says so.
+separation, and the log says so. With ``build_network = "none"`` a step also gets a network
+namespace of its own with only loopback up; a worker that cannot provide one fails the step
+rather than run it with the network the operator asked to withhold.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from gitserver import proc
 from gitserver.config import Config
 from gitserver.git.store import git_env
 from gitserver.pipelines.jobs import JobContext
@@ -214,6 +217,11 @@ class Sandbox:
     # Run as root before the step: enters a new PID namespace, then drops to uid/gid. Empty
     # when the host cannot (no util-linux, no CAP_SYS_ADMIN): then subprocess switches users.
     wrapper: tuple[str, ...] = ()
+    # "host": the worker's network; "none": a new network namespace with only loopback.
+    network: str = "host"
+    # Why network "none" cannot be enforced on this worker ("" when it can, or is not asked
+    # for): every step then fails with this message instead of running with the network.
+    network_refusal: str = ""
 
     @classmethod
     def from_config(cls, cfg: Config) -> Sandbox:
@@ -230,22 +238,34 @@ class Sandbox:
                 raise SandboxError("build_user must not be root")
             uid, gid, user = entry.pw_uid, entry.pw_gid, cfg.build_user
             wrapper = pid_namespace_wrapper(uid, gid)
+        refusal = network_refusal(cfg.build_network, wrapper)
         return cls(uid=uid, gid=gid, user=user, cpu_seconds=cfg.build_cpu_seconds,
                    memory_bytes=cfg.build_memory_mb * 1024 * 1024,
                    file_size_bytes=cfg.build_file_size_mb * 1024 * 1024,
-                   max_timeout=cfg.build_timeout, wrapper=wrapper)
+                   max_timeout=cfg.build_timeout, wrapper=wrapper, network=cfg.build_network,
+                   network_refusal=refusal)
 
     @property
     def isolated(self) -> bool:
         return self.uid is not None
 
+    @property
+    def isolates_network(self) -> bool:
+        return self.network == "none" and not self.network_refusal
+
     def describe(self) -> str:
         if self.isolated:
             where = (" in their own PID namespace" if self.wrapper else "")
-            return (f"build steps run as user {self.user} (uid {self.uid}){where}, without access "
+            text = (f"build steps run as user {self.user} (uid {self.uid}){where}, without access "
                     "to the server's data dir")
-        return (f"warning: the worker does not run as root, so build steps run as its own user "
-                f"({self.user}) and are NOT isolated from the server's data dir and database")
+        else:
+            text = (f"warning: the worker does not run as root, so build steps run as its own user "
+                    f"({self.user}) and are NOT isolated from the server's data dir and database")
+        if self.isolates_network:
+            return text + "; no network (a network namespace with only loopback)"
+        if self.network == "none":
+            return text + f"; build_network is \"none\" but {self.network_refusal}"
+        return text + "; with the host's network"
 
 
 def pid_namespace_wrapper(uid: int, gid: int) -> tuple[str, ...]:
@@ -278,6 +298,43 @@ def _pid_namespaces_work(unshare: str) -> bool:
         log.warning("no PID namespaces for builds (%s); steps run in a process group only",
                     probe.stderr.decode(errors="replace").strip()[:200])
     return probe.returncode == 0
+
+
+def network_refusal(network: str, wrapper: tuple[str, ...]) -> str:
+    """Why ``network`` cannot be enforced for steps started with ``wrapper`` ("" if it can).
+
+    "none" is enforced by entering a new network namespace in the step's first process while
+    it is still root (before the wrapper drops to the build user), so it needs a root worker
+    that can create namespaces; a non-root worker could only pretend.
+    """
+    if network != "none":
+        return ""
+    if os.geteuid() != 0:
+        return ("the worker does not run as root, so it cannot give build steps a network "
+                "namespace of their own: the step was not run (run the worker as root, or set "
+                "build_network = \"host\")")
+    if not wrapper:
+        return ("this host does not allow namespaces for builds (see the worker's log): the step "
+                "was not run (set build_network = \"host\" to build with the network)")
+    problem = _network_namespace_problem()
+    if problem:
+        return (f"a network namespace cannot be created on this host ({problem}): the step was "
+                "not run (set build_network = \"host\" to build with the network)")
+    return ""
+
+
+@functools.lru_cache(maxsize=1)
+def _network_namespace_problem() -> str:
+    """"" when the isolated-network hook works here, else what went wrong (probed once)."""
+    try:
+        probe = subprocess.run(["true"], preexec_fn=proc.isolated_network_hook(),  # noqa: PLW1509
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    except proc.NetworkIsolationError as exc:
+        return str(exc)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("no network namespaces for builds: %s", exc)
+        return "unshare(CLONE_NEWNET) or bringing up lo failed; needs CAP_SYS_ADMIN"
+    return "" if probe.returncode == 0 else f"probe exited with status {probe.returncode}"
 
 
 def _has_passwd_entry() -> bool:
@@ -347,40 +404,35 @@ def _limits(sandbox: Sandbox) -> Any:
     cpu, memory, fsize = sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_size_bytes
     # Resolved here, in the worker: the child has already become the build user and may not
     # be able to read the Python installation to import anything.
-    prctl = _prctl()
+    # SIGKILL the step's first process if the worker dies (see gitserver.proc). Applied after
+    # the user switch (a credential change clears it), which subprocess does before preexec_fn.
+    die_with_worker = proc.die_with_parent_hook()
+    # Only with the wrapper, which is when the child is still root here (it drops to the build
+    # user later, in setpriv); network_refusal() guarantees that.
+    network = proc.isolated_network_hook() if sandbox.isolates_network else None
 
     def apply() -> None:  # runs in the child between fork and exec
+        if network is not None:
+            network()
         # SIGXCPU at the soft limit says why the step died; SIGKILL a little later if it
         # catches or ignores that.
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + CPU_KILL_GRACE))
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if prctl is not None:
-            # SIGKILL the step's first process if the worker dies. Set after the user switch
-            # (a credential change clears it), which subprocess does before preexec_fn.
-            prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        die_with_worker()
 
     return apply
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _prctl() -> Any:
-    """libc's prctl (Linux), or None where there is none."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
 
 
 def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinates,
              sandbox: Sandbox) -> StepOutcome:
     """Run one step, streaming its output to the pipeline log; kills its process group on
     cancel, release (worker shutdown) or timeout."""
+    if sandbox.network == "none" and sandbox.network_refusal:
+        message = f"build_network is \"none\" but {sandbox.network_refusal}"
+        ctx.log(f"*** {message}\n")
+        return StepOutcome("failed", None, message)
     timeout = min(spec.timeout or sandbox.max_timeout, sandbox.max_timeout)
     env = step_environment(spec, coords, workspace / "home")
     kwargs: dict[str, Any] = {}
@@ -395,6 +447,11 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinat
     except OSError as exc:
         ctx.log(f"cannot start {spec.argv[0]}: {exc.strerror}\n")
         return StepOutcome("failed", None, f"cannot start {spec.argv[0]}: {exc.strerror}")
+    except subprocess.SubprocessError as exc:  # the child's set-up (preexec_fn) failed
+        log.error("setting up build step %r failed: %s", spec.name, exc)
+        message = "cannot set up the step's sandbox (namespaces or limits); see the worker's log"
+        ctx.log(f"*** {message}\n")
+        return StepOutcome("failed", None, message)
     return _supervise(ctx, proc, timeout)
 
 

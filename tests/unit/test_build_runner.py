@@ -149,3 +149,76 @@ def test_step_that_closes_its_output_still_runs_to_the_end(tmp_path: Path) -> No
     outcome, ctx = run(tmp_path, "echo bye; exec >&- 2>&-; sleep 0.7; touch finished")
     assert outcome.status == "succeeded" and ctx.text == "bye\n"
     assert (tmp_path / "src" / "finished").exists()
+
+
+NET_PROBE = ("import socket, sys\n"
+             "own = socket.create_server(('127.0.0.1', 0))\n"
+             "socket.create_connection(own.getsockname(), timeout=2).close()\n"
+             "print('own-loopback-ok')\n"
+             "try:\n"
+             "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2).close()\n"
+             "    print('host-port-reached')\n"
+             "except OSError as exc:\n"
+             "    print('host-port-unreachable', exc.errno)\n")
+
+
+def _net_step(tmp_path: Path, box: build.Sandbox, port: int) -> tuple[build.StepOutcome, FakeContext]:
+    import shutil
+
+    ws = workspace(tmp_path)
+    if box.uid is not None:
+        os.chown(ws / "src", box.uid, box.gid)  # type: ignore[arg-type]
+        os.chown(ws / "home", box.uid, box.gid)  # type: ignore[arg-type]
+    python = shutil.which("python3", path=build.DEFAULT_PATH)  # what a build step finds
+    if python is None:
+        pytest.skip(f"no python3 on the build PATH {build.DEFAULT_PATH}")
+    ctx = FakeContext()
+    spec = build.StepSpec(name="net", argv=(python, "-c", NET_PROBE, str(port)))
+    return build.run_step(ctx, spec, ws, COORDS, box), ctx  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need the worker to run as root")
+def test_network_none_gives_the_step_its_own_loopback_only(tmp_path: Path) -> None:
+    import socket
+
+    from gitserver import config
+
+    listener = socket.create_server(("127.0.0.1", 0))  # a port of "the server", on the host
+    port = listener.getsockname()[1]
+    with listener:
+        isolated = build.Sandbox.from_config(config.load(environ={"GITSERVER_BUILD_NETWORK": "none"}))
+        if not isolated.wrapper:
+            pytest.skip("this host does not allow namespaces for builds")
+        assert isolated.isolates_network and "no network" in isolated.describe()
+        outcome, ctx = _net_step(tmp_path / "none", isolated, port)
+        assert outcome.status == "succeeded", ctx.text
+        assert "own-loopback-ok" in ctx.text and "host-port-unreachable" in ctx.text, ctx.text
+        host = build.Sandbox.from_config(config.load(environ={}))
+        assert host.network == "host" and "host's network" in host.describe()
+        outcome, ctx = _net_step(tmp_path / "host", host, port)
+        assert outcome.status == "succeeded" and "host-port-reached" in ctx.text, ctx.text
+
+
+def test_network_none_without_isolation_fails_the_step_instead_of_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build.os, "geteuid", lambda: 1000)  # as a worker that is not root
+    refusal = build.network_refusal("none", ())
+    assert "does not run as root" in refusal and build.network_refusal("host", ()) == ""
+    box = sandbox(network="none", network_refusal=refusal)
+    ctx = FakeContext()
+    outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("touch", "ran")),  # type: ignore[arg-type]
+                             workspace(tmp_path), COORDS, box)
+    assert outcome.status == "failed" and outcome.exit_code is None
+    assert outcome.message.startswith('build_network is "none" but the worker does not run as root')
+    assert outcome.message in ctx.text and "warning" in box.describe()
+    assert not (tmp_path / "src" / "ran").exists()  # the step never started
+
+
+def test_build_network_setting_is_checked() -> None:
+    from gitserver import config
+    from gitserver.errors import ConfigError
+
+    assert config.load(environ={}).build_network == "host"
+    assert config.load(environ={"GITSERVER_BUILD_NETWORK": "none"}).build_network == "none"
+    with pytest.raises(ConfigError, match="setting build_network: expected one of host, none, got 'off'"):
+        config.load(environ={"GITSERVER_BUILD_NETWORK": "off"})

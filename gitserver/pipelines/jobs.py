@@ -46,6 +46,10 @@ DEFAULT_MAX_ATTEMPTS = 8
 WAKE_CHANNEL = "gitserver_jobs"
 # Largest piece of log text stored in one LogChunk row; bigger writes are split.
 MAX_LOG_CHUNK = 64 * 1024
+# Most bytes one pipeline's log keeps. Build steps come from pushed content: without a cap a
+# step printing without end fills the database until its timeout. Past it, one marker line.
+MAX_LOG_BYTES = 64 * 1024 * 1024
+LOG_TRUNCATED = b"\n*** log truncated: it reached the size limit; later output is discarded\n"
 
 
 class RetryLater(Exception):
@@ -111,6 +115,11 @@ class JobContext:
         with self._log_lock, transaction(self.runtime.sessions) as session:
             if self._log_offset is None:
                 self._log_offset = log_end(session, self.pipeline_id)
+            room = MAX_LOG_BYTES - self._log_offset
+            if room <= 0:
+                return
+            if len(raw) > room:
+                raw = raw[:room] + LOG_TRUNCATED
             for start in range(0, len(raw), MAX_LOG_CHUNK):
                 piece = raw[start:start + MAX_LOG_CHUNK]
                 session.add(models.LogChunk(pipeline_id=self.pipeline_id, offset=self._log_offset,

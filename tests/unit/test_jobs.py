@@ -236,3 +236,19 @@ def test_read_log_loads_only_the_window_it_returns(runtime: Runtime) -> None:
         data, nxt = jobs.read_log(session, pid, 0, 2 * jobs.MAX_LOG_CHUNK)
     assert data == b"x" * (2 * jobs.MAX_LOG_CHUNK) and nxt == 2 * jobs.MAX_LOG_CHUNK
     assert sum(loaded) <= 3 * jobs.MAX_LOG_CHUNK, f"loaded {sum(loaded)} bytes to return {len(data)}"
+
+
+def test_log_stops_growing_at_the_cap_and_says_so(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pushed build step that prints without end (``yes``) must not fill the database: past
+    MAX_LOG_BYTES the log says it was truncated and keeps nothing more."""
+    monkeypatch.setattr(jobs, "MAX_LOG_BYTES", 100)
+    pid = _pipeline(runtime)
+    ctx = jobs.JobContext(runtime=runtime, job_id=0, kind="pipeline", payload={}, attempts=1,
+                          pipeline_id=pid)
+    ctx.log(b"a" * 60)
+    ctx.log(b"b" * 60)
+    ctx.log(b"c" * 60)
+    with transaction(runtime.sessions) as session:
+        data, _ = jobs.read_log(session, pid, 0)
+    assert data.startswith(b"a" * 60 + b"b" * 40 + b"\n")
+    assert data == b"a" * 60 + b"b" * 40 + jobs.LOG_TRUNCATED

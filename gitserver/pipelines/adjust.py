@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitserver.config import Config
+from gitserver.proc import die_with_parent_hook
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,23 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
 
     Output goes to temporary files, not pipes, so a chatty child can never block on a full pipe
     while we wait for it. ``output`` receives the combined text afterwards (the pipeline log).
+
+    The command gets SIGKILL when the process running it dies (an API process serving a
+    synchronous request, or a worker, killed with SIGKILL): its own session would otherwise
+    keep it running until its timeout. The signal is tied to the *thread* that forks; callers
+    are worker job threads and gunicorn request threads, which outlive the call (see
+    :func:`die_with_parent_hook`).
     """
     argv = [str(a) for a in argv]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdout=out, stderr=err,
                                     stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-                                    start_new_session=True, pass_fds=tuple(pass_fds))
+                                    start_new_session=True, pass_fds=tuple(pass_fds),
+                                    preexec_fn=die_with_parent_hook())  # noqa: PLW1509
+        except subprocess.SubprocessError as exc:  # the parent-death set-up failed in the child
+            raise ProcessingError(f"cannot run {argv[0]}: setting up the process failed", cmd=argv,
+                                  exit_code=127, error_type="CommandError", stderr=str(exc)) from exc
         except OSError as exc:
             raise ProcessingError(f"cannot run {argv[0]}: {exc.strerror}", cmd=argv, exit_code=127,
                                   error_type="CommandError", stderr=str(exc)) from exc

@@ -222,3 +222,49 @@ def test_redact() -> None:
     assert adjust.redact("https://u:p@h/x") == "https://u:***@h/x"
     assert adjust.redact("https://u@h/x") == "https://u@h/x"
     assert adjust.redact("-Dx=1") == "-Dx=1"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_run_command_child_dies_with_the_process_running_it(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import wait_for
+
+    pid_file = tmp_path / "tool.pid"
+    # A helper process that runs a long "alignment tool" through run_command (from a thread,
+    # as worker and gunicorn threads do; the thread outlives the call), then is SIGKILLed.
+    helper_code = (
+        "import sys, threading, pathlib\n"
+        "from gitserver.pipelines import adjust\n"
+        "def go():\n"
+        "    adjust.run_command(['sh', '-c', 'echo $$ > " + str(pid_file) + "; exec sleep 600'],\n"
+        "                       cwd=pathlib.Path(sys.argv[1]), env={'PATH': '/usr/bin:/bin'}, timeout=600)\n"
+        "t = threading.Thread(target=go); t.start(); t.join()\n")
+    helper = subprocess.Popen([sys.executable, "-c", helper_code, str(tmp_path)],
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=20)
+        tool = int(pid_file.read_text())
+        assert _running(tool)
+        os.kill(helper.pid, signal.SIGKILL)
+        helper.wait(10)
+        deadline = time.monotonic() + 2
+        while _running(tool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(tool), "the tool outlived the process that ran it"
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+            helper.wait()
+        if pid_file.exists() and _running(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

@@ -401,9 +401,14 @@ class GitWork:
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         known_hosts = self.scratch / "known_hosts"
+        # Origins are chosen by callers: never authenticate to one as the server's OS account.
+        # ssh finds that account's default keys through the password database (not $HOME), so
+        # they are switched off explicitly, with any agent; HOME is the scratch directory so
+        # libcurl finds no ~/.netrc of the account either.
         ssh = ["ssh", "-F", os.devnull, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
-               "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=30"]
-        return git_env(GIT_SSH_COMMAND=shlex.join(ssh), GIT_ASKPASS="", SSH_ASKPASS="",
+               "-o", f"UserKnownHostsFile={known_hosts}", "-o", "ConnectTimeout=30",
+               "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=none", "-o", "IdentityAgent=none"]
+        return git_env(HOME=str(self.scratch), GIT_SSH_COMMAND=shlex.join(ssh), GIT_ASKPASS="", SSH_ASKPASS="",
                        GIT_COMMITTER_NAME=COMMITTER_NAME, GIT_COMMITTER_EMAIL=COMMITTER_EMAIL,
                        GIT_AUTHOR_NAME=COMMITTER_NAME, GIT_AUTHOR_EMAIL=COMMITTER_EMAIL,
                        **(extra or {}))

@@ -426,3 +426,27 @@ def test_git_connects_to_the_pinned_address_not_to_dns(tmp_path, git_env) -> Non
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_origin_git_never_offers_the_server_accounts_credentials(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Origins are untrusted and chosen by any caller who may write one repository: git must
+    not authenticate to them as the server's OS account (its ~/.ssh keys, an agent, ~/.netrc),
+    or /clone would copy whatever that account can read into the caller's repository."""
+    import shlex
+    import subprocess
+
+    from gitserver.pipelines import adjust
+
+    strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
+    monkeypatch.setattr(repour, "run_command", lambda argv, **_kw: adjust.CommandResult(
+        argv=list(argv), exit_code=0, stdout="", stderr=""))
+    work = repour.GitWork(strict, tmp_path, bare=True, stop=lambda: None)
+    env = work.env()
+    # libcurl reads $HOME/.netrc: git's HOME must not be the account's home directory.
+    assert env["HOME"] == str(work.scratch)
+    # ssh finds its default keys through the password database, whatever HOME says.
+    ssh = shlex.split(env["GIT_SSH_COMMAND"])
+    effective = subprocess.run([*ssh, "-G", "git.example.org"], env=env, capture_output=True,
+                               text=True, check=True).stdout.splitlines()
+    assert [line for line in effective if line.startswith("identityfile ")] == ["identityfile none"]
+    assert "identityagent none" in effective and "identitiesonly yes" in effective

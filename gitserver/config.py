@@ -86,6 +86,9 @@ class Config:
     oidc_token_url: str = ""
     oidc_client_id: str = ""
     oidc_service_account_secret: str = ""
+    # Hosts whose callbacks carry that token. Callers choose callback URLs, so the token goes
+    # only to hosts named here (none by default).
+    oidc_callback_hosts: tuple[str, ...] = ()
     # Logging.
     log_format: str = "text"
     log_level: str = "INFO"

@@ -1108,9 +1108,24 @@ def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], 
     payload = {**body, "callback": {"status": status, "id": callback_id}}
     # With a token endpoint configured, each attempt asks for the (cached) service account
     # token, so a retry an hour later does not carry an expired one.
-    auth = TOKEN_HEADERS_FUNCTION if (config.oidc_token_url and config.oidc_client_id) else None
+    auth = TOKEN_HEADERS_FUNCTION if service_token_allowed(config, target["url"]) else None
     notify.enqueue_callback(session, target["url"], target["method"], payload, pipeline_id=pipeline_id,
                             auth=auth)
+
+
+def service_token_allowed(config: Config, url: str) -> bool:
+    """Whether a callback to ``url`` may carry the service account's bearer token.
+
+    The caller of /clone or /adjust (anyone who may write one repository) chooses the callback
+    URL; attaching the token to every callback would hand the server's identity to any host
+    they name. It goes only to hosts in ``oidc_callback_hosts``."""
+    if not (config.oidc_token_url and config.oidc_client_id):
+        return False
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    return bool(host) and host in {h.lower() for h in config.oidc_callback_hosts}
 
 
 def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any], actor: Actor,

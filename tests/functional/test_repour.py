@@ -108,7 +108,9 @@ def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     else:
         db_url = request.getfixturevalue("pg_cluster").create_database()
     oidc = {"GITSERVER_OIDC_TOKEN_URL": token_endpoint.url, "GITSERVER_OIDC_CLIENT_ID": "gitserver-callbacks",
-            "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "svc-secret"}
+            "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "svc-secret",
+            # The receiver's host: the token goes to listed callback hosts only.
+            "GITSERVER_OIDC_CALLBACK_HOSTS": "127.0.0.1"}
     srv = GitServer(root / "data", db_url, git_env, {**tool_env(root), **oidc})
     try:
         srv.start()

@@ -450,3 +450,22 @@ def test_origin_git_never_offers_the_server_accounts_credentials(tmp_path, monke
                                text=True, check=True).stdout.splitlines()
     assert [line for line in effective if line.startswith("identityfile ")] == ["identityfile none"]
     assert "identityagent none" in effective and "identitiesonly yes" in effective
+
+
+@pytest.mark.parametrize(("url", "sent"), [
+    ("https://pnc.example.com/callback/1", True),
+    ("https://PNC.example.com:8443/cb", True),
+    ("https://attacker.example.net/steal", False),
+    ("https://pnc.example.com.attacker.example.net/cb", False),
+    ("https://pnc.example.com@attacker.example.net/cb", False),
+    ("not a url", False),
+])
+def test_service_token_goes_only_to_configured_callback_hosts(tmp_path, url: str, sent: bool) -> None:  # type: ignore[no-untyped-def]
+    """Any caller who may write one repository picks the callback URL: the server's OIDC
+    service-account token must be attached only for hosts the operator named."""
+    env = {"GITSERVER_DATA_DIR": str(tmp_path), "GITSERVER_OIDC_TOKEN_URL": "https://sso.example.com/token",
+           "GITSERVER_OIDC_CLIENT_ID": "gitserver", "GITSERVER_OIDC_CALLBACK_HOSTS": "pnc.example.com"}
+    assert repour.service_token_allowed(config_mod.load(environ=env), url) is sent
+    # Without a list of hosts the token goes nowhere.
+    del env["GITSERVER_OIDC_CALLBACK_HOSTS"]
+    assert repour.service_token_allowed(config_mod.load(environ=env), url) is False

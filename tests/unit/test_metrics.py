@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,22 @@ def test_graphite_is_off_without_both_variables() -> None:
     assert graphite.start({"GRAPHITE_KEY": "x"}) is None
     assert graphite.settings({"GRAPHITE_SERVER": "g", "GRAPHITE_KEY": "gs.vm1"}) == ("g", 2003, "gs.vm1")
     assert graphite.settings({"GRAPHITE_SERVER": "g", "GRAPHITE_KEY": "k", "GRAPHITE_PORT": "2004"}) == ("g", 2004, "k")
+
+
+def test_http_method_label_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone can send requests with made-up methods (FOOA, FOOB, …); each must not become a
+    new label value kept forever by the metrics registry (and in every scrape)."""
+    import types
+
+    from gitserver.api.resources.metrics import MetricsMiddleware
+
+    seen: list[tuple[str, str]] = []
+    monkeypatch.setattr(metrics, "http_request",
+                        lambda route, method, status, seconds: seen.append((route, method)))
+    middleware = MetricsMiddleware()
+    for method in ("GET", "PATCH", "QWERTYUIOPASDFGHJKLZ", "BREW"):
+        req = types.SimpleNamespace(method=method, uri_template=None,
+                                    context=types.SimpleNamespace(metrics_start=time.monotonic()))
+        middleware.process_response(req, types.SimpleNamespace(status_code=405), None, True)  # type: ignore[arg-type]
+    assert seen == [("unmatched", "GET"), ("unmatched", "PATCH"), ("unmatched", "other"),
+                    ("unmatched", "other")]

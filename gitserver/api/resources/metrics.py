@@ -9,6 +9,12 @@ import falcon
 
 from gitserver import metrics
 
+# The methods counted by name; any other is "other". Clients choose the method string, and
+# every distinct label value is a series the registry keeps forever: unbounded, it would let
+# anyone grow this process's memory (and every scrape) one made-up method at a time.
+KNOWN_METHODS = frozenset(falcon.COMBINED_METHODS)
+OTHER_METHOD = "other"
+
 
 class Metrics:
     def __init__(self, ctx: Any) -> None:
@@ -32,7 +38,8 @@ class MetricsMiddleware:
         if start is None:
             return
         route = req.uri_template or "unmatched"
-        metrics.http_request(route, req.method, resp.status_code,
+        method = req.method if req.method in KNOWN_METHODS else OTHER_METHOD
+        metrics.http_request(route, method, resp.status_code,
                              time.monotonic() - start)
 
 

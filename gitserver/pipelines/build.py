@@ -2,6 +2,8 @@
 
 The file (documented in the README, "Pipelines")::
 
+    build_tags = true               # optional: also build pushed tags (default: branches only)
+
     [[steps]]
     name = "test"                   # unique; letters, digits, ".", "_", "-", " "
     command = "make test"           # a string runs with /bin/sh -c; a list runs as is
@@ -51,6 +53,7 @@ MAX_STEPS = 50
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 STEP_KEYS = {"name", "command", "timeout", "env"}
+TOP_LEVEL_KEYS = {"steps", "build_tags"}
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Output is stored in chunks of about this size, and at least once a second.
 LOG_CHUNK = 4096
@@ -83,6 +86,15 @@ class StepSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """A parsed pipeline file."""
+
+    steps: list[StepSpec]
+    # Whether a pushed tag whose tree holds this file is built (branches always are).
+    build_tags: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Coordinates:
     """What a build step is told about what it builds (the GITSERVER_* variables)."""
 
@@ -108,6 +120,11 @@ class StepOutcome:
 # --- the pipeline file (pure) ----------------------------------------------------------------
 
 def parse_pipeline_file(text: str) -> list[StepSpec]:
+    """The steps of the pipeline file ``text`` (see :func:`parse_pipeline`)."""
+    return parse_pipeline(text).steps
+
+
+def parse_pipeline(text: str) -> PipelineSpec:
     """Validate ``text`` as a pipeline file; every error names the line it is about."""
     try:
         data = tomllib.loads(text)
@@ -116,10 +133,13 @@ def parse_pipeline_file(text: str) -> list[StepSpec]:
         where = f"line {match.group(1)}, column {match.group(2)}" if match else "line ?"
         reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise PipelineFileError(f"{PIPELINE_FILE}: {where}: {reason}") from exc
-    unknown = sorted(set(data) - {"steps"})
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
     if unknown:
-        raise _error(text, f"unknown top-level key {unknown[0]!r} (only [[steps]] is allowed)",
+        raise _error(text, f"unknown top-level key {unknown[0]!r} (allowed: [[steps]], build_tags)",
                      _key_line(text, unknown[0], 1))
+    build_tags = data.get("build_tags", False)
+    if not isinstance(build_tags, bool):
+        raise _error(text, "'build_tags' must be true or false", _key_line(text, "build_tags", 1))
     steps = data.get("steps")
     if steps is None:
         raise _error(text, "no [[steps]] defined", 1)
@@ -140,7 +160,7 @@ def parse_pipeline_file(text: str) -> list[StepSpec]:
         if spec.name in seen:
             raise _error(text, f"step name {spec.name!r} is used twice", spec.line)
         seen.add(spec.name)
-    return specs
+    return PipelineSpec(steps=specs, build_tags=build_tags)
 
 
 def _parse_step(text: str, raw: dict[str, Any], number: int, header: int) -> StepSpec:

@@ -13,7 +13,8 @@
   released, so another worker re-runs them at once. SIGKILL loses nothing either: the lease
   expires and another worker re-claims the job; steps are idempotent.
 
-:func:`run_pipeline_job` is the handler of ``pipeline`` jobs: archive, then build.
+:func:`run_pipeline_job` is the handler of ``pipeline`` jobs: archive every updated ref, then
+build each updated branch (and each tag whose pipeline file opts in) in push order.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ ORPHAN_MIN_AGE = dt.timedelta(seconds=60)
 # After the grace, how long released jobs get to stop before their leases are dropped anyway.
 RELEASE_WAIT = 5.0
 ERROR_BACKOFF = 2.0
+# Length of the steps.name column.
+STEP_NAME_MAX = 200
 
 
 # --- the process -----------------------------------------------------------------------------
@@ -374,6 +377,20 @@ class PipelineFailed(Exception):
     """A step failed: the pipeline's verdict, not a fault of the worker."""
 
 
+class _Misconfigured(PipelineFailed):
+    """Builds cannot run on this worker at all: no other ref is tried."""
+
+
+def _step_name(prefix: str, name: str) -> str:
+    """``<ref>: <step>``, shortened in the middle of the ref to fit the 200-character column."""
+    full = f"{prefix}{name}"
+    if len(full) <= STEP_NAME_MAX:
+        return full
+    room = STEP_NAME_MAX - len(name) - len(": ") - 1
+    ref = prefix[:-len(": ")]
+    return f"{ref[:room // 2]}…{ref[len(ref) - (room - room // 2):]}: {name}"
+
+
 def run_pipeline_job(ctx: jobs.JobContext) -> None:
     """Handler of ``pipeline`` jobs: archive every updated ref, then build when enabled."""
     pipeline_id = ctx.pipeline_id or int(ctx.payload["pipeline_id"])
@@ -408,6 +425,8 @@ class PipelineRun:
         self.started = time.monotonic()
         self.position = 0
         self.archives: list[dict[str, object]] = []
+        self.results: list[ArchiveResult] = []
+        self._sandbox: build.Sandbox | None = None
 
     def start(self) -> bool:
         """Mark the pipeline running; False when there is nothing to do (already final)."""
@@ -441,9 +460,9 @@ class PipelineRun:
             assert repo is not None
             updates = _pipeline_updates(session, pipeline)
             session.expunge(repo)
-        primary = self._archive(repo, updates)
-        if repo.builds_enabled and primary is not None:
-            self._build(repo, primary)
+        self._archive(repo, updates)
+        if repo.builds_enabled and self.results:
+            self._build_refs(repo)
 
     # --- archive ---------------------------------------------------------------------------
 
@@ -462,6 +481,7 @@ class PipelineRun:
                 verb = "archived as" if result.created else "same tree as before:"
                 self.ctx.log(f"{ref} {new[:12]} (tree {result.tree_id[:12]}) {verb} {result.tag}\n")
                 self.archives.append(result.as_dict())
+                self.results.append(result)
                 primary = primary or result
         except jobs.JobCancelled:
             self._step_end(step, models.CANCELLED, None, "cancelled", t0)
@@ -479,28 +499,66 @@ class PipelineRun:
 
     # --- build -----------------------------------------------------------------------------
 
-    def _build(self, repo: models.Repository, primary: ArchiveResult) -> None:
-        specs = self._read_pipeline_file(repo, primary)
-        if not specs:
-            return
-        try:
-            sandbox = build.Sandbox.from_config(self.cfg)
-        except build.SandboxError as exc:  # a configuration problem the operator must fix
-            self.ctx.log(f"{exc}\n")
-            raise PipelineFailed(f"builds are misconfigured on this worker: {exc}") from exc
-        self.ctx.log(f"{sandbox.describe()}\n")
+    def _build_refs(self, repo: models.Repository) -> None:
+        """Build every updated ref that is built: each branch tip, and each tag whose own
+        pipeline file says ``build_tags = true``; other refs (notes, custom namespaces) never.
+
+        One build per ref, in push order, each from that ref's own archive and pipeline file
+        and with that ref's ``GITSERVER_REF``/``GITSERVER_COMMIT``/``GITSERVER_TAG``. When the
+        push updated more than one ref, step names are ``<ref>: <step>`` (a one-ref push keeps
+        the plain names). A ref whose build fails does not stop the other refs' builds; the
+        pipeline fails naming every ref that failed. Cancel and worker shutdown stop at once.
+        """
+        several = len(self.results) > 1
+        failures: list[str] = []
+        for result in self.results:
+            prefix = f"{result.ref}: " if several else ""
+            if not result.ref.startswith(("refs/heads/", "refs/tags/")):
+                self.ctx.log(f"\n{result.ref}: not built (only branches, and tags when the "
+                             "pipeline file opts in, are built)\n")
+                continue
+            try:
+                spec = self._read_pipeline_file(repo, result, prefix)
+                if spec is None:
+                    continue
+                if result.ref.startswith("refs/tags/") and not spec.build_tags:
+                    self.ctx.log(f"{result.ref}: a tag; not built (add build_tags = true to "
+                                 f"{build.PIPELINE_FILE} to build tags)\n")
+                    continue
+                self._build(repo, result, spec.steps, prefix)
+            except _Misconfigured:
+                raise
+            except PipelineFailed as exc:
+                failures.append(f"{prefix}{exc}")
+        if failures:
+            raise PipelineFailed("; ".join(failures))
+
+    def _sandbox_for_builds(self) -> build.Sandbox:
+        """This worker's sandbox, decided once per pipeline (and logged once)."""
+        if self._sandbox is None:
+            try:
+                self._sandbox = build.Sandbox.from_config(self.cfg)
+            except build.SandboxError as exc:  # a configuration problem the operator must fix
+                self.ctx.log(f"{exc}\n")
+                raise _Misconfigured(f"builds are misconfigured on this worker: {exc}") from exc
+            self.ctx.log(f"{self._sandbox.describe()}\n")
+        return self._sandbox
+
+    def _build(self, repo: models.Repository, result: ArchiveResult, specs: list[build.StepSpec],
+               prefix: str) -> None:
+        sandbox = self._sandbox_for_builds()
         coords = build.Coordinates(
-            repo=repo.full_name, ref=primary.ref, commit=primary.source_commit, tag=primary.tag,
+            repo=repo.full_name, ref=result.ref, commit=result.source_commit, tag=result.tag,
             readonly_url=f"{self.cfg.http_base_url}/git/{repo.tenant.name}/{repo.name}.git")
         path = self.ctx.runtime.store.path(repo.tenant.name, repo.name)
         for spec in specs:
             self.ctx.check_cancelled()
             self.ctx.check_released()
-            step = self._step_start(spec.name)
+            step = self._step_start(_step_name(prefix, spec.name))
             t0 = time.monotonic()
-            self.ctx.log(f"\n=== step {spec.name}: {' '.join(spec.argv)}\n")
+            self.ctx.log(f"\n=== step {prefix}{spec.name}: {' '.join(spec.argv)}\n")
             try:
-                workspace = build.prepare_workspace(path, primary.tag, sandbox)
+                workspace = build.prepare_workspace(path, result.tag, sandbox)
             except build.SandboxError as exc:
                 self.ctx.log(f"{exc}\n")
                 self._step_end(step, models.FAILED, None, str(exc)[:500], t0)
@@ -521,25 +579,30 @@ class PipelineRun:
             if outcome.status != models.SUCCEEDED:
                 raise PipelineFailed(f"step {spec.name} failed: {outcome.message}")
 
-    def _read_pipeline_file(self, repo: models.Repository, primary: ArchiveResult) -> list[build.StepSpec]:
-        step = self._step_start("pipeline-file")
+    def _read_pipeline_file(self, repo: models.Repository, result: ArchiveResult,
+                            prefix: str) -> build.PipelineSpec | None:
+        """The pipeline file of ``result``'s tree, parsed; None when there is none."""
+        step = self._step_start(_step_name(prefix, "pipeline-file"))
         t0 = time.monotonic()
         git = pygit2.Repository(str(self.ctx.runtime.store.path(repo.tenant.name, repo.name)))
         try:
-            data = read_blob(git, primary.tree_id, build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
+            data = read_blob(git, result.tree_id, build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
             if data is None:
-                self.ctx.log(f"no {build.PIPELINE_FILE} in the pushed tree: nothing to build\n")
+                self.ctx.log(f"{prefix}no {build.PIPELINE_FILE} in the pushed tree: nothing to build\n")
                 self._step_end(step, models.SUCCEEDED, 0, "no pipeline file", t0)
-                return []
-            specs = build.parse_pipeline_file(data.decode("utf-8"))
+                return None
+            spec = build.parse_pipeline(data.decode("utf-8"))
         except (ValueError, build.PipelineFileError) as exc:
             message = str(exc) if isinstance(exc, build.PipelineFileError) else (
                 f"{build.PIPELINE_FILE}: {exc}")
-            self.ctx.log(f"{message}\n")
+            self.ctx.log(f"{prefix}{message}\n")
             self._step_end(step, models.FAILED, None, message, t0)
             raise PipelineFailed(message) from exc
-        self._step_end(step, models.SUCCEEDED, 0, f"{len(specs)} step(s)", t0)
-        return specs
+        skipped = result.ref.startswith("refs/tags/") and not spec.build_tags
+        self._step_end(step, models.SUCCEEDED, 0,
+                       "a tag, and build_tags is not set: not built" if skipped
+                       else f"{len(spec.steps)} step(s)", t0)
+        return spec
 
     # --- rows ------------------------------------------------------------------------------
 

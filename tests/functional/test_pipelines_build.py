@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
-from tests.functional.conftest import GitServer, commit_files
+from tests.functional.conftest import GitServer, commit_files, start_server
 from tests.functional.test_pipelines import push, setup_repo, wait_pipeline
 
 
@@ -193,3 +194,87 @@ def test_pipeline_and_archive_lists(server: GitServer, git_env: dict[str, str], 
     bad = server.api("GET", f"/api/v1/pipelines/{first.id}/log?offset=-1", token=user.token)
     assert bad.status_code == 400 and bad.json().get("field") == "offset"
     assert server.api("GET", "/api/v1/pipelines/999999999").status_code == 404
+
+
+def test_push_of_several_refs_builds_each_branch_and_opted_in_tags(
+        server: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+
+    toml = ('[[steps]]\nname = "show"\ncommand = "echo built $GITSERVER_REF $(cat which.txt) '
+            '$GITSERVER_TAG; test \\"$(cat which.txt)\\" != broken"\n')
+    _t, _r, user, work = setup_repo(server, git_env, tmp_path, builds=True,
+                                    files={".gitserver/pipeline.toml": toml, "which.txt": "main\n"})
+    subprocess.run(["git", "branch", "feature"], cwd=work, env=git_env, check=True)
+    subprocess.run(["git", "tag", "-a", "v1", "-m", "v1"], cwd=work, env=git_env, check=True)
+    commit_files(work, git_env, {"which.txt": "second\n"})
+    pipeline = wait_pipeline(server, push(server, user, work, "main", "feature", "v1"))
+    log = full_log(server, pipeline.id)
+    assert pipeline.status == "succeeded", f"{pipeline.error}\n{log}"
+    archives = {a["ref"]: a["tag"] for a in json.loads(pipeline.result)["archives"]}
+    # Each branch is built from its own tree, told its own ref and tag; the tag is not built.
+    assert f"built refs/heads/main second {archives['refs/heads/main']}" in log.splitlines()
+    assert f"built refs/heads/feature main {archives['refs/heads/feature']}" in log.splitlines()
+    assert "refs/tags/v1: a tag; not built (add build_tags = true" in log
+    steps = server.api("GET", f"/api/v1/pipelines/{pipeline.id}").json()["steps"]
+    names = [(s["name"], s["status"]) for s in steps]
+    assert names[0] == ("archive", "succeeded")
+    assert sorted(names[1:]) == sorted([
+        ("refs/heads/main: pipeline-file", "succeeded"), ("refs/heads/main: show", "succeeded"),
+        ("refs/heads/feature: pipeline-file", "succeeded"), ("refs/heads/feature: show", "succeeded"),
+        ("refs/tags/v1: pipeline-file", "succeeded")])
+
+    # A tag is built when its pipeline file opts in; a failing branch does not stop the others
+    # and the pipeline's error names the ref that failed.
+    commit_files(work, git_env, {".gitserver/pipeline.toml": "build_tags = true\n" + toml,
+                                 "which.txt": "broken\n"})
+    subprocess.run(["git", "tag", "-a", "v2", "-m", "v2"], cwd=work, env=git_env, check=True)
+    subprocess.run(["git", "checkout", "-q", "feature"], cwd=work, env=git_env, check=True)
+    commit_files(work, git_env, {"which.txt": "feature2\n"})
+    second = wait_pipeline(server, push(server, user, work, "main", "feature", "v2"))
+    log = full_log(server, second.id)
+    assert second.status == "failed", log
+    assert second.error == ("refs/heads/main: step show failed: exited with status 1; "
+                            "refs/tags/v2: step show failed: exited with status 1"), log
+    assert "built refs/heads/feature feature2" in log and "built refs/tags/v2 broken" in log
+    steps = {s["name"]: s["status"] for s in server.api("GET", f"/api/v1/pipelines/{second.id}").json()["steps"]}
+    assert steps["refs/heads/main: show"] == "failed"
+    assert steps["refs/heads/feature: show"] == "succeeded" and steps["refs/tags/v2: show"] == "failed"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="build_network = none needs the worker to run as root")
+def test_build_network_none_cuts_the_step_off_the_server(server: GitServer, git_env: dict[str, str],
+                                                        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    import shutil
+
+    if shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") is None:
+        pytest.skip("no python3 on the build PATH")
+
+    def connect_step(port: int) -> str:
+        return ('[[steps]]\nname = "net"\ncommand = ["python3", "-c", "import socket; '
+                f"socket.create_connection(('127.0.0.1', {port}), timeout=5).close(); "
+                "print('CONNECTED')\"]\n")
+
+    # With the host's network (the default, the shared server) the step reaches the API port.
+    _t, _r, user, work = setup_repo(server, git_env, tmp_path / "host", builds=True,
+                                    files={".gitserver/pipeline.toml": connect_step(server.http_port)})
+    pipeline = wait_pipeline(server, push(server, user, work, "main"))
+    log = full_log(server, pipeline.id)
+    assert pipeline.status == "succeeded" and "CONNECTED" in log.splitlines(), log
+    assert "with the host's network" in log
+
+    # A private server on the same database backend as the shared one, with build_network = none.
+    db_url = (f"sqlite:///{tmp_path / 'none' / 'data' / 'gitserver.db'}" if server.db_url.startswith("sqlite")
+              else request.getfixturevalue("pg_cluster").create_database())
+    isolated = start_server(tmp_path / "none", db_url, git_env,
+                            extra_env={"GITSERVER_BUILD_NETWORK": "none", "GITSERVER_WORKERS": "1"})
+    try:
+        _t, _r, user, work = setup_repo(isolated, git_env, tmp_path / "none", builds=True,
+                                        files={".gitserver/pipeline.toml": connect_step(isolated.http_port)})
+        pipeline = wait_pipeline(isolated, push(isolated, user, work, "main"))
+        log = full_log(isolated, pipeline.id)
+        assert "no network (a network namespace with only loopback)" in log, log
+        assert pipeline.status == "failed" and "CONNECTED" not in log.splitlines(), log
+        assert pipeline.error == "step net failed: exited with status 1"
+        assert "ConnectionRefusedError" in log  # its own loopback: nothing listens on that port
+    finally:
+        isolated.stop()

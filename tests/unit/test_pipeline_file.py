@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver.pipelines.build import Coordinates, PipelineFileError, StepSpec, parse_pipeline_file, step_environment
+from gitserver.pipelines.build import (Coordinates, PipelineFileError, StepSpec, parse_pipeline,
+                                       parse_pipeline_file, step_environment)
 
 GOOD = """\
 # comment
@@ -28,6 +29,13 @@ def test_good_file() -> None:
     ]
 
 
+
+def test_tags_are_built_only_when_the_file_opts_in() -> None:
+    assert parse_pipeline(GOOD).build_tags is False
+    spec = parse_pipeline("build_tags = true\n" + GOOD)
+    assert spec.build_tags is True and [s.name for s in spec.steps] == ["unit tests", "lint"]
+
+
 @pytest.mark.parametrize(("text", "message"), [
     # TOML syntax errors: tomllib's reason, with line and column.
     ('[[steps]]\nname = "a"\ncommand = \n', "line 3, column 11: Invalid value"),
@@ -36,7 +44,7 @@ def test_good_file() -> None:
     # Structure.
     ("", "line 1: no [[steps]] defined"),
     ('title = "x"\n[[steps]]\nname = "a"\ncommand = "x"\n',
-     "line 1: unknown top-level key 'title' (only [[steps]] is allowed)"),
+     "line 1: unknown top-level key 'title' (allowed: [[steps]], build_tags)"),
     ('steps = "make"\n', "line 1: 'steps' must be an array of tables, written [[steps]]"),
     ('[steps.build]\ncommand = "x"\n', "line 1: 'steps' must be an array of tables, written [[steps]]"),
     # Step fields, each named with the line of the offending key.
@@ -60,6 +68,7 @@ def test_good_file() -> None:
     ('[[steps]]\nname = "a"\ncommand = "x"\n[[steps]]\nname = "a"\ncommand = "y"\n',
      "line 4: step name 'a' is used twice"),
     ("[[steps]]\nname = 'a'\ncommand = \"x\"\n" * 51, "51 steps; at most 50 are allowed"),
+    ('build_tags = "yes"\n[[steps]]\nname = "a"\ncommand = "x"\n', "line 1: 'build_tags' must be true or false"),
 ])
 def test_bad_files_name_the_line(text: str, message: str) -> None:
     with pytest.raises(PipelineFileError) as info:

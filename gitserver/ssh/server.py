@@ -31,6 +31,10 @@ REFUSED_STATUS = 128
 HOST_KEY_GLOB = "ssh_host_*_key"
 # Bigger than asyncssh's 2 MiB default so one connection can fill a fast link.
 CHANNEL_WINDOW = 8 * 1024 * 1024
+# Unknown keys one connection may offer before it is dropped. asyncssh sets no limit, and each
+# offer costs a database lookup: without one, an unauthenticated client could keep the
+# database busy for the whole login grace time. Generous for agents holding many keys.
+MAX_UNKNOWN_KEYS = 20
 
 
 class GitSSHServer(asyncssh.SSHServer):
@@ -42,6 +46,7 @@ class GitSSHServer(asyncssh.SSHServer):
         self.identity: identity.Identity | None = None
         self.candidates: dict[bytes, identity.Identity] = {}
         self.signed_key: bytes | None = None
+        self.unknown_keys = 0
         self.channels = 0
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -88,9 +93,15 @@ class GitSSHServer(asyncssh.SSHServer):
         """Whether the key is known (and its user enabled); binds nothing by itself."""
         blob = key.public_data
         if blob not in self.candidates:
+            if self.unknown_keys >= MAX_UNKNOWN_KEYS:
+                return False
             found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
             if found is None:
                 metrics.ssh_auth("failure", "unknown-key")
+                self.unknown_keys += 1
+                if self.unknown_keys >= MAX_UNKNOWN_KEYS and self.conn is not None:
+                    self.conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+                                         "too many unknown keys offered")
                 return False
             self.candidates[blob] = found
         return True

@@ -191,6 +191,13 @@ def _parse_url_form(text: str) -> GitUrl:
         if not parts.path.strip("/"):
             raise ValueError("the URL names no repository path")
         return GitUrl(text=text, scheme="file", path=parts.path)
+    # git's own parser reads "[addr]" before the '@' as the host (git://[::1]@example.com goes
+    # to ::1) where urlsplit sees example.com; a user part with brackets or a second '@' is
+    # read differently by git, curl and Python, so the checked host might not be the one git
+    # connects to.
+    userinfo = parts.netloc.rpartition("@")[0]
+    if any(c in userinfo for c in "[]@"):
+        raise ValueError("the user part of the URL cannot contain '[', ']' or '@'")
     host = parts.hostname or ""
     if not host:
         raise ValueError("the URL has no host")

@@ -469,3 +469,19 @@ def test_service_token_goes_only_to_configured_callback_hosts(tmp_path, url: str
     # Without a list of hosts the token goes nowhere.
     del env["GITSERVER_OIDC_CALLBACK_HOSTS"]
     assert repour.service_token_allowed(config_mod.load(environ=env), url) is False
+
+
+@pytest.mark.parametrize("url", [
+    "git://[::1]@example.com:9418/repo.git",
+    "git://[::ffff:127.0.0.1]@example.com/repo.git",
+    "ssh://[::1]@example.com/repo.git",
+    "https://[::1]@example.com/repo.git",
+    "git://a@b@example.com/repo.git",
+])
+def test_origin_with_an_ambiguous_user_part_is_refused(tmp_path, url: str) -> None:  # type: ignore[no-untyped-def]
+    """git reads a bracketed address before '@' as the host (git://[::1]@example.com connects
+    to ::1) where Python sees example.com: the check would approve one host and git would
+    connect to another (loopback, metadata service)."""
+    strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
+    with pytest.raises(repour.ProcessingError, match="origin URL refused"):
+        repour.check_origin(url, strict, resolver=_resolver("93.184.216.34"))

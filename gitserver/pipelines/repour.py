@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pygit2
 from sqlalchemy import select
@@ -194,8 +194,8 @@ def _parse_url_form(text: str) -> GitUrl:
     # git's own parser reads "[addr]" before the '@' as the host (git://[::1]@example.com goes
     # to ::1) where urlsplit sees example.com; a user part with brackets or a second '@' is
     # read differently by git, curl and Python, so the checked host might not be the one git
-    # connects to.
-    userinfo = parts.netloc.rpartition("@")[0]
+    # connects to. git URL-decodes the whole URL first, so the decoded form is what counts.
+    userinfo = unquote(parts.netloc.rpartition("@")[0])
     if any(c in userinfo for c in "[]@"):
         raise ValueError("the user part of the URL cannot contain '[', ']' or '@'")
     host = parts.hostname or ""

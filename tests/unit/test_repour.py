@@ -477,6 +477,8 @@ def test_service_token_goes_only_to_configured_callback_hosts(tmp_path, url: str
     "ssh://[::1]@example.com/repo.git",
     "https://[::1]@example.com/repo.git",
     "git://a@b@example.com/repo.git",
+    "git://%5b::1%5d@example.com/repo.git",  # git URL-decodes before it parses
+    "git://%5B::1%5D%40@example.com/repo.git",
 ])
 def test_origin_with_an_ambiguous_user_part_is_refused(tmp_path, url: str) -> None:  # type: ignore[no-untyped-def]
     """git reads a bracketed address before '@' as the host (git://[::1]@example.com connects

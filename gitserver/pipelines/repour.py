@@ -775,6 +775,10 @@ def commit_changes(work: GitWork, ref: str, adjust_type: str) -> str:
 def tag_candidates(version: str | None, commit: str, pull_request: bool) -> list[str]:
     """Tag names to try, in order: the tool's version (else ``repour-<commit>``), prefixed for
     pull requests, then the same with ``-<commit[:8]>`` when the first is taken by another tree."""
+    # A version is the adjusted project's (pushed content): one in the archive namespace
+    # ("repour-<another commit>") could take the tag builders clone for that commit.
+    if version and refs.is_reserved(refs.TAGS + version):
+        version = None
     base = version or f"{refs.RESERVED_TAG_PREFIX}{commit}"
     if pull_request:
         base = PULL_REQUEST_TAG_PREFIX + base

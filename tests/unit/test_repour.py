@@ -487,3 +487,11 @@ def test_origin_with_an_ambiguous_user_part_is_refused(tmp_path, url: str) -> No
     strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
     with pytest.raises(repour.ProcessingError, match="origin URL refused"):
         repour.check_origin(url, strict, resolver=_resolver("93.184.216.34"))
+
+
+def test_a_tool_version_in_the_archive_namespace_is_not_used_as_a_tag() -> None:
+    """The version comes from the adjusted project (pushed content): "repour-<id of another
+    commit>" would squat the archive tag builders clone for that commit."""
+    commit, other = "c" * 40, "d" * 40
+    for version in (f"repour-{other}", f"repour-{other}-x"):
+        assert repour.tag_candidates(version, commit, False) == [f"repour-{commit}", f"repour-{commit}-cccccccc"]

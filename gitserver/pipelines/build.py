@@ -284,7 +284,7 @@ class Sandbox:
         if self.isolates_network:
             return text + "; no network (a network namespace with only loopback)"
         if self.network == "none":
-            return text + f"; build_network is \"none\" but {self.network_refusal}"
+            return text + "; build_network is \"none\", which this worker cannot enforce: steps fail"
         return text + "; with the host's network"
 
 

@@ -225,7 +225,16 @@ class Daemon:
 
     def _authorise(self, principal: access.Principal, command: Any) -> identity.Authorised:
         with transaction(self.runtime.sessions) as session:
-            return identity.authorise(session, principal, command)
+            # The identity was bound when the connection authenticated, but a multiplexed
+            # connection (OpenSSH ControlMaster/ControlPersist) serves commands for as long as
+            # the client keeps it: re-read the key for every command, so a removed key, a
+            # disabled user or a lowered role takes effect on the next command, not the next
+            # connection.
+            current = identity.identity_for_fingerprint(session, principal.key_fingerprint)
+            if current is None:
+                raise Forbidden("this key is no longer valid (removed, or its user disabled); "
+                                "reconnect to authenticate again")
+            return identity.authorise(session, current.principal, command)
 
 
 def _printable(text: str) -> str:

@@ -108,9 +108,15 @@ def read_blob(repo: pygit2.Repository, tree_id: str, path: str, max_size: int) -
         entry = tree[path]
     except KeyError:
         return None
-    obj = repo[entry.id]
-    if not isinstance(obj, pygit2.Blob):
+    # Type and size from the object header first: loading the object inflates all of it, and
+    # a pushed pack of a few hundred KiB can hold a blob of gigabytes of zeros.
+    try:
+        kind, size = repo.odb.read_header(entry.id)
+    except KeyError:  # a submodule entry names a commit of another repository
         return None
-    if obj.size > max_size:
-        raise ValueError(f"{path} is {obj.size} bytes, more than the {max_size} allowed")
-    return obj.data
+    if kind != pygit2.enums.ObjectType.BLOB:
+        return None
+    if size > max_size:
+        raise ValueError(f"{path} is {size} bytes, more than the {max_size} allowed")
+    obj = repo[entry.id]
+    return obj.data if isinstance(obj, pygit2.Blob) else None

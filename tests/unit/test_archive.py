@@ -159,3 +159,38 @@ def test_non_commit_is_not_archived(runtime: Runtime, tmp_path: Path) -> None:
     git = _repo(path)
     blob = str(git.create_blob(b"just a blob"))
     assert pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/tags/blob", blob, None) is None
+
+
+def test_read_blob_refuses_a_huge_blob_without_inflating_it(tmp_path: Path) -> None:
+    """A push of a few hundred KiB can carry a pipeline file of hundreds of MB of zeros: the
+    size check must come before the worker inflates it into memory."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    repo_dir = tmp_path / "bomb.git"
+    pygit2.init_repository(str(repo_dir), bare=True)
+    env = {**os.environ, "GIT_DIR": str(repo_dir)}
+    size = 300 * 1024 * 1024
+    blob = subprocess.run(f"head -c {size} /dev/zero | git hash-object -w --stdin", shell=True, env=env,
+                          check=True, capture_output=True, text=True).stdout.strip()
+    script = textwrap.dedent(f"""
+        import resource, sys, pygit2
+        from gitserver.git.archive import read_blob
+        repo = pygit2.Repository({str(repo_dir)!r})
+        inner = repo.TreeBuilder()
+        inner.insert("pipeline.toml", pygit2.Oid(hex={blob!r}), pygit2.enums.FileMode.BLOB)
+        outer = repo.TreeBuilder()
+        outer.insert(".gitserver", inner.write(), pygit2.enums.FileMode.TREE)
+        tree = str(outer.write())
+        try:
+            read_blob(repo, tree, ".gitserver/pipeline.toml", 64 * 1024)
+        except ValueError as exc:
+            print("refused", exc)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("refused .gitserver/pipeline.toml is 314572800 bytes")
+    assert int(lines[1]) < 200, f"the worker grew to {lines[1]} MB to refuse it"

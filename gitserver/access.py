@@ -7,6 +7,7 @@ the policy is table-tested without a database. :func:`load_repo_facts` gathers t
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable
 
 from sqlalchemy import select
@@ -42,6 +43,8 @@ class Principal:
     deploy_write: bool = False
     # Token scopes; None means unrestricted (SSH keys carry no scopes).
     scopes: frozenset[str] | None = None
+    # When the API token used expires (None: it does not, or no token was used).
+    token_expires_at: dt.datetime | None = None
 
     @property
     def is_site_admin(self) -> bool:

@@ -515,6 +515,22 @@ def check_grantable(held: str | None, requested: str) -> None:
                         field="permission")
 
 
+def check_expiry_grantable(held: dt.datetime | None,
+                           requested: dt.datetime | None) -> dt.datetime | None:
+    """The expiry of a token minted by a token that expires at ``held`` (None: never).
+
+    A token cannot mint one that outlives it (else a short-lived token, leaked or handed out
+    for a task, turns into a permanent one); by default the new token expires with it."""
+    if held is None:
+        return requested
+    if requested is None:
+        return held
+    if requested > held:
+        raise Forbidden(f"the token used expires at {held.isoformat()}; it cannot create a token "
+                        "that outlives it", field="expires_at")
+    return requested
+
+
 def scope_covers(held: Iterable[str] | None, need: str) -> bool:
     """Whether token scopes ``held`` cover ``need``. Scopes are ordered like permissions
     (``admin`` includes ``write`` includes ``read``); None (SSH keys, anonymous callers)

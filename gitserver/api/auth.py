@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 
@@ -71,12 +72,13 @@ def principal_for_token(session: Session, secret: str) -> access.Principal:
     scopes = frozenset(s for s in token.scopes.split(",") if s)
     if token.site_admin:
         principal = access.Principal(kind="site_admin", user_name=token.name or "site admin",
-                                     scopes=scopes)
+                                     scopes=scopes, token_expires_at=token.expires_at)
     else:
         user = token.user
         if user is None or user.disabled:
             raise Unauthenticated(_REFUSED)
-        principal = access.principal_for_user(user, scopes=scopes)
+        principal = dataclasses.replace(access.principal_for_user(user, scopes=scopes),
+                                        token_expires_at=token.expires_at)
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         session.execute(update(models.ApiToken).where(models.ApiToken.id == token.id)
                         .values(last_used_at=now))

@@ -84,6 +84,27 @@ def test_tokens_cannot_mint_wider_tokens(held: frozenset[str] | None, requested:
     assert outcome(admin.check_scopes_grantable, held, requested) == expected
 
 
+_SOON = __import__("datetime").datetime(2031, 1, 1, tzinfo=__import__("datetime").timezone.utc)
+_LATER = _SOON.replace(year=2032)
+
+
+@pytest.mark.parametrize(("held", "requested", "expected"), [
+    (None, None, None),            # an unlimited token mints what it asks for
+    (None, _LATER, _LATER),
+    (_SOON, None, _SOON),          # by default a new token expires with the one that made it
+    (_SOON, _SOON, _SOON),
+    (_LATER, _SOON, _SOON),
+    (_SOON, _LATER, "forbidden"),  # never outlives it
+])
+def test_tokens_cannot_mint_longer_lived_tokens(held, requested, expected) -> None:  # type: ignore[no-untyped-def]
+    try:
+        got = admin.check_expiry_grantable(held, requested)
+    except Forbidden as exc:
+        assert exc.field == "expires_at"
+        got = "forbidden"
+    assert got == expected
+
+
 @pytest.mark.parametrize(("ref", "candidates"), [
     ("main", ["main", "refs/heads/main", "refs/tags/main"]),
     ("refs/heads/main", ["refs/heads/main"]),

@@ -216,9 +216,10 @@ class Tokens:
                 raise InvalidInput("scopes must not be empty", field="scopes")
             admin.check_scopes_grantable(principal.scopes, scopes)
             expires = data.get("expires_at")
+            expires_at = admin.check_expiry_grantable(
+                principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
             token, secret = admin.create_token(
-                session, user=row, name=data.get("name", ""), scopes=scopes,
-                expires_at=parse_expiry(expires, "expires_at") if expires else None)
+                session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
             resp.media = {**token_json(token), "token": secret}
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"

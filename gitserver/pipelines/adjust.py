@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -76,7 +77,7 @@ class ProcessingError(Exception):
         self.desc = desc
         self.cmd = [redact(c) for c in cmd]
         self.exit_code = exit_code
-        self.stderr = stderr[-STDERR_EXCERPT:]
+        self.stderr = redact(stderr[-STDERR_EXCERPT:])
         if error_type:
             self.error_type = error_type
 
@@ -85,14 +86,15 @@ class ProcessingError(Exception):
                 "stderr": self.stderr, "error_type": self.error_type}
 
 
+# The user part of every URL in a text, up to the authority's last "@": a token may be the
+# user name alone (https://ghp_x@github.com), and a password may itself contain "@".
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#'\"]*@")
+
+
 def redact(text: str) -> str:
-    """Hide the password of ``scheme://user:password@host`` in a command argument."""
-    scheme, sep, rest = text.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return text
-    userinfo, _, host = rest.partition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in userinfo else text
+    """Hide the credentials of every ``scheme://userinfo@host`` in ``text`` (a command argument,
+    an error message, a tool's stderr): they reach pipeline errors, logs and Repour bodies."""
+    return _URL_USERINFO.sub(r"\1***@", text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +156,7 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
             raise
         stdout, stderr = _read(out), _read(err)
     if output is not None and (stdout or stderr):
-        output(f"$ {shlex.join(redact(a) for a in argv)}\n{stdout}{stderr}")
+        output(f"$ {shlex.join(redact(a) for a in argv)}\n{redact(stdout)}{redact(stderr)}")
     return CommandResult(argv=argv, exit_code=proc.returncode, stdout=stdout, stderr=stderr)
 
 

@@ -218,10 +218,19 @@ def test_run_command_missing_program(tmp_path: Path) -> None:
     assert info.value.exit_code == 127
 
 
-def test_redact() -> None:
-    assert adjust.redact("https://u:p@h/x") == "https://u:***@h/x"
-    assert adjust.redact("https://u@h/x") == "https://u@h/x"
-    assert adjust.redact("-Dx=1") == "-Dx=1"
+@pytest.mark.parametrize("text, shown", [
+    ("https://u:p@h/x", "https://***@h/x"),
+    ("https://ghp_TOKEN@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ("https://user:p@ss@host/r", "https://***@host/r"),
+    ("ssh://git@host:22/r", "ssh://***@host:22/r"),
+    ("fatal: unable to access 'https://tok:x@h/r/': 403", "fatal: unable to access 'https://***@h/r/': 403"),
+    ("a https://a:b@h1/x and git://c@h2/y", "a https://***@h1/x and git://***@h2/y"),
+    ("https://h/x?u=a@b", "https://h/x?u=a@b"),
+    ("-Dx=1", "-Dx=1"),
+    ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+])
+def test_redact_hides_every_url_credential(text: str, shown: str) -> None:
+    assert adjust.redact(text) == shown
 
 
 def _running(pid: int) -> bool:

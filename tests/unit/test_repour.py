@@ -166,7 +166,7 @@ def test_callback_id_shape() -> None:
 
 def test_redacted_spec_hides_passwords() -> None:
     spec = {"originRepoUrl": "https://bot:s3cret@example.org/a/b.git", "ref": "main"}
-    assert repour.redacted_spec(spec)["originRepoUrl"] == "https://bot:***@example.org/a/b.git"
+    assert repour.redacted_spec(spec)["originRepoUrl"] == "https://***@example.org/a/b.git"
 
 
 class _Resp:
@@ -295,7 +295,7 @@ def test_domain_and_processing_errors() -> None:
 
     resp = _app(failing).simulate_post("/x")
     assert resp.status_code == 400
-    assert resp.json["exit_code"] == 10 and resp.json["cmd"] == ["git", "fetch", "https://u:***@h/a/b"]
+    assert resp.json["exit_code"] == 10 and resp.json["cmd"] == ["git", "fetch", "https://***@h/a/b"]
 
 
 @pytest.mark.parametrize("body, status, first", [

@@ -64,6 +64,10 @@ class Config:
     # Network of build steps: "host" (the worker's; builds may download dependencies) or
     # "none" (a network namespace with only loopback; needs a root worker, else steps fail).
     build_network: str = "host"
+    # A worker that does not run as root cannot switch builds to build_user: its steps would
+    # run as the server's own user, able to read the database and every repository. Refused
+    # unless the operator accepts exactly that here.
+    build_allow_unisolated: bool = False
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 6
     # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.

@@ -242,6 +242,9 @@ class Sandbox:
     # Why network "none" cannot be enforced on this worker ("" when it can, or is not asked
     # for): every step then fails with this message instead of running with the network.
     network_refusal: str = ""
+    # Whether steps may run without another user (a worker that is not root): the operator's
+    # explicit choice (build.allow_unisolated); otherwise they are refused.
+    allow_unisolated: bool = False
 
     @classmethod
     def from_config(cls, cfg: Config) -> Sandbox:
@@ -263,7 +266,7 @@ class Sandbox:
                    memory_bytes=cfg.build_memory_mb * 1024 * 1024,
                    file_size_bytes=cfg.build_file_size_mb * 1024 * 1024,
                    max_timeout=cfg.build_timeout, wrapper=wrapper, network=cfg.build_network,
-                   network_refusal=refusal)
+                   network_refusal=refusal, allow_unisolated=cfg.build_allow_unisolated)
 
     @property
     def isolated(self) -> bool:
@@ -281,11 +284,18 @@ class Sandbox:
         else:
             text = (f"warning: the worker does not run as root, so build steps run as its own user "
                     f"({self.user}) and are NOT isolated from the server's data dir and database")
+            if not self.allow_unisolated:
+                return text + f"; {UNISOLATED_REFUSAL}"
         if self.isolates_network:
             return text + "; no network (a network namespace with only loopback)"
         if self.network == "none":
             return text + "; build_network is \"none\", which this worker cannot enforce: steps fail"
         return text + "; with the host's network"
+
+
+UNISOLATED_REFUSAL = ("steps are not run: set build.allow_unisolated = true (GITSERVER_BUILD_"
+                      "ALLOW_UNISOLATED) to accept that, or run the worker as root so steps run "
+                      "as build_user")
 
 
 def pid_namespace_wrapper(uid: int, gid: int) -> tuple[str, ...]:
@@ -449,6 +459,11 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinat
              sandbox: Sandbox) -> StepOutcome:
     """Run one step, streaming its output to the pipeline log; kills its process group on
     cancel, release (worker shutdown) or timeout."""
+    if not sandbox.isolated and not sandbox.allow_unisolated:
+        message = (f"the worker does not run as root, so this step would run as {sandbox.user} "
+                   f"with access to the server's data dir and database; {UNISOLATED_REFUSAL}")
+        ctx.log(f"*** {message}\n")
+        return StepOutcome("failed", None, message)
     if sandbox.network == "none" and sandbox.network_refusal:
         message = f"build_network is \"none\" but {sandbox.network_refusal}"
         ctx.log(f"*** {message}\n")

@@ -69,6 +69,9 @@ class GitServer:
             "GITSERVER_HTTP_HOST": "127.0.0.1",
             "GITSERVER_HTTP_PORT": str(self.http_port),
             "GITSERVER_ALLOW_PRIVATE_NETWORKS": "1",
+            # As root (CI) builds run isolated as build_user anyway; as another user the
+            # functional build tests still need their steps to run.
+            "GITSERVER_BUILD_ALLOW_UNISOLATED": "1",
             "GITSERVER_WORKERS": "2",
             "GITSERVER_HTTP_WORKERS": "2",
             "GITSERVER_JOB_POLL_INTERVAL": "0.2",

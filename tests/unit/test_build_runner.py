@@ -41,7 +41,8 @@ class FakeContext:
 
 def sandbox(**overrides: object) -> build.Sandbox:
     values: dict[str, object] = dict(uid=None, gid=None, user="test", cpu_seconds=60,
-                                     memory_bytes=1 << 30, file_size_bytes=1 << 30, max_timeout=60.0)
+                                     memory_bytes=1 << 30, file_size_bytes=1 << 30, max_timeout=60.0,
+                                     allow_unisolated=True)
     values.update(overrides)
     return build.Sandbox(**values)  # type: ignore[arg-type]
 
@@ -222,3 +223,23 @@ def test_build_network_setting_is_checked() -> None:
     assert config.load(environ={"GITSERVER_BUILD_NETWORK": "none"}).build_network == "none"
     with pytest.raises(ConfigError, match="setting build_network: expected one of host, none, got 'off'"):
         config.load(environ={"GITSERVER_BUILD_NETWORK": "off"})
+
+
+def test_unisolated_steps_are_refused_unless_the_operator_allows_them(tmp_path: Path) -> None:
+    """A worker that is not root cannot give steps another user; by default it refuses to run
+    them as itself (with the database and every repository readable)."""
+    box = sandbox(allow_unisolated=False)
+    ctx = FakeContext()
+    outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("touch", "ran")),  # type: ignore[arg-type]
+                             workspace(tmp_path), COORDS, box)
+    assert outcome.status == "failed" and outcome.exit_code is None
+    assert "does not run as root" in outcome.message and "build.allow_unisolated" in outcome.message
+    assert outcome.message in ctx.text and "steps are not run" in box.describe()
+    assert not (tmp_path / "src" / "ran").exists()
+
+
+def test_allow_unisolated_setting() -> None:
+    from gitserver import config
+
+    assert config.load(environ={}).build_allow_unisolated is False
+    assert config.load(environ={"GITSERVER_BUILD_ALLOW_UNISOLATED": "1"}).build_allow_unisolated is True

@@ -149,7 +149,9 @@ class GitServer(Server):
         self.root = root
         self.data_dir = root / "data"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("GITSERVER_")},
+            # Its own metrics directory (in the data dir), never the caller's.
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith("GITSERVER_") and k != "PROMETHEUS_MULTIPROC_DIR"},
             "GITSERVER_DATA_DIR": str(self.data_dir),
             "GITSERVER_DATABASE_URL": f"sqlite:///{self.data_dir / 'gitserver.db'}",
             "GITSERVER_SSH_HOST": "127.0.0.1",

@@ -22,6 +22,14 @@ from pathlib import Path
 
 import pytest
 
+# prometheus_client picks its value class (multiprocess or not) once, when it is first
+# imported, from PROMETHEUS_MULTIPROC_DIR; a test that set the variable only for itself left
+# every later metric in this process pointing at a directory that no longer existed. Give the
+# whole test process one directory before anything imports the client. Servers started by the
+# tests get their own (tests/functional/conftest.py drops this variable from their env).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gitserver-test-metrics-"))
+TEST_PROCESS_ONLY_ENV = ("PROMETHEUS_MULTIPROC_DIR",)
+
 PINNED_DATE = "2020-01-01T00:00:00Z"
 _db_counter = itertools.count(1)
 
@@ -45,7 +53,8 @@ def git_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def git_env(git_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "GITSERVER_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GIT_", "GITSERVER_")) and k not in TEST_PROCESS_ONLY_ENV}
     env.update(HOME=str(git_home), GIT_CONFIG_NOSYSTEM="1", LANG="C", LC_ALL="C",
                GIT_AUTHOR_DATE=PINNED_DATE, GIT_COMMITTER_DATE=PINNED_DATE,
                GIT_AUTHOR_NAME="Test Author", GIT_AUTHOR_EMAIL="author@example.com",

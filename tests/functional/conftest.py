@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import TEST_PROCESS_ONLY_ENV, free_port, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
@@ -61,7 +61,8 @@ class GitServer:
         self.ssh_base = f"ssh://git@127.0.0.1:{self.ssh_port}"
         self.git_env = dict(git_env)
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("GITSERVER_")},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith("GITSERVER_") and k not in TEST_PROCESS_ONLY_ENV},
             "GITSERVER_DATA_DIR": str(data_dir),
             "GITSERVER_DATABASE_URL": db_url,
             "GITSERVER_SSH_HOST": "127.0.0.1",

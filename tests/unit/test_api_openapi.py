@@ -23,8 +23,6 @@ def document() -> dict[str, Any]:
 
 @pytest.fixture
 def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
-    # Building the app touches no database; the metrics module wants a multiprocess directory.
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     config = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path)})
     runtime = Runtime.create(config)
     try:

@@ -71,3 +71,18 @@ def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipelin
 
 def pipeline_url(http_base_url: str, pipeline_id: int) -> str:
     return f"{http_base_url.rstrip('/')}/api/v1/pipelines/{pipeline_id}"
+
+
+def parse_hook_updates(data: bytes) -> list[tuple[str, str, str]]:
+    """The post-receive hook's ``{"updates": [[old, new, ref], ...]}`` (gitserver.hookrun), as
+    whoever started git reads it from the hook socket; ValueError if malformed."""
+    payload = json.loads(data.decode("utf-8"))
+    rows = payload.get("updates") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError("malformed hook message")
+    updates = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
+            raise ValueError("malformed ref update in hook message")
+        updates.append((row[0], row[1], row[2]))
+    return updates

@@ -60,7 +60,7 @@ from gitserver.pipelines import adjust as adjust_mod
 from gitserver.pipelines import jobs
 from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
 from gitserver.pipelines.archive import find_archive
-from gitserver.pipelines.queue import PushContext, pipeline_url, record_push
+from gitserver.pipelines.queue import PushContext, parse_hook_updates, pipeline_url, record_push
 
 log = logging.getLogger(__name__)
 
@@ -591,20 +591,6 @@ class PushRecorder:
         if pipeline_id is None:
             return {"messages": []}
         return {"messages": [f"pipeline {pipeline_id} queued: {pipeline_url(self.config.http_base_url, pipeline_id)}"]}
-
-
-def parse_hook_updates(data: bytes) -> list[tuple[str, str, str]]:
-    """The post-receive hook's ``{"updates": [[old, new, ref], ...]}``; ValueError if malformed."""
-    payload = json.loads(data.decode("utf-8"))
-    rows = payload.get("updates") if isinstance(payload, dict) else None
-    if not isinstance(rows, list):
-        raise ValueError("malformed hook message")
-    updates = []
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
-            raise ValueError("malformed ref update in hook message")
-        updates.append((row[0], row[1], row[2]))
-    return updates
 
 
 def push_env(config: Config, target: Target, actor: Actor) -> dict[str, str]:

@@ -23,7 +23,7 @@ from gitserver import access, metrics
 from gitserver.config import Config
 from gitserver.db.session import transaction
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
-from gitserver.pipelines.queue import PushContext, pipeline_url, record_push
+from gitserver.pipelines.queue import PushContext, parse_hook_updates, pipeline_url, record_push
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised
@@ -189,7 +189,7 @@ class GitChild:
 
     async def _record(self, data: bytes) -> dict[str, list[str]]:
         try:
-            updates = _parse_updates(data)
+            updates = parse_hook_updates(data)
             pipeline_id = await asyncio.to_thread(self._record_sync, updates)
         except asyncio.CancelledError:
             raise
@@ -213,20 +213,6 @@ class GitChild:
             log.info("push %s to %s by %s: %d ref(s)", push.id, self.command.full_name,
                      self.principal.display, len(updates))
             return pipeline.id if pipeline is not None else None
-
-
-def _parse_updates(data: bytes) -> list[tuple[str, str, str]]:
-    """``{"updates": [[old, new, ref], ...]}`` → list of tuples; ValueError if malformed."""
-    payload = json.loads(data.decode("utf-8"))
-    rows = payload.get("updates") if isinstance(payload, dict) else None
-    if not isinstance(rows, list):
-        raise ValueError("malformed hook message")
-    updates = []
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
-            raise ValueError("malformed ref update in hook message")
-        updates.append((row[0], row[1], row[2]))
-    return updates
 
 
 async def _wait_all(*aws: Any) -> None:

@@ -112,20 +112,26 @@ class GitServer:
         self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0, ssh_port: int | None = None, http_url: str | None = None,
+                   what: str = "gitserver to accept SSH and HTTP") -> None:
+        """Wait until the SSH port answers with a banner and the API's /healthz with 200 (by
+        default this server's own ports; replicas pass theirs); fail at once if a part died."""
+        ssh_port = ssh_port or self.ssh_port
+        http_url = http_url or self.http_url
+
         def ready() -> bool:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.logs()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=1) as sock:
+                with socket.create_connection(("127.0.0.1", ssh_port), timeout=1) as sock:
                     if not sock.recv(8).startswith(b"SSH-"):
                         return False
-                return requests.get(self.http_url + "/healthz", timeout=2).status_code == 200
+                return requests.get(http_url + "/healthz", timeout=2).status_code == 200
             except OSError:
                 return False
 
-        wait_for(ready, timeout=timeout, interval=0.2, what="gitserver to accept SSH and HTTP")
+        wait_for(ready, timeout=timeout, interval=0.2, what=what)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"

@@ -42,21 +42,7 @@ class Replicas:
         srv.procs["ssh-2"] = srv.spawn("ssh", env={"GITSERVER_SSH_PORT": str(self.ssh_port)})
         srv.procs["api-2"] = srv.spawn("api", env={"GITSERVER_HTTP_PORT": str(self.http_port)})
         srv.procs["worker-2"] = srv.spawn("worker")
-        wait_for(self._ready, timeout=60, interval=0.2, what="the second replicas")
-
-    def _ready(self) -> bool:
-        for name, proc in self.srv.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.srv.logs()}")
-        try:
-            import socket
-
-            with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=1) as sock:
-                if not sock.recv(8).startswith(b"SSH-"):
-                    return False
-            return requests.get(self.http_url + "/readyz", timeout=2).status_code == 200
-        except OSError:
-            return False
+        srv.wait_ready(ssh_port=self.ssh_port, http_url=self.http_url, what="the second replicas")
 
     def repo_url(self, tenant: str, repo: str) -> str:
         return f"ssh://git@127.0.0.1:{self.ssh_port}/{tenant}/{repo}.git"

@@ -87,6 +87,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run(cfg, concurrency=args.concurrency)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from gitserver import check
+    from gitserver.logs import setup_logging
+    from gitserver.runtime import Runtime
+
+    cfg = _config(args)
+    setup_logging(cfg, "check")
+    runtime = Runtime.create(cfg, pool_size=1)
+    try:
+        return check.run(runtime, repair=args.repair)
+    finally:
+        runtime.dispose()
+
+
 def _with_session(args: argparse.Namespace, fn: Any) -> int:
     from gitserver.db.session import transaction
     from gitserver.runtime import Runtime
@@ -209,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="")
     create.set_defaults(fn=cmd_token_create)
 
+    chk = sub.add_parser("check", help="verify the push ledger, archives and hooks (non-zero on a breach)")
+    chk.add_argument("--repair", action="store_true",
+                     help="record what the ledger misses and reinstall hooks; never moves or deletes a ref")
+    chk.set_defaults(fn=cmd_check)
     hook = sub.add_parser("hook", help="run a git hook (used by git, not people)")
     hook.add_argument("name", choices=["pre-receive", "proc-receive", "post-receive"])
     hook.set_defaults(fn=cmd_hook)

@@ -47,6 +47,15 @@ class Config:
     ssh_max_connections: int = 500
     ssh_max_channels_per_connection: int = 4
     ssh_shutdown_grace: float = 30.0
+    # A receive-pack whose client hung up after sending its ref commands is never killed for
+    # that: it gets this long to finish its hooks (record the push), then its process group
+    # is killed. A push intent older than this is settled by the reconciler.
+    receive_finish_timeout: float = 300.0
+    # Seconds between passes of the ref reconciler (refs on disk against the push ledger).
+    refs_reconcile_interval: float = 60.0
+    # Quarantine directories (objects/tmp_objdir-incoming-*) untouched this long are left by
+    # a receive-pack that died; they are removed at start.
+    quarantine_stale_seconds: float = 600.0
     # Pipelines.
     job_lease_seconds: float = 30.0
     job_poll_interval: float = 0.5

@@ -1,18 +1,19 @@
-"""The post-receive hook's fallback: record the push straight into the database.
+"""The hook's own way into the ledger: record the push straight into the database.
 
-Used when git was started by something other than the SSH session (the server's own pushes,
-e.g. Repour's /clone), which has no socket to hand the push to. Importing SQLAlchemy costs
-a few hundred milliseconds, which is why the SSH path does not come here.
+Used when git was started without a socket back to a gitserver process, or when that process
+died while git went on (``kill -9`` of the SSH daemon mid-push). Importing SQLAlchemy costs a
+few hundred milliseconds, which is why the SSH path does not come here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory, transaction
-from gitserver.pipelines.queue import PushContext, pipeline_url, record_push
+from gitserver.git import protect
+from gitserver.pipelines import ledger
+from gitserver.pipelines.queue import PushContext
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
@@ -30,17 +31,32 @@ def context_from_environment(environ: Mapping[str, str]) -> PushContext:
                        client_address=environ.get("GITSERVER_CLIENT_ADDRESS", ""))
 
 
-def record_from_environment(environ: Mapping[str, str], payload: dict[str, object]) -> dict[str, object]:
-    cfg = config_mod.load(environ=dict(environ))
-    ctx = context_from_environment(environ)
-    engine = make_engine(cfg.effective_database_url, pool_size=1)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            updates = [tuple(u) for u in payload["updates"]]  # type: ignore[union-attr]
-            _push, pipeline = record_push(session, ctx, updates)  # type: ignore[arg-type]
-            pipeline_id = pipeline.id if pipeline else None
-    finally:
-        engine.dispose()
-    if pipeline_id is None:
-        return {"messages": []}
-    return {"messages": [f"pipeline {pipeline_id} queued: {pipeline_url(cfg.http_base_url, pipeline_id)}"]}
+class DirectLedger:
+    """:class:`gitserver.hookrun.Ledger` over a database connection of the hook's own."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        from gitserver.hookrun import LedgerError
+
+        try:
+            cfg = config_mod.load(environ=dict(environ))
+            self.service = ledger.HookService(
+                make_session_factory(make_engine(cfg.effective_database_url, pool_size=1)),
+                context_from_environment(environ), cfg.http_base_url)
+        except Exception as exc:  # noqa: BLE001  (any failure here means: not recorded)
+            raise LedgerError(f"no database: {type(exc).__name__}") from exc
+
+    def intent(self, commands: list[protect.RefCommand]) -> int:
+        reply = self._handle({"op": "intent", "updates": [[c.old, c.new, c.ref] for c in commands]})
+        return int(reply["push_id"])  # type: ignore[call-overload]
+
+    def done(self, push_id: int, moved: list[str]) -> list[str]:
+        reply = self._handle({"op": "done", "push_id": push_id, "moved": moved})
+        return [str(m) for m in reply.get("messages", [])]  # type: ignore[union-attr]
+
+    def _handle(self, request: dict[str, object]) -> dict[str, object]:
+        from gitserver.hookrun import LedgerError
+
+        reply = self.service.handle(request, trust_push_ids=True)
+        if "error" in reply:
+            raise LedgerError(str(reply["error"]))
+        return reply

@@ -5,13 +5,15 @@ library and gitserver's pure git rules. The identity of the pusher arrives in en
 variables set by the process that started git (the SSH session or the server itself):
 
 ``GITSERVER_PERMISSION``  read | write | admin, computed when the session was authorised
-``GITSERVER_HOOK_FD``     a socket back to that process, which records the push (post-receive)
+``GITSERVER_HOOK_FD``     a socket back to that process, which records the push
 
 proc-receive speaks git's pkt-line protocol (githooks(5)): it gets every pushed ref, applies
-:func:`gitserver.git.protect.check` to each, updates the allowed ones with a compare-and-swap
-``git update-ref`` and answers ``ok <ref>`` or ``ng <ref> <reason>``, so each refused ref is
-reported with its own reason, e.g. ``! [remote rejected] main (non-fast-forward pushes are
-not allowed)``.
+:func:`gitserver.git.protect.check` to each, records the push's intent, updates the allowed
+refs with a compare-and-swap ``git update-ref``, marks the push done (which queues its
+pipeline) and answers ``ok <ref>`` or ``ng <ref> <reason>``, so each refused ref is reported
+with its own reason, e.g. ``! [remote rejected] main (non-fast-forward pushes are not
+allowed)``. There is no post-receive step: by the time git tells the client ``ok``, the push
+is in the ledger (docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from gitserver.git import protect, refs
 
@@ -30,6 +32,10 @@ ENV_PERMISSION = "GITSERVER_PERMISSION"
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
+# How long the hook waits for the process that started git to answer one request before it
+# records the push itself.
+HOOK_REPLY_TIMEOUT = 120.0
+MAX_HOOK_REPLY = 16 * 1024 * 1024
 _FLUSH = b"0000"
 
 
@@ -55,7 +61,7 @@ def check_all(commands: Iterable[protect.RefCommand], write: bool,
 def pre_receive(stdin: Iterable[str], stderr: BinaryIO, environ: dict[str, str] | os._Environ[str]) -> int:
     """All-or-nothing check, used only when proc-receive is not in charge."""
     commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
-    refusals = [r for r in check_all(commands, can_write(environ)) if r is not None]
+    refusals = [r for r in decide(commands, can_write(environ)) if r is not None]
     for refusal in refusals:
         _say(stderr, f"error: {refs.short_name(refusal.ref)}: {refusal.message}")
     return 1 if refusals else 0
@@ -94,8 +100,17 @@ def pkt(payload: str) -> bytes:
 
 def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os._Environ[str],
                  is_ancestor: Callable[[str, str], bool] = git_is_ancestor,
-                 update_refs: Callable[[list[protect.RefCommand], bool], list[str | None]] | None = None) -> int:
+                 update_refs: Callable[[list[protect.RefCommand], bool], list[str | None]] | None = None,
+                 ledger: Ledger | None = None, stderr: BinaryIO | None = None) -> int:
+    """Decide, record and apply one push (githooks(5) proc-receive protocol).
+
+    The order is the ledger's guarantee: the intent (who pushes which ref from what to what)
+    is recorded before any ref moves, the refs move, and the push is marked done with its
+    pipeline queued before git hears ``ok``. A crash between two steps leaves a pending intent
+    that the reconciler settles; a push that cannot be recorded moves nothing.
+    """
     update_refs = update_refs or git_update_refs
+    ledger = ledger or ledger_from_environment(environ)
     version = read_pkt(stdin)
     if version is None or not version.startswith(b"version=1"):
         raise ValueError("proc-receive: unsupported protocol version")
@@ -108,11 +123,27 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
     while (line := read_pkt(stdin)) is not None:
         commands.append(protect.RefCommand.parse(line.decode("utf-8", "replace")))
     atomic = b"atomic" in capabilities
-    verdicts = check_all(commands, can_write(environ), is_ancestor)
+    verdicts = decide(commands, can_write(environ), is_ancestor)
     allowed = [cmd for cmd, refusal in zip(commands, verdicts) if refusal is None]
     if atomic and len(allowed) != len(commands):
         allowed = []
-    failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic))) if allowed else {}
+    failures: dict[str, str | None] = {}
+    messages: list[str] = []
+    if allowed:
+        try:
+            push_id = ledger.intent(allowed)
+        except LedgerError as exc:
+            verdicts = [r or protect.Refusal(c.ref, "unrecorded") for c, r in zip(commands, verdicts)]
+            messages.append(f"error: gitserver could not record this push: {exc}")
+            allowed = []
+        else:
+            failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic)))
+            moved = [c.ref for c in allowed if failures[c.ref] is None]
+            try:
+                messages += ledger.done(push_id, moved)
+            except LedgerError as exc:
+                # The intent is recorded and the refs moved: the reconciler finishes the record.
+                messages.append(f"warning: gitserver will record this push shortly ({exc})")
     for cmd, refusal in zip(commands, verdicts):
         if refusal is not None:
             stdout.write(pkt(f"ng {cmd.ref} {refusal.message}\n"))
@@ -124,7 +155,18 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
             stdout.write(pkt(f"ok {cmd.ref}\n"))
     stdout.write(_FLUSH)
     stdout.flush()
+    for message in messages:
+        _say(stderr or sys.stderr.buffer, message)
     return 0
+
+
+def decide(commands: list[protect.RefCommand], write: bool,
+           is_ancestor: Callable[[str, str], bool] = git_is_ancestor) -> list[protect.Refusal | None]:
+    """Each command's refusal or None; a push that names a ref twice is refused whole."""
+    twice = protect.duplicated(commands)
+    if twice:
+        return [protect.Refusal(cmd.ref, "duplicate") for cmd in commands]
+    return check_all(commands, write, is_ancestor)
 
 
 def git_update_refs(commands: list[protect.RefCommand], atomic: bool) -> list[str | None]:
@@ -145,37 +187,88 @@ def _update_ref(args: list[str], stdin: str | None = None) -> bool:
     return result.returncode == 0
 
 
-# --- post-receive ----------------------------------------------------------------------------
+# --- the ledger, as the hook reaches it --------------------------------------------------------
 
-def post_receive(stdin: Iterable[str], stderr: BinaryIO, environ: dict[str, str] | os._Environ[str]) -> int:
-    updates = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
-    if not updates:
-        return 0
-    payload = {"updates": [[u.old, u.new, u.ref] for u in updates]}
+class LedgerError(Exception):
+    """The push could not be recorded; the message is safe to show the pusher."""
+
+
+class Ledger(Protocol):
+    def intent(self, commands: list[protect.RefCommand]) -> int:
+        """Record who pushes what before any ref moves; the push's id."""
+
+    def done(self, push_id: int, moved: list[str]) -> list[str]:
+        """Mark the push done with the refs that moved; messages for the pusher."""
+
+
+def _updates(commands: list[protect.RefCommand]) -> list[list[str]]:
+    return [[c.old, c.new, c.ref] for c in commands]
+
+
+class SocketLedger:
+    """Asks the process that started git (the SSH daemon, Repour's internal push) over the
+    socket it passed in ``GITSERVER_HOOK_FD``: one JSON line each way per request. When that
+    process is gone (killed while git went on), the hook records straight into the database
+    instead, so git outliving the daemon still leaves a record."""
+
+    def __init__(self, fd: int, environ: dict[str, str] | os._Environ[str]) -> None:
+        self.environ = environ
+        self.sock: socket.socket | None = socket.socket(fileno=fd)
+        self.sock.settimeout(HOOK_REPLY_TIMEOUT)
+        self.reader = self.sock.makefile("rb")
+        self.direct: Ledger | None = None
+
+    def _ask(self, request: dict[str, object]) -> dict[str, object] | None:
+        """The reply, or None when the other side is gone (then use the database directly)."""
+        if self.sock is None:
+            return None
+        try:
+            self.sock.sendall(json.dumps(request).encode() + b"\n")
+            line = self.reader.readline(MAX_HOOK_REPLY)
+            if not line.endswith(b"\n"):
+                raise ConnectionError("no reply")
+            reply = json.loads(line)
+        except (OSError, ValueError):
+            self.sock.close()
+            self.sock = None
+            return None
+        if not isinstance(reply, dict):
+            raise LedgerError("malformed reply from gitserver")
+        if "error" in reply:
+            raise LedgerError(str(reply["error"]))
+        return reply
+
+    def _fallback(self) -> Ledger:
+        if self.direct is None:
+            from gitserver.hookdb import DirectLedger
+
+            self.direct = DirectLedger(self.environ)
+        return self.direct
+
+    def intent(self, commands: list[protect.RefCommand]) -> int:
+        reply = self._ask({"op": "intent", "updates": _updates(commands)})
+        if reply is None:
+            return self._fallback().intent(commands)
+        push_id = reply.get("push_id")
+        if not isinstance(push_id, int):
+            raise LedgerError("malformed reply from gitserver")
+        return push_id
+
+    def done(self, push_id: int, moved: list[str]) -> list[str]:
+        reply = self._ask({"op": "done", "push_id": push_id, "moved": moved})
+        if reply is None:
+            return self._fallback().done(push_id, moved)
+        return [str(m) for m in reply.get("messages", []) or []]  # type: ignore[union-attr]
+
+
+def ledger_from_environment(environ: dict[str, str] | os._Environ[str]) -> Ledger:
+    """The socket back to the process that started git, or the database itself."""
     fd = environ.get(ENV_HOOK_FD)
-    try:
-        if fd:
-            reply = _ask_parent(int(fd), payload)
-        else:
-            from gitserver.hookdb import record_from_environment
+    if fd and fd.isdigit():
+        return SocketLedger(int(fd), environ)
+    from gitserver.hookdb import DirectLedger
 
-            reply = record_from_environment(environ, payload)
-    except Exception as exc:  # noqa: BLE001  (the push is done; say so and keep going)
-        _say(stderr, f"warning: gitserver could not record this push: {exc}")
-        return 0
-    for message in reply.get("messages", []):
-        _say(stderr, str(message))
-    return 0
-
-
-def _ask_parent(fd: int, payload: dict[str, object]) -> dict[str, object]:
-    with socket.socket(fileno=fd) as sock:
-        sock.sendall(json.dumps(payload).encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return json.loads(data or b"{}")
+    return DirectLedger(environ)
 
 
 def _say(stream: BinaryIO, text: str) -> None:
@@ -191,6 +284,6 @@ def main(name: str) -> int:
     if name == "proc-receive":
         return proc_receive(sys.stdin.buffer, sys.stdout.buffer, environ)
     if name == "post-receive":
-        return post_receive(sys.stdin, sys.stderr.buffer, environ)
+        return 0  # hooks installed by an older release; proc-receive records pushes now
     _say(sys.stderr.buffer, f"error: unknown hook {name!r}")
     return 2

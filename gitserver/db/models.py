@@ -39,6 +39,15 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
+# Push states (the ledger, DESIGN.md section 5). A push is recorded as ``pending`` (its intent)
+# before any ref moves; ``done`` once the hook has moved its refs and queued its pipeline;
+# ``recovered`` when the reconciler found its refs on disk without that last step (the pusher
+# or the server died in between, or a ref was written outside receive-pack); ``failed`` when no
+# ref of it moved. Only done and recovered pushes are in the ledger.
+PUSH_PENDING, PUSH_DONE, PUSH_RECOVERED, PUSH_FAILED = "pending", "done", "recovered", "failed"
+PUSH_STATES = (PUSH_PENDING, PUSH_DONE, PUSH_RECOVERED, PUSH_FAILED)
+LEDGER_STATES = (PUSH_DONE, PUSH_RECOVERED)
+
 
 def _created() -> Mapped[dt.datetime]:
     return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
@@ -125,6 +134,9 @@ class Repository(Base):
     visibility: Mapped[str] = mapped_column(String(20), default="private")
     builds_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = _created()
+    # What the reconciler saw of the refs on disk at its last clean pass (stat of the ref
+    # directories and packed-refs): while it is unchanged the repository needs no ref read.
+    refs_fingerprint: Mapped[str] = mapped_column(String(64), default="")
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
 
@@ -185,9 +197,10 @@ class ApiToken(Base):
 
 
 class Push(Base):
-    """Audit record of one accepted push."""
+    """Audit record of one push: its intent first, then what became of it (PUSH_STATES)."""
 
     __tablename__ = "pushes"
+    __table_args__ = (CheckConstraint(f"state IN {PUSH_STATES!r}", name="state"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
@@ -196,7 +209,9 @@ class Push(Base):
     key_fingerprint: Mapped[str] = mapped_column(String(80), default="")
     protocol: Mapped[str] = mapped_column(String(20), default="ssh")
     client_address: Mapped[str] = mapped_column(String(100), default="")
+    state: Mapped[str] = mapped_column(String(20), default=PUSH_DONE, index=True)
     created_at: Mapped[dt.datetime] = _created()
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
 
     ref_updates: Mapped[list["RefUpdate"]] = relationship(
         back_populates="push", order_by="RefUpdate.id", lazy="selectin")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 import pygit2
 
@@ -57,12 +58,22 @@ def tag_message(repo_name: str, ref: str, commit_id: str) -> str:
 
 def peel_commit(repo: pygit2.Repository, oid: str) -> pygit2.Commit | None:
     """The commit ``oid`` names (following annotated tags), or None for a tree/blob/missing."""
+    return _peel(repo, oid, pygit2.Commit)
+
+
+def peel_tree(repo: pygit2.Repository, oid: str) -> pygit2.Tree | None:
+    """The tree ``oid`` names (a commit's, or a tag's of a commit or a tree), or None when it
+    ends at a blob or is missing."""
+    return _peel(repo, oid, pygit2.Tree)
+
+
+def _peel(repo: pygit2.Repository, oid: str, kind: type) -> Any:
     try:
-        obj = repo[oid]
-        commit = obj.peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.InvalidSpecError):
+        found = repo[oid].peel(kind)
+    # libgit2 answers a tag of a blob with GitError ("the requested type does not match").
+    except (KeyError, ValueError, pygit2.GitError):
         return None
-    return commit if isinstance(commit, pygit2.Commit) else None
+    return found if isinstance(found, kind) else None
 
 
 def archive_commit_id(repo: pygit2.Repository, tree_id: str) -> str:

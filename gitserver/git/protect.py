@@ -21,6 +21,9 @@ RULE_MESSAGES = {
     "tag_move": "existing tags cannot be moved",
     "non_fast_forward": "non-fast-forward pushes are not allowed",
     "bad_object": "the new value is not a commit or tag id",
+    "ambiguous": "a branch named HEAD would be confused with HEAD",
+    "duplicate": "this push names the ref more than once; nothing was changed",
+    "unrecorded": "gitserver could not record the push; nothing was changed, retry later",
 }
 
 
@@ -47,6 +50,16 @@ class Refusal:
         return RULE_MESSAGES[self.rule]
 
 
+def duplicated(commands: list[RefCommand]) -> set[str]:
+    """Refs named more than once in one push. git applies such a push ref by ref, so the
+    second command would move a ref the first one already moved: the push is refused whole."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for cmd in commands:
+        (twice if cmd.ref in seen else seen).add(cmd.ref)
+    return twice
+
+
 def check(cmd: RefCommand, *, can_write: bool, is_ancestor: Callable[[str, str], bool]) -> Refusal | None:
     """The refusal for one ref update, or None when it is allowed.
 
@@ -60,6 +73,8 @@ def check(cmd: RefCommand, *, can_write: bool, is_ancestor: Callable[[str, str],
         return Refusal(cmd.ref, "not_pushable")
     if refs.is_reserved(cmd.ref):
         return Refusal(cmd.ref, "reserved")
+    if cmd.ref == refs.AMBIGUOUS_BRANCH:
+        return Refusal(cmd.ref, "ambiguous")
     if not can_write:
         return Refusal(cmd.ref, "no_write")
     if not (refs.is_oid(cmd.old) and refs.is_oid(cmd.new)):

@@ -15,6 +15,8 @@ RESERVED_PREFIXES = (TAGS + RESERVED_TAG_PREFIX, HEADS + RESERVED_BRANCH_PREFIX)
 # Only branches and tags may be pushed: other namespaces (notes, changes, pull) have no
 # protection rules of their own here, so they are refused rather than left unguarded.
 PUSHABLE_PREFIXES = (HEADS, TAGS)
+# ``refs/heads/HEAD`` makes every ``HEAD`` ambiguous to git; it is never accepted.
+AMBIGUOUS_BRANCH = HEADS + "HEAD"
 MAX_REF_LENGTH = 1024
 
 _OID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
@@ -66,4 +68,6 @@ def short_name(ref: str) -> str:
 
 
 def is_reserved(ref: str) -> bool:
-    return ref.startswith(RESERVED_PREFIXES)
+    """Names the server writes itself. Compared without case: on a case-insensitive file
+    system (a client's, or a server's on macOS) ``Repour-x`` and ``repour-x`` are one file."""
+    return ref.lower().startswith(RESERVED_PREFIXES)

@@ -25,7 +25,10 @@ RECEIVE_PACK = "receive-pack"
 UPLOAD_ARCHIVE = "upload-archive"
 SERVICES = (UPLOAD_PACK, RECEIVE_PACK, UPLOAD_ARCHIVE)
 DEFAULT_BRANCH = "main"
-HOOK_NAMES = ("pre-receive", "proc-receive", "post-receive")
+HOOK_NAMES = ("pre-receive", "proc-receive")
+# Hooks an older release installed that must not run any more (the push is recorded by
+# proc-receive now): removed when the hooks are installed.
+RETIRED_HOOK_NAMES = ("post-receive",)
 HOOK_TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "hooks"
 
 # Written into every repository's config and repeated on every git command line.
@@ -129,13 +132,21 @@ def install_hooks(hooks_dir: Path, data_dir: Path, python: str | None = None) ->
     python = python or sys.executable
     hooks_dir.mkdir(parents=True, exist_ok=True)
     for name in HOOK_NAMES:
-        text = (HOOK_TEMPLATES_DIR / name).read_text()
-        text = text.replace("@PYTHON@", _sh_quote(python)).replace("@DATA_DIR@", _sh_quote(str(data_dir)))
+        text = rendered_hook(name, data_dir, python)
         target = hooks_dir / name
         tmp = target.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
         os.replace(tmp, target)
+    for name in RETIRED_HOOK_NAMES:
+        (hooks_dir / name).unlink(missing_ok=True)
+
+
+def rendered_hook(name: str, data_dir: Path, python: str | None = None) -> str:
+    """The text :func:`install_hooks` writes for hook ``name`` (``gitserver check`` compares)."""
+    text = (HOOK_TEMPLATES_DIR / name).read_text()
+    return text.replace("@PYTHON@", _sh_quote(python or sys.executable)).replace(
+        "@DATA_DIR@", _sh_quote(str(data_dir)))
 
 
 def _sh_quote(text: str) -> str:

@@ -47,20 +47,23 @@ def find_archive(session: Session, repo_id: int, tree_id: str) -> models.Archive
 
 def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.Repository,
                 ref: str, new: str, pipeline_id: int | None) -> ArchiveResult | None:
-    """Archive the commit ``new`` that ``ref`` was updated to; None when ``new`` is no commit
-    (a tag of a tree or blob: there is nothing to build)."""
+    """Archive the tree that ``new`` (the value ``ref`` was updated to) peels to: a commit's,
+    or the tree a tag names. None when it peels to no tree (a tag of a blob)."""
     git = pygit2.Repository(str(repo_path))
     commit = git_archive.peel_commit(git, new)
-    if commit is None:
-        return None
-    tree_id = str(commit.tree_id)
-    source = str(commit.id)
+    if commit is not None:
+        tree_id, source = str(commit.tree_id), str(commit.id)
+    else:
+        tree = git_archive.peel_tree(git, new)
+        if tree is None:
+            return None
+        tree_id, source = str(tree.id), ""  # a tag of a tree: there is no commit to name
     with transaction(sessions) as session:
         existing = find_archive(session, repo.id, tree_id)
         if existing is not None:
             metrics.archive(created=False)
             return _result(ref, source, existing, created=False)
-    message = git_archive.tag_message(repo.full_name, ref, source)
+    message = git_archive.tag_message(repo.full_name, ref, source or new)
     refs = git_archive.write_archive(git, tree_id, message)
     row = models.Archive(repo_id=repo.id, tree_id=tree_id, tag=refs.tag, commit_id=refs.commit_id,
                          source_commit=source, source_ref=ref, pipeline_id=pipeline_id)

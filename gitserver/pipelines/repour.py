@@ -11,7 +11,7 @@ provider, so the rules Repour relied on are the server's own:
 * What reaches an internal repository arrives through the real ``git push`` into the
   repository's path with the server's hooks active, so the protection rules (fast-forward only,
   tags never move, reserved names) refuse exactly what they refuse to any pusher, and the
-  post-receive hook records the push (protocol ``repour``) and queues its archive pipeline.
+  proc-receive hook records the push (protocol ``repour``) and queues its archive pipeline.
 * Tags made by /adjust are the server's own, like archive tags: written with pygit2 straight
   into the repository (never through a user-facing path), deduplicated by tree through the
   Archive table, so the same tree always gets the tag it got the first time.
@@ -57,10 +57,10 @@ from gitserver.git import refs
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.names import validate_name
 from gitserver.pipelines import adjust as adjust_mod
-from gitserver.pipelines import jobs
+from gitserver.pipelines import jobs, ledger
 from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
 from gitserver.pipelines.archive import find_archive
-from gitserver.pipelines.queue import PushContext, parse_hook_updates, pipeline_url, record_push
+from gitserver.pipelines.queue import PushContext
 
 log = logging.getLogger(__name__)
 
@@ -503,12 +503,12 @@ class GitWork:
     def push_internal(self, target: Target, refspecs: Sequence[str], actor: Actor,
                       sessions: sessionmaker[Session] | None = None) -> None:
         """``git push`` into the repository's path, through the server's receive-pack and hooks
-        (proc-receive applies the protection rules ref by ref, post-receive records the push).
+        (proc-receive applies the protection rules ref by ref and records the push).
 
-        With ``sessions``, the post-receive hook hands the push back to this process over an
-        inherited socket (as it does to the SSH daemon), which records it here: the hook then
-        needs no SQLAlchemy import, about a second per push on a loaded machine. Without,
-        the hook records it itself (:mod:`gitserver.hookdb`)."""
+        With ``sessions``, the hook hands the push to this process over an inherited socket
+        (as it does to the SSH daemon), which records it here: the hook then needs no
+        SQLAlchemy import, about a second per push on a loaded machine. Without, the hook
+        records it itself (:mod:`gitserver.hookdb`)."""
         if not refspecs:
             return
         receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir)[:-1]
@@ -536,19 +536,19 @@ class GitWork:
 
 
 class PushRecorder:
-    """Answers the post-receive hook of one internal push over a socket pair, like the SSH
-    session does (see :func:`gitserver.hookrun.post_receive`): reads ``{"updates": [...]}``,
-    records the push and queues its pipeline in one transaction, replies with the messages for
-    the pusher. A thread serves it while this thread waits for ``git push``."""
+    """Answers the proc-receive hook of one internal push over a socket pair, as the SSH
+    session does (gitserver.pipelines.ledger.HookService): the intent before the refs move,
+    then done with the pipeline queued. A thread serves it while this thread waits for
+    ``git push``."""
 
     def __init__(self, sessions: sessionmaker[Session], config: Config, target: Target, actor: Actor) -> None:
-        self.sessions = sessions
-        self.config = config
-        self.context = PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
-                                   client_address=actor.client_address)
+        context = PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
+                              client_address=actor.client_address)
+        self.service = ledger.HookService(sessions, context, config.http_base_url)
         self.target = target
         self._parent, self._child = socket.socketpair()
-        self._thread = threading.Thread(target=self._serve, name="repour-push-recorder", daemon=True)
+        self._thread = threading.Thread(target=ledger.serve_hook_socket, args=(self._parent, self.service),
+                                        name="repour-push-recorder", daemon=True)
 
     @property
     def child_fd(self) -> int:
@@ -560,37 +560,11 @@ class PushRecorder:
 
     def __exit__(self, *exc: object) -> None:
         # git and its hooks have exited: closing our copy of the child end gives the serving
-        # thread its EOF when the hook never ran (every ref refused).
+        # thread its EOF.
         self._child.close()
         self._thread.join(timeout=60)
-        self._parent.close()
-
-    def _serve(self) -> None:
-        data = b""
-        try:
-            while chunk := self._parent.recv(65536):
-                data += chunk
-                if len(data) > 16 * 1024 * 1024:
-                    raise ValueError("hook message too large")
-            if not data.strip():
-                return
-            reply = self._record(parse_hook_updates(data))
-        except Exception as exc:  # noqa: BLE001  (the refs are in; tell the pusher, keep going)
-            log.exception("recording the internal push to %s failed", self.target.full_name)
-            reply = {"messages": [f"warning: push not recorded: {type(exc).__name__}"]}
-        with contextlib.suppress(OSError):
-            self._parent.sendall(json.dumps(reply).encode() + b"\n")
-            self._parent.shutdown(socket.SHUT_WR)
-
-    def _record(self, updates: list[tuple[str, str, str]]) -> dict[str, list[str]]:
-        with transaction(self.sessions) as session:
-            push, pipeline = record_push(session, self.context, updates)
-            pipeline_id = pipeline.id if pipeline is not None else None
-        metrics.push("recorded")
-        log.info("push %s to %s (repour): %d ref(s)", push.id, self.target.full_name, len(updates))
-        if pipeline_id is None:
-            return {"messages": []}
-        return {"messages": [f"pipeline {pipeline_id} queued: {pipeline_url(self.config.http_base_url, pipeline_id)}"]}
+        if self.service.pipeline_ids:
+            metrics.push("recorded")
 
 
 def push_env(config: Config, target: Target, actor: Actor) -> dict[str, str]:

@@ -47,7 +47,7 @@ from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.logs import bind
-from gitserver.pipelines import build, jobs, notify
+from gitserver.pipelines import build, jobs, ledger, notify
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.pipelines.queue import enqueue_push_pipeline
 from gitserver.runtime import Runtime
@@ -116,6 +116,10 @@ class Worker:
         _protect_data_dir(self.cfg)
         if swept := build.sweep_stale_workspaces():
             log.info("removed %d build workspace(s) left by dead workers", swept)
+        try:
+            ledger.startup_pass(self.runtime, "worker")
+        except Exception:  # noqa: BLE001  (the periodic pass tries again)
+            log.exception("reconciling refs at start failed")
         log.info("worker %s: %d thread(s), job kinds %s", self.owner_prefix, self.concurrency,
                  ", ".join(self.kinds))
         threads = [threading.Thread(target=self._loop, args=(i,), name=f"job-{i}", daemon=True)
@@ -242,7 +246,7 @@ class Worker:
 
     def _monitor(self) -> None:
         renew_every = max(0.5, self.cfg.job_lease_seconds / 3)
-        last_renew = last_reconcile = time.monotonic()
+        last_renew = last_reconcile = last_refs = time.monotonic()
         while not self.stopping.wait(CANCEL_POLL_SECONDS) or self._snapshot():
             now = time.monotonic()
             try:
@@ -256,6 +260,9 @@ class Worker:
                     reconcile(self.runtime)
                     repair_orphaned_pipelines(self.runtime)
                     last_reconcile = now
+                if not self.stopping.is_set() and now - last_refs >= self.cfg.refs_reconcile_interval:
+                    ledger.periodic_pass(self.runtime, "worker")
+                    last_refs = now
             except Exception:  # noqa: BLE001  (keep monitoring; the next pass retries)
                 log.exception("job monitor pass failed")
 
@@ -397,6 +404,7 @@ def run_pipeline_job(ctx: jobs.JobContext) -> None:
     run = PipelineRun(ctx, pipeline_id)
     if not run.start():
         return
+    run.reconcile_repository()
     try:
         run.execute()
     except jobs.JobCancelled:
@@ -452,6 +460,20 @@ class PipelineRun:
         self.ctx.check_cancelled()
         return True
 
+    def reconcile_repository(self) -> None:
+        """Every push to a repository reconciles it: refs that reached its disk without a
+        record (a crash elsewhere) get theirs now, not at the next periodic pass."""
+        with transaction(self.sessions) as session:
+            pipeline = session.get(models.Pipeline, self.pipeline_id)
+            repo_id = pipeline.repo_id if pipeline is not None else None
+        if repo_id is None:
+            return
+        try:
+            ledger.reconcile_one(self.sessions, self.ctx.runtime.store.path, repo_id,
+                                 intent_grace=self.cfg.receive_finish_timeout)
+        except Exception:  # noqa: BLE001  (the periodic pass tries again; the push goes on)
+            log.exception("reconciling repository %s failed", repo_id)
+
     def execute(self) -> None:
         with transaction(self.sessions) as session:
             pipeline = session.get(models.Pipeline, self.pipeline_id)
@@ -471,12 +493,15 @@ class PipelineRun:
         step = self._step_start("archive")
         t0 = time.monotonic()
         primary: ArchiveResult | None = None
+        skipped: list[str] = []
         try:
             for ref, new in updates:
                 self.ctx.check_cancelled()
                 result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id)
                 if result is None:
-                    self.ctx.log(f"{ref}: {new} is not a commit; nothing to archive\n")
+                    self.ctx.log(f"{ref}: {new} names no commit or tree (a tag of a blob?); "
+                                 "nothing to archive, skipped\n")
+                    skipped.append(ref)
                     continue
                 verb = "archived as" if result.created else "same tree as before:"
                 self.ctx.log(f"{ref} {new[:12]} (tree {result.tree_id[:12]}) {verb} {result.tag}\n")
@@ -489,7 +514,9 @@ class PipelineRun:
         except Exception as exc:
             self._step_end(step, models.FAILED, None, f"{type(exc).__name__}: {exc}"[:500], t0)
             raise
-        self._step_end(step, models.SUCCEEDED, 0, "", t0)
+        note = (f"skipped (no commit or tree to archive): {', '.join(skipped)}"[:500]
+                if skipped else "")
+        self._step_end(step, models.SUCCEEDED, 0, note, t0)
         with transaction(self.sessions) as session:
             pipeline = session.get(models.Pipeline, self.pipeline_id)
             assert pipeline is not None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from typing import Any
 
 import asyncssh
@@ -20,6 +21,7 @@ from gitserver.config import Config
 from gitserver.db.session import transaction
 from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
 from gitserver.keys import fingerprint_of_blob
+from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
 from gitserver.ssh import identity
 from gitserver.ssh.commands import parse_command
@@ -299,6 +301,10 @@ async def serve(config: Config) -> int:
     try:
         acceptor = await start(daemon, host_keys)
         log.info("SSH daemon listening on %s:%s", config.ssh_host, config.ssh_port)
+        # Pushes cut short when a daemon died (this one, before a restart) are settled in the
+        # background; new pushes are served meanwhile.
+        threading.Thread(target=_startup_pass, args=(runtime,), name="reconciler",
+                         daemon=True).start()
         await stop.wait()
         log.info("shutting down: no new connections; %d transfer(s) running", len(daemon.children))
         acceptor.close()
@@ -306,6 +312,13 @@ async def serve(config: Config) -> int:
         return 0
     finally:
         runtime.dispose()
+
+
+def _startup_pass(runtime: Runtime) -> None:
+    try:
+        ledger.startup_pass(runtime, "ssh daemon")
+    except Exception:  # noqa: BLE001  (the worker's periodic pass tries again)
+        log.exception("reconciling refs at start failed")
 
 
 async def _drain(daemon: Daemon, grace: float) -> None:

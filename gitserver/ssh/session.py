@@ -2,28 +2,32 @@
 
 git never sees a shell: the argument list comes from :func:`gitserver.git.store.git_argv`, the
 environment from :func:`git_env` plus the pusher's identity (the hooks read it). The child gets
-its own process group (``start_new_session``) so that a vanished client takes git, its hooks
-and pack-objects down with it.
+its own process group (``start_new_session``) so that a vanished client takes upload-pack and
+pack-objects down with it. A receive-pack is never killed for a hang-up: it may be recording
+the push (see :meth:`GitChild._let_receive_pack_finish`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
 import signal
 import socket
+import threading
 from collections.abc import Mapping
 from typing import Any
 
+import asyncssh
+
 from gitserver import access, metrics
 from gitserver.config import Config
-from gitserver.db.session import transaction
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
-from gitserver.pipelines.queue import PushContext, parse_hook_updates, pipeline_url, record_push
+from gitserver.hookrun import ENV_HOOK_FD
+from gitserver.pipelines import ledger
+from gitserver.pipelines.queue import PushContext
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised
@@ -36,7 +40,6 @@ GIT_PROTOCOL = "GIT_PROTOCOL"
 # else is dropped rather than handed to git.
 _GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,200}")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the child's process group
-HOOK_REPLY_TIMEOUT = 60.0
 
 
 def client_git_protocol(env: Mapping[Any, Any]) -> str | None:
@@ -101,62 +104,104 @@ class GitChild:
         parent_sock = child_sock = None
         pass_fds: tuple[int, ...] = ()
         if self.command.service == RECEIVE_PACK:
-            # The post-receive hook hands the accepted updates back through this socket, so the
-            # push is recorded by this process (already connected to the database) and the
+            # The proc-receive hook records the push through this socket (intent, then done),
+            # so it is recorded by this process, already connected to the database, and the
             # pipeline URL reaches the pusher's terminal.
             parent_sock, child_sock = socket.socketpair()
             pass_fds = (child_sock.fileno(),)
-            env["GITSERVER_HOOK_FD"] = str(child_sock.fileno())
+            env[ENV_HOOK_FD] = str(child_sock.fileno())
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env, pass_fds=pass_fds,
                 start_new_session=True, cwd=str(repo_path))
+        except BaseException:
+            if parent_sock is not None:
+                parent_sock.close()
+            raise
         finally:
             if child_sock is not None:
                 child_sock.close()
         metrics.git_child_started()
-        hook_task = (asyncio.create_task(self._serve_hook(parent_sock))
-                     if parent_sock is not None else None)
+        if parent_sock is not None:
+            self._serve_hook(parent_sock)
         try:
             return await self._pump(process)
         finally:
             metrics.git_child_finished()
             await self.kill()
-            if hook_task is not None:
-                hook_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await hook_task
+
+    def _serve_hook(self, sock: socket.socket) -> None:
+        """Answer the hook in a thread of its own: it outlives the client's connection, and it
+        ends when every git process holding the other end of the socket has exited."""
+        ctx = PushContext(repo_id=self.target.repo_id, user_id=self.principal.user_id,
+                          key_id=self.principal.key_id,
+                          key_fingerprint=self.principal.key_fingerprint, protocol="ssh",
+                          client_address=self.client_address)
+        service = ledger.HookService(self.runtime.sessions, ctx, self.runtime.config.http_base_url)
+
+        def serve() -> None:
+            ledger.serve_hook_socket(sock, service)
+            if service.pipeline_ids:
+                metrics.push("recorded")
+
+        threading.Thread(target=serve, name="hook-ledger", daemon=True).start()
 
     async def _pump(self, process: Any) -> int:
         proc = self.proc
         assert proc is not None and proc.stdin and proc.stdout and proc.stderr
         to_git = asyncio.create_task(_copy_stdin(process.stdin, proc.stdin))
-        from_git = asyncio.gather(_copy_out(proc.stdout, process.stdout,
+        sinks = [_Sink(process.stdout), _Sink(process.stderr)]
+        from_git = asyncio.gather(_copy_out(proc.stdout, sinks[0],
                                             scan_refusals=self.command.service == RECEIVE_PACK),
-                                  _copy_out(proc.stderr, process.stderr))
+                                  _copy_out(proc.stderr, sinks[1]))
         closed = asyncio.ensure_future(process.channel.wait_closed())
+        finished = asyncio.ensure_future(_wait_all(from_git, proc.wait()))
         try:
-            finished = asyncio.ensure_future(_wait_all(from_git, proc.wait()))
             done, _ = await asyncio.wait({finished, closed}, return_when=asyncio.FIRST_COMPLETED)
             if finished not in done:
-                log.info("client went away during %s %s; stopping git", self.command.service,
-                         self.command.full_name)
-                finished.cancel()
+                if self.command.service != RECEIVE_PACK:
+                    log.info("client went away during %s %s; stopping git", self.command.service,
+                             self.command.full_name)
+                    return 255
+                await self._let_receive_pack_finish(to_git, sinks, finished)
                 return 255
-            try:
-                finished.result()
-            except (BrokenPipeError, ConnectionError, OSError) as exc:
-                log.info("channel failed during %s %s: %s", self.command.service,
-                         self.command.full_name, exc)
-                return 255
+            finished.result()
             return proc.returncode if proc.returncode is not None else 255
         finally:
             to_git.cancel()
             closed.cancel()
+            finished.cancel()
             from_git.cancel()
             with contextlib.suppress(BaseException):
                 await from_git
+
+    async def _let_receive_pack_finish(self, to_git: asyncio.Task[None], sinks: list[_Sink],
+                                       finished: asyncio.Future[None]) -> None:
+        """The client hung up during a push. A receive-pack that has read its ref commands
+        may be recording or moving refs: killing it then would leave refs on disk with no
+        record. So it gets end-of-file on stdin (one that had not read its commands yet exits
+        at once) and its output goes nowhere, and it finishes within receive_finish_timeout;
+        only then is it killed (the reconciler settles what it left)."""
+        log.info("client went away during %s %s; letting git finish its hooks",
+                 self.command.service, self.command.full_name)
+        to_git.cancel()
+        with contextlib.suppress(BaseException):
+            await to_git
+        proc = self.proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        for sink in sinks:
+            sink.broken = True
+        timeout = self.runtime.config.receive_finish_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(finished), timeout)
+        except asyncio.TimeoutError:
+            log.warning("%s %s still running %ss after its client left; killing it",
+                        self.command.service, self.command.full_name, timeout)
+        except Exception:  # noqa: BLE001  (git's own failure; nothing more to deliver)
+            pass
 
     async def kill(self) -> None:
         """Stop the child's whole process group (git, hooks, pack-objects) and reap it."""
@@ -172,47 +217,23 @@ class GitChild:
             except asyncio.TimeoutError:
                 continue
 
-    async def _serve_hook(self, sock: socket.socket) -> None:
-        """Answer the post-receive hook: record the push, reply with the pipeline's URL."""
-        reader, writer = await asyncio.open_connection(sock=sock)
-        try:
-            data = await reader.read()  # the hook shuts down its write side after one line
-            if not data.strip():
-                return  # no accepted refs: the hook never ran or had nothing to say
-            reply = await self._record(data)
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
-    async def _record(self, data: bytes) -> dict[str, list[str]]:
-        try:
-            updates = parse_hook_updates(data)
-            pipeline_id = await asyncio.to_thread(self._record_sync, updates)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001  (the refs are in; tell the pusher, keep going)
-            log.exception("recording push to %s failed", self.command.full_name)
-            safe = type(exc).__name__ if not isinstance(exc, ValueError) else str(exc)[:200]
-            return {"messages": [f"warning: push recorded failed: {safe}"]}
-        metrics.push("recorded")
-        if pipeline_id is None:
-            return {"messages": []}
-        url = pipeline_url(self.runtime.config.http_base_url, pipeline_id)
-        return {"messages": [f"pipeline {pipeline_id} queued: {url}"]}
+class _Sink:
+    """One output stream of the channel; once ``broken`` (the client left, or a write failed),
+    git's output is read and dropped so that git never blocks on a full pipe."""
 
-    def _record_sync(self, updates: list[tuple[str, str, str]]) -> int | None:
-        ctx = PushContext(repo_id=self.target.repo_id, user_id=self.principal.user_id,
-                          key_id=self.principal.key_id,
-                          key_fingerprint=self.principal.key_fingerprint, protocol="ssh",
-                          client_address=self.client_address)
-        with transaction(self.runtime.sessions) as session:
-            push, pipeline = record_push(session, ctx, updates)
-            log.info("push %s to %s by %s: %d ref(s)", push.id, self.command.full_name,
-                     self.principal.display, len(updates))
-            return pipeline.id if pipeline is not None else None
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.broken = False
+
+    async def write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(data)
+            await self.stream.drain()
+        except (BrokenPipeError, ConnectionError, OSError, asyncssh.Error):
+            self.broken = True
 
 
 async def _wait_all(*aws: Any) -> None:
@@ -234,7 +255,7 @@ async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
             sink.close()
 
 
-async def _copy_out(source: asyncio.StreamReader, sink: Any, scan_refusals: bool = False) -> None:
+async def _copy_out(source: asyncio.StreamReader, sink: _Sink, scan_refusals: bool = False) -> None:
     """git stdout/stderr → channel, waiting for the client's window before reading more.
 
     ``scan_refusals``: count the ``ng`` lines of receive-pack's report (see gitserver.metrics).
@@ -243,5 +264,4 @@ async def _copy_out(source: asyncio.StreamReader, sink: Any, scan_refusals: bool
         metrics.bytes("sent", len(data))
         if scan_refusals:
             metrics.count_refusals(data)
-        sink.write(data)
-        await sink.drain()
+        await sink.write(data)

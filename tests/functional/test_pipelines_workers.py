@@ -45,11 +45,18 @@ def test_twenty_concurrent_pushes_twenty_pipelines_each_run_once(
     pipelines = [wait_pipeline(server, pid, timeout=120) for pid in ids]
     assert [p.status for p in pipelines] == ["succeeded"] * 20
     assert len({p.archive_tag for p in pipelines}) == 20  # 20 different trees, 20 tags
+    def final_jobs() -> list[models.Job] | None:
+        # The pipeline's verdict and its job row's are two transactions of the worker (the
+        # handler writes the first, the job engine the second): wait for the job rows too.
+        with server.db() as session:
+            found = session.scalars(select(models.Job).where(models.Job.pipeline_id.in_(ids))).all()
+            return found if all(j.status in models.FINAL_STATES for j in found) else None
+
+    jobs = wait_for(final_jobs, timeout=30, what="the 20 job rows to be final")
+    # One job each, claimed once (attempts == 1): nothing was run twice.
+    assert sorted(j.pipeline_id for j in jobs) == sorted(ids)
+    assert {(j.status, j.attempts) for j in jobs} == {("succeeded", 1)}
     with server.db() as session:
-        jobs = session.scalars(select(models.Job).where(models.Job.pipeline_id.in_(ids))).all()
-        # One job each, claimed once (attempts == 1): nothing was run twice.
-        assert sorted(j.pipeline_id for j in jobs) == sorted(ids)
-        assert {(j.status, j.attempts) for j in jobs} == {("succeeded", 1)}
         archives = session.scalars(select(models.Archive).where(models.Archive.pipeline_id.in_(ids))).all()
         assert len(archives) == 20
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from gitserver.git.protect import RefCommand
-from gitserver.hookrun import pkt, proc_receive, read_pkt
+from gitserver.hookrun import LedgerError, pkt, proc_receive, read_pkt
 
 Z, A, B = "0" * 40, "a" * 40, "b" * 40
 FLUSH = b"0000"
@@ -31,17 +31,42 @@ def replies(out: io.BytesIO) -> list[str]:
     return lines
 
 
+class FakeLedger:
+    """Records the calls in order (with the refs applied in between, through ``events``)."""
+
+    def __init__(self, events: list[tuple[str, object]], broken: str = "") -> None:
+        self.events = events
+        self.broken = broken
+
+    def intent(self, commands: list[RefCommand]) -> int:
+        if self.broken == "intent":
+            raise LedgerError("database is down")
+        self.events.append(("intent", [c.ref for c in commands]))
+        return 7
+
+    def done(self, push_id: int, moved: list[str]) -> list[str]:
+        if self.broken == "done":
+            raise LedgerError("database went away")
+        self.events.append(("done", (push_id, moved)))
+        return ["pipeline 9 queued: http://x/api/v1/pipelines/9"]
+
+
 def run(capabilities: str, *commands: str, permission: str = "write",
-        fail: set[str] | None = None) -> tuple[list[str], list[list[RefCommand]]]:
+        fail: set[str] | None = None, broken: str = "",
+        events: list[tuple[str, object]] | None = None,
+        stderr: io.BytesIO | None = None) -> tuple[list[str], list[list[RefCommand]]]:
     applied: list[list[RefCommand]] = []
+    events = [] if events is None else events
 
     def update(cmds: list[RefCommand], atomic: bool) -> list[str | None]:
         applied.append(cmds)
+        events.append(("update", [c.ref for c in cmds]))
         return ["lost a race" if c.ref in (fail or set()) else None for c in cmds]
 
     out = io.BytesIO()
     rc = proc_receive(server_stream(capabilities, *commands), out, {"GITSERVER_PERMISSION": permission},
-                      is_ancestor=lambda old, new: (old, new) == (A, B), update_refs=update)
+                      is_ancestor=lambda old, new: (old, new) == (A, B), update_refs=update,
+                      ledger=FakeLedger(events, broken), stderr=stderr or io.BytesIO())
     assert rc == 0
     return replies(out), applied
 
@@ -85,3 +110,53 @@ def test_bad_pkt_headers_are_refused(header: bytes) -> None:
 def test_truncated_stream() -> None:
     with pytest.raises(EOFError):
         read_pkt(io.BytesIO(b"0010abc"))
+
+
+def test_intent_is_recorded_before_refs_move_and_done_names_what_moved() -> None:
+    events: list[tuple[str, object]] = []
+    err = io.BytesIO()
+    lines, _ = run("", f"{Z} {A} refs/heads/new", f"{A} {B} refs/heads/main",
+                   fail={"refs/heads/main"}, events=events, stderr=err)
+    assert events == [("intent", ["refs/heads/new", "refs/heads/main"]),
+                      ("update", ["refs/heads/new", "refs/heads/main"]),
+                      ("done", (7, ["refs/heads/new"]))]
+    assert lines == ["ok refs/heads/new", "ng refs/heads/main lost a race"]
+    assert b"pipeline 9 queued" in err.getvalue()
+
+
+def test_unrecordable_push_moves_nothing() -> None:
+    err = io.BytesIO()
+    lines, applied = run("", f"{Z} {A} refs/heads/new", f"{Z} {A} refs/tags/repour-x",
+                         broken="intent", stderr=err)
+    assert applied == []
+    assert lines == ["ng refs/heads/new gitserver could not record the push; nothing was changed, retry later",
+                     "ng refs/tags/repour-x this name is reserved for gitserver archives"]
+    assert b"database is down" in err.getvalue()
+
+
+def test_done_failing_still_reports_the_moved_refs() -> None:
+    err = io.BytesIO()
+    lines, applied = run("", f"{Z} {A} refs/heads/new", broken="done", stderr=err)
+    assert lines == ["ok refs/heads/new"]  # the intent is recorded: the reconciler finishes it
+    assert b"will record this push shortly" in err.getvalue()
+
+
+def test_same_ref_twice_refuses_the_whole_push() -> None:
+    events: list[tuple[str, object]] = []
+    lines, applied = run("", f"{Z} {A} refs/heads/d", f"{A} {B} refs/heads/d", f"{Z} {A} refs/heads/e",
+                         events=events)
+    assert applied == [] and events == []
+    assert lines == ["ng refs/heads/d this push names the ref more than once; nothing was changed",
+                     "ng refs/heads/d this push names the ref more than once; nothing was changed",
+                     "ng refs/heads/e this push names the ref more than once; nothing was changed"]
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("refs/heads/HEAD", "a branch named HEAD would be confused with HEAD"),
+    ("refs/tags/Repour-1", "this name is reserved for gitserver archives"),
+    ("refs/heads/BRANCH-REPOUR-x", "this name is reserved for gitserver archives"),
+])
+def test_names_refused(ref: str, message: str) -> None:
+    lines, applied = run("", f"{Z} {A} {ref}")
+    assert lines == [f"ng {ref} {message}"]
+    assert applied == []

@@ -9,7 +9,7 @@ import pytest
 
 from gitserver import config as config_mod
 from gitserver.api.resources import repour as resources
-from gitserver.pipelines import queue, repour
+from gitserver.pipelines import ledger, repour
 
 SSH_BASE = "ssh://git@git.example.org:2222"
 
@@ -314,11 +314,11 @@ def test_read_body_errors(body: bytes, status: int, first: dict[str, object] | N
 
 def test_parse_hook_updates() -> None:
     old, new = "0" * 40, "a" * 40
-    assert queue.parse_hook_updates(json.dumps({"updates": [[old, new, "refs/heads/main"]]}).encode()) == \
-        [(old, new, "refs/heads/main")]
-    for bad in (b"[]", b'{"updates": [[1, 2, 3]]}', b'{"updates": [["a", "b"]]}', b"not json"):
+    assert ledger.parse_updates([[old, new, "refs/heads/main"]]) == [(old, new, "refs/heads/main")]
+    for bad in ([], [[1, 2, 3]], [["a", "b"]], "not a list", [[old, "xyz", "refs/heads/main"]],
+                [[old, new, "refs/heads/a..b"]]):
         with pytest.raises(ValueError):
-            queue.parse_hook_updates(bad)
+            ledger.parse_updates(bad)
 
 
 # --- origins are fetched from the addresses that were checked (DNS rebinding) ------------------

@@ -1,0 +1,439 @@
+"""The push ledger: every value a ref holds on disk was recorded as a RefUpdate of a push that
+has a pipeline (docs/ledger.md).
+
+It is kept true by construction and by repair:
+
+* The proc-receive hook asks :class:`HookService` to record the push's **intent** (a ``pending``
+  Push with its RefUpdates) before it moves any ref, and to mark it **done** afterwards, which
+  drops the refs that did not move and queues the pipeline and the webhooks in the same
+  transaction. Both steps are compare-and-set on the push's state, so a retry or a race with
+  the reconciler records a push once.
+* The **reconciler** (:func:`reconcile_repo`, :func:`reconcile_all`) compares the refs on disk
+  with the ledger and records each difference as a ``recovered`` push with its pipeline: the
+  pending intent that explains it when there is one (its pusher is kept), else a push with no
+  pusher. An intent younger than ``receive_finish_timeout`` may still be in its hook's hands
+  and is left alone. A repository whose refs did not change since the last clean pass costs a
+  fingerprint (gitserver.git.refstate) and a compare.
+
+Archive refs (``repour-*``, ``branch-repour-*``) are written by the server itself and answer
+to the Archive table instead; ``gitserver check`` verifies them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
+from gitserver.git import refs, refstate
+from gitserver.pipelines.queue import PushContext, enqueue_push_pipeline, notify_push, pipeline_url
+
+if TYPE_CHECKING:
+    from gitserver.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+RECOVERED_PROTOCOL = "recovered"
+MAX_HOOK_LINE = 64 * 1024 * 1024
+_PAIR_CHUNK = 400  # (ref, new) pairs per IN clause: well inside SQLite's variable limit
+
+
+# --- recording a push --------------------------------------------------------------------------
+
+def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]]) -> models.Push:
+    """A ``pending`` push with its ref updates (old, new, ref): who pushes what, before it moves."""
+    push = models.Push(repo_id=ctx.repo_id, user_id=ctx.user_id, public_key_id=ctx.key_id,
+                       key_fingerprint=ctx.key_fingerprint, protocol=ctx.protocol,
+                       client_address=ctx.client_address, state=models.PUSH_PENDING)
+    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new) for old, new, ref in updates]
+    session.add(push)
+    session.flush()
+    return push
+
+
+def complete_push(session: Session, push_id: int, moved: Iterable[str],
+                  state: str = models.PUSH_DONE) -> models.Pipeline | None:
+    """Settle a pending push: keep the ref updates of ``moved`` refs, queue the pipeline and
+    the ``push`` webhooks. A push that is no longer pending (the reconciler or a retry got
+    there first) is left as it is; the result is then its existing pipeline."""
+    moved = set(moved)
+    final = state if moved else models.PUSH_FAILED
+    claimed = session.execute(
+        update(models.Push).where(models.Push.id == push_id, models.Push.state == models.PUSH_PENDING)
+        .values(state=final, finished_at=utcnow()).execution_options(synchronize_session=False))
+    push = session.get(models.Push, push_id)
+    if push is None:
+        raise LookupError(f"push {push_id} does not exist")
+    session.refresh(push)
+    if not claimed.rowcount:
+        return session.scalar(select(models.Pipeline).where(models.Pipeline.push_id == push_id))
+    stale = [u.id for u in push.ref_updates if u.ref not in moved]
+    if stale:
+        session.execute(delete(models.RefUpdate).where(models.RefUpdate.id.in_(stale)))
+        session.expire(push, ["ref_updates"])
+    if final == models.PUSH_FAILED:
+        return None
+    pipeline = enqueue_push_pipeline(session, push)
+    notify_push(session, push, pipeline)
+    return pipeline
+
+
+def record_push(session: Session, ctx: PushContext,
+                updates: list[tuple[str, str, str]]) -> tuple[models.Push, models.Pipeline | None]:
+    """Record a push whose refs have all moved already, with its pipeline, in one go."""
+    push = record_intent(session, ctx, updates)
+    pipeline = complete_push(session, push.id, [ref for _old, _new, ref in updates])
+    return push, pipeline
+
+
+# --- the hook's side of it ---------------------------------------------------------------------
+
+class HookService:
+    """Answers the proc-receive hook of one git process (gitserver.hookrun.SocketLedger):
+    ``{"op": "intent", "updates": [[old, new, ref], ...]}`` → ``{"push_id": n}`` and
+    ``{"op": "done", "push_id": n, "moved": [ref, ...]}`` → ``{"messages": [...]}``.
+    Failures answer ``{"error": "..."}`` with a message safe to show the pusher."""
+
+    def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str) -> None:
+        self.sessions = sessions
+        self.ctx = ctx
+        self.http_base_url = http_base_url
+        self.issued: set[int] = set()
+        self.pipeline_ids: list[int] = []
+
+    def handle(self, request: Any, trust_push_ids: bool = False) -> dict[str, object]:
+        try:
+            return self._handle(request, trust_push_ids)
+        except ValueError as exc:
+            return {"error": str(exc)[:200]}
+        except Exception as exc:  # noqa: BLE001  (one line for the pusher; the log has the rest)
+            log.exception("recording a push to repository %s failed", self.ctx.repo_id)
+            return {"error": f"database error ({type(exc).__name__})"}
+
+    def _handle(self, request: Any, trust_push_ids: bool) -> dict[str, object]:
+        op = request.get("op") if isinstance(request, dict) else None
+        if op == "intent":
+            updates = parse_updates(request.get("updates"))
+            with transaction(self.sessions) as session:
+                push_id = record_intent(session, self.ctx, updates).id
+            self.issued.add(push_id)
+            return {"push_id": push_id}
+        if op == "done":
+            push_id, moved = request.get("push_id"), request.get("moved")
+            if not isinstance(push_id, int) or not (trust_push_ids or push_id in self.issued):
+                raise ValueError("done for a push this session did not start")
+            if not (isinstance(moved, list) and all(isinstance(r, str) for r in moved)):
+                raise ValueError("malformed list of moved refs")
+            with transaction(self.sessions) as session:
+                pipeline = complete_push(session, push_id, moved)
+                pipeline_id = pipeline.id if pipeline is not None else None
+            if pipeline_id is None:
+                return {"messages": []}
+            self.pipeline_ids.append(pipeline_id)
+            log.info("push %s to repository %s: %d ref(s), pipeline %s", push_id,
+                     self.ctx.repo_id, len(moved), pipeline_id)
+            return {"messages": [f"pipeline {pipeline_id} queued: "
+                                 f"{pipeline_url(self.http_base_url, pipeline_id)}"]}
+        raise ValueError("unknown hook request")
+
+
+def parse_updates(rows: Any) -> list[tuple[str, str, str]]:
+    """``[[old, new, ref], ...]`` from the hook; ValueError if malformed."""
+    if not isinstance(rows, list) or not rows:
+        raise ValueError("malformed ref updates in hook message")
+    updates = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
+            raise ValueError("malformed ref update in hook message")
+        if not (refs.is_oid(row[0]) and refs.is_oid(row[1])) or refs.ref_format_problem(row[2]):
+            raise ValueError("malformed ref update in hook message")
+        updates.append((row[0], row[1], row[2]))
+    return updates
+
+
+def serve_hook_socket(sock: socket.socket, service: HookService) -> None:
+    """Answer hook requests on ``sock`` until every git process holding its other end exits.
+
+    Runs in a thread of its own, not tied to the client's connection: a client that hangs up
+    after its commands does not stop the hook from recording the push.
+    """
+    with sock, sock.makefile("rwb") as stream:
+        while True:
+            try:
+                line = stream.readline(MAX_HOOK_LINE)
+            except OSError:
+                return
+            if not line:
+                return
+            try:
+                request = json.loads(line)
+            except ValueError:
+                request = None
+            reply = service.handle(request)
+            try:
+                stream.write(json.dumps(reply).encode() + b"\n")
+                stream.flush()
+            except OSError:
+                return  # the hook died; the reconciler settles its intent
+
+
+# --- the reconciler ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Difference:
+    """A ref whose value on disk is not in the ledger."""
+
+    repo: str
+    ref: str
+    value: str
+    intent_id: int | None = None  # the pending push that explains it, if any
+
+    def describe(self) -> str:
+        why = (f"pending push {self.intent_id} moved it but was never completed"
+               if self.intent_id else "no push recorded it")
+        return f"{self.repo} {self.ref}: {self.value} on disk is not in the ledger ({why})"
+
+
+@dataclasses.dataclass
+class RepoPass:
+    """What one reconciler pass found (and, when repairing, recorded) in one repository."""
+
+    repo: str
+    differences: list[Difference] = dataclasses.field(default_factory=list)
+    recovered_pushes: list[int] = dataclasses.field(default_factory=list)
+    failed_intents: list[int] = dataclasses.field(default_factory=list)
+    unsettled: bool = False  # a young pending intent: look again next pass
+    skipped: bool = False  # fingerprint unchanged
+
+
+@dataclasses.dataclass(frozen=True)
+class RepoRef:
+    """The columns of a repository the reconciler needs, read without the ORM."""
+
+    id: int
+    tenant: str
+    name: str
+    fingerprint: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+def list_repos(session: Session) -> list[RepoRef]:
+    rows = session.execute(
+        select(models.Repository.id, models.Tenant.name, models.Repository.name,
+               models.Repository.refs_fingerprint)
+        .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
+        .order_by(models.Repository.id))
+    return [RepoRef(*row) for row in rows]
+
+
+def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *,
+                   intent_grace: float, repair: bool = True, force: bool = False,
+                   now: dt.datetime | None = None) -> RepoPass:
+    """Compare one repository's refs with the ledger; with ``repair``, record what is missing.
+
+    ``force`` reads the refs even when the fingerprint says nothing changed (``gitserver
+    check``). Never moves or deletes a ref.
+    """
+    result = RepoPass(repo.full_name)
+    # Fingerprint before reading the refs: a ref written after it changes the next one.
+    fingerprint = refstate.fingerprint(path)
+    if fingerprint == repo.fingerprint and not force:
+        result.skipped = True
+        return result
+    # Refs before the ledger: an intent is committed before its ref moves, so every ref read
+    # here that came through a hook has its intent visible to the queries below.
+    on_disk = refstate.ledger_refs(refstate.read_refs(path))
+    now = now or utcnow()
+    cutoff = now - dt.timedelta(seconds=intent_grace)
+    with transaction(sessions) as session:
+        missing = _missing(session, repo.id, on_disk)
+        intents = _pending_intents(session, repo.id)
+    explained: dict[tuple[str, str], tuple[int, dt.datetime]] = {}
+    for push_id, created_at, ref, new in intents:
+        explained.setdefault((ref, new), (push_id, created_at))
+    young = {push_id for push_id, created_at, _r, _n in intents if created_at > cutoff}
+    for ref, value in sorted(missing.items()):
+        intent = explained.get((ref, value))
+        if intent is not None and intent[0] in young:
+            result.unsettled = True  # its hook may still be recording it
+            continue
+        result.differences.append(Difference(repo.full_name, ref, value, intent[0] if intent else None))
+    settle = {push_id for push_id, created_at, _r, _n in intents if push_id not in young}
+    if not repair:
+        return result
+    if not result.differences and not settle and fingerprint == repo.fingerprint:
+        return result
+    stored = fingerprint if not result.unsettled else f"unsettled:{secrets.token_hex(8)}"
+    with transaction(sessions) as session:
+        # Compare-and-set first: of two reconcilers looking at the same change, one records it.
+        won = session.execute(
+            update(models.Repository)
+            .where(models.Repository.id == repo.id,
+                   models.Repository.refs_fingerprint == repo.fingerprint)
+            .values(refs_fingerprint=stored).execution_options(synchronize_session=False))
+        if not won.rowcount:
+            result.differences.clear()
+            result.unsettled = True
+            return result
+        _record_differences(session, repo, result, settle)
+    return result
+
+
+def _missing(session: Session, repo_id: int, on_disk: dict[str, str]) -> dict[str, str]:
+    """The (ref → value) pairs on disk that no done or recovered push recorded."""
+    pairs = list(on_disk.items())
+    found: set[tuple[str, str]] = set()
+    for i in range(0, len(pairs), _PAIR_CHUNK):
+        chunk = pairs[i:i + _PAIR_CHUNK]
+        found.update(session.execute(
+            select(models.RefUpdate.ref, models.RefUpdate.new)
+            .join(models.Push, models.Push.id == models.RefUpdate.push_id)
+            .where(models.Push.repo_id == repo_id, models.Push.state.in_(models.LEDGER_STATES),
+                   tuple_(models.RefUpdate.ref, models.RefUpdate.new).in_(chunk))).tuples())
+    missing = {ref: value for ref, value in pairs if (ref, value) not in found}
+    # Adjust (Repour) tags are written by the server and recorded in the Archive table, under
+    # the tool's version name when it gave one: they answer to `gitserver check`'s archive
+    # verification, not to the push ledger.
+    tag_names = [ref[len(refs.TAGS):] for ref in missing if ref.startswith(refs.TAGS)]
+    for i in range(0, len(tag_names), _PAIR_CHUNK):
+        for tag in session.scalars(select(models.Archive.tag).where(
+                models.Archive.repo_id == repo_id, models.Archive.tag.in_(tag_names[i:i + _PAIR_CHUNK]))):
+            missing.pop(refs.TAGS + tag, None)
+    return missing
+
+
+def _pending_intents(session: Session, repo_id: int) -> list[tuple[int, dt.datetime, str, str]]:
+    rows = session.execute(
+        select(models.Push.id, models.Push.created_at, models.RefUpdate.ref, models.RefUpdate.new)
+        .join(models.RefUpdate, models.RefUpdate.push_id == models.Push.id)
+        .where(models.Push.repo_id == repo_id, models.Push.state == models.PUSH_PENDING)
+        .order_by(models.Push.id))
+    return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def _record_differences(session: Session, repo: RepoRef, result: RepoPass, settle: set[int]) -> None:
+    by_intent: dict[int, list[str]] = {}
+    orphans: list[Difference] = []
+    for diff in result.differences:
+        if diff.intent_id is not None:
+            by_intent.setdefault(diff.intent_id, []).append(diff.ref)
+        else:
+            orphans.append(diff)
+    for push_id in sorted(settle | set(by_intent)):
+        moved = by_intent.get(push_id, [])
+        pipeline = complete_push(session, push_id, moved,
+                                 state=models.PUSH_RECOVERED)
+        if moved and pipeline is not None:
+            result.recovered_pushes.append(push_id)
+            log.warning("%s: push %s was never completed; recovered %d ref(s) with pipeline %s",
+                        repo.full_name, push_id, len(moved), pipeline.id)
+        elif not moved:
+            result.failed_intents.append(push_id)
+    if orphans:
+        latest = _latest_values(session, repo.id, [d.ref for d in orphans])
+        push = models.Push(repo_id=repo.id, protocol=RECOVERED_PROTOCOL, state=models.PUSH_RECOVERED,
+                           finished_at=utcnow())
+        push.ref_updates = [models.RefUpdate(ref=d.ref, old=latest.get(d.ref, refs.ZERO_OID), new=d.value)
+                            for d in orphans]
+        session.add(push)
+        session.flush()
+        pipeline = enqueue_push_pipeline(session, push)
+        notify_push(session, push, pipeline)
+        result.recovered_pushes.append(push.id)
+        log.warning("%s: %d ref(s) on disk were never recorded (%s); recorded as push %s",
+                    repo.full_name, len(orphans), ", ".join(d.ref for d in orphans[:5]), push.id)
+
+
+def _latest_values(session: Session, repo_id: int, ref_names: list[str]) -> dict[str, str]:
+    """The newest recorded value of each ref (the ``old`` of a recovered update)."""
+    rows = session.execute(
+        select(models.RefUpdate.ref, models.RefUpdate.new)
+        .join(models.Push, models.Push.id == models.RefUpdate.push_id)
+        .where(models.Push.repo_id == repo_id, models.Push.state.in_(models.LEDGER_STATES),
+               models.RefUpdate.ref.in_(ref_names))
+        .order_by(models.RefUpdate.id))
+    return {ref: new for ref, new in rows}
+
+
+@dataclasses.dataclass
+class Summary:
+    repos: int = 0
+    skipped: int = 0
+    recovered_pushes: int = 0
+    failed_intents: int = 0
+    unsettled: int = 0
+    errors: int = 0
+
+
+def reconcile_all(sessions: sessionmaker[Session], repos_path: Any, *, intent_grace: float) -> Summary:
+    """One pass over every repository (``repos_path(tenant, name) -> Path``)."""
+    summary = Summary()
+    with transaction(sessions) as session:
+        repos = list_repos(session)
+    for repo in repos:
+        summary.repos += 1
+        try:
+            path = repos_path(repo.tenant, repo.name)
+            if not (path / "HEAD").is_file():
+                continue
+            result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace)
+        except Exception:  # noqa: BLE001  (one broken repository does not stop the pass)
+            log.exception("reconciling %s failed", repo.full_name)
+            summary.errors += 1
+            continue
+        summary.skipped += result.skipped
+        summary.recovered_pushes += len(result.recovered_pushes)
+        summary.failed_intents += len(result.failed_intents)
+        summary.unsettled += result.unsettled
+    return summary
+
+
+def reconcile_one(sessions: sessionmaker[Session], repos_path: Any, repo_id: int, *,
+                  intent_grace: float) -> RepoPass | None:
+    """Reconcile one repository by id (after a push to it)."""
+    with transaction(sessions) as session:
+        row = session.execute(
+            select(models.Repository.id, models.Tenant.name, models.Repository.name,
+                   models.Repository.refs_fingerprint)
+            .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
+            .where(models.Repository.id == repo_id)).first()
+    if row is None:
+        return None
+    repo = RepoRef(*row)
+    return reconcile_repo(sessions, repo, repos_path(repo.tenant, repo.name), intent_grace=intent_grace)
+
+
+def startup_pass(runtime: Runtime, who: str) -> Summary:
+    """What a daemon or worker does once at start: remove the quarantine directories of
+    receive-packs that died, then reconcile every repository."""
+    cfg = runtime.config
+    removed = refstate.remove_stale_quarantines(cfg.repos_dir, cfg.quarantine_stale_seconds)
+    if removed:
+        log.warning("%s: removed %d stale push quarantine dir(s): %s", who, len(removed),
+                    ", ".join(str(p) for p in removed[:5]))
+    return periodic_pass(runtime, who)
+
+
+def periodic_pass(runtime: Runtime, who: str) -> Summary:
+    summary = reconcile_all(runtime.sessions, runtime.store.path,
+                            intent_grace=runtime.config.receive_finish_timeout)
+    if summary.recovered_pushes or summary.failed_intents or summary.errors:
+        log.warning("%s reconciler: %d repositories, %d recovered push(es), %d intent(s) that "
+                    "moved nothing, %d error(s)", who, summary.repos, summary.recovered_pushes,
+                    summary.failed_intents, summary.errors)
+    return summary

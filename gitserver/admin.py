@@ -460,10 +460,15 @@ def ref_candidates(ref: str) -> list[str]:
 
 
 def pushes_query(repo: models.Repository, *, ref: str | None = None,
-                 user: models.User | None | bool = None) -> Select[Any]:
-    """The audit log of one repository. ``user=False`` means "a user that does not exist":
-    the filter then matches nothing (rather than being ignored)."""
+                 user: models.User | None | bool = None, state: str | None = None) -> Select[Any]:
+    """The audit log of one repository: the ledger (done and recovered pushes) unless
+    ``state`` names one state or is ``all``. ``user=False`` means "a user that does not
+    exist": the filter then matches nothing (rather than being ignored)."""
     query = select(models.Push).where(models.Push.repo_id == repo.id)
+    if state is None:
+        query = query.where(models.Push.state.in_(models.LEDGER_STATES))
+    elif state != "all":
+        query = query.where(models.Push.state == state)
     if ref:
         query = query.where(models.Push.id.in_(
             select(models.RefUpdate.push_id).where(models.RefUpdate.ref.in_(ref_candidates(ref)))))

@@ -87,6 +87,9 @@ class PostgresCluster:
                            "--no-sync", "-E", "UTF8")
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr}")
+        self.start_server()
+
+    def start_server(self) -> None:
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
         result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
@@ -95,8 +98,12 @@ class PostgresCluster:
             log = (self.root / "log").read_text() if (self.root / "log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {result.stderr}\n{log}")
 
-    def stop(self) -> None:
+    def stop_server(self) -> None:
+        """Stop the server as a crash would (``-m immediate``); the cluster stays."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+
+    def stop(self) -> None:
+        self.stop_server()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:

@@ -80,7 +80,7 @@ def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
 def push_json(push: models.Push, user_names: dict[int, str]) -> dict[str, Any]:
     return {"id": push.id, "user": user_names.get(push.user_id) if push.user_id else None,
             "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
-            "client_address": push.client_address, "created_at": push.created_at,
+            "client_address": push.client_address, "state": push.state, "created_at": push.created_at,
             "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
 
 
@@ -287,7 +287,12 @@ class Pushes:
             user: models.User | bool | None = None
             if user_name:
                 user = admin.find_user(session, row.tenant, user_name) or False
-            result = page(session, admin.pushes_query(row, ref=ref, user=user), models.Push.id, req,
+            state = req.get_param("state") or None
+            if state is not None and state not in (*models.PUSH_STATES, "all"):
+                raise InvalidInput(f"state must be one of {', '.join(models.PUSH_STATES)} or all",
+                                   field="state")
+            result = page(session, admin.pushes_query(row, ref=ref, user=user, state=state),
+                          models.Push.id, req,
                           descending=True)
             ids = {p.user_id for p in result["items"] if p.user_id}
             names = dict(session.execute(select(models.User.id, models.User.name)
@@ -367,11 +372,17 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     },
     "Push": {
         "type": "object",
-        "required": ["id", "user", "key_fingerprint", "protocol", "client_address", "created_at", "ref_updates"],
+        "required": ["id", "user", "key_fingerprint", "protocol", "client_address", "state", "created_at",
+                     "ref_updates"],
         "properties": {
             "id": {"type": "integer"}, "user": {"type": ["string", "null"]},
             "key_fingerprint": {"type": "string"}, "protocol": {"type": "string"},
             "client_address": {"type": "string"}, "created_at": DATETIME,
+            "state": {"type": "string", "enum": list(models.PUSH_STATES),
+                      "description": "done: recorded by the push itself; recovered: recorded by the "
+                                     "reconciler (the pusher or the server died before the push was "
+                                     "done, or the ref was written outside a push); pending: its refs "
+                                     "are being moved; failed: no ref moved"},
             "ref_updates": {"type": "array", "items": {
                 "type": "object", "required": ["ref", "old", "new"],
                 "properties": {"ref": {"type": "string"}, "old": {"type": "string"}, "new": {"type": "string"}}}},
@@ -449,6 +460,10 @@ OPENAPI_PATHS: dict[str, Any] = {
                                  oa.query_param("ref", "only pushes that updated this ref "
                                                 "(full name, or a branch or tag name)",
                                                 {"type": "string", "maxLength": MAX_REF_FILTER}),
-                                 oa.query_param("user", "only pushes by this user of the tenant")]),
+                                 oa.query_param("user", "only pushes by this user of the tenant"),
+                                 oa.query_param("state", "only pushes in this state; default: the "
+                                                "ledger (done and recovered), 'all' for every state",
+                                                {"type": "string",
+                                                 "enum": [*models.PUSH_STATES, "all"]})]),
     },
 }

@@ -216,6 +216,7 @@ class RepoPass:
     failed_intents: list[int] = dataclasses.field(default_factory=list)
     unsettled: bool = False  # a young pending intent: look again next pass
     skipped: bool = False  # fingerprint unchanged
+    clean_fingerprint: str = ""  # nothing to record: store this fingerprint (see store_fingerprints)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +277,10 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
     settle = {push_id for push_id, created_at, _r, _n in intents if push_id not in young}
     if not repair:
         return result
-    if not result.differences and not settle and fingerprint == repo.fingerprint:
+    if not result.differences and not settle:
+        # Nothing to record: the caller stores the fingerprint (batched with other clean ones).
+        if not result.unsettled and fingerprint != repo.fingerprint:
+            result.clean_fingerprint = fingerprint
         return result
     stored = fingerprint if not result.unsettled else f"unsettled:{secrets.token_hex(8)}"
     with transaction(sessions) as session:
@@ -380,30 +384,54 @@ class Summary:
     errors: int = 0
 
 
-def reconcile_all(sessions: sessionmaker[Session], repos_path: Any, *, intent_grace: float) -> Summary:
-    """One pass over every repository (``repos_path(tenant, name) -> Path``)."""
+FINGERPRINT_BATCH = 500
+
+
+def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_grace: float) -> Summary:
+    """One pass over every repository under ``repos_root`` that the database knows."""
     summary = Summary()
     with transaction(sessions) as session:
         repos = list_repos(session)
+    clean: list[tuple[RepoRef, str]] = []
     for repo in repos:
         summary.repos += 1
+        # Names come from the database, validated when the repository was created.
+        path = repos_root / repo.tenant / f"{repo.name}.git"
         try:
-            path = repos_path(repo.tenant, repo.name)
-            if not (path / "HEAD").is_file():
-                continue
             result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace)
         except Exception:  # noqa: BLE001  (one broken repository does not stop the pass)
-            log.exception("reconciling %s failed", repo.full_name)
-            summary.errors += 1
+            if (path / "HEAD").is_file():
+                log.exception("reconciling %s failed", repo.full_name)
+                summary.errors += 1
             continue
         summary.skipped += result.skipped
         summary.recovered_pushes += len(result.recovered_pushes)
         summary.failed_intents += len(result.failed_intents)
         summary.unsettled += result.unsettled
+        if result.clean_fingerprint:
+            clean.append((repo, result.clean_fingerprint))
+        if len(clean) >= FINGERPRINT_BATCH:
+            store_fingerprints(sessions, clean)
+            clean = []
+    store_fingerprints(sessions, clean)
     return summary
 
 
-def reconcile_one(sessions: sessionmaker[Session], repos_path: Any, repo_id: int, *,
+def store_fingerprints(sessions: sessionmaker[Session], clean: list[tuple[RepoRef, str]]) -> None:
+    """Remember the fingerprints of repositories found in order, in one transaction; each is a
+    compare-and-set, so a value another reconciler changed meanwhile is left as it is."""
+    if not clean:
+        return
+    with transaction(sessions) as session:
+        for repo, fingerprint in clean:
+            session.execute(
+                update(models.Repository)
+                .where(models.Repository.id == repo.id,
+                       models.Repository.refs_fingerprint == repo.fingerprint)
+                .values(refs_fingerprint=fingerprint).execution_options(synchronize_session=False))
+
+
+def reconcile_one(sessions: sessionmaker[Session], repos_root: Path, repo_id: int, *,
                   intent_grace: float) -> RepoPass | None:
     """Reconcile one repository by id (after a push to it)."""
     with transaction(sessions) as session:
@@ -415,7 +443,11 @@ def reconcile_one(sessions: sessionmaker[Session], repos_path: Any, repo_id: int
     if row is None:
         return None
     repo = RepoRef(*row)
-    return reconcile_repo(sessions, repo, repos_path(repo.tenant, repo.name), intent_grace=intent_grace)
+    result = reconcile_repo(sessions, repo, repos_root / repo.tenant / f"{repo.name}.git",
+                            intent_grace=intent_grace)
+    if result.clean_fingerprint:
+        store_fingerprints(sessions, [(repo, result.clean_fingerprint)])
+    return result
 
 
 def startup_pass(runtime: Runtime, who: str) -> Summary:
@@ -430,7 +462,7 @@ def startup_pass(runtime: Runtime, who: str) -> Summary:
 
 
 def periodic_pass(runtime: Runtime, who: str) -> Summary:
-    summary = reconcile_all(runtime.sessions, runtime.store.path,
+    summary = reconcile_all(runtime.sessions, runtime.store.root,
                             intent_grace=runtime.config.receive_finish_timeout)
     if summary.recovered_pushes or summary.failed_intents or summary.errors:
         log.warning("%s reconciler: %d repositories, %d recovered push(es), %d intent(s) that "

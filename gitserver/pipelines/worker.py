@@ -469,7 +469,7 @@ class PipelineRun:
         if repo_id is None:
             return
         try:
-            ledger.reconcile_one(self.sessions, self.ctx.runtime.store.path, repo_id,
+            ledger.reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
                                  intent_grace=self.cfg.receive_finish_timeout)
         except Exception:  # noqa: BLE001  (the periodic pass tries again; the push goes on)
             log.exception("reconciling repository %s failed", repo_id)

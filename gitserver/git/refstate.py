@@ -61,6 +61,15 @@ def read_refs(repo_path: Path) -> dict[str, str]:
     return out
 
 
+def written_within(repo_path: Path, ref: str, seconds: float, now: float | None = None) -> bool:
+    """True when ``ref`` is a loose ref file written less than ``seconds`` ago."""
+    try:
+        mtime = os.stat(repo_path / ref, follow_symlinks=False).st_mtime
+    except OSError:
+        return False  # packed (written by pack-refs, long ago) or gone
+    return (time.time() if now is None else now) - mtime < seconds
+
+
 def ledger_refs(all_refs: dict[str, str]) -> dict[str, str]:
     """The refs the push ledger answers for: all but the archive refs, which the server
     writes itself and records in the Archive table."""

@@ -47,7 +47,10 @@ log = logging.getLogger(__name__)
 
 RECOVERED_PROTOCOL = "recovered"
 MAX_HOOK_LINE = 64 * 1024 * 1024
-_PAIR_CHUNK = 400  # (ref, new) pairs per IN clause: well inside SQLite's variable limit
+_PAIR_CHUNK = 400
+# A loose ref written this recently with no intent behind it may belong to a server-side
+# writer that has not recorded it yet; the periodic pass leaves it for the next one.
+FRESH_REF_SECONDS = 10.0  # (ref, new) pairs per IN clause: well inside SQLite's variable limit
 
 
 # --- recording a push --------------------------------------------------------------------------
@@ -273,6 +276,11 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
         if intent is not None and intent[0] in young:
             result.unsettled = True  # its hook may still be recording it
             continue
+        if intent is None and not force and refstate.written_within(path, ref, FRESH_REF_SECONDS):
+            # The server's own writers (a Repour adjust tag, written a moment before its
+            # Archive row) may be mid-way: look again next pass. `check` does not wait.
+            result.unsettled = True
+            continue
         result.differences.append(Difference(repo.full_name, ref, value, intent[0] if intent else None))
     settle = {push_id for push_id, created_at, _r, _n in intents if push_id not in young}
     if not repair:
@@ -304,11 +312,11 @@ def _missing(session: Session, repo_id: int, on_disk: dict[str, str]) -> dict[st
     found: set[tuple[str, str]] = set()
     for i in range(0, len(pairs), _PAIR_CHUNK):
         chunk = pairs[i:i + _PAIR_CHUNK]
-        found.update(session.execute(
+        found.update((ref, new) for ref, new in session.execute(
             select(models.RefUpdate.ref, models.RefUpdate.new)
             .join(models.Push, models.Push.id == models.RefUpdate.push_id)
             .where(models.Push.repo_id == repo_id, models.Push.state.in_(models.LEDGER_STATES),
-                   tuple_(models.RefUpdate.ref, models.RefUpdate.new).in_(chunk))).tuples())
+                   tuple_(models.RefUpdate.ref, models.RefUpdate.new).in_(chunk))).all())
     missing = {ref: value for ref, value in pairs if (ref, value) not in found}
     # Adjust (Repour) tags are written by the server and recorded in the Archive table, under
     # the tool's version name when it gave one: they answer to `gitserver check`'s archive

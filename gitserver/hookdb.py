@@ -12,23 +12,16 @@ from collections.abc import Mapping
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory, transaction
 from gitserver.git import protect
+from gitserver.hookenv import HookEnv
 from gitserver.pipelines import ledger
 from gitserver.pipelines.queue import PushContext
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
-    def int_or_none(name: str) -> int | None:
-        value = environ.get(name)
-        return int(value) if value else None
-
-    repo_id = int_or_none("GITSERVER_REPO_ID")
-    if repo_id is None:
-        raise RuntimeError("GITSERVER_REPO_ID is not set: git was not started by gitserver")
-    return PushContext(repo_id=repo_id, user_id=int_or_none("GITSERVER_USER_ID"),
-                       key_id=int_or_none("GITSERVER_KEY_ID"),
-                       key_fingerprint=environ.get("GITSERVER_KEY_FINGERPRINT", ""),
-                       protocol=environ.get("GITSERVER_PUSH_PROTOCOL", "internal"),
-                       client_address=environ.get("GITSERVER_CLIENT_ADDRESS", ""))
+    env = HookEnv.from_env(environ)
+    return PushContext(repo_id=env.repo_id, user_id=env.user_id, key_id=env.key_id,
+                       key_fingerprint=env.key_fingerprint, protocol=env.protocol,
+                       client_address=env.client_address)
 
 
 class DirectLedger:

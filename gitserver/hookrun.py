@@ -26,10 +26,9 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
+from gitserver import hookenv
 from gitserver.git import protect, refs
 
-ENV_PERMISSION = "GITSERVER_PERMISSION"
-ENV_HOOK_FD = "GITSERVER_HOOK_FD"
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
 # How long the hook waits for the process that started git to answer one request before it
@@ -40,7 +39,7 @@ _FLUSH = b"0000"
 
 
 def can_write(environ: dict[str, str] | os._Environ[str]) -> bool:
-    return environ.get(ENV_PERMISSION, "") in WRITE_PERMISSIONS
+    return hookenv.permission(environ) in WRITE_PERMISSIONS
 
 
 def git_is_ancestor(old: str, new: str) -> bool:
@@ -263,7 +262,7 @@ class SocketLedger:
 
 def ledger_from_environment(environ: dict[str, str] | os._Environ[str]) -> Ledger:
     """The socket back to the process that started git, or the database itself."""
-    fd = environ.get(ENV_HOOK_FD)
+    fd = environ.get(hookenv.ENV_HOOK_FD)
     if fd and fd.isdigit():
         return SocketLedger(int(fd), environ)
     from gitserver.hookdb import DirectLedger

@@ -55,6 +55,7 @@ from gitserver.db.session import transaction
 from gitserver.errors import GitserverError
 from gitserver.git import refs
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
+from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.names import validate_name
 from gitserver.pipelines import adjust as adjust_mod
 from gitserver.pipelines import jobs, ledger
@@ -517,7 +518,7 @@ class GitWork:
             pass_fds: tuple[int, ...] = ()
             if sessions is not None:
                 recorder = stack.enter_context(PushRecorder(sessions, self.config, target, actor))
-                env["GITSERVER_HOOK_FD"] = str(recorder.child_fd)
+                env[ENV_HOOK_FD] = str(recorder.child_fd)
                 pass_fds = (recorder.child_fd,)
             result = self.git("push", "--porcelain", f"--receive-pack={shlex.join(receive_pack)}", "--",
                               str(target.path), *refspecs, remote=INTERNAL, env=env, check=False,
@@ -571,21 +572,11 @@ def push_env(config: Config, target: Target, actor: Actor) -> dict[str, str]:
     """What the hooks need when git is started by the server itself (see hookdb.py): the
     repository, the identity for the audit record, the permission already checked, and where
     the database is."""
-    env = {
-        "GITSERVER_REPO_ID": str(target.repo_id),
-        "GITSERVER_REPO": target.full_name,
-        "GITSERVER_USER_ID": str(actor.user_id) if actor.user_id is not None else "",
-        "GITSERVER_USER": actor.user_name,
-        "GITSERVER_PERMISSION": "write",
-        "GITSERVER_PUSH_PROTOCOL": PUSH_PROTOCOL,
-        "GITSERVER_CLIENT_ADDRESS": actor.client_address,
-        "GITSERVER_DATA_DIR": str(config.data_dir),
-        "GITSERVER_DATABASE_URL": config.effective_database_url,
-        "GITSERVER_PUBLIC_HTTP_URL": config.http_base_url,
-    }
-    if os.environ.get("GITSERVER_CONFIG"):
-        env["GITSERVER_CONFIG"] = os.environ["GITSERVER_CONFIG"]
-    return env
+    return HookEnv(repo_id=target.repo_id, repo=target.full_name, permission="write",
+                   protocol=PUSH_PROTOCOL, data_dir=str(config.data_dir),
+                   database_url=config.effective_database_url, public_http_url=config.http_base_url,
+                   user_id=actor.user_id, user=actor.user_name, client_address=actor.client_address,
+                   config_file=os.environ.get(ENV_CONFIG, "")).to_env()
 
 
 def refused_refs(porcelain: str) -> list[tuple[str, str]]:

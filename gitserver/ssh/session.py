@@ -25,7 +25,7 @@ import asyncssh
 from gitserver import access, metrics
 from gitserver.config import Config
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
-from gitserver.hookrun import ENV_HOOK_FD
+from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.pipelines import ledger
 from gitserver.pipelines.queue import PushContext
 from gitserver.runtime import Runtime
@@ -60,24 +60,14 @@ def child_env(config: Config, principal: access.Principal, target: Authorised, *
               base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the git child: minimal, plus what the hooks need to know."""
     base = os.environ if base is None else base
-    extra = {
-        "GITSERVER_REPO_ID": str(target.repo_id),
-        "GITSERVER_REPO": f"{target.tenant}/{target.repo}",
-        "GITSERVER_USER_ID": str(principal.user_id) if principal.user_id is not None else "",
-        "GITSERVER_USER": principal.user_name,
-        "GITSERVER_KEY_ID": str(principal.key_id) if principal.key_id is not None else "",
-        "GITSERVER_KEY_FINGERPRINT": principal.key_fingerprint,
-        "GITSERVER_PERMISSION": target.permission,
-        "GITSERVER_CLIENT_ADDRESS": client_address,
-        "GITSERVER_PUSH_PROTOCOL": "ssh",
-        "GITSERVER_DATA_DIR": str(config.data_dir),
-        "GITSERVER_DATABASE_URL": config.effective_database_url,
-        "GITSERVER_PUBLIC_HTTP_URL": config.http_base_url,
-    }
+    extra = HookEnv(
+        repo_id=target.repo_id, repo=f"{target.tenant}/{target.repo}", permission=target.permission,
+        protocol="ssh", data_dir=str(config.data_dir), database_url=config.effective_database_url,
+        public_http_url=config.http_base_url, user_id=principal.user_id, user=principal.user_name,
+        key_id=principal.key_id, key_fingerprint=principal.key_fingerprint,
+        client_address=client_address, config_file=base.get(ENV_CONFIG, "")).to_env()
     if git_protocol:
         extra[GIT_PROTOCOL] = git_protocol
-    if base.get("GITSERVER_CONFIG"):
-        extra["GITSERVER_CONFIG"] = base["GITSERVER_CONFIG"]
     return git_env(base, **extra)
 
 

@@ -160,3 +160,15 @@ def test_names_refused(ref: str, message: str) -> None:
     lines, applied = run("", f"{Z} {A} {ref}")
     assert lines == [f"ng {ref} {message}"]
     assert applied == []
+
+
+def test_hook_environment_round_trips() -> None:
+    from gitserver.hookenv import HookEnv
+
+    env = HookEnv(repo_id=3, repo="acme/widgets", permission="write", protocol="ssh", data_dir="/d",
+                  database_url="sqlite:///x", public_http_url="http://h", user_id=7, user="alice",
+                  key_id=None, key_fingerprint="SHA256:x", client_address="127.0.0.1")
+    assert HookEnv.from_env(env.to_env()) == env
+    assert "GITSERVER_CONFIG" not in env.to_env()
+    with pytest.raises(ValueError, match="GITSERVER_REPO_ID is not set"):
+        HookEnv.from_env({"GITSERVER_PERMISSION": "write"})

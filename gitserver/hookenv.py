@@ -1,0 +1,72 @@
+"""The environment a git child gets from whoever started it, read back by the hooks.
+
+One dataclass, one spelling of every ``GITSERVER_*`` name: the SSH session and Repour's
+internal pushes build it (:meth:`HookEnv.to_env`), the proc-receive hook and its database
+fallback read it (:meth:`HookEnv.from_env`). Standard library only: the hooks import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
+ENV_CONFIG = "GITSERVER_CONFIG"
+
+
+@dataclasses.dataclass(frozen=True)
+class HookEnv:
+    """Who pushes where, as computed when the session was authorised, and where the database
+    is (for the hook's own fallback)."""
+
+    repo_id: int
+    repo: str  # tenant/name
+    permission: str  # read | write | admin
+    protocol: str  # ssh | repour | internal
+    data_dir: str
+    database_url: str
+    public_http_url: str
+    user_id: int | None = None
+    user: str = ""
+    key_id: int | None = None
+    key_fingerprint: str = ""
+    client_address: str = ""
+    config_file: str = ""
+
+    _NAMES = {
+        "repo_id": "GITSERVER_REPO_ID", "repo": "GITSERVER_REPO", "permission": "GITSERVER_PERMISSION",
+        "protocol": "GITSERVER_PUSH_PROTOCOL", "data_dir": "GITSERVER_DATA_DIR",
+        "database_url": "GITSERVER_DATABASE_URL", "public_http_url": "GITSERVER_PUBLIC_HTTP_URL",
+        "user_id": "GITSERVER_USER_ID", "user": "GITSERVER_USER", "key_id": "GITSERVER_KEY_ID",
+        "key_fingerprint": "GITSERVER_KEY_FINGERPRINT", "client_address": "GITSERVER_CLIENT_ADDRESS",
+        "config_file": ENV_CONFIG,
+    }
+
+    def to_env(self) -> dict[str, str]:
+        env = {}
+        for field, name in self._NAMES.items():
+            value = getattr(self, field)
+            if field == "config_file" and not value:
+                continue  # absent, not empty: config.load reads the variable when it is set
+            env[name] = "" if value is None else str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> HookEnv:
+        """ValueError when git was not started by gitserver (no repository id)."""
+        def optional_int(field: str) -> int | None:
+            value = environ.get(cls._NAMES[field], "")
+            return int(value) if value.isdigit() else None
+
+        repo_id = optional_int("repo_id")
+        if repo_id is None:
+            raise ValueError(f"{cls._NAMES['repo_id']} is not set: git was not started by gitserver")
+        text = {field: environ.get(name, "") for field, name in cls._NAMES.items()
+                if field not in ("repo_id", "user_id", "key_id")}
+        return cls(repo_id=repo_id, user_id=optional_int("user_id"), key_id=optional_int("key_id"),
+                   **{**text, "protocol": text["protocol"] or "internal"})
+
+
+def permission(environ: Mapping[str, str]) -> str:
+    """The pusher's permission, or "" (the hook refuses every write then)."""
+    return environ.get(HookEnv._NAMES["permission"], "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -18,7 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+# The alembic scripts ship inside the package, so an installed wheel finds them wherever pip
+# put it.
+MIGRATIONS_PACKAGE = "gitserver.db"
+MIGRATIONS_DIR_NAME = "migrations"
 
 
 def is_sqlite(url: str) -> bool:
@@ -65,11 +69,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def migrations_dir() -> Path:
+    """The directory of the alembic environment (env.py, versions/) inside the installed package."""
+    # alembic reads scripts from a real directory; a wheel installed by pip is always unpacked.
+    return Path(str(resources.files(MIGRATIONS_PACKAGE).joinpath(MIGRATIONS_DIR_NAME)))
+
+
 def alembic_config(url: str) -> "alembic.config.Config":  # type: ignore[name-defined]  # noqa: F821
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

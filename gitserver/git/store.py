@@ -14,6 +14,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 
 from gitserver.errors import Conflict, InvalidInput
@@ -29,7 +30,6 @@ HOOK_NAMES = ("pre-receive", "proc-receive")
 # Hooks an older release installed that must not run any more (the push is recorded by
 # proc-receive now): removed when the hooks are installed.
 RETIRED_HOOK_NAMES = ("post-receive",)
-HOOK_TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "hooks"
 
 # Written into every repository's config and repeated on every git command line.
 PROTECTED_CONFIG = {
@@ -126,8 +126,9 @@ def git_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, st
 def install_hooks(hooks_dir: Path, data_dir: Path, python: str | None = None) -> None:
     """Write the server's hook scripts into ``hooks_dir`` (core.hooksPath of every repo).
 
-    The templates in the top-level ``hooks/`` name the interpreter and data dir as
-    placeholders; they are filled here so a hook needs no PATH lookup and no config file.
+    The templates ship as package data in ``gitserver/hooks/`` and name the interpreter and
+    data dir as placeholders; they are filled here so a hook needs no PATH lookup and no config
+    file.
     """
     python = python or sys.executable
     hooks_dir.mkdir(parents=True, exist_ok=True)
@@ -144,9 +145,14 @@ def install_hooks(hooks_dir: Path, data_dir: Path, python: str | None = None) ->
 
 def rendered_hook(name: str, data_dir: Path, python: str | None = None) -> str:
     """The text :func:`install_hooks` writes for hook ``name`` (``gitserver check`` compares)."""
-    text = (HOOK_TEMPLATES_DIR / name).read_text()
+    text = hook_template(name)
     return text.replace("@PYTHON@", _sh_quote(python or sys.executable)).replace(
         "@DATA_DIR@", _sh_quote(str(data_dir)))
+
+
+def hook_template(name: str) -> str:
+    """The text of the hook template ``name`` (one of HOOK_NAMES), read from the package."""
+    return resources.files("gitserver").joinpath("hooks", name).read_text(encoding="utf-8")
 
 
 def _sh_quote(text: str) -> str:

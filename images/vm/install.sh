@@ -19,7 +19,8 @@ getent passwd gitserver >/dev/null || useradd --system --gid gitserver \
 install -d -o gitserver -g gitserver -m 0750 /var/lib/gitserver
 install -d -m 0755 /etc/gitserver
 
-# The code is used in place (migrations/ and hooks/ sit next to the package).
+# The release is unpacked to $prefix/app (example config, systemd units, docs) and installed
+# into the venv as a normal wheel: hooks and migrations are package data.
 rm -rf "$prefix/app.new"
 install -d "$prefix/app.new"
 tar -xzf "$release" -C "$prefix/app.new" --strip-components=1
@@ -28,8 +29,7 @@ tar -xzf "$release" -C "$prefix/app.new" --strip-components=1
 rm -rf "$prefix/app.old"
 [ ! -d "$prefix/app" ] || mv "$prefix/app" "$prefix/app.old"
 mv "$prefix/app.new" "$prefix/app"
-"$prefix/venv/bin/pip" install --no-cache-dir -e "$prefix/app"
-chmod 0755 "$prefix/app/hooks/"*
+"$prefix/venv/bin/pip" install --no-cache-dir "$prefix/app"
 
 [ -f /etc/gitserver/gitserver.toml ] || \
     install -m 0640 -g gitserver "$prefix/app/etc/gitserver.toml.example" /etc/gitserver/gitserver.toml

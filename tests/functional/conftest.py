@@ -52,7 +52,12 @@ class GitServer:
     """A running gitserver (``serve`` or separate parts) and helpers to drive it."""
 
     def __init__(self, data_dir: Path, db_url: str, git_env: Mapping[str, str],
-                 extra_env: Mapping[str, str] | None = None, parts: tuple[str, ...] = ("serve",)) -> None:
+                 extra_env: Mapping[str, str] | None = None, parts: tuple[str, ...] = ("serve",),
+                 python: str = sys.executable, cwd: Path = REPO_ROOT) -> None:
+        # ``python`` and ``cwd`` default to this checkout; the installed-package test passes a
+        # fresh venv's interpreter and a directory outside the source tree.
+        self.python = python
+        self.cwd = cwd
         self.data_dir = data_dir
         self.db_url = db_url
         self.ssh_port = free_port()
@@ -90,16 +95,16 @@ class GitServer:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "gitserver", *args], env=self.env, text=True,
-                                capture_output=True, input=input, timeout=120, cwd=REPO_ROOT)
+        result = subprocess.run([self.python, "-m", "gitserver", *args], env=self.env, text=True,
+                                capture_output=True, input=input, timeout=120, cwd=self.cwd)
         if check and result.returncode != 0:
             raise AssertionError(f"gitserver {' '.join(args)} failed: {result.stderr}")
         return result
 
     def spawn(self, part: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{part}-{len(self.procs)}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "gitserver", part], env={**self.env, **(env or {})},
-                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        proc = subprocess.Popen([self.python, "-m", "gitserver", part], env={**self.env, **(env or {})},
+                                stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                                 start_new_session=True)
         log.close()
         return proc

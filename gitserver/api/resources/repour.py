@@ -27,18 +27,16 @@ import dataclasses
 import html
 import json
 import logging
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import falcon
 from sqlalchemy.orm import Session
 
-import gitserver
 from gitserver import access, admin, metrics, netguard
+from gitserver import version as installed
 from gitserver.api import auth, lookup
 from gitserver.db import models
 from gitserver.db.session import transaction
@@ -51,7 +49,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 PRODUCT_NAME = "gitserver"
-REPO_ROOT = Path(gitserver.__file__).resolve().parent.parent
 
 # Repour's error body for a request that is not JSON, byte for byte.
 EXPECTED_JSON = [{"error_message": "expected json", "error_type": "json parsability", "path": []}]
@@ -469,16 +466,8 @@ class Cancel:
 # --- version ----------------------------------------------------------------------------------------
 
 def version_info() -> dict[str, Any]:
-    """Name, version and the commit of the running code (``Unknown`` outside a git checkout)."""
-    commit = "Unknown"
-    try:
-        result = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=False, stdin=subprocess.DEVNULL)
-        if result.returncode == 0 and result.stdout.strip():
-            commit = result.stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return {"name": PRODUCT_NAME, "version": gitserver.__version__, "commit": commit,
+    """Name, version and the commit the package was built from (``Unknown`` when not recorded)."""
+    return {"name": PRODUCT_NAME, "version": installed.version(), "commit": installed.commit() or "Unknown",
             "builtOn": None, "components": []}
 
 

@@ -1,0 +1,31 @@
+"""The installed version and the build's commit stamp."""
+
+from __future__ import annotations
+
+import pytest
+
+import gitserver
+from gitserver import version
+
+SHA1 = "0123456789abcdef0123456789abcdef01234567"
+SHA256 = SHA1 + "89abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (SHA1 + "\n", SHA1),
+    (SHA256, SHA256),
+    ("$Format:%H$\n", None),           # a checkout: git archive did not expand it
+    ("", None),
+    (SHA1[:-1], None),                 # truncated
+    (SHA1.upper(), None),              # git prints lower case; anything else is not its output
+    (SHA1 + "\nrm -rf /", None),       # one id and nothing else
+    (SHA1 + "0", None),
+])
+def test_parse_commit(text: str, expected: str | None) -> None:
+    assert version.parse_commit(text) == expected
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    # pyproject.toml takes the version from gitserver.__version__; the metadata must agree.
+    assert version.version() == gitserver.__version__
+

@@ -1,8 +1,8 @@
 """The one place where errors become HTTP responses.
 
 Resources raise :mod:`gitserver.errors` exceptions; :func:`register` maps that tree (and
-falcon's own HTTP errors, and anything unexpected) to JSON bodies of the form DESIGN.md
-section 6 fixes: ``{"title": …, "description": …}`` plus ``"field"`` when the error names one.
+falcon's own HTTP errors, and anything unexpected) to JSON bodies of the form docs/contract.md
+(HTTP) fixes: ``{"title": …, "description": …}`` plus ``"field"`` when the error names one.
 No traceback or exception text from an unexpected error ever reaches the client: it is logged
 once here, with the request line, and the client gets a generic 500.
 """

@@ -1,6 +1,6 @@
 """Finding the tenant or repository a URL names, as the caller is allowed to see it.
 
-The rule of DESIGN.md section 2: whatever a principal may not see answers exactly like
+The tenant wall of docs/architecture.md (Invariants): whatever a principal may not see answers exactly like
 something that does not exist (same status, same message), so the API cannot be used to probe
 for other tenants' names. Only once an object is visible may the answer become a 403
 ("you can see it but not do this").

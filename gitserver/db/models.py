@@ -1,4 +1,4 @@
-"""The data model of DESIGN.md section 2, as typed SQLAlchemy 2 declarative classes.
+"""The data model of docs/contract.md (Model), as typed SQLAlchemy 2 declarative classes.
 
 Services take a Session and never commit: the caller owns the transaction.
 """
@@ -34,7 +34,7 @@ PERMISSIONS = ("read", "write", "admin")
 
 VISIBILITIES = ("private", "internal", "public")
 
-# Pipeline, step and job states (DESIGN.md section 5).
+# Pipeline, step and job states (docs/contract.md, Pipelines and archives).
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)

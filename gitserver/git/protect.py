@@ -1,4 +1,4 @@
-"""Protected history: the per-ref rules of DESIGN.md section 4, as a pure function.
+"""Protected history: the per-ref rules of docs/contract.md, as a pure function.
 
 Nobody may delete a branch or tag, move a tag, push a non-fast-forward, or write the
 server's reserved names. The hooks adapt this to git; the tests table-test it directly.

@@ -10,7 +10,7 @@ configured command and reads an optional JSON result.
 
 Which provider runs (:func:`choose_provider`): the tool of the request's ``buildType`` when its
 command is configured; otherwise the ``process`` command when one is configured; otherwise
-``noop`` (DESIGN.md section 5).
+``noop`` (docs/contract.md, Pipelines and archives).
 
 Nothing here touches the database: a provider gets a work tree, the request and a runner, so it
 is tested with a stand-in command and no Java.

@@ -3,7 +3,7 @@
 Tenant admins create repositories; a member lists and reads only what it can read (hidden
 repositories answer 404 exactly like missing ones, through :func:`lookup.visible_repo`); the
 admins of a repository change its settings, grants and deploy keys. Nobody deletes one: history
-is protected (DESIGN.md section 4), so DELETE answers 405 and deletes nothing.
+is protected (docs/contract.md, Protected history), so DELETE answers 405 and deletes nothing.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import logging
 import subprocess
 import sys
@@ -21,8 +20,18 @@ from pathlib import Path
 from bench import report
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Profiler, Server, top_frames
-from bench.workload import (Client, Sample, add_fake_keys, alternate, measure, median, negotiated,
-                            rmtree, wait_pipelines_idle, write_authorized_keys)
+from bench.workload import (
+    Client,
+    Sample,
+    add_fake_keys,
+    alternate,
+    measure,
+    median,
+    negotiated,
+    rmtree,
+    wait_pipelines_idle,
+    write_authorized_keys,
+)
 
 log = logging.getLogger("bench")
 HERE = Path(__file__).resolve().parent

@@ -35,10 +35,9 @@ def wait_for_ssh(port: int, proc: subprocess.Popen[bytes], what: str, timeout: f
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(8).startswith(b"SSH-"):
-                    return
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            if sock.recv(8).startswith(b"SSH-"):
+                return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not answer on port {port} within {timeout:.0f}s")
 

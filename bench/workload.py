@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.servers import GitServer, OpenSSHServer, Sampler, Server, tree, tree_cpu
+from bench.servers import GitServer, Sampler, Server, tree, tree_cpu
 
 log = logging.getLogger(__name__)
 

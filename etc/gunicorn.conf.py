@@ -29,14 +29,14 @@ proc_name = "gitserver-api"
 accesslog = None
 
 
-def on_starting(server):  # noqa: ANN001,ANN201  (gunicorn hook signature)
+def on_starting(server):  # gunicorn hook signature
     # Every process (API workers, SSH daemon, pipeline workers) writes its metrics into one
     # multiprocess directory that /metrics merges; set it before any worker imports the client.
     _metrics.setup(_cfg, clean=True)
     os.environ.setdefault(_metrics.ENV_MULTIPROC, str(_metrics.metrics_dir(_cfg)))
 
 
-def child_exit(server, worker):  # noqa: ANN001,ANN201  (gunicorn hook signature)
+def child_exit(server, worker):  # gunicorn hook signature
     # A dead worker's live gauges must not be summed into /metrics any more.
     from prometheus_client import multiprocess
 

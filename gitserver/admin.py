@@ -11,11 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,7 +79,7 @@ def get_user(session: Session, tenant: models.Tenant, name: str) -> models.User:
 def validate_role(role: object) -> str:
     if role not in models.ROLES:
         raise InvalidInput(f"role must be one of {', '.join(models.ROLES)}", field="role")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def create_user(session: Session, tenant: models.Tenant, name: str,
@@ -178,7 +177,7 @@ def validate_visibility(visibility: object) -> str:
     if visibility not in models.VISIBILITIES:
         raise InvalidInput(f"visibility must be one of {', '.join(models.VISIBILITIES)}",
                            field="visibility")
-    return visibility  # type: ignore[return-value]
+    return visibility
 
 
 def create_repo(session: Session, store: RepoStore, tenant: models.Tenant, name: str,
@@ -205,17 +204,28 @@ def validate_permission(permission: object) -> str:
     if permission not in models.PERMISSIONS:
         raise InvalidInput(f"permission must be one of {', '.join(models.PERMISSIONS)}",
                            field="permission")
-    return permission  # type: ignore[return-value]
+    return permission
+
+
+def _grantee(user: models.User | None, group: models.Group | None) -> ColumnElement[bool]:
+    """The WHERE clause that picks the grants of ``user``, else of ``group``."""
+    if user is not None:
+        return models.Grant.user_id == user.id
+    if group is not None:
+        return models.Grant.group_id == group.id
+    raise ValueError("a grant needs a user or a group")
 
 
 def set_grant(session: Session, repo: models.Repository, permission: str, *,
               user: models.User | None = None, group: models.Group | None = None) -> models.Grant:
     validate_permission(permission)
-    grantee_tenant = (user or group).tenant_id  # type: ignore[union-attr]
+    grantee = user or group
+    if grantee is None:
+        raise ValueError("a grant needs a user or a group")
+    grantee_tenant = grantee.tenant_id
     if grantee_tenant != repo.tenant_id:
         raise InvalidInput("grants can only be given to users and groups of the repository's tenant")
-    query = select(models.Grant).where(models.Grant.repo_id == repo.id)
-    query = query.where(models.Grant.user_id == user.id) if user else query.where(models.Grant.group_id == group.id)  # type: ignore[union-attr]
+    query = select(models.Grant).where(models.Grant.repo_id == repo.id, _grantee(user, group))
     grant = session.scalar(query)
     if grant is None:
         grant = models.Grant(repo_id=repo.id, user_id=user.id if user else None,
@@ -230,8 +240,7 @@ def set_grant(session: Session, repo: models.Repository, permission: str, *,
 
 def remove_grant(session: Session, repo: models.Repository, *, user: models.User | None = None,
                  group: models.Group | None = None) -> None:
-    query = select(models.Grant).where(models.Grant.repo_id == repo.id)
-    query = query.where(models.Grant.user_id == user.id) if user else query.where(models.Grant.group_id == group.id)  # type: ignore[union-attr]
+    query = select(models.Grant).where(models.Grant.repo_id == repo.id, _grantee(user, group))
     grant = session.scalar(query)
     if grant is None:
         raise NotFound("no such grant")
@@ -424,8 +433,7 @@ def grants_query(repo: models.Repository) -> Select[Any]:
 
 def get_grant(session: Session, repo: models.Repository, *, user: models.User | None = None,
               group: models.Group | None = None) -> models.Grant:
-    query = select(models.Grant).where(models.Grant.repo_id == repo.id)
-    query = query.where(models.Grant.user_id == user.id) if user else query.where(models.Grant.group_id == group.id)  # type: ignore[union-attr]
+    query = select(models.Grant).where(models.Grant.repo_id == repo.id, _grantee(user, group))
     grant = session.scalar(query)
     if grant is None:
         raise NotFound("no such grant")
@@ -460,7 +468,7 @@ def ref_candidates(ref: str) -> list[str]:
 
 
 def pushes_query(repo: models.Repository, *, ref: str | None = None,
-                 user: models.User | None | bool = None, state: str | None = None) -> Select[Any]:
+                 user: models.User | bool | None = None, state: str | None = None) -> Select[Any]:
     """The audit log of one repository: the ledger (done and recovered pushes) unless
     ``state`` names one state or is ``all``. ``user=False`` means "a user that does not
     exist": the filter then matches nothing (rather than being ignored)."""

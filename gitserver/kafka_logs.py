@@ -12,6 +12,7 @@ nothing but the drop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -124,10 +125,8 @@ class KafkaHandler(logging.Handler):
 
     def close(self) -> None:
         self._closing.set()
-        try:
+        with contextlib.suppress(queue.Full):
             self.queue.put_nowait(_STOP)
-        except queue.Full:
-            pass
         super().close()
 
 

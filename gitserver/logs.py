@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -22,8 +23,9 @@ from gitserver.config import Config
 # Context fields a log call may pass with extra={...}; JSON lines carry them as keys.
 CONTEXT_FIELDS = ("request_id", "session_id", "tenant", "user", "repo", "pipeline_id")
 
+# The default is read-only: bind() always sets a new mapping, never changes the current one.
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "gitserver_log_context", default={})
+    "gitserver_log_context", default=types.MappingProxyType({}))
 
 
 @contextlib.contextmanager
@@ -56,7 +58,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         data = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "component": self.component,

@@ -12,6 +12,7 @@ message is mapped back to its rule (``non_fast_forward``, ``delete``, ...).
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
@@ -169,6 +170,8 @@ def git_session(service: str) -> None:
     _get("git_sessions").labels(service).inc()
 
 
+# Shadows the builtin inside this module (hence builtins.bytes in annotations here); callers
+# write metrics.bytes(...).
 def bytes(direction: str, n: int) -> None:  # noqa: A001  (the name the callers use)
     """``direction`` is ``sent`` or ``received``."""
     if n:
@@ -208,7 +211,7 @@ _NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4})ng (refs/\S+) ?([^\n]*)", re.M)
 RULE_OTHER = "other"
 
 
-def refusals_from_report(report: bytes | str) -> list[str]:
+def refusals_from_report(report: builtins.bytes | str) -> list[str]:
     """The protection rule of each ``ng`` line in receive-pack output (pure).
 
     The hook reports a rule's message (gitserver.git.protect.RULE_MESSAGES); it is mapped back
@@ -222,7 +225,7 @@ def refusals_from_report(report: bytes | str) -> list[str]:
     return [by_message.get(m.group(2).strip(), RULE_OTHER) for m in _NG.finditer(text)]
 
 
-def count_refusals(report: bytes) -> None:
+def count_refusals(report: builtins.bytes) -> None:
     """Count refused ref updates seen in a chunk of receive-pack output (cheap when none)."""
     if b"ng refs/" in report:
         for rule in refusals_from_report(report):
@@ -276,7 +279,7 @@ class QueueCollector:
             with self.engine.connect() as conn:
                 count, oldest = conn.execute(text(
                     "SELECT count(*), min(created_at) FROM jobs WHERE status = 'queued'")).one()
-        except Exception:  # noqa: BLE001  (a scrape must not fail on a database hiccup)
+        except Exception:  # a scrape must not fail on a database hiccup
             log.warning("queue metrics: database query failed", exc_info=True)
             return
         depth.add_metric([], float(count))
@@ -285,18 +288,25 @@ class QueueCollector:
             if isinstance(oldest, str):
                 oldest = dt.datetime.fromisoformat(oldest)
             if oldest.tzinfo is None:
-                oldest = oldest.replace(tzinfo=dt.timezone.utc)
-            seconds = max(0.0, (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds())
+                oldest = oldest.replace(tzinfo=dt.UTC)
+            seconds = max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
         age.add_metric([], seconds)
         yield depth
         yield age
 
 
-def exposition(engine: Any = None) -> tuple[bytes, str]:
+def exposition(engine: Any = None) -> tuple[builtins.bytes, str]:
     """The text of ``/metrics``: every process's metrics, this process's CPU/memory/GC, and
     the queue collector."""
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-    from prometheus_client import gc_collector, multiprocess, platform_collector, process_collector
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        gc_collector,
+        generate_latest,
+        multiprocess,
+        platform_collector,
+        process_collector,
+    )
 
     registry = CollectorRegistry()
     if os.environ.get(ENV_MULTIPROC):

@@ -37,7 +37,7 @@ def name_problem(name: object) -> str | None:
 def validate_name(name: object, what: str = "name") -> str:
     """Return ``name`` if acceptable, else raise :class:`InvalidInput` naming ``what``."""
     problem = name_problem(name)
-    if problem:
-        shown = repr(name) if isinstance(name, str) and len(name) <= 120 else "value"
-        raise InvalidInput(f"{what} {shown} {problem}", field=what)
-    return name  # type: ignore[return-value]
+    if problem is None and isinstance(name, str):  # no problem implies a str; mypy needs both
+        return name
+    shown = repr(name) if isinstance(name, str) and len(name) <= 120 else "value"
+    raise InvalidInput(f"{what} {shown} {problem}", field=what)

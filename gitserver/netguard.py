@@ -336,24 +336,22 @@ def validate(url: object, *, allow_private: bool = False,
 
 # --- connecting to the checked address ---------------------------------------------------------
 
-class _PinnedMixin:
+class _PinnedMixin(HTTPConnection):
     """Opens the TCP connection to ``pinned_address`` instead of resolving the host again.
 
-    urllib3 keeps using the host name for the Host header, SNI and certificate matching.
+    urllib3 keeps using the host name for the Host header, SNI and certificate matching. (A
+    subclass of HTTPConnection so that it is one to urllib3's errors; the HTTPS variant puts
+    HTTPSConnection before it in its bases.)
     """
 
     pinned_address: str
-    port: int
-    timeout: Any
-    source_address: Any
-    socket_options: Any
 
     def _new_conn(self) -> socket.socket:
         try:
             return urllib3_connection.create_connection(
                 (self.pinned_address, self.port), self.timeout,
                 source_address=self.source_address, socket_options=self.socket_options)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise ConnectTimeoutError(self, f"connection to {self.pinned_address} timed out") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"cannot connect to {self.pinned_address}: {exc}") from exc

@@ -8,7 +8,6 @@ for a graceful stop.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -29,10 +28,9 @@ def _spawn(part: str, config_file: str | None) -> subprocess.Popen[bytes]:
 
 
 def serve(config: Config, config_file: str | None = None) -> int:
+    from gitserver import metrics
     from gitserver.logs import setup_logging
     from gitserver.runtime import initialise
-
-    from gitserver import metrics
 
     metrics.setup(config, clean=True)
     setup_logging(config, "serve")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -13,6 +12,7 @@ import falcon
 from sqlalchemy import text
 
 from gitserver.api import errors as api_errors
+from gitserver.api.context import ApiContext
 from gitserver.config import Config
 from gitserver.runtime import Runtime
 
@@ -34,17 +34,6 @@ ROUTE_MODULES = [
 ]
 
 
-@dataclasses.dataclass
-class ApiContext:
-    """What every resource gets: the runtime (config, sessions, store)."""
-
-    runtime: Runtime
-
-    @property
-    def config(self) -> Config:
-        return self.runtime.config
-
-
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = {"status": "ok"}
@@ -58,7 +47,7 @@ class Ready:
         try:
             with self.ctx.runtime.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
-        except Exception:  # noqa: BLE001  (readiness reports, it does not raise)
+        except Exception:  # readiness reports, it does not raise
             log.warning("readiness check: database unreachable", exc_info=True)
             resp.status = falcon.HTTP_503
             resp.media = {"status": "database unreachable"}
@@ -101,7 +90,7 @@ def run_gunicorn(config: Config) -> int:
     """Run the API under gunicorn in this process (``gitserver api``)."""
     from gunicorn.app.base import BaseApplication
 
-    class App(BaseApplication):  # type: ignore[misc]
+    class App(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{config.http_host}:{config.http_port}" if ":" not in config.http_host
                          else f"[{config.http_host}]:{config.http_port}")

@@ -70,7 +70,7 @@ def _default_description(ex: falcon.HTTPError, req: falcon.Request) -> str:
     if ex.status_code == 404:
         return f"no resource at {req.path}"
     if ex.status_code == 405:
-        allowed = (ex.headers or {}).get("Allow", "")
+        allowed = dict(ex.headers or {}).get("Allow", "")
         return f"{req.method} is not allowed on {req.path}" + (f"; allowed: {allowed}" if allowed else "")
     return _STATUS_PREFIX.sub("", ex.title or "") or "request failed"
 

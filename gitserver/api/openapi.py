@@ -19,6 +19,8 @@ from typing import Any
 
 import falcon
 
+from gitserver.api.context import ApiContext
+
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/api/v1/openapi.json"
 SECURITY_SCHEME = "bearer"
@@ -111,7 +113,7 @@ def error_responses(*codes: int) -> dict[str, Any]:
     return {str(code): {"$ref": f"#/components/responses/{_ERROR_RESPONSES[code][0]}"} for code in codes}
 
 
-def op(operation_id: str, summary: str, tag: str, responses: Mapping[int | str, Any], *,
+def op(operation_id: str, summary: str, tag: str, responses: Mapping[int, Any] | Mapping[str, Any], *,
        errors: Iterable[int] = (400, 401, 403, 404), body: Mapping[str, Any] | None = None,
        parameters: Iterable[Mapping[str, Any]] = (), description: str = "",
        public: bool = False) -> dict[str, Any]:
@@ -226,7 +228,7 @@ class OpenApiDocument:
         resp.media = self.document()
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     from gitserver.api.app import ROUTE_MODULES
 
     app.add_route(DOCUMENT_PATH, OpenApiDocument(ROUTE_MODULES))

@@ -29,6 +29,7 @@ import falcon
 
 from gitserver import access, metrics
 from gitserver.api import auth, lookup, openapi
+from gitserver.api.context import ApiContext
 from gitserver.db.session import transaction
 from gitserver.errors import Forbidden, GitserverError, NotFound, Unauthenticated
 from gitserver.git import http as githttp
@@ -91,7 +92,7 @@ def _plain_errors(resp: falcon.Response) -> Iterator[None]:
 
 
 class _GitResource:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def push_refused(self, tenant: str, repo: str) -> Forbidden:
@@ -186,7 +187,7 @@ class ReceivePack(_GitResource):
             raise self.push_refused(tenant, repo)
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(INFO_REFS_ROUTE, InfoRefs(ctx))
     app.add_route(UPLOAD_PACK_ROUTE, UploadPack(ctx))
     app.add_route(RECEIVE_PACK_ROUTE, ReceivePack(ctx))

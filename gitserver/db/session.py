@@ -11,10 +11,17 @@ import logging
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    # alembic is imported only when migrating: most processes never need it.
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +48,12 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
                          pool_recycle=1800)
 
 
-def _sqlite_on_connect(dbapi_conn: object, _record: object) -> None:
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     # pysqlite's own transaction handling is disabled so that BEGIN IMMEDIATE below is the
     # only one: it takes the write lock at the start, which makes busy_timeout apply instead of
     # failing with "database is locked" when two writers upgrade a read lock at once.
-    dbapi_conn.isolation_level = None  # type: ignore[attr-defined]
-    cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -54,8 +61,8 @@ def _sqlite_on_connect(dbapi_conn: object, _record: object) -> None:
     cur.close()
 
 
-def _sqlite_on_begin(conn: object) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[attr-defined]
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -75,10 +82,10 @@ def migrations_dir() -> Path:
     return Path(str(resources.files(MIGRATIONS_PACKAGE).joinpath(MIGRATIONS_DIR_NAME)))
 
 
-def alembic_config(url: str) -> "alembic.config.Config":  # type: ignore[name-defined]  # noqa: F821
-    from alembic.config import Config as AlembicConfig
+def alembic_config(url: str) -> AlembicConfig:
+    from alembic.config import Config
 
-    cfg = AlembicConfig()
+    cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

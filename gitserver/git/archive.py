@@ -12,6 +12,7 @@ the protection rules on user pushes are not weakened to let the server write the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from typing import Any
@@ -94,7 +95,7 @@ def write_archive(repo: pygit2.Repository, tree_id: str, message: str,
     tag, branch = tag_name(commit_id), branch_name(commit_id)
     created = False
     if repo.references.get(TAGS + tag) is None:
-        when = int((now or dt.datetime.now(dt.timezone.utc)).timestamp())
+        when = int((now or dt.datetime.now(dt.UTC)).timestamp())
         tagger = pygit2.Signature(ARCHIVE_NAME, ARCHIVE_EMAIL, when, 0)
         try:
             repo.create_tag(tag, pygit2.Oid(hex=commit_id), pygit2.enums.ObjectType.COMMIT, tagger, message)
@@ -102,10 +103,8 @@ def write_archive(repo: pygit2.Repository, tree_id: str, message: str,
         except pygit2.AlreadyExistsError:
             pass  # another worker archived the same tree a moment ago: its tag stands
     if repo.references.get(HEADS + branch) is None:
-        try:
+        with contextlib.suppress(pygit2.AlreadyExistsError):
             repo.references.create(HEADS + branch, pygit2.Oid(hex=commit_id))
-        except pygit2.AlreadyExistsError:
-            pass
     return ArchiveRefs(tree_id=tree_id, commit_id=commit_id, tag=tag, branch=branch, created=created)
 
 

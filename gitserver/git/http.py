@@ -169,6 +169,12 @@ def too_large(limit: int) -> PayloadTooLarge:
                            f"{limit} bytes (setting http_git_max_request_bytes)")
 
 
+class Readable(Protocol):
+    """A blocking byte stream: a WSGI request's ``wsgi.input``, or a file."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 class RequestBody:
     """The request body as git must see it: read in chunks, gunzipped, and bounded.
 
@@ -177,7 +183,7 @@ class RequestBody:
     haves, filters), far below any sane limit; the pack goes the other way.
     """
 
-    def __init__(self, stream: IO[bytes], *, content_length: int | None,
+    def __init__(self, stream: Readable, *, content_length: int | None,
                  content_encoding: str | None, limit: int) -> None:
         encoding = (content_encoding or "").strip().lower()
         if encoding in GZIP_ENCODINGS:
@@ -283,7 +289,7 @@ class UploadPackProcess:
         """Spawn git in its own process group; with ``body``, start feeding its stdin."""
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in close())
         try:
-            self.proc = subprocess.Popen(  # noqa: S603  (argument list, never a shell)
+            self.proc = subprocess.Popen(  # argument list, never a shell
                 self.argv, stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, cwd=str(self.cwd),
                 bufsize=0, start_new_session=True)

@@ -5,6 +5,7 @@ SSH front, kept apart from asyncssh so it runs in a worker thread and is easy to
 from __future__ import annotations
 
 import dataclasses
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 

@@ -154,7 +154,7 @@ def test_tokens_scopes_expiry_revocation(server: GitServer) -> None:
     tenant = server.new_tenant()
     user = server.new_user(tenant, role="admin")
     tokens_url = f"{tenant_url(tenant)}/users/{user.name}/tokens"
-    expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).replace(microsecond=0)
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).replace(microsecond=0)
 
     resp = server.api("POST", tokens_url, {"name": "ci", "scopes": ["read"], "expires_at": expires.isoformat()},
                       token=user.token)
@@ -192,7 +192,7 @@ def test_tokens_scopes_expiry_revocation(server: GitServer) -> None:
 
     with server.db() as session:
         row = session.get(models.ApiToken, default.json()["id"])
-        row.expires_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+        row.expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     assert_error(server.api("GET", tenant_url(tenant), token=default.json()["token"]), 401)
 
 
@@ -324,9 +324,12 @@ def test_push_audit_log(server: GitServer, tmp_path: Path) -> None:
     assert [p["user"] for p in items] == [bob.name, alice.name]  # newest first
     assert items[0]["ref_updates"] == [{"ref": "refs/heads/feature", "old": "0" * 40, "new": head}]
     assert items[0]["key_fingerprint"] == bob.fingerprint and items[0]["protocol"] == "ssh"
-    assert [p["user"] for p in server.api("GET", pushes_url, params={"ref": "feature"}).json()["items"]] == [bob.name]
-    assert [p["user"] for p in server.api("GET", pushes_url, params={"ref": "refs/heads/main"}).json()["items"]] == [alice.name]
-    assert [p["user"] for p in server.api("GET", pushes_url, params={"user": alice.name}).json()["items"]] == [alice.name]
+    def pushers(**params: str) -> list[str]:
+        return [p["user"] for p in server.api("GET", pushes_url, params=params).json()["items"]]
+
+    assert pushers(ref="feature") == [bob.name]
+    assert pushers(ref="refs/heads/main") == [alice.name]
+    assert pushers(user=alice.name) == [alice.name]
     assert server.api("GET", pushes_url, params={"user": "nobody"}).json()["items"] == []
     page = server.api("GET", pushes_url, params={"limit": "1"}).json()
     rest = server.api("GET", pushes_url, params={"limit": "1", "cursor": page["next"]}).json()
@@ -402,7 +405,8 @@ def test_cli_mirrors_share_the_api_rules(server: GitServer) -> None:
 
     assert server.api("GET", tenant_url(tenant)).json()["description"] == "CLI"
     assert server.api("GET", f"{tenant_url(tenant)}/users/erin").json()["role"] == "admin"
-    assert server.api("GET", f"{tenant_url(tenant)}/users/erin/keys").json()["items"][0]["key"].startswith("ssh-ed25519")
+    keys = server.api("GET", f"{tenant_url(tenant)}/users/erin/keys").json()["items"]
+    assert keys[0]["key"].startswith("ssh-ed25519")
     assert server.api("GET", f"{tenant_url(tenant)}/repos/tools").json()["visibility"] == "internal"
     assert server.api("GET", f"{tenant_url(tenant)}/repos/tools/grants/users/frank").json()["permission"] == "write"
 

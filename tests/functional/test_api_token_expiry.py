@@ -11,7 +11,7 @@ def test_expiring_token_cannot_mint_a_longer_lived_one(server: GitServer) -> Non
     tenant = server.new_tenant()
     user = server.new_user(tenant, role="admin")
     tokens_url = f"/api/v1/tenants/{tenant}/users/{user.name}/tokens"
-    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).replace(microsecond=0)
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(microsecond=0)
     made = server.api("POST", tokens_url, {"name": "for-a-task", "expires_at": soon.isoformat()}, token=user.token)
     assert made.status_code == 201, made.text
     short = made.json()["token"]

@@ -81,7 +81,7 @@ def test_push_is_recorded_with_pipeline(site, git_env) -> None:  # type: ignore[
 
 
 def test_each_ref_judged_on_its_own(site, git_env) -> None:  # type: ignore[no-untyped-def]
-    runtime, _repo_id, wrapper, env, work, target = site
+    _runtime, _repo_id, wrapper, env, work, target = site
     assert push(work, wrapper, env, target, "main", "main:refs/tags/v1").returncode == 0
     before = remote_refs(target)
     subprocess.run(["git", "commit", "-q", "--amend", "-m", "rewritten"], cwd=work, env=git_env, check=True)
@@ -111,7 +111,7 @@ def test_deletes_refused(site) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_without_write_permission_nothing_changes(site) -> None:  # type: ignore[no-untyped-def]
-    runtime, repo_id, wrapper, env, work, target = site
+    runtime, _repo_id, wrapper, env, work, target = site
     result = push(work, wrapper, {**env, "GITSERVER_PERMISSION": "read"}, target, "main")
     assert result.returncode == 1
     assert "! [remote rejected] main -> main (you do not have write permission)" in result.stderr

@@ -89,7 +89,7 @@ def test_installed_wheel_inits_serves_and_archives_a_push(venv_python: Path, tmp
             assert os.access(hook, os.X_OK), f"{name} is not executable"
             assert str(venv_python) in text and "@PYTHON@" not in text and "@DATA_DIR@" not in text
 
-        key_path, public = srv.new_key("installed")
+        key_path, _public = srv.new_key("installed")
         srv.cli("tenant", "create", "acme")
         srv.cli("user", "create", "acme", "alice", "--role", "admin")
         srv.cli("key", "add", "acme", "alice", str(key_path.with_suffix(".pub")))

@@ -98,7 +98,7 @@ def test_graphite_receives_prefixed_lines(api_only: tuple[GitServer, FakeGraphit
     wait_for(lambda: any(line.startswith("ops.test.") for line in graphite.lines), timeout=30,
              interval=0.2, what="a Graphite push")
     line = next(line for line in graphite.lines if line.startswith("ops.test."))
-    name, value, stamp = line.split(" ")
+    _name, value, stamp = line.split(" ")
     float(value)
     assert abs(int(stamp) - time.time()) < 300
 

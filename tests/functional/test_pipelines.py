@@ -159,7 +159,7 @@ def test_shallow_clone_by_tag_equals_pushed_tree(server: GitServer, git_env: dic
 
 def test_push_of_several_refs_archives_each(server: GitServer, git_env: dict[str, str],
                                             tmp_path: Path) -> None:
-    tenant, repo, user, work = setup_repo(server, git_env, tmp_path)
+    _tenant, _repo, user, work = setup_repo(server, git_env, tmp_path)
     subprocess.run(["git", "branch", "feature"], cwd=work, env=git_env, check=True)
     commit_files(work, git_env, {"new.txt": "new\n"})
     subprocess.run(["git", "tag", "-a", "v1", "-m", "v1"], cwd=work, env=git_env, check=True)

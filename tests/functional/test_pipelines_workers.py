@@ -132,7 +132,7 @@ def test_worker_sigkill_mid_build_pipeline_completes_on_another_worker(
 def test_worker_sigterm_releases_job_and_reconciler_queues_lost_pushes(
         split_server: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
     srv = split_server
-    tenant, repo, user, work = _build_repo(srv, git_env, tmp_path, "echo STARTED; sleep 600")
+    _tenant, _repo, user, work = _build_repo(srv, git_env, tmp_path, "echo STARTED; sleep 600")
     pid = push(srv, user, work, "main")  # type: ignore[arg-type]
     wait_for(lambda: "\nSTARTED\n" in _log(srv, pid), timeout=30, interval=0.1, what="the build to start")
     worker = srv.procs["worker"]

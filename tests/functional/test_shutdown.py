@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import socket
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, make_repo
@@ -69,7 +67,7 @@ def test_sigterm_lets_a_running_clone_finish(tmp_path: Path, git_env: dict[str, 
 
         wait_for(refusing, timeout=10, interval=0.05, what="the daemon to stop accepting")
         assert clone.poll() is None, "the clone was still running when new connections stopped"
-        out, err = clone.communicate(timeout=120)
+        _out, err = clone.communicate(timeout=120)
         assert clone.returncode == 0, err
         assert ssh_daemon.wait(timeout=60) == 0
         assert time.monotonic() - started > 0.5  # it really waited for the transfer

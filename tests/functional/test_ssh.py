@@ -196,7 +196,7 @@ def test_forwarding_refused(server: GitServer, acme: dict[str, object],
 def test_only_git_protocol_env_passed(server: GitServer, tmp_path: Path,
                                       acme: dict[str, object]) -> None:
     """The client sets LD_PRELOAD and GIT_DIR; a hook-visible effect would break the clone."""
-    work, url = _push_setup(server, tmp_path, acme)
+    _work, url = _push_setup(server, tmp_path, acme)
     ssh = " ".join(server.ssh_command(acme["reader"].key_path))  # type: ignore[union-attr]
     ssh += " -o SetEnv=LD_PRELOAD=/nonexistent.so -o SetEnv=GIT_DIR=/tmp -o SetEnv=GIT_PROTOCOL=version=2"
     env = {**server.git_env, "GIT_SSH_COMMAND": ssh, "GIT_TRACE_PACKET": "1"}

@@ -40,8 +40,8 @@ def test_unsigned_probe_of_another_key_does_not_become_the_identity(server: GitS
         # PK_OK shares its number (60) with keyboard-interactive's INFO_REQUEST, which paramiko
         # would reject; catch it instead, to see the server accepted the probe.
         answers: list[Message] = []
-        transport.auth_handler._parse_userauth_info_request = answers.append  # noqa: SLF001
-        transport._send_message(probe)  # noqa: SLF001  (paramiko has no API for a bare probe)
+        transport.auth_handler._parse_userauth_info_request = answers.append
+        transport._send_message(probe)  # paramiko has no API for a bare probe
         deadline = time.monotonic() + 20
         while not answers and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -49,7 +49,7 @@ def test_unsigned_probe_of_another_key_does_not_become_the_identity(server: GitS
         # paramiko's auth_publickey would request the ssh-userauth service a second time
         # (which servers refuse), so the signed request is built by hand as well.
         handler = transport.auth_handler
-        del handler._parse_userauth_info_request  # noqa: SLF001
+        del handler._parse_userauth_info_request
         algorithm = attacker_key.get_name()
         signed = Message()
         signed.add_byte(cMSG_USERAUTH_REQUEST)
@@ -59,9 +59,9 @@ def test_unsigned_probe_of_another_key_does_not_become_the_identity(server: GitS
         signed.add_boolean(True)
         signed.add_string(algorithm)
         signed.add_string(attacker_key.asbytes())
-        blob = handler._get_session_blob(attacker_key, "ssh-connection", "git", algorithm)  # noqa: SLF001
+        blob = handler._get_session_blob(attacker_key, "ssh-connection", "git", algorithm)
         signed.add_string(attacker_key.sign_ssh_data(blob, algorithm))
-        transport._send_message(signed)  # noqa: SLF001
+        transport._send_message(signed)
         while not transport.is_authenticated() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert transport.is_authenticated()

@@ -28,8 +28,8 @@ def test_token_found(header: str | None, token: str | None) -> None:
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Token gst_abc", "gst_abc", "Basic !!!",
-                                    basic("no-colon"), basic("user:"), "Basic " + base64.b64encode(b"\xff:\xfe").decode(),
-                                    "Digest username=x"])
+                                    basic("no-colon"), basic("user:"),
+                                    "Basic " + base64.b64encode(b"\xff:\xfe").decode(), "Digest username=x"])
 def test_unusable_header_is_401_not_anonymous(header: str) -> None:
     with pytest.raises(Unauthenticated):
         token_from_header(header)

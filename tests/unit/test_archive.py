@@ -56,7 +56,7 @@ def test_write_archive_creates_tag_and_branch_once(tmp_path: Path) -> None:
     commit = _commit(repo, {"README": b"hi\n"})
     tree = str(repo[commit].tree_id)
     message = git_archive.tag_message("t/r", "refs/heads/main", commit)
-    first = git_archive.write_archive(repo, tree, message, now=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    first = git_archive.write_archive(repo, tree, message, now=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     assert first.created and first.tag == f"repour-{first.commit_id}"
     tag = repo[repo.references[f"refs/tags/{first.tag}"].target]
     assert isinstance(tag, pygit2.Tag) and tag.message == message

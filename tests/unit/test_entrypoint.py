@@ -206,7 +206,7 @@ def test_healthcheck_hits_healthz_and_reads_the_ssh_banner() -> None:
     import threading
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200 if self.path == "/healthz" else 404)
             self.end_headers()
 

@@ -46,9 +46,8 @@ def test_bind_adds_context_to_records_inside_the_block() -> None:
 
 
 def test_bind_refuses_unknown_fields() -> None:
-    with pytest.raises(ValueError, match="colour"):
-        with logs.bind(colour="red"):
-            pass
+    with pytest.raises(ValueError, match="colour"), logs.bind(colour="red"):
+        pass
 
 
 def test_setup_logging_json_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

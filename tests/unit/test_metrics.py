@@ -58,7 +58,8 @@ def test_counts_from_several_processes_are_merged(tmp_path: Path) -> None:
     assert _value(text, 'gitserver_git_sessions_total{service="git-upload-pack"}') == 2
     assert _value(text, 'gitserver_ssh_bytes_total{direction="sent"}') == 2000
     assert _value(text, 'gitserver_ref_updates_refused_total{rule="non_fast_forward"}') == 2
-    assert _value(text, 'gitserver_http_requests_total{method="GET",route="/api/v1/tenants/{tenant}",status="404"}') == 2
+    series = 'gitserver_http_requests_total{method="GET",route="/api/v1/tenants/{tenant}",status="404"}'
+    assert _value(text, series) == 2
     assert _value(text, 'gitserver_http_errors_total{class="4xx"') == 2
     assert _value(text, 'gitserver_pipeline_seconds_count{status="succeeded"}') == 2
     # This process's own resource use is exported too.

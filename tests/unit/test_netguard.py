@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -168,7 +168,7 @@ def test_allow_private_networks_lifts_the_address_rules(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "224.0.0.1", "255.255.255.255", "[ff02::1]"])
 def test_never_unicast_addresses_stay_refused_when_private_is_allowed(host: str) -> None:
-    with pytest.raises(UnsafeURL, match="unspecified|multicast|broadcast"):
+    with pytest.raises(UnsafeURL, match=r"unspecified|multicast|broadcast"):
         check_url(f"http://{host}/", allow_private=True)
 
 
@@ -224,9 +224,9 @@ def test_ip_literals_are_not_resolved() -> None:
 # --- sending: pinned address, no redirects, bounded body ----------------------------------------
 
 class _Receiver(http.server.BaseHTTPRequestHandler):
-    seen: list[tuple[str, dict[str, str], bytes]] = []
+    seen: ClassVar[list[tuple[str, dict[str, str], bytes]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+    def do_POST(self) -> None:  # http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         _Receiver.seen.append((self.path, dict(self.headers), body))
         if self.path == "/stall":
@@ -298,7 +298,7 @@ def test_the_pinned_adapter_refuses_any_other_host() -> None:
     target = check_url("http://hooks.example.test:8080/")
     with requests.Session() as session:
         session.mount("http://", netguard.PinnedAdapter(target, ipaddress.ip_address("127.0.0.1")))
-        with pytest.raises(requests.exceptions.InvalidURL, match="only http://hooks.example.test"):
+        with pytest.raises(requests.exceptions.InvalidURL, match=r"only http://hooks\.example\.test"):
             session.get("http://other.example.test:8080/", timeout=1)
 
 
@@ -324,7 +324,7 @@ def _self_signed(directory: Any, name: str) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver.pipelines.build import (Coordinates, PipelineFileError, StepSpec, parse_pipeline,
-                                       parse_pipeline_file, step_environment)
+from gitserver.pipelines.build import (
+    Coordinates,
+    PipelineFileError,
+    StepSpec,
+    parse_pipeline,
+    parse_pipeline_file,
+    step_environment,
+)
 
 GOOD = """\
 # comment

@@ -15,7 +15,6 @@ from gitserver.errors import InvalidInput, PayloadTooLarge
 from gitserver.git import http as githttp
 from gitserver.git.store import PROTECTED_CONFIG, RECEIVE_PACK, UPLOAD_PACK
 
-
 # --- names from the URL --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("tenant", "repo", "expected"), [

@@ -3,7 +3,8 @@ them. Grants to a group reach its members at their next SSH connection or API re
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import falcon
 from sqlalchemy.orm import Session
@@ -12,6 +13,7 @@ from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json
+from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.tenants import (
@@ -48,9 +50,10 @@ def _group(session: Session, principal: access.Principal, tenant: str, group: st
 
 
 class Groups:
-    FIELDS = {"name": Field(str, required=True, check=validate_name), "description": DESCRIPTION_FIELD}
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
+                                             "description": DESCRIPTION_FIELD}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
@@ -69,9 +72,9 @@ class Groups:
 
 
 class Group:
-    PATCH_FIELDS = {"description": DESCRIPTION_FIELD}
+    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
@@ -91,7 +94,7 @@ class Group:
 
 
 class Members:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
@@ -101,7 +104,7 @@ class Members:
 
 
 class Member:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
@@ -126,7 +129,7 @@ class Member:
         resp.status = falcon.HTTP_204
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(GROUPS, Groups(ctx))
     app.add_route(GROUP, Group(ctx))
     app.add_route(MEMBERS, Members(ctx))

@@ -8,6 +8,7 @@ from typing import Any
 import falcon
 
 from gitserver import metrics
+from gitserver.api.context import ApiContext
 
 # The methods counted by name; any other is "other". Clients choose the method string, and
 # every distinct label value is a series the registry keeps forever: unbounded, it would let
@@ -17,7 +18,7 @@ OTHER_METHOD = "other"
 
 
 class Metrics:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -43,7 +44,7 @@ class MetricsMiddleware:
                              time.monotonic() - start)
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     metrics.setup(ctx.config)
     app.add_route("/metrics", Metrics(ctx))
     app.add_middleware(MetricsMiddleware())

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from gitserver import access
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated, require_scope
+from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.repos import REPO, REPO_PARAM
@@ -113,7 +114,7 @@ def _parse_task_id(value: str) -> str:
 
 
 class RepoPipelines:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -134,7 +135,7 @@ class RepoPipelines:
 
 
 class RepoArchives:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -146,7 +147,7 @@ class RepoArchives:
 
 
 class Pipeline:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
@@ -159,7 +160,7 @@ class Pipeline:
 
 
 class PipelineLog:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
@@ -175,7 +176,7 @@ class PipelineLog:
 
 
 class PipelineCancel:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
@@ -191,7 +192,7 @@ class PipelineCancel:
         resp.status = falcon.HTTP_200 if pipeline.status in models.FINAL_STATES else falcon.HTTP_202
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(REPO_PIPELINES, RepoPipelines(ctx))
     app.add_route(REPO_ARCHIVES, RepoArchives(ctx))
     app.add_route(PIPELINE, Pipeline(ctx))

@@ -8,7 +8,8 @@ is protected (docs/contract.md, Protected history), so DELETE answers 405 and de
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import falcon
 from sqlalchemy import select
@@ -18,6 +19,7 @@ from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json
+from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.groups import GROUP_PARAM
@@ -85,12 +87,12 @@ def push_json(push: models.Push, user_names: dict[int, str]) -> dict[str, Any]:
 
 
 class Repos:
-    FIELDS = {"name": Field(str, required=True, check=validate_name),
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
               "description": DESCRIPTION_FIELD,
               "visibility": Field(str, choices=models.VISIBILITIES),
               "builds_enabled": Field(bool)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
@@ -113,11 +115,11 @@ class Repos:
 
 
 class Repo:
-    PATCH_FIELDS = {"description": DESCRIPTION_FIELD,
+    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD,
                     "visibility": Field(str, choices=models.VISIBILITIES),
                     "builds_enabled": Field(bool)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -141,7 +143,7 @@ class Repo:
 
 
 class Grants:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -154,9 +156,9 @@ class Grants:
 class _Grant:
     """PUT/GET/DELETE of one grant; subclasses say whether the grantee is a user or a group."""
 
-    FIELDS = {"permission": Field(str, required=True, choices=models.PERMISSIONS)}
+    FIELDS: ClassVar[Mapping[str, Field]] = {"permission": Field(str, required=True, choices=models.PERMISSIONS)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
@@ -226,11 +228,11 @@ class GroupGrant(_Grant):
 
 
 class DeployKeys:
-    FIELDS = {"key": Field(str, required=True, max_length=16 * 1024),
+    FIELDS: ClassVar[Mapping[str, Field]] = {"key": Field(str, required=True, max_length=16 * 1024),
               "title": Field(str, max_length=200),
               "write": Field(bool)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -253,7 +255,7 @@ class DeployKeys:
 
 
 class DeployKey:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
@@ -273,7 +275,7 @@ class DeployKey:
 class Pushes:
     """The audit log, newest first; ``ref`` and ``user`` narrow it."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -300,7 +302,7 @@ class Pushes:
             resp.media = {"items": [push_json(p, names) for p in result["items"]], "next": result["next"]}
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(REPOS, Repos(ctx))
     app.add_route(REPO, Repo(ctx))
     app.add_route(GRANTS, Grants(ctx))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import falcon
 
@@ -10,6 +11,7 @@ from gitserver import admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated, require_scope
 from gitserver.api.body import Field, read_json
+from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.db import models
@@ -36,9 +38,10 @@ def tenant_json(tenant: models.Tenant) -> dict[str, Any]:
 
 
 class Tenants:
-    FIELDS = {"name": Field(str, required=True, check=validate_name), "description": DESCRIPTION_FIELD}
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
+                                             "description": DESCRIPTION_FIELD}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -61,7 +64,7 @@ class Tenants:
 
 
 class Tenant:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
@@ -69,7 +72,7 @@ class Tenant:
             resp.media = tenant_json(visible_tenant(session, principal, tenant))
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(TENANTS, Tenants(ctx))
     app.add_route(TENANT, Tenant(ctx))
 

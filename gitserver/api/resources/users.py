@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import falcon
 from sqlalchemy.orm import Session
@@ -19,6 +20,7 @@ from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated, require_scope
 from gitserver.api.body import Field, read_json
+from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.tenants import NAME_SCHEMA, TENANT, TENANT_PARAM
@@ -77,7 +79,7 @@ def parse_expiry(value: str, field: str) -> dt.datetime:
         # fromisoformat takes at most 6 fraction digits; the extra precision means nothing here.
         text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("z", "Z"))
         # Normalise now: a far-future time in a negative zone overflows the datetime range.
-        when = dt.datetime.fromisoformat(text).astimezone(dt.timezone.utc)
+        when = dt.datetime.fromisoformat(text).astimezone(dt.UTC)
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(problem, field=field) from exc
     if when <= utcnow():
@@ -103,10 +105,10 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
 
 
 class Users:
-    FIELDS = {"name": Field(str, required=True, check=validate_name),
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
               "role": Field(str, choices=models.ROLES)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
@@ -127,9 +129,9 @@ class Users:
 
 
 class User:
-    PATCH_FIELDS = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
+    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
@@ -154,10 +156,10 @@ class User:
 
 
 class Keys:
-    FIELDS = {"key": Field(str, required=True, max_length=16 * 1024),
+    FIELDS: ClassVar[Mapping[str, Field]] = {"key": Field(str, required=True, max_length=16 * 1024),
               "title": Field(str, max_length=200)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
@@ -178,7 +180,7 @@ class Keys:
 
 
 class Key:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
@@ -197,11 +199,11 @@ class Key:
 
 
 class Tokens:
-    FIELDS = {"name": Field(str, max_length=200),
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, max_length=200),
               "scopes": Field(list, items=str, choices=admin.TOKEN_SCOPES, max_length=3),
               "expires_at": Field(str, nullable=True, max_length=64)}
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
@@ -233,7 +235,7 @@ class Tokens:
 
 
 class Token:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
@@ -252,7 +254,7 @@ class Token:
         resp.status = falcon.HTTP_204
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(USERS, Users(ctx))
     app.add_route(USER, User(ctx))
     app.add_route(KEYS, Keys(ctx))

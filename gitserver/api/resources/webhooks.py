@@ -20,6 +20,7 @@ from gitserver import access, netguard
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json
+from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.repos import REPO, REPO_PARAM, repo_path
@@ -115,7 +116,7 @@ def _delivery(session: Session, hook: models.Webhook, delivery_id: int) -> model
 
 
 class _Resource:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def _repo(self, session: Session, principal: access.Principal, tenant: str, repo: str) -> models.Repository:
@@ -220,7 +221,7 @@ class Redeliver(_Resource):
         resp.location = f"{webhook_path(tenant, row.name, hook.id)}/deliveries/{again.id}"
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(WEBHOOKS, Webhooks(ctx))
     app.add_route(WEBHOOK, Webhook(ctx))
     app.add_route(DELIVERIES, Deliveries(ctx))

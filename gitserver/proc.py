@@ -112,13 +112,3 @@ def isolated_network_hook() -> PreExec:
             close(fd)
 
     return apply
-
-
-def chain(*hooks: PreExec) -> PreExec:
-    """One ``preexec_fn`` running ``hooks`` in order."""
-
-    def apply() -> None:
-        for hook in hooks:
-            hook()
-
-    return apply

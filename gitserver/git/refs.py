@@ -51,10 +51,6 @@ def ref_format_problem(ref: str) -> str | None:
     return None
 
 
-def is_branch(ref: str) -> bool:
-    return ref.startswith(HEADS)
-
-
 def is_tag(ref: str) -> bool:
     return ref.startswith(TAGS)
 

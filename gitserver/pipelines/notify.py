@@ -328,18 +328,6 @@ def enqueue_event(session: Session, repo_id: int, event: str,
             for hook in matching]
 
 
-def notify_push(session: Session, config: Config, push: models.Push,
-                pipeline: models.Pipeline | None) -> list[models.Delivery]:
-    """Queue the ``push`` event of an accepted push (call it in the push's transaction)."""
-    return enqueue_event(session, push.repo_id, EVENT_PUSH, push_payload(session, config, push, pipeline))
-
-
-def notify_pipeline(session: Session, config: Config, pipeline: models.Pipeline) -> list[models.Delivery]:
-    """Queue the ``pipeline`` event of a pipeline that reached its final state."""
-    return enqueue_event(session, pipeline.repo_id, EVENT_PIPELINE,
-                         pipeline_payload(session, config, pipeline))
-
-
 def enqueue_callback(session: Session, url: str, method: str, payload: dict[str, Any],
                      pipeline_id: int | None = None, headers: Mapping[str, str] | None = None,
                      auth: str | None = None) -> models.Delivery:

@@ -142,8 +142,8 @@ def _check_ledger(runtime: Runtime, repo: ledger.RepoRef, path: Path, report: Re
         if repair:
             report.repaired.append(f"{diff.repo} {diff.ref}: recorded {diff.value} as a recovered push")
         else:
-            report.breach(diff.repo, diff.ref, f"{diff.value} on disk is not in the ledger "
-                          f"({'pending push %s' % diff.intent_id if diff.intent_id else 'no push recorded it'})")
+            why = f"pending push {diff.intent_id}" if diff.intent_id else "no push recorded it"
+            report.breach(diff.repo, diff.ref, f"{diff.value} on disk is not in the ledger ({why})")
 
 
 def refs_on_disk(path: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gitserver import config as config_mod
-from gitserver.db.session import make_engine, make_session_factory, transaction
+from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
 from gitserver.hookenv import HookEnv
 from gitserver.pipelines import ledger
@@ -35,7 +35,7 @@ class DirectLedger:
             self.service = ledger.HookService(
                 make_session_factory(make_engine(cfg.effective_database_url, pool_size=1)),
                 context_from_environment(environ), cfg.http_base_url)
-        except Exception as exc:  # noqa: BLE001  (any failure here means: not recorded)
+        except Exception as exc:  # any failure here means: not recorded
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 
     def intent(self, commands: list[protect.RefCommand]) -> int:
@@ -44,7 +44,8 @@ class DirectLedger:
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         reply = self._handle({"op": "done", "push_id": push_id, "moved": moved})
-        return [str(m) for m in reply.get("messages", [])]  # type: ignore[union-attr]
+        messages = reply.get("messages")
+        return [str(m) for m in messages] if isinstance(messages, list) else []
 
     def _handle(self, request: dict[str, object]) -> dict[str, object]:
         from gitserver.hookrun import LedgerError

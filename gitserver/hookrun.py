@@ -257,7 +257,8 @@ class SocketLedger:
         reply = self._ask({"op": "done", "push_id": push_id, "moved": moved})
         if reply is None:
             return self._fallback().done(push_id, moved)
-        return [str(m) for m in reply.get("messages", []) or []]  # type: ignore[union-attr]
+        messages = reply.get("messages")
+        return [str(m) for m in messages] if isinstance(messages, list) else []
 
 
 def ledger_from_environment(environ: dict[str, str] | os._Environ[str]) -> Ledger:

@@ -39,7 +39,7 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
-# Push states (the ledger, DESIGN.md section 5). A push is recorded as ``pending`` (its intent)
+# Push states (the ledger, docs/ledger.md). A push is recorded as ``pending`` (its intent)
 # before any ref moves; ``done`` once the hook has moved its refs and queued its pipeline;
 # ``recovered`` when the reconciler found its refs on disk without that last step (the pusher
 # or the server died in between, or a ref was written outside receive-pack); ``failed`` when no

@@ -11,9 +11,9 @@ import logging
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -80,6 +80,12 @@ def migrations_dir() -> Path:
     """The directory of the alembic environment (env.py, versions/) inside the installed package."""
     # alembic reads scripts from a real directory; a wheel installed by pip is always unpacked.
     return Path(str(resources.files(MIGRATIONS_PACKAGE).joinpath(MIGRATIONS_DIR_NAME)))
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE matched. Session.execute is typed as returning
+    Result, which has no rowcount; for those statements it is a CursorResult, which does."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def alembic_config(url: str) -> AlembicConfig:

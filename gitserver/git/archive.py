@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-from typing import Any
 
 import pygit2
 
@@ -57,24 +56,27 @@ def tag_message(repo_name: str, ref: str, commit_id: str) -> str:
             f"Repository: {repo_name}\nRef: {ref}\nCommit: {commit_id}\n")
 
 
+# libgit2 answers a tag of a blob with GitError ("the requested type does not match").
+_PEEL_ERRORS = (KeyError, ValueError, pygit2.GitError)
+
+
 def peel_commit(repo: pygit2.Repository, oid: str) -> pygit2.Commit | None:
     """The commit ``oid`` names (following annotated tags), or None for a tree/blob/missing."""
-    return _peel(repo, oid, pygit2.Commit)
+    try:
+        found = repo[oid].peel(pygit2.Commit)
+    except _PEEL_ERRORS:
+        return None
+    return found if isinstance(found, pygit2.Commit) else None
 
 
 def peel_tree(repo: pygit2.Repository, oid: str) -> pygit2.Tree | None:
     """The tree ``oid`` names (a commit's, or a tag's of a commit or a tree), or None when it
     ends at a blob or is missing."""
-    return _peel(repo, oid, pygit2.Tree)
-
-
-def _peel(repo: pygit2.Repository, oid: str, kind: type) -> Any:
     try:
-        found = repo[oid].peel(kind)
-    # libgit2 answers a tag of a blob with GitError ("the requested type does not match").
-    except (KeyError, ValueError, pygit2.GitError):
+        found = repo[oid].peel(pygit2.Tree)
+    except _PEEL_ERRORS:
         return None
-    return found if isinstance(found, kind) else None
+    return found if isinstance(found, pygit2.Tree) else None
 
 
 def archive_commit_id(repo: pygit2.Repository, tree_id: str) -> str:

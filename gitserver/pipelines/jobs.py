@@ -27,14 +27,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, Result, and_, func, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction
+from gitserver.db.session import rowcount, transaction
 
 if TYPE_CHECKING:
     from gitserver.runtime import Runtime
@@ -253,7 +253,7 @@ def renew(session: Session, claims: Iterable[Claim], lease_seconds: float,
             update(models.Job).where(_owned(c))
             .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds), updated_at=now)
             .execution_options(synchronize_session=False))
-        if _rowcount(result):
+        if rowcount(result):
             kept.add(c.job_id)
     return kept
 
@@ -283,7 +283,7 @@ def finish(session: Session, c: Claim, status: str, error: str = "") -> bool:
         .values(status=status, lease_owner=None, lease_expires_at=None, last_error=error[:4000],
                 updated_at=utcnow())
         .execution_options(synchronize_session=False))
-    return bool(_rowcount(result))
+    return bool(rowcount(result))
 
 
 def retry(session: Session, c: Claim, delay: float, error: str) -> str:
@@ -314,15 +314,15 @@ def release(session: Session, c: Claim) -> bool:
                 attempts=models.Job.attempts - 1,
                 run_after=utcnow(), updated_at=utcnow())
         .execution_options(synchronize_session=False))
-    if _rowcount(result) and c.pipeline_id is not None:
+    if rowcount(result) and c.pipeline_id is not None:
         session.execute(
             update(models.Pipeline)
             .where(models.Pipeline.id == c.pipeline_id, models.Pipeline.status == models.RUNNING)
             .values(status=models.QUEUED)
             .execution_options(synchronize_session=False))
-    if _rowcount(result):
+    if rowcount(result):
         wake_workers(session)
-    return bool(_rowcount(result))
+    return bool(rowcount(result))
 
 
 # --- pipeline-level helpers ------------------------------------------------------------------
@@ -396,9 +396,3 @@ def read_log(session: Session, pipeline_id: int, offset: int, limit: int = 1 << 
         if len(out) >= limit:
             break
     return bytes(out), position
-
-
-def _rowcount(result: Result[Any]) -> int:
-    """How many rows an UPDATE matched. Session.execute is typed as returning Result, which
-    has no rowcount; for an UPDATE it is a CursorResult, which does."""
-    return cast("CursorResult[Any]", result).rowcount

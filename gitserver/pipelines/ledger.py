@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction
+from gitserver.db.session import rowcount, transaction
 from gitserver.git import refs, refstate
 from gitserver.pipelines.queue import PushContext, enqueue_push_pipeline, notify_push, pipeline_url
 
@@ -80,7 +80,7 @@ def complete_push(session: Session, push_id: int, moved: Iterable[str],
     if push is None:
         raise LookupError(f"push {push_id} does not exist")
     session.refresh(push)
-    if not claimed.rowcount:
+    if not rowcount(claimed):
         return session.scalar(select(models.Pipeline).where(models.Pipeline.push_id == push_id))
     stale = [u.id for u in push.ref_updates if u.ref not in moved]
     if stale:
@@ -121,7 +121,7 @@ class HookService:
             return self._handle(request, trust_push_ids)
         except ValueError as exc:
             return {"error": str(exc)[:200]}
-        except Exception as exc:  # noqa: BLE001  (one line for the pusher; the log has the rest)
+        except Exception as exc:  # one line for the pusher; the log has the rest
             log.exception("recording a push to repository %s failed", self.ctx.repo_id)
             return {"error": f"database error ({type(exc).__name__})"}
 
@@ -298,7 +298,7 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
             .where(models.Repository.id == repo.id,
                    models.Repository.refs_fingerprint == repo.fingerprint)
             .values(refs_fingerprint=stored).execution_options(synchronize_session=False))
-        if not won.rowcount:
+        if not rowcount(won):
             result.differences.clear()
             result.unsettled = True
             return result

@@ -43,7 +43,7 @@ from gitserver import metrics
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction
+from gitserver.db.session import rowcount, transaction
 from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.logs import bind
@@ -118,7 +118,7 @@ class Worker:
             log.info("removed %d build workspace(s) left by dead workers", swept)
         try:
             ledger.startup_pass(self.runtime, "worker")
-        except Exception:  # noqa: BLE001  (the periodic pass tries again)
+        except Exception:  # the periodic pass tries again
             log.exception("reconciling refs at start failed")
         log.info("worker %s: %d thread(s), job kinds %s", self.owner_prefix, self.concurrency,
                  ", ".join(self.kinds))
@@ -151,7 +151,7 @@ class Worker:
                 with transaction(self.runtime.sessions) as session:
                     jobs.release(session, h.claim)
                 log.warning("job %s released while its handler still ran", h.claim.job_id)
-            except Exception:  # noqa: BLE001  (the lease will expire instead)
+            except Exception:  # the lease will expire instead
                 log.exception("could not release job %s", h.claim.job_id)
 
     def _snapshot(self) -> list[_Held]:
@@ -166,7 +166,7 @@ class Worker:
             try:
                 with transaction(self.runtime.sessions) as session:
                     claim = jobs.claim(session, owner, self.cfg.job_lease_seconds, self.kinds)
-            except Exception:  # noqa: BLE001  (database hiccup: wait and retry)
+            except Exception:  # database hiccup: wait and retry
                 log.exception("claiming a job failed")
                 self.stopping.wait(ERROR_BACKOFF)
                 continue
@@ -197,12 +197,13 @@ class Worker:
         try:
             resolve_handler(claim.kind)(ctx)
         except jobs.RetryLater as exc:
-            return self._record(claim, lambda s: jobs.retry(s, claim, exc.delay, exc.message))
+            delay, message = exc.delay, exc.message  # `exc` is unbound once the except ends
+            return self._record(claim, lambda s: jobs.retry(s, claim, delay, message))
         except jobs.JobCancelled:
             return self._record(claim, lambda s: _finish(s, claim, models.CANCELLED, "cancelled"))
         except jobs.JobReleased:
             return self._record(claim, lambda s: models.QUEUED if jobs.release(s, claim) else "lost")
-        except Exception as exc:  # noqa: BLE001  (the job fails; the worker goes on)
+        except Exception as exc:  # the job fails; the worker goes on
             log.exception("job %s (%s) failed", claim.job_id, claim.kind)
             message = f"{type(exc).__name__}: {exc}"
             return self._record(claim, lambda s: _finish(s, claim, models.FAILED, message))
@@ -212,7 +213,7 @@ class Worker:
         try:
             with transaction(self.runtime.sessions) as session:
                 state = write(session)
-        except Exception:  # noqa: BLE001  (the lease expires and another worker re-runs it)
+        except Exception:  # the lease expires and another worker re-runs it
             log.exception("recording the outcome of job %s failed", claim.job_id)
             return "lost"
         if state == "lost":
@@ -233,7 +234,7 @@ class Worker:
                 while not self.stopping.is_set():
                     for _notify in conn.notifies(timeout=1.0, stop_after=1):  # type: ignore[union-attr]
                         self.wake.set()
-            except Exception:  # noqa: BLE001  (polling still works; try again shortly)
+            except Exception:  # polling still works; try again shortly
                 log.warning("job listener: LISTEN failed; idle workers fall back to polling",
                             exc_info=True)
                 self.stopping.wait(5.0)
@@ -263,7 +264,7 @@ class Worker:
                 if not self.stopping.is_set() and now - last_refs >= self.cfg.refs_reconcile_interval:
                     ledger.periodic_pass(self.runtime, "worker")
                     last_refs = now
-            except Exception:  # noqa: BLE001  (keep monitoring; the next pass retries)
+            except Exception:  # keep monitoring; the next pass retries
                 log.exception("job monitor pass failed")
 
     def _poll_cancels(self, held: list[_Held]) -> None:
@@ -308,7 +309,7 @@ def available_kinds() -> list[str]:
 
 def resolve_handler(kind: str) -> jobs.Handler:
     module, _, name = jobs.HANDLERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
 def _protect_data_dir(cfg: Config) -> None:
@@ -453,7 +454,7 @@ class PipelineRun:
                        models.Pipeline.status.in_((models.QUEUED, models.RUNNING)))
                 .values(status=models.RUNNING, started_at=utcnow(), finished_at=None, error="")
                 .execution_options(synchronize_session=False))
-            if not result.rowcount:
+            if not rowcount(result):
                 raise jobs.JobCancelled(f"pipeline {self.pipeline_id} was cancelled")
         if self.ctx.attempts > 1:
             self.ctx.log(f"\n*** attempt {self.ctx.attempts} (the previous run did not finish)\n")
@@ -471,7 +472,7 @@ class PipelineRun:
         try:
             ledger.reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
                                  intent_grace=self.cfg.receive_finish_timeout)
-        except Exception:  # noqa: BLE001  (the periodic pass tries again; the push goes on)
+        except Exception:  # the periodic pass tries again; the push goes on
             log.exception("reconciling repository %s failed", repo_id)
 
     def execute(self) -> None:

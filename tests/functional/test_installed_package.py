@@ -1,6 +1,7 @@
 """The package as a user gets it: a wheel built from this checkout, installed with pip into a
-fresh virtualenv outside the source tree, runs ``init``, ``db upgrade`` and ``serve`` on its own
-files (hook templates, migrations, version) — nothing may be found next to the checkout.
+fresh virtualenv outside the source tree, runs ``init``, ``db upgrade``, ``serve`` and ``check``
+on its own files (hook templates, migrations, version) — nothing may be found next to the
+checkout.
 
 pip resolves the wheel's declared dependencies from the same index and cache ``./dev`` uses, so
 a dependency missing from pyproject.toml fails here too. SQLite only: what is under test is the
@@ -116,6 +117,11 @@ def test_installed_wheel_inits_serves_and_archives_a_push(venv_python: Path, tmp
             return "refs/tags/repour-" in refs
 
         wait_for(archived, timeout=60, interval=0.3, what="the push's archive tag")
+
+        # The installed check finds its hook templates too: the hooks init wrote match them.
+        checked = srv.cli("check", check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "checked 1 repositories" in checked.stderr and "0 problem(s)" in checked.stderr, checked.stderr
 
         version = requests.get(srv.http_url + "/version", timeout=10).json()
         expected = run([venv_python, "-c", "import gitserver; print(gitserver.__version__)"], cwd=outside,

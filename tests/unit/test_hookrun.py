@@ -136,7 +136,7 @@ def test_unrecordable_push_moves_nothing() -> None:
 
 def test_done_failing_still_reports_the_moved_refs() -> None:
     err = io.BytesIO()
-    lines, applied = run("", f"{Z} {A} refs/heads/new", broken="done", stderr=err)
+    lines, _applied = run("", f"{Z} {A} refs/heads/new", broken="done", stderr=err)
     assert lines == ["ok refs/heads/new"]  # the intent is recorded: the reconciler finishes it
     assert b"will record this push shortly" in err.getvalue()
 

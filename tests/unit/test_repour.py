@@ -3,8 +3,6 @@ push reports, tag names, callback choice, service-account token caching."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from gitserver import config as config_mod

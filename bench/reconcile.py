@@ -92,8 +92,8 @@ def main() -> None:
                                check=True)
                 os.utime(repo / "refs" / "heads" / "planted", (past, past))
             dirty, s3 = timed_pass(runtime)
-            print(f"| pass | repositories | read and compared | recovered pushes | seconds | per repository |")
-            print(f"|---|---|---|---|---|---|")
+            print("| pass | repositories | read and compared | recovered pushes | seconds | per repository |")
+            print("|---|---|---|---|---|---|")
             for name, secs, s in (("cold (no fingerprints yet)", cold, s1),
                                   ("warm (nothing changed)", warm, s2),
                                   (f"{changed} changed (1%)", dirty, s3)):

@@ -407,7 +407,7 @@ def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_g
         path = repos_root / repo.tenant / f"{repo.name}.git"
         try:
             result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace)
-        except Exception:  # noqa: BLE001  (one broken repository does not stop the pass)
+        except Exception:  # one broken repository does not stop the pass
             if (path / "HEAD").is_file():
                 log.exception("reconciling %s failed", repo.full_name)
                 summary.errors += 1

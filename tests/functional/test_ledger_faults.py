@@ -233,7 +233,7 @@ def test_same_ref_twice_is_refused_whole(server: GitServer, git_env: dict[str, s
 def test_tag_of_blob_and_tree_never_fail_the_other_refs(server: GitServer, git_env: dict[str, str],
                                                         tmp_path: Path) -> None:
     tenant, repo, user, work = seeded(server, git_env, tmp_path)
-    commit = commit_files(work, git_env, {"b.txt": "b\n"})
+    commit_files(work, git_env, {"b.txt": "b\n"})
     run = lambda *a: subprocess.run(["git", *a], cwd=work, env=git_env, check=True,  # noqa: E731
                                     capture_output=True, text=True).stdout.strip()
     blob = run("hash-object", "-w", "b.txt")
@@ -385,7 +385,7 @@ def test_planted_ref_is_found_and_recorded_by_check_repair(tmp_path: Path, db_ur
     srv = start_server(tmp_path, db_url, git_env,
                        extra_env={**FAULT_ENV, "GITSERVER_REFS_RECONCILE_INTERVAL": "3600"})
     try:
-        tenant, repo, user, work = seeded(srv, git_env, tmp_path)
+        tenant, repo, user, _work = seeded(srv, git_env, tmp_path)
         assert srv.cli("check", check=False).returncode == 0
         path = srv.repo_path(tenant, repo)
         main = ls_remote(srv, user, tenant, repo)["refs/heads/main"]

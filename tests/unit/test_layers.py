@@ -1,0 +1,73 @@
+"""The dependency direction of docs/architecture.md, checked on the import statements.
+
+Composition roots (cli, supervisor, entrypoint, check) may import anything; transports (ssh,
+api) never import each other; the pipelines never import a transport; the core (git, db,
+access, names, keys, errors, config) imports none of the layers above it. The git hooks'
+module imports only the standard library and the pure git rules at load time, because every
+push starts it.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "gitserver"
+ROOTS = ("gitserver.cli", "gitserver.supervisor", "gitserver.entrypoint", "gitserver.check")
+TRANSPORTS = ("gitserver.api", "gitserver.ssh")
+CORE = ("gitserver.git", "gitserver.db", "gitserver.access", "gitserver.names", "gitserver.keys",
+        "gitserver.errors", "gitserver.config")
+
+# module prefix -> prefixes it must not import
+FORBIDDEN = {
+    "gitserver.api": (*ROOTS, "gitserver.ssh"),
+    "gitserver.ssh": (*ROOTS, "gitserver.api"),
+    "gitserver.pipelines": (*ROOTS, *TRANSPORTS),
+    **{core: (*ROOTS, *TRANSPORTS, "gitserver.pipelines", "gitserver.admin") for core in CORE},
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, *, top_level_only: bool = False) -> set[str]:
+    """Every gitserver module ``path`` imports (``from a import b`` counts as a and a.b)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_follow_the_layers(path: Path) -> None:
+    module = module_name(path)
+    banned = [b for layer, bans in FORBIDDEN.items() if within(module, layer) for b in bans]
+    wrong = sorted(name for name in imports(path) for b in banned if within(name, b))
+    assert not wrong, f"{module} imports {wrong}, above its layer (docs/architecture.md)"
+
+
+def test_the_hooks_load_only_the_standard_library_and_the_git_rules() -> None:
+    allowed = {"gitserver.git", "gitserver.git.protect", "gitserver.git.refs"}
+    loaded = imports(PACKAGE / "hookrun.py", top_level_only=True)
+    ours = {name for name in loaded if within(name, "gitserver")}
+    assert ours <= allowed, ours
+    others = {name.partition(".")[0] for name in loaded} - {"gitserver", "__future__"}
+    assert others <= set(sys.stdlib_module_names), others - set(sys.stdlib_module_names)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import ClassVar
 
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
 ENV_CONFIG = "GITSERVER_CONFIG"
@@ -33,7 +34,8 @@ class HookEnv:
     client_address: str = ""
     config_file: str = ""
 
-    _NAMES = {
+    # field -> environment variable
+    ENV_NAMES: ClassVar[Mapping[str, str]] = {
         "repo_id": "GITSERVER_REPO_ID", "repo": "GITSERVER_REPO", "permission": "GITSERVER_PERMISSION",
         "protocol": "GITSERVER_PUSH_PROTOCOL", "data_dir": "GITSERVER_DATA_DIR",
         "database_url": "GITSERVER_DATABASE_URL", "public_http_url": "GITSERVER_PUBLIC_HTTP_URL",
@@ -44,7 +46,7 @@ class HookEnv:
 
     def to_env(self) -> dict[str, str]:
         env = {}
-        for field, name in self._NAMES.items():
+        for field, name in self.ENV_NAMES.items():
             value = getattr(self, field)
             if field == "config_file" and not value:
                 continue  # absent, not empty: config.load reads the variable when it is set
@@ -55,13 +57,13 @@ class HookEnv:
     def from_env(cls, environ: Mapping[str, str]) -> HookEnv:
         """ValueError when git was not started by gitserver (no repository id)."""
         def optional_int(field: str) -> int | None:
-            value = environ.get(cls._NAMES[field], "")
+            value = environ.get(cls.ENV_NAMES[field], "")
             return int(value) if value.isdigit() else None
 
         repo_id = optional_int("repo_id")
         if repo_id is None:
-            raise ValueError(f"{cls._NAMES['repo_id']} is not set: git was not started by gitserver")
-        text = {field: environ.get(name, "") for field, name in cls._NAMES.items()
+            raise ValueError(f"{cls.ENV_NAMES['repo_id']} is not set: git was not started by gitserver")
+        text = {field: environ.get(name, "") for field, name in cls.ENV_NAMES.items()
                 if field not in ("repo_id", "user_id", "key_id")}
         return cls(repo_id=repo_id, user_id=optional_int("user_id"), key_id=optional_int("key_id"),
                    **{**text, "protocol": text["protocol"] or "internal"})
@@ -69,4 +71,4 @@ class HookEnv:
 
 def permission(environ: Mapping[str, str]) -> str:
     """The pusher's permission, or "" (the hook refuses every write then)."""
-    return environ.get(HookEnv._NAMES["permission"], "")
+    return environ.get(HookEnv.ENV_NAMES["permission"], "")

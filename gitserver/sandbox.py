@@ -57,6 +57,8 @@ SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib6
 # Where /etc/resolv.conf points on systemd-resolved hosts (so "host" jobs can resolve names).
 RESOLVER_DIRS = ("/run/systemd/resolve",)
 NETWORKS = ("host", "none")
+# Private, empty and world-writable (sticky) in every sandbox.
+PRIVATE_DIRS = ("/tmp", "/var/tmp")
 UID_RANGE_RE = re.compile(r"^\s*(\d+)\s*([:-])\s*(\d+)\s*$")
 # The lowest UID a range may start at: below are the host's own system and login users.
 MIN_SANDBOX_UID = 100000
@@ -215,7 +217,8 @@ def bwrap_command(bwrap: str, setpriv: str, *, uid: int, job_dir: Path | None, c
     """The argument list that runs ``argv`` sandboxed as ``uid`` (pure, table-tested).
 
     Order matters to bwrap: later mounts go on top of earlier ones. The system first, then the
-    masks over the data dir, then the job's own directory, then its read-only parts.
+    private /proc, /dev and /tmp, the operator's read-only paths (which may lie under /tmp),
+    the masks over the data dir, the job's own directory, and last its read-only parts.
     """
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
@@ -232,16 +235,16 @@ def bwrap_command(bwrap: str, setpriv: str, *, uid: int, job_dir: Path | None, c
     if network == "host":
         for name in RESOLVER_DIRS:
             cmd += ["--ro-bind-try", name, name]
-    for path in read_only:
-        cmd += ["--ro-bind", str(path), str(path)]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
             "--perms", "1777", "--tmpfs", "/var/tmp"]
+    for path in read_only:
+        cmd += [*_parent_dirs(path), "--ro-bind", str(path), str(path)]
     for path in hidden:
         if any(_overlaps(path, Path(name)) and not Path(name).is_symlink() for name in SYSTEM_DIRS) \
                 or any(_overlaps(path, p) for p in read_only):
             cmd += ["--perms", "0000", "--tmpfs", str(path)]
     if job_dir is not None:
-        cmd += ["--bind", str(job_dir), str(job_dir)]
+        cmd += [*_parent_dirs(job_dir), "--bind", str(job_dir), str(job_dir)]
     for path in protected:
         cmd += ["--ro-bind", str(path), str(path)]
     cmd += ["--chdir", str(cwd),
@@ -250,6 +253,20 @@ def bwrap_command(bwrap: str, setpriv: str, *, uid: int, job_dir: Path | None, c
             setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
             "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
     return cmd
+
+
+def _parent_dirs(path: Path) -> list[str]:
+    """Create ``path``'s parents inside the sandbox with mode 0755. bwrap would copy the host's
+    modes, and a parent the host keeps at 0700 (a pytest or systemd temp dir) would lock the
+    job's UID out of its own directory. Parents in the read-only system are left alone."""
+    out: list[str] = []
+    for parent in reversed(path.parents):
+        if parent == Path("/") or str(parent) in PRIVATE_DIRS:
+            continue
+        if any(_overlaps(parent, Path(name)) for name in SYSTEM_DIRS):
+            continue
+        out += ["--perms", "0755", "--dir", str(parent)]
+    return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,6 +83,9 @@ class Config:
     # like /etc/subuid, or FIRST-LAST); extra read-only paths jobs see (tools, JDKs).
     sandbox_uid_range: str = "2100000000:100000"
     sandbox_read_only_paths: tuple[str, ...] = ()
+    # Processes and threads one sandboxed job may have at once (RLIMIT_NPROC of its UID, which
+    # no other job shares): a fork bomb stops there.
+    sandbox_max_processes: int = 4096
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 6
     # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.

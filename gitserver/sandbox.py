@@ -34,10 +34,11 @@ import functools
 import logging
 import os
 import re
+import resource
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from gitserver.config import Config
@@ -114,6 +115,7 @@ class Policy:
     problem: str = ""
     allow_unisolated: bool = False
     lock_dir: Path = UID_LOCK_DIR
+    max_processes: int = 4096
 
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
@@ -128,7 +130,8 @@ class Policy:
         setpriv = shutil.which("setpriv", path=TOOL_PATH) or ""
         return cls(uid_range=uid_range, hidden=hidden, read_only=read_only, bwrap=bwrap,
                    setpriv=setpriv, problem=host_problem(bwrap, setpriv),
-                   allow_unisolated=cfg.build_allow_unisolated)
+                   allow_unisolated=cfg.build_allow_unisolated,
+                   max_processes=cfg.sandbox_max_processes)
 
     @property
     def available(self) -> bool:
@@ -289,6 +292,20 @@ class Job:
         return bwrap_command(self.policy.bwrap, self.policy.setpriv, uid=self.uid, job_dir=self.root,
                              cwd=cwd, network=network, hidden=self.policy.hidden,
                              read_only=self.policy.read_only, protected=self.protected, argv=argv)
+
+    def limits_hook(self) -> Callable[[], None]:
+        """A ``preexec_fn`` step for the process that starts the sandbox: RLIMIT_NPROC, which
+        root (bwrap) ignores and the job's UID inherits. It counts that UID's processes only,
+        so it means "this job's", now that no two jobs share one. Nothing when unsandboxed:
+        the count would be the server user's own."""
+        limit = self.policy.max_processes
+        sandboxed = self.sandboxed
+
+        def apply() -> None:
+            if sandboxed:
+                resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+        return apply
 
     def describe(self, network: str) -> str:
         if self.uid is None:

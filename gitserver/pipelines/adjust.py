@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitserver.config import Config
-from gitserver.proc import die_with_parent_hook
+from gitserver.proc import chain, die_with_parent_hook
 from gitserver.sandbox import Job
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
                                     env=dict(env), stdout=out, stderr=err,
                                     stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                                     start_new_session=True, pass_fds=tuple(pass_fds),
-                                    preexec_fn=die_with_parent_hook())  # noqa: PLW1509
+                                    preexec_fn=_preexec(sandbox))  # noqa: PLW1509
         except subprocess.SubprocessError as exc:  # the parent-death set-up failed in the child
             raise ProcessingError(f"cannot run {argv[0]}: setting up the process failed", cmd=argv,
                                   exit_code=127, error_type="CommandError", stderr=str(exc)) from exc
@@ -165,6 +165,12 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
     if output is not None and (stdout or stderr):
         output(f"$ {shlex.join(redact(a) for a in argv)}\n{redact(stdout)}{redact(stderr)}")
     return CommandResult(argv=argv, exit_code=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+def _preexec(sandbox: Job | None) -> Callable[[], None]:
+    if sandbox is None:
+        return die_with_parent_hook()
+    return chain(sandbox.limits_hook(), die_with_parent_hook())
 
 
 def _feed(proc: subprocess.Popen[bytes], text: str) -> None:

@@ -364,8 +364,9 @@ def step_environment(spec: StepSpec, coords: Coordinates, home: Path) -> dict[st
     return env
 
 
-def _limits(sandbox: Sandbox) -> Any:
+def _limits(sandbox: Sandbox, job: sandbox_mod.Job) -> Any:
     cpu, memory, fsize = sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_size_bytes
+    job_limits = job.limits_hook()
     # Resolved here, in the worker: the child may have become the build user already and may
     # not be able to read the Python installation to import anything.
     # SIGKILL the step's first process if the worker dies (see gitserver.proc); bwrap passes
@@ -380,6 +381,7 @@ def _limits(sandbox: Sandbox) -> Any:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        job_limits()
         die_with_worker()
 
     return apply
@@ -408,7 +410,7 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Workspace, coords: Coor
         child = subprocess.Popen(argv, cwd=workspace.root if job.sandboxed else cwd, env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=_limits(sandbox), **kwargs)  # noqa: PLW1509
+                                 preexec_fn=_limits(sandbox, job), **kwargs)  # noqa: PLW1509
     except OSError as exc:
         ctx.log(f"cannot start {argv[0]}: {exc.strerror}\n")
         return StepOutcome("failed", None, f"cannot start {argv[0]}: {exc.strerror}")

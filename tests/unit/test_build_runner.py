@@ -156,10 +156,11 @@ def test_as_root_steps_run_sandboxed_with_a_uid_of_their_own(tmp_path: Path) -> 
     box, ws, stack = sandboxed_workspace(tmp_path)
     with stack:
         ctx = FakeContext()
-        outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", "id -u; echo $$; pwd")),
+        outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", "id -u; echo $$; pwd; grep '^Max processes' /proc/self/limits")),
                                  ws, COORDS, box)  # type: ignore[arg-type]
     assert outcome.status == "succeeded", ctx.text
-    first, uid, pid, cwd = ctx.text.splitlines()
+    first, uid, pid, cwd, nproc = ctx.text.splitlines()
+    assert nproc.split()[2:4] == ["4096", "4096"] == [str(box.policy.max_processes)] * 2  # sandbox_max_processes
     assert first.startswith(f"sandbox: uid {ws.job.uid},")
     assert int(uid) == ws.job.uid and box.policy.uid_range.first <= int(uid) <= box.policy.uid_range.last
     assert int(pid) <= 3  # one of the first processes of its own PID namespace

@@ -162,3 +162,24 @@ def test_hand_over_owns_the_tree_but_not_shared_or_protected_files(tmp_path: Pat
     assert (root / "src" / "link").lstat().st_uid == 2100000009  # the link, not its target
     assert outside.stat().st_uid == 0  # neither through the symlink nor the hard link
     assert (root / "src" / ".git" / "config").stat().st_uid == 0
+
+
+def test_an_alignment_tool_without_a_sandbox_is_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/adjust's side: a process that cannot sandbox refuses the tool with Repour's error body."""
+    from types import SimpleNamespace
+
+    from gitserver.pipelines import adjust, repour
+
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    op = SimpleNamespace(config=config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")}), output=None)
+    work = SimpleNamespace(root=tmp_path, dir=tmp_path / "work")
+    with pytest.raises(adjust.ProcessingError) as caught:
+        with repour.tool_sandbox(op, adjust.Provider("process", ("align",)), work):  # type: ignore[arg-type]
+            raise AssertionError("the tool must not run")
+    body = caught.value.body()
+    assert body["error_type"] == "SandboxUnavailable"
+    assert body["desc"].startswith("the alignment tool was not run: the job cannot be sandboxed: the process "
+                                   "does not run as root")
+    # noop runs nothing, so it needs no sandbox.
+    with repour.tool_sandbox(op, adjust.Provider("noop"), work) as job:  # type: ignore[arg-type]
+        assert job is None

@@ -131,10 +131,12 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
     runs in that job's sandbox with ``network``; its processes die with it (PID namespace).
     """
     argv = [str(a) for a in argv]
-    started = sandbox.command(argv, cwd=cwd, network=network) if sandbox is not None else argv
+    started, start_dir = argv, cwd
+    if sandbox is not None and sandbox.sandboxed:  # bwrap starts in the job's root, enters cwd itself
+        started, start_dir = sandbox.command(argv, cwd=cwd, network=network), sandbox.root
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(started, cwd=sandbox.root if sandbox is not None else cwd,
+            proc = subprocess.Popen(started, cwd=start_dir,
                                     env=dict(env), stdout=out, stderr=err,
                                     stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                                     start_new_session=True, pass_fds=tuple(pass_fds),

@@ -183,3 +183,29 @@ def test_an_alignment_tool_without_a_sandbox_is_not_run(tmp_path: Path, monkeypa
     # noop runs nothing, so it needs no sandbox.
     with repour.tool_sandbox(op, adjust.Provider("noop"), work) as job:  # type: ignore[arg-type]
         assert job is None
+
+
+def test_run_command_in_an_unsandboxed_job_runs_where_asked(tmp_path: Path) -> None:
+    """Where the operator allowed unisolated jobs the tool runs as is, in its own cwd."""
+    from gitserver.pipelines import adjust
+
+    (tmp_path / "work").mkdir()
+    job = sandbox.Job(_policy(tmp_path, problem="x", allow_unisolated=True), None, tmp_path)
+    result = adjust.run_command(["pwd"], cwd=tmp_path / "work", env={"PATH": "/usr/bin:/bin"}, timeout=30,
+                                sandbox=job, network="none")
+    assert (result.exit_code, result.stdout) == (0, f"{tmp_path / 'work'}\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
+def test_run_command_in_a_sandboxed_job(tmp_path: Path) -> None:
+    from gitserver.pipelines import adjust
+
+    policy = sandbox.Policy.from_config(config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")}))
+    root = tmp_path / "job"
+    (root / "work").mkdir(parents=True)
+    with sandbox.job(policy, root, give_back=True) as job:
+        result = adjust.run_command(["/bin/sh", "-c", "id -u; pwd; touch made"], cwd=root / "work",
+                                    env={"PATH": "/usr/bin:/bin"}, timeout=30, sandbox=job, network="none")
+        assert (root / "work" / "made").stat().st_uid == job.uid
+    assert result.stdout == f"{job.uid}\n{root / 'work'}\n", result
+    assert (root / "work" / "made").stat().st_uid == os.geteuid()  # given back

@@ -278,11 +278,13 @@ class Sandbox:
 
     def describe(self) -> str:
         text = self.policy.describe()
-        if not self.policy.available and self.fallback_uid is not None:
-            text += f"; steps run as uid {self.fallback_uid} (build_user) with the host's network"
-        elif not self.policy.available and self.policy.allow_unisolated:
-            text += (f"; steps run as this worker's own user (uid {os.geteuid()}), able to read "
-                     "the data dir and the database, with the host's network")
+        if not self.policy.available:  # (then the network is the host's: nothing can cut it)
+            if self.fallback_uid is not None:
+                return text + f"; steps run as uid {self.fallback_uid} (build_user) with the host's network"
+            if self.policy.allow_unisolated:
+                return text + (f"; steps run as this worker's own user (uid {os.geteuid()}), able "
+                               "to read the data dir and the database, with the host's network")
+            return text
         if self.network == "none":
             return text + "; build_network is \"none\": no step gets the network"
         return text + "; steps get the network only when the pipeline file says network = \"host\""

@@ -219,7 +219,10 @@ def test_network_host_beyond_build_network_fails_the_step_instead_of_running(tmp
     assert outcome.status == "failed" and outcome.exit_code is None
     assert outcome.message == ('the pipeline file asks for network = "host" but this server\'s '
                                'build_network is "none": the step was not run')
-    assert outcome.message in ctx.text and 'build_network is "none": no step gets' in box.describe()
+    assert outcome.message in ctx.text
+    sandboxed = sandbox(network="none", policy=dataclasses.replace(UNSANDBOXED, problem=""))
+    assert sandboxed.describe().endswith('; build_network is "none": no step gets the network')
+    assert box.describe().endswith("with the host's network")  # unsandboxed: nothing cuts it
     assert not (tmp_path / "src" / "ran").exists()  # the step never started
 
 

@@ -224,7 +224,9 @@ def load(config_file: str | os.PathLike[str] | None = None,
             raise ConfigError(f"setting {name}: expected one of {', '.join(BUILD_NETWORKS)}, "
                               f"got {getattr(config, name)!r}")
     _check_uid_range(config.sandbox_uid_range)
-    return dataclasses.replace(config, data_dir=config.data_dir.absolute())
+    config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
+    _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
+    return config
 
 
 def _check_uid_range(text: str) -> None:
@@ -234,6 +236,15 @@ def _check_uid_range(text: str) -> None:
         parse_uid_range(text)
     except ValueError as exc:
         raise ConfigError(f"setting sandbox_uid_range: {exc}") from exc
+
+
+def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:
+    """Jobs must never see the data dir: refuse, at start, a read-only path that shows it."""
+    for text in paths:
+        path = Path(text).absolute()
+        if path == data_dir or path in data_dir.parents or data_dir in path.parents:
+            raise ConfigError(f"setting sandbox_read_only_paths: {text} overlaps the data dir "
+                              f"{data_dir}, which sandboxed jobs must never see")
 
 
 def _check_ciphers(ciphers: tuple[str, ...]) -> None:

@@ -140,8 +140,14 @@ def test_host_problems_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_read_only_paths_never_include_the_data_dir(tmp_path: Path) -> None:
-    cfg = config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
-                               "GITSERVER_SANDBOX_READ_ONLY_PATHS": str(tmp_path)})
+    for shown in (tmp_path, tmp_path / "data", tmp_path / "data" / "repos"):
+        with pytest.raises(ConfigError, match=f"setting sandbox_read_only_paths: {shown} overlaps the data dir"):
+            config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
+                                 "GITSERVER_SANDBOX_READ_ONLY_PATHS": str(shown)})
+    assert config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
+                                "GITSERVER_SANDBOX_READ_ONLY_PATHS": str(tmp_path / "tools")})
+    # A Config built some other way is checked again where the sandbox is set up.
+    cfg = config.Config(data_dir=tmp_path / "data", sandbox_read_only_paths=(str(tmp_path),))
     with pytest.raises(sandbox.SandboxUnavailable, match="overlaps the data dir"):
         sandbox.Policy.from_config(cfg)
 

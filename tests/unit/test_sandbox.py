@@ -215,3 +215,33 @@ def test_run_command_in_a_sandboxed_job(tmp_path: Path) -> None:
         assert (root / "work" / "made").stat().st_uid == job.uid
     assert result.stdout == f"{job.uid}\n{root / 'work'}\n", result
     assert (root / "work" / "made").stat().st_uid == os.geteuid()  # given back
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.isdir("/opt"), reason="sandboxes need root; needs /opt")
+def test_a_data_dir_under_a_shown_system_dir_is_masked_for_real(tmp_path: Path) -> None:
+    """The sandbox shows /opt read-only; a data dir inside it (/opt/<app>/var) must still be
+    invisible. (Creates and removes a directory in the host's /opt.)"""
+    import shutil
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="gitserver-test-", dir="/opt"))
+    try:
+        data = base / "var"
+        (data / "repos").mkdir(parents=True)
+        (data / "gitserver.db").write_text("secret")
+        os.chmod(base, 0o755)
+        os.chmod(data, 0o755)  # even world-readable, it must not be there
+        os.chmod(data / "gitserver.db", 0o644)
+        policy = sandbox.Policy.from_config(config.load(environ={"GITSERVER_DATA_DIR": str(data)}))
+        root = tmp_path / "job"
+        root.mkdir()
+        with sandbox.job(policy, root) as job:
+            argv = job.command(["/bin/sh", "-c", f"ls -A {base}; ls -A {data}; cat {data}/gitserver.db"],
+                               cwd=root, network="none")
+            result = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=60)
+        assert result.stdout == "var\n", result  # the directory is there, empty and closed
+        assert f"ls: cannot open directory '{data}': Permission denied" in result.stderr, result
+        assert "secret" not in result.stdout + result.stderr
+    finally:
+        shutil.rmtree(base)

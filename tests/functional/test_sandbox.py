@@ -37,7 +37,7 @@ echo "secret-tmp-of-$ME" > "/tmp/secret-$ME"
 sleep 300 &
 BG=$!
 echo "READY $ME uid=$(id -u)"
-i=0; while [ ! -s other.env ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+i=0; while [ ! -s other.env ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done
 . ./other.env
 own read-workspace cat secret.txt
 own write-workspace sh -c 'echo mine >> build.sh'
@@ -56,7 +56,7 @@ attempt write-data touch "$DATA/planted"
 attempt write-system touch /usr/planted
 echo "processes seen: $(ls -d /proc/[0-9]* | wc -l)"
 echo PROBES-DONE
-i=0; while [ ! -e finish.env ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+i=0; while [ ! -e finish.env ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done
 grep -q evil build.sh && echo "BUILD-SCRIPT-TAMPERED" || echo "BUILD-SCRIPT-INTACT"
 kill $BG
 '''
@@ -81,7 +81,7 @@ def test_two_tenants_concurrent_builds_cannot_reach_each_other(server: GitServer
     names = {side: unique(f"job{side}") for side in "AB"}
     pipelines: dict[str, int] = {}
     for side, name in names.items():
-        toml = (f'[[steps]]\nname = "probe"\ncommand = ["/bin/sh", "probe.sh"]\ntimeout = 300\n'
+        toml = (f'[[steps]]\nname = "probe"\ncommand = ["/bin/sh", "probe.sh"]\ntimeout = 900\n'
                 f'env = {{ ME = "{name}", GS_PROBE = "{name}" }}\n')
         _t, _r, user, work = setup_repo(server, git_env, tmp_path / side, builds=True,
                                         files={".gitserver/pipeline.toml": toml, "probe.sh": PROBE,

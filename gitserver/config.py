@@ -68,15 +68,24 @@ class Config:
     job_shutdown_grace: float = 10.0
     # Seconds between reconciler passes (pushes recorded without a pipeline get one).
     job_reconcile_interval: float = 10.0
-    # When the worker runs as root, build steps run as this unprivileged user.
+    # Only when jobs run unsandboxed as root (build_allow_unisolated, no bwrap): steps run as
+    # this unprivileged user instead of root.
     build_user: str = "nobody"
-    # Network of build steps: "host" (the worker's; builds may download dependencies) or
-    # "none" (a network namespace with only loopback; needs a root worker, else steps fail).
+    # The most network a build step may have (docs/sandbox.md): "host" lets a pipeline file
+    # ask for the worker's network (network = "host"; steps have none unless they ask);
+    # "none" never gives it, and a step that asks for it fails.
     build_network: str = "host"
-    # A worker that does not run as root cannot switch builds to build_user: its steps would
-    # run as the server's own user, able to read the database and every repository. Refused
-    # unless the operator accepts exactly that here.
+    # Jobs (build steps, alignment tools) that cannot be sandboxed on this host (not root, no
+    # bwrap, no namespaces) would run unconfined, able to read the database and every
+    # repository. Refused unless the operator accepts exactly that here.
     build_allow_unisolated: bool = False
+    # Sandboxes (docs/sandbox.md): each running job leases a UID of this range (START:COUNT,
+    # like /etc/subuid, or FIRST-LAST); extra read-only paths jobs see (tools, JDKs).
+    sandbox_uid_range: str = "2100000000:100000"
+    sandbox_read_only_paths: tuple[str, ...] = ()
+    # Processes and threads one sandboxed job may have at once (RLIMIT_NPROC of its UID, which
+    # no other job shares): a fork bomb stops there.
+    sandbox_max_processes: int = 4096
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 6
     # Delay before delivery attempt n+1: base * 2**(n-1) seconds with jitter, at most max.
@@ -93,6 +102,8 @@ class Config:
     adjust_process_command: str = ""
     adjust_temp_build_parameters: str = "-DversionIncrementalSuffix={timestamp}-redhat"
     adjust_timeout: float = 3600.0
+    # Network of alignment tools: "host" (they download artifacts) or "none".
+    adjust_network: str = "host"
     repour_git_timeout: float = 600.0
     repour_default_tenant: str = ""
     # Callbacks: client-credentials token endpoint of the service account (OIDC).
@@ -208,10 +219,32 @@ def load(config_file: str | os.PathLike[str] | None = None,
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
     _check_ciphers(config.ssh_ciphers)
-    if config.build_network not in BUILD_NETWORKS:
-        raise ConfigError(f"setting build_network: expected one of {', '.join(BUILD_NETWORKS)}, "
-                          f"got {config.build_network!r}")
-    return dataclasses.replace(config, data_dir=config.data_dir.absolute())
+    for name in ("build_network", "adjust_network"):
+        if getattr(config, name) not in BUILD_NETWORKS:
+            raise ConfigError(f"setting {name}: expected one of {', '.join(BUILD_NETWORKS)}, "
+                              f"got {getattr(config, name)!r}")
+    _check_uid_range(config.sandbox_uid_range)
+    config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
+    _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
+    return config
+
+
+def _check_uid_range(text: str) -> None:
+    from gitserver.sandbox import parse_uid_range
+
+    try:
+        parse_uid_range(text)
+    except ValueError as exc:
+        raise ConfigError(f"setting sandbox_uid_range: {exc}") from exc
+
+
+def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:
+    """Jobs must never see the data dir: refuse, at start, a read-only path that shows it."""
+    for text in paths:
+        path = Path(text).absolute()
+        if path == data_dir or path in data_dir.parents or data_dir in path.parents:
+            raise ConfigError(f"setting sandbox_read_only_paths: {text} overlaps the data dir "
+                              f"{data_dir}, which sandboxed jobs must never see")
 
 
 def _check_ciphers(ciphers: tuple[str, ...]) -> None:

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gitserver.config import Config
-from gitserver.proc import die_with_parent_hook
+from gitserver.proc import chain, die_with_parent_hook
+from gitserver.sandbox import Job
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ StopCheck = Callable[[], None]
 
 def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
                 stop: StopCheck | None = None, output: Callable[[str], None] | None = None,
-                input_text: str | None = None, pass_fds: Sequence[int] = ()) -> CommandResult:
+                input_text: str | None = None, pass_fds: Sequence[int] = (),
+                sandbox: Job | None = None, network: str = "host") -> CommandResult:
     """Run ``argv`` (never through a shell) in its own process group, with a wall-clock
     ``timeout``; ``stop`` is called every :data:`POLL_SECONDS` and whatever it raises ends the
     command (the whole process group is killed, so a tool's children die with it).
@@ -124,14 +126,21 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
     keep it running until its timeout. The signal is tied to the *thread* that forks; callers
     are worker job threads and gunicorn request threads, which outlive the call (see
     :func:`die_with_parent_hook`).
+
+    With ``sandbox`` (alignment tools: code from the repository or its origin runs) the command
+    runs in that job's sandbox with ``network``; its processes die with it (PID namespace).
     """
     argv = [str(a) for a in argv]
+    started, start_dir = argv, cwd
+    if sandbox is not None and sandbox.sandboxed:  # bwrap starts in the job's root, enters cwd itself
+        started, start_dir = sandbox.command(argv, cwd=cwd, network=network), sandbox.root
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=dict(env), stdout=out, stderr=err,
+            proc = subprocess.Popen(started, cwd=start_dir,
+                                    env=dict(env), stdout=out, stderr=err,
                                     stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                                     start_new_session=True, pass_fds=tuple(pass_fds),
-                                    preexec_fn=die_with_parent_hook())  # noqa: PLW1509
+                                    preexec_fn=_preexec(sandbox))  # noqa: PLW1509
         except subprocess.SubprocessError as exc:  # the parent-death set-up failed in the child
             raise ProcessingError(f"cannot run {argv[0]}: setting up the process failed", cmd=argv,
                                   exit_code=127, error_type="CommandError", stderr=str(exc)) from exc
@@ -158,6 +167,12 @@ def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
     if output is not None and (stdout or stderr):
         output(f"$ {shlex.join(redact(a) for a in argv)}\n{redact(stdout)}{redact(stderr)}")
     return CommandResult(argv=argv, exit_code=proc.returncode, stdout=stdout, stderr=stderr)
+
+
+def _preexec(sandbox: Job | None) -> Callable[[], None]:
+    if sandbox is None:
+        return die_with_parent_hook()
+    return chain(sandbox.limits_hook(), die_with_parent_hook())
 
 
 def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
@@ -402,7 +417,14 @@ def _inside(root: Path, relative: str) -> Path:
 
 def _read_json_file(path: Path, remove: bool = False) -> dict[str, Any]:
     """A tool's result file as a dict; {} when it wrote none (the tag then falls back to
-    ``repour-<commit>``). A file that is not a JSON object is the tool's failure."""
+    ``repour-<commit>``). A file that is not a JSON object is the tool's failure.
+
+    The tool wrote it in its sandbox, and could have made it (or a directory on its way) a
+    symbolic link to a server file; the caller's paths hold none, so any link is the tool's
+    and is refused rather than followed."""
+    if any(p.is_symlink() for p in (path, *path.parents)):
+        raise ProcessingError(f"the alignment tool's result file {path.name} is a symbolic link or "
+                              "lies under one: not read", exit_code=1, error_type="AdjustCommandError")
     if not path.is_file():
         return {}
     try:

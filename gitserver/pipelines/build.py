@@ -3,28 +3,29 @@
 The file (documented in the README, "Pipelines")::
 
     build_tags = true               # optional: also build pushed tags (default: branches only)
+    network = "host"                # optional: the steps' network, "none" (default) or "host"
 
     [[steps]]
     name = "test"                   # unique; letters, digits, ".", "_", "-", " "
     command = "make test"           # a string runs with /bin/sh -c; a list runs as is
     timeout = 600                   # optional, seconds (capped at the server's build_timeout)
     env = { MODE = "ci" }           # optional, added to the clean environment
+    network = "none"                # optional, this step's network (default: the file's)
 
 Each step runs in a fresh ``git clone --depth 1 --branch repour-<id>`` of the repository in a
 temporary directory, in a clean environment (PATH, HOME=<temp>, LANG and the ``GITSERVER_*``
 coordinates), in its own session/process group (cancel and timeouts kill the whole group),
-under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE. When the worker runs as root the step runs as the
-unprivileged ``build_user`` (default ``nobody``), which cannot enter the 0700 data dir, in its
-own PID namespace where the host allows it; when it does not run as root there is no such
-separation, and the log says so. With ``build_network = "none"`` a step also gets a network
-namespace of its own with only loopback up; a worker that cannot provide one fails the step
-rather than run it with the network the operator asked to withhold.
+under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE, and in a sandbox of its own (:mod:`gitserver.sandbox`,
+docs/sandbox.md): a UID no other job has, a private /tmp, its own PID namespace, a read-only
+system, no data dir, and the network only when the pipeline file asks for it and the server's
+``build_network`` allows it. Where no sandbox can be had the step fails saying why, unless the
+operator set ``build_allow_unisolated``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import pwd
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from gitserver import proc
+from gitserver import sandbox as sandbox_mod
 from gitserver.config import Config
 from gitserver.git.store import git_env
 from gitserver.pipelines.jobs import JobContext
@@ -52,8 +54,10 @@ MAX_PIPELINE_FILE = 64 * 1024
 MAX_STEPS = 50
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-STEP_KEYS = {"name", "command", "timeout", "env"}
-TOP_LEVEL_KEYS = {"steps", "build_tags"}
+STEP_KEYS = {"name", "command", "timeout", "env", "network"}
+TOP_LEVEL_KEYS = {"steps", "build_tags", "network"}
+# A step's network when its pipeline file names none.
+DEFAULT_STEP_NETWORK = "none"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Output is stored in chunks of about this size, and at least once a second.
 LOG_CHUNK = 4096
@@ -83,6 +87,7 @@ class StepSpec:
     timeout: float | None = None
     env: tuple[tuple[str, str], ...] = ()
     line: int = 0
+    network: str = DEFAULT_STEP_NETWORK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +140,14 @@ def parse_pipeline(text: str) -> PipelineSpec:
         raise PipelineFileError(f"{PIPELINE_FILE}: {where}: {reason}") from exc
     unknown = sorted(set(data) - TOP_LEVEL_KEYS)
     if unknown:
-        raise _error(text, f"unknown top-level key {unknown[0]!r} (allowed: [[steps]], build_tags)",
-                     _key_line(text, unknown[0], 1))
+        raise _error(text, f"unknown top-level key {unknown[0]!r} (allowed: [[steps]], build_tags, "
+                           "network)", _key_line(text, unknown[0], 1))
     build_tags = data.get("build_tags", False)
     if not isinstance(build_tags, bool):
         raise _error(text, "'build_tags' must be true or false", _key_line(text, "build_tags", 1))
+    network = data.get("network", DEFAULT_STEP_NETWORK)
+    if network not in sandbox_mod.NETWORKS:
+        raise _error(text, _NETWORK_ERROR, _key_line(text, "network", 1))
     steps = data.get("steps")
     if steps is None:
         raise _error(text, "no [[steps]] defined", 1)
@@ -154,7 +162,7 @@ def parse_pipeline(text: str) -> PipelineSpec:
     specs: list[StepSpec] = []
     for index, raw in enumerate(steps):
         header = headers[index] if index < len(headers) else 1
-        specs.append(_parse_step(text, raw, index + 1, header))
+        specs.append(_parse_step(text, raw, index + 1, header, network))
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:
@@ -163,7 +171,10 @@ def parse_pipeline(text: str) -> PipelineSpec:
     return PipelineSpec(steps=specs, build_tags=build_tags)
 
 
-def _parse_step(text: str, raw: dict[str, Any], number: int, header: int) -> StepSpec:
+_NETWORK_ERROR = "'network' must be \"none\" (no network, the default) or \"host\""
+
+
+def _parse_step(text: str, raw: dict[str, Any], number: int, header: int, network: str) -> StepSpec:
     def fail(key: str | None, message: str) -> PipelineFileError:
         line = _key_line(text, key, header) if key else header
         return _error(text, f"step {number}: {message}", line)
@@ -198,8 +209,11 @@ def _parse_step(text: str, raw: dict[str, Any], number: int, header: int) -> Ste
                               "GITSERVER_* is reserved)")
         if not isinstance(value, str) or "\0" in value:
             raise fail("env", f"env {key} must be a string")
+    network = raw.get("network", network)
+    if network not in sandbox_mod.NETWORKS:
+        raise fail("network", _NETWORK_ERROR)
     return StepSpec(name=name, argv=argv, timeout=float(timeout) if timeout is not None else None,
-                    env=tuple(sorted(env.items())), line=header)
+                    env=tuple(sorted(env.items())), line=header, network=network)
 
 
 def _error(_text: str, message: str, line: int) -> PipelineFileError:
@@ -225,33 +239,29 @@ def _key_line(text: str, key: str, start: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Sandbox:
-    """How build processes are confined on this host (decided once per worker)."""
+    """How build steps run on this worker (decided once per worker): the host's sandbox
+    policy, the limits, and the most network a step may have."""
 
-    uid: int | None  # switch to this user (worker is root), or None (no switch possible)
-    gid: int | None
-    user: str
+    policy: sandbox_mod.Policy
     cpu_seconds: int
     memory_bytes: int
     file_size_bytes: int
     max_timeout: float
-    # Run as root before the step: enters a new PID namespace, then drops to uid/gid. Empty
-    # when the host cannot (no util-linux, no CAP_SYS_ADMIN): then subprocess switches users.
-    wrapper: tuple[str, ...] = ()
-    # "host": the worker's network; "none": a new network namespace with only loopback.
+    # build_network: "host" lets pipeline files ask for the network; "none" never gives it.
     network: str = "host"
-    # Why network "none" cannot be enforced on this worker ("" when it can, or is not asked
-    # for): every step then fails with this message instead of running with the network.
-    network_refusal: str = ""
-    # Whether steps may run without another user (a worker that is not root): the operator's
-    # explicit choice (build.allow_unisolated); otherwise they are refused.
-    allow_unisolated: bool = False
+    # Only for steps run without a sandbox by a root worker (build_allow_unisolated): this
+    # unprivileged user (build_user) rather than root.
+    fallback_uid: int | None = None
+    fallback_gid: int | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> Sandbox:
+        try:
+            policy = sandbox_mod.Policy.from_config(cfg)
+        except sandbox_mod.SandboxUnavailable as exc:
+            raise SandboxError(str(exc)) from exc
         uid = gid = None
-        wrapper: tuple[str, ...] = ()
-        user = pwd.getpwuid(os.geteuid()).pw_name if _has_passwd_entry() else str(os.geteuid())
-        if os.geteuid() == 0:
+        if not policy.available and policy.allow_unisolated and os.geteuid() == 0:
             try:
                 entry = pwd.getpwnam(cfg.build_user)
             except KeyError as exc:
@@ -259,126 +269,45 @@ class Sandbox:
                                    "(builds never run as root)") from exc
             if entry.pw_uid == 0:
                 raise SandboxError("build_user must not be root")
-            uid, gid, user = entry.pw_uid, entry.pw_gid, cfg.build_user
-            wrapper = pid_namespace_wrapper(uid, gid)
-        refusal = network_refusal(cfg.build_network, wrapper)
-        return cls(uid=uid, gid=gid, user=user, cpu_seconds=cfg.build_cpu_seconds,
+            uid, gid = entry.pw_uid, entry.pw_gid
+        return cls(policy=policy, cpu_seconds=cfg.build_cpu_seconds,
                    memory_bytes=cfg.build_memory_mb * 1024 * 1024,
                    file_size_bytes=cfg.build_file_size_mb * 1024 * 1024,
-                   max_timeout=cfg.build_timeout, wrapper=wrapper, network=cfg.build_network,
-                   network_refusal=refusal, allow_unisolated=cfg.build_allow_unisolated)
-
-    @property
-    def isolated(self) -> bool:
-        return self.uid is not None
-
-    @property
-    def isolates_network(self) -> bool:
-        return self.network == "none" and not self.network_refusal
+                   max_timeout=cfg.build_timeout, network=cfg.build_network,
+                   fallback_uid=uid, fallback_gid=gid)
 
     def describe(self) -> str:
-        if self.isolated:
-            where = (" in their own PID namespace" if self.wrapper else "")
-            text = (f"build steps run as user {self.user} (uid {self.uid}){where}, without access "
-                    "to the server's data dir")
-        else:
-            text = (f"warning: the worker does not run as root, so build steps run as its own user "
-                    f"({self.user}) and are NOT isolated from the server's data dir and database")
-            if not self.allow_unisolated:
-                return text + f"; {UNISOLATED_REFUSAL}"
-        if self.isolates_network:
-            return text + "; no network (a network namespace with only loopback)"
+        text = self.policy.describe()
+        if not self.policy.available:  # (then the network is the host's: nothing can cut it)
+            if self.fallback_uid is not None:
+                return text + f"; steps run as uid {self.fallback_uid} (build_user) with the host's network"
+            if self.policy.allow_unisolated:
+                return text + (f"; steps run as this worker's own user (uid {os.geteuid()}), able "
+                               "to read the data dir and the database, with the host's network")
+            return text
         if self.network == "none":
-            return text + "; build_network is \"none\", which this worker cannot enforce: steps fail"
-        return text + "; with the host's network"
+            return text + "; build_network is \"none\": no step gets the network"
+        return text + "; steps get the network only when the pipeline file says network = \"host\""
 
 
-UNISOLATED_REFUSAL = ("steps are not run: set build.allow_unisolated = true (GITSERVER_BUILD_"
-                      "ALLOW_UNISOLATED) to accept that, or run the worker as root so steps run "
-                      "as build_user")
+@dataclasses.dataclass
+class Workspace:
+    """A step's directory (``src``, the clone, and ``home``) and the sandbox job owning it."""
+
+    root: Path
+    job: sandbox_mod.Job
+    _cleanup: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
 
 
-def pid_namespace_wrapper(uid: int, gid: int) -> tuple[str, ...]:
-    """The command prefix that runs a step in a new PID namespace as ``uid``/``gid``, or ()
-    when this host cannot.
-
-    Why: a step's processes must not outlive it. Killing a process group misses anything that
-    called setsid(), and if the worker is SIGKILLed nobody is left to kill anything. In a PID
-    namespace every process dies with the namespace's first process, which ``--kill-child``
-    kills when ``unshare`` dies, and ``unshare`` itself gets the parent-death signal. setpriv
-    drops to the build user inside and keeps the parent-death signal across that switch (a
-    credential change would otherwise clear it).
-    """
-    unshare = shutil.which("unshare", path=DEFAULT_PATH)
-    setpriv = shutil.which("setpriv", path=DEFAULT_PATH)
-    if unshare is None or setpriv is None or not _pid_namespaces_work(unshare):
-        return ()
-    return (unshare, "--pid", "--fork", "--kill-child", "--",
-            setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig", "keep", "--")
-
-
-@functools.lru_cache(maxsize=4)
-def _pid_namespaces_work(unshare: str) -> bool:
-    try:
-        probe = subprocess.run([unshare, "--pid", "--fork", "--kill-child", "--", "true"],
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    if probe.returncode != 0:
-        log.warning("no PID namespaces for builds (%s); steps run in a process group only",
-                    probe.stderr.decode(errors="replace").strip()[:200])
-    return probe.returncode == 0
-
-
-def network_refusal(network: str, wrapper: tuple[str, ...]) -> str:
-    """Why ``network`` cannot be enforced for steps started with ``wrapper`` ("" if it can).
-
-    "none" is enforced by entering a new network namespace in the step's first process while
-    it is still root (before the wrapper drops to the build user), so it needs a root worker
-    that can create namespaces; a non-root worker could only pretend.
-    """
-    if network != "none":
-        return ""
-    if os.geteuid() != 0:
-        return ("the worker does not run as root, so it cannot give build steps a network "
-                "namespace of their own: the step was not run (run the worker as root, or set "
-                "build_network = \"host\")")
-    if not wrapper:
-        return ("this host does not allow namespaces for builds (see the worker's log): the step "
-                "was not run (set build_network = \"host\" to build with the network)")
-    problem = _network_namespace_problem()
-    if problem:
-        return (f"a network namespace cannot be created on this host ({problem}): the step was "
-                "not run (set build_network = \"host\" to build with the network)")
-    return ""
-
-
-@functools.lru_cache(maxsize=1)
-def _network_namespace_problem() -> str:
-    """"" when the isolated-network hook works here, else what went wrong (probed once)."""
-    try:
-        probe = subprocess.run(["true"], preexec_fn=proc.isolated_network_hook(),  # noqa: PLW1509
-                               stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-    except proc.NetworkIsolationError as exc:
-        return str(exc)
-    except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("no network namespaces for builds: %s", exc)
-        return "unshare(CLONE_NEWNET) or bringing up lo failed; needs CAP_SYS_ADMIN"
-    return "" if probe.returncode == 0 else f"probe exited with status {probe.returncode}"
-
-
-def _has_passwd_entry() -> bool:
-    try:
-        pwd.getpwuid(os.geteuid())
-    except KeyError:
-        return False
-    return True
-
-
-def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Path:
-    """A new temp dir holding ``src`` (shallow clone of ``tag``) and ``home``; owned by the
-    build user. The caller removes it with :func:`remove_workspace`."""
+def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Workspace:
+    """A new temp dir holding ``src`` (shallow clone of ``tag``) and ``home``, owned by the
+    step's sandbox UID. The caller removes it with :func:`remove_workspace`. Raises
+    :class:`SandboxError` when the step cannot be sandboxed and must not run without."""
+    refusal = sandbox.policy.refusal()
+    if refusal:
+        raise SandboxError(refusal)
     root = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
+    cleanup = contextlib.ExitStack()
     try:
         (root / "home").mkdir()
         result = subprocess.run(
@@ -387,17 +316,24 @@ def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Path:
             env=git_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             raise SandboxError(f"git clone of {tag} failed: {result.stderr.strip()[-500:]}")
-        if sandbox.uid is not None:
-            for path in [root, *root.rglob("*")]:
-                os.lchown(path, sandbox.uid, sandbox.gid if sandbox.gid is not None else -1)
+        try:
+            job = cleanup.enter_context(sandbox_mod.job(sandbox.policy, root))
+        except sandbox_mod.SandboxUnavailable as exc:
+            raise SandboxError(str(exc)) from exc
+        if not job.sandboxed and sandbox.fallback_uid is not None:
+            sandbox_mod.hand_over(root, sandbox.fallback_uid, sandbox.fallback_gid)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
+        cleanup.close()
         raise
-    return root
+    return Workspace(root, job, cleanup)
 
 
-def remove_workspace(root: Path) -> None:
-    shutil.rmtree(root, ignore_errors=True)
+def remove_workspace(workspace: Workspace) -> None:
+    """Remove the directory, then give its UID back (never the other way round: the next job
+    with that UID must not find anything of this one)."""
+    shutil.rmtree(workspace.root, ignore_errors=True)
+    workspace._cleanup.close()
 
 
 def sweep_stale_workspaces(directory: Path | None = None) -> int:
@@ -430,64 +366,62 @@ def step_environment(spec: StepSpec, coords: Coordinates, home: Path) -> dict[st
     return env
 
 
-def _limits(sandbox: Sandbox) -> Any:
+def _limits(sandbox: Sandbox, job: sandbox_mod.Job) -> Any:
     cpu, memory, fsize = sandbox.cpu_seconds, sandbox.memory_bytes, sandbox.file_size_bytes
-    # Resolved here, in the worker: the child has already become the build user and may not
-    # be able to read the Python installation to import anything.
-    # SIGKILL the step's first process if the worker dies (see gitserver.proc). Applied after
-    # the user switch (a credential change clears it), which subprocess does before preexec_fn.
+    job_limits = job.limits_hook()
+    # Resolved here, in the worker: the child may have become the build user already and may
+    # not be able to read the Python installation to import anything.
+    # SIGKILL the step's first process if the worker dies (see gitserver.proc); bwrap passes
+    # that on (--die-with-parent). Applied after a user switch (a credential change clears it),
+    # which subprocess does before preexec_fn.
     die_with_worker = proc.die_with_parent_hook()
-    # Only with the wrapper, which is when the child is still root here (it drops to the build
-    # user later, in setpriv); network_refusal() guarantees that.
-    network = proc.isolated_network_hook() if sandbox.isolates_network else None
 
     def apply() -> None:  # runs in the child between fork and exec
-        if network is not None:
-            network()
         # SIGXCPU at the soft limit says why the step died; SIGKILL a little later if it
         # catches or ignores that.
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + CPU_KILL_GRACE))
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        job_limits()
         die_with_worker()
 
     return apply
 
 
-def run_step(ctx: JobContext, spec: StepSpec, workspace: Path, coords: Coordinates,
+def run_step(ctx: JobContext, spec: StepSpec, workspace: Workspace, coords: Coordinates,
              sandbox: Sandbox) -> StepOutcome:
-    """Run one step, streaming its output to the pipeline log; kills its process group on
-    cancel, release (worker shutdown) or timeout."""
-    if not sandbox.isolated and not sandbox.allow_unisolated:
-        message = (f"the worker does not run as root, so this step would run as {sandbox.user} "
-                   f"with access to the server's data dir and database; {UNISOLATED_REFUSAL}")
+    """Run one step in ``workspace``'s sandbox, streaming its output to the pipeline log;
+    kills it on cancel, release (worker shutdown) or timeout."""
+    if spec.network == "host" and sandbox.network == "none":
+        message = ('the pipeline file asks for network = "host" but this server\'s build_network '
+                   'is "none": the step was not run')
         ctx.log(f"*** {message}\n")
         return StepOutcome("failed", None, message)
-    if sandbox.network == "none" and sandbox.network_refusal:
-        message = f"build_network is \"none\" but {sandbox.network_refusal}"
-        ctx.log(f"*** {message}\n")
-        return StepOutcome("failed", None, message)
+    job = workspace.job
     timeout = min(spec.timeout or sandbox.max_timeout, sandbox.max_timeout)
-    env = step_environment(spec, coords, workspace / "home")
+    env = step_environment(spec, coords, workspace.root / "home")
     kwargs: dict[str, Any] = {}
-    argv = [*sandbox.wrapper, *spec.argv]
-    if sandbox.uid is not None and not sandbox.wrapper:
-        kwargs.update(user=sandbox.uid, group=sandbox.gid, extra_groups=[])
+    cwd = workspace.root / "src"
+    argv = job.command(spec.argv, cwd=cwd, network=spec.network)
+    if job.sandboxed:
+        ctx.log(f"{job.describe(spec.network)}\n")
+    elif sandbox.fallback_uid is not None:
+        kwargs.update(user=sandbox.fallback_uid, group=sandbox.fallback_gid, extra_groups=[])
     try:
-        proc = subprocess.Popen(argv, cwd=workspace / "src", env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_limits(sandbox), **kwargs)  # noqa: PLW1509
+        child = subprocess.Popen(argv, cwd=workspace.root if job.sandboxed else cwd, env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=_limits(sandbox, job), **kwargs)  # noqa: PLW1509
     except OSError as exc:
-        ctx.log(f"cannot start {spec.argv[0]}: {exc.strerror}\n")
-        return StepOutcome("failed", None, f"cannot start {spec.argv[0]}: {exc.strerror}")
+        ctx.log(f"cannot start {argv[0]}: {exc.strerror}\n")
+        return StepOutcome("failed", None, f"cannot start {argv[0]}: {exc.strerror}")
     except subprocess.SubprocessError as exc:  # the child's set-up (preexec_fn) failed
         log.error("setting up build step %r failed: %s", spec.name, exc)
-        message = "cannot set up the step's sandbox (namespaces or limits); see the worker's log"
+        message = "cannot set up the step's limits; see the worker's log"
         ctx.log(f"*** {message}\n")
         return StepOutcome("failed", None, message)
-    return _supervise(ctx, proc, timeout)
+    return _supervise(ctx, child, timeout)
 
 
 def _supervise(ctx: JobContext, proc: subprocess.Popen[bytes], timeout: float) -> StepOutcome:

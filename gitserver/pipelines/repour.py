@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -47,7 +47,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import metrics, netguard
+from gitserver import metrics, netguard, sandbox
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.base import utcnow
@@ -62,6 +62,7 @@ from gitserver.pipelines import jobs, ledger
 from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
 from gitserver.pipelines.archive import find_archive
 from gitserver.pipelines.queue import PushContext
+from gitserver.sandbox import Job
 
 log = logging.getLogger(__name__)
 
@@ -657,12 +658,15 @@ def do_adjust(op: Operation) -> dict[str, Any]:
     ref: str = spec["ref"]
     request = adjust_mod.AdjustRequest.from_spec(spec)
     with tempfile.TemporaryDirectory(prefix="gitserver-adjust-") as tmp:
-        work = GitWork(op.config, Path(tmp), bare=False, stop=op.stop, output=op.output)
+        # Resolved: paths under it hold no symbolic link but what the tool makes (see
+        # adjust._read_json_file).
+        work = GitWork(op.config, Path(tmp).resolve(), bare=False, stop=op.stop, output=op.output)
         found, internal = checkout_source(op, work, target, ref)
         op.stop()
         provider = adjust_mod.choose_provider(op.config, request.build_type)
-        outcome = adjust_mod.run_provider(provider, work.dir, request, op.config,
-                                          _provider_runner(op), work.scratch)
+        with tool_sandbox(op, provider, work) as job:
+            outcome = adjust_mod.run_provider(provider, work.dir, request, op.config,
+                                              _provider_runner(op, job), work.scratch)
         op.stop()
         commit = commit_changes(work, ref, outcome.adjust_type)
         tree = work.git("rev-parse", f"{commit}^{{tree}}").stdout.strip()
@@ -706,9 +710,30 @@ def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> t
     return found, internal
 
 
-def _provider_runner(op: Operation) -> adjust_mod.Runner:
+@contextlib.contextmanager
+def tool_sandbox(op: Operation, provider: adjust_mod.Provider, work: GitWork) -> Iterator[Job | None]:
+    """The sandbox the alignment tool runs in (docs/sandbox.md): the work tree and scratch
+    directory become a leased UID's, ``.git`` stays the server's and read-only (its config
+    could name commands the server's own git runs next), and all of it is the server's again
+    afterwards. ``noop`` runs nothing and needs none."""
+    if provider.kind == "noop":
+        yield None
+        return
+    try:
+        policy = sandbox.Policy.from_config(op.config)
+        with sandbox.job(policy, work.root, protected=(work.dir / ".git",), give_back=True) as job:
+            if op.output is not None:
+                op.output(f"{job.describe(op.config.adjust_network)}\n")
+            yield job
+    except sandbox.SandboxUnavailable as exc:
+        raise ProcessingError(f"the alignment tool was not run: {exc}", exit_code=1,
+                              error_type="SandboxUnavailable") from exc
+
+
+def _provider_runner(op: Operation, job: Job | None) -> adjust_mod.Runner:
     def run(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> adjust_mod.CommandResult:
-        return run_command(argv, cwd=cwd, env=env, timeout=timeout, stop=op.stop, output=op.output)
+        return run_command(argv, cwd=cwd, env=env, timeout=timeout, stop=op.stop, output=op.output,
+                           sandbox=job, network=op.config.adjust_network)
 
     return run
 

@@ -74,8 +74,9 @@ class GitServer:
             "GITSERVER_HTTP_HOST": "127.0.0.1",
             "GITSERVER_HTTP_PORT": str(self.http_port),
             "GITSERVER_ALLOW_PRIVATE_NETWORKS": "1",
-            # As root (CI) builds run isolated as build_user anyway; as another user the
-            # functional build tests still need their steps to run.
+            # Only used where jobs cannot be sandboxed: as root (CI) they run in the sandbox
+            # anyway, and test_sandbox.py fails if they do not; as another user the functional
+            # build and Repour tests still need their jobs to run.
             "GITSERVER_BUILD_ALLOW_UNISOLATED": "1",
             "GITSERVER_WORKERS": "2",
             "GITSERVER_HTTP_WORKERS": "2",

@@ -104,8 +104,11 @@ def test_build_step_cannot_read_server_data(server: GitServer, git_env: dict[str
     lines = log.splitlines()  # (the log also echoes the command, so compare whole lines)
     assert "DB-UNREADABLE" in lines and "DB-READABLE" not in lines
     assert "DATA-UNLISTED" in lines and "KEY-UNREAD" in lines
-    assert "65534" in lines  # the step ran as nobody
-    assert "build steps run as user nobody" in log
+    # The step ran as the UID its sandbox leased (never root, never the server's user).
+    sandbox_line = next(line for line in lines if line.startswith("sandbox: uid "))
+    uid = sandbox_line.split()[2].rstrip(",")
+    assert uid in lines and int(uid) >= 100000
+    assert "sandbox: bubblewrap, a UID of its own" in log
     if server.db_url.startswith("sqlite"):
         assert db_file.exists()  # the file is there; the build just cannot reach it
 
@@ -241,40 +244,52 @@ def test_push_of_several_refs_builds_each_branch_and_opted_in_tags(
     assert steps["refs/heads/feature: show"] == "succeeded" and steps["refs/tags/v2: show"] == "failed"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="build_network = none needs the worker to run as root")
-def test_build_network_none_cuts_the_step_off_the_server(server: GitServer, git_env: dict[str, str],
-                                                        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.skipif(os.geteuid() != 0, reason="the network of a step needs the worker to run as root")
+def test_build_network_is_none_unless_the_pipeline_file_asks(server: GitServer, git_env: dict[str, str],
+                                                             tmp_path: Path, request: pytest.FixtureRequest) -> None:
     import shutil
 
     if shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") is None:
         pytest.skip("no python3 on the build PATH")
 
-    def connect_step(port: int) -> str:
-        return ('[[steps]]\nname = "net"\ncommand = ["python3", "-c", "import socket; '
+    def connect_step(port: int, network: str = "") -> str:
+        return (network + '[[steps]]\nname = "net"\ncommand = ["python3", "-c", "import socket; '
                 f"socket.create_connection(('127.0.0.1', {port}), timeout=5).close(); "
                 "print('CONNECTED')\"]\n")
 
-    # With the host's network (the default, the shared server) the step reaches the API port.
-    _t, _r, user, work = setup_repo(server, git_env, tmp_path / "host", builds=True,
+    # By default a step has only a loopback of its own: the API port is not there.
+    _t, _r, user, work = setup_repo(server, git_env, tmp_path / "default", builds=True,
                                     files={".gitserver/pipeline.toml": connect_step(server.http_port)})
     pipeline = wait_pipeline(server, push(server, user, work, "main"))
     log = full_log(server, pipeline.id)
-    assert pipeline.status == "succeeded" and "CONNECTED" in log.splitlines(), log
-    assert "with the host's network" in log
+    assert "no network (only its own loopback)" in log, log
+    assert pipeline.status == "failed" and "CONNECTED" not in log.splitlines(), log
+    assert pipeline.error == "step net failed: exited with status 1"
+    assert "ConnectionRefusedError" in log  # its own loopback: nothing listens on that port
 
-    # A private server on the same database backend as the shared one, with build_network = none.
+    # network = "host" in the pipeline file, which the shared server (build_network "host") allows.
+    asks = 'network = "host"\n'
+    _t, _r, user, work = setup_repo(server, git_env, tmp_path / "host", builds=True,
+                                    files={".gitserver/pipeline.toml": connect_step(server.http_port, asks)})
+    pipeline = wait_pipeline(server, push(server, user, work, "main"))
+    log = full_log(server, pipeline.id)
+    assert pipeline.status == "succeeded" and "CONNECTED" in log.splitlines(), log
+    assert "the host's network" in log
+
+    # A private server on the same database backend with build_network = none: the same file
+    # fails without running.
     db_url = (f"sqlite:///{tmp_path / 'none' / 'data' / 'gitserver.db'}" if server.db_url.startswith("sqlite")
               else request.getfixturevalue("pg_cluster").create_database())
     isolated = start_server(tmp_path / "none", db_url, git_env,
                             extra_env={"GITSERVER_BUILD_NETWORK": "none", "GITSERVER_WORKERS": "1"})
     try:
         _t, _r, user, work = setup_repo(isolated, git_env, tmp_path / "none", builds=True,
-                                        files={".gitserver/pipeline.toml": connect_step(isolated.http_port)})
+                                        files={".gitserver/pipeline.toml": connect_step(isolated.http_port, asks)})
         pipeline = wait_pipeline(isolated, push(isolated, user, work, "main"))
         log = full_log(isolated, pipeline.id)
-        assert "no network (a network namespace with only loopback)" in log, log
         assert pipeline.status == "failed" and "CONNECTED" not in log.splitlines(), log
-        assert pipeline.error == "step net failed: exited with status 1"
-        assert "ConnectionRefusedError" in log  # its own loopback: nothing listens on that port
+        assert pipeline.error == ('step net failed: the pipeline file asks for network = "host" but '
+                                  'this server\'s build_network is "none": the step was not run')
+        assert 'build_network is "none": no step gets the network' in log
     finally:
         isolated.stop()

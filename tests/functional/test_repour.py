@@ -7,7 +7,9 @@ what it does is driven by files in the tree it aligns:
 * ``VERSION``: the project version; the tool reports ``<VERSION>.redhat-00001`` in PME's result
   file ``target/pom-manip-ext-result.json``;
 * it always writes ``aligned.txt`` (so the tree changes, deterministically);
-* ``SLEEP``: seconds to sleep first, writing its pid to the path in ``PIDFILE``;
+* ``SLEEP``: seconds to sleep first (tests find its processes by a marker they pass in its
+  parameters: in its sandbox it can write nowhere the test could read, and its pid there is
+  not the host's);
 * ``FAIL``: exit 3 with a message on stderr.
 """
 
@@ -18,6 +20,7 @@ import http.server
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,8 +41,6 @@ FAKE_PME = r'''
 import json, os, pathlib, sys, time
 root = pathlib.Path.cwd()
 if (root / "SLEEP").exists():
-    if (root / "PIDFILE").exists():
-        pathlib.Path((root / "PIDFILE").read_text().strip()).write_text(str(os.getpid()))
     time.sleep(float((root / "SLEEP").read_text()))
 if (root / "FAIL").exists():
     print("stand-in PME: the build is broken", file=sys.stderr)
@@ -54,10 +55,39 @@ if (root / "VERSION").exists():
 
 
 def tool_env(tmp: Path) -> dict[str, str]:
-    script = tmp / "fake_pme.py"
+    """The stand-in tool, run the way an operator installs one: the system's python3 (the
+    sandbox shows jobs the system, not the test's virtualenv) and a script in a directory of
+    its own, listed in sandbox_read_only_paths (never next to the data dir)."""
+    tool_dir = tmp / "tool"
+    tool_dir.mkdir(exist_ok=True)
+    script = tool_dir / "fake_pme.py"
     script.write_text(FAKE_PME)
-    return {"GITSERVER_ADJUST_MVN_COMMAND": f"{sys.executable} {script}",
-            "GITSERVER_ADJUST_MVN_PARAMETERS": "-DrestURL=http://da.example.org"}
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
+    return {"GITSERVER_ADJUST_MVN_COMMAND": f"{python} {script}",
+            "GITSERVER_ADJUST_MVN_PARAMETERS": "-DrestURL=http://da.example.org",
+            "GITSERVER_SANDBOX_READ_ONLY_PATHS": str(tool_dir)}
+
+
+def tool_pids(marker: str) -> list[int]:
+    """Host pids of the live processes whose command line holds ``marker`` (the stand-in tool
+    and the sandbox around it)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or marker.encode() not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            if Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1][0] != "Z":
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def sleeping_tool(spec: dict[str, Any]) -> str:
+    """Mark the stand-in tool of ``spec`` so :func:`tool_pids` finds it; the marker."""
+    marker = unique("-Dmarker=m")
+    spec["adjustParameters"] = {"ALIGNMENT_PARAMETERS": marker}
+    return marker
 
 
 class TokenEndpoint:
@@ -592,19 +622,18 @@ def test_cancel_running_adjust_from_a_second_api_process(
         second = srv.spawn("api", env={"GITSERVER_HTTP_PORT": port})
         second_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _healthy(second_url), timeout=60, what="the second API process")
-        pidfile = tmp_path / "tool.pid"
-        tenant, repo, user, _work = pushed_repo(srv, git_env, tmp_path, {"SLEEP": "120", "PIDFILE": str(pidfile)})
+        tenant, repo, user, _work = pushed_repo(srv, git_env, tmp_path, {"SLEEP": "120"})
         task = unique("task")
         spec = {"ref": "main", "internal_url": urls(srv, tenant, repo), "taskId": task,
                 "callback": {"url": receiver.url + "/never"}}
+        marker = sleeping_tool(spec)
         assert post(srv, "/adjust", spec, token=user.token).status_code == 202
-        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the tool to start")
-        tool_pid = int(pidfile.read_text())
+        wait_for(lambda: tool_pids(marker), timeout=60, what="the tool to start")
         resp = requests.post(f"{second_url}/cancel/{task}", headers={"Authorization": f"Bearer {user.token}"},
                              timeout=10)
         assert resp.status_code == 200, resp.text
         assert resp.json() == [{"message": f"Tasks with task_id: {task} cancelled"}]
-        wait_for(lambda: not _alive(tool_pid), timeout=5, what="the tool to be killed")
+        wait_for(lambda: not tool_pids(marker), timeout=5, what="the tool to be killed")
 
         def status() -> str | None:
             with srv.db() as session:
@@ -635,35 +664,23 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):
-        # A zombie waiting for its reaper is dead for our purposes.
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    return False
-
-
 def test_cancel_synchronous_adjust(rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
     """Without a callback the work runs inside the request; /cancel still reaches it (through
     its pipeline's state) and the waiting client gets Repour's error body."""
-    pidfile = tmp_path / "tool.pid"
-    tenant, repo, user, _work = pushed_repo(rserver, git_env, tmp_path, {"SLEEP": "120", "PIDFILE": str(pidfile)})
+    tenant, repo, user, _work = pushed_repo(rserver, git_env, tmp_path, {"SLEEP": "120"})
     task = unique("task")
     spec = {"ref": "main", "internal_url": urls(rserver, tenant, repo), "taskId": task}
+    marker = sleeping_tool(spec)
     answers: queue.Queue[requests.Response] = queue.Queue()
     thread = threading.Thread(target=lambda: answers.put(post(rserver, "/adjust", spec, token=user.token)))
     thread.start()
     try:
-        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the tool to start")
-        tool_pid = int(pidfile.read_text())
+        wait_for(lambda: tool_pids(marker), timeout=60, what="the tool to start")
         cancel = post(rserver, f"/cancel/{task}", None, token=user.token)
         assert cancel.status_code == 200, cancel.text
         answer = answers.get(timeout=15)
         assert answer.status_code == 400 and answer.json()["error_type"] == "Cancelled"
-        wait_for(lambda: not _alive(tool_pid), timeout=5, what="the tool to be killed")
+        wait_for(lambda: not tool_pids(marker), timeout=5, what="the tool to be killed")
     finally:
         thread.join(timeout=30)
 
@@ -695,12 +712,12 @@ def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
     srv = start_server(tmp_path, db_url, git_env,
                        {**tool_env(tmp_path), "GITSERVER_JOB_LEASE_SECONDS": str(lease)},
                        parts=("ssh", "api", "worker"))
-    pidfile = tmp_path / "tool.pid"
-    tool_pid = None
+    marker = ""
     try:
-        tenant, repo, user, _work = pushed_repo(srv, git_env, tmp_path, {"SLEEP": "60", "PIDFILE": str(pidfile)})
+        tenant, repo, user, _work = pushed_repo(srv, git_env, tmp_path, {"SLEEP": "60"})
         task = unique("task")
         spec = {"ref": "main", "internal_url": urls(srv, tenant, repo), "taskId": task}
+        marker = sleeping_tool(spec)
         answers: queue.Queue[object] = queue.Queue()
 
         def call() -> None:
@@ -710,8 +727,7 @@ def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
                 answers.put(exc)
 
         threading.Thread(target=call, daemon=True).start()
-        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the tool to start")
-        tool_pid = int(pidfile.read_text())
+        wait_for(lambda: tool_pids(marker), timeout=60, what="the tool to start")
         from sqlalchemy import select
 
         from gitserver.db import models
@@ -729,8 +745,9 @@ def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
         os.killpg(api.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         api.wait(timeout=10)
-        # The client's connection died with the process.
+        # The client's connection died with the process, and so did the tool it ran.
         assert isinstance(answers.get(timeout=10), requests.RequestException)
+        wait_for(lambda: not tool_pids(marker), timeout=5, what="the tool to die with its API process")
         srv.procs["api-restarted"] = srv.spawn("api")
         srv.wait_ready()
 
@@ -755,8 +772,8 @@ def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
         # Nothing is left to cancel.
         assert post(srv, f"/cancel/{task}", None, token=user.token).status_code == 400
     finally:
-        if tool_pid is not None:
-            # The dead process's alignment tool ran in its own session; end it here.
+        for pid in tool_pids(marker) if marker else []:
+            # Not expected (the tool dies with the process that started it); never leave one.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(tool_pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         srv.stop()

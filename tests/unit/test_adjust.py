@@ -277,3 +277,21 @@ def test_run_command_child_dies_with_the_process_running_it(tmp_path: Path) -> N
             helper.wait()
         if pid_file.exists() and _running(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_result_file_reached_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """The tool writes its result file in its sandbox; a link it makes there to a server file
+    (here PME's target/ pointing elsewhere) is refused, never read as the server."""
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir(), scratch.mkdir()
+    server_file = tmp_path / "server" / "pom-manip-ext-result.json"
+    server_file.parent.mkdir()
+    server_file.write_text(json.dumps({"VersioningState": {"executionRootModified": {"version": "leaked"}}}))
+
+    def tool(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> adjust.CommandResult:
+        (cwd / "target").symlink_to(server_file.parent)
+        return adjust.CommandResult(list(argv), 0, "", "")
+
+    with pytest.raises(adjust.ProcessingError, match="pom-manip-ext-result.json is a symbolic link or lies under one"):
+        adjust.run_provider(adjust.Provider("pme", ("pme",)), work, adjust.AdjustRequest(), _config(), tool, scratch)
+    assert server_file.exists()  # (and not removed either)

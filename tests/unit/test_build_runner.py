@@ -3,6 +3,7 @@ timeouts, cancel, output streaming. The job context is a small in-memory fake.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gitserver import sandbox as sandbox_mod
 from gitserver.pipelines import build
 
 COORDS = build.Coordinates(repo="t/r", ref="refs/heads/main", commit="c" * 40, tag="repour-x",
@@ -39,18 +41,23 @@ class FakeContext:
         return b"".join(c for _t, c in self.chunks).decode()
 
 
+# No sandbox on purpose: these tests are about the runner (limits, timeouts, output), and
+# run as any user; the sandbox itself is tested in test_sandbox.py and the functional tests.
+UNSANDBOXED = sandbox_mod.Policy(uid_range=sandbox_mod.UidRange(2100000000, 10), hidden=(),
+                                 problem="not wanted in this test", allow_unisolated=True)
+
+
 def sandbox(**overrides: object) -> build.Sandbox:
-    values: dict[str, object] = dict(uid=None, gid=None, user="test", cpu_seconds=60,
-                                     memory_bytes=1 << 30, file_size_bytes=1 << 30, max_timeout=60.0,
-                                     allow_unisolated=True)
+    values: dict[str, object] = dict(policy=UNSANDBOXED, cpu_seconds=60, memory_bytes=1 << 30,
+                                     file_size_bytes=1 << 30, max_timeout=60.0)
     values.update(overrides)
     return build.Sandbox(**values)  # type: ignore[arg-type]
 
 
-def workspace(tmp_path: Path) -> Path:
+def workspace(tmp_path: Path, policy: sandbox_mod.Policy = UNSANDBOXED) -> build.Workspace:
     (tmp_path / "src").mkdir(parents=True)
     (tmp_path / "home").mkdir()
-    return tmp_path
+    return build.Workspace(tmp_path, sandbox_mod.Job(policy, None, tmp_path))
 
 
 def run(tmp_path: Path, command: str, box: build.Sandbox | None = None, ctx: FakeContext | None = None,
@@ -128,22 +135,36 @@ def test_leftover_background_processes_do_not_hang_the_step(tmp_path: Path) -> N
     assert outcome.status == "succeeded" and time.monotonic() - t0 < 5
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to the build user")
-def test_as_root_steps_run_as_build_user_in_pid_namespace(tmp_path: Path) -> None:
+def sandboxed_workspace(tmp_path: Path, env: dict[str, str] | None = None
+                        ) -> tuple[build.Sandbox, build.Workspace, contextlib.ExitStack]:
+    """A real sandboxed job (root only) on ``tmp_path``; the caller closes the stack."""
     from gitserver import config
 
-    box = build.Sandbox.from_config(config.load(environ={}))
-    assert box.uid == 65534 or box.user == "nobody"
-    ws = workspace(tmp_path)
-    os.chown(ws / "src", box.uid, box.gid)  # type: ignore[arg-type]
-    ctx = FakeContext()
-    outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", "id -u; echo $$")),  # type: ignore[arg-type]
-                             ws, COORDS, box)
-    assert outcome.status == "succeeded"
-    uid, pid = ctx.text.split()
-    assert int(uid) == box.uid
-    if box.wrapper:
-        assert pid == "1"  # the first process of its own PID namespace
+    box = build.Sandbox.from_config(config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
+                                                         **(env or {})}))
+    assert box.policy.available, box.policy.problem  # as root, the sandbox must be there
+    root = tmp_path / "ws"
+    (root / "src").mkdir(parents=True)
+    (root / "home").mkdir()
+    stack = contextlib.ExitStack()
+    job = stack.enter_context(sandbox_mod.job(box.policy, root))
+    return box, build.Workspace(root, job), stack
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need the worker to run as root")
+def test_as_root_steps_run_sandboxed_with_a_uid_of_their_own(tmp_path: Path) -> None:
+    box, ws, stack = sandboxed_workspace(tmp_path)
+    with stack:
+        ctx = FakeContext()
+        outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", "id -u; echo $$; pwd; grep '^Max processes' /proc/self/limits")),
+                                 ws, COORDS, box)  # type: ignore[arg-type]
+    assert outcome.status == "succeeded", ctx.text
+    first, uid, pid, cwd, nproc = ctx.text.splitlines()
+    assert nproc.split()[2:4] == ["4096", "4096"] == [str(box.policy.max_processes)] * 2  # sandbox_max_processes
+    assert first.startswith(f"sandbox: uid {ws.job.uid},")
+    assert int(uid) == ws.job.uid and box.policy.uid_range.first <= int(uid) <= box.policy.uid_range.last
+    assert int(pid) <= 3  # one of the first processes of its own PID namespace
+    assert cwd == str(ws.root / "src")
 
 
 def test_step_that_closes_its_output_still_runs_to_the_end(tmp_path: Path) -> None:
@@ -163,55 +184,45 @@ NET_PROBE = ("import socket, sys\n"
              "    print('host-port-unreachable', exc.errno)\n")
 
 
-def _net_step(tmp_path: Path, box: build.Sandbox, port: int) -> tuple[build.StepOutcome, FakeContext]:
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need the worker to run as root")
+def test_network_none_by_default_and_host_when_asked(tmp_path: Path) -> None:
     import shutil
+    import socket
 
-    ws = workspace(tmp_path)
-    if box.uid is not None:
-        os.chown(ws / "src", box.uid, box.gid)  # type: ignore[arg-type]
-        os.chown(ws / "home", box.uid, box.gid)  # type: ignore[arg-type]
     python = shutil.which("python3", path=build.DEFAULT_PATH)  # what a build step finds
     if python is None:
         pytest.skip(f"no python3 on the build PATH {build.DEFAULT_PATH}")
-    ctx = FakeContext()
-    spec = build.StepSpec(name="net", argv=(python, "-c", NET_PROBE, str(port)))
-    return build.run_step(ctx, spec, ws, COORDS, box), ctx  # type: ignore[arg-type]
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need the worker to run as root")
-def test_network_none_gives_the_step_its_own_loopback_only(tmp_path: Path) -> None:
-    import socket
-
-    from gitserver import config
-
     listener = socket.create_server(("127.0.0.1", 0))  # a port of "the server", on the host
     port = listener.getsockname()[1]
     with listener:
-        isolated = build.Sandbox.from_config(config.load(environ={"GITSERVER_BUILD_NETWORK": "none"}))
-        if not isolated.wrapper:
-            pytest.skip("this host does not allow namespaces for builds")
-        assert isolated.isolates_network and "no network" in isolated.describe()
-        outcome, ctx = _net_step(tmp_path / "none", isolated, port)
-        assert outcome.status == "succeeded", ctx.text
-        assert "own-loopback-ok" in ctx.text and "host-port-unreachable" in ctx.text, ctx.text
-        host = build.Sandbox.from_config(config.load(environ={}))
-        assert host.network == "host" and "host's network" in host.describe()
-        outcome, ctx = _net_step(tmp_path / "host", host, port)
-        assert outcome.status == "succeeded" and "host-port-reached" in ctx.text, ctx.text
+        box, ws, stack = sandboxed_workspace(tmp_path)
+        with stack:
+            spec = build.parse_pipeline_file('[[steps]]\nname = "net"\ncommand = ["x"]\n')[0]
+            assert spec.network == "none"
+            ctx = FakeContext()
+            spec = dataclasses.replace(spec, argv=(python, "-c", NET_PROBE, str(port)))
+            outcome = build.run_step(ctx, spec, ws, COORDS, box)  # type: ignore[arg-type]
+            assert outcome.status == "succeeded", ctx.text
+            assert "own-loopback-ok" in ctx.text and "host-port-unreachable" in ctx.text, ctx.text
+            assert "no network (only its own loopback)" in ctx.text
+            ctx = FakeContext()
+            outcome = build.run_step(ctx, dataclasses.replace(spec, network="host"), ws, COORDS, box)  # type: ignore[arg-type]
+            assert outcome.status == "succeeded" and "host-port-reached" in ctx.text, ctx.text
+            assert "the host's network" in ctx.text
 
 
-def test_network_none_without_isolation_fails_the_step_instead_of_running(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(build.os, "geteuid", lambda: 1000)  # as a worker that is not root
-    refusal = build.network_refusal("none", ())
-    assert "does not run as root" in refusal and build.network_refusal("host", ()) == ""
-    box = sandbox(network="none", network_refusal=refusal)
+def test_network_host_beyond_build_network_fails_the_step_instead_of_running(tmp_path: Path) -> None:
+    box = sandbox(network="none")
     ctx = FakeContext()
-    outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("touch", "ran")),  # type: ignore[arg-type]
-                             workspace(tmp_path), COORDS, box)
+    spec = build.StepSpec(name="s", argv=("touch", "ran"), network="host")
+    outcome = build.run_step(ctx, spec, workspace(tmp_path), COORDS, box)  # type: ignore[arg-type]
     assert outcome.status == "failed" and outcome.exit_code is None
-    assert outcome.message.startswith('build_network is "none" but the worker does not run as root')
-    assert outcome.message in ctx.text and "warning" in box.describe()
+    assert outcome.message == ('the pipeline file asks for network = "host" but this server\'s '
+                               'build_network is "none": the step was not run')
+    assert outcome.message in ctx.text
+    sandboxed = sandbox(network="none", policy=dataclasses.replace(UNSANDBOXED, problem=""))
+    assert sandboxed.describe().endswith('; build_network is "none": no step gets the network')
+    assert box.describe().endswith("with the host's network")  # unsandboxed: nothing cuts it
     assert not (tmp_path / "src" / "ran").exists()  # the step never started
 
 
@@ -228,14 +239,13 @@ def test_build_network_setting_is_checked() -> None:
 def test_unisolated_steps_are_refused_unless_the_operator_allows_them(tmp_path: Path) -> None:
     """A worker that is not root cannot give steps another user; by default it refuses to run
     them as itself (with the database and every repository readable)."""
-    box = sandbox(allow_unisolated=False)
-    ctx = FakeContext()
-    outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("touch", "ran")),  # type: ignore[arg-type]
-                             workspace(tmp_path), COORDS, box)
-    assert outcome.status == "failed" and outcome.exit_code is None
-    assert "does not run as root" in outcome.message and "build.allow_unisolated" in outcome.message
-    assert outcome.message in ctx.text and "steps are not run" in box.describe()
-    assert not (tmp_path / "src" / "ran").exists()
+    policy = dataclasses.replace(UNSANDBOXED, problem="bwrap is not installed", allow_unisolated=False)
+    box = sandbox(policy=policy)
+    with pytest.raises(build.SandboxError) as caught:
+        build.prepare_workspace(tmp_path / "no-such-repo", "repour-x", box)
+    message = str(caught.value)
+    assert message.startswith("the job cannot be sandboxed: bwrap is not installed; it was not run")
+    assert "build.allow_unisolated" in message and "not sandboxed: bwrap is not installed" in box.describe()
 
 
 def test_allow_unisolated_setting() -> None:

@@ -42,7 +42,17 @@ def test_tags_are_built_only_when_the_file_opts_in() -> None:
     assert spec.build_tags is True and [s.name for s in spec.steps] == ["unit tests", "lint"]
 
 
+def test_network_is_none_unless_the_file_or_the_step_asks() -> None:
+    assert {s.network for s in parse_pipeline(GOOD).steps} == {"none"}
+    spec = parse_pipeline('network = "host"\n' + GOOD + 'network = "none"\n')
+    assert [(s.name, s.network) for s in spec.steps] == [("unit tests", "host"), ("lint", "none")]
+
+
 @pytest.mark.parametrize(("text", "message"), [
+    ('network = "internet"\n' + GOOD,
+     "line 1: 'network' must be \"none\" (no network, the default) or \"host\""),
+    ('[[steps]]\nname = "a"\ncommand = "x"\nnetwork = true\n',
+     "line 4: step 1: 'network' must be \"none\" (no network, the default) or \"host\""),
     # TOML syntax errors: tomllib's reason, with line and column.
     ('[[steps]]\nname = "a"\ncommand = \n', "line 3, column 11: Invalid value"),
     ('[[steps]]\nname = "a"\ncommand = "x"\nname = "b"\n', "line 4, column"),
@@ -50,7 +60,7 @@ def test_tags_are_built_only_when_the_file_opts_in() -> None:
     # Structure.
     ("", "line 1: no [[steps]] defined"),
     ('title = "x"\n[[steps]]\nname = "a"\ncommand = "x"\n',
-     "line 1: unknown top-level key 'title' (allowed: [[steps]], build_tags)"),
+     "line 1: unknown top-level key 'title' (allowed: [[steps]], build_tags, network)"),
     ('steps = "make"\n', "line 1: 'steps' must be an array of tables, written [[steps]]"),
     ('[steps.build]\ncommand = "x"\n', "line 1: 'steps' must be an array of tables, written [[steps]]"),
     # Step fields, each named with the line of the offending key.
@@ -70,7 +80,7 @@ def test_tags_are_built_only_when_the_file_opts_in() -> None:
     ('[[steps]]\nname = "a"\ncommand = "x"\nenv = { "A B" = "x" }\n', "line 4: step 1: env name 'A B'"),
     ('[[steps]]\nname = "a"\ncommand = "x"\nenv = { A = 1 }\n', "line 4: step 1: env A must be a string"),
     ('[[steps]]\nname = "a"\ncommand = "x"\nimage = "alpine"\n',
-     "line 4: step 1: unknown key 'image' (allowed: command, env, name, timeout)"),
+     "line 4: step 1: unknown key 'image' (allowed: command, env, name, network, timeout)"),
     ('[[steps]]\nname = "a"\ncommand = "x"\n[[steps]]\nname = "a"\ncommand = "y"\n',
      "line 4: step name 'a' is used twice"),
     ("[[steps]]\nname = 'a'\ncommand = \"x\"\n" * 51, "51 steps; at most 50 are allowed"),

@@ -296,7 +296,7 @@ class Workspace:
 
     root: Path
     job: sandbox_mod.Job
-    _cleanup: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
+    cleanup: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
 
 
 def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Workspace:
@@ -333,7 +333,7 @@ def remove_workspace(workspace: Workspace) -> None:
     """Remove the directory, then give its UID back (never the other way round: the next job
     with that UID must not find anything of this one)."""
     shutil.rmtree(workspace.root, ignore_errors=True)
-    workspace._cleanup.close()
+    workspace.cleanup.close()
 
 
 def sweep_stale_workspaces(directory: Path | None = None) -> int:

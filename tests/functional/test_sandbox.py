@@ -148,7 +148,8 @@ try:
 except OSError as exc:
     report["git_config"] = exc.strerror
 pathlib.Path("aligned.txt").write_text("aligned in a sandbox\n")
-pathlib.Path(os.environ["GITSERVER_ADJUST_RESULT"]).write_text(json.dumps({"version": "1.0.0-sandboxed", "report": report}))
+result = {"version": "1.0.0-sandboxed", "report": report}
+pathlib.Path(os.environ["GITSERVER_ADJUST_RESULT"]).write_text(json.dumps(result))
 '''
 
 

@@ -156,7 +156,8 @@ def test_as_root_steps_run_sandboxed_with_a_uid_of_their_own(tmp_path: Path) -> 
     box, ws, stack = sandboxed_workspace(tmp_path)
     with stack:
         ctx = FakeContext()
-        outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", "id -u; echo $$; pwd; grep '^Max processes' /proc/self/limits")),
+        script = "id -u; echo $$; pwd; grep '^Max processes' /proc/self/limits"
+        outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", script)),
                                  ws, COORDS, box)  # type: ignore[arg-type]
     assert outcome.status == "succeeded", ctx.text
     first, uid, pid, cwd, nproc = ctx.text.splitlines()

@@ -95,7 +95,7 @@ def test_bwrap_command_masks_a_data_dir_under_a_system_dir_and_orders_mounts() -
     assert cmd.index("/tmp/gitserver-build-1-x/work/.git") > cmd.index("--bind")
     assert _pairs(cmd, "--ro-bind")[-1] == "/tmp/gitserver-build-1-x/work/.git"
     # Their parents inside the sandbox are traversable (bwrap would copy host modes like 0700).
-    assert ["--perms", "0755", "--dir", "/tmp/tools"] == cmd[cmd.index("/tmp/tools") - 3:cmd.index("/tmp/tools") + 1]
+    assert cmd[cmd.index("/tmp/tools") - 3:cmd.index("/tmp/tools") + 1] == ["--perms", "0755", "--dir", "/tmp/tools"]
 
 
 def _policy(tmp_path: Path, count: int = 3, **overrides: object) -> sandbox.Policy:
@@ -109,10 +109,9 @@ def test_leases_are_exclusive_and_given_back(tmp_path: Path) -> None:
     policy = _policy(tmp_path)
     with policy.lease() as a, policy.lease() as b, policy.lease() as c:
         assert len({a, b, c}) == 3 and {a, b, c} <= {2100000000, 2100000001, 2100000002}
-        with pytest.raises(sandbox.SandboxUnavailable,
-                           match=r"all 3 UIDs of sandbox_uid_range \(2100000000-2100000002\) are in use"):
-            with policy.lease():
-                pass
+        busy = r"all 3 UIDs of sandbox_uid_range \(2100000000-2100000002\) are in use"
+        with pytest.raises(sandbox.SandboxUnavailable, match=busy), policy.lease():
+            pass
     with policy.lease() as again:  # all three were given back
         assert again in {a, b, c}
 
@@ -121,9 +120,8 @@ def test_unavailable_sandbox_refuses_unless_allowed(tmp_path: Path) -> None:
     policy = _policy(tmp_path, problem="bwrap is not installed (Debian/Ubuntu package bubblewrap)")
     assert policy.refusal().startswith("the job cannot be sandboxed: bwrap is not installed")
     assert "GITSERVER_BUILD_ALLOW_UNISOLATED=1" in policy.refusal()
-    with pytest.raises(sandbox.SandboxUnavailable, match="package bubblewrap"):
-        with sandbox.job(policy, tmp_path):
-            pass
+    with pytest.raises(sandbox.SandboxUnavailable, match="package bubblewrap"), sandbox.job(policy, tmp_path):
+        pass
     allowed = _policy(tmp_path, problem="x", allow_unisolated=True)
     with sandbox.job(allowed, tmp_path) as job:
         assert not job.sandboxed and job.command(["make"], tmp_path, "none") == ["make"]
@@ -179,9 +177,9 @@ def test_an_alignment_tool_without_a_sandbox_is_not_run(tmp_path: Path, monkeypa
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
     op = SimpleNamespace(config=config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")}), output=None)
     work = SimpleNamespace(root=tmp_path, dir=tmp_path / "work")
-    with pytest.raises(adjust.ProcessingError) as caught:
-        with repour.tool_sandbox(op, adjust.Provider("process", ("align",)), work):  # type: ignore[arg-type]
-            raise AssertionError("the tool must not run")
+    with pytest.raises(adjust.ProcessingError) as caught, \
+            repour.tool_sandbox(op, adjust.Provider("process", ("align",)), work):  # type: ignore[arg-type]
+        raise AssertionError("the tool must not run")
     body = caught.value.body()
     assert body["error_type"] == "SandboxUnavailable"
     assert body["desc"].startswith("the alignment tool was not run: the job cannot be sandboxed: the process "

@@ -409,6 +409,39 @@ def validate_description(description: object, field: str = "description") -> str
     return description
 
 
+# The largest quota accepted: a BIGINT column, and far beyond any disk.
+MAX_QUOTA_BYTES = 2**62
+
+
+def validate_quota(value: object, field: str = "quota_bytes") -> int | None:
+    """A disk quota in bytes: a positive integer, or null for none (docs/limits.md)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_QUOTA_BYTES:
+        raise InvalidInput(f"{field} must be a positive number of bytes (at most {MAX_QUOTA_BYTES}) "
+                           "or null for no quota", field=field)
+    return value
+
+
+def set_repo_quota(session: Session, principal: access.Principal, repo: models.Repository,
+                   quota_bytes: int | None) -> None:
+    """Only the tenant's admins set a repository's quota: a repository admin raising its own
+    quota would defeat it."""
+    if not principal.is_tenant_admin(repo.tenant_id):
+        raise Forbidden(f"only the admins of tenant {repo.tenant.name!r} may set quota_bytes")
+    repo.quota_bytes = validate_quota(quota_bytes)
+    session.flush()
+
+
+def set_tenant_quota(session: Session, principal: access.Principal, tenant: models.Tenant,
+                     quota_bytes: int | None) -> None:
+    """Only site admins set a tenant's quota (a tenant admin would raise its own)."""
+    if not principal.is_site_admin:
+        raise Forbidden("only site admins may set a tenant's quota_bytes")
+    tenant.quota_bytes = validate_quota(quota_bytes)
+    session.flush()
+
+
 def update_repo(session: Session, repo: models.Repository, store: RepoStore | None = None, *,
                 description: str | None = None, visibility: str | None = None,
                 builds_enabled: bool | None = None) -> models.Repository:

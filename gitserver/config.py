@@ -39,6 +39,10 @@ class Config:
     # counted before and after gzip decoding.
     http_git_max_request_bytes: int = 10 * 1024 * 1024
     allow_private_networks: bool = False
+    # Push limits (docs/limits.md), checked before the pushed objects leave git's quarantine;
+    # 0 turns one off. Per-repository and per-tenant quotas live in the database.
+    max_blob_bytes: int = 100 * 1024 * 1024
+    max_push_bytes: int = 2 * 1024 * 1024 * 1024
     # SSH daemon limits.
     ssh_ciphers: tuple[str, ...] = DEFAULT_CIPHERS
     ssh_login_grace_time: float = 30.0
@@ -219,6 +223,9 @@ def load(config_file: str | os.PathLike[str] | None = None,
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
     _check_ciphers(config.ssh_ciphers)
+    for name in ("max_blob_bytes", "max_push_bytes"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")
     for name in ("build_network", "adjust_network"):
         if getattr(config, name) not in BUILD_NETWORKS:
             raise ConfigError(f"setting {name}: expected one of {', '.join(BUILD_NETWORKS)}, "

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver import hookenv
-from gitserver.git import protect, refs
+from gitserver.git import limits, protect, refs
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -58,12 +58,25 @@ def check_all(commands: Iterable[protect.RefCommand], write: bool,
 # --- pre-receive -----------------------------------------------------------------------------
 
 def pre_receive(stdin: Iterable[str], stderr: BinaryIO, environ: dict[str, str] | os._Environ[str]) -> int:
-    """All-or-nothing check, used only when proc-receive is not in charge."""
+    """The size limits of the whole push (the objects are still in quarantine here, and only
+    here); then, when proc-receive is not in charge, the per-ref rules, all or nothing."""
+    over = limits.check_push(environ)
+    if over is not None:
+        _say(stderr, f"error: {over}")
+        return 1
+    if proc_receive_in_charge(environ):
+        return 0  # it checks and reports each ref on its own
     commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
     refusals = [r for r in decide(commands, can_write(environ)) if r is not None]
     for refusal in refusals:
         _say(stderr, f"error: {refs.short_name(refusal.ref)}: {refusal.message}")
     return 1 if refusals else 0
+
+
+def proc_receive_in_charge(environ: dict[str, str] | os._Environ[str]) -> bool:
+    """True when the server started receive-pack with receive.procReceiveRefs (git passes
+    ``-c`` settings to hooks in GIT_CONFIG_PARAMETERS)."""
+    return "receive.procreceiverefs" in environ.get("GIT_CONFIG_PARAMETERS", "").lower()
 
 
 # --- proc-receive ----------------------------------------------------------------------------

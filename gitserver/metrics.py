@@ -109,6 +109,9 @@ def _define() -> None:
         pushes=Counter("gitserver_pushes_total", "Pushes received", ["result"]),
         refs_refused=Counter("gitserver_ref_updates_refused_total", "Refused ref updates",
                              ["rule"]),
+        pushes_over_limit=Counter("gitserver_pushes_over_limit_total",
+                                  "Pushes refused for a size limit or quota (max_blob_bytes, "
+                                  "max_push_bytes, repo_quota_bytes, tenant_quota_bytes)", ["limit"]),
         pipeline_seconds=Histogram("gitserver_pipeline_seconds", "Pipeline durations",
                                    ["status"], buckets=(1, 5, 15, 60, 300, 900, 3600, float("inf"))),
         step_seconds=Histogram("gitserver_pipeline_step_seconds", "Pipeline step durations",
@@ -206,6 +209,11 @@ def ref_refused(rule: str) -> None:
     _get("refs_refused").labels(rule).inc()
 
 
+def push_over_limit(limit: str) -> None:
+    """One push refused by a limit of gitserver.git.limits (``limit`` is its name)."""
+    _get("pushes_over_limit").labels(limit).inc()
+
+
 # "ng <ref> <message>" in receive-pack's report, raw or inside (side-band) pkt-lines.
 _NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4})ng (refs/\S+) ?([^\n]*)", re.M)
 RULE_OTHER = "other"
@@ -226,10 +234,17 @@ def refusals_from_report(report: builtins.bytes | str) -> list[str]:
 
 
 def count_refusals(report: builtins.bytes) -> None:
-    """Count refused ref updates seen in a chunk of receive-pack output (cheap when none)."""
+    """Count refused ref updates, and pushes refused for a limit (gitserver.git.limits: the
+    pre-receive hook's message, or git's own when receive.maxInputSize cut the pack off), seen
+    in a chunk of receive-pack output; cheap when there are none."""
+    from gitserver.git import limits
+
     if b"ng refs/" in report:
         for rule in refusals_from_report(report):
             ref_refused(rule)
+    if limits.REFUSED.encode() in report or limits.GIT_INPUT_TOO_LARGE.encode() in report:
+        for name in limits.limits_named(report.decode("utf-8", "replace")):
+            push_over_limit(name)
 
 
 def pipeline_finished(status: str, seconds: float) -> None:

@@ -9,6 +9,7 @@ import datetime as dt
 from typing import Optional
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -59,6 +60,8 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    # Disk quota of all its repositories together (docs/limits.md); None = no quota.
+    quota_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _created()
 
 
@@ -133,6 +136,8 @@ class Repository(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     visibility: Mapped[str] = mapped_column(String(20), default="private")
     builds_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Disk quota of this repository (docs/limits.md); None = no quota.
+    quota_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _created()
     # What the reconciler saw of the refs on disk at its last clean pass (stat of the ref
     # directories and packed-refs): while it is unchanged the repository needs no ref read.

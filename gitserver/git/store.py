@@ -94,15 +94,17 @@ class RepoStore:
         return final
 
 
-def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str) -> list[str]:
-    """The argument list that runs ``service`` on ``repo_path`` under the protection rules."""
+def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str,
+             settings: Mapping[str, str] | None = None) -> list[str]:
+    """The argument list that runs ``service`` on ``repo_path`` under the protection rules
+    (``settings``: more ``-c`` settings, e.g. the push limits of gitserver.git.limits)."""
     if service not in SERVICES:
         raise ValueError(f"unknown git service {service!r}")
-    settings = {**PROTECTED_CONFIG, "core.hooksPath": str(hooks_dir)}
+    merged = {**(settings or {}), **PROTECTED_CONFIG, "core.hooksPath": str(hooks_dir)}
     if service == RECEIVE_PACK:
-        settings.update(PROC_RECEIVE_CONFIG)
+        merged.update(PROC_RECEIVE_CONFIG)
     argv = [GIT]
-    for key, value in settings.items():
+    for key, value in merged.items():
         argv += ["-c", f"{key}={value}"]
     return [*argv, service, *extra, str(repo_path)]
 

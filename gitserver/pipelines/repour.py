@@ -53,7 +53,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.errors import GitserverError
-from gitserver.git import refs
+from gitserver.git import limits, refs
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.names import validate_name
@@ -318,6 +318,9 @@ class Target:
     tenant: str
     name: str
     path: Path
+    # Disk quotas a push is held to (gitserver.git.limits); None = none set.
+    repo_quota_bytes: int | None = None
+    tenant_quota_bytes: int | None = None
 
     @property
     def full_name(self) -> str:
@@ -513,8 +516,12 @@ class GitWork:
         records it itself (:mod:`gitserver.hookdb`)."""
         if not refspecs:
             return
-        receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir)[:-1]
-        env = self.env(push_env(self.config, target, actor))
+        # The same limits as a user's push: an origin chosen by the caller must not fill the disk.
+        push_limits = limits.PushLimits(self.config.max_blob_bytes, self.config.max_push_bytes,
+                                        target.repo_quota_bytes, target.tenant_quota_bytes)
+        receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir,
+                                settings=limits.git_settings(push_limits))[:-1]
+        env = self.env({**push_env(self.config, target, actor), **push_limits.to_env()})
         with contextlib.ExitStack() as stack:
             pass_fds: tuple[int, ...] = ()
             if sessions is not None:
@@ -618,7 +625,8 @@ class Operation:
             if row is None:
                 raise ProcessingError(f"repository {tenant}/{name} not found", error_type="RepoNotFound")
             return Target(repo_id=row.id, tenant=tenant, name=name,
-                          path=self.config.repos_dir / tenant / f"{name}.git")
+                          path=self.config.repos_dir / tenant / f"{name}.git",
+                          repo_quota_bytes=row.quota_bytes, tenant_quota_bytes=row.tenant.quota_bytes)
 
 
 def do_clone(op: Operation) -> dict[str, Any]:

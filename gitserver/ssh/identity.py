@@ -33,6 +33,9 @@ class Authorised:
     tenant: str
     repo: str
     permission: str
+    # Disk quotas a push is held to (gitserver.git.limits); None = none set.
+    repo_quota_bytes: int | None = None
+    tenant_quota_bytes: int | None = None
 
 
 def identity_for_fingerprint(session: Session, fingerprint: str) -> Identity | None:
@@ -86,7 +89,8 @@ def authorise(session: Session, principal: access.Principal, command: GitCommand
     if command.service == RECEIVE_PACK and not access.at_least(permission, access.WRITE):
         raise Forbidden(f"you have {permission} access to '{command.full_name}' and cannot push")
     return Authorised(repo_id=repo.id, tenant=command.tenant, repo=command.repo,
-                      permission=permission)
+                      permission=permission, repo_quota_bytes=repo.quota_bytes,
+                      tenant_quota_bytes=repo.tenant.quota_bytes)
 
 
 def touch_key(session: Session, key_id: int) -> None:

@@ -17,13 +17,14 @@ import re
 import signal
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncssh
 
 from gitserver import access, metrics
 from gitserver.config import Config
+from gitserver.git import limits
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.pipelines import ledger
@@ -88,9 +89,15 @@ class GitChild:
         """Run git with ``process`` (an asyncssh SSHServerProcess) as its stdio; its status."""
         config = self.runtime.config
         repo_path = self.runtime.store.path(self.target.tenant, self.target.repo)
-        argv = git_argv(self.command.service, repo_path, config.hooks_dir)
+        push_limits = limits.PushLimits()
+        if self.command.service == RECEIVE_PACK:
+            push_limits = limits.PushLimits(config.max_blob_bytes, config.max_push_bytes,
+                                            self.target.repo_quota_bytes, self.target.tenant_quota_bytes)
+        argv = git_argv(self.command.service, repo_path, config.hooks_dir,
+                        settings=limits.git_settings(push_limits))
         env = child_env(config, self.principal, self.target, client_address=self.client_address,
                         git_protocol=self.git_protocol)
+        env.update(push_limits.to_env())
         parent_sock = child_sock = None
         pass_fds: tuple[int, ...] = ()
         if self.command.service == RECEIVE_PACK:
@@ -142,9 +149,9 @@ class GitChild:
         assert proc is not None and proc.stdin and proc.stdout and proc.stderr
         to_git = asyncio.create_task(_copy_stdin(process.stdin, proc.stdin))
         sinks = [_Sink(process.stdout), _Sink(process.stderr)]
-        from_git = asyncio.gather(_copy_out(proc.stdout, sinks[0],
-                                            scan_refusals=self.command.service == RECEIVE_PACK),
-                                  _copy_out(proc.stderr, sinks[1]))
+        scan = self._scanner(sinks[1]) if self.command.service == RECEIVE_PACK else None
+        from_git = asyncio.gather(_copy_out(proc.stdout, sinks[0], scan),
+                                  _copy_out(proc.stderr, sinks[1], scan))
         closed = asyncio.ensure_future(process.channel.wait_closed())
         finished = asyncio.ensure_future(_wait_all(from_git, proc.wait()))
         try:
@@ -192,6 +199,19 @@ class GitChild:
                         self.command.service, self.command.full_name, timeout)
         except Exception:  # noqa: BLE001  (git's own failure; nothing more to deliver)
             pass
+
+    def _scanner(self, stderr: _Sink) -> Callable[[bytes], None]:
+        """Watch receive-pack's output: count refusals, and when git cut the pack off at
+        receive.maxInputSize, tell the pusher which setting did it (git names only the size)."""
+        told = False
+
+        def scan(data: bytes) -> None:
+            nonlocal told
+            metrics.count_refusals(data)
+            if not told and not stderr.broken and limits.GIT_INPUT_TOO_LARGE.encode() in data:
+                told = True
+                stderr.stream.write(f"error: {limits.input_too_large(self.runtime.config.max_push_bytes)}\n".encode())
+        return scan
 
     async def kill(self) -> None:
         """Stop the child's whole process group (git, hooks, pack-objects) and reap it."""
@@ -245,13 +265,14 @@ async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
             sink.close()
 
 
-async def _copy_out(source: asyncio.StreamReader, sink: _Sink, scan_refusals: bool = False) -> None:
+async def _copy_out(source: asyncio.StreamReader, sink: _Sink,
+                    scan: Callable[[bytes], None] | None = None) -> None:
     """git stdout/stderr → channel, waiting for the client's window before reading more.
 
-    ``scan_refusals``: count the ``ng`` lines of receive-pack's report (see gitserver.metrics).
+    ``scan`` sees every chunk (receive-pack's report: see :meth:`GitChild._scanner`).
     """
     while data := await source.read(CHUNK):
         metrics.bytes("sent", len(data))
-        if scan_refusals:
-            metrics.count_refusals(data)
+        if scan is not None:
+            scan(data)
         await sink.write(data)

@@ -27,6 +27,8 @@ from gitserver.api.resources.tenants import (
     DESCRIPTION_FIELD,
     DESCRIPTION_SCHEMA,
     NAME_SCHEMA,
+    QUOTA_SCHEMA,
+    SIZE_SCHEMA,
     TENANT,
     TENANT_PARAM,
 )
@@ -34,6 +36,8 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
+from gitserver.git import limits
+from gitserver.git.store import RepoStore
 from gitserver.names import validate_name
 
 REPOS = f"{TENANT}/repos"
@@ -55,13 +59,22 @@ def repo_path(tenant: str, repo: str) -> str:
     return f"/api/v1/tenants/{tenant}/repos/{repo}"
 
 
-def repo_json(repo: models.Repository, config: Config) -> dict[str, Any]:
+def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
+    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
     tenant = repo.tenant.name
-    return {"id": repo.id, "tenant": tenant, "name": repo.name, "description": repo.description,
-            "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
-            "ssh_url": f"{config.ssh_base_url}/{tenant}/{repo.name}.git",
-            "http_url": f"{config.http_base_url}/git/{tenant}/{repo.name}.git",
-            "created_at": repo.created_at}
+    out = {"id": repo.id, "tenant": tenant, "name": repo.name, "description": repo.description,
+           "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
+           "ssh_url": f"{config.ssh_base_url}/{tenant}/{repo.name}.git",
+           "http_url": f"{config.http_base_url}/git/{tenant}/{repo.name}.git",
+           "quota_bytes": repo.quota_bytes, "created_at": repo.created_at}
+    if size_bytes is not None:
+        out["size_bytes"] = size_bytes
+    return out
+
+
+def repo_size(store: RepoStore, repo: models.Repository) -> int:
+    """Bytes the repository takes on disk, as push quotas count them."""
+    return limits.disk_usage(store.path(repo.tenant.name, repo.name))
 
 
 def grant_json(session: Session, grant: models.Grant) -> dict[str, Any]:
@@ -117,22 +130,26 @@ class Repos:
 class Repo:
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD,
                     "visibility": Field(str, choices=models.VISIBILITIES),
-                    "builds_enabled": Field(bool)}
+                    "builds_enabled": Field(bool),
+                    "quota_bytes": Field(int, nullable=True, check=admin.validate_quota)}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            resp.media = repo_json(visible_repo(session, principal, tenant, repo), self.ctx.config)
+            row = visible_repo(session, principal, tenant, repo)
+            resp.media = repo_json(row, self.ctx.config, repo_size(self.ctx.runtime.store, row))
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
             data = read_json(req, self.PATCH_FIELDS)
+            if "quota_bytes" in data:
+                admin.set_repo_quota(session, principal, row, data["quota_bytes"])
             admin.update_repo(session, row, self.ctx.runtime.store, description=data.get("description"),
                               visibility=data.get("visibility"), builds_enabled=data.get("builds_enabled"))
-            resp.media = repo_json(row, self.ctx.config)
+            resp.media = repo_json(row, self.ctx.config, repo_size(self.ctx.runtime.store, row))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         # Look it up first: a hidden repository must still answer 404, like a missing one.
@@ -325,12 +342,14 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "Repository": {
         "type": "object",
         "required": ["id", "tenant", "name", "description", "visibility", "builds_enabled", "ssh_url",
-                     "http_url", "created_at"],
+                     "http_url", "quota_bytes", "created_at"],
         "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
                        "description": {"type": "string"}, "visibility": _VISIBILITY,
                        "builds_enabled": {"type": "boolean"},
                        "ssh_url": {"type": "string", "description": "for git clone/push over SSH"},
                        "http_url": {"type": "string", "description": "read-only smart HTTP"},
+                       "quota_bytes": QUOTA_SCHEMA,
+                       "size_bytes": SIZE_SCHEMA,
                        "created_at": DATETIME},
     },
     "RepositoryList": list_schema("#/components/schemas/Repository"),
@@ -343,7 +362,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "type": "object", "additionalProperties": False,
         "properties": {"description": DESCRIPTION_SCHEMA, "visibility": _VISIBILITY,
                        "builds_enabled": {"type": "boolean",
-                                          "description": "run .gitserver/pipeline.toml builds on push"}},
+                                          "description": "run .gitserver/pipeline.toml builds on push"},
+                       "quota_bytes": {**QUOTA_SCHEMA, "description": QUOTA_SCHEMA["description"]
+                                       + " Set by the tenant's admins only."}},
     },
     "Grant": {
         "type": "object", "required": ["id", "permission", "user", "group", "created_at"],

@@ -14,7 +14,9 @@ from gitserver.api.body import Field, read_json
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
+from gitserver.config import Config
 from gitserver.db import models
+from gitserver.git import limits
 from gitserver.errors import Forbidden
 from gitserver.names import NAME_PATTERN, validate_name
 
@@ -32,9 +34,25 @@ def tenant_path(tenant: str) -> str:
     return f"{TENANTS}/{tenant}"
 
 
-def tenant_json(tenant: models.Tenant) -> dict[str, Any]:
-    return {"id": tenant.id, "name": tenant.name, "description": tenant.description,
-            "created_at": tenant.created_at}
+QUOTA_SCHEMA = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_QUOTA_BYTES,
+                "description": "disk quota in bytes; pushes that would exceed it are refused; "
+                               "null: no quota"}
+SIZE_SCHEMA = {"type": "integer", "minimum": 0,
+               "description": "bytes on disk now, as quotas count them (single-object GET and PATCH only)"}
+
+
+def tenant_json(tenant: models.Tenant, size_bytes: int | None = None) -> dict[str, Any]:
+    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
+    out = {"id": tenant.id, "name": tenant.name, "description": tenant.description,
+           "quota_bytes": tenant.quota_bytes, "created_at": tenant.created_at}
+    if size_bytes is not None:
+        out["size_bytes"] = size_bytes
+    return out
+
+
+def tenant_size(config: Config, tenant: models.Tenant) -> int:
+    """Bytes of all the tenant's repositories on disk, as push quotas count them."""
+    return limits.tenant_usage(config.repos_dir / tenant.name)
 
 
 class Tenants:
@@ -67,9 +85,24 @@ class Tenant:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
+    PATCH_FIELDS = {"description": DESCRIPTION_FIELD,
+                    "quota_bytes": Field(int, nullable=True, check=admin.validate_quota)}
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            resp.media = tenant_json(visible_tenant(session, principal, tenant))
+            row = visible_tenant(session, principal, tenant)
+            resp.media = tenant_json(row, tenant_size(self.ctx.config, row))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
+        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
+            row = visible_tenant(session, principal, tenant, admin=True)
+            data = read_json(req, self.PATCH_FIELDS)
+            if "quota_bytes" in data:
+                admin.set_tenant_quota(session, principal, row, data["quota_bytes"])
+            if "description" in data:
+                row.description = admin.validate_description(data["description"])
+                session.flush()
+            resp.media = tenant_json(row, tenant_size(self.ctx.config, row))
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
@@ -81,10 +114,17 @@ TENANT_PARAM = oa.path_param("tenant", "tenant name", NAME_SCHEMA)
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Tenant": {
-        "type": "object", "required": ["id", "name", "description", "created_at"],
+        "type": "object", "required": ["id", "name", "description", "quota_bytes", "created_at"],
         "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                        "description": {"type": "string"},
+                       "quota_bytes": QUOTA_SCHEMA, "size_bytes": SIZE_SCHEMA,
                        "created_at": {"type": "string", "format": "date-time"}},
+    },
+    "TenantChange": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"description": DESCRIPTION_SCHEMA,
+                       "quota_bytes": {**QUOTA_SCHEMA, "description": QUOTA_SCHEMA["description"]
+                                       + " Set by site admins only."}},
     },
     "TenantList": list_schema("#/components/schemas/Tenant"),
     "NewTenant": {
@@ -106,5 +146,8 @@ OPENAPI_PATHS: dict[str, Any] = {
         "parameters": [TENANT_PARAM],
         "get": oa.op("getTenant", "One tenant", TAG, {200: ("The tenant", oa.ref("Tenant"))},
                      errors=(401, 404)),
+        "patch": oa.op("updateTenant", "Change description (tenant admins) or quota (site admins)", TAG,
+                       {200: ("The tenant", oa.ref("Tenant"))}, errors=(400, 401, 403, 404),
+                       body=oa.json_body(oa.ref("TenantChange"))),
     },
 }

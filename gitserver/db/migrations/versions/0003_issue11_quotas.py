@@ -1,0 +1,32 @@
+"""quotas: per-tenant and per-repository disk quotas (quota_bytes)
+
+Null means no quota, which is what every existing tenant and repository gets.
+
+Revision ID: 0003_issue11_quotas
+Revises: 0002
+Create Date: 2026-11-26 12:45:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0003_issue11_quotas'
+down_revision = '0002'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('tenants', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('quota_bytes', sa.BigInteger(), nullable=True))
+    with op.batch_alter_table('repositories', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('quota_bytes', sa.BigInteger(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('repositories', schema=None) as batch_op:
+        batch_op.drop_column('quota_bytes')
+    with op.batch_alter_table('tenants', schema=None) as batch_op:
+        batch_op.drop_column('quota_bytes')

@@ -1,0 +1,240 @@
+"""Push limits: the largest blob, the largest push, and the repository's and tenant's quotas.
+
+Checked by the pre-receive hook while the pushed objects are still in git's quarantine
+directory (``GIT_QUARANTINE_PATH``): a refused push leaves nothing behind, because git deletes
+the quarantine when pre-receive refuses. (Not in proc-receive: git runs that hook after it has
+moved the objects into the repository.) git itself enforces the push size during the receive
+(``receive.maxInputSize``, see :func:`git_settings`), so an oversized pack is cut off before it
+fills the disk; the hook repeats that check for pushes that reached it some other way.
+
+The limits reach the hook in its environment (:class:`PushLimits`, set by whoever starts
+receive-pack, from the configuration and the database); the sizes are measured here, on disk,
+when the hook runs. Standard library only: the hooks import this.
+
+Sizes are bytes on disk (apparent file sizes) of everything under the repository directory,
+quarantines of pushes in progress excluded. A blob's size is its uncompressed size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+
+# The names of the limits, as operators set them and as metrics label them.
+MAX_BLOB = "max_blob_bytes"
+MAX_PUSH = "max_push_bytes"
+REPO_QUOTA = "repo_quota_bytes"
+TENANT_QUOTA = "tenant_quota_bytes"
+LIMITS = (MAX_BLOB, MAX_PUSH, REPO_QUOTA, TENANT_QUOTA)
+
+ENV_NAMES = {
+    MAX_BLOB: "GITSERVER_MAX_BLOB_BYTES",
+    MAX_PUSH: "GITSERVER_MAX_PUSH_BYTES",
+    REPO_QUOTA: "GITSERVER_REPO_QUOTA_BYTES",
+    TENANT_QUOTA: "GITSERVER_TENANT_QUOTA_BYTES",
+}
+ENV_QUARANTINE = "GIT_QUARANTINE_PATH"
+ENV_REPO = "GITSERVER_REPO"
+# git names its quarantine directories objects/tmp_objdir-incoming-XXXXXX (tmp-objdir.c;
+# objects/incoming-XXXXXX before git 2.31).
+QUARANTINE_MARK = "incoming-"
+# What git's index-pack / unpack-objects say when receive.maxInputSize cuts a push off.
+GIT_INPUT_TOO_LARGE = "pack exceeds maximum allowed size"
+REFUSED = "push refused"
+
+# How each refusal begins. The limit comes first: receive-pack relays a hook's message to the
+# client in side-band packets of 128 bytes, so only a message's start is sure to arrive in one
+# piece for whoever reads the stream (metrics).
+_MARKERS = {
+    MAX_BLOB: f"{REFUSED}: {ENV_NAMES[MAX_BLOB]}",
+    MAX_PUSH: f"{REFUSED}: {ENV_NAMES[MAX_PUSH]}",
+    REPO_QUOTA: f"{REFUSED}: the quota_bytes of repository",
+    TENANT_QUOTA: f"{REFUSED}: the quota_bytes of tenant",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PushLimits:
+    """The limits one push is held to; None or 0 means no limit."""
+
+    max_blob_bytes: int | None = None
+    max_push_bytes: int | None = None
+    repo_quota_bytes: int | None = None
+    tenant_quota_bytes: int | None = None
+
+    def to_env(self) -> dict[str, str]:
+        """The hook's environment variables (only the limits that are set)."""
+        return {ENV_NAMES[name]: str(value) for name, value in self._items() if value}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PushLimits:
+        """Read what :meth:`to_env` wrote; a malformed value is a server bug, not user input."""
+        values = {}
+        for name in LIMITS:
+            text = environ.get(ENV_NAMES[name], "").strip()
+            values[name] = int(text) if text else None
+        return cls(**values)
+
+    def any(self) -> bool:
+        return any(value for _, value in self._items())
+
+    def _items(self) -> Iterator[tuple[str, int | None]]:
+        return ((name, getattr(self, name)) for name in LIMITS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """What a push brings and what is already on disk (bytes)."""
+
+    incoming_bytes: int
+    largest_blob: tuple[str, int] | None = None  # (object id, size)
+    repo_bytes: int = 0
+    tenant_bytes: int = 0
+
+
+def human(n: int) -> str:
+    """``104857600`` → ``100.0 MiB``."""
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _both(n: int) -> str:
+    return human(n) if n < 1024 else f"{human(n)} ({n} bytes)"
+
+
+def over_limit(limits: PushLimits, measured: Measured, repo: str = "", tenant: str = "") -> str | None:
+    """The message refusing the push, or None when it is within every limit (pure).
+
+    The message names the limit and the size, e.g. ``push refused: GITSERVER_MAX_BLOB_BYTES is
+    100.0 MiB (104857600 bytes); blob 3f2a… is 300.0 MiB (314572800 bytes)``.
+    """
+    if limits.max_blob_bytes and measured.largest_blob and measured.largest_blob[1] > limits.max_blob_bytes:
+        oid, size = measured.largest_blob
+        return f"{_MARKERS[MAX_BLOB]} is {_both(limits.max_blob_bytes)}; blob {oid} is {_both(size)}"
+    if limits.max_push_bytes and measured.incoming_bytes > limits.max_push_bytes:
+        return (f"{_MARKERS[MAX_PUSH]} is {_both(limits.max_push_bytes)}; "
+                f"the pushed objects take {_both(measured.incoming_bytes)}")
+    after = measured.repo_bytes + measured.incoming_bytes
+    if limits.repo_quota_bytes and after > limits.repo_quota_bytes:
+        return (f"{_MARKERS[REPO_QUOTA]} {repo} is {_both(limits.repo_quota_bytes)}; "
+                f"it would grow from {_both(measured.repo_bytes)} to {_both(after)}")
+    after = measured.tenant_bytes + measured.incoming_bytes
+    if limits.tenant_quota_bytes and after > limits.tenant_quota_bytes:
+        return (f"{_MARKERS[TENANT_QUOTA]} {tenant} is {_both(limits.tenant_quota_bytes)}; "
+                f"its repositories would grow from {_both(measured.tenant_bytes)} to {_both(after)}")
+    return None
+
+
+def limits_named(report: str) -> list[str]:
+    """The limits whose refusals appear in ``report`` (receive-pack's output), once each (pure)."""
+    found = [name for name, marker in _MARKERS.items() if marker in report]
+    if GIT_INPUT_TOO_LARGE in report and MAX_PUSH not in found:
+        found.append(MAX_PUSH)
+    return found
+
+
+def input_too_large(limit: int) -> str:
+    """What the pusher reads when git cut the pack off at receive.maxInputSize (git's own
+    message names only the size)."""
+    return f"{_MARKERS[MAX_PUSH]} is {_both(limit)}; the pack is larger; nothing was stored"
+
+
+def git_settings(limits: PushLimits) -> dict[str, str]:
+    """``-c`` settings for receive-pack: git stops reading a pack larger than the push limit."""
+    if not limits.max_push_bytes:
+        return {}
+    return {"receive.maxInputSize": str(limits.max_push_bytes)}
+
+
+# --- measuring on disk -------------------------------------------------------------------------
+
+def disk_usage(path: Path) -> int:
+    """Bytes of the regular files under ``path``, quarantines of pushes in progress excluded.
+
+    Symbolic links are not followed (a repository holds none that git made). A file that
+    disappears while we walk (git replacing a pack) is skipped.
+    """
+    total = 0
+    stack = [path]
+    while stack:
+        directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if QUARANTINE_MARK not in entry.name:
+                        stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def tenant_usage(tenant_dir: Path) -> int:
+    """Bytes of every repository of a tenant (``<data>/repos/<tenant>``)."""
+    return disk_usage(tenant_dir)
+
+
+def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
+                     ) -> Iterable[tuple[str, int]]:
+    """(object id, size) of every blob in the quarantine, and only there.
+
+    git points the hook at the quarantine with GIT_OBJECT_DIRECTORY and at the repository's
+    objects with GIT_ALTERNATE_OBJECT_DIRECTORIES; dropping the alternates makes
+    ``--batch-all-objects`` list what this push brought, nothing older.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("GIT_ALTERNATE_OBJECT_DIRECTORIES", ENV_QUARANTINE)}
+    env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
+    result = run(["git", "cat-file", "--batch-all-objects", "--unordered",
+                  "--batch-check=%(objecttype) %(objectsize) %(objectname)"],
+                 env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    for line in result.stdout.splitlines():
+        kind, size, oid = line.split(" ", 2)
+        if kind == "blob":
+            yield oid, int(size)
+
+
+def largest(blobs: Iterable[tuple[str, int]]) -> tuple[str, int] | None:
+    best = None
+    for oid, size in blobs:
+        if best is None or size > best[1]:
+            best = (oid, size)
+    return best
+
+
+def measure(limits: PushLimits, quarantine: Path, repo_dir: Path) -> Measured:
+    """Measure only what the set limits need (a tenant walk is not free)."""
+    return Measured(
+        incoming_bytes=disk_usage(quarantine),
+        largest_blob=largest(quarantine_blobs(quarantine)) if limits.max_blob_bytes else None,
+        repo_bytes=disk_usage(repo_dir) if limits.repo_quota_bytes else 0,
+        tenant_bytes=tenant_usage(repo_dir.parent) if limits.tenant_quota_bytes else 0,
+    )
+
+
+def check_push(environ: Mapping[str, str], repo_dir: Path | None = None,
+               measure_fn: Callable[[PushLimits, Path, Path], Measured] | None = None) -> str | None:
+    """The pre-receive hook's call: the message refusing the push in quarantine, or None.
+
+    Nothing is measured when no limit is set, or when the push brought no objects (git makes
+    no quarantine then).
+    """
+    limits = PushLimits.from_env(environ)
+    quarantine = environ.get(ENV_QUARANTINE, "")
+    if not limits.any() or not quarantine:
+        return None
+    repo_dir = repo_dir or Path(environ.get("GIT_DIR", ".")).resolve()
+    repo = environ.get(ENV_REPO, repo_dir.name.removesuffix(".git"))
+    measured = (measure_fn or measure)(limits, Path(quarantine), repo_dir)
+    return over_limit(limits, measured, repo=repo, tenant=repo.partition("/")[0])

@@ -1,0 +1,160 @@
+"""Push limits through the real SSH daemon, git and OpenSSH client (docs/limits.md): a push over
+GITSERVER_MAX_BLOB_BYTES, GITSERVER_MAX_PUSH_BYTES or a repository's or tenant's quota_bytes is
+refused with a message naming the limit and the size, stores nothing, and is counted in
+``gitserver_pushes_over_limit_total``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.functional.conftest import GitServer, User, commit_files, make_repo
+
+KiB = 1024
+MiB = 1024 * KiB
+LIMIT_ENV = {"GITSERVER_MAX_BLOB_BYTES": str(1 * MiB), "GITSERVER_MAX_PUSH_BYTES": str(3 * MiB)}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def limited(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+            git_env: dict[str, str]) -> Iterator[GitServer]:
+    """A server whose blob and push limits are small enough to test with a few MiB."""
+    root = tmp_path_factory.mktemp(f"limits-{request.param}")
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{root / 'data' / 'gitserver.db'}"
+    else:
+        db_url = request.getfixturevalue("pg_cluster").create_database()
+    srv = GitServer(root / "data", db_url, git_env, extra_env=LIMIT_ENV)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def over_limit_count(srv: GitServer, limit: str) -> float:
+    text = requests.get(srv.http_url + "/metrics", timeout=10).text
+    prefix = f'gitserver_pushes_over_limit_total{{limit="{limit}"}}'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def server_has(srv: GitServer, tenant: str, repo: str, oid: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", oid], cwd=srv.repo_path(tenant, repo),
+                          capture_output=True).returncode == 0
+
+
+def blob_id(path: Path, git_env: dict[str, str]) -> str:
+    return subprocess.run(["git", "hash-object", str(path)], env=git_env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def setup_repo(srv: GitServer, tmp_path: Path, role: str = "admin") -> tuple[str, str, User, Path]:
+    tenant = srv.new_tenant()
+    user = srv.new_user(tenant, role=role)
+    repo = srv.new_repo(tenant, grants={user.name: "admin"})
+    work = make_repo(tmp_path / "work", srv.git_env)
+    srv.git(user, "push", srv.repo_url(tenant, repo), "main", cwd=work)
+    return tenant, repo, user, work
+
+
+def test_a_blob_over_the_limit_is_refused_and_not_stored(limited: GitServer, tmp_path: Path) -> None:
+    tenant, repo, user, work = setup_repo(limited, tmp_path)
+    before = over_limit_count(limited, "max_blob_bytes")
+    commit_files(work, limited.git_env, {"big.bin": os.urandom(MiB + 1)})
+    oid = blob_id(work / "big.bin", limited.git_env)
+    result = limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert (f"push refused: GITSERVER_MAX_BLOB_BYTES is 1.0 MiB (1048576 bytes); blob {oid} is "
+            "1.0 MiB (1048577 bytes)") in result.stderr
+    assert "[remote rejected] main" in result.stderr
+    assert not server_has(limited, tenant, repo, oid)
+    assert over_limit_count(limited, "max_blob_bytes") == before + 1
+    # Just under the limit is fine.
+    subprocess.run(["git", "reset", "-q", "--hard", "HEAD~1"], cwd=work, env=limited.git_env, check=True)
+    commit_files(work, limited.git_env, {"ok.bin": os.urandom(MiB)})
+    limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work)
+
+
+def test_a_push_over_the_pack_limit_is_cut_off(limited: GitServer, tmp_path: Path) -> None:
+    tenant, repo, user, work = setup_repo(limited, tmp_path)
+    before = over_limit_count(limited, "max_push_bytes")
+    # Four blobs under the blob limit, together over the 3 MiB push limit (random: no compression).
+    commit_files(work, limited.git_env, {f"part{i}.bin": os.urandom(900 * KiB) for i in range(4)})
+    oid = blob_id(work / "part0.bin", limited.git_env)
+    result = limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert "pack exceeds maximum allowed size" in result.stderr
+    assert ("push refused: GITSERVER_MAX_PUSH_BYTES is 3.0 MiB (3145728 bytes); the pack is larger; "
+            "nothing was stored") in result.stderr
+    assert not server_has(limited, tenant, repo, oid)
+    assert not list((limited.repo_path(tenant, repo) / "objects").glob("incoming-*"))
+    assert over_limit_count(limited, "max_push_bytes") == before + 1
+
+
+def test_repository_quota(limited: GitServer, tmp_path: Path) -> None:
+    tenant, repo, user, work = setup_repo(limited, tmp_path, role="admin")
+    path = f"/api/v1/tenants/{tenant}/repos/{repo}"
+    size = limited.api("GET", path, token=user.token).json()["size_bytes"]
+    assert size > 0
+    # A repository admin who is not a tenant admin cannot raise its own quota.
+    member = limited.new_user(tenant)
+    with limited.db() as session:
+        from gitserver import admin
+
+        t = admin.get_tenant(session, tenant)
+        admin.set_grant(session, admin.get_repo(session, t, repo), "admin", user=admin.get_user(session, t, member.name))
+    refused = limited.api("PATCH", path, json={"quota_bytes": 10**12}, token=member.token)
+    assert refused.status_code == 403, refused.text
+    assert "quota_bytes" in refused.json()["description"]
+    bad = limited.api("PATCH", path, json={"quota_bytes": -5}, token=user.token)
+    assert bad.status_code == 400 and "quota_bytes" in bad.json()["description"]
+
+    resp = limited.api("PATCH", path, json={"quota_bytes": size + 200 * KiB}, token=user.token)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["quota_bytes"] == size + 200 * KiB
+    before = over_limit_count(limited, "repo_quota_bytes")
+    commit_files(work, limited.git_env, {"data.bin": os.urandom(300 * KiB)})
+    oid = blob_id(work / "data.bin", limited.git_env)
+    result = limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert (f"push refused: the quota_bytes of repository {tenant}/{repo} is "
+            f"{(size + 200 * KiB) / KiB:.1f} KiB ({size + 200 * KiB} bytes); it would grow from") in result.stderr
+    assert not server_has(limited, tenant, repo, oid)
+    # (The first push's archive step may have added a few hundred bytes meanwhile.)
+    assert limited.api("GET", path, token=user.token).json()["size_bytes"] < size + 50 * KiB
+    assert over_limit_count(limited, "repo_quota_bytes") == before + 1
+
+    assert limited.api("PATCH", path, json={"quota_bytes": None}, token=user.token).json()["quota_bytes"] is None
+    limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work)
+    assert limited.api("GET", path, token=user.token).json()["size_bytes"] > size + 300 * KiB
+
+
+def test_tenant_quota(limited: GitServer, tmp_path: Path) -> None:
+    tenant, repo, user, work = setup_repo(limited, tmp_path, role="admin")
+    path = f"/api/v1/tenants/{tenant}"
+    # A tenant admin cannot set its own tenant's quota; a site admin can.
+    refused = limited.api("PATCH", path, json={"quota_bytes": 10**12}, token=user.token)
+    assert refused.status_code == 403, refused.text
+    size = limited.api("GET", path, token=user.token).json()["size_bytes"]
+    resp = limited.api("PATCH", path, json={"quota_bytes": size + 400 * KiB})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["quota_bytes"] == size + 400 * KiB
+
+    # A second repository of the tenant: each push fits alone, the tenant's total does not.
+    other = limited.new_repo(tenant, grants={user.name: "write"})
+    commit_files(work, limited.git_env, {"a.bin": os.urandom(250 * KiB)})
+    limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work)
+    before = over_limit_count(limited, "tenant_quota_bytes")
+    commit_files(work, limited.git_env, {"b.bin": os.urandom(250 * KiB)})
+    oid = blob_id(work / "b.bin", limited.git_env)
+    result = limited.git(user, "push", limited.repo_url(tenant, other), "main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert f"push refused: the quota_bytes of tenant {tenant} is " in result.stderr
+    assert "its repositories would grow from" in result.stderr
+    assert not server_has(limited, tenant, other, oid)
+    assert over_limit_count(limited, "tenant_quota_bytes") == before + 1

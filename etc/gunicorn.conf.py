@@ -10,6 +10,7 @@ import os
 
 from gitserver import config as _config
 from gitserver import metrics as _metrics
+from gitserver.api import worker as _worker
 
 _cfg = _config.load()
 
@@ -19,7 +20,10 @@ bind = (f"[{_cfg.http_host}]:{_cfg.http_port}" if ":" in _cfg.http_host
 workers = _cfg.http_workers
 # Threads, not async workers: handlers block on SQL and on git (smart HTTP streams a pack
 # from a git child), and threads keep that simple while one process serves many clients.
-worker_class = "gthread"
+# gunicorn's gthread with one change: the request head is read by the worker's event loop
+# (at most GITSERVER_HTTP_HEADER_TIMEOUT seconds), so slow clients hold no thread; see
+# gitserver/api/worker.py and docs/limits.md.
+worker_class = _worker.worker_class(_cfg.http_header_timeout, _cfg.http_read_timeout)
 threads = 8
 # A clone over smart HTTP can stream for minutes; the timeout only catches hung workers.
 timeout = 120

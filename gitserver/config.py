@@ -38,6 +38,11 @@ class Config:
     # Smart HTTP (read-only git): largest upload-pack request body (negotiation, not packs),
     # counted before and after gzip decoding.
     http_git_max_request_bytes: int = 10 * 1024 * 1024
+    # Slow clients (docs/limits.md): a request head must arrive whole within this many seconds,
+    # read by the worker's event loop, not a thread; after that every read or write of the
+    # request waits at most http_read_timeout seconds for progress.
+    http_header_timeout: float = 10.0
+    http_read_timeout: float = 60.0
     allow_private_networks: bool = False
     # Push limits (docs/limits.md), checked before the pushed objects leave git's quarantine;
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.

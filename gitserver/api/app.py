@@ -90,12 +90,15 @@ def run_gunicorn(config: Config) -> int:
     """Run the API under gunicorn in this process (``gitserver api``)."""
     from gunicorn.app.base import BaseApplication
 
+    from gitserver.api.worker import worker_class
+
     class App(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{config.http_host}:{config.http_port}" if ":" not in config.http_host
                          else f"[{config.http_host}]:{config.http_port}")
             self.cfg.set("workers", config.http_workers)
-            self.cfg.set("worker_class", "gthread")
+            # gthread, but slow clients hold no thread (gitserver/api/worker.py).
+            self.cfg.set("worker_class", worker_class(config.http_header_timeout, config.http_read_timeout))
             self.cfg.set("threads", 8)
             self.cfg.set("timeout", 120)
             self.cfg.set("graceful_timeout", 30)

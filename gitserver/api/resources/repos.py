@@ -116,7 +116,7 @@ class Repos:
                                      data.get("description", ""), data.get("visibility", "private"))
             if data.get("builds_enabled"):
                 admin.update_repo(session, repo, builds_enabled=True)
-            resp.media = repo_json(repo, self.ctx.config)
+            resp.media = repo_json(repo, self.ctx.config, repo_size(self.ctx.runtime.store, repo))
         resp.status = falcon.HTTP_201
         resp.location = repo_path(tenant, repo.name)
 

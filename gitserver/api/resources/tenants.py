@@ -38,7 +38,7 @@ QUOTA_SCHEMA = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_
                 "description": "disk quota in bytes; pushes that would exceed it are refused; "
                                "null: no quota"}
 SIZE_SCHEMA = {"type": "integer", "minimum": 0,
-               "description": "bytes on disk now, as quotas count them (single-object GET and PATCH only)"}
+               "description": "bytes on disk now, as quotas count them (not in lists)"}
 
 
 def tenant_json(tenant: models.Tenant, size_bytes: int | None = None) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class Tenants:
             require_scope(principal, "admin")
             data = read_json(req, self.FIELDS)
             tenant = admin.create_tenant(session, data["name"], data.get("description", ""))
-            resp.media = tenant_json(tenant)
+            resp.media = tenant_json(tenant, tenant_size(self.ctx.config, tenant))
         resp.status = falcon.HTTP_201
         resp.location = tenant_path(tenant.name)
 

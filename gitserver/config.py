@@ -55,6 +55,14 @@ class Config:
     ssh_keepalive_count_max: int = 3
     ssh_max_connections: int = 500
     ssh_max_channels_per_connection: int = 4
+    # Connections that have not authenticated yet (docs/limits.md), like OpenSSH's MaxStartups
+    # and PerSourceMaxStartups: at most this many in all, and from one source address (an
+    # IPv6 /64 counts as one); each may take ssh_login_grace_time to log in. 0 = no cap.
+    ssh_max_startups: int = 100
+    ssh_per_source_max_startups: int = 50
+    # An authenticated connection with no channel open is closed after this many seconds
+    # (multiplexing clients keep one between commands); 0 = never.
+    ssh_idle_timeout: float = 300.0
     ssh_shutdown_grace: float = 30.0
     # A receive-pack whose client hung up after sending its ref commands is never killed for
     # that: it gets this long to finish its hooks (record the push), then its process group

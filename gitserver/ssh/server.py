@@ -24,6 +24,7 @@ from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
 from gitserver.ssh import identity
+from gitserver.ssh.startups import StartupLimiter
 from gitserver.ssh.commands import parse_command
 from gitserver.ssh.session import GitChild, client_git_protocol
 
@@ -50,6 +51,9 @@ class GitSSHServer(asyncssh.SSHServer):
         self.signed_key: bytes | None = None
         self.unknown_keys = 0
         self.channels = 0
+        self.address = ""
+        self.starting = False  # counted by daemon.startups until it authenticates or goes
+        self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -61,6 +65,15 @@ class GitSSHServer(asyncssh.SSHServer):
             asyncio.get_running_loop().call_soon(
                 conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections")
             return
+        self.address = str((conn.get_extra_info("peername") or ("",))[0])
+        refusal = self.daemon.startups.admit(self.address)
+        if refusal is not None:
+            log.warning("refusing %s: %s", self.address, refusal)
+            metrics.ssh_auth("failure", "max-startups")
+            asyncio.get_running_loop().call_soon(
+                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal)
+            return
+        self.starting = True
         # asyncssh asks the owner about a key both for an unsigned probe and for the signed
         # request, and does not say which key finally verified. Wrap the connection's own
         # check, which sees the signature, to learn the key that really authenticated.
@@ -76,8 +89,39 @@ class GitSSHServer(asyncssh.SSHServer):
         conn.validate_public_key = validate_signed  # type: ignore[method-assign]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._started()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
         if self.conn is not None:
             self.daemon.connections.discard(self.conn)
+
+    def _started(self) -> None:
+        """The connection no longer counts as an unauthenticated one."""
+        if self.starting:
+            self.starting = False
+            self.daemon.startups.done(self.address)
+
+    def channel_opened(self) -> None:
+        self.channels += 1
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def channel_finished(self) -> None:
+        """A channel's command is over; with none left, the idle clock starts."""
+        self.channels -= 1
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        timeout = self.daemon.config.ssh_idle_timeout
+        if self.channels == 0 and timeout > 0 and self.identity is not None and self.conn is not None:
+            self.idle_timer = asyncio.get_running_loop().call_later(timeout, self._idle, timeout)
+
+    def _idle(self, timeout: float) -> None:
+        if self.channels == 0 and self.conn is not None:
+            log.info("closing idle connection from %s (no channel for %ss)", self.address, timeout)
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION,
+                                 f"idle: no channel open for {timeout:g} seconds")
 
     def begin_auth(self, username: str) -> bool:
         return True  # the SSH user name is ignored: the key is the identity
@@ -119,6 +163,8 @@ class GitSSHServer(asyncssh.SSHServer):
             return
         self.identity = found
         self.candidates.clear()
+        self._started()
+        self._arm_idle()  # authenticated, no channel yet
         metrics.ssh_auth("success", "publickey")
         if found.principal.key_id is not None:
             self.daemon.touch_key(found.principal.key_id)
@@ -151,6 +197,7 @@ class Daemon:
         self.children: set[GitChild] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.open_channels = 0
+        self.startups = StartupLimiter(self.config.ssh_max_startups, self.config.ssh_per_source_max_startups)
 
     def lookup(self, fingerprint: str) -> identity.Identity | None:
         with transaction(self.runtime.sessions) as session:
@@ -175,12 +222,13 @@ class Daemon:
         """Serve one session channel: refuse, greet, or run one git command."""
         owner = process.channel.get_connection().get_owner()
         assert isinstance(owner, GitSSHServer)
-        owner.channels += 1
+        owner.channel_opened()
         self.open_channels += 1
         try:
             await self._handle(process, owner)
         finally:
             self.open_channels -= 1
+            owner.channel_finished()
 
     async def _handle(self, process: asyncssh.SSHServerProcess, owner: GitSSHServer) -> None:
         try:
@@ -192,8 +240,6 @@ class Daemon:
         except Exception:  # noqa: BLE001  (log once here; the client gets one safe line)
             log.exception("SSH session failed")
             status = _refuse(process, "internal error; the administrator can find it in the log")
-        finally:
-            owner.channels -= 1
         with contextlib.suppress(Exception):
             process.exit(status)
             # git's last bytes may still sit in the channel's send buffer; a graceful shutdown

@@ -76,3 +76,37 @@ class Unavailable(GitserverError):
     status = 503
     code = "unavailable"
     title = "Service Unavailable"
+
+
+class InsufficientStorage(GitserverError):
+    status = 507
+    code = "disk_full"
+    title = "Insufficient Storage"
+
+
+DISK_FULL_MESSAGE = ("the server's disk is full, so nothing was changed; reads still work, "
+                     "try the change again once an administrator has freed space")
+# SQLite's message for SQLITE_FULL, and PostgreSQL's SQLSTATE class 53 (insufficient resources):
+# 53100 disk_full; 53000 and 53200 are out of memory or connections, not disk.
+_SQLITE_FULL = "database or disk is full"
+_PG_DISK_FULL = "53100"
+_ENOSPC = (28, 122)  # ENOSPC, EDQUOT (Linux)
+# The same from libgit2 or git, which report strerror() in their message text.
+_ENOSPC_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps, e.g. SQLAlchemy's ``.orig``) means no space left:
+    ENOSPC/EDQUOT from the OS, SQLite's "database or disk is full", PostgreSQL's disk_full."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _ENOSPC:
+            return True
+        text = str(exc)
+        if _SQLITE_FULL in text or getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+            return True
+        if any(marker in text for marker in _ENOSPC_TEXT):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    return False

@@ -13,11 +13,13 @@ message is mapped back to its rule (``non_fast_forward``, ``delete``, ...).
 from __future__ import annotations
 
 import builtins
+import functools
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gitserver.config import Config
 
@@ -42,8 +44,79 @@ def setup(config: Config, clean: bool = False) -> Path:
     os.environ[ENV_MULTIPROC] = str(directory)
     if clean:
         clean_dead(directory)
-    _define()
+    reserve_file_space()
+    _safe(_define)()
     return directory
+
+
+def reserve_file_space() -> None:
+    """Make a full disk an error instead of a crash.
+
+    prometheus_client grows its mmapped files with truncate(), which makes them sparse: the
+    first write to a page that has no disk block behind it, on a full disk, kills the process
+    with SIGBUS (every API worker died that way). Here the blocks are reserved
+    (posix_fallocate) before the file is mapped or grown, so a full disk raises ENOSPC, which
+    the counting functions below swallow: a metric goes uncounted, the request is served.
+    """
+    from prometheus_client import mmap_dict, values
+
+    if getattr(values.MmapedDict, "space_reserved", False):
+        return
+
+    class ReservedMmapedDict(mmap_dict.MmapedDict):  # type: ignore[misc]
+        space_reserved = True
+
+        def __init__(self, filename: str, read_mode: bool = False) -> None:
+            if not read_mode:
+                _reserve(filename, mmap_dict._INITIAL_MMAP_SIZE)
+            super().__init__(filename, read_mode)
+
+        def _init_value(self, key: str) -> None:
+            # An entry takes at most the key + 28 bytes (length, padding, value, timestamp).
+            capacity = self._capacity
+            while self._used + len(key.encode("utf-8")) + 32 > capacity:
+                capacity *= 2
+            if capacity != self._capacity:
+                os.posix_fallocate(self._f.fileno(), 0, capacity)
+            super()._init_value(key)
+
+    values.MmapedDict = ReservedMmapedDict
+
+
+def _reserve(filename: str, initial: int) -> None:
+    """Reserve the disk blocks of a metrics file; a new one that cannot get them is removed
+    (an empty file would break the merge in /metrics)."""
+    fd = os.open(filename, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            os.posix_fallocate(fd, 0, size or initial)
+        except OSError:
+            if size == 0:
+                os.unlink(filename)
+            raise
+    finally:
+        os.close(fd)
+
+
+_F = TypeVar("_F", bound=Callable[..., None])
+_warned_full = False
+
+
+def _safe(fn: _F) -> _F:
+    """Counting must never fail what is being counted: an OSError from the metrics files
+    (a full disk) is logged once per process and the metric is skipped."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        global _warned_full
+        try:
+            fn(*args, **kwargs)
+        except OSError as exc:
+            if not _warned_full:
+                _warned_full = True
+                log.warning("metrics not recorded: %s (is the disk of %s full?)", exc,
+                            os.environ.get(ENV_MULTIPROC, "the metrics directory"))
+    return wrapper  # type: ignore[return-value]
 
 
 def clean_dead(directory: Path) -> int:
@@ -74,7 +147,13 @@ def _define() -> None:
     """Create the metric objects once per process (after the env var is set)."""
     if _m:
         return
-    from prometheus_client import Counter, Gauge, Histogram
+    import prometheus_client
+
+    # Not in the default registry: /metrics reads every process's files (exposition), and
+    # without registration a definition that failed half-way (full disk) can simply be retried.
+    Counter = functools.partial(prometheus_client.Counter, registry=None)  # noqa: N806
+    Gauge = functools.partial(prometheus_client.Gauge, registry=None)  # noqa: N806
+    Histogram = functools.partial(prometheus_client.Histogram, registry=None)  # noqa: N806
 
     _m.update(
         http_seconds=Histogram("gitserver_http_request_seconds", "HTTP request latency",
@@ -138,6 +217,7 @@ def _get(name: str) -> Any:
     return _m[name]
 
 
+@_safe
 def http_request(route: str, method: str, status: int, seconds: float) -> None:
     """One HTTP response; ``route`` is the route template, never the raw path."""
     _get("http_seconds").labels(route, method).observe(seconds)
@@ -146,69 +226,83 @@ def http_request(route: str, method: str, status: int, seconds: float) -> None:
         _get("http_errors").labels(route, f"{status // 100}xx").inc()
 
 
+@_safe
 def json_invalid(route: str) -> None:
     _get("json_invalid").labels(route).inc()
 
 
+@_safe
 def callback_failed(reason: str) -> None:
     _get("callback_failures").labels(reason).inc()
 
 
+@_safe
 def delivery_attempt(event: str, outcome: str, seconds: float) -> None:
     """One webhook/callback attempt; ``event`` is push, pipeline or callback."""
     _get("deliveries").labels(event, outcome).inc()
     _get("delivery_seconds").labels(event).observe(seconds)
 
 
+@_safe
 def ssh_connection() -> None:
     _get("ssh_connections").inc()
 
 
+@_safe
 def ssh_auth(result: str, reason: str) -> None:
     """``result`` is ``success`` or ``failure``; ``reason`` e.g. ``publickey``, ``unknown-key``."""
     _get("ssh_auth").labels(result, reason).inc()
 
 
+@_safe
 def git_session(service: str) -> None:
     _get("git_sessions").labels(service).inc()
 
 
 # Shadows the builtin inside this module (hence builtins.bytes in annotations here); callers
 # write metrics.bytes(...).
+@_safe
 def bytes(direction: str, n: int) -> None:  # noqa: A001  (the name the callers use)
     """``direction`` is ``sent`` or ``received``."""
     if n:
         _get("bytes").labels(direction).inc(n)
 
 
+@_safe
 def http_git_session(service: str, kind: str) -> None:
     """One smart HTTP git request: ``kind`` is ``advertise`` (info/refs), ``rpc`` (a POST)
     or ``refused`` (a push attempt)."""
     _get("http_git_sessions").labels(service, kind).inc()
 
 
+@_safe
 def http_git_bytes(direction: str, n: int) -> None:
     """Bytes of smart HTTP git traffic; ``direction`` is ``sent`` or ``received``."""
     if n:
         _get("http_git_bytes").labels(direction).inc(n)
 
 
+@_safe
 def git_child_started() -> None:
     _get("git_children").inc()
 
 
+@_safe
 def git_child_finished() -> None:
     _get("git_children").dec()
 
 
+@_safe
 def push(result: str) -> None:
     _get("pushes").labels(result).inc()
 
 
+@_safe
 def ref_refused(rule: str) -> None:
     _get("refs_refused").labels(rule).inc()
 
 
+@_safe
 def push_over_limit(limit: str) -> None:
     """One push refused by a limit of gitserver.git.limits (``limit`` is its name)."""
     _get("pushes_over_limit").labels(limit).inc()
@@ -233,6 +327,7 @@ def refusals_from_report(report: builtins.bytes | str) -> list[str]:
     return [by_message.get(m.group(2).strip(), RULE_OTHER) for m in _NG.finditer(text)]
 
 
+@_safe
 def count_refusals(report: builtins.bytes) -> None:
     """Count refused ref updates, and pushes refused for a limit (gitserver.git.limits: the
     pre-receive hook's message, or git's own when receive.maxInputSize cut the pack off), seen
@@ -247,30 +342,36 @@ def count_refusals(report: builtins.bytes) -> None:
             push_over_limit(name)
 
 
+@_safe
 def pipeline_finished(status: str, seconds: float) -> None:
     _get("pipeline_seconds").labels(status).observe(seconds)
 
 
+@_safe
 def step_finished(status: str, seconds: float) -> None:
     _get("step_seconds").labels(status).observe(seconds)
 
 
+@_safe
 def archive(created: bool) -> None:
     _get("archives").labels("created" if created else "existing").inc()
 
 
+@_safe
 def job_finished(kind: str, status: str, seconds: float) -> None:
     """One job run by a worker: ``status`` is its new state (``succeeded``, ``failed``,
     ``cancelled``, ``queued`` for a retry or release, ``lost`` when another worker took over)."""
     _get("job_seconds").labels(kind, status).observe(seconds)
 
 
+@_safe
 def repour_operation(operation: str, status: str, seconds: float) -> None:
     """One Repour-compatible operation finished (inline or as a job); ``status`` is the result's
     HTTP status or ``cancelled``."""
     _get("repour_seconds").labels(operation, status).observe(seconds)
 
 
+@_safe
 def log_dropped(sink: str, n: int = 1) -> None:
     _get("log_dropped").labels(sink).inc(n)
 

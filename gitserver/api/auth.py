@@ -15,7 +15,8 @@ import binascii
 import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 
 import falcon
 from sqlalchemy import select, update
@@ -25,7 +26,9 @@ from gitserver import access, admin
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
-from gitserver.errors import Forbidden, Unauthenticated
+from gitserver.errors import Forbidden, Unauthenticated, is_disk_full
+
+log = logging.getLogger(__name__)
 
 BEARER = "bearer"
 BASIC = "basic"
@@ -60,8 +63,14 @@ def token_from_header(value: str | None) -> str | None:
     raise Unauthenticated("use 'Authorization: Bearer <token>' (or Basic with the token as password)")
 
 
-def principal_for_token(session: Session, secret: str) -> access.Principal:
-    """Resolve a token secret to its principal or raise :class:`Unauthenticated`."""
+Touch = Callable[[int, dt.datetime], None]
+
+
+def principal_for_token(session: Session, secret: str, touch: Touch | None = None) -> access.Principal:
+    """Resolve a token secret to its principal or raise :class:`Unauthenticated`.
+
+    ``touch(token_id, now)``, when given, is told to update last_used_at instead of doing it
+    in ``session`` (see :func:`authenticated`)."""
     token = session.scalar(select(models.ApiToken).where(
         models.ApiToken.token_hash == admin.hash_token(secret)))
     now = utcnow()
@@ -80,26 +89,42 @@ def principal_for_token(session: Session, secret: str) -> access.Principal:
         principal = dataclasses.replace(access.principal_for_user(user, scopes=scopes),
                                         token_expires_at=token.expires_at)
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-        session.execute(update(models.ApiToken).where(models.ApiToken.id == token.id)
-                        .values(last_used_at=now))
+        if touch is not None:
+            touch(token.id, now)
+        else:
+            session.execute(update(models.ApiToken).where(models.ApiToken.id == token.id)
+                            .values(last_used_at=now))
     return principal
 
 
-def authenticate(req: falcon.Request, session: Session) -> access.Principal:
+def touch_token(sessions: sessionmaker[Session], token_id: int, now: dt.datetime) -> None:
+    """Record a token's use in its own transaction. Advisory: a full disk must not turn a read
+    that succeeded into an error, so that is logged and forgotten."""
+    try:
+        with transaction(sessions) as session:
+            session.execute(update(models.ApiToken).where(models.ApiToken.id == token_id)
+                            .values(last_used_at=now))
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("could not record the use of API token %s: disk full", token_id)
+
+
+def authenticate(req: falcon.Request, session: Session, touch: Touch | None = None) -> access.Principal:
     """The caller's principal; 401 without a token or with a bad one."""
     secret = token_from_header(req.get_header("Authorization"))
     if secret is None:
         raise Unauthenticated("this endpoint needs an API token: 'Authorization: Bearer <token>'")
-    return principal_for_token(session, secret)
+    return principal_for_token(session, secret, touch)
 
 
-def optional_principal(req: falcon.Request, session: Session) -> access.Principal:
+def optional_principal(req: falcon.Request, session: Session, touch: Touch | None = None) -> access.Principal:
     """Like :func:`authenticate`, but ANONYMOUS when no credentials are sent (public reads).
     Credentials that are sent must still be valid."""
     secret = token_from_header(req.get_header("Authorization"))
     if secret is None:
         return access.ANONYMOUS
-    return principal_for_token(session, secret)
+    return principal_for_token(session, secret, touch)
 
 
 def scope_allows(scopes: frozenset[str] | None, need: str) -> bool:
@@ -121,6 +146,13 @@ def authenticated(sessions: sessionmaker[Session], req: falcon.Request, *,
     """One request's transaction and its caller: ``with authenticated(ctx.runtime.sessions,
     req) as (session, principal):``. Commits when the block succeeds, rolls back otherwise.
     With ``optional=True`` a request without credentials is ANONYMOUS instead of a 401."""
+    # last_used_at is written after the request's own transaction, in another one: a read
+    # must not fail because that advisory write cannot be stored (disk full).
+    touched: list[tuple[int, dt.datetime]] = []
+    touch: Touch = lambda token_id, now: touched.append((token_id, now))  # noqa: E731
     with transaction(sessions) as session:
-        principal = optional_principal(req, session) if optional else authenticate(req, session)
+        principal = (optional_principal(req, session, touch) if optional
+                     else authenticate(req, session, touch))
         yield session, principal
+    for token_id, now in touched:
+        touch_token(sessions, token_id, now)

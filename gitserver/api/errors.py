@@ -15,11 +15,12 @@ from typing import Any
 
 import falcon
 
-from gitserver.errors import GitserverError
+from gitserver.errors import DISK_FULL_MESSAGE, GitserverError, InsufficientStorage, is_disk_full
 
 log = logging.getLogger(__name__)
 
 REALM = "gitserver"
+DISK_FULL_RETRY_AFTER = 60  # seconds
 
 # falcon titles its errors like "404 Not Found"; ours are plain "Not Found".
 _STATUS_PREFIX = re.compile(r"^\d{3}\s+")
@@ -49,7 +50,14 @@ def handle_gitserver_error(req: falcon.Request, resp: falcon.Response, ex: Gitse
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
                       params: dict[str, Any]) -> None:
-    """Anything else is a bug: log it once with the traceback, tell the client nothing more."""
+    """Anything else is a bug: log it once with the traceback, tell the client nothing more.
+
+    Except a full disk (database or repositories): not a bug, and the client should know
+    that nothing changed and that retrying later will work, so 507 with that said."""
+    if is_disk_full(ex):  # (logged once, by handle_gitserver_error)
+        handle_gitserver_error(req, resp, InsufficientStorage(DISK_FULL_MESSAGE), params)
+        resp.set_header("Retry-After", str(DISK_FULL_RETRY_AFTER))
+        return
     log.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = falcon.HTTP_500
     resp.content_type = falcon.MEDIA_JSON

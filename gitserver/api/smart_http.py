@@ -30,7 +30,6 @@ import falcon
 from gitserver import access, metrics
 from gitserver.api import auth, lookup, openapi
 from gitserver.api.context import ApiContext
-from gitserver.db.session import transaction
 from gitserver.errors import Forbidden, GitserverError, NotFound, Unauthenticated
 from gitserver.git import http as githttp
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
@@ -102,8 +101,7 @@ class _GitResource:
     def authorise(self, req: falcon.Request, tenant: str, repo: str) -> ReadTarget:
         """The repository if the caller may read it; 401 for anonymous callers otherwise,
         404 (exactly like a missing repository) for authenticated ones."""
-        with transaction(self.ctx.runtime.sessions) as session:
-            principal = auth.optional_principal(req, session)
+        with auth.authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             try:
                 row = lookup.visible_repo(session, principal, tenant, repo, need=access.READ)
             except NotFound:

@@ -44,6 +44,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
+from gitserver.errors import is_disk_full
 from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.logs import bind
@@ -67,6 +68,7 @@ ORPHAN_MIN_AGE = dt.timedelta(seconds=60)
 # After the grace, how long released jobs get to stop before their leases are dropped anyway.
 RELEASE_WAIT = 5.0
 ERROR_BACKOFF = 2.0
+DISK_FULL_BACKOFF_MAX = 30.0
 # Length of the steps.name column.
 STEP_NAME_MAX = 200
 
@@ -91,6 +93,27 @@ def run(cfg: Config, concurrency: int | None = None) -> int:
 class _Held:
     claim: jobs.Claim
     ctx: jobs.JobContext
+
+
+class DiskFullBackoff:
+    """How long a job thread waits after "database or disk is full": doubling from
+    ERROR_BACKOFF up to DISK_FULL_BACKOFF_MAX, one log line when it starts and one when space
+    is back (a traceback a second would only fill the disk further)."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def failed(self, exc: BaseException) -> float:
+        if not self.delay:
+            log.warning("disk full (%s): no job is claimed until there is space again; retrying "
+                        "with backoff", exc)
+        self.delay = min(DISK_FULL_BACKOFF_MAX, (self.delay * 2) or ERROR_BACKOFF)
+        return self.delay
+
+    def succeeded(self) -> None:
+        if self.delay:
+            log.warning("disk space is back: claiming jobs again")
+            self.delay = 0.0
 
 
 class Worker:
@@ -162,14 +185,19 @@ class Worker:
 
     def _loop(self, index: int) -> None:
         owner = f"{self.owner_prefix}:{index}:{uuid.uuid4().hex[:8]}"
+        full = DiskFullBackoff()
         while not self.stopping.is_set():
             try:
                 with transaction(self.runtime.sessions) as session:
                     claim = jobs.claim(session, owner, self.cfg.job_lease_seconds, self.kinds)
-            except Exception:  # database hiccup: wait and retry
+            except Exception as exc:  # database hiccup: wait and retry
+                if is_disk_full(exc):
+                    self.stopping.wait(full.failed(exc))
+                    continue
                 log.exception("claiming a job failed")
                 self.stopping.wait(ERROR_BACKOFF)
                 continue
+            full.succeeded()
             if claim is None:
                 self.wake.wait(self.cfg.job_poll_interval)
                 self.wake.clear()
@@ -204,6 +232,11 @@ class Worker:
         except jobs.JobReleased:
             return self._record(claim, lambda s: models.QUEUED if jobs.release(s, claim) else "lost")
         except Exception as exc:  # the job fails; the worker goes on
+            if is_disk_full(exc):
+                # Not the job's fault: give it back to run again once there is space (if even
+                # that cannot be written, its lease expires and it is re-run all the same).
+                log.warning("job %s (%s) stopped: disk full; it will run again", claim.job_id, claim.kind)
+                return self._record(claim, lambda s: models.QUEUED if jobs.release(s, claim) else "lost")
             log.exception("job %s (%s) failed", claim.job_id, claim.kind)
             message = f"{type(exc).__name__}: {exc}"
             return self._record(claim, lambda s: _finish(s, claim, models.FAILED, message))
@@ -418,6 +451,8 @@ def run_pipeline_job(ctx: jobs.JobContext) -> None:
         run.end(models.FAILED, str(exc))
         return
     except Exception as exc:
+        if is_disk_full(exc):
+            raise  # not the pipeline's fault: the worker gives the job back (Worker._execute)
         run.end(models.FAILED, f"internal error: {type(exc).__name__}")
         raise
     run.end(models.SUCCEEDED, "")

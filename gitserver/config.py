@@ -122,6 +122,10 @@ class Config:
     # Network of alignment tools: "host" (they download artifacts) or "none".
     adjust_network: str = "host"
     repour_git_timeout: float = 600.0
+    # Synchronous /clone and /adjust runs at once per API process (each holds a request
+    # thread for up to its timeout); more get 429 with Retry-After. Callback mode is not
+    # capped: it runs as a job. 0 = callback mode only.
+    repour_max_sync_runs: int = 2
     repour_default_tenant: str = ""
     # Callbacks: client-credentials token endpoint of the service account (OIDC).
     oidc_token_url: str = ""

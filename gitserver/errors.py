@@ -78,6 +78,16 @@ class Unavailable(GitserverError):
     title = "Service Unavailable"
 
 
+class TooManyRequests(GitserverError):
+    status = 429
+    code = "too_many_requests"
+    title = "Too Many Requests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, for the Retry-After header
+
+
 class InsufficientStorage(GitserverError):
     status = 507
     code = "disk_full"

@@ -23,13 +23,15 @@ and the result goes to the callback URL later (the work runs as a durable job).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import falcon
@@ -40,7 +42,7 @@ from gitserver import version as installed
 from gitserver.api import auth, lookup
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.errors import Conflict, GitserverError, NotFound
+from gitserver.errors import Conflict, GitserverError, NotFound, TooManyRequests
 from gitserver.names import validate_name
 from gitserver.pipelines import adjust as adjust_mod
 from gitserver.pipelines import repour
@@ -258,6 +260,8 @@ def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple
         status, body = 400, exc.body()
     except GitserverError as exc:
         status, body = exc.status, domain_error_body(exc)
+        if isinstance(exc, TooManyRequests):
+            resp.set_header("Retry-After", str(exc.retry_after))
     except Exception:  # noqa: BLE001  (logged once here; the client gets a reference)
         reference = uuid.uuid4().hex
         log.exception("%s %s failed unexpectedly (reference %s)", req.method, req.path, reference)
@@ -328,14 +332,41 @@ class ExternalToInternal:
         respond(req, resp, work)
 
 
+class SyncSlots:
+    """How many synchronous /clone and /adjust runs this API process serves at once: each
+    holds a request thread for up to its timeout, and a few of them must not take every
+    thread. Shared by both routes."""
+
+    RETRY_AFTER = 30  # seconds
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit) if limit > 0 else None
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """One slot for the duration of the block, or :class:`TooManyRequests` at once."""
+        if self._free is None or not self._free.acquire(blocking=False):
+            raise TooManyRequests(
+                f"{self.limit} synchronous /clone and /adjust runs are already running here; retry "
+                "later, or pass a callback to run the request in the background",
+                retry_after=self.RETRY_AFTER)
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
 class Operation:
     """``POST /clone`` and ``POST /adjust``: inline, or queued with a callback."""
 
-    def __init__(self, ctx: Any, op_name: str, check: Check, target_url: Callable[[dict[str, Any]], str]) -> None:
+    def __init__(self, ctx: Any, op_name: str, check: Check, target_url: Callable[[dict[str, Any]], str],
+                 slots: SyncSlots) -> None:
         self.ctx = ctx
         self.op_name = op_name
         self.check = check
         self.target_url = target_url
+        self.slots = slots
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         respond(req, resp, lambda: self._work(req))
@@ -345,20 +376,23 @@ class Operation:
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
         spec = read_body(req, self.check)
-        with transaction(runtime.sessions) as session:
-            repo = target_repo(session, principal, self.target_url(spec))
-            actor = actor_of(principal, req)
-            if repour.is_callback_mode(spec):
+        if repour.is_callback_mode(spec):
+            with transaction(runtime.sessions) as session:
+                repo = target_repo(session, principal, self.target_url(spec))
                 callback_id, pipeline = repour.enqueue_operation(
-                    session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id)
-                log.info("repour %s queued as pipeline %s (callback %s)", self.op_name, pipeline.id, callback_id)
-                return 202, {"callback": {"id": callback_id}}
-            # Inline, under a lease this process holds from the same commit on: if the process
-            # dies mid-request, a worker takes the job over and ends the pipeline.
-            pipeline = repour.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
-                                              status=models.RUNNING)
-            claim = repour.hold_inline(session, runtime.config, op_name=self.op_name, pipeline_id=pipeline.id)
-        return repour.run_inline(runtime, self.op_name, spec, actor, claim)
+                    session, op_name=self.op_name, spec=spec, actor=actor_of(principal, req), repo_id=repo.id)
+            log.info("repour %s queued as pipeline %s (callback %s)", self.op_name, pipeline.id, callback_id)
+            return 202, {"callback": {"id": callback_id}}
+        with self.slots.hold():
+            with transaction(runtime.sessions) as session:
+                repo = target_repo(session, principal, self.target_url(spec))
+                # Inline, under a lease this process holds from the same commit on: if the
+                # process dies mid-request, a worker takes the job over and ends the pipeline.
+                pipeline = repour.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
+                                                  status=models.RUNNING)
+                claim = repour.hold_inline(session, runtime.config, op_name=self.op_name,
+                                           pipeline_id=pipeline.id)
+            return repour.run_inline(runtime, self.op_name, spec, actor_of(principal, req), claim)
 
 
 class InternalScm:
@@ -477,9 +511,10 @@ def add_routes(app: falcon.App, ctx: Any) -> None:
     app.add_route("/version", Version(version))
     app.add_route("/git-external-to-internal", ExternalToInternal(ctx))
     app.add_route("/external-to-internal", ExternalToInternal(ctx))
-    app.add_route("/clone", Operation(ctx, "clone", CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"]))
+    slots = SyncSlots(ctx.config.repour_max_sync_runs)
+    app.add_route("/clone", Operation(ctx, "clone", CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"], slots))
     app.add_route("/adjust", Operation(ctx, "adjust", ADJUST_SCHEMA,
-                                       lambda spec: spec["internal_url"]["readwrite"]))
+                                       lambda spec: spec["internal_url"]["readwrite"], slots))
     app.add_route("/internal-scm", InternalScm(ctx))
     app.add_route("/cancel/{task_id}", Cancel(ctx))
 
@@ -500,9 +535,11 @@ _ERRORS = {
     "500": {"description": "Unexpected failure (a log reference only)", "content": _json("RepourError")},
     "503": {"description": "A synchronous request lost its lease (this API process stalled and a worker "
                            "took it over): send it again", "content": _json("RepourError")},
+    "429": {"description": "Too many synchronous runs in this API process (GITSERVER_REPOUR_MAX_SYNC_RUNS): "
+                           "retry after Retry-After seconds, or use callback mode", "content": _json("RepourError")},
 }
-# /clone and /adjust run under a lease when synchronous (503 when it was lost).
-_OPERATION_ERRORS = ("400", "401", "403", "404", "413", "500", "503")
+# /clone and /adjust run under a lease when synchronous (503 when it was lost), a few at once (429).
+_OPERATION_ERRORS = ("400", "401", "403", "404", "413", "429", "500", "503")
 _ACCEPTED = {"description": "Callback mode: the result will be sent to the callback URL",
              "content": _json("RepourCallbackAccepted")}
 

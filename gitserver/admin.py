@@ -126,7 +126,8 @@ def add_member(session: Session, group: models.Group, user: models.User) -> None
 
 # --- keys ---------------------------------------------------------------------------------------
 
-def _new_public_key(session: Session, text: str, title: str, user: models.User | None) -> models.PublicKey:
+def _new_public_key(session: Session, text: str, title: str, user: models.User | None,
+                    expires_at: dt.datetime | None = None) -> models.PublicKey:
     key = parse_public_key(text)
     existing = session.scalar(select(models.PublicKey).where(models.PublicKey.fingerprint == key.fingerprint))
     if existing is not None:
@@ -139,19 +140,24 @@ def _new_public_key(session: Session, text: str, title: str, user: models.User |
         raise InvalidInput("title must be a string of at most 200 characters", field="title")
     row = models.PublicKey(user_id=user.id if user else None, fingerprint=key.fingerprint,
                            key_type=key.key_type, key_data=key.openssh, bits=key.bits,
-                           title=title or key.comment)
+                           title=title or key.comment, expires_at=expires_at)
     session.add(row)
     _flush(session, f"key {key.fingerprint} is already registered")
     return row
 
 
-def add_user_key(session: Session, user: models.User, text: str, title: str = "") -> models.PublicKey:
-    return _new_public_key(session, text, title, user)
+def add_user_key(session: Session, user: models.User, text: str, title: str = "",
+                 expires_at: dt.datetime | None = None) -> models.PublicKey:
+    """``expires_at``: the expiry of the API token that adds the key, if it has one. A key
+    must not outlive the credential that created it (a short-lived or leaked token would
+    otherwise leave a permanent way in)."""
+    return _new_public_key(session, text, title, user, expires_at)
 
 
 def add_deploy_key(session: Session, repo: models.Repository, text: str, title: str = "",
-                   write: bool = False) -> models.DeployKey:
-    key = _new_public_key(session, text, title, None)
+                   write: bool = False, expires_at: dt.datetime | None = None) -> models.DeployKey:
+    """Like :func:`add_user_key`, ``expires_at`` is the adding token's expiry."""
+    key = _new_public_key(session, text, title, None, expires_at)
     deploy = models.DeployKey(repo_id=repo.id, public_key_id=key.id, write=bool(write),
                               public_key=key, repo=repo)
     session.add(deploy)

@@ -119,6 +119,8 @@ class PublicKey(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = _created()
     last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    # A key added with an API token that expires expires with it (None: never).
+    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
 
     user: Mapped[Optional[User]] = relationship(lazy="joined")
 

@@ -42,8 +42,8 @@ def identity_for_fingerprint(session: Session, fingerprint: str) -> Identity | N
     """The identity a key stands for; None when the key is unknown or its user disabled."""
     key = session.scalars(
         select(models.PublicKey).where(models.PublicKey.fingerprint == fingerprint)).one_or_none()
-    if key is None:
-        return None
+    if key is None or (key.expires_at is not None and key.expires_at <= utcnow()):
+        return None  # an expired key is as good as none (it expired with the token that added it)
     if key.user_id is not None:
         user = key.user
         if user is None or user.disabled:

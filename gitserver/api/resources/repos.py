@@ -89,7 +89,7 @@ def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
     key = deploy.public_key
     return {"id": deploy.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
             "title": key.title, "key": key.key_data, "write": deploy.write,
-            "created_at": deploy.created_at, "last_used_at": key.last_used_at}
+            "created_at": deploy.created_at, "last_used_at": key.last_used_at, "expires_at": key.expires_at}
 
 
 def push_json(push: models.Push, user_names: dict[int, str]) -> dict[str, Any]:
@@ -259,7 +259,8 @@ class DeployKeys:
             write = data.get("write", False)
             if write:
                 admin.check_grantable(access.permission_on(session, principal, row), access.WRITE)
-            deploy = admin.add_deploy_key(session, row, data["key"], data.get("title", ""), write)
+            deploy = admin.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
+                                          expires_at=principal.token_expires_at)
             resp.media = deploy_key_json(deploy)
         resp.status = falcon.HTTP_201
         resp.location = f"{repo_path(tenant, row.name)}/deploy-keys/{deploy.id}"
@@ -380,11 +381,13 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "DeployKey": {
         "type": "object",
         "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "write", "created_at",
-                     "last_used_at"],
+                     "last_used_at", "expires_at"],
         "properties": {"id": {"type": "integer"}, "fingerprint": {"type": "string"},
                        "key_type": {"type": "string"}, "bits": {"type": "integer"},
                        "title": {"type": "string"}, "key": {"type": "string"}, "write": {"type": "boolean"},
-                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME},
+                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME,
+                       "expires_at": {**NULLABLE_DATETIME, "description": "the expiry of the API token "
+                                      "that added the key; null: never"}},
     },
     "DeployKeyList": list_schema("#/components/schemas/DeployKey"),
     "NewDeployKey": {

@@ -55,7 +55,7 @@ def user_json(user: models.User) -> dict[str, Any]:
 def key_json(key: models.PublicKey) -> dict[str, Any]:
     return {"id": key.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
             "title": key.title, "key": key.key_data, "created_at": key.created_at,
-            "last_used_at": key.last_used_at}
+            "last_used_at": key.last_used_at, "expires_at": key.expires_at}
 
 
 def token_json(token: models.ApiToken) -> dict[str, Any]:
@@ -166,7 +166,8 @@ class Keys:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS)
-            key = admin.add_user_key(session, row, data["key"], data.get("title", ""))
+            key = admin.add_user_key(session, row, data["key"], data.get("title", ""),
+                                     expires_at=principal.token_expires_at)
             resp.media = key_json(key)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/keys/{key.id}"
@@ -287,12 +288,15 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     },
     "Key": {
         "type": "object",
-        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "created_at", "last_used_at"],
+        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "created_at", "last_used_at",
+                     "expires_at"],
         "properties": {"id": {"type": "integer"},
                        "fingerprint": {"type": "string", "description": "SHA256:…, as ssh-keygen -lf"},
                        "key_type": {"type": "string"}, "bits": {"type": "integer"},
                        "title": {"type": "string"}, "key": {"type": "string"},
-                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME},
+                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME,
+                       "expires_at": {**NULLABLE_DATETIME, "description": "the expiry of the API token "
+                                      "that added the key; null: never"}},
     },
     "KeyList": list_schema("#/components/schemas/Key"),
     "NewKey": {

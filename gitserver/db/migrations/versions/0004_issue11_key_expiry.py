@@ -1,0 +1,28 @@
+"""key expiry: an SSH key added with an expiring API token expires with it
+
+Keys added before this migration never expire (expires_at null), as before.
+
+Revision ID: 0004_issue11_key_expiry
+Revises: 0003_issue11_quotas
+Create Date: 2026-11-26 13:20:00.000000
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0004_issue11_key_expiry'
+down_revision = '0003_issue11_quotas'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('public_keys', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('public_keys', schema=None) as batch_op:
+        batch_op.drop_column('expires_at')

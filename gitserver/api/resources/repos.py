@@ -92,10 +92,13 @@ def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
             "created_at": deploy.created_at, "last_used_at": key.last_used_at, "expires_at": key.expires_at}
 
 
-def push_json(push: models.Push, user_names: dict[int, str]) -> dict[str, Any]:
+def push_json(push: models.Push, user_names: dict[int, str], show_address: bool = False) -> dict[str, Any]:
+    """``show_address``: the pusher's network address is personal data, shown only to the
+    admins of the repository's tenant (a public repository's audit is readable by anyone)."""
     return {"id": push.id, "user": user_names.get(push.user_id) if push.user_id else None,
             "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
-            "client_address": push.client_address, "state": push.state, "created_at": push.created_at,
+            "client_address": push.client_address if show_address else None, "state": push.state,
+            "created_at": push.created_at,
             "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
 
 
@@ -317,7 +320,8 @@ class Pushes:
             ids = {p.user_id for p in result["items"] if p.user_id}
             names = dict(session.execute(select(models.User.id, models.User.name)
                                          .where(models.User.id.in_(ids))).tuples().all()) if ids else {}
-            resp.media = {"items": [push_json(p, names) for p in result["items"]], "next": result["next"]}
+            show = principal.is_tenant_admin(row.tenant_id)
+            resp.media = {"items": [push_json(p, names, show) for p in result["items"]], "next": result["next"]}
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
@@ -403,7 +407,10 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "integer"}, "user": {"type": ["string", "null"]},
             "key_fingerprint": {"type": "string"}, "protocol": {"type": "string"},
-            "client_address": {"type": "string"}, "created_at": DATETIME,
+            "client_address": {"type": ["string", "null"],
+                               "description": "where the push came from; null unless the caller "
+                                              "administers the repository's tenant"},
+            "created_at": DATETIME,
             "state": {"type": "string", "enum": list(models.PUSH_STATES),
                       "description": "done: recorded by the push itself; recovered: recorded by the "
                                      "reconciler (the pusher or the server died before the push was "

@@ -56,6 +56,15 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
 
     Except a full disk (database or repositories): not a bug, and the client should know
     that nothing changed and that retrying later will work, so 507 with that said."""
+    if isinstance(ex, TimeoutError):
+        # The client stalled while sending its body (the API worker's read timeout,
+        # gitserver/api/worker.py): its fault, not ours, and no traceback is worth logging.
+        log.info("%s %s: the client stopped sending its request", req.method, req.path)
+        resp.status = falcon.HTTP_408
+        resp.content_type = falcon.MEDIA_JSON
+        resp.media = error_body("Request Timeout", "the request body did not arrive in time")
+        resp.set_header("Connection", "close")
+        return
     if is_disk_full(ex):  # (logged once, by handle_gitserver_error)
         handle_gitserver_error(req, resp, InsufficientStorage(DISK_FULL_MESSAGE), params)
         resp.set_header("Retry-After", str(DISK_FULL_RETRY_AFTER))

@@ -73,6 +73,12 @@ class HeadFirstWorker(ThreadWorker):
     # --- new connections and kept-alive ones: wait for a whole head without a thread ----------
 
     def accept(self, listener: socket.socket) -> None:
+        if self.cfg.is_ssl:
+            # The head arrives inside TLS records, which only the thread's wrapped socket can
+            # read: with gunicorn's own TLS, plain gthread behaviour (terminate TLS in front of
+            # gitserver to keep the protection).
+            super().accept(listener)
+            return
         try:
             client, address = listener.accept()
         except OSError:
@@ -83,11 +89,17 @@ class HeadFirstWorker(ThreadWorker):
         self._wait_for_head(TConn(self.cfg, sock, address, listener.getsockname()))
 
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
+        if self.cfg.is_ssl:
+            super().on_client_socket_readable(conn, client)
+            return
         self.poller.unregister(client)
         self.keepalived_conns.remove(conn)
         self._wait_for_head(conn)
 
     def on_pending_socket_readable(self, conn: TConn, client: socket.socket) -> None:
+        if self.cfg.is_ssl:
+            super().on_pending_socket_readable(conn, client)
+            return
         self.poller.unregister(client)
         self.pending_conns.remove(conn)
         self._wait_for_head(conn)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, make_repo, start_server
 from tests.functional.test_smart_http import http_git, http_url
 
@@ -105,7 +104,7 @@ def test_healthz_and_clone_work_with_200_slow_clients(server: GitServer, tmp_pat
 
 def test_a_head_that_never_ends_is_closed_after_the_header_timeout(tmp_path: Path, git_env: dict[str, str]) -> None:
     srv = start_server(tmp_path, f"sqlite:///{tmp_path / 'data' / 'gitserver.db'}", git_env,
-                       extra_env={"GITSERVER_HTTP_HEADER_TIMEOUT": "2"})
+                       extra_env={"GITSERVER_HTTP_HEADER_TIMEOUT": "2", "GITSERVER_HTTP_READ_TIMEOUT": "2"})
     try:
         sock = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -123,5 +122,17 @@ def test_a_head_that_never_ends_is_closed_after_the_header_timeout(tmp_path: Pat
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 200") and b'{"status": "ok"}' in answer
         sock.close()
+        # A body that stalls half-way frees its thread after the read timeout: 408.
+        sock = socket.create_connection(("127.0.0.1", srv.http_port), timeout=10)
+        sock.sendall(b"POST /api/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + srv.admin_token.encode() + b"\r\nContent-Length: 100\r\n\r\n{\"name\": ")
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 1.5 < time.monotonic() - started < 6
+        sock.close()
+        assert "Traceback" not in srv.logs()
     finally:
         srv.stop()

@@ -245,8 +245,12 @@ def test_gunicorn_conf_binds_where_the_config_says(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("GITSERVER_HTTP_HOST", "::1")
     monkeypatch.setenv("GITSERVER_HTTP_PORT", "18080")
     monkeypatch.setenv("GITSERVER_HTTP_WORKERS", "3")
+    monkeypatch.setenv("GITSERVER_HTTP_HEADER_TIMEOUT", "7")
     conf = runpy.run_path(str(ROOT / "etc" / "gunicorn.conf.py"))
     assert conf["bind"] == "[::1]:18080"
     assert conf["workers"] == 3
-    assert conf["worker_class"] == "gthread"
+    from gitserver.api.worker import HeadFirstWorker
+
+    assert issubclass(conf["worker_class"], HeadFirstWorker)  # gthread, heads read by the event loop
+    assert conf["worker_class"].header_timeout == 7.0
     assert callable(conf["child_exit"]) and callable(conf["on_starting"])

@@ -2,8 +2,8 @@
 
 Null means no quota, which is what every existing tenant and repository gets.
 
-Revision ID: 0003_issue11_quotas
-Revises: 0002
+Revision ID: 0004_issue11_quotas
+Revises: 0003
 Create Date: 2026-11-26 12:45:00.000000
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0003_issue11_quotas'
-down_revision = '0002'
+revision = '0004_issue11_quotas'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,8 @@
 
 Keys added before this migration never expire (expires_at null), as before.
 
-Revision ID: 0004_issue11_key_expiry
-Revises: 0003_issue11_quotas
+Revision ID: 0005_issue11_key_expiry
+Revises: 0004_issue11_quotas
 Create Date: 2026-11-26 13:20:00.000000
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_issue11_key_expiry'
-down_revision = '0003_issue11_quotas'
+revision = '0005_issue11_key_expiry'
+down_revision = '0004_issue11_quotas'
 branch_labels = None
 depends_on = None
 

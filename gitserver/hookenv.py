@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import ClassVar
 
+from gitserver.git.limits import PushLimits
+
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
 ENV_CONFIG = "GITSERVER_CONFIG"
 
@@ -33,6 +35,9 @@ class HookEnv:
     key_fingerprint: str = ""
     client_address: str = ""
     config_file: str = ""
+    # The size limits and quotas the pre-receive hook holds the push to (their own names:
+    # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.git.limits).
+    limits: PushLimits = PushLimits()
 
     # field -> environment variable
     ENV_NAMES: ClassVar[Mapping[str, str]] = {
@@ -51,6 +56,7 @@ class HookEnv:
             if field == "config_file" and not value:
                 continue  # absent, not empty: config.load reads the variable when it is set
             env[name] = "" if value is None else str(value)
+        env.update(self.limits.to_env())
         return env
 
     @classmethod
@@ -66,6 +72,7 @@ class HookEnv:
         text = {field: environ.get(name, "") for field, name in cls.ENV_NAMES.items()
                 if field not in ("repo_id", "user_id", "key_id")}
         return cls(repo_id=repo_id, user_id=optional_int("user_id"), key_id=optional_int("key_id"),
+                   limits=PushLimits.from_env(environ),
                    **{**text, "protocol": text["protocol"] or "internal"})
 
 

@@ -149,13 +149,13 @@ def _define() -> None:
         return
     import prometheus_client
 
-    # Not in the default registry: /metrics reads every process's files (exposition), and
-    # without registration a definition that failed half-way (full disk) can simply be retried.
+    # Created unregistered, then registered all at once: a definition that fails half-way
+    # (a full disk under the metrics files) registers nothing and can simply be retried.
     Counter = functools.partial(prometheus_client.Counter, registry=None)  # noqa: N806
     Gauge = functools.partial(prometheus_client.Gauge, registry=None)  # noqa: N806
     Histogram = functools.partial(prometheus_client.Histogram, registry=None)  # noqa: N806
 
-    _m.update(
+    created = dict(
         http_seconds=Histogram("gitserver_http_request_seconds", "HTTP request latency",
                                ["route", "method"]),
         http_total=Counter("gitserver_http_requests_total", "HTTP requests",
@@ -209,6 +209,9 @@ def _define() -> None:
         log_dropped=Counter("gitserver_log_records_dropped_total",
                             "Log records dropped by a shipping handler", ["sink"]),
     )
+    for metric in created.values():
+        prometheus_client.REGISTRY.register(metric)
+    _m.update(created)
 
 
 def _get(name: str) -> Any:

@@ -521,7 +521,7 @@ class GitWork:
                                         target.repo_quota_bytes, target.tenant_quota_bytes)
         receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir,
                                 settings=limits.git_settings(push_limits))[:-1]
-        env = self.env({**push_env(self.config, target, actor), **push_limits.to_env()})
+        env = self.env(push_env(self.config, target, actor, push_limits))
         with contextlib.ExitStack() as stack:
             pass_fds: tuple[int, ...] = ()
             if sessions is not None:
@@ -576,15 +576,16 @@ class PushRecorder:
             metrics.push("recorded")
 
 
-def push_env(config: Config, target: Target, actor: Actor) -> dict[str, str]:
+def push_env(config: Config, target: Target, actor: Actor,
+             push_limits: limits.PushLimits = limits.PushLimits()) -> dict[str, str]:
     """What the hooks need when git is started by the server itself (see hookdb.py): the
-    repository, the identity for the audit record, the permission already checked, and where
-    the database is."""
+    repository, the identity for the audit record, the permission already checked, where
+    the database is, and the push's size limits."""
     return HookEnv(repo_id=target.repo_id, repo=target.full_name, permission="write",
                    protocol=PUSH_PROTOCOL, data_dir=str(config.data_dir),
                    database_url=config.effective_database_url, public_http_url=config.http_base_url,
                    user_id=actor.user_id, user=actor.user_name, client_address=actor.client_address,
-                   config_file=os.environ.get(ENV_CONFIG, "")).to_env()
+                   config_file=os.environ.get(ENV_CONFIG, ""), limits=push_limits).to_env()
 
 
 def refused_refs(porcelain: str) -> list[tuple[str, str]]:

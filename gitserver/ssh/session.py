@@ -58,7 +58,8 @@ def client_git_protocol(env: Mapping[Any, Any]) -> str | None:
 
 def child_env(config: Config, principal: access.Principal, target: Authorised, *,
               client_address: str, git_protocol: str | None,
-              base: Mapping[str, str] | None = None) -> dict[str, str]:
+              base: Mapping[str, str] | None = None,
+              push_limits: limits.PushLimits = limits.PushLimits()) -> dict[str, str]:
     """The environment of the git child: minimal, plus what the hooks need to know."""
     base = os.environ if base is None else base
     extra = HookEnv(
@@ -66,7 +67,7 @@ def child_env(config: Config, principal: access.Principal, target: Authorised, *
         protocol="ssh", data_dir=str(config.data_dir), database_url=config.effective_database_url,
         public_http_url=config.http_base_url, user_id=principal.user_id, user=principal.user_name,
         key_id=principal.key_id, key_fingerprint=principal.key_fingerprint,
-        client_address=client_address, config_file=base.get(ENV_CONFIG, "")).to_env()
+        client_address=client_address, config_file=base.get(ENV_CONFIG, ""), limits=push_limits).to_env()
     if git_protocol:
         extra[GIT_PROTOCOL] = git_protocol
     return git_env(base, **extra)
@@ -96,8 +97,7 @@ class GitChild:
         argv = git_argv(self.command.service, repo_path, config.hooks_dir,
                         settings=limits.git_settings(push_limits))
         env = child_env(config, self.principal, self.target, client_address=self.client_address,
-                        git_protocol=self.git_protocol)
-        env.update(push_limits.to_env())
+                        git_protocol=self.git_protocol, push_limits=push_limits)
         parent_sock = child_sock = None
         pass_fds: tuple[int, ...] = ()
         if self.command.service == RECEIVE_PACK:

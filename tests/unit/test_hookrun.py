@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 
 import pytest
@@ -170,5 +172,10 @@ def test_hook_environment_round_trips() -> None:
                   key_id=None, key_fingerprint="SHA256:x", client_address="127.0.0.1")
     assert HookEnv.from_env(env.to_env()) == env
     assert "GITSERVER_CONFIG" not in env.to_env()
+    from gitserver.git.limits import PushLimits
+
+    limited = dataclasses.replace(env, limits=PushLimits(max_blob_bytes=10, tenant_quota_bytes=99))
+    assert HookEnv.from_env(limited.to_env()) == limited
+    assert limited.to_env()["GITSERVER_MAX_BLOB_BYTES"] == "10"
     with pytest.raises(ValueError, match="GITSERVER_REPO_ID is not set"):
         HookEnv.from_env({"GITSERVER_PERMISSION": "write"})

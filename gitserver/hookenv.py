@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import ClassVar
 
-from gitserver.git.limits import PushLimits
+from gitserver.git import limits as push_limits
 
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
 ENV_CONFIG = "GITSERVER_CONFIG"
@@ -37,7 +37,7 @@ class HookEnv:
     config_file: str = ""
     # The size limits and quotas the pre-receive hook holds the push to (their own names:
     # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.git.limits).
-    limits: PushLimits = PushLimits()
+    limits: push_limits.PushLimits = push_limits.NO_LIMITS
 
     # field -> environment variable
     ENV_NAMES: ClassVar[Mapping[str, str]] = {
@@ -72,7 +72,7 @@ class HookEnv:
         text = {field: environ.get(name, "") for field, name in cls.ENV_NAMES.items()
                 if field not in ("repo_id", "user_id", "key_id")}
         return cls(repo_id=repo_id, user_id=optional_int("user_id"), key_id=optional_int("key_id"),
-                   limits=PushLimits.from_env(environ),
+                   limits=push_limits.PushLimits.from_env(environ),
                    **{**text, "protocol": text["protocol"] or "internal"})
 
 

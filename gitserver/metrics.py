@@ -60,15 +60,15 @@ def reserve_file_space() -> None:
     """
     from prometheus_client import mmap_dict, values
 
-    if getattr(values.MmapedDict, "space_reserved", False):
+    if getattr(values.MmapedDict, "space_reserved", False):  # type: ignore[attr-defined]
         return
 
-    class ReservedMmapedDict(mmap_dict.MmapedDict):  # type: ignore[misc]
+    class ReservedMmapedDict(mmap_dict.MmapedDict):
         space_reserved = True
 
         def __init__(self, filename: str, read_mode: bool = False) -> None:
             if not read_mode:
-                _reserve(filename, mmap_dict._INITIAL_MMAP_SIZE)
+                _reserve(filename, _INITIAL_METRICS_FILE)
             super().__init__(filename, read_mode)
 
         def _init_value(self, key: str) -> None:
@@ -80,7 +80,12 @@ def reserve_file_space() -> None:
                 os.posix_fallocate(self._f.fileno(), 0, capacity)
             super()._init_value(key)
 
-    values.MmapedDict = ReservedMmapedDict
+    values.MmapedDict = ReservedMmapedDict  # type: ignore[attr-defined]
+
+
+# The size prometheus_client gives a new metrics file (mmap_dict._INITIAL_MMAP_SIZE); it takes
+# an existing file's size as is, so reserving this much up front changes nothing else.
+_INITIAL_METRICS_FILE = 1 << 16
 
 
 def _reserve(filename: str, initial: int) -> None:

@@ -85,6 +85,9 @@ class PushLimits:
         return ((name, getattr(self, name)) for name in LIMITS)
 
 
+NO_LIMITS = PushLimits()
+
+
 @dataclasses.dataclass(frozen=True)
 class Measured:
     """What a push brings and what is already on disk (bytes)."""

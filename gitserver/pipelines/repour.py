@@ -577,7 +577,7 @@ class PushRecorder:
 
 
 def push_env(config: Config, target: Target, actor: Actor,
-             push_limits: limits.PushLimits = limits.PushLimits()) -> dict[str, str]:
+             push_limits: limits.PushLimits = limits.NO_LIMITS) -> dict[str, str]:
     """What the hooks need when git is started by the server itself (see hookdb.py): the
     repository, the identity for the audit record, the permission already checked, where
     the database is, and the push's size limits."""

@@ -24,9 +24,9 @@ from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
 from gitserver.ssh import identity
-from gitserver.ssh.startups import StartupLimiter
 from gitserver.ssh.commands import parse_command
 from gitserver.ssh.session import GitChild, client_git_protocol
+from gitserver.ssh.startups import StartupLimiter
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ def client_git_protocol(env: Mapping[Any, Any]) -> str | None:
 def child_env(config: Config, principal: access.Principal, target: Authorised, *,
               client_address: str, git_protocol: str | None,
               base: Mapping[str, str] | None = None,
-              push_limits: limits.PushLimits = limits.PushLimits()) -> dict[str, str]:
+              push_limits: limits.PushLimits = limits.NO_LIMITS) -> dict[str, str]:
     """The environment of the git child: minimal, plus what the hooks need to know."""
     base = os.environ if base is None else base
     extra = HookEnv(
@@ -90,7 +90,7 @@ class GitChild:
         """Run git with ``process`` (an asyncssh SSHServerProcess) as its stdio; its status."""
         config = self.runtime.config
         repo_path = self.runtime.store.path(self.target.tenant, self.target.repo)
-        push_limits = limits.PushLimits()
+        push_limits = limits.NO_LIMITS
         if self.command.service == RECEIVE_PACK:
             push_limits = limits.PushLimits(config.max_blob_bytes, config.max_push_bytes,
                                             self.target.repo_quota_bytes, self.target.tenant_quota_bytes)

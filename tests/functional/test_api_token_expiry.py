@@ -35,7 +35,7 @@ def test_a_key_added_with_an_expiring_token_expires_with_it(server: GitServer) -
     repo = server.new_repo(tenant)
     api = f"/api/v1/tenants/{tenant}"
     # Whole seconds: what the API stores and returns. Long enough for one SSH login below.
-    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=12)).replace(microsecond=0)
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=12)).replace(microsecond=0)
     made = server.api("POST", f"{api}/users/{user.name}/tokens", {"name": "brief", "expires_at": soon.isoformat()},
                       token=user.token)
     assert made.status_code == 201, made.text
@@ -54,7 +54,7 @@ def test_a_key_added_with_an_expiring_token_expires_with_it(server: GitServer) -
     assert forever.status_code == 201 and forever.json()["expires_at"] is None
 
     assert server.ssh(key_path).returncode == 0
-    time.sleep(max(0.0, (soon - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 1)
+    time.sleep(max(0.0, (soon - dt.datetime.now(dt.UTC)).total_seconds()) + 1)
     for expired in (key_path, deploy_path):
         late = server.ssh(expired)
         assert late.returncode == 255 and "Permission denied" in late.stderr

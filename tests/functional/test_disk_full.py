@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, make_repo
@@ -59,11 +58,10 @@ def fill(disk: Path) -> Path:
                 fh.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
-    with contextlib.suppress(OSError):  # the last few pages
-        with open(filler, "ab") as fh:
-            while True:
-                fh.write(b"\0" * 4096)
-                fh.flush()
+    with contextlib.suppress(OSError), open(filler, "ab") as fh:  # the last few pages
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
     return filler
 
 

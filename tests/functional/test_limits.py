@@ -107,7 +107,8 @@ def test_repository_quota(limited: GitServer, tmp_path: Path) -> None:
         from gitserver import admin
 
         t = admin.get_tenant(session, tenant)
-        admin.set_grant(session, admin.get_repo(session, t, repo), "admin", user=admin.get_user(session, t, member.name))
+        admin.set_grant(session, admin.get_repo(session, t, repo), "admin",
+                        user=admin.get_user(session, t, member.name))
     refused = limited.api("PATCH", path, json={"quota_bytes": 10**12}, token=member.token)
     assert refused.status_code == 403, refused.text
     assert "quota_bytes" in refused.json()["description"]

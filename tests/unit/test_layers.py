@@ -66,7 +66,8 @@ def test_imports_follow_the_layers(path: Path) -> None:
 
 # What the hooks' module and the modules it loads may import at load time, of gitserver's own.
 HOOK_MODULES = {"gitserver.hookrun": "hookrun.py", "gitserver.hookenv": "hookenv.py"}
-HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", *HOOK_MODULES}
+HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.git.limits",
+                *HOOK_MODULES}
 
 
 @pytest.mark.parametrize("module", sorted(HOOK_MODULES))

@@ -16,8 +16,8 @@ from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.config import Config
 from gitserver.db import models
-from gitserver.git import limits
 from gitserver.errors import Forbidden
+from gitserver.git import limits
 from gitserver.names import NAME_PATTERN, validate_name
 
 API = "/api/v1"
@@ -34,7 +34,7 @@ def tenant_path(tenant: str) -> str:
     return f"{TENANTS}/{tenant}"
 
 
-QUOTA_SCHEMA = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_QUOTA_BYTES,
+QUOTA_SCHEMA: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_QUOTA_BYTES,
                 "description": "disk quota in bytes; pushes that would exceed it are refused; "
                                "null: no quota"}
 SIZE_SCHEMA = {"type": "integer", "minimum": 0,
@@ -85,8 +85,9 @@ class Tenant:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
-    PATCH_FIELDS = {"description": DESCRIPTION_FIELD,
-                    "quota_bytes": Field(int, nullable=True, check=admin.validate_quota)}
+    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {
+        "description": DESCRIPTION_FIELD,
+        "quota_bytes": Field(int, nullable=True, check=admin.validate_quota)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):

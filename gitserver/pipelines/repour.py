@@ -533,6 +533,8 @@ class GitWork:
                               pass_fds=pass_fds)
         if result.exit_code == 0:
             return
+        for limit in limits.limits_named(result.stderr):  # counted like a user's push over a limit
+            metrics.push_over_limit(limit)
         refused = refused_refs(result.stdout)
         if refused:
             reasons = "; ".join(f"{ref} ({why})" for ref, why in refused)

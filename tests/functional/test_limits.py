@@ -159,3 +159,18 @@ def test_tenant_quota(limited: GitServer, tmp_path: Path) -> None:
     assert "its repositories would grow from" in result.stderr
     assert not server_has(limited, tenant, other, oid)
     assert over_limit_count(limited, "tenant_quota_bytes") == before + 1
+
+
+def test_repour_clone_of_an_origin_over_the_limit_stores_nothing(limited: GitServer, tmp_path: Path) -> None:
+    """The server's own pushes (Repour /clone of a caller's origin) are held to the same limits."""
+    tenant, repo, user, _work = setup_repo(limited, tmp_path)
+    origin = make_repo(tmp_path / "origin", limited.git_env, {"big.bin": os.urandom(MiB + 1)})
+    oid = blob_id(origin / "big.bin", limited.git_env)
+    before = over_limit_count(limited, "max_blob_bytes")
+    resp = limited.api("POST", "/clone", json={
+        "type": "git", "originRepoUrl": f"file://{origin}", "ref": "main",
+        "targetRepoUrl": f"{limited.ssh_base}/{tenant}/{repo}.git"}, token=user.token)
+    assert resp.status_code == 400, resp.text
+    assert "push refused: GITSERVER_MAX_BLOB_BYTES is 1.0 MiB" in resp.json()["stderr"]
+    assert not server_has(limited, tenant, repo, oid)
+    assert over_limit_count(limited, "max_blob_bytes") == before + 1

@@ -199,6 +199,82 @@ def cmd_grant(args: argparse.Namespace) -> int:
     return _with_session(args, grant)
 
 
+def _progress_printer() -> Any:
+    """Progress lines rewritten in place on a terminal's stderr; nothing when it is not one."""
+    if not sys.stderr.isatty():
+        return lambda _text: None
+
+    def show(text: str) -> None:
+        sys.stderr.write(f"\r\033[K{text[:200]}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from gitserver.backup.run import backup, human_size
+    from gitserver.errors import BackupError
+
+    cfg = _config(args)
+    progress = _progress_printer()
+    if args.file == "-":
+        if sys.stdout.isatty():
+            raise BackupError("refusing to write a backup to a terminal: give a FILE or redirect stdout")
+        summary = backup(cfg, sys.stdout.buffer, progress)
+        sys.stdout.buffer.flush()
+        report = sys.stderr
+    else:
+        # Written beside FILE and renamed at the end: FILE is a whole backup or is not there.
+        target = Path(args.file).absolute()
+        if target.is_dir():
+            raise BackupError(f"{args.file} is a directory; give the backup file's name")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        except OSError as exc:
+            raise BackupError(f"cannot write in {target.parent}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                summary = backup(cfg, fh, progress)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        report = sys.stdout
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(f"backup of {summary.repositories} repositories ({summary.refs} refs) written: "
+          f"{human_size(summary.bytes)} in {summary.seconds:.1f} s", file=report)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from gitserver.backup.run import human_size, restore
+    from gitserver.errors import BackupError
+
+    cfg = _config(args)
+    progress = _progress_printer()
+    if args.file == "-":
+        summary = restore(cfg, sys.stdin.buffer, progress)
+    else:
+        try:
+            fh = open(args.file, "rb")
+        except OSError as exc:
+            raise BackupError(f"cannot read {args.file}: {exc.strerror}") from exc
+        with fh:
+            summary = restore(cfg, fh, progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    print(f"restored {summary.repositories} repositories ({summary.refs} refs) into {cfg.data_dir}: "
+          f"{human_size(summary.bytes)} read in {summary.seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitserver", description="Self-hosted git with protected history.")
     parser.add_argument("--config", help="TOML config file (default: $GITSERVER_CONFIG)")
@@ -230,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     hook = sub.add_parser("hook", help="run a git hook (used by git, not people)")
     hook.add_argument("name", choices=["pre-receive", "proc-receive", "post-receive"])
     hook.set_defaults(fn=cmd_hook)
+
+    backup = sub.add_parser("backup", help="write an online, consistent backup of the whole server")
+    backup.add_argument("file", metavar="FILE", help="the backup file to write, or - for stdout")
+    backup.set_defaults(fn=cmd_backup)
+    restore = sub.add_parser("restore", help="restore a backup into an empty data dir and database")
+    restore.add_argument("file", metavar="FILE", help="a file written by `gitserver backup`, or - for stdin")
+    restore.set_defaults(fn=cmd_restore)
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True)
     tc = tenant.add_parser("create")

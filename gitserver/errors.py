@@ -120,3 +120,10 @@ def is_disk_full(exc: BaseException | None) -> bool:
         exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+class BackupError(GitserverError):
+    """A backup or restore that cannot go on; the message says what to do."""
+
+    code = "backup"
+    title = "Backup error"

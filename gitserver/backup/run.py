@@ -1,0 +1,380 @@
+"""``gitserver backup`` and ``gitserver restore``: the steps, in the order that keeps them safe.
+
+Backup: snapshot the database (its dump and the refs it records are one instant), then stream
+the manifest, the dump, the host keys and, per repository, its recorded refs and one pack of
+what they reach, then the checksums. Pushes go on meanwhile; what they add after the snapshot
+is simply not in the backup.
+
+Restore: refuse a non-empty target; read the whole stream into a staging directory beside the
+data dir, checking every member's name and checksum; build the repositories there; move the
+staging directory into place; load the database; migrate it and reinstall the hooks; verify
+every repository's refs on disk against the backup. A failure at any step removes what was made,
+so the target is left empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from sqlalchemy import select
+
+from gitserver import __version__
+from gitserver.backup import database, repos
+from gitserver.backup import format as fmt
+from gitserver.backup.ledger import read_ledger
+from gitserver.config import Config
+from gitserver.errors import BackupError
+from gitserver.git.store import RepoStore
+
+log = logging.getLogger(__name__)
+
+COPY_CHUNK = 1024 * 1024
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_text: str) -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    repositories: int
+    refs: int
+    bytes: int
+    seconds: float
+
+
+class _HashingReader:
+    """Feeds a file to tarfile while hashing what it reads."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.digest.update(data)
+        return data
+
+
+class _CountingWriter:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.out.write(data)
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+class _Writer:
+    """The tar stream of a backup, and the checksums of what went into it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.counter = _CountingWriter(out)
+        self.tar = tarfile.open(fileobj=self.counter, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
+        self.sums: dict[str, str] = {}
+        self.mtime = int(time.time())
+
+    def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        import io
+
+        self._add(name, io.BytesIO(data), len(data), mode)
+
+    def add_file(self, name: str, path: Path, mode: int = 0o644) -> None:
+        with path.open("rb") as fh:
+            self._add(name, fh, os.fstat(fh.fileno()).st_size, mode)
+
+    def _add(self, name: str, fh: BinaryIO, size: int, mode: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, mode, self.mtime
+        reader = _HashingReader(fh)
+        self.tar.addfile(info, reader)  # type: ignore[arg-type]
+        self.sums[name] = reader.digest.hexdigest()
+
+    def close(self) -> int:
+        self.add_bytes(fmt.SUMS, fmt.render_sums(self.sums))
+        self.tar.close()
+        self.counter.flush()
+        return self.counter.count
+
+
+def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summary:
+    """Write a backup of the whole server to ``out`` (a stream: nothing is seeked)."""
+    started = time.monotonic()
+    url = config.effective_database_url
+    with tempfile.TemporaryDirectory(prefix="gitserver-backup-") as tmp:
+        work = Path(tmp)
+        progress("snapshotting the database")
+        with database.snapshot(url, work) as snap:
+            ledgers = read_ledger(snap.session)
+            manifest = fmt.Manifest(dialect=snap.dialect, created_at=_now(),
+                                    gitserver_version=__version__,
+                                    schema_revision=snap.schema_revision, repositories=len(ledgers))
+        writer = _Writer(out)
+        writer.add_bytes(fmt.MANIFEST, manifest.to_json())
+        writer.add_file(fmt.DATABASE_MEMBERS[snap.dialect], snap.dump, mode=0o600)
+        snap.dump.unlink()
+        for key in sorted(config.host_key_dir.glob("ssh_host_*_key*")):
+            if key.is_file() and not key.name.endswith(".tmp"):
+                writer.add_file(f"{fmt.HOST_KEYS}/{key.name}", key,
+                                mode=0o644 if key.name.endswith(".pub") else 0o600)
+        store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
+        ref_count = 0
+        for number, ledger in enumerate(ledgers, start=1):
+            progress(f"repository {number}/{len(ledgers)} {ledger.tenant}/{ledger.name}, "
+                     f"{_size(writer.counter.count)} written")
+            path = store.path(ledger.tenant, ledger.name)
+            refs = repos.backup_refs(path, ledger)
+            writer.add_bytes(fmt.repo_member(ledger.tenant, ledger.name, fmt.REFS_FILE), refs.render())
+            if refs.refs:
+                pack = work / "objects.pack"
+                repos.write_pack(path, list(refs.refs.values()), pack, f"{ledger.tenant}/{ledger.name}")
+                writer.add_file(fmt.repo_member(ledger.tenant, ledger.name, fmt.PACK_FILE), pack)
+                pack.unlink()
+            ref_count += len(refs.refs)
+        size = writer.close()
+    return Summary(len(ledgers), ref_count, size, time.monotonic() - started)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def human_size(count: int) -> str:
+    return _size(count)
+
+
+# -- restore ------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class _Read:
+    """What the stream held, checked: the manifest, and where each member was put."""
+
+    manifest: fmt.Manifest
+    database: Path
+    host_keys: list[Path]
+    repos: dict[tuple[str, str], dict[str, Path]]
+
+
+def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Summary:
+    """Restore a backup into the empty data dir and empty database of ``config``."""
+    started = time.monotonic()
+    url = config.effective_database_url
+    data_dir = config.data_dir
+    _ensure_empty_dir(data_dir)
+    database.ensure_empty(url)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    counted = _CountingReader(source)
+    unpacked = _staging(data_dir, "read")
+    try:
+        progress("reading and checking the backup")
+        read = _read_stream(counted, unpacked)
+        target = database.dialect(url)
+        if read.manifest.dialect != target:
+            raise BackupError(f"this backup holds a {read.manifest.dialect} database and the target is "
+                              f"{target}: restore into the same kind of database")
+        staged = _staging(data_dir, "data")
+        try:
+            ref_count = _build_data_dir(config, read, staged, progress)
+            existed = data_dir.exists()
+            os.rename(staged, data_dir)  # replaces an empty directory; the target was checked empty
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        try:
+            progress("loading the database")
+            database.restore(url, read.database)
+            _finish(config, read, progress)
+        except BaseException:
+            _undo(config, existed)
+            raise
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+    return Summary(len(read.repos), ref_count, counted.count, time.monotonic() - started)
+
+
+class _CountingReader:
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.count += len(data)
+        return data
+
+
+def _ensure_empty_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise BackupError(f"the target data dir {path} is not empty; restore needs an empty or new "
+                          "directory (do not run `gitserver init` before restoring)")
+
+
+def _staging(data_dir: Path, what: str) -> Path:
+    """A new directory beside the data dir: on the same file system, so it can be renamed into
+    place; hidden, so nobody takes it for a data dir."""
+    return Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-{what}-", dir=data_dir.parent))
+
+
+def _read_stream(source: BinaryIO, into: Path) -> _Read:
+    """Unpack the stream into ``into``, refusing anything but a complete, unaltered backup."""
+    sums: dict[str, str] = {}
+    expected: dict[str, str] | None = None
+    manifest: fmt.Manifest | None = None
+    database_path: Path | None = None
+    host_keys: list[Path] = []
+    repo_members: dict[tuple[str, str], dict[str, Path]] = {}
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for info in tar:
+                if expected is not None:
+                    raise fmt.FormatError(f"member {info.name[:200]!r} after {fmt.SUMS}")
+                member = fmt.classify(info.name)
+                if not info.isreg():
+                    raise fmt.FormatError(f"member {info.name!r} is not a regular file")
+                if info.name in sums:
+                    raise fmt.FormatError(f"member {info.name!r} appears twice")
+                if manifest is None and member.kind != "manifest":
+                    raise fmt.FormatError(f"this is not a gitserver backup (it starts with {info.name[:200]!r})")
+                stream = tar.extractfile(info)
+                assert stream is not None  # a regular file
+                if member.kind in ("manifest", "sums"):
+                    data = stream.read()
+                    if member.kind == "sums":
+                        expected = fmt.parse_sums(data)
+                        continue
+                    sums[info.name] = hashlib.sha256(data).hexdigest()
+                    manifest = fmt.Manifest.from_json(data)
+                    continue
+                path = into / info.name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sums[info.name] = _copy_hashing(stream, path)
+                if member.kind == "database":
+                    database_path = path
+                elif member.kind == "host_key":
+                    host_keys.append(path)
+                else:
+                    repo_members.setdefault((member.tenant, member.repo), {})[member.kind] = path
+    except (tarfile.TarError, EOFError) as exc:
+        raise BackupError(f"the backup file is truncated or damaged: {exc}") from exc
+    except fmt.FormatError as exc:
+        raise BackupError(f"the backup file is not valid: {exc}") from exc
+    if manifest is None:
+        raise BackupError("the backup file is empty or not a gitserver backup")
+    if expected is None:
+        raise BackupError(f"the backup file is truncated: it does not end with {fmt.SUMS}")
+    bad = sorted(name for name in set(sums) | set(expected) if sums.get(name) != expected.get(name))
+    if bad:
+        raise BackupError(f"the backup file is damaged: checksum mismatch or missing member {bad[0]!r}"
+                          + (f" and {len(bad) - 1} more" if len(bad) > 1 else ""))
+    if database_path is None or database_path.name != Path(fmt.DATABASE_MEMBERS[manifest.dialect]).name:
+        raise BackupError("the backup file holds no database")
+    if any("refs" not in members for members in repo_members.values()):
+        raise BackupError("the backup file has a repository pack without its refs")
+    if len(repo_members) != manifest.repositories:
+        raise BackupError(f"the backup file holds {len(repo_members)} repositories, its manifest says "
+                          f"{manifest.repositories}")
+    return _Read(manifest, database_path, host_keys, repo_members)
+
+
+def _copy_hashing(stream: BinaryIO, path: Path) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        while chunk := stream.read(COPY_CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progress) -> int:
+    """The data dir's repositories and host keys, built in ``staged``; the number of refs."""
+    keys = staged / config.host_key_dir.relative_to(config.data_dir)
+    keys.mkdir(mode=0o700, parents=True)
+    for key in read.host_keys:
+        shutil.copyfile(key, keys / key.name)
+        os.chmod(keys / key.name, 0o644 if key.name.endswith(".pub") else 0o600)
+    store = RepoStore(root=staged / config.repos_dir.relative_to(config.data_dir), hooks_dir=config.hooks_dir)
+    store.root.mkdir(parents=True)
+    count = 0
+    for number, ((tenant, name), members) in enumerate(sorted(read.repos.items()), start=1):
+        progress(f"repository {number}/{len(read.repos)} {tenant}/{name}")
+        refs = fmt.RepoRefs.parse(members["refs"].read_bytes(), f"{tenant}/{name} refs")
+        if refs.refs and "pack" not in members:
+            raise BackupError(f"the backup file has refs of {tenant}/{name} but not its objects")
+        repos.restore_repo(store, tenant, name, refs, members.get("pack"))
+        count += len(refs.refs)
+    return count
+
+
+def _finish(config: Config, read: _Read, progress: Progress) -> None:
+    """Migrate the restored database, reinstall the hooks, and check every repository."""
+    from gitserver.db.session import upgrade
+    from gitserver.git.store import install_hooks
+
+    progress("migrating the database and installing the hooks")
+    upgrade(config.effective_database_url)
+    install_hooks(config.hooks_dir, config.data_dir)
+    progress("verifying")
+    problems = verify(config, read)
+    if problems:
+        raise BackupError("the restored server does not match the backup: " + "; ".join(problems[:5]))
+
+
+def verify(config: Config, read: _Read) -> list[str]:
+    """Every repository of the database is on disk with exactly the refs of the backup."""
+    from gitserver.db import models
+    from gitserver.runtime import Runtime
+
+    runtime = Runtime.create(config, pool_size=1)
+    try:
+        with runtime.sessions() as session:
+            names = session.execute(select(models.Tenant.name, models.Repository.name)
+                                    .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)).all()
+    finally:
+        runtime.dispose()
+    problems = []
+    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
+    if {tuple(n) for n in names} != set(read.repos):
+        problems.append("the database's repositories and the backup's repositories differ")
+    for tenant, name in read.repos:
+        expected = fmt.RepoRefs.parse(read.repos[(tenant, name)]["refs"].read_bytes(), "refs").refs
+        if repos.disk_refs(store.path(tenant, name)) != dict(expected):
+            problems.append(f"{tenant}/{name}: refs on disk differ from the backup")
+    return problems
+
+
+def _undo(config: Config, existed: bool) -> None:
+    log.info("restore failed: removing the partly restored data dir and database")
+    shutil.rmtree(config.data_dir, ignore_errors=True)
+    if existed:
+        config.data_dir.mkdir(exist_ok=True)
+    with contextlib.suppress(Exception):
+        database.undo(config.effective_database_url)

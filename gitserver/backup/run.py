@@ -190,9 +190,13 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Su
     data_dir = config.data_dir
     _ensure_empty_dir(data_dir)
     database.ensure_empty(url)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Staged inside an existing (empty) data dir, which may be a mount point that cannot be
+    # renamed; beside a new one. Either way on the data dir's file system, so moves are renames.
+    existed = data_dir.exists()
+    stage_in = data_dir if existed else data_dir.parent
+    stage_in.mkdir(parents=True, exist_ok=True)
     counted = _CountingReader(source)
-    unpacked = _staging(data_dir, "read")
+    unpacked = _staging(stage_in, data_dir.name, "read")
     try:
         progress("reading and checking the backup")
         read = _read_stream(counted, unpacked)
@@ -200,20 +204,19 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Su
         if read.manifest.dialect != target:
             raise BackupError(f"this backup holds a {read.manifest.dialect} database and the target is "
                               f"{target}: restore into the same kind of database")
-        staged = _staging(data_dir, "data")
+        staged = _staging(stage_in, data_dir.name, "data")
         try:
             ref_count = _build_data_dir(config, read, staged, progress)
-            existed = data_dir.exists()
-            os.rename(staged, data_dir)  # replaces an empty directory; the target was checked empty
         except BaseException:
             shutil.rmtree(staged, ignore_errors=True)
             raise
+        _move_into_place(staged, data_dir, existed)
         try:
             progress("loading the database")
             database.restore(url, read.database)
             _finish(config, read, progress)
         except BaseException:
-            _undo(config, existed)
+            _undo(config, existed, keep=unpacked)
             raise
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
@@ -237,10 +240,18 @@ def _ensure_empty_dir(path: Path) -> None:
                           "directory (do not run `gitserver init` before restoring)")
 
 
-def _staging(data_dir: Path, what: str) -> Path:
-    """A new directory beside the data dir: on the same file system, so it can be renamed into
-    place; hidden, so nobody takes it for a data dir."""
-    return Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-{what}-", dir=data_dir.parent))
+def _staging(parent: Path, name: str, what: str) -> Path:
+    """A new hidden directory in ``parent``, so nobody takes it for a data dir."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.restore-{what}-", dir=parent))
+
+
+def _move_into_place(staged: Path, data_dir: Path, existed: bool) -> None:
+    if not existed:
+        os.rename(staged, data_dir)
+        return
+    for entry in staged.iterdir():
+        os.rename(entry, data_dir / entry.name)
+    staged.rmdir()
 
 
 def _read_stream(source: BinaryIO, into: Path) -> _Read:
@@ -371,10 +382,14 @@ def verify(config: Config, read: _Read) -> list[str]:
     return problems
 
 
-def _undo(config: Config, existed: bool) -> None:
+def _undo(config: Config, existed: bool, keep: Path) -> None:
+    """Empty the target again: it was empty (or missing) when the restore began."""
     log.info("restore failed: removing the partly restored data dir and database")
-    shutil.rmtree(config.data_dir, ignore_errors=True)
     if existed:
-        config.data_dir.mkdir(exist_ok=True)
+        for entry in config.data_dir.iterdir():
+            if entry != keep:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    else:
+        shutil.rmtree(config.data_dir, ignore_errors=True)
     with contextlib.suppress(Exception):
         database.undo(config.effective_database_url)

@@ -142,6 +142,7 @@ def test_backup_during_pushes_restores_every_recorded_ref(request: pytest.Fixtur
 
     dst = GitServer(tmp_path / "b" / "data", fresh_database(request, db_url, tmp_path, "restored"), git_env)
     try:
+        dst.data_dir.mkdir()  # an empty directory (a mount point, say) is an empty target too
         restored = dst.cli("restore", str(backup_file))
         assert "restored 2 repositories" in restored.stdout, restored.stdout
         dst.start()

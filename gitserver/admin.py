@@ -25,6 +25,7 @@ from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gitserver.git.store import RepoStore
 from gitserver.keys import parse_public_key
 from gitserver.names import name_problem, validate_name
+from gitserver.pipelines import oncreate
 
 TOKEN_PREFIX = "gst_"
 TOKEN_SCOPES = ("read", "write", "admin")
@@ -203,7 +204,23 @@ def create_repo(session: Session, store: RepoStore, tenant: models.Tenant, name:
     _flush(session, f"repository {tenant.name}/{name} already exists")
     if not store.exists(tenant.name, name):
         store.create(tenant.name, name, description)
+    # The one place every front (API, CLI, Repour's /internal-scm) creates repositories, so
+    # the one place their creation is announced (tenant webhooks, the create pipeline).
+    oncreate.repository_created(session, repo)
     return repo
+
+
+def set_create_template(session: Session, tenant: models.Tenant, name: str) -> None:
+    """Name the repository of ``tenant`` whose pipeline file runs when a repository is created
+    in it; "" for none. The repository must exist (a typo would silently never run)."""
+    if name:
+        validate_name(name, "create_template")
+        exists = session.scalar(select(models.Repository.id).where(models.Repository.tenant_id == tenant.id,
+                                                                  models.Repository.name == name))
+        if exists is None:
+            raise InvalidInput(f"create_template: tenant {tenant.name} has no repository {name!r}",
+                               field="create_template")
+    tenant.create_template = name
 
 
 def validate_permission(permission: object) -> str:

@@ -62,6 +62,9 @@ class Tenant(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     # Disk quota of all its repositories together (docs/limits.md); None = no quota.
     quota_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    # A repository of this tenant whose .gitserver/pipeline.toml runs (as a ``create``
+    # pipeline) whenever a repository is created in the tenant; "" = none.
+    create_template: Mapped[str] = mapped_column(String(100), default="")
     created_at: Mapped[dt.datetime] = _created()
 
 
@@ -244,7 +247,7 @@ class Pipeline(Base):
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
     # One pipeline per push; unique so the reconciler can never enqueue a second one.
     push_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pushes.id"), unique=True)
-    kind: Mapped[str] = mapped_column(String(20), default="push")  # push | clone | adjust
+    kind: Mapped[str] = mapped_column(String(20), default="push")  # push | clone | adjust | create
     status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
     ref: Mapped[str] = mapped_column(String(1024), default="")
     commit: Mapped[str] = mapped_column(String(64), default="")
@@ -331,10 +334,15 @@ class Archive(Base):
 
 
 class Webhook(Base):
+    """A repository's webhook, or a tenant's (every event of every repository of the tenant,
+    plus ``repository`` events): exactly one of ``repo_id`` and ``tenant_id`` is set."""
+
     __tablename__ = "webhooks"
+    __table_args__ = (CheckConstraint("(repo_id IS NULL) <> (tenant_id IS NULL)", name="one_owner"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    repo_id: Mapped[Optional[int]] = mapped_column(ForeignKey("repositories.id"), index=True)
+    tenant_id: Mapped[Optional[int]] = mapped_column(ForeignKey("tenants.id"), index=True)
     url: Mapped[str] = mapped_column(String(2000))
     secret: Mapped[str] = mapped_column(String(200), default="")
     events: Mapped[str] = mapped_column(String(100), default="push,pipeline")

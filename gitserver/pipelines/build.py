@@ -108,11 +108,13 @@ class Coordinates:
     commit: str  # the pushed commit
     tag: str  # repour-<archive commit>
     readonly_url: str
+    # More GITSERVER_* variables of pipelines that build no push (a ``create`` pipeline).
+    extra: tuple[tuple[str, str], ...] = ()
 
     def environment(self) -> dict[str, str]:
         return {"GITSERVER_REPO": self.repo, "GITSERVER_REF": self.ref,
                 "GITSERVER_COMMIT": self.commit, "GITSERVER_TAG": self.tag,
-                "GITSERVER_READONLY_URL": self.readonly_url}
+                "GITSERVER_READONLY_URL": self.readonly_url, **dict(self.extra)}
 
 
 @dataclasses.dataclass(frozen=True)

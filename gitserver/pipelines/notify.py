@@ -1,6 +1,7 @@
 """Webhooks and callbacks: the outbox (``Delivery`` rows + queue jobs) and sending it.
 
-Producers call :func:`enqueue_event` (webhook events ``push`` and ``pipeline``) or
+Producers call :func:`enqueue_event` (webhook events ``push`` and ``pipeline``, and
+``repository`` for tenant webhooks, see :func:`notify_repository`) or
 :func:`enqueue_callback` (Repour-style callbacks) inside their own transaction: the delivery
 row and its job become visible with the event that caused them, or not at all. A worker runs
 :func:`run_delivery_job` (job kinds ``webhook`` and ``callback``), which sends one attempt and
@@ -46,7 +47,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from gitserver import __version__, metrics, netguard
@@ -64,6 +65,11 @@ log = logging.getLogger(__name__)
 EVENT_PUSH = "push"
 EVENT_PIPELINE = "pipeline"
 EVENTS = (EVENT_PUSH, EVENT_PIPELINE)
+# Tenant webhooks also get ``repository`` events (a repository of the tenant was created).
+EVENT_REPOSITORY = "repository"
+TENANT_EVENTS = (*EVENTS, EVENT_REPOSITORY)
+REPOSITORY_CREATED = "created"
+REPOSITORY_ACTIONS = (REPOSITORY_CREATED,)
 EVENT_CALLBACK = "callback"  # Delivery.event of callbacks (they have no webhook)
 KIND_WEBHOOK = "webhook"
 KIND_CALLBACK = "callback"
@@ -160,6 +166,20 @@ def pipeline_payload(session: Session, config: Config, pipeline: models.Pipeline
     }
 
 
+def repository_event_payload(session: Session, config: Config, repo: models.Repository,
+                             action: str) -> dict[str, Any]:
+    """The ``repository`` event: ``{"action": "created", "repository": {…}}``."""
+    return {
+        "action": action,
+        "repository": {
+            **repository_json(repo, config.ssh_base_url),
+            "id": repo.id, "description": repo.description, "visibility": repo.visibility,
+            "http_url": f"{config.http_base_url.rstrip('/')}/git/{repo.full_name}.git",
+            "created_at": _iso(repo.created_at),
+        },
+    }
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -189,6 +209,12 @@ def render(session: Session, config: Config, event: str, payload: Mapping[str, A
         pipeline = session.get(models.Pipeline, pipeline_id) if pipeline_id is not None else None
         if pipeline is not None:
             return pipeline_payload(session, config, pipeline)
+    elif event == EVENT_REPOSITORY:
+        repo_id = _int(payload.get("repository_id"))
+        repo = session.get(models.Repository, repo_id) if repo_id is not None else None
+        if repo is not None:
+            return repository_event_payload(session, config, repo, str(payload.get("action")))
+        return dict(payload)
     return {"event": event, **payload}
 
 
@@ -306,26 +332,37 @@ def _new_delivery(session: Session, *, webhook_id: int | None, event: str, url: 
 
 def enqueue_event(session: Session, repo_id: int, event: str,
                   payload: dict[str, Any]) -> list[models.Delivery]:
-    """Queue ``event`` for every active webhook of the repository subscribed to it: one
-    Delivery and one ``webhook`` job each (flushed, not committed).
+    """Queue ``event`` for every active webhook subscribed to it — the repository's own and
+    its tenant's: one Delivery and one ``webhook`` job each (flushed, not committed).
 
-    ``payload`` names the push (``push_id`` or ``push.id``) or the pipeline (``pipeline.id``
-    or ``pipeline_id``); the first attempt turns it into the documented body with
-    :func:`render` (:func:`push_payload` / :func:`pipeline_payload`)."""
-    if event not in EVENTS:
-        raise ValueError(f"unknown webhook event {event!r}; known: {', '.join(EVENTS)}")
+    ``payload`` names the push (``push_id`` or ``push.id``), the pipeline (``pipeline.id``
+    or ``pipeline_id``) or, for ``repository`` events (tenant webhooks only), the repository
+    (``repository_id``) and the ``action``; the first attempt turns it into the documented
+    body with :func:`render`."""
+    if event not in TENANT_EVENTS:
+        raise ValueError(f"unknown webhook event {event!r}; known: {', '.join(TENANT_EVENTS)}")
+    tenant_id = select(models.Repository.tenant_id).where(models.Repository.id == repo_id).scalar_subquery()
+    owner = models.Webhook.tenant_id == tenant_id
+    if event in EVENTS:
+        owner = or_(models.Webhook.repo_id == repo_id, owner)
     hooks = session.scalars(
-        select(models.Webhook)
-        .where(models.Webhook.repo_id == repo_id, models.Webhook.active.is_(True))
+        select(models.Webhook).where(owner, models.Webhook.active.is_(True))
         .order_by(models.Webhook.id)).all()
     matching = [h for h in hooks if event in split_events(h.events)]
     if not matching:
         return []
-    body = encode_payload({"event": event, **payload})
+    body = encode_payload(payload if event == EVENT_REPOSITORY else {"event": event, **payload})
     pipeline_id = _pipeline_id_of(payload)
     return [_new_delivery(session, webhook_id=hook.id, event=event, url=hook.url, method="POST",
                           body=body, pipeline_id=pipeline_id, kind=KIND_WEBHOOK)
             for hook in matching]
+
+
+def notify_repository(session: Session, repo: models.Repository, action: str) -> list[models.Delivery]:
+    """Queue the ``repository`` event (``created``, …) for the tenant's webhooks."""
+    if action not in REPOSITORY_ACTIONS:
+        raise ValueError(f"unknown repository action {action!r}")
+    return enqueue_event(session, repo.id, EVENT_REPOSITORY, {"action": action, "repository_id": repo.id})
 
 
 def enqueue_callback(session: Session, url: str, method: str, payload: dict[str, Any],
@@ -678,6 +715,11 @@ def delete_webhook(session: Session, hook: models.Webhook) -> None:
     """Delete a webhook and its delivery log. Jobs still queued for its deliveries find no
     delivery and end without sending."""
     deliveries = select(models.Delivery.id).where(models.Delivery.webhook_id == hook.id)
+    # Lock the deliveries first: a worker recording an attempt locks its delivery too (see
+    # _record), so it either finished before (its attempt row is deleted below) or waits and
+    # then finds no delivery; without the lock its attempt row could land between the two
+    # deletes and break the foreign key.
+    session.execute(deliveries.with_for_update()).all()
     session.execute(delete(models.DeliveryAttempt).where(models.DeliveryAttempt.delivery_id.in_(deliveries))
                     .execution_options(synchronize_session=False))
     session.execute(delete(models.Delivery).where(models.Delivery.webhook_id == hook.id)

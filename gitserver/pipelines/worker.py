@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pygit2
@@ -48,7 +49,7 @@ from gitserver.errors import is_disk_full
 from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.logs import bind
-from gitserver.pipelines import build, jobs, ledger, notify
+from gitserver.pipelines import build, jobs, ledger, notify, oncreate
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.pipelines.queue import enqueue_push_pipeline
 from gitserver.runtime import Runtime
@@ -517,7 +518,11 @@ class PipelineRun:
             repo = session.get(models.Repository, pipeline.repo_id)
             assert repo is not None
             updates = _pipeline_updates(session, pipeline)
+            kind, request = pipeline.kind, json.loads(pipeline.request or "{}")
             session.expunge(repo)
+        if kind == oncreate.KIND_CREATE:
+            oncreate.run_create(self, repo, request)
+            return
         self._archive(repo, updates)
         if repo.builds_enabled and self.results:
             self._build_refs(repo)
@@ -609,11 +614,16 @@ class PipelineRun:
 
     def _build(self, repo: models.Repository, result: ArchiveResult, specs: list[build.StepSpec],
                prefix: str) -> None:
-        sandbox = self._sandbox_for_builds()
         coords = build.Coordinates(
             repo=repo.full_name, ref=result.ref, commit=result.source_commit, tag=result.tag,
             readonly_url=f"{self.cfg.http_base_url}/git/{repo.tenant.name}/{repo.name}.git")
         path = self.ctx.runtime.store.path(repo.tenant.name, repo.name)
+        self._run_steps(coords, path, result.tag, specs, prefix)
+
+    def _run_steps(self, coords: build.Coordinates, path: Path, clone_ref: str,
+                   specs: list[build.StepSpec], prefix: str) -> None:
+        """Run ``specs``, each in a fresh clone of ``clone_ref`` of the repository at ``path``."""
+        sandbox = self._sandbox_for_builds()
         for spec in specs:
             self.ctx.check_cancelled()
             self.ctx.check_released()
@@ -621,7 +631,7 @@ class PipelineRun:
             t0 = time.monotonic()
             self.ctx.log(f"\n=== step {prefix}{spec.name}: {' '.join(spec.argv)}\n")
             try:
-                workspace = build.prepare_workspace(path, result.tag, sandbox)
+                workspace = build.prepare_workspace(path, clone_ref, sandbox)
             except build.SandboxError as exc:
                 self.ctx.log(f"{exc}\n")
                 self._step_end(step, models.FAILED, None, str(exc)[:500], t0)

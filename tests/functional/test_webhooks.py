@@ -396,6 +396,13 @@ def test_fuzz_webhook_api(server: GitServer, receiver: Receiver) -> None:
             number=1, started_at=notify.utcnow(), seconds=0.01, status=500, excerpt="no", error="HTTP 500",
             request_headers=out.headers, response_headers={"Content-Type": "text/plain"}), "retrying"))
     known = {"tenant": tenant, "repo": repo, "webhook_id": hook["id"], "delivery_id": delivery_id}
+    # The tenant's webhook operations get a tenant webhook and one of its deliveries.
+    resp = server.api("POST", f"/api/v1/tenants/{tenant}/webhooks", json={"url": receiver.url + "/fuzz"})
+    assert resp.status_code == 201, resp.text
+    with server.db() as session:
+        (tenant_delivery,) = notify.enqueue_event(session, _repo_id(session, tenant, repo), "repository",
+                                                  {"action": "created", "repository_id": None})
+        known_tenant = {**known, "webhook_id": resp.json()["id"], "delivery_id": tenant_delivery.id}
     schema = schemathesis.openapi.from_url(f"{server.http_url}/api/v1/openapi.json")
     schema = schema.include(path_regex=r"/webhooks")
     headers = {"Authorization": f"Bearer {server.admin_token}"}
@@ -407,14 +414,15 @@ def test_fuzz_webhook_api(server: GitServer, receiver: Receiver) -> None:
     ops = sorted((r.ok() for r in schema.get_all_operations()), key=lambda o: o.method.lower() == "delete")
     for operation in ops:
         operations += 1
-        fixed = {name: known[name] for name in re.findall(r"\{(\w+)\}", operation.path)}
+        values = known if "{repo}" in operation.path else known_tenant
+        fixed = {name: values[name] for name in re.findall(r"\{(\w+)\}", operation.path)}
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = st.one_of(operation.as_strategy(generation_mode=mode),
                                  operation.as_strategy(generation_mode=mode, path_parameters=fixed))
             checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
             failures += _run(operation, strategy, server.http_url, headers, checks, mode.value, statuses)
     print(f"fuzzed {operations} webhook operations; responses by status: {dict(sorted(statuses.items()))}")
-    assert operations == 8, f"expected the 8 webhook operations, found {operations}"
+    assert operations == 16, f"expected the 8 repository and 8 tenant webhook operations, found {operations}"
     assert not failures, "\n\n".join(failures[:10])
     assert statuses[200] + statuses[201] + statuses[202] + statuses[204] > 0
     assert time.monotonic() - started < 60

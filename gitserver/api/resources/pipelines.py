@@ -41,8 +41,9 @@ HEADER_OFFSET = "X-Log-Offset"
 HEADER_STATUS = "X-Pipeline-Status"
 # Longest Repour ``taskId`` accepted by /clone and /adjust (the column's width).
 MAX_TASK_ID = 200
-# What Pipeline.kind holds: a push's pipeline, or the Repour operation that made it.
-PIPELINE_KINDS = ("push", "clone", "adjust")
+# What Pipeline.kind holds: a push's pipeline, the Repour operation that made it, or the
+# tenant's create template run for a new repository (gitserver.pipelines.oncreate).
+PIPELINE_KINDS = ("push", "clone", "adjust", "create")
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:

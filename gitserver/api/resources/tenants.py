@@ -44,7 +44,8 @@ SIZE_SCHEMA = {"type": "integer", "minimum": 0,
 def tenant_json(tenant: models.Tenant, size_bytes: int | None = None) -> dict[str, Any]:
     """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
     out = {"id": tenant.id, "name": tenant.name, "description": tenant.description,
-           "quota_bytes": tenant.quota_bytes, "created_at": tenant.created_at}
+           "quota_bytes": tenant.quota_bytes, "create_template": tenant.create_template or None,
+           "created_at": tenant.created_at}
     if size_bytes is not None:
         out["size_bytes"] = size_bytes
     return out
@@ -85,9 +86,12 @@ class Tenant:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
+    # create_template: the repository whose pipeline file runs when a repository is created
+    # in the tenant (docs/solum.md); null or "" removes it.
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {
         "description": DESCRIPTION_FIELD,
-        "quota_bytes": Field(int, nullable=True, check=admin.validate_quota)}
+        "quota_bytes": Field(int, nullable=True, check=admin.validate_quota),
+        "create_template": Field(str, nullable=True, max_length=100)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -102,7 +106,9 @@ class Tenant:
                 admin.set_tenant_quota(session, principal, row, data["quota_bytes"])
             if "description" in data:
                 row.description = admin.validate_description(data["description"])
-                session.flush()
+            if "create_template" in data:
+                admin.set_create_template(session, row, data["create_template"] or "")
+            session.flush()
             resp.media = tenant_json(row, tenant_size(self.ctx.config, row))
 
 
@@ -119,13 +125,18 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
                        "description": {"type": "string"},
                        "quota_bytes": QUOTA_SCHEMA, "size_bytes": SIZE_SCHEMA,
+                       "create_template": {"type": ["string", "null"]},
                        "created_at": {"type": "string", "format": "date-time"}},
     },
     "TenantChange": {
         "type": "object", "additionalProperties": False,
         "properties": {"description": DESCRIPTION_SCHEMA,
                        "quota_bytes": {**QUOTA_SCHEMA, "description": QUOTA_SCHEMA["description"]
-                                       + " Set by site admins only."}},
+                                       + " Set by site admins only."},
+                       "create_template": {"type": ["string", "null"], "maxLength": 100,
+                                           "description": "a repository of the tenant whose "
+                                           ".gitserver/pipeline.toml runs (a create pipeline) "
+                                           "whenever a repository is created; null removes it"}},
     },
     "TenantList": list_schema("#/components/schemas/Tenant"),
     "NewTenant": {
@@ -147,7 +158,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "parameters": [TENANT_PARAM],
         "get": oa.op("getTenant", "One tenant", TAG, {200: ("The tenant", oa.ref("Tenant"))},
                      errors=(401, 404)),
-        "patch": oa.op("updateTenant", "Change description (tenant admins) or quota (site admins)", TAG,
+        "patch": oa.op("updateTenant", "Change description or create template (tenant admins) or quota (site admins)", TAG,
                        {200: ("The tenant", oa.ref("Tenant"))}, errors=(400, 401, 403, 404),
                        body=oa.json_body(oa.ref("TenantChange"))),
     },

@@ -1,7 +1,10 @@
-"""Webhooks of a repository, their deliveries and redelivery.
+"""Webhooks of a repository or of a whole tenant, their deliveries and redelivery.
 
-Only the admins of a repository manage its webhooks (a repository the caller cannot see
-answers 404, like a missing one). A webhook's URL is checked by :mod:`gitserver.netguard` when
+A tenant webhook (``/api/v1/tenants/{t}/webhooks``) gets every event of every repository of
+the tenant, plus ``repository`` events (a repository was created); the same resources serve
+both, only the owner differs. Only the admins of a repository manage its webhooks, only tenant
+admins the tenant's (a repository or tenant the caller cannot see answers 404, like a missing
+one). A webhook's URL is checked by :mod:`gitserver.netguard` when
 it is set — syntax, scheme, and every address its host resolves to — so a URL aimed at
 loopback, private or link-local addresses is refused with 400 naming ``url`` unless the server
 allows private networks; it is checked again on every delivery. Secrets are write-only: the API
@@ -10,6 +13,7 @@ shows ``has_secret``, never the secret.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import falcon
@@ -21,10 +25,10 @@ from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json
 from gitserver.api.context import ApiContext
-from gitserver.api.lookup import visible_repo
+from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.repos import REPO, REPO_PARAM, repo_path
-from gitserver.api.resources.tenants import TENANT_PARAM
+from gitserver.api.resources.tenants import TENANT, TENANT_PARAM, tenant_path
 from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME
 from gitserver.config import Config
 from gitserver.db import models
@@ -36,11 +40,56 @@ WEBHOOK = f"{WEBHOOKS}/{{webhook_id:{ID_CONVERTER}}}"
 DELIVERIES = f"{WEBHOOK}/deliveries"
 DELIVERY = f"{DELIVERIES}/{{delivery_id:{ID_CONVERTER}}}"
 REDELIVER = f"{DELIVERY}/redeliver"
+TENANT_WEBHOOKS = f"{TENANT}/webhooks"
+TENANT_WEBHOOK = f"{TENANT_WEBHOOKS}/{{webhook_id:{ID_CONVERTER}}}"
+TENANT_DELIVERIES = f"{TENANT_WEBHOOK}/deliveries"
+TENANT_DELIVERY = f"{TENANT_DELIVERIES}/{{delivery_id:{ID_CONVERTER}}}"
+TENANT_REDELIVER = f"{TENANT_DELIVERY}/redeliver"
 TAG = "webhooks"
 
 MAX_WEBHOOKS_PER_REPO = 20  # each one is an outbound request per push; bound the fan-out
+MAX_WEBHOOKS_PER_TENANT = 20
 MAX_SECRET_LENGTH = 200     # the column size of Webhook.secret
 DEFAULT_EVENTS = list(notify.EVENTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """Whose webhooks a request is about: one repository's, or (``repo`` None) a tenant's."""
+
+    tenant: models.Tenant
+    repo: models.Repository | None
+
+    @property
+    def name(self) -> str:
+        return self.repo.full_name if self.repo is not None else f"tenant {self.tenant.name}"
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return notify.EVENTS if self.repo is not None else notify.TENANT_EVENTS
+
+    @property
+    def limit(self) -> int:
+        return MAX_WEBHOOKS_PER_REPO if self.repo is not None else MAX_WEBHOOKS_PER_TENANT
+
+    def where(self) -> Any:
+        if self.repo is not None:
+            return models.Webhook.repo_id == self.repo.id
+        return models.Webhook.tenant_id == self.tenant.id
+
+    def owns(self, hook: models.Webhook) -> bool:
+        if self.repo is not None:
+            return hook.repo_id == self.repo.id
+        return hook.tenant_id == self.tenant.id and hook.repo_id is None
+
+    def new(self, **fields: Any) -> models.Webhook:
+        if self.repo is not None:
+            return models.Webhook(repo_id=self.repo.id, **fields)
+        return models.Webhook(tenant_id=self.tenant.id, **fields)
+
+    def webhook_path(self, webhook_id: int) -> str:
+        base = repo_path(self.tenant.name, self.repo.name) if self.repo is not None else tenant_path(self.tenant.name)
+        return f"{base}/webhooks/{webhook_id}"
 
 
 def webhook_path(tenant: str, repo: str, webhook_id: int) -> str:
@@ -52,10 +101,12 @@ def webhook_json(hook: models.Webhook) -> dict[str, Any]:
             "active": hook.active, "has_secret": bool(hook.secret), "created_at": hook.created_at}
 
 
-def _check_events(value: list[str], name: str) -> list[str]:
-    if not value:
-        raise InvalidInput(f"{name} must name at least one event ({', '.join(notify.EVENTS)})", field=name)
-    return [e for e in notify.EVENTS if e in value]  # de-duplicated, in a stable order
+def _events_checker(events: tuple[str, ...]) -> Any:
+    def check(value: list[str], name: str) -> list[str]:
+        if not value:
+            raise InvalidInput(f"{name} must name at least one event ({', '.join(events)})", field=name)
+        return [e for e in events if e in value]  # de-duplicated, in a stable order
+    return check
 
 
 def _check_secret(value: str, name: str) -> str:
@@ -91,20 +142,20 @@ def _check_addresses(data: dict[str, Any], config: Config) -> None:
         raise InvalidInput(f"url: {exc.message}", field="url") from exc
 
 
-def _fields(config: Config, *, creating: bool) -> dict[str, Field]:
+def _fields(config: Config, *, creating: bool, events: tuple[str, ...] = notify.EVENTS) -> dict[str, Field]:
     return {
         "url": Field(str, required=creating, max_length=netguard.MAX_URL_LENGTH, check=_url_checker(config)),
         "secret": Field(str, max_length=MAX_SECRET_LENGTH, check=_check_secret),
-        "events": Field(list, items=str, max_length=len(notify.EVENTS) * 4, choices=notify.EVENTS,
-                        check=_check_events),
+        "events": Field(list, items=str, max_length=len(events) * 4, choices=events,
+                        check=_events_checker(events)),
         "active": Field(bool),
     }
 
 
-def _webhook(session: Session, repo: models.Repository, webhook_id: int) -> models.Webhook:
+def _webhook(session: Session, owner: Owner, webhook_id: int) -> models.Webhook:
     hook = session.get(models.Webhook, webhook_id)
-    if hook is None or hook.repo_id != repo.id:
-        raise NotFound(f"webhook {webhook_id} not found in {repo.full_name}")
+    if hook is None or not owner.owns(hook):
+        raise NotFound(f"webhook {webhook_id} not found in {owner.name}")
     return hook
 
 
@@ -116,57 +167,62 @@ def _delivery(session: Session, hook: models.Webhook, delivery_id: int) -> model
 
 
 class _Resource:
+    """Falcon passes ``tenant`` (and ``repo`` on repository routes): the owner is the
+    repository when there is one, else the tenant."""
+
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
-    def _repo(self, session: Session, principal: access.Principal, tenant: str, repo: str) -> models.Repository:
-        return visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+    def _owner(self, session: Session, principal: access.Principal, tenant: str, repo: str | None) -> Owner:
+        if repo is None:
+            return Owner(visible_tenant(session, principal, tenant, admin=True), None)
+        row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+        return Owner(row.tenant, row)
 
 
 class Webhooks(_Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            self._repo(session, principal, tenant, repo)
-            data = read_json(req, _fields(self.ctx.config, creating=True))
+            owner = self._owner(session, principal, tenant, repo)
+            data = read_json(req, _fields(self.ctx.config, creating=True, events=owner.events))
         _check_addresses(data, self.ctx.config)
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            count = session.scalar(select(func.count(models.Webhook.id))
-                                   .where(models.Webhook.repo_id == row.id))
-            if (count or 0) >= MAX_WEBHOOKS_PER_REPO:
-                raise Conflict(f"{row.full_name} already has {MAX_WEBHOOKS_PER_REPO} webhooks, the most "
-                               "a repository may have")
-            hook = models.Webhook(repo_id=row.id, url=data["url"], secret=data.get("secret", ""),
-                                  events=",".join(data.get("events", DEFAULT_EVENTS)),
-                                  active=data.get("active", True))
+            owner = self._owner(session, principal, tenant, repo)
+            count = session.scalar(select(func.count(models.Webhook.id)).where(owner.where()))
+            if (count or 0) >= owner.limit:
+                raise Conflict(f"{owner.name} already has {owner.limit} webhooks, the most it may have")
+            hook = owner.new(url=data["url"], secret=data.get("secret", ""),
+                             events=",".join(data.get("events", owner.events)),
+                             active=data.get("active", True))
             session.add(hook)
             session.flush()
             resp.media = webhook_json(hook)
         resp.status = falcon.HTTP_201
-        resp.location = webhook_path(tenant, row.name, hook.id)
+        resp.location = owner.webhook_path(hook.id)
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            stmt = select(models.Webhook).where(models.Webhook.repo_id == row.id)
+            owner = self._owner(session, principal, tenant, repo)
+            stmt = select(models.Webhook).where(owner.where())
             resp.media = page(session, stmt, models.Webhook.id, req, serialize=webhook_json)
 
 
 class Webhook(_Resource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
-               webhook_id: int) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, webhook_id: int,
+               repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            resp.media = webhook_json(_webhook(session, row, webhook_id))
+            owner = self._owner(session, principal, tenant, repo)
+            resp.media = webhook_json(_webhook(session, owner, webhook_id))
 
-    def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
-                 webhook_id: int) -> None:
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, webhook_id: int,
+                 repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            _webhook(session, self._repo(session, principal, tenant, repo), webhook_id)
-            data = read_json(req, _fields(self.ctx.config, creating=False))
+            owner = self._owner(session, principal, tenant, repo)
+            _webhook(session, owner, webhook_id)
+            data = read_json(req, _fields(self.ctx.config, creating=False, events=owner.events))
         _check_addresses(data, self.ctx.config)
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            hook = _webhook(session, self._repo(session, principal, tenant, repo), webhook_id)
+            hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
             if "url" in data:
                 hook.url = data["url"]
             if "secret" in data:
@@ -178,55 +234,56 @@ class Webhook(_Resource):
             session.flush()
             resp.media = webhook_json(hook)
 
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
-                  webhook_id: int) -> None:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, webhook_id: int,
+                  repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            notify.delete_webhook(session, _webhook(session, row, webhook_id))
+            owner = self._owner(session, principal, tenant, repo)
+            notify.delete_webhook(session, _webhook(session, owner, webhook_id))
         resp.status = falcon.HTTP_204
 
 
 class Deliveries(_Resource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
-               webhook_id: int) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, webhook_id: int,
+               repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            hook = _webhook(session, row, webhook_id)
+            hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
             stmt = select(models.Delivery).where(models.Delivery.webhook_id == hook.id)
             resp.media = page(session, stmt, models.Delivery.id, req, descending=True,
                               serialize=notify.delivery_summary)
 
 
 class Delivery(_Resource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
-               webhook_id: int, delivery_id: int) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, webhook_id: int,
+               delivery_id: int, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            hook = _webhook(session, row, webhook_id)
+            hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
             resp.media = notify.delivery_log(session, _delivery(session, hook, delivery_id))
 
 
 class Redeliver(_Resource):
-    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
-                webhook_id: int, delivery_id: int) -> None:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, webhook_id: int,
+                delivery_id: int, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = self._repo(session, principal, tenant, repo)
-            hook = _webhook(session, row, webhook_id)
+            owner = self._owner(session, principal, tenant, repo)
+            hook = _webhook(session, owner, webhook_id)
             original = _delivery(session, hook, delivery_id)
             if not hook.active:
                 raise Conflict(f"webhook {hook.id} is inactive; activate it before redelivering")
             again = notify.redeliver(session, original)
             resp.media = notify.delivery_summary(again)
         resp.status = falcon.HTTP_202
-        resp.location = f"{webhook_path(tenant, row.name, hook.id)}/deliveries/{again.id}"
+        resp.location = f"{owner.webhook_path(hook.id)}/deliveries/{again.id}"
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(WEBHOOKS, Webhooks(ctx))
-    app.add_route(WEBHOOK, Webhook(ctx))
-    app.add_route(DELIVERIES, Deliveries(ctx))
-    app.add_route(DELIVERY, Delivery(ctx))
-    app.add_route(REDELIVER, Redeliver(ctx))
+    for webhooks, webhook, deliveries, delivery, redeliver in (
+            (WEBHOOKS, WEBHOOK, DELIVERIES, DELIVERY, REDELIVER),
+            (TENANT_WEBHOOKS, TENANT_WEBHOOK, TENANT_DELIVERIES, TENANT_DELIVERY, TENANT_REDELIVER)):
+        app.add_route(webhooks, Webhooks(ctx))
+        app.add_route(webhook, Webhook(ctx))
+        app.add_route(deliveries, Deliveries(ctx))
+        app.add_route(delivery, Delivery(ctx))
+        app.add_route(redeliver, Redeliver(ctx))
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------
@@ -235,6 +292,10 @@ _WEBHOOK_ID = oa.path_param("webhook_id", "webhook id", ID_SCHEMA)
 _DELIVERY_ID = oa.path_param("delivery_id", "delivery id", ID_SCHEMA)
 _EVENTS = {"type": "array", "items": {"type": "string", "enum": list(notify.EVENTS)},
            "minItems": 1, "maxItems": len(notify.EVENTS) * 4}
+_TENANT_EVENTS = {"type": "array", "items": {"type": "string", "enum": list(notify.TENANT_EVENTS)},
+                  "minItems": 1, "maxItems": len(notify.TENANT_EVENTS) * 4,
+                  "description": "repository: a repository of the tenant was created "
+                                 "(X-Gitserver-Event: repository, body {action, repository})"}
 _URL = {"type": "string", "maxLength": netguard.MAX_URL_LENGTH,
         "description": "http or https; loopback, private and link-local targets are refused unless "
                        "the server allows private networks"}
@@ -269,6 +330,15 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "WebhookChange": {
         "type": "object", "additionalProperties": False,
         "properties": {"url": _URL, "secret": _SECRET, "events": _EVENTS, "active": {"type": "boolean"}},
+    },
+    "NewTenantWebhook": {
+        "type": "object", "required": ["url"], "additionalProperties": False,
+        "properties": {"url": _URL, "secret": _SECRET, "events": _TENANT_EVENTS,
+                       "active": {"type": "boolean", "description": "default true"}},
+    },
+    "TenantWebhookChange": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"url": _URL, "secret": _SECRET, "events": _TENANT_EVENTS, "active": {"type": "boolean"}},
     },
     "Delivery": {"type": "object", "required": list(_DELIVERY_PROPERTIES), "properties": _DELIVERY_PROPERTIES},
     "DeliveryList": list_schema("#/components/schemas/Delivery"),
@@ -317,42 +387,54 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     },
 }
 
-_PARAMS = [TENANT_PARAM, REPO_PARAM]
-_ERRORS = (401, 403, 404)
+def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str, Any]], whose: str,
+                   op_prefix: str, schema_prefix: str) -> dict[str, Any]:
+    webhooks, webhook, deliveries, delivery, redeliver = paths
+    errors = (401, 403, 404)
+    return {
+        webhooks: {
+            "parameters": params,
+            "post": oa.op(f"create{op_prefix}Webhook", f"Add a webhook ({whose} admins)", TAG,
+                          {201: ("Created; Location names it", oa.ref("Webhook"))},
+                          errors=(400, 401, 403, 404, 409),
+                          body=oa.json_body(oa.ref(f"New{schema_prefix}Webhook"))),
+            "get": oa.op(f"list{op_prefix}Webhooks", f"Webhooks of a {whose} (secrets are never shown)", TAG,
+                         {200: ("A page of webhooks", oa.ref("WebhookList"))}, parameters=OPENAPI_PARAMETERS),
+        },
+        oa.openapi_path(webhook): {
+            "parameters": [*params, _WEBHOOK_ID],
+            "get": oa.op(f"get{op_prefix}Webhook", "One webhook", TAG,
+                         {200: ("The webhook", oa.ref("Webhook"))}, errors=errors),
+            "patch": oa.op(f"update{op_prefix}Webhook", "Change URL, secret, events or active", TAG,
+                           {200: ("The changed webhook", oa.ref("Webhook"))},
+                           body=oa.json_body(oa.ref(f"{schema_prefix}WebhookChange"))),
+            "delete": oa.op(f"delete{op_prefix}Webhook", "Delete a webhook and its delivery log", TAG,
+                            {204: {"description": "Deleted"}}, errors=errors),
+        },
+        oa.openapi_path(deliveries): {
+            "parameters": [*params, _WEBHOOK_ID],
+            "get": oa.op(f"list{op_prefix}Deliveries", "Deliveries of a webhook, newest first", TAG,
+                         {200: ("A page of deliveries", oa.ref("DeliveryList"))}, parameters=OPENAPI_PARAMETERS),
+        },
+        oa.openapi_path(delivery): {
+            "parameters": [*params, _WEBHOOK_ID, _DELIVERY_ID],
+            "get": oa.op(f"get{op_prefix}Delivery",
+                         "One delivery: the body, the last answer, every attempt as sent",
+                         TAG, {200: ("The delivery log", oa.ref("DeliveryLog"))}, errors=errors),
+        },
+        oa.openapi_path(redeliver): {
+            "parameters": [*params, _WEBHOOK_ID, _DELIVERY_ID],
+            "post": oa.op(f"redeliver{op_prefix}Delivery", "Send a delivery's payload again, as a new delivery",
+                          TAG, {202: ("Queued; Location names the new delivery", oa.ref("Delivery"))},
+                          errors=(401, 403, 404, 409)),
+        },
+    }
+
 
 OPENAPI_PATHS: dict[str, Any] = {
-    WEBHOOKS: {
-        "parameters": _PARAMS,
-        "post": oa.op("createWebhook", "Add a webhook (repository admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("Webhook"))},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewWebhook"))),
-        "get": oa.op("listWebhooks", "Webhooks of a repository (secrets are never shown)", TAG,
-                     {200: ("A page of webhooks", oa.ref("WebhookList"))}, parameters=OPENAPI_PARAMETERS),
-    },
-    oa.openapi_path(WEBHOOK): {
-        "parameters": [*_PARAMS, _WEBHOOK_ID],
-        "get": oa.op("getWebhook", "One webhook", TAG, {200: ("The webhook", oa.ref("Webhook"))},
-                     errors=_ERRORS),
-        "patch": oa.op("updateWebhook", "Change URL, secret, events or active", TAG,
-                       {200: ("The changed webhook", oa.ref("Webhook"))},
-                       body=oa.json_body(oa.ref("WebhookChange"))),
-        "delete": oa.op("deleteWebhook", "Delete a webhook and its delivery log", TAG,
-                        {204: {"description": "Deleted"}}, errors=_ERRORS),
-    },
-    oa.openapi_path(DELIVERIES): {
-        "parameters": [*_PARAMS, _WEBHOOK_ID],
-        "get": oa.op("listDeliveries", "Deliveries of a webhook, newest first", TAG,
-                     {200: ("A page of deliveries", oa.ref("DeliveryList"))}, parameters=OPENAPI_PARAMETERS),
-    },
-    oa.openapi_path(DELIVERY): {
-        "parameters": [*_PARAMS, _WEBHOOK_ID, _DELIVERY_ID],
-        "get": oa.op("getDelivery", "One delivery: the body, the last answer, every attempt as sent",
-                     TAG, {200: ("The delivery log", oa.ref("DeliveryLog"))}, errors=_ERRORS),
-    },
-    oa.openapi_path(REDELIVER): {
-        "parameters": [*_PARAMS, _WEBHOOK_ID, _DELIVERY_ID],
-        "post": oa.op("redeliverDelivery", "Send a delivery's payload again, as a new delivery", TAG,
-                      {202: ("Queued; Location names the new delivery", oa.ref("Delivery"))},
-                      errors=(401, 403, 404, 409)),
-    },
+    **_openapi_paths((WEBHOOKS, WEBHOOK, DELIVERIES, DELIVERY, REDELIVER), [TENANT_PARAM, REPO_PARAM],
+                     "repository", "", ""),
+    # Tenant webhooks: every event of every repository of the tenant, and ``repository`` events.
+    **_openapi_paths((TENANT_WEBHOOKS, TENANT_WEBHOOK, TENANT_DELIVERIES, TENANT_DELIVERY, TENANT_REDELIVER),
+                     [TENANT_PARAM], "tenant", "Tenant", "Tenant"),
 }

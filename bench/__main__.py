@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import report
+from bench import backup, report
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Profiler, Server, top_frames
 from bench.workload import (
@@ -142,10 +142,28 @@ class Bench:
         for name in ("small", "medium", "large"):
             install_into(self.repos[name], self.gs.repo_path(name))
         install_into(self.repos["small"], self.gs.repo_path("push-small"))
+        self._record_installed(("small", "medium", "large", "push-small"))
         for name in ("push-small", *pushes):
             plain = self.ossh.plain_repo(name)
             subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(plain)], check=True)
         install_into(self.repos["small"], self.ossh.plain_repo("push-small"))
+
+    def _record_installed(self, names: tuple[str, ...]) -> None:
+        """Record the refs installed by copying as pushes, as a push would have (every ref on
+        disk is in the ledger; a backup holds only recorded refs), and let their archive
+        pipelines finish before anything is measured."""
+        from gitserver import admin
+        from gitserver.git.refs import ZERO_OID
+        from gitserver.pipelines.queue import PushContext, record_push
+
+        for name in names:
+            listing = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)"],
+                                     cwd=self.gs.repo_path(name), capture_output=True, text=True, check=True)
+            updates = [(ZERO_OID, oid, ref) for oid, ref in (line.split(" ", 1) for line in listing.stdout.splitlines())]
+            with self.gs.db() as session:
+                repo = admin.get_repo(session, admin.get_tenant(session, TENANT), name)
+                record_push(session, PushContext(repo_id=repo.id, protocol="bench-install"), updates)
+        wait_pipelines_idle(self.gs)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -297,6 +315,24 @@ class Bench:
                              note="ratio column: gitserver growth / openssh growth"))
         log.info("auth growth with %s keys: gitserver %.2f, openssh %.2f", keys, gs_growth, ossh_growth)
 
+    def backup_restore(self) -> None:
+        """Last, as it reads everything the other measurements wrote."""
+        wait_pipelines_idle(self.gs)
+        out = self._scratch("backup")
+        out.mkdir()
+        ours = backup.gitserver_backup(self.gs, out / "gitserver.backup")
+        base = backup.baseline_backup(self.gs.data_dir, out)
+        restored = backup.gitserver_restore(out / "gitserver.backup", out / "restored")
+        base_restored = backup.baseline_restore(out, out / "baseline-restored")
+        note = "baseline: tar of the data dir + sqlite3 .backup (server stopped)"
+        for metric, unit, mine, theirs in (
+                ("backup (online), all repositories", "s", ours.seconds, base.seconds),
+                ("backup size", "MB", ours.bytes / 1e6, base.bytes / 1e6),
+                ("restore into an empty data dir", "s", restored.seconds, base_restored.seconds)):
+            self.rows.append(Row(metric, unit, mine, theirs, note=note))
+            log.info("%-42s gitserver %8.3f  baseline %8.3f  ratio %.2f", metric, mine, theirs,
+                     mine / theirs if theirs else float("nan"))
+
     def run(self) -> None:
         self.setup()
         if self.py_spy:
@@ -308,6 +344,7 @@ class Bench:
         self.pushes()
         self.concurrent()
         self.auth_scaling()
+        self.backup_restore()
 
     def stop(self) -> None:
         if self.profiler is not None:

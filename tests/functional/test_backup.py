@@ -6,6 +6,7 @@ are refused and leave the target empty."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import wait_for
-from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server
+from tests.functional.conftest import REPO_ROOT, GitServer, User, commit_files, make_repo, start_server
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -187,7 +188,12 @@ def test_restore_refuses_non_empty_targets_and_damaged_files(request: pytest.Fix
         work = new_work(src, user, git_env, tmp_path / "w", tenant, repo,
                         {f"f{i}.txt": f"{i}\n" * 2000 for i in range(20)})
         wait_pipeline(src, push(src, user, work, "main"))
-        src.cli("backup", str(backup_file))
+        # To stdout this time: the summary goes to stderr, the backup alone to stdout.
+        streamed = subprocess.run([sys.executable, "-m", "gitserver", "backup", "-"], env=src.env,
+                                  capture_output=True, timeout=120, cwd=REPO_ROOT)
+        assert streamed.returncode == 0, streamed.stderr
+        assert b"backup of" in streamed.stderr
+        backup_file.write_bytes(streamed.stdout)
     finally:
         src.stop()
     data = backup_file.read_bytes()
@@ -221,3 +227,11 @@ def test_restore_refuses_non_empty_targets_and_damaged_files(request: pytest.Fix
         assert not target_dir.exists() or not any(target_dir.iterdir()), what
         assert not url.startswith("postgresql") or table_count(url) == 0, what
         assert [p.name for p in target_dir.parent.iterdir() if p.name not in ("data", "logs-data")] == [], what
+
+    # The same target takes the intact backup, from stdin.
+    target = GitServer(target_dir, fresh_database(request, db_url, tmp_path, "good"), git_env)
+    result = subprocess.run([sys.executable, "-m", "gitserver", "restore", "-"], env=target.env, input=data,
+                            capture_output=True, timeout=120, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert b"restored 1 repositories (" in result.stdout
+    assert (target_dir / "repos" / tenant / f"{repo}.git").is_dir()

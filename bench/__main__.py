@@ -154,7 +154,8 @@ class Bench:
         pipelines finish before anything is measured."""
         from gitserver import admin
         from gitserver.git.refs import ZERO_OID
-        from gitserver.pipelines.queue import PushContext, record_push
+        from gitserver.pipelines.ledger import record_push
+        from gitserver.pipelines.queue import PushContext
 
         for name in names:
             listing = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)"],

@@ -28,21 +28,14 @@ class RepoLedger:
     archives: list[tuple[str, str]]  # (tag short name, commit the tag peels to)
 
 
-def ledger_push_filter() -> list[object]:
-    """Which pushes count. Once pushes carry a state (an intent is recorded before refs move),
-    only the ones whose refs did move are in the ledger."""
-    states = getattr(models, "LEDGER_STATES", None)
-    if states is None or not hasattr(models.Push, "state"):
-        return []
-    return [models.Push.state.in_(states)]
-
-
 def read_ledger(session: Session) -> list[RepoLedger]:
     """Every repository of the snapshot with its recorded refs and archives, by name."""
     last = (select(models.Push.repo_id, models.RefUpdate.ref,
                    func.max(models.RefUpdate.id).label("last_id"))
             .join(models.Push, models.Push.id == models.RefUpdate.push_id)
-            .where(*ledger_push_filter())
+            # A push's intent is recorded before its refs move: only done (or recovered)
+            # pushes moved them.
+            .where(models.Push.state.in_(models.LEDGER_STATES))
             .group_by(models.Push.repo_id, models.RefUpdate.ref)
             .subquery())
     refs: dict[int, dict[str, str]] = defaultdict(dict)

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gitserver import __version__
 from gitserver.backup import database, repos
@@ -94,8 +95,6 @@ class _Writer:
         self.mtime = int(time.time())
 
     def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        import io
-
         self._add(name, io.BytesIO(data), len(data), mode)
 
     def add_file(self, name: str, path: Path, mode: int = 0o644) -> None:
@@ -140,7 +139,7 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
         ref_count = 0
         for number, ledger in enumerate(ledgers, start=1):
             progress(f"repository {number}/{len(ledgers)} {ledger.tenant}/{ledger.name}, "
-                     f"{_size(writer.counter.count)} written")
+                     f"{human_size(writer.counter.count)} written")
             path = store.path(ledger.tenant, ledger.name)
             refs = repos.backup_refs(path, ledger)
             writer.add_bytes(fmt.repo_member(ledger.tenant, ledger.name, fmt.REFS_FILE), refs.render())
@@ -158,17 +157,13 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _size(count: int) -> str:
+def human_size(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{count} B"
-
-
-def human_size(count: int) -> str:
-    return _size(count)
 
 
 # -- restore ------------------------------------------------------------------------------
@@ -346,35 +341,41 @@ def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progres
 
 
 def _finish(config: Config, read: _Read, progress: Progress) -> None:
-    """Migrate the restored database, reinstall the hooks, and check every repository."""
-    from gitserver.db.session import upgrade
+    """Migrate the restored database, reinstall the hooks, and check the result: every
+    repository has exactly the backup's refs, and ``gitserver check`` finds nothing wrong."""
+    from gitserver import check
+    from gitserver.db import models
+    from gitserver.db.session import transaction, upgrade
     from gitserver.git.store import install_hooks
+    from gitserver.runtime import Runtime
 
     progress("migrating the database and installing the hooks")
     upgrade(config.effective_database_url)
     install_hooks(config.hooks_dir, config.data_dir)
-    progress("verifying")
-    problems = verify(config, read)
-    if problems:
-        raise BackupError("the restored server does not match the backup: " + "; ".join(problems[:5]))
-
-
-def verify(config: Config, read: _Read) -> list[str]:
-    """Every repository of the database is on disk with exactly the refs of the backup."""
-    from gitserver.db import models
-    from gitserver.runtime import Runtime
-
     runtime = Runtime.create(config, pool_size=1)
     try:
-        with runtime.sessions() as session:
+        with transaction(runtime.sessions) as session:
+            # The reconciler's fingerprints describe the source's ref files, not these.
+            session.execute(update(models.Repository).values(refs_fingerprint=""))
             names = session.execute(select(models.Tenant.name, models.Repository.name)
                                     .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)).all()
+        progress("verifying")
+        problems = _compare(config, read, {(t, r) for t, r in names})
+        if not problems:
+            problems = check.check(runtime, repair=False).breaches
     finally:
         runtime.dispose()
+    if problems:
+        raise BackupError("the restored server does not pass its checks: " + "; ".join(problems[:5])
+                          + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
+
+
+def _compare(config: Config, read: _Read, names: set[tuple[str, str]]) -> list[str]:
+    """Every repository of the database is on disk with exactly the refs of the backup."""
     problems = []
-    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
-    if {tuple(n) for n in names} != set(read.repos):
+    if names != set(read.repos):
         problems.append("the database's repositories and the backup's repositories differ")
+    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
     for tenant, name in read.repos:
         expected = fmt.RepoRefs.parse(read.repos[(tenant, name)]["refs"].read_bytes(), "refs").refs
         if repos.disk_refs(store.path(tenant, name)) != dict(expected):

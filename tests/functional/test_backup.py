@@ -146,6 +146,8 @@ def test_backup_during_pushes_restores_every_recorded_ref(request: pytest.Fixtur
         dst.data_dir.mkdir()  # an empty directory (a mount point, say) is an empty target too
         restored = dst.cli("restore", str(backup_file))
         assert "restored 2 repositories" in restored.stdout, restored.stdout
+        checked = dst.cli("check")  # the ledger invariant, the archives and the hooks
+        assert "0 problem(s)" in checked.stderr, checked.stdout + checked.stderr
         dst.start()
         # The key, the token (stored as a hash), the grants came back: the user acts as before.
         assert ls_remote(dst, user, tenant, quiet) == quiet_refs

@@ -211,7 +211,28 @@ def _progress_printer() -> Any:
     return show
 
 
+def _failure(what: str, exc: Exception) -> Exception:
+    """An OS or database error of backup/restore as one line (disk full, permissions, a lost
+    database connection), not a traceback."""
+    from gitserver.errors import BackupError
+
+    if isinstance(exc, OSError):
+        detail = (exc.strerror or str(exc)) + (f" ({exc.filename})" if exc.filename else "")
+    else:
+        detail = f"database error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return BackupError(f"{what} failed: {detail}")
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _backup(_config(args), args.file)
+    except (OSError, SQLAlchemyError) as exc:
+        raise _failure("backup", exc) from exc
+
+
+def _backup(cfg: Any, file: str) -> int:
     import os
     import tempfile
     from pathlib import Path
@@ -219,9 +240,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from gitserver.backup.run import backup, human_size
     from gitserver.errors import BackupError
 
-    cfg = _config(args)
     progress = _progress_printer()
-    if args.file == "-":
+    if file == "-":
         if sys.stdout.isatty():
             raise BackupError("refusing to write a backup to a terminal: give a FILE or redirect stdout")
         summary = backup(cfg, sys.stdout.buffer, progress)
@@ -229,9 +249,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
         report = sys.stderr
     else:
         # Written beside FILE and renamed at the end: FILE is a whole backup or is not there.
-        target = Path(args.file).absolute()
+        target = Path(file).absolute()
         if target.is_dir():
-            raise BackupError(f"{args.file} is a directory; give the backup file's name")
+            raise BackupError(f"{file} is a directory; give the backup file's name")
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
         except OSError as exc:
@@ -254,10 +274,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return _restore(_config(args), args)
+    except (OSError, SQLAlchemyError) as exc:
+        raise _failure("restore", exc) from exc
+
+
+def _restore(cfg: Any, args: argparse.Namespace) -> int:
     from gitserver.backup.run import human_size, restore
     from gitserver.errors import BackupError
 
-    cfg = _config(args)
     progress = _progress_printer()
     if args.file == "-":
         summary = restore(cfg, sys.stdin.buffer, progress)

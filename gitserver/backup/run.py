@@ -195,10 +195,7 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Su
     try:
         progress("reading and checking the backup")
         read = _read_stream(counted, unpacked)
-        target = database.dialect(url)
-        if read.manifest.dialect != target:
-            raise BackupError(f"this backup holds a {read.manifest.dialect} database and the target is "
-                              f"{target}: restore into the same kind of database")
+        _check_compatible(read.manifest, database.dialect(url))
         staged = _staging(stage_in, data_dir.name, "data")
         try:
             ref_count = _build_data_dir(config, read, staged, progress)
@@ -216,6 +213,21 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Su
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     return Summary(len(read.repos), ref_count, counted.count, time.monotonic() - started)
+
+
+def _check_compatible(manifest: fmt.Manifest, target_dialect: str) -> None:
+    """Refuse, before anything is written, a backup this gitserver cannot load."""
+    from alembic.script import ScriptDirectory
+
+    from gitserver.db.session import alembic_config
+
+    if manifest.dialect != target_dialect:
+        raise BackupError(f"this backup holds a {manifest.dialect} database and the target is "
+                          f"{target_dialect}: restore into the same kind of database")
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config("sqlite://")).walk_revisions()}
+    if manifest.schema_revision not in known:
+        raise BackupError(f"this backup was made by a newer gitserver ({manifest.gitserver_version}, schema "
+                          f"{manifest.schema_revision}): restore it with that version or a later one")
 
 
 class _CountingReader:

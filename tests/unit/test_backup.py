@@ -139,3 +139,18 @@ def test_ledger_is_the_last_recorded_value_of_each_ref_and_the_archives(runtime:
     assert ledgers[0].refs == {"refs/heads/main": B, "refs/tags/v1": C}
     assert ledgers[0].archives == [(f"repour-{A}", A)]
     assert ledgers[1].refs == {} and ledgers[1].archives == []
+
+
+def test_a_backup_of_another_database_kind_or_a_newer_schema_is_refused_before_anything_is_written() -> None:
+    from gitserver.backup.run import _check_compatible
+    from gitserver.errors import BackupError
+
+    manifest = fmt.Manifest(dialect="sqlite", created_at="2026-11-26T00:00:00+00:00",
+                            gitserver_version="0.1.0", schema_revision="0001", repositories=0)
+    _check_compatible(manifest, "sqlite")
+    with pytest.raises(BackupError, match="holds a sqlite database and the target is postgresql"):
+        _check_compatible(manifest, "postgresql")
+    newer = fmt.Manifest(dialect="sqlite", created_at="2026-11-26T00:00:00+00:00",
+                         gitserver_version="9.0", schema_revision="9999_future", repositories=0)
+    with pytest.raises(BackupError, match=r"made by a newer gitserver \(9.0, schema 9999_future\)"):
+        _check_compatible(newer, "sqlite")

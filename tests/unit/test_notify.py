@@ -242,6 +242,30 @@ def test_enqueue_event_creates_one_delivery_and_job_per_subscribed_active_hook(r
         notify.enqueue_event(session, repo_id, "tag", {})
 
 
+def test_tenant_webhooks_get_every_repository_event_and_repository_events(runtime: Runtime) -> None:
+    repo_id = _repo_with_hooks(runtime)
+    with transaction(runtime.sessions) as session:
+        repo = session.get(models.Repository, repo_id)
+        assert repo is not None
+        other = models.Tenant(name="other")
+        session.add(other)
+        session.flush()
+        session.add_all([models.Webhook(tenant_id=repo.tenant_id, url="http://t.example.com/", events="push,repository"),
+                         models.Webhook(tenant_id=other.id, url="http://o.example.com/", events="push,repository")])
+        session.flush()
+        push = notify.enqueue_event(session, repo_id, "push", {"push_id": 7})
+        created = notify.notify_repository(session, repo, "created")
+        assert [d.url for d in push] == ["http://a.example.com/", "http://t.example.com/"]
+        # Only tenant webhooks hear of repositories, and only their own tenant's.
+        assert [(d.url, d.event) for d in created] == [("http://t.example.com/", "repository")]
+        assert json.loads(created[0].payload) == {"action": "created", "repository_id": repo_id}
+        body = notify.render(session, runtime.config, "repository", json.loads(created[0].payload))
+        assert set(body) == {"action", "repository"} and body["action"] == "created"
+        assert body["repository"]["full_name"] == "acme/widgets" and body["repository"]["id"] == repo_id
+        with pytest.raises(ValueError, match="unknown repository action"):
+            notify.notify_repository(session, repo, "renamed")
+
+
 def test_failed_attempt_retries_with_backoff_then_delivers(runtime: Runtime) -> None:
     repo_id = _repo_with_hooks(runtime)
     with transaction(runtime.sessions) as session:

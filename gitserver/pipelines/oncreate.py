@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, Protocol
 
 import pygit2
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git.archive import read_blob
@@ -54,36 +57,53 @@ def enqueue_create_pipeline(session: Session, repo: models.Repository) -> models
     return pipeline
 
 
-def run_create(run: Any, repo: models.Repository, request: dict[str, Any]) -> None:
-    """Run a ``create`` pipeline; ``run`` is the worker's PipelineRun (steps, log, builds)."""
+class PipelineRun(Protocol):
+    """What a create pipeline uses of the worker's PipelineRun (its rows, its log, its builds)."""
+
+    cfg: Config
+    ctx: jobs.JobContext
+    sessions: sessionmaker[Session]
+    pipeline_id: int
+
+    def _step_start(self, name: str) -> int: ...
+
+    def _step_end(self, step_id: int, status: str, exit_code: int | None, message: str, t0: float) -> None: ...
+
+    def _run_steps(self, coords: build.Coordinates, path: Path, clone_ref: str,
+                   specs: list[build.StepSpec], prefix: str) -> None: ...
+
+
+def run_create(run: PipelineRun, repo: models.Repository, request: dict[str, Any]) -> None:
+    """Run a ``create`` pipeline for the new repository ``repo``."""
     from gitserver.pipelines.worker import PipelineFailed
 
     cfg = run.cfg
     name = request.get("template")
     step = run._step_start("template")
+    t0 = time.monotonic()
     template = _template(run, repo, name)
     if template is None:
         message = f"create template {name!r} is not a repository of tenant {repo.tenant.name}"
-        run._step_end(step, models.FAILED, None, message, 0.0)
+        run._step_end(step, models.FAILED, None, message, t0)
         raise PipelineFailed(message)
     path = run.ctx.runtime.store.path(repo.tenant.name, template.name)
     git = pygit2.Repository(str(path))
     branch = git.references.get(f"refs/heads/{DEFAULT_BRANCH}")
     if branch is None:
         run.ctx.log(f"template {template.full_name} has no {DEFAULT_BRANCH} branch: nothing to run\n")
-        run._step_end(step, models.SUCCEEDED, 0, "template has no commits", 0.0)
+        run._step_end(step, models.SUCCEEDED, 0, "template has no commits", t0)
         return
     commit = branch.peel(pygit2.Commit)
     data = read_blob(git, str(commit.tree_id), build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
     if data is None:
         run.ctx.log(f"no {build.PIPELINE_FILE} in template {template.full_name}: nothing to run\n")
-        run._step_end(step, models.SUCCEEDED, 0, "no pipeline file", 0.0)
+        run._step_end(step, models.SUCCEEDED, 0, "no pipeline file", t0)
         return
     try:
         spec = build.parse_pipeline(data.decode("utf-8"))
     except (ValueError, build.PipelineFileError) as exc:
         message = f"template {template.full_name}: {exc}"
-        run._step_end(step, models.FAILED, None, message[:500], 0.0)
+        run._step_end(step, models.FAILED, None, message[:500], t0)
         raise PipelineFailed(message) from exc
     with transaction(run.sessions) as session:
         archive = find_archive(session, template.id, str(commit.tree_id))
@@ -96,7 +116,7 @@ def run_create(run: Any, repo: models.Repository, request: dict[str, Any]) -> No
     clone_ref = archive.tag if archive is not None else DEFAULT_BRANCH
     run.ctx.log(f"template {template.full_name} at {str(commit.id)[:12]} ({clone_ref}): "
                 f"{len(spec.steps)} step(s) for {repo.full_name}\n")
-    run._step_end(step, models.SUCCEEDED, 0, f"{len(spec.steps)} step(s)", 0.0)
+    run._step_end(step, models.SUCCEEDED, 0, f"{len(spec.steps)} step(s)", t0)
     coords = build.Coordinates(
         repo=repo.full_name, ref="", commit="", tag="",
         readonly_url=f"{cfg.http_base_url}/git/{repo.full_name}.git",
@@ -107,7 +127,7 @@ def run_create(run: Any, repo: models.Repository, request: dict[str, Any]) -> No
     run._run_steps(coords, path, clone_ref, spec.steps, "")
 
 
-def _template(run: Any, repo: models.Repository, name: object) -> models.Repository | None:
+def _template(run: PipelineRun, repo: models.Repository, name: object) -> models.Repository | None:
     if not isinstance(name, str) or not name:
         return None
     with transaction(run.sessions) as session:

@@ -193,8 +193,9 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Su
     counted = _CountingReader(source)
     unpacked = _staging(stage_in, data_dir.name, "read")
     try:
-        progress("reading and checking the backup")
-        read = _read_stream(counted, unpacked)
+        read = _read_stream(counted, unpacked,
+                            lambda name: progress(f"reading and checking the backup: {name}, "
+                                                  f"{human_size(counted.count)} read"))
         _check_compatible(read.manifest, database.dialect(url))
         staged = _staging(stage_in, data_dir.name, "data")
         try:
@@ -261,7 +262,7 @@ def _move_into_place(staged: Path, data_dir: Path, existed: bool) -> None:
     staged.rmdir()
 
 
-def _read_stream(source: BinaryIO, into: Path) -> _Read:
+def _read_stream(source: BinaryIO, into: Path, progress: Progress = _quiet) -> _Read:
     """Unpack the stream into ``into``, refusing anything but a complete, unaltered backup."""
     sums: dict[str, str] = {}
     expected: dict[str, str] | None = None
@@ -275,6 +276,7 @@ def _read_stream(source: BinaryIO, into: Path) -> _Read:
                 if expected is not None:
                     raise fmt.FormatError(f"member {info.name[:200]!r} after {fmt.SUMS}")
                 member = fmt.classify(info.name)
+                progress(info.name)
                 if not info.isreg():
                     raise fmt.FormatError(f"member {info.name!r} is not a regular file")
                 if info.name in sums:

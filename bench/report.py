@@ -60,6 +60,9 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BASELINE_NOTE_PREFIX = "baseline:"
+
+
 def chart(rows: list[Any], path: Path, title: str) -> bool:
     """Bar chart of the ratios (gitserver / OpenSSH). Needs the optional ``bench`` extra."""
     try:
@@ -70,7 +73,9 @@ def chart(rows: list[Any], path: Path, title: str) -> bool:
     except ImportError:
         log.warning("matplotlib is not installed (pip install -e '.[bench]'); no chart written")
         return False
-    shown = [r for r in rows if r.unit == "s"]
+    # Rows against another baseline (backup vs tar) are in the table only: their ratios are on
+    # another scale and would flatten the OpenSSH comparisons.
+    shown = [r for r in rows if r.unit == "s" and not r.note.startswith(BASELINE_NOTE_PREFIX)]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
     colours = ["#999999" if r.passed is None else ("#2a9d4b" if r.passed else "#d1495b") for r in shown]
     ax.barh([r.metric for r in shown], [r.ratio for r in shown], color=colours)

@@ -160,7 +160,8 @@ class Bench:
         for name in names:
             listing = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)"],
                                      cwd=self.gs.repo_path(name), capture_output=True, text=True, check=True)
-            updates = [(ZERO_OID, oid, ref) for oid, ref in (line.split(" ", 1) for line in listing.stdout.splitlines())]
+            pairs = (line.split(" ", 1) for line in listing.stdout.splitlines())
+            updates = [(ZERO_OID, oid, ref) for oid, ref in pairs]
             with self.gs.db() as session:
                 repo = admin.get_repo(session, admin.get_tenant(session, TENANT), name)
                 record_push(session, PushContext(repo_id=repo.id, protocol="bench-install"), updates)

@@ -25,7 +25,6 @@ from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gitserver.git.store import RepoStore
 from gitserver.keys import parse_public_key
 from gitserver.names import name_problem, validate_name
-from gitserver.pipelines import oncreate
 
 TOKEN_PREFIX = "gst_"
 TOKEN_SCOPES = ("read", "write", "admin")
@@ -190,7 +189,11 @@ def validate_visibility(visibility: object) -> str:
 def create_repo(session: Session, store: RepoStore, tenant: models.Tenant, name: str,
                 description: str = "", visibility: str = "private") -> models.Repository:
     """Create the row and the bare repository. The directory is made last, after the row is
-    flushed, and removed again if the flush fails: no half-created repository remains."""
+    flushed, and removed again if the flush fails: no half-created repository remains.
+
+    The fronts (API, CLI, Repour's /internal-scm) call
+    :func:`gitserver.pipelines.oncreate.create_repository`, which also announces the new
+    repository; this alone announces nothing (tests and the benchmark set up with it)."""
     validate_name(name, "name")
     validate_visibility(visibility)
     if not isinstance(description, str) or len(description) > 2000:
@@ -204,9 +207,6 @@ def create_repo(session: Session, store: RepoStore, tenant: models.Tenant, name:
     _flush(session, f"repository {tenant.name}/{name} already exists")
     if not store.exists(tenant.name, name):
         store.create(tenant.name, name, description)
-    # The one place every front (API, CLI, Repour's /internal-scm) creates repositories, so
-    # the one place their creation is announced (tenant webhooks, the create pipeline).
-    oncreate.repository_created(session, repo)
     return repo
 
 

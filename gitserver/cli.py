@@ -172,11 +172,12 @@ def cmd_key_add(args: argparse.Namespace) -> int:
 
 def cmd_repo_create(args: argparse.Namespace) -> int:
     from gitserver import admin
+    from gitserver.pipelines import oncreate
 
     def create(session: Any, runtime: Any) -> None:
         tenant = admin.get_tenant(session, args.tenant)
-        repo = admin.create_repo(session, runtime.store, tenant, args.name, args.description or "",
-                                 args.visibility)
+        repo = oncreate.create_repository(session, runtime.store, tenant, args.name,
+                                          args.description or "", args.visibility)
         print(f"repository {tenant.name}/{repo.name} created: "
               f"{runtime.config.ssh_base_url}/{tenant.name}/{repo.name}.git")
 
@@ -283,19 +284,26 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _restore(cfg: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gitserver import check
     from gitserver.backup.run import human_size, restore
     from gitserver.errors import BackupError
 
     progress = _progress_printer()
+
+    def checks(runtime: Any) -> list[str]:  # `gitserver check`: the ledger, archives, hooks
+        return check.check(runtime, repair=False).breaches
+
     if args.file == "-":
-        summary = restore(cfg, sys.stdin.buffer, progress)
+        summary = restore(cfg, sys.stdin.buffer, progress, checks)
     else:
-        try:
-            fh = open(args.file, "rb")
-        except OSError as exc:
-            raise BackupError(f"cannot read {args.file}: {exc.strerror}") from exc
-        with fh:
-            summary = restore(cfg, fh, progress)
+        source = Path(args.file)
+        if not source.is_file():
+            raise BackupError(f"cannot read {args.file}: "
+                              + ("it is a directory" if source.is_dir() else "no such file"))
+        with source.open("rb") as fh:
+            summary = restore(cfg, fh, progress, checks)
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     print(f"restored {summary.repositories} repositories ({summary.refs} refs) into {cfg.data_dir}: "

@@ -76,14 +76,17 @@ class Manifest:
                               f"(this gitserver reads version {FORMAT_VERSION})")
         if raw.get("dialect") not in DATABASE_MEMBERS:
             raise FormatError(f"unknown database dialect {raw.get('dialect')!r} in {MANIFEST}")
-        fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        values = {name: raw.get(name) for name in fields}
+        texts = {}
         for name in ("created_at", "gitserver_version", "schema_revision"):
-            if not isinstance(values[name], str):
+            if not isinstance(raw.get(name), str):
                 raise FormatError(f"{MANIFEST}: {name} must be a string")
-        if not isinstance(values["repositories"], int) or values["repositories"] < 0:
+            texts[name] = raw[name]
+        repositories = raw.get("repositories")
+        if not isinstance(repositories, int) or isinstance(repositories, bool) or repositories < 0:
             raise FormatError(f"{MANIFEST}: repositories must be a count")
-        return cls(**values)
+        return cls(dialect=raw["dialect"], created_at=texts["created_at"],
+                   gitserver_version=texts["gitserver_version"], schema_revision=texts["schema_revision"],
+                   repositories=repositories)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import BinaryIO
 
 import pygit2
 
@@ -71,7 +72,7 @@ def restore_repo(store: RepoStore, tenant: str, name: str, refs: fmt.RepoRefs, p
             _git(path, what, "index-pack", "--stdin", stdin=fh)
     if refs.refs:
         script = "".join(f"create {ref} {oid}\n" for ref, oid in sorted(refs.refs.items()))
-        _git(path, what, "update-ref", "--stdin", input=script.encode())
+        _git(path, what, "update-ref", "--stdin", data=script.encode())
     _git(path, what, "symbolic-ref", "HEAD", refs.head)
     if refs.refs:
         # Every object every ref reaches is there (update-ref checked only the tips).
@@ -89,8 +90,8 @@ def disk_refs(path: Path) -> dict[str, str]:
     return out
 
 
-def _git(path: Path, what: str, *args: str, stdin: object = None, input: bytes | None = None) -> None:
-    result = subprocess.run([GIT, "--git-dir", str(path), *args], stdin=stdin, input=input,
+def _git(path: Path, what: str, *args: str, stdin: BinaryIO | None = None, data: bytes | None = None) -> None:
+    result = subprocess.run([GIT, "--git-dir", str(path), *args], stdin=stdin, input=data,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=git_env(),
                             timeout=GIT_TIMEOUT)
     if result.returncode != 0:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO, Protocol, cast
 
 from sqlalchemy import select, update
 
@@ -38,12 +38,21 @@ from gitserver.backup.ledger import read_ledger
 from gitserver.config import Config
 from gitserver.errors import BackupError
 from gitserver.git.store import RepoStore
+from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 COPY_CHUNK = 1024 * 1024
 
 Progress = Callable[[str], None]
+# What must hold after a restore, as problem lines (empty: all well).
+Checks = Callable[[Runtime], list[str]]
+
+
+class Readable(Protocol):
+    """What restore reads from: a file, stdin, or a wrapper counting what passed."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def _quiet(_text: str) -> None:
@@ -90,7 +99,9 @@ class _Writer:
 
     def __init__(self, out: BinaryIO) -> None:
         self.counter = _CountingWriter(out)
-        self.tar = tarfile.open(fileobj=self.counter, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
+        # Closed by close(), which first appends the checksums: not a with-block's job.
+        self.tar = tarfile.open(fileobj=cast(IO[bytes], self.counter), mode="w|",  # noqa: SIM115
+                                format=tarfile.PAX_FORMAT)
         self.sums: dict[str, str] = {}
         self.mtime = int(time.time())
 
@@ -105,7 +116,7 @@ class _Writer:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, mode, self.mtime
         reader = _HashingReader(fh)
-        self.tar.addfile(info, reader)  # type: ignore[arg-type]
+        self.tar.addfile(info, cast(IO[bytes], reader))
         self.sums[name] = reader.digest.hexdigest()
 
     def close(self) -> int:
@@ -154,7 +165,7 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
 
 def human_size(count: int) -> str:
@@ -178,8 +189,14 @@ class _Read:
     repos: dict[tuple[str, str], dict[str, Path]]
 
 
-def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Summary:
-    """Restore a backup into the empty data dir and empty database of ``config``."""
+def _no_checks(_runtime: Runtime) -> list[str]:
+    return []
+
+
+def restore(config: Config, source: BinaryIO, progress: Progress = _quiet,
+            checks: Checks = _no_checks) -> Summary:
+    """Restore a backup into the empty data dir and empty database of ``config``; ``checks``
+    (``gitserver check`` in the CLI) must find nothing wrong with the result, or it is undone."""
     started = time.monotonic()
     url = config.effective_database_url
     data_dir = config.data_dir
@@ -207,7 +224,7 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet) -> Su
         try:
             progress("loading the database")
             database.restore(url, read.database)
-            _finish(config, read, progress)
+            _finish(config, read, progress, checks)
         except BaseException:
             _undo(config, existed, keep=unpacked)
             raise
@@ -232,7 +249,7 @@ def _check_compatible(manifest: fmt.Manifest, target_dialect: str) -> None:
 
 
 class _CountingReader:
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: Readable) -> None:
         self.source = source
         self.count = 0
 
@@ -262,7 +279,7 @@ def _move_into_place(staged: Path, data_dir: Path, existed: bool) -> None:
     staged.rmdir()
 
 
-def _read_stream(source: BinaryIO, into: Path, progress: Progress = _quiet) -> _Read:
+def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _Read:
     """Unpack the stream into ``into``, refusing anything but a complete, unaltered backup."""
     sums: dict[str, str] = {}
     expected: dict[str, str] | None = None
@@ -271,7 +288,7 @@ def _read_stream(source: BinaryIO, into: Path, progress: Progress = _quiet) -> _
     host_keys: list[Path] = []
     repo_members: dict[tuple[str, str], dict[str, Path]] = {}
     try:
-        with tarfile.open(fileobj=source, mode="r|") as tar:
+        with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as tar:
             for info in tar:
                 if expected is not None:
                     raise fmt.FormatError(f"member {info.name[:200]!r} after {fmt.SUMS}")
@@ -324,7 +341,7 @@ def _read_stream(source: BinaryIO, into: Path, progress: Progress = _quiet) -> _
     return _Read(manifest, database_path, host_keys, repo_members)
 
 
-def _copy_hashing(stream: BinaryIO, path: Path) -> str:
+def _copy_hashing(stream: Readable, path: Path) -> str:
     digest = hashlib.sha256()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -354,14 +371,12 @@ def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progres
     return count
 
 
-def _finish(config: Config, read: _Read, progress: Progress) -> None:
+def _finish(config: Config, read: _Read, progress: Progress, checks: Checks) -> None:
     """Migrate the restored database, reinstall the hooks, and check the result: every
-    repository has exactly the backup's refs, and ``gitserver check`` finds nothing wrong."""
-    from gitserver import check
+    repository has exactly the backup's refs, and ``checks`` find nothing wrong."""
     from gitserver.db import models
     from gitserver.db.session import transaction, upgrade
     from gitserver.git.store import install_hooks
-    from gitserver.runtime import Runtime
 
     progress("migrating the database and installing the hooks")
     upgrade(config.effective_database_url)
@@ -376,7 +391,7 @@ def _finish(config: Config, read: _Read, progress: Progress) -> None:
         progress("verifying")
         problems = _compare(config, read, {(t, r) for t, r in names})
         if not problems:
-            problems = check.check(runtime, repair=False).breaches
+            problems = checks(runtime)
     finally:
         runtime.dispose()
     if problems:

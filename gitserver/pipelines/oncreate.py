@@ -1,32 +1,34 @@
-"""What follows the creation of a repository, whichever front created it (API, CLI, Repour's
-``/internal-scm``: all go through :func:`gitserver.admin.create_repo`, which calls
-:func:`repository_created` in the creating transaction).
+"""Creating a repository, and what follows it, whichever front creates it: the API, the CLI
+and Repour's ``/internal-scm`` all call :func:`create_repository`, the one place a repository is
+created and announced, in the creating transaction.
 
 * The tenant's webhooks get a ``repository`` event with action ``created``.
 * When the tenant names a *create template* (``create_template``, a repository of the same
   tenant), a pipeline of kind ``create`` is queued for the new repository. A worker runs the
   steps of the template's ``.gitserver/pipeline.toml`` (at the tip of the template's default
   branch) in a clone of the template, with the new repository's coordinates in ``GITSERVER_*``
-  variables: what Solum needs to provision an application when a repository appears.
+  variables (:func:`plan_create`): what Solum needs to provision an application when a
+  repository appears.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pygit2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from gitserver import admin
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git.archive import read_blob
-from gitserver.git.store import DEFAULT_BRANCH
+from gitserver.git.store import DEFAULT_BRANCH, RepoStore
 from gitserver.pipelines import build, jobs, notify
 from gitserver.pipelines.archive import find_archive
 
@@ -34,6 +36,15 @@ log = logging.getLogger(__name__)
 
 KIND_CREATE = "create"
 EVENT_ENV = {"GITSERVER_EVENT": notify.EVENT_REPOSITORY, "GITSERVER_ACTION": notify.REPOSITORY_CREATED}
+
+
+def create_repository(session: Session, store: RepoStore, tenant: models.Tenant, name: str,
+                      description: str = "", visibility: str = "private") -> models.Repository:
+    """:func:`gitserver.admin.create_repo`, then :func:`repository_created` (caller's session,
+    never committed: the events exist if and only if the repository does)."""
+    repo = admin.create_repo(session, store, tenant, name, description, visibility)
+    repository_created(session, repo)
+    return repo
 
 
 def repository_created(session: Session, repo: models.Repository) -> models.Pipeline | None:
@@ -57,66 +68,49 @@ def enqueue_create_pipeline(session: Session, repo: models.Repository) -> models
     return pipeline
 
 
-class PipelineRun(Protocol):
-    """What a create pipeline uses of the worker's PipelineRun (its rows, its log, its builds)."""
-
-    cfg: Config
-    ctx: jobs.JobContext
-    sessions: sessionmaker[Session]
-    pipeline_id: int
-
-    def _step_start(self, name: str) -> int: ...
-
-    def _step_end(self, step_id: int, status: str, exit_code: int | None, message: str, t0: float) -> None: ...
-
-    def _run_steps(self, coords: build.Coordinates, path: Path, clone_ref: str,
-                   specs: list[build.StepSpec], prefix: str) -> None: ...
+class TemplateProblem(Exception):
+    """The create template cannot be run; the message says why (shown in the pipeline)."""
 
 
-def run_create(run: PipelineRun, repo: models.Repository, request: dict[str, Any]) -> None:
-    """Run a ``create`` pipeline for the new repository ``repo``."""
-    from gitserver.pipelines.worker import PipelineFailed
+@dataclasses.dataclass(frozen=True)
+class CreatePlan:
+    """What a ``create`` pipeline runs: ``specs`` in clones of ``clone_ref`` of the template at
+    ``path``, told ``coords``; no specs when there is nothing to run."""
 
-    cfg = run.cfg
-    name = request.get("template")
-    step = run._step_start("template")
-    t0 = time.monotonic()
-    template = _template(run, repo, name)
-    if template is None:
-        message = f"create template {name!r} is not a repository of tenant {repo.tenant.name}"
-        run._step_end(step, models.FAILED, None, message, t0)
-        raise PipelineFailed(message)
-    path = run.ctx.runtime.store.path(repo.tenant.name, template.name)
+    summary: str
+    specs: list[build.StepSpec]
+    coords: build.Coordinates | None = None
+    path: Path | None = None
+    clone_ref: str = ""
+
+
+def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, repo: models.Repository,
+                request: dict[str, Any], pipeline_id: int) -> CreatePlan:
+    """Read the template's pipeline file for the new repository ``repo``; record the template
+    commit as the pipeline's ref and commit. TemplateProblem when it cannot run."""
+    template = _template(sessions, repo, request.get("template"))
+    path = store.path(repo.tenant.name, template.name)
     git = pygit2.Repository(str(path))
     branch = git.references.get(f"refs/heads/{DEFAULT_BRANCH}")
     if branch is None:
-        run.ctx.log(f"template {template.full_name} has no {DEFAULT_BRANCH} branch: nothing to run\n")
-        run._step_end(step, models.SUCCEEDED, 0, "template has no commits", t0)
-        return
+        return CreatePlan(f"template {template.full_name} has no {DEFAULT_BRANCH} branch: nothing to run", [])
     commit = branch.peel(pygit2.Commit)
     data = read_blob(git, str(commit.tree_id), build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
     if data is None:
-        run.ctx.log(f"no {build.PIPELINE_FILE} in template {template.full_name}: nothing to run\n")
-        run._step_end(step, models.SUCCEEDED, 0, "no pipeline file", t0)
-        return
+        return CreatePlan(f"no {build.PIPELINE_FILE} in template {template.full_name}: nothing to run", [])
     try:
         spec = build.parse_pipeline(data.decode("utf-8"))
     except (ValueError, build.PipelineFileError) as exc:
-        message = f"template {template.full_name}: {exc}"
-        run._step_end(step, models.FAILED, None, message[:500], t0)
-        raise PipelineFailed(message) from exc
-    with transaction(run.sessions) as session:
+        raise TemplateProblem(f"template {template.full_name}: {exc}") from exc
+    with transaction(sessions) as session:
         archive = find_archive(session, template.id, str(commit.tree_id))
-        pipeline = session.get(models.Pipeline, run.pipeline_id)
+        pipeline = session.get(models.Pipeline, pipeline_id)
         assert pipeline is not None
         pipeline.ref = f"refs/heads/{DEFAULT_BRANCH}"
         pipeline.commit = str(commit.id)
     # The archive tag of the template's tree is immutable; before its archive exists the
-    # branch is cloned (it is the same commit unless the template moved meanwhile).
+    # branch is cloned (the same commit unless the template moved meanwhile).
     clone_ref = archive.tag if archive is not None else DEFAULT_BRANCH
-    run.ctx.log(f"template {template.full_name} at {str(commit.id)[:12]} ({clone_ref}): "
-                f"{len(spec.steps)} step(s) for {repo.full_name}\n")
-    run._step_end(step, models.SUCCEEDED, 0, f"{len(spec.steps)} step(s)", t0)
     coords = build.Coordinates(
         repo=repo.full_name, ref="", commit="", tag="",
         readonly_url=f"{cfg.http_base_url}/git/{repo.full_name}.git",
@@ -124,15 +118,18 @@ def run_create(run: PipelineRun, repo: models.Repository, request: dict[str, Any
                ("GITSERVER_SSH_URL", f"{cfg.ssh_base_url}/{repo.full_name}.git"),
                ("GITSERVER_TEMPLATE", template.full_name),
                ("GITSERVER_TEMPLATE_COMMIT", str(commit.id))))
-    run._run_steps(coords, path, clone_ref, spec.steps, "")
+    return CreatePlan(f"template {template.full_name} at {str(commit.id)[:12]} ({clone_ref}): "
+                      f"{len(spec.steps)} step(s) for {repo.full_name}", spec.steps, coords, path, clone_ref)
 
 
-def _template(run: PipelineRun, repo: models.Repository, name: object) -> models.Repository | None:
-    if not isinstance(name, str) or not name:
-        return None
-    with transaction(run.sessions) as session:
-        row = session.scalar(select(models.Repository).where(models.Repository.tenant_id == repo.tenant_id,
-                                                             models.Repository.name == name))
-        if row is not None:
-            session.expunge(row)
-        return row
+def _template(sessions: sessionmaker[Session], repo: models.Repository, name: object) -> models.Repository:
+    row = None
+    if isinstance(name, str) and name:
+        with transaction(sessions) as session:
+            row = session.scalar(select(models.Repository).where(models.Repository.tenant_id == repo.tenant_id,
+                                                                 models.Repository.name == name))
+            if row is not None:
+                session.expunge(row)
+    if row is None:
+        raise TemplateProblem(f"create template {name!r} is not a repository of tenant {repo.tenant.name}")
+    return row

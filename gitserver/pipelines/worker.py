@@ -521,11 +521,29 @@ class PipelineRun:
             kind, request = pipeline.kind, json.loads(pipeline.request or "{}")
             session.expunge(repo)
         if kind == oncreate.KIND_CREATE:
-            oncreate.run_create(self, repo, request)
+            self._create(repo, request)
             return
         self._archive(repo, updates)
         if repo.builds_enabled and self.results:
             self._build_refs(repo)
+
+    # --- create (a repository appeared; gitserver.pipelines.oncreate) -----------------------
+
+    def _create(self, repo: models.Repository, request: dict[str, Any]) -> None:
+        """Run the tenant's create template for the new repository ``repo``."""
+        step = self._step_start("template")
+        t0 = time.monotonic()
+        try:
+            plan = oncreate.plan_create(self.sessions, self.ctx.runtime.store, self.cfg, repo, request,
+                                        self.pipeline_id)
+        except oncreate.TemplateProblem as exc:
+            self.ctx.log(f"{exc}\n")
+            self._step_end(step, models.FAILED, None, str(exc)[:500], t0)
+            raise PipelineFailed(str(exc)) from exc
+        self.ctx.log(f"{plan.summary}\n")
+        self._step_end(step, models.SUCCEEDED, 0, f"{len(plan.specs)} step(s)", t0)
+        if plan.specs and plan.coords is not None and plan.path is not None:
+            self._run_steps(plan.coords, plan.path, plan.clone_ref, plan.specs, "")
 
     # --- archive ---------------------------------------------------------------------------
 

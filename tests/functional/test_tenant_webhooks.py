@@ -6,14 +6,24 @@ a create template's pipeline file runs for each new repository with its coordina
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, make_repo
-from tests.functional.test_webhooks import SECRET, Receiver, check_request, receiver  # noqa: F401
+from tests.functional.test_webhooks import SECRET, Receiver, check_request
 
 FINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
 
 
 def tenant_hooks(tenant: str) -> str:
@@ -40,15 +50,17 @@ def test_tenant_webhook_hears_every_repository_creation_and_event(server: GitSer
     stranger = server.new_user(server.new_tenant(), role="admin")
     assert server.api("GET", tenant_hooks(tenant), token=stranger.token).status_code == 404
     # A repository webhook cannot ask for repository events (its repository exists already).
-    server.new_repo(tenant, name="plain")
+    assert server.api("POST", f"/api/v1/tenants/{tenant}/repos", json={"name": "plain"},
+                      token=tadmin.token).status_code == 201
     refused = server.api("POST", f"/api/v1/tenants/{tenant}/repos/plain/webhooks",
                          json={"url": receiver.url, "events": ["repository"]}, token=tadmin.token)
     assert refused.status_code == 400 and "events" in refused.json()["description"]
-    plain_created = receiver.next(what="the creation of plain")  # made through the admin service
+    plain_created = receiver.next(what="the creation of plain")
     assert json.loads(plain_created["body"])["repository"]["name"] == "plain"
 
     # Another tenant's repositories are not heard.
-    server.new_repo(stranger.tenant, name="elsewhere")
+    assert server.api("POST", f"/api/v1/tenants/{stranger.tenant}/repos", json={"name": "elsewhere"},
+                      token=stranger.token).status_code == 201
     # Created through the API, the CLI and Repour's /internal-scm: one event each.
     resp = server.api("POST", f"/api/v1/tenants/{tenant}/repos", json={"name": "via-api", "description": "d"},
                       token=tadmin.token)
@@ -96,15 +108,17 @@ def test_tenant_webhook_hears_every_repository_creation_and_event(server: GitSer
     assert resent["headers"]["X-Gitserver-Delivery"] != plain_created["headers"]["X-Gitserver-Delivery"]
     # Deleted: nothing more is sent.
     assert server.api("DELETE", f"{tenant_hooks(tenant)}/{hook['id']}", token=tadmin.token).status_code == 204
-    server.new_repo(tenant, name="after-delete")
+    assert server.api("POST", f"/api/v1/tenants/{tenant}/repos", json={"name": "after-delete"},
+                      token=tadmin.token).status_code == 201
     assert server.api("GET", f"{tenant_hooks(tenant)}/{hook['id']}", token=tadmin.token).status_code == 404
 
 
-PIPELINE_FILE = """\
+PIPELINE_FILE = r'''
 [[steps]]
 name = "provision"
-command = "echo provisioning $GITSERVER_REPO from $GITSERVER_TEMPLATE on $GITSERVER_EVENT $GITSERVER_ACTION at $GITSERVER_SSH_URL"
-"""
+command = """echo provisioning $GITSERVER_REPO from $GITSERVER_TEMPLATE \
+  on $GITSERVER_EVENT $GITSERVER_ACTION at $GITSERVER_SSH_URL"""
+'''
 
 
 def test_create_template_runs_for_each_new_repository(server: GitServer, git_env: dict[str, str],
@@ -150,5 +164,6 @@ def test_create_template_runs_for_each_new_repository(server: GitServer, git_env
     # Removed: new repositories set nothing off.
     assert server.api("PATCH", f"/api/v1/tenants/{tenant}", json={"create_template": None},
                       token=tadmin.token).json()["create_template"] is None
-    server.new_repo(tenant, name="app2")
+    assert server.api("POST", f"/api/v1/tenants/{tenant}/repos", json={"name": "app2"},
+                      token=tadmin.token).status_code == 201
     assert server.api("GET", f"/api/v1/tenants/{tenant}/repos/app2/pipelines", token=tadmin.token).json()["items"] == []

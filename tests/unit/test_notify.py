@@ -250,8 +250,9 @@ def test_tenant_webhooks_get_every_repository_event_and_repository_events(runtim
         other = models.Tenant(name="other")
         session.add(other)
         session.flush()
-        session.add_all([models.Webhook(tenant_id=repo.tenant_id, url="http://t.example.com/", events="push,repository"),
-                         models.Webhook(tenant_id=other.id, url="http://o.example.com/", events="push,repository")])
+        session.add_all([
+            models.Webhook(tenant_id=repo.tenant_id, url="http://t.example.com/", events="push,repository"),
+            models.Webhook(tenant_id=other.id, url="http://o.example.com/", events="push,repository")])
         session.flush()
         push = notify.enqueue_event(session, repo_id, "push", {"push_id": 7})
         created = notify.notify_repository(session, repo, "created")

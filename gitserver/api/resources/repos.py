@@ -39,6 +39,7 @@ from gitserver.errors import InvalidInput, PolicyRefused
 from gitserver.git import limits
 from gitserver.git.store import RepoStore
 from gitserver.names import validate_name
+from gitserver.pipelines import oncreate
 
 REPOS = f"{TENANT}/repos"
 REPO = f"{REPOS}/{{repo}}"
@@ -115,8 +116,8 @@ class Repos:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.FIELDS)
-            repo = admin.create_repo(session, self.ctx.runtime.store, row, data["name"],
-                                     data.get("description", ""), data.get("visibility", "private"))
+            repo = oncreate.create_repository(session, self.ctx.runtime.store, row, data["name"],
+                                              data.get("description", ""), data.get("visibility", "private"))
             if data.get("builds_enabled"):
                 admin.update_repo(session, repo, builds_enabled=True)
             resp.media = repo_json(repo, self.ctx.config, repo_size(self.ctx.runtime.store, repo))

@@ -45,7 +45,7 @@ from gitserver.db.session import transaction
 from gitserver.errors import Conflict, GitserverError, NotFound, TooManyRequests
 from gitserver.names import validate_name
 from gitserver.pipelines import adjust as adjust_mod
-from gitserver.pipelines import repour
+from gitserver.pipelines import oncreate, repour
 
 log = logging.getLogger(__name__)
 
@@ -459,7 +459,7 @@ def create_internal_repo(session: Session, runtime: Any, tenant: models.Tenant, 
         return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
     try:
         with session.begin_nested():
-            repo = admin.create_repo(session, runtime.store, tenant, name, description=description[:2000])
+            repo = oncreate.create_repository(session, runtime.store, tenant, name, description=description[:2000])
             for group_name in dict.fromkeys(groups):
                 try:
                     group = admin.get_group(session, tenant, group_name)

@@ -127,6 +127,18 @@ class Config:
     # capped: it runs as a job. 0 = callback mode only.
     repour_max_sync_runs: int = 2
     repour_default_tenant: str = ""
+    # Visibility of the repositories /internal-scm creates: "public" lets PNC's builders clone
+    # the read-only HTTP URL anonymously (writes still need an SSH key with a grant).
+    repour_internal_scm_visibility: str = "public"
+    # Upload the alignment log to Bifrost (POST <url>/final-log/upload) before the callback;
+    # empty: no upload.
+    repour_bifrost_url: str = ""
+    # Bearer tokens may also be OIDC JWTs of this issuer (RS256, keys from its JWKS) with this
+    # audience; roles map to permissions as "role=site-admin" or "role=tenant-admin:<tenant>"
+    # (Keycloak realm roles by name, client roles as "<client>:<role>").
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_role_map: tuple[str, ...] = ()
     # Callbacks: client-credentials token endpoint of the service account (OIDC).
     oidc_token_url: str = ""
     oidc_client_id: str = ""
@@ -248,6 +260,9 @@ def load(config_file: str | os.PathLike[str] | None = None,
             raise ConfigError(f"setting {name}: expected one of {', '.join(BUILD_NETWORKS)}, "
                               f"got {getattr(config, name)!r}")
     _check_uid_range(config.sandbox_uid_range)
+    _check_oidc(config)
+    if config.repour_internal_scm_visibility not in ("private", "internal", "public"):
+        raise ConfigError("setting repour_internal_scm_visibility: expected private, internal or public")
     config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
     _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
     return config
@@ -269,6 +284,18 @@ def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:
         if path == data_dir or path in data_dir.parents or data_dir in path.parents:
             raise ConfigError(f"setting sandbox_read_only_paths: {text} overlaps the data dir "
                               f"{data_dir}, which sandboxed jobs must never see")
+
+
+def _check_oidc(config: Config) -> None:
+    """A half-configured issuer would answer every JWT with 401 at run time: refuse it at start."""
+    from gitserver import oidc
+
+    if not config.oidc_issuer:
+        return
+    oidc.check_issuer_url(config.oidc_issuer, config.allow_private_networks)
+    if not config.oidc_audience:
+        raise ConfigError("setting oidc_audience: required with oidc_issuer (the client id tokens are for)")
+    oidc.parse_role_map(config.oidc_role_map)
 
 
 def _check_ciphers(ciphers: tuple[str, ...]) -> None:

@@ -68,8 +68,11 @@ def _json_default(obj: Any) -> Any:
 
 
 def create_app(runtime: Runtime) -> falcon.App:
+    from gitserver import oidc
+    from gitserver.api.auth import OidcMiddleware
+
     ctx = ApiContext(runtime=runtime)
-    app = falcon.App()
+    app = falcon.App(middleware=[OidcMiddleware(oidc.verifier_from_config(runtime.config))])
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
         dumps=lambda obj: json.dumps(obj, default=_json_default))

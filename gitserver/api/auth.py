@@ -6,6 +6,12 @@ token is stored (:func:`gitserver.admin.hash_token`), so lookup is by hash.
 
 A token is refused when it is unknown, revoked, expired, or belongs to a disabled user; all
 four answer the same 401 so a caller cannot probe which tokens once existed.
+
+With an OIDC issuer configured (:mod:`gitserver.oidc`), a bearer token that is a JWT is verified
+against the issuer's keys instead, and its roles give the principal (site admin, or admin of a
+tenant); a JWT that fails gets 401 with the reason (expired, wrong audience, ...): unlike our
+own tokens, there is nothing to probe. The process's verifier reaches the request through
+:class:`OidcMiddleware` (``req.context.oidc``), set up by ``create_app``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import falcon
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import access, admin
+from gitserver import access, admin, oidc
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
@@ -110,12 +116,49 @@ def touch_token(sessions: sessionmaker[Session], token_id: int, now: dt.datetime
         log.warning("could not record the use of API token %s: disk full", token_id)
 
 
+class OidcMiddleware:
+    """Hands the process's :class:`~gitserver.oidc.OidcVerifier` (or None) to every request."""
+
+    def __init__(self, verifier: oidc.OidcVerifier | None) -> None:
+        self.verifier = verifier
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.oidc = self.verifier
+
+
+def principal_for_jwt(session: Session, verifier: oidc.OidcVerifier, token: str) -> access.Principal:
+    """The principal of a verified OIDC token, from its roles (``oidc_role_map``): 403 when
+    none of them maps to a permission here."""
+    claims = verifier.verify(token)
+    grant = oidc.grant_for_roles(oidc.token_roles(claims), verifier.role_map)
+    who = str(claims.get("preferred_username") or claims.get("azp") or claims.get("sub") or "oidc")[:100]
+    expires = dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc) if isinstance(claims.get("exp"), int) else None
+    if grant.site_admin:
+        return access.Principal(kind="site_admin", user_name=f"oidc:{who}", token_expires_at=expires)
+    for tenant_name in grant.tenant_admin:
+        tenant = session.scalar(select(models.Tenant).where(models.Tenant.name == tenant_name))
+        if tenant is not None:
+            return access.Principal(kind="user", user_name=f"oidc:{who}", tenant_id=tenant.id,
+                                    tenant_name=tenant.name, role=models.ROLE_ADMIN, token_expires_at=expires)
+    raise Forbidden("the OIDC token is valid, but none of its roles maps to a permission on this server "
+                    "(see oidc_role_map)")
+
+
+def principal_for_secret(req: falcon.Request, session: Session, secret: str,
+                         touch: Touch | None = None) -> access.Principal:
+    """An OIDC JWT (when an issuer is configured) or one of our own API tokens."""
+    verifier = getattr(req.context, "oidc", None)
+    if verifier is not None and oidc.looks_like_jwt(secret):
+        return principal_for_jwt(session, verifier, secret)
+    return principal_for_token(session, secret, touch)
+
+
 def authenticate(req: falcon.Request, session: Session, touch: Touch | None = None) -> access.Principal:
     """The caller's principal; 401 without a token or with a bad one."""
     secret = token_from_header(req.get_header("Authorization"))
     if secret is None:
         raise Unauthenticated("this endpoint needs an API token: 'Authorization: Bearer <token>'")
-    return principal_for_token(session, secret, touch)
+    return principal_for_secret(req, session, secret, touch)
 
 
 def optional_principal(req: falcon.Request, session: Session, touch: Touch | None = None) -> access.Principal:
@@ -124,7 +167,7 @@ def optional_principal(req: falcon.Request, session: Session, touch: Touch | Non
     secret = token_from_header(req.get_header("Authorization"))
     if secret is None:
         return access.ANONYMOUS
-    return principal_for_token(session, secret, touch)
+    return principal_for_secret(req, session, secret, touch)
 
 
 def scope_allows(scopes: frozenset[str] | None, need: str) -> bool:

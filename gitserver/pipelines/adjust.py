@@ -47,13 +47,29 @@ STDERR_EXCERPT = 8 * 1024
 # How often a running command is checked for cancellation and timeout.
 POLL_SECONDS = 0.2
 
-BUILD_TYPES = ("MVN", "GRADLE", "NODEJS", "SBT")
+# PNC's build types (pnc-api BuildType), and NODEJS, which older clients sent for npm.
+BUILD_TYPES = ("MVN", "NPM", "GRADLE", "SBT", "MVN_RPM", "RPM", "NODEJS")
 DEFAULT_BUILD_TYPE = "MVN"
+# Build type → the tool that aligns it, as Reqour picks it (AdjustProviderPickerImpl): MVN_RPM
+# is a Maven build; RPM has no alignment tool (refused with Reqour's message).
+TOOL_OF_BUILD_TYPE = {"MVN": "pme", "MVN_RPM": "pme", "GRADLE": "gme", "NPM": "project-manipulator",
+                      "NODEJS": "project-manipulator"}
+UNSUPPORTED_BUILD_TYPES = {"RPM": "Alignment for RPM builds is not supported yet"}
 ALIGNMENT_PREFERENCES = ("PREFER_PERSISTENT", "PREFER_TEMPORARY")
 
-# Where the tools write their results (as the tools themselves define it).
-PME_RESULT_FILE = Path("target") / "pom-manip-ext-result.json"
-GME_RESULT_FILES = (Path("manipulation.json"), Path("build") / "manipulation.json")
+# Where the tools write their results, most wanted first, as Reqour looks for them: PME's
+# alignment report (PME >= 3.x), its manipulation.json, and the result file PME wrote until 2019;
+# GME's alignment report, then the manipulation.json a Gradle build applies.
+PME_RESULT_FILES = (Path("target") / "alignmentReport.json", Path("target") / "manipulation.json",
+                    Path("target") / "pom-manip-ext-result.json")
+GME_RESULT_FILES = (Path("build") / "alignmentReport.json", Path("manipulation.json"),
+                    Path("build") / "manipulation.json")
+GME_KEPT_FILES = (Path("manipulation.json"), Path("build") / "manipulation.json")
+# The file PME/GME back removed repositories up to (``-DrepoRemovalBackup=<file>``), and
+# Reqour's default name when the parameter is not given.
+REPO_REMOVAL_PARAMETER = "-DrepoRemovalBackup"
+DEFAULT_REMOVED_REPOSITORIES_FILE = "repositories-backup.xml"
+MAX_RESULT_BYTES = 16 * 1024 * 1024
 # adjustParameters keys holding extra command-line parameters: the current PNC key, then the
 # older tool-specific ones.
 PARAMETER_KEYS = {
@@ -248,11 +264,13 @@ class Provider:
 
 def choose_provider(config: Config, build_type: str) -> Provider:
     """The provider for ``build_type`` under ``config`` (see the module docstring)."""
-    tools = {"MVN": ("pme", config.adjust_mvn_command, config.adjust_mvn_parameters),
-             "GRADLE": ("gme", config.adjust_gradle_command, config.adjust_gradle_parameters),
-             "NODEJS": ("project-manipulator", config.adjust_nodejs_command,
-                        config.adjust_nodejs_parameters)}
-    kind, command, parameters = tools.get(build_type, ("", "", ""))
+    if build_type in UNSUPPORTED_BUILD_TYPES:
+        raise ProcessingError(UNSUPPORTED_BUILD_TYPES[build_type], error_type="AdjustCommandError")
+    tools = {"pme": (config.adjust_mvn_command, config.adjust_mvn_parameters),
+             "gme": (config.adjust_gradle_command, config.adjust_gradle_parameters),
+             "project-manipulator": (config.adjust_nodejs_command, config.adjust_nodejs_parameters)}
+    kind = TOOL_OF_BUILD_TYPE.get(build_type, "")
+    command, parameters = tools.get(kind, ("", ""))
     if kind and command.strip():
         return Provider(kind, tuple(shlex.split(command)), tuple(shlex.split(parameters)))
     if config.adjust_process_command.strip():
@@ -260,9 +278,16 @@ def choose_provider(config: Config, build_type: str) -> Provider:
     return Provider("noop")
 
 
+# Tools whose extra parameters must all be options. Repour (util.get_extra_parameters) lets
+# PME and GME have bare words (``-s settings.xml``, ``-f sub/pom.xml``): their command lines
+# take option values as separate words.
+DASH_ONLY_KINDS = frozenset({"project-manipulator", "process"})
+
+
 def user_parameters(kind: str, parameters: Mapping[str, Any]) -> list[str]:
-    """The caller's extra tool parameters. Each must be an option (start with ``-``), as Repour
-    requires: a bare word could name a goal or file the operator never meant to allow."""
+    """The caller's extra tool parameters. For project-manipulator and ``process`` each must be
+    an option (start with ``-``), as Repour requires there: a bare word could name a goal or file
+    the operator never meant to allow."""
     out: list[str] = []
     for key in PARAMETER_KEYS.get(kind, ()):
         text = parameters.get(key)
@@ -277,7 +302,7 @@ def user_parameters(kind: str, parameters: Mapping[str, Any]) -> list[str]:
             raise ProcessingError(f"adjustParameters.{key} cannot be split into parameters: {exc}",
                                   error_type="AdjustCommandError") from exc
         for word in words:
-            if not word.startswith("-"):
+            if kind in DASH_ONLY_KINDS and not word.startswith("-"):
                 desc = (f'Parameters that do not start with dash "-" are not allowed. '
                         f'Found "{word}" in "{text}".')
                 raise ProcessingError(desc, stderr=desc, error_type="AdjustCommandError")
@@ -344,22 +369,35 @@ def _check(result: CommandResult, kind: str) -> None:
                               stderr=result.stderr or result.stdout, error_type="AdjustCommandError")
 
 
+def split_file_option(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """``argv`` without its ``-f``/``--file`` option (``--file=x``, ``--file x``, ``-f x``),
+    and that option's value: where Repour runs PME (and drops the option, which made
+    PME 2.11/2.12 write a broken result file)."""
+    kept: list[str] = []
+    location = None
+    words = iter(argv)
+    for word in words:
+        if word in ("-f", "--file"):
+            location = next(words, None)
+        elif word.startswith("--file="):
+            location = word[len("--file="):]
+        else:
+            kept.append(word)
+    return kept, location
+
+
 def _run_pme(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
              runner: Runner, env: dict[str, str]) -> AdjustOutcome:
     argv = build_command(provider, request, config)
     # PME runs where the root pom.xml is; a --file=<dir>/pom.xml parameter moves it there
     # (and is dropped: older PME versions wrote a broken result file with it).
-    run_dir = work_dir
-    kept = []
-    for arg in argv[len(provider.command):]:
-        if arg.startswith("--file="):
-            run_dir = _inside(work_dir, arg[len("--file="):].removesuffix("pom.xml"))
-        else:
-            kept.append(arg)
+    kept, location = split_file_option(argv[len(provider.command):])
+    run_dir = work_dir if location is None else _inside(work_dir, location.removesuffix("pom.xml") or ".")
     argv = [*provider.command, *kept]
     _check(runner(argv, cwd=run_dir, env=env, timeout=config.adjust_timeout), "pme")
-    data = _read_json_file(run_dir / PME_RESULT_FILE, remove=True)
-    return AdjustOutcome("pme", _versioning_state_version(data), data)
+    data = read_result(run_dir, PME_RESULT_FILES, remove=PME_RESULT_FILES)
+    result = alignment_result_data(data, removed_repositories(run_dir, kept))
+    return AdjustOutcome("pme", result_version(result), result)
 
 
 def _run_gme(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
@@ -367,12 +405,14 @@ def _run_gme(provider: Provider, work_dir: Path, request: AdjustRequest, config:
     argv = build_command(provider, request, config, extra=[f"--target={work_dir}"])
     _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "gme")
     # manipulation.json stays in the tree: the Gradle build applies it (that is its purpose).
-    for name in GME_RESULT_FILES:
-        if (work_dir / name).is_file():
-            data = _read_json_file(work_dir / name)
-            return AdjustOutcome("gme", _versioning_state_version(data), data)
-    raise ProcessingError("the alignment tool (gme) wrote no manipulation.json",
-                          cmd=argv, exit_code=1, error_type="AdjustCommandError")
+    removable = tuple(p for p in GME_RESULT_FILES if p not in GME_KEPT_FILES)
+    data = read_result(work_dir, GME_RESULT_FILES, remove=removable)
+    if data is None:
+        raise ProcessingError("the alignment tool (gme) wrote no alignment result "
+                              f"({', '.join(str(p) for p in GME_RESULT_FILES)})",
+                              cmd=argv, exit_code=1, error_type="AdjustCommandError")
+    result = alignment_result_data(data, removed_repositories(work_dir, argv))
+    return AdjustOutcome("gme", result_version(result), result)
 
 
 def _run_project_manipulator(provider: Provider, work_dir: Path, request: AdjustRequest,
@@ -382,9 +422,127 @@ def _run_project_manipulator(provider: Provider, work_dir: Path, request: Adjust
     argv = build_command(provider, request, config, extra=[f"--result={result_file}"])
     _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "project-manipulator")
     data = _read_json_file(result_file, remove=True)
-    version = data.get("version")
-    return AdjustOutcome("project-manipulator", version if isinstance(version, str) and version else None,
-                         data)
+    result = project_manipulator_result_data(data)
+    return AdjustOutcome("project-manipulator", result_version(result), result)
+
+
+# --- result files (pure: a dict in, Repour's adjustResultData out) ------------------------------
+
+def read_result(root: Path, candidates: Sequence[Path], remove: Sequence[Path] = ()) -> dict[str, Any] | None:
+    """The first of ``candidates`` (relative to ``root``) that exists, as a dict; None when the
+    tool wrote none. The ``remove`` files are deleted either way (they must not be committed)."""
+    data = None
+    for name in candidates:
+        if (root / name).is_file():
+            data = _read_json_file(root / name)
+            break
+    for name in remove:
+        with contextlib.suppress(OSError):
+            (root / name).unlink()
+    return data
+
+
+def _gav(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return {k: value.get(k) if isinstance(value.get(k), str) else None for k in ("groupId", "artifactId", "version")}
+
+
+def alignment_result_data(data: Mapping[str, Any] | None, removed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Repour's ``adjustResultData`` from a PME or GME result file, in any of its shapes:
+
+    * the old ``pom-manip-ext-result.json`` already holds ``VersioningState`` (kept as is);
+    * PME's ``alignmentReport.json``: the root GAV under ``gav`` (PME's json.PME class), or
+      ``rootGAV`` / ``executionRoot`` in other versions;
+    * GME's ``manipulation.json``: ``group``, ``name``, ``version``.
+
+    ``RemovedRepositories`` come from the repository backup file (:func:`removed_repositories`)
+    unless the result file has them."""
+    data = dict(data or {})
+    if isinstance(data.get("VersioningState"), Mapping):
+        return {**data, "RemovedRepositories": data.get("RemovedRepositories", removed)}
+    root = _gav(data.get("gav")) or _gav(data.get("rootGAV")) or _gav(data.get("executionRoot"))
+    if root is None and any(k in data for k in ("group", "name", "version")):
+        root = {"groupId": data.get("group") if isinstance(data.get("group"), str) else None,
+                "artifactId": data.get("name") if isinstance(data.get("name"), str) else None,
+                "version": data.get("version") if isinstance(data.get("version"), str) else None}
+    if root is None:
+        return {}
+    return {"VersioningState": {"executionRootModified": root}, "RemovedRepositories": removed}
+
+
+def project_manipulator_result_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """project-manipulator's result (``name``, ``version``, dependency maps) with Repour's
+    ``VersioningState`` added (groupId null, artifactId the package name)."""
+    if not data:
+        return {}
+    name = data.get("name") if isinstance(data.get("name"), str) else None
+    version = data.get("version") if isinstance(data.get("version"), str) else None
+    return {**data, "VersioningState": {"executionRootModified": {"groupId": None, "artifactId": name,
+                                                                 "version": version}},
+            "RemovedRepositories": []}
+
+
+def result_version(result: Mapping[str, Any]) -> str | None:
+    """``VersioningState.executionRootModified.version``: the tag's name."""
+    return _versioning_state_version(result)
+
+
+def removed_repositories(work_dir: Path, argv: Sequence[str]) -> list[dict[str, Any]]:
+    """The repositories PME/GME removed, from the backup file named by
+    ``-DrepoRemovalBackup=<file>`` (else Reqour's default ``repositories-backup.xml``) in the
+    work tree, in Repour's shape ``{"releases", "snapshots", "name", "id", "url"}``."""
+    name = DEFAULT_REMOVED_REPOSITORIES_FILE
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if key == REPO_REMOVAL_PARAMETER and sep and value:
+            name = value
+    try:
+        path = _inside_file(work_dir, name)
+    except ProcessingError:
+        return []
+    if path is None:
+        return []
+    return parse_removed_repositories(path.read_bytes()[:MAX_RESULT_BYTES])
+
+
+def parse_removed_repositories(xml: bytes) -> list[dict[str, Any]]:
+    """``<repository>`` elements of a Maven settings/profile backup, as Repour reads them:
+    ``releases``/``snapshots`` are true unless their ``<enabled>`` says otherwise. A file that is
+    not XML gives nothing (the tool's business, not the caller's)."""
+    import xml.etree.ElementTree as ET  # noqa: N817  (expat: no external entities, bounded expansion)
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    out = []
+    for repo in root.iter():
+        if _local(repo.tag) != "repository":
+            continue
+        entry: dict[str, Any] = {"releases": True, "snapshots": True, "name": "", "id": "", "url": ""}
+        for child in repo:
+            tag = _local(child.tag)
+            if tag in ("id", "name", "url") and child.text:
+                entry[tag] = child.text.strip()
+            elif tag in ("releases", "snapshots"):
+                for enabled in child:
+                    if _local(enabled.tag) == "enabled" and enabled.text:
+                        entry[tag] = enabled.text.strip() == "true"
+        out.append(entry)
+    return out
+
+
+def _local(tag: Any) -> str:
+    return str(tag).rpartition("}")[2]
+
+
+def _inside_file(root: Path, relative: str) -> Path | None:
+    """``root/relative`` when it is a regular file inside ``root`` (not through a symlink out)."""
+    target = (root / relative).resolve()
+    if not str(target).startswith(str(root.resolve()) + os.sep):
+        raise ProcessingError(f"{relative!r} points outside the repository", error_type="AdjustCommandError")
+    return target if target.is_file() else None
 
 
 def _run_process(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,

@@ -76,8 +76,102 @@ def test_build_command_order_and_temp_build() -> None:
 @pytest.mark.parametrize("text", ["clean install", "-Dok=1 deploy", "-Dx='unbalanced"])
 def test_user_parameters_must_be_options(text: str) -> None:
     with pytest.raises(adjust.ProcessingError) as info:
-        adjust.user_parameters("pme", {"ALIGNMENT_PARAMETERS": text})
+        adjust.user_parameters("project-manipulator", {"ALIGNMENT_PARAMETERS": text})
     assert info.value.exit_code == adjust.USER_ERROR_EXIT_CODE
+
+
+@pytest.mark.parametrize("kind", ["pme", "gme"])
+def test_maven_and_gradle_parameters_may_be_bare_words(kind: str) -> None:
+    # Repour passes PME/GME parameters on as split (util.get_extra_parameters): option values
+    # are separate words there.
+    assert adjust.user_parameters(kind, {"ALIGNMENT_PARAMETERS": "-s settings.xml -Dx=1"}) == [
+        "-s", "settings.xml", "-Dx=1"]
+    with pytest.raises(adjust.ProcessingError, match="cannot be split"):
+        adjust.user_parameters(kind, {"ALIGNMENT_PARAMETERS": "-Dx='unbalanced"})
+
+
+@pytest.mark.parametrize("argv, kept, location", [
+    (["-Da=1", "--file=sub/pom.xml"], ["-Da=1"], "sub/pom.xml"),
+    (["--file", "sub/pom.xml", "-Da=1"], ["-Da=1"], "sub/pom.xml"),
+    (["-f", "sub", "-Da=1"], ["-Da=1"], "sub"),
+    (["-fae", "-Da=1"], ["-fae", "-Da=1"], None),
+    (["-Da=1"], ["-Da=1"], None),
+])
+def test_split_file_option(argv: list[str], kept: list[str], location: str | None) -> None:
+    assert adjust.split_file_option(argv) == (kept, location)
+
+
+@pytest.mark.parametrize("build_type, kind", [
+    ("MVN", "pme"), ("MVN_RPM", "pme"), ("GRADLE", "gme"), ("NPM", "project-manipulator"),
+    ("NODEJS", "project-manipulator"), ("SBT", "noop"),
+])
+def test_every_pnc_build_type_has_its_tool(build_type: str, kind: str) -> None:
+    cfg = _config(adjust_mvn_command="pme", adjust_gradle_command="gme", adjust_nodejs_command="pm")
+    assert adjust.choose_provider(cfg, build_type).kind == kind
+
+
+def test_rpm_is_refused_like_reqour_does() -> None:
+    with pytest.raises(adjust.ProcessingError, match="Alignment for RPM builds is not supported yet"):
+        adjust.choose_provider(_config(), "RPM")
+
+
+GAV = {"groupId": "org.jboss", "artifactId": "demo", "version": "1.4.0.redhat-00001"}
+REMOVED = [{"releases": True, "snapshots": False, "name": "JBoss", "id": "jboss", "url": "https://r.example/"}]
+
+
+@pytest.mark.parametrize("data, expected", [
+    # PME >= 4 (json.PME): the root GAV under "gav".
+    ({"gav": GAV, "modules": []}, {"VersioningState": {"executionRootModified": GAV}, "RemovedRepositories": REMOVED}),
+    # PME 3.x: "rootGAV"; Repour's own shape: "executionRoot".
+    ({"rootGAV": GAV}, {"VersioningState": {"executionRootModified": GAV}, "RemovedRepositories": REMOVED}),
+    ({"executionRoot": GAV}, {"VersioningState": {"executionRootModified": GAV}, "RemovedRepositories": REMOVED}),
+    # GME's manipulation.json.
+    ({"group": "org.jboss", "name": "demo", "version": "1.4.0.redhat-00001", "modules": {}},
+     {"VersioningState": {"executionRootModified": GAV}, "RemovedRepositories": REMOVED}),
+    # The old pom-manip-ext-result.json: already in Repour's shape.
+    ({"VersioningState": {"executionRootModified": GAV}},
+     {"VersioningState": {"executionRootModified": GAV}, "RemovedRepositories": REMOVED}),
+    ({}, {}),
+    (None, {}),
+])
+def test_alignment_result_data(data: dict | None, expected: dict) -> None:
+    result = adjust.alignment_result_data(data, REMOVED)
+    assert result == expected
+    assert adjust.result_version(result) == (GAV["version"] if expected else None)
+
+
+def test_project_manipulator_result_data() -> None:
+    # Reqour's test resource result-with-complicated-name.json.
+    data = {"name": "@redhat/artifactId", "version": "0.1.0-rh-00042", "dependenciesMap": {}, "devDependenciesMap": {}}
+    result = adjust.project_manipulator_result_data(data)
+    assert result["VersioningState"] == {"executionRootModified": {"groupId": None, "artifactId": "@redhat/artifactId",
+                                                                   "version": "0.1.0-rh-00042"}}
+    assert result["RemovedRepositories"] == [] and result["dependenciesMap"] == {}
+    assert adjust.project_manipulator_result_data({}) == {}
+
+
+BACKUP = b"""<?xml version="1.0"?>
+<settings xmlns="http://maven.apache.org/SETTINGS/1.0.0"><profiles><profile><repositories>
+  <repository><id>jboss</id><name>JBoss</name><url>https://r.example/</url>
+    <snapshots><enabled>false</enabled></snapshots></repository>
+  <repository><id>other</id><url>https://o.example/</url>
+    <releases><enabled>true</enabled></releases></repository>
+</repositories></profile></profiles></settings>"""
+
+
+def test_parse_removed_repositories() -> None:
+    assert adjust.parse_removed_repositories(BACKUP) == [
+        REMOVED[0], {"releases": True, "snapshots": True, "name": "", "id": "other", "url": "https://o.example/"}]
+    assert adjust.parse_removed_repositories(b"not xml") == []
+
+
+def test_removed_repositories_file_from_parameter(tmp_path: Path) -> None:
+    (tmp_path / "backup.xml").write_bytes(BACKUP)
+    assert adjust.removed_repositories(tmp_path, ["-DrepoRemovalBackup=backup.xml"])[0]["id"] == "jboss"
+    assert adjust.removed_repositories(tmp_path, []) == []  # default file absent
+    (tmp_path / "repositories-backup.xml").write_bytes(BACKUP)
+    assert len(adjust.removed_repositories(tmp_path, [])) == 2
+    assert adjust.removed_repositories(tmp_path, ["-DrepoRemovalBackup=../../etc/passwd"]) == []
 
 
 def test_user_parameters_legacy_key() -> None:
@@ -93,7 +187,7 @@ def test_pme_reads_result_and_version(tmp_path: Path) -> None:
     runner = FakeRunner({"target/pom-manip-ext-result.json": result})
     provider = adjust.Provider("pme", ("pme",))
     outcome = adjust.run_provider(provider, work, adjust.AdjustRequest(), _config(), runner, scratch)
-    assert outcome == adjust.AdjustOutcome("pme", "1.0.0.redhat-00001", result)
+    assert outcome == adjust.AdjustOutcome("pme", "1.0.0.redhat-00001", {**result, "RemovedRepositories": []})
     assert runner.calls[0][1] == work
     # The result file is a build output: it must not end up in the adjust commit.
     assert not (work / "target" / "pom-manip-ext-result.json").exists()

@@ -55,6 +55,13 @@ def visible_tenant(session: Session, principal: access.Principal, tenant: str, *
     return row
 
 
+def find_tenant(session: Session, tenant: str) -> models.Tenant | None:
+    """The tenant row by name, without any access check."""
+    if name_problem(tenant):
+        return None
+    return session.scalar(select(models.Tenant).where(models.Tenant.name == tenant))
+
+
 def find_repo(session: Session, tenant: str, repo: str) -> models.Repository | None:
     """The repository row by tenant and repository name (a trailing ``.git`` is accepted:
     stored names never end in it), without any access check."""

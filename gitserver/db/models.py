@@ -147,6 +147,11 @@ class Repository(Base):
     # What the reconciler saw of the refs on disk at its last clean pass (stat of the ref
     # directories and packed-refs): while it is unchanged the repository needs no ref read.
     refs_fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    # Recorded from Repour's /internal-scm as the caller sent them (PNC's Gerrit-era fields):
+    # the parent project, and the owner groups as a JSON list (``ldap/…`` names included, which
+    # name no gitserver group).
+    parent_project: Mapped[Optional[str]] = mapped_column(String(2000))
+    owner_groups: Mapped[Optional[str]] = mapped_column(Text)
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
 

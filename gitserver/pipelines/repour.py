@@ -75,6 +75,8 @@ CALLBACK_ID_BYTES = 30
 COMMITTER_NAME = "gitserver"
 COMMITTER_EMAIL = "gitserver@localhost"
 PULL_REQUEST_TAG_PREFIX = "Pull_Request-"
+# Repour's tag for a commit id synced from upstream (/clone, /adjust with sync).
+SYNC_TAG_PREFIX = "repour-sync-"
 # Pull/merge request refs as GitHub and GitLab publish them; fetched, never pushed as a branch.
 PULL_REQUEST_RE = re.compile(r"^(?P<kind>pull|merge-requests)/(?P<number>[0-9]{1,12})$")
 SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
@@ -225,6 +227,10 @@ def external_to_internal(external_url: object, ssh_base: str, default_tenant: st
     an upstream URL without one maps into ``default_tenant`` when configured.
     """
     url = parse_git_url(external_url)
+    if url.scp_like and "@" not in url.text.split(":", 1)[0]:
+        # Repour reads "host:path" without "user@" as a URL whose scheme is "host".
+        raise ValueError(f"scheme {url.text.split(':', 1)[0]!r} is not accepted; use one of "
+                         f"{', '.join(EXTERNAL_SCHEMES)} or user@host:path")
     if url.scheme not in EXTERNAL_SCHEMES:
         raise ValueError(f"scheme {url.scheme!r} is not accepted; use one of {', '.join(EXTERNAL_SCHEMES)}")
     parts = [p for p in url.path.split("/") if p]
@@ -232,13 +238,18 @@ def external_to_internal(external_url: object, ssh_base: str, default_tenant: st
         raise ValueError("could not translate the URL: no repository specified")
     repository = parts[-1].removesuffix(".git")
     organisation = parts[-2] if len(parts) > 1 and parts[-2] != "gerrit" else default_tenant
-    if not organisation:
-        raise ValueError("could not translate the URL: it names no organisation (the tenant)")
+    # scp-like "git@host:org/repo.git" puts the organisation after the colon.
+    organisation = organisation.rpartition(":")[2]
     for value, what in ((organisation, "organisation"), (repository, "repository")):
-        try:
-            validate_name(value, what)
-        except GitserverError as exc:
-            raise ValueError(exc.message) from exc
+        if value or what == "repository":
+            try:
+                validate_name(value, what)
+            except GitserverError as exc:
+                raise ValueError(exc.message) from exc
+    if not organisation:
+        # Like Repour: the repository alone, at the root of the internal server. (/internal-scm
+        # puts such a project into repour_default_tenant; configure it to get that tenant here.)
+        return f"{ssh_base.rstrip('/')}/{repository}.git"
     return f"{ssh_base.rstrip('/')}/{organisation}/{repository}.git"
 
 
@@ -362,9 +373,7 @@ class FoundRef:
             return f"+{self.local}:{refs.HEADS}{self.name}"
         if self.kind == "tag":
             return f"+{self.local}:{refs.TAGS}{self.name}"
-        if self.kind == "commit":
-            return f"+{self.commit}:{refs.HEADS}branch-{self.name}"
-        raise ValueError("pull request refs are never pushed")
+        raise ValueError(f"{self.kind} refs are never pushed (commits get a sync tag: sync_ref)")
 
 
 class GitWork:
@@ -633,7 +642,9 @@ class Operation:
 
 
 def do_clone(op: Operation) -> dict[str, Any]:
-    """Repour's /clone: fetch the origin, push the ref (or everything) into the target."""
+    """Repour's /clone: fetch the origin; into an empty target copy every branch and tag (so
+    later /adjust calls find any ref), into one with history sync only ``ref`` (or everything
+    when no ref is given)."""
     spec = op.spec
     target = op.target(spec["targetRepoUrl"])
     origin = check_origin(spec["originRepoUrl"], op.config)
@@ -645,16 +656,49 @@ def do_clone(op: Operation) -> dict[str, Any]:
         work = GitWork(op.config, Path(tmp), bare=True, stop=op.stop, output=op.output)
         work.fetch(origin, ORIGIN, remote=ORIGIN)
         op.stop()
+        found = None
         if ref:
             found = work.find(ref, ORIGIN)
             if found is None:
                 raise ProcessingError(f"ref {ref!r} not found in {adjust_mod.redact(origin.text)}",
                                       error_type="RefNotFound")
-            refspecs = [found.push_refspec()]
-        else:
-            refspecs = work.all_refspecs(ORIGIN)
-        work.push_internal(target, refspecs, op.actor, op.sessions)
+        empty = is_empty_repository(target.path)
+        if found is None or empty:
+            work.push_internal(target, work.all_refspecs(ORIGIN), op.actor, op.sessions)
+        if found is not None and (found.kind == "commit" or not empty):
+            sync_ref(op, work, target, found)
     return dict(spec)
+
+
+def is_empty_repository(path: Path) -> bool:
+    """No branch and no tag yet (Repour's check_new_internal_repo)."""
+    repo = pygit2.Repository(str(path))
+    return not any(name.startswith((refs.HEADS, refs.TAGS)) for name in repo.references)
+
+
+def sync_tag_name(ref: str) -> str:
+    """Repour's tag for a commit id synced from upstream: ``repour-sync-<ref>``."""
+    return f"{SYNC_TAG_PREFIX}{ref}"
+
+
+def sync_ref(op: Operation, work: GitWork, target: Target, found: FoundRef) -> None:
+    """Bring ``found`` from the origin into the target: a branch or tag is pushed (under the
+    protection rules), a commit id gets the tag ``repour-sync-<id>``, as in Repour (a commit
+    cannot be pushed without a ref). That tag is in the server's reserved namespace, so the
+    server writes it itself, like adjust tags, and it never moves once made."""
+    if found.kind != "commit":
+        work.push_internal(target, [found.push_refspec()], op.actor, op.sessions)
+        return
+    name = sync_tag_name(found.name)
+    repo = pygit2.Repository(str(target.path))
+    if repo.references.get(refs.TAGS + name) is not None:
+        return
+    # The commit's objects first (nothing refers to them until the tag exists).
+    work.git("update-ref", "refs/gitserver/sync", found.commit)
+    work.git("--git-dir", str(target.path), "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--",
+             str(work.dir), "refs/gitserver/sync", remote=INTERNAL, desc="could not store the synced commit")
+    with contextlib.suppress(pygit2.AlreadyExistsError):
+        pygit2.Repository(str(target.path)).references.create(refs.TAGS + name, pygit2.Oid(hex=found.commit))
 
 
 def sync_on(spec: Mapping[str, Any]) -> bool:
@@ -684,8 +728,10 @@ def do_adjust(op: Operation) -> dict[str, Any]:
         tag, tag_commit = publish(op, work, target, commit=commit, tree=tree, version=outcome.version,
                                   ref=ref, pull_request=found.kind == "pull", upstream=found.commit,
                                   adjust_type=outcome.adjust_type)
-    urls = repo_urls(op.config, target.tenant, target.name)
-    return {"tag": tag, "commit": tag_commit, "url": {"readwrite": urls.readwrite, "readonly": urls.readonly},
+    # Repour answers with the caller's own internal_url (the URLs PNC stored), not its own.
+    internal_url = spec["internal_url"]
+    return {"tag": tag, "commit": tag_commit,
+            "url": {"readwrite": internal_url["readwrite"], "readonly": internal_url["readonly"]},
             "upstream_commit": found.commit, "is_ref_revision_internal": internal,
             "adjustResultData": outcome.result_data}
 
@@ -703,7 +749,7 @@ def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> t
         if found is not None and found.kind != "pull":
             # Sync: the ref as upstream has it, under the protection rules (an upstream
             # force-push is refused here, and the tags made earlier keep their trees).
-            work.push_internal(target, [found.push_refspec()], op.actor, op.sessions)
+            sync_ref(op, work, target, found)
     internal = found is None
     if found is None:
         work.fetch(str(target.path), INTERNAL, remote=INTERNAL)
@@ -778,7 +824,37 @@ def tag_candidates(version: str | None, commit: str, pull_request: bool) -> list
 def publish(op: Operation, work: GitWork, target: Target, *, commit: str, tree: str,
             version: str | None, ref: str, pull_request: bool, upstream: str,
             adjust_type: str) -> tuple[str, str]:
-    """The tag for ``tree`` in ``target``: the one it got the first time, or a new one."""
+    """The tag for ``tree`` in ``target``: the one it got the first time, or a new one; either
+    way with Repour's branch ``branch-repour-<tag>-<commit>`` on its commit (NCLSUP-1074: the
+    commit is on a branch, so tools that list branches find it)."""
+    tag, tag_commit = _publish_tag(op, work, target, commit=commit, tree=tree, version=version, ref=ref,
+                                   pull_request=pull_request, upstream=upstream, adjust_type=adjust_type)
+    ensure_tag_branch(target.path, tag, tag_commit)
+    return tag, tag_commit
+
+
+def tag_branch_name(tag: str, commit: str) -> str | None:
+    """Repour's ``branch-repour-<tag>-<commit>``, or None when that is no valid ref name."""
+    name = f"{refs.RESERVED_BRANCH_PREFIX}{tag}-{commit}"
+    return None if refs.ref_format_problem(refs.HEADS + name) else name
+
+
+def ensure_tag_branch(repo_path: Path, tag: str, commit: str) -> None:
+    """Create the tag's branch unless it exists (a server-made ref, like archive branches: the
+    reserved prefix keeps pushers from making or moving it)."""
+    name = tag_branch_name(tag, commit)
+    if name is None:
+        return
+    repo = pygit2.Repository(str(repo_path))
+    if repo.references.get(refs.HEADS + name) is not None:
+        return
+    with contextlib.suppress(pygit2.AlreadyExistsError):
+        repo.references.create(refs.HEADS + name, pygit2.Oid(hex=commit))
+
+
+def _publish_tag(op: Operation, work: GitWork, target: Target, *, commit: str, tree: str,
+                 version: str | None, ref: str, pull_request: bool, upstream: str,
+                 adjust_type: str) -> tuple[str, str]:
     with transaction(op.sessions) as session:
         existing = find_archive(session, target.repo_id, tree)
         if existing is not None:
@@ -858,12 +934,20 @@ def _execute(op_name: str, op: Operation) -> tuple[int, dict[str, Any]]:
     except (jobs.JobCancelled, jobs.JobReleased):
         raise
     except ProcessingError as exc:
-        log.info("repour %s failed: %s", op_name, exc.desc)
-        return 400, exc.body()
+        body = described_error_body(exc)
+        log.info("repour %s failed: %s (reference %s)", op_name, exc.desc, body["error_traceback"])
+        return 400, body
     except Exception:  # noqa: BLE001  (logged once here; the client gets a reference only)
         reference = uuid.uuid4().hex
         log.exception("repour %s failed unexpectedly (reference %s)", op_name, reference)
         return 500, internal_error_body(reference)
+
+
+def described_error_body(exc: ProcessingError) -> dict[str, Any]:
+    """Repour's body for a described error: the error's fields, ``error_type`` and
+    ``error_traceback``. Repour puts a hash of its stack trace there; ours is a reference the
+    server's log line carries, so a stack trace never reaches the caller."""
+    return {**exc.body(), "error_traceback": uuid.uuid4().hex}
 
 
 def internal_error_body(reference: str) -> dict[str, Any]:
@@ -875,7 +959,7 @@ def cancelled_body(task_id: str | None) -> dict[str, Any]:
     """What a synchronous caller gets when /cancel stopped its request (130: killed by a signal,
     as shells report it)."""
     desc = f"task {task_id} was cancelled" if task_id else "the request was cancelled"
-    return ProcessingError(desc, exit_code=130, error_type="Cancelled").body()
+    return described_error_body(ProcessingError(desc, exit_code=130, error_type="Cancelled"))
 
 
 # --- pipelines: the durable record of each operation -----------------------------------------
@@ -1008,9 +1092,9 @@ def hold_inline(session: Session, config: Config, *, op_name: str, pipeline_id: 
 
 def lease_lost_body() -> dict[str, Any]:
     """What a synchronous caller gets when its request lost its lease: retry (idempotent)."""
-    return ProcessingError("this API process stalled past its lease and the request was taken over; "
-                           "send it again (clone and adjust are idempotent)", exit_code=LEASE_LOST_EXIT_CODE,
-                           error_type="LeaseLost").body()
+    return described_error_body(ProcessingError(
+        "this API process stalled past its lease and the request was taken over; "
+        "send it again (clone and adjust are idempotent)", exit_code=LEASE_LOST_EXIT_CODE, error_type="LeaseLost"))
 
 
 def run_inline(runtime: Any, op_name: str, spec: dict[str, Any], actor: Actor,
@@ -1068,7 +1152,8 @@ def take_over_inline(ctx: jobs.JobContext) -> None:
         if jobs.cancel_requested(session, [ctx.job_id]):
             finish_pipeline(session, pipeline_id, None, {}, state=models.CANCELLED)
             return
-        body = ProcessingError(INTERRUPTED_DESC, exit_code=LEASE_LOST_EXIT_CODE, error_type="Interrupted").body()
+        body = described_error_body(ProcessingError(INTERRUPTED_DESC, exit_code=LEASE_LOST_EXIT_CODE,
+                                                    error_type="Interrupted"))
         finish_pipeline(session, pipeline_id, 503, body, state=models.FAILED)
     ctx.log(f"*** {INTERRUPTED_DESC}\n")
     log.warning("pipeline %s: the API process running it stopped; marked failed", pipeline_id)
@@ -1076,9 +1161,30 @@ def take_over_inline(ctx: jobs.JobContext) -> None:
 
 # --- callback mode ---------------------------------------------------------------------------------
 
-def callback_target(spec: Mapping[str, Any], status: int) -> dict[str, str] | None:
+# Request headers PNC sends for its log and trace context; passed on to the callback (and into
+# the pipeline log), as Repour and Reqour do, so PNC's log aggregation ties them together.
+CONTEXT_HEADERS = ("log-user-id", "log-request-context", "log-process-context", "log-expires", "log-tmp",
+                   "process-context-variant", "trace-id", "span-id", "traceparent", "tracestate")
+CONTEXT_VALUE_MAX = 1000
+
+
+def request_context(headers: Mapping[str, str]) -> dict[str, str]:
+    """The context headers of a request (names lower-case); values that could not be sent
+    again as a header (line breaks, control characters, too long) are left out."""
+    lowered = {str(k).lower(): v for k, v in headers.items()}
+    out = {}
+    for name in CONTEXT_HEADERS:
+        value = lowered.get(name)
+        if isinstance(value, str) and value.strip() and len(value) <= CONTEXT_VALUE_MAX \
+                and value.isprintable():
+            out[name] = value.strip()
+    return out
+
+
+def callback_target(spec: Mapping[str, Any], status: int) -> dict[str, Any] | None:
     """The callback to call for a result with ``status``: ``positiveCallback`` for a success and
-    ``negativeCallback`` for a failure when given, else ``callback`` (``url`` or ``uri``)."""
+    ``negativeCallback`` for a failure when given, else ``callback``. Legacy ``{url, method}``
+    or pnc-api's ``Request`` (``{uri, method, headers: [{name, value}], attachment}``)."""
     if status == 200 and spec.get("positiveCallback"):
         chosen = spec["positiveCallback"]
     elif status != 200 and spec.get("negativeCallback"):
@@ -1088,7 +1194,28 @@ def callback_target(spec: Mapping[str, Any], status: int) -> dict[str, str] | No
     if not isinstance(chosen, Mapping):
         return None
     url = chosen.get("url") or chosen.get("uri")
-    return {"url": str(url), "method": str(chosen.get("method") or "POST")} if url else None
+    if not url:
+        return None
+    return {"url": str(url), "method": str(chosen.get("method") or "POST"),
+            "headers": callback_headers(chosen.get("headers"))}
+
+
+def callback_headers(headers: Any) -> dict[str, str]:
+    """pnc-api's ``[{"name", "value"}]`` as a dict. Headers gitserver sets itself (Content-Type,
+    Content-Length, ...) are left out: PNC's requests carry ``Content-Type: application/json``,
+    which the callback has anyway."""
+    from gitserver.pipelines import notify
+
+    out: dict[str, str] = {}
+    for item in headers or ():
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str) and isinstance(item.get("value"), str):
+            if item["name"].lower() not in notify.RESERVED_HEADERS:
+                out[item["name"]] = item["value"]
+    return out
+
+
+def context_text(context: Mapping[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in context.items())
 
 
 def is_callback_mode(spec: Mapping[str, Any]) -> bool:
@@ -1096,8 +1223,10 @@ def is_callback_mode(spec: Mapping[str, Any]) -> bool:
 
 
 def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], status: int,
-                     body: Mapping[str, Any], callback_id: str, pipeline_id: int | None) -> None:
-    """Queue the delivery of the result (retried with backoff by the callback job)."""
+                     body: Mapping[str, Any], callback_id: str, pipeline_id: int | None,
+                     context: Mapping[str, str] | None = None) -> None:
+    """Queue the delivery of the result (retried with backoff by the callback job), with the
+    callback's own headers and the request's log/trace ``context`` headers."""
     from gitserver.pipelines import notify
 
     target = callback_target(spec, status)
@@ -1108,7 +1237,7 @@ def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], 
     # token, so a retry an hour later does not carry an expired one.
     auth = TOKEN_HEADERS_FUNCTION if service_token_allowed(config, target["url"]) else None
     notify.enqueue_callback(session, target["url"], target["method"], payload, pipeline_id=pipeline_id,
-                            auth=auth)
+                            auth=auth, headers={**(context or {}), **target["headers"]})
 
 
 def service_token_allowed(config: Config, url: str) -> bool:
@@ -1127,13 +1256,14 @@ def service_token_allowed(config: Config, url: str) -> bool:
 
 
 def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any], actor: Actor,
-                      repo_id: int) -> tuple[str, models.Pipeline]:
+                      repo_id: int, context: Mapping[str, str] | None = None) -> tuple[str, models.Pipeline]:
     """Callback mode: the pipeline and its ``repour`` job, in the caller's transaction."""
     callback_id = new_callback_id()
     pipeline = create_pipeline(session, kind=op_name, repo_id=repo_id, spec=spec, status=models.QUEUED)
     # One attempt: an operation that failed has already told the caller so (callback).
     jobs.enqueue(session, JOB_KIND, {"op": op_name, "spec": dict(spec), "callback_id": callback_id,
-                                     "actor": actor.as_dict(), "max_attempts": 1},
+                                     "actor": actor.as_dict(), "max_attempts": 1,
+                                     "context": dict(context or {})},
                  pipeline_id=pipeline.id)
     return callback_id, pipeline
 
@@ -1150,6 +1280,10 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
     runtime = ctx.runtime
     spec: dict[str, Any] = payload["spec"]
     callback_id = str(payload.get("callback_id") or new_callback_id())
+    context = request_context(payload.get("context") or {})
+    if context:
+        log.info("repour %s (pipeline %s) for %s", op_name, ctx.pipeline_id, context_text(context))
+        ctx.log(f"request context: {context_text(context)}\n")
     with transaction(runtime.sessions) as session:
         pipeline = session.get(models.Pipeline, ctx.pipeline_id)
         if pipeline is None or pipeline.status in models.FINAL_STATES:
@@ -1179,7 +1313,8 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
         raise
     with transaction(runtime.sessions) as session:
         finish_pipeline(session, ctx.pipeline_id, status, body)
-        enqueue_callback(session, runtime.config, spec, status, body, callback_id, ctx.pipeline_id)
+        enqueue_callback(session, runtime.config, spec, status, body, callback_id, ctx.pipeline_id,
+                         context=context)
 
 
 # --- /cancel/{task_id} -----------------------------------------------------------------------------

@@ -4,8 +4,10 @@ what a Repour client sends and sees, the repositories it leaves behind, and the 
 The alignment tool is a stand-in Python script (no Java), configured as the MVN (PME) command;
 what it does is driven by files in the tree it aligns:
 
-* ``VERSION``: the project version; the tool reports ``<VERSION>.redhat-00001`` in PME's result
-  file ``target/pom-manip-ext-result.json``;
+* ``VERSION``: the project version; the tool reports ``<VERSION>.redhat-00001`` in the result
+  file of PME before 2019, ``target/pom-manip-ext-result.json``, or, when ``REPORT`` names a key
+  (``gav``, ``rootGAV``), in current PME's ``target/alignmentReport.json`` under that key;
+* ``-DrepoRemovalBackup=<file>``: it writes a repository backup naming one removed repository;
 * it always writes ``aligned.txt`` (so the tree changes, deterministically);
 * ``SLEEP``: seconds to sleep first (tests find its processes by a marker they pass in its
   parameters: in its sandbox it can write nowhere the test could read, and its pid there is
@@ -36,6 +38,7 @@ import requests
 
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
+from tests.oidc_issuer import IssuerServer
 
 FAKE_PME = r'''
 import json, os, pathlib, sys, time
@@ -48,9 +51,21 @@ if (root / "FAIL").exists():
 (root / "aligned.txt").write_text("aligned with " + " ".join(sys.argv[1:]) + "\n")
 if (root / "VERSION").exists():
     version = (root / "VERSION").read_text().strip() + ".redhat-00001"
+    gav = {"groupId": "org.example", "artifactId": "demo", "version": version}
     (root / "target").mkdir(exist_ok=True)
-    (root / "target" / "pom-manip-ext-result.json").write_text(json.dumps({"VersioningState": {
-        "executionRootModified": {"groupId": "org.example", "artifactId": "demo", "version": version}}}))
+    if (root / "REPORT").exists():
+        # Current PME: target/alignmentReport.json, the root GAV under the key REPORT names.
+        (root / "target" / "alignmentReport.json").write_text(json.dumps({
+            (root / "REPORT").read_text().strip(): gav, "modules": []}))
+    else:
+        (root / "target" / "pom-manip-ext-result.json").write_text(json.dumps({"VersioningState": {
+            "executionRootModified": gav}}))
+for arg in sys.argv[1:]:
+    if arg.startswith("-DrepoRemovalBackup="):
+        (root / arg.split("=", 1)[1]).write_text(
+            "<settings><profiles><profile><repositories><repository><id>central</id><name>Central</name>"
+            "<url>https://repo.example.org/</url><snapshots><enabled>false</enabled></snapshots>"
+            "</repository></repositories></profile></profiles></settings>")
 '''
 
 
@@ -127,11 +142,20 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
     endpoint.close()
 
 
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[IssuerServer]:
+    """PNC's Keycloak, as far as token verification sees it (discovery document and JWKS on
+    loopback; the tokens are signed with keys made by the test)."""
+    server = IssuerServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            git_env: dict[str, str], token_endpoint: TokenEndpoint) -> Iterator[GitServer]:
-    """A server with the stand-in alignment tool and a service account configured, on each
-    backend."""
+            git_env: dict[str, str], token_endpoint: TokenEndpoint, issuer: IssuerServer) -> Iterator[GitServer]:
+    """A server with the stand-in alignment tool, a service account and an OIDC issuer
+    configured, on each backend."""
     root = tmp_path_factory.mktemp(f"repour-{request.param}")
     if request.param == "sqlite":
         db_url = f"sqlite:///{root / 'data' / 'gitserver.db'}"
@@ -140,7 +164,10 @@ def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     oidc = {"GITSERVER_OIDC_TOKEN_URL": token_endpoint.url, "GITSERVER_OIDC_CLIENT_ID": "gitserver-callbacks",
             "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "svc-secret",
             # The receiver's host: the token goes to listed callback hosts only.
-            "GITSERVER_OIDC_CALLBACK_HOSTS": "127.0.0.1"}
+            "GITSERVER_OIDC_CALLBACK_HOSTS": "127.0.0.1",
+            # Incoming PNC tokens: the realm role pnc-repour is a site admin here.
+            "GITSERVER_OIDC_ISSUER": issuer.issuer.url, "GITSERVER_OIDC_AUDIENCE": "gitserver",
+            "GITSERVER_OIDC_ROLE_MAP": "pnc-repour=site-admin"}
     srv = GitServer(root / "data", db_url, git_env, {**tool_env(root), **oidc})
     try:
         srv.start()
@@ -341,14 +368,20 @@ def test_clone_branch_tag_commit_then_shallow_clone_over_http(
     clone = http_clone_tag(rserver, git_env, user, urls(rserver, tenant, repo)["readonly"], "v1", tmp_path / "c")
     assert (clone / "src" / "app.py").read_text() == "print(1)\n"
     assert tree_of(git_env, clone) == tree_of(git_env, origin, "v1")
-    # A branch as a branch; a commit id as branch-<ref>.
+    # Into the empty repository everything came (Repour: later /adjust calls on other refs
+    # find them); after that, only the ref named: a branch as a branch, a commit id as Repour's
+    # tag repour-sync-<ref> (made by the server: the name is in its reserved namespace).
+    assert remote_refs(rserver, tenant, repo)["refs/heads/main"] == run_git(git_env, "rev-parse", "main",
+                                                                            cwd=origin).strip()
     second = commit_files(origin, git_env, {"README.md": "v2\n"})
+    run_git(git_env, "branch", "later", cwd=origin)
     assert post(rserver, "/clone", {**spec, "ref": "main", "originRepoUrl": str(origin)},
                 token=user.token).status_code == 200
     first = run_git(git_env, "rev-parse", "v1", cwd=origin).strip()
-    assert post(rserver, "/clone", {**spec, "ref": first}, token=user.token).status_code == 200
+    assert post(rserver, "/clone", {**spec, "ref": first[:12]}, token=user.token).status_code == 200
     refs_now = remote_refs(rserver, tenant, repo)
-    assert refs_now["refs/heads/main"] == second and refs_now[f"refs/heads/branch-{first}"] == first
+    assert refs_now["refs/heads/main"] == second and refs_now[f"refs/tags/repour-sync-{first[:12]}"] == first
+    assert "refs/heads/later" not in refs_now and f"refs/heads/branch-{first[:12]}" not in refs_now
     # The pushes went through the hooks: recorded with protocol "repour" and archived.
     with rserver.db() as session:
         from sqlalchemy import select
@@ -357,7 +390,7 @@ def test_clone_branch_tag_commit_then_shallow_clone_over_http(
         repo_id = session.scalar(select(models.Repository.id).join(models.Tenant).where(
             models.Tenant.name == tenant, models.Repository.name == repo))
         pushes = session.scalars(select(models.Push).where(models.Push.repo_id == repo_id)).all()
-        assert [p.protocol for p in pushes] == ["repour"] * 3
+        assert [p.protocol for p in pushes] == ["repour"] * 2
         assert all(p.user_id == user.id for p in pushes)
 
 
@@ -384,8 +417,11 @@ def test_clone_errors(rserver: GitServer, git_env: dict[str, str], tmp_path: Pat
     missing = post(rserver, "/clone", spec, token=user.token)
     assert missing.status_code == 400
     body = missing.json()
-    assert set(body) == {"desc", "cmd", "exit_code", "stderr", "error_type"}
+    # Repour's described error: its fields, error_type and error_traceback (here a reference
+    # to the server's log line, never a stack trace).
+    assert set(body) == {"desc", "cmd", "exit_code", "stderr", "error_type", "error_traceback"}
     assert body["exit_code"] == 10 and "no-such-ref" in body["desc"]
+    assert len(body["error_traceback"]) == 32 and "Traceback" not in missing.text
     unreachable = post(rserver, "/clone", {**spec, "originRepoUrl": str(tmp_path / "nowhere"), "ref": "main"},
                        token=user.token)
     assert unreachable.status_code == 400 and unreachable.json()["exit_code"] == 10
@@ -580,7 +616,8 @@ def test_adjust_errors_and_callback(rserver: GitServer, git_env: dict[str, str],
     assert {tuple(e["path"]) for e in invalid.json()} == {("ref",), ("internal_url", "readwrite"),
                                                           ("internal_url", "readonly"), ("buildType",)}
     bad_param = post(rserver, "/adjust", {**spec, "ref": "main",
-                                          "adjustParameters": {"ALIGNMENT_PARAMETERS": "deploy"}}, token=user.token)
+                                          "adjustParameters": {"ALIGNMENT_PARAMETERS": "-Dx='unbalanced"}},
+                     token=user.token)
     assert bad_param.status_code == 400 and bad_param.json()["exit_code"] == 10
     commit_files(work, git_env, {"FAIL": "1"})
     rserver.git(user, "push", "-q", rserver.repo_url(tenant, repo), "main", cwd=work)
@@ -601,6 +638,10 @@ def test_adjust_errors_and_callback(rserver: GitServer, git_env: dict[str, str],
     got = receiver.next()
     assert got["body"]["callback"] == {"status": 200, "id": queued.json()["callback"]["id"]}
     assert got["body"]["tag"] == "3.0.redhat-00001"
+    # Maven parameters may be bare words (Repour passes "-s settings.xml" on as two words).
+    bare = post(rserver, "/adjust", {**spec, "ref": "main",
+                                     "adjustParameters": {"ALIGNMENT_PARAMETERS": "-s settings.xml"}}, token=user.token)
+    assert bare.status_code == 200, bare.text
 
 
 def test_cancel_unknown_task(rserver: GitServer) -> None:
@@ -777,3 +818,127 @@ def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         srv.stop()
+
+
+# --- PNC as it really calls: OIDC tokens, PNC's bodies (tests/fixtures/pnc), current tools --------
+
+PNC_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pnc"
+
+
+def pnc_fixture(name: str) -> Any:
+    return json.loads((PNC_FIXTURES / name).read_text())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_pnc_internal_scm_with_oidc_token_then_anonymous_clone(
+        rserver: GitServer, issuer: IssuerServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    token = issuer.issuer.token()
+    body = pnc_fixture("internal-scm-request.json")
+    created = requests.post(rserver.http_url + "/internal-scm", json=body, headers=bearer(token), timeout=30)
+    assert created.status_code == 200, created.text
+    assert created.json() == {"status": "SUCCESS_CREATED",
+                              "readwrite_url": f"{rserver.ssh_base}/project-ncl/dingrogu.git",
+                              "readonly_url": f"{rserver.http_url}/git/project-ncl/dingrogu.git"}
+    with rserver.db() as session:
+        from gitserver import admin
+
+        repo = admin.get_repo(session, admin.get_tenant(session, "project-ncl"), "dingrogu")
+        assert (repo.parent_project, json.loads(repo.owner_groups or "[]"), repo.visibility) == \
+            ("jboss-prod-permissions", ["ldap/jboss-prod"], "public")
+    again = requests.post(rserver.http_url + "/internal-scm", json=body, headers=bearer(token), timeout=30)
+    assert again.json()["status"] == "SUCCESS_ALREADY_EXISTS"
+    # /clone as PNC sends it (a commit id), into the empty repository: every branch and tag.
+    origin = origin_repo(tmp_path, git_env, {"README.md": "dingrogu\n"})
+    run_git(git_env, "branch", "feature", cwd=origin)
+    sha = run_git(git_env, "rev-parse", "HEAD", cwd=origin).strip()
+    clone = {**pnc_fixture("clone-request.json"), "originRepoUrl": f"file://{origin}",
+             "targetRepoUrl": created.json()["readwrite_url"], "ref": sha}
+    clone.pop("callback")
+    resp = requests.post(rserver.http_url + "/clone", json=clone, headers=bearer(token), timeout=120)
+    assert resp.status_code == 200, resp.text
+    names = remote_refs(rserver, "project-ncl", "dingrogu")
+    assert {"refs/heads/main", "refs/heads/feature", "refs/tags/v1", f"refs/tags/repour-sync-{sha}"} <= set(names)
+    # A builder clones the read-only URL without any credentials; writing still needs a key.
+    anon = tmp_path / "anon"
+    run_git(git_env, "-c", "credential.helper=", "clone", "-q", "--depth", "1", "--branch", "v1",
+            created.json()["readonly_url"], str(anon))
+    assert (anon / "README.md").read_text() == "dingrogu\n"
+    # A project without organisation and no default tenant: a clear 400.
+    lone = requests.post(rserver.http_url + "/internal-scm", json={"project": "lonely", "owner_groups": []},
+                         headers=bearer(token), timeout=30)
+    assert lone.status_code == 400 and "repour_default_tenant" in lone.json()[0]["error_message"]
+
+
+def test_oidc_tokens_refused_with_reasons(rserver: GitServer, issuer: IssuerServer) -> None:
+    def call(token: str) -> requests.Response:
+        return requests.post(rserver.http_url + "/cancel/no-such-task", headers=bearer(token), timeout=30)
+
+    assert call(issuer.issuer.token()).status_code == 400  # accepted: the task is what is missing
+    for token, reason in [(issuer.issuer.token(audience="another-service"), "not meant for this server"),
+                          (issuer.issuer.token(lifetime=-300), "expired"),
+                          (issuer.issuer.token(iss="https://evil.example.org/realms/pnc"), "not issued by")]:
+        resp = call(token)
+        assert resp.status_code == 401 and reason in resp.json()["desc"], resp.text
+    unmapped = call(issuer.issuer.token(roles=("offline_access",)))
+    assert unmapped.status_code == 403 and "oidc_role_map" in unmapped.json()["desc"]
+    # The same token on the REST API (every route takes it).
+    tenants = rserver.api("GET", "/api/v1/tenants", token=issuer.issuer.token())
+    assert tenants.status_code == 200
+    # The issuer rotates its key: the first token with the new kid refreshes the keys.
+    fetches = issuer.jwks_fetches
+    issuer.issuer.rotate()
+    time.sleep(2.2)  # past the refresh rate limit (2 s) of every API process
+    assert call(issuer.issuer.token()).status_code == 400
+    assert issuer.jwks_fetches > fetches
+
+
+def test_pnc_adjust_current_pme_report_callback_headers_and_context(
+        rserver: GitServer, issuer: IssuerServer, git_env: dict[str, str], tmp_path: Path,
+        receiver: Receiver) -> None:
+    tenant, repo, user, work = pushed_repo(rserver, git_env, tmp_path,
+                                           {"VERSION": "1.4.0\n", "REPORT": "gav\n", "pom.xml": "<p/>\n"})
+    spec = pnc_fixture("adjust-request.json")
+    spec["internal_url"] = urls(rserver, tenant, repo)
+    spec["callback"]["uri"] = receiver.url + "/adjust/notify"
+    context = {"log-user-id": "42", "log-process-context": "build-7", "log-request-context": "req-9",
+               "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    accepted = requests.post(rserver.http_url + "/adjust", json=spec,
+                             headers={**bearer(issuer.issuer.token()), **context}, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    got = receiver.next()
+    assert got["method"] == "POST" and got["path"] == "/adjust/notify"
+    headers = {k.lower(): v for k, v in got["headers"].items()}
+    assert headers["x-pnc-callback"] == "adjust"  # the callback's own headers are sent
+    assert all(headers[k] == v for k, v in context.items())  # and the request's context
+    body = got["body"]
+    assert body["callback"] == {"status": 200, "id": accepted.json()["callback"]["id"]}, body
+    assert body["tag"] == "1.4.0.redhat-00001"
+    assert body["url"] == spec["internal_url"]
+    assert body["adjustResultData"] == {
+        "VersioningState": {"executionRootModified": {"groupId": "org.example", "artifactId": "demo",
+                                                      "version": "1.4.0.redhat-00001"}},
+        "RemovedRepositories": [{"releases": True, "snapshots": False, "name": "Central", "id": "central",
+                                 "url": "https://repo.example.org/"}]}
+    names = remote_refs(rserver, tenant, repo)
+    assert names[f"refs/heads/branch-repour-{body['tag']}-{body['commit']}"] == body["commit"]
+    clone = http_clone_tag(rserver, git_env, user, body["url"]["readonly"], body["tag"], tmp_path / "c")
+    assert not (clone / "target" / "alignmentReport.json").exists()
+    # RPM: refused as Reqour refuses it; MVN_RPM is a Maven build.
+    sync_spec = {"ref": "main", "internal_url": spec["internal_url"]}
+    rpm = post(rserver, "/adjust", {**sync_spec, "buildType": "RPM"}, token=user.token)
+    assert rpm.status_code == 400 and rpm.json()["desc"] == "Alignment for RPM builds is not supported yet"
+    assert len(rpm.json()["error_traceback"]) == 32
+    mvn_rpm = post(rserver, "/adjust", {**sync_spec, "buildType": "MVN_RPM"}, token=user.token)
+    assert mvn_rpm.status_code == 200, mvn_rpm.text
+    assert mvn_rpm.json()["adjustResultData"]["VersioningState"]["executionRootModified"]["version"] == body["tag"]
+
+
+def test_version_cors_and_translation_without_organisation(rserver: GitServer) -> None:
+    version = requests.get(rserver.http_url + "/version", timeout=10)
+    assert version.headers["Access-Control-Allow-Origin"] == "*"
+    lone = requests.post(rserver.http_url + "/git-external-to-internal",
+                         json={"external_url": "https://gerrit.example.org/gerrit/lonely.git"}, timeout=10)
+    assert lone.status_code == 200 and lone.json()["internal_url"] == f"{rserver.ssh_base}/lonely.git"

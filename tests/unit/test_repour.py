@@ -54,9 +54,10 @@ def test_external_to_internal(external: str, internal: str) -> None:
 
 def test_external_to_internal_gerrit_and_default_tenant() -> None:
     # Gerrit's /gerrit/ prefix is not an organisation (Repour's rule); without one, the
-    # configured default tenant is used, and without that the URL cannot be translated.
-    with pytest.raises(ValueError, match="organisation"):
-        repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE)
+    # configured default tenant is used, and without that the repository alone, as Repour does.
+    assert repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE) == \
+        f"{SSH_BASE}/repo.git"
+    assert repour.external_to_internal("https://code.example.org/repo.git", SSH_BASE) == f"{SSH_BASE}/repo.git"
     assert (repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE, "imports")
             == f"{SSH_BASE}/imports/repo.git")
 
@@ -125,7 +126,9 @@ def test_found_ref_refspecs() -> None:
         "+refs/origin/heads/main:refs/heads/main"
     assert repour.FoundRef("tag", "v1", "refs/origin/tags/v1", sha).push_refspec() == \
         "+refs/origin/tags/v1:refs/tags/v1"
-    assert repour.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec() == f"+{sha}:refs/heads/branch-aaaaaaa"
+    with pytest.raises(ValueError):
+        repour.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec()
+    assert repour.sync_tag_name("aaaaaaa") == "repour-sync-aaaaaaa"
     with pytest.raises(ValueError):
         repour.FoundRef("pull", "pull/1", "refs/origin/pull/pull/1", sha).push_refspec()
 
@@ -147,13 +150,36 @@ def test_pull_request_refs() -> None:
 
 def test_callback_choice() -> None:
     spec = {"callback": {"uri": "http://a/cb"}}
-    assert repour.callback_target(spec, 200) == {"url": "http://a/cb", "method": "POST"}
+    assert repour.callback_target(spec, 200) == {"url": "http://a/cb", "method": "POST", "headers": {}}
     both = {"positiveCallback": {"url": "http://a/ok", "method": "PUT"},
             "negativeCallback": {"url": "http://a/ko"}}
-    assert repour.callback_target(both, 200) == {"url": "http://a/ok", "method": "PUT"}
-    assert repour.callback_target(both, 400) == {"url": "http://a/ko", "method": "POST"}
+    assert repour.callback_target(both, 200) == {"url": "http://a/ok", "method": "PUT", "headers": {}}
+    assert repour.callback_target(both, 400) == {"url": "http://a/ko", "method": "POST", "headers": {}}
     assert repour.is_callback_mode(both) and repour.is_callback_mode(spec)
     assert not repour.is_callback_mode({"positiveCallback": {"url": "http://a/ok"}})
+
+
+def test_pnc_api_request_callback_headers() -> None:
+    # pnc-api org.jboss.pnc.api.dto.Request, as dingrogu sends it.
+    spec = {"callback": {"method": "POST", "uri": "http://dingrogu/adjust/1/notify", "attachment": None,
+                         "headers": [{"name": "Content-Type", "value": "application/json"},
+                                     {"name": "Authorization", "value": "Bearer pnc-token"},
+                                     {"name": "X-Trace", "value": "1"}]}}
+    assert repour.callback_target(spec, 400) == {
+        "url": "http://dingrogu/adjust/1/notify", "method": "POST",
+        "headers": {"Authorization": "Bearer pnc-token", "X-Trace": "1"}}
+
+
+def test_request_context_headers() -> None:
+    headers = {"LOG-USER-ID": "42", "TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+               "LOG-TMP": "", "LOG-EXPIRES": "x\ny", "X-OTHER": "no"}
+    assert repour.request_context(headers) == {
+        "log-user-id": "42", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+def test_tag_branch_name() -> None:
+    assert repour.tag_branch_name("1.4.0.redhat-00001", "a" * 40) == f"branch-repour-1.4.0.redhat-00001-{'a' * 40}"
+    assert repour.tag_branch_name("bad..tag", "a" * 40) is None
 
 
 def test_callback_id_shape() -> None:
@@ -220,7 +246,9 @@ def test_clone_schema() -> None:
     by_path = {tuple(e["path"]): e for e in errors}
     assert by_path[("targetRepoUrl",)]["error_message"] == "required key not provided"
     assert by_path[("extra",)]["error_message"] == "extra keys not allowed"
-    assert all(set(e) == {"error_message", "error_type", "path"} for e in errors)
+    # Repour's README keys, and those voluptuous 0.16 (what Repour runs) puts in Invalid.__dict__.
+    assert all(set(e) == {"error_message", "error_type", "path", "_error_message", "_path"} for e in errors)
+    assert all(e["_path"] == e["path"] and e["_error_message"] == e["error_message"] for e in errors)
 
 
 def test_callback_schema() -> None:
@@ -285,7 +313,10 @@ def test_domain_and_processing_errors() -> None:
 
     resp = _app(forbidden).simulate_post("/x")
     assert resp.status_code == 403
-    assert resp.json == {"desc": "you have read access to t/r; this needs write", "cmd": [], "exit_code": 10,
+    body = resp.json
+    reference = body.pop("error_traceback")
+    assert len(reference) == 32 and int(reference, 16) >= 0
+    assert body == {"desc": "you have read access to t/r; this needs write", "cmd": [], "exit_code": 10,
                          "stderr": "", "error_type": "forbidden"}
 
     def failing(req: object) -> tuple[int, object]:
@@ -299,7 +330,8 @@ def test_domain_and_processing_errors() -> None:
 @pytest.mark.parametrize("body, status, first", [
     (b"{not json", 400, {"error_message": "expected json", "error_type": "json parsability", "path": []}),
     (b"\xff\xfe", 400, {"error_message": "expected json", "error_type": "json parsability", "path": []}),
-    (b"[1, 2]", 400, {"error_message": "expected a dictionary", "error_type": "dictionary value", "path": []}),
+    (b"[1, 2]", 400, {"error_message": "expected a dictionary", "error_type": "dictionary value", "path": [],
+                      "_error_message": "expected a dictionary", "_path": []}),
     (b'{"external_url": "' + b"x" * (1024 * 1024) + b'"}', 413, None),
 ])
 def test_read_body_errors(body: bytes, status: int, first: dict[str, object] | None) -> None:

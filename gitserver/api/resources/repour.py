@@ -28,6 +28,7 @@ import dataclasses
 import html
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -43,7 +44,7 @@ from gitserver.api import auth, lookup
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import Conflict, GitserverError, NotFound, TooManyRequests
-from gitserver.names import validate_name
+from gitserver.names import name_problem, validate_name
 from gitserver.pipelines import adjust as adjust_mod
 from gitserver.pipelines import oncreate, repour
 
@@ -63,7 +64,11 @@ Check = Callable[[Any, list[Any]], list[Error]]
 
 
 def _error(message: str, path: list[Any], error_type: str = "dictionary value") -> Error:
-    return {"error_message": message, "error_type": error_type, "path": list(path)}
+    """One validation error. Repour's README documents ``error_message``/``error_type``/``path``;
+    Repour itself answers voluptuous's ``Invalid.__dict__``, which (voluptuous 0.16) is
+    ``_error_message``/``_path``/``error_type``: both spellings are sent."""
+    return {"error_message": message, "error_type": error_type, "path": list(path),
+            "_error_message": message, "_path": list(path)}
 
 
 MAX_STRING = 2000
@@ -170,8 +175,34 @@ def schema(keys: Mapping[str, Key], *, one_required: tuple[str, ...] = ()) -> Ch
     return inner
 
 
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+
+
+def header_name(value: Any, path: list[Any]) -> list[Error]:
+    if not isinstance(value, str) or not _HEADER_NAME.match(value):
+        return [_error("expected an HTTP header name", path)]
+    return []
+
+
+def header_value(value: Any, path: list[Any]) -> list[Error]:
+    if not isinstance(value, str):
+        return [_error("expected str", path)]
+    if len(value) > 8192 or any(c in value for c in "\r\n\x00"):
+        return [_error("expected one line of at most 8192 characters", path)]
+    return []
+
+
+def anything(value: Any, path: list[Any]) -> list[Error]:
+    return []
+
+
+# Legacy ``{url, method}`` or pnc-api's Request ``{uri, method, headers: [{name, value}],
+# attachment}`` (the attachment is accepted and not used, as in Repour).
 CALLBACK = schema({"url": Key(callback_url), "uri": Key(callback_url),
-                   "method": Key(one_of("PUT", "POST"))}, one_required=("url", "uri"))
+                   "method": Key(one_of("PUT", "POST")),
+                   "headers": Key(null_or(list_of(schema({"name": Key(header_name, required=True),
+                                                          "value": Key(header_value, required=True)})))),
+                   "attachment": Key(anything)}, one_required=("url", "uri"))
 # Accepted by every work endpoint (Repour's endpoint wrapper reads them from any body).
 COMMON_KEYS = {
     "callback": Key(CALLBACK),
@@ -206,9 +237,7 @@ INTERNAL_SCM_SCHEMA = schema({
     "owner_groups": Key(list_of(noblank_str), required=True),
     "description": Key(null_or(nonempty_str)),
     "parent_project": Key(null_or(nonempty_str)),
-    "callback": Key(CALLBACK),
-    "positiveCallback": Key(CALLBACK),
-    "negativeCallback": Key(CALLBACK),
+    **COMMON_KEYS,
 })
 EXTERNAL_TO_INTERNAL_SCHEMA = schema({"external_url": Key(nonempty_str, required=True)})
 
@@ -247,7 +276,7 @@ def read_body(req: falcon.Request, check: Check) -> dict[str, Any]:
 def domain_error_body(exc: GitserverError) -> dict[str, Any]:
     """A gitserver error (401, 403, 404, 409…) in Repour's processing-error shape."""
     return {"desc": exc.message, "cmd": [], "exit_code": adjust_mod.USER_ERROR_EXIT_CODE,
-            "stderr": "", "error_type": exc.code}
+            "stderr": "", "error_type": exc.code, "error_traceback": uuid.uuid4().hex}
 
 
 def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple[int, Any]]) -> None:
@@ -257,7 +286,8 @@ def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple
     except Reply as reply:
         status, body = reply.status, reply.body
     except repour.ProcessingError as exc:
-        status, body = 400, exc.body()
+        status, body = 400, repour.described_error_body(exc)
+        log.info("%s %s failed: %s (reference %s)", req.method, req.path, exc.desc, body["error_traceback"])
     except GitserverError as exc:
         status, body = exc.status, domain_error_body(exc)
         if isinstance(exc, TooManyRequests):
@@ -309,6 +339,8 @@ class Version:
         self.version = version
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # Like Repour: PNC's web UI reads the version from the browser.
+        resp.set_header("Access-Control-Allow-Origin", "*")
         resp.media = self.version
 
 
@@ -376,12 +408,15 @@ class Operation:
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
         spec = read_body(req, self.check)
+        actor = actor_of(principal, req)
+        context = repour.request_context(req.headers)
         if repour.is_callback_mode(spec):
             with transaction(runtime.sessions) as session:
                 repo = target_repo(session, principal, self.target_url(spec))
                 callback_id, pipeline = repour.enqueue_operation(
-                    session, op_name=self.op_name, spec=spec, actor=actor_of(principal, req), repo_id=repo.id)
-            log.info("repour %s queued as pipeline %s (callback %s)", self.op_name, pipeline.id, callback_id)
+                    session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id, context=context)
+            log.info("repour %s queued as pipeline %s (callback %s) %s", self.op_name, pipeline.id, callback_id,
+                     repour.context_text(context))
             return 202, {"callback": {"id": callback_id}}
         with self.slots.hold():
             with transaction(runtime.sessions) as session:
@@ -392,11 +427,17 @@ class Operation:
                                                   status=models.RUNNING)
                 claim = repour.hold_inline(session, runtime.config, op_name=self.op_name,
                                            pipeline_id=pipeline.id)
-            return repour.run_inline(runtime, self.op_name, spec, actor_of(principal, req), claim)
+            return repour.run_inline(runtime, self.op_name, spec, actor, claim)
 
 
 class InternalScm:
-    """``POST /internal-scm``: create ``<tenant>/<repo>``; owner groups get admin on it."""
+    """``POST /internal-scm``: create ``<tenant>/<repo>``; owner groups get admin on it.
+
+    As PNC calls it (``{"project": "project-ncl/dingrogu", "owner_groups": ["ldap/jboss-prod"],
+    "parent_project": "jboss-prod-permissions"}``): a missing organisation (tenant) is created
+    when the caller may create tenants (site admins), a project without one goes to
+    ``repour_default_tenant``, and the repository gets ``repour_internal_scm_visibility``
+    (public by default: PNC's builders clone the read-only URL anonymously)."""
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -409,24 +450,48 @@ class InternalScm:
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
         spec = read_body(req, INTERNAL_SCM_SCHEMA)
-        tenant_name, repo_name = parse_project(spec["project"])
-        groups = [parse_group(g, i) for i, g in enumerate(spec["owner_groups"])]
+        tenant_name, repo_name = parse_project(spec["project"], runtime.config.repour_default_tenant)
+        groups = [parse_owner_group(g, i) for i, g in enumerate(spec["owner_groups"])]
         with transaction(runtime.sessions) as session:
+            ensure_tenant(session, principal, tenant_name)
             tenant = lookup.visible_tenant(session, principal, tenant_name, admin=True)
             started = time.monotonic()
-            status, body = 200, create_internal_repo(session, runtime, tenant, repo_name, groups,
-                                                     spec.get("description") or "")
+            status, body = 200, create_internal_repo(
+                session, runtime, tenant, repo_name, groups, description=spec.get("description") or "",
+                parent_project=spec.get("parent_project"), visibility=runtime.config.repour_internal_scm_visibility)
             metrics.repour_operation("internal-scm", str(status), time.monotonic() - started)
             if repour.is_callback_mode(spec):
                 callback_id = repour.new_callback_id()
-                repour.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None)
+                repour.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
+                                        context=repour.request_context(req.headers))
                 return 202, {"callback": {"id": callback_id}}
         return status, body
 
 
-def parse_project(project: str) -> tuple[str, str]:
-    """``<tenant>/<repo>`` (a trailing ``.git`` is accepted, as Gerrit's create-project does)."""
+def ensure_tenant(session: Session, principal: access.Principal, name: str) -> None:
+    """Create the tenant ``name`` when it does not exist and the caller may create tenants
+    (Repour creates the organisation); anyone else gets the 404 of a missing tenant later."""
+    if lookup.find_tenant(session, name) is not None:
+        return
+    if not principal.is_site_admin or not auth.scope_allows(principal.scopes, access.ADMIN):
+        return
+    try:
+        with session.begin_nested():
+            admin.create_tenant(session, name, description="created by /internal-scm")
+    except Conflict:
+        pass  # created by a concurrent request a moment ago
+    log.info("internal-scm: tenant %s created for %s", name, principal.display)
+
+
+def parse_project(project: str, default_tenant: str = "") -> tuple[str, str]:
+    """``<tenant>/<repo>``, or ``<repo>`` in ``default_tenant`` (a trailing ``.git`` is accepted,
+    as Gerrit's create-project does)."""
     parts = project.removesuffix(".git").split("/")
+    if len(parts) == 1:
+        if not default_tenant:
+            raise Reply(400, [_error("the project names no organisation (<organisation>/<repository>) and "
+                                     "no default tenant is configured (repour_default_tenant)", ["project"])])
+        parts = [default_tenant, parts[0]]
     if len(parts) != 2:
         raise Reply(400, [_error("expected <tenant>/<repository>", ["project"])])
     for value, what in zip(parts, ("tenant", "repository")):
@@ -437,40 +502,74 @@ def parse_project(project: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def parse_group(name: str, index: int) -> str:
-    try:
-        validate_name(name, "group")
-    except GitserverError as exc:
-        raise Reply(400, [_error(exc.message, ["owner_groups", index])]) from exc
-    return name
+@dataclasses.dataclass(frozen=True)
+class OwnerGroup:
+    """An owner group as sent (``lib-owners``, ``ldap/jboss-prod``) and the gitserver group it
+    names: a plain name is a group of the tenant (created when missing, like Gerrit's
+    ``--owner``); a ``<provider>/<name>`` one names the tenant's group ``<name>`` when that
+    exists, and is only recorded otherwise."""
+
+    sent: str
+    local: str
+    create: bool
+
+
+OWNER_GROUP_MAX = 200
+
+
+def parse_owner_group(name: str, index: int) -> OwnerGroup:
+    if len(name) > OWNER_GROUP_MAX or any(not c.isprintable() for c in name):
+        raise Reply(400, [_error(f"an owner group is at most {OWNER_GROUP_MAX} printable characters",
+                                 ["owner_groups", index])])
+    provider, slash, local = name.rpartition("/")
+    if not slash:
+        try:
+            validate_name(name, "group")
+        except GitserverError as exc:
+            raise Reply(400, [_error(exc.message, ["owner_groups", index])]) from exc
+        return OwnerGroup(sent=name, local=name, create=True)
+    if not provider or not local:
+        raise Reply(400, [_error("expected <group> or <provider>/<group>", ["owner_groups", index])])
+    return OwnerGroup(sent=name, local="" if name_problem(local) else local, create=False)
 
 
 def create_internal_repo(session: Session, runtime: Any, tenant: models.Tenant, name: str,
-                         groups: list[str], description: str) -> dict[str, Any]:
-    """Create the repository with admin grants for its owner groups.
-
-    Like Gerrit's ``create-project --owner``, owner groups that do not exist yet in the tenant
-    are created (empty; the tenant admin adds members). An existing repository is left exactly
-    as it is: SUCCESS_ALREADY_EXISTS, no grant changes.
-    """
+                         groups: list[OwnerGroup], *, description: str = "", parent_project: str | None = None,
+                         visibility: str = "private") -> dict[str, Any]:
+    """Create the repository with admin grants for its owner groups, recording the groups and
+    the parent project as sent. An existing repository is left exactly as it is:
+    SUCCESS_ALREADY_EXISTS, no grant changes."""
     urls = repour.repo_urls(runtime.config, tenant.name, name)
     answer = {"readonly_url": urls.readonly, "readwrite_url": urls.readwrite}
     if lookup.find_repo(session, tenant.name, name) is not None:
         return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
     try:
         with session.begin_nested():
-            repo = oncreate.create_repository(session, runtime.store, tenant, name, description=description[:2000])
-            for group_name in dict.fromkeys(groups):
-                try:
-                    group = admin.get_group(session, tenant, group_name)
-                except NotFound:
-                    group = admin.create_group(session, tenant, group_name,
-                                               description=f"owner group created by /internal-scm for {name}")
+            repo = oncreate.create_repository(session, runtime.store, tenant, name, description=description[:2000],
+                                              visibility=visibility)
+            repo.parent_project = parent_project[:2000] if parent_project else None
+            repo.owner_groups = json.dumps(list(dict.fromkeys(g.sent for g in groups)))
+            for group in owner_group_rows(session, tenant, groups, name):
                 admin.set_grant(session, repo, "admin", group=group)
     except Conflict:
         # Created by a concurrent request a moment ago.
         return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
     return {"status": "SUCCESS_CREATED", **answer}
+
+
+def owner_group_rows(session: Session, tenant: models.Tenant, groups: list[OwnerGroup],
+                     repo_name: str) -> list[models.Group]:
+    rows: dict[str, models.Group] = {}
+    for owner in groups:
+        if not owner.local or owner.local in rows:
+            continue
+        try:
+            rows[owner.local] = admin.get_group(session, tenant, owner.local)
+        except NotFound:
+            if owner.create:
+                rows[owner.local] = admin.create_group(
+                    session, tenant, owner.local, description=f"owner group created by /internal-scm for {repo_name}")
+    return list(rows.values())
 
 
 class Cancel:
@@ -589,7 +688,12 @@ OPENAPI_PATHS: dict[str, Any] = {
 
 _CALLBACK_SCHEMA = {"type": "object", "additionalProperties": False,
                     "properties": {"url": {"type": "string"}, "uri": {"type": "string"},
-                                   "method": {"enum": ["POST", "PUT"]}}}
+                                   "method": {"enum": ["POST", "PUT"]},
+                                   "headers": {"type": ["array", "null"], "items": {
+                                       "type": "object", "required": ["name", "value"],
+                                       "properties": {"name": {"type": "string"},
+                                                      "value": {"type": "string"}}}},
+                                   "attachment": {}}}
 _COMMON_PROPERTIES = {"callback": _CALLBACK_SCHEMA, "positiveCallback": _CALLBACK_SCHEMA,
                       "negativeCallback": _CALLBACK_SCHEMA, "taskId": {"type": ["string", "null"]}}
 _URLS = {"type": "object", "required": ["readwrite", "readonly"],
@@ -630,8 +734,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "RepourInternalScmRequest": {"type": "object", "required": ["project", "owner_groups"], "properties": {
         "project": {"type": "string"}, "owner_groups": {"type": "array", "items": {"type": "string"}},
         "description": {"type": ["string", "null"]}, "parent_project": {"type": ["string", "null"]},
-        "callback": _CALLBACK_SCHEMA, "positiveCallback": _CALLBACK_SCHEMA,
-        "negativeCallback": _CALLBACK_SCHEMA}},
+        **_COMMON_PROPERTIES}},
     "RepourInternalScmResult": {"type": "object", "required": ["status", "readonly_url", "readwrite_url"],
                                 "properties": {"status": {"enum": ["SUCCESS_CREATED", "SUCCESS_ALREADY_EXISTS"]},
                                                "readonly_url": {"type": "string"},

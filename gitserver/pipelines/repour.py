@@ -1222,17 +1222,22 @@ def is_callback_mode(spec: Mapping[str, Any]) -> bool:
     return bool(spec.get("callback")) or bool(spec.get("positiveCallback") and spec.get("negativeCallback"))
 
 
-def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], status: int,
+def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], status: int | None,
                      body: Mapping[str, Any], callback_id: str, pipeline_id: int | None,
-                     context: Mapping[str, str] | None = None) -> None:
+                     context: Mapping[str, str] | None = None, face: str = "repour",
+                     op_name: str = "") -> None:
     """Queue the delivery of the result (retried with backoff by the callback job), with the
-    callback's own headers and the request's log/trace ``context`` headers."""
-    from gitserver.pipelines import notify
+    callback's own headers and the request's log/trace ``context`` headers; in Reqour's shape
+    when the request came in Reqour's (``face``)."""
+    from gitserver.pipelines import notify, reqour
 
-    target = callback_target(spec, status)
+    target = callback_target(spec, status or 0)
     if target is None:
         return
-    payload = {**body, "callback": {"status": status, "id": callback_id}}
+    if face == reqour.FACE:
+        payload = reqour.callback_body(op_name, spec, status, body)
+    else:
+        payload = {**body, "callback": {"status": status, "id": callback_id}}
     # With a token endpoint configured, each attempt asks for the (cached) service account
     # token, so a retry an hour later does not carry an expired one.
     auth = TOKEN_HEADERS_FUNCTION if service_token_allowed(config, target["url"]) else None
@@ -1256,14 +1261,15 @@ def service_token_allowed(config: Config, url: str) -> bool:
 
 
 def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any], actor: Actor,
-                      repo_id: int, context: Mapping[str, str] | None = None) -> tuple[str, models.Pipeline]:
+                      repo_id: int, context: Mapping[str, str] | None = None,
+                      face: str = "repour") -> tuple[str, models.Pipeline]:
     """Callback mode: the pipeline and its ``repour`` job, in the caller's transaction."""
     callback_id = new_callback_id()
     pipeline = create_pipeline(session, kind=op_name, repo_id=repo_id, spec=spec, status=models.QUEUED)
     # One attempt: an operation that failed has already told the caller so (callback).
     jobs.enqueue(session, JOB_KIND, {"op": op_name, "spec": dict(spec), "callback_id": callback_id,
                                      "actor": actor.as_dict(), "max_attempts": 1,
-                                     "context": dict(context or {})},
+                                     "context": dict(context or {}), "face": face},
                  pipeline_id=pipeline.id)
     return callback_id, pipeline
 
@@ -1314,7 +1320,7 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
     with transaction(runtime.sessions) as session:
         finish_pipeline(session, ctx.pipeline_id, status, body)
         enqueue_callback(session, runtime.config, spec, status, body, callback_id, ctx.pipeline_id,
-                         context=context)
+                         context=context, face=str(payload.get("face") or "repour"), op_name=op_name)
 
 
 # --- /cancel/{task_id} -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import requests
 
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
+from gitserver.pipelines import reqour
 from tests.oidc_issuer import IssuerServer
 
 FAKE_PME = r'''
@@ -942,3 +943,51 @@ def test_version_cors_and_translation_without_organisation(rserver: GitServer) -
     lone = requests.post(rserver.http_url + "/git-external-to-internal",
                          json={"external_url": "https://gerrit.example.org/gerrit/lonely.git"}, timeout=10)
     assert lone.status_code == 200 and lone.json()["internal_url"] == f"{rserver.ssh_base}/lonely.git"
+
+
+def test_reqour_face_with_dingrogu_bodies(rserver: GitServer, issuer: IssuerServer, git_env: dict[str, str],
+                                          tmp_path: Path, receiver: Receiver) -> None:
+    headers = bearer(issuer.issuer.token(roles=("pnc-repour",)))
+    tenant = unique("reqour")
+    scm = {**pnc_fixture("reqour-internal-scm-request.json"), "project": f"{tenant}/dingrogu"}
+    scm["callback"]["uri"] = receiver.url + "/scm"
+    accepted = requests.post(rserver.http_url + "/internal-scm", json=scm, headers=headers, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    got = receiver.next()["body"]
+    assert got == {"readonlyUrl": f"{rserver.http_url}/git/{tenant}/dingrogu.git",
+                   "readwriteUrl": f"{rserver.ssh_base}/{tenant}/dingrogu.git", "status": "SUCCESS_CREATED",
+                   "callback": {"status": "SUCCESS", "id": scm["taskId"]}}
+    # Put a project with a version into it, then adjust as dingrogu asks Reqour to.
+    user = rserver.new_user(tenant, role="admin")
+    work = make_repo(tmp_path / "work", git_env, {"VERSION": "2.1.0\n", "REPORT": "rootGAV\n"})
+    rserver.git(user, "push", "-q", got["readwriteUrl"], "main", cwd=work)
+    adjust = pnc_fixture("reqour-adjust-request.json")
+    adjust["internalUrl"] = {"readonlyUrl": got["readonlyUrl"], "readwriteUrl": got["readwriteUrl"]}
+    adjust["callback"]["uri"] = receiver.url + "/adjust"
+    accepted = requests.post(rserver.http_url + "/adjust", json=adjust, headers=headers, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    result = receiver.next()["body"]
+    assert result["callback"] == {"status": "SUCCESS", "id": adjust["taskId"]}, result
+    assert result["tag"] == "2.1.0.redhat-00001" and result["internalUrl"] == adjust["internalUrl"]
+    assert result["manipulatorResult"]["versioningState"] == {"executionRootName": "org.example:demo",
+                                                              "executionRootVersion": "2.1.0.redhat-00001"}
+    assert result["manipulatorResult"]["removedRepositories"][0]["id"] == "central"
+    assert set(result) == {"tag", "downstreamCommit", "internalUrl", "upstreamCommit", "isRefRevisionInternal",
+                           "manipulatorResult", "callback"}
+    # A failure: Reqour's status and exceptionResolution.
+    failing = {**adjust, "ref": "no-such-ref", "taskId": "1234599"}
+    assert requests.post(rserver.http_url + "/adjust", json=failing, headers=headers, timeout=30).status_code == 202
+    failed = receiver.next()["body"]
+    assert failed["callback"]["status"] == "FAILED" and failed["callback"]["id"] == "1234599"
+    assert "no-such-ref" in failed["callback"]["exceptionResolution"]["reason"]
+    # Translation and cancel in Reqour's spelling.
+    translated = requests.post(rserver.http_url + "/external-to-internal", json=pnc_fixture("reqour-translate-request.json"),
+                               timeout=30)
+    assert translated.json() == {"externalUrl": "https://github.com/project-ncl/dingrogu.git",
+                                 "internalUrl": f"{rserver.ssh_base}/project-ncl/dingrogu.git"}
+    cancel = {"taskId": "no-such-task", "callback": {"method": "POST", "uri": receiver.url + "/cancel", "headers": []}}
+    assert requests.post(rserver.http_url + "/cancel", json=cancel, headers=headers, timeout=30).status_code == 202
+    assert receiver.next()["body"] == {"callback": {"status": "FAILED", "id": "no-such-task",
+                                                    "exceptionResolution": {
+                                                        "reason": "task id no-such-task not found",
+                                                        "proposal": reqour._PROPOSAL_FAILED}}}

@@ -46,7 +46,7 @@ from gitserver.db.session import transaction
 from gitserver.errors import Conflict, GitserverError, NotFound, TooManyRequests
 from gitserver.names import name_problem, validate_name
 from gitserver.pipelines import adjust as adjust_mod
-from gitserver.pipelines import oncreate, repour
+from gitserver.pipelines import oncreate, repour, reqour
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +255,12 @@ class Reply(Exception):
 
 def read_body(req: falcon.Request, check: Check) -> dict[str, Any]:
     """The JSON object body, validated; :class:`Reply` with Repour's error list otherwise."""
+    return read_request(req, check)[0]
+
+
+def read_request(req: falcon.Request, check: Check, op_name: str = "") -> tuple[dict[str, Any], str]:
+    """Like :func:`read_body`, and which face the body speaks: Repour's, or Reqour's (then
+    translated into Repour's before it is checked, see :mod:`gitserver.pipelines.reqour`)."""
     length = req.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise Reply(413, [_error(f"the body is larger than {MAX_BODY_BYTES} bytes", [], "size")])
@@ -266,11 +272,14 @@ def read_body(req: falcon.Request, check: Check) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError):
         metrics.json_invalid(req.uri_template or req.path)
         raise Reply(400, EXPECTED_JSON) from None
+    face = "repour"
+    if op_name and reqour.is_reqour_body(op_name, body):
+        face, body = reqour.FACE, reqour.to_repour_spec(op_name, body)
     errors = check(body, [])
     if errors:
         metrics.json_invalid(req.uri_template or req.path)
         raise Reply(400, errors)
-    return body  # type: ignore[no-any-return]
+    return body, face
 
 
 def domain_error_body(exc: GitserverError) -> dict[str, Any]:
@@ -352,13 +361,15 @@ class ExternalToInternal:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         def work() -> tuple[int, Any]:
-            spec = read_body(req, EXTERNAL_TO_INTERNAL_SCHEMA)
+            spec, face = read_request(req, EXTERNAL_TO_INTERNAL_SCHEMA, "external-to-internal")
             try:
                 internal = repour.external_to_internal(spec["external_url"], self.ctx.config.ssh_base_url,
                                                        self.ctx.config.repour_default_tenant)
             except ValueError as exc:
                 metrics.json_invalid(req.uri_template or req.path)
                 raise Reply(400, [_error(str(exc), ["external_url"])]) from exc
+            if face == reqour.FACE:
+                return 200, {"externalUrl": spec["external_url"], "internalUrl": internal}
             return 200, {"external_url": spec["external_url"], "internal_url": internal}
 
         respond(req, resp, work)
@@ -407,14 +418,17 @@ class Operation:
         runtime = self.ctx.runtime
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
-        spec = read_body(req, self.check)
+        spec, face = read_request(req, self.check, self.op_name)
+        if face == reqour.FACE and not repour.is_callback_mode(spec):
+            raise Reply(400, [_error("Reqour's requests need a callback", ["callback"], "required key")])
         actor = actor_of(principal, req)
         context = repour.request_context(req.headers)
         if repour.is_callback_mode(spec):
             with transaction(runtime.sessions) as session:
                 repo = target_repo(session, principal, self.target_url(spec))
                 callback_id, pipeline = repour.enqueue_operation(
-                    session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id, context=context)
+                    session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id, context=context,
+                    face=face)
             log.info("repour %s queued as pipeline %s (callback %s) %s", self.op_name, pipeline.id, callback_id,
                      repour.context_text(context))
             return 202, {"callback": {"id": callback_id}}
@@ -449,7 +463,7 @@ class InternalScm:
         runtime = self.ctx.runtime
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
-        spec = read_body(req, INTERNAL_SCM_SCHEMA)
+        spec, face = read_request(req, INTERNAL_SCM_SCHEMA, "internal-scm")
         tenant_name, repo_name = parse_project(spec["project"], runtime.config.repour_default_tenant)
         groups = [parse_owner_group(g, i) for i, g in enumerate(spec["owner_groups"])]
         with transaction(runtime.sessions) as session:
@@ -463,7 +477,8 @@ class InternalScm:
             if repour.is_callback_mode(spec):
                 callback_id = repour.new_callback_id()
                 repour.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
-                                        context=repour.request_context(req.headers))
+                                        context=repour.request_context(req.headers), face=face,
+                                        op_name="internal-scm")
                 return 202, {"callback": {"id": callback_id}}
         return status, body
 
@@ -596,6 +611,43 @@ class Cancel:
         return 200, [{"message": f"Tasks with task_id: {task_id} cancelled"}]
 
 
+REQOUR_CANCEL_SCHEMA = schema({"taskId": Key(task_id, required=True), "callback": Key(anything)})
+
+
+class ReqourCancel:
+    """``POST /cancel`` with Reqour's ``{"taskId", "callback"}``: 202, then pnc-api's
+    ``CancelResponse`` to the callback (when it is a POST or PUT one: dingrogu sends a GET it
+    does not care about), SUCCESS when something was cancelled, FAILED otherwise."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        respond(req, resp, lambda: self._work(req))
+
+    def _work(self, req: falcon.Request) -> tuple[int, Any]:
+        runtime = self.ctx.runtime
+        with transaction(runtime.sessions) as session:
+            principal = auth.authenticate(req, session)
+        spec = read_body(req, REQOUR_CANCEL_SCHEMA)
+        with transaction(runtime.sessions) as session:
+            def may_cancel(repo: models.Repository) -> bool:
+                permission = access.permission_on(session, principal, repo)
+                return access.at_least(permission, access.WRITE) and auth.scope_allows(principal.scopes, access.WRITE)
+
+            count = repour.cancel_task(session, spec["taskId"], may_cancel)
+            callback = spec.get("callback")
+            if isinstance(callback, dict) and str(callback.get("method") or "POST").upper() in ("POST", "PUT") \
+                    and not callback_url(callback.get("uri") or callback.get("url"), ["callback"]):
+                status = 200 if count else 400
+                body = {} if count else {"desc": f"task id {spec['taskId']} not found"}
+                repour.enqueue_callback(session, runtime.config, {"callback": callback, "taskId": spec["taskId"]},
+                                        status, body, repour.new_callback_id(), None,
+                                        context=repour.request_context(req.headers), face=reqour.FACE,
+                                        op_name="cancel")
+        return 202, {}
+
+
 # --- version ----------------------------------------------------------------------------------------
 
 def version_info() -> dict[str, Any]:
@@ -616,6 +668,7 @@ def add_routes(app: falcon.App, ctx: Any) -> None:
                                        lambda spec: spec["internal_url"]["readwrite"], slots))
     app.add_route("/internal-scm", InternalScm(ctx))
     app.add_route("/cancel/{task_id}", Cancel(ctx))
+    app.add_route("/cancel", ReqourCancel(ctx))
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------------
@@ -676,6 +729,13 @@ OPENAPI_PATHS: dict[str, Any] = {
                         "RepourAdjustRequest", "RepourAdjustResult", _OPERATION_ERRORS),
     "/internal-scm": _work_op("repourInternalScm", "Create an internal repository with owner groups",
                               "RepourInternalScmRequest", "RepourInternalScmResult"),
+    "/cancel": {"post": {
+        "operationId": "reqourCancel", "summary": "Reqour's cancel: {taskId, callback}; the result goes to the callback",
+        "tags": ["repour"],
+        "requestBody": {"required": True, "content": _json("ReqourCancelRequest")},
+        "responses": {"202": {"description": "Accepted", "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "400": _ERRORS["400"], "401": _ERRORS["401"], "413": _ERRORS["413"], "500": _ERRORS["500"]},
+    }},
     "/cancel/{task_id}": {"post": {
         "operationId": "repourCancel", "summary": "Cancel the running clone/adjust with this taskId",
         "tags": ["repour"],
@@ -700,6 +760,8 @@ _URLS = {"type": "object", "required": ["readwrite", "readonly"],
          "properties": {"readwrite": {"type": "string"}, "readonly": {"type": "string"}}}
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    "ReqourCancelRequest": {"type": "object", "required": ["taskId"], "properties": {
+        "taskId": {"type": "string"}, "callback": _CALLBACK_SCHEMA}},
     "RepourError": {"description": "A list of {error_message, error_type, path} (validation), or an "
                                    "object {desc, cmd, exit_code, stderr, error_type} (processing)",
                     "type": ["array", "object"]},

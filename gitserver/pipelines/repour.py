@@ -1274,6 +1274,27 @@ def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any]
     return callback_id, pipeline
 
 
+class LogCapture:
+    """Passes an operation's output on to the pipeline log and keeps a copy (the alignment log
+    Bifrost gets), up to :attr:`LIMIT` characters."""
+
+    LIMIT = 16 * 1024 * 1024
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self.sink = sink
+        self.parts: list[str] = []
+        self.size = 0
+
+    def __call__(self, text: str) -> None:
+        self.sink(text)
+        if self.size < self.LIMIT:
+            self.parts.append(text[: self.LIMIT - self.size])
+            self.size += len(self.parts[-1])
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
 def run_repour_job(ctx: jobs.JobContext) -> None:
     """The ``repour`` job handler: run the operation, record it, queue the callback."""
     payload = ctx.payload
@@ -1301,8 +1322,9 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
         ctx.check_cancelled()
         ctx.check_released()
 
+    alignment_log = LogCapture(ctx.log)
     op = Operation(config=runtime.config, sessions=runtime.sessions, spec=spec,
-                   actor=Actor.from_dict(payload.get("actor")), stop=stop, output=ctx.log,
+                   actor=Actor.from_dict(payload.get("actor")), stop=stop, output=alignment_log,
                    pipeline_id=ctx.pipeline_id)
     try:
         status, body = execute(op_name, op)
@@ -1317,6 +1339,13 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
             if pipeline is not None:
                 pipeline.status = models.QUEUED
         raise
+    if op_name == "adjust" and runtime.config.repour_bifrost_url:
+        # Like Repour and Reqour: the alignment log reaches Bifrost before the result reaches PNC.
+        from gitserver.pipelines import bifrost
+
+        if not bifrost.upload_final_log(runtime.config.repour_bifrost_url, alignment_log.text(), context,
+                                        service_token_headers(runtime.config)):
+            ctx.log("*** the alignment log could not be uploaded to Bifrost\n")
     with transaction(runtime.sessions) as session:
         finish_pipeline(session, ctx.pipeline_id, status, body)
         enqueue_callback(session, runtime.config, spec, status, body, callback_id, ctx.pipeline_id,

@@ -50,6 +50,7 @@ if (root / "FAIL").exists():
     print("stand-in PME: the build is broken", file=sys.stderr)
     sys.exit(3)
 (root / "aligned.txt").write_text("aligned with " + " ".join(sys.argv[1:]) + "\n")
+print("stand-in PME: aligned with", *sys.argv[1:])
 if (root / "VERSION").exists():
     version = (root / "VERSION").read_text().strip() + ".redhat-00001"
     gav = {"groupId": "org.example", "artifactId": "demo", "version": version}
@@ -143,6 +144,42 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
     endpoint.close()
 
 
+class BifrostStub:
+    """A loopback stand-in for Bifrost's /final-log/upload: records each upload's headers and raw
+    multipart body."""
+
+    def __init__(self) -> None:
+        self.uploads: queue.Queue[dict[str, Any]] = queue.Queue()
+        uploads = self.uploads
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+                length = int(self.headers.get("Content-Length") or 0)
+                uploads.put({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                             "body": self.rfile.read(length)})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def bifrost() -> Iterator[BifrostStub]:
+    stub = BifrostStub()
+    yield stub
+    stub.close()
+
+
 @pytest.fixture(scope="module")
 def issuer() -> Iterator[IssuerServer]:
     """PNC's Keycloak, as far as token verification sees it (discovery document and JWKS on
@@ -154,7 +191,8 @@ def issuer() -> Iterator[IssuerServer]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            git_env: dict[str, str], token_endpoint: TokenEndpoint, issuer: IssuerServer) -> Iterator[GitServer]:
+            git_env: dict[str, str], token_endpoint: TokenEndpoint, issuer: IssuerServer,
+            bifrost: BifrostStub) -> Iterator[GitServer]:
     """A server with the stand-in alignment tool, a service account and an OIDC issuer
     configured, on each backend."""
     root = tmp_path_factory.mktemp(f"repour-{request.param}")
@@ -168,7 +206,8 @@ def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             "GITSERVER_OIDC_CALLBACK_HOSTS": "127.0.0.1",
             # Incoming PNC tokens: the realm role pnc-repour is a site admin here.
             "GITSERVER_OIDC_ISSUER": issuer.issuer.url, "GITSERVER_OIDC_AUDIENCE": "gitserver",
-            "GITSERVER_OIDC_ROLE_MAP": "pnc-repour=site-admin"}
+            "GITSERVER_OIDC_ROLE_MAP": "pnc-repour=site-admin",
+            "GITSERVER_REPOUR_BIFROST_URL": bifrost.url}
     srv = GitServer(root / "data", db_url, git_env, {**tool_env(root), **oidc})
     try:
         srv.start()
@@ -898,7 +937,9 @@ def test_oidc_tokens_refused_with_reasons(rserver: GitServer, issuer: IssuerServ
 
 def test_pnc_adjust_current_pme_report_callback_headers_and_context(
         rserver: GitServer, issuer: IssuerServer, git_env: dict[str, str], tmp_path: Path,
-        receiver: Receiver) -> None:
+        receiver: Receiver, bifrost: BifrostStub) -> None:
+    while not bifrost.uploads.empty():  # other tests' adjusts upload too
+        bifrost.uploads.get_nowait()
     tenant, repo, user, work = pushed_repo(rserver, git_env, tmp_path,
                                            {"VERSION": "1.4.0\n", "REPORT": "gav\n", "pom.xml": "<p/>\n"})
     spec = pnc_fixture("adjust-request.json")
@@ -914,6 +955,14 @@ def test_pnc_adjust_current_pme_report_callback_headers_and_context(
     headers = {k.lower(): v for k, v in got["headers"].items()}
     assert headers["x-pnc-callback"] == "adjust"  # the callback's own headers are sent
     assert all(headers[k] == v for k, v in context.items())  # and the request's context
+    # Before the callback, the alignment log went to Bifrost under the same context.
+    upload = bifrost.uploads.get(timeout=10)
+    assert upload["path"] == "/final-log/upload"
+    assert upload["headers"]["log-process-context"] == "build-7"
+    assert upload["headers"]["authorization"].startswith("Bearer svc-token-")
+    assert b'name="logfile"' in upload["body"]
+    assert b"stand-in PME: aligned with" in upload["body"] and b"-DrepoRemovalBackup=repositories-backup.xml" in \
+        upload["body"]
     body = got["body"]
     assert body["callback"] == {"status": 200, "id": accepted.json()["callback"]["id"]}, body
     assert body["tag"] == "1.4.0.redhat-00001"

@@ -160,6 +160,7 @@ class OidcVerifier:
         self._lock = threading.Lock()
         self._jwks_uri: str | None = None
         self._keys: _Keys | None = None
+        self._last_attempt: float | None = None
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims; :class:`Unauthenticated` with the reason when it is not valid,
@@ -197,16 +198,24 @@ class OidcVerifier:
         with self._lock:
             now = self._clock()
             keys = self._keys
-            if keys is None or now - keys.fetched > KEYS_TTL_SECONDS:
-                keys = self._refresh(now)
-            found = self._match(keys, kid)
-            if found is None and now - keys.fetched >= self._min_refresh:
-                # A kid we do not know: the issuer may have rotated its keys.
+            stale = keys is None or now - keys.fetched > KEYS_TTL_SECONDS
+            found = None if keys is None else self._match(keys, kid)
+            if (stale or found is None) and self._may_fetch(now):
+                # No keys yet, old ones, or a kid we do not know (the issuer rotated its keys).
                 keys = self._refresh(now)
                 found = self._match(keys, kid)
+            if keys is None:
+                raise Unavailable(f"cannot verify OIDC tokens: the keys of {self.issuer} could not be "
+                                  "fetched a moment ago; try again shortly")
         if found is None:
             raise Unauthenticated(f"the OIDC token's signing key {kid!r} is not one of the issuer's keys")
         return found
+
+    def _may_fetch(self, now: float) -> bool:
+        """At most one fetch per ``min_refresh`` seconds, whatever its outcome: neither made-up
+        kids nor an unreachable issuer turn requests into a stream of fetches (each under the
+        lock, with a timeout)."""
+        return self._last_attempt is None or now - self._last_attempt >= self._min_refresh
 
     @staticmethod
     def _match(keys: _Keys, kid: object) -> jwt.PyJWK | None:
@@ -216,6 +225,7 @@ class OidcVerifier:
         return keys.by_kid.get(kid) if isinstance(kid, str) else None
 
     def _refresh(self, now: float) -> _Keys:
+        self._last_attempt = now
         try:
             if self._jwks_uri is None or self._keys is None or now - self._keys.fetched > KEYS_TTL_SECONDS:
                 self._jwks_uri = self._discover()

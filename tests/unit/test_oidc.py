@@ -86,10 +86,38 @@ def test_unknown_kid_refreshes_the_keys_but_not_too_often() -> None:
 
 
 def test_unreachable_issuer_is_unavailable_not_a_bad_token() -> None:
-    issuer = Issuer()
-    verifier = oidc.OidcVerifier(issuer.url, "gitserver", fetch=lambda url, timeout: (_ for _ in ()).throw(OSError("refused")))
+    issuer, clock = Issuer(), Clock()
+    calls: list[str] = []
+
+    def down(url: str, timeout: float) -> object:
+        calls.append(url)
+        raise OSError("refused")
+
+    verifier = oidc.OidcVerifier(issuer.url, "gitserver", fetch=down, clock=clock)
     with pytest.raises(Unavailable, match="could not be fetched"):
         verifier.verify(issuer.token())
+    with pytest.raises(Unavailable, match="try again shortly"):
+        verifier.verify(issuer.token())
+    assert len(calls) == 1, "an unreachable issuer is not asked again at once"
+    clock.now += oidc.MIN_REFRESH_SECONDS
+    with pytest.raises(Unavailable, match="could not be fetched"):
+        verifier.verify(issuer.token())
+
+
+def test_keys_survive_an_issuer_outage() -> None:
+    issuer, clock = Issuer(), Clock()
+    up = [True]
+
+    def fetch(url: str, timeout: float) -> object:
+        if not up[0]:
+            raise OSError("refused")
+        return issuer.fetch(url, timeout)
+
+    verifier = oidc.OidcVerifier(issuer.url, "gitserver", fetch=fetch, clock=clock)
+    verifier.verify(issuer.token())
+    up[0] = False
+    clock.now += oidc.KEYS_TTL_SECONDS + 1
+    assert verifier.verify(issuer.token())["sub"] == "service-account-pnc"
 
 
 def test_discovery_must_name_the_issuer_and_its_own_host() -> None:

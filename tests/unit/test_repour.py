@@ -278,6 +278,28 @@ def test_internal_scm_schema_and_project() -> None:
         with pytest.raises(resources.Reply) as info:
             resources.parse_project(bad)
         assert info.value.status == 400 and info.value.body[0]["path"] == ["project"]
+    # PNC's body (tests/fixtures/pnc/internal-scm-request.json), and a project without organisation.
+    pnc = {"project": "project-ncl/dingrogu", "owner_groups": ["ldap/jboss-prod"],
+           "parent_project": "jboss-prod-permissions"}
+    assert resources.INTERNAL_SCM_SCHEMA(pnc, []) == []
+    assert resources.parse_project("dingrogu", "pnc") == ("pnc", "dingrogu")
+
+
+@pytest.mark.parametrize("sent, local, create", [
+    ("lib-owners", "lib-owners", True),
+    ("ldap/jboss-prod", "jboss-prod", False),
+    ("ldap/ou=x/jboss", "jboss", False),
+    ("ldap/Jboss Prod", "", False),  # names no group: recorded only
+])
+def test_owner_groups(sent: str, local: str, create: bool) -> None:
+    assert resources.parse_owner_group(sent, 0) == resources.OwnerGroup(sent=sent, local=local, create=create)
+
+
+@pytest.mark.parametrize("sent", ["a b", "/x", "ldap/", "x" * 201, "a\x00b"])
+def test_owner_groups_refused(sent: str) -> None:
+    with pytest.raises(resources.Reply) as info:
+        resources.parse_owner_group(sent, 3)
+    assert info.value.body[0]["path"] == ["owner_groups", 3]
 
 
 # --- the resource plumbing: Repour's error shapes, whatever goes wrong --------------------------

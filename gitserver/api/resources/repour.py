@@ -439,6 +439,9 @@ class Operation:
                 # process dies mid-request, a worker takes the job over and ends the pipeline.
                 pipeline = repour.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
                                                   status=models.RUNNING)
+                if context:
+                    log.info("repour %s runs as pipeline %s %s", self.op_name, pipeline.id,
+                             repour.context_text(context))
                 claim = repour.hold_inline(session, runtime.config, op_name=self.op_name,
                                            pipeline_id=pipeline.id)
             return repour.run_inline(runtime, self.op_name, spec, actor, claim)

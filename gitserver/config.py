@@ -135,10 +135,11 @@ class Config:
     repour_bifrost_url: str = ""
     # Bearer tokens may also be OIDC JWTs of this issuer (RS256, keys from its JWKS) with this
     # audience; roles map to permissions as "role=site-admin" or "role=tenant-admin:<tenant>"
-    # (Keycloak realm roles by name, client roles as "<client>:<role>").
+    # (Keycloak realm roles by name, client roles as "<client>:<role>"). The default lets in
+    # the roles Reqour lets in (its OidcRoleConstants).
     oidc_issuer: str = ""
     oidc_audience: str = ""
-    oidc_role_map: tuple[str, ...] = ()
+    oidc_role_map: tuple[str, ...] = ("pnc-app-repour-user=site-admin", "pnc-users-admin=site-admin")
     # Callbacks: client-credentials token endpoint of the service account (OIDC).
     oidc_token_url: str = ""
     oidc_client_id: str = ""

@@ -44,7 +44,7 @@ class Issuer:
         return {"issuer": self.url, "jwks_uri": f"{self.url}/protocol/openid-connect/certs",
                 "token_endpoint": f"{self.url}/protocol/openid-connect/token"}
 
-    def token(self, *, audience: str = "gitserver", roles: tuple[str, ...] = ("pnc-repour",),
+    def token(self, *, audience: str = "gitserver", roles: tuple[str, ...] = ("pnc-app-repour-user", "offline_access", "uma_authorization"),
               lifetime: int = 300, kid: str | None = None, key: Any = None, **claims: Any) -> str:
         """A Keycloak-shaped service-account access token."""
         now = int(time.time())

@@ -204,9 +204,8 @@ def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "svc-secret",
             # The receiver's host: the token goes to listed callback hosts only.
             "GITSERVER_OIDC_CALLBACK_HOSTS": "127.0.0.1",
-            # Incoming PNC tokens: the realm role pnc-repour is a site admin here.
+            # Incoming PNC tokens (the default role map: Reqour's role pnc-app-repour-user).
             "GITSERVER_OIDC_ISSUER": issuer.issuer.url, "GITSERVER_OIDC_AUDIENCE": "gitserver",
-            "GITSERVER_OIDC_ROLE_MAP": "pnc-repour=site-admin",
             "GITSERVER_REPOUR_BIFROST_URL": bifrost.url}
     srv = GitServer(root / "data", db_url, git_env, {**tool_env(root), **oidc})
     try:
@@ -996,7 +995,7 @@ def test_version_cors_and_translation_without_organisation(rserver: GitServer) -
 
 def test_reqour_face_with_dingrogu_bodies(rserver: GitServer, issuer: IssuerServer, git_env: dict[str, str],
                                           tmp_path: Path, receiver: Receiver) -> None:
-    headers = bearer(issuer.issuer.token(roles=("pnc-repour",)))
+    headers = bearer(issuer.issuer.token(roles=("pnc-users-admin",)))
     tenant = unique("reqour")
     scm = {**pnc_fixture("reqour-internal-scm-request.json"), "project": f"{tenant}/dingrogu"}
     scm["callback"]["uri"] = receiver.url + "/scm"

@@ -1005,10 +1005,15 @@ def test_reqour_face_with_dingrogu_bodies(rserver: GitServer, issuer: IssuerServ
     assert got == {"readonlyUrl": f"{rserver.http_url}/git/{tenant}/dingrogu.git",
                    "readwriteUrl": f"{rserver.ssh_base}/{tenant}/dingrogu.git", "status": "SUCCESS_CREATED",
                    "callback": {"status": "SUCCESS", "id": scm["taskId"]}}
-    # Put a project with a version into it, then adjust as dingrogu asks Reqour to.
-    user = rserver.new_user(tenant, role="admin")
-    work = make_repo(tmp_path / "work", git_env, {"VERSION": "2.1.0\n", "REPORT": "rootGAV\n"})
-    rserver.git(user, "push", "-q", got["readwriteUrl"], "main", cwd=work)
+    # Clone the upstream project into it, then adjust, as dingrogu's workflow asks Reqour to.
+    origin = make_repo(tmp_path / "origin", git_env, {"VERSION": "2.1.0\n", "REPORT": "rootGAV\n"})
+    clone = {**pnc_fixture("reqour-clone-request.json"), "originRepoUrl": f"file://{origin}",
+             "targetRepoUrl": got["readwriteUrl"]}
+    clone["callback"]["uri"] = receiver.url + "/clone"
+    accepted = requests.post(rserver.http_url + "/clone", json=clone, headers=headers, timeout=30)
+    assert accepted.status_code == 202, accepted.text
+    assert receiver.next()["body"] == {"originRepoUrl": clone["originRepoUrl"], "targetRepoUrl": got["readwriteUrl"],
+                                       "ref": "main", "callback": {"status": "SUCCESS", "id": clone["taskId"]}}
     adjust = pnc_fixture("reqour-adjust-request.json")
     adjust["internalUrl"] = {"readonlyUrl": got["readonlyUrl"], "readwriteUrl": got["readwriteUrl"]}
     adjust["callback"]["uri"] = receiver.url + "/adjust"

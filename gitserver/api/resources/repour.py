@@ -6,19 +6,26 @@ paths, request bodies, answers and error bodies are Repour's (project-ncl/repour
 
 * a body that is not JSON → 400 ``[{"error_message": "expected json", "error_type":
   "json parsability", "path": []}]``;
-* a body that breaks the schema → 400, a list of ``{"error_message", "error_type", "path"}``;
-* a processing error → 400 ``{"desc", "cmd", "exit_code", "stderr", "error_type"}``
-  (``exit_code`` 10 for the caller's errors: missing ref, unreachable origin, refused push);
+* a body that breaks the schema → 400, a list of ``{"error_message", "error_type", "path"}``
+  (plus voluptuous's ``_error_message`` and ``_path``, which is what Repour really sends);
+* a processing error → 400 ``{"desc", "cmd", "exit_code", "stderr", "error_type",
+  "error_traceback"}`` (``exit_code`` 10 for the caller's errors: missing ref, unreachable
+  origin, refused push; ``error_traceback`` a reference in the server log);
 * anything unexpected → 500 with a log reference, never internals.
 
 These routes therefore catch their errors here instead of leaving them to the generic JSON
 error handler, whose ``{"title", "description"}`` shape Repour clients do not read.
 
-Work endpoints (/clone, /adjust, /internal-scm, /cancel) need a bearer token; the caller must
-hold write on the target repository (tenant admin for /internal-scm). ``/``, ``/version`` and
-/git-external-to-internal are open, as in Repour. With ``callback`` (or
-``positiveCallback`` + ``negativeCallback``) the answer is 202 ``{"callback": {"id"}}`` at once
-and the result goes to the callback URL later (the work runs as a durable job).
+Work endpoints (/clone, /adjust, /internal-scm, /cancel) need a bearer token (an API token,
+or PNC's OIDC JWT); the caller must hold write on the target repository (tenant admin for
+/internal-scm). ``/``, ``/version`` and /git-external-to-internal are open, as in Repour. With
+``callback`` (or ``positiveCallback`` + ``negativeCallback``) the answer is 202
+``{"callback": {"id"}}`` at once and the result goes to the callback URL later (the work runs
+as a durable job).
+
+The same routes answer Reqour's spelling of each request (pnc-api ``reqour.dto``, see
+:mod:`gitserver.pipelines.reqour`), and ``POST /cancel`` Reqour's cancel. docs/pnc.md compares
+the two faces field by field.
 """
 
 from __future__ import annotations

@@ -547,3 +547,23 @@ def test_a_tool_version_in_the_archive_namespace_is_not_used_as_a_tag() -> None:
     commit, other = "c" * 40, "d" * 40
     for version in (f"repour-{other}", f"repour-{other}-x"):
         assert repour.tag_candidates(version, commit, False) == [f"repour-{commit}", f"repour-{commit}-cccccccc"]
+
+
+def test_callback_in_pnc_api_request_shape() -> None:
+    ok = {"method": "POST", "uri": "https://dingrogu.example.org/cb", "attachment": None,
+          "headers": [{"name": "Authorization", "value": "Bearer x"}, {"name": "Content-Type", "value": "application/json"}]}
+    assert resources.CALLBACK(ok, ["callback"]) == []
+    bad = {**ok, "headers": [{"name": "Bad Name", "value": "a"}, {"name": "X", "value": "a\nb"},
+                             {"name": "Y", "value": "€"}, {"value": "v"}]}
+    assert set(_paths(resources.CALLBACK(bad, ["callback"]))) == {
+        ("callback", "headers", 0, "name"), ("callback", "headers", 1, "value"), ("callback", "headers", 2, "value"),
+        ("callback", "headers", 3, "name")}
+    assert resources.CALLBACK({**ok, "method": "GET"}, ["callback"])[0]["path"] == ["callback", "method"]
+
+
+def test_reqour_cancel_schema() -> None:
+    from pathlib import Path
+
+    body = json.loads((Path(__file__).parent.parent / "fixtures" / "pnc" / "reqour-cancel-request.json").read_text())
+    assert resources.REQOUR_CANCEL_SCHEMA(body, []) == []
+    assert _paths(resources.REQOUR_CANCEL_SCHEMA({"callback": None}, [])) == [("taskId",)]

@@ -196,6 +196,10 @@ def header_value(value: Any, path: list[Any]) -> list[Error]:
         return [_error("expected str", path)]
     if len(value) > 8192 or any(c in value for c in "\r\n\x00"):
         return [_error("expected one line of at most 8192 characters", path)]
+    try:
+        value.encode("latin-1")  # what an HTTP header can carry
+    except UnicodeEncodeError:
+        return [_error("expected ISO-8859-1 characters only", path)]
     return []
 
 
@@ -205,11 +209,15 @@ def anything(value: Any, path: list[Any]) -> list[Error]:
 
 # Legacy ``{url, method}`` or pnc-api's Request ``{uri, method, headers: [{name, value}],
 # attachment}`` (the attachment is accepted and not used, as in Repour).
-CALLBACK = schema({"url": Key(callback_url), "uri": Key(callback_url),
-                   "method": Key(one_of("PUT", "POST")),
+def callback_schema(*methods: str) -> Check:
+    return schema({"url": Key(callback_url), "uri": Key(callback_url),
+                   "method": Key(one_of(*methods)),
                    "headers": Key(null_or(list_of(schema({"name": Key(header_name, required=True),
                                                           "value": Key(header_value, required=True)})))),
                    "attachment": Key(anything)}, one_required=("url", "uri"))
+
+
+CALLBACK = callback_schema("PUT", "POST")
 # Accepted by every work endpoint (Repour's endpoint wrapper reads them from any body).
 COMMON_KEYS = {
     "callback": Key(CALLBACK),
@@ -621,7 +629,10 @@ class Cancel:
         return 200, [{"message": f"Tasks with task_id: {task_id} cancelled"}]
 
 
-REQOUR_CANCEL_SCHEMA = schema({"taskId": Key(task_id, required=True), "callback": Key(anything)})
+# pnc-api Request methods: dingrogu's cancel sends a GET callback it ignores (never sent here).
+REQOUR_CANCEL_SCHEMA = schema({"taskId": Key(task_id, required=True),
+                               "callback": Key(null_or(callback_schema("GET", "POST", "PUT", "DELETE", "HEAD",
+                                                                       "PATCH", "OPTIONS")))})
 
 
 class ReqourCancel:
@@ -647,8 +658,7 @@ class ReqourCancel:
 
             count = repour.cancel_task(session, spec["taskId"], may_cancel)
             callback = spec.get("callback")
-            if isinstance(callback, dict) and str(callback.get("method") or "POST").upper() in ("POST", "PUT") \
-                    and not callback_url(callback.get("uri") or callback.get("url"), ["callback"]):
+            if isinstance(callback, dict) and str(callback.get("method") or "POST") in ("POST", "PUT"):
                 status = 200 if count else 400
                 body = {} if count else {"desc": f"task id {spec['taskId']} not found"}
                 repour.enqueue_callback(session, runtime.config, {"callback": callback, "taskId": spec["taskId"]},

@@ -887,6 +887,9 @@ def test_pnc_internal_scm_with_oidc_token_then_anonymous_clone(
         repo = admin.get_repo(session, admin.get_tenant(session, "project-ncl"), "dingrogu")
         assert (repo.parent_project, json.loads(repo.owner_groups or "[]"), repo.visibility) == \
             ("jboss-prod-permissions", ["ldap/jboss-prod"], "public")
+    shown = rserver.api("GET", "/api/v1/tenants/project-ncl/repos/dingrogu", token=token).json()
+    assert (shown["parent_project"], shown["owner_groups"], shown["visibility"]) == \
+        ("jboss-prod-permissions", ["ldap/jboss-prod"], "public")
     again = requests.post(rserver.http_url + "/internal-scm", json=body, headers=bearer(token), timeout=30)
     assert again.json()["status"] == "SUCCESS_ALREADY_EXISTS"
     # /clone as PNC sends it (a commit id), into the empty repository: every branch and tag.

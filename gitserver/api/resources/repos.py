@@ -8,6 +8,7 @@ is protected (docs/contract.md, Protected history), so DELETE answers 405 and de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -67,10 +68,20 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
            "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
            "ssh_url": f"{config.ssh_base_url}/{tenant}/{repo.name}.git",
            "http_url": f"{config.http_base_url}/git/{tenant}/{repo.name}.git",
-           "quota_bytes": repo.quota_bytes, "created_at": repo.created_at}
+           "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
+           # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
+           "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}
     if size_bytes is not None:
         out["size_bytes"] = size_bytes
     return out
+
+
+def _json_list(text: str | None) -> list[Any]:
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
 
 
 def repo_size(store: RepoStore, repo: models.Repository) -> int:
@@ -352,6 +363,10 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
                        "description": {"type": "string"}, "visibility": _VISIBILITY,
                        "builds_enabled": {"type": "boolean"},
+                       "parent_project": {"type": ["string", "null"],
+                                          "description": "as sent to /internal-scm (recorded only)"},
+                       "owner_groups": {"type": "array", "items": {"type": "string"},
+                                        "description": "as sent to /internal-scm, e.g. ldap/jboss-prod"},
                        "ssh_url": {"type": "string", "description": "for git clone/push over SSH"},
                        "http_url": {"type": "string", "description": "read-only smart HTTP"},
                        "quota_bytes": QUOTA_SCHEMA,

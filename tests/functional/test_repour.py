@@ -206,6 +206,8 @@ def rserver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             "GITSERVER_OIDC_CALLBACK_HOSTS": "127.0.0.1",
             # Incoming PNC tokens (the default role map: Reqour's role pnc-app-repour-user).
             "GITSERVER_OIDC_ISSUER": issuer.issuer.url, "GITSERVER_OIDC_AUDIENCE": "gitserver",
+            # Projects and upstream URLs without an organisation.
+            "GITSERVER_REPOUR_DEFAULT_TENANT": "pnc-default",
             "GITSERVER_REPOUR_BIFROST_URL": bifrost.url}
     srv = GitServer(root / "data", db_url, git_env, {**tool_env(root), **oidc})
     try:
@@ -908,10 +910,11 @@ def test_pnc_internal_scm_with_oidc_token_then_anonymous_clone(
     run_git(git_env, "-c", "credential.helper=", "clone", "-q", "--depth", "1", "--branch", "v1",
             created.json()["readonly_url"], str(anon))
     assert (anon / "README.md").read_text() == "dingrogu\n"
-    # A project without organisation and no default tenant: a clear 400.
+    # A project without organisation goes to the default tenant (created, as the caller may).
     lone = requests.post(rserver.http_url + "/internal-scm", json={"project": "lonely", "owner_groups": []},
                          headers=bearer(token), timeout=30)
-    assert lone.status_code == 400 and "repour_default_tenant" in lone.json()[0]["error_message"]
+    assert lone.status_code == 200, lone.text
+    assert lone.json()["readwrite_url"] == f"{rserver.ssh_base}/pnc-default/lonely.git"
 
 
 def test_oidc_tokens_refused_with_reasons(rserver: GitServer, issuer: IssuerServer) -> None:
@@ -993,7 +996,7 @@ def test_version_cors_and_translation_without_organisation(rserver: GitServer) -
     assert version.headers["Access-Control-Allow-Origin"] == "*"
     lone = requests.post(rserver.http_url + "/git-external-to-internal",
                          json={"external_url": "https://gerrit.example.org/gerrit/lonely.git"}, timeout=10)
-    assert lone.status_code == 200 and lone.json()["internal_url"] == f"{rserver.ssh_base}/lonely.git"
+    assert lone.status_code == 200 and lone.json()["internal_url"] == f"{rserver.ssh_base}/pnc-default/lonely.git"
 
 
 def test_reqour_face_with_dingrogu_bodies(rserver: GitServer, issuer: IssuerServer, git_env: dict[str, str],

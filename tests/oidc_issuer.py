@@ -17,6 +17,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+# The realm roles of PNC's service account as Keycloak lists them (Reqour's role first).
+KEYCLOAK_ROLES = ("pnc-app-repour-user", "offline_access", "uma_authorization")
+
 
 class Issuer:
     """Keys and token minting; ``documents(url)`` are what the issuer at ``url`` serves."""
@@ -44,7 +47,7 @@ class Issuer:
         return {"issuer": self.url, "jwks_uri": f"{self.url}/protocol/openid-connect/certs",
                 "token_endpoint": f"{self.url}/protocol/openid-connect/token"}
 
-    def token(self, *, audience: str = "gitserver", roles: tuple[str, ...] = ("pnc-app-repour-user", "offline_access", "uma_authorization"),
+    def token(self, *, audience: str = "gitserver", roles: tuple[str, ...] = KEYCLOAK_ROLES,
               lifetime: int = 300, kid: str | None = None, key: Any = None, **claims: Any) -> str:
         """A Keycloak-shaped service-account access token."""
         now = int(time.time())
@@ -71,7 +74,7 @@ class IssuerServer:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+            def do_GET(self) -> None:
                 try:
                     data = outer.issuer.fetch(outer.issuer.url + self.path.removeprefix(outer.path), 5)
                 except OSError:

@@ -510,7 +510,7 @@ def parse_removed_repositories(xml: bytes) -> list[dict[str, Any]]:
     """``<repository>`` elements of a Maven settings/profile backup, as Repour reads them:
     ``releases``/``snapshots`` are true unless their ``<enabled>`` says otherwise. A file that is
     not XML gives nothing (the tool's business, not the caller's)."""
-    import xml.etree.ElementTree as ET  # noqa: N817  (expat: no external entities, bounded expansion)
+    import xml.etree.ElementTree as ET
 
     try:
         root = ET.fromstring(xml)

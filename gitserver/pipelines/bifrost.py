@@ -45,7 +45,7 @@ def upload_headers(context: Mapping[str, str], auth: Mapping[str, str]) -> dict[
 
 def upload_final_log(url: str, text: str, context: Mapping[str, str], auth: Mapping[str, str], *,
                      post: Callable[..., Any] | None = None, sleep: Callable[[float], None] = time.sleep,
-                     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> bool:
+                     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> bool:
     """Upload ``text``; True when Bifrost accepted it (2xx), after at most :data:`ATTEMPTS`."""
     if post is None:
         import requests

@@ -1208,9 +1208,11 @@ def callback_headers(headers: Any) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for item in headers or ():
-        if isinstance(item, Mapping) and isinstance(item.get("name"), str) and isinstance(item.get("value"), str):
-            if item["name"].lower() not in notify.RESERVED_HEADERS:
-                out[item["name"]] = item["value"]
+        if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)
+                and isinstance(item.get("value"), str)):
+            continue
+        if item["name"].lower() not in notify.RESERVED_HEADERS:
+            out[item["name"]] = item["value"]
     return out
 
 

@@ -116,7 +116,8 @@ def callback_body(op_name: str, spec: Mapping[str, Any], status: int | None,
     callback = reqour_callback(status, spec.get("taskId"), body)
     ok = status == 200
     if op_name == "adjust":
-        urls = spec.get("internal_url") if isinstance(spec.get("internal_url"), Mapping) else {}
+        given = spec.get("internal_url")
+        urls: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         out: dict[str, Any] = {"internalUrl": {"readonlyUrl": urls.get("readonly"),
                                                "readwriteUrl": urls.get("readwrite")}, "callback": callback}
         if ok:

@@ -36,9 +36,9 @@ from typing import Any
 import pytest
 import requests
 
+from gitserver.pipelines import reqour
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
-from gitserver.pipelines import reqour
 from tests.oidc_issuer import IssuerServer
 
 FAKE_PME = r'''
@@ -945,8 +945,8 @@ def test_pnc_adjust_current_pme_report_callback_headers_and_context(
         receiver: Receiver, bifrost: BifrostStub) -> None:
     while not bifrost.uploads.empty():  # other tests' adjusts upload too
         bifrost.uploads.get_nowait()
-    tenant, repo, user, work = pushed_repo(rserver, git_env, tmp_path,
-                                           {"VERSION": "1.4.0\n", "REPORT": "gav\n", "pom.xml": "<p/>\n"})
+    tenant, repo, user, _work = pushed_repo(rserver, git_env, tmp_path,
+                                            {"VERSION": "1.4.0\n", "REPORT": "gav\n", "pom.xml": "<p/>\n"})
     spec = pnc_fixture("adjust-request.json")
     spec["internal_url"] = urls(rserver, tenant, repo)
     spec["callback"]["uri"] = receiver.url + "/adjust/notify"
@@ -1040,8 +1040,8 @@ def test_reqour_face_with_dingrogu_bodies(rserver: GitServer, issuer: IssuerServ
     assert failed["callback"]["status"] == "FAILED" and failed["callback"]["id"] == "1234599"
     assert "no-such-ref" in failed["callback"]["exceptionResolution"]["reason"]
     # Translation and cancel in Reqour's spelling.
-    translated = requests.post(rserver.http_url + "/external-to-internal", json=pnc_fixture("reqour-translate-request.json"),
-                               timeout=30)
+    translated = requests.post(rserver.http_url + "/external-to-internal",
+                               json=pnc_fixture("reqour-translate-request.json"), timeout=30)
     assert translated.json() == {"externalUrl": "https://github.com/project-ncl/dingrogu.git",
                                  "internalUrl": f"{rserver.ssh_base}/project-ncl/dingrogu.git"}
     cancel = {"taskId": "no-such-task", "callback": {"method": "POST", "uri": receiver.url + "/cancel", "headers": []}}

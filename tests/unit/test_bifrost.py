@@ -9,7 +9,7 @@ from typing import Any
 
 from gitserver.pipelines import bifrost
 
-NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 
 
 class Post:
@@ -34,7 +34,8 @@ def test_upload_shape() -> None:
     assert call["url"] == "http://bifrost/final-log/upload"
     assert call["files"]["logfile"][1] == b"aligned\n"
     assert call["data"]["md5sum"] == hashlib.md5(b"aligned\n").hexdigest()
-    assert call["data"]["loggerName"] == "org.jboss.pnc._userlog_.alignment-log" and call["data"]["tag"] == "alignment-log"
+    assert call["data"]["loggerName"] == "org.jboss.pnc._userlog_.alignment-log"
+    assert call["data"]["tag"] == "alignment-log"
     assert call["headers"] == {"log-process-context": "build-7", "traceparent": "00-abc-def-01",
                                "process-context-variant": "0", "Authorization": "Bearer t"}
 

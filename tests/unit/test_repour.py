@@ -3,6 +3,8 @@ push reports, tag names, callback choice, service-account token caching."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gitserver import config as config_mod
@@ -551,7 +553,8 @@ def test_a_tool_version_in_the_archive_namespace_is_not_used_as_a_tag() -> None:
 
 def test_callback_in_pnc_api_request_shape() -> None:
     ok = {"method": "POST", "uri": "https://dingrogu.example.org/cb", "attachment": None,
-          "headers": [{"name": "Authorization", "value": "Bearer x"}, {"name": "Content-Type", "value": "application/json"}]}
+          "headers": [{"name": "Authorization", "value": "Bearer x"},
+                      {"name": "Content-Type", "value": "application/json"}]}
     assert resources.CALLBACK(ok, ["callback"]) == []
     bad = {**ok, "headers": [{"name": "Bad Name", "value": "a"}, {"name": "X", "value": "a\nb"},
                              {"name": "Y", "value": "€"}, {"value": "v"}]}

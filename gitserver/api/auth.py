@@ -141,6 +141,9 @@ def principal_for_jwt(session: Session, verifier: oidc.OidcVerifier, token: str)
         if tenant is not None:
             return access.Principal(kind="user", user_name=f"oidc:{who}", tenant_id=tenant.id,
                                     tenant_name=tenant.name, role=models.ROLE_ADMIN, token_expires_at=expires)
+    if grant.tenant_admin:
+        raise Forbidden(f"the OIDC token's roles make it an admin of tenant {grant.tenant_admin[0]!r}, "
+                        "which does not exist")
     raise Forbidden("the OIDC token is valid, but none of its roles maps to a permission on this server "
                     "(see oidc_role_map)")
 

@@ -11,7 +11,9 @@ from typing import Any
 import falcon
 from sqlalchemy import text
 
+from gitserver import oidc
 from gitserver.api import errors as api_errors
+from gitserver.api.auth import OidcMiddleware
 from gitserver.api.context import ApiContext
 from gitserver.config import Config
 from gitserver.runtime import Runtime
@@ -68,9 +70,6 @@ def _json_default(obj: Any) -> Any:
 
 
 def create_app(runtime: Runtime) -> falcon.App:
-    from gitserver import oidc
-    from gitserver.api.auth import OidcMiddleware
-
     ctx = ApiContext(runtime=runtime)
     app = falcon.App(middleware=[OidcMiddleware(oidc.verifier_from_config(runtime.config))])
     app.req_options.strip_url_path_trailing_slash = True

@@ -570,3 +570,12 @@ def test_reqour_cancel_schema() -> None:
     body = json.loads((Path(__file__).parent.parent / "fixtures" / "pnc" / "reqour-cancel-request.json").read_text())
     assert resources.REQOUR_CANCEL_SCHEMA(body, []) == []
     assert _paths(resources.REQOUR_CANCEL_SCHEMA({"callback": None}, [])) == [("taskId",)]
+
+
+def test_nulls_of_pnc_api_dtos_read_as_absent() -> None:
+    # Jackson writes unset fields of pnc-api's Repour DTOs as null.
+    body = {"ref": "main", "internal_url": {"readwrite": "ssh://git@h/t/r.git", "readonly": "http://h/git/t/r.git"},
+            "callback": None, "taskId": None, "adjustParameters": None, "buildType": None, "originRepoUrl": None,
+            "tempBuildTimestamp": None, "alignmentPreference": None, "defaultAlignmentParams": None}
+    assert resources.ADJUST_SCHEMA(body, []) == []
+    assert not repour.is_callback_mode(body)

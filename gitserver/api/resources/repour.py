@@ -220,9 +220,10 @@ def callback_schema(*methods: str) -> Check:
 CALLBACK = callback_schema("PUT", "POST")
 # Accepted by every work endpoint (Repour's endpoint wrapper reads them from any body).
 COMMON_KEYS = {
-    "callback": Key(CALLBACK),
-    "positiveCallback": Key(CALLBACK),
-    "negativeCallback": Key(CALLBACK),
+    # null as absent: pnc-api's DTOs serialise unset fields as null.
+    "callback": Key(null_or(CALLBACK)),
+    "positiveCallback": Key(null_or(CALLBACK)),
+    "negativeCallback": Key(null_or(CALLBACK)),
     "taskId": Key(null_or(task_id)),
 }
 CLONE_SCHEMA = schema({
@@ -238,8 +239,8 @@ ADJUST_SCHEMA = schema({
                                 "readonly": Key(git_url, required=True)}), required=True),
     "originRepoUrl": Key(null_or(git_url)),
     "sync": Key(boolean),
-    "adjustParameters": Key(mapping),
-    "buildType": Key(one_of(*adjust_mod.BUILD_TYPES)),
+    "adjustParameters": Key(null_or(mapping)),
+    "buildType": Key(null_or(one_of(*adjust_mod.BUILD_TYPES))),
     "tempBuild": Key(boolean),
     "tempBuildTimestamp": Key(null_or(nonempty_str)),
     "alignmentPreference": Key(null_or(one_of(*adjust_mod.ALIGNMENT_PREFERENCES))),
@@ -766,7 +767,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     }},
 }
 
-_CALLBACK_SCHEMA = {"type": "object", "additionalProperties": False,
+_CALLBACK_SCHEMA = {"type": ["object", "null"], "additionalProperties": False,
                     "properties": {"url": {"type": "string"}, "uri": {"type": "string"},
                                    "method": {"enum": ["POST", "PUT"]},
                                    "headers": {"type": ["array", "null"], "items": {
@@ -801,8 +802,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                           "ref": {"type": ["string", "null"]}, **_COMMON_PROPERTIES}},
     "RepourAdjustRequest": {"type": "object", "required": ["ref", "internal_url"], "properties": {
         "ref": {"type": "string"}, "internal_url": _URLS, "originRepoUrl": {"type": ["string", "null"]},
-        "sync": {"type": "boolean"}, "adjustParameters": {"type": "object"},
-        "buildType": {"enum": list(adjust_mod.BUILD_TYPES)}, "tempBuild": {"type": "boolean"},
+        "sync": {"type": "boolean"}, "adjustParameters": {"type": ["object", "null"]},
+        "buildType": {"enum": [*adjust_mod.BUILD_TYPES, None]}, "tempBuild": {"type": "boolean"},
         "tempBuildTimestamp": {"type": ["string", "null"]},
         "alignmentPreference": {"enum": [*adjust_mod.ALIGNMENT_PREFERENCES, None]},
         "defaultAlignmentParams": {"type": ["string", "null"]}, "brewPullActive": {"type": "boolean"},

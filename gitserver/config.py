@@ -116,6 +116,8 @@ class Config:
     adjust_gradle_parameters: str = ""
     adjust_nodejs_command: str = ""
     adjust_nodejs_parameters: str = ""
+    adjust_sbt_command: str = ""
+    adjust_sbt_parameters: str = ""
     adjust_process_command: str = ""
     adjust_temp_build_parameters: str = "-DversionIncrementalSuffix={timestamp}-redhat"
     adjust_timeout: float = 3600.0

@@ -53,7 +53,7 @@ DEFAULT_BUILD_TYPE = "MVN"
 # Build type → the tool that aligns it, as Reqour picks it (AdjustProviderPickerImpl): MVN_RPM
 # is a Maven build; RPM has no alignment tool (refused with Reqour's message).
 TOOL_OF_BUILD_TYPE = {"MVN": "pme", "MVN_RPM": "pme", "GRADLE": "gme", "NPM": "project-manipulator",
-                      "NODEJS": "project-manipulator"}
+                      "NODEJS": "project-manipulator", "SBT": "smeg"}
 UNSUPPORTED_BUILD_TYPES = {"RPM": "Alignment for RPM builds is not supported yet"}
 ALIGNMENT_PREFERENCES = ("PREFER_PERSISTENT", "PREFER_TEMPORARY")
 
@@ -65,6 +65,9 @@ PME_RESULT_FILES = (Path("target") / "alignmentReport.json", Path("target") / "m
 GME_RESULT_FILES = (Path("build") / "alignmentReport.json", Path("manipulation.json"),
                     Path("build") / "manipulation.json")
 GME_KEPT_FILES = (Path("manipulation.json"), Path("build") / "manipulation.json")
+# SMEG (sbt): the tasks it runs and the report it writes, as Reqour's SbtProvider has them.
+SMEG_TASKS = ("manipulate", "writeReport")
+SMEG_RESULT_FILE = Path("manipulations.json")
 # The file PME/GME back removed repositories up to (``-DrepoRemovalBackup=<file>``), and
 # Reqour's default name when the parameter is not given.
 REPO_REMOVAL_PARAMETER = "-DrepoRemovalBackup"
@@ -76,6 +79,7 @@ PARAMETER_KEYS = {
     "pme": ("ALIGNMENT_PARAMETERS", "CUSTOM_PME_PARAMETERS"),
     "gme": ("ALIGNMENT_PARAMETERS", "CUSTOM_GRADLE_PARAMETERS"),
     "project-manipulator": ("ALIGNMENT_PARAMETERS", "CUSTOM_PROJECT_MANIPULATOR_PARAMETERS"),
+    "smeg": ("ALIGNMENT_PARAMETERS",),
     "process": ("ALIGNMENT_PARAMETERS",),
 }
 
@@ -268,7 +272,8 @@ def choose_provider(config: Config, build_type: str) -> Provider:
         raise ProcessingError(UNSUPPORTED_BUILD_TYPES[build_type], error_type="AdjustCommandError")
     tools = {"pme": (config.adjust_mvn_command, config.adjust_mvn_parameters),
              "gme": (config.adjust_gradle_command, config.adjust_gradle_parameters),
-             "project-manipulator": (config.adjust_nodejs_command, config.adjust_nodejs_parameters)}
+             "project-manipulator": (config.adjust_nodejs_command, config.adjust_nodejs_parameters),
+             "smeg": (config.adjust_sbt_command, config.adjust_sbt_parameters)}
     kind = TOOL_OF_BUILD_TYPE.get(build_type, "")
     command, parameters = tools.get(kind, ("", ""))
     if kind and command.strip():
@@ -281,7 +286,7 @@ def choose_provider(config: Config, build_type: str) -> Provider:
 # Tools whose extra parameters must all be options. Repour (util.get_extra_parameters) lets
 # PME and GME have bare words (``-s settings.xml``, ``-f sub/pom.xml``): their command lines
 # take option values as separate words.
-DASH_ONLY_KINDS = frozenset({"project-manipulator", "process"})
+DASH_ONLY_KINDS = frozenset({"project-manipulator", "smeg", "process"})
 
 
 def user_parameters(kind: str, parameters: Mapping[str, Any]) -> list[str]:
@@ -357,6 +362,8 @@ def run_provider(provider: Provider, work_dir: Path, request: AdjustRequest, con
         return _run_gme(provider, work_dir, request, config, runner, env)
     if provider.kind == "project-manipulator":
         return _run_project_manipulator(provider, work_dir, request, config, runner, env, scratch)
+    if provider.kind == "smeg":
+        return _run_smeg(provider, work_dir, request, config, runner, env)
     if provider.kind == "process":
         return _run_process(provider, work_dir, request, config, runner, env, scratch)
     raise ValueError(f"unknown adjust provider {provider.kind!r}")
@@ -424,6 +431,17 @@ def _run_project_manipulator(provider: Provider, work_dir: Path, request: Adjust
     data = _read_json_file(result_file, remove=True)
     result = project_manipulator_result_data(data)
     return AdjustOutcome("project-manipulator", result_version(result), result)
+
+
+def _run_smeg(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
+              runner: Runner, env: dict[str, str]) -> AdjustOutcome:
+    """SMEG, the sbt plugin: ``sbt <parameters> manipulate writeReport`` (Reqour's SbtProvider);
+    its report ``manipulations.json`` is already in Repour's shape."""
+    argv = build_command(provider, request, config, extra=SMEG_TASKS)
+    _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "smeg")
+    data = read_result(work_dir, (SMEG_RESULT_FILE,), remove=(SMEG_RESULT_FILE,))
+    result = alignment_result_data(data, [])
+    return AdjustOutcome("smeg", result_version(result), result)
 
 
 # --- result files (pure: a dict in, Repour's adjustResultData out) ------------------------------

@@ -103,10 +103,11 @@ def test_split_file_option(argv: list[str], kept: list[str], location: str | Non
 
 @pytest.mark.parametrize("build_type, kind", [
     ("MVN", "pme"), ("MVN_RPM", "pme"), ("GRADLE", "gme"), ("NPM", "project-manipulator"),
-    ("NODEJS", "project-manipulator"), ("SBT", "noop"),
+    ("NODEJS", "project-manipulator"), ("SBT", "smeg"),
 ])
 def test_every_pnc_build_type_has_its_tool(build_type: str, kind: str) -> None:
-    cfg = _config(adjust_mvn_command="pme", adjust_gradle_command="gme", adjust_nodejs_command="pm")
+    cfg = _config(adjust_mvn_command="pme", adjust_gradle_command="gme", adjust_nodejs_command="pm",
+                  adjust_sbt_command="sbt")
     assert adjust.choose_provider(cfg, build_type).kind == kind
 
 
@@ -389,3 +390,20 @@ def test_a_result_file_reached_through_a_symlink_is_refused(tmp_path: Path) -> N
     with pytest.raises(adjust.ProcessingError, match="pom-manip-ext-result.json is a symbolic link or lies under one"):
         adjust.run_provider(adjust.Provider("pme", ("pme",)), work, adjust.AdjustRequest(), _config(), tool, scratch)
     assert server_file.exists()  # (and not removed either)
+
+
+def test_smeg_runs_sbt_tasks_and_reads_its_report(tmp_path: Path) -> None:
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir(), scratch.mkdir()
+    report = {"VersioningState": {"executionRootModified": {"groupId": "org.scala", "artifactId": "lib",
+                                                            "version": "2.0.0.redhat-00003"}},
+              "RemovedRepositories": []}
+    runner = FakeRunner({"manipulations.json": report})
+    request = adjust.AdjustRequest(build_type="SBT", parameters={"ALIGNMENT_PARAMETERS": "-DrestMode=PERSISTENT"})
+    outcome = adjust.run_provider(adjust.Provider("smeg", ("sbt",), ("-Dx=1",)), work, request, _config(),
+                                  runner, scratch)
+    assert outcome == adjust.AdjustOutcome("smeg", "2.0.0.redhat-00003", report)
+    assert runner.calls[0][0] == ["sbt", "-Dx=1", "-DrestMode=PERSISTENT", "manipulate", "writeReport"]
+    assert not (work / "manipulations.json").exists()
+    with pytest.raises(adjust.ProcessingError, match="dash"):
+        adjust.user_parameters("smeg", {"ALIGNMENT_PARAMETERS": "compile"})

@@ -58,7 +58,7 @@ from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.names import validate_name
 from gitserver.pipelines import adjust as adjust_mod
-from gitserver.pipelines import jobs, ledger
+from gitserver.pipelines import heartbeat, jobs, ledger
 from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
 from gitserver.pipelines.archive import find_archive
 from gitserver.pipelines.queue import PushContext
@@ -1328,8 +1328,10 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
     op = Operation(config=runtime.config, sessions=runtime.sessions, spec=spec,
                    actor=Actor.from_dict(payload.get("actor")), stop=stop, output=alignment_log,
                    pipeline_id=ctx.pipeline_id)
+    beat = heartbeat.parse_config(spec.get("heartbeatConfig"))
     try:
-        status, body = execute(op_name, op)
+        with heartbeat.Heartbeat(beat, allow_private=runtime.config.allow_private_networks):
+            status, body = execute(op_name, op)
     except jobs.JobCancelled:
         # Like Repour: a cancelled task sends no callback (the canceller knows).
         with transaction(runtime.sessions) as session:

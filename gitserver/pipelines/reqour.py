@@ -41,11 +41,10 @@ def is_reqour_body(op_name: str, body: Any) -> bool:
 
 
 def to_repour_spec(op_name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The Repour request a Reqour request means. Keys Reqour sends that mean nothing here
-    (``heartbeatConfig``: the caller learns of a dead task from its lease instead) are dropped;
-    unknown keys stay, so the Repour schema names them."""
+    """The Repour request a Reqour request means (``heartbeatConfig`` is kept: the adjust
+    sends its heartbeats, :mod:`gitserver.pipelines.heartbeat`); unknown keys stay, so the
+    Repour schema names them."""
     spec = dict(body)
-    spec.pop("heartbeatConfig", None)
     if op_name == "adjust":
         urls = spec.pop("internalUrl", None)
         if isinstance(urls, Mapping):

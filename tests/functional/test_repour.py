@@ -1023,9 +1023,20 @@ def test_reqour_face_with_dingrogu_bodies(rserver: GitServer, issuer: IssuerServ
     adjust = pnc_fixture("reqour-adjust-request.json")
     adjust["internalUrl"] = {"readonlyUrl": got["readonlyUrl"], "readwriteUrl": got["readwriteUrl"]}
     adjust["callback"]["uri"] = receiver.url + "/adjust"
-    accepted = requests.post(rserver.http_url + "/adjust", json=adjust, headers=headers, timeout=30)
-    assert accepted.status_code == 202, accepted.text
-    result = receiver.next()["body"]
+    beats = Receiver()  # Rex's heartbeat endpoint
+    adjust["heartbeatConfig"] = {"request": {"method": "POST", "uri": beats.url + "/rest/tasks/9/heartbeat",
+                                             "headers": [{"name": "X-Rex", "value": "beat"}], "attachment": None},
+                                 "delay": 200, "delayTimeUnit": "MILLISECONDS"}
+    try:
+        accepted = requests.post(rserver.http_url + "/adjust", json=adjust, headers=headers, timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        result = receiver.next()["body"]
+        # The first beat goes out when the adjust starts, before its result.
+        beat = beats.next(timeout=5)
+        assert beat["method"] == "POST" and beat["path"] == "/rest/tasks/9/heartbeat"
+        assert beat["headers"]["X-Rex"] == "beat"
+    finally:
+        beats.close()
     assert result["callback"] == {"status": "SUCCESS", "id": adjust["taskId"]}, result
     assert result["tag"] == "2.1.0.redhat-00001" and result["internalUrl"] == adjust["internalUrl"]
     assert result["manipulatorResult"]["versioningState"] == {"executionRootName": "org.example:demo",

@@ -33,7 +33,7 @@ def test_adjust_request_translation() -> None:
                                     "readonly": "http://127.0.0.1:8080/git/project-ncl/dingrogu.git"}
     assert spec["adjustParameters"]["ALIGNMENT_PARAMETERS"] == "-DdependencyOverride.org.example:*@*="
     assert spec["defaultAlignmentParams"].startswith("-DdependencySource=REST")
-    assert "heartbeatConfig" not in spec and "internalUrl" not in spec and "buildConfigParameters" not in spec
+    assert "internalUrl" not in spec and "buildConfigParameters" not in spec
     assert spec["taskId"] == "1234568" and spec["callback"]["uri"].endswith("/callback")
 
 

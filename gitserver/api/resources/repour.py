@@ -53,7 +53,7 @@ from gitserver.db.session import transaction
 from gitserver.errors import Conflict, GitserverError, NotFound, TooManyRequests
 from gitserver.names import name_problem, validate_name
 from gitserver.pipelines import adjust as adjust_mod
-from gitserver.pipelines import oncreate, repour, reqour
+from gitserver.pipelines import heartbeat, oncreate, repour, reqour
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,17 @@ def callback_schema(*methods: str) -> Check:
 
 
 CALLBACK = callback_schema("PUT", "POST")
+
+
+def positive_number(value: Any, path: list[Any]) -> list[Error]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return [_error("expected a positive number", path)]
+    return []
+
+
+HEARTBEAT_CONFIG = schema({"request": Key(callback_schema(*heartbeat.METHODS), required=True),
+                           "delay": Key(positive_number, required=True),
+                           "delayTimeUnit": Key(null_or(one_of(*heartbeat.TIME_UNITS)))})
 # Accepted by every work endpoint (Repour's endpoint wrapper reads them from any body).
 COMMON_KEYS = {
     # null as absent: pnc-api's DTOs serialise unset fields as null.
@@ -245,6 +256,8 @@ ADJUST_SCHEMA = schema({
     "tempBuildTimestamp": Key(null_or(nonempty_str)),
     "alignmentPreference": Key(null_or(one_of(*adjust_mod.ALIGNMENT_PREFERENCES))),
     "defaultAlignmentParams": Key(null_or(lambda v, p: [] if isinstance(v, str) else [_error("expected str", p)])),
+    # Reqour's (pnc-api HeartbeatConfig): beats sent while the adjust runs.
+    "heartbeatConfig": Key(null_or(HEARTBEAT_CONFIG)),
     "brewPullActive": Key(boolean),
     **COMMON_KEYS,
 })
@@ -807,6 +820,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "tempBuildTimestamp": {"type": ["string", "null"]},
         "alignmentPreference": {"enum": [*adjust_mod.ALIGNMENT_PREFERENCES, None]},
         "defaultAlignmentParams": {"type": ["string", "null"]}, "brewPullActive": {"type": "boolean"},
+        "heartbeatConfig": {"type": ["object", "null"], "description": "pnc-api HeartbeatConfig "
+                            "{request, delay, delayTimeUnit}: sent while the adjust runs"},
         **_COMMON_PROPERTIES}},
     "RepourAdjustResult": {"type": "object", "required": ["tag", "commit", "url", "upstream_commit",
                                                           "is_ref_revision_internal", "adjustResultData"],

@@ -5,8 +5,8 @@ groups are LDAP names (``ldap/jboss-prod``) that need not name a gitserver group
 recorded as sent. Both columns are nullable: repositories made before, or through the REST
 API, have neither.
 
-Revision ID: 0006_issue15
-Revises: 0005_issue11_key_expiry
+Revision ID: 0015_issue15
+Revises: 0014_issue14
 Create Date: 2026-11-26 12:40:00
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006_issue15'
-down_revision = '0005_issue11_key_expiry'
+revision = '0015_issue15'
+down_revision = '0014_issue14'
 branch_labels = None
 depends_on = None
 

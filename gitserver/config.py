@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from gitserver.errors import ConfigError
+from gitserver.ssh import algorithms as ssh_algorithms
 
 ENV_PREFIX = "GITSERVER_"
-DEFAULT_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 BUILD_NETWORKS = ("host", "none")
 
 
@@ -48,8 +48,13 @@ class Config:
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.
     max_blob_bytes: int = 100 * 1024 * 1024
     max_push_bytes: int = 2 * 1024 * 1024 * 1024
+    # SSH algorithms offered (gitserver.ssh.algorithms explains the defaults).
+    ssh_ciphers: tuple[str, ...] = ssh_algorithms.DEFAULT_CIPHERS
+    ssh_kex_algorithms: tuple[str, ...] = ssh_algorithms.DEFAULT_KEX
+    ssh_macs: tuple[str, ...] = ssh_algorithms.DEFAULT_MACS
+    ssh_host_key_algorithms: tuple[str, ...] = ssh_algorithms.DEFAULT_HOST_KEY_ALGORITHMS
+    ssh_pubkey_algorithms: tuple[str, ...] = ssh_algorithms.DEFAULT_PUBKEY_ALGORITHMS
     # SSH daemon limits.
-    ssh_ciphers: tuple[str, ...] = DEFAULT_CIPHERS
     ssh_login_grace_time: float = 30.0
     ssh_keepalive_interval: float = 30.0
     ssh_keepalive_count_max: int = 3
@@ -254,7 +259,7 @@ def load(config_file: str | os.PathLike[str] | None = None,
     config = Config(**values)
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
-    _check_ciphers(config.ssh_ciphers)
+    ssh_algorithms_of(config)  # a typo stops every process here, not at a client's login
     for name in ("max_blob_bytes", "max_push_bytes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")
@@ -301,18 +306,11 @@ def _check_oidc(config: Config) -> None:
     oidc.parse_role_map(config.oidc_role_map)
 
 
-def _check_ciphers(ciphers: tuple[str, ...]) -> None:
-    """The SSH daemon offers exactly these: none, or one asyncssh lacks, would lock clients out
-    at the first connection instead of at start-up."""
-    if not ciphers:
-        raise ConfigError("setting ssh_ciphers: give at least one cipher")
-    from asyncssh.encryption import get_encryption_algs
-
-    known = {alg.decode() for alg in get_encryption_algs()}
-    unknown = [c for c in ciphers if c not in known]
-    if unknown:
-        raise ConfigError(f"setting ssh_ciphers: unsupported cipher {unknown[0]!r} "
-                          f"(supported: {', '.join(sorted(known))})")
+def ssh_algorithms_of(config: Config) -> ssh_algorithms.Algorithms:
+    """The SSH daemon's algorithm lists, checked against the installed asyncssh."""
+    return ssh_algorithms.resolve(config.ssh_ciphers, config.ssh_kex_algorithms,
+                                  config.ssh_macs, config.ssh_host_key_algorithms,
+                                  config.ssh_pubkey_algorithms)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

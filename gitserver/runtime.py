@@ -45,17 +45,8 @@ def initialise(config: Config) -> list[str]:
             done.append(f"created {path}")
     os.chmod(config.host_key_dir, 0o700)
     install_hooks(config.hooks_dir, config.data_dir)
-    key_path = config.host_key_dir / "ssh_host_ed25519_key"
-    if not key_path.exists():
-        import asyncssh
+    from gitserver.ssh.hostkeys import ensure_host_keys
 
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        tmp = key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key.export_private_key())
-        os.replace(tmp, key_path)
-        key_path.with_suffix(".pub").write_bytes(key.export_public_key())
-        done.append(f"created host key {key_path}")
+    done += [f"created host key {path}" for path in ensure_host_keys(config.host_key_dir)]
     upgrade(config.effective_database_url)
     return done

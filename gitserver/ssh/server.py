@@ -17,13 +17,13 @@ from typing import Any
 import asyncssh
 
 from gitserver import access, metrics
-from gitserver.config import Config
+from gitserver.config import Config, ssh_algorithms_of
 from gitserver.db.session import transaction
 from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
 from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
-from gitserver.ssh import identity
+from gitserver.ssh import hostkeys, identity
 from gitserver.ssh.commands import parse_command
 from gitserver.ssh.session import GitChild, client_git_protocol
 from gitserver.ssh.startups import StartupLimiter
@@ -31,7 +31,6 @@ from gitserver.ssh.startups import StartupLimiter
 log = logging.getLogger(__name__)
 
 REFUSED_STATUS = 128
-HOST_KEY_GLOB = "ssh_host_*_key"
 # Bigger than asyncssh's 2 MiB default so one connection can fill a fast link.
 CHANNEL_WINDOW = 8 * 1024 * 1024
 # Unknown keys one connection may offer before it is dropped. asyncssh sets no limit, and each
@@ -297,27 +296,21 @@ def _refuse(process: asyncssh.SSHServerProcess, message: str) -> int:
     return REFUSED_STATUS
 
 
-def load_host_keys(config: Config) -> list[asyncssh.SSHKey]:
-    """The host keys ``gitserver init`` wrote; a clear error when there are none."""
-    paths = sorted(config.host_key_dir.glob(HOST_KEY_GLOB)) if config.host_key_dir.is_dir() else []
-    if not paths:
-        raise ConfigError(f"no SSH host key in {config.host_key_dir}; run 'gitserver init' first")
-    try:
-        return [asyncssh.read_private_key(str(path)) for path in paths]
-    except (OSError, asyncssh.KeyImportError) as exc:
-        raise ConfigError(f"cannot read SSH host key: {exc}") from exc
+def load_host_keys(config: Config) -> list[Any]:
+    """The host keys in the data dir (missing types created), signing only as configured."""
+    return hostkeys.restrict_host_key_algorithms(hostkeys.load_host_keys(config.host_key_dir),
+                                                 config.ssh_host_key_algorithms)
 
 
-def encryption_algs(config: Config) -> list[str]:
-    """Exactly the configured ciphers (default: AES-GCM only), without duplicates.
+def algorithm_options(config: Config) -> dict[str, list[str]]:
+    """asyncssh's algorithm arguments, every list explicit and without repeats.
 
-    The client's order decides which common cipher is used (RFC 4253 7.1), so offering more
-    means using more: OpenSSH clients put chacha20-poly1305 first and then AES-CTR (with a
-    separate HMAC), both of which cost asyncssh far more CPU per byte than AES-GCM, which runs
-    in OpenSSL with AES-NI (bench/: server CPU per clone). Every OpenSSH since 6.2 (2013) and
-    paramiko speak AES-GCM; an operator with older clients adds ciphers in `ssh.ciphers`.
+    ``signature_algs`` must be given: asyncssh's default repeats every algorithm in
+    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see ssh.algorithms).
     """
-    return list(dict.fromkeys(config.ssh_ciphers))
+    algs = ssh_algorithms_of(config)
+    return {"encryption_algs": algs.encryption, "kex_algs": algs.kex, "mac_algs": algs.mac,
+            "signature_algs": algs.signature}
 
 
 async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
@@ -329,7 +322,7 @@ async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKey]) -> asyncssh.SS
         password_auth=False, kbdint_auth=False, gss_auth=False, gss_kex=False,
         host_based_auth=False, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
         allow_scp=False, sftp_factory=None, line_editor=False,
-        encryption_algs=encryption_algs(config), login_timeout=config.ssh_login_grace_time,
+        **algorithm_options(config), login_timeout=config.ssh_login_grace_time,
         keepalive_interval=config.ssh_keepalive_interval,
         keepalive_count_max=config.ssh_keepalive_count_max,
         window=CHANNEL_WINDOW, reuse_address=True)

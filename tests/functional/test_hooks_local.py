@@ -141,4 +141,5 @@ def test_init_is_idempotent_and_keeps_host_key(tmp_path: Path) -> None:
     assert any("host key" in line for line in first)
     assert initialise(cfg) == []
     assert (cfg.host_key_dir / "ssh_host_ed25519_key").read_bytes() == key
-    assert oct(os.stat(cfg.host_key_dir / "ssh_host_ed25519_key").st_mode & 0o777) == "0o600"
+    for kind in ("ed25519", "ecdsa", "rsa"):
+        assert oct(os.stat(cfg.host_key_dir / f"ssh_host_{kind}_key").st_mode & 0o777) == "0o600"

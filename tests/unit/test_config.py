@@ -67,19 +67,24 @@ def test_public_urls_override() -> None:
     assert isinstance(cfg, Config)
 
 
-@pytest.mark.parametrize("ciphers, problem", [
-    ("[]", "at least one cipher"),
-    ('["aes128-gcm@openssh.com", "rot13"]', "unsupported cipher 'rot13'"),
+@pytest.mark.parametrize("setting, value, problem", [
+    ("ciphers", "[]", "ssh_ciphers: give at least one algorithm"),
+    ("ciphers", '["aes128-gcm@openssh.com", "rot13"]', "ssh_ciphers: unsupported algorithm 'rot13'"),
+    ("kex_algorithms", '["diffie-hellman-group1-sha2"]', "ssh_kex_algorithms: unsupported"),
+    ("macs", '["hmac-sha3"]', "ssh_macs: unsupported algorithm 'hmac-sha3'"),
+    ("host_key_algorithms", '["ssh-dsa"]', "ssh_host_key_algorithms: unsupported"),
+    ("pubkey_algorithms", "[]", "ssh_pubkey_algorithms: give at least one"),
 ])
-def test_cipher_list_is_checked_at_start(tmp_path: Path, ciphers: str, problem: str) -> None:
+def test_algorithm_lists_are_checked_at_start(tmp_path: Path, setting: str, value: str,
+                                              problem: str) -> None:
     path = tmp_path / "gitserver.toml"
-    path.write_text(f"[ssh]\nciphers = {ciphers}\n")
+    path.write_text(f"[ssh]\n{setting} = {value}\n")
     with pytest.raises(ConfigError, match=problem):
         load(path, environ={})
 
 
 def test_daemon_offers_exactly_the_configured_ciphers() -> None:
-    from gitserver.ssh.server import encryption_algs
+    from gitserver.ssh.server import algorithm_options
 
-    cfg = load(environ={})
-    assert encryption_algs(cfg) == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"]
+    cfg = load(environ={"GITSERVER_SSH_CIPHERS": "aes256-ctr,aes128-gcm@openssh.com,aes256-ctr"})
+    assert algorithm_options(cfg)["encryption_algs"] == ["aes256-ctr", "aes128-gcm@openssh.com"]

@@ -1,0 +1,100 @@
+"""The daemon's host keys: one ed25519, one ECDSA and one RSA key in ``<data>/ssh``.
+
+ed25519 is what current clients prefer; ECDSA is the newest type that JSch 0.1.54 (Jenkins
+agents, Eclipse) and other clients of its era verify; RSA (with SHA-2 signatures) is for
+clients that know nothing else. ``gitserver init`` creates the three, and the daemon creates
+any that is missing when it starts, so a data dir made by an older version gains them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from gitserver.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+HOST_KEY_GLOB = "ssh_host_*_key"
+# File name part -> (asyncssh algorithm, generation options), in the order OpenSSH uses.
+HOST_KEY_TYPES = {
+    "ed25519": ("ssh-ed25519", {}),
+    "ecdsa": ("ecdsa-sha2-nistp256", {}),
+    "rsa": ("ssh-rsa", {"key_size": 3072}),
+}
+
+
+def key_path(directory: Path, kind: str) -> Path:
+    return directory / f"ssh_host_{kind}_key"
+
+
+def ensure_host_keys(directory: Path) -> list[Path]:
+    """Create the missing host keys (mode 0600); returns the paths created.
+
+    Safe when several daemons share the directory and start at once: each key is written to
+    a private temporary file and linked into place, so the first one wins and nobody ever
+    reads half a key or replaces a key clients already trust.
+    """
+    import asyncssh
+
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    created = []
+    for kind, (algorithm, options) in HOST_KEY_TYPES.items():
+        path = key_path(directory, kind)
+        if path.exists():
+            continue
+        key = asyncssh.generate_private_key(algorithm, **options)
+        tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key.export_private_key())
+            path.with_suffix(".pub").write_bytes(key.export_public_key())
+            os.link(tmp, path)
+            created.append(path)
+        except FileExistsError:
+            pass  # another process created it first; keep that one
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return created
+
+
+def load_host_keys(directory: Path) -> list[object]:
+    """Every host key in ``directory`` (missing types created first); a clear error otherwise."""
+    import asyncssh
+
+    try:
+        for path in ensure_host_keys(directory):
+            log.info("created SSH host key %s", path)
+    except OSError as exc:
+        raise ConfigError(f"cannot create SSH host keys in {directory}: {exc}") from exc
+    paths = sorted(directory.glob(HOST_KEY_GLOB))
+    try:
+        return [asyncssh.read_private_key(str(path)) for path in paths]
+    except (OSError, asyncssh.KeyImportError) as exc:
+        raise ConfigError(f"cannot read SSH host key: {exc}") from exc
+
+
+def restrict_host_key_algorithms(keys: Sequence[object], allowed: Sequence[str]) -> list[object]:
+    """Key pairs that sign only with the allowed algorithms; keys left with none are dropped.
+
+    asyncssh offers every algorithm a key can sign with (for RSA also SHA-1 ``ssh-rsa``) and
+    has no server option to narrow that, but its key pairs carry the list as an attribute.
+    """
+    import asyncssh
+
+    wanted = [name.encode("ascii") for name in allowed]
+    pairs = []
+    for pair in asyncssh.load_keypairs(list(keys)):
+        algs = [alg for alg in pair.host_key_algorithms if alg in wanted]
+        if algs:
+            pair.host_key_algorithms = algs
+            pairs.append(pair)
+    if not pairs:
+        raise ConfigError("setting ssh_host_key_algorithms: no host key can sign with "
+                          f"{', '.join(allowed)}")
+    return pairs

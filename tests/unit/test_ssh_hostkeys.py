@@ -1,0 +1,46 @@
+"""Host keys: the three types, created once, kept, and signing only as configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from gitserver.errors import ConfigError
+from gitserver.ssh import hostkeys
+
+
+def test_missing_types_are_created_and_existing_keys_kept(tmp_path: Path) -> None:
+    directory = tmp_path / "ssh"
+    old = asyncssh.generate_private_key("ssh-ed25519")
+    directory.mkdir()
+    (directory / "ssh_host_ed25519_key").write_bytes(old.export_private_key())
+
+    created = hostkeys.ensure_host_keys(directory)
+
+    assert [p.name for p in created] == ["ssh_host_ecdsa_key", "ssh_host_rsa_key"]
+    keys = hostkeys.load_host_keys(directory)
+    assert sorted(k.get_algorithm() for k in keys) == [  # type: ignore[attr-defined]
+        "ecdsa-sha2-nistp256", "ssh-ed25519", "ssh-rsa"]
+    assert old.public_data in [k.public_data for k in keys]  # type: ignore[attr-defined]
+    assert all(oct(os.stat(p).st_mode & 0o777) == "0o600" for p in created)
+    assert hostkeys.ensure_host_keys(directory) == []
+    assert not list(directory.glob("*.tmp"))
+
+
+def test_rsa_host_key_never_signs_with_sha1_by_default(tmp_path: Path) -> None:
+    from gitserver.ssh.algorithms import DEFAULT_HOST_KEY_ALGORITHMS
+
+    pairs = hostkeys.restrict_host_key_algorithms(hostkeys.load_host_keys(tmp_path),
+                                                  DEFAULT_HOST_KEY_ALGORITHMS)
+    offered = [alg for pair in pairs for alg in pair.host_key_algorithms]  # type: ignore[attr-defined]
+    assert sorted(offered) == sorted([b"ecdsa-sha2-nistp256", b"ssh-ed25519",
+                                      b"rsa-sha2-512", b"rsa-sha2-256"])
+
+
+def test_no_key_left_for_the_allowed_algorithms_is_a_clear_error(tmp_path: Path) -> None:
+    keys = [asyncssh.generate_private_key("ssh-ed25519")]
+    with pytest.raises(ConfigError, match="ssh_host_key_algorithms: no host key can sign"):
+        hostkeys.restrict_host_key_algorithms(keys, ["rsa-sha2-256"])

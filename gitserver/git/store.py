@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from gitserver.errors import Conflict, InvalidInput
+from gitserver.git import fsck
 from gitserver.names import validate_name
 
 GIT = "git"
@@ -41,6 +42,9 @@ PROTECTED_CONFIG = {
     "uploadpack.allowReachableSHA1InWant": "true",
     "core.logAllRefUpdates": "true",
     "gc.auto": "0",
+    # Cosmetic fsck findings real histories carry are let in; every other one refuses.
+    **fsck.RECEIVE_SETTINGS,
+    **fsck.FSCK_SETTINGS,
 }
 # proc-receive takes every pushed ref so that each one is accepted or refused on its own,
 # with the rule named (a pre-receive hook can only refuse the whole push).

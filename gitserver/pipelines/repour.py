@@ -53,7 +53,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.errors import GitserverError
-from gitserver.git import limits, refs
+from gitserver.git import fsck, limits, refs
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.names import validate_name
@@ -404,6 +404,9 @@ class GitWork:
             "protocol.file.allow": "always" if (allow_private or remote == INTERNAL) else "never",
             "core.hooksPath": os.devnull,
             "transfer.fsckObjects": "true",
+            # The same fsck policy as a push (gitserver.git.fsck): an origin's history with a
+            # cosmetic oddity is archived, one with a malicious .gitmodules is not.
+            **fsck.FETCH_SETTINGS,
             "fetch.recurseSubmodules": "false",
             "submodule.recurse": "false",
             "credential.helper": "",

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, or_, select, update
@@ -22,6 +23,7 @@ from gitserver import access
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gitserver.git import head, refs
 from gitserver.git.store import RepoStore
 from gitserver.keys import parse_public_key
 from gitserver.names import name_problem, validate_name
@@ -467,8 +469,14 @@ def set_tenant_quota(session: Session, principal: access.Principal, tenant: mode
 
 def update_repo(session: Session, repo: models.Repository, store: RepoStore | None = None, *,
                 description: str | None = None, visibility: str | None = None,
-                builds_enabled: bool | None = None) -> models.Repository:
+                builds_enabled: bool | None = None,
+                default_branch: str | None = None) -> models.Repository:
     """Change a repository's settings. Nothing about its history can be changed here."""
+    if default_branch is not None:
+        if store is None:
+            raise InvalidInput("default_branch: the repository store is not available")
+        _set_default_branch(store.path(repo.tenant.name, repo.name), default_branch,
+                            f"{repo.tenant.name}/{repo.name}")
     if description is not None:
         repo.description = validate_description(description)
     if visibility is not None:
@@ -481,6 +489,18 @@ def update_repo(session: Session, repo: models.Repository, store: RepoStore | No
         (store.path(repo.tenant.name, repo.name) / "description").write_text(
             (description or repo.name)[:500] + "\n")
     return repo
+
+
+def _set_default_branch(path: Path, branch: str, where: str) -> None:
+    """Point HEAD at an existing branch (``main`` or ``refs/heads/main``)."""
+    branch = branch.removeprefix(refs.HEADS)
+    problem = refs.ref_format_problem(refs.HEADS + branch)
+    if problem is not None:
+        raise InvalidInput(f"default_branch: {problem}")
+    if not head.branch_exists(path, branch):
+        raise InvalidInput(f"default_branch: there is no branch '{branch}' in {where}; "
+                           "push it first")
+    head.set_default_branch(path, branch)
 
 
 def grants_query(repo: models.Repository) -> Select[Any]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver import hookenv
-from gitserver.git import limits, protect, refs
+from gitserver.git import head, limits, protect, refs
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -151,6 +151,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
         else:
             failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic)))
             moved = [c.ref for c in allowed if failures[c.ref] is None]
+            head.adopt_pushed_branch(moved, environ.get("GIT_DIR"))
             try:
                 messages += ledger.done(push_id, moved)
             except LedgerError as exc:

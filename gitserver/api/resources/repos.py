@@ -37,7 +37,7 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import limits
+from gitserver.git import head, limits
 from gitserver.git.store import RepoStore
 from gitserver.names import validate_name
 from gitserver.pipelines import oncreate
@@ -64,8 +64,10 @@ def repo_path(tenant: str, repo: str) -> str:
 def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
     """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
     tenant = repo.tenant.name
+    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
     out = {"id": repo.id, "tenant": tenant, "name": repo.name, "description": repo.description,
            "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
+           "default_branch": head.default_branch(store.path(tenant, repo.name)),
            "ssh_url": f"{config.ssh_base_url}/{tenant}/{repo.name}.git",
            "http_url": f"{config.http_base_url}/git/{tenant}/{repo.name}.git",
            "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
@@ -146,7 +148,8 @@ class Repo:
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD,
                     "visibility": Field(str, choices=models.VISIBILITIES),
                     "builds_enabled": Field(bool),
-                    "quota_bytes": Field(int, nullable=True, check=admin.validate_quota)}
+                    "quota_bytes": Field(int, nullable=True, check=admin.validate_quota),
+                    "default_branch": Field(str, max_length=255)}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -163,7 +166,8 @@ class Repo:
             if "quota_bytes" in data:
                 admin.set_repo_quota(session, principal, row, data["quota_bytes"])
             admin.update_repo(session, row, self.ctx.runtime.store, description=data.get("description"),
-                              visibility=data.get("visibility"), builds_enabled=data.get("builds_enabled"))
+                              visibility=data.get("visibility"), builds_enabled=data.get("builds_enabled"),
+                              default_branch=data.get("default_branch"))
             resp.media = repo_json(row, self.ctx.config, repo_size(self.ctx.runtime.store, row))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
@@ -353,12 +357,15 @@ _VISIBILITY = {"type": "string", "enum": list(models.VISIBILITIES),
                "description": "private: grants only; internal: every member of the tenant reads; "
                               "public: everyone reads"}
 _PERMISSION = {"type": "string", "enum": list(models.PERMISSIONS)}
+_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
+                   "an empty repository, or the one set here)")
 _NO_CONTENT = {"description": "Done"}
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Repository": {
         "type": "object",
-        "required": ["id", "tenant", "name", "description", "visibility", "builds_enabled", "ssh_url",
+        "required": ["id", "tenant", "name", "description", "visibility", "builds_enabled",
+                     "default_branch", "ssh_url",
                      "http_url", "quota_bytes", "created_at"],
         "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
                        "description": {"type": "string"}, "visibility": _VISIBILITY,
@@ -367,6 +374,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                           "description": "as sent to /internal-scm (recorded only)"},
                        "owner_groups": {"type": "array", "items": {"type": "string"},
                                         "description": "as sent to /internal-scm, e.g. ldap/jboss-prod"},
+                       "default_branch": {"type": ["string", "null"], "description": _DEFAULT_BRANCH},
                        "ssh_url": {"type": "string", "description": "for git clone/push over SSH"},
                        "http_url": {"type": "string", "description": "read-only smart HTTP"},
                        "quota_bytes": QUOTA_SCHEMA,
@@ -385,7 +393,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "builds_enabled": {"type": "boolean",
                                           "description": "run .gitserver/pipeline.toml builds on push"},
                        "quota_bytes": {**QUOTA_SCHEMA, "description": QUOTA_SCHEMA["description"]
-                                       + " Set by the tenant's admins only."}},
+                                       + " Set by the tenant's admins only."},
+                       "default_branch": {"type": "string", "maxLength": 255,
+                                          "description": "an existing branch; becomes HEAD"}},
     },
     "Grant": {
         "type": "object", "required": ["id", "permission", "user", "group", "created_at"],

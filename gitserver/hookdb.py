@@ -38,8 +38,10 @@ class DirectLedger:
         except Exception as exc:  # any failure here means: not recorded
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 
-    def intent(self, commands: list[protect.RefCommand]) -> int:
-        reply = self._handle({"op": "intent", "updates": [[c.old, c.new, c.ref] for c in commands]})
+    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
+        from gitserver.hookrun import intent_request
+
+        reply = self._handle(intent_request(commands, options))
         return int(reply["push_id"])  # type: ignore[call-overload]
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver import hookenv
-from gitserver.git import head, limits, protect, refs
+from gitserver.git import head, limits, protect, push_options, refs
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -36,6 +36,7 @@ MAX_PKT = 65520
 HOOK_REPLY_TIMEOUT = 120.0
 MAX_HOOK_REPLY = 16 * 1024 * 1024
 _FLUSH = b"0000"
+PUSH_OPTIONS_CAPABILITY = b"push-options"
 
 
 def can_write(environ: dict[str, str] | os._Environ[str]) -> bool:
@@ -129,13 +130,22 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
     capabilities = version.partition(b"\0")[2].split()
     while read_pkt(stdin) is not None:
         pass
-    stdout.write(pkt("version=1\n") + _FLUSH)
+    # Asking for push options makes git send them after the commands (git >= 2.29).
+    with_options = PUSH_OPTIONS_CAPABILITY in capabilities
+    stdout.write(pkt("version=1\0push-options\n" if with_options else "version=1\n") + _FLUSH)
     stdout.flush()
     commands = []
     while (line := read_pkt(stdin)) is not None:
         commands.append(protect.RefCommand.parse(line.decode("utf-8", "replace")))
+    options = []
+    while with_options and (line := read_pkt(stdin)) is not None:
+        options.append(line.decode("utf-8", "replace").rstrip("\n"))
     atomic = b"atomic" in capabilities
     verdicts = decide(commands, can_write(environ), is_ancestor)
+    try:
+        push_options.parse(options)
+    except push_options.PushOptionError as exc:  # refuse every ref, naming the option
+        verdicts = [protect.Refusal(cmd.ref, "push_option", str(exc)) for cmd in commands]
     allowed = [cmd for cmd, refusal in zip(commands, verdicts) if refusal is None]
     if atomic and len(allowed) != len(commands):
         allowed = []
@@ -143,7 +153,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
     messages: list[str] = []
     if allowed:
         try:
-            push_id = ledger.intent(allowed)
+            push_id = ledger.intent(allowed, options)
         except LedgerError as exc:
             verdicts = [r or protect.Refusal(c.ref, "unrecorded") for c, r in zip(commands, verdicts)]
             messages.append(f"error: gitserver could not record this push: {exc}")
@@ -207,15 +217,18 @@ class LedgerError(Exception):
 
 
 class Ledger(Protocol):
-    def intent(self, commands: list[protect.RefCommand]) -> int:
-        """Record who pushes what before any ref moves; the push's id."""
+    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
+        """Record who pushes what (with its push options) before any ref moves; the push's id."""
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         """Mark the push done with the refs that moved; messages for the pusher."""
 
 
-def _updates(commands: list[protect.RefCommand]) -> list[list[str]]:
-    return [[c.old, c.new, c.ref] for c in commands]
+def intent_request(commands: list[protect.RefCommand], options: list[str]) -> dict[str, object]:
+    request: dict[str, object] = {"op": "intent", "updates": [[c.old, c.new, c.ref] for c in commands]}
+    if options:
+        request["push_options"] = options
+    return request
 
 
 class SocketLedger:
@@ -258,10 +271,10 @@ class SocketLedger:
             self.direct = DirectLedger(self.environ)
         return self.direct
 
-    def intent(self, commands: list[protect.RefCommand]) -> int:
-        reply = self._ask({"op": "intent", "updates": _updates(commands)})
+    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
+        reply = self._ask(intent_request(commands, options))
         if reply is None:
-            return self._fallback().intent(commands)
+            return self._fallback().intent(commands, options)
         push_id = reply.get("push_id")
         if not isinstance(push_id, int):
             raise LedgerError("malformed reply from gitserver")

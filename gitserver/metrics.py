@@ -332,7 +332,9 @@ def refusals_from_report(report: builtins.bytes | str) -> list[str]:
     by_message = {message: rule for rule, message in RULE_MESSAGES.items()}
     # (``bytes`` is shadowed by the counting function below, hence the str test.)
     text = report if isinstance(report, str) else report.decode("utf-8", "replace")
-    return [by_message.get(m.group(2).strip(), RULE_OTHER) for m in _NG.finditer(text)]
+    # A refusal with details reads "<rule message>: <detail>".
+    return [by_message.get(m.group(2).strip(), by_message.get(m.group(2).split(": ", 1)[0], RULE_OTHER))
+            for m in _NG.finditer(text)]
 
 
 @_safe

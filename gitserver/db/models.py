@@ -225,6 +225,8 @@ class Push(Base):
     protocol: Mapped[str] = mapped_column(String(20), default="ssh")
     client_address: Mapped[str] = mapped_column(String(100), default="")
     state: Mapped[str] = mapped_column(String(20), default=PUSH_DONE, index=True)
+    # ``git push -o`` options as given, a JSON list of strings (gitserver.git.push_options).
+    push_options: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     created_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
 

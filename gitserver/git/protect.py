@@ -24,6 +24,7 @@ RULE_MESSAGES = {
     "ambiguous": "a branch named HEAD would be confused with HEAD",
     "duplicate": "this push names the ref more than once; nothing was changed",
     "unrecorded": "gitserver could not record the push; nothing was changed, retry later",
+    "push_option": "push option refused",
 }
 
 
@@ -44,10 +45,12 @@ class RefCommand:
 class Refusal:
     ref: str
     rule: str
+    detail: str = ""  # what exactly was wrong, after the rule's message
 
     @property
     def message(self) -> str:
-        return RULE_MESSAGES[self.rule]
+        base = RULE_MESSAGES[self.rule]
+        return f"{base}: {self.detail}" if self.detail else base
 
 
 def duplicated(commands: list[RefCommand]) -> set[str]:

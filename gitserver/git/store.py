@@ -37,7 +37,7 @@ PROTECTED_CONFIG = {
     "receive.denyDeletes": "true",
     "receive.denyNonFastForwards": "true",
     "receive.fsckObjects": "true",
-    "receive.advertisePushOptions": "false",
+    "receive.advertisePushOptions": "true",
     "uploadpack.allowFilter": "true",
     "uploadpack.allowReachableSHA1InWant": "true",
     "core.logAllRefUpdates": "true",

@@ -361,9 +361,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def step_environment(spec: StepSpec, coords: Coordinates, home: Path) -> dict[str, str]:
+def step_environment(spec: StepSpec, coords: Coordinates, home: Path,
+                     variables: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    """A step's clean environment: the pipeline file's ``env``, then the push's
+    ``ci.variable`` options (the pusher's choice for this push wins), then the coordinates."""
     env = {"PATH": DEFAULT_PATH, "HOME": str(home), "LANG": "C.UTF-8", "TMPDIR": str(home)}
     env.update(dict(spec.env))
+    env.update(dict(variables))
     env.update(coords.environment())  # the coordinates always win
     return env
 
@@ -392,7 +396,7 @@ def _limits(sandbox: Sandbox, job: sandbox_mod.Job) -> Any:
 
 
 def run_step(ctx: JobContext, spec: StepSpec, workspace: Workspace, coords: Coordinates,
-             sandbox: Sandbox) -> StepOutcome:
+             sandbox: Sandbox, variables: tuple[tuple[str, str], ...] = ()) -> StepOutcome:
     """Run one step in ``workspace``'s sandbox, streaming its output to the pipeline log;
     kills it on cancel, release (worker shutdown) or timeout."""
     if spec.network == "host" and sandbox.network == "none":
@@ -402,7 +406,7 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Workspace, coords: Coor
         return StepOutcome("failed", None, message)
     job = workspace.job
     timeout = min(spec.timeout or sandbox.max_timeout, sandbox.max_timeout)
-    env = step_environment(spec, coords, workspace.root / "home")
+    env = step_environment(spec, coords, workspace.root / "home", variables)
     kwargs: dict[str, Any] = {}
     cwd = workspace.root / "src"
     argv = job.command(spec.argv, cwd=cwd, network=spec.network)

@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
-from gitserver.git import refs, refstate
+from gitserver.git import push_options, refs, refstate
 from gitserver.pipelines.queue import PushContext, enqueue_push_pipeline, notify_push, pipeline_url
 
 if TYPE_CHECKING:
@@ -55,11 +55,14 @@ FRESH_REF_SECONDS = 10.0  # (ref, new) pairs per IN clause: well inside SQLite's
 
 # --- recording a push --------------------------------------------------------------------------
 
-def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]]) -> models.Push:
-    """A ``pending`` push with its ref updates (old, new, ref): who pushes what, before it moves."""
+def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
+                  options: Sequence[str] = ()) -> models.Push:
+    """A ``pending`` push with its ref updates (old, new, ref) and push options: who pushes
+    what, before it moves."""
     push = models.Push(repo_id=ctx.repo_id, user_id=ctx.user_id, public_key_id=ctx.key_id,
                        key_fingerprint=ctx.key_fingerprint, protocol=ctx.protocol,
-                       client_address=ctx.client_address, state=models.PUSH_PENDING)
+                       client_address=ctx.client_address, state=models.PUSH_PENDING,
+                       push_options=json.dumps(list(options)))
     push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new) for old, new, ref in updates]
     session.add(push)
     session.flush()
@@ -129,8 +132,9 @@ class HookService:
         op = request.get("op") if isinstance(request, dict) else None
         if op == "intent":
             updates = parse_updates(request.get("updates"))
+            options = parse_push_options(request.get("push_options", []))
             with transaction(self.sessions) as session:
-                push_id = record_intent(session, self.ctx, updates).id
+                push_id = record_intent(session, self.ctx, updates, options).id
             self.issued.add(push_id)
             return {"push_id": push_id}
         if op == "done":
@@ -150,6 +154,17 @@ class HookService:
             return {"messages": [f"pipeline {pipeline_id} queued: "
                                  f"{pipeline_url(self.http_base_url, pipeline_id)}"]}
         raise ValueError("unknown hook request")
+
+
+def parse_push_options(options: Any) -> list[str]:
+    """The push options of an intent, checked again here (the hook is another process)."""
+    if not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
+        raise ValueError("malformed push options in hook message")
+    try:
+        push_options.parse(options)
+    except push_options.PushOptionError as exc:
+        raise ValueError(f"push option refused: {exc}") from exc
+    return options
 
 
 def parse_updates(rows: Any) -> list[tuple[str, str, str]]:

@@ -46,7 +46,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.errors import is_disk_full
-from gitserver.git import refs
+from gitserver.git import push_options, refs
 from gitserver.git.archive import read_blob
 from gitserver.logs import bind
 from gitserver.pipelines import build, jobs, ledger, notify, oncreate
@@ -472,6 +472,7 @@ class PipelineRun:
         self.archives: list[dict[str, object]] = []
         self.results: list[ArchiveResult] = []
         self._sandbox: build.Sandbox | None = None
+        self.variables: tuple[tuple[str, str], ...] = ()  # from git push -o ci.variable=K=V
 
     def start(self) -> bool:
         """Mark the pipeline running; False when there is nothing to do (already final)."""
@@ -519,12 +520,16 @@ class PipelineRun:
             assert repo is not None
             updates = _pipeline_updates(session, pipeline)
             kind, request = pipeline.kind, json.loads(pipeline.request or "{}")
+            options = _push_options(session, pipeline)
             session.expunge(repo)
         if kind == oncreate.KIND_CREATE:
             self._create(repo, request)
             return
         self._archive(repo, updates)
-        if repo.builds_enabled and self.results:
+        self.variables = options.variables
+        if repo.builds_enabled and self.results and options.skip_ci:
+            self.ctx.log(f"\nnot built: the push asked for it ({push_options.CI_SKIP})\n")
+        elif repo.builds_enabled and self.results:
             self._build_refs(repo)
 
     # --- create (a repository appeared; gitserver.pipelines.oncreate) -----------------------
@@ -658,7 +663,7 @@ class PipelineRun:
                 self._step_end(step, models.FAILED, None, f"{type(exc).__name__}: {exc}"[:500], t0)
                 raise
             try:
-                outcome = build.run_step(self.ctx, spec, workspace, coords, sandbox)
+                outcome = build.run_step(self.ctx, spec, workspace, coords, sandbox, self.variables)
             finally:
                 build.remove_workspace(workspace)
             if outcome.status == "released":
@@ -756,6 +761,16 @@ def _pipeline_updates(session: Session, pipeline: models.Pipeline) -> list[tuple
             if live:
                 return live
     return [(pipeline.ref, pipeline.commit)] if pipeline.commit else []
+
+
+def _push_options(session: Session, pipeline: models.Pipeline) -> push_options.PushOptions:
+    """The options of the pipeline's push; none when they cannot be read (an old row)."""
+    push = session.get(models.Push, pipeline.push_id) if pipeline.push_id is not None else None
+    try:
+        return push_options.parse(json.loads(push.push_options or "[]") if push else [])
+    except (ValueError, TypeError):  # checked when pushed; a row that fails now builds plainly
+        log.warning("pipeline %s: push options of push %s are unreadable", pipeline.id, pipeline.push_id)
+        return push_options.PushOptions()
 
 
 def notify_pipeline(session: Session, pipeline: models.Pipeline) -> None:

@@ -39,10 +39,12 @@ class FakeLedger:
         self.events = events
         self.broken = broken
 
-    def intent(self, commands: list[RefCommand]) -> int:
+    def intent(self, commands: list[RefCommand], options: list[str]) -> int:
         if self.broken == "intent":
             raise LedgerError("database is down")
         self.events.append(("intent", [c.ref for c in commands]))
+        if options:
+            self.events.append(("options", options))
         return 7
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:

@@ -113,6 +113,7 @@ def push_json(push: models.Push, user_names: dict[int, str], show_address: bool 
             "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
             "client_address": push.client_address if show_address else None, "state": push.state,
             "created_at": push.created_at,
+            "push_options": json.loads(push.push_options or "[]"),
             "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
 
 
@@ -429,7 +430,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "Push": {
         "type": "object",
         "required": ["id", "user", "key_fingerprint", "protocol", "client_address", "state", "created_at",
-                     "ref_updates"],
+                     "push_options", "ref_updates"],
         "properties": {
             "id": {"type": "integer"}, "user": {"type": ["string", "null"]},
             "key_fingerprint": {"type": "string"}, "protocol": {"type": "string"},
@@ -442,6 +443,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                      "reconciler (the pusher or the server died before the push was "
                                      "done, or the ref was written outside a push); pending: its refs "
                                      "are being moved; failed: no ref moved"},
+            "push_options": {"type": "array", "items": {"type": "string"},
+                             "description": "git push -o options as given (docs/compatibility.md)"},
             "ref_updates": {"type": "array", "items": {
                 "type": "object", "required": ["ref", "old", "new"],
                 "properties": {"ref": {"type": "string"}, "old": {"type": "string"}, "new": {"type": "string"}}}},

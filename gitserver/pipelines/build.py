@@ -59,6 +59,7 @@ TOP_LEVEL_KEYS = {"steps", "build_tags", "network"}
 # A step's network when its pipeline file names none.
 DEFAULT_STEP_NETWORK = "none"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+ENV_COMMAND = shutil.which("env", path=DEFAULT_PATH) or "/usr/bin/env"
 # Output is stored in chunks of about this size, and at least once a second.
 LOG_CHUNK = 4096
 LOG_FLUSH_SECONDS = 1.0
@@ -409,11 +410,19 @@ def run_step(ctx: JobContext, spec: StepSpec, workspace: Workspace, coords: Coor
     env = step_environment(spec, coords, workspace.root / "home", variables)
     kwargs: dict[str, Any] = {}
     cwd = workspace.root / "src"
-    argv = job.command(spec.argv, cwd=cwd, network=spec.network)
     if job.sandboxed:
+        # bwrap and setpriv start as root: they must not see the step's environment, which
+        # the pusher writes (env = {…} in the pipeline file, ci.variable push options):
+        # LD_PRELOAD=src/x.so from the pushed tree would run its code as root on the host.
+        # env(1) sets it inside the sandbox, after setpriv has switched to the job's UID.
+        inner = [ENV_COMMAND, "-i", *(f"{k}={v}" for k, v in env.items()), *spec.argv]
+        env = {"PATH": DEFAULT_PATH, "LANG": "C"}
+        argv = job.command(inner, cwd=cwd, network=spec.network)
         ctx.log(f"{job.describe(spec.network)}\n")
-    elif sandbox.fallback_uid is not None:
-        kwargs.update(user=sandbox.fallback_uid, group=sandbox.fallback_gid, extra_groups=[])
+    else:
+        argv = job.command(spec.argv, cwd=cwd, network=spec.network)
+        if sandbox.fallback_uid is not None:
+            kwargs.update(user=sandbox.fallback_uid, group=sandbox.fallback_gid, extra_groups=[])
     try:
         child = subprocess.Popen(argv, cwd=workspace.root if job.sandboxed else cwd, env=env,
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -254,3 +254,19 @@ def test_allow_unisolated_setting() -> None:
 
     assert config.load(environ={}).build_allow_unisolated is False
     assert config.load(environ={"GITSERVER_BUILD_ALLOW_UNISOLATED": "1"}).build_allow_unisolated is True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need the worker to run as root")
+def test_step_environment_never_reaches_the_root_sandbox_launcher(tmp_path: Path) -> None:
+    """The pipeline file's env and ci.variable options are the pusher's: a loader variable
+    among them must reach only the step (as the job's UID), never bwrap or setpriv (root)."""
+    box, ws, stack = sandboxed_workspace(tmp_path)
+    with stack:
+        ctx = FakeContext()
+        spec = build.StepSpec(name="s", argv=("/bin/sh", "-c", "echo preload=$LD_PRELOAD"))
+        outcome = build.run_step(ctx, spec, ws, COORDS, box,  # type: ignore[arg-type]
+                                 variables=(("LD_PRELOAD", "/nonexistent/preload.so"),))
+    assert outcome.status == "succeeded", ctx.text
+    # ld.so complains once for each program started with the variable: only the step's shell.
+    assert ctx.text.count("cannot be preloaded") == 1, ctx.text
+    assert "preload=/nonexistent/preload.so" in ctx.text

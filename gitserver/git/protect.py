@@ -28,6 +28,13 @@ RULE_MESSAGES = {
 }
 
 
+# Refs that only a 'git push --mirror' of a clone sends: GitHub's pull requests, GitLab's merge
+# requests, Gerrit's changes, the clone's remote-tracking branches.
+MIRROR_ONLY_PREFIXES = ("refs/pull/", "refs/merge-requests/", "refs/changes/", "refs/remotes/")
+MIRROR_HINT = ("'git push --mirror' copies and deletes every ref; "
+               "push with 'git push --all && git push --tags' instead")
+
+
 @dataclasses.dataclass(frozen=True)
 class RefCommand:
     old: str
@@ -71,11 +78,13 @@ def check(cmd: RefCommand, *, can_write: bool, is_ancestor: Callable[[str, str],
     """
     problem = refs.ref_format_problem(cmd.ref)
     if problem is not None:
-        return Refusal(cmd.ref, "invalid_ref")
+        return Refusal(cmd.ref, "invalid_ref", problem)
     if not cmd.ref.startswith(refs.PUSHABLE_PREFIXES):
-        return Refusal(cmd.ref, "not_pushable")
+        mirrored = cmd.ref.startswith(MIRROR_ONLY_PREFIXES)
+        return Refusal(cmd.ref, "not_pushable", MIRROR_HINT if mirrored else "")
     if refs.is_reserved(cmd.ref):
-        return Refusal(cmd.ref, "reserved")
+        # A second 'git push --mirror' deletes the archive refs the server made.
+        return Refusal(cmd.ref, "reserved", MIRROR_HINT if refs.is_zero(cmd.new) else "")
     if cmd.ref == refs.AMBIGUOUS_BRANCH:
         return Refusal(cmd.ref, "ambiguous")
     if not can_write:

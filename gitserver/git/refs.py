@@ -40,7 +40,9 @@ def ref_format_problem(ref: str) -> str | None:
     if _BAD_CHARS_RE.search(ref):
         return "ref name contains a forbidden character"
     if not ref.isascii():
-        return "ref name must be ASCII"
+        first = next(c for c in ref if not c.isascii())
+        return (f"ref names must be ASCII; this one contains {first!r} (U+{ord(first):04X}), "
+                "which macOS, Windows and Linux clients would store differently")
     if ".." in ref or "@{" in ref or "//" in ref:
         return "ref name contains '..', '@{' or '//'"
     if ref.endswith("/") or ref.endswith("."):

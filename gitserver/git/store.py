@@ -37,11 +37,17 @@ PROTECTED_CONFIG = {
     "receive.denyDeletes": "true",
     "receive.denyNonFastForwards": "true",
     "receive.fsckObjects": "true",
-    "receive.advertisePushOptions": "true",
     "uploadpack.allowFilter": "true",
     "uploadpack.allowReachableSHA1InWant": "true",
     "core.logAllRefUpdates": "true",
     "gc.auto": "0",
+}
+# What clients and real histories need: written into new repositories and given on every git
+# command line, but no protection relies on it, so
+# `gitserver check` does not hold the config files of older repositories to it.
+COMPAT_CONFIG = {
+    # git push -o (gitserver.git.push_options); proc-receive validates the options.
+    "receive.advertisePushOptions": "true",
     # Cosmetic fsck findings real histories carry are let in; every other one refuses.
     **fsck.RECEIVE_SETTINGS,
     **fsck.FSCK_SETTINGS,
@@ -83,7 +89,8 @@ class RepoStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=final.parent))
         try:
             repo = pygit2.init_repository(str(tmp), bare=True, initial_head=DEFAULT_BRANCH)
-            for key, value in {**PROTECTED_CONFIG, "core.hooksPath": str(self.hooks_dir)}.items():
+            settings = {**PROTECTED_CONFIG, **COMPAT_CONFIG, "core.hooksPath": str(self.hooks_dir)}
+            for key, value in settings.items():
                 repo.config[key] = value
             (tmp / "description").write_text((description or name)[:500] + "\n")
             # The sample hooks git copies in are never run (core.hooksPath), but remove them
@@ -104,7 +111,7 @@ def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str,
     (``settings``: more ``-c`` settings, e.g. the push limits of gitserver.git.limits)."""
     if service not in SERVICES:
         raise ValueError(f"unknown git service {service!r}")
-    merged = {**(settings or {}), **PROTECTED_CONFIG, "core.hooksPath": str(hooks_dir)}
+    merged = {**(settings or {}), **PROTECTED_CONFIG, **COMPAT_CONFIG, "core.hooksPath": str(hooks_dir)}
     if service == RECEIVE_PACK:
         merged.update(PROC_RECEIVE_CONFIG)
     argv = [GIT]

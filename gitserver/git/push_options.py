@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 CI_SKIP = "ci.skip"
 CI_VARIABLE = "ci.variable"
@@ -24,9 +24,6 @@ MAX_OPTIONS = 32
 MAX_OPTION_LENGTH = 4096
 RESERVED_VARIABLE_PREFIX = "GITSERVER_"
 _VARIABLE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-# git hands push options to post-receive in these variables (githooks(5)).
-ENV_COUNT = "GIT_PUSH_OPTION_COUNT"
-ENV_OPTION = "GIT_PUSH_OPTION_{}"
 
 
 class PushOptionError(ValueError):
@@ -72,11 +69,3 @@ def _variable(text: str) -> tuple[str, str]:
         raise PushOptionError(f"{CI_VARIABLE}: {key} is reserved (GITSERVER_*)")
     return key, value
 
-
-def from_environment(environ: Mapping[str, str]) -> list[str]:
-    """The options git gave a post-receive hook, in order (none when there were none)."""
-    try:
-        count = int(environ.get(ENV_COUNT, "0"))
-    except ValueError:
-        return []
-    return [environ.get(ENV_OPTION.format(i), "") for i in range(min(count, MAX_OPTIONS + 1))]

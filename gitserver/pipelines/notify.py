@@ -144,6 +144,7 @@ def push_payload(session: Session, config: Config, push: models.Push,
         "repository": repository_json(repo, config.ssh_base_url),
         "pusher": pusher,
         "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates],
+        "push_options": json.loads(push.push_options or "[]"),
         "push_id": push.id,
         "pipeline_id": pipeline.id if pipeline is not None else None,
     }

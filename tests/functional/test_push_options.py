@@ -27,6 +27,10 @@ def test_ci_skip_archives_without_building(server: GitServer, git_env: dict[str,
     assert [s["name"] for s in steps] == ["archive"]
     assert "not built: the push asked for it (ci.skip)" in full_log(server, pipeline.id)
     assert _pushes(server, tenant, repo)[0]["push_options"] == ["ci.skip", "topic=docs"]
+    # a push without options records none
+    commit_files(work, git_env, {"c.txt": "c\n"})
+    server.git(user, "push", "origin", "main", cwd=work)
+    assert sorted(len(p["push_options"]) for p in _pushes(server, tenant, repo)) == [0, 2]
 
 
 def test_ci_variable_reaches_build_steps(server: GitServer, git_env: dict[str, str],

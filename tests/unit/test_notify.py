@@ -512,6 +512,7 @@ def test_first_attempt_renders_the_documented_shape_from_the_rows(runtime: Runti
         "pusher": {"kind": "user", "name": "alice", "tenant": "acme", "key_fingerprint": "SHA256:k",
                    "protocol": "ssh"},
         "ref_updates": [{"ref": "refs/heads/main", "old": "0" * 40, "new": "a" * 40}],
+        "push_options": [],
         "push_id": push_id,
         "pipeline_id": pipeline_id,
     }

@@ -31,6 +31,18 @@ JGIT_JARS = ("org.eclipse.jgit.jar", "org.eclipse.jgit.pgm.jar", "org.eclipse.jg
 HAVE_JGIT = shutil.which("java") is not None and all((JAVA_DIR / j).exists() for j in JGIT_JARS)
 
 
+def _libgit2_has_ssh() -> bool:
+    """pygit2 1.21 dropped GIT_FEATURE_SSH; the flag is in pygit2.features (enums.Feature)."""
+    import pygit2
+    from pygit2.enums import Feature
+
+    return bool(pygit2.features & Feature.SSH)
+
+
+LIBGIT2_SSH = pytest.mark.skipif(not _libgit2_has_ssh(),
+                                 reason="this pygit2 build's libgit2 has no SSH transport")
+
+
 @dataclasses.dataclass(frozen=True)
 class Client:
     name: str
@@ -46,9 +58,10 @@ CLIENTS = [
     Client("git-v0", "git", protocol=0),
     Client("git-v1", "git", protocol=1),
     Client("git-v2", "git", protocol=2),
-    Client("libgit2-ed25519", "libgit2", "ed25519"),
-    Client("libgit2-ecdsa", "libgit2", "ecdsa"),
-    Client("libgit2-rsa", "libgit2", "rsa"),
+    pytest.param(Client("libgit2-ed25519", "libgit2", "ed25519"), id="libgit2-ed25519",
+                 marks=LIBGIT2_SSH),
+    pytest.param(Client("libgit2-ecdsa", "libgit2", "ecdsa"), id="libgit2-ecdsa", marks=LIBGIT2_SSH),
+    pytest.param(Client("libgit2-rsa", "libgit2", "rsa"), id="libgit2-rsa", marks=LIBGIT2_SSH),
     Client("dulwich-paramiko", "dulwich", "ed25519"),
     Client("jsch-era", "jsch-era", "ecdsa"),
     # Debian's JGit 4.11 with JSch 0.1.54: an RSA key in PEM form, signed with SHA-1 ssh-rsa.

@@ -44,3 +44,22 @@ def test_no_key_left_for_the_allowed_algorithms_is_a_clear_error(tmp_path: Path)
     keys = [asyncssh.generate_private_key("ssh-ed25519")]
     with pytest.raises(ConfigError, match="ssh_host_key_algorithms: no host key can sign"):
         hostkeys.restrict_host_key_algorithms(keys, ["rsa-sha2-256"])
+
+
+def test_daemon_start_completes_an_older_data_dir(tmp_path: Path) -> None:
+    """A data dir made when init wrote only ed25519 gains ECDSA and RSA when the daemon starts."""
+    from gitserver.config import load
+    from gitserver.ssh.server import load_host_keys
+
+    cfg = load(environ={"GITSERVER_DATA_DIR": str(tmp_path)})
+    cfg.host_key_dir.mkdir()
+    old = asyncssh.generate_private_key("ssh-ed25519").export_private_key()
+    (cfg.host_key_dir / "ssh_host_ed25519_key").write_bytes(old)
+
+    pairs = load_host_keys(cfg)
+
+    assert sorted(p.name for p in cfg.host_key_dir.glob("ssh_host_*_key")) == [
+        "ssh_host_ecdsa_key", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
+    offered = sorted(alg for pair in pairs for alg in pair.host_key_algorithms)  # type: ignore[attr-defined]
+    assert offered == sorted([b"ssh-ed25519", b"ecdsa-sha2-nistp256", b"rsa-sha2-512", b"rsa-sha2-256"])
+    assert (cfg.host_key_dir / "ssh_host_ed25519_key").read_bytes() == old

@@ -56,3 +56,20 @@ def test_server_sig_algs_has_no_repeats(server: GitServer, user: User) -> None:
     algs = found.group(1).split(",")
     assert len(algs) == len(set(algs))
     assert {"ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"} <= set(algs)
+
+
+def test_rsa_user_key_may_sign_with_sha1_like_jsch(server: GitServer, user: User) -> None:
+    """JSch before 0.1.55 signs with SHA-1 "ssh-rsa" only; that user-key signature is still
+    accepted (last in server-sig-algs), while the host key never signs with SHA-1."""
+    from gitserver import admin
+
+    key = server.keys_dir / f"{user.name}-rsa-sha1"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(key)],
+                   check=True)
+    with server.db() as session:
+        row = admin.get_user(session, admin.get_tenant(session, user.tenant), user.name)
+        admin.add_user_key(session, row, key.with_suffix(".pub").read_text().strip(), "rsa")
+    result = server.ssh(key, options=("-o", "PubkeyAcceptedAlgorithms=ssh-rsa",
+                                      "-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Hi {user.name}!")

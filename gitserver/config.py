@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gitserver import ssh_algorithms
 from gitserver.errors import ConfigError
-from gitserver.ssh import algorithms as ssh_algorithms
 
 ENV_PREFIX = "GITSERVER_"
 BUILD_NETWORKS = ("host", "none")
@@ -48,7 +48,7 @@ class Config:
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.
     max_blob_bytes: int = 100 * 1024 * 1024
     max_push_bytes: int = 2 * 1024 * 1024 * 1024
-    # SSH algorithms offered (gitserver.ssh.algorithms explains the defaults).
+    # SSH algorithms offered (gitserver.ssh_algorithms explains the defaults).
     ssh_ciphers: tuple[str, ...] = ssh_algorithms.DEFAULT_CIPHERS
     ssh_kex_algorithms: tuple[str, ...] = ssh_algorithms.DEFAULT_KEX
     ssh_macs: tuple[str, ...] = ssh_algorithms.DEFAULT_MACS

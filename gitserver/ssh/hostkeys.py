@@ -14,16 +14,18 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import asyncssh
+
 from gitserver.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 HOST_KEY_GLOB = "ssh_host_*_key"
-# File name part -> (asyncssh algorithm, generation options), in the order OpenSSH uses.
+# File name part -> (asyncssh algorithm, RSA key size or 0), in the order OpenSSH uses.
 HOST_KEY_TYPES = {
-    "ed25519": ("ssh-ed25519", {}),
-    "ecdsa": ("ecdsa-sha2-nistp256", {}),
-    "rsa": ("ssh-rsa", {"key_size": 3072}),
+    "ed25519": ("ssh-ed25519", 0),
+    "ecdsa": ("ecdsa-sha2-nistp256", 0),
+    "rsa": ("ssh-rsa", 3072),
 }
 
 
@@ -38,15 +40,14 @@ def ensure_host_keys(directory: Path) -> list[Path]:
     a private temporary file and linked into place, so the first one wins and nobody ever
     reads half a key or replaces a key clients already trust.
     """
-    import asyncssh
-
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     created = []
-    for kind, (algorithm, options) in HOST_KEY_TYPES.items():
+    for kind, (algorithm, bits) in HOST_KEY_TYPES.items():
         path = key_path(directory, kind)
         if path.exists():
             continue
-        key = asyncssh.generate_private_key(algorithm, **options)
+        key = (asyncssh.generate_private_key(algorithm, key_size=bits) if bits
+               else asyncssh.generate_private_key(algorithm))
         tmp = directory / f".{path.name}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -63,10 +64,8 @@ def ensure_host_keys(directory: Path) -> list[Path]:
     return created
 
 
-def load_host_keys(directory: Path) -> list[object]:
+def load_host_keys(directory: Path) -> list[asyncssh.SSHKey]:
     """Every host key in ``directory`` (missing types created first); a clear error otherwise."""
-    import asyncssh
-
     try:
         for path in ensure_host_keys(directory):
             log.info("created SSH host key %s", path)
@@ -79,14 +78,13 @@ def load_host_keys(directory: Path) -> list[object]:
         raise ConfigError(f"cannot read SSH host key: {exc}") from exc
 
 
-def restrict_host_key_algorithms(keys: Sequence[object], allowed: Sequence[str]) -> list[object]:
+def restrict_host_key_algorithms(keys: Sequence[asyncssh.SSHKey],
+                                 allowed: Sequence[str]) -> list[asyncssh.SSHKeyPair]:
     """Key pairs that sign only with the allowed algorithms; keys left with none are dropped.
 
     asyncssh offers every algorithm a key can sign with (for RSA also SHA-1 ``ssh-rsa``) and
     has no server option to narrow that, but its key pairs carry the list as an attribute.
     """
-    import asyncssh
-
     wanted = [name.encode("ascii") for name in allowed]
     pairs = []
     for pair in asyncssh.load_keypairs(list(keys)):

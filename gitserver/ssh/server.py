@@ -296,7 +296,7 @@ def _refuse(process: asyncssh.SSHServerProcess, message: str) -> int:
     return REFUSED_STATUS
 
 
-def load_host_keys(config: Config) -> list[Any]:
+def load_host_keys(config: Config) -> list[asyncssh.SSHKeyPair]:
     """The host keys in the data dir (missing types created), signing only as configured."""
     return hostkeys.restrict_host_key_algorithms(hostkeys.load_host_keys(config.host_key_dir),
                                                  config.ssh_host_key_algorithms)
@@ -306,14 +306,14 @@ def algorithm_options(config: Config) -> dict[str, list[str]]:
     """asyncssh's algorithm arguments, every list explicit and without repeats.
 
     ``signature_algs`` must be given: asyncssh's default repeats every algorithm in
-    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see ssh.algorithms).
+    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see gitserver.ssh_algorithms).
     """
     algs = ssh_algorithms_of(config)
     return {"encryption_algs": algs.encryption, "kex_algs": algs.kex, "mac_algs": algs.mac,
             "signature_algs": algs.signature}
 
 
-async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
+async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKeyPair]) -> asyncssh.SSHAcceptor:
     """Listen on config.ssh_host:ssh_port."""
     config = daemon.config
     return await asyncssh.create_server(

@@ -3,7 +3,6 @@ are let in with a warning, the security-relevant findings still refuse the push 
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 

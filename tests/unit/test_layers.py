@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gitserver"
 ROOTS = ("gitserver.cli", "gitserver.supervisor", "gitserver.entrypoint", "gitserver.check")
 TRANSPORTS = ("gitserver.api", "gitserver.ssh")
 CORE = ("gitserver.git", "gitserver.db", "gitserver.access", "gitserver.names", "gitserver.keys",
-        "gitserver.errors", "gitserver.config")
+        "gitserver.errors", "gitserver.config", "gitserver.ssh_algorithms")
 
 # module prefix -> prefixes it must not import
 FORBIDDEN = {
@@ -67,7 +67,7 @@ def test_imports_follow_the_layers(path: Path) -> None:
 # What the hooks' module and the modules it loads may import at load time, of gitserver's own.
 HOOK_MODULES = {"gitserver.hookrun": "hookrun.py", "gitserver.hookenv": "hookenv.py"}
 HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.git.limits",
-                *HOOK_MODULES}
+                "gitserver.git.head", "gitserver.git.push_options", *HOOK_MODULES}
 
 
 @pytest.mark.parametrize("module", sorted(HOOK_MODULES))

@@ -472,17 +472,18 @@ def update_repo(session: Session, repo: models.Repository, store: RepoStore | No
                 builds_enabled: bool | None = None,
                 default_branch: str | None = None) -> models.Repository:
     """Change a repository's settings. Nothing about its history can be changed here."""
-    if default_branch is not None:
-        if store is None:
-            raise InvalidInput("default_branch: the repository store is not available")
-        _set_default_branch(store.path(repo.tenant.name, repo.name), default_branch,
-                            f"{repo.tenant.name}/{repo.name}")
+    if default_branch is not None and store is None:
+        raise InvalidInput("default_branch: the repository store is not available")
     if description is not None:
         repo.description = validate_description(description)
     if visibility is not None:
         repo.visibility = validate_visibility(visibility)
     if builds_enabled is not None:
         repo.builds_enabled = bool(builds_enabled)
+    if default_branch is not None and store is not None:
+        # Last: every other field is valid by now, so a refused request changes nothing.
+        _set_default_branch(store.path(repo.tenant.name, repo.name), default_branch,
+                            f"{repo.tenant.name}/{repo.name}")
     session.flush()
     if description is not None and store is not None and store.exists(repo.tenant.name, repo.name):
         # gitweb-style tools read the description file; keep it in step with the row.

@@ -15,10 +15,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import pygit2
 
 from gitserver.git.refs import HEADS, RESERVED_BRANCH_PREFIX, RESERVED_TAG_PREFIX, TAGS
+
+T = TypeVar("T")
+# A ref lock is held for the microseconds of one write; one this old was left by a writer that
+# died (a worker killed mid-archive), and would block that ref forever.
+STALE_LOCK_SECONDS = 10.0
+
+
+class RefLocked(Exception):
+    """A ref's lock file is held: by a live writer, or by one that died a moment ago."""
 
 ARCHIVE_NAME = "gitserver"
 ARCHIVE_EMAIL = "gitserver@localhost"
@@ -100,14 +113,35 @@ def write_archive(repo: pygit2.Repository, tree_id: str, message: str,
         when = int((now or dt.datetime.now(dt.UTC)).timestamp())
         tagger = pygit2.Signature(ARCHIVE_NAME, ARCHIVE_EMAIL, when, 0)
         try:
-            repo.create_tag(tag, pygit2.Oid(hex=commit_id), pygit2.enums.ObjectType.COMMIT, tagger, message)
+            _write_ref(repo, TAGS + tag, lambda: repo.create_tag(
+                tag, pygit2.Oid(hex=commit_id), pygit2.enums.ObjectType.COMMIT, tagger, message))
             created = True
         except pygit2.AlreadyExistsError:
             pass  # another worker archived the same tree a moment ago: its tag stands
     if repo.references.get(HEADS + branch) is None:
         with contextlib.suppress(pygit2.AlreadyExistsError):
-            repo.references.create(HEADS + branch, pygit2.Oid(hex=commit_id))
+            _write_ref(repo, HEADS + branch,
+                       lambda: repo.references.create(HEADS + branch, pygit2.Oid(hex=commit_id)))
     return ArchiveRefs(tree_id=tree_id, commit_id=commit_id, tag=tag, branch=branch, created=created)
+
+
+def _write_ref(repo: pygit2.Repository, refname: str, write: Callable[[], T]) -> T:
+    """``write()`` the ref; when its lock file was left by a dead writer, remove it and write
+    again. A younger lock raises :class:`RefLocked` (the caller retries later)."""
+    try:
+        return write()
+    except pygit2.AlreadyExistsError:
+        raise
+    except (OSError, pygit2.GitError) as exc:
+        lock = Path(repo.path) / f"{refname}.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except OSError:
+            raise exc from None  # not a lock problem
+        if age < STALE_LOCK_SECONDS:
+            raise RefLocked(f"{refname} is locked by another writer ({lock.name}, {age:.0f} s old)") from exc
+        lock.unlink(missing_ok=True)
+        return write()
 
 
 def read_blob(repo: pygit2.Repository, tree_id: str, path: str, max_size: int) -> bytes | None:

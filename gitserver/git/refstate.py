@@ -106,7 +106,8 @@ def _newest_mtime(path: Path) -> float:
 
 
 def remove_stale_quarantines(repos_root: Path, older_than: float) -> list[Path]:
-    """Remove the stale quarantine directories of every repository under ``repos_root``."""
+    """Remove the stale quarantine directories and ref lock files of every repository under
+    ``repos_root``."""
     removed = []
     try:
         tenants = [Path(e.path) for e in os.scandir(repos_root) if e.is_dir(follow_symlinks=False)]
@@ -122,4 +123,25 @@ def remove_stale_quarantines(repos_root: Path, older_than: float) -> list[Path]:
             for path in stale_quarantines(repo, older_than):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
+            for path in stale_ref_locks(repo, older_than):
+                path.unlink(missing_ok=True)
+                removed.append(path)
     return removed
+
+
+def stale_ref_locks(repo_path: Path, older_than: float, now: float | None = None) -> list[Path]:
+    """Ref lock files (``refs/**/*.lock``, ``packed-refs.lock``) older than ``older_than``
+    seconds: left by a git or pygit2 writer that was killed; git never removes them, and
+    every later write of that ref would fail."""
+    now = time.time() if now is None else now
+    candidates = [repo_path / "packed-refs.lock"]
+    for root, _dirs, files in os.walk(repo_path / "refs"):
+        candidates += [Path(root) / name for name in files if name.endswith(".lock")]
+    found = []
+    for path in candidates:
+        try:
+            if now - os.stat(path, follow_symlinks=False).st_mtime >= older_than:
+                found.append(path)
+        except OSError:
+            continue
+    return found

@@ -479,7 +479,7 @@ def startup_pass(runtime: Runtime, who: str) -> Summary:
     cfg = runtime.config
     removed = refstate.remove_stale_quarantines(cfg.repos_dir, cfg.quarantine_stale_seconds)
     if removed:
-        log.warning("%s: removed %d stale push quarantine dir(s): %s", who, len(removed),
+        log.warning("%s: removed %d stale push quarantine dir(s) and ref lock(s): %s", who, len(removed),
                     ", ".join(str(p) for p in removed[:5]))
     return periodic_pass(runtime, who)
 

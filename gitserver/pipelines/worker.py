@@ -47,7 +47,7 @@ from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.errors import is_disk_full
 from gitserver.git import push_options, refs
-from gitserver.git.archive import read_blob
+from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
 from gitserver.logs import bind
 from gitserver.pipelines import build, jobs, ledger, notify, oncreate
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
@@ -448,6 +448,8 @@ def run_pipeline_job(ctx: jobs.JobContext) -> None:
     except jobs.JobReleased:
         ctx.log("*** released by this worker; another worker will run the pipeline again\n")
         raise
+    except jobs.RetryLater:
+        raise  # the pipeline stays running; its job runs again after the delay
     except PipelineFailed as exc:
         run.end(models.FAILED, str(exc))
         return
@@ -575,6 +577,12 @@ class PipelineRun:
         except jobs.JobCancelled:
             self._step_end(step, models.CANCELLED, None, "cancelled", t0)
             raise
+        except RefLocked as exc:
+            # A worker killed while writing an archive ref leaves its lock file behind: retry
+            # once it is old enough to be known stale (git/archive.STALE_LOCK_SECONDS).
+            self._step_end(step, models.QUEUED, None, f"{exc}; retrying"[:500], t0)
+            self.ctx.log(f"{exc}; the pipeline will retry in {STALE_LOCK_SECONDS:.0f} s\n")
+            raise jobs.RetryLater(STALE_LOCK_SECONDS, str(exc)) from exc
         except Exception as exc:
             self._step_end(step, models.FAILED, None, f"{type(exc).__name__}: {exc}"[:500], t0)
             raise

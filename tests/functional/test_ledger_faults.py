@@ -333,7 +333,7 @@ def test_worker_killed_mid_archive(split: GitServer, git_env: dict[str, str], tm
     _respawn(split, "worker")
     body = wait_for(lambda: (b := split.api("GET", f"/api/v1/pipelines/{pipeline_id}").json())
                     ["status"] in ("succeeded", "failed") and b, timeout=180, what="the pipeline")
-    assert body["status"] == "succeeded", body
+    assert body["status"] == "succeeded", (body["error"], body["steps"], split.logs())
     assert len(api_all(split, archives_url)) == 151  # every tree once (main's first commit too)
     assert_invariant(split, user, tenant, repo, "kill -9 of a worker mid-archive", accepted=2)
 

@@ -78,5 +78,14 @@ def test_synchronous_runs_over_the_cap_get_429(one_slot: GitServer, tmp_path: Pa
         hanging.close()
     runner.join(timeout=90)
     assert first and first[0].status_code == 400  # its origin went away
+
+    # The callback-mode clone runs as a job meanwhile; two clones pushing the same refs into
+    # one repository at once would race (one is refused: "another push won").
+    def clones_done() -> bool:
+        items = srv.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/pipelines").json()["items"]
+        return bool(items) and all(p["status"] in ("succeeded", "failed", "cancelled") for p in items)
+
+    wait_for(clones_done, timeout=60, what="the callback-mode clone to finish")
     # The slot is free again.
-    assert post(srv, "/clone", spec, token=user.token).status_code == 200
+    again = post(srv, "/clone", spec, token=user.token)
+    assert again.status_code == 200, again.text

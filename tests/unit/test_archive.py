@@ -69,6 +69,25 @@ def test_write_archive_creates_tag_and_branch_once(tmp_path: Path) -> None:
     assert repo[repo.references[f"refs/tags/{first.tag}"].target].message == message
 
 
+def test_a_dead_writers_ref_lock_is_removed_a_live_ones_is_waited_for(tmp_path: Path) -> None:
+    import os
+    import time
+
+    repo = _repo(tmp_path / "r.git")
+    tree = str(repo[_commit(repo, {"a": b"1"})].tree_id)
+    commit_id = git_archive.archive_commit_id(repo, tree)
+    lock = tmp_path / "r.git" / "refs" / "heads" / f"{git_archive.branch_name(commit_id)}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")  # a writer that is (as far as anyone can tell) still at it
+    with pytest.raises(git_archive.RefLocked, match="locked by another writer"):
+        git_archive.write_archive(repo, tree, "m\n")
+    old = time.time() - git_archive.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))  # ... or one killed a while ago (SIGKILL mid-archive)
+    refs = git_archive.write_archive(repo, tree, "m\n")
+    assert repo.references[f"refs/heads/{refs.branch}"].target == pygit2.Oid(hex=refs.commit_id)
+    assert not lock.exists()
+
+
 def test_peel_commit_and_read_blob(tmp_path: Path) -> None:
     repo = _repo(tmp_path / "r.git")
     commit = _commit(repo, {"f.txt": b"content"})

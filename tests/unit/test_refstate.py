@@ -46,7 +46,7 @@ def test_ledger_refs_leave_archive_refs_out(tmp_path: Path) -> None:
     assert refstate.ledger_refs(refstate.read_refs(path)) == {"refs/heads/main": commit}
 
 
-def test_only_stale_quarantines_are_removed(tmp_path: Path) -> None:
+def test_only_stale_quarantines_and_ref_locks_are_removed(tmp_path: Path) -> None:
     path, _ = _repo(tmp_path / "repos" / "t")
     stale = path / "objects" / "tmp_objdir-incoming-abc123"
     live = path / "objects" / "tmp_objdir-incoming-def456"
@@ -56,6 +56,12 @@ def test_only_stale_quarantines_are_removed(tmp_path: Path) -> None:
     old = time.time() - 3600
     for p in (stale, stale / "pack", stale / "pack" / "tmp_pack_x"):
         os.utime(p, (old, old))
+    dead_lock = path / "refs" / "heads" / "x.lock"
+    live_lock = path / "refs" / "heads" / "y.lock"
+    dead_lock.write_text("")
+    live_lock.write_text("")
+    os.utime(dead_lock, (old, old))
     removed = refstate.remove_stale_quarantines(tmp_path / "repos", older_than=600)
-    assert removed == [stale]
+    assert removed == [stale, dead_lock]
     assert not stale.exists() and live.exists()
+    assert not dead_lock.exists() and live_lock.exists()

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from bench import backup, report
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Profiler, Server, top_frames
 from bench.workload import (
+    MATCHED_CIPHER,
+    MATCHED_KEX,
     Client,
     Sample,
     add_fake_keys,
@@ -127,6 +130,8 @@ class Bench:
         self._create_repos()
         write_authorized_keys(self.ossh.authorized_keys, self.public_key, FEW_KEYS)
         add_fake_keys(self.gs, 0, FEW_KEYS - 1)
+        self.ossh.hand_over([self.ossh.repo_path(name) for name in ("small", "medium", "large")])
+        self.extra["baseline_login"] = self.ossh.login_note
 
     def _create_repos(self) -> None:
         from gitserver import admin
@@ -169,9 +174,10 @@ class Bench:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _run(self, *args: str, cwd: Path | None = None) -> bool:
-        assert self.client is not None
-        result = self.client.git(*args, cwd=cwd, check=False)
+    def _run(self, *args: str, cwd: Path | None = None, client: Client | None = None) -> bool:
+        client = client or self.client
+        assert client is not None
+        result = client.git(*args, cwd=cwd, check=False)
         if result.returncode != 0:
             log.warning("git %s failed: %s", " ".join(args[:2]), result.stderr.strip()[-300:])
         return result.returncode == 0
@@ -208,16 +214,28 @@ class Bench:
             "openssh": negotiated(self.client, self.ossh, str(self.ossh.repo_path("small")))}
 
     def ls_remote(self) -> None:
+        assert self.client is not None
         res = alternate(self.servers, self.p.runs,
-                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small"))))
+                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small")), account=True))
         self.add("ls-remote, small repo", "s", res, "ratio ≤ 1.0", lambda r: r.ratio <= 1.0)
+        self.add("server CPU per ls-remote", "s", res, field="cpu")
+        matched = self.client.matched()
+        res = alternate(self.servers, self.p.runs,
+                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small"), client=matched),
+                                              account=True))
+        crypto = f"{MATCHED_KEX} + {MATCHED_CIPHER.split('@')[0]} on both"
+        self.add("ls-remote, small repo, matched crypto", "s", res, note=crypto)
+        self.add("server CPU per ls-remote, matched crypto", "s", res, field="cpu", note=crypto)
 
     def clones(self) -> None:
-        def clone(repo: str, *opts: str) -> object:
+        assert self.client is not None
+
+        def clone(repo: str, *opts: str, client: Client = self.client) -> object:
             def one(server: Server, i: int) -> Sample:
                 dest = self._scratch(f"{server.name}-{repo}-{i}")
                 sample = measure(server, lambda: self._run("clone", "-q", "--bare", *opts,
-                                                           server.url(repo), str(dest)), account=True)
+                                                           server.url(repo), str(dest), client=client),
+                                 account=True)
                 rmtree(dest)
                 return sample
             return one
@@ -230,6 +248,14 @@ class Bench:
         large = alternate(self.servers, self.p.large_runs, clone("large"))  # type: ignore[arg-type]
         self.add("full clone, large repo", "s", large, "ratio ≤ 1.10", lambda r: r.ratio <= 1.10)
         self.add("server CPU per clone, large repo", "s", large, field="cpu")
+        self.add("server peak RSS during clone, large", "MB", large, "≤ 100 MB",
+                 lambda r: r.gitserver <= 100e6 * 1e-6, field="rss", scale=1e-6, note="whole SSH process tree")
+        matched = alternate(self.servers, self.p.large_runs,
+                            clone("large", client=self.client.matched()))  # type: ignore[arg-type]
+        crypto = f"client forced to {MATCHED_KEX} + {MATCHED_CIPHER.split('@')[0]} on both"
+        self.add("full clone, large repo, matched crypto", "s", matched, note=crypto)
+        self.add("server CPU per clone, large repo, matched crypto", "s", matched, "ratio ≤ 1.25",
+                 lambda r: r.ratio <= 1.25, field="cpu", note=crypto)
         tag = last_tag(self.p.medium)
         shallow = alternate(self.servers, self.p.clone_runs,
                             clone("medium", "--depth", "1", "--branch", tag))  # type: ignore[arg-type]
@@ -260,7 +286,8 @@ class Bench:
             (wd / f"change-{i}.txt").write_text(f"change {i}\n")
             self._run("add", ".", cwd=wd)
             self._run("commit", "-q", "-m", f"change {i}", cwd=wd)
-            sample = measure(server, lambda: self._run("push", "-q", "origin", "HEAD:main", cwd=wd))
+            sample = measure(server, lambda: self._run("push", "-q", "origin", "HEAD:main", cwd=wd),
+                             account=True)
             if server is self.gs:
                 wait_pipelines_idle(self.gs)
             return sample
@@ -268,6 +295,8 @@ class Bench:
         res = alternate(self.servers, self.p.runs, push_small)
         self.add("push of one small commit", "s", res, "≤ +0.100 s",
                  lambda r: r.gitserver - r.openssh <= 0.100, note="gitserver runs its hooks")
+        self.add("server CPU per small push", "s", res, "ratio ≤ 2.0", lambda r: r.ratio <= 2.0,
+                 field="cpu", note="pipeline worker not counted")
 
     def concurrent(self) -> None:
         assert self.client is not None
@@ -298,18 +327,25 @@ class Bench:
             del row
 
     def auth_scaling(self) -> None:
+        """ls-remote with 10 registered keys, then with more and more: sshd scans its
+        authorized_keys file (the real key is last), gitserver looks the key up in SQL."""
         def ls(server: Server, _i: int) -> Sample:
             return measure(server, lambda: self._run("ls-remote", server.url("small")))
 
-        few = alternate(self.servers, self.p.runs, ls)
-        started = time.monotonic()
-        add_fake_keys(self.gs, FEW_KEYS - 1, self.p.many_keys - 1)
-        write_authorized_keys(self.ossh.authorized_keys, self.public_key, self.p.many_keys)
-        log.info("registered %d keys on both servers in %.1fs", self.p.many_keys, time.monotonic() - started)
-        many = alternate(self.servers, self.p.runs, ls)
-        keys = f"{self.p.many_keys:,}"
-        self.add(f"auth + ls-remote, {FEW_KEYS} keys", "s", few)
-        self.add(f"auth + ls-remote, {keys} keys", "s", many)
+        steps = [n for n in (FEW_KEYS, 1_000, 10_000, 100_000) if n <= self.p.many_keys]
+        times: dict[int, dict[str, list[Sample]]] = {}
+        registered = FEW_KEYS
+        for n in steps:
+            if n > registered:
+                started = time.monotonic()
+                add_fake_keys(self.gs, registered - 1, n - 1)
+                write_authorized_keys(self.ossh.authorized_keys, self.public_key, n)
+                log.info("registered %d keys on both servers in %.1fs", n, time.monotonic() - started)
+                registered = n
+            times[n] = alternate(self.servers, self.p.runs, ls)
+            self.add(f"auth + ls-remote, {n:,} keys", "s", times[n])
+        few, many = times[steps[0]], times[steps[-1]]
+        keys = f"{steps[-1]:,}"
         gs_growth = median(many["gitserver"]) / median(few["gitserver"])
         ossh_growth = median(many["openssh"]) / median(few["openssh"])
         self.rows.append(Row(f"auth time growth, {keys} vs {FEW_KEYS} keys", "×", gs_growth, ossh_growth,
@@ -339,7 +375,7 @@ class Bench:
         self.setup()
         if self.py_spy:
             self.py_spy.mkdir(parents=True, exist_ok=True)
-            self.profiler = Profiler(self.gs.accounting_root, self.py_spy / "gitserver-ssh.txt")
+            self.profiler = Profiler(self.gs.daemon_pid, self.py_spy / "gitserver-ssh.txt")
         self.warm_up()
         self.ls_remote()
         self.clones()
@@ -381,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample the gitserver SSH daemon with py-spy for the whole run; write "
                              "collapsed stacks and a summary of the hottest frames into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    parser.add_argument("--publish", action="store_true",
+                        help="also copy the results into bench/published/ as latest.* and as "
+                             "<date>-<profile>.*, next to the earlier ones (the history)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if not SSHD.exists():
@@ -391,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     profile = PROFILES[args.profile or "full"]
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))
     bench = Bench(profile, work, args.cache_dir, args.py_spy)
     try:
@@ -404,9 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     meta = report.machine() | {"profile": profile.name, "elapsed_s": round(elapsed, 1),
                                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                               "repos_mb": {k: round(size_bytes(v) / 1e6, 1) for k, v in bench.repos.items()}}
+                               "repos_mb": {k: round(size_bytes(v) / 1e6, 1) for k, v in bench.repos.items()},
+                               "loadavg": [load_start, os.getloadavg()[0]]}
     meta.update(bench.extra)
     paths = report.write(args.out, bench.rows, meta)
+    if args.publish:
+        paths |= report.publish(paths, HERE / "published", meta)
     print(paths["md"].read_text())
     print(f"bench: {profile.name} run took {elapsed:.0f}s; wrote {', '.join(str(p) for p in paths.values())}")
     return 0

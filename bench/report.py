@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,14 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
              + ", ".join(f"{k} {v} MB" for k, v in meta["repos_mb"].items()) + ". "
              + "Negotiated by default (kex, cipher): "
              + "; ".join(f"{k}: {v}" for k, v in meta.get("negotiated", {}).items()) + ".",
+             "",
+             f"OpenSSH baseline login: {meta.get('baseline_login', 'unknown')}. Server CPU: each SSH "
+             "daemon runs under a subreaper (bench/reaper.py, prctl PR_SET_CHILD_SUBREAPER), and a "
+             "row is the growth of its process tree's utime+stime+cutime+cstime across the operation "
+             "(mean over the runs, 10 ms ticks), so every child is counted; gitserver's API and "
+             "pipeline worker are separate processes and not counted. Peak RSS: the summed RSS of "
+             "that tree, sampled every 20 ms. Load average (1 min) at start and end: "
+             + " / ".join(f"{x:.1f}" for x in meta.get("loadavg", ())) + ".",
              "",
              "| measurement | gitserver | OpenSSH + git | ratio | target | met |",
              "|---|---:|---:|---:|---|:-:|"]
@@ -106,3 +115,17 @@ def write(out: Path, rows: list[Any], meta: dict[str, Any]) -> dict[str, Path]:
     if chart(rows, png, f"gitserver vs OpenSSH + git — {meta['date']}, {meta['nproc']} CPUs"):
         paths["png"] = png
     return paths
+
+
+def publish(paths: dict[str, Path], published: Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """Copy a run's md, json and png into ``published`` twice: as ``latest.*`` (what the README
+    shows) and as ``<date>-<profile>.*``, which is never overwritten by a later run."""
+    stamp = meta["date"].replace(" UTC", "").replace(" ", "-").replace(":", "")
+    out = {}
+    for kind in ("md", "json", "png"):
+        if kind in paths:
+            dated = published / f"{stamp}-{meta['profile']}.{kind}"
+            shutil.copyfile(paths[kind], published / f"latest.{kind}")
+            shutil.copyfile(paths[kind], dated)
+            out[f"published_{kind}"] = dated
+    return out

@@ -35,6 +35,8 @@ def machine() -> dict[str, Any]:
 
 
 def _fmt(value: float, unit: str) -> str:
+    if value != value:  # NaN: no OpenSSH counterpart
+        return "–"
     if unit == "MB":
         return f"{value:.0f} MB"
     if unit == "×":
@@ -65,7 +67,7 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
         met = "" if row.passed is None else ("yes" if row.passed else "**no**")
         note = f" ({row.note})" if row.note else ""
         lines.append(f"| {row.metric}{note} | {_fmt(row.gitserver, row.unit)} | {_fmt(row.openssh, row.unit)} "
-                     f"| {row.ratio:.2f} | {row.target} | {met} |")
+                     f"| {'–' if row.ratio != row.ratio else f'{row.ratio:.2f}'} | {row.target} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -83,8 +85,9 @@ def chart(rows: list[Any], path: Path, title: str) -> bool:
         log.warning("matplotlib is not installed (pip install -e '.[bench]'); no chart written")
         return False
     # Rows against another baseline (backup vs tar) are in the table only: their ratios are on
-    # another scale and would flatten the OpenSSH comparisons.
-    shown = [r for r in rows if r.unit == "s" and not r.note.startswith(BASELINE_NOTE_PREFIX)]
+    # another scale and would flatten the OpenSSH comparisons; rows with no OpenSSH figure too.
+    shown = [r for r in rows if r.unit == "s" and not r.note.startswith(BASELINE_NOTE_PREFIX)
+             and r.ratio == r.ratio]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
     colours = ["#999999" if r.passed is None else ("#2a9d4b" if r.passed else "#d1495b") for r in shown]
     ax.barh([r.metric for r in shown], [r.ratio for r in shown], color=colours)

@@ -66,6 +66,18 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(fields[1]), ticks / CLK_TCK, int(fields[21]) * PAGE
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``."""
+    return [int(e) for e in os.listdir("/proc")
+            if e.isdigit() and (st := _stat(int(e))) is not None and st[0] == pid]
+
+
+def own_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` alone: its utime+stime, none of its children's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def tree(root: int) -> dict[int, tuple[float, int]]:
     """{pid: (cpu seconds, rss bytes)} for ``root`` and all its descendants.
 
@@ -99,7 +111,8 @@ def reaped(argv: list[str]) -> list[str]:
 
 
 class Sampler:
-    """Samples the summed RSS of a process tree every ``interval`` seconds while active."""
+    """Samples the summed RSS of a process tree (its root excepted) every ``interval`` seconds
+    while active."""
 
     def __init__(self, root: int, interval: float = 0.02) -> None:
         self.root = root
@@ -110,7 +123,9 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(rss for _cpu, rss in tree(self.root).values()))
+            # The root is the subreaper launcher, a measuring device, not part of the server.
+            self.peak = max(self.peak, sum(rss for pid, (_cpu, rss) in tree(self.root).items()
+                                           if pid != self.root))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:
@@ -144,6 +159,20 @@ class Server:
         """The pid whose process tree does this server's SSH and git work (the subreaper)."""
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def daemon_pid(self) -> int:
+        """The SSH daemon itself: the subreaper's only long-lived child (``gitserver ssh``, or
+        the listening sshd), whose own CPU (not its children's) a row may show apart."""
+        assert self.proc is not None
+        cached = self.__dict__.get("_daemon")
+        if cached and Path(f"/proc/{cached}").exists():
+            return int(cached)
+        children = _children(self.proc.pid)
+        if len(children) == 1:
+            self.__dict__["_daemon"] = children[0]
+            return children[0]
+        raise RuntimeError(f"{self.name}: the daemon under the subreaper is gone")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -183,7 +212,6 @@ class GitServer(Server):
             "GITSERVER_JOB_POLL_INTERVAL": "0.2",
         }
         self._runtime: Any = None
-        self._ssh_pid = 0
 
     def cli(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "gitserver", *args], env=self.env, text=True,
@@ -227,20 +255,6 @@ class GitServer(Server):
 
         with transaction(self.runtime.sessions) as session:
             yield session
-
-    @property
-    def daemon_pid(self) -> int:
-        """The ``gitserver ssh`` process itself (the subreaper's child), for py-spy."""
-        assert self.proc is not None
-        if not self._ssh_pid or not Path(f"/proc/{self._ssh_pid}").exists():
-            for pid in tree(self.proc.pid):
-                with contextlib.suppress(OSError):
-                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    if b"gitserver" in argv and b"ssh" in argv:
-                        self._ssh_pid = pid
-        if not self._ssh_pid:
-            raise RuntimeError("cannot find the gitserver ssh process")
-        return self._ssh_pid
 
     def url(self, repo: str) -> str:
         return f"ssh://git@127.0.0.1:{self.port}/{TENANT}/{repo}.git"

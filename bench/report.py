@@ -34,9 +34,12 @@ def machine() -> dict[str, Any]:
             "openssh": version("ssh", "-V"), "python": platform.python_version()}
 
 
+NONE = "-"  # a cell with no figure (no OpenSSH counterpart)
+
+
 def _fmt(value: float, unit: str) -> str:
     if value != value:  # NaN: no OpenSSH counterpart
-        return "–"
+        return NONE
     if unit == "MB":
         return f"{value:.0f} MB"
     if unit == "×":
@@ -67,7 +70,7 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
         met = "" if row.passed is None else ("yes" if row.passed else "**no**")
         note = f" ({row.note})" if row.note else ""
         lines.append(f"| {row.metric}{note} | {_fmt(row.gitserver, row.unit)} | {_fmt(row.openssh, row.unit)} "
-                     f"| {'–' if row.ratio != row.ratio else f'{row.ratio:.2f}'} | {row.target} | {met} |")
+                     f"| {NONE if row.ratio != row.ratio else f'{row.ratio:.2f}'} | {row.target} | {met} |")
     return "\n".join(lines) + "\n"
 
 

@@ -196,8 +196,9 @@ class KeysBatch:
     """POST an ``authorized_keys`` file's lines: every key added in one transaction, or, when
     a line is refused, none (unless ``skip_refused``), with a report naming each refused line."""
 
-    FIELDS = {"keys": Field(list, required=True, items=str, max_length=MAX_BATCH_KEYS),
-              "skip_refused": Field(bool)}
+    FIELDS: ClassVar[Mapping[str, Field]] = {
+        "keys": Field(list, required=True, items=str, max_length=MAX_BATCH_KEYS),
+        "skip_refused": Field(bool)}
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx

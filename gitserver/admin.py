@@ -174,13 +174,14 @@ _FINGERPRINT_CHUNK = 500  # fingerprints per IN clause: well inside SQLite's var
 
 
 def import_user_keys(session: Session, user: models.User, lines: list[str],
-                     skip_refused: bool = False) -> KeyImport:
+                     skip_refused: bool = False, expires_at: dt.datetime | None = None) -> KeyImport:
     """Add every key of an ``authorized_keys`` file to ``user`` in the caller's transaction.
 
     A line is refused for what :func:`gitserver.keys.parse_key_lines` finds, or because its key
     is registered already (one key is one identity). All or nothing: when any line is refused,
     nothing is added, unless ``skip_refused``, which adds the others. The keys go in with one
     multi-row INSERT, so 10,000 of them take well under a second (docs/performance.md).
+    ``expires_at``: as for :func:`add_user_key`, the expiry of the API token that imports them.
     """
     parsed = parse_key_lines(lines)
     fingerprints = [k.key.fingerprint for k in parsed if k.key is not None and not k.refused]
@@ -203,7 +204,8 @@ def import_user_keys(session: Session, user: models.User, lines: list[str],
         return KeyImport(added=0, refused=refused, total=len(checked))
     if accepted:
         rows = [{"user_id": user.id, "fingerprint": key.fingerprint, "key_type": key.key_type,
-                 "key_data": key.openssh, "bits": key.bits, "title": key.comment} for key in accepted]
+                 "key_data": key.openssh, "bits": key.bits, "title": key.comment, "expires_at": expires_at}
+                for key in accepted]
         try:
             with session.begin_nested():
                 session.execute(insert(models.PublicKey), rows)

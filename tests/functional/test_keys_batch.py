@@ -4,6 +4,7 @@ imported key really logs in."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from tests.functional.conftest import GitServer
@@ -97,3 +98,20 @@ def test_cli_import_is_all_or_nothing_with_a_report_per_line(server: GitServer, 
     assert missing.returncode == 1 and f"cannot read {tmp_path / 'nope'}" in missing.stderr
     nobody = server.cli("key", "import", tenant, "nobody", str(good), check=False)
     assert nobody.returncode == 1 and "not found" in nobody.stderr and "Traceback" not in nobody.stderr
+
+
+def test_keys_imported_with_an_expiring_token_expire_with_it(server: GitServer) -> None:
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    url = f"{tenant_url(tenant)}/users/{user.name}"
+    soon = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).replace(microsecond=0)
+    made = server.api("POST", f"{url}/tokens", {"name": "brief", "expires_at": soon.isoformat()}, token=user.token)
+    assert made.status_code == 201, made.text
+    public = server.new_key("brief")[1]
+
+    resp = server.api("POST", f"{url}/keys/batch", {"keys": [public]}, token=made.json()["token"])
+
+    assert resp.status_code == 201, resp.text
+    keys = server.api("GET", f"{url}/keys?limit=100").json()["items"]
+    imported = next(k for k in keys if k["key"].split()[1] == public.split()[1])
+    assert dt.datetime.fromisoformat(imported["expires_at"]) == soon

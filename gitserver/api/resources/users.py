@@ -208,7 +208,8 @@ class KeysBatch:
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, limit=BATCH_BODY_BYTES)
             report = admin.import_user_keys(session, row, data["keys"],
-                                            skip_refused=data.get("skip_refused", False))
+                                            skip_refused=data.get("skip_refused", False),
+                                            expires_at=principal.token_expires_at)
         body = key_import_json(report)
         if report.imported:
             resp.status = falcon.HTTP_201 if report.added else falcon.HTTP_200

@@ -11,20 +11,28 @@ import argparse
 import dataclasses
 import datetime as dt
 import logging
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench import backup, report
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Profiler, Server, top_frames
 from bench.workload import (
+    IMPORT_BATCH,
+    MATCHED_CIPHER,
+    MATCHED_KEX,
     Client,
+    KeyImportTiming,
     Sample,
     add_fake_keys,
     alternate,
+    import_fake_keys,
     measure,
     median,
     negotiated,
@@ -73,6 +81,8 @@ PROFILES = {
                     many_keys=1_000),
 }
 FEW_KEYS = 10
+# The measurement groups, in the order a run makes them (``--only`` picks some).
+GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "auth_scaling", "backup_restore")
 
 
 @dataclasses.dataclass
@@ -127,6 +137,8 @@ class Bench:
         self._create_repos()
         write_authorized_keys(self.ossh.authorized_keys, self.public_key, FEW_KEYS)
         add_fake_keys(self.gs, 0, FEW_KEYS - 1)
+        self.ossh.hand_over([self.ossh.repo_path(name) for name in ("small", "medium", "large")])
+        self.extra["baseline_login"] = self.ossh.login_note
 
     def _create_repos(self) -> None:
         from gitserver import admin
@@ -169,9 +181,10 @@ class Bench:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _run(self, *args: str, cwd: Path | None = None) -> bool:
-        assert self.client is not None
-        result = self.client.git(*args, cwd=cwd, check=False)
+    def _run(self, *args: str, cwd: Path | None = None, client: Client | None = None) -> bool:
+        client = client or self.client
+        assert client is not None
+        result = client.git(*args, cwd=cwd, check=False)
         if result.returncode != 0:
             log.warning("git %s failed: %s", " ".join(args[:2]), result.stderr.strip()[-300:])
         return result.returncode == 0
@@ -208,16 +221,28 @@ class Bench:
             "openssh": negotiated(self.client, self.ossh, str(self.ossh.repo_path("small")))}
 
     def ls_remote(self) -> None:
+        assert self.client is not None
         res = alternate(self.servers, self.p.runs,
-                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small"))))
+                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small")), account=True))
         self.add("ls-remote, small repo", "s", res, "ratio ≤ 1.0", lambda r: r.ratio <= 1.0)
+        self.add("server CPU per ls-remote", "s", res, field="cpu")
+        matched = self.client.matched()
+        res = alternate(self.servers, self.p.runs,
+                        lambda s, _i: measure(s, lambda: self._run("ls-remote", s.url("small"), client=matched),
+                                              account=True))
+        crypto = f"{MATCHED_KEX} + {MATCHED_CIPHER.split('@')[0]} on both"
+        self.add("ls-remote, small repo, matched crypto", "s", res, note=crypto)
+        self.add("server CPU per ls-remote, matched crypto", "s", res, field="cpu", note=crypto)
 
     def clones(self) -> None:
-        def clone(repo: str, *opts: str) -> object:
+        assert self.client is not None
+
+        def clone(repo: str, *opts: str, client: Client = self.client) -> object:
             def one(server: Server, i: int) -> Sample:
                 dest = self._scratch(f"{server.name}-{repo}-{i}")
                 sample = measure(server, lambda: self._run("clone", "-q", "--bare", *opts,
-                                                           server.url(repo), str(dest)), account=True)
+                                                           server.url(repo), str(dest), client=client),
+                                 account=True)
                 rmtree(dest)
                 return sample
             return one
@@ -225,11 +250,21 @@ class Bench:
         med = alternate(self.servers, self.p.clone_runs, clone("medium"))  # type: ignore[arg-type]
         self.add("full clone, medium repo", "s", med, "ratio ≤ 1.10", lambda r: r.ratio <= 1.10)
         self.add("server CPU per clone, medium repo", "s", med, field="cpu")
-        self.add("server peak RSS during clone, medium", "MB", med, field="rss", scale=1e-6,
-                 note="whole SSH process tree")
+        self.add("server peak RSS during clone, medium", "MB", med, "≤ 100 MB",
+                 lambda r: r.gitserver <= 100, field="rss", scale=1e-6, note="whole SSH process tree")
         large = alternate(self.servers, self.p.large_runs, clone("large"))  # type: ignore[arg-type]
         self.add("full clone, large repo", "s", large, "ratio ≤ 1.10", lambda r: r.ratio <= 1.10)
         self.add("server CPU per clone, large repo", "s", large, field="cpu")
+        self.add("server peak RSS during clone, large", "MB", large, field="rss", scale=1e-6,
+                 note="whole SSH process tree, git's mapped pack included")
+        matched = alternate(self.servers, self.p.large_runs,
+                            clone("large", client=self.client.matched()))  # type: ignore[arg-type]
+        crypto = f"client forced to {MATCHED_KEX} + {MATCHED_CIPHER.split('@')[0]} on both"
+        self.add("full clone, large repo, matched crypto", "s", matched, note=crypto)
+        self.add("server CPU per clone, large repo, matched crypto", "s", matched, "ratio ≤ 1.25",
+                 lambda r: r.ratio <= 1.25, field="cpu", note=crypto)
+        self.add("… of which in the daemon process itself", "s", matched, field="daemon_cpu",
+                 note="gitserver: SSH and the copy loop; sshd: the listener only")
         tag = last_tag(self.p.medium)
         shallow = alternate(self.servers, self.p.clone_runs,
                             clone("medium", "--depth", "1", "--branch", tag))  # type: ignore[arg-type]
@@ -260,7 +295,8 @@ class Bench:
             (wd / f"change-{i}.txt").write_text(f"change {i}\n")
             self._run("add", ".", cwd=wd)
             self._run("commit", "-q", "-m", f"change {i}", cwd=wd)
-            sample = measure(server, lambda: self._run("push", "-q", "origin", "HEAD:main", cwd=wd))
+            sample = measure(server, lambda: self._run("push", "-q", "origin", "HEAD:main", cwd=wd),
+                             account=True)
             if server is self.gs:
                 wait_pipelines_idle(self.gs)
             return sample
@@ -268,6 +304,10 @@ class Bench:
         res = alternate(self.servers, self.p.runs, push_small)
         self.add("push of one small commit", "s", res, "≤ +0.100 s",
                  lambda r: r.gitserver - r.openssh <= 0.100, note="gitserver runs its hooks")
+        self.add("server CPU per small push", "s", res, "ratio ≤ 2.0", lambda r: r.ratio <= 2.0,
+                 field="cpu", note="pipeline worker not counted")
+        self.add("… of which in the daemon process itself", "s", res, field="daemon_cpu",
+                 note="gitserver: SSH, auth, recording the push; sshd: the listener only")
 
     def concurrent(self) -> None:
         assert self.client is not None
@@ -298,24 +338,47 @@ class Bench:
             del row
 
     def auth_scaling(self) -> None:
+        """ls-remote with 10 registered keys, then with more and more: sshd scans its
+        authorized_keys file (the real key is last), gitserver looks the key up in SQL. The
+        keys reach gitserver through ``gitserver key import``, in files of at most
+        :data:`IMPORT_BATCH` keys, each import timed (wall and CPU)."""
         def ls(server: Server, _i: int) -> Sample:
             return measure(server, lambda: self._run("ls-remote", server.url("small")))
 
-        few = alternate(self.servers, self.p.runs, ls)
-        started = time.monotonic()
-        add_fake_keys(self.gs, FEW_KEYS - 1, self.p.many_keys - 1)
-        write_authorized_keys(self.ossh.authorized_keys, self.public_key, self.p.many_keys)
-        log.info("registered %d keys on both servers in %.1fs", self.p.many_keys, time.monotonic() - started)
-        many = alternate(self.servers, self.p.runs, ls)
-        keys = f"{self.p.many_keys:,}"
-        self.add(f"auth + ls-remote, {FEW_KEYS} keys", "s", few)
-        self.add(f"auth + ls-remote, {keys} keys", "s", many)
+        steps = [n for n in (FEW_KEYS, 1_000, 10_000, 100_000) if n <= self.p.many_keys]
+        times: dict[int, dict[str, list[Sample]]] = {}
+        imports: list[KeyImportTiming] = []
+        registered = FEW_KEYS
+        for n in steps:
+            if n > registered:
+                for start in range(registered - 1, n - 1, IMPORT_BATCH):
+                    imports.append(import_fake_keys(self.gs, self.work / "keys", start,
+                                                    min(start + IMPORT_BATCH, n - 1)))
+                write_authorized_keys(self.ossh.authorized_keys, self.public_key, n)
+                registered = n
+            times[n] = alternate(self.servers, self.p.runs, ls)
+            self.add(f"auth + ls-remote, {n:,} keys", "s", times[n])
+        few, many = times[steps[0]], times[steps[-1]]
+        keys = f"{steps[-1]:,}"
         gs_growth = median(many["gitserver"]) / median(few["gitserver"])
         ossh_growth = median(many["openssh"]) / median(few["openssh"])
         self.rows.append(Row(f"auth time growth, {keys} vs {FEW_KEYS} keys", "×", gs_growth, ossh_growth,
                              "gitserver ≤ 1.10", gs_growth <= 1.10,
                              note="ratio column: gitserver growth / openssh growth"))
         log.info("auth growth with %s keys: gitserver %.2f, openssh %.2f", keys, gs_growth, ossh_growth)
+        full = [t for t in imports if t.keys == IMPORT_BATCH] or imports
+        if full:
+            size = f"{full[0].keys:,}"
+            wall = statistics.median(t.seconds for t in full)
+            cpu = statistics.median(t.cpu for t in full)
+            written = statistics.median(t.baseline for t in full)
+            self.rows.append(Row(f"gitserver key import of {size} keys (wall)", "s", wall, float("nan"),
+                                 "≤ 2 s", wall <= 2.0,
+                                 note=f"{len(full)} imports; writing the lines for sshd takes {written:.3f} s"))
+            self.rows.append(Row(f"gitserver key import of {size} keys (CPU of the CLI process)", "s",
+                                 cpu, float("nan"), "≤ 2 s", cpu <= 2.0,
+                                 note="includes the CLI's start, ~0.5 s"))
+            self.extra["key_imports"] = [dataclasses.asdict(t) for t in imports]
 
     def backup_restore(self) -> None:
         """Last, as it reads everything the other measurements wrote."""
@@ -335,18 +398,15 @@ class Bench:
             log.info("%-42s gitserver %8.3f  baseline %8.3f  ratio %.2f", metric, mine, theirs,
                      mine / theirs if theirs else float("nan"))
 
-    def run(self) -> None:
+    def run(self, only: Sequence[str] = ()) -> None:
         self.setup()
         if self.py_spy:
             self.py_spy.mkdir(parents=True, exist_ok=True)
-            self.profiler = Profiler(self.gs.accounting_root, self.py_spy / "gitserver-ssh.txt")
+            self.profiler = Profiler(self.gs.daemon_pid, self.py_spy / "gitserver-ssh.txt")
         self.warm_up()
-        self.ls_remote()
-        self.clones()
-        self.pushes()
-        self.concurrent()
-        self.auth_scaling()
-        self.backup_restore()
+        for name in GROUPS:
+            if not only or name in only:
+                getattr(self, name)()
 
     def stop(self) -> None:
         if self.profiler is not None:
@@ -380,7 +440,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="sample the gitserver SSH daemon with py-spy for the whole run; write "
                              "collapsed stacks and a summary of the hottest frames into DIR")
+    parser.add_argument("--only", action="append", choices=GROUPS, default=[],
+                        help="run only this group of measurements (repeatable)")
+    parser.add_argument("--runs", type=int, help="override the profile's number of quick runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    parser.add_argument("--publish", action="store_true",
+                        help="also copy the results into bench/published/ as latest.* and as "
+                             "<date>-<profile>.*, next to the earlier ones (the history)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if not SSHD.exists():
@@ -390,11 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: gitserver has no SSH daemon yet (gitserver/ssh/server.py is missing)", file=sys.stderr)
         return 2
     profile = PROFILES[args.profile or "full"]
+    if args.runs:
+        profile = dataclasses.replace(profile, runs=args.runs)
     started = time.monotonic()
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))
     bench = Bench(profile, work, args.cache_dir, args.py_spy)
     try:
-        bench.run()
+        bench.run(args.only)
     finally:
         bench.stop()
         if not args.keep:
@@ -404,9 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     meta = report.machine() | {"profile": profile.name, "elapsed_s": round(elapsed, 1),
                                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                               "repos_mb": {k: round(size_bytes(v) / 1e6, 1) for k, v in bench.repos.items()}}
+                               "repos_mb": {k: round(size_bytes(v) / 1e6, 1) for k, v in bench.repos.items()},
+                               "loadavg": [load_start, os.getloadavg()[0]]}
     meta.update(bench.extra)
     paths = report.write(args.out, bench.rows, meta)
+    if args.publish:
+        paths |= report.publish(paths, HERE / "published", meta)
     print(paths["md"].read_text())
     print(f"bench: {profile.name} run took {elapsed:.0f}s; wrote {', '.join(str(p) for p in paths.values())}")
     return 0

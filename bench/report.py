@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,12 @@ def machine() -> dict[str, Any]:
             "openssh": version("ssh", "-V"), "python": platform.python_version()}
 
 
+NONE = "-"  # a cell with no figure (no OpenSSH counterpart)
+
+
 def _fmt(value: float, unit: str) -> str:
+    if value != value:  # NaN: no OpenSSH counterpart
+        return NONE
     if unit == "MB":
         return f"{value:.0f} MB"
     if unit == "×":
@@ -50,13 +56,21 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
              + "Negotiated by default (kex, cipher): "
              + "; ".join(f"{k}: {v}" for k, v in meta.get("negotiated", {}).items()) + ".",
              "",
+             f"OpenSSH baseline login: {meta.get('baseline_login', 'unknown')}. Server CPU: each SSH "
+             "daemon runs under a subreaper (bench/reaper.py, prctl PR_SET_CHILD_SUBREAPER), and a "
+             "row is the growth of its process tree's utime+stime+cutime+cstime across the operation "
+             "(mean over the runs, 10 ms ticks), so every child is counted; gitserver's API and "
+             "pipeline worker are separate processes and not counted. Peak RSS: the summed RSS of "
+             "that tree, sampled every 20 ms. Load average (1 min) at start and end: "
+             + " / ".join(f"{x:.1f}" for x in meta.get("loadavg", ())) + ".",
+             "",
              "| measurement | gitserver | OpenSSH + git | ratio | target | met |",
              "|---|---:|---:|---:|---|:-:|"]
     for row in rows:
         met = "" if row.passed is None else ("yes" if row.passed else "**no**")
         note = f" ({row.note})" if row.note else ""
         lines.append(f"| {row.metric}{note} | {_fmt(row.gitserver, row.unit)} | {_fmt(row.openssh, row.unit)} "
-                     f"| {row.ratio:.2f} | {row.target} | {met} |")
+                     f"| {NONE if row.ratio != row.ratio else f'{row.ratio:.2f}'} | {row.target} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -74,8 +88,9 @@ def chart(rows: list[Any], path: Path, title: str) -> bool:
         log.warning("matplotlib is not installed (pip install -e '.[bench]'); no chart written")
         return False
     # Rows against another baseline (backup vs tar) are in the table only: their ratios are on
-    # another scale and would flatten the OpenSSH comparisons.
-    shown = [r for r in rows if r.unit == "s" and not r.note.startswith(BASELINE_NOTE_PREFIX)]
+    # another scale and would flatten the OpenSSH comparisons; rows with no OpenSSH figure too.
+    shown = [r for r in rows if r.unit == "s" and not r.note.startswith(BASELINE_NOTE_PREFIX)
+             and r.ratio == r.ratio]
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
     colours = ["#999999" if r.passed is None else ("#2a9d4b" if r.passed else "#d1495b") for r in shown]
     ax.barh([r.metric for r in shown], [r.ratio for r in shown], color=colours)
@@ -106,3 +121,17 @@ def write(out: Path, rows: list[Any], meta: dict[str, Any]) -> dict[str, Path]:
     if chart(rows, png, f"gitserver vs OpenSSH + git — {meta['date']}, {meta['nproc']} CPUs"):
         paths["png"] = png
     return paths
+
+
+def publish(paths: dict[str, Path], published: Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """Copy a run's md, json and png into ``published`` twice: as ``latest.*`` (what the README
+    shows) and as ``<date>-<profile>.*``, which is never overwritten by a later run."""
+    stamp = meta["date"].replace(" UTC", "").replace(" ", "-").replace(":", "")
+    out = {}
+    for kind in ("md", "json", "png"):
+        if kind in paths:
+            dated = published / f"{stamp}-{meta['profile']}.{kind}"
+            shutil.copyfile(paths[kind], published / f"latest.{kind}")
+            shutil.copyfile(paths[kind], dated)
+            out[f"published_{kind}"] = dated
+    return out

@@ -1,11 +1,14 @@
-"""The two servers under test — ``gitserver serve`` and plain OpenSSH ``sshd`` + git — started
-on free loopback ports, and /proc accounting of a server's process tree."""
+"""The two servers under test — gitserver and plain OpenSSH ``sshd`` + git — started on free
+loopback ports, each SSH daemon under a subreaper (:mod:`bench.reaper`), and /proc accounting
+of a server's process tree."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +24,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TENANT = "bench"
 USER = "bench"
+# The account the OpenSSH baseline logs in as: its login shell is /bin/sh (dash on Debian),
+# which reads no rc file when sshd runs a command with it, and its home is empty but for the
+# .gitconfig git needs to serve repositories another user owns. Logging in as root instead
+# would run root's bash, which reads ~/.bashrc on every connection (on these machines that
+# runs `pyenv init`, ~90 ms) and makes the baseline look slower than it is.
+BASELINE_USER = "gitbench"
+BASELINE_SHELL = "/bin/sh"
 
 
 def free_port() -> int:
@@ -56,6 +66,18 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return int(fields[1]), ticks / CLK_TCK, int(fields[21]) * PAGE
 
 
+def _children(pid: int) -> list[int]:
+    """The children of ``pid``."""
+    return [int(e) for e in os.listdir("/proc")
+            if e.isdigit() and (st := _stat(int(e))) is not None and st[0] == pid]
+
+
+def own_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` alone: its utime+stime, none of its children's."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def tree(root: int) -> dict[int, tuple[float, int]]:
     """{pid: (cpu seconds, rss bytes)} for ``root`` and all its descendants.
 
@@ -78,11 +100,19 @@ def tree(root: int) -> dict[int, tuple[float, int]]:
 
 
 def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root``'s tree: the live processes and all they have reaped. Under
+    :mod:`bench.reaper` that is every process the server has ever started."""
     return sum(cpu for cpu, _rss in tree(root).values())
 
 
+def reaped(argv: list[str]) -> list[str]:
+    """``argv`` run under the subreaper launcher."""
+    return [sys.executable, "-m", "bench.reaper", *argv]
+
+
 class Sampler:
-    """Samples the summed RSS of a process tree every ``interval`` seconds while active."""
+    """Samples the summed RSS of a process tree (its root excepted) every ``interval`` seconds
+    while active."""
 
     def __init__(self, root: int, interval: float = 0.02) -> None:
         self.root = root
@@ -93,7 +123,9 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, sum(rss for _cpu, rss in tree(self.root).values()))
+            # The root is the subreaper launcher, a measuring device, not part of the server.
+            self.peak = max(self.peak, sum(rss for pid, (_cpu, rss) in tree(self.root).items()
+                                           if pid != self.root))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:
@@ -124,9 +156,23 @@ class Server:
 
     @property
     def accounting_root(self) -> int:
-        """The pid whose process tree does this server's SSH and git work."""
+        """The pid whose process tree does this server's SSH and git work (the subreaper)."""
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def daemon_pid(self) -> int:
+        """The SSH daemon itself: the subreaper's only long-lived child (``gitserver ssh``, or
+        the listening sshd), whose own CPU (not its children's) a row may show apart."""
+        assert self.proc is not None
+        cached = self.__dict__.get("_daemon")
+        if cached and Path(f"/proc/{cached}").exists():
+            return int(cached)
+        children = _children(self.proc.pid)
+        if len(children) == 1:
+            self.__dict__["_daemon"] = children[0]
+            return children[0]
+        raise RuntimeError(f"{self.name}: the daemon under the subreaper is gone")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -141,7 +187,11 @@ class Server:
 
 
 class GitServer(Server):
-    """``gitserver serve`` with SQLite in ``root``; the benchmark talks to its database in-process."""
+    """gitserver with SQLite in ``root``; the benchmark talks to its database in-process.
+
+    The three parts ``gitserver serve`` would supervise run as separate processes, the SSH
+    daemon under the subreaper, so that its tree (every git and hook it starts) is what is
+    measured, and the API and the pipeline worker are not."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(name="gitserver", port=free_port(), user="git")
@@ -162,7 +212,6 @@ class GitServer(Server):
             "GITSERVER_JOB_POLL_INTERVAL": "0.2",
         }
         self._runtime: Any = None
-        self._ssh_pid = 0
 
     def cli(self, *args: str) -> str:
         result = subprocess.run([sys.executable, "-m", "gitserver", *args], env=self.env, text=True,
@@ -173,12 +222,23 @@ class GitServer(Server):
 
     def start(self) -> None:
         self.cli("init")
-        log = open(self.root / "serve.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "gitserver", "serve"], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                     start_new_session=True)
-        log.close()
-        wait_for_ssh(self.port, self.proc, "gitserver serve")
+        self.others: list[subprocess.Popen[bytes]] = []
+        for part in ("ssh", "worker", "api"):
+            log = open(self.root / f"{part}.log", "ab")  # noqa: SIM115
+            argv = [sys.executable, "-m", "gitserver", part]
+            proc = subprocess.Popen(reaped(argv) if part == "ssh" else argv, env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
+            log.close()
+            if part == "ssh":
+                self.proc = proc
+            else:
+                self.others.append(proc)
+        assert self.proc is not None
+        wait_for_ssh(self.port, self.proc, "gitserver ssh")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['GITSERVER_HTTP_PORT']}"
 
     @property
     def runtime(self) -> Any:
@@ -196,20 +256,6 @@ class GitServer(Server):
         with transaction(self.runtime.sessions) as session:
             yield session
 
-    @property
-    def accounting_root(self) -> int:
-        """The ``gitserver ssh`` child of the supervisor (API and worker are not counted)."""
-        assert self.proc is not None
-        if not self._ssh_pid or not Path(f"/proc/{self._ssh_pid}").exists():
-            for pid in tree(self.proc.pid):
-                with contextlib.suppress(OSError):
-                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    if b"gitserver" in argv and b"ssh" in argv:
-                        self._ssh_pid = pid
-        if not self._ssh_pid:
-            raise RuntimeError("cannot find the gitserver ssh process")
-        return self._ssh_pid
-
     def url(self, repo: str) -> str:
         return f"ssh://git@127.0.0.1:{self.port}/{TENANT}/{repo}.git"
 
@@ -218,6 +264,15 @@ class GitServer(Server):
 
     def stop(self) -> None:
         super().stop()
+        for proc in getattr(self, "others", []):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         if self._runtime is not None:
             self._runtime.dispose()
 
@@ -287,24 +342,50 @@ LogLevel ERROR
 """
 
 
-class OpenSSHServer(Server):
-    """OpenSSH ``sshd`` as root with its own config, host key and authorized_keys in ``root``.
+def baseline_account(home: Path) -> tuple[str, str]:
+    """The login the OpenSSH baseline uses, and why: :data:`BASELINE_USER` with an empty
+    ``home``, created (or pointed at ``home``) when we are root; else the current user, whose
+    shell may read rc files (the report says so)."""
+    me = pwd.getpwuid(os.getuid()).pw_name
+    if os.getuid() != 0:
+        return me, f"{me} (not root: could not create {BASELINE_USER}; its shell may read rc files)"
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    try:
+        pwd.getpwnam(BASELINE_USER)
+        subprocess.run(["usermod", "--home", str(home), "--shell", BASELINE_SHELL, "--password", "*",
+                        BASELINE_USER], check=True)
+    except KeyError:
+        # Password "*": no password login, but not a locked account, which sshd (without
+        # PAM) would refuse even for a key.
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(home),
+                        "--shell", BASELINE_SHELL, "--password", "*", BASELINE_USER], check=True)
+    entry = pwd.getpwnam(BASELINE_USER)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    return BASELINE_USER, f"{BASELINE_USER} (login shell {BASELINE_SHELL}, empty home: no rc file read)"
 
-    Clones read the very repositories gitserver serves (by absolute path); pushes go to plain
-    bare repositories under ``root/plain`` (gitserver's hooks need its environment)."""
+
+class OpenSSHServer(Server):
+    """OpenSSH ``sshd`` (as root, under the subreaper) with its own config, host key and
+    authorized_keys in ``root``; clients log in as :data:`BASELINE_USER`.
+
+    Clones read the very repositories gitserver serves (by absolute path; the baseline user's
+    .gitconfig lists them as ``safe.directory``); pushes go to plain bare repositories under
+    ``root/plain``, owned by the baseline user (gitserver's hooks need its environment)."""
 
     def __init__(self, root: Path, data_dir: Path) -> None:
-        super().__init__(name="openssh", port=free_port(), user=os.environ.get("USER", "root") or "root")
-        import pwd
-
-        self.user = pwd.getpwuid(os.getuid()).pw_name
+        super().__init__(name="openssh", port=free_port(), user="root")
         self.root = root
         self.data_dir = data_dir
         self.plain = root / "plain"
+        self.home = root / "home"
         self.authorized_keys = root / "authorized_keys"
+        self.login_note = ""
 
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.user, self.login_note = baseline_account(self.home)
         self.plain.mkdir(exist_ok=True)
         key = self.root / "ssh_host_ed25519_key"
         if not key.exists():
@@ -313,10 +394,27 @@ class OpenSSHServer(Server):
         cfg.write_text(SSHD_CONFIG.format(port=self.port, root=self.root))
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
         log = open(self.root / "sshd.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(cfg)], stdout=log,
+        self.proc = subprocess.Popen(reaped([str(SSHD), "-D", "-e", "-f", str(cfg)]), stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         wait_for_ssh(self.port, self.proc, "sshd")
+
+    def hand_over(self, served: list[Path]) -> None:
+        """Give the baseline user its plain repositories and a .gitconfig naming ``served``
+        (owned by gitserver) as safe, once all of them exist."""
+        if self.user != BASELINE_USER:
+            return
+        entry = pwd.getpwnam(BASELINE_USER)
+        # sshd reads authorized_keys as the user and git runs as the user: every directory
+        # from the work directory down to the repositories must be readable by it.
+        work = self.root.parent
+        for path in {self.root, *(q for p in served for q in (p, *p.parents) if q.is_relative_to(work))}:
+            path.chmod(path.stat().st_mode | 0o055)
+        gitconfig = self.home / ".gitconfig"
+        gitconfig.write_text("[safe]\n" + "".join(f"\tdirectory = {p}\n" for p in served))
+        os.chown(gitconfig, entry.pw_uid, entry.pw_gid)
+        subprocess.run(["chown", "-R", f"{entry.pw_uid}:{entry.pw_gid}", str(self.plain)], check=True)
+        os.chmod(self.authorized_keys, 0o644)
 
     def url(self, repo: str) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}{self.repo_path(repo)}"

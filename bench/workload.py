@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -16,9 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench.servers import GitServer, Sampler, Server, tree, tree_cpu
+from bench.servers import GitServer, Sampler, Server, own_cpu, tree, tree_cpu
 
 log = logging.getLogger(__name__)
+# What gitserver negotiates by default, forced on the client against both servers, so that a
+# row shows the daemons' own cost apart from OpenSSH's default choice (sntrup761x25519 +
+# chacha20-poly1305).
+MATCHED_KEX = "curve25519-sha256"
+MATCHED_CIPHER = "aes128-gcm@openssh.com"
+MATCHED_CRYPTO = (f"KexAlgorithms={MATCHED_KEX}", f"Ciphers={MATCHED_CIPHER}")
 
 
 @dataclasses.dataclass
@@ -27,6 +34,7 @@ class Sample:
     ok: bool = True
     cpu: float = 0.0  # server CPU seconds
     rss: int = 0  # server peak RSS, bytes
+    daemon_cpu: float = 0.0  # the part of ``cpu`` spent in the SSH daemon process itself
     failures: int = 0
 
 
@@ -36,11 +44,17 @@ class Client:
 
     home: Path
     key: Path
+    ssh_options: tuple[str, ...] = ()  # e.g. a forced key exchange and cipher
+
+    def matched(self) -> Client:
+        """The same client, forced to one key exchange and cipher whatever the server prefers."""
+        return dataclasses.replace(self, ssh_options=MATCHED_CRYPTO)
 
     def env(self) -> dict[str, str]:
         ssh = ["ssh", "-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=60"]
+               "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=60",
+               *(arg for opt in self.ssh_options for arg in ("-o", opt))]
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C",
                 "GIT_CONFIG_NOSYSTEM": "1", "GIT_SSH_COMMAND": " ".join(ssh),
                 "GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
@@ -92,14 +106,16 @@ def measure(server: Server, action: Callable[[], bool], account: bool = False) -
         ok = action()
         return Sample(time.perf_counter() - start, ok)
     root = server.accounting_root
+    daemon = server.daemon_pid
     baseline = len(tree(root))
-    cpu_before = tree_cpu(root)
+    cpu_before, daemon_before = tree_cpu(root), own_cpu(daemon)
     with Sampler(root) as sampler:
         start = time.perf_counter()
         ok = action()
         seconds = time.perf_counter() - start
     _settle(root, baseline)
-    return Sample(seconds, ok, cpu=tree_cpu(root) - cpu_before, rss=sampler.peak)
+    return Sample(seconds, ok, cpu=tree_cpu(root) - cpu_before, rss=sampler.peak,
+                  daemon_cpu=own_cpu(daemon) - daemon_before)
 
 
 def alternate(servers: Sequence[Server], runs: int,
@@ -113,6 +129,10 @@ def alternate(servers: Sequence[Server], runs: int,
 
 
 def median(samples: Sequence[Sample], field: str = "seconds") -> float:
+    """The median, except for CPU seconds: the kernel counts those in 10 ms ticks, so one
+    small operation reads as 0, 10 or 20 ms and only the mean over the runs is meaningful."""
+    if field in ("cpu", "daemon_cpu"):
+        return statistics.fmean(getattr(s, field) for s in samples)
     return statistics.median(getattr(s, field) for s in samples)
 
 
@@ -156,6 +176,38 @@ def add_fake_keys(server: GitServer, start: int, stop: int) -> None:
                          "key_data": line.rsplit(" ", 1)[0], "bits": 256, "title": f"fake{i}"})
         for chunk in range(0, len(rows), 10_000):
             session.execute(insert(models.PublicKey), rows[chunk:chunk + 10_000])
+
+
+IMPORT_BATCH = 10_000  # keys per ``gitserver key import`` file
+
+
+@dataclasses.dataclass
+class KeyImportTiming:
+    keys: int
+    seconds: float  # wall time of ``gitserver key import``
+    cpu: float  # its CPU seconds (the whole CLI process, interpreter start included)
+    baseline: float  # writing the same lines into a file, what adding keys costs OpenSSH
+
+
+def import_fake_keys(server: GitServer, directory: Path, start: int, stop: int) -> KeyImportTiming:
+    """Register fake keys ``start``..``stop-1`` as user "filler" (made by :func:`add_fake_keys`
+    at setup) with ``gitserver key import``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"keys-{start}-{stop}"
+    begun = time.perf_counter()
+    with open(path, "w") as fh:
+        fh.writelines(fake_key(i)[0] + "\n" for i in range(start, stop))
+    baseline = time.perf_counter() - begun
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    begun = time.perf_counter()
+    out = server.cli("key", "import", "bench", "filler", str(path))
+    seconds = time.perf_counter() - begun
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    log.info("gitserver key import of %d keys: %.2f s wall, %.2f s CPU (%s)", stop - start, seconds, cpu,
+             out.strip())
+    path.unlink()
+    return KeyImportTiming(stop - start, seconds, cpu, baseline)
 
 
 def wait_pipelines_idle(server: GitServer, timeout: float = 300.0) -> None:

@@ -8,6 +8,7 @@ database.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import secrets
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,7 +26,7 @@ from gitserver.db.base import utcnow
 from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gitserver.git import head, refs
 from gitserver.git.store import RepoStore
-from gitserver.keys import parse_public_key
+from gitserver.keys import KeyLine, parse_key_lines, parse_public_key
 from gitserver.names import name_problem, validate_name
 
 TOKEN_PREFIX = "gst_"
@@ -154,6 +155,64 @@ def add_user_key(session: Session, user: models.User, text: str, title: str = ""
     must not outlive the credential that created it (a short-lived or leaked token would
     otherwise leave a permanent way in)."""
     return _new_public_key(session, text, title, user, expires_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyImport:
+    """What :func:`import_user_keys` did: how many keys it added, and each refused line."""
+
+    added: int
+    refused: list[KeyLine]
+    total: int  # key lines in the batch (blank lines and comments are not keys)
+
+    @property
+    def imported(self) -> bool:
+        return self.added > 0 or not self.refused
+
+
+_FINGERPRINT_CHUNK = 500  # fingerprints per IN clause: well inside SQLite's variable limit
+
+
+def import_user_keys(session: Session, user: models.User, lines: list[str],
+                     skip_refused: bool = False, expires_at: dt.datetime | None = None) -> KeyImport:
+    """Add every key of an ``authorized_keys`` file to ``user`` in the caller's transaction.
+
+    A line is refused for what :func:`gitserver.keys.parse_key_lines` finds, or because its key
+    is registered already (one key is one identity). All or nothing: when any line is refused,
+    nothing is added, unless ``skip_refused``, which adds the others. The keys go in with one
+    multi-row INSERT, so 10,000 of them take well under a second (docs/performance.md).
+    ``expires_at``: as for :func:`add_user_key`, the expiry of the API token that imports them.
+    """
+    parsed = parse_key_lines(lines)
+    fingerprints = [k.key.fingerprint for k in parsed if k.key is not None and not k.refused]
+    owners: dict[str, int | None] = {}
+    for start in range(0, len(fingerprints), _FINGERPRINT_CHUNK):
+        chunk = fingerprints[start:start + _FINGERPRINT_CHUNK]
+        owners.update(session.execute(select(models.PublicKey.fingerprint, models.PublicKey.user_id)
+                                      .where(models.PublicKey.fingerprint.in_(chunk))).tuples().all())
+    checked = []
+    for item in parsed:
+        if item.key is not None and not item.refused and item.key.fingerprint in owners:
+            owner = owners[item.key.fingerprint]
+            whose = ("already one of this user's keys" if owner == user.id else
+                     "a deploy key" if owner is None else "another user's key")
+            item = KeyLine(item.line, item.key, f"key {item.key.fingerprint} is already registered ({whose})")
+        checked.append(item)
+    refused = [k for k in checked if k.refused]
+    accepted = [k.key for k in checked if not k.refused and k.key is not None]
+    if refused and not skip_refused:
+        return KeyImport(added=0, refused=refused, total=len(checked))
+    if accepted:
+        rows = [{"user_id": user.id, "fingerprint": key.fingerprint, "key_type": key.key_type,
+                 "key_data": key.openssh, "bits": key.bits, "title": key.comment, "expires_at": expires_at}
+                for key in accepted]
+        try:
+            with session.begin_nested():
+                session.execute(insert(models.PublicKey), rows)
+        except IntegrityError as exc:
+            raise Conflict("a key of this batch was registered by someone else meanwhile; "
+                           "nothing was imported, retry") from exc
+    return KeyImport(added=len(accepted), refused=refused, total=len(checked))
 
 
 def add_deploy_key(session: Session, repo: models.Repository, text: str, title: str = "",

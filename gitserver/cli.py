@@ -170,6 +170,41 @@ def cmd_key_add(args: argparse.Namespace) -> int:
     return _with_session(args, add)
 
 
+def cmd_key_import(args: argparse.Namespace) -> int:
+    """Import an authorized_keys file: one report line per refused key, then a summary.
+    Exit 0 when every key line was imported, 1 when any was refused."""
+    from gitserver import admin
+    from gitserver.errors import InvalidInput
+
+    name = "stdin" if args.file == "-" else args.file
+    try:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}", field="file") from exc
+    outcome: list[admin.KeyImport] = []
+
+    def import_keys(session: Any, _runtime: Any) -> None:
+        user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
+        outcome.append(admin.import_user_keys(session, user, text.splitlines(),
+                                              skip_refused=args.skip_refused))
+
+    _with_session(args, import_keys)
+    report = outcome[0]
+    for item in report.refused:
+        print(f"{name}:{item.line}: refused: {item.problem}", file=sys.stderr)
+    who = f"{args.tenant}/{args.user}"
+    if report.refused and not report.added and not args.skip_refused:
+        print(f"gitserver: nothing imported for {who}: {len(report.refused)} of {report.total} key lines "
+              "refused (fix them, or give --skip-refused to import the others)", file=sys.stderr)
+    else:
+        print(f"imported {report.added} of {report.total} keys for {who}")
+    return 1 if report.refused else 0
+
+
 def cmd_repo_create(args: argparse.Namespace) -> int:
     from gitserver import admin
     from gitserver.pipelines import oncreate
@@ -370,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     ka.add_argument("key", help="an OpenSSH public key line, a .pub file, or - for stdin")
     ka.add_argument("--title", default="")
     ka.set_defaults(fn=cmd_key_add)
+    ki = key.add_parser("import", help="add every key of an authorized_keys file, all or nothing")
+    ki.add_argument("tenant")
+    ki.add_argument("user")
+    ki.add_argument("file", help="an authorized_keys file (one key per line), or - for stdin")
+    ki.add_argument("--skip-refused", action="store_true",
+                    help="import the acceptable keys even when some lines are refused")
+    ki.set_defaults(fn=cmd_key_import)
 
     repo = sub.add_parser("repo", help="repositories").add_subparsers(dest="repo_command", required=True)
     rc = repo.add_parser("create")

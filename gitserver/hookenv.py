@@ -1,24 +1,35 @@
 """The environment a git child gets from whoever started it, read back by the hooks.
 
-One dataclass, one spelling of every ``GITSERVER_*`` name: the SSH session and Repour's
+One record, one spelling of every ``GITSERVER_*`` name: the SSH session and Repour's
 internal pushes build it (:meth:`HookEnv.to_env`), the proc-receive hook and its database
 fallback read it (:meth:`HookEnv.from_env`). Standard library only: the hooks import it.
+A NamedTuple rather than a dataclass: the hook imports this module on every push, and
+``dataclasses`` imports ``inspect`` (with ast, dis and tokenize), ~10 ms of CPU per push
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import NamedTuple
 
 from gitserver.git import limits as push_limits
 
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
 ENV_CONFIG = "GITSERVER_CONFIG"
 
+# HookEnv field -> environment variable
+ENV_NAMES: Mapping[str, str] = {
+    "repo_id": "GITSERVER_REPO_ID", "repo": "GITSERVER_REPO", "permission": "GITSERVER_PERMISSION",
+    "protocol": "GITSERVER_PUSH_PROTOCOL", "data_dir": "GITSERVER_DATA_DIR",
+    "database_url": "GITSERVER_DATABASE_URL", "public_http_url": "GITSERVER_PUBLIC_HTTP_URL",
+    "user_id": "GITSERVER_USER_ID", "user": "GITSERVER_USER", "key_id": "GITSERVER_KEY_ID",
+    "key_fingerprint": "GITSERVER_KEY_FINGERPRINT", "client_address": "GITSERVER_CLIENT_ADDRESS",
+    "config_file": ENV_CONFIG,
+}
 
-@dataclasses.dataclass(frozen=True)
-class HookEnv:
+
+class HookEnv(NamedTuple):
     """Who pushes where, as computed when the session was authorised, and where the database
     is (for the hook's own fallback)."""
 
@@ -39,19 +50,9 @@ class HookEnv:
     # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.git.limits).
     limits: push_limits.PushLimits = push_limits.NO_LIMITS
 
-    # field -> environment variable
-    ENV_NAMES: ClassVar[Mapping[str, str]] = {
-        "repo_id": "GITSERVER_REPO_ID", "repo": "GITSERVER_REPO", "permission": "GITSERVER_PERMISSION",
-        "protocol": "GITSERVER_PUSH_PROTOCOL", "data_dir": "GITSERVER_DATA_DIR",
-        "database_url": "GITSERVER_DATABASE_URL", "public_http_url": "GITSERVER_PUBLIC_HTTP_URL",
-        "user_id": "GITSERVER_USER_ID", "user": "GITSERVER_USER", "key_id": "GITSERVER_KEY_ID",
-        "key_fingerprint": "GITSERVER_KEY_FINGERPRINT", "client_address": "GITSERVER_CLIENT_ADDRESS",
-        "config_file": ENV_CONFIG,
-    }
-
     def to_env(self) -> dict[str, str]:
         env = {}
-        for field, name in self.ENV_NAMES.items():
+        for field, name in ENV_NAMES.items():
             value = getattr(self, field)
             if field == "config_file" and not value:
                 continue  # absent, not empty: config.load reads the variable when it is set
@@ -63,13 +64,13 @@ class HookEnv:
     def from_env(cls, environ: Mapping[str, str]) -> HookEnv:
         """ValueError when git was not started by gitserver (no repository id)."""
         def optional_int(field: str) -> int | None:
-            value = environ.get(cls.ENV_NAMES[field], "")
+            value = environ.get(ENV_NAMES[field], "")
             return int(value) if value.isdigit() else None
 
         repo_id = optional_int("repo_id")
         if repo_id is None:
-            raise ValueError(f"{cls.ENV_NAMES['repo_id']} is not set: git was not started by gitserver")
-        text = {field: environ.get(name, "") for field, name in cls.ENV_NAMES.items()
+            raise ValueError(f"{ENV_NAMES['repo_id']} is not set: git was not started by gitserver")
+        text = {field: environ.get(name, "") for field, name in ENV_NAMES.items()
                 if field not in ("repo_id", "user_id", "key_id")}
         return cls(repo_id=repo_id, user_id=optional_int("user_id"), key_id=optional_int("key_id"),
                    limits=push_limits.PushLimits.from_env(environ),
@@ -78,4 +79,4 @@ class HookEnv:
 
 def permission(environ: Mapping[str, str]) -> str:
     """The pusher's permission, or "" (the hook refuses every write then)."""
-    return environ.get(HookEnv.ENV_NAMES["permission"], "")
+    return environ.get(ENV_NAMES["permission"], "")

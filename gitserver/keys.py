@@ -178,3 +178,51 @@ def parse_public_key(text: object) -> PublicKey:
         comment = comment.encode("ascii", "replace").decode()[:200]
         comment = "".join(c if " " <= c <= "~" else "?" for c in comment)
     return PublicKey(key_type=key_type, blob=blob, comment=comment, bits=bits)
+
+
+# --- many keys at once (an authorized_keys file) ------------------------------------------------
+
+# One batch: a generous authorized_keys file, and a bound on the work one request can ask for.
+MAX_BATCH_KEYS = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyLine:
+    """One line of a batch: its number (1-based), the key when it parsed, and why it is
+    refused ("" when it is not)."""
+
+    line: int
+    key: PublicKey | None
+    problem: str = ""
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.problem)
+
+
+def parse_key_lines(lines: list[str]) -> list[KeyLine]:
+    """Parse an ``authorized_keys`` file, one :class:`KeyLine` per key line.
+
+    Blank lines and ``#`` comments are skipped (they are not keys). Each other line is parsed
+    by :func:`parse_public_key`, so it is refused for the same reasons one key would be; a key
+    that appears twice is refused on its second line, naming the first.
+    """
+    if len(lines) > MAX_BATCH_KEYS:
+        raise InvalidInput(f"at most {MAX_BATCH_KEYS:,} keys per batch; split the file", field="keys")
+    out: list[KeyLine] = []
+    first_line: dict[str, int] = {}
+    for number, text in enumerate(lines, start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            key = parse_public_key(stripped)
+        except InvalidInput as exc:
+            out.append(KeyLine(number, None, exc.message))
+            continue
+        seen = first_line.setdefault(key.fingerprint, number)
+        if seen != number:
+            out.append(KeyLine(number, key, f"the same key as line {seen}"))
+        else:
+            out.append(KeyLine(number, key))
+    return out

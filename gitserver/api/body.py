@@ -147,10 +147,12 @@ def read_body(req: falcon.Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return req.bounded_stream.read(limit + 1)
 
 
-def read_json(req: falcon.Request, fields: Mapping[str, Field], *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request's JSON object body, validated against ``fields`` (see :func:`parse_object`).
+def read_json(req: falcon.Request, fields: Mapping[str, Field], *, allow_empty: bool = False,
+              limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
+    """The request's JSON object body, validated against ``fields`` (see :func:`parse_object`);
+    at most ``limit`` bytes.
 
     The Content-Type is not checked: ``curl -d`` sends form-urlencoded by default and the
     README's examples rely on it; the body itself must be JSON either way.
     """
-    return parse_object(read_body(req), fields, allow_empty=allow_empty)
+    return parse_object(read_body(req, limit), fields, allow_empty=allow_empty)

@@ -10,11 +10,13 @@ repository whose HEAD is unborn becomes HEAD.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitserver.git import refs
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 HEAD = "HEAD"
 SYMREF_PREFIX = "ref: "
@@ -77,6 +79,8 @@ def set_default_branch(repo_path: Path, branch: str) -> None:
 
 def _git(git_dir: str, *args: str) -> str | None:
     """stdout of ``git --git-dir <git_dir> args``, or None when git fails."""
+    import subprocess  # here, not at the top: the hooks import this module on every push
+
     result = subprocess.run(["git", "--git-dir", git_dir, *args], stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, check=False)
     return result.stdout.strip() if result.returncode == 0 else None

@@ -9,7 +9,9 @@ fills the disk; the hook repeats that check for pushes that reached it some othe
 
 The limits reach the hook in its environment (:class:`PushLimits`, set by whoever starts
 receive-pack, from the configuration and the database); the sizes are measured here, on disk,
-when the hook runs. Standard library only: the hooks import this.
+when the hook runs. Standard library only: the hooks import this, on every push, so it keeps
+its imports light (no dataclasses, subprocess or pathlib until a limit is really checked;
+docs/performance.md).
 
 Sizes are bytes on disk (apparent file sizes) of everything under the repository directory,
 quarantines of pushes in progress excluded. A blob's size is its uncompressed size.
@@ -17,11 +19,13 @@ quarantines of pushes in progress excluded. A blob's size is its uncompressed si
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import subprocess
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
 
 # The names of the limits, as operators set them and as metrics label them.
 MAX_BLOB = "max_blob_bytes"
@@ -56,8 +60,7 @@ _MARKERS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class PushLimits:
+class PushLimits(NamedTuple):
     """The limits one push is held to; None or 0 means no limit."""
 
     max_blob_bytes: int | None = None
@@ -88,8 +91,7 @@ class PushLimits:
 NO_LIMITS = PushLimits()
 
 
-@dataclasses.dataclass(frozen=True)
-class Measured:
+class Measured(NamedTuple):
     """What a push brings and what is already on disk (bytes)."""
 
     incoming_bytes: int
@@ -165,7 +167,7 @@ def disk_usage(path: Path) -> int:
     disappears while we walk (git replacing a pack) is skipped.
     """
     total = 0
-    stack = [path]
+    stack: list[str | os.PathLike[str]] = [path]
     while stack:
         directory = stack.pop()
         try:
@@ -176,7 +178,7 @@ def disk_usage(path: Path) -> int:
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if QUARANTINE_MARK not in entry.name:
-                        stack.append(Path(entry.path))
+                        stack.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
                     total += entry.stat(follow_symlinks=False).st_size
             except FileNotFoundError:
@@ -189,7 +191,7 @@ def tenant_usage(tenant_dir: Path) -> int:
     return disk_usage(tenant_dir)
 
 
-def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
+def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] | None = None
                      ) -> Iterable[tuple[str, int]]:
     """(object id, size) of every blob in the quarantine, and only there.
 
@@ -197,6 +199,9 @@ def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedPr
     objects with GIT_ALTERNATE_OBJECT_DIRECTORIES; dropping the alternates makes
     ``--batch-all-objects`` list what this push brought, nothing older.
     """
+    import subprocess
+
+    run = run or subprocess.run
     env = {k: v for k, v in os.environ.items() if k not in ("GIT_ALTERNATE_OBJECT_DIRECTORIES", ENV_QUARANTINE)}
     env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
     result = run(["git", "cat-file", "--batch-all-objects", "--unordered",
@@ -237,6 +242,8 @@ def check_push(environ: Mapping[str, str], repo_dir: Path | None = None,
     quarantine = environ.get(ENV_QUARANTINE, "")
     if not limits.any() or not quarantine:
         return None
+    from pathlib import Path
+
     repo_dir = repo_dir or Path(environ.get("GIT_DIR", ".")).resolve()
     repo = environ.get(ENV_REPO, repo_dir.name.removesuffix(".git"))
     measured = (measure_fn or measure)(limits, Path(quarantine), repo_dir)

@@ -13,9 +13,9 @@ cannot be honoured refuses the push with a message naming it, rather than buildi
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 CI_SKIP = "ci.skip"
 CI_VARIABLE = "ci.variable"
@@ -30,8 +30,9 @@ class PushOptionError(ValueError):
     """A push option that cannot be accepted; the message names it."""
 
 
-@dataclasses.dataclass(frozen=True)
-class PushOptions:
+# A NamedTuple, not a dataclass: the hooks import this on every push, and dataclasses imports
+# inspect (ast, dis, tokenize), ~10 ms of CPU (docs/performance.md).
+class PushOptions(NamedTuple):
     raw: tuple[str, ...] = ()
     skip_ci: bool = False
     variables: tuple[tuple[str, str], ...] = ()

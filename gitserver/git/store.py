@@ -31,6 +31,9 @@ HOOK_NAMES = ("pre-receive", "proc-receive")
 # Hooks an older release installed that must not run any more (the push is recorded by
 # proc-receive now): removed when the hooks are installed.
 RETIRED_HOOK_NAMES = ("post-receive",)
+# The directory that holds the gitserver package: the hooks run python without site (-S) and
+# find gitserver through PYTHONPATH.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Written into every repository's config and repeated on every git command line.
 PROTECTED_CONFIG = {
@@ -159,8 +162,9 @@ def install_hooks(hooks_dir: Path, data_dir: Path, python: str | None = None) ->
 def rendered_hook(name: str, data_dir: Path, python: str | None = None) -> str:
     """The text :func:`install_hooks` writes for hook ``name`` (``gitserver check`` compares)."""
     text = hook_template(name)
-    return text.replace("@PYTHON@", _sh_quote(python or sys.executable)).replace(
-        "@DATA_DIR@", _sh_quote(str(data_dir)))
+    return (text.replace("@PYTHON@", _sh_quote(python or sys.executable))
+            .replace("@DATA_DIR@", _sh_quote(str(data_dir)))
+            .replace("@PACKAGE_ROOT@", _sh_quote(str(PACKAGE_ROOT))))
 
 
 def hook_template(name: str) -> str:

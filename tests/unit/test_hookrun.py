@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import pytest
@@ -175,7 +174,7 @@ def test_hook_environment_round_trips() -> None:
     assert "GITSERVER_CONFIG" not in env.to_env()
     from gitserver.git.limits import PushLimits
 
-    limited = dataclasses.replace(env, limits=PushLimits(max_blob_bytes=10, tenant_quota_bytes=99))
+    limited = env._replace(limits=PushLimits(max_blob_bytes=10, tenant_quota_bytes=99))
     assert HookEnv.from_env(limited.to_env()) == limited
     assert limited.to_env()["GITSERVER_MAX_BLOB_BYTES"] == "10"
     with pytest.raises(ValueError, match="GITSERVER_REPO_ID is not set"):

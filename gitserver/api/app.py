@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import logging
+import sys
+from types import ModuleType
 from typing import Any
 
 import falcon
@@ -20,20 +21,17 @@ from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Resource modules, each with add_routes(app, ctx). Add a module here to mount it.
-ROUTE_MODULES = [
-    "gitserver.api.app",
-    "gitserver.api.resources.metrics",
-    "gitserver.api.openapi",
-    "gitserver.api.resources.tenants",
-    "gitserver.api.resources.users",
-    "gitserver.api.resources.groups",
-    "gitserver.api.resources.repos",
-    "gitserver.api.resources.pipelines",
-    "gitserver.api.resources.webhooks",
-    "gitserver.api.smart_http",
-    "gitserver.api.resources.repour",
-]
+
+
+def route_modules() -> tuple[ModuleType, ...]:
+    """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
+    ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
+    from gitserver.api import openapi, smart_http
+    from gitserver.api.resources import groups, pipelines, repos, repour, tenants, users, webhooks
+    from gitserver.api.resources import metrics as metrics_routes
+
+    return (sys.modules[__name__], metrics_routes, openapi, tenants, users, groups, repos,
+            pipelines, webhooks, smart_http, repour)
 
 
 class Health:
@@ -76,8 +74,8 @@ def create_app(runtime: Runtime) -> falcon.App:
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
         dumps=lambda obj: json.dumps(obj, default=_json_default))
     api_errors.register(app)
-    for name in ROUTE_MODULES:
-        importlib.import_module(name).add_routes(app, ctx)
+    for module in route_modules():
+        module.add_routes(app, ctx)
     return app
 
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document at ``/api/v1/openapi.json``, merged from the route modules.
 
-Each module in :data:`gitserver.api.app.ROUTE_MODULES` describes its own routes next to their
+Each module of :func:`gitserver.api.app.route_modules` describes its own routes next to their
 code, in a module-level ``OPENAPI_PATHS`` (path template → path item) and optionally
 ``OPENAPI_SCHEMAS`` (components/schemas). :func:`build_document` merges them; a test compares
 every falcon route with the merged document, so a route without documentation fails CI.
@@ -12,9 +12,9 @@ and uniform: every error response is the shared ``Error`` schema.
 from __future__ import annotations
 
 import copy
-import importlib
 import re
 from collections.abc import Iterable, Mapping
+from types import ModuleType
 from typing import Any
 
 import falcon
@@ -162,8 +162,8 @@ class DocumentError(Exception):
     """Two route modules describe the same operation or schema differently."""
 
 
-def build_document(module_names: Iterable[str]) -> dict[str, Any]:
-    """Merge the ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS`` of the named modules into one document."""
+def build_document(modules: Iterable[ModuleType]) -> dict[str, Any]:
+    """Merge the ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS`` of ``modules`` into one document."""
     doc: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": "gitserver", "version": "1",
@@ -174,8 +174,8 @@ def build_document(module_names: Iterable[str]) -> dict[str, Any]:
         "components": _components(),
     }
     owners: dict[tuple[str, str], str] = {}
-    for name in module_names:
-        module = importlib.import_module(name)
+    for module in modules:
+        name = module.__name__
         for path, item in getattr(module, "OPENAPI_PATHS", {}).items():
             target = doc["paths"].setdefault(path, {})
             for key, value in item.items():
@@ -215,13 +215,13 @@ def app_routes(app: falcon.App) -> dict[str, set[str]]:
 class OpenApiDocument:
     """Serves the merged document; built on first request, then cached (it is static)."""
 
-    def __init__(self, module_names: Iterable[str]) -> None:
-        self.module_names = list(module_names)
+    def __init__(self, modules: Iterable[ModuleType]) -> None:
+        self.modules = list(modules)
         self._document: dict[str, Any] | None = None
 
     def document(self) -> dict[str, Any]:
         if self._document is None:
-            self._document = build_document(self.module_names)
+            self._document = build_document(self.modules)
         return self._document
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -229,6 +229,6 @@ class OpenApiDocument:
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    from gitserver.api.app import ROUTE_MODULES
+    from gitserver.api.app import route_modules
 
-    app.add_route(DOCUMENT_PATH, OpenApiDocument(ROUTE_MODULES))
+    app.add_route(DOCUMENT_PATH, OpenApiDocument(route_modules()))

@@ -129,20 +129,15 @@ class JobContext:
 
 Handler = Callable[[JobContext], None]
 
-# kind -> "module:function"; imported lazily by the worker, so a worker only loads what it runs.
-HANDLERS: dict[str, str] = {
-    "pipeline": "gitserver.pipelines.worker:run_pipeline_job",
-    "webhook": "gitserver.pipelines.notify:run_delivery_job",
-    "callback": "gitserver.pipelines.notify:run_delivery_job",
-    "repour": "gitserver.pipelines.repour:run_repour_job",
-}
+# The job kinds; the worker maps each to its handler (gitserver.pipelines.worker.job_handlers).
+KINDS = ("pipeline", "webhook", "callback", "repour")
 
 
 def enqueue(session: Session, kind: str, payload: dict[str, Any], *, pipeline_id: int | None = None,
             run_after: dt.datetime | None = None) -> models.Job:
     """Add a queued job in the caller's transaction (flushed, never committed)."""
-    if kind not in HANDLERS:
-        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(HANDLERS))}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}")
     job = models.Job(kind=kind, pipeline_id=pipeline_id, payload=json.dumps(payload),
                      status=models.QUEUED, run_after=run_after or utcnow())
     session.add(job)
@@ -161,8 +156,8 @@ def hold(session: Session, kind: str, payload: dict[str, Any], owner: str, lease
     worker; once the lease expires, :func:`claim` hands the job to a worker like any other.
     No worker is woken: there is nothing for them to do until the lease runs out.
     """
-    if kind not in HANDLERS:
-        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(HANDLERS))}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(KINDS))}")
     now = utcnow()
     job = models.Job(kind=kind, pipeline_id=pipeline_id, payload=json.dumps(payload),
                      status=models.RUNNING, attempts=1, run_after=now, lease_owner=owner,
@@ -204,7 +199,7 @@ def claim(session: Session, owner: str, lease_seconds: float,
     different rows; SQLite serialises writers (BEGIN IMMEDIATE), which gives the same result.
     """
     now = now or utcnow()
-    kinds = list(HANDLERS if kinds is None else kinds)
+    kinds = list(KINDS if kinds is None else kinds)
     candidate = (
         select(models.Job.id)
         .where(models.Job.kind.in_(kinds),

@@ -1,13 +1,15 @@
 """``gitserver worker``: N job threads in one process, a monitor, a reconciler.
 
 * Job threads claim one job at a time (:func:`gitserver.pipelines.jobs.claim`) and run its
-  handler. Only kinds whose handler module is installed are claimed, so a job for a feature
-  this release lacks stays queued for a worker that has it.
+  handler (:func:`job_handlers` wires each kind to its function). Only the kinds this worker
+  has handlers for are claimed, so a job for a feature this release lacks stays queued for a
+  worker that has it.
 * The monitor thread renews the leases of the jobs this process holds (every third of the
   lease) and polls the database for cancel requests about every half second, so a cancel
   issued through any API replica reaches the running step within a second or two.
-* The reconciler (in the monitor thread, every ``job_reconcile_interval``) queues a pipeline
-  for every push recorded without one.
+* The reconcilers (in the monitor thread): every ``job_reconcile_interval`` a pipeline is
+  queued for any push recorded without one; every ``refs_reconcile_interval`` the refs on
+  disk are compared with the push ledger (gitserver.pipelines.ledger).
 * SIGTERM/SIGINT: stop claiming; running jobs get ``job_shutdown_grace`` seconds to finish,
   then are asked to stop (a build step's process group is killed) and their leases are
   released, so another worker re-runs them at once. SIGKILL loses nothing either: the lease
@@ -22,8 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -128,7 +128,8 @@ class Worker:
         # Idle job threads sleep on this between polls; a PostgreSQL NOTIFY sets it.
         self.wake = threading.Event()
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
-        self.kinds = available_kinds()
+        self.handlers = job_handlers()
+        self.kinds = list(self.handlers)
         self._held: dict[int, _Held] = {}
         self._lock = threading.Lock()
 
@@ -224,7 +225,7 @@ class Worker:
 
     def _execute(self, claim: jobs.Claim, ctx: jobs.JobContext) -> str:
         try:
-            resolve_handler(claim.kind)(ctx)
+            self.handlers[claim.kind](ctx)
         except jobs.RetryLater as exc:
             delay, message = exc.delay, exc.message  # `exc` is unbound once the except ends
             return self._record(claim, lambda s: jobs.retry(s, claim, delay, message))
@@ -327,23 +328,18 @@ def _finish(session: Session, claim: jobs.Claim, status: str, error: str) -> str
     return status if jobs.finish(session, claim, status, error) else "lost"
 
 
-def available_kinds() -> list[str]:
-    """Job kinds whose handler module can be imported in this installation."""
-    kinds = []
-    for kind, target in jobs.HANDLERS.items():
-        module = target.partition(":")[0]
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if found:
-            kinds.append(kind)
-    return kinds
+def job_handlers() -> dict[str, jobs.Handler]:
+    """Every job kind and the function that runs it: the worker's composition root."""
+    from gitserver.pipelines import repour
 
-
-def resolve_handler(kind: str) -> jobs.Handler:
-    module, _, name = jobs.HANDLERS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    handlers: dict[str, jobs.Handler] = {
+        "pipeline": run_pipeline_job,
+        "webhook": notify.run_delivery_job,
+        "callback": notify.run_delivery_job,
+        "repour": repour.run_repour_job,
+    }
+    assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"
+    return handlers
 
 
 def _protect_data_dir(cfg: Config) -> None:

@@ -338,10 +338,9 @@ def test_worker_killed_mid_archive(split: GitServer, git_env: dict[str, str], tm
     assert_invariant(split, user, tenant, repo, "kill -9 of a worker mid-archive", accepted=2)
 
 
+@pytest.mark.skipif(postgres_unavailable_reason() is not None,
+                    reason=f"needs PostgreSQL: {postgres_unavailable_reason()}")
 def test_postgresql_restarted_during_pushes(tmp_path: Path, git_env: dict[str, str]) -> None:
-    reason = postgres_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
     cluster = PostgresCluster()
     cluster.start()
     srv = None

@@ -38,7 +38,8 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import push_options, refs, refstate
-from gitserver.pipelines.queue import PushContext, enqueue_push_pipeline, notify_push, pipeline_url
+from gitserver.pipelines.queue import PushContext, enqueue_push_pipeline, notify_push
+from gitserver.urls import pipeline_url
 
 if TYPE_CHECKING:
     from gitserver.runtime import Runtime

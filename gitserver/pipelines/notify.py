@@ -56,6 +56,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.pipelines import jobs
+from gitserver.urls import pipeline_url
 
 if TYPE_CHECKING:
     from gitserver.pipelines.jobs import JobContext
@@ -152,7 +153,6 @@ def push_payload(session: Session, config: Config, push: models.Push,
 
 def pipeline_payload(session: Session, config: Config, pipeline: models.Pipeline) -> dict[str, Any]:
     """The ``pipeline`` event: a pipeline reached its final state."""
-    from gitserver.pipelines.queue import pipeline_url
 
     repo = session.get(models.Repository, pipeline.repo_id)
     assert repo is not None

@@ -52,7 +52,3 @@ def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipelin
     session.flush()
     jobs.enqueue(session, "pipeline", {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
     return pipeline
-
-
-def pipeline_url(http_base_url: str, pipeline_id: int) -> str:
-    return f"{http_base_url.rstrip('/')}/api/v1/pipelines/{pipeline_id}"

@@ -27,7 +27,7 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.db import models
 from gitserver.errors import InvalidInput, NotFound
 from gitserver.pipelines import jobs
-from gitserver.pipelines.queue import pipeline_url
+from gitserver.urls import pipeline_url
 
 REPO_PIPELINES = f"{REPO}/pipelines"
 REPO_ARCHIVES = f"{REPO}/archives"

@@ -63,7 +63,7 @@ def run(runtime: Runtime, *, repair: bool = False, out: TextIO = sys.stdout,
         report = check(runtime, repair=False)
     for line in report.breaches:
         print(line, file=out)
-    print(f"checked {report.repos} repositories, {report.refs} refs, {report.archives} archives: "
+    print(f"checked {report.repos} repositories, {report.refs} branches and tags, {report.archives} archives: "
           f"{len(report.breaches)} problem(s)", file=err)
     return 1 if report.breaches else 0
 
@@ -137,19 +137,13 @@ def _check_ledger(runtime: Runtime, repo: ledger.RepoRef, path: Path, report: Re
                   repair: bool) -> None:
     result = ledger.reconcile_repo(runtime.sessions, repo, path, repair=repair, force=True,
                                    intent_grace=runtime.config.receive_finish_timeout)
-    report.refs += len(refs_on_disk(path))
+    report.refs += result.refs_read
     for diff in result.differences:
         if repair:
             report.repaired.append(f"{diff.repo} {diff.ref}: recorded {diff.value} as a recovered push")
         else:
             why = f"pending push {diff.intent_id}" if diff.intent_id else "no push recorded it"
             report.breach(diff.repo, diff.ref, f"{diff.value} on disk is not in the ledger ({why})")
-
-
-def refs_on_disk(path: Path) -> dict[str, str]:
-    from gitserver.git import refstate
-
-    return refstate.read_refs(path)
 
 
 def _check_archives(runtime: Runtime, repo: ledger.RepoRef, path: Path, report: Report) -> None:

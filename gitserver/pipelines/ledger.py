@@ -235,6 +235,7 @@ class RepoPass:
     failed_intents: list[int] = dataclasses.field(default_factory=list)
     unsettled: bool = False  # a young pending intent: look again next pass
     skipped: bool = False  # fingerprint unchanged
+    refs_read: int = 0  # refs of the ledger read from disk (0 when skipped)
     clean_fingerprint: str = ""  # nothing to record: store this fingerprint (see store_fingerprints)
 
 
@@ -278,6 +279,7 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
     # Refs before the ledger: an intent is committed before its ref moves, so every ref read
     # here that came through a hook has its intent visible to the queries below.
     on_disk = refstate.ledger_refs(refstate.read_refs(path))
+    result.refs_read = len(on_disk)
     now = now or utcnow()
     cutoff = now - dt.timedelta(seconds=intent_grace)
     with transaction(sessions) as session:

@@ -842,9 +842,15 @@ def test_synchronous_adjust_of_a_killed_api_process_ends_within_the_lease(
         status, error = wait_for(final, timeout=lease + 6, interval=0.2, what="the pipeline to end")
         assert time.monotonic() - killed_at < lease + 6
         assert status == "failed" and "API process running this synchronous request stopped" in error
-        with srv.db() as session:
-            job = session.scalars(select(models.Job).where(models.Job.pipeline_id == pipeline_id)).one()
-            assert job.status == "succeeded" and job.lease_owner is None and job.attempts == 2
+
+        def job_ended() -> tuple[str, str | None, int] | None:
+            # The worker ends the pipeline inside the job, then marks the job itself in its own
+            # transaction a moment later: wait for that, never read the job in between.
+            with srv.db() as session:
+                job = session.scalars(select(models.Job).where(models.Job.pipeline_id == pipeline_id)).one()
+                return (job.status, job.lease_owner, job.attempts) if job.status != "running" else None
+
+        assert wait_for(job_ended, timeout=10, interval=0.1, what="the job to end") == ("succeeded", None, 2)
         # What the user sees through the restarted API: the verdict and why.
         shown = srv.api("GET", f"/api/v1/pipelines/{pipeline_id}", token=user.token).json()
         assert (shown["status"], shown["kind"], shown["task_id"]) == ("failed", "adjust", task)

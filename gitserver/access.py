@@ -1,7 +1,15 @@
-"""Who may do what: the access policy as pure functions, plus the one query that feeds it.
+"""Who may do what: the access policy as pure functions, and the one access decision every
+transport asks.
 
 :func:`repo_permission` decides from plain facts (:class:`Principal`, :class:`RepoFacts`), so
 the policy is table-tested without a database. :func:`load_repo_facts` gathers those facts.
+
+:func:`authorise` is the decision SSH, the REST API, smart HTTP and Repour all take: find the
+repository by name, compute the principal's permission, and either hand back the repository or
+raise :class:`RepoHidden` (missing, or not readable: the two must look the same, so nobody learns
+that another tenant's repository exists) or a :class:`Refused` (readable, but the permission or
+the token's scope falls short of what is needed, named in the message). Each transport turns
+those into its own answer (an SSH message, a 404/403, Repour's error body).
 """
 
 from __future__ import annotations
@@ -14,13 +22,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
+from gitserver.errors import Forbidden, NotFound
+from gitserver.names import name_problem
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 _RANK = {None: 0, READ: 1, WRITE: 2, ADMIN: 3}
+GIT_SUFFIX = ".git"
 
 
 def at_least(have: str | None, need: str) -> bool:
     return _RANK[have] >= _RANK[need]
+
+
+def scope_covers(held: Iterable[str] | None, need: str) -> bool:
+    """Whether token scopes ``held`` cover ``need``. Scopes are ordered like permissions
+    (``admin`` includes ``write`` includes ``read``); None (SSH keys, anonymous callers)
+    restricts nothing."""
+    if held is None:
+        return True
+    return any(s in (READ, WRITE, ADMIN) and at_least(s, need) for s in held)
 
 
 def strongest(perms: Iterable[str | None]) -> str | None:
@@ -122,3 +142,100 @@ def principal_for_user(user: models.User, key: models.PublicKey | None = None,
                      tenant_name=user.tenant.name, role=user.role,
                      key_id=key.id if key else None, key_fingerprint=key.fingerprint if key else "",
                      scopes=scopes)
+
+
+# --- the one access decision ------------------------------------------------------------------
+
+class RepoHidden(NotFound):
+    """The repository does not exist, or the principal may not read it: one answer for both."""
+
+    def __init__(self, tenant: str, repo: str) -> None:
+        super().__init__(f"repository {tenant[:100]}/{repo[:100]} not found")
+        self.tenant = tenant
+        self.repo = repo
+
+
+class Refused(Forbidden):
+    """The principal can read the repository but may not do what it asked."""
+
+    def __init__(self, message: str, need: str) -> None:
+        super().__init__(message)
+        self.need = need
+
+
+class PermissionTooLow(Refused):
+    """Its permission on the repository is below ``need``."""
+
+    def __init__(self, full_name: str, permission: str, need: str) -> None:
+        super().__init__(f"you have {permission} access to {full_name}; this needs {need}", need)
+        self.full_name = full_name
+        self.permission = permission
+
+
+class ScopeMissing(Refused):
+    """The API token used was not created with a scope covering ``need``."""
+
+    def __init__(self, need: str) -> None:
+        super().__init__(f"this token lacks the '{need}' scope", need)
+
+
+@dataclasses.dataclass(frozen=True)
+class Granted:
+    """What :func:`authorise` allowed: the repository row and the principal's permission on it."""
+
+    repo: models.Repository
+    permission: str
+
+
+def require_scope(principal: Principal, need: str) -> None:
+    """:class:`ScopeMissing` when the principal's token does not cover ``need`` (``read`` for
+    reads, ``write`` for changing repository content or running work, ``admin`` for managing
+    tenants, users, keys, tokens, repositories and grants)."""
+    if not scope_covers(principal.scopes, need):
+        raise ScopeMissing(need)
+
+
+def find_repo(session: Session, tenant: str, repo: str) -> models.Repository | None:
+    """The repository row by tenant and repository name, without any access check. A trailing
+    ``.git`` is accepted (stored names never end in it); a name that could never have been
+    created is not looked up at all (that keeps NUL bytes and huge strings away from the
+    database)."""
+    repo = repo.removesuffix(GIT_SUFFIX)
+    if name_problem(tenant) or name_problem(repo):
+        return None
+    return session.scalar(
+        select(models.Repository)
+        .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
+        .where(models.Tenant.name == tenant, models.Repository.name == repo))
+
+
+def check(session: Session, principal: Principal, repo: models.Repository, need: str) -> str:
+    """The principal's permission on ``repo`` when it covers ``need``; raises
+    :class:`RepoHidden` when it cannot read the repository, :class:`PermissionTooLow` or
+    :class:`ScopeMissing` when it can read it but not do ``need``."""
+    permission = permission_on(session, principal, repo)
+    if permission is None:
+        raise RepoHidden(repo.tenant.name, repo.name)
+    if not at_least(permission, need):
+        raise PermissionTooLow(f"{repo.tenant.name}/{repo.name}", permission, need)
+    require_scope(principal, need)
+    return permission
+
+
+def allows(session: Session, principal: Principal, repo: models.Repository, need: str) -> bool:
+    """:func:`check` as a yes/no, for filters that skip what the principal may not touch."""
+    try:
+        check(session, principal, repo, need)
+    except (RepoHidden, Refused):
+        return False
+    return True
+
+
+def authorise(session: Session, principal: Principal, tenant: str, repo: str, need: str) -> Granted:
+    """The repository ``tenant/repo`` names, when ``principal`` may do ``need`` (READ, WRITE or
+    ADMIN) on it. Raises :class:`RepoHidden` when it is missing or unreadable (named as asked,
+    without a trailing ``.git``), :class:`PermissionTooLow` or :class:`ScopeMissing` otherwise."""
+    row = find_repo(session, tenant, repo)
+    if row is None:
+        raise RepoHidden(tenant, repo.removesuffix(GIT_SUFFIX))
+    return Granted(repo=row, permission=check(session, principal, row, need))

@@ -30,7 +30,7 @@ from gitserver.keys import KeyLine, parse_key_lines, parse_public_key
 from gitserver.names import name_problem, validate_name
 
 TOKEN_PREFIX = "gst_"
-TOKEN_SCOPES = ("read", "write", "admin")
+TOKEN_SCOPES = (access.READ, access.WRITE, access.ADMIN)  # ordered: each includes the ones before
 
 
 def hash_token(secret: str) -> str:
@@ -680,19 +680,9 @@ def check_expiry_grantable(held: dt.datetime | None,
     return requested
 
 
-def scope_covers(held: Iterable[str] | None, need: str) -> bool:
-    """Whether token scopes ``held`` cover ``need``. Scopes are ordered like permissions
-    (``admin`` includes ``write`` includes ``read``); None (SSH keys, anonymous callers)
-    restricts nothing."""
-    if held is None:
-        return True
-    rank = TOKEN_SCOPES.index(need)
-    return any(s in TOKEN_SCOPES and TOKEN_SCOPES.index(s) >= rank for s in held)
-
-
 def check_scopes_grantable(held: frozenset[str] | None, requested: Iterable[str]) -> None:
     """A token cannot mint a token with scopes it does not have itself."""
-    missing = sorted(s for s in set(requested) if s in TOKEN_SCOPES and not scope_covers(held, s))
+    missing = sorted(s for s in set(requested) if s in TOKEN_SCOPES and not access.scope_covers(held, s))
     if missing:
         raise Forbidden(f"the token used lacks the scope(s) {', '.join(missing)} it tries to give",
                         field="scopes")

@@ -175,16 +175,9 @@ def optional_principal(req: falcon.Request, session: Session, touch: Touch | Non
 
 
 def scope_allows(scopes: frozenset[str] | None, need: str) -> bool:
-    """Whether token ``scopes`` cover ``need``; None (SSH keys, anonymous) restricts nothing."""
-    return admin.scope_covers(scopes, need)
-
-
-def require_scope(principal: access.Principal, need: str) -> None:
-    """403 when the principal's token was not created with a scope covering ``need``
-    (``read`` for reads, ``write`` for changing repository content or running work, ``admin``
-    for managing tenants, users, keys, tokens, repositories and grants)."""
-    if not scope_allows(principal.scopes, need):
-        raise Forbidden(f"this token lacks the '{need}' scope")
+    """:func:`gitserver.access.scope_covers`; kept only for the Repour resources until they
+    ask :func:`gitserver.access.allows` / :func:`gitserver.access.authorise` instead."""
+    return access.scope_covers(scopes, need)
 
 
 @contextlib.contextmanager

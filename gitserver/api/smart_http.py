@@ -28,7 +28,7 @@ from typing import Any
 import falcon
 
 from gitserver import access, metrics
-from gitserver.api import auth, lookup, openapi
+from gitserver.api import auth, openapi
 from gitserver.api.context import ApiContext
 from gitserver.errors import Forbidden, GitserverError, NotFound, Unauthenticated
 from gitserver.git import http as githttp
@@ -103,8 +103,8 @@ class _GitResource:
         404 (exactly like a missing repository) for authenticated ones."""
         with auth.authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             try:
-                row = lookup.visible_repo(session, principal, tenant, repo, need=access.READ)
-            except NotFound:
+                row = access.authorise(session, principal, tenant, repo, access.READ).repo
+            except access.RepoHidden:
                 if principal.kind == access.ANONYMOUS.kind:
                     raise Unauthenticated(ANONYMOUS_REFUSED) from None
                 raise NotFound(f"repository '{tenant}/{repo}' not found or you have no access") from None

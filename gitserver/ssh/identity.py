@@ -75,21 +75,18 @@ def not_found(command: GitCommand) -> NotFound:
 
 
 def authorise(session: Session, principal: access.Principal, command: GitCommand) -> Authorised:
-    """Check the principal may run ``command``; raise :class:`NotFound` or :class:`Forbidden`."""
-    repo = session.scalars(
-        select(models.Repository)
-        .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
-        .where(models.Tenant.name == command.tenant, models.Repository.name == command.repo)
-    ).one_or_none()
-    if repo is None:
-        raise not_found(command)
-    permission = access.permission_on(session, principal, repo)
-    if permission is None:
-        raise not_found(command)
-    if command.service == RECEIVE_PACK and not access.at_least(permission, access.WRITE):
-        raise Forbidden(f"you have {permission} access to '{command.full_name}' and cannot push")
+    """Check the principal may run ``command`` (:func:`gitserver.access.authorise`: a push needs
+    write, the rest read); raise :class:`NotFound` or :class:`Forbidden` worded for SSH."""
+    need = access.WRITE if command.service == RECEIVE_PACK else access.READ
+    try:
+        granted = access.authorise(session, principal, command.tenant, command.repo, need)
+    except access.RepoHidden:
+        raise not_found(command) from None
+    except access.PermissionTooLow as exc:
+        raise Forbidden(f"you have {exc.permission} access to '{command.full_name}' and cannot push") from None
+    repo = granted.repo
     return Authorised(repo_id=repo.id, tenant=command.tenant, repo=command.repo,
-                      permission=permission, repo_quota_bytes=repo.quota_bytes,
+                      permission=granted.permission, repo_quota_bytes=repo.quota_bytes,
                       tenant_quota_bytes=repo.tenant.quota_bytes)
 
 

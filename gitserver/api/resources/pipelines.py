@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from gitserver import access
 from gitserver.api import openapi as oa
-from gitserver.api.auth import authenticated, require_scope
+from gitserver.api.auth import authenticated
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
@@ -89,11 +89,13 @@ def visible_pipeline(session: Session, principal: access.Principal, pipeline_id:
     read the repository, 403 when it can read but lacks ``need``."""
     pipeline = session.get(models.Pipeline, pipeline_id)
     repo = session.get(models.Repository, pipeline.repo_id) if pipeline is not None else None
-    if pipeline is None or repo is None or access.permission_on(session, principal, repo) is None:
-        raise NotFound(f"pipeline {pipeline_id} not found")
-    require_scope(principal, access.READ)
-    if need != access.READ:
-        visible_repo(session, principal, repo.tenant.name, repo.name, need=need)
+    missing = NotFound(f"pipeline {pipeline_id} not found")
+    if pipeline is None or repo is None:
+        raise missing
+    try:
+        access.check(session, principal, repo, need)
+    except access.RepoHidden:
+        raise missing from None
     return pipeline, repo
 
 

@@ -202,20 +202,21 @@ class _Grant:
         raise NotImplementedError
 
     def _target(self, session: Session, principal: access.Principal, tenant: str,
-                repo: str, name: str, need: str) -> tuple[models.Repository, dict[str, Any]]:
-        row = visible_repo(session, principal, tenant, repo, need=need)
-        return row, self.grantee(session, row, name)
+                repo: str, name: str, need: str) -> tuple[access.Granted, dict[str, Any]]:
+        granted = access.authorise(session, principal, tenant, repo, need)
+        return granted, self.grantee(session, granted.repo, name)
 
     def _get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
-            resp.media = grant_json(session, admin.get_grant(session, row, **who))
+            granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            resp.media = grant_json(session, admin.get_grant(session, granted.repo, **who))
 
     def _put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            row = granted.repo
             permission = read_json(req, self.FIELDS)["permission"]
-            admin.check_grantable(access.permission_on(session, principal, row), permission)
+            admin.check_grantable(granted.permission, permission)
             existed = session.scalar(select(models.Grant.id).where(*self._match(row, who))) is not None
             grant = admin.set_grant(session, row, permission, **who)
             resp.media = grant_json(session, grant)
@@ -225,8 +226,8 @@ class _Grant:
 
     def _delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
-            admin.remove_grant(session, row, **who)
+            granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            admin.remove_grant(session, granted.repo, **who)
         resp.status = falcon.HTTP_204
 
     @staticmethod
@@ -274,11 +275,12 @@ class DeployKeys:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+            granted = access.authorise(session, principal, tenant, repo, access.ADMIN)
+            row = granted.repo
             data = read_json(req, self.FIELDS)
             write = data.get("write", False)
             if write:
-                admin.check_grantable(access.permission_on(session, principal, row), access.WRITE)
+                admin.check_grantable(granted.permission, access.WRITE)
             deploy = admin.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
                                           expires_at=principal.token_expires_at)
             resp.media = deploy_key_json(deploy)

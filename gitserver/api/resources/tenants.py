@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 import falcon
 
-from gitserver import admin
+from gitserver import access, admin
 from gitserver.api import openapi as oa
-from gitserver.api.auth import authenticated, require_scope
+from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
@@ -67,7 +67,7 @@ class Tenants:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             if not principal.is_site_admin:
                 raise Forbidden("only site admins can create tenants")
-            require_scope(principal, "admin")
+            access.require_scope(principal, access.ADMIN)
             data = read_json(req, self.FIELDS)
             tenant = admin.create_tenant(session, data["name"], data.get("description", ""))
             resp.media = tenant_json(tenant, tenant_size(self.ctx.config, tenant))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from gitserver import access, admin
 from gitserver.api import openapi as oa
-from gitserver.api.auth import authenticated, require_scope
+from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
@@ -105,7 +105,7 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
         admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
     else:
         admin.check_user_manageable(principal, row.tenant_id, row.role)
-    require_scope(principal, access.ADMIN)
+    access.require_scope(principal, access.ADMIN)
     return row
 
 
@@ -253,7 +253,7 @@ class Tokens:
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, allow_empty=True)
             # By default a new token gets what the caller's own token has, no more.
-            default = [s for s in admin.TOKEN_SCOPES if admin.scope_covers(principal.scopes, s)]
+            default = [s for s in admin.TOKEN_SCOPES if access.scope_covers(principal.scopes, s)]
             requested = set(data.get("scopes", default))
             scopes = tuple(s for s in admin.TOKEN_SCOPES if s in requested)
             if not scopes:

@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -69,14 +69,22 @@ def create_tenant(session: Session, name: str, description: str = "") -> models.
     return tenant
 
 
+_InTenant = TypeVar("_InTenant", models.User, models.Group)
+
+
+def _by_name(session: Session, model: type[_InTenant], tenant: models.Tenant, name: str,
+             what: str) -> _InTenant:
+    """The user or group ``name`` of ``tenant``, or NotFound (a name that could never exist is
+    not looked up)."""
+    row = None if name_problem(name) else session.scalar(
+        select(model).where(model.tenant_id == tenant.id, model.name == name))
+    if row is None:
+        raise NotFound(f"{what} {tenant.name}/{name[:100]} not found")
+    return row
+
+
 def get_user(session: Session, tenant: models.Tenant, name: str) -> models.User:
-    if name_problem(name):
-        raise NotFound(f"user {tenant.name}/{name[:100]} not found")
-    user = session.scalar(select(models.User).where(models.User.tenant_id == tenant.id,
-                                                    models.User.name == name))
-    if user is None:
-        raise NotFound(f"user {tenant.name}/{name} not found")
-    return user
+    return _by_name(session, models.User, tenant, name, "user")
 
 
 def validate_role(role: object) -> str:
@@ -99,13 +107,7 @@ def create_user(session: Session, tenant: models.Tenant, name: str,
 
 
 def get_group(session: Session, tenant: models.Tenant, name: str) -> models.Group:
-    if name_problem(name):
-        raise NotFound(f"group {tenant.name}/{name[:100]} not found")
-    group = session.scalar(select(models.Group).where(models.Group.tenant_id == tenant.id,
-                                                      models.Group.name == name))
-    if group is None:
-        raise NotFound(f"group {tenant.name}/{name} not found")
-    return group
+    return _by_name(session, models.Group, tenant, name, "group")
 
 
 def create_group(session: Session, tenant: models.Tenant, name: str, description: str = "") -> models.Group:

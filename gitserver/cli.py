@@ -273,7 +273,8 @@ def _backup(cfg: Any, file: str) -> int:
     import tempfile
     from pathlib import Path
 
-    from gitserver.backup.run import backup, human_size
+    from gitserver.backup.run import backup
+    from gitserver.git.limits import human
     from gitserver.errors import BackupError
 
     progress = _progress_printer()
@@ -305,7 +306,7 @@ def _backup(cfg: Any, file: str) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     print(f"backup of {summary.repositories} repositories ({summary.refs} refs) written: "
-          f"{human_size(summary.bytes)} in {summary.seconds:.1f} s", file=report)
+          f"{human(summary.bytes)} in {summary.seconds:.1f} s", file=report)
     return 0
 
 
@@ -322,7 +323,8 @@ def _restore(cfg: Any, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from gitserver import check
-    from gitserver.backup.run import human_size, restore
+    from gitserver.backup.run import restore
+    from gitserver.git.limits import human
     from gitserver.errors import BackupError
 
     progress = _progress_printer()
@@ -342,7 +344,7 @@ def _restore(cfg: Any, args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
     print(f"restored {summary.repositories} repositories ({summary.refs} refs) into {cfg.data_dir}: "
-          f"{human_size(summary.bytes)} read in {summary.seconds:.1f} s")
+          f"{human(summary.bytes)} read in {summary.seconds:.1f} s")
     return 0
 
 

@@ -37,6 +37,7 @@ from gitserver.backup import format as fmt
 from gitserver.backup.ledger import read_ledger
 from gitserver.config import Config
 from gitserver.errors import BackupError
+from gitserver.git import limits
 from gitserver.git.store import RepoStore
 from gitserver.runtime import Runtime
 
@@ -150,7 +151,7 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
         ref_count = 0
         for number, ledger in enumerate(ledgers, start=1):
             progress(f"repository {number}/{len(ledgers)} {ledger.tenant}/{ledger.name}, "
-                     f"{human_size(writer.counter.count)} written")
+                     f"{limits.human(writer.counter.count)} written")
             path = store.path(ledger.tenant, ledger.name)
             refs = repos.backup_refs(path, ledger)
             writer.add_bytes(fmt.repo_member(ledger.tenant, ledger.name, fmt.REFS_FILE), refs.render())
@@ -166,15 +167,6 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-
-
-def human_size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"
 
 
 # -- restore ------------------------------------------------------------------------------
@@ -212,7 +204,7 @@ def restore(config: Config, source: BinaryIO, progress: Progress = _quiet,
     try:
         read = _read_stream(counted, unpacked,
                             lambda name: progress(f"reading and checking the backup: {name}, "
-                                                  f"{human_size(counted.count)} read"))
+                                                  f"{limits.human(counted.count)} read"))
         _check_compatible(read.manifest, database.dialect(url))
         staged = _staging(stage_in, data_dir.name, "data")
         try:

@@ -97,13 +97,21 @@ def _user(session: Session, principal: access.Principal, tenant: str, user: str)
     return admin.get_user(session, visible_tenant(session, principal, tenant), user)
 
 
+def _self_or_managed_user(session: Session, principal: access.Principal, tenant: str,
+                          user: str) -> models.User:
+    """A user whose keys and tokens the principal may see: itself, or one it administers."""
+    row = _user(session, principal, tenant, user)
+    admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+    return row
+
+
 def _managed_user(session: Session, principal: access.Principal, tenant: str, user: str,
                   *, self_service: bool = False) -> models.User:
     """A user the principal may change: itself (for keys and tokens), or as its admin."""
-    row = _user(session, principal, tenant, user)
     if self_service:
-        admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+        row = _self_or_managed_user(session, principal, tenant, user)
     else:
+        row = _user(session, principal, tenant, user)
         admin.check_user_manageable(principal, row.tenant_id, row.role)
     access.require_scope(principal, access.ADMIN)
     return row
@@ -179,8 +187,7 @@ class Keys:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _user(session, principal, tenant, user)
-            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            row = _self_or_managed_user(session, principal, tenant, user)
             resp.media = page(session, admin.user_keys_query(row), models.PublicKey.id, req,
                               serialize=key_json)
 
@@ -228,8 +235,7 @@ class Key:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _user(session, principal, tenant, user)
-            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            row = _self_or_managed_user(session, principal, tenant, user)
             resp.media = key_json(admin.get_user_key(session, row, key_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
@@ -270,8 +276,7 @@ class Tokens:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _user(session, principal, tenant, user)
-            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            row = _self_or_managed_user(session, principal, tenant, user)
             resp.media = page(session, admin.tokens_query(row), models.ApiToken.id, req,
                               serialize=token_json)
 
@@ -283,8 +288,7 @@ class Token:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                token_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _user(session, principal, tenant, user)
-            admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+            row = _self_or_managed_user(session, principal, tenant, user)
             resp.media = token_json(admin.get_token(session, row, token_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,

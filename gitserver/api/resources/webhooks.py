@@ -50,7 +50,6 @@ TAG = "webhooks"
 MAX_WEBHOOKS_PER_REPO = 20  # each one is an outbound request per push; bound the fan-out
 MAX_WEBHOOKS_PER_TENANT = 20
 MAX_SECRET_LENGTH = 200     # the column size of Webhook.secret
-DEFAULT_EVENTS = list(notify.EVENTS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,7 +189,10 @@ def authenticated(sessions: sessionmaker[Session], req: falcon.Request, *,
     # last_used_at is written after the request's own transaction, in another one: a read
     # must not fail because that advisory write cannot be stored (disk full).
     touched: list[tuple[int, dt.datetime]] = []
-    touch: Touch = lambda token_id, now: touched.append((token_id, now))  # noqa: E731
+
+    def touch(token_id: int, now: dt.datetime) -> None:
+        touched.append((token_id, now))
+
     with transaction(sessions) as session:
         principal = (optional_principal(req, session, touch) if optional
                      else authenticate(req, session, touch))

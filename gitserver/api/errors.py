@@ -44,8 +44,9 @@ def handle_gitserver_error(req: falcon.Request, resp: falcon.Response, ex: Gitse
         # RFC 9110: a 401 names the schemes it accepts. Both are offered: Bearer for API
         # clients, Basic because git's HTTP client only sends credentials after that challenge.
         resp.set_header("WWW-Authenticate", f'Bearer realm="{REALM}", Basic realm="{REALM}"')
-    if getattr(ex, "retry_after", None):
-        resp.set_header("Retry-After", str(ex.retry_after))  # type: ignore[attr-defined]
+    retry_after = getattr(ex, "retry_after", None)
+    if retry_after:
+        resp.set_header("Retry-After", str(retry_after))
     resp.content_type = falcon.MEDIA_JSON
     resp.media = error_body(ex.title, ex.message, ex.field)
 

@@ -176,7 +176,8 @@ def test_refusals_name_what_is_needed(world: tuple[Session, dict[str, access.Pri
 
 @pytest.mark.parametrize(("held", "need", "expected"), [
     (None, A, True), (frozenset(), R, False), (frozenset({R}), R, True), (frozenset({R}), W, False),
-    (frozenset({W}), R, True), (frozenset({A}), W, True), (frozenset({"bogus"}), R, False),
+    (frozenset({W}), R, True), (frozenset({W}), A, False), (frozenset({A}), W, True),
+    (frozenset({"bogus"}), R, False),
 ])
-def test_scope_covers(held: frozenset[str] | None, need: str, expected: bool) -> None:
+def test_token_scopes_are_ordered(held: frozenset[str] | None, need: str, expected: bool) -> None:
     assert access.scope_covers(held, need) is expected

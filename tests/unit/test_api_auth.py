@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from gitserver.api.auth import scope_allows, token_from_header
+from gitserver.api.auth import token_from_header
 from gitserver.errors import Unauthenticated
 
 
@@ -33,20 +33,6 @@ def test_token_found(header: str | None, token: str | None) -> None:
 def test_unusable_header_is_401_not_anonymous(header: str) -> None:
     with pytest.raises(Unauthenticated):
         token_from_header(header)
-
-
-@pytest.mark.parametrize(("scopes", "need", "allowed"), [
-    (None, "admin", True),
-    (frozenset({"read"}), "read", True),
-    (frozenset({"read"}), "write", False),
-    (frozenset({"write"}), "read", True),
-    (frozenset({"write"}), "admin", False),
-    (frozenset({"admin"}), "write", True),
-    (frozenset(), "read", False),
-    (frozenset({"bogus"}), "read", False),
-])
-def test_scopes_are_ordered(scopes: frozenset[str] | None, need: str, allowed: bool) -> None:
-    assert scope_allows(scopes, need) is allowed
 
 
 def test_oidc_token_principal_from_roles() -> None:

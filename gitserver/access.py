@@ -18,7 +18,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
@@ -130,6 +130,26 @@ def load_repo_facts(session: Session, principal: Principal, repo: models.Reposit
         )
         granted = strongest(session.scalars(user_grant.union_all(group_grants)).all())
     return RepoFacts(repo_id=repo.id, tenant_id=repo.tenant_id, visibility=repo.visibility, granted=granted)
+
+
+def readable_repos(principal: Principal, tenant_id: int) -> Select[models.Repository]:
+    """The tenant's repositories the principal can read, as one query: the SQL form of
+    :func:`repo_permission` for listing (tests hold the two to the same answers)."""
+    query = select(models.Repository).where(models.Repository.tenant_id == tenant_id)
+    if principal.is_tenant_admin(tenant_id):
+        return query
+    if principal.kind == "deploy_key":
+        return query.where(models.Repository.id == principal.deploy_repo_id)
+    readable: list[ColumnElement[bool]] = [models.Repository.visibility == "public"]
+    if principal.kind == "user" and principal.tenant_id == tenant_id:
+        user_grants = select(models.Grant.repo_id).where(models.Grant.user_id == principal.user_id)
+        group_grants = (select(models.Grant.repo_id)
+                        .join(models.GroupMember, models.GroupMember.group_id == models.Grant.group_id)
+                        .where(models.GroupMember.user_id == principal.user_id))
+        readable += [models.Repository.visibility == "internal",
+                     models.Repository.id.in_(user_grants),
+                     models.Repository.id.in_(group_grants)]
+    return query.where(or_(*readable))
 
 
 def permission_on(session: Session, principal: Principal, repo: models.Repository) -> str | None:

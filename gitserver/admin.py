@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -467,26 +467,6 @@ def remove_member(session: Session, group: models.Group, user: models.User) -> N
         raise NotFound(f"user {user.name!r} is not a member of group {group.name!r}")
     session.delete(member)
     session.flush()
-
-
-def repos_query(tenant: models.Tenant, principal: access.Principal) -> Select[Any]:
-    """The tenant's repositories the principal can read, as one query (the SQL form of
-    :func:`gitserver.access.repo_permission` for listing)."""
-    query = select(models.Repository).where(models.Repository.tenant_id == tenant.id)
-    if principal.is_tenant_admin(tenant.id):
-        return query
-    if principal.kind == "deploy_key":
-        return query.where(models.Repository.id == principal.deploy_repo_id)
-    readable = [models.Repository.visibility == "public"]
-    if principal.kind == "user" and principal.tenant_id == tenant.id:
-        user_grants = select(models.Grant.repo_id).where(models.Grant.user_id == principal.user_id)
-        group_grants = (select(models.Grant.repo_id)
-                        .join(models.GroupMember, models.GroupMember.group_id == models.Grant.group_id)
-                        .where(models.GroupMember.user_id == principal.user_id))
-        readable += [models.Repository.visibility == "internal",
-                     models.Repository.id.in_(user_grants),
-                     models.Repository.id.in_(group_grants)]
-    return query.where(or_(*readable))
 
 
 def validate_description(description: object, field: str = "description") -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gitserver import access
@@ -172,6 +173,20 @@ def test_refusals_name_what_is_needed(world: tuple[Session, dict[str, access.Pri
     with pytest.raises(access.ScopeMissing) as scope:
         access.authorise(session, principals["writer_read_token"], "acme", "private", W)
     assert (scope.value.status, scope.value.message) == (403, "this token lacks the 'write' scope")
+
+
+def test_the_listing_shows_exactly_what_authorise_lets_read(
+        world: tuple[Session, dict[str, access.Principal]]) -> None:
+    """readable_repos (one SQL query, for listings) and authorise (per repository) are two
+    forms of one rule: for every principal they must name the same repositories."""
+    session, principals = world
+    tenants = {t.name: t.id for t in session.scalars(select(models.Tenant))}
+    for who, principal in principals.items():
+        for tenant, tenant_id in tenants.items():
+            listed = {r.name for r in session.scalars(access.readable_repos(principal, tenant_id))}
+            names = session.scalars(select(models.Repository.name).where(models.Repository.tenant_id == tenant_id))
+            readable = {name for name in names if outcome(session, principal, f"{tenant}/{name}", R) != "hidden"}
+            assert listed == readable, (who, tenant)
 
 
 @pytest.mark.parametrize(("held", "need", "expected"), [

@@ -141,7 +141,7 @@ class Repos:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, admin.repos_query(row, principal), models.Repository.id, req,
+            resp.media = page(session, access.readable_repos(principal, row.id), models.Repository.id, req,
                               serialize=lambda r: repo_json(r, self.ctx.config))
 
 

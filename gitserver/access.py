@@ -171,8 +171,6 @@ class RepoHidden(NotFound):
 
     def __init__(self, tenant: str, repo: str) -> None:
         super().__init__(f"repository {tenant[:100]}/{repo[:100]} not found")
-        self.tenant = tenant
-        self.repo = repo
 
 
 class Refused(Forbidden):
@@ -188,7 +186,6 @@ class PermissionTooLow(Refused):
 
     def __init__(self, full_name: str, permission: str, need: str) -> None:
         super().__init__(f"you have {permission} access to {full_name}; this needs {need}", need)
-        self.full_name = full_name
         self.permission = permission
 
 
@@ -229,7 +226,7 @@ def find_repo(session: Session, tenant: str, repo: str) -> models.Repository | N
         .where(models.Tenant.name == tenant, models.Repository.name == repo))
 
 
-def check(session: Session, principal: Principal, repo: models.Repository, need: str) -> str:
+def require(session: Session, principal: Principal, repo: models.Repository, need: str) -> str:
     """The principal's permission on ``repo`` when it covers ``need``; raises
     :class:`RepoHidden` when it cannot read the repository, :class:`PermissionTooLow` or
     :class:`ScopeMissing` when it can read it but not do ``need``."""
@@ -243,9 +240,9 @@ def check(session: Session, principal: Principal, repo: models.Repository, need:
 
 
 def allows(session: Session, principal: Principal, repo: models.Repository, need: str) -> bool:
-    """:func:`check` as a yes/no, for filters that skip what the principal may not touch."""
+    """:func:`require` as a yes/no, for filters that skip what the principal may not touch."""
     try:
-        check(session, principal, repo, need)
+        require(session, principal, repo, need)
     except (RepoHidden, Refused):
         return False
     return True
@@ -258,4 +255,4 @@ def authorise(session: Session, principal: Principal, tenant: str, repo: str, ne
     row = find_repo(session, tenant, repo)
     if row is None:
         raise RepoHidden(tenant, repo.removesuffix(GIT_SUFFIX))
-    return Granted(repo=row, permission=check(session, principal, row, need))
+    return Granted(repo=row, permission=require(session, principal, row, need))

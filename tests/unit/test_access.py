@@ -151,6 +151,9 @@ def test_authorise(world: tuple[Session, dict[str, access.Principal]], who: str,
                    need: str, expected: str) -> None:
     session, principals = world
     assert outcome(session, principals[who], target, need) == expected
+    row = access.find_repo(session, *target.split("/"))
+    if row is not None:  # the yes/no form, for filters, agrees
+        assert access.allows(session, principals[who], row, need) is (expected in (R, W, A))
 
 
 def test_hidden_and_missing_read_the_same(world: tuple[Session, dict[str, access.Principal]]) -> None:

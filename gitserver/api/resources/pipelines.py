@@ -93,7 +93,7 @@ def visible_pipeline(session: Session, principal: access.Principal, pipeline_id:
     if pipeline is None or repo is None:
         raise missing
     try:
-        access.check(session, principal, repo, need)
+        access.require(session, principal, repo, need)
     except access.RepoHidden:
         raise missing from None
     return pipeline, repo

@@ -166,8 +166,7 @@ class Bench:
         pipelines finish before anything is measured."""
         from gitserver import admin
         from gitserver.git.refs import ZERO_OID
-        from gitserver.pipelines.ledger import record_push
-        from gitserver.pipelines.queue import PushContext
+        from gitserver.pipelines.ledger import PushContext, record_push
 
         for name in names:
             listing = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)"],

@@ -14,7 +14,7 @@ from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
 from gitserver.hookenv import HookEnv
 from gitserver.pipelines import ledger
-from gitserver.pipelines.queue import PushContext
+from gitserver.pipelines.ledger import PushContext
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:

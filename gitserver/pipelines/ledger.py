@@ -38,7 +38,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import push_options, refs, refstate
-from gitserver.pipelines.queue import PushContext, enqueue_push_pipeline, notify_push
+from gitserver.pipelines import jobs, notify
 from gitserver.urls import pipeline_url
 
 if TYPE_CHECKING:
@@ -55,6 +55,18 @@ FRESH_REF_SECONDS = 10.0  # (ref, new) pairs per IN clause: well inside SQLite's
 
 
 # --- recording a push --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PushContext:
+    """Who pushed, with which key, from where: the audit facts of one push."""
+
+    repo_id: int
+    user_id: int | None = None
+    key_id: int | None = None
+    key_fingerprint: str = ""
+    protocol: str = "ssh"
+    client_address: str = ""
+
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
                   options: Sequence[str] = ()) -> models.Push:
@@ -495,3 +507,31 @@ def periodic_pass(runtime: Runtime, who: str) -> Summary:
                     "moved nothing, %d error(s)", who, summary.repos, summary.recovered_pushes,
                     summary.failed_intents, summary.errors)
     return summary
+
+
+# --- what a recorded push queues (in the push's own transaction) -----------------------------
+
+def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipeline | None:
+    """Queue the pipeline of ``push``: one pipeline, archiving every updated ref. The caller
+    owns the session and commits: the push's final state, the pipeline and its job become
+    visible together or not at all."""
+    live = [u for u in push.ref_updates if not refs.is_zero(u.new)]
+    if not live:
+        return None
+    first = live[0]
+    pipeline = models.Pipeline(repo_id=push.repo_id, push_id=push.id, kind="push",
+                               ref=first.ref, commit=first.new,
+                               request=json.dumps({"push_id": push.id}))
+    session.add(pipeline)
+    session.flush()
+    jobs.enqueue(session, "pipeline", {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
+    return pipeline
+
+
+def notify_push(session: Session, push: models.Push, pipeline: models.Pipeline | None) -> None:
+    """Queue the repository's ``push`` webhooks in the push's own transaction. The payload
+    names the rows; the webhook body is rendered from them at the first delivery attempt."""
+    payload: dict[str, Any] = {"push_id": push.id}
+    if pipeline is not None:
+        payload["pipeline_id"] = pipeline.id
+    notify.enqueue_event(session, push.repo_id, notify.EVENT_PUSH, payload)

@@ -61,7 +61,7 @@ from gitserver.pipelines import adjust as adjust_mod
 from gitserver.pipelines import heartbeat, jobs, ledger
 from gitserver.pipelines.adjust import ProcessingError, StopCheck, run_command
 from gitserver.pipelines.archive import find_archive
-from gitserver.pipelines.queue import PushContext
+from gitserver.pipelines.ledger import PushContext
 from gitserver.sandbox import Job
 
 log = logging.getLogger(__name__)

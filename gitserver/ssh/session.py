@@ -29,7 +29,7 @@ from gitserver.git import limits
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.pipelines import ledger
-from gitserver.pipelines.queue import PushContext
+from gitserver.pipelines.ledger import PushContext
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised

@@ -20,7 +20,7 @@ from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.pipelines import ledger
-from gitserver.pipelines.queue import PushContext
+from gitserver.pipelines.ledger import PushContext
 from gitserver.runtime import Runtime, initialise
 from tests.functional.conftest import make_repo
 

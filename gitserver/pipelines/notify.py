@@ -36,7 +36,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-import importlib
 import json
 import logging
 import random
@@ -72,6 +71,11 @@ TENANT_EVENTS = (*EVENTS, EVENT_REPOSITORY)
 REPOSITORY_CREATED = "created"
 REPOSITORY_ACTIONS = (REPOSITORY_CREATED,)
 EVENT_CALLBACK = "callback"  # Delivery.event of callbacks (they have no webhook)
+# Where a callback's fresh headers come from before each attempt: a closed set of names, stored
+# in the callback's job (payload "auth"). The worker maps each name to its function
+# (gitserver.pipelines.worker.job_handlers); the row never names code.
+CREDENTIALS_SERVICE_TOKEN = "service-token"  # Repour's OIDC service-account bearer token
+CREDENTIALS = (CREDENTIALS_SERVICE_TOKEN,)
 KIND_WEBHOOK = "webhook"
 KIND_CALLBACK = "callback"
 CALLBACK_METHODS = ("POST", "PUT")
@@ -372,10 +376,10 @@ def enqueue_callback(session: Session, url: str, method: str, payload: dict[str,
     """Queue one callback (Repour's callback mode): ``method`` (POST or PUT) of the JSON
     ``payload`` to ``url``, retried like a webhook, ``Delivery.webhook_id`` NULL.
 
-    ``headers`` are sent as given (e.g. a fixed ``Authorization``). ``auth`` names a function
-    ``"gitserver.module:function"`` called as ``function(config)`` before every attempt to get
-    fresh headers (a bearer token that may have expired between retries). The URL's syntax is
-    checked here; its addresses are checked on every attempt. Raises ValueError for bad input.
+    ``headers`` are sent as given (e.g. a fixed ``Authorization``). ``auth``, one of
+    :data:`CREDENTIALS`, names where fresh headers come from before every attempt (a bearer
+    token that may have expired between retries). The URL's syntax is checked here; its
+    addresses are checked on every attempt. Raises ValueError for bad input.
     """
     method = method.upper()
     if method not in CALLBACK_METHODS:
@@ -389,7 +393,8 @@ def enqueue_callback(session: Session, url: str, method: str, payload: dict[str,
     if checked:
         extra["headers"] = checked
     if auth is not None:
-        _auth_function(auth)  # fail now, not on the first attempt
+        if auth not in CREDENTIALS:
+            raise ValueError(f"callback auth must be one of {', '.join(CREDENTIALS)}, not {auth!r}")
         extra["auth"] = auth
     return _new_delivery(session, webhook_id=None, event=EVENT_CALLBACK, url=url, method=method,
                          body=encode_payload(payload), pipeline_id=pipeline_id, kind=KIND_CALLBACK,
@@ -408,21 +413,6 @@ def redeliver(session: Session, delivery: models.Delivery) -> models.Delivery:
                          pipeline_id=delivery.pipeline_id, kind=KIND_WEBHOOK)
 
 
-def _auth_function(name: str) -> Callable[[Config], Mapping[str, str]]:
-    """Resolve ``"module:function"``; only gitserver's own modules, since the name comes
-    from a database row."""
-    module_name, _, func_name = name.partition(":")
-    if not module_name.startswith("gitserver.") or not func_name:
-        raise ValueError(f"auth must name a gitserver function as 'module:function', not {name!r}")
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"auth function {name!r} not found") from exc
-    if not callable(func):
-        raise ValueError(f"auth {name!r} is not a function")
-    return func  # type: ignore[no-any-return]
-
-
 # --- one attempt ---------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -437,7 +427,7 @@ class Outbound:
     body: bytes
     headers: dict[str, str]
     kind: str
-    auth: str | None = None  # the producer's header function, called just before sending
+    auth: str | None = None  # where fresh headers come from (CREDENTIALS), just before sending
 
 
 @dataclasses.dataclass(frozen=True)
@@ -468,6 +458,8 @@ class Attempt:
 
 
 Sender = Callable[..., netguard.Response]
+# Fresh headers for one attempt, from the configuration (e.g. a cached bearer token).
+Credentials = Callable[[Config], Mapping[str, str]]
 
 
 def perform(out: Outbound, number: int, *, timeout: float, allow_private: bool,
@@ -559,14 +551,18 @@ def _load(session: Session, ctx: JobContext) -> Outbound | None:
                     kind=ctx.kind, auth=auth if isinstance(auth, str) else None)
 
 
-def _attempt(out: Outbound, number: int, config: Config, sender: Sender) -> Attempt:
+def _attempt(out: Outbound, number: int, config: Config, sender: Sender,
+             credentials: Mapping[str, Credentials]) -> Attempt:
     """Add the producer's fresh headers (a token fetched over the network, so outside any
     transaction), then send."""
     if out.auth is not None:
         try:
-            fresh = check_headers(_auth_function(out.auth)(config))
+            provider = credentials.get(out.auth)
+            if provider is None:
+                raise LookupError(f"this worker has no {out.auth!r} credentials")
+            fresh = check_headers(provider(config))
         except Exception as exc:  # noqa: BLE001  (the provider's failure is this attempt's failure)
-            log.warning("delivery %s: header function %s failed: %s", out.delivery_id, out.auth, exc)
+            log.warning("delivery %s: credentials %s failed: %s", out.delivery_id, out.auth, exc)
             return Attempt(number=number, started_at=utcnow(), seconds=0.0, reason="auth",
                            error=f"not sent: could not get credentials ({type(exc).__name__}: {exc})",
                            request_headers=dict(out.headers))
@@ -610,10 +606,12 @@ def _record(session: Session, out: Outbound, attempt: Attempt, state: str) -> bo
     return True
 
 
-def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send) -> None:
+def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send,
+                     credentials: Mapping[str, Credentials] | None = None) -> None:
     """Job handler of kinds ``webhook`` and ``callback``: one attempt of one delivery.
 
-    ``sender`` is the transport (tests pass a fake; the worker calls with ``ctx`` only)."""
+    ``sender`` is the transport (tests pass a fake); ``credentials`` maps each name of
+    :data:`CREDENTIALS` to the function that gives fresh headers (the worker wires it)."""
     config = ctx.runtime.config
     with transaction(ctx.runtime.sessions) as session:
         out = _load(session, ctx)
@@ -622,7 +620,7 @@ def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send) -> None:
     ceiling = ctx.payload.get("max_attempts", MAX_ATTEMPTS_CEILING)
     limit = max(1, min(config.webhook_max_attempts,
                        ceiling if isinstance(ceiling, int) else MAX_ATTEMPTS_CEILING))
-    attempt = _attempt(out, ctx.attempts, config, sender)
+    attempt = _attempt(out, ctx.attempts, config, sender, credentials or {})
     state = next_state(attempt, limit)
     with transaction(ctx.runtime.sessions) as session:
         recorded = _record(session, out, attempt, state)

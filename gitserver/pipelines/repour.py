@@ -99,8 +99,6 @@ LEASE_LOST_EXIT_CODE = 75
 INTERRUPTED_DESC = ("the API process running this synchronous request stopped before it finished "
                     "(its lease expired); nothing is waiting for the result: send the request again "
                     "(clone and adjust are idempotent)")
-# Called by the callback sender before every attempt (notify.enqueue_callback's ``auth``).
-TOKEN_HEADERS_FUNCTION = "gitserver.pipelines.repour:service_token_headers"
 
 
 def new_callback_id() -> str:
@@ -1245,7 +1243,7 @@ def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], 
         payload = {**body, "callback": {"status": status, "id": callback_id}}
     # With a token endpoint configured, each attempt asks for the (cached) service account
     # token, so a retry an hour later does not carry an expired one.
-    auth = TOKEN_HEADERS_FUNCTION if service_token_allowed(config, target["url"]) else None
+    auth = notify.CREDENTIALS_SERVICE_TOKEN if service_token_allowed(config, target["url"]) else None
     notify.enqueue_callback(session, target["url"], target["method"], payload, pipeline_id=pipeline_id,
                             auth=auth, headers={**(context or {}), **target["headers"]})
 

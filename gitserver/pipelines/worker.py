@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -312,10 +313,15 @@ def job_handlers() -> dict[str, jobs.Handler]:
     """Every job kind and the function that runs it: the worker's composition root."""
     from gitserver.pipelines import repour
 
+    # Where a callback's fresh headers come from, by the name its job stores.
+    credentials: dict[str, notify.Credentials] = {
+        notify.CREDENTIALS_SERVICE_TOKEN: repour.service_token_headers,
+    }
+    assert set(credentials) == set(notify.CREDENTIALS), "a credentials name without a function"
     handlers: dict[str, jobs.Handler] = {
         "pipeline": push.run_pipeline_job,
         "webhook": notify.run_delivery_job,
-        "callback": notify.run_delivery_job,
+        "callback": functools.partial(notify.run_delivery_job, credentials=credentials),
         "repour": repour.run_repour_job,
     }
     assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"

@@ -450,8 +450,8 @@ def test_callback_is_a_delivery_without_webhook(runtime: Runtime) -> None:
     ({"method": "GET"}, "callback method"),
     ({"url": "ftp://x/"}, "scheme 'ftp'"),
     ({"headers": {"Host": "x"}}, "set by gitserver"),
-    ({"auth": "os:system"}, "gitserver function"),
-    ({"auth": "gitserver.nope:f"}, "not found"),
+    ({"auth": "os:system"}, "one of service-token"),
+    ({"auth": "gitserver.pipelines.repour:service_token_headers"}, "one of service-token"),
 ])
 def test_enqueue_callback_refuses_bad_input(runtime: Runtime, kwargs: dict[str, Any], message: str) -> None:
     args: dict[str, Any] = {"url": "http://build.example.com/cb", "method": "POST", "payload": {}, **kwargs}
@@ -527,12 +527,22 @@ def test_first_attempt_renders_the_documented_shape_from_the_rows(runtime: Runti
 
 
 def test_a_failing_header_function_fails_the_attempt_without_sending() -> None:
-    # Any gitserver function that raises when given the configuration stands in for a token
-    # endpoint that is down.
-    out = dataclasses.replace(OUT, auth="gitserver.netguard:check_url")
-    attempt = notify._attempt(out, 1, config_mod.load(environ={}), raising(AssertionError("sent")))
+    # A provider that raises stands in for a token endpoint that is down.
+    def down(_config: config_mod.Config) -> dict[str, str]:
+        raise ConnectionError("token endpoint down")
+
+    out = dataclasses.replace(OUT, auth=notify.CREDENTIALS_SERVICE_TOKEN)
+    attempt = notify._attempt(out, 1, config_mod.load(environ={}), raising(AssertionError("sent")),
+                              {notify.CREDENTIALS_SERVICE_TOKEN: down})
     assert not attempt.ok and attempt.reason == "auth" and attempt.retryable
-    assert attempt.error.startswith("not sent: could not get credentials (UnsafeURL")
+    assert attempt.error == "not sent: could not get credentials (ConnectionError: token endpoint down)"
+
+
+def test_credentials_this_worker_lacks_fail_the_attempt_without_sending() -> None:
+    out = dataclasses.replace(OUT, auth=notify.CREDENTIALS_SERVICE_TOKEN)
+    attempt = notify._attempt(out, 1, config_mod.load(environ={}), raising(AssertionError("sent")), {})
+    assert not attempt.ok and attempt.reason == "auth" and attempt.retryable
+    assert "no 'service-token' credentials" in attempt.error
 
 
 def test_failed_callback_attempts_are_counted_by_reason(runtime: Runtime) -> None:

@@ -208,13 +208,14 @@ def cmd_key_import(args: argparse.Namespace) -> int:
 def cmd_repo_create(args: argparse.Namespace) -> int:
     from gitserver import admin
     from gitserver.pipelines import oncreate
+    from gitserver.urls import ssh_clone_url
 
     def create(session: Any, runtime: Any) -> None:
         tenant = admin.get_tenant(session, args.tenant)
         repo = oncreate.create_repository(session, runtime.store, tenant, args.name,
                                           args.description or "", args.visibility)
         print(f"repository {tenant.name}/{repo.name} created: "
-              f"{runtime.config.ssh_base_url}/{tenant.name}/{repo.name}.git")
+              f"{ssh_clone_url(runtime.config.ssh_base_url, tenant.name, repo.name)}")
 
     return _with_session(args, create)
 

@@ -33,6 +33,7 @@ from gitserver.api.context import ApiContext
 from gitserver.errors import Forbidden, GitserverError, NotFound, Unauthenticated
 from gitserver.git import http as githttp
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
+from gitserver.urls import ssh_clone_url
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _GitResource:
         self.ctx = ctx
 
     def push_refused(self, tenant: str, repo: str) -> Forbidden:
-        url = f"{self.ctx.config.ssh_base_url}/{tenant}/{repo}.git"
+        url = ssh_clone_url(self.ctx.config.ssh_base_url, tenant, repo)
         return Forbidden(f"gitserver accepts pushes over SSH only: {url}")
 
     def authorise(self, req: falcon.Request, tenant: str, repo: str) -> ReadTarget:

@@ -55,7 +55,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.pipelines import jobs
-from gitserver.urls import pipeline_url
+from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
 
 if TYPE_CHECKING:
     from gitserver.pipelines.jobs import JobContext
@@ -128,7 +128,7 @@ def encode_payload(payload: Mapping[str, Any]) -> str:
 
 def repository_json(repo: models.Repository, ssh_base_url: str) -> dict[str, Any]:
     return {"tenant": repo.tenant.name, "name": repo.name, "full_name": repo.full_name,
-            "ssh_url": f"{ssh_base_url.rstrip('/')}/{repo.full_name}.git"}
+            "ssh_url": ssh_clone_url(ssh_base_url, repo.tenant.name, repo.name)}
 
 
 def push_payload(session: Session, config: Config, push: models.Push,
@@ -179,7 +179,7 @@ def repository_event_payload(session: Session, config: Config, repo: models.Repo
         "repository": {
             **repository_json(repo, config.ssh_base_url),
             "id": repo.id, "description": repo.description, "visibility": repo.visibility,
-            "http_url": f"{config.http_base_url.rstrip('/')}/git/{repo.full_name}.git",
+            "http_url": http_clone_url(config.http_base_url, repo.tenant.name, repo.name),
             "created_at": _iso(repo.created_at),
         },
     }

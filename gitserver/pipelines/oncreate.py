@@ -31,6 +31,7 @@ from gitserver.git.archive import read_blob
 from gitserver.git.store import DEFAULT_BRANCH, RepoStore
 from gitserver.pipelines import build, jobs, notify
 from gitserver.pipelines.archive import find_archive
+from gitserver.urls import http_clone_url, ssh_clone_url
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, 
     clone_ref = archive.tag if archive is not None else DEFAULT_BRANCH
     coords = build.Coordinates(
         repo=repo.full_name, ref="", commit="", tag="",
-        readonly_url=f"{cfg.http_base_url}/git/{repo.full_name}.git",
+        readonly_url=http_clone_url(cfg.http_base_url, repo.tenant.name, repo.name),
         extra=(*EVENT_ENV.items(),
-               ("GITSERVER_SSH_URL", f"{cfg.ssh_base_url}/{repo.full_name}.git"),
+               ("GITSERVER_SSH_URL", ssh_clone_url(cfg.ssh_base_url, repo.tenant.name, repo.name)),
                ("GITSERVER_TEMPLATE", template.full_name),
                ("GITSERVER_TEMPLATE_COMMIT", str(commit.id))))
     return CreatePlan(f"template {template.full_name} at {str(commit.id)[:12]} ({clone_ref}): "

@@ -36,6 +36,7 @@ from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
 from gitserver.pipelines import build, jobs, ledger, notify, oncreate
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.runtime import Runtime
+from gitserver.urls import http_clone_url
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ class PipelineRun:
                prefix: str) -> None:
         coords = build.Coordinates(
             repo=repo.full_name, ref=result.ref, commit=result.source_commit, tag=result.tag,
-            readonly_url=f"{self.cfg.http_base_url}/git/{repo.tenant.name}/{repo.name}.git")
+            readonly_url=http_clone_url(self.cfg.http_base_url, repo.tenant.name, repo.name))
         path = self.ctx.runtime.store.path(repo.tenant.name, repo.name)
         self._run_steps(coords, path, result.tag, specs, prefix)
 

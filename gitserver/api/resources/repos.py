@@ -41,6 +41,7 @@ from gitserver.git import head, limits
 from gitserver.git.store import RepoStore
 from gitserver.names import validate_name
 from gitserver.pipelines import oncreate
+from gitserver.urls import http_clone_url, ssh_clone_url
 
 REPOS = f"{TENANT}/repos"
 REPO = f"{REPOS}/{{repo}}"
@@ -68,8 +69,8 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
     out = {"id": repo.id, "tenant": tenant, "name": repo.name, "description": repo.description,
            "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
            "default_branch": head.default_branch(store.path(tenant, repo.name)),
-           "ssh_url": f"{config.ssh_base_url}/{tenant}/{repo.name}.git",
-           "http_url": f"{config.http_base_url}/git/{tenant}/{repo.name}.git",
+           "ssh_url": ssh_clone_url(config.ssh_base_url, tenant, repo.name),
+           "http_url": http_clone_url(config.http_base_url, tenant, repo.name),
            "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
            # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
            "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}

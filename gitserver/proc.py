@@ -1,8 +1,9 @@
-"""Low-level helpers for the child processes gitserver supervises (build steps, alignment
-tools, Repour's git runs): dying with the parent. (Namespaces, network included, are the job
-sandbox's: gitserver.sandbox.)
+"""Low-level helpers for the child processes gitserver supervises (git for SSH and smart
+HTTP, build steps, alignment tools, Repour's git runs): dying with the parent, and stopping a
+child's whole process group. (Namespaces, network included, are the job sandbox's:
+gitserver.sandbox.)
 
-They are applied in the child between ``fork`` and ``exec`` (``subprocess.Popen``'s
+The pre-exec hooks are applied in the child between ``fork`` and ``exec`` (``subprocess.Popen``'s
 ``preexec_fn``). Everything that needs a lookup (libc, the parent's pid) is resolved in the
 parent, so the child only makes a few libc calls: it may have switched users already and be
 unable to import anything, and a child forked from a multi-threaded process must not take locks
@@ -16,6 +17,8 @@ import os
 import signal
 from collections.abc import Callable
 from typing import Any
+
+Wait = Callable[[float | None], bool]
 
 PR_SET_PDEATHSIG = 1
 
@@ -72,3 +75,38 @@ def chain(*hooks: PreExec) -> PreExec:
             hook()
 
     return apply
+
+
+# --- stopping a process group ------------------------------------------------------------------
+# Every supervised child is started with ``start_new_session=True``: it leads its own process
+# group (pgid == its pid), so one signal reaches what it started too (git's pack-objects, a
+# build step's compiler), and nothing else.
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when no process of it is left (ESRCH)
+    or none is ours to signal (EPERM)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def stop_group(pgid: int, wait: Wait, grace: float, *, kill_wait: float | None = None,
+               sweep: bool = False) -> None:
+    """Stop process group ``pgid``: SIGTERM, ``wait`` up to ``grace`` seconds, then SIGKILL
+    and ``wait`` up to ``kill_wait`` (None: until it exits). A ``grace`` of 0 or less sends
+    SIGKILL at once.
+
+    ``wait(timeout)`` waits for the group's leader and says whether it has exited; then the
+    group is left alone, unless ``sweep``: then the SIGKILL goes out all the same, for what the
+    leader left running in its group (a build step's background processes). Stops at once when
+    the group can no longer be signalled.
+    """
+    steps = [(signal.SIGKILL, kill_wait)] if grace <= 0 else [(signal.SIGTERM, grace),
+                                                                (signal.SIGKILL, kill_wait)]
+    for sig, timeout in steps:
+        if not signal_group(pgid, sig):
+            return
+        if wait(timeout) and not sweep:
+            return

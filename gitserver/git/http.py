@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import select
-import signal
 import subprocess
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from typing import IO, Protocol
 from gitserver.errors import GitserverError, InvalidInput, PayloadTooLarge
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK, git_argv, git_env
 from gitserver.names import name_problem
+from gitserver.proc import stop_group
 
 log = logging.getLogger(__name__)
 
@@ -390,14 +390,15 @@ class UploadPackProcess:
             if proc.poll() is not None:
                 return  # reaped: its pid may belong to someone else by now
             self._killed = True
-            for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
+
+            def wait(timeout: float | None) -> bool:
                 try:
-                    proc.wait(wait)
-                    return
+                    proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    continue
+                    return False
+                return True
+
+            stop_group(proc.pid, wait, KILL_GRACE)
 
     def close(self) -> None:
         """End the transfer however it went: stop git if it still runs, reap it, free fds.

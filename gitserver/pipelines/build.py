@@ -46,6 +46,7 @@ from gitserver import sandbox as sandbox_mod
 from gitserver.config import Config
 from gitserver.git.store import git_env
 from gitserver.pipelines.jobs import JobContext
+from gitserver.proc import stop_group
 
 log = logging.getLogger(__name__)
 
@@ -547,17 +548,17 @@ _LIMIT_SIGNALS = {int(signal.SIGXCPU): " (CPU time limit)", int(signal.SIGXFSZ):
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float = KILL_GRACE) -> None:
-    """SIGTERM, then SIGKILL after ``grace``, to the step's whole process group."""
-    pgid = proc.pid  # start_new_session: the step leads its own session and group
-    signals = [(signal.SIGKILL, 0.0)] if grace <= 0 else [(signal.SIGTERM, grace), (signal.SIGKILL, 0.0)]
-    for sig, wait in signals:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        end = time.monotonic() + wait
+    """SIGTERM, then SIGKILL after ``grace``, to the step's whole process group (start_new_session:
+    the step leads its own); the SIGKILL goes out even when the step itself exited, for what
+    it left running."""
+
+    def wait(timeout: float | None) -> bool:
+        end = time.monotonic() + (timeout or 0.0)
         while time.monotonic() < end and not _exited(proc):  # (never reap: see _supervise)
             time.sleep(0.05)
+        return _exited(proc)
+
+    stop_group(proc.pid, wait, grace, kill_wait=0.0, sweep=True)
 
 
 class _LogBuffer:

@@ -30,6 +30,7 @@ from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.pipelines import ledger
 from gitserver.pipelines.ledger import PushContext
+from gitserver.proc import signal_group
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised
@@ -236,9 +237,9 @@ class GitChild:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
+        # proc.stop_group's steps, waited for without blocking the event loop.
         for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
+            signal_group(proc.pid, sig)  # when it fails the group is gone: the wait returns
             try:
                 await asyncio.wait_for(proc.wait(), wait)
                 return

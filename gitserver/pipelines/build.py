@@ -128,11 +128,6 @@ class StepOutcome:
 
 # --- the pipeline file (pure) ----------------------------------------------------------------
 
-def parse_pipeline_file(text: str) -> list[StepSpec]:
-    """The steps of the pipeline file ``text`` (see :func:`parse_pipeline`)."""
-    return parse_pipeline(text).steps
-
-
 def parse_pipeline(text: str) -> PipelineSpec:
     """Validate ``text`` as a pipeline file; every error names the line it is about."""
     try:

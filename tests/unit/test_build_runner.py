@@ -198,7 +198,7 @@ def test_network_none_by_default_and_host_when_asked(tmp_path: Path) -> None:
     with listener:
         box, ws, stack = sandboxed_workspace(tmp_path)
         with stack:
-            spec = build.parse_pipeline_file('[[steps]]\nname = "net"\ncommand = ["x"]\n')[0]
+            spec = build.parse_pipeline('[[steps]]\nname = "net"\ncommand = ["x"]\n').steps[0]
             assert spec.network == "none"
             ctx = FakeContext()
             spec = dataclasses.replace(spec, argv=(python, "-c", NET_PROBE, str(port)))

@@ -9,7 +9,6 @@ from gitserver.pipelines.build import (
     PipelineFileError,
     StepSpec,
     parse_pipeline,
-    parse_pipeline_file,
     step_environment,
 )
 
@@ -28,7 +27,7 @@ command = ["ruff", "check", "."]
 
 
 def test_good_file() -> None:
-    assert parse_pipeline_file(GOOD) == [
+    assert parse_pipeline(GOOD).steps == [
         StepSpec(name="unit tests", argv=("/bin/sh", "-c", "make test"), timeout=600.0,
                  env=(("LEVEL", "2"), ("MODE", "ci")), line=2),
         StepSpec(name="lint", argv=("ruff", "check", "."), timeout=None, env=(), line=8),
@@ -88,7 +87,7 @@ def test_network_is_none_unless_the_file_or_the_step_asks() -> None:
 ])
 def test_bad_files_name_the_line(text: str, message: str) -> None:
     with pytest.raises(PipelineFileError) as info:
-        parse_pipeline_file(text)
+        parse_pipeline(text)
     assert str(info.value).startswith(".gitserver/pipeline.toml: ")
     assert message in str(info.value), str(info.value)
 

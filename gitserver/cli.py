@@ -150,7 +150,6 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     from gitserver import admin
-
     from gitserver.errors import InvalidInput
 
     text = sys.stdin.read() if args.key == "-" else args.key

@@ -6,7 +6,6 @@ Services take a Session and never commit: the caller owns the transaction.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional
 
 from sqlalchemy import (
     BigInteger,
@@ -61,7 +60,7 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     # Disk quota of all its repositories together (docs/limits.md); None = no quota.
-    quota_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     # A repository of this tenant whose .gitserver/pipeline.toml runs (as a ``create``
     # pipeline) whenever a repository is created in the tenant; "" = none.
     create_template: Mapped[str] = mapped_column(String(100), default="")
@@ -114,18 +113,18 @@ class PublicKey(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # Null for deploy keys, which belong to a repository through DeployKey.
-    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     fingerprint: Mapped[str] = mapped_column(String(80), unique=True)
     key_type: Mapped[str] = mapped_column(String(64))
     key_data: Mapped[str] = mapped_column(Text)  # the authorized_keys line, without options
     bits: Mapped[int] = mapped_column(Integer)
     title: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = _created()
-    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     # A key added with an API token that expires expires with it (None: never).
-    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
-    user: Mapped[Optional[User]] = relationship(lazy="joined")
+    user: Mapped[User | None] = relationship(lazy="joined")
 
 
 class Repository(Base):
@@ -142,7 +141,7 @@ class Repository(Base):
     visibility: Mapped[str] = mapped_column(String(20), default="private")
     builds_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Disk quota of this repository (docs/limits.md); None = no quota.
-    quota_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[dt.datetime] = _created()
     # What the reconciler saw of the refs on disk at its last clean pass (stat of the ref
     # directories and packed-refs): while it is unchanged the repository needs no ref read.
@@ -150,8 +149,8 @@ class Repository(Base):
     # Recorded from Repour's /internal-scm as the caller sent them (PNC's Gerrit-era fields):
     # the parent project, and the owner groups as a JSON list (``ldap/…`` names included, which
     # name no gitserver group).
-    parent_project: Mapped[Optional[str]] = mapped_column(String(2000))
-    owner_groups: Mapped[Optional[str]] = mapped_column(Text)
+    parent_project: Mapped[str | None] = mapped_column(String(2000))
+    owner_groups: Mapped[str | None] = mapped_column(Text)
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
 
@@ -173,8 +172,8 @@ class Grant(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
-    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
-    group_id: Mapped[Optional[int]] = mapped_column(ForeignKey("groups.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), index=True)
     permission: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[dt.datetime] = _created()
 
@@ -198,17 +197,17 @@ class ApiToken(Base):
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     site_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     name: Mapped[str] = mapped_column(String(200), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[str] = mapped_column(String(100), default="read,write,admin")
-    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[dt.datetime] = _created()
 
-    user: Mapped[Optional[User]] = relationship(lazy="joined")
+    user: Mapped[User | None] = relationship(lazy="joined")
 
 
 class Push(Base):
@@ -219,8 +218,8 @@ class Push(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
-    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
-    public_key_id: Mapped[Optional[int]] = mapped_column(ForeignKey("public_keys.id"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    public_key_id: Mapped[int | None] = mapped_column(ForeignKey("public_keys.id"))
     key_fingerprint: Mapped[str] = mapped_column(String(80), default="")
     protocol: Mapped[str] = mapped_column(String(20), default="ssh")
     client_address: Mapped[str] = mapped_column(String(100), default="")
@@ -228,9 +227,9 @@ class Push(Base):
     # ``git push -o`` options as given, a JSON list of strings (gitserver.git.push_options).
     push_options: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     created_at: Mapped[dt.datetime] = _created()
-    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
-    ref_updates: Mapped[list["RefUpdate"]] = relationship(
+    ref_updates: Mapped[list[RefUpdate]] = relationship(
         back_populates="push", order_by="RefUpdate.id", lazy="selectin")
 
 
@@ -253,21 +252,21 @@ class Pipeline(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
     # One pipeline per push; unique so the reconciler can never enqueue a second one.
-    push_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pushes.id"), unique=True)
+    push_id: Mapped[int | None] = mapped_column(ForeignKey("pushes.id"), unique=True)
     kind: Mapped[str] = mapped_column(String(20), default="push")  # push | clone | adjust | create
     status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
     ref: Mapped[str] = mapped_column(String(1024), default="")
     commit: Mapped[str] = mapped_column(String(64), default="")
     archive_tag: Mapped[str] = mapped_column(String(300), default="")
-    task_id: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(200), index=True)
     request: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     result: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = _created()
-    started_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
-    steps: Mapped[list["Step"]] = relationship(order_by="Step.position", lazy="selectin")
+    steps: Mapped[list[Step]] = relationship(order_by="Step.position", lazy="selectin")
 
 
 class Step(Base):
@@ -279,10 +278,10 @@ class Step(Base):
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default=QUEUED)
-    exit_code: Mapped[Optional[int]] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
     message: Mapped[str] = mapped_column(Text, default="")
-    started_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
-    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class LogChunk(Base):
@@ -310,13 +309,13 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # pipeline | webhook | callback
-    pipeline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    pipeline_id: Mapped[int | None] = mapped_column(ForeignKey("pipelines.id"), index=True)
     payload: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     status: Mapped[str] = mapped_column(String(20), default=QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_after: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    lease_owner: Mapped[Optional[str]] = mapped_column(String(200))
-    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime(), index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = _created()
@@ -336,7 +335,7 @@ class Archive(Base):
     commit_id: Mapped[str] = mapped_column(String(64))  # the archive (orphan or adjust) commit
     source_commit: Mapped[str] = mapped_column(String(64), default="")
     source_ref: Mapped[str] = mapped_column(String(1024), default="")
-    pipeline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pipelines.id"))
+    pipeline_id: Mapped[int | None] = mapped_column(ForeignKey("pipelines.id"))
     created_at: Mapped[dt.datetime] = _created()
 
 
@@ -348,8 +347,8 @@ class Webhook(Base):
     __table_args__ = (CheckConstraint("(repo_id IS NULL) <> (tenant_id IS NULL)", name="one_owner"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    repo_id: Mapped[Optional[int]] = mapped_column(ForeignKey("repositories.id"), index=True)
-    tenant_id: Mapped[Optional[int]] = mapped_column(ForeignKey("tenants.id"), index=True)
+    repo_id: Mapped[int | None] = mapped_column(ForeignKey("repositories.id"), index=True)
+    tenant_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id"), index=True)
     url: Mapped[str] = mapped_column(String(2000))
     secret: Mapped[str] = mapped_column(String(200), default="")
     events: Mapped[str] = mapped_column(String(100), default="push,pipeline")
@@ -363,8 +362,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    webhook_id: Mapped[Optional[int]] = mapped_column(ForeignKey("webhooks.id"), index=True)
-    pipeline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("pipelines.id"), index=True)
+    webhook_id: Mapped[int | None] = mapped_column(ForeignKey("webhooks.id"), index=True)
+    pipeline_id: Mapped[int | None] = mapped_column(ForeignKey("pipelines.id"), index=True)
     guid: Mapped[str] = mapped_column(String(64), unique=True)
     event: Mapped[str] = mapped_column(String(50))
     url: Mapped[str] = mapped_column(String(2000))
@@ -372,11 +371,11 @@ class Delivery(Base):
     payload: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    response_status: Mapped[Optional[int]] = mapped_column(Integer)
+    response_status: Mapped[int | None] = mapped_column(Integer)
     response_excerpt: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = _created()
-    delivered_at: Mapped[Optional[dt.datetime]] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class DeliveryAttempt(Base):
@@ -403,7 +402,7 @@ class DeliveryAttempt(Base):
     request_method: Mapped[str] = mapped_column(String(10))
     request_headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON object, as sent (redacted)
     request_body_sha256: Mapped[str] = mapped_column(String(64))
-    response_status: Mapped[Optional[int]] = mapped_column(Integer)  # null: no answer (not sent, timeout…)
+    response_status: Mapped[int | None] = mapped_column(Integer)  # null: no answer (not sent, timeout…)
     response_headers: Mapped[str] = mapped_column(Text, default="{}")  # JSON object, a bounded subset
     response_excerpt: Mapped[str] = mapped_column(Text, default="")  # at most 2 KiB of the answer
     error: Mapped[str] = mapped_column(Text, default="")

@@ -58,7 +58,8 @@ def test_build_runs_steps_with_coordinates_and_streams_log(server: GitServer, gi
 
 def test_failing_step_fails_pipeline_with_exit_code(server: GitServer, git_env: dict[str, str],
                                                     tmp_path: Path) -> None:
-    toml = '[[steps]]\nname = "bad"\ncommand = "echo about to fail; exit 3"\n[[steps]]\nname = "never"\ncommand = "true"\n'
+    toml = ('[[steps]]\nname = "bad"\ncommand = "echo about to fail; exit 3"\n'
+            '[[steps]]\nname = "never"\ncommand = "true"\n')
     _t, _r, user, work = setup_repo(server, git_env, tmp_path, builds=True,
                                     files={".gitserver/pipeline.toml": toml})
     pid = push(server, user, work, "main")
@@ -80,7 +81,8 @@ def test_malformed_pipeline_file_names_the_line(server: GitServer, git_env: dict
     assert pipeline.error.startswith(".gitserver/pipeline.toml: line 7, column")
     # A well-formed TOML with a bad step: the line of that step's key is named.
     commit_files(work, git_env, {".gitserver/pipeline.toml":
-                                 '[[steps]]\nname = "ok"\ncommand = "true"\n[[steps]]\nname = "x"\ntimeout = -1\ncommand = "true"\n'})
+                                 '[[steps]]\nname = "ok"\ncommand = "true"\n'
+                                 '[[steps]]\nname = "x"\ntimeout = -1\ncommand = "true"\n'})
     second = wait_pipeline(server, push(server, user, work, "main"))
     assert second.status == "failed"
     assert second.error == (".gitserver/pipeline.toml: line 6: step 2: 'timeout' must be a positive "

@@ -46,7 +46,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
                     statuses = receiver.script.get(self.path, [200])
@@ -105,7 +105,8 @@ def head(work: Path, server: GitServer, user: User) -> str:
     return server.git(user, "rev-parse", "HEAD", cwd=work).stdout.strip()
 
 
-def deliveries(server: GitServer, tenant: str, repo: str, hook_id: int, token: str | None = None) -> list[dict[str, Any]]:
+def deliveries(server: GitServer, tenant: str, repo: str, hook_id: int,
+               token: str | None = None) -> list[dict[str, Any]]:
     resp = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/webhooks/{hook_id}/deliveries",
                       token=token)
     assert resp.status_code == 200, resp.text

@@ -511,11 +511,16 @@ def periodic_pass(runtime: Runtime, who: str) -> Summary:
 
 # --- what a recorded push queues (in the push's own transaction) -----------------------------
 
+def live_updates(push: models.Push) -> list[models.RefUpdate]:
+    """The updates of ``push`` that created or moved a ref: what its pipeline archives."""
+    return [u for u in push.ref_updates if not refs.is_zero(u.new)]
+
+
 def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipeline | None:
     """Queue the pipeline of ``push``: one pipeline, archiving every updated ref. The caller
     owns the session and commits: the push's final state, the pipeline and its job become
     visible together or not at all."""
-    live = [u for u in push.ref_updates if not refs.is_zero(u.new)]
+    live = live_updates(push)
     if not live:
         return None
     first = live[0]

@@ -463,7 +463,7 @@ def _pipeline_updates(session: Session, pipeline: models.Pipeline) -> list[tuple
     if pipeline.push_id is not None:
         push = session.get(models.Push, pipeline.push_id)
         if push is not None:
-            live = [(u.ref, u.new) for u in push.ref_updates if not refs.is_zero(u.new)]
+            live = [(u.ref, u.new) for u in ledger.live_updates(push)]
             if live:
                 return live
     return [(pipeline.ref, pipeline.commit)] if pipeline.commit else []

@@ -274,8 +274,8 @@ def _backup(cfg: Any, file: str) -> int:
     from pathlib import Path
 
     from gitserver.backup.run import backup
-    from gitserver.git.limits import human
     from gitserver.errors import BackupError
+    from gitserver.git.limits import human
 
     progress = _progress_printer()
     if file == "-":
@@ -324,8 +324,8 @@ def _restore(cfg: Any, args: argparse.Namespace) -> int:
 
     from gitserver import check
     from gitserver.backup.run import restore
-    from gitserver.git.limits import human
     from gitserver.errors import BackupError
+    from gitserver.git.limits import human
 
     progress = _progress_printer()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -276,9 +277,43 @@ def load(config_file: str | os.PathLike[str] | None = None,
     return config
 
 
-def _check_uid_range(text: str) -> None:
-    from gitserver.sandbox import parse_uid_range
+# --- sandbox UID ranges (parsed here, at start; gitserver.sandbox leases UIDs from them) ------
 
+UID_RANGE_RE = re.compile(r"^\s*(\d+)\s*([:-])\s*(\d+)\s*$")
+# The lowest UID a range may start at: below are the host's own system and login users.
+MIN_SANDBOX_UID = 100000
+MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
+
+
+@dataclasses.dataclass(frozen=True)
+class UidRange:
+    """``first`` and ``count`` UIDs, like a line of /etc/subuid."""
+
+    first: int
+    count: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+
+def parse_uid_range(text: str) -> UidRange:
+    """``START:COUNT`` (the /etc/subuid form) or ``FIRST-LAST``; raises ValueError saying why."""
+    match = UID_RANGE_RE.match(text)
+    if not match:
+        raise ValueError(f"expected START:COUNT or FIRST-LAST, got {text!r}")
+    first, sep, other = int(match.group(1)), match.group(2), int(match.group(3))
+    count = other if sep == ":" else other - first + 1
+    if count < 1:
+        raise ValueError(f"{text!r} holds no UID")
+    if first < MIN_SANDBOX_UID:
+        raise ValueError(f"{text!r} starts below {MIN_SANDBOX_UID} (the host's own users live there)")
+    if first + count - 1 > MAX_UID:
+        raise ValueError(f"{text!r} ends above the largest UID {MAX_UID}")
+    return UidRange(first, count)
+
+
+def _check_uid_range(text: str) -> None:
     try:
         parse_uid_range(text)
     except ValueError as exc:

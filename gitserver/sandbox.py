@@ -33,7 +33,6 @@ import fcntl
 import functools
 import logging
 import os
-import re
 import resource
 import secrets
 import shutil
@@ -41,7 +40,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from gitserver.config import Config
+from gitserver.config import MIN_SANDBOX_UID, Config, UidRange, parse_uid_range
 
 log = logging.getLogger(__name__)
 
@@ -60,42 +59,8 @@ RESOLVER_DIRS = ("/run/systemd/resolve",)
 NETWORKS = ("host", "none")
 # Private, empty and world-writable (sticky) in every sandbox.
 PRIVATE_DIRS = ("/tmp", "/var/tmp")
-UID_RANGE_RE = re.compile(r"^\s*(\d+)\s*([:-])\s*(\d+)\s*$")
-# The lowest UID a range may start at: below are the host's own system and login users.
-MIN_SANDBOX_UID = 100000
-MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
-
-
 class SandboxUnavailable(Exception):
     """A job cannot be sandboxed here; the message says exactly what is missing."""
-
-
-@dataclasses.dataclass(frozen=True)
-class UidRange:
-    """``first`` and ``count`` UIDs, like a line of /etc/subuid."""
-
-    first: int
-    count: int
-
-    @property
-    def last(self) -> int:
-        return self.first + self.count - 1
-
-
-def parse_uid_range(text: str) -> UidRange:
-    """``START:COUNT`` (the /etc/subuid form) or ``FIRST-LAST``; raises ValueError saying why."""
-    match = UID_RANGE_RE.match(text)
-    if not match:
-        raise ValueError(f"expected START:COUNT or FIRST-LAST, got {text!r}")
-    first, sep, other = int(match.group(1)), match.group(2), int(match.group(3))
-    count = other if sep == ":" else other - first + 1
-    if count < 1:
-        raise ValueError(f"{text!r} holds no UID")
-    if first < MIN_SANDBOX_UID:
-        raise ValueError(f"{text!r} starts below {MIN_SANDBOX_UID} (the host's own users live there)")
-    if first + count - 1 > MAX_UID:
-        raise ValueError(f"{text!r} ends above the largest UID {MAX_UID}")
-    return UidRange(first, count)
 
 
 # --- the policy of this host ----------------------------------------------------------------

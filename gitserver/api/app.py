@@ -27,8 +27,9 @@ def route_modules() -> tuple[ModuleType, ...]:
     """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
     ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
     from gitserver.api import openapi, smart_http
-    from gitserver.api.resources import groups, pipelines, repos, repour, tenants, users, webhooks
+    from gitserver.api.resources import groups, pipelines, repos, tenants, users, webhooks
     from gitserver.api.resources import metrics as metrics_routes
+    from gitserver.repour import resources as repour
 
     return (sys.modules[__name__], metrics_routes, openapi, tenants, users, groups, repos,
             pipelines, webhooks, smart_http, repour)

@@ -330,13 +330,13 @@ def _finish(session: Session, claim: jobs.Claim, status: str, error: str) -> str
 
 def job_handlers() -> dict[str, jobs.Handler]:
     """Every job kind and the function that runs it: the worker's composition root."""
-    from gitserver.pipelines import repour
+    from gitserver.repour import job as repour_job
 
     handlers: dict[str, jobs.Handler] = {
         "pipeline": run_pipeline_job,
         "webhook": notify.run_delivery_job,
         "callback": notify.run_delivery_job,
-        "repour": repour.run_repour_job,
+        "repour": repour_job.run_repour_job,
     }
     assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"
     return handlers

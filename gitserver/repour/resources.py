@@ -24,296 +24,60 @@ or PNC's OIDC JWT); the caller must hold write on the target repository (tenant 
 as a durable job).
 
 The same routes answer Reqour's spelling of each request (pnc-api ``reqour.dto``, see
-:mod:`gitserver.pipelines.reqour`), and ``POST /cancel`` Reqour's cancel. docs/pnc.md compares
+:mod:`gitserver.repour.reqour`), and ``POST /cancel`` Reqour's cancel. docs/pnc.md compares
 the two faces field by field.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import html
 import json
 import logging
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin, metrics, netguard
+from gitserver import access, metrics
 from gitserver import version as installed
 from gitserver.api import auth, lookup
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.errors import Conflict, GitserverError, NotFound, TooManyRequests
-from gitserver.names import name_problem, validate_name
-from gitserver.pipelines import adjust as adjust_mod
-from gitserver.pipelines import heartbeat, oncreate, repour, reqour
+from gitserver.errors import GitserverError, TooManyRequests
+from gitserver.repour import adjust, callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
+from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
+from gitserver.repour.schema import (
+    ADJUST_SCHEMA,
+    CLONE_SCHEMA,
+    EXTERNAL_TO_INTERNAL_SCHEMA,
+    INTERNAL_SCM_SCHEMA,
+    REQOUR_CANCEL_SCHEMA,
+    Check,
+    Reply,
+    _error,
+    read_body,
+    read_request,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
 PRODUCT_NAME = "gitserver"
-
-# Repour's error body for a request that is not JSON, byte for byte.
-EXPECTED_JSON = [{"error_message": "expected json", "error_type": "json parsability", "path": []}]
 
 
 # --- a small schema checker with Repour's (voluptuous's) error list --------------------------------
 
-Error = dict[str, Any]
-Check = Callable[[Any, list[Any]], list[Error]]
-
-
-def _error(message: str, path: list[Any], error_type: str = "dictionary value") -> Error:
-    """One validation error. Repour's README documents ``error_message``/``error_type``/``path``;
-    Repour itself answers voluptuous's ``Invalid.__dict__``, which (voluptuous 0.16) is
-    ``_error_message``/``_path``/``error_type``: both spellings are sent."""
-    return {"error_message": message, "error_type": error_type, "path": list(path),
-            "_error_message": message, "_path": list(path)}
-
-
-MAX_STRING = 2000
-
-
-def nonempty_str(value: Any, path: list[Any]) -> list[Error]:
-    if not isinstance(value, str):
-        return [_error("expected str", path)]
-    if not value:
-        return [_error("length of value must be at least 1", path)]
-    if len(value) > MAX_STRING:
-        return [_error(f"length of value must be at most {MAX_STRING}", path)]
-    if "\x00" in value:
-        # Text columns cannot hold NUL (PostgreSQL refuses it), and no ref or name contains one.
-        return [_error("NUL characters are not allowed", path)]
-    return []
-
-
-def task_id(value: Any, path: list[Any]) -> list[Error]:
-    errors = nonempty_str(value, path)
-    if not errors and len(value) > 200:
-        return [_error("length of value must be at most 200", path)]
-    return errors
-
-
-def noblank_str(value: Any, path: list[Any]) -> list[Error]:
-    errors = nonempty_str(value, path)
-    if not errors and any(c.isspace() for c in value):
-        return [_error("does not match regular expression ^\\S+$", path)]
-    return errors
-
-
-def null_or(check: Check) -> Check:
-    def inner(value: Any, path: list[Any]) -> list[Error]:
-        return [] if value is None else check(value, path)
-    return inner
-
-
-def boolean(value: Any, path: list[Any]) -> list[Error]:
-    return [] if isinstance(value, bool) else [_error("expected bool", path)]
-
-
-def mapping(value: Any, path: list[Any]) -> list[Error]:
-    return [] if isinstance(value, dict) else [_error("expected dict", path)]
-
-
-def one_of(*choices: Any) -> Check:
-    def inner(value: Any, path: list[Any]) -> list[Error]:
-        return [] if value in choices else [_error("not a valid value", path)]
-    return inner
-
-
-def git_url(value: Any, path: list[Any]) -> list[Error]:
-    try:
-        repour.parse_git_url(value)
-    except ValueError as exc:
-        return [_error(f"expected a URL: {exc}", path)]
-    return []
-
-
-def callback_url(value: Any, path: list[Any]) -> list[Error]:
-    # Syntax only (http/https, a host, no credentials): the address is checked on every send.
-    try:
-        netguard.check_url(value, allow_private=True)
-    except netguard.UnsafeURL as exc:
-        return [_error(f"expected a URL: {exc.message}", path)]
-    return []
-
-
-def list_of(check: Check) -> Check:
-    def inner(value: Any, path: list[Any]) -> list[Error]:
-        if not isinstance(value, list):
-            return [_error("expected list", path)]
-        return [e for i, item in enumerate(value) for e in check(item, [*path, i])]
-    return inner
-
-
-@dataclasses.dataclass(frozen=True)
-class Key:
-    check: Check
-    required: bool = False
-
-
-def schema(keys: Mapping[str, Key], *, one_required: tuple[str, ...] = ()) -> Check:
-    """An object with exactly these keys (extra keys refused, like Repour's ``extra=False``);
-    ``one_required``: exactly one of these keys must be present."""
-    def inner(value: Any, path: list[Any]) -> list[Error]:
-        if not isinstance(value, dict):
-            return [_error("expected a dictionary", path)]
-        errors: list[Error] = []
-        for name, key in keys.items():
-            if name not in value:
-                if key.required:
-                    errors.append(_error("required key not provided", [*path, name], "required key"))
-                continue
-            errors += key.check(value[name], [*path, name])
-        for name in value:
-            if name not in keys:
-                errors.append(_error("extra keys not allowed", [*path, name], "extra key"))
-        if one_required and sum(1 for k in one_required if k in value) != 1:
-            errors.append(_error(f"exactly one of {', '.join(one_required)} is required",
-                                 [*path, one_required[0]], "required key"))
-        return errors
-    return inner
-
-
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-
-
-def header_name(value: Any, path: list[Any]) -> list[Error]:
-    if not isinstance(value, str) or not _HEADER_NAME.match(value):
-        return [_error("expected an HTTP header name", path)]
-    return []
-
-
-def header_value(value: Any, path: list[Any]) -> list[Error]:
-    if not isinstance(value, str):
-        return [_error("expected str", path)]
-    if len(value) > 8192 or any(c in value for c in "\r\n\x00"):
-        return [_error("expected one line of at most 8192 characters", path)]
-    try:
-        value.encode("latin-1")  # what an HTTP header can carry
-    except UnicodeEncodeError:
-        return [_error("expected ISO-8859-1 characters only", path)]
-    return []
-
-
-def anything(value: Any, path: list[Any]) -> list[Error]:
-    return []
-
-
-# Legacy ``{url, method}`` or pnc-api's Request ``{uri, method, headers: [{name, value}],
-# attachment}`` (the attachment is accepted and not used, as in Repour).
-def callback_schema(*methods: str) -> Check:
-    return schema({"url": Key(callback_url), "uri": Key(callback_url),
-                   "method": Key(one_of(*methods)),
-                   "headers": Key(null_or(list_of(schema({"name": Key(header_name, required=True),
-                                                          "value": Key(header_value, required=True)})))),
-                   "attachment": Key(anything)}, one_required=("url", "uri"))
-
-
-CALLBACK = callback_schema("PUT", "POST")
-
-
-def positive_number(value: Any, path: list[Any]) -> list[Error]:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return [_error("expected a positive number", path)]
-    return []
-
-
-HEARTBEAT_CONFIG = schema({"request": Key(callback_schema(*heartbeat.METHODS), required=True),
-                           "delay": Key(positive_number, required=True),
-                           "delayTimeUnit": Key(null_or(one_of(*heartbeat.TIME_UNITS)))})
-# Accepted by every work endpoint (Repour's endpoint wrapper reads them from any body).
-COMMON_KEYS = {
-    # null as absent: pnc-api's DTOs serialise unset fields as null.
-    "callback": Key(null_or(CALLBACK)),
-    "positiveCallback": Key(null_or(CALLBACK)),
-    "negativeCallback": Key(null_or(CALLBACK)),
-    "taskId": Key(null_or(task_id)),
-}
-CLONE_SCHEMA = schema({
-    "type": Key(one_of("git"), required=True),
-    "originRepoUrl": Key(git_url, required=True),
-    "targetRepoUrl": Key(git_url, required=True),
-    "ref": Key(null_or(nonempty_str)),
-    **COMMON_KEYS,
-})
-ADJUST_SCHEMA = schema({
-    "ref": Key(nonempty_str, required=True),
-    "internal_url": Key(schema({"readwrite": Key(git_url, required=True),
-                                "readonly": Key(git_url, required=True)}), required=True),
-    "originRepoUrl": Key(null_or(git_url)),
-    "sync": Key(boolean),
-    "adjustParameters": Key(null_or(mapping)),
-    "buildType": Key(null_or(one_of(*adjust_mod.BUILD_TYPES))),
-    "tempBuild": Key(boolean),
-    "tempBuildTimestamp": Key(null_or(nonempty_str)),
-    "alignmentPreference": Key(null_or(one_of(*adjust_mod.ALIGNMENT_PREFERENCES))),
-    "defaultAlignmentParams": Key(null_or(lambda v, p: [] if isinstance(v, str) else [_error("expected str", p)])),
-    # Reqour's (pnc-api HeartbeatConfig): beats sent while the adjust runs.
-    "heartbeatConfig": Key(null_or(HEARTBEAT_CONFIG)),
-    "brewPullActive": Key(boolean),
-    **COMMON_KEYS,
-})
-INTERNAL_SCM_SCHEMA = schema({
-    "project": Key(noblank_str, required=True),
-    "owner_groups": Key(list_of(noblank_str), required=True),
-    "description": Key(null_or(nonempty_str)),
-    "parent_project": Key(null_or(nonempty_str)),
-    **COMMON_KEYS,
-})
-EXTERNAL_TO_INTERNAL_SCHEMA = schema({"external_url": Key(nonempty_str, required=True)})
-
 
 # --- request/response plumbing -----------------------------------------------------------------
-
-class Reply(Exception):
-    """Ends a request with this status and JSON body (validation and domain errors)."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-
-
-def read_body(req: falcon.Request, check: Check) -> dict[str, Any]:
-    """The JSON object body, validated; :class:`Reply` with Repour's error list otherwise."""
-    return read_request(req, check)[0]
-
-
-def read_request(req: falcon.Request, check: Check, op_name: str = "") -> tuple[dict[str, Any], str]:
-    """Like :func:`read_body`, and which face the body speaks: Repour's, or Reqour's (then
-    translated into Repour's before it is checked, see :mod:`gitserver.pipelines.reqour`)."""
-    length = req.content_length
-    if length is not None and length > MAX_BODY_BYTES:
-        raise Reply(413, [_error(f"the body is larger than {MAX_BODY_BYTES} bytes", [], "size")])
-    raw = req.bounded_stream.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise Reply(413, [_error(f"the body is larger than {MAX_BODY_BYTES} bytes", [], "size")])
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        metrics.json_invalid(req.uri_template or req.path)
-        raise Reply(400, EXPECTED_JSON) from None
-    face = "repour"
-    if op_name and reqour.is_reqour_body(op_name, body):
-        face, body = reqour.FACE, reqour.to_repour_spec(op_name, body)
-    errors = check(body, [])
-    if errors:
-        metrics.json_invalid(req.uri_template or req.path)
-        raise Reply(400, errors)
-    return body, face
 
 
 def domain_error_body(exc: GitserverError) -> dict[str, Any]:
     """A gitserver error (401, 403, 404, 409…) in Repour's processing-error shape."""
-    return {"desc": exc.message, "cmd": [], "exit_code": adjust_mod.USER_ERROR_EXIT_CODE,
+    return {"desc": exc.message, "cmd": [], "exit_code": USER_ERROR_EXIT_CODE,
             "stderr": "", "error_type": exc.code, "error_traceback": uuid.uuid4().hex}
 
 
@@ -323,24 +87,24 @@ def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple
         status, body = work()
     except Reply as reply:
         status, body = reply.status, reply.body
-    except repour.ProcessingError as exc:
-        status, body = 400, repour.described_error_body(exc)
+    except ProcessingError as exc:
+        status, body = 400, results.described_error_body(exc)
         log.info("%s %s failed: %s (reference %s)", req.method, req.path, exc.desc, body["error_traceback"])
     except GitserverError as exc:
         status, body = exc.status, domain_error_body(exc)
         if isinstance(exc, TooManyRequests):
             resp.set_header("Retry-After", str(exc.retry_after))
-    except Exception:  # noqa: BLE001  (logged once here; the client gets a reference)
+    except Exception:
         reference = uuid.uuid4().hex
         log.exception("%s %s failed unexpectedly (reference %s)", req.method, req.path, reference)
-        status, body = 500, repour.internal_error_body(reference)
+        status, body = 500, results.internal_error_body(reference)
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body, ensure_ascii=False)
 
 
-def actor_of(principal: access.Principal, req: falcon.Request) -> repour.Actor:
-    return repour.Actor(user_id=principal.user_id, user_name=principal.display,
+def actor_of(principal: access.Principal, req: falcon.Request) -> gitwork.Actor:
+    return gitwork.Actor(user_id=principal.user_id, user_name=principal.display,
                         client_address=req.remote_addr or "")
 
 
@@ -348,9 +112,9 @@ def target_repo(session: Session, principal: access.Principal, url: str) -> mode
     """The internal repository ``url`` names, which the caller may write (404 as if missing
     when it cannot see it, 403 when it can only read it)."""
     try:
-        tenant, name = repour.internal_repo_name(url)
+        tenant, name = giturl.internal_repo_name(url)
     except ValueError as exc:
-        raise repour.ProcessingError(f"not an internal repository URL: {exc}",
+        raise ProcessingError(f"not an internal repository URL: {exc}",
                                      error_type="RepoNotFound") from exc
     return lookup.visible_repo(session, principal, tenant, name, need=access.WRITE)
 
@@ -392,7 +156,7 @@ class ExternalToInternal:
         def work() -> tuple[int, Any]:
             spec, face = read_request(req, EXTERNAL_TO_INTERNAL_SCHEMA, "external-to-internal")
             try:
-                internal = repour.external_to_internal(spec["external_url"], self.ctx.config.ssh_base_url,
+                internal = giturl.external_to_internal(spec["external_url"], self.ctx.config.ssh_base_url,
                                                        self.ctx.config.repour_default_tenant)
             except ValueError as exc:
                 metrics.json_invalid(req.uri_template or req.path)
@@ -448,32 +212,32 @@ class Operation:
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
         spec, face = read_request(req, self.check, self.op_name)
-        if face == reqour.FACE and not repour.is_callback_mode(spec):
+        if face == reqour.FACE and not callbacks.is_callback_mode(spec):
             raise Reply(400, [_error("Reqour's requests need a callback", ["callback"], "required key")])
         actor = actor_of(principal, req)
-        context = repour.request_context(req.headers)
-        if repour.is_callback_mode(spec):
+        context = callbacks.request_context(req.headers)
+        if callbacks.is_callback_mode(spec):
             with transaction(runtime.sessions) as session:
                 repo = target_repo(session, principal, self.target_url(spec))
-                callback_id, pipeline = repour.enqueue_operation(
+                callback_id, pipeline = job.enqueue_operation(
                     session, op_name=self.op_name, spec=spec, actor=actor, repo_id=repo.id, context=context,
                     face=face)
             log.info("repour %s queued as pipeline %s (callback %s) %s", self.op_name, pipeline.id, callback_id,
-                     repour.context_text(context))
+                     callbacks.context_text(context))
             return 202, {"callback": {"id": callback_id}}
         with self.slots.hold():
             with transaction(runtime.sessions) as session:
                 repo = target_repo(session, principal, self.target_url(spec))
                 # Inline, under a lease this process holds from the same commit on: if the
                 # process dies mid-request, a worker takes the job over and ends the pipeline.
-                pipeline = repour.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
+                pipeline = records.create_pipeline(session, kind=self.op_name, repo_id=repo.id, spec=spec,
                                                   status=models.RUNNING)
                 if context:
                     log.info("repour %s runs as pipeline %s %s", self.op_name, pipeline.id,
-                             repour.context_text(context))
-                claim = repour.hold_inline(session, runtime.config, op_name=self.op_name,
+                             callbacks.context_text(context))
+                claim = inline.hold_inline(session, runtime.config, op_name=self.op_name,
                                            pipeline_id=pipeline.id)
-            return repour.run_inline(runtime, self.op_name, spec, actor, claim)
+            return inline.run_inline(runtime, self.op_name, spec, actor, claim)
 
 
 class InternalScm:
@@ -496,127 +260,23 @@ class InternalScm:
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
         spec, face = read_request(req, INTERNAL_SCM_SCHEMA, "internal-scm")
-        tenant_name, repo_name = parse_project(spec["project"], runtime.config.repour_default_tenant)
-        groups = [parse_owner_group(g, i) for i, g in enumerate(spec["owner_groups"])]
+        tenant_name, repo_name = internal_scm.parse_project(spec["project"], runtime.config.repour_default_tenant)
+        groups = [internal_scm.parse_owner_group(g, i) for i, g in enumerate(spec["owner_groups"])]
         with transaction(runtime.sessions) as session:
-            ensure_tenant(session, principal, tenant_name)
+            internal_scm.ensure_tenant(session, principal, tenant_name)
             tenant = lookup.visible_tenant(session, principal, tenant_name, admin=True)
             started = time.monotonic()
-            status, body = 200, create_internal_repo(
+            status, body = 200, internal_scm.create_internal_repo(
                 session, runtime, tenant, repo_name, groups, description=spec.get("description") or "",
                 parent_project=spec.get("parent_project"), visibility=runtime.config.repour_internal_scm_visibility)
             metrics.repour_operation("internal-scm", str(status), time.monotonic() - started)
-            if repour.is_callback_mode(spec):
-                callback_id = repour.new_callback_id()
-                repour.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
-                                        context=repour.request_context(req.headers), face=face,
+            if callbacks.is_callback_mode(spec):
+                callback_id = callbacks.new_callback_id()
+                callbacks.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
+                                        context=callbacks.request_context(req.headers), face=face,
                                         op_name="internal-scm")
                 return 202, {"callback": {"id": callback_id}}
         return status, body
-
-
-def ensure_tenant(session: Session, principal: access.Principal, name: str) -> None:
-    """Create the tenant ``name`` when it does not exist and the caller may create tenants
-    (Repour creates the organisation); anyone else gets the 404 of a missing tenant later."""
-    if lookup.find_tenant(session, name) is not None:
-        return
-    if not principal.is_site_admin or not auth.scope_allows(principal.scopes, access.ADMIN):
-        return
-    try:
-        with session.begin_nested():
-            admin.create_tenant(session, name, description="created by /internal-scm")
-    except Conflict:
-        pass  # created by a concurrent request a moment ago
-    log.info("internal-scm: tenant %s created for %s", name, principal.display)
-
-
-def parse_project(project: str, default_tenant: str = "") -> tuple[str, str]:
-    """``<tenant>/<repo>``, or ``<repo>`` in ``default_tenant`` (a trailing ``.git`` is accepted,
-    as Gerrit's create-project does)."""
-    parts = project.removesuffix(".git").split("/")
-    if len(parts) == 1:
-        if not default_tenant:
-            raise Reply(400, [_error("the project names no organisation (<organisation>/<repository>) and "
-                                     "no default tenant is configured (repour_default_tenant)", ["project"])])
-        parts = [default_tenant, parts[0]]
-    if len(parts) != 2:
-        raise Reply(400, [_error("expected <tenant>/<repository>", ["project"])])
-    for value, what in zip(parts, ("tenant", "repository")):
-        try:
-            validate_name(value, what)
-        except GitserverError as exc:
-            raise Reply(400, [_error(exc.message, ["project"])]) from exc
-    return parts[0], parts[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class OwnerGroup:
-    """An owner group as sent (``lib-owners``, ``ldap/jboss-prod``) and the gitserver group it
-    names: a plain name is a group of the tenant (created when missing, like Gerrit's
-    ``--owner``); a ``<provider>/<name>`` one names the tenant's group ``<name>`` when that
-    exists, and is only recorded otherwise."""
-
-    sent: str
-    local: str
-    create: bool
-
-
-OWNER_GROUP_MAX = 200
-
-
-def parse_owner_group(name: str, index: int) -> OwnerGroup:
-    if len(name) > OWNER_GROUP_MAX or any(not c.isprintable() for c in name):
-        raise Reply(400, [_error(f"an owner group is at most {OWNER_GROUP_MAX} printable characters",
-                                 ["owner_groups", index])])
-    provider, slash, local = name.rpartition("/")
-    if not slash:
-        try:
-            validate_name(name, "group")
-        except GitserverError as exc:
-            raise Reply(400, [_error(exc.message, ["owner_groups", index])]) from exc
-        return OwnerGroup(sent=name, local=name, create=True)
-    if not provider or not local:
-        raise Reply(400, [_error("expected <group> or <provider>/<group>", ["owner_groups", index])])
-    return OwnerGroup(sent=name, local="" if name_problem(local) else local, create=False)
-
-
-def create_internal_repo(session: Session, runtime: Any, tenant: models.Tenant, name: str,
-                         groups: list[OwnerGroup], *, description: str = "", parent_project: str | None = None,
-                         visibility: str = "private") -> dict[str, Any]:
-    """Create the repository with admin grants for its owner groups, recording the groups and
-    the parent project as sent. An existing repository is left exactly as it is:
-    SUCCESS_ALREADY_EXISTS, no grant changes."""
-    urls = repour.repo_urls(runtime.config, tenant.name, name)
-    answer = {"readonly_url": urls.readonly, "readwrite_url": urls.readwrite}
-    if lookup.find_repo(session, tenant.name, name) is not None:
-        return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
-    try:
-        with session.begin_nested():
-            repo = oncreate.create_repository(session, runtime.store, tenant, name, description=description[:2000],
-                                              visibility=visibility)
-            repo.parent_project = parent_project[:2000] if parent_project else None
-            repo.owner_groups = json.dumps(list(dict.fromkeys(g.sent for g in groups)))
-            for group in owner_group_rows(session, tenant, groups, name):
-                admin.set_grant(session, repo, "admin", group=group)
-    except Conflict:
-        # Created by a concurrent request a moment ago.
-        return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
-    return {"status": "SUCCESS_CREATED", **answer}
-
-
-def owner_group_rows(session: Session, tenant: models.Tenant, groups: list[OwnerGroup],
-                     repo_name: str) -> list[models.Group]:
-    rows: dict[str, models.Group] = {}
-    for owner in groups:
-        if not owner.local or owner.local in rows:
-            continue
-        try:
-            rows[owner.local] = admin.get_group(session, tenant, owner.local)
-        except NotFound:
-            if owner.create:
-                rows[owner.local] = admin.create_group(
-                    session, tenant, owner.local, description=f"owner group created by /internal-scm for {repo_name}")
-    return list(rows.values())
 
 
 class Cancel:
@@ -637,16 +297,10 @@ class Cancel:
                 permission = access.permission_on(session, principal, repo)
                 return access.at_least(permission, access.WRITE) and auth.scope_allows(principal.scopes, access.WRITE)
 
-            count = repour.cancel_task(session, task_id, may_cancel)
+            count = records.cancel_task(session, task_id, may_cancel)
         if not count:
             return 400, [{"error_message": f"task id {task_id} not found!"}]
         return 200, [{"message": f"Tasks with task_id: {task_id} cancelled"}]
-
-
-# pnc-api Request methods: dingrogu's cancel sends a GET callback it ignores (never sent here).
-REQOUR_CANCEL_SCHEMA = schema({"taskId": Key(task_id, required=True),
-                               "callback": Key(null_or(callback_schema("GET", "POST", "PUT", "DELETE", "HEAD",
-                                                                       "PATCH", "OPTIONS")))})
 
 
 class ReqourCancel:
@@ -670,14 +324,14 @@ class ReqourCancel:
                 permission = access.permission_on(session, principal, repo)
                 return access.at_least(permission, access.WRITE) and auth.scope_allows(principal.scopes, access.WRITE)
 
-            count = repour.cancel_task(session, spec["taskId"], may_cancel)
+            count = records.cancel_task(session, spec["taskId"], may_cancel)
             callback = spec.get("callback")
             if isinstance(callback, dict) and str(callback.get("method") or "POST") in ("POST", "PUT"):
                 status = 200 if count else 400
                 body = {} if count else {"desc": f"task id {spec['taskId']} not found"}
-                repour.enqueue_callback(session, runtime.config, {"callback": callback, "taskId": spec["taskId"]},
-                                        status, body, repour.new_callback_id(), None,
-                                        context=repour.request_context(req.headers), face=reqour.FACE,
+                callbacks.enqueue_callback(session, runtime.config, {"callback": callback, "taskId": spec["taskId"]},
+                                        status, body, callbacks.new_callback_id(), None,
+                                        context=callbacks.request_context(req.headers), face=reqour.FACE,
                                         op_name="cancel")
         return 202, {}
 
@@ -751,7 +405,8 @@ _EXTERNAL = {"post": {
 OPENAPI_PATHS: dict[str, Any] = {
     "/": {"get": {"operationId": "repourInfo", "summary": "Information page (HTML)", "tags": ["repour"],
                   "security": [],
-                  "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+                  "responses": {"200": {"description": "HTML",
+                                        "content": {"text/html": {"schema": {"type": "string"}}}}}}},
     "/version": {"get": {"operationId": "repourVersion", "summary": "Name, version and commit",
                          "tags": ["repour"], "security": [],
                          "responses": {"200": {"description": "Version", "content": _json("RepourVersion")}}}},
@@ -764,10 +419,12 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/internal-scm": _work_op("repourInternalScm", "Create an internal repository with owner groups",
                               "RepourInternalScmRequest", "RepourInternalScmResult"),
     "/cancel": {"post": {
-        "operationId": "reqourCancel", "summary": "Reqour's cancel: {taskId, callback}; the result goes to the callback",
+        "operationId": "reqourCancel",
+        "summary": "Reqour's cancel: {taskId, callback}; the result goes to the callback",
         "tags": ["repour"],
         "requestBody": {"required": True, "content": _json("ReqourCancelRequest")},
-        "responses": {"202": {"description": "Accepted", "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {"202": {"description": "Accepted",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
                       "400": _ERRORS["400"], "401": _ERRORS["401"], "413": _ERRORS["413"], "500": _ERRORS["500"]},
     }},
     "/cancel/{task_id}": {"post": {
@@ -816,9 +473,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "RepourAdjustRequest": {"type": "object", "required": ["ref", "internal_url"], "properties": {
         "ref": {"type": "string"}, "internal_url": _URLS, "originRepoUrl": {"type": ["string", "null"]},
         "sync": {"type": "boolean"}, "adjustParameters": {"type": ["object", "null"]},
-        "buildType": {"enum": [*adjust_mod.BUILD_TYPES, None]}, "tempBuild": {"type": "boolean"},
+        "buildType": {"enum": [*adjust.BUILD_TYPES, None]}, "tempBuild": {"type": "boolean"},
         "tempBuildTimestamp": {"type": ["string", "null"]},
-        "alignmentPreference": {"enum": [*adjust_mod.ALIGNMENT_PREFERENCES, None]},
+        "alignmentPreference": {"enum": [*adjust.ALIGNMENT_PREFERENCES, None]},
         "defaultAlignmentParams": {"type": ["string", "null"]}, "brewPullActive": {"type": "boolean"},
         "heartbeatConfig": {"type": ["object", "null"], "description": "pnc-api HeartbeatConfig "
                             "{request, delay, delayTimeUnit}: sent while the adjust runs"},

@@ -91,3 +91,53 @@ def test_the_hooks_load_only_the_standard_library_and_the_git_rules(module: str)
     assert ours <= HOOK_ALLOWED, ours - HOOK_ALLOWED
     others = {name.partition(".")[0] for name in loaded} - {"gitserver", "__future__"}
     assert others <= set(sys.stdlib_module_names), others - set(sys.stdlib_module_names)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """gitserver module → the gitserver modules it imports anywhere (function-level too)."""
+    modules = {module_name(p): p for p in SOURCES}
+    return {name: {dep for dep in imports(path) if dep in modules and dep != name}
+            for name, path in modules.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in graph[node]:
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+@pytest.mark.parametrize("layer", ["gitserver.api", "gitserver.repour"])
+def test_no_import_circle_through_the_http_fronts(layer: str) -> None:
+    # api.app mounts openapi's document; openapi never imports app back (issue 13).
+    through = [c for c in circles(import_graph()) if any(within(m, layer) for m in c)]
+    assert not through, f"import circles: {through}"
+
+
+def test_a_circle_is_found() -> None:
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

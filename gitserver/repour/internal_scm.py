@@ -18,7 +18,7 @@ from gitserver.errors import Conflict, GitserverError, NotFound
 from gitserver.names import name_problem, validate_name
 from gitserver.pipelines import oncreate
 from gitserver.repour.giturl import repo_urls
-from gitserver.repour.schema import Reply, _error
+from gitserver.repour.schema import Reply, error
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,16 @@ def parse_project(project: str, default_tenant: str = "") -> tuple[str, str]:
     parts = project.removesuffix(".git").split("/")
     if len(parts) == 1:
         if not default_tenant:
-            raise Reply(400, [_error("the project names no organisation (<organisation>/<repository>) and "
+            raise Reply(400, [error("the project names no organisation (<organisation>/<repository>) and "
                                      "no default tenant is configured (repour_default_tenant)", ["project"])])
         parts = [default_tenant, parts[0]]
     if len(parts) != 2:
-        raise Reply(400, [_error("expected <tenant>/<repository>", ["project"])])
+        raise Reply(400, [error("expected <tenant>/<repository>", ["project"])])
     for value, what in zip(parts, ("tenant", "repository"), strict=True):
         try:
             validate_name(value, what)
         except GitserverError as exc:
-            raise Reply(400, [_error(exc.message, ["project"])]) from exc
+            raise Reply(400, [error(exc.message, ["project"])]) from exc
     return parts[0], parts[1]
 
 
@@ -73,17 +73,17 @@ OWNER_GROUP_MAX = 200
 
 def parse_owner_group(name: str, index: int) -> OwnerGroup:
     if len(name) > OWNER_GROUP_MAX or any(not c.isprintable() for c in name):
-        raise Reply(400, [_error(f"an owner group is at most {OWNER_GROUP_MAX} printable characters",
+        raise Reply(400, [error(f"an owner group is at most {OWNER_GROUP_MAX} printable characters",
                                  ["owner_groups", index])])
     provider, slash, local = name.rpartition("/")
     if not slash:
         try:
             validate_name(name, "group")
         except GitserverError as exc:
-            raise Reply(400, [_error(exc.message, ["owner_groups", index])]) from exc
+            raise Reply(400, [error(exc.message, ["owner_groups", index])]) from exc
         return OwnerGroup(sent=name, local=name, create=True)
     if not provider or not local:
-        raise Reply(400, [_error("expected <group> or <provider>/<group>", ["owner_groups", index])])
+        raise Reply(400, [error("expected <group> or <provider>/<group>", ["owner_groups", index])])
     return OwnerGroup(sent=name, local="" if name_problem(local) else local, create=False)
 
 

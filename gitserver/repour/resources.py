@@ -57,9 +57,9 @@ from gitserver.repour.schema import (
     EXTERNAL_TO_INTERNAL_SCHEMA,
     INTERNAL_SCM_SCHEMA,
     REQOUR_CANCEL_SCHEMA,
-    Check,
     Reply,
-    _error,
+    Schema,
+    error,
     read_body,
     read_request,
 )
@@ -160,7 +160,7 @@ class ExternalToInternal:
                                                        self.ctx.config.repour_default_tenant)
             except ValueError as exc:
                 metrics.json_invalid(req.uri_template or req.path)
-                raise Reply(400, [_error(str(exc), ["external_url"])]) from exc
+                raise Reply(400, [error(str(exc), ["external_url"])]) from exc
             if face == reqour.FACE:
                 return 200, {"externalUrl": spec["external_url"], "internalUrl": internal}
             return 200, {"external_url": spec["external_url"], "internal_url": internal}
@@ -196,7 +196,7 @@ class SyncSlots:
 class Operation:
     """``POST /clone`` and ``POST /adjust``: inline, or queued with a callback."""
 
-    def __init__(self, ctx: Any, op_name: str, check: Check, target_url: Callable[[dict[str, Any]], str],
+    def __init__(self, ctx: Any, op_name: str, check: Schema, target_url: Callable[[dict[str, Any]], str],
                  slots: SyncSlots) -> None:
         self.ctx = ctx
         self.op_name = op_name
@@ -213,7 +213,7 @@ class Operation:
             principal = auth.authenticate(req, session)
         spec, face = read_request(req, self.check, self.op_name)
         if face == reqour.FACE and not callbacks.is_callback_mode(spec):
-            raise Reply(400, [_error("Reqour's requests need a callback", ["callback"], "required key")])
+            raise Reply(400, [error("Reqour's requests need a callback", ["callback"], "required key")])
         actor = actor_of(principal, req)
         context = callbacks.request_context(req.headers)
         if callbacks.is_callback_mode(spec):

@@ -234,13 +234,18 @@ def field_schema(spec: Field) -> dict[str, Any]:
         out.update(json_schema(spec.fields))
         if spec.nullable:
             out["type"] = ["object", "null"]
+        if spec.exactly_one:
+            out["oneOf"] = [{"required": [name]} for name in spec.exactly_one]
     if spec.choices is not None:
         choices = list(spec.choices)
         if spec.kind is list:
             out.setdefault("items", {})["enum"] = choices
         else:
             out["enum"] = [*choices, None] if spec.nullable else choices
-    return {**out, **spec.doc}
+    out.update(spec.doc)
+    if spec.nullable and isinstance(out.get("type"), str):  # a type given in ``doc``
+        out["type"] = [out["type"], "null"]
+    return out
 
 
 def json_schema(fields: Mapping[str, Field], description: str = "") -> dict[str, Any]:

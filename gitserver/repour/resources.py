@@ -46,10 +46,11 @@ from sqlalchemy.orm import Session
 from gitserver import access, metrics
 from gitserver import version as installed
 from gitserver.api import auth, lookup
+from gitserver.api.body import json_schema
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import GitserverError, TooManyRequests
-from gitserver.repour import adjust, callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
+from gitserver.repour import callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
 from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
 from gitserver.repour.schema import (
     ADJUST_SCHEMA,
@@ -437,22 +438,19 @@ OPENAPI_PATHS: dict[str, Any] = {
     }},
 }
 
-_CALLBACK_SCHEMA = {"type": ["object", "null"], "additionalProperties": False,
-                    "properties": {"url": {"type": "string"}, "uri": {"type": "string"},
-                                   "method": {"enum": ["POST", "PUT"]},
-                                   "headers": {"type": ["array", "null"], "items": {
-                                       "type": "object", "required": ["name", "value"],
-                                       "properties": {"name": {"type": "string"},
-                                                      "value": {"type": "string"}}}},
-                                   "attachment": {}}}
-_COMMON_PROPERTIES = {"callback": _CALLBACK_SCHEMA, "positiveCallback": _CALLBACK_SCHEMA,
-                      "negativeCallback": _CALLBACK_SCHEMA, "taskId": {"type": ["string", "null"]}}
 _URLS = {"type": "object", "required": ["readwrite", "readonly"],
          "properties": {"readwrite": {"type": "string"}, "readonly": {"type": "string"}}}
+_REQOUR_TOO = ("Reqour's spelling of the same request (pnc-api reqour.dto) is accepted too and "
+               "translated into this one before it is checked (docs/pnc.md)")
+# The request bodies, documented from the Fields the handlers validate with (repour/schema.py).
+REQUEST_BODIES = {"RepourCloneRequest": CLONE_SCHEMA, "RepourAdjustRequest": ADJUST_SCHEMA,
+                  "RepourInternalScmRequest": INTERNAL_SCM_SCHEMA,
+                  "RepourExternalToInternalRequest": EXTERNAL_TO_INTERNAL_SCHEMA,
+                  "ReqourCancelRequest": REQOUR_CANCEL_SCHEMA}
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "ReqourCancelRequest": {"type": "object", "required": ["taskId"], "properties": {
-        "taskId": {"type": "string"}, "callback": _CALLBACK_SCHEMA}},
+    **{name: json_schema(body.fields, _REQOUR_TOO if name != "ReqourCancelRequest" else "")
+       for name, body in REQUEST_BODIES.items()},
     "RepourError": {"description": "A list of {error_message, error_type, path} (validation), or an "
                                    "object {desc, cmd, exit_code, stderr, error_type} (processing)",
                     "type": ["array", "object"]},
@@ -462,34 +460,14 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "RepourVersion": {"type": "object", "required": ["name", "version", "commit"], "properties": {
         "name": {"type": "string"}, "version": {"type": "string"}, "commit": {"type": "string"},
         "builtOn": {"type": ["string", "null"]}, "components": {"type": "array"}}},
-    "RepourExternalToInternalRequest": {"type": "object", "required": ["external_url"], "properties": {
-        "external_url": {"type": "string"}}},
     "RepourExternalToInternal": {"type": "object", "required": ["external_url", "internal_url"], "properties": {
         "external_url": {"type": "string"}, "internal_url": {"type": "string"}}},
-    "RepourCloneRequest": {"type": "object", "required": ["type", "originRepoUrl", "targetRepoUrl"],
-                           "properties": {"type": {"enum": ["git"]}, "originRepoUrl": {"type": "string"},
-                                          "targetRepoUrl": {"type": "string"},
-                                          "ref": {"type": ["string", "null"]}, **_COMMON_PROPERTIES}},
-    "RepourAdjustRequest": {"type": "object", "required": ["ref", "internal_url"], "properties": {
-        "ref": {"type": "string"}, "internal_url": _URLS, "originRepoUrl": {"type": ["string", "null"]},
-        "sync": {"type": "boolean"}, "adjustParameters": {"type": ["object", "null"]},
-        "buildType": {"enum": [*adjust.BUILD_TYPES, None]}, "tempBuild": {"type": "boolean"},
-        "tempBuildTimestamp": {"type": ["string", "null"]},
-        "alignmentPreference": {"enum": [*adjust.ALIGNMENT_PREFERENCES, None]},
-        "defaultAlignmentParams": {"type": ["string", "null"]}, "brewPullActive": {"type": "boolean"},
-        "heartbeatConfig": {"type": ["object", "null"], "description": "pnc-api HeartbeatConfig "
-                            "{request, delay, delayTimeUnit}: sent while the adjust runs"},
-        **_COMMON_PROPERTIES}},
     "RepourAdjustResult": {"type": "object", "required": ["tag", "commit", "url", "upstream_commit",
                                                           "is_ref_revision_internal", "adjustResultData"],
                            "properties": {"tag": {"type": "string"}, "commit": {"type": "string"},
                                           "url": _URLS, "upstream_commit": {"type": "string"},
                                           "is_ref_revision_internal": {"type": "boolean"},
                                           "adjustResultData": {"type": "object"}}},
-    "RepourInternalScmRequest": {"type": "object", "required": ["project", "owner_groups"], "properties": {
-        "project": {"type": "string"}, "owner_groups": {"type": "array", "items": {"type": "string"}},
-        "description": {"type": ["string", "null"]}, "parent_project": {"type": ["string", "null"]},
-        **_COMMON_PROPERTIES}},
     "RepourInternalScmResult": {"type": "object", "required": ["status", "readonly_url", "readwrite_url"],
                                 "properties": {"status": {"enum": ["SUCCESS_CREATED", "SUCCESS_ALREADY_EXISTS"]},
                                                "readonly_url": {"type": "string"},

@@ -23,6 +23,7 @@ from gitserver.repour.gitwork import Actor
 from gitserver.repour.operations import Operation, execute
 from gitserver.repour.records import JOB_KIND, finish_pipeline
 from gitserver.repour.results import cancelled_body, described_error_body
+from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def lease_lost_body() -> dict[str, Any]:
         "send it again (clone and adjust are idempotent)", exit_code=LEASE_LOST_EXIT_CODE, error_type="LeaseLost"))
 
 
-def run_inline(runtime: Any, op_name: str, spec: dict[str, Any], actor: Actor,
+def run_inline(runtime: Runtime, op_name: str, spec: dict[str, Any], actor: Actor,
                claim: jobs.Claim) -> tuple[int, dict[str, Any]]:
     """A synchronous request: the same operation, in this process, under ``claim``'s lease,
     recorded in its pipeline. The job and the pipeline are finished in one transaction, and

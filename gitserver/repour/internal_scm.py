@@ -19,6 +19,7 @@ from gitserver.names import name_problem, validate_name
 from gitserver.pipelines import oncreate
 from gitserver.repour.giturl import repo_urls
 from gitserver.repour.schema import Reply, error
+from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def parse_owner_group(name: str, index: int) -> OwnerGroup:
     return OwnerGroup(sent=name, local="" if name_problem(local) else local, create=False)
 
 
-def create_internal_repo(session: Session, runtime: Any, tenant: models.Tenant, name: str,
+def create_internal_repo(session: Session, runtime: Runtime, tenant: models.Tenant, name: str,
                          groups: list[OwnerGroup], *, description: str = "", parent_project: str | None = None,
                          visibility: str = "private") -> dict[str, Any]:
     """Create the repository with admin grants for its owner groups, recording the groups and

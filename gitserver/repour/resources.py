@@ -47,6 +47,7 @@ from gitserver import access, metrics
 from gitserver import version as installed
 from gitserver.api import auth, lookup
 from gitserver.api.body import json_schema
+from gitserver.api.context import ApiContext
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import GitserverError, TooManyRequests
@@ -150,7 +151,7 @@ class Version:
 class ExternalToInternal:
     """``POST /git-external-to-internal``: URL translation only, no lookup, no auth."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -197,7 +198,7 @@ class SyncSlots:
 class Operation:
     """``POST /clone`` and ``POST /adjust``: inline, or queued with a callback."""
 
-    def __init__(self, ctx: Any, op_name: str, check: Schema, target_url: Callable[[dict[str, Any]], str],
+    def __init__(self, ctx: ApiContext, op_name: str, check: Schema, target_url: Callable[[dict[str, Any]], str],
                  slots: SyncSlots) -> None:
         self.ctx = ctx
         self.op_name = op_name
@@ -250,7 +251,7 @@ class InternalScm:
     ``repour_default_tenant``, and the repository gets ``repour_internal_scm_visibility``
     (public by default: PNC's builders clone the read-only URL anonymously)."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -284,7 +285,7 @@ class Cancel:
     """``POST /cancel/{task_id}``: 200 ``[{"message"}]``, 400 ``[{"error_message"}]`` when no
     unfinished task the caller may cancel carries that id."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, task_id: str) -> None:
@@ -309,7 +310,7 @@ class ReqourCancel:
     ``CancelResponse`` to the callback (when it is a POST or PUT one: dingrogu sends a GET it
     does not care about), SUCCESS when something was cancelled, FAILED otherwise."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -345,7 +346,7 @@ def version_info() -> dict[str, Any]:
             "builtOn": None, "components": []}
 
 
-def add_routes(app: falcon.App, ctx: Any) -> None:
+def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     version = version_info()
     app.add_route("/", Info(version))
     app.add_route("/version", Version(version))

@@ -44,7 +44,7 @@ QUOTA_SCHEMA: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maxi
 def quota_field(who: str) -> Field:
     """``quota_bytes`` of a PATCH body, which only ``who`` may set."""
     return Field(int, nullable=True, check=admin.validate_quota,
-                 description=f"{QUOTA_SCHEMA['description']} Set by {who} only.",
+                 description=f"{QUOTA_SCHEMA['description']}. Set by {who} only.",
                  doc={"minimum": 1, "maximum": admin.MAX_QUOTA_BYTES})
 
 

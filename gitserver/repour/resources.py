@@ -71,10 +71,7 @@ log = logging.getLogger(__name__)
 PRODUCT_NAME = "gitserver"
 
 
-# --- a small schema checker with Repour's (voluptuous's) error list --------------------------------
-
-
-# --- request/response plumbing -----------------------------------------------------------------
+# --- request/response plumbing (the bodies themselves: repour/schema.py) -------------------------
 
 
 def domain_error_body(exc: GitserverError) -> dict[str, Any]:

@@ -33,6 +33,7 @@ def test_queued_callbacks_name_the_token_function_at_its_new_path(db_url: str) -
         assert callable(notify._auth_function(payloads[0]["auth"]))
         command.downgrade(cfg, "0016_issue12")
         with transaction(sessions) as session:
-            assert json.loads(session.scalars(select(models.Job.payload)).first() or "{}")["auth"] == OLD
+            first = session.scalars(select(models.Job.payload).order_by(models.Job.id)).first()
+            assert json.loads(first or "{}")["auth"] == OLD
     finally:
         engine.dispose()

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from gitserver import oidc
 from gitserver.api import errors as api_errors
+from gitserver.api import openapi
 from gitserver.api.auth import OidcMiddleware
 from gitserver.api.context import ApiContext
 from gitserver.config import Config
@@ -26,11 +27,12 @@ log = logging.getLogger(__name__)
 def route_modules() -> tuple[ModuleType, ...]:
     """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
     ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
-    from gitserver.api import openapi, smart_http
-    from gitserver.api.resources import groups, pipelines, repos, repour, tenants, users, webhooks
+    from gitserver.api import smart_http
+    from gitserver.api.resources import groups, pipelines, repos, tenants, users, webhooks
     from gitserver.api.resources import metrics as metrics_routes
+    from gitserver.repour import resources as repour
 
-    return (sys.modules[__name__], metrics_routes, openapi, tenants, users, groups, repos,
+    return (sys.modules[__name__], metrics_routes, tenants, users, groups, repos,
             pipelines, webhooks, smart_http, repour)
 
 
@@ -74,8 +76,11 @@ def create_app(runtime: Runtime) -> falcon.App:
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
         dumps=lambda obj: json.dumps(obj, default=_json_default))
     api_errors.register(app)
-    for module in route_modules():
+    modules = route_modules()
+    for module in modules:
         module.add_routes(app, ctx)
+    # The document of every route module; openapi.py never imports this module (one-way).
+    app.add_route(openapi.DOCUMENT_PATH, openapi.OpenApiDocument(modules))
     return app
 
 

@@ -1,4 +1,5 @@
-"""Request bodies: one JSON object, checked against an explicit list of fields.
+"""Request bodies: one JSON object, checked against an explicit list of fields, and the JSON
+schema of that list for the OpenAPI document.
 
 An allow-list at the edge: a field the endpoint does not know is an error (a typo such as
 ``"visibilty"`` must not silently leave a repository private), types are exact (``true`` is not
@@ -6,8 +7,12 @@ an integer, ``"1"`` is not a boolean), and every rejection names the offending f
 is read with a hard limit, so a client cannot make a worker buffer more than
 :data:`MAX_BODY_BYTES`.
 
-The parsing itself (:func:`parse_object`) is pure and unit-tested; :func:`read_json` adapts it
-to a falcon request.
+The :class:`Field` declarations are the one source of a body's rules: :func:`problems` checks a
+value against them (pure, unit-tested), :func:`json_schema` describes them for the OpenAPI
+document, so the document cannot promise what the handler does not check. Two dialects read
+the same problems: the REST API's first problem as an :class:`InvalidInput`
+(:func:`parse_object`, :func:`read_json`), and the Repour-compatible endpoints' full error list
+(``gitserver.repour.schema``).
 """
 
 from __future__ import annotations
@@ -26,28 +31,59 @@ BODY_FIELD = "body"
 
 _TYPE_NAMES: dict[type, str] = {str: "a string", int: "an integer", bool: "a boolean",
                                 float: "a number", list: "an array", dict: "an object"}
+_JSON_TYPES: dict[type, str] = {str: "string", int: "integer", bool: "boolean", float: "number",
+                                list: "array", dict: "object"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Field:
     """One allowed field of a JSON body.
 
-    ``kind`` is the JSON type (str, int, bool, float, list, dict). ``items`` is the element
-    type of a list. ``check`` receives ``(value, field_name)`` after the type check and returns
-    the value to use (it may normalise); it raises :class:`InvalidInput` to refuse — the
-    signature matches :func:`gitserver.names.validate_name`, so that can be used directly.
+    ``kind`` is the JSON type (str, int, bool, float, list, dict), or ``object`` for any JSON
+    value, null included (``choices`` or ``check`` then decide). ``items`` is the element of a list: a type,
+    or a Field for elements with rules of their own. ``fields`` makes a dict a nested object
+    with exactly these fields; ``exactly_one`` names its fields of which exactly one must be
+    present. ``check`` receives ``(value, field_name)`` after the other rules and returns the
+    value to use (it may normalise); it raises :class:`InvalidInput` to refuse — the signature
+    matches :func:`gitserver.names.validate_name`, so that can be used directly.
+
+    ``description`` and ``doc`` only describe: ``doc`` holds JSON-schema keywords for what
+    ``check`` enforces (a pattern, a format), merged into the field's schema.
     """
 
     kind: type
     required: bool = False
     nullable: bool = False
     max_length: int | None = None
-    items: type | None = None
+    items: type | Field | None = None
     choices: tuple[Any, ...] | None = None
     check: Callable[[Any, str], Any] | None = None
+    min_length: int | None = None
+    fields: Mapping[str, Field] | None = None
+    exactly_one: tuple[str, ...] = ()
+    description: str = ""
+    doc: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Why a value was refused, in neither dialect's words (see :func:`rest_error`).
+
+    ``code``: null, type, nul, min_length, max_length, items, choice, check, required, extra or
+    exactly_one. ``field`` is the Field the value broke (None for an unknown key); ``message``
+    is the check's own; ``keys`` the allowed or alternative keys."""
+
+    path: tuple[str | int, ...]
+    code: str
+    field: Field | None = None
+    message: str = ""
+    keys: tuple[str, ...] = ()
+    error_field: str | None = None
 
 
 def _is_kind(value: Any, kind: type) -> bool:
+    if kind is object:
+        return True
     # bool is a subclass of int in Python; JSON true is not a number.
     if isinstance(value, bool):
         return kind is bool
@@ -56,38 +92,91 @@ def _is_kind(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def _check_field(name: str, spec: Field, value: Any) -> Any:
-    if value is None:
-        if spec.nullable:
-            return None
-        raise InvalidInput(f"{name} must not be null", field=name)
+def check_value(value: Any, spec: Field, path: tuple[str | int, ...] = ()) -> tuple[Any, list[Problem]]:
+    """``value`` checked against ``spec``: the value to use, and every problem found (nested
+    objects and list elements are each checked; a scalar stops at its first problem)."""
+    name = str(path[-1]) if path else BODY_FIELD
+    if value is None and spec.nullable:
+        return None, []
+    if value is None and spec.kind is not object:  # ``object`` is any JSON value: null too
+        return None, [Problem(path, "null", spec)]
     if not _is_kind(value, spec.kind):
-        raise InvalidInput(f"{name} must be {_TYPE_NAMES.get(spec.kind, spec.kind.__name__)}", field=name)
-    if isinstance(value, str) and "\x00" in value:
+        return value, [Problem(path, "type", spec)]
+    if isinstance(value, str) and "\x00" in value and spec.kind is not object:
         # PostgreSQL text cannot hold NUL, and no name, description or key legitimately has one.
-        raise InvalidInput(f"{name} must not contain NUL characters", field=name)
-    if spec.max_length is not None and isinstance(value, (str, list)) and len(value) > spec.max_length:
-        unit = "characters" if isinstance(value, str) else "items"
-        raise InvalidInput(f"{name} must have at most {spec.max_length} {unit}", field=name)
-    if spec.items is not None and isinstance(value, list):
-        for item in value:
-            if not _is_kind(item, spec.items) or (isinstance(item, str) and "\x00" in item):
-                raise InvalidInput(f"every item of {name} must be {_TYPE_NAMES.get(spec.items, 'valid')}",
-                                   field=name)
+        return value, [Problem(path, "nul", spec)]
+    if isinstance(value, (str, list)) and spec.kind is not object:
+        if spec.min_length is not None and len(value) < spec.min_length:
+            return value, [Problem(path, "min_length", spec)]
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return value, [Problem(path, "max_length", spec)]
+    if isinstance(value, list) and isinstance(spec.items, Field):
+        checked = [check_value(item, spec.items, (*path, i)) for i, item in enumerate(value)]
+        found = [p for _, problems in checked for p in problems]
+        if found:
+            return value, found
+        value = [item for item, _ in checked]
+    elif isinstance(value, list) and isinstance(spec.items, type) and any(
+            not _is_kind(item, spec.items) or (isinstance(item, str) and "\x00" in item) for item in value):
+        return value, [Problem(path, "items", spec)]
+    if isinstance(value, dict) and spec.fields is not None:
+        return object_problems(value, spec.fields, path, exactly_one=spec.exactly_one)
     if spec.choices is not None:
-        values = value if isinstance(value, list) else [value]
-        bad = [v for v in values if v not in spec.choices]
-        if bad:
-            allowed = ", ".join(str(c) for c in spec.choices)
-            raise InvalidInput(f"{name} must be one of {allowed}", field=name)
+        values = value if isinstance(value, list) and spec.kind is list else [value]
+        if any(v not in spec.choices for v in values):
+            return value, [Problem(path, "choice", spec)]
     if spec.check is not None:
         try:
             value = spec.check(value, name)
         except InvalidInput as exc:
-            if exc.field is None:
-                exc.field = name
-            raise
-    return value
+            return value, [Problem(path, "check", spec, message=exc.message, error_field=exc.field)]
+    return value, []
+
+
+def object_problems(data: Mapping[str, Any], fields: Mapping[str, Field], path: tuple[str | int, ...] = (), *,
+                    exactly_one: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[Problem]]:
+    """An object with exactly ``fields``: the fields present (checked values), and the problems
+    of every field in declaration order, then the unknown keys, then ``exactly_one``."""
+    result: dict[str, Any] = {}
+    found: list[Problem] = []
+    for name, spec in fields.items():
+        if name not in data:
+            if spec.required:
+                found.append(Problem((*path, name), "required", spec))
+            continue
+        result[name], problems = check_value(data[name], spec, (*path, name))
+        found += problems
+    allowed = tuple(sorted(fields))
+    found += [Problem((*path, key), "extra", keys=allowed) for key in data if key not in fields]
+    if exactly_one and sum(1 for k in exactly_one if k in data) != 1:
+        found.append(Problem((*path, exactly_one[0]), "exactly_one", keys=exactly_one))
+    return result, found
+
+
+def rest_error(problem: Problem) -> InvalidInput:
+    """The REST API's words for a problem: ``<field> must …``, naming the field."""
+    name = ".".join(str(p) for p in problem.path) or BODY_FIELD
+    if problem.code == "extra":
+        key = str(problem.path[-1])
+        return InvalidInput(f"unknown field {key!r} (allowed: {', '.join(problem.keys) or 'none'})", field=key[:100])
+    if problem.code == "check":
+        return InvalidInput(problem.message, field=problem.error_field or name)
+    if problem.code == "exactly_one":
+        return InvalidInput(f"exactly one of {', '.join(problem.keys)} is required", field=name)
+    spec = problem.field or Field(object)
+    unit = "items" if spec.kind is list else "characters"
+    messages = {
+        "required": f"{name} is required",
+        "null": f"{name} must not be null",
+        "type": f"{name} must be {_TYPE_NAMES.get(spec.kind, spec.kind.__name__)}",
+        "nul": f"{name} must not contain NUL characters",
+        "min_length": f"{name} must have at least {spec.min_length} {unit}",
+        "max_length": f"{name} must have at most {spec.max_length} {unit}",
+        "items": f"every item of {name} must be "
+                 f"{_TYPE_NAMES.get(spec.items, 'valid') if isinstance(spec.items, type) else 'valid'}",
+        "choice": f"{name} must be one of {', '.join(str(c) for c in spec.choices or ())}",
+    }
+    return InvalidInput(messages[problem.code], field=name)
 
 
 def parse_object(raw: bytes, fields: Mapping[str, Field], *, allow_empty: bool = False) -> dict[str, Any]:
@@ -95,6 +184,8 @@ def parse_object(raw: bytes, fields: Mapping[str, Field], *, allow_empty: bool =
 
     Returns only the fields present in the body (so a PATCH can tell "absent" from "null").
     An empty body counts as ``{}`` when ``allow_empty`` is set (e.g. a POST with no options).
+    An unknown field is reported first (the alphabetically first one), else the first field
+    that breaks its rule.
     """
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidInput(f"request body is larger than {MAX_BODY_BYTES // 1024} KiB", field=BODY_FIELD)
@@ -107,25 +198,82 @@ def parse_object(raw: bytes, fields: Mapping[str, Field], *, allow_empty: bool =
         data = _loads(raw)
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object", field=BODY_FIELD)
-    unknown = sorted(k for k in data if k not in fields)
-    if unknown:
-        allowed = ", ".join(sorted(fields)) or "none"
-        raise InvalidInput(f"unknown field {unknown[0]!r} (allowed: {allowed})", field=unknown[0][:100])
-    result: dict[str, Any] = {}
-    for name, spec in fields.items():
-        if name not in data:
-            if spec.required:
-                raise InvalidInput(f"{name} is required", field=name)
-            continue
-        result[name] = _check_field(name, spec, data[name])
+    result, problems = object_problems(data, fields)
+    extra = sorted((p for p in problems if p.code == "extra"), key=lambda p: str(p.path[-1]))
+    if extra or problems:
+        raise rest_error((extra or problems)[0])
     return result
 
+
+# --- the JSON schema of the fields (the OpenAPI document's request bodies) ----------------------
+
+def field_schema(spec: Field) -> dict[str, Any]:
+    """The JSON schema (OpenAPI 3.1) of one field: exactly the rules :func:`check_value` applies,
+    plus what ``doc`` says ``check`` adds."""
+    out: dict[str, Any] = {}
+    json_type = _JSON_TYPES.get(spec.kind)
+    if json_type is not None:
+        out["type"] = [json_type, "null"] if spec.nullable else json_type
+    if spec.description:
+        out["description"] = spec.description
+    if spec.kind is str:
+        if spec.min_length is not None:
+            out["minLength"] = spec.min_length
+        if spec.max_length is not None:
+            out["maxLength"] = spec.max_length
+    elif spec.kind is list:
+        if spec.min_length is not None:
+            out["minItems"] = spec.min_length
+        if spec.max_length is not None:
+            out["maxItems"] = spec.max_length
+        if isinstance(spec.items, Field):
+            out["items"] = field_schema(spec.items)
+        elif spec.items is not None:
+            out["items"] = {"type": _JSON_TYPES[spec.items]}
+    elif spec.fields is not None:
+        out.update(json_schema(spec.fields))
+        if spec.nullable:
+            out["type"] = ["object", "null"]
+        if spec.exactly_one:
+            out["oneOf"] = [{"required": [name]} for name in spec.exactly_one]
+    if spec.choices is not None:
+        choices = list(spec.choices)
+        if spec.kind is list:
+            out.setdefault("items", {})["enum"] = choices
+        else:
+            out["enum"] = [*choices, None] if spec.nullable else choices
+    out.update(spec.doc)
+    if spec.nullable and isinstance(out.get("type"), str):  # a type given in ``doc``
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def json_schema(fields: Mapping[str, Field], description: str = "") -> dict[str, Any]:
+    """The JSON schema of an object with exactly ``fields`` (a request body)."""
+    out: dict[str, Any] = {"type": "object"}
+    if description:
+        out["description"] = description
+    required = [name for name, spec in fields.items() if spec.required]
+    if required:
+        out["required"] = required
+    out["additionalProperties"] = False
+    out["properties"] = {name: field_schema(spec) for name, spec in fields.items()}
+    return out
+
+
+def request_schemas(bodies: Mapping[str, Mapping[str, Field]]) -> dict[str, Any]:
+    """``components/schemas`` entries for the request bodies of a route module, by name."""
+    return {name: json_schema(fields) for name, fields in bodies.items()}
+
+
+# --- reading the request --------------------------------------------------------------------
 
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
 def _loads(raw: bytes) -> Any:
+    """``raw`` as JSON; :class:`InvalidInput` naming the body otherwise."""
     try:
         text = raw.decode("utf-8")
         # NaN and Infinity are not JSON, though Python's parser accepts them.
@@ -136,6 +284,7 @@ def _loads(raw: bytes) -> Any:
         raise InvalidInput("request body is nested too deeply", field=BODY_FIELD) from exc
     except ValueError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}", field=BODY_FIELD) from exc
+
 
 
 def read_body(req: falcon.Request, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document at ``/api/v1/openapi.json``, merged from the route modules.
 
-Each module of :func:`gitserver.api.app.route_modules` describes its own routes next to their
-code, in a module-level ``OPENAPI_PATHS`` (path template → path item) and optionally
+Each route module (the list is :func:`gitserver.api.app.route_modules`, which mounts the
+document with :class:`OpenApiDocument`; nothing here imports it back) describes its own routes
+next to their code, in a module-level ``OPENAPI_PATHS`` (path template → path item) and optionally
 ``OPENAPI_SCHEMAS`` (components/schemas). :func:`build_document` merges them; a test compares
 every falcon route with the merged document, so a route without documentation fails CI.
 
@@ -18,8 +19,6 @@ from types import ModuleType
 from typing import Any
 
 import falcon
-
-from gitserver.api.context import ApiContext
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/api/v1/openapi.json"
@@ -227,8 +226,3 @@ class OpenApiDocument:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.media = self.document()
 
-
-def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    from gitserver.api.app import route_modules
-
-    app.add_route(DOCUMENT_PATH, OpenApiDocument(route_modules()))

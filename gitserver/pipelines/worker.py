@@ -311,18 +311,19 @@ def _finish(session: Session, claim: jobs.Claim, status: str, error: str) -> str
 
 def job_handlers() -> dict[str, jobs.Handler]:
     """Every job kind and the function that runs it: the worker's composition root."""
-    from gitserver.pipelines import repour
+    from gitserver.repour import job as repour_job
+    from gitserver.repour import tokens
 
     # Where a callback's fresh headers come from, by the name its job stores.
     credentials: dict[str, notify.Credentials] = {
-        notify.CREDENTIALS_SERVICE_TOKEN: repour.service_token_headers,
+        notify.CREDENTIALS_SERVICE_TOKEN: tokens.service_token_headers,
     }
     assert set(credentials) == set(notify.CREDENTIALS), "a credentials name without a function"
     handlers: dict[str, jobs.Handler] = {
         "pipeline": push.run_pipeline_job,
         "webhook": notify.run_delivery_job,
         "callback": functools.partial(notify.run_delivery_job, credentials=credentials),
-        "repour": repour.run_repour_job,
+        "repour": repour_job.run_repour_job,
     }
     assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"
     return handlers

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import requests
 
-from gitserver.pipelines import reqour
+from gitserver.repour import reqour
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
 from tests.oidc_issuer import IssuerServer
@@ -115,7 +115,7 @@ class TokenEndpoint:
         grants = self.grants
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 grants.append(urllib.parse.parse_qs(self.rfile.read(length).decode()))
                 body = json.dumps({"access_token": f"svc-token-{len(grants)}", "expires_in": 300}).encode()
@@ -153,7 +153,7 @@ class BifrostStub:
         uploads = self.uploads
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 uploads.put({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                              "body": self.rfile.read(length)})
@@ -318,7 +318,7 @@ def test_info_and_version_need_no_token(rserver: GitServer) -> None:
     version = requests.get(rserver.http_url + "/version", timeout=10)
     assert version.status_code == 200
     body = version.json()
-    assert body["name"] == "gitserver" and body["version"] and len(body["commit"]) in (7, 40, 64) or \
+    assert (body["name"] == "gitserver" and body["version"] and len(body["commit"]) in (7, 40, 64)) or \
         body["commit"] == "Unknown"
     info = requests.get(rserver.http_url + "/", timeout=10)
     assert info.status_code == 200 and info.headers["Content-Type"].startswith("text/html")

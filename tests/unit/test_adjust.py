@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from gitserver import config as config_mod
-from gitserver.pipelines import adjust
 from gitserver.pipelines.jobs import JobCancelled
+from gitserver.repour import adjust
+from gitserver.repour import command as repour_command
+from gitserver.repour import results as repour_results
 
 
 def _config(**env: str) -> config_mod.Config:
@@ -32,7 +34,7 @@ class FakeRunner:
         self.calls: list[tuple[list[str], Path, dict[str, str]]] = []
 
     def __call__(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
-                 timeout: float) -> adjust.CommandResult:
+                 timeout: float) -> repour_command.CommandResult:
         self.calls.append((list(argv), cwd, dict(env)))
         for name, content in self.files.items():
             if name == "$RESULT":
@@ -43,7 +45,7 @@ class FakeRunner:
                 target = cwd / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(content))
-        return adjust.CommandResult(list(argv), self.exit_code, "out", "boom" if self.exit_code else "")
+        return repour_command.CommandResult(list(argv), self.exit_code, "out", "boom" if self.exit_code else "")
 
 
 def test_choose_provider() -> None:
@@ -56,7 +58,8 @@ def test_choose_provider() -> None:
     assert adjust.choose_provider(cfg, "NODEJS").kind == "project-manipulator"
     assert adjust.choose_provider(cfg, "GRADLE").kind == "noop"
     with_process = _config(adjust_process_command="/usr/local/bin/align --fast")
-    assert adjust.choose_provider(with_process, "GRADLE") == adjust.Provider("process", ("/usr/local/bin/align", "--fast"))
+    assert adjust.choose_provider(with_process, "GRADLE") == adjust.Provider("process",
+                                                                             ("/usr/local/bin/align", "--fast"))
     assert adjust.choose_provider(with_process, "SBT").kind == "process"
 
 
@@ -75,9 +78,9 @@ def test_build_command_order_and_temp_build() -> None:
 
 @pytest.mark.parametrize("text", ["clean install", "-Dok=1 deploy", "-Dx='unbalanced"])
 def test_user_parameters_must_be_options(text: str) -> None:
-    with pytest.raises(adjust.ProcessingError) as info:
+    with pytest.raises(repour_command.ProcessingError) as info:
         adjust.user_parameters("project-manipulator", {"ALIGNMENT_PARAMETERS": text})
-    assert info.value.exit_code == adjust.USER_ERROR_EXIT_CODE
+    assert info.value.exit_code == repour_command.USER_ERROR_EXIT_CODE
 
 
 @pytest.mark.parametrize("kind", ["pme", "gme"])
@@ -86,7 +89,7 @@ def test_maven_and_gradle_parameters_may_be_bare_words(kind: str) -> None:
     # are separate words there.
     assert adjust.user_parameters(kind, {"ALIGNMENT_PARAMETERS": "-s settings.xml -Dx=1"}) == [
         "-s", "settings.xml", "-Dx=1"]
-    with pytest.raises(adjust.ProcessingError, match="cannot be split"):
+    with pytest.raises(repour_command.ProcessingError, match="cannot be split"):
         adjust.user_parameters(kind, {"ALIGNMENT_PARAMETERS": "-Dx='unbalanced"})
 
 
@@ -112,7 +115,7 @@ def test_every_pnc_build_type_has_its_tool(build_type: str, kind: str) -> None:
 
 
 def test_rpm_is_refused_like_reqour_does() -> None:
-    with pytest.raises(adjust.ProcessingError, match="Alignment for RPM builds is not supported yet"):
+    with pytest.raises(repour_command.ProcessingError, match="Alignment for RPM builds is not supported yet"):
         adjust.choose_provider(_config(), "RPM")
 
 
@@ -136,19 +139,19 @@ REMOVED = [{"releases": True, "snapshots": False, "name": "JBoss", "id": "jboss"
     (None, {}),
 ])
 def test_alignment_result_data(data: dict | None, expected: dict) -> None:
-    result = adjust.alignment_result_data(data, REMOVED)
+    result = repour_results.alignment_result_data(data, REMOVED)
     assert result == expected
-    assert adjust.result_version(result) == (GAV["version"] if expected else None)
+    assert repour_results.result_version(result) == (GAV["version"] if expected else None)
 
 
 def test_project_manipulator_result_data() -> None:
     # Reqour's test resource result-with-complicated-name.json.
     data = {"name": "@redhat/artifactId", "version": "0.1.0-rh-00042", "dependenciesMap": {}, "devDependenciesMap": {}}
-    result = adjust.project_manipulator_result_data(data)
+    result = repour_results.project_manipulator_result_data(data)
     assert result["VersioningState"] == {"executionRootModified": {"groupId": None, "artifactId": "@redhat/artifactId",
                                                                    "version": "0.1.0-rh-00042"}}
     assert result["RemovedRepositories"] == [] and result["dependenciesMap"] == {}
-    assert adjust.project_manipulator_result_data({}) == {}
+    assert repour_results.project_manipulator_result_data({}) == {}
 
 
 BACKUP = b"""<?xml version="1.0"?>
@@ -161,18 +164,18 @@ BACKUP = b"""<?xml version="1.0"?>
 
 
 def test_parse_removed_repositories() -> None:
-    assert adjust.parse_removed_repositories(BACKUP) == [
+    assert repour_results.parse_removed_repositories(BACKUP) == [
         REMOVED[0], {"releases": True, "snapshots": True, "name": "", "id": "other", "url": "https://o.example/"}]
-    assert adjust.parse_removed_repositories(b"not xml") == []
+    assert repour_results.parse_removed_repositories(b"not xml") == []
 
 
 def test_removed_repositories_file_from_parameter(tmp_path: Path) -> None:
     (tmp_path / "backup.xml").write_bytes(BACKUP)
-    assert adjust.removed_repositories(tmp_path, ["-DrepoRemovalBackup=backup.xml"])[0]["id"] == "jboss"
-    assert adjust.removed_repositories(tmp_path, []) == []  # default file absent
+    assert repour_results.removed_repositories(tmp_path, ["-DrepoRemovalBackup=backup.xml"])[0]["id"] == "jboss"
+    assert repour_results.removed_repositories(tmp_path, []) == []  # default file absent
     (tmp_path / "repositories-backup.xml").write_bytes(BACKUP)
-    assert len(adjust.removed_repositories(tmp_path, [])) == 2
-    assert adjust.removed_repositories(tmp_path, ["-DrepoRemovalBackup=../../etc/passwd"]) == []
+    assert len(repour_results.removed_repositories(tmp_path, [])) == 2
+    assert repour_results.removed_repositories(tmp_path, ["-DrepoRemovalBackup=../../etc/passwd"]) == []
 
 
 def test_user_parameters_legacy_key() -> None:
@@ -205,7 +208,7 @@ def test_pme_file_parameter_moves_the_run(tmp_path: Path) -> None:
     argv, cwd, _env = runner.calls[0]
     assert cwd == (work / "sub").resolve() and argv == ["pme", "-Dx=1"]
     assert outcome.version is None and outcome.result_data == {}
-    with pytest.raises(adjust.ProcessingError, match="outside"):
+    with pytest.raises(repour_command.ProcessingError, match="outside"):
         adjust.run_provider(adjust.Provider("pme", ("pme",)), work,
                             adjust.AdjustRequest(parameters={"ALIGNMENT_PARAMETERS": "--file=../../etc/pom.xml"}),
                             _config(), runner, scratch)
@@ -221,7 +224,7 @@ def test_gme_keeps_manipulation_json(tmp_path: Path) -> None:
     assert outcome.version == "2.0.0.redhat-00002"
     assert (work / "manipulation.json").exists()
     assert f"--target={work}" in runner.calls[0][0]
-    with pytest.raises(adjust.ProcessingError, match="manipulation.json"):
+    with pytest.raises(repour_command.ProcessingError, match=r"manipulation\.json"):
         adjust.run_provider(adjust.Provider("gme", ("gme",)), tmp_path / "scratch", adjust.AdjustRequest(),
                             _config(), FakeRunner(), scratch)
 
@@ -251,7 +254,7 @@ def test_process_provider_environment(tmp_path: Path) -> None:
 
 def test_tool_failure_is_reported_with_its_exit_code(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
-    with pytest.raises(adjust.ProcessingError) as info:
+    with pytest.raises(repour_command.ProcessingError) as info:
         adjust.run_provider(adjust.Provider("pme", ("pme", "-x")), tmp_path, adjust.AdjustRequest(), _config(),
                             FakeRunner(exit_code=3), tmp_path / "s")
     body = info.value.body()
@@ -262,7 +265,7 @@ def test_tool_failure_is_reported_with_its_exit_code(tmp_path: Path) -> None:
 def test_bad_result_file(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     runner = FakeRunner({"target/pom-manip-ext-result.json": ["not", "an", "object"]})
-    with pytest.raises(adjust.ProcessingError, match="not a JSON object"):
+    with pytest.raises(repour_command.ProcessingError, match="not a JSON object"):
         adjust.run_provider(adjust.Provider("pme", ("pme",)), tmp_path, adjust.AdjustRequest(), _config(),
                             runner, tmp_path / "s")
 
@@ -276,7 +279,7 @@ def test_noop() -> None:
 
 def test_run_command_output_and_exit_code(tmp_path: Path) -> None:
     lines: list[str] = []
-    result = adjust.run_command([sys.executable, "-c", "import sys; print('hi'); sys.exit(4)"],
+    result = repour_command.run_command([sys.executable, "-c", "import sys; print('hi'); sys.exit(4)"],
                                 cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=30, output=lines.append)
     assert (result.exit_code, result.stdout) == (4, "hi\n")
     assert "hi" in lines[0]
@@ -287,8 +290,9 @@ def test_run_command_timeout_kills_the_process_group(tmp_path: Path) -> None:
     script = (f"import subprocess, sys; subprocess.Popen(['sh', '-c', 'sleep 3; touch {marker}']); "
               "import time; time.sleep(30)")
     started = time.monotonic()
-    with pytest.raises(adjust.ProcessingError) as info:
-        adjust.run_command([sys.executable, "-c", script], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=1)
+    with pytest.raises(repour_command.ProcessingError) as info:
+        repour_command.run_command([sys.executable, "-c", script], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},
+                                   timeout=1)
     assert info.value.exit_code == 124 and time.monotonic() - started < 10
     time.sleep(3.5)
     assert not marker.exists(), "the tool's child survived the timeout"
@@ -303,13 +307,13 @@ def test_run_command_stop_check(tmp_path: Path) -> None:
 
     started = time.monotonic()
     with pytest.raises(JobCancelled):
-        adjust.run_command(["sleep", "30"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60, stop=stop)
+        repour_command.run_command(["sleep", "30"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60, stop=stop)
     assert time.monotonic() - started < 5
 
 
 def test_run_command_missing_program(tmp_path: Path) -> None:
-    with pytest.raises(adjust.ProcessingError) as info:
-        adjust.run_command(["/nonexistent/tool"], cwd=tmp_path, env={}, timeout=5)
+    with pytest.raises(repour_command.ProcessingError) as info:
+        repour_command.run_command(["/nonexistent/tool"], cwd=tmp_path, env={}, timeout=5)
     assert info.value.exit_code == 127
 
 
@@ -325,7 +329,7 @@ def test_run_command_missing_program(tmp_path: Path) -> None:
     ("git@github.com:o/r.git", "git@github.com:o/r.git"),
 ])
 def test_redact_hides_every_url_credential(text: str, shown: str) -> None:
-    assert adjust.redact(text) == shown
+    assert repour_command.redact(text) == shown
 
 
 def _running(pid: int) -> bool:
@@ -349,9 +353,9 @@ def test_run_command_child_dies_with_the_process_running_it(tmp_path: Path) -> N
     # as worker and gunicorn threads do; the thread outlives the call), then is SIGKILLed.
     helper_code = (
         "import sys, threading, pathlib\n"
-        "from gitserver.pipelines import adjust\n"
+        "from gitserver.repour import command as repour_command\n"
         "def go():\n"
-        "    adjust.run_command(['sh', '-c', 'echo $$ > " + str(pid_file) + "; exec sleep 600'],\n"
+        "    repour_command.run_command(['sh', '-c', 'echo $$ > " + str(pid_file) + "; exec sleep 600'],\n"
         "                       cwd=pathlib.Path(sys.argv[1]), env={'PATH': '/usr/bin:/bin'}, timeout=600)\n"
         "t = threading.Thread(target=go); t.start(); t.join()\n")
     helper = subprocess.Popen([sys.executable, "-c", helper_code, str(tmp_path)],
@@ -383,11 +387,12 @@ def test_a_result_file_reached_through_a_symlink_is_refused(tmp_path: Path) -> N
     server_file.parent.mkdir()
     server_file.write_text(json.dumps({"VersioningState": {"executionRootModified": {"version": "leaked"}}}))
 
-    def tool(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> adjust.CommandResult:
+    def tool(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> repour_command.CommandResult:
         (cwd / "target").symlink_to(server_file.parent)
-        return adjust.CommandResult(list(argv), 0, "", "")
+        return repour_command.CommandResult(list(argv), 0, "", "")
 
-    with pytest.raises(adjust.ProcessingError, match="pom-manip-ext-result.json is a symbolic link or lies under one"):
+    with pytest.raises(repour_command.ProcessingError,
+                       match=r"pom-manip-ext-result\.json is a symbolic link or lies under one"):
         adjust.run_provider(adjust.Provider("pme", ("pme",)), work, adjust.AdjustRequest(), _config(), tool, scratch)
     assert server_file.exists()  # (and not removed either)
 
@@ -405,5 +410,5 @@ def test_smeg_runs_sbt_tasks_and_reads_its_report(tmp_path: Path) -> None:
     assert outcome == adjust.AdjustOutcome("smeg", "2.0.0.redhat-00003", report)
     assert runner.calls[0][0] == ["sbt", "-Dx=1", "-DrestMode=PERSISTENT", "manipulate", "writeReport"]
     assert not (work / "manipulations.json").exists()
-    with pytest.raises(adjust.ProcessingError, match="dash"):
+    with pytest.raises(repour_command.ProcessingError, match="dash"):
         adjust.user_parameters("smeg", {"ALIGNMENT_PARAMETERS": "compile"})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gitserver.api.body import MAX_BODY_BYTES, Field, parse_object
+from gitserver.api.body import MAX_BODY_BYTES, Field, check_value, field_schema, json_schema, parse_object
 from gitserver.errors import InvalidInput
 from gitserver.names import validate_name
 
@@ -85,3 +85,56 @@ def test_unknown_field_name_in_error_is_bounded() -> None:
     with pytest.raises(InvalidInput) as info:
         parse({"name": "a", "x" * 5000: 1})
     assert info.value.field is not None and len(info.value.field) <= 100
+
+
+# --- nested fields (what Repour's bodies need) and the JSON schema of a field list ---------------
+
+HEADER = Field(dict, fields={"name": Field(str, required=True), "value": Field(str, required=True)})
+CALLBACK = Field(dict, fields={"url": Field(str), "uri": Field(str), "headers": Field(list, items=HEADER)},
+                 exactly_one=("url", "uri"))
+
+
+@pytest.mark.parametrize(("value", "problems"), [
+    ({"url": "u"}, []),
+    ({"uri": "u", "headers": [{"name": "a", "value": "b"}]}, []),
+    ({}, [(("cb", "url"), "exactly_one")]),
+    ({"url": "u", "uri": "v"}, [(("cb", "url"), "exactly_one")]),
+    ({"url": 5, "x": 1}, [(("cb", "url"), "type"), (("cb", "x"), "extra")]),
+    ({"url": "u", "headers": [{"name": "a"}, {"value": 1, "name": "b"}]},
+     [(("cb", "headers", 0, "value"), "required"), (("cb", "headers", 1, "value"), "type")]),
+    ("not an object", [(("cb",), "type")]),
+    (None, [(("cb",), "null")]),
+])
+def test_nested_objects_report_every_problem_with_its_path(value: object, problems: list[tuple[object, str]]) -> None:
+    assert [(p.path, p.code) for p in check_value(value, CALLBACK, ("cb",))[1]] == problems
+
+
+def test_any_value_fields_are_decided_by_choices_and_checks() -> None:
+    choice = Field(object, choices=("git",))
+    assert check_value("git", choice)[1] == []
+    assert [p.code for p in check_value(None, choice)[1]] == ["choice"]
+    assert [p.code for p in check_value([], choice)[1]] == ["choice"]
+    assert check_value(None, Field(object))[1] == []
+
+
+@pytest.mark.parametrize(("field", "schema"), [
+    (Field(str, max_length=10), {"type": "string", "maxLength": 10}),
+    (Field(str, nullable=True, min_length=1), {"type": ["string", "null"], "minLength": 1}),
+    (Field(list, items=str, choices=("a", "b"), max_length=2),
+     {"type": "array", "maxItems": 2, "items": {"type": "string", "enum": ["a", "b"]}}),
+    (Field(object, nullable=True, choices=("x",)), {"enum": ["x", None]}),
+    (Field(object, nullable=True, doc={"type": "string"}, description="d"),
+     {"description": "d", "type": ["string", "null"]}),
+    (Field(int, doc={"minimum": 1}), {"type": "integer", "minimum": 1}),
+    (HEADER, {"type": "object", "required": ["name", "value"], "additionalProperties": False,
+              "properties": {"name": {"type": "string"}, "value": {"type": "string"}}}),
+])
+def test_field_schema_says_what_the_checker_checks(field: Field, schema: dict[str, object]) -> None:
+    assert field_schema(field) == schema
+
+
+def test_json_schema_of_a_body() -> None:
+    assert json_schema({"name": Field(str, required=True), "write": Field(bool)}) == {
+        "type": "object", "required": ["name"], "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "write": {"type": "boolean"}}}
+    assert field_schema(CALLBACK)["oneOf"] == [{"required": ["url"]}, {"required": ["uri"]}]

@@ -1,18 +1,24 @@
 """The OpenAPI document matches the code: every falcon route of the app built from
-route_modules() is documented with exactly the methods it implements, and the document is a
-valid OpenAPI 3.1 document whose references and path parameters are consistent."""
+route_modules() is documented with exactly the methods it implements, the document is a
+valid OpenAPI 3.1 document whose references and path parameters are consistent, and every
+request body in it is generated from the Fields its handler validates with."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gitserver import admin
 from gitserver import config as config_mod
+from gitserver.api import body as body_mod
 from gitserver.api import openapi
 from gitserver.api.app import create_app, route_modules
+from gitserver.api.body import Field, json_schema
+from gitserver.db.session import transaction, upgrade
 from gitserver.runtime import Runtime
 
 
@@ -109,3 +115,96 @@ def test_conflicting_descriptions_are_refused() -> None:
                                                 ("/a/{id:int(min=1, max=9)}/b/{n}", "/a/{id}/b/{n}")])
 def test_falcon_converters_are_stripped(template: str, path: str) -> None:
     assert openapi.openapi_path(template) == path
+
+
+# --- request bodies: one source (the Fields) for the handler and the document --------------------
+
+def _request_bodies() -> dict[str, Mapping[str, Field]]:
+    """Each route module's ``REQUEST_BODIES``: schema name → the Fields (Repour's schemas hold
+    theirs in ``.fields``)."""
+    found: dict[str, Mapping[str, Field]] = {}
+    for module in route_modules():
+        for name, fields in getattr(module, "REQUEST_BODIES", {}).items():
+            found[name] = getattr(fields, "fields", fields)
+    return found
+
+
+def _body_operations(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(method, path, schema name) of every documented operation with a JSON request body."""
+    out = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            content = op.get("requestBody", {}).get("content", {}) if method in openapi.HTTP_METHODS else {}
+            if "application/json" in content:  # (smart HTTP's bodies are git's protocol)
+                ref = content["application/json"]["schema"]["$ref"]
+                out.append((method, path, ref.rsplit("/", 1)[1]))
+    return out
+
+
+def _without_description(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k != "description"}
+
+
+def test_every_documented_request_body_is_generated_from_fields(document: dict[str, Any]) -> None:
+    bodies = _request_bodies()
+    operations = _body_operations(document)
+    assert len(operations) >= 20
+    for method, path, name in operations:
+        assert name in bodies, f"{method.upper()} {path}: its body {name} is not declared as Fields"
+        assert _without_description(document["components"]["schemas"][name]) == json_schema(bodies[name])
+
+
+@pytest.fixture
+def admin_app(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The app on a fresh SQLite database, a site admin's token, and one of each object a body
+    endpoint's path names (made through the API itself)."""
+    from falcon import testing
+
+    url = f"sqlite:///{tmp_path / 'test.db'}"
+    upgrade(url)
+    runtime = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path / "data"), database_url=url))
+    with transaction(runtime.sessions) as session:
+        _, secret = admin.create_token(session, site_admin=True, name="openapi-test")
+    client = testing.TestClient(create_app(runtime), headers={"Authorization": f"Bearer {secret}"})
+    made = {}
+    for path, body in (("/api/v1/tenants", {"name": "t"}), ("/api/v1/tenants/t/users", {"name": "u"}),
+                       ("/api/v1/tenants/t/groups", {"name": "g"}), ("/api/v1/tenants/t/repos", {"name": "r"}),
+                       ("/api/v1/tenants/t/repos/r/webhooks", {"url": "https://93.184.216.34/hook"}),
+                       ("/api/v1/tenants/t/webhooks", {"url": "https://93.184.216.34/hook"})):
+        resp = client.simulate_post(path, json=body)
+        assert resp.status_code == 201, (path, resp.text)
+        made[path] = resp.json
+    # A webhook's id in the path of its owner: the repository's, else the tenant's.
+    params = {"tenant": "t", "user": "u", "group": "g", "repo": "r", "task_id": "x",
+              "webhook_id": str(made["/api/v1/tenants/t/repos/r/webhooks"]["id"]),
+              "tenant_webhook_id": str(made["/api/v1/tenants/t/webhooks"]["id"])}
+    try:
+        yield client, params
+    finally:
+        runtime.dispose()
+
+
+def _fill(path: str, params: Mapping[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: params[m.group(1)], path)
+
+
+def test_every_handler_validates_with_the_fields_its_document_shows(
+        document: dict[str, Any], admin_app: tuple[Any, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each documented body's handler is sent ``{}``; the Fields it checks that body against
+    (the first object checked in the request) describe exactly the documented schema."""
+    client, params = admin_app
+    seen: list[Mapping[str, Field]] = []
+    checker = body_mod.object_problems
+
+    def recording(data: Any, fields: Mapping[str, Field], *args: Any, **kwargs: Any) -> Any:
+        seen.append(fields)
+        return checker(data, fields, *args, **kwargs)
+
+    monkeypatch.setattr(body_mod, "object_problems", recording)
+    for method, path, name in _body_operations(document):
+        seen.clear()
+        url = _fill(path, params if "/repos/" in path else {**params, "webhook_id": params["tenant_webhook_id"]})
+        resp = client.simulate_request(method.upper(), url, json={})
+        assert seen, f"{method.upper()} {path} answered {resp.status_code} without checking its body"
+        assert json_schema(seen[0]) == _without_description(document["components"]["schemas"][name]), \
+            f"{method.upper()} {path} validates with other Fields than its documented {name}"

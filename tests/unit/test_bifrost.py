@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from gitserver.pipelines import bifrost
+from gitserver.repour import bifrost
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from gitserver import config as config_mod
-from gitserver.api.resources import repour as resources
-from gitserver.pipelines import ledger, repour
+from gitserver.pipelines import ledger
+from gitserver.repour import callbacks, command, giturl, gitwork, internal_scm, operations, records, resources, schema
+from gitserver.repour import tokens as repour_tokens
 
 SSH_BASE = "ssh://git@git.example.org:2222"
 
@@ -26,7 +27,7 @@ SSH_BASE = "ssh://git@git.example.org:2222"
     ("/srv/git/a.git", "file", "", "/srv/git/a.git"),
 ])
 def test_parse_git_url_accepts(url: str, scheme: str, host: str, path: str) -> None:
-    parsed = repour.parse_git_url(url)
+    parsed = giturl.parse_git_url(url)
     assert (parsed.scheme, parsed.host, parsed.path) == (scheme, host, path)
 
 
@@ -37,7 +38,7 @@ def test_parse_git_url_accepts(url: str, scheme: str, host: str, path: str) -> N
 ])
 def test_parse_git_url_refuses(url: object) -> None:
     with pytest.raises(ValueError):
-        repour.parse_git_url(url)
+        giturl.parse_git_url(url)
 
 
 @pytest.mark.parametrize("external, internal", [
@@ -51,16 +52,16 @@ def test_parse_git_url_refuses(url: object) -> None:
     ("https://github.com/org/repo/", f"{SSH_BASE}/org/repo.git"),
 ])
 def test_external_to_internal(external: str, internal: str) -> None:
-    assert repour.external_to_internal(external, SSH_BASE) == internal
+    assert giturl.external_to_internal(external, SSH_BASE) == internal
 
 
 def test_external_to_internal_gerrit_and_default_tenant() -> None:
     # Gerrit's /gerrit/ prefix is not an organisation (Repour's rule); without one, the
     # configured default tenant is used, and without that the repository alone, as Repour does.
-    assert repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE) == \
+    assert giturl.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE) == \
         f"{SSH_BASE}/repo.git"
-    assert repour.external_to_internal("https://code.example.org/repo.git", SSH_BASE) == f"{SSH_BASE}/repo.git"
-    assert (repour.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE, "imports")
+    assert giturl.external_to_internal("https://code.example.org/repo.git", SSH_BASE) == f"{SSH_BASE}/repo.git"
+    assert (giturl.external_to_internal("https://code.example.org/gerrit/repo.git", SSH_BASE, "imports")
             == f"{SSH_BASE}/imports/repo.git")
 
 
@@ -70,7 +71,7 @@ def test_external_to_internal_gerrit_and_default_tenant() -> None:
 ])
 def test_external_to_internal_refuses(external: str) -> None:
     with pytest.raises(ValueError):
-        repour.external_to_internal(external, SSH_BASE)
+        giturl.external_to_internal(external, SSH_BASE)
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -80,18 +81,18 @@ def test_external_to_internal_refuses(external: str) -> None:
     ("ssh://git@host/t1/r1", ("t1", "r1")),
 ])
 def test_internal_repo_name(url: str, expected: tuple[str, str]) -> None:
-    assert repour.internal_repo_name(url) == expected
+    assert giturl.internal_repo_name(url) == expected
 
 
 def test_internal_repo_name_needs_two_components() -> None:
     with pytest.raises(ValueError):
-        repour.internal_repo_name("ssh://git@host/r1.git")
+        giturl.internal_repo_name("ssh://git@host/r1.git")
 
 
 def test_repo_urls() -> None:
     cfg = config_mod.load(environ={"GITSERVER_PUBLIC_SSH_URL": SSH_BASE,
                                    "GITSERVER_PUBLIC_HTTP_URL": "https://git.example.org/"})
-    urls = repour.repo_urls(cfg, "t", "r")
+    urls = giturl.repo_urls(cfg, "t", "r")
     assert urls.readwrite == f"{SSH_BASE}/t/r.git"
     assert urls.readonly == "https://git.example.org/git/t/r.git"
 
@@ -102,14 +103,14 @@ def test_check_origin_policy(tmp_path) -> None:  # type: ignore[no-untyped-def]
                                      "GITSERVER_ALLOW_PRIVATE_NETWORKS": "1"})
     for url in ("http://example.org/a/b", "file:///srv/a.git", "/srv/a.git",
                 "https://127.0.0.1/a/b", "ssh://git@10.0.0.1/a/b", "git@localhost:a/b"):
-        with pytest.raises(repour.ProcessingError) as info:
-            repour.check_origin(url, strict)
+        with pytest.raises(command.ProcessingError) as info:
+            giturl.check_origin(url, strict)
         assert info.value.exit_code == 10 and "refused" in info.value.desc
-    assert repour.check_origin("https://127.0.0.1/a/b", open_).host == "127.0.0.1"
-    assert repour.check_origin(str(tmp_path / "origin"), open_).scheme == "file"
+    assert giturl.check_origin("https://127.0.0.1/a/b", open_).host == "127.0.0.1"
+    assert giturl.check_origin(str(tmp_path / "origin"), open_).scheme == "file"
     # Never a path inside the data directory (another tenant's repository, the database).
-    with pytest.raises(repour.ProcessingError, match="data directory"):
-        repour.check_origin(f"file://{tmp_path}/data/repos/other/secret.git", open_)
+    with pytest.raises(command.ProcessingError, match="data directory"):
+        giturl.check_origin(f"file://{tmp_path}/data/repos/other/secret.git", open_)
 
 
 def test_refused_refs_from_porcelain() -> None:
@@ -118,47 +119,47 @@ def test_refused_refs_from_porcelain() -> None:
            "!\trefs/remote/origin/heads/main:refs/heads/main\t[remote rejected] "
            "(non-fast-forward pushes are not allowed)\n"
            "!\trefs/tags/v1:refs/tags/v1\t[rejected] (already exists)\nDone\n")
-    assert repour.refused_refs(out) == [("refs/heads/main", "non-fast-forward pushes are not allowed"),
+    assert gitwork.refused_refs(out) == [("refs/heads/main", "non-fast-forward pushes are not allowed"),
                                         ("refs/tags/v1", "already exists")]
 
 
 def test_found_ref_refspecs() -> None:
     sha = "a" * 40
-    assert repour.FoundRef("branch", "main", "refs/origin/heads/main", sha).push_refspec() == \
+    assert gitwork.FoundRef("branch", "main", "refs/origin/heads/main", sha).push_refspec() == \
         "+refs/origin/heads/main:refs/heads/main"
-    assert repour.FoundRef("tag", "v1", "refs/origin/tags/v1", sha).push_refspec() == \
+    assert gitwork.FoundRef("tag", "v1", "refs/origin/tags/v1", sha).push_refspec() == \
         "+refs/origin/tags/v1:refs/tags/v1"
     with pytest.raises(ValueError):
-        repour.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec()
-    assert repour.sync_tag_name("aaaaaaa") == "repour-sync-aaaaaaa"
+        gitwork.FoundRef("commit", "aaaaaaa", sha, sha).push_refspec()
+    assert operations.sync_tag_name("aaaaaaa") == "repour-sync-aaaaaaa"
     with pytest.raises(ValueError):
-        repour.FoundRef("pull", "pull/1", "refs/origin/pull/pull/1", sha).push_refspec()
+        gitwork.FoundRef("pull", "pull/1", "refs/origin/pull/pull/1", sha).push_refspec()
 
 
 def test_tag_candidates() -> None:
     commit = "0123456789abcdef" * 2 + "01234567"
-    assert repour.tag_candidates("1.0.0.redhat-00001", commit, False) == \
+    assert operations.tag_candidates("1.0.0.redhat-00001", commit, False) == \
         ["1.0.0.redhat-00001", "1.0.0.redhat-00001-01234567"]
-    assert repour.tag_candidates(None, commit, False)[0] == f"repour-{commit}"
-    assert repour.tag_candidates("1.0", commit, True)[0] == "Pull_Request-1.0"
+    assert operations.tag_candidates(None, commit, False)[0] == f"repour-{commit}"
+    assert operations.tag_candidates("1.0", commit, True)[0] == "Pull_Request-1.0"
     # A version git cannot use as a tag name falls back to the commit-named tag.
-    assert repour.tag_candidates("bad..version", commit, False)[0] == f"repour-{commit}"
+    assert operations.tag_candidates("bad..version", commit, False)[0] == f"repour-{commit}"
 
 
 def test_pull_request_refs() -> None:
-    assert repour.is_pull_request("pull/12") and repour.is_pull_request("merge-requests/3")
-    assert not repour.is_pull_request("pull/12/../x") and not repour.is_pull_request("main")
+    assert giturl.is_pull_request("pull/12") and giturl.is_pull_request("merge-requests/3")
+    assert not giturl.is_pull_request("pull/12/../x") and not giturl.is_pull_request("main")
 
 
 def test_callback_choice() -> None:
     spec = {"callback": {"uri": "http://a/cb"}}
-    assert repour.callback_target(spec, 200) == {"url": "http://a/cb", "method": "POST", "headers": {}}
+    assert callbacks.callback_target(spec, 200) == {"url": "http://a/cb", "method": "POST", "headers": {}}
     both = {"positiveCallback": {"url": "http://a/ok", "method": "PUT"},
             "negativeCallback": {"url": "http://a/ko"}}
-    assert repour.callback_target(both, 200) == {"url": "http://a/ok", "method": "PUT", "headers": {}}
-    assert repour.callback_target(both, 400) == {"url": "http://a/ko", "method": "POST", "headers": {}}
-    assert repour.is_callback_mode(both) and repour.is_callback_mode(spec)
-    assert not repour.is_callback_mode({"positiveCallback": {"url": "http://a/ok"}})
+    assert callbacks.callback_target(both, 200) == {"url": "http://a/ok", "method": "PUT", "headers": {}}
+    assert callbacks.callback_target(both, 400) == {"url": "http://a/ko", "method": "POST", "headers": {}}
+    assert callbacks.is_callback_mode(both) and callbacks.is_callback_mode(spec)
+    assert not callbacks.is_callback_mode({"positiveCallback": {"url": "http://a/ok"}})
 
 
 def test_pnc_api_request_callback_headers() -> None:
@@ -167,7 +168,7 @@ def test_pnc_api_request_callback_headers() -> None:
                          "headers": [{"name": "Content-Type", "value": "application/json"},
                                      {"name": "Authorization", "value": "Bearer pnc-token"},
                                      {"name": "X-Trace", "value": "1"}]}}
-    assert repour.callback_target(spec, 400) == {
+    assert callbacks.callback_target(spec, 400) == {
         "url": "http://dingrogu/adjust/1/notify", "method": "POST",
         "headers": {"Authorization": "Bearer pnc-token", "X-Trace": "1"}}
 
@@ -175,24 +176,24 @@ def test_pnc_api_request_callback_headers() -> None:
 def test_request_context_headers() -> None:
     headers = {"LOG-USER-ID": "42", "TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
                "LOG-TMP": "", "LOG-EXPIRES": "x\ny", "X-OTHER": "no"}
-    assert repour.request_context(headers) == {
+    assert callbacks.request_context(headers) == {
         "log-user-id": "42", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 
 
 def test_tag_branch_name() -> None:
-    assert repour.tag_branch_name("1.4.0.redhat-00001", "a" * 40) == f"branch-repour-1.4.0.redhat-00001-{'a' * 40}"
-    assert repour.tag_branch_name("bad..tag", "a" * 40) is None
+    assert operations.tag_branch_name("1.4.0.redhat-00001", "a" * 40) == f"branch-repour-1.4.0.redhat-00001-{'a' * 40}"
+    assert operations.tag_branch_name("bad..tag", "a" * 40) is None
 
 
 def test_callback_id_shape() -> None:
-    ids = {repour.new_callback_id() for _ in range(20)}
+    ids = {callbacks.new_callback_id() for _ in range(20)}
     assert len(ids) == 20
     assert all(len(i) == 48 and set(i) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for i in ids)
 
 
 def test_redacted_spec_hides_passwords() -> None:
     spec = {"originRepoUrl": "https://bot:s3cret@example.org/a/b.git", "ref": "main"}
-    assert repour.redacted_spec(spec)["originRepoUrl"] == "https://***@example.org/a/b.git"
+    assert records.redacted_spec(spec)["originRepoUrl"] == "https://***@example.org/a/b.git"
 
 
 class _Resp:
@@ -212,7 +213,7 @@ def test_service_token_is_cached_until_shortly_before_expiry() -> None:
         calls.append(data)
         return _Resp(200, {"access_token": f"tok{len(calls)}", "expires_in": 120})
 
-    tokens = repour.ServiceTokens(post=post, clock=lambda: now[0])
+    tokens = repour_tokens.ServiceTokens(post=post, clock=lambda: now[0])
     assert tokens.token("https://sso/token", "client", "secret") == "tok1"
     assert calls[0] == {"grant_type": "client_credentials", "client_id": "client", "client_secret": "secret"}
     now[0] += 60
@@ -222,14 +223,14 @@ def test_service_token_is_cached_until_shortly_before_expiry() -> None:
 
 
 def test_service_token_headers_only_when_configured() -> None:
-    assert repour.service_token_headers(config_mod.load(environ={})) == {}
+    assert repour_tokens.service_token_headers(config_mod.load(environ={})) == {}
     cfg = config_mod.load(environ={"GITSERVER_OIDC_TOKEN_URL": "https://sso/token",
                                    "GITSERVER_OIDC_CLIENT_ID": "c",
                                    "GITSERVER_OIDC_SERVICE_ACCOUNT_SECRET": "s"})
-    tokens = repour.ServiceTokens(post=lambda *a, **k: _Resp(200, {"access_token": "abc", "expires_in": 300}))
-    assert repour.service_token_headers(cfg, tokens) == {"Authorization": "Bearer abc"}
-    failing = repour.ServiceTokens(post=lambda *a, **k: _Resp(401, {}))
-    assert repour.service_token_headers(cfg, failing) == {}
+    tokens = repour_tokens.ServiceTokens(post=lambda *a, **k: _Resp(200, {"access_token": "abc", "expires_in": 300}))
+    assert repour_tokens.service_token_headers(cfg, tokens) == {"Authorization": "Bearer abc"}
+    failing = repour_tokens.ServiceTokens(post=lambda *a, **k: _Resp(401, {}))
+    assert repour_tokens.service_token_headers(cfg, failing) == {}
 
 
 # --- request schemas ------------------------------------------------------------------------------
@@ -242,8 +243,8 @@ def test_clone_schema() -> None:
     ok = {"type": "git", "originRepoUrl": "https://github.com/a/b.git",
           "targetRepoUrl": "ssh://git@h:2222/t/r.git", "ref": "main", "taskId": "42",
           "callback": {"url": "http://127.0.0.1:9/cb", "method": "PUT"}}
-    assert resources.CLONE_SCHEMA(ok, []) == []
-    errors = resources.CLONE_SCHEMA({"type": "svn", "originRepoUrl": "nope", "extra": 1}, [])
+    assert schema.CLONE_SCHEMA(ok, []) == []
+    errors = schema.CLONE_SCHEMA({"type": "svn", "originRepoUrl": "nope", "extra": 1}, [])
     assert set(_paths(errors)) == {("type",), ("originRepoUrl",), ("targetRepoUrl",), ("extra",)}
     by_path = {tuple(e["path"]): e for e in errors}
     assert by_path[("targetRepoUrl",)]["error_message"] == "required key not provided"
@@ -254,37 +255,37 @@ def test_clone_schema() -> None:
 
 
 def test_callback_schema() -> None:
-    assert resources.CALLBACK({"uri": "https://pnc.example.org/cb"}, ["callback"]) == []
-    errors = resources.CALLBACK({"url": "ftp://x", "method": "GET"}, ["callback"])
+    assert schema.CALLBACK({"uri": "https://pnc.example.org/cb"}, ["callback"]) == []
+    errors = schema.CALLBACK({"url": "ftp://x", "method": "GET"}, ["callback"])
     assert set(_paths(errors)) == {("callback", "url"), ("callback", "method")}
-    assert resources.CALLBACK({}, ["callback"])[0]["path"] == ["callback", "url"]
+    assert schema.CALLBACK({}, ["callback"])[0]["path"] == ["callback", "url"]
 
 
 def test_adjust_schema() -> None:
     ok = {"ref": "main", "internal_url": {"readwrite": "ssh://git@h/t/r.git", "readonly": "http://h/git/t/r.git"},
           "originRepoUrl": None, "sync": False, "buildType": "NODEJS", "adjustParameters": {},
           "tempBuild": True, "alignmentPreference": "PREFER_PERSISTENT", "defaultAlignmentParams": ""}
-    assert resources.ADJUST_SCHEMA(ok, []) == []
-    errors = resources.ADJUST_SCHEMA({"ref": "", "internal_url": {"readwrite": 5}, "sync": "yes",
+    assert schema.ADJUST_SCHEMA(ok, []) == []
+    errors = schema.ADJUST_SCHEMA({"ref": "", "internal_url": {"readwrite": 5}, "sync": "yes",
                                       "buildType": "ANT"}, [])
     assert set(_paths(errors)) == {("ref",), ("internal_url", "readwrite"), ("internal_url", "readonly"),
                                    ("sync",), ("buildType",)}
 
 
 def test_internal_scm_schema_and_project() -> None:
-    assert resources.INTERNAL_SCM_SCHEMA({"project": "t/r", "owner_groups": ["devs"]}, []) == []
-    errors = resources.INTERNAL_SCM_SCHEMA({"project": "t r", "owner_groups": ["ok", ""]}, [])
+    assert schema.INTERNAL_SCM_SCHEMA({"project": "t/r", "owner_groups": ["devs"]}, []) == []
+    errors = schema.INTERNAL_SCM_SCHEMA({"project": "t r", "owner_groups": ["ok", ""]}, [])
     assert set(_paths(errors)) == {("project",), ("owner_groups", 1)}
-    assert resources.parse_project("t/r.git") == ("t", "r")
+    assert internal_scm.parse_project("t/r.git") == ("t", "r")
     for bad in ("t", "t/r/x", "t/..", "../r"):
-        with pytest.raises(resources.Reply) as info:
-            resources.parse_project(bad)
+        with pytest.raises(schema.Reply) as info:
+            internal_scm.parse_project(bad)
         assert info.value.status == 400 and info.value.body[0]["path"] == ["project"]
     # PNC's body (tests/fixtures/pnc/internal-scm-request.json), and a project without organisation.
     pnc = {"project": "project-ncl/dingrogu", "owner_groups": ["ldap/jboss-prod"],
            "parent_project": "jboss-prod-permissions"}
-    assert resources.INTERNAL_SCM_SCHEMA(pnc, []) == []
-    assert resources.parse_project("dingrogu", "pnc") == ("pnc", "dingrogu")
+    assert schema.INTERNAL_SCM_SCHEMA(pnc, []) == []
+    assert internal_scm.parse_project("dingrogu", "pnc") == ("pnc", "dingrogu")
 
 
 @pytest.mark.parametrize("sent, local, create", [
@@ -294,13 +295,13 @@ def test_internal_scm_schema_and_project() -> None:
     ("ldap/Jboss Prod", "", False),  # names no group: recorded only
 ])
 def test_owner_groups(sent: str, local: str, create: bool) -> None:
-    assert resources.parse_owner_group(sent, 0) == resources.OwnerGroup(sent=sent, local=local, create=create)
+    assert internal_scm.parse_owner_group(sent, 0) == internal_scm.OwnerGroup(sent=sent, local=local, create=create)
 
 
 @pytest.mark.parametrize("sent", ["a b", "/x", "ldap/", "x" * 201, "a\x00b"])
 def test_owner_groups_refused(sent: str) -> None:
-    with pytest.raises(resources.Reply) as info:
-        resources.parse_owner_group(sent, 3)
+    with pytest.raises(schema.Reply) as info:
+        internal_scm.parse_owner_group(sent, 3)
     assert info.value.body[0]["path"] == ["owner_groups", 3]
 
 
@@ -344,7 +345,7 @@ def test_domain_and_processing_errors() -> None:
                          "stderr": "", "error_type": "forbidden"}
 
     def failing(req: object) -> tuple[int, object]:
-        raise repour.ProcessingError("ref 'x' not found", cmd=["git", "fetch", "https://u:pw@h/a/b"])
+        raise command.ProcessingError("ref 'x' not found", cmd=["git", "fetch", "https://u:pw@h/a/b"])
 
     resp = _app(failing).simulate_post("/x")
     assert resp.status_code == 400
@@ -359,7 +360,7 @@ def test_domain_and_processing_errors() -> None:
     (b'{"external_url": "' + b"x" * (1024 * 1024) + b'"}', 413, None),
 ])
 def test_read_body_errors(body: bytes, status: int, first: dict[str, object] | None) -> None:
-    client = _app(lambda req: (200, resources.read_body(req, resources.EXTERNAL_TO_INTERNAL_SCHEMA)))
+    client = _app(lambda req: (200, schema.read_body(req, schema.EXTERNAL_TO_INTERNAL_SCHEMA)))
     resp = client.simulate_post("/x", body=body)
     assert resp.status_code == status
     if first is not None:
@@ -389,40 +390,38 @@ def _resolver(*addresses: str):  # type: ignore[no-untyped-def]
 
 def test_check_origin_pins_https_host_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
     strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
-    url = repour.check_origin("https://git.example.org/org/repo.git", strict,
+    url = giturl.check_origin("https://git.example.org/org/repo.git", strict,
                               resolver=_resolver("93.184.216.34", "2606:2800:220:1::1"))
     assert url.addresses == ("93.184.216.34", "2606:2800:220:1::1")
     assert url.git_settings() == {
         "http.curloptResolve": "git.example.org:443:93.184.216.34,[2606:2800:220:1::1]",
         "http.followRedirects": "false"}
-    explicit = repour.check_origin("https://user:secret@git.example.org:8443/org/repo.git", strict,
+    explicit = giturl.check_origin("https://user:secret@git.example.org:8443/org/repo.git", strict,
                                    resolver=_resolver("93.184.216.34"))
     assert explicit.git_settings()["http.curloptResolve"] == "git.example.org:8443:93.184.216.34"
     # IP literals are not resolved, so there is nothing to pin; git:// and ssh cannot be pinned
     # (the documented remaining gap): their check still resolves and validates the name.
-    assert repour.check_origin("https://93.184.216.34/org/repo", strict).git_settings() == {}
+    assert giturl.check_origin("https://93.184.216.34/org/repo", strict).git_settings() == {}
     for other in ("git://git.example.org/org/repo.git", "ssh://git@git.example.org/org/repo",
                   "git@git.example.org:org/repo.git"):
-        assert repour.check_origin(other, strict, resolver=_resolver("93.184.216.34")).git_settings() == {}
+        assert giturl.check_origin(other, strict, resolver=_resolver("93.184.216.34")).git_settings() == {}
     # A name resolving to an internal address is refused before git runs at all.
-    with pytest.raises(repour.ProcessingError, match="169.254.169.254"):
-        repour.check_origin("https://rebind.example.org/org/repo", strict, resolver=_resolver("169.254.169.254"))
+    with pytest.raises(command.ProcessingError, match=r"169\.254\.169\.254"):
+        giturl.check_origin("https://rebind.example.org/org/repo", strict, resolver=_resolver("169.254.169.254"))
 
 
 def test_fetch_argv_pins_the_checked_address(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from gitserver.pipelines import adjust
-
     strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
     calls: list[list[str]] = []
 
     def fake_run(argv, **_kw):  # type: ignore[no-untyped-def]
         calls.append(list(argv))
-        return adjust.CommandResult(argv=list(argv), exit_code=0, stdout="", stderr="")
+        return command.CommandResult(argv=list(argv), exit_code=0, stdout="", stderr="")
 
-    monkeypatch.setattr(repour, "run_command", fake_run)
-    work = repour.GitWork(strict, tmp_path, bare=True, stop=lambda: None)
-    origin = repour.check_origin("https://git.example.org/org/repo.git", strict, resolver=_resolver("93.184.216.34"))
-    work.fetch(origin, repour.ORIGIN, remote=repour.ORIGIN, pull_request="pull/7")
+    monkeypatch.setattr(gitwork, "run_command", fake_run)
+    work = gitwork.GitWork(strict, tmp_path, bare=True, stop=lambda: None)
+    origin = giturl.check_origin("https://git.example.org/org/repo.git", strict, resolver=_resolver("93.184.216.34"))
+    work.fetch(origin, gitwork.ORIGIN, remote=gitwork.ORIGIN, pull_request="pull/7")
     fetches = [argv for argv in calls if "fetch" in argv]
     assert len(fetches) == 2  # the branches and tags, then the pull request's head
     for argv in fetches:
@@ -434,7 +433,7 @@ def test_fetch_argv_pins_the_checked_address(tmp_path, monkeypatch) -> None:  # 
         assert argv[argv.index("--") + 1] == "https://git.example.org/org/repo.git"
     # The internal repository (a local path) gets no pin.
     calls.clear()
-    work.fetch(str(tmp_path / "internal.git"), repour.INTERNAL, remote=repour.INTERNAL)
+    work.fetch(str(tmp_path / "internal.git"), gitwork.INTERNAL, remote=gitwork.INTERNAL)
     assert not any(a.startswith("http.curloptResolve") for a in calls[0])
 
 
@@ -467,16 +466,16 @@ def test_git_connects_to_the_pinned_address_not_to_dns(tmp_path, git_env) -> Non
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         port = httpd.server_address[1]
-        origin = repour.check_origin(f"http://origin.gitserver.test:{port}/repo.git", open_,
+        origin = giturl.check_origin(f"http://origin.gitserver.test:{port}/repo.git", open_,
                                      resolver=_resolver("127.0.0.1"))
         (tmp_path / "work-root").mkdir()
-        work = repour.GitWork(open_, tmp_path / "work-root", bare=True, stop=lambda: None)
-        work.fetch(origin, repour.ORIGIN, remote=repour.ORIGIN)
-        assert work.resolve(f"refs/{repour.ORIGIN}/heads/main")
+        work = gitwork.GitWork(open_, tmp_path / "work-root", bare=True, stop=lambda: None)
+        work.fetch(origin, gitwork.ORIGIN, remote=gitwork.ORIGIN)
+        assert work.resolve(f"refs/{gitwork.ORIGIN}/heads/main")
         # Without the pin git asks DNS for the name, which does not exist.
-        unpinned = repour.GitUrl(text=origin.text, scheme="http", host=origin.host, port=port, path="/repo.git")
-        with pytest.raises(repour.ProcessingError, match="could not fetch"):
-            work.fetch(unpinned, "other", remote=repour.ORIGIN)
+        unpinned = giturl.GitUrl(text=origin.text, scheme="http", host=origin.host, port=port, path="/repo.git")
+        with pytest.raises(command.ProcessingError, match="could not fetch"):
+            work.fetch(unpinned, "other", remote=gitwork.ORIGIN)
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -489,12 +488,10 @@ def test_origin_git_never_offers_the_server_accounts_credentials(tmp_path, monke
     import shlex
     import subprocess
 
-    from gitserver.pipelines import adjust
-
     strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
-    monkeypatch.setattr(repour, "run_command", lambda argv, **_kw: adjust.CommandResult(
+    monkeypatch.setattr(gitwork, "run_command", lambda argv, **_kw: command.CommandResult(
         argv=list(argv), exit_code=0, stdout="", stderr=""))
-    work = repour.GitWork(strict, tmp_path, bare=True, stop=lambda: None)
+    work = gitwork.GitWork(strict, tmp_path, bare=True, stop=lambda: None)
     env = work.env()
     # libcurl reads $HOME/.netrc: git's HOME must not be the account's home directory.
     assert env["HOME"] == str(work.scratch)
@@ -519,10 +516,10 @@ def test_service_token_goes_only_to_configured_callback_hosts(tmp_path, url: str
     service-account token must be attached only for hosts the operator named."""
     env = {"GITSERVER_DATA_DIR": str(tmp_path), "GITSERVER_OIDC_TOKEN_URL": "https://sso.example.com/token",
            "GITSERVER_OIDC_CLIENT_ID": "gitserver", "GITSERVER_OIDC_CALLBACK_HOSTS": "pnc.example.com"}
-    assert repour.service_token_allowed(config_mod.load(environ=env), url) is sent
+    assert callbacks.service_token_allowed(config_mod.load(environ=env), url) is sent
     # Without a list of hosts the token goes nowhere.
     del env["GITSERVER_OIDC_CALLBACK_HOSTS"]
-    assert repour.service_token_allowed(config_mod.load(environ=env), url) is False
+    assert callbacks.service_token_allowed(config_mod.load(environ=env), url) is False
 
 
 @pytest.mark.parametrize("url", [
@@ -539,8 +536,8 @@ def test_origin_with_an_ambiguous_user_part_is_refused(tmp_path, url: str) -> No
     to ::1) where Python sees example.com: the check would approve one host and git would
     connect to another (loopback, metadata service)."""
     strict = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")})
-    with pytest.raises(repour.ProcessingError, match="origin URL refused"):
-        repour.check_origin(url, strict, resolver=_resolver("93.184.216.34"))
+    with pytest.raises(command.ProcessingError, match="origin URL refused"):
+        giturl.check_origin(url, strict, resolver=_resolver("93.184.216.34"))
 
 
 def test_a_tool_version_in_the_archive_namespace_is_not_used_as_a_tag() -> None:
@@ -548,28 +545,28 @@ def test_a_tool_version_in_the_archive_namespace_is_not_used_as_a_tag() -> None:
     commit>" would squat the archive tag builders clone for that commit."""
     commit, other = "c" * 40, "d" * 40
     for version in (f"repour-{other}", f"repour-{other}-x"):
-        assert repour.tag_candidates(version, commit, False) == [f"repour-{commit}", f"repour-{commit}-cccccccc"]
+        assert operations.tag_candidates(version, commit, False) == [f"repour-{commit}", f"repour-{commit}-cccccccc"]
 
 
 def test_callback_in_pnc_api_request_shape() -> None:
     ok = {"method": "POST", "uri": "https://dingrogu.example.org/cb", "attachment": None,
           "headers": [{"name": "Authorization", "value": "Bearer x"},
                       {"name": "Content-Type", "value": "application/json"}]}
-    assert resources.CALLBACK(ok, ["callback"]) == []
+    assert schema.CALLBACK(ok, ["callback"]) == []
     bad = {**ok, "headers": [{"name": "Bad Name", "value": "a"}, {"name": "X", "value": "a\nb"},
                              {"name": "Y", "value": "€"}, {"value": "v"}]}
-    assert set(_paths(resources.CALLBACK(bad, ["callback"]))) == {
+    assert set(_paths(schema.CALLBACK(bad, ["callback"]))) == {
         ("callback", "headers", 0, "name"), ("callback", "headers", 1, "value"), ("callback", "headers", 2, "value"),
         ("callback", "headers", 3, "name")}
-    assert resources.CALLBACK({**ok, "method": "GET"}, ["callback"])[0]["path"] == ["callback", "method"]
+    assert schema.CALLBACK({**ok, "method": "GET"}, ["callback"])[0]["path"] == ["callback", "method"]
 
 
 def test_reqour_cancel_schema() -> None:
     from pathlib import Path
 
     body = json.loads((Path(__file__).parent.parent / "fixtures" / "pnc" / "reqour-cancel-request.json").read_text())
-    assert resources.REQOUR_CANCEL_SCHEMA(body, []) == []
-    assert _paths(resources.REQOUR_CANCEL_SCHEMA({"callback": None}, [])) == [("taskId",)]
+    assert schema.REQOUR_CANCEL_SCHEMA(body, []) == []
+    assert _paths(schema.REQOUR_CANCEL_SCHEMA({"callback": None}, [])) == [("taskId",)]
 
 
 def test_nulls_of_pnc_api_dtos_read_as_absent() -> None:
@@ -577,5 +574,5 @@ def test_nulls_of_pnc_api_dtos_read_as_absent() -> None:
     body = {"ref": "main", "internal_url": {"readwrite": "ssh://git@h/t/r.git", "readonly": "http://h/git/t/r.git"},
             "callback": None, "taskId": None, "adjustParameters": None, "buildType": None, "originRepoUrl": None,
             "tempBuildTimestamp": None, "alignmentPreference": None, "defaultAlignmentParams": None}
-    assert resources.ADJUST_SCHEMA(body, []) == []
-    assert not repour.is_callback_mode(body)
+    assert schema.ADJUST_SCHEMA(body, []) == []
+    assert not callbacks.is_callback_mode(body)

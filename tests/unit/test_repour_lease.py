@@ -1,4 +1,4 @@
-"""Synchronous Repour runs hold a job lease (gitserver.pipelines.repour.InlineLease) on a real
+"""Synchronous Repour runs hold a job lease (gitserver.repour.inline.InlineLease) on a real
 database, SQLite and PostgreSQL: renewed while they run, cancellable, taken over by a worker's
 ordinary claim once it expires, and never recorded twice."""
 
@@ -17,7 +17,10 @@ from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction, upgrade
-from gitserver.pipelines import jobs, repour
+from gitserver.pipelines import jobs
+from gitserver.repour import gitwork, operations, records
+from gitserver.repour import inline as repour_inline
+from gitserver.repour import job as repour_job
 from gitserver.runtime import Runtime
 
 LEASE = 0.9
@@ -41,9 +44,9 @@ def _held(rt: Runtime, task_id: str = "task-1") -> jobs.Claim:
         repo = models.Repository(tenant_id=tenant.id, name="r")
         session.add(repo)
         session.flush()
-        pipeline = repour.create_pipeline(session, kind="adjust", repo_id=repo.id,
+        pipeline = records.create_pipeline(session, kind="adjust", repo_id=repo.id,
                                           spec={"ref": "main", "taskId": task_id}, status=models.RUNNING)
-        return repour.hold_inline(session, rt.config, op_name="adjust", pipeline_id=pipeline.id)
+        return repour_inline.hold_inline(session, rt.config, op_name="adjust", pipeline_id=pipeline.id)
 
 
 def _worker_claim(rt: Runtime, after: float = 0.0) -> jobs.Claim | None:
@@ -64,7 +67,7 @@ def test_held_job_is_leased_by_this_process_and_carries_no_request(runtime: Runt
     claim = _held(runtime)
     _pipeline, job = _rows(runtime, claim)
     assert (job.kind, job.status, job.attempts) == ("repour", "running", 1)
-    assert job.lease_owner == repour.api_owner() and job.lease_owner.startswith("api:")
+    assert job.lease_owner == repour_inline.api_owner() and job.lease_owner.startswith("api:")
     assert json.loads(job.payload) == {"op": "adjust", "mode": "inline", "max_attempts": 1}
     # Nobody else may claim it while the lease runs; once it has expired, a worker does.
     assert _worker_claim(runtime) is None
@@ -73,7 +76,7 @@ def test_held_job_is_leased_by_this_process_and_carries_no_request(runtime: Runt
 
 def test_heartbeat_renews_the_lease_while_the_request_runs(runtime: Runtime) -> None:
     claim = _held(runtime)
-    lease = repour.InlineLease(runtime.sessions, claim, LEASE)
+    lease = repour_inline.InlineLease(runtime.sessions, claim, LEASE)
     with lease:
         time.sleep(LEASE * 2.5)
         # Long past the first expiry: still held, so a worker finds nothing to take over.
@@ -83,7 +86,7 @@ def test_heartbeat_renews_the_lease_while_the_request_runs(runtime: Runtime) -> 
 
 def test_cancel_reaches_the_running_request(runtime: Runtime) -> None:
     claim = _held(runtime)
-    with repour.InlineLease(runtime.sessions, claim, LEASE, poll=0.1) as lease:
+    with repour_inline.InlineLease(runtime.sessions, claim, LEASE, poll=0.1) as lease:
         with transaction(runtime.sessions) as session:
             pipeline = session.get(models.Pipeline, claim.pipeline_id)
             assert pipeline is not None and jobs.request_cancel(session, pipeline)
@@ -100,7 +103,7 @@ def test_a_worker_takes_over_an_expired_request_and_fails_it(runtime: Runtime) -
     assert taken is not None and taken.job_id == claim.job_id and taken.attempts == 2
     ctx = jobs.JobContext(runtime=runtime, job_id=taken.job_id, kind=taken.kind, payload=taken.payload,
                           attempts=taken.attempts, pipeline_id=taken.pipeline_id)
-    repour.run_repour_job(ctx)  # fails the pipeline, never re-runs the request
+    repour_job.run_repour_job(ctx)  # fails the pipeline, never re-runs the request
     pipeline, _job = _rows(runtime, claim)
     assert pipeline.status == "failed" and pipeline.finished_at is not None
     assert "stopped before it finished" in pipeline.error
@@ -118,7 +121,7 @@ def test_takeover_of_a_cancelled_request_ends_it_cancelled(runtime: Runtime) -> 
         jobs.request_cancel(session, pipeline)
     taken = _worker_claim(runtime, after=LEASE + 1)
     assert taken is not None
-    repour.take_over_inline(jobs.JobContext(runtime=runtime, job_id=taken.job_id, kind=taken.kind,
+    repour_inline.take_over_inline(jobs.JobContext(runtime=runtime, job_id=taken.job_id, kind=taken.kind,
                                             payload=taken.payload, attempts=taken.attempts,
                                             pipeline_id=taken.pipeline_id))
     assert _rows(runtime, claim)[0].status == "cancelled"
@@ -128,14 +131,14 @@ def test_takeover_of_a_cancelled_request_ends_it_cancelled(runtime: Runtime) -> 
 def fake_adjust(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Replace the adjust runner: each call runs the next queued action with the operation."""
     actions: list[Any] = []
-    monkeypatch.setitem(repour.RUNNERS, "adjust", lambda op: actions.pop(0)(op))
+    monkeypatch.setitem(operations.RUNNERS, "adjust", lambda op: actions.pop(0)(op))
     return actions
 
 
 def test_run_inline_records_the_result_and_ends_the_job(runtime: Runtime, fake_adjust: list[Any]) -> None:
     claim = _held(runtime)
     fake_adjust.append(lambda op: {"tag": "1.0.redhat-00001", "commit": "c" * 40})
-    status, body = repour.run_inline(runtime, "adjust", {"ref": "main"}, repour.Actor(), claim)
+    status, body = repour_inline.run_inline(runtime, "adjust", {"ref": "main"}, gitwork.Actor(), claim)
     assert (status, body["tag"]) == (200, "1.0.redhat-00001")
     pipeline, job = _rows(runtime, claim)
     assert (pipeline.status, pipeline.archive_tag) == ("succeeded", "1.0.redhat-00001")
@@ -149,10 +152,10 @@ def test_run_inline_that_lost_its_lease_leaves_the_pipeline_to_the_worker(
     verdict stands."""
     claim = _held(runtime)
 
-    def stalled(op: repour.Operation) -> dict[str, Any]:
+    def stalled(op: operations.Operation) -> dict[str, Any]:
         taken = _worker_claim(runtime, after=LEASE + 1)
         assert taken is not None
-        repour.run_repour_job(jobs.JobContext(runtime=runtime, job_id=taken.job_id, kind=taken.kind,
+        repour_job.run_repour_job(jobs.JobContext(runtime=runtime, job_id=taken.job_id, kind=taken.kind,
                                               payload=taken.payload, attempts=taken.attempts,
                                               pipeline_id=taken.pipeline_id))
         deadline = time.monotonic() + 10
@@ -162,7 +165,7 @@ def test_run_inline_that_lost_its_lease_leaves_the_pipeline_to_the_worker(
         raise AssertionError("the lost lease was never noticed")
 
     fake_adjust.append(stalled)
-    status, body = repour.run_inline(runtime, "adjust", {"ref": "main"}, repour.Actor(), claim)
+    status, body = repour_inline.run_inline(runtime, "adjust", {"ref": "main"}, gitwork.Actor(), claim)
     assert status == 503 and body["error_type"] == "LeaseLost"
     pipeline, job = _rows(runtime, claim)
     assert pipeline.status == "failed" and "stopped before it finished" in pipeline.error
@@ -172,7 +175,7 @@ def test_run_inline_that_lost_its_lease_leaves_the_pipeline_to_the_worker(
 def test_run_inline_cancelled(runtime: Runtime, fake_adjust: list[Any]) -> None:
     claim = _held(runtime, task_id="t-9")
 
-    def cancelled(op: repour.Operation) -> dict[str, Any]:
+    def cancelled(op: operations.Operation) -> dict[str, Any]:
         with transaction(runtime.sessions) as session:
             pipeline = session.get(models.Pipeline, claim.pipeline_id)
             assert pipeline is not None
@@ -184,7 +187,7 @@ def test_run_inline_cancelled(runtime: Runtime, fake_adjust: list[Any]) -> None:
         raise AssertionError("the cancel was never noticed")
 
     fake_adjust.append(cancelled)
-    status, body = repour.run_inline(runtime, "adjust", {"ref": "main", "taskId": "t-9"}, repour.Actor(), claim)
+    status, body = repour_inline.run_inline(runtime, "adjust", {"ref": "main", "taskId": "t-9"}, gitwork.Actor(), claim)
     assert status == 400 and body["error_type"] == "Cancelled" and "t-9" in body["desc"]
     pipeline, job = _rows(runtime, claim)
     assert (pipeline.status, job.status, job.lease_owner) == ("cancelled", "cancelled", None)

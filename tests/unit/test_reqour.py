@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.pipelines import reqour
+from gitserver.repour import reqour
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pnc"
 

@@ -172,43 +172,44 @@ def test_an_alignment_tool_without_a_sandbox_is_not_run(tmp_path: Path, monkeypa
     """/adjust's side: a process that cannot sandbox refuses the tool with Repour's error body."""
     from types import SimpleNamespace
 
-    from gitserver.pipelines import adjust, repour
+    from gitserver.repour import adjust, operations
+    from gitserver.repour import command as repour_command
 
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
     op = SimpleNamespace(config=config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")}), output=None)
     work = SimpleNamespace(root=tmp_path, dir=tmp_path / "work")
-    with pytest.raises(adjust.ProcessingError) as caught, \
-            repour.tool_sandbox(op, adjust.Provider("process", ("align",)), work):  # type: ignore[arg-type]
+    with pytest.raises(repour_command.ProcessingError) as caught, \
+            operations.tool_sandbox(op, adjust.Provider("process", ("align",)), work):  # type: ignore[arg-type]
         raise AssertionError("the tool must not run")
     body = caught.value.body()
     assert body["error_type"] == "SandboxUnavailable"
     assert body["desc"].startswith("the alignment tool was not run: the job cannot be sandboxed: the process "
                                    "does not run as root")
     # noop runs nothing, so it needs no sandbox.
-    with repour.tool_sandbox(op, adjust.Provider("noop"), work) as job:  # type: ignore[arg-type]
+    with operations.tool_sandbox(op, adjust.Provider("noop"), work) as job:  # type: ignore[arg-type]
         assert job is None
 
 
 def test_run_command_in_an_unsandboxed_job_runs_where_asked(tmp_path: Path) -> None:
     """Where the operator allowed unisolated jobs the tool runs as is, in its own cwd."""
-    from gitserver.pipelines import adjust
+    from gitserver.repour import command as repour_command
 
     (tmp_path / "work").mkdir()
     job = sandbox.Job(_policy(tmp_path, problem="x", allow_unisolated=True), None, tmp_path)
-    result = adjust.run_command(["pwd"], cwd=tmp_path / "work", env={"PATH": "/usr/bin:/bin"}, timeout=30,
+    result = repour_command.run_command(["pwd"], cwd=tmp_path / "work", env={"PATH": "/usr/bin:/bin"}, timeout=30,
                                 sandbox=job, network="none")
     assert (result.exit_code, result.stdout) == (0, f"{tmp_path / 'work'}\n")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need root")
 def test_run_command_in_a_sandboxed_job(tmp_path: Path) -> None:
-    from gitserver.pipelines import adjust
+    from gitserver.repour import command as repour_command
 
     policy = sandbox.Policy.from_config(config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data")}))
     root = tmp_path / "job"
     (root / "work").mkdir(parents=True)
     with sandbox.job(policy, root, give_back=True) as job:
-        result = adjust.run_command(["/bin/sh", "-c", "id -u; pwd; touch made"], cwd=root / "work",
+        result = repour_command.run_command(["/bin/sh", "-c", "id -u; pwd; touch made"], cwd=root / "work",
                                     env={"PATH": "/usr/bin:/bin"}, timeout=30, sandbox=job, network="none")
         assert (root / "work" / "made").stat().st_uid == job.uid
     assert result.stdout == f"{job.uid}\n{root / 'work'}\n", result

@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
-from gitserver.api.body import Field, read_json
+from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.tenants import (
     DESCRIPTION_FIELD,
-    DESCRIPTION_SCHEMA,
+    NAME_FIELD,
     NAME_SCHEMA,
     TENANT,
     TENANT_PARAM,
@@ -26,7 +26,6 @@ from gitserver.api.resources.tenants import (
 from gitserver.api.resources.users import USER_PARAM, user_json
 from gitserver.db import models
 from gitserver.errors import NotFound
-from gitserver.names import validate_name
 
 GROUPS = f"{TENANT}/groups"
 GROUP = f"{GROUPS}/{{group}}"
@@ -50,8 +49,7 @@ def _group(session: Session, principal: access.Principal, tenant: str, group: st
 
 
 class Groups:
-    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
-                                             "description": DESCRIPTION_FIELD}
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "description": DESCRIPTION_FIELD}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -138,6 +136,9 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 GROUP_PARAM = oa.path_param("group", "group name", NAME_SCHEMA)
 
+# The request bodies, documented from the Fields their handlers validate with.
+REQUEST_BODIES = {"NewGroup": Groups.FIELDS, "GroupChange": Group.PATCH_FIELDS}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Group": {
         "type": "object", "required": ["id", "tenant", "name", "description", "created_at"],
@@ -146,14 +147,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "created_at": {"type": "string", "format": "date-time"}},
     },
     "GroupList": list_schema("#/components/schemas/Group"),
-    "NewGroup": {
-        "type": "object", "required": ["name"], "additionalProperties": False,
-        "properties": {"name": NAME_SCHEMA, "description": DESCRIPTION_SCHEMA},
-    },
-    "GroupChange": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"description": DESCRIPTION_SCHEMA},
-    },
+    **request_schemas(REQUEST_BODIES),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {

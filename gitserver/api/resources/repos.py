@@ -19,19 +19,20 @@ from sqlalchemy.orm import Session
 from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
-from gitserver.api.body import Field, read_json
+from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
 from gitserver.api.resources.groups import GROUP_PARAM
 from gitserver.api.resources.tenants import (
     DESCRIPTION_FIELD,
-    DESCRIPTION_SCHEMA,
+    NAME_FIELD,
     NAME_SCHEMA,
     QUOTA_SCHEMA,
     SIZE_SCHEMA,
     TENANT,
     TENANT_PARAM,
+    quota_field,
 )
 from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME, USER_PARAM
 from gitserver.config import Config
@@ -39,7 +40,6 @@ from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
 from gitserver.git import head, limits
 from gitserver.git.store import RepoStore
-from gitserver.names import validate_name
 from gitserver.pipelines import oncreate
 from gitserver.urls import http_clone_url, ssh_clone_url
 
@@ -118,10 +118,14 @@ def push_json(push: models.Push, user_names: dict[int, str], show_address: bool 
             "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
 
 
+VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
+                          "public: everyone reads")
+
+
 class Repos:
-    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD,
               "description": DESCRIPTION_FIELD,
-              "visibility": Field(str, choices=models.VISIBILITIES),
+              "visibility": Field(str, choices=models.VISIBILITIES, description=VISIBILITY_DESCRIPTION),
               "builds_enabled": Field(bool)}
 
     def __init__(self, ctx: ApiContext) -> None:
@@ -148,10 +152,10 @@ class Repos:
 
 class Repo:
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD,
-                    "visibility": Field(str, choices=models.VISIBILITIES),
-                    "builds_enabled": Field(bool),
-                    "quota_bytes": Field(int, nullable=True, check=admin.validate_quota),
-                    "default_branch": Field(str, max_length=255)}
+                    "visibility": Field(str, choices=models.VISIBILITIES, description=VISIBILITY_DESCRIPTION),
+                    "builds_enabled": Field(bool, description="run .gitserver/pipeline.toml builds on push"),
+                    "quota_bytes": quota_field("the tenant's admins"),
+                    "default_branch": Field(str, max_length=255, description="an existing branch; becomes HEAD")}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -269,7 +273,7 @@ class GroupGrant(_Grant):
 class DeployKeys:
     FIELDS: ClassVar[Mapping[str, Field]] = {"key": Field(str, required=True, max_length=16 * 1024),
               "title": Field(str, max_length=200),
-              "write": Field(bool)}
+              "write": Field(bool, description="default false: read-only")}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -357,15 +361,18 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 REPO_PARAM = oa.path_param("repo", "repository name (without .git)", NAME_SCHEMA)
 _DEPLOY_KEY_ID = oa.path_param("deploy_key_id", "deploy key id", ID_SCHEMA)
-_VISIBILITY = {"type": "string", "enum": list(models.VISIBILITIES),
-               "description": "private: grants only; internal: every member of the tenant reads; "
-                              "public: everyone reads"}
+_VISIBILITY = {"type": "string", "enum": list(models.VISIBILITIES), "description": VISIBILITY_DESCRIPTION}
 _PERMISSION = {"type": "string", "enum": list(models.PERMISSIONS)}
 _DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
                    "an empty repository, or the one set here)")
 _NO_CONTENT = {"description": "Done"}
 
+# The request bodies, documented from the Fields their handlers validate with.
+REQUEST_BODIES = {"NewRepository": Repos.FIELDS, "RepositoryChange": Repo.PATCH_FIELDS,
+                  "GrantChange": _Grant.FIELDS, "NewDeployKey": DeployKeys.FIELDS}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    **request_schemas(REQUEST_BODIES),
     "Repository": {
         "type": "object",
         "required": ["id", "tenant", "name", "description", "visibility", "builds_enabled",
@@ -386,21 +393,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "created_at": DATETIME},
     },
     "RepositoryList": list_schema("#/components/schemas/Repository"),
-    "NewRepository": {
-        "type": "object", "required": ["name"], "additionalProperties": False,
-        "properties": {"name": NAME_SCHEMA, "description": DESCRIPTION_SCHEMA, "visibility": _VISIBILITY,
-                       "builds_enabled": {"type": "boolean"}},
-    },
-    "RepositoryChange": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"description": DESCRIPTION_SCHEMA, "visibility": _VISIBILITY,
-                       "builds_enabled": {"type": "boolean",
-                                          "description": "run .gitserver/pipeline.toml builds on push"},
-                       "quota_bytes": {**QUOTA_SCHEMA, "description": QUOTA_SCHEMA["description"]
-                                       + " Set by the tenant's admins only."},
-                       "default_branch": {"type": "string", "maxLength": 255,
-                                          "description": "an existing branch; becomes HEAD"}},
-    },
     "Grant": {
         "type": "object", "required": ["id", "permission", "user", "group", "created_at"],
         "properties": {"id": {"type": "integer"}, "permission": _PERMISSION,
@@ -408,10 +400,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "created_at": DATETIME},
     },
     "GrantList": list_schema("#/components/schemas/Grant"),
-    "GrantChange": {
-        "type": "object", "required": ["permission"], "additionalProperties": False,
-        "properties": {"permission": _PERMISSION},
-    },
     "DeployKey": {
         "type": "object",
         "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "write", "created_at",
@@ -424,12 +412,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                       "that added the key; null: never"}},
     },
     "DeployKeyList": list_schema("#/components/schemas/DeployKey"),
-    "NewDeployKey": {
-        "type": "object", "required": ["key"], "additionalProperties": False,
-        "properties": {"key": {"type": "string", "maxLength": 16384},
-                       "title": {"type": "string", "maxLength": 200},
-                       "write": {"type": "boolean", "description": "default false: read-only"}},
-    },
     "Push": {
         "type": "object",
         "required": ["id", "user", "key_fingerprint", "protocol", "client_address", "state", "created_at",

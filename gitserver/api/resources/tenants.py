@@ -10,7 +10,7 @@ import falcon
 from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
-from gitserver.api.body import Field, read_json
+from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
@@ -28,6 +28,8 @@ TAG = "tenants"
 NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 100}
 DESCRIPTION_SCHEMA = {"type": "string", "maxLength": 2000}
 DESCRIPTION_FIELD = Field(str, max_length=2000)
+# A new tenant's, user's, group's or repository's name (validate_name enforces the pattern).
+NAME_FIELD = Field(str, required=True, check=validate_name, doc={"pattern": NAME_PATTERN, "maxLength": 100})
 
 
 def tenant_path(tenant: str) -> str:
@@ -37,6 +39,15 @@ def tenant_path(tenant: str) -> str:
 QUOTA_SCHEMA: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_QUOTA_BYTES,
                 "description": "disk quota in bytes; pushes that would exceed it are refused; "
                                "null: no quota"}
+
+
+def quota_field(who: str) -> Field:
+    """``quota_bytes`` of a PATCH body, which only ``who`` may set."""
+    return Field(int, nullable=True, check=admin.validate_quota,
+                 description=f"{QUOTA_SCHEMA['description']}. Set by {who} only.",
+                 doc={"minimum": 1, "maximum": admin.MAX_QUOTA_BYTES})
+
+
 SIZE_SCHEMA = {"type": "integer", "minimum": 0,
                "description": "bytes on disk now, as quotas count them (not in lists)"}
 
@@ -57,8 +68,7 @@ def tenant_size(config: Config, tenant: models.Tenant) -> int:
 
 
 class Tenants:
-    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
-                                             "description": DESCRIPTION_FIELD}
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "description": DESCRIPTION_FIELD}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -90,8 +100,10 @@ class Tenant:
     # in the tenant (docs/solum.md); null or "" removes it.
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {
         "description": DESCRIPTION_FIELD,
-        "quota_bytes": Field(int, nullable=True, check=admin.validate_quota),
-        "create_template": Field(str, nullable=True, max_length=100)}
+        "quota_bytes": quota_field("site admins"),
+        "create_template": Field(str, nullable=True, max_length=100,
+                                 description="a repository of the tenant whose .gitserver/pipeline.toml runs "
+                                             "(a create pipeline) whenever a repository is created; null removes it")}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -119,6 +131,9 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 TENANT_PARAM = oa.path_param("tenant", "tenant name", NAME_SCHEMA)
 
+# The request bodies, documented from the Fields their handlers validate with.
+REQUEST_BODIES = {"NewTenant": Tenants.FIELDS, "TenantChange": Tenant.PATCH_FIELDS}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Tenant": {
         "type": "object", "required": ["id", "name", "description", "quota_bytes", "created_at"],
@@ -128,21 +143,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "create_template": {"type": ["string", "null"]},
                        "created_at": {"type": "string", "format": "date-time"}},
     },
-    "TenantChange": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"description": DESCRIPTION_SCHEMA,
-                       "quota_bytes": {**QUOTA_SCHEMA, "description": QUOTA_SCHEMA["description"]
-                                       + " Set by site admins only."},
-                       "create_template": {"type": ["string", "null"], "maxLength": 100,
-                                           "description": "a repository of the tenant whose "
-                                           ".gitserver/pipeline.toml runs (a create pipeline) "
-                                           "whenever a repository is created; null removes it"}},
-    },
     "TenantList": list_schema("#/components/schemas/Tenant"),
-    "NewTenant": {
-        "type": "object", "required": ["name"], "additionalProperties": False,
-        "properties": {"name": NAME_SCHEMA, "description": DESCRIPTION_SCHEMA},
-    },
+    **request_schemas(REQUEST_BODIES),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {

@@ -19,16 +19,15 @@ from sqlalchemy.orm import Session
 from gitserver import access, admin
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
-from gitserver.api.body import Field, read_json
+from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.tenants import NAME_SCHEMA, TENANT, TENANT_PARAM
+from gitserver.api.resources.tenants import NAME_FIELD, NAME_SCHEMA, TENANT, TENANT_PARAM
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import InvalidInput
 from gitserver.keys import MAX_BATCH_KEYS
-from gitserver.names import validate_name
 
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"
@@ -118,8 +117,7 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
 
 
 class Users:
-    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, required=True, check=validate_name),
-              "role": Field(str, choices=models.ROLES)}
+    FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "role": Field(str, choices=models.ROLES)}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -169,8 +167,10 @@ class User:
 
 
 class Keys:
-    FIELDS: ClassVar[Mapping[str, Field]] = {"key": Field(str, required=True, max_length=16 * 1024),
-              "title": Field(str, max_length=200)}
+    FIELDS: ClassVar[Mapping[str, Field]] = {
+        "key": Field(str, required=True, max_length=16 * 1024,
+                     description="one OpenSSH public key line (ed25519, ECDSA or RSA ≥ 2048 bits)"),
+        "title": Field(str, max_length=200)}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -204,8 +204,12 @@ class KeysBatch:
     a line is refused, none (unless ``skip_refused``), with a report naming each refused line."""
 
     FIELDS: ClassVar[Mapping[str, Field]] = {
-        "keys": Field(list, required=True, items=str, max_length=MAX_BATCH_KEYS),
-        "skip_refused": Field(bool)}
+        "keys": Field(list, required=True, items=str, max_length=MAX_BATCH_KEYS,
+                      description="the lines of an authorized_keys file: one OpenSSH public key each (its "
+                                  "comment becomes the title); blank lines and # comments are skipped; a line "
+                                  "that is no acceptable key is refused in the report, not the body"),
+        "skip_refused": Field(bool, description="add the acceptable keys even when some lines are refused",
+                              doc={"default": False})}
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -247,9 +251,13 @@ class Key:
 
 
 class Tokens:
-    FIELDS: ClassVar[Mapping[str, Field]] = {"name": Field(str, max_length=200),
-              "scopes": Field(list, items=str, choices=admin.TOKEN_SCOPES, max_length=3),
-              "expires_at": Field(str, nullable=True, max_length=64)}
+    FIELDS: ClassVar[Mapping[str, Field]] = {
+        "name": Field(str, max_length=200),
+        # Refused empty by the handler ("scopes must not be empty").
+        "scopes": Field(list, items=str, choices=admin.TOKEN_SCOPES, max_length=3, doc={"minItems": 1},
+                        description="default: the scopes of the token used to create it"),
+        "expires_at": Field(str, nullable=True, max_length=64, doc={"format": "date-time"},
+                            description="in the future; none means no expiry")}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -315,7 +323,12 @@ _KEY_ID = oa.path_param("key_id", "key id", ID_SCHEMA)
 _TOKEN_ID = oa.path_param("token_id", "token id", ID_SCHEMA)
 _NO_CONTENT = {"description": "Done"}
 
+# The request bodies, documented from the Fields their handlers validate with.
+REQUEST_BODIES = {"NewUser": Users.FIELDS, "UserChange": User.PATCH_FIELDS, "NewKey": Keys.FIELDS,
+                  "KeyBatch": KeysBatch.FIELDS, "NewToken": Tokens.FIELDS}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    **request_schemas(REQUEST_BODIES),
     "User": {
         "type": "object", "required": ["id", "tenant", "name", "role", "disabled", "created_at"],
         "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
@@ -323,15 +336,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "disabled": {"type": "boolean"}, "created_at": DATETIME},
     },
     "UserList": list_schema("#/components/schemas/User"),
-    "NewUser": {
-        "type": "object", "required": ["name"], "additionalProperties": False,
-        "properties": {"name": NAME_SCHEMA, "role": {"type": "string", "enum": list(models.ROLES)}},
-    },
-    "UserChange": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"role": {"type": "string", "enum": list(models.ROLES)},
-                       "disabled": {"type": "boolean"}},
-    },
     "Key": {
         "type": "object",
         "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "created_at", "last_used_at",
@@ -345,23 +349,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                       "that added the key; null: never"}},
     },
     "KeyList": list_schema("#/components/schemas/Key"),
-    "NewKey": {
-        "type": "object", "required": ["key"], "additionalProperties": False,
-        "properties": {"key": {"type": "string", "maxLength": 16384,
-                               "description": "one OpenSSH public key line (ed25519, ECDSA or RSA ≥ 2048 bits)"},
-                       "title": {"type": "string", "maxLength": 200}},
-    },
-    "KeyBatch": {
-        "type": "object", "required": ["keys"], "additionalProperties": False,
-        "properties": {
-            "keys": {"type": "array", "maxItems": MAX_BATCH_KEYS,
-                     "items": {"type": "string", "maxLength": 16384},
-                     "description": "the lines of an authorized_keys file: one OpenSSH public key each "
-                                    "(its comment becomes the title); blank lines and # comments are skipped"},
-            "skip_refused": {"type": "boolean", "default": False,
-                             "description": "add the acceptable keys even when some lines are refused"},
-        },
-    },
     "KeyImport": {
         "type": "object", "required": ["imported", "added", "total", "refused"],
         "properties": {
@@ -387,17 +374,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "allOf": [{"$ref": "#/components/schemas/Token"},
                   {"type": "object", "required": ["token"],
                    "properties": {"token": {"type": "string", "description": "the secret, shown only once"}}}],
-    },
-    "NewToken": {
-        "type": "object", "additionalProperties": False,
-        "properties": {
-            "name": {"type": "string", "maxLength": 200},
-            "scopes": {"type": "array", "minItems": 1, "maxItems": 3,
-                       "items": {"type": "string", "enum": list(admin.TOKEN_SCOPES)},
-                       "description": "default: the scopes of the token used to create it"},
-            "expires_at": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
-                           "description": "in the future; none means no expiry"},
-        },
     },
 }
 

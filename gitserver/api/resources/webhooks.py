@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from gitserver import access, netguard
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
-from gitserver.api.body import Field, read_json
+from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
@@ -142,12 +142,18 @@ def _check_addresses(data: dict[str, Any], config: Config) -> None:
 
 
 def _fields(config: Config, *, creating: bool, events: tuple[str, ...] = notify.EVENTS) -> dict[str, Field]:
+    tenant_events = ("repository: a repository of the tenant was created (X-Gitserver-Event: repository, "
+                     "body {action, repository})") if events == notify.TENANT_EVENTS else ""
     return {
-        "url": Field(str, required=creating, max_length=netguard.MAX_URL_LENGTH, check=_url_checker(config)),
-        "secret": Field(str, max_length=MAX_SECRET_LENGTH, check=_check_secret),
+        "url": Field(str, required=creating, max_length=netguard.MAX_URL_LENGTH, check=_url_checker(config),
+                     description="http or https; loopback, private and link-local targets are refused unless "
+                                 "the server allows private networks"),
+        "secret": Field(str, max_length=MAX_SECRET_LENGTH, check=_check_secret,
+                        description="key of the X-Hub-Signature-256 HMAC; write-only, empty = unsigned"),
         "events": Field(list, items=str, max_length=len(events) * 4, choices=events,
-                        check=_events_checker(events)),
-        "active": Field(bool),
+                        check=_events_checker(events), description=tenant_events,
+                        doc={"minItems": 1}),  # _events_checker refuses an empty list
+        "active": Field(bool, description="default true" if creating else ""),
     }
 
 
@@ -289,17 +295,6 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 _WEBHOOK_ID = oa.path_param("webhook_id", "webhook id", ID_SCHEMA)
 _DELIVERY_ID = oa.path_param("delivery_id", "delivery id", ID_SCHEMA)
-_EVENTS = {"type": "array", "items": {"type": "string", "enum": list(notify.EVENTS)},
-           "minItems": 1, "maxItems": len(notify.EVENTS) * 4}
-_TENANT_EVENTS = {"type": "array", "items": {"type": "string", "enum": list(notify.TENANT_EVENTS)},
-                  "minItems": 1, "maxItems": len(notify.TENANT_EVENTS) * 4,
-                  "description": "repository: a repository of the tenant was created "
-                                 "(X-Gitserver-Event: repository, body {action, repository})"}
-_URL = {"type": "string", "maxLength": netguard.MAX_URL_LENGTH,
-        "description": "http or https; loopback, private and link-local targets are refused unless "
-                       "the server allows private networks"}
-_SECRET = {"type": "string", "maxLength": MAX_SECRET_LENGTH,
-           "description": "key of the X-Hub-Signature-256 HMAC; write-only, empty = unsigned"}
 _DELIVERY_STATUS = {"type": "string", "enum": [notify.PENDING, notify.RETRYING, notify.DELIVERED, notify.FAILED]}
 _HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
 _NULLABLE_STATUS = {"type": ["integer", "null"], "description": "null when no answer came"}
@@ -312,7 +307,16 @@ _DELIVERY_PROPERTIES: dict[str, Any] = {
     "delivered_at": NULLABLE_DATETIME,
 }
 
+# The request bodies, documented from the Fields their handlers validate with (the url check
+# depends on the configuration; the schema does not).
+REQUEST_BODIES = {
+    "NewWebhook": _fields(Config(), creating=True), "WebhookChange": _fields(Config(), creating=False),
+    "NewTenantWebhook": _fields(Config(), creating=True, events=notify.TENANT_EVENTS),
+    "TenantWebhookChange": _fields(Config(), creating=False, events=notify.TENANT_EVENTS),
+}
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
+    **request_schemas(REQUEST_BODIES),
     "Webhook": {
         "type": "object", "required": ["id", "url", "events", "active", "has_secret", "created_at"],
         "properties": {"id": {"type": "integer"}, "url": {"type": "string"},
@@ -321,24 +325,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "created_at": DATETIME},
     },
     "WebhookList": list_schema("#/components/schemas/Webhook"),
-    "NewWebhook": {
-        "type": "object", "required": ["url"], "additionalProperties": False,
-        "properties": {"url": _URL, "secret": _SECRET, "events": _EVENTS,
-                       "active": {"type": "boolean", "description": "default true"}},
-    },
-    "WebhookChange": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"url": _URL, "secret": _SECRET, "events": _EVENTS, "active": {"type": "boolean"}},
-    },
-    "NewTenantWebhook": {
-        "type": "object", "required": ["url"], "additionalProperties": False,
-        "properties": {"url": _URL, "secret": _SECRET, "events": _TENANT_EVENTS,
-                       "active": {"type": "boolean", "description": "default true"}},
-    },
-    "TenantWebhookChange": {
-        "type": "object", "additionalProperties": False,
-        "properties": {"url": _URL, "secret": _SECRET, "events": _TENANT_EVENTS, "active": {"type": "boolean"}},
-    },
     "Delivery": {"type": "object", "required": list(_DELIVERY_PROPERTIES), "properties": _DELIVERY_PROPERTIES},
     "DeliveryList": list_schema("#/components/schemas/Delivery"),
     "DeliveryAttempt": {

@@ -1,4 +1,4 @@
-"""Alignment ("adjust") providers, and the supervised command runner they and Repour's git work use.
+"""Alignment ("adjust") providers: which tool aligns a build type, and its command line.
 
 Repour aligns a source tree before a build: for Maven it runs PME (pom-manipulation-ext),
 for Gradle GME (gradle-manipulator), for npm projects project-manipulator. Each tool is a Java
@@ -18,34 +18,28 @@ is tested with a stand-in command and no Java.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import re
 import shlex
-import signal
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from gitserver.config import Config
-from gitserver.proc import chain, die_with_parent_hook
-from gitserver.sandbox import Job
+from gitserver.repour.command import CommandResult, ProcessingError
+from gitserver.repour.results import (
+    alignment_result_data,
+    project_manipulator_result_data,
+    read_json_file,
+    read_result,
+    removed_repositories,
+    result_version,
+)
 
 log = logging.getLogger(__name__)
 
-# Exit code Repour reports for errors the caller made (missing ref, bad parameter, unreachable
-# origin): clients treat it as "fix your request", not "retry".
-USER_ERROR_EXIT_CODE = 10
-# How much of a failed command's stderr goes into an error body (the tail: the reason is last).
-STDERR_EXCERPT = 8 * 1024
-# How often a running command is checked for cancellation and timeout.
-POLL_SECONDS = 0.2
 
 # PNC's build types (pnc-api BuildType), and NODEJS, which older clients sent for npm.
 BUILD_TYPES = ("MVN", "NPM", "GRADLE", "SBT", "MVN_RPM", "RPM", "NODEJS")
@@ -68,11 +62,6 @@ GME_KEPT_FILES = (Path("manipulation.json"), Path("build") / "manipulation.json"
 # SMEG (sbt): the tasks it runs and the report it writes, as Reqour's SbtProvider has them.
 SMEG_TASKS = ("manipulate", "writeReport")
 SMEG_RESULT_FILE = Path("manipulations.json")
-# The file PME/GME back removed repositories up to (``-DrepoRemovalBackup=<file>``), and
-# Reqour's default name when the parameter is not given.
-REPO_REMOVAL_PARAMETER = "-DrepoRemovalBackup"
-DEFAULT_REMOVED_REPOSITORIES_FILE = "repositories-backup.xml"
-MAX_RESULT_BYTES = 16 * 1024 * 1024
 # adjustParameters keys holding extra command-line parameters: the current PNC key, then the
 # older tool-specific ones.
 PARAMETER_KEYS = {
@@ -83,141 +72,6 @@ PARAMETER_KEYS = {
     "process": ("ALIGNMENT_PARAMETERS",),
 }
 
-
-# --- errors and the command runner ------------------------------------------------------------
-
-class ProcessingError(Exception):
-    """A failure Repour clients expect as a 400 ``{"desc", "cmd", "exit_code", "stderr",
-    "error_type"}``. The message is written for the caller; ``stderr`` is the tool's own."""
-
-    error_type = "ProcessingError"
-
-    def __init__(self, desc: str, *, cmd: Sequence[str] = (), exit_code: int = USER_ERROR_EXIT_CODE,
-                 stderr: str = "", error_type: str | None = None) -> None:
-        super().__init__(desc)
-        self.desc = desc
-        self.cmd = [redact(c) for c in cmd]
-        self.exit_code = exit_code
-        self.stderr = redact(stderr[-STDERR_EXCERPT:])
-        if error_type:
-            self.error_type = error_type
-
-    def body(self) -> dict[str, Any]:
-        return {"desc": self.desc, "cmd": self.cmd, "exit_code": self.exit_code,
-                "stderr": self.stderr, "error_type": self.error_type}
-
-
-# The user part of every URL in a text, up to the authority's last "@": a token may be the
-# user name alone (https://ghp_x@github.com), and a password may itself contain "@".
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s?#'\"]*@")
-
-
-def redact(text: str) -> str:
-    """Hide the credentials of every ``scheme://userinfo@host`` in ``text`` (a command argument,
-    an error message, a tool's stderr): they reach pipeline errors, logs and Repour bodies."""
-    return _URL_USERINFO.sub(r"\1***@", text)
-
-
-@dataclasses.dataclass(frozen=True)
-class CommandResult:
-    argv: list[str]
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-# Called while a command runs; raises (e.g. JobCancelled) to stop it. The child is killed first.
-StopCheck = Callable[[], None]
-
-
-def run_command(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float,
-                stop: StopCheck | None = None, output: Callable[[str], None] | None = None,
-                input_text: str | None = None, pass_fds: Sequence[int] = (),
-                sandbox: Job | None = None, network: str = "host") -> CommandResult:
-    """Run ``argv`` (never through a shell) in its own process group, with a wall-clock
-    ``timeout``; ``stop`` is called every :data:`POLL_SECONDS` and whatever it raises ends the
-    command (the whole process group is killed, so a tool's children die with it).
-
-    Output goes to temporary files, not pipes, so a chatty child can never block on a full pipe
-    while we wait for it. ``output`` receives the combined text afterwards (the pipeline log).
-
-    The command gets SIGKILL when the process running it dies (an API process serving a
-    synchronous request, or a worker, killed with SIGKILL): its own session would otherwise
-    keep it running until its timeout. The signal is tied to the *thread* that forks; callers
-    are worker job threads and gunicorn request threads, which outlive the call (see
-    :func:`die_with_parent_hook`).
-
-    With ``sandbox`` (alignment tools: code from the repository or its origin runs) the command
-    runs in that job's sandbox with ``network``; its processes die with it (PID namespace).
-    """
-    argv = [str(a) for a in argv]
-    started, start_dir = argv, cwd
-    if sandbox is not None and sandbox.sandboxed:  # bwrap starts in the job's root, enters cwd itself
-        started, start_dir = sandbox.command(argv, cwd=cwd, network=network), sandbox.root
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        try:
-            proc = subprocess.Popen(started, cwd=start_dir,
-                                    env=dict(env), stdout=out, stderr=err,
-                                    stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
-                                    start_new_session=True, pass_fds=tuple(pass_fds),
-                                    preexec_fn=_preexec(sandbox))  # noqa: PLW1509
-        except subprocess.SubprocessError as exc:  # the parent-death set-up failed in the child
-            raise ProcessingError(f"cannot run {argv[0]}: setting up the process failed", cmd=argv,
-                                  exit_code=127, error_type="CommandError", stderr=str(exc)) from exc
-        except OSError as exc:
-            raise ProcessingError(f"cannot run {argv[0]}: {exc.strerror}", cmd=argv, exit_code=127,
-                                  error_type="CommandError", stderr=str(exc)) from exc
-        try:
-            if input_text is not None:
-                _feed(proc, input_text)
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None:
-                if stop is not None:
-                    stop()
-                if time.monotonic() > deadline:
-                    _kill(proc)
-                    raise ProcessingError(f"{Path(argv[0]).name} did not finish within {timeout:g} s",
-                                          cmd=argv, exit_code=124, error_type="CommandTimeout")
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(POLL_SECONDS)
-        except BaseException:
-            _kill(proc)
-            raise
-        stdout, stderr = _read(out), _read(err)
-    if output is not None and (stdout or stderr):
-        output(f"$ {shlex.join(redact(a) for a in argv)}\n{redact(stdout)}{redact(stderr)}")
-    return CommandResult(argv=argv, exit_code=proc.returncode, stdout=stdout, stderr=stderr)
-
-
-def _preexec(sandbox: Job | None) -> Callable[[], None]:
-    if sandbox is None:
-        return die_with_parent_hook()
-    return chain(sandbox.limits_hook(), die_with_parent_hook())
-
-
-def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(text.encode())
-    except BrokenPipeError:
-        pass
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
-
-
-def _read(fh: Any) -> str:
-    fh.seek(0)
-    return fh.read().decode("utf-8", "replace")
 
 
 class Runner(Protocol):
@@ -428,7 +282,7 @@ def _run_project_manipulator(provider: Provider, work_dir: Path, request: Adjust
     result_file = scratch / "project-manipulator-result.json"
     argv = build_command(provider, request, config, extra=[f"--result={result_file}"])
     _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "project-manipulator")
-    data = _read_json_file(result_file, remove=True)
+    data = read_json_file(result_file, remove=True)
     result = project_manipulator_result_data(data)
     return AdjustOutcome("project-manipulator", result_version(result), result)
 
@@ -444,124 +298,6 @@ def _run_smeg(provider: Provider, work_dir: Path, request: AdjustRequest, config
     return AdjustOutcome("smeg", result_version(result), result)
 
 
-# --- result files (pure: a dict in, Repour's adjustResultData out) ------------------------------
-
-def read_result(root: Path, candidates: Sequence[Path], remove: Sequence[Path] = ()) -> dict[str, Any] | None:
-    """The first of ``candidates`` (relative to ``root``) that exists, as a dict; None when the
-    tool wrote none. The ``remove`` files are deleted either way (they must not be committed)."""
-    data = None
-    for name in candidates:
-        if (root / name).is_file():
-            data = _read_json_file(root / name)
-            break
-    for name in remove:
-        with contextlib.suppress(OSError):
-            (root / name).unlink()
-    return data
-
-
-def _gav(value: Any) -> dict[str, Any] | None:
-    if not isinstance(value, Mapping):
-        return None
-    return {k: value.get(k) if isinstance(value.get(k), str) else None for k in ("groupId", "artifactId", "version")}
-
-
-def alignment_result_data(data: Mapping[str, Any] | None, removed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Repour's ``adjustResultData`` from a PME or GME result file, in any of its shapes:
-
-    * the old ``pom-manip-ext-result.json`` already holds ``VersioningState`` (kept as is);
-    * PME's ``alignmentReport.json``: the root GAV under ``gav`` (PME's json.PME class), or
-      ``rootGAV`` / ``executionRoot`` in other versions;
-    * GME's ``manipulation.json``: ``group``, ``name``, ``version``.
-
-    ``RemovedRepositories`` come from the repository backup file (:func:`removed_repositories`)
-    unless the result file has them."""
-    data = dict(data or {})
-    if isinstance(data.get("VersioningState"), Mapping):
-        return {**data, "RemovedRepositories": data.get("RemovedRepositories", removed)}
-    root = _gav(data.get("gav")) or _gav(data.get("rootGAV")) or _gav(data.get("executionRoot"))
-    if root is None and any(k in data for k in ("group", "name", "version")):
-        root = {"groupId": data.get("group") if isinstance(data.get("group"), str) else None,
-                "artifactId": data.get("name") if isinstance(data.get("name"), str) else None,
-                "version": data.get("version") if isinstance(data.get("version"), str) else None}
-    if root is None:
-        return {}
-    return {"VersioningState": {"executionRootModified": root}, "RemovedRepositories": removed}
-
-
-def project_manipulator_result_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    """project-manipulator's result (``name``, ``version``, dependency maps) with Repour's
-    ``VersioningState`` added (groupId null, artifactId the package name)."""
-    if not data:
-        return {}
-    name = data.get("name") if isinstance(data.get("name"), str) else None
-    version = data.get("version") if isinstance(data.get("version"), str) else None
-    return {**data, "VersioningState": {"executionRootModified": {"groupId": None, "artifactId": name,
-                                                                 "version": version}},
-            "RemovedRepositories": []}
-
-
-def result_version(result: Mapping[str, Any]) -> str | None:
-    """``VersioningState.executionRootModified.version``: the tag's name."""
-    return _versioning_state_version(result)
-
-
-def removed_repositories(work_dir: Path, argv: Sequence[str]) -> list[dict[str, Any]]:
-    """The repositories PME/GME removed, from the backup file named by
-    ``-DrepoRemovalBackup=<file>`` (else Reqour's default ``repositories-backup.xml``) in the
-    work tree, in Repour's shape ``{"releases", "snapshots", "name", "id", "url"}``."""
-    name = DEFAULT_REMOVED_REPOSITORIES_FILE
-    for word in argv:
-        key, sep, value = word.partition("=")
-        if key == REPO_REMOVAL_PARAMETER and sep and value:
-            name = value
-    try:
-        path = _inside_file(work_dir, name)
-    except ProcessingError:
-        return []
-    if path is None:
-        return []
-    return parse_removed_repositories(path.read_bytes()[:MAX_RESULT_BYTES])
-
-
-def parse_removed_repositories(xml: bytes) -> list[dict[str, Any]]:
-    """``<repository>`` elements of a Maven settings/profile backup, as Repour reads them:
-    ``releases``/``snapshots`` are true unless their ``<enabled>`` says otherwise. A file that is
-    not XML gives nothing (the tool's business, not the caller's)."""
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return []
-    out = []
-    for repo in root.iter():
-        if _local(repo.tag) != "repository":
-            continue
-        entry: dict[str, Any] = {"releases": True, "snapshots": True, "name": "", "id": "", "url": ""}
-        for child in repo:
-            tag = _local(child.tag)
-            if tag in ("id", "name", "url") and child.text:
-                entry[tag] = child.text.strip()
-            elif tag in ("releases", "snapshots"):
-                for enabled in child:
-                    if _local(enabled.tag) == "enabled" and enabled.text:
-                        entry[tag] = enabled.text.strip() == "true"
-        out.append(entry)
-    return out
-
-
-def _local(tag: Any) -> str:
-    return str(tag).rpartition("}")[2]
-
-
-def _inside_file(root: Path, relative: str) -> Path | None:
-    """``root/relative`` when it is a regular file inside ``root`` (not through a symlink out)."""
-    target = (root / relative).resolve()
-    if not str(target).startswith(str(root.resolve()) + os.sep):
-        raise ProcessingError(f"{relative!r} points outside the repository", error_type="AdjustCommandError")
-    return target if target.is_file() else None
-
 
 def _run_process(provider: Provider, work_dir: Path, request: AdjustRequest, config: Config,
                  runner: Runner, env: dict[str, str], scratch: Path) -> AdjustOutcome:
@@ -574,7 +310,7 @@ def _run_process(provider: Provider, work_dir: Path, request: AdjustRequest, con
            "GITSERVER_ADJUST_PARAMETERS": json.dumps(dict(request.parameters))}
     argv = build_command(provider, request, config)
     _check(runner(argv, cwd=work_dir, env=env, timeout=config.adjust_timeout), "process")
-    data = _read_json_file(result_file, remove=True)
+    data = read_json_file(result_file, remove=True)
     version = data.get("version")
     return AdjustOutcome("process", version if isinstance(version, str) and version else None, data)
 
@@ -591,37 +327,3 @@ def _inside(root: Path, relative: str) -> Path:
     return target
 
 
-def _read_json_file(path: Path, remove: bool = False) -> dict[str, Any]:
-    """A tool's result file as a dict; {} when it wrote none (the tag then falls back to
-    ``repour-<commit>``). A file that is not a JSON object is the tool's failure.
-
-    The tool wrote it in its sandbox, and could have made it (or a directory on its way) a
-    symbolic link to a server file; the caller's paths hold none, so any link is the tool's
-    and is refused rather than followed."""
-    if any(p.is_symlink() for p in (path, *path.parents)):
-        raise ProcessingError(f"the alignment tool's result file {path.name} is a symbolic link or "
-                              "lies under one: not read", exit_code=1, error_type="AdjustCommandError")
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ProcessingError(f"the alignment tool's result file {path.name} is not valid JSON: {exc}",
-                              exit_code=1, error_type="AdjustCommandError") from exc
-    finally:
-        if remove:
-            with contextlib.suppress(OSError):
-                path.unlink()
-    if not isinstance(data, dict):
-        raise ProcessingError(f"the alignment tool's result file {path.name} is not a JSON object",
-                              exit_code=1, error_type="AdjustCommandError")
-    return data
-
-
-def _versioning_state_version(data: Mapping[str, Any]) -> str | None:
-    """``VersioningState.executionRootModified.version`` of a PME/GME result, if present."""
-    try:
-        version = data["VersioningState"]["executionRootModified"]["version"]
-    except (KeyError, TypeError):
-        return None
-    return version if isinstance(version, str) and version else None

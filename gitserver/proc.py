@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,19 @@ def signal_group(pgid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def popen_wait(proc: subprocess.Popen[bytes]) -> Wait:
+    """The :data:`Wait` of a child we started (and may reap): ``proc.wait`` with a timeout."""
+
+    def wait(timeout: float | None) -> bool:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    return wait
 
 
 def stop_group(pgid: int, wait: Wait, grace: float, *, kill_wait: float | None = None,

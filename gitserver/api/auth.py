@@ -174,12 +174,6 @@ def optional_principal(req: falcon.Request, session: Session, touch: Touch | Non
     return principal_for_secret(req, session, secret, touch)
 
 
-def scope_allows(scopes: frozenset[str] | None, need: str) -> bool:
-    """:func:`gitserver.access.scope_covers`; kept only for the Repour resources until they
-    ask :func:`gitserver.access.allows` / :func:`gitserver.access.authorise` instead."""
-    return access.scope_covers(scopes, need)
-
-
 @contextlib.contextmanager
 def authenticated(sessions: sessionmaker[Session], req: falcon.Request, *,
                   optional: bool = False) -> Iterator[tuple[Session, access.Principal]]:

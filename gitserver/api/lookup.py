@@ -54,12 +54,6 @@ def find_tenant(session: Session, tenant: str) -> models.Tenant | None:
     return session.scalar(select(models.Tenant).where(models.Tenant.name == tenant))
 
 
-def find_repo(session: Session, tenant: str, repo: str) -> models.Repository | None:
-    """:func:`gitserver.access.find_repo`; kept only for the Repour resources until they call
-    that directly (they move package in the same sprint)."""
-    return access.find_repo(session, tenant, repo)
-
-
 def visible_repo(session: Session, principal: access.Principal, tenant: str, repo: str,
                  need: str = access.READ) -> models.Repository:
     """The repository if the principal can read it (404 exactly like a missing one otherwise),

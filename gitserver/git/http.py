@@ -34,7 +34,7 @@ from typing import IO, Protocol
 from gitserver.errors import GitserverError, InvalidInput, PayloadTooLarge
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK, git_argv, git_env
 from gitserver.names import name_problem
-from gitserver.proc import stop_group
+from gitserver.proc import popen_wait, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -390,15 +390,7 @@ class UploadPackProcess:
             if proc.poll() is not None:
                 return  # reaped: its pid may belong to someone else by now
             self._killed = True
-
-            def wait(timeout: float | None) -> bool:
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    return False
-                return True
-
-            stop_group(proc.pid, wait, KILL_GRACE)
+            stop_group(proc.pid, popen_wait(proc), KILL_GRACE)
 
     def close(self) -> None:
         """End the transfer however it went: stop git if it still runs, reap it, free fds.

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import re
 import shlex
-import signal
 import subprocess
 import tempfile
 import time
@@ -22,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gitserver.proc import chain, die_with_parent_hook
+from gitserver.proc import chain, die_with_parent_hook, popen_wait, stop_group
 from gitserver.sandbox import Job
 
 # Exit code Repour reports for errors the caller made (missing ref, bad parameter, unreachable
@@ -32,6 +30,8 @@ USER_ERROR_EXIT_CODE = 10
 STDERR_EXCERPT = 8 * 1024
 # How often a running command is checked for cancellation and timeout.
 POLL_SECONDS = 0.2
+# How long a killed tool's process group gets to be reaped after SIGKILL.
+KILL_WAIT = 10.0
 
 
 class ProcessingError(Exception):
@@ -155,12 +155,10 @@ def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the tool's whole process group at once (a cancel or a timeout: nothing to save)."""
     if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
+        return  # reaped: its pid may belong to someone else by now
+    stop_group(proc.pid, popen_wait(proc), grace=0, kill_wait=KILL_WAIT)
 
 
 def _read(fh: Any) -> str:

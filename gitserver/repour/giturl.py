@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from gitserver import netguard
+from gitserver import netguard, urls
 from gitserver.config import Config
 from gitserver.errors import GitserverError
 from gitserver.names import validate_name
@@ -175,7 +175,7 @@ def external_to_internal(external_url: object, ssh_base: str, default_tenant: st
         # Like Repour: the repository alone, at the root of the internal server. (/internal-scm
         # puts such a project into repour_default_tenant; configure it to get that tenant here.)
         return f"{ssh_base.rstrip('/')}/{repository}.git"
-    return f"{ssh_base.rstrip('/')}/{organisation}/{repository}.git"
+    return urls.ssh_clone_url(ssh_base, organisation, repository)
 
 
 def internal_repo_name(url_text: object) -> tuple[str, str]:
@@ -192,8 +192,8 @@ class RepoUrls:
 
 def repo_urls(config: Config, tenant: str, repo: str) -> RepoUrls:
     """The URLs handed out: SSH for writing, the read-only smart HTTP endpoint for builders."""
-    return RepoUrls(readwrite=f"{config.ssh_base_url}/{tenant}/{repo}.git",
-                    readonly=f"{config.http_base_url}/git/{tenant}/{repo}.git")
+    return RepoUrls(readwrite=urls.ssh_clone_url(config.ssh_base_url, tenant, repo),
+                    readonly=urls.http_clone_url(config.http_base_url, tenant, repo))
 
 
 def is_pull_request(ref: str) -> bool:

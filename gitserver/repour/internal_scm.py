@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gitserver import access, admin
-from gitserver.api import auth, lookup
+from gitserver.api import lookup
 from gitserver.db import models
 from gitserver.errors import Conflict, GitserverError, NotFound
 from gitserver.names import name_problem, validate_name
@@ -28,7 +28,7 @@ def ensure_tenant(session: Session, principal: access.Principal, name: str) -> N
     (Repour creates the organisation); anyone else gets the 404 of a missing tenant later."""
     if lookup.find_tenant(session, name) is not None:
         return
-    if not principal.is_site_admin or not auth.scope_allows(principal.scopes, access.ADMIN):
+    if not principal.is_site_admin or not access.scope_covers(principal.scopes, access.ADMIN):
         return
     try:
         with session.begin_nested():
@@ -96,7 +96,7 @@ def create_internal_repo(session: Session, runtime: Runtime, tenant: models.Tena
     SUCCESS_ALREADY_EXISTS, no grant changes."""
     urls = repo_urls(runtime.config, tenant.name, name)
     answer = {"readonly_url": urls.readonly, "readwrite_url": urls.readwrite}
-    if lookup.find_repo(session, tenant.name, name) is not None:
+    if access.find_repo(session, tenant.name, name) is not None:
         return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
     try:
         with session.begin_nested():

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import metrics, sandbox
+from gitserver import access, metrics, sandbox
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
@@ -77,9 +76,7 @@ class Operation:
         was accepted; it cannot be deleted, so it is still there)."""
         tenant, name = internal_repo_name(url)
         with transaction(self.sessions) as session:
-            row = session.scalar(
-                select(models.Repository).join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
-                .where(models.Tenant.name == tenant, models.Repository.name == name))
+            row = access.find_repo(session, tenant, name)
             if row is None:
                 raise ProcessingError(f"repository {tenant}/{name} not found", error_type="RepoNotFound")
             return Target(repo_id=row.id, tenant=tenant, name=name,

@@ -115,7 +115,7 @@ def target_repo(session: Session, principal: access.Principal, url: str) -> mode
     except ValueError as exc:
         raise ProcessingError(f"not an internal repository URL: {exc}",
                                      error_type="RepoNotFound") from exc
-    return lookup.visible_repo(session, principal, tenant, name, need=access.WRITE)
+    return access.authorise(session, principal, tenant, name, access.WRITE).repo
 
 
 # --- resources ---------------------------------------------------------------------------------------
@@ -293,8 +293,7 @@ class Cancel:
             principal = auth.authenticate(req, session)
 
             def may_cancel(repo: models.Repository) -> bool:
-                permission = access.permission_on(session, principal, repo)
-                return access.at_least(permission, access.WRITE) and auth.scope_allows(principal.scopes, access.WRITE)
+                return access.allows(session, principal, repo, access.WRITE)
 
             count = records.cancel_task(session, task_id, may_cancel)
         if not count:
@@ -320,8 +319,7 @@ class ReqourCancel:
         spec = read_body(req, REQOUR_CANCEL_SCHEMA)
         with transaction(runtime.sessions) as session:
             def may_cancel(repo: models.Repository) -> bool:
-                permission = access.permission_on(session, principal, repo)
-                return access.at_least(permission, access.WRITE) and auth.scope_allows(principal.scopes, access.WRITE)
+                return access.allows(session, principal, repo, access.WRITE)
 
             count = records.cancel_task(session, spec["taskId"], may_cancel)
             callback = spec.get("callback")

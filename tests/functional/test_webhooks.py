@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection
 
-from gitserver.api.lookup import find_repo
+from gitserver.access import find_repo
 from gitserver.pipelines import notify
 from gitserver.pipelines.notify import verify_signature
 from tests.conftest import wait_for

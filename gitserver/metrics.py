@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gitserver.config import Config
+from gitserver.proc import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -131,21 +132,11 @@ def clean_dead(directory: Path) -> int:
     dead = set()
     for path in directory.glob("*_*.db"):
         pid_text = path.stem.rsplit("_", 1)[-1]
-        if pid_text.isdigit() and not _alive(int(pid_text)):
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
             dead.add(int(pid_text))
     for pid in dead:
         multiprocess.mark_process_dead(pid, str(directory))
     return len(dead)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _define() -> None:

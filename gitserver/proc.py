@@ -78,6 +78,17 @@ def chain(*hooks: PreExec) -> PreExec:
     return apply
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one of another user's counts: EPERM means it is there)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 # --- stopping a process group ------------------------------------------------------------------
 # Every supervised child is started with ``start_new_session=True``: it leads its own process
 # group (pgid == its pid), so one signal reaches what it started too (git's pack-objects, a

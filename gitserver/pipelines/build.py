@@ -46,7 +46,7 @@ from gitserver import sandbox as sandbox_mod
 from gitserver.config import Config
 from gitserver.git.store import git_env
 from gitserver.pipelines.jobs import JobContext
-from gitserver.proc import stop_group
+from gitserver.proc import pid_alive, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -342,20 +342,10 @@ def sweep_stale_workspaces(directory: Path | None = None) -> int:
     removed = 0
     for path in directory.glob(f"{WORKSPACE_PREFIX}*-*"):
         pid_text = path.name[len(WORKSPACE_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)) and path.is_dir():
+        if pid_text.isdigit() and not pid_alive(int(pid_text)) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def step_environment(spec: StepSpec, coords: Coordinates, home: Path,

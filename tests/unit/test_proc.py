@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.proc import signal_group, stop_group
+from gitserver.proc import pid_alive, popen_wait, signal_group, stop_group
 
 
 def _spawn(script: str) -> subprocess.Popen[bytes]:
     """``sh -c script`` leading its own process group, as every supervised child does."""
     return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True)
-
-
-def _waiter(proc: subprocess.Popen[bytes]):  # type: ignore[no-untyped-def]
-    def wait(timeout: float | None) -> bool:
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-    return wait
 
 
 def _alive(pid: int) -> bool:
@@ -51,7 +41,7 @@ def test_a_leader_that_obeys_sigterm_gets_nothing_else(children: list[subprocess
     proc = _spawn("echo ready; exec sleep 60")
     children.append(proc)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-    stop_group(proc.pid, _waiter(proc), grace=30)
+    stop_group(proc.pid, popen_wait(proc), grace=30)
     assert proc.returncode == -signal.SIGTERM
 
 
@@ -60,7 +50,7 @@ def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace(children: list[
     children.append(proc)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     started = time.monotonic()
-    stop_group(proc.pid, _waiter(proc), grace=0.3)
+    stop_group(proc.pid, popen_wait(proc), grace=0.3)
     assert proc.returncode == -signal.SIGKILL
     assert time.monotonic() - started >= 0.3
 
@@ -69,7 +59,7 @@ def test_no_grace_means_sigkill_at_once(children: list[subprocess.Popen[bytes]])
     proc = _spawn("echo ready; exec sleep 60")
     children.append(proc)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-    stop_group(proc.pid, _waiter(proc), grace=0)
+    stop_group(proc.pid, popen_wait(proc), grace=0)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -83,7 +73,7 @@ def test_sweep_kills_what_the_leader_left_in_its_group(children: list[subprocess
     children.append(proc)
     assert proc.stdout is not None
     orphan = int(proc.stdout.readline())
-    stop_group(proc.pid, _waiter(proc), grace=30, sweep=sweep)
+    stop_group(proc.pid, popen_wait(proc), grace=30, sweep=sweep)
     assert proc.returncode == -signal.SIGTERM
     deadline = time.monotonic() + 10
     while sweep and _alive(orphan) and time.monotonic() < deadline:
@@ -100,3 +90,24 @@ def test_a_group_that_is_gone_is_not_signalled(children: list[subprocess.Popen[b
     waits: list[float | None] = []
     stop_group(proc.pid, lambda t: waits.append(t) or False, grace=1)
     assert waits == []  # gave up at once: nothing to wait for
+
+
+def test_pid_alive_sees_a_running_child_and_not_a_reaped_one() -> None:
+    proc = _spawn("sleep 30")
+    try:
+        assert pid_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not pid_alive(proc.pid)
+    assert pid_alive(os.getpid())
+
+
+def test_popen_wait_says_whether_the_child_exited_in_time() -> None:
+    proc = _spawn("sleep 30")
+    wait = popen_wait(proc)
+    try:
+        assert wait(0.05) is False
+    finally:
+        proc.kill()
+    assert wait(5) is True and proc.returncode == -signal.SIGKILL

@@ -31,6 +31,9 @@ graceful_timeout = 30
 proc_name = "gitserver-api"
 # Access logs come from gitserver's own request logging (JSON or text, with request ids).
 accesslog = None
+# gunicorn >= 25.1 opens a control socket at one path per user; replicas on one host would take
+# it from each other. gitserver does not use it (older gunicorn ignores the name).
+control_socket_disable = True
 
 
 def on_starting(server):  # gunicorn hook signature

@@ -109,6 +109,11 @@ def run_gunicorn(config: Config) -> int:
             self.cfg.set("graceful_timeout", 30)
             self.cfg.set("accesslog", None)
             self.cfg.set("proc_name", "gitserver-api")
+            # gunicorn >= 25.1 opens a control socket at one path per user ($HOME/.gunicorn or
+            # $XDG_RUNTIME_DIR): every API process of the host would take it from the others
+            # and delete it when it stops. gitserver does not use it.
+            if "control_socket_disable" in self.cfg.settings:
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app(Runtime.create(config))

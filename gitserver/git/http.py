@@ -283,6 +283,7 @@ class UploadPackProcess:
         self._wake: tuple[int, int] | None = None
         self._closed = False
         self._killed = False
+        self._answered = False  # git's output reached its end: the whole answer was read
         self._lock = threading.Lock()
 
     def start(self, body: RequestBody | None) -> None:
@@ -371,6 +372,8 @@ class UploadPackProcess:
         data = os.read(proc.stdout.fileno(), CHUNK)
         if data:
             self.observer.transferred("sent", len(data))
+        else:
+            self._answered = True
         return data
 
     def stderr_tail(self) -> str:
@@ -404,6 +407,11 @@ class UploadPackProcess:
         proc = self.proc
         if proc is None:
             return
+        if self._answered:
+            # git closed its output after a whole answer and is exiting by itself: let it,
+            # rather than stop it and log a finished clone as a client that went away.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(KILL_GRACE)
         self._terminate()
         returncode = proc.wait()
         if self._feeder is not None:

@@ -240,6 +240,22 @@ def test_partial_clone_blob_none(server: GitServer, tmp_path: Path, acme: dict[s
     assert (clone / "big.txt").read_text() == "x" * 5000
 
 
+def _log_count(server: GitServer, needle: str) -> int:
+    return sum(p.read_text(errors="replace").count(needle) for p in server.log_dir.glob("*.log"))
+
+
+def test_finished_clones_are_not_logged_as_clients_gone(server: GitServer, tmp_path: Path,
+                                                        acme: dict[str, object]) -> None:
+    """git may still be exiting when the last byte of its answer has been sent; a clone that
+    got everything is not "stopped git upload-pack (client gone or request refused)"."""
+    tenant, repo = str(acme["tenant"]), str(acme["public"])
+    gone = "client gone or request refused"
+    before = _log_count(server, gone)
+    for n, options in enumerate((["-q"], ["-q", "--depth", "1"], ["-q", "--filter=blob:none"]) * 2):
+        http_git(server, "clone", *options, http_url(server, tenant, repo), str(tmp_path / f"c{n}"))
+    assert _log_count(server, gone) == before, server.logs()
+
+
 # --- refusals ----------------------------------------------------------------------------------
 
 def test_push_over_http_is_refused(server: GitServer, acme: dict[str, object]) -> None:

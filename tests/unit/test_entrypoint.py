@@ -254,3 +254,4 @@ def test_gunicorn_conf_binds_where_the_config_says(tmp_path: Path, monkeypatch: 
     assert issubclass(conf["worker_class"], HeadFirstWorker)  # gthread, heads read by the event loop
     assert conf["worker_class"].header_timeout == 7.0
     assert callable(conf["child_exit"]) and callable(conf["on_starting"])
+    assert conf["control_socket_disable"] is True  # one per user: replicas would share it

@@ -123,7 +123,7 @@ class _GitResource:
         child = githttp.UploadPackProcess(
             githttp.upload_pack_argv(target.path, config.hooks_dir, advertise=advertise),
             githttp.upload_pack_env(protocol), target.path, _Metrics(),
-            what=f"{target.full_name} {what}")
+            what=f"{target.full_name} ({what})")
         child.start(body)
         return child
 
@@ -153,7 +153,7 @@ class InfoRefs(_GitResource):
                 raise self.push_refused(tenant, repo)
             target = self.authorise(req, tenant, repo)
             protocol = githttp.git_protocol(req.get_header("Git-Protocol"))
-            child = self.start(target, protocol, advertise=True, body=None, what="info/refs")
+            child = self.start(target, protocol, advertise=True, body=None, what="ref advertisement")
             self.respond(resp, child, githttp.ADVERTISEMENT_TYPE,
                          githttp.advertisement_prefix(service, protocol))
 
@@ -172,7 +172,7 @@ class UploadPack(_GitResource):
                                        content_encoding=req.get_header("Content-Encoding"),
                                        limit=self.ctx.config.http_git_max_request_bytes)
             protocol = githttp.git_protocol(req.get_header("Git-Protocol"))
-            child = self.start(target, protocol, advertise=False, body=body, what="upload-pack")
+            child = self.start(target, protocol, advertise=False, body=body, what="fetch")
             self.respond(resp, child, githttp.RESULT_TYPE)
 
 

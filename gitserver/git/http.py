@@ -275,7 +275,7 @@ class UploadPackProcess:
         self.env = dict(env)
         self.cwd = cwd
         self.observer = observer
-        self.what = what  # for log lines: "tenant/repo info/refs"
+        self.what = what  # for log lines: "tenant/repo (fetch)"
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._feeder: threading.Thread | None = None

@@ -191,19 +191,22 @@ def tenant_usage(tenant_dir: Path) -> int:
     return disk_usage(tenant_dir)
 
 
-def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] | None = None
-                     ) -> Iterable[tuple[str, int]]:
+def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] | None = None,
+                     git_dir: Path | None = None) -> Iterable[tuple[str, int]]:
     """(object id, size) of every blob in the quarantine, and only there.
 
     git points the hook at the quarantine with GIT_OBJECT_DIRECTORY and at the repository's
     objects with GIT_ALTERNATE_OBJECT_DIRECTORIES; dropping the alternates makes
-    ``--batch-all-objects`` list what this push brought, nothing older.
+    ``--batch-all-objects`` list what this push brought, nothing older. ``git_dir`` names the
+    repository when the caller is not one of git's hooks (the SSH daemon answering the hook).
     """
     import subprocess
 
     run = run or subprocess.run
     env = {k: v for k, v in os.environ.items() if k not in ("GIT_ALTERNATE_OBJECT_DIRECTORIES", ENV_QUARANTINE)}
     env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
+    if git_dir is not None:
+        env["GIT_DIR"] = str(git_dir)
     result = run(["git", "cat-file", "--batch-all-objects", "--unordered",
                   "--batch-check=%(objecttype) %(objectsize) %(objectname)"],
                  env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
@@ -225,7 +228,7 @@ def measure(limits: PushLimits, quarantine: Path, repo_dir: Path) -> Measured:
     """Measure only what the set limits need (a tenant walk is not free)."""
     return Measured(
         incoming_bytes=disk_usage(quarantine),
-        largest_blob=largest(quarantine_blobs(quarantine)) if limits.max_blob_bytes else None,
+        largest_blob=largest(quarantine_blobs(quarantine, git_dir=repo_dir)) if limits.max_blob_bytes else None,
         repo_bytes=disk_usage(repo_dir) if limits.repo_quota_bytes else 0,
         tenant_bytes=tenant_usage(repo_dir.parent) if limits.tenant_quota_bytes else 0,
     )
@@ -233,7 +236,8 @@ def measure(limits: PushLimits, quarantine: Path, repo_dir: Path) -> Measured:
 
 def check_push(environ: Mapping[str, str], repo_dir: Path | None = None,
                measure_fn: Callable[[PushLimits, Path, Path], Measured] | None = None) -> str | None:
-    """The pre-receive hook's call: the message refusing the push in quarantine, or None.
+    """The pre-receive hook's own check (when no gitserver process answers it, see
+    :class:`QuarantineCheck`): the message refusing the push in quarantine, or None.
 
     Nothing is measured when no limit is set, or when the push brought no objects (git makes
     no quarantine then).
@@ -246,5 +250,38 @@ def check_push(environ: Mapping[str, str], repo_dir: Path | None = None,
 
     repo_dir = repo_dir or Path(environ.get("GIT_DIR", ".")).resolve()
     repo = environ.get(ENV_REPO, repo_dir.name.removesuffix(".git"))
-    measured = (measure_fn or measure)(limits, Path(quarantine), repo_dir)
-    return over_limit(limits, measured, repo=repo, tenant=repo.partition("/")[0])
+    return QuarantineCheck(limits, repo_dir, repo).check(Path(quarantine), measure_fn)
+
+
+class QuarantineCheck(NamedTuple):
+    """The limits of the pushes into one repository, checked on a quarantine by name.
+
+    The process that started receive-pack (the SSH daemon) answers the pre-receive hook with
+    this over the hook's socket (``{"op": "limits", "quarantine": NAME}``), so the hook is a
+    shell script and a push starts no second Python interpreter (docs/performance.md). The
+    hook sends only the quarantine's directory name; it is looked up under the repository's
+    own ``objects/``, so a request can name nothing else.
+    """
+
+    limits: PushLimits
+    repo_dir: Path
+    repo: str  # tenant/name, as the messages name it
+
+    def quarantine(self, name: object) -> Path:
+        """``objects/NAME`` of the repository; ValueError unless NAME is a push quarantine
+        there (git's ``tmp_objdir-incoming-XXXXXX``)."""
+        if not (isinstance(name, str) and QUARANTINE_MARK in name and len(name) <= 100
+                and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)):
+            raise ValueError("malformed quarantine name in hook message")
+        path = self.repo_dir / "objects" / name
+        if not path.is_dir():
+            raise ValueError("no such quarantine in the repository")
+        return path
+
+    def check(self, quarantine: Path,
+              measure_fn: Callable[[PushLimits, Path, Path], Measured] | None = None) -> str | None:
+        """The message refusing the push in ``quarantine``, or None (see :func:`over_limit`)."""
+        if not self.limits.any():
+            return None
+        measured = (measure_fn or measure)(self.limits, quarantine, self.repo_dir)
+        return over_limit(self.limits, measured, repo=self.repo, tenant=self.repo.partition("/")[0])

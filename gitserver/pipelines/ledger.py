@@ -27,6 +27,7 @@ import json
 import logging
 import secrets
 import socket
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
-from gitserver.git import push_options, refs, refstate
+from gitserver.git import limits, push_options, refs, refstate
 from gitserver.pipelines import jobs, notify
 from gitserver.urls import pipeline_url
 
@@ -120,15 +121,21 @@ def record_push(session: Session, ctx: PushContext,
 # --- the hook's side of it ---------------------------------------------------------------------
 
 class HookService:
-    """Answers the proc-receive hook of one git process (gitserver.hookrun.SocketLedger):
+    """Answers the hooks of one git process: the proc-receive hook
+    (gitserver.hookrun.SocketLedger),
     ``{"op": "intent", "updates": [[old, new, ref], ...]}`` → ``{"push_id": n}`` and
-    ``{"op": "done", "push_id": n, "moved": [ref, ...]}`` → ``{"messages": [...]}``.
+    ``{"op": "done", "push_id": n, "moved": [ref, ...]}`` → ``{"messages": [...]}``;
+    and, when given ``push_check``, the pre-receive hook (gitserver/hooks/pre-receive),
+    ``{"op": "limits", "quarantine": NAME}`` → ``{"ok": true}`` or ``{"refused": "..."}``,
+    which measures and records nothing else (pre-receive runs before git's own checks).
     Failures answer ``{"error": "..."}`` with a message safe to show the pusher."""
 
-    def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str) -> None:
+    def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
+                 push_check: limits.QuarantineCheck | None = None) -> None:
         self.sessions = sessions
         self.ctx = ctx
         self.http_base_url = http_base_url
+        self.push_check = push_check
         self.issued: set[int] = set()
         self.pipeline_ids: list[int] = []
 
@@ -143,6 +150,8 @@ class HookService:
 
     def _handle(self, request: Any, trust_push_ids: bool) -> dict[str, object]:
         op = request.get("op") if isinstance(request, dict) else None
+        if op == "limits":
+            return self._limits(request.get("quarantine"))
         if op == "intent":
             updates = parse_updates(request.get("updates"))
             options = parse_push_options(request.get("push_options", []))
@@ -167,6 +176,18 @@ class HookService:
             return {"messages": [f"pipeline {pipeline_id} queued: "
                                  f"{pipeline_url(self.http_base_url, pipeline_id)}"]}
         raise ValueError("unknown hook request")
+
+    def _limits(self, name: object) -> dict[str, object]:
+        """The pre-receive hook's question: is the push in quarantine ``name`` within the
+        limits? Only measures (the hook runs the Python check itself on an error)."""
+        if self.push_check is None:
+            raise ValueError("push limits are not checked by this process")
+        quarantine = self.push_check.quarantine(name)
+        try:
+            over = self.push_check.check(quarantine)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise ValueError(f"could not measure the push ({type(exc).__name__})") from exc
+        return {"ok": True} if over is None else {"refused": over}
 
 
 def parse_push_options(options: Any) -> list[str]:

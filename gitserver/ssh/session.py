@@ -114,7 +114,8 @@ class GitChild:
         if self.command.service == RECEIVE_PACK:
             # The proc-receive hook records the push through this socket (intent, then done),
             # so it is recorded by this process, already connected to the database, and the
-            # pipeline URL reaches the pusher's terminal.
+            # pipeline URL reaches the pusher's terminal. The pre-receive hook asks it first
+            # to check the push's size limits on the quarantine.
             parent_sock, child_sock = socket.socketpair()
             pass_fds = (child_sock.fileno(),)
             env[ENV_HOOK_FD] = str(child_sock.fileno())
@@ -134,7 +135,8 @@ class GitChild:
                 child_sock.close()
         metrics.git_child_started()
         if parent_sock is not None:
-            self._serve_hook(parent_sock)
+            self._serve_hook(parent_sock, limits.QuarantineCheck(
+                push_limits, repo_path, f"{self.target.tenant}/{self.target.repo}"))
         stdout_transport = None
         self.stdout = reader = asyncio.StreamReader(limit=PIPE_SIZE)
         try:
@@ -147,14 +149,17 @@ class GitChild:
             if stdout_transport is not None:
                 stdout_transport.close()
 
-    def _serve_hook(self, sock: socket.socket) -> None:
-        """Answer the hook in a thread of its own: it outlives the client's connection, and it
-        ends when every git process holding the other end of the socket has exited."""
+    def _serve_hook(self, sock: socket.socket, push_check: limits.QuarantineCheck) -> None:
+        """Answer the hooks in a thread of its own: it outlives the client's connection, and it
+        ends when every git process holding the other end of the socket has exited. The
+        pre-receive hook asks it to check the push's limits (``push_check``), proc-receive to
+        record the push."""
         ctx = PushContext(repo_id=self.target.repo_id, user_id=self.principal.user_id,
                           key_id=self.principal.key_id,
                           key_fingerprint=self.principal.key_fingerprint, protocol="ssh",
                           client_address=self.client_address)
-        service = ledger.HookService(self.runtime.sessions, ctx, self.runtime.config.http_base_url)
+        service = ledger.HookService(self.runtime.sessions, ctx, self.runtime.config.http_base_url,
+                                     push_check)
 
         def serve() -> None:
             ledger.serve_hook_socket(sock, service)

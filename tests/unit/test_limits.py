@@ -118,3 +118,22 @@ def test_disk_usage_skips_quarantines(tmp_path: Path) -> None:
                                      (100 * MiB, "100.0 MiB"), (3 * 1024 * MiB, "3.0 GiB")])
 def test_human(n: int, text: str) -> None:
     assert limits.human(n) == text
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("tmp_objdir-incoming-Ab12_x", True),
+    ("incoming-abc123", True),  # git before 2.31
+    ("tmp_objdir-incoming-missing", False),  # not there
+    ("pack", False), ("../../elsewhere/objects/tmp_objdir-incoming-Ab12_x", False),
+    ("tmp_objdir-incoming-Ab12_x/..", False), ("", False), (None, False), (["incoming-x"], False),
+])
+def test_the_daemon_measures_only_quarantines_of_its_repository(tmp_path: Path, name: object, ok: bool) -> None:
+    (tmp_path / "objects" / "tmp_objdir-incoming-Ab12_x").mkdir(parents=True)
+    (tmp_path / "objects" / "incoming-abc123").mkdir()
+    (tmp_path / "objects" / "pack").mkdir()
+    check = limits.QuarantineCheck(PushLimits(max_blob_bytes=1), tmp_path, "t/r")
+    if ok:
+        assert check.quarantine(name) == tmp_path / "objects" / str(name)
+    else:
+        with pytest.raises(ValueError):
+            check.quarantine(name)

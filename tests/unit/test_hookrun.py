@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
+from gitserver import hookrun
 from gitserver.git.protect import RefCommand
 from gitserver.hookrun import LedgerError, pkt, proc_receive, read_pkt
 
@@ -179,3 +181,24 @@ def test_hook_environment_round_trips() -> None:
     assert limited.to_env()["GITSERVER_MAX_BLOB_BYTES"] == "10"
     with pytest.raises(ValueError, match="GITSERVER_REPO_ID is not set"):
         HookEnv.from_env({"GITSERVER_PERMISSION": "write"})
+
+
+@pytest.mark.parametrize("head_text, moved, loose, born", [
+    ("ref: refs/heads/main\n", ["refs/heads/main"], [], True),  # the pushed branch is HEAD
+    ("ref: refs/heads/main\n", ["refs/heads/topic"], ["refs/heads/main"], True),  # HEAD's branch exists
+    ("ref: refs/heads/main\n", ["refs/heads/topic"], [], False),  # unborn, or packed: ask git
+    ("ref: refs/heads/main\n", ["refs/tags/v1"], [], False),
+    ("3f" * 20 + "\n", ["refs/heads/main"], [], False),  # detached
+    ("ref: refs/tags/v1\n", ["refs/tags/v1"], ["refs/tags/v1"], False),  # not a branch
+    ("ref: refs/heads/../../config\n", [], ["config"], False),
+    (None, ["refs/heads/main"], [], False),  # no HEAD file
+])
+def test_head_is_born_from_the_files_alone(tmp_path: Path, head_text: str | None, moved: list[str],
+                                           loose: list[str], born: bool) -> None:
+    if head_text is not None:
+        (tmp_path / "HEAD").write_text(head_text)
+    for ref in loose:
+        (tmp_path / ref).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / ref).write_text("3f" * 20 + "\n")
+    assert hookrun.head_is_born(moved, str(tmp_path)) is born
+    assert hookrun.head_is_born(moved, None) is False

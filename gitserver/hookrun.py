@@ -169,7 +169,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
         push_options.parse(options)
     except push_options.PushOptionError as exc:  # refuse every ref, naming the option
         verdicts = [protect.Refusal(cmd.ref, "push_option", str(exc)) for cmd in commands]
-    allowed = [cmd for cmd, refusal in zip(commands, verdicts) if refusal is None]
+    allowed = [cmd for cmd, refusal in zip(commands, verdicts, strict=True) if refusal is None]
     if atomic and len(allowed) != len(commands):
         allowed = []
     failures: dict[str, str | None] = {}
@@ -178,11 +178,11 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
         try:
             push_id = ledger.intent(allowed, options)
         except LedgerError as exc:
-            verdicts = [r or protect.Refusal(c.ref, "unrecorded") for c, r in zip(commands, verdicts)]
+            verdicts = [r or protect.Refusal(c.ref, "unrecorded") for c, r in zip(commands, verdicts, strict=True)]
             messages.append(f"error: gitserver could not record this push: {exc}")
             allowed = []
         else:
-            failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic)))
+            failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic), strict=True))
             moved = [c.ref for c in allowed if failures[c.ref] is None]
             if not head_is_born(moved, environ.get("GIT_DIR")):
                 head.adopt_pushed_branch(moved, environ.get("GIT_DIR"))
@@ -191,7 +191,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
             except LedgerError as exc:
                 # The intent is recorded and the refs moved: the reconciler finishes the record.
                 messages.append(f"warning: gitserver will record this push shortly ({exc})")
-    for cmd, refusal in zip(commands, verdicts):
+    for cmd, refusal in zip(commands, verdicts, strict=True):
         if refusal is not None:
             stdout.write(pkt(f"ng {cmd.ref} {refusal.message}\n"))
         elif cmd.ref not in failures:

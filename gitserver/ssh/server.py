@@ -236,7 +236,7 @@ class Daemon:
             raise
         except GitserverError as exc:
             status = _refuse(process, exc.message)
-        except Exception:  # noqa: BLE001  (log once here; the client gets one safe line)
+        except Exception:  # log once here; the client gets one safe line
             log.exception("SSH session failed")
             status = _refuse(process, "internal error; the administrator can find it in the log")
         with contextlib.suppress(Exception):
@@ -356,7 +356,7 @@ async def serve(config: Config) -> int:
 def _startup_pass(runtime: Runtime) -> None:
     try:
         ledger.startup_pass(runtime, "ssh daemon")
-    except Exception:  # noqa: BLE001  (the worker's periodic pass tries again)
+    except Exception:  # the worker's periodic pass tries again
         log.exception("reconciling refs at start failed")
 
 

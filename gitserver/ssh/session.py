@@ -218,7 +218,7 @@ class GitChild:
         timeout = self.runtime.config.receive_finish_timeout
         try:
             await asyncio.wait_for(asyncio.shield(finished), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s %s still running %ss after its client left; killing it",
                         self.command.service, self.command.full_name, timeout)
         except Exception:  # noqa: BLE001  (git's own failure; nothing more to deliver)
@@ -248,7 +248,7 @@ class GitChild:
             try:
                 await asyncio.wait_for(proc.wait(), wait)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,38 @@ def test_head_is_born_from_the_files_alone(tmp_path: Path, head_text: str | None
         (tmp_path / ref).write_text("3f" * 20 + "\n")
     assert hookrun.head_is_born(moved, str(tmp_path)) is born
     assert hookrun.head_is_born(moved, None) is False
+
+
+class _Recorded:
+    def intent(self, commands: list[RefCommand], options: list[str]) -> int:
+        return -1
+
+    def done(self, push_id: int, moved: list[str]) -> list[str]:
+        return ["recorded by the database"]
+
+
+def test_socket_ledger_reads_one_line_per_reply_and_falls_back_when_the_daemon_is_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replies that arrive in pieces or together are split by line; when the other end is
+    closed, the hook records through its own database connection (here a stand-in)."""
+    monkeypatch.setattr(hookrun, "_direct_ledger", lambda environ: _Recorded())
+    daemon, hook = socket.socketpair()
+    with daemon:
+        ledger = hookrun.SocketLedger(os.dup(hook.fileno()), {})
+        hook.close()
+        daemon.sendall(b'{"push_id"')
+        daemon.sendall(b': 7}\n{"messages": ["pipeline 3 queued"]}\n')
+        assert ledger.intent([RefCommand(Z, A, "refs/heads/main")], []) == 7
+        assert ledger.done(7, ["refs/heads/main"]) == ["pipeline 3 queued"]
+        assert daemon.recv(4096).count(b"\n") == 2  # both requests arrived, one line each
+    assert ledger.done(7, []) == ["recorded by the database"]
+
+
+def test_socket_ledger_error_reply_is_a_ledger_error() -> None:
+    daemon, hook = socket.socketpair()
+    with daemon:
+        ledger = hookrun.SocketLedger(os.dup(hook.fileno()), {})
+        hook.close()
+        daemon.sendall(b'{"error": "database error (OperationalError)"}\n')
+        with pytest.raises(LedgerError, match="database error"):
+            ledger.intent([RefCommand(Z, A, "refs/heads/main")], [])

@@ -251,6 +251,10 @@ class Bench:
         self.add("server CPU per clone, medium repo", "s", med, field="cpu")
         self.add("server peak RSS during clone, medium", "MB", med, "≤ 100 MB",
                  lambda r: r.gitserver <= 100, field="rss", scale=1e-6, note="whole SSH process tree")
+        self.add("… of which the daemon process itself", "MB", med, field="daemon_rss", scale=1e-6,
+                 note="gitserver: the asyncssh daemon; sshd: the listener only")
+        self.add("… the tree's private memory", "MB", med, field="private_rss", scale=1e-6,
+                 note="RSS less file-backed pages: without git's mapped pack and shared libraries")
         large = alternate(self.servers, self.p.large_runs, clone("large"))  # type: ignore[arg-type]
         self.add("full clone, large repo", "s", large, "ratio ≤ 1.10", lambda r: r.ratio <= 1.10)
         self.add("server CPU per clone, large repo", "s", large, field="cpu")

@@ -61,7 +61,8 @@ def table(rows: list[Any], meta: dict[str, Any]) -> str:
              "row is the growth of its process tree's utime+stime+cutime+cstime across the operation "
              "(mean over the runs, 10 ms ticks), so every child is counted; gitserver's API and "
              "pipeline worker are separate processes and not counted. Peak RSS: the summed RSS of "
-             "that tree, sampled every 20 ms. Load average (1 min) at start and end: "
+             "that tree, sampled every 20 ms; its private memory is the same less each process's "
+             "file-backed and shared pages (/proc/PID/statm resident - shared). Load average (1 min) at start and end: "
              + " / ".join(f"{x:.1f}" for x in meta.get("loadavg", ())) + ".",
              "",
              "| measurement | gitserver | OpenSSH + git | ratio | target | met |",

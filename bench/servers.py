@@ -99,6 +99,15 @@ def tree(root: int) -> dict[int, tuple[float, int]]:
     return out
 
 
+def _private(pid: int) -> int:
+    """Resident bytes of ``pid`` that are not file-backed or shared (statm: resident - shared)."""
+    try:
+        fields = Path(f"/proc/{pid}/statm").read_text().split()
+    except OSError:
+        return 0
+    return (int(fields[1]) - int(fields[2])) * PAGE
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of ``root``'s tree: the live processes and all they have reaped. Under
     :mod:`bench.reaper` that is every process the server has ever started."""
@@ -112,20 +121,29 @@ def reaped(argv: list[str]) -> list[str]:
 
 class Sampler:
     """Samples the summed RSS of a process tree (its root excepted) every ``interval`` seconds
-    while active."""
+    while active; also the peak of the daemon process alone (``daemon``) and the tree's peak
+    private memory: RSS less the file-backed and shared pages (/proc/PID/statm), i.e. without
+    git's mapped pack and the shared libraries, which the page cache holds once for everyone."""
 
-    def __init__(self, root: int, interval: float = 0.02) -> None:
+    def __init__(self, root: int, interval: float = 0.02, daemon: int | None = None) -> None:
         self.root = root
+        self.daemon = daemon
         self.interval = interval
         self.peak = 0
+        self.daemon_peak = 0
+        self.private_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             # The root is the subreaper launcher, a measuring device, not part of the server.
-            self.peak = max(self.peak, sum(rss for pid, (_cpu, rss) in tree(self.root).items()
-                                           if pid != self.root))
+            rss = tree(self.root)
+            pids = [pid for pid in rss if pid != self.root]
+            self.peak = max(self.peak, sum(rss[pid][1] for pid in pids))
+            if self.daemon in rss:
+                self.daemon_peak = max(self.daemon_peak, rss[self.daemon][1])
+            self.private_peak = max(self.private_peak, sum(_private(pid) for pid in pids))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:

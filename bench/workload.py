@@ -35,6 +35,8 @@ class Sample:
     cpu: float = 0.0  # server CPU seconds
     rss: int = 0  # server peak RSS, bytes
     daemon_cpu: float = 0.0  # the part of ``cpu`` spent in the SSH daemon process itself
+    daemon_rss: int = 0  # peak RSS of the SSH daemon process itself, bytes
+    private_rss: int = 0  # peak private memory of the tree (RSS less file-backed pages), bytes
     failures: int = 0
 
 
@@ -109,13 +111,14 @@ def measure(server: Server, action: Callable[[], bool], account: bool = False) -
     daemon = server.daemon_pid
     baseline = len(tree(root))
     cpu_before, daemon_before = tree_cpu(root), own_cpu(daemon)
-    with Sampler(root) as sampler:
+    with Sampler(root, daemon=daemon) as sampler:
         start = time.perf_counter()
         ok = action()
         seconds = time.perf_counter() - start
     _settle(root, baseline)
     return Sample(seconds, ok, cpu=tree_cpu(root) - cpu_before, rss=sampler.peak,
-                  daemon_cpu=own_cpu(daemon) - daemon_before)
+                  daemon_cpu=own_cpu(daemon) - daemon_before, daemon_rss=sampler.daemon_peak,
+                  private_rss=sampler.private_peak)
 
 
 def alternate(servers: Sequence[Server], runs: int,

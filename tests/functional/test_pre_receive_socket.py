@@ -23,7 +23,7 @@ import pytest
 
 from gitserver.git import limits, store
 from gitserver.pipelines import ledger
-from gitserver.pipelines.queue import PushContext
+from gitserver.pipelines.ledger import PushContext
 
 PROC_RECEIVE = "'receive.procReceiveRefs'='refs/'"
 BLOB = b"eleven byte"  # 11 bytes

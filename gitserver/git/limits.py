@@ -203,10 +203,13 @@ def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedPr
     import subprocess
 
     run = run or subprocess.run
-    env = {k: v for k, v in os.environ.items() if k not in ("GIT_ALTERNATE_OBJECT_DIRECTORIES", ENV_QUARANTINE)}
+    if git_dir is None:
+        env = {k: v for k, v in os.environ.items() if k not in ("GIT_ALTERNATE_OBJECT_DIRECTORIES", ENV_QUARANTINE)}
+    else:  # a minimal environment: the daemon's own holds secrets git has no use for
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
+               "LANG": "C", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+               "GIT_DIR": str(git_dir)}
     env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
-    if git_dir is not None:
-        env["GIT_DIR"] = str(git_dir)
     result = run(["git", "cat-file", "--batch-all-objects", "--unordered",
                   "--batch-check=%(objecttype) %(objectsize) %(objectname)"],
                  env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
@@ -224,11 +227,12 @@ def largest(blobs: Iterable[tuple[str, int]]) -> tuple[str, int] | None:
     return best
 
 
-def measure(limits: PushLimits, quarantine: Path, repo_dir: Path) -> Measured:
-    """Measure only what the set limits need (a tenant walk is not free)."""
+def measure(limits: PushLimits, quarantine: Path, repo_dir: Path, git_dir: Path | None = None) -> Measured:
+    """Measure only what the set limits need (a tenant walk is not free). ``git_dir``: see
+    :func:`quarantine_blobs` (None inside git's hook, whose environment names the repository)."""
     return Measured(
         incoming_bytes=disk_usage(quarantine),
-        largest_blob=largest(quarantine_blobs(quarantine, git_dir=repo_dir)) if limits.max_blob_bytes else None,
+        largest_blob=largest(quarantine_blobs(quarantine, git_dir=git_dir)) if limits.max_blob_bytes else None,
         repo_bytes=disk_usage(repo_dir) if limits.repo_quota_bytes else 0,
         tenant_bytes=tenant_usage(repo_dir.parent) if limits.tenant_quota_bytes else 0,
     )
@@ -279,9 +283,15 @@ class QuarantineCheck(NamedTuple):
         return path
 
     def check(self, quarantine: Path,
-              measure_fn: Callable[[PushLimits, Path, Path], Measured] | None = None) -> str | None:
-        """The message refusing the push in ``quarantine``, or None (see :func:`over_limit`)."""
+              measure_fn: Callable[[PushLimits, Path, Path], Measured] | None = None,
+              outside_git: bool = False) -> str | None:
+        """The message refusing the push in ``quarantine``, or None (see :func:`over_limit`).
+        ``outside_git``: called by the daemon, not from git's hook, so git is told the
+        repository and gets a minimal environment (:func:`quarantine_blobs`)."""
         if not self.limits.any():
             return None
-        measured = (measure_fn or measure)(self.limits, quarantine, self.repo_dir)
+        if outside_git:
+            measured = measure(self.limits, quarantine, self.repo_dir, git_dir=self.repo_dir)
+        else:
+            measured = (measure_fn or measure)(self.limits, quarantine, self.repo_dir)
         return over_limit(self.limits, measured, repo=self.repo, tenant=self.repo.partition("/")[0])

@@ -184,7 +184,7 @@ class HookService:
             raise ValueError("push limits are not checked by this process")
         quarantine = self.push_check.quarantine(name)
         try:
-            over = self.push_check.check(quarantine)
+            over = self.push_check.check(quarantine, outside_git=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             raise ValueError(f"could not measure the push ({type(exc).__name__})") from exc
         return {"ok": True} if over is None else {"refused": over}

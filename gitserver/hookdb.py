@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
-from gitserver.hookenv import HookEnv
+from gitserver.hookenv import HookEnv, LedgerError, intent_request
 from gitserver.pipelines import ledger
 from gitserver.pipelines.ledger import PushContext
 
@@ -28,8 +28,6 @@ class DirectLedger:
     """:class:`gitserver.hookrun.Ledger` over a database connection of the hook's own."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        from gitserver.hookrun import LedgerError
-
         try:
             cfg = config_mod.load(environ=dict(environ))
             self.service = ledger.HookService(
@@ -39,8 +37,6 @@ class DirectLedger:
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 
     def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
-        from gitserver.hookrun import intent_request
-
         reply = self._handle(intent_request(commands, options))
         return int(reply["push_id"])  # type: ignore[call-overload]
 
@@ -50,8 +46,6 @@ class DirectLedger:
         return [str(m) for m in messages] if isinstance(messages, list) else []
 
     def _handle(self, request: dict[str, object]) -> dict[str, object]:
-        from gitserver.hookrun import LedgerError
-
         reply = self.service.handle(request, trust_push_ids=True)
         if "error" in reply:
             raise LedgerError(str(reply["error"]))

@@ -179,7 +179,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
     if allowed:
         try:
             push_id = ledger.intent(allowed, options)
-        except LedgerError as exc:
+        except hookenv.LedgerError as exc:
             verdicts = [r or protect.Refusal(c.ref, "unrecorded") for c, r in zip(commands, verdicts, strict=True)]
             messages.append(f"error: gitserver could not record this push: {exc}")
             allowed = []
@@ -190,7 +190,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
                 head.adopt_pushed_branch(moved, environ.get("GIT_DIR"))
             try:
                 messages += ledger.done(push_id, moved)
-            except LedgerError as exc:
+            except hookenv.LedgerError as exc:
                 # The intent is recorded and the refs moved: the reconciler finishes the record.
                 messages.append(f"warning: gitserver will record this push shortly ({exc})")
     for cmd, refusal in zip(commands, verdicts, strict=True):
@@ -256,23 +256,12 @@ def _update_ref(args: list[str], stdin: str = "") -> bool:
 
 # --- the ledger, as the hook reaches it --------------------------------------------------------
 
-class LedgerError(Exception):
-    """The push could not be recorded; the message is safe to show the pusher."""
-
-
 class Ledger(Protocol):
     def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
         """Record who pushes what (with its push options) before any ref moves; the push's id."""
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         """Mark the push done with the refs that moved; messages for the pusher."""
-
-
-def intent_request(commands: list[protect.RefCommand], options: list[str]) -> dict[str, object]:
-    request: dict[str, object] = {"op": "intent", "updates": [[c.old, c.new, c.ref] for c in commands]}
-    if options:
-        request["push_options"] = options
-    return request
 
 
 class SocketLedger:
@@ -305,9 +294,9 @@ class SocketLedger:
             self.fd = None
             return None
         if not isinstance(reply, dict):
-            raise LedgerError("malformed reply from gitserver")
+            raise hookenv.LedgerError("malformed reply from gitserver")
         if "error" in reply:
-            raise LedgerError(str(reply["error"]))
+            raise hookenv.LedgerError(str(reply["error"]))
         return reply
 
     def _wait(self, deadline: float, write: bool = False) -> None:
@@ -344,12 +333,12 @@ class SocketLedger:
         return self.direct
 
     def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
-        reply = self._ask(intent_request(commands, options))
+        reply = self._ask(hookenv.intent_request(commands, options))
         if reply is None:
             return self._fallback().intent(commands, options)
         push_id = reply.get("push_id")
         if not isinstance(push_id, int):
-            raise LedgerError("malformed reply from gitserver")
+            raise hookenv.LedgerError("malformed reply from gitserver")
         return push_id
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:

@@ -11,7 +11,8 @@ import pytest
 
 from gitserver import hookrun
 from gitserver.git.protect import RefCommand
-from gitserver.hookrun import LedgerError, pkt, proc_receive, read_pkt
+from gitserver.hookenv import LedgerError
+from gitserver.hookrun import pkt, proc_receive, read_pkt
 
 Z, A, B = "0" * 40, "a" * 40, "b" * 40
 FLUSH = b"0000"

@@ -269,7 +269,7 @@ class GitWork:
         with contextlib.ExitStack() as stack:
             pass_fds: tuple[int, ...] = ()
             if sessions is not None:
-                recorder = stack.enter_context(PushRecorder(sessions, self.config, target, actor))
+                recorder = stack.enter_context(PushRecorder(sessions, self.config, target, actor, push_limits))
                 env[ENV_HOOK_FD] = str(recorder.child_fd)
                 pass_fds = (recorder.child_fd,)
             result = self.git("push", "--porcelain", f"--receive-pack={shlex.join(receive_pack)}", "--",
@@ -291,15 +291,19 @@ class GitWork:
 
 
 class PushRecorder:
-    """Answers the proc-receive hook of one internal push over a socket pair, as the SSH
-    session does (gitserver.pipelines.ledger.HookService): the intent before the refs move,
-    then done with the pipeline queued. A thread serves it while this thread waits for
-    ``git push``."""
+    """Answers the hooks of one internal push over a socket pair, as the SSH session does
+    (gitserver.pipelines.ledger.HookService): pre-receive's limits check, then proc-receive's
+    intent before the refs move and done with the pipeline queued. A thread serves it while
+    this thread waits for ``git push``."""
 
-    def __init__(self, sessions: sessionmaker[Session], config: Config, target: Target, actor: Actor) -> None:
+    def __init__(self, sessions: sessionmaker[Session], config: Config, target: Target, actor: Actor,
+                 push_limits: limits.PushLimits = limits.NO_LIMITS) -> None:
         context = PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
                               client_address=actor.client_address)
-        self.service = ledger.HookService(sessions, context, config.http_base_url)
+        # It also answers the pre-receive hook's limits check, as the SSH daemon does, so an
+        # internal push starts no second Python interpreter either.
+        self.service = ledger.HookService(sessions, context, config.http_base_url,
+                                          limits.QuarantineCheck(push_limits, target.path, target.full_name))
         self.target = target
         self._parent, self._child = socket.socketpair()
         self._thread = threading.Thread(target=ledger.serve_hook_socket, args=(self._parent, self.service),

@@ -39,7 +39,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import limits, push_options, refs, refstate
-from gitserver.pipelines import jobs, notify
+from gitserver.pipelines import jobs, outbox
 from gitserver.urls import pipeline_url
 
 if TYPE_CHECKING:
@@ -560,4 +560,4 @@ def notify_push(session: Session, push: models.Push, pipeline: models.Pipeline |
     payload: dict[str, Any] = {"push_id": push.id}
     if pipeline is not None:
         payload["pipeline_id"] = pipeline.id
-    notify.enqueue_event(session, push.repo_id, notify.EVENT_PUSH, payload)
+    outbox.enqueue_event(session, push.repo_id, outbox.EVENT_PUSH, payload)

@@ -29,14 +29,14 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git.archive import read_blob
 from gitserver.git.store import DEFAULT_BRANCH, RepoStore
-from gitserver.pipelines import build, jobs, notify
+from gitserver.pipelines import build, jobs, outbox
 from gitserver.pipelines.archive import find_archive
 from gitserver.urls import http_clone_url, ssh_clone_url
 
 log = logging.getLogger(__name__)
 
 KIND_CREATE = "create"
-EVENT_ENV = {"GITSERVER_EVENT": notify.EVENT_REPOSITORY, "GITSERVER_ACTION": notify.REPOSITORY_CREATED}
+EVENT_ENV = {"GITSERVER_EVENT": outbox.EVENT_REPOSITORY, "GITSERVER_ACTION": outbox.REPOSITORY_CREATED}
 
 
 def create_repository(session: Session, store: RepoStore, tenant: models.Tenant, name: str,
@@ -50,7 +50,7 @@ def create_repository(session: Session, store: RepoStore, tenant: models.Tenant,
 
 def repository_created(session: Session, repo: models.Repository) -> models.Pipeline | None:
     """Queue what a new repository sets off (caller's transaction); the create pipeline, if any."""
-    notify.notify_repository(session, repo, notify.REPOSITORY_CREATED)
+    outbox.notify_repository(session, repo, outbox.REPOSITORY_CREATED)
     return enqueue_create_pipeline(session, repo)
 
 

@@ -6,7 +6,7 @@ or when a repository is created from a template (:mod:`gitserver.pipelines.oncre
 worker (:mod:`gitserver.pipelines.worker`) runs :func:`run_pipeline_job` for it: archive every
 updated ref (:mod:`gitserver.pipelines.archive`), then build each updated branch (and each tag
 whose pipeline file opts in) in push order (:mod:`gitserver.pipelines.build`), then record the
-verdict and queue the ``pipeline`` webhooks (:mod:`gitserver.pipelines.notify`).
+verdict and queue the ``pipeline`` webhooks (:mod:`gitserver.pipelines.outbox`).
 
 The worker's monitor calls :func:`reconcile` (a push recorded without a pipeline gets one) and
 :func:`repair_orphaned_pipelines` (a pipeline whose job ended without a verdict is failed).
@@ -33,7 +33,7 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.errors import is_disk_full
 from gitserver.git import push_options, refs
 from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
-from gitserver.pipelines import build, jobs, ledger, notify, oncreate
+from gitserver.pipelines import build, jobs, ledger, oncreate, outbox
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.runtime import Runtime
 from gitserver.urls import http_clone_url
@@ -482,4 +482,4 @@ def _push_options(session: Session, pipeline: models.Pipeline) -> push_options.P
 def notify_pipeline(session: Session, pipeline: models.Pipeline) -> None:
     """Queue the ``pipeline`` webhooks of the repository (same transaction as the verdict).
     The body is rendered from the pipeline row at the first delivery attempt."""
-    notify.enqueue_event(session, pipeline.repo_id, notify.EVENT_PIPELINE, {"pipeline_id": pipeline.id})
+    outbox.enqueue_event(session, pipeline.repo_id, outbox.EVENT_PIPELINE, {"pipeline_id": pipeline.id})

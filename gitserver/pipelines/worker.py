@@ -17,7 +17,7 @@
   expires and another worker re-claims the job; steps are idempotent.
 
 The handlers live with what they run: ``pipeline`` jobs in :mod:`gitserver.pipelines.push`,
-``webhook`` and ``callback`` deliveries in :mod:`gitserver.pipelines.notify`, ``repour`` jobs
+``webhook`` and ``callback`` deliveries in :mod:`gitserver.pipelines.deliver`, ``repour`` jobs
 with Repour; the durable queue itself is :mod:`gitserver.pipelines.jobs`.
 """
 
@@ -43,7 +43,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import is_disk_full
 from gitserver.logs import bind
-from gitserver.pipelines import build, jobs, ledger, notify, push
+from gitserver.pipelines import build, deliver, jobs, ledger, outbox, push
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -315,14 +315,14 @@ def job_handlers() -> dict[str, jobs.Handler]:
     from gitserver.repour import tokens
 
     # Where a callback's fresh headers come from, by the name its job stores.
-    credentials: dict[str, notify.Credentials] = {
-        notify.CREDENTIALS_SERVICE_TOKEN: tokens.service_token_headers,
+    credentials: dict[str, deliver.Credentials] = {
+        outbox.CREDENTIALS_SERVICE_TOKEN: tokens.service_token_headers,
     }
-    assert set(credentials) == set(notify.CREDENTIALS), "a credentials name without a function"
+    assert set(credentials) == set(outbox.CREDENTIALS), "a credentials name without a function"
     handlers: dict[str, jobs.Handler] = {
         "pipeline": push.run_pipeline_job,
-        "webhook": notify.run_delivery_job,
-        "callback": functools.partial(notify.run_delivery_job, credentials=credentials),
+        "webhook": deliver.run_delivery_job,
+        "callback": functools.partial(deliver.run_delivery_job, credentials=credentials),
         "repour": repour_job.run_repour_job,
     }
     assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"

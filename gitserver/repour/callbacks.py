@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from gitserver.config import Config
-from gitserver.pipelines import notify
+from gitserver.pipelines import outbox
 from gitserver.repour import reqour
 
 # Repour's callback ids: 30 random bytes in base32, 48 characters, no padding.
@@ -71,7 +71,7 @@ def callback_headers(headers: Any) -> dict[str, str]:
         if not (isinstance(item, Mapping) and isinstance(item.get("name"), str)
                 and isinstance(item.get("value"), str)):
             continue
-        if item["name"].lower() not in notify.RESERVED_HEADERS:
+        if item["name"].lower() not in outbox.RESERVED_HEADERS:
             out[item["name"]] = item["value"]
     return out
 
@@ -100,8 +100,8 @@ def enqueue_callback(session: Session, config: Config, spec: Mapping[str, Any], 
         payload = {**body, "callback": {"status": status, "id": callback_id}}
     # With a token endpoint configured, each attempt asks for the (cached) service account
     # token, so a retry an hour later does not carry an expired one.
-    auth = notify.CREDENTIALS_SERVICE_TOKEN if service_token_allowed(config, target["url"]) else None
-    notify.enqueue_callback(session, target["url"], target["method"], payload, pipeline_id=pipeline_id,
+    auth = outbox.CREDENTIALS_SERVICE_TOKEN if service_token_allowed(config, target["url"]) else None
+    outbox.enqueue_callback(session, target["url"], target["method"], payload, pipeline_id=pipeline_id,
                             auth=auth, headers={**(context or {}), **target["headers"]})
 
 

@@ -25,8 +25,8 @@ from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection
 
 from gitserver.access import find_repo
-from gitserver.pipelines import notify
-from gitserver.pipelines.notify import verify_signature
+from gitserver.pipelines import deliver, outbox
+from gitserver.pipelines.deliver import verify_signature
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, make_repo, start_server
 from tests.functional.test_api_fuzz import CHECKS, _run
@@ -387,21 +387,21 @@ def test_fuzz_webhook_api(server: GitServer, receiver: Receiver) -> None:
     repo = server.new_repo(tenant)
     hook = add_webhook(server, tenant, repo, receiver.url + "/fuzz", secret="x")
     with server.db() as session:
-        (delivery,) = notify.enqueue_event(session, _repo_id(session, tenant, repo), "push", {"push_id": None})
+        (delivery,) = outbox.enqueue_event(session, _repo_id(session, tenant, repo), "push", {"push_id": None})
         delivery_id = delivery.id
         # One stored attempt, so the delivery log's responses include the attempt schema.
-        out = notify.Outbound(delivery_id=delivery.id, event="push", url=delivery.url, method="POST",
+        out = deliver.Outbound(delivery_id=delivery.id, event="push", url=delivery.url, method="POST",
                               body=delivery.payload.encode(), headers={"X-Gitserver-Event": "push"},
                               kind="webhook")
-        session.add(notify.attempt_row(out, notify.Attempt(
-            number=1, started_at=notify.utcnow(), seconds=0.01, status=500, excerpt="no", error="HTTP 500",
+        session.add(deliver.attempt_row(out, deliver.Attempt(
+            number=1, started_at=deliver.utcnow(), seconds=0.01, status=500, excerpt="no", error="HTTP 500",
             request_headers=out.headers, response_headers={"Content-Type": "text/plain"}), "retrying"))
     known = {"tenant": tenant, "repo": repo, "webhook_id": hook["id"], "delivery_id": delivery_id}
     # The tenant's webhook operations get a tenant webhook and one of its deliveries.
     resp = server.api("POST", f"/api/v1/tenants/{tenant}/webhooks", json={"url": receiver.url + "/fuzz"})
     assert resp.status_code == 201, resp.text
     with server.db() as session:
-        (tenant_delivery,) = notify.enqueue_event(session, _repo_id(session, tenant, repo), "repository",
+        (tenant_delivery,) = outbox.enqueue_event(session, _repo_id(session, tenant, repo), "repository",
                                                   {"action": "created", "repository_id": None})
         known_tenant = {**known, "webhook_id": resp.json()["id"], "delivery_id": tenant_delivery.id}
     schema = schemathesis.openapi.from_url(f"{server.http_url}/api/v1/openapi.json")

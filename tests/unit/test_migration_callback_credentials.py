@@ -1,5 +1,5 @@
 """Migration 0017_issue13: callback jobs queued before it named their header function as
-"module:function"; after it they carry a name of notify.CREDENTIALS, and back on downgrade."""
+"module:function"; after it they carry a name of outbox.CREDENTIALS, and back on downgrade."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from gitserver.db.session import alembic_config
-from gitserver.pipelines import notify
+from gitserver.pipelines import outbox
 
 REVISION = "0017_issue13"
 OLD = "gitserver.pipelines.repour:service_token_headers"
@@ -49,7 +49,7 @@ def test_callback_jobs_get_the_credentials_name_and_back(tmp_path: Path) -> None
     command.upgrade(cfg, REVISION)
     after = _payloads(url)
     assert [after[i].get("auth") for i in sorted(after)] == [
-        notify.CREDENTIALS_SERVICE_TOKEN, None, OLD, "something-else"]
+        outbox.CREDENTIALS_SERVICE_TOKEN, None, OLD, "something-else"]
     assert after[1] == {"delivery_id": 1, "auth": "service-token"}
 
     command.downgrade(cfg, before)

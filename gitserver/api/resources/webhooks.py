@@ -33,7 +33,7 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import Conflict, InvalidInput, NotFound
-from gitserver.pipelines import notify
+from gitserver.pipelines import deliver, outbox
 
 WEBHOOKS = f"{REPO}/webhooks"
 WEBHOOK = f"{WEBHOOKS}/{{webhook_id:{ID_CONVERTER}}}"
@@ -65,7 +65,7 @@ class Owner:
 
     @property
     def events(self) -> tuple[str, ...]:
-        return notify.EVENTS if self.repo is not None else notify.TENANT_EVENTS
+        return outbox.EVENTS if self.repo is not None else outbox.TENANT_EVENTS
 
     @property
     def limit(self) -> int:
@@ -96,7 +96,7 @@ def webhook_path(tenant: str, repo: str, webhook_id: int) -> str:
 
 
 def webhook_json(hook: models.Webhook) -> dict[str, Any]:
-    return {"id": hook.id, "url": hook.url, "events": notify.split_events(hook.events),
+    return {"id": hook.id, "url": hook.url, "events": outbox.split_events(hook.events),
             "active": hook.active, "has_secret": bool(hook.secret), "created_at": hook.created_at}
 
 
@@ -141,9 +141,9 @@ def _check_addresses(data: dict[str, Any], config: Config) -> None:
         raise InvalidInput(f"url: {exc.message}", field="url") from exc
 
 
-def _fields(config: Config, *, creating: bool, events: tuple[str, ...] = notify.EVENTS) -> dict[str, Field]:
+def _fields(config: Config, *, creating: bool, events: tuple[str, ...] = outbox.EVENTS) -> dict[str, Field]:
     tenant_events = ("repository: a repository of the tenant was created (X-Gitserver-Event: repository, "
-                     "body {action, repository})") if events == notify.TENANT_EVENTS else ""
+                     "body {action, repository})") if events == outbox.TENANT_EVENTS else ""
     return {
         "url": Field(str, required=creating, max_length=netguard.MAX_URL_LENGTH, check=_url_checker(config),
                      description="http or https; loopback, private and link-local targets are refused unless "
@@ -243,7 +243,7 @@ class Webhook(_Resource):
                   repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             owner = self._owner(session, principal, tenant, repo)
-            notify.delete_webhook(session, _webhook(session, owner, webhook_id))
+            outbox.delete_webhook(session, _webhook(session, owner, webhook_id))
         resp.status = falcon.HTTP_204
 
 
@@ -254,7 +254,7 @@ class Deliveries(_Resource):
             hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
             stmt = select(models.Delivery).where(models.Delivery.webhook_id == hook.id)
             resp.media = page(session, stmt, models.Delivery.id, req, descending=True,
-                              serialize=notify.delivery_summary)
+                              serialize=outbox.delivery_summary)
 
 
 class Delivery(_Resource):
@@ -262,7 +262,7 @@ class Delivery(_Resource):
                delivery_id: int, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
-            resp.media = notify.delivery_log(session, _delivery(session, hook, delivery_id))
+            resp.media = outbox.delivery_log(session, _delivery(session, hook, delivery_id))
 
 
 class Redeliver(_Resource):
@@ -274,8 +274,8 @@ class Redeliver(_Resource):
             original = _delivery(session, hook, delivery_id)
             if not hook.active:
                 raise Conflict(f"webhook {hook.id} is inactive; activate it before redelivering")
-            again = notify.redeliver(session, original)
-            resp.media = notify.delivery_summary(again)
+            again = outbox.redeliver(session, original)
+            resp.media = outbox.delivery_summary(again)
         resp.status = falcon.HTTP_202
         resp.location = f"{owner.webhook_path(hook.id)}/deliveries/{again.id}"
 
@@ -295,7 +295,7 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 _WEBHOOK_ID = oa.path_param("webhook_id", "webhook id", ID_SCHEMA)
 _DELIVERY_ID = oa.path_param("delivery_id", "delivery id", ID_SCHEMA)
-_DELIVERY_STATUS = {"type": "string", "enum": [notify.PENDING, notify.RETRYING, notify.DELIVERED, notify.FAILED]}
+_DELIVERY_STATUS = {"type": "string", "enum": [outbox.PENDING, outbox.RETRYING, outbox.DELIVERED, outbox.FAILED]}
 _HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
 _NULLABLE_STATUS = {"type": ["integer", "null"], "description": "null when no answer came"}
 _DELIVERY_PROPERTIES: dict[str, Any] = {
@@ -311,8 +311,8 @@ _DELIVERY_PROPERTIES: dict[str, Any] = {
 # depends on the configuration; the schema does not).
 REQUEST_BODIES = {
     "NewWebhook": _fields(Config(), creating=True), "WebhookChange": _fields(Config(), creating=False),
-    "NewTenantWebhook": _fields(Config(), creating=True, events=notify.TENANT_EVENTS),
-    "TenantWebhookChange": _fields(Config(), creating=False, events=notify.TENANT_EVENTS),
+    "NewTenantWebhook": _fields(Config(), creating=True, events=outbox.TENANT_EVENTS),
+    "TenantWebhookChange": _fields(Config(), creating=False, events=outbox.TENANT_EVENTS),
 }
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
@@ -333,7 +333,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "properties": {
             "number": {"type": "integer", "description": "1 for the first attempt"},
             "started_at": DATETIME, "duration_ms": {"type": "integer"},
-            "outcome": {"type": "string", "enum": [notify.DELIVERED, notify.RETRYING, notify.FAILED],
+            "outcome": {"type": "string", "enum": [outbox.DELIVERED, outbox.RETRYING, outbox.FAILED],
                         "description": "what this attempt led to"},
             "request": {"type": "object", "required": ["method", "url", "headers", "body_sha256"],
                         "properties": {
@@ -344,7 +344,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "response": {"type": "object", "required": ["status", "headers", "excerpt"],
                          "properties": {
                              "status": _NULLABLE_STATUS,
-                             "headers": {**_HEADERS, "description": f"at most {notify.RESPONSE_HEADERS_MAX} "
+                             "headers": {**_HEADERS, "description": f"at most {deliver.RESPONSE_HEADERS_MAX} "
                                          "of the answer's headers, values cut, cookies left out"},
                              "excerpt": {"type": "string", "description": "first 2 KiB of the answer"}}},
             "error": {"type": "string", "description": "why the attempt failed; empty when delivered"},

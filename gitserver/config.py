@@ -331,10 +331,12 @@ def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:
 
 def _check_oidc(config: Config) -> None:
     """A half-configured issuer would answer every JWT with 401 at run time: refuse it at start."""
-    from gitserver import oidc
-
     if not config.oidc_issuer:
         return
+    # Imported only when an issuer is set: oidc brings PyJWT, which every process that loads
+    # the configuration (the SSH daemon, the CLI) would otherwise import for nothing.
+    from gitserver import oidc
+
     oidc.check_issuer_url(config.oidc_issuer, config.allow_private_networks)
     if not config.oidc_audience:
         raise ConfigError("setting oidc_audience: required with oidc_issuer (the client id tokens are for)")

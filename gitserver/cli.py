@@ -101,6 +101,53 @@ def cmd_check(args: argparse.Namespace) -> int:
         runtime.dispose()
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from gitserver.db.session import transaction
+    from gitserver.errors import InvalidInput, NotFound
+    from gitserver.git import maintain as git_maintain
+    from gitserver.logs import setup_logging
+    from gitserver.pipelines import ledger, maintain
+    from gitserver.runtime import Runtime
+
+    cfg = _config(args)
+    setup_logging(cfg, "maintain")
+    runtime = Runtime.create(cfg, pool_size=1)
+    try:
+        with transaction(runtime.sessions) as session:
+            known = {r.full_name: r for r in ledger.list_repos(session)}
+        for name in args.repos:
+            if name.count("/") != 1:
+                raise InvalidInput(f"{name!r}: expected TENANT/REPO")
+            if name not in known:
+                raise NotFound(f"repository {name} does not exist")
+        chosen = args.repos or sorted(known)
+        failed = 0
+        for name in chosen:
+            path = runtime.store.path(known[name].tenant, known[name].name)
+            if not path.is_dir():
+                print(f"{name}: not on disk; skipped")
+                continue
+            before = git_maintain.stats(path)
+            if not (args.repos or args.all
+                    or git_maintain.needs_maintenance(before, maintain.thresholds(cfg))):
+                continue
+            try:
+                after = maintain.maintain_repo(path, cfg, label=name)
+            except git_maintain.MaintenanceError as exc:
+                print(f"{name}: failed: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            if after is None:
+                print(f"{name}: maintenance is already running; skipped")
+                continue
+            print(f"{name}: packs {before.packs} -> {after.packs}, loose objects {before.loose} -> "
+                  f"{after.loose}, bitmap {'yes' if after.bitmap else 'no'}, "
+                  f"commit-graph {'yes' if after.commit_graph else 'no'}")
+        return 1 if failed else 0
+    finally:
+        runtime.dispose()
+
+
 def _with_session(args: argparse.Namespace, fn: Any) -> int:
     from gitserver.db.session import transaction
     from gitserver.runtime import Runtime
@@ -376,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--repair", action="store_true",
                      help="record what the ledger misses and reinstall hooks; never moves or deletes a ref")
     chk.set_defaults(fn=cmd_check)
+    mnt = sub.add_parser("maintain", help="repack repositories and write bitmaps and commit-graphs now")
+    mnt.add_argument("repos", nargs="*", metavar="TENANT/REPO",
+                     help="maintain these now; none: every repository over a maintenance threshold")
+    mnt.add_argument("--all", action="store_true", help="with no names: every repository, over a threshold or not")
+    mnt.set_defaults(fn=cmd_maintain)
     hook = sub.add_parser("hook", help="run a git hook (used by git, not people)")
     hook.add_argument("name", choices=["pre-receive", "proc-receive", "post-receive"])
     hook.set_defaults(fn=cmd_hook)

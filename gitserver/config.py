@@ -91,6 +91,16 @@ class Config:
     job_shutdown_grace: float = 10.0
     # Seconds between reconciler passes (pushes recorded without a pipeline get one).
     job_reconcile_interval: float = 10.0
+    # Repository maintenance (docs/maintenance.md): after a push, a repository with more packs
+    # or loose objects than these (0 = that check off) gets a `maintain` job, which repacks
+    # it (never pruning) and writes bitmaps and a commit-graph; each git command gets
+    # maintenance_timeout seconds. The job runs maintenance_delay seconds after the push that
+    # queued it, so a burst of pushes is repacked once, after the burst.
+    maintenance_enabled: bool = True
+    maintenance_max_packs: int = 16
+    maintenance_max_loose_objects: int = 1000
+    maintenance_delay: float = 60.0
+    maintenance_timeout: float = 3600.0
     # Only when jobs run unsandboxed as root (build_allow_unisolated, no bwrap): steps run as
     # this unprivileged user instead of root.
     build_user: str = "nobody"
@@ -261,6 +271,13 @@ def load(config_file: str | os.PathLike[str] | None = None,
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
     ssh_algorithms_of(config)  # a typo stops every process here, not at a client's login
+    for name in ("maintenance_max_packs", "maintenance_max_loose_objects"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"setting {name}: expected 0 (check off) or a positive count")
+    if config.maintenance_delay < 0:
+        raise ConfigError("setting maintenance_delay: expected 0 or a positive number of seconds")
+    if config.maintenance_timeout <= 0:
+        raise ConfigError("setting maintenance_timeout: expected a positive number of seconds")
     for name in ("max_blob_bytes", "max_push_bytes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")

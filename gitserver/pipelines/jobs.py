@@ -130,7 +130,7 @@ class JobContext:
 Handler = Callable[[JobContext], None]
 
 # The job kinds; the worker maps each to its handler (gitserver.pipelines.worker.job_handlers).
-KINDS = ("pipeline", "webhook", "callback", "repour")
+KINDS = ("pipeline", "webhook", "callback", "repour", "maintain")
 
 
 def enqueue(session: Session, kind: str, payload: dict[str, Any], *, pipeline_id: int | None = None,

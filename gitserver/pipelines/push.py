@@ -33,7 +33,7 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.errors import is_disk_full
 from gitserver.git import push_options, refs
 from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
-from gitserver.pipelines import build, jobs, ledger, oncreate, outbox
+from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.runtime import Runtime
 from gitserver.urls import http_clone_url
@@ -200,7 +200,8 @@ class PipelineRun:
 
     def reconcile_repository(self) -> None:
         """Every push to a repository reconciles it: refs that reached its disk without a
-        record (a crash elsewhere) get theirs now, not at the next periodic pass."""
+        record (a crash elsewhere) get theirs now, not at the next periodic pass. Then its
+        pack count is checked and maintenance queued when due (gitserver.pipelines.maintain)."""
         with transaction(self.sessions) as session:
             pipeline = session.get(models.Pipeline, self.pipeline_id)
             repo_id = pipeline.repo_id if pipeline is not None else None
@@ -211,6 +212,10 @@ class PipelineRun:
                                  intent_grace=self.cfg.receive_finish_timeout)
         except Exception:  # the periodic pass tries again; the push goes on
             log.exception("reconciling repository %s failed", repo_id)
+        try:  # many pushes leave many packs: queue a repack once a threshold is crossed
+            maintain.queue_if_needed(self.ctx.runtime, repo_id)
+        except Exception:  # the next push checks again; this one goes on
+            log.exception("checking whether repository %s needs maintenance failed", repo_id)
 
     def execute(self) -> None:
         with transaction(self.sessions) as session:

@@ -43,7 +43,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import is_disk_full
 from gitserver.logs import bind
-from gitserver.pipelines import build, deliver, jobs, ledger, outbox, push
+from gitserver.pipelines import build, deliver, jobs, ledger, maintain, outbox, push
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,7 @@ def job_handlers() -> dict[str, jobs.Handler]:
         "webhook": deliver.run_delivery_job,
         "callback": functools.partial(deliver.run_delivery_job, credentials=credentials),
         "repour": repour_job.run_repour_job,
+        "maintain": maintain.run_maintain_job,
     }
     assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"
     return handlers

@@ -1,0 +1,116 @@
+"""``maintain`` jobs: repack a repository and write its bitmap and commit-graph
+(gitserver.git.maintain; docs/maintenance.md).
+
+A push's pipeline job calls :func:`queue_if_needed` for its repository: two directory
+listings decide whether the repository has more packs or loose objects than
+``maintenance_max_packs`` / ``maintenance_max_loose_objects`` allow, and a ``maintain`` job
+is queued (to run ``maintenance_delay`` seconds later, so a burst of pushes is repacked once)
+unless one for that repository is already queued or running. The worker runs
+:func:`run_maintain_job`. ``gitserver maintain`` runs :func:`maintain_repo` by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gitserver.config import Config
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
+from gitserver.git import maintain as git_maintain
+from gitserver.pipelines import jobs
+from gitserver.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+KIND = "maintain"
+
+
+def thresholds(cfg: Config) -> git_maintain.Thresholds:
+    return git_maintain.Thresholds(packs=cfg.maintenance_max_packs,
+                                   loose=cfg.maintenance_max_loose_objects)
+
+
+def payload_of(repo_id: int) -> str:
+    """The stored payload of a repository's maintain job (one spelling, so it can be matched)."""
+    return json.dumps({"repo_id": repo_id})
+
+
+def pending(session: Session, repo_id: int) -> bool:
+    """True when a maintain job for the repository is queued or running."""
+    found = session.scalar(
+        select(models.Job.id).where(models.Job.kind == KIND, models.Job.payload == payload_of(repo_id),
+                                    models.Job.status.in_((models.QUEUED, models.RUNNING))).limit(1))
+    return found is not None
+
+
+def enqueue(session: Session, repo_id: int, delay: float = 0.0) -> models.Job | None:
+    """Queue a maintain job for the repository in the caller's transaction, to run after
+    ``delay`` seconds, unless one is already queued or running (then None)."""
+    if pending(session, repo_id):
+        return None
+    return jobs.enqueue(session, KIND, {"repo_id": repo_id},
+                        run_after=utcnow() + dt.timedelta(seconds=delay))
+
+
+def queue_if_needed(runtime: Runtime, repo_id: int) -> bool:
+    """After a push: queue maintenance when the repository crossed a threshold. Returns
+    whether a job was queued."""
+    cfg = runtime.config
+    if not cfg.maintenance_enabled:
+        return False
+    with transaction(runtime.sessions) as session:
+        path = _repo_path(session, runtime, repo_id)
+        if path is None or not path.is_dir():
+            return False
+        if not git_maintain.needs_maintenance(git_maintain.stats(path), thresholds(cfg)):
+            return False
+        job = enqueue(session, repo_id, cfg.maintenance_delay)
+    if job is not None:
+        log.info("repository %s: maintenance queued (job %s)", repo_id, job.id)
+    return job is not None
+
+
+def run_maintain_job(ctx: jobs.JobContext) -> None:
+    """Handler of ``maintain`` jobs; a git failure fails the job with git's message."""
+    repo_id = ctx.payload.get("repo_id")
+    if not isinstance(repo_id, int) or isinstance(repo_id, bool):
+        raise ValueError(f"maintain job {ctx.job_id}: payload has no repo_id")
+    with transaction(ctx.runtime.sessions) as session:
+        path = _repo_path(session, ctx.runtime, repo_id)
+    if path is None or not path.is_dir():
+        log.info("maintain job %s: repository %s is gone; nothing to do", ctx.job_id, repo_id)
+        return
+    ctx.check_cancelled()
+    maintain_repo(path, ctx.runtime.config, label=f"repository {repo_id}")
+
+
+def maintain_repo(path: Path, cfg: Config, *, label: str) -> git_maintain.Stats | None:
+    """Maintain one repository now; None when another run holds it (that run does the work).
+    Raises :class:`gitserver.git.maintain.MaintenanceError` when git fails."""
+    before = git_maintain.stats(path)
+    started = time.monotonic()
+    try:
+        after = git_maintain.maintain(path, cfg.maintenance_timeout)
+    except git_maintain.Busy:
+        log.info("%s: maintenance already running elsewhere; skipped", label)
+        return None
+    log.info("%s: maintained in %.1f s: packs %d -> %d, loose objects %d -> %d, bitmap %s, "
+             "commit-graph %s", label, time.monotonic() - started, before.packs, after.packs,
+             before.loose, after.loose, after.bitmap, after.commit_graph)
+    return after
+
+
+def _repo_path(session: Session, runtime: Runtime, repo_id: int) -> Path | None:
+    row = session.execute(
+        select(models.Tenant.name, models.Repository.name)
+        .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
+        .where(models.Repository.id == repo_id)).first()
+    return None if row is None else runtime.store.path(row[0], row[1])

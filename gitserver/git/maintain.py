@@ -75,7 +75,10 @@ def stats(repo_path: Path) -> Stats:
     loose = 0
     for entry in os.scandir(objects) if objects.is_dir() else ():
         if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
-            loose += sum(1 for _ in os.scandir(entry.path))
+            try:
+                loose += sum(1 for _ in os.scandir(entry.path))
+            except FileNotFoundError:  # emptied and removed by a repack running meanwhile
+                continue
     info = objects / "info"
     graph = (info / "commit-graph").is_file() or (info / "commit-graphs" / "commit-graph-chain").is_file()
     return Stats(packs=packs, loose=loose, bitmap=bitmap, commit_graph=graph)

@@ -4,19 +4,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pygit2
 import pytest
 from sqlalchemy import select
 
-from gitserver import config as config_mod
 from gitserver.db import models
-from gitserver.db.session import transaction, upgrade
+from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
 from gitserver.pipelines import archive as pipeline_archive
 from gitserver.runtime import Runtime
+from tests.unit.conftest import add_repo
 
 AUTHOR = pygit2.Signature("Someone", "someone@example.com", 1_600_000_000, 60)
 
@@ -106,22 +105,9 @@ def test_peel_commit_and_read_blob(tmp_path: Path) -> None:
 
 # --- dedup by tree, through the Archive table ------------------------------------------------
 
-@pytest.fixture()
-def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    upgrade(db_url)
-    rt = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path), database_url=db_url))
-    yield rt
-    rt.dispose()
-
-
 def _repo_row(rt: Runtime) -> models.Repository:
     with transaction(rt.sessions) as session:
-        tenant = models.Tenant(name="t")
-        session.add(tenant)
-        session.flush()
-        repo = models.Repository(tenant_id=tenant.id, name="r")
-        session.add(repo)
-        session.flush()
+        repo = add_repo(session)
         session.refresh(repo)
         _ = repo.tenant
         session.expunge(repo)

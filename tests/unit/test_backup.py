@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from gitserver import config as config_mod
 from gitserver.backup import database
 from gitserver.backup import format as fmt
 from gitserver.backup.ledger import read_ledger
 from gitserver.db import models
-from gitserver.db.session import transaction, upgrade
+from gitserver.db.session import transaction
 from gitserver.runtime import Runtime
+from tests.unit.conftest import make_runtime
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
@@ -107,9 +107,7 @@ def test_pg_tool_names_the_version_it_needs(tmp_path) -> None:  # type: ignore[n
 
 @pytest.fixture()
 def runtime(tmp_path) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    rt = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path), database_url=url))
+    rt = make_runtime(f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
     yield rt
     rt.dispose()
 

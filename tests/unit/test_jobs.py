@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
-from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction, upgrade
+from gitserver.db.session import transaction
 from gitserver.pipelines import jobs
 from gitserver.runtime import Runtime
-
-
-@pytest.fixture()
-def runtime(db_url: str, tmp_path) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    upgrade(db_url)
-    rt = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path), database_url=db_url))
-    yield rt
-    rt.dispose()
+from tests.unit.conftest import add_repo
 
 
 def _pipeline(rt: Runtime) -> int:
     with transaction(rt.sessions) as session:
-        tenant = models.Tenant(name="t")
-        session.add(tenant)
-        session.flush()
-        repo = models.Repository(tenant_id=tenant.id, name="r")
-        session.add(repo)
-        session.flush()
+        repo = add_repo(session)
         pipeline = models.Pipeline(repo_id=repo.id, ref="refs/heads/main", commit="0" * 40)
         session.add(pipeline)
         session.flush()

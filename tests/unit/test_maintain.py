@@ -8,7 +8,6 @@ import datetime as dt
 import fcntl
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,12 @@ from sqlalchemy import select
 from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction, upgrade
+from gitserver.db.session import transaction
 from gitserver.git import maintain
 from gitserver.pipelines import jobs
 from gitserver.pipelines import maintain as maintain_jobs
 from gitserver.runtime import Runtime
+from tests.unit.conftest import add_repo
 
 
 def stats(packs: int = 0, loose: int = 0) -> maintain.Stats:
@@ -113,23 +113,9 @@ def test_a_git_failure_is_reported_with_the_command_named(tmp_path: Path) -> Non
         maintain.maintain(not_a_repo, timeout=120)
 
 
-@pytest.fixture()
-def runtime(db_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    upgrade(db_url)
-    rt = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path), database_url=db_url))
-    yield rt
-    rt.dispose()
-
-
 def _repo(rt: Runtime) -> int:
     with transaction(rt.sessions) as session:
-        tenant = models.Tenant(name="t")
-        session.add(tenant)
-        session.flush()
-        repo = models.Repository(tenant_id=tenant.id, name="r")
-        session.add(repo)
-        session.flush()
-        return repo.id
+        return add_repo(session).id
 
 
 def _maintain_jobs(rt: Runtime) -> list[models.Job]:

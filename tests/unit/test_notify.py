@@ -16,9 +16,10 @@ from sqlalchemy import select
 from gitserver import config as config_mod
 from gitserver import netguard
 from gitserver.db import models
-from gitserver.db.session import transaction, upgrade
+from gitserver.db.session import transaction
 from gitserver.pipelines import deliver, jobs, outbox
 from gitserver.runtime import Runtime
+from tests.unit.conftest import make_runtime
 
 # --- signing -----------------------------------------------------------------------------------
 
@@ -164,10 +165,8 @@ def test_perform_keeps_an_excerpt_of_the_answer() -> None:
 
 @pytest.fixture()
 def runtime(db_url: str, tmp_path: Any) -> Iterator[Runtime]:
-    upgrade(db_url)
-    rt = Runtime.create(config_mod.load(
-        environ={}, data_dir=str(tmp_path), database_url=db_url, webhook_max_attempts=3,
-        webhook_backoff_base=2.0, webhook_backoff_max=5.0))
+    rt = make_runtime(db_url, tmp_path, webhook_max_attempts=3, webhook_backoff_base=2.0,
+                      webhook_backoff_max=5.0)
     yield rt
     rt.dispose()
 

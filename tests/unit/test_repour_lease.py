@@ -13,24 +13,22 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction, upgrade
+from gitserver.db.session import transaction
 from gitserver.pipelines import jobs
 from gitserver.repour import gitwork, operations, records
 from gitserver.repour import inline as repour_inline
 from gitserver.repour import job as repour_job
 from gitserver.runtime import Runtime
+from tests.unit.conftest import add_repo, make_runtime
 
 LEASE = 0.9
 
 
 @pytest.fixture()
 def runtime(db_url: str, tmp_path) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    upgrade(db_url)
-    rt = Runtime.create(config_mod.load(environ={"GITSERVER_JOB_LEASE_SECONDS": str(LEASE)},
-                                        data_dir=str(tmp_path), database_url=db_url))
+    rt = make_runtime(db_url, tmp_path, {"GITSERVER_JOB_LEASE_SECONDS": str(LEASE)})
     yield rt
     rt.dispose()
 
@@ -38,12 +36,7 @@ def runtime(db_url: str, tmp_path) -> Iterator[Runtime]:  # type: ignore[no-unty
 def _held(rt: Runtime, task_id: str = "task-1") -> jobs.Claim:
     """What the /adjust resource does for a synchronous request: pipeline + held job."""
     with transaction(rt.sessions) as session:
-        tenant = models.Tenant(name="t")
-        session.add(tenant)
-        session.flush()
-        repo = models.Repository(tenant_id=tenant.id, name="r")
-        session.add(repo)
-        session.flush()
+        repo = add_repo(session)
         pipeline = records.create_pipeline(session, kind="adjust", repo_id=repo.id,
                                           spec={"ref": "main", "taskId": task_id}, status=models.RUNNING)
         return repour_inline.hold_inline(session, rt.config, op_name="adjust", pipeline_id=pipeline.id)

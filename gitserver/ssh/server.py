@@ -23,7 +23,7 @@ from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInpu
 from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
-from gitserver.ssh import batching, hostkeys, identity
+from gitserver.ssh import hostkeys, identity, transport
 from gitserver.ssh.commands import parse_command
 from gitserver.ssh.session import GitChild, client_git_protocol
 from gitserver.ssh.startups import StartupLimiter
@@ -325,7 +325,7 @@ async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKeyPair]) -> asyncss
         **algorithm_options(config), login_timeout=config.ssh_login_grace_time,
         keepalive_interval=config.ssh_keepalive_interval,
         keepalive_count_max=config.ssh_keepalive_count_max,
-        window=CHANNEL_WINDOW, tunnel=batching.BatchingListener(reuse_address=True))
+        window=CHANNEL_WINDOW, tunnel=transport.Listener(reuse_address=True))
 
 
 async def serve(config: Config) -> int:

@@ -1,18 +1,19 @@
-"""The SSH daemon's batching transport: one socket write per loop turn, bytes unchanged.
+"""The SSH daemon's TCP transport: one socket write per loop turn, bytes unchanged.
 
 The first tests count writes on a recording stand-in for asyncio's socket transport (the count
 is the point, and a real socket cannot tell one send() from two); the rest run a real loopback
-TCP connection through :class:`gitserver.ssh.batching.BatchingListener`.
+TCP connection through :class:`gitserver.ssh.transport.Listener`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
 
-from gitserver.ssh.batching import BatchingListener, BatchingTransport
+from gitserver.ssh.transport import BatchingTransport, Listener
 
 
 class RecordingTransport(asyncio.Transport):
@@ -129,7 +130,7 @@ def test_a_real_connection_through_the_listener_gets_every_byte_in_order() -> No
             protocols.append(Echo())
             return protocols[-1]
 
-        server = await BatchingListener(reuse_address=True).create_server(
+        server = await Listener(reuse_address=True).create_server(
             session_factory, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -163,3 +164,35 @@ def test_a_connection_lost_meanwhile_discards_what_was_collected(pending: bytes)
         return inner.writes
 
     assert asyncio.run(scenario()) == []
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux-only")
+def test_every_chunk_received_is_acknowledged_at_once() -> None:
+    """Linux turns delayed ACKs on after a few exchanges (this socket would read 0 from the
+    second round trip on); the listener turns quick ACKs back on before each chunk is handed
+    to the connection, so a client's next small packet never waits 40 ms for our ACK."""
+    async def scenario() -> list[int]:
+        states: list[int] = []
+
+        class Recorder(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                assert isinstance(transport, asyncio.Transport)
+                self.transport = transport
+
+            def data_received(self, data: bytes) -> None:
+                sock = self.transport.get_extra_info("socket")
+                states.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+                self.transport.write(data)
+
+        server = await Listener().create_server(lambda host, port: Recorder(), "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1])
+        for _ in range(10):
+            writer.write(b"ping")
+            await reader.readexactly(4)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return states
+
+    assert asyncio.run(scenario()) == [1] * 10

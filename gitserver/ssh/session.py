@@ -10,6 +10,7 @@ the push (see :meth:`GitChild._let_receive_pack_finish`).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -93,7 +94,7 @@ class GitChild:
         self.git_protocol = git_protocol
         self.proc: asyncio.subprocess.Process | None = None
         # git's stdout: a pipe of our own (see _grow_pipe), read through asyncio's transport.
-        self.stdout: asyncio.StreamReader | None = None
+        self.stdout: ChunkReader | None = None
 
     async def run(self, process: Any) -> int:
         """Run git with ``process`` (an asyncssh SSHServerProcess) as its stdio; its status."""
@@ -138,10 +139,10 @@ class GitChild:
             self._serve_hook(parent_sock, limits.QuarantineCheck(
                 push_limits, repo_path, f"{self.target.tenant}/{self.target.repo}"))
         stdout_transport = None
-        self.stdout = reader = asyncio.StreamReader(limit=PIPE_SIZE)
+        self.stdout = reader = ChunkReader(limit=PIPE_SIZE)
         try:
             stdout_transport, _ = await asyncio.get_running_loop().connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(out_read, "rb", buffering=0))
+                lambda: reader, os.fdopen(out_read, "rb", buffering=0))
             return await self._pump(process)
         finally:
             metrics.git_child_finished()
@@ -259,6 +260,69 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
+class ChunkReader(asyncio.Protocol):
+    """A pipe's data as the chunks asyncio read, handed on without copying.
+
+    ``asyncio.StreamReader`` copies every chunk into its buffer and again out of it; a clone
+    moves each byte of the pack through here, so this reader queues the chunks themselves.
+    Reading from the pipe pauses while ``limit`` bytes wait (git then blocks on the full pipe,
+    as it would on a slow client), and resumes when they are taken.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.ended = False
+        self.paused = False
+        self.transport: asyncio.ReadTransport | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size >= self.limit and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> None:
+        self.ended = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True  # what was read is still handed on; git's status tells the rest
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def read(self, n: int) -> bytes:
+        """The next chunk, at most ``n`` bytes; b"" at the end."""
+        while not self.chunks and not self.ended:
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        if not self.chunks:
+            return b""
+        data = self.chunks.popleft()
+        if len(data) > n:
+            data, rest = data[:n], data[n:]
+            self.chunks.appendleft(rest)
+        self.size -= len(data)
+        if self.paused and self.size < self.limit and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return data
+
+
 class _Sink:
     """One output stream of the channel; once ``broken`` (the client left, or a write failed),
     git's output is read and dropped so that git never blocks on a full pipe."""
@@ -296,7 +360,7 @@ async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
             sink.close()
 
 
-async def _copy_out(source: asyncio.StreamReader, sink: _Sink,
+async def _copy_out(source: asyncio.StreamReader | ChunkReader, sink: _Sink,
                     scan: Callable[[bytes], None] | None = None) -> None:
     """git stdout/stderr → channel, waiting for the client's window before reading more.
 

@@ -6,7 +6,8 @@ listings decide whether the repository has more packs or loose objects than
 ``maintenance_max_packs`` / ``maintenance_max_loose_objects`` allow, and a ``maintain`` job
 is queued (to run ``maintenance_delay`` seconds later, so a burst of pushes is repacked once)
 unless one for that repository is already queued or running. The worker runs
-:func:`run_maintain_job`. ``gitserver maintain`` runs :func:`maintain_repo` by hand.
+:func:`run_maintain_job`. ``gitserver maintain`` runs :func:`maintain_repo` by hand;
+``POST …/repos/{r}/maintenance`` asks a worker to run one now through :func:`queue_now`.
 """
 
 from __future__ import annotations
@@ -43,21 +44,53 @@ def payload_of(repo_id: int) -> str:
     return json.dumps({"repo_id": repo_id})
 
 
+def pending_job(session: Session, repo_id: int) -> models.Job | None:
+    """The repository's maintain job that is queued or running, if there is one."""
+    return session.scalar(
+        select(models.Job).where(models.Job.kind == KIND, models.Job.payload == payload_of(repo_id),
+                                 models.Job.status.in_((models.QUEUED, models.RUNNING)))
+        .order_by(models.Job.id).limit(1))
+
+
 def pending(session: Session, repo_id: int) -> bool:
     """True when a maintain job for the repository is queued or running."""
-    found = session.scalar(
-        select(models.Job.id).where(models.Job.kind == KIND, models.Job.payload == payload_of(repo_id),
-                                    models.Job.status.in_((models.QUEUED, models.RUNNING))).limit(1))
-    return found is not None
+    return pending_job(session, repo_id) is not None
 
 
 def enqueue(session: Session, repo_id: int, delay: float = 0.0) -> models.Job | None:
     """Queue a maintain job for the repository in the caller's transaction, to run after
     ``delay`` seconds, unless one is already queued or running (then None)."""
-    if pending(session, repo_id):
-        return None
-    return jobs.enqueue(session, KIND, {"repo_id": repo_id},
-                        run_after=utcnow() + dt.timedelta(seconds=delay))
+    job, created = _queue(session, repo_id, delay)
+    return job if created else None
+
+
+def queue_now(session: Session, repo_id: int) -> tuple[models.Job, bool]:
+    """Ask for maintenance of the repository now, whatever its counts and whether automatic
+    maintenance is enabled (an admin asked), in the caller's transaction. Returns the job and
+    whether it is new: when one is already queued or running that one is returned (still one
+    at a time per repository), and a queued one still waiting out ``maintenance_delay`` is
+    made due at once."""
+    job, created = _queue(session, repo_id, 0.0)
+    now = utcnow()
+    if not created and job.status == models.QUEUED and job.run_after > now:
+        job.run_after = now
+        session.flush()
+        jobs.wake_workers(session)
+    return job, created
+
+
+def _queue(session: Session, repo_id: int, delay: float) -> tuple[models.Job, bool]:
+    """The repository's pending maintain job, or a new one due in ``delay`` seconds (True)."""
+    # Lock the repository's row first: on PostgreSQL two transactions (two pushes, or a push
+    # and an admin's request) would otherwise both find nothing pending and both queue a job.
+    # SQLite needs no lock (BEGIN IMMEDIATE already serialises writers); there the FOR UPDATE
+    # is left out by SQLAlchemy.
+    session.execute(select(models.Repository.id).where(models.Repository.id == repo_id).with_for_update())
+    existing = pending_job(session, repo_id)
+    if existing is not None:
+        return existing, False
+    job = jobs.enqueue(session, KIND, {"repo_id": repo_id}, run_after=utcnow() + dt.timedelta(seconds=delay))
+    return job, True
 
 
 def queue_if_needed(runtime: Runtime, repo_id: int) -> bool:

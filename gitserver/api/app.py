@@ -28,11 +28,11 @@ def route_modules() -> tuple[ModuleType, ...]:
     """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
     ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
     from gitserver.api import smart_http
-    from gitserver.api.resources import groups, pipelines, repos, tenants, users, webhooks
+    from gitserver.api.resources import groups, maintenance, pipelines, repos, tenants, users, webhooks
     from gitserver.api.resources import metrics as metrics_routes
     from gitserver.repour import resources as repour
 
-    return (sys.modules[__name__], metrics_routes, tenants, users, groups, repos,
+    return (sys.modules[__name__], metrics_routes, tenants, users, groups, repos, maintenance,
             pipelines, webhooks, smart_http, repour)
 
 

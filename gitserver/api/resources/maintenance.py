@@ -79,7 +79,7 @@ class Maintenance:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
-    def _answer(self, session: Session, row: models.Repository, job: models.Job | None) -> dict[str, Any]:
+    def _answer(self, row: models.Repository, job: models.Job | None) -> dict[str, Any]:
         tenant = row.tenant.name
         current = git_maintain.stats(self.ctx.runtime.store.path(tenant, row.name))
         return maintenance_json(self.ctx.config, tenant, row.name, current, job)
@@ -87,14 +87,14 @@ class Maintenance:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = self._answer(session, row, latest_job(session, row.id))
+            resp.media = self._answer(row, latest_job(session, row.id))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
             read_json(req, self.FIELDS, allow_empty=True)
             job, created = maintain.queue_now(session, row.id)
-            resp.media = self._answer(session, row, job)
+            resp.media = self._answer(row, job)
             resp.location = maintenance_path(row.tenant.name, row.name)
         resp.status = falcon.HTTP_202 if created else falcon.HTTP_200
 

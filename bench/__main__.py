@@ -22,7 +22,19 @@ from pathlib import Path
 
 from bench import backup, report
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
-from bench.servers import SSHD, TENANT, USER, GitServer, OpenSSHServer, Profiler, Server, top_frames
+from bench.servers import (
+    ASYNCSSH_PATCH,
+    REPO_ROOT,
+    SSHD,
+    TENANT,
+    USER,
+    GitServer,
+    OpenSSHServer,
+    Profiler,
+    Server,
+    patched_asyncssh,
+    top_frames,
+)
 from bench.workload import (
     IMPORT_BATCH,
     MATCHED_CIPHER,
@@ -103,17 +115,22 @@ class Row:
 
 
 class Bench:
-    def __init__(self, profile: Profile, work: Path, cache: Path, py_spy: Path | None = None) -> None:
+    def __init__(self, profile: Profile, work: Path, cache: Path, py_spy: Path | None = None,
+                 asyncssh_patch: Path | None = None) -> None:
         self.p = profile
         self.py_spy = py_spy
         self.profiler: Profiler | None = None
         self.work = work
         self.cache = cache
-        self.gs = GitServer(work / "gitserver")
+        self.extra: dict[str, object] = {}
+        asyncssh_path = None
+        if asyncssh_patch is not None:
+            asyncssh_path = patched_asyncssh(asyncssh_patch, work / "asyncssh-patched")
+            self.extra["asyncssh_patch"] = patch_banner(asyncssh_patch)
+        self.gs = GitServer(work / "gitserver", asyncssh_path)
         self.ossh = OpenSSHServer(work / "openssh", self.gs.data_dir)
         self.servers: list[Server] = [self.gs, self.ossh]
         self.rows: list[Row] = []
-        self.extra: dict[str, object] = {}
         self.client: Client | None = None
         self.repos: dict[str, Path] = {}
 
@@ -422,6 +439,24 @@ class Bench:
             server.stop()
 
 
+def patch_banner(patch: Path) -> str:
+    """What a report says first when gitserver's daemon ran on a patched asyncssh."""
+    from importlib.metadata import version
+
+    shown = patch.relative_to(REPO_ROOT) if patch.is_relative_to(REPO_ROOT) else patch
+    return (f"NOT THE SHIPPED DAEMON: gitserver's SSH daemon ran on asyncssh {version('asyncssh')} "
+            f"with {shown} applied (bench --asyncssh-patch); the OpenSSH baseline is unchanged.")
+
+
+def mark_patched(paths: dict[str, Path], banner: str) -> None:
+    """Put ``banner`` at the top of the markdown a run wrote, so that its table cannot be
+    mistaken for the shipped daemon's (the JSON has it as ``meta.asyncssh_patch``)."""
+    for key in ("md", "readme"):
+        if key in paths:
+            text = paths[key].read_text()
+            paths[key].write_text(f"**{banner}**\n\n{text}")
+
+
 def gitserver_ssh_available() -> bool:
     """Whether ``gitserver serve`` can start its SSH daemon at all."""
     import importlib.util
@@ -445,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
                              "collapsed stacks and a summary of the hottest frames into DIR")
     parser.add_argument("--only", action="append", choices=GROUPS, default=[],
                         help="run only this group of measurements (repeatable)")
+    parser.add_argument("--asyncssh-patch", nargs="?", type=Path, const=ASYNCSSH_PATCH, metavar="PATCH",
+                        help="run gitserver's SSH daemon (only it) on a copy of the installed asyncssh "
+                             "with PATCH applied (default: docs/upstream/asyncssh-send-path.patch); "
+                             "the report says so in its first line; not with --publish")
     parser.add_argument("--runs", type=int, help="override the profile's number of quick runs")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     parser.add_argument("--publish", action="store_true",
@@ -458,13 +497,22 @@ def main(argv: list[str] | None = None) -> int:
     if not gitserver_ssh_available():
         print("bench: gitserver has no SSH daemon yet (gitserver/ssh/server.py is missing)", file=sys.stderr)
         return 2
+    if args.asyncssh_patch and args.publish:
+        print("bench: --asyncssh-patch measures a daemon gitserver does not ship; its results are not "
+              "published (drop --publish)", file=sys.stderr)
+        return 2
     profile = PROFILES[args.profile or "full"]
     if args.runs:
         profile = dataclasses.replace(profile, runs=args.runs)
     started = time.monotonic()
     load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))
-    bench = Bench(profile, work, args.cache_dir, args.py_spy)
+    try:
+        bench = Bench(profile, work, args.cache_dir, args.py_spy, args.asyncssh_patch)
+    except RuntimeError as exc:
+        rmtree(work)
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     try:
         bench.run(args.only)
     finally:
@@ -480,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                                "loadavg": [load_start, os.getloadavg()[0]]}
     meta.update(bench.extra)
     paths = report.write(args.out, bench.rows, meta)
+    if args.asyncssh_patch:
+        mark_patched(paths, str(bench.extra["asyncssh_patch"]))
     if args.publish:
         paths |= report.publish(paths, HERE / "published", meta)
     print(paths["md"].read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import pwd
 import shutil
@@ -31,6 +32,9 @@ USER = "bench"
 # runs `pyenv init`, ~90 ms) and makes the baseline look slower than it is.
 BASELINE_USER = "gitbench"
 BASELINE_SHELL = "/bin/sh"
+# The change to asyncssh's send path prepared for upstream (docs/upstream/README.md); only
+# ``--asyncssh-patch`` runs gitserver's SSH daemon with it, on a patched copy of asyncssh.
+ASYNCSSH_PATCH = REPO_ROOT / "docs" / "upstream" / "asyncssh-send-path.patch"
 
 
 def free_port() -> int:
@@ -50,6 +54,31 @@ def wait_for_ssh(port: int, proc: subprocess.Popen[bytes], what: str, timeout: f
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not answer on port {port} within {timeout:.0f}s")
+
+
+def patched_asyncssh(patch: Path, dest: Path) -> Path:
+    """A copy of the installed asyncssh package under ``dest`` with ``patch`` applied
+    (``patch -p1`` in the directory holding the package, no fuzz); returns ``dest``, the
+    directory to put first on PYTHONPATH. The installed package itself is never touched.
+
+    Raises RuntimeError, naming the patch and the asyncssh it was applied to, when the
+    ``patch`` program is missing or the patch does not apply cleanly."""
+    spec = importlib.util.find_spec("asyncssh")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("asyncssh is not installed in this environment")
+    source = Path(next(iter(spec.submodule_search_locations)))
+    if shutil.which("patch") is None:
+        raise RuntimeError(f"applying {patch.name} needs the patch program (apt-get install patch)")
+    if not patch.is_file():
+        raise RuntimeError(f"{patch}: no such patch file")
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, dest / "asyncssh", ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run(["patch", "-p1", "--batch", "--forward", "--fuzz=0", "--no-backup-if-mismatch",
+                             "-i", str(patch)], cwd=dest, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{patch} does not apply to the asyncssh installed at {source}:\n"
+                           + (result.stdout + result.stderr).strip())
+    return dest
 
 
 # --- /proc accounting ------------------------------------------------------------------------
@@ -209,11 +238,15 @@ class GitServer(Server):
 
     The three parts ``gitserver serve`` would supervise run as separate processes, the SSH
     daemon under the subreaper, so that its tree (every git and hook it starts) is what is
-    measured, and the API and the pipeline worker are not."""
+    measured, and the API and the pipeline worker are not.
 
-    def __init__(self, root: Path) -> None:
+    With ``asyncssh_path``, that directory comes first on the SSH daemon's PYTHONPATH (and
+    only the daemon's): the daemon runs on the asyncssh found there (:func:`patched_asyncssh`)."""
+
+    def __init__(self, root: Path, asyncssh_path: Path | None = None) -> None:
         super().__init__(name="gitserver", port=free_port(), user="git")
         self.root = root
+        self.asyncssh_path = asyncssh_path
         self.data_dir = root / "data"
         self.env = {
             # Its own metrics directory (in the data dir), never the caller's.
@@ -244,7 +277,8 @@ class GitServer(Server):
         for part in ("ssh", "worker", "api"):
             log = open(self.root / f"{part}.log", "ab")  # noqa: SIM115
             argv = [sys.executable, "-m", "gitserver", part]
-            proc = subprocess.Popen(reaped(argv) if part == "ssh" else argv, env=self.env, stdout=log,
+            env = self.ssh_env() if part == "ssh" else self.env
+            proc = subprocess.Popen(reaped(argv) if part == "ssh" else argv, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
             log.close()
             if part == "ssh":
@@ -253,6 +287,20 @@ class GitServer(Server):
                 self.others.append(proc)
         assert self.proc is not None
         wait_for_ssh(self.port, self.proc, "gitserver ssh")
+
+    def ssh_env(self) -> dict[str, str]:
+        """The SSH daemon's environment: :attr:`env`, with :attr:`asyncssh_path` first on
+        PYTHONPATH when there is one, checked to be the asyncssh the daemon will import."""
+        if self.asyncssh_path is None:
+            return self.env
+        env = dict(self.env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.asyncssh_path), env.get("PYTHONPATH")) if p)
+        found = subprocess.run([sys.executable, "-c", "import asyncssh; print(asyncssh.__file__)"], env=env,
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        if not Path(found).is_relative_to(self.asyncssh_path):
+            raise RuntimeError(f"the SSH daemon would import asyncssh from {found or 'nowhere'}, "
+                               f"not from {self.asyncssh_path}")
+        return env
 
     @property
     def http_url(self) -> str:

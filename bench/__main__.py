@@ -231,7 +231,8 @@ class Bench:
         assert self.client is not None
         for server in self.servers:
             if not self._run("ls-remote", server.url("small")):
-                raise RuntimeError(f"{server.name}: ls-remote of the small repository fails; see {server.root}")
+                where = getattr(server, "root", "its work directory")
+                raise RuntimeError(f"{server.name}: ls-remote of the small repository fails; see {where}")
         self.extra["negotiated"] = {
             "gitserver": negotiated(self.client, self.gs, f"{TENANT}/small"),
             "openssh": negotiated(self.client, self.ossh, str(self.ossh.repo_path("small")))}
@@ -457,6 +458,28 @@ def mark_patched(paths: dict[str, Path], banner: str) -> None:
             paths[key].write_text(f"**{banner}**\n\n{text}")
 
 
+RUN_LOCK = Path(tempfile.gettempdir()) / "gitserver-bench.lock"
+
+
+def hold_run_lock() -> None:
+    """One bench run at a time on a machine: every run points the shared baseline account
+    (``gitbench``) at its own home and repositories, so a second run would break the first's
+    OpenSSH side ("dubious ownership"), and two runs would disturb each other's figures anyway.
+    A later run waits; the lock goes with the process."""
+    import fcntl
+
+    handle = open(RUN_LOCK, "a")  # noqa: SIM115  (held until the process exits)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info("another bench run is going on (%s); waiting for it to finish", RUN_LOCK)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _held_locks.append(handle)
+
+
+_held_locks: list[object] = []
+
+
 def gitserver_ssh_available() -> bool:
     """Whether ``gitserver serve`` can start its SSH daemon at all."""
     import importlib.util
@@ -504,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = PROFILES[args.profile or "full"]
     if args.runs:
         profile = dataclasses.replace(profile, runs=args.runs)
+    hold_run_lock()
     started = time.monotonic()
     load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))

@@ -144,3 +144,26 @@ def test_one_maintain_job_per_repository_until_it_has_run(runtime: Runtime) -> N
     with transaction(runtime.sessions) as session:
         assert maintain_jobs.enqueue(session, repo_id) is not None
     assert len(_maintain_jobs(runtime)) == 2
+
+
+def test_asking_now_makes_a_delayed_job_due_instead_of_queueing_a_second(runtime: Runtime) -> None:
+    repo_id = _repo(runtime)
+    with transaction(runtime.sessions) as session:
+        delayed = maintain_jobs.enqueue(session, repo_id, delay=3600)  # after a burst of pushes
+        assert delayed is not None
+        delayed_id = delayed.id
+    with transaction(runtime.sessions) as session:
+        job, created = maintain_jobs.queue_now(session, repo_id)
+        assert (job.id, created) == (delayed_id, False)
+    queued = _maintain_jobs(runtime)
+    assert len(queued) == 1 and queued[0].run_after <= utcnow()
+    with transaction(runtime.sessions) as session:  # a worker can claim it at once
+        claim = jobs.claim(session, "w1", 30.0, kinds=[maintain_jobs.KIND])
+    assert claim is not None and claim.payload == {"repo_id": repo_id}
+    with transaction(runtime.sessions) as session:  # running: handed back, not duplicated
+        job, created = maintain_jobs.queue_now(session, repo_id)
+        assert (job.id, created) == (delayed_id, False)
+        jobs.finish(session, claim, models.SUCCEEDED)
+    with transaction(runtime.sessions) as session:  # finished: the next request queues anew
+        job, created = maintain_jobs.queue_now(session, repo_id)
+        assert created and job.id != delayed_id and job.run_after <= utcnow()

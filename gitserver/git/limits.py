@@ -98,6 +98,11 @@ class Measured(NamedTuple):
     largest_blob: tuple[str, int] | None = None  # (object id, size)
     repo_bytes: int = 0
     tenant_bytes: int = 0
+    # Other pushes in progress (their quarantines, see pending_usage): they count against
+    # the quotas as if they had landed, so two pushes at once cannot both pass a quota that
+    # only one of them fits.
+    repo_pending_bytes: int = 0
+    tenant_pending_bytes: int = 0
 
 
 def human(n: int) -> str:
@@ -126,15 +131,21 @@ def over_limit(limits: PushLimits, measured: Measured, repo: str = "", tenant: s
     if limits.max_push_bytes and measured.incoming_bytes > limits.max_push_bytes:
         return (f"{_MARKERS[MAX_PUSH]} is {_both(limits.max_push_bytes)}; "
                 f"the pushed objects take {_both(measured.incoming_bytes)}")
-    after = measured.repo_bytes + measured.incoming_bytes
+    after = measured.repo_bytes + measured.repo_pending_bytes + measured.incoming_bytes
     if limits.repo_quota_bytes and after > limits.repo_quota_bytes:
         return (f"{_MARKERS[REPO_QUOTA]} {repo} is {_both(limits.repo_quota_bytes)}; "
-                f"it would grow from {_both(measured.repo_bytes)} to {_both(after)}")
-    after = measured.tenant_bytes + measured.incoming_bytes
+                f"it would grow from {_both(measured.repo_bytes)} to {_both(after)}"
+                f"{_pending_note(measured.repo_pending_bytes)}")
+    after = measured.tenant_bytes + measured.tenant_pending_bytes + measured.incoming_bytes
     if limits.tenant_quota_bytes and after > limits.tenant_quota_bytes:
         return (f"{_MARKERS[TENANT_QUOTA]} {tenant} is {_both(limits.tenant_quota_bytes)}; "
-                f"its repositories would grow from {_both(measured.tenant_bytes)} to {_both(after)}")
+                f"its repositories would grow from {_both(measured.tenant_bytes)} to {_both(after)}"
+                f"{_pending_note(measured.tenant_pending_bytes)}")
     return None
+
+
+def _pending_note(pending: int) -> str:
+    return f", counting {human(pending)} of other pushes in progress" if pending else ""
 
 
 def limits_named(report: str) -> list[str]:
@@ -166,10 +177,27 @@ def disk_usage(path: Path) -> int:
     Symbolic links are not followed (a repository holds none that git made). A file that
     disappears while we walk (git replacing a pack) is skipped.
     """
-    total = 0
-    stack: list[str | os.PathLike[str]] = [path]
+    return _usage(path)[0]
+
+
+# A quarantine this old (by its own and its pack/ directory's modification time) belongs to a
+# push that died; the daemon sweeps such directories (quarantine_stale_seconds, 600 s by
+# default) and they no longer count as a push in progress.
+PENDING_SECONDS = 600.0
+
+
+def _usage(path: Path, besides: Path | None = None, now: float | None = None) -> tuple[int, int]:
+    """(bytes on disk under ``path`` without quarantines, bytes in the quarantines of other
+    pushes in progress). The second is counted only with ``besides``: the quarantine of the
+    push being checked, which is not one of the others."""
+    import time
+
+    own = os.path.realpath(besides) if besides is not None else None
+    since = (time.time() if now is None else now) - PENDING_SECONDS
+    total = pending = 0
+    stack: list[tuple[str | os.PathLike[str], bool]] = [(path, False)]
     while stack:
-        directory = stack.pop()
+        directory, in_quarantine = stack.pop()
         try:
             entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -177,13 +205,36 @@ def disk_usage(path: Path) -> int:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if QUARANTINE_MARK not in entry.name:
-                        stack.append(entry.path)
+                    if in_quarantine or QUARANTINE_MARK not in entry.name:
+                        stack.append((entry.path, in_quarantine))
+                    elif own is not None and _in_progress(entry, own, since):
+                        stack.append((entry.path, True))
                 elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
+                    size = entry.stat(follow_symlinks=False).st_size
+                    if in_quarantine:
+                        pending += size
+                    else:
+                        total += size
             except FileNotFoundError:
                 continue
-    return total
+    return total, pending
+
+
+def _in_progress(entry: os.DirEntry[str], own: str, since: float) -> bool:
+    """Whether the quarantine ``entry`` is another push's, still in progress."""
+    if os.path.realpath(entry.path) == own:
+        return False
+    newest = entry.stat(follow_symlinks=False).st_mtime
+    pack = os.path.join(entry.path, "pack")  # git writes the received pack there
+    if os.path.isdir(pack):
+        newest = max(newest, os.stat(pack).st_mtime)
+    return newest >= since
+
+
+def pending_usage(path: Path, besides: Path, now: float | None = None) -> int:
+    """Bytes in the quarantines under ``path`` of pushes in progress other than the one whose
+    quarantine is ``besides``: objects received and waiting for their push's checks."""
+    return _usage(path, besides, now)[1]
 
 
 def tenant_usage(tenant_dir: Path) -> int:
@@ -230,11 +281,14 @@ def largest(blobs: Iterable[tuple[str, int]]) -> tuple[str, int] | None:
 def measure(limits: PushLimits, quarantine: Path, repo_dir: Path, git_dir: Path | None = None) -> Measured:
     """Measure only what the set limits need (a tenant walk is not free). ``git_dir``: see
     :func:`quarantine_blobs` (None inside git's hook, whose environment names the repository)."""
+    repo_bytes, repo_pending = _usage(repo_dir, quarantine) if limits.repo_quota_bytes else (0, 0)
+    tenant_bytes, tenant_pending = (_usage(repo_dir.parent, quarantine) if limits.tenant_quota_bytes
+                                    else (0, 0))
     return Measured(
         incoming_bytes=disk_usage(quarantine),
         largest_blob=largest(quarantine_blobs(quarantine, git_dir=git_dir)) if limits.max_blob_bytes else None,
-        repo_bytes=disk_usage(repo_dir) if limits.repo_quota_bytes else 0,
-        tenant_bytes=tenant_usage(repo_dir.parent) if limits.tenant_quota_bytes else 0,
+        repo_bytes=repo_bytes, tenant_bytes=tenant_bytes,
+        repo_pending_bytes=repo_pending, tenant_pending_bytes=tenant_pending,
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,71 @@ def test_repour_clone_of_an_origin_over_the_limit_stores_nothing(limited: GitSer
     assert "push refused: GITSERVER_MAX_BLOB_BYTES is 1.0 MiB" in resp.json()["stderr"]
     assert not server_has(limited, tenant, repo, oid)
     assert over_limit_count(limited, "max_blob_bytes") == before + 1
+
+
+def _hold_a_push(srv: GitServer, user: User, tenant: str, repo: str, work: Path,
+                 ref: str, sent_fraction: float = 0.9) -> tuple[subprocess.Popen[bytes], Path]:
+    """A real push that has sent most of its pack and waits: its ref command and the start of
+    the pack go to git-receive-pack over the real OpenSSH client, and stdin stays open. The
+    server's receive-pack has made its quarantine and is writing the pack into it."""
+    env = srv.git_env
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    pack = subprocess.run(["git", "pack-objects", "--stdout", "--revs"], cwd=work, env=env,
+                          input=f"{head}\n".encode(), capture_output=True, check=True).stdout
+    command = f"{'0' * 40} {head} {ref}\0report-status\n".encode()
+    packet = f"{len(command) + 4:04x}".encode() + command + b"0000"
+    argv = [*srv.ssh_command(user.key_path), "-p", str(srv.ssh_port), "git@127.0.0.1",
+            f"git-receive-pack '{tenant}/{repo}.git'"]
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    # The server speaks first (its refs); read them so that it reads our command next.
+    while (length := proc.stdout.read(4)) not in (b"0000", b""):
+        proc.stdout.read(int(length, 16) - 4)
+    proc.stdin.write(packet + pack[:int(len(pack) * sent_fraction)])
+    proc.stdin.flush()
+    objects = srv.repo_path(tenant, repo) / "objects"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the pack's start is in the quarantine
+        held = [q for q in objects.glob("tmp_objdir-incoming-*")
+                if sum(f.stat().st_size for f in q.rglob("*") if f.is_file()) >= len(pack) // 2]
+        if held:
+            return proc, held[0]
+        time.sleep(0.05)
+    proc.kill()
+    listing = sorted(f"{p.relative_to(objects)} {p.stat().st_size}" for p in objects.rglob("*"))
+    raise AssertionError(f"the held push's quarantine never filled ({len(pack)} bytes sent): {listing}, "
+                         f"client stderr: {proc.communicate()[1]!r}")
+
+
+def test_a_push_in_progress_counts_against_the_quota(limited: GitServer, tmp_path: Path) -> None:
+    """Two pushes at once cannot both pass a quota that only one of them fits: the second is
+    refused while the first is still receiving, and passes once the first is gone."""
+    tenant, repo, user, work = setup_repo(limited, tmp_path, role="admin")
+    path = f"/api/v1/tenants/{tenant}/repos/{repo}"
+    size = limited.api("GET", path, token=user.token).json()["size_bytes"]
+    assert limited.api("PATCH", path, json={"quota_bytes": size + 250 * KiB},
+                       token=user.token).status_code == 200
+    # Over receive.unpackLimit (100 objects), so git writes the pack into the quarantine as it
+    # arrives (index-pack) instead of holding it in memory until the end (unpack-objects).
+    files = {f"small/{i}.txt": f"{i}\n" for i in range(120)}
+    other = make_repo(tmp_path / "other", limited.git_env, {**files, "first.bin": os.urandom(150 * KiB)})
+    held, quarantine = _hold_a_push(limited, user, tenant, repo, other, "refs/heads/first")
+    try:
+        commit_files(work, limited.git_env, {"second.bin": os.urandom(150 * KiB)})
+        result = limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work, check=False)
+        assert result.returncode != 0
+        assert (f"push refused: the quota_bytes of repository {tenant}/{repo} is "
+                in result.stderr), result.stderr
+        assert "of other pushes in progress" in result.stderr
+    finally:
+        held.kill()  # the first push's client goes: receive-pack gets EOF, its pack is incomplete
+        held.wait(30)
+    deadline = time.monotonic() + 30
+    while quarantine.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not quarantine.exists()
+    limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work)
+    heads = limited.git(user, "ls-remote", limited.repo_url(tenant, repo)).stdout
+    assert "refs/heads/main" in heads and "refs/heads/first" not in heads

@@ -4,6 +4,8 @@ trip, what proc-receive answers when a push is over a limit, and the disk measur
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,14 @@ BLOB = "b" * 40
     (PushLimits(tenant_quota_bytes=1000), Measured(501, tenant_bytes=500),
      "push refused: the quota_bytes of tenant t is 1000 bytes; its repositories would grow from "
      "500 bytes to 1001 bytes"),
+    # Another push in progress counts as if it had landed, and the message says so.
+    (PushLimits(repo_quota_bytes=1000), Measured(300, repo_bytes=500, repo_pending_bytes=200), None),
+    (PushLimits(repo_quota_bytes=1000), Measured(300, repo_bytes=500, repo_pending_bytes=201),
+     "push refused: the quota_bytes of repository t/r is 1000 bytes; it would grow from 500 bytes "
+     "to 1001 bytes, counting 201 bytes of other pushes in progress"),
+    (PushLimits(tenant_quota_bytes=1000), Measured(300, tenant_bytes=500, tenant_pending_bytes=201),
+     "push refused: the quota_bytes of tenant t is 1000 bytes; its repositories would grow from "
+     "500 bytes to 1001 bytes, counting 201 bytes of other pushes in progress"),
     # The blob limit is named first when several are exceeded.
     (PushLimits(1, 1, 1, 1), Measured(10, (BLOB, 10), 10, 10), "GITSERVER_MAX_BLOB_BYTES"),
 ])
@@ -112,6 +122,36 @@ def test_disk_usage_skips_quarantines(tmp_path: Path) -> None:
     assert limits.disk_usage(tmp_path) == 1024
     assert limits.disk_usage(quarantine) == 5000
     assert limits.disk_usage(tmp_path / "missing") == 0
+
+
+def test_quarantines_of_other_pushes_in_progress_count_and_stale_ones_do_not(tmp_path: Path) -> None:
+    """Two pushes into one repository (or tenant) at once each see the other's quarantine,
+    so they cannot both pass a quota only one of them fits; a quarantine left by a push that
+    died (untouched for PENDING_SECONDS) no longer counts."""
+    objects = tmp_path / "t" / "r.git" / "objects"
+    (objects / "pack").mkdir(parents=True)
+    (objects / "pack" / "p.pack").write_bytes(b"x" * 1000)
+    own = objects / "tmp_objdir-incoming-own111"
+    other = objects / "tmp_objdir-incoming-oth222"
+    stale = objects / "tmp_objdir-incoming-old333"
+    for quarantine, size in ((own, 300), (other, 200), (stale, 4000)):
+        (quarantine / "pack").mkdir(parents=True)
+        (quarantine / "pack" / "tmp_pack_x").write_bytes(b"q" * size)
+    elsewhere = tmp_path / "t" / "s.git" / "objects" / "tmp_objdir-incoming-sib444"
+    (elsewhere / "pack").mkdir(parents=True)
+    (elsewhere / "pack" / "tmp_pack_y").write_bytes(b"q" * 50)
+    old = time.time() - limits.PENDING_SECONDS - 60
+    for path in (stale, stale / "pack"):
+        os.utime(path, (old, old))
+
+    assert limits.pending_usage(tmp_path / "t" / "r.git", own) == 200
+    assert limits.pending_usage(tmp_path / "t", own) == 250  # the tenant: its other repository too
+    assert limits.disk_usage(tmp_path / "t" / "r.git") == 1000  # what has landed, as before
+    lim = PushLimits(repo_quota_bytes=1400, tenant_quota_bytes=1500)
+    measured = limits.measure(lim, own, tmp_path / "t" / "r.git")
+    assert measured == Measured(300, None, 1000, 1000, 200, 250)
+    message = limits.over_limit(lim, measured, repo="t/r", tenant="t")
+    assert message is not None and "counting 200 bytes of other pushes in progress" in message
 
 
 @pytest.mark.parametrize("n, text", [(0, "0 bytes"), (1023, "1023 bytes"), (1024, "1.0 KiB"),

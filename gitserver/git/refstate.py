@@ -129,16 +129,21 @@ def remove_stale_quarantines(repos_root: Path, older_than: float) -> list[Path]:
     return removed
 
 
-def stale_ref_locks(repo_path: Path, older_than: float, now: float | None = None) -> list[Path]:
-    """Ref lock files (``refs/**/*.lock``, ``packed-refs.lock``) older than ``older_than``
-    seconds: left by a git or pygit2 writer that was killed; git never removes them, and
-    every later write of that ref would fail."""
-    now = time.time() if now is None else now
-    candidates = [repo_path / "packed-refs.lock"]
+def ref_locks(repo_path: Path) -> list[Path]:
+    """The ref lock files there are (``refs/**/*.lock``, ``packed-refs.lock``): git holds one
+    for the moment of one write; one that stays was left by a writer that was killed."""
+    found = [repo_path / "packed-refs.lock"] if os.path.lexists(repo_path / "packed-refs.lock") else []
     for root, _dirs, files in os.walk(repo_path / "refs"):
-        candidates += [Path(root) / name for name in files if name.endswith(".lock")]
+        found += [Path(root) / name for name in files if name.endswith(".lock")]
+    return found
+
+
+def stale_ref_locks(repo_path: Path, older_than: float, now: float | None = None) -> list[Path]:
+    """Ref lock files older than ``older_than`` seconds: left by a git or pygit2 writer that
+    was killed; git never removes them, and every later write of that ref would fail."""
+    now = time.time() if now is None else now
     found = []
-    for path in candidates:
+    for path in ref_locks(repo_path):
         try:
             if now - os.stat(path, follow_symlinks=False).st_mtime >= older_than:
                 found.append(path)

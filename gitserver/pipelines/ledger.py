@@ -297,11 +297,14 @@ def list_repos(session: Session) -> list[RepoRef]:
 
 def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *,
                    intent_grace: float, repair: bool = True, force: bool = False,
+                   stale_lock_seconds: float | None = None,
                    now: dt.datetime | None = None) -> RepoPass:
     """Compare one repository's refs with the ledger; with ``repair``, record what is missing.
 
     ``force`` reads the refs even when the fingerprint says nothing changed (``gitserver
-    check``). Never moves or deletes a ref.
+    check``). Never moves or deletes a ref. With ``repair`` and ``stale_lock_seconds``, a ref
+    lock file that old is removed (its writer was killed: every later write of that ref would
+    fail); a younger one leaves the repository to be looked at again next pass.
     """
     result = RepoPass(repo.full_name)
     # Fingerprint before reading the refs: a ref written after it changes the next one.
@@ -309,6 +312,10 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
     if fingerprint == repo.fingerprint and not force:
         result.skipped = True
         return result
+    # Creating a lock file changes its directory's mtime, so a repository with one is always
+    # looked at here; it is not stored as clean while one is left.
+    if refstate.ref_locks(path) and _clear_stale_locks(path, repo, repair, stale_lock_seconds):
+        result.unsettled = True
     # Refs before the ledger: an intent is committed before its ref moves, so every ref read
     # here that came through a hook has its intent visible to the queries below.
     on_disk = refstate.ledger_refs(refstate.read_refs(path))
@@ -446,7 +453,19 @@ class Summary:
 FINGERPRINT_BATCH = 500
 
 
-def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_grace: float) -> Summary:
+def _clear_stale_locks(path: Path, repo: RepoRef, repair: bool, stale_seconds: float | None) -> bool:
+    """Remove the repository's ref locks older than ``stale_seconds`` (with ``repair``);
+    whether any lock is left."""
+    if repair and stale_seconds is not None:
+        for lock in refstate.stale_ref_locks(path, stale_seconds):
+            lock.unlink(missing_ok=True)
+            log.warning("%s: removed %s, a ref lock left for over %.0fs by a writer that died",
+                        repo.full_name, lock.relative_to(path), stale_seconds)
+    return bool(refstate.ref_locks(path))
+
+
+def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_grace: float,
+                  stale_lock_seconds: float | None = None) -> Summary:
     """One pass over every repository under ``repos_root`` that the database knows."""
     summary = Summary()
     with transaction(sessions) as session:
@@ -457,7 +476,8 @@ def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_g
         # Names come from the database, validated when the repository was created.
         path = repos_root / repo.tenant / f"{repo.name}.git"
         try:
-            result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace)
+            result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace,
+                                    stale_lock_seconds=stale_lock_seconds)
         except Exception:  # one broken repository does not stop the pass
             if (path / "HEAD").is_file():
                 log.exception("reconciling %s failed", repo.full_name)
@@ -522,7 +542,8 @@ def startup_pass(runtime: Runtime, who: str) -> Summary:
 
 def periodic_pass(runtime: Runtime, who: str) -> Summary:
     summary = reconcile_all(runtime.sessions, runtime.store.root,
-                            intent_grace=runtime.config.receive_finish_timeout)
+                            intent_grace=runtime.config.receive_finish_timeout,
+                            stale_lock_seconds=runtime.config.quarantine_stale_seconds)
     if summary.recovered_pushes or summary.failed_intents or summary.errors:
         log.warning("%s reconciler: %d repositories, %d recovered push(es), %d intent(s) that "
                     "moved nothing, %d error(s)", who, summary.repos, summary.recovered_pushes,

@@ -122,3 +122,37 @@ def test_fresh_ref_waits_for_its_writer_but_check_reports_it(site: dict[str, Any
     forced = ledger.reconcile_repo(runtime.sessions, repo, site["path"], intent_grace=300,
                                    repair=False, force=True)
     assert [d.ref for d in forced.differences] == ["refs/tags/v1.0.redhat-00001"]
+
+
+def test_a_ref_lock_left_by_a_killed_writer_is_removed_once_stale(site: dict[str, Any],
+                                                                   git_env: dict[str, str]) -> None:
+    """A writer killed while it held ``refs/heads/main.lock`` (receive-pack, update-ref) leaves
+    the lock behind, and every later write of main fails. The periodic pass removes it once
+    it is older than quarantine_stale_seconds; a younger one is left, and the repository is
+    looked at again on the next pass instead of being stored as clean."""
+    runtime, path = site["runtime"], site["path"]
+    set_ref(path, "refs/heads/main", site["commit"])
+    ledger.periodic_pass(runtime, "test")  # recorded; the fingerprint is stored as clean
+    lock = path / "refs" / "heads" / "main.lock"
+    lock.write_text(site["commit"] + "\n")  # what a killed writer leaves
+    blocked = subprocess.run(["git", "update-ref", "refs/heads/main", site["commit"]], cwd=path,
+                             env=git_env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "main.lock" in blocked.stderr
+
+    ledger.periodic_pass(runtime, "test")  # young: it may be a writer at work
+    assert lock.exists()
+    assert not reconcile(site).skipped  # looked at again while a lock is there
+
+    stale = time.time() - runtime.config.quarantine_stale_seconds - 60
+    os.utime(lock, (stale, stale))
+    ledger.periodic_pass(runtime, "test")
+    assert not lock.exists()
+    subprocess.run(["git", "update-ref", "refs/heads/main", site["commit"]], cwd=path, env=git_env,
+                   check=True)
+    # `gitserver check` reports and repairs the ledger; it never removes a lock.
+    lock.write_text(site["commit"] + "\n")
+    os.utime(lock, (stale, stale))
+    ledger.reconcile_repo(runtime.sessions, ledger.RepoRef(site["repo"], "acme", "widgets", ""), path,
+                          intent_grace=300, repair=False, force=True,
+                          stale_lock_seconds=runtime.config.quarantine_stale_seconds)
+    assert lock.exists()

@@ -98,7 +98,7 @@ class Measured(NamedTuple):
     largest_blob: tuple[str, int] | None = None  # (object id, size)
     repo_bytes: int = 0
     tenant_bytes: int = 0
-    # Other pushes in progress (their quarantines, see pending_usage): they count against
+    # Other pushes in progress (their quarantines, see _usage): they count against
     # the quotas as if they had landed, so two pushes at once cannot both pass a quota that
     # only one of them fits.
     repo_pending_bytes: int = 0
@@ -229,12 +229,6 @@ def _in_progress(entry: os.DirEntry[str], own: str, since: float) -> bool:
     if os.path.isdir(pack):
         newest = max(newest, os.stat(pack).st_mtime)
     return newest >= since
-
-
-def pending_usage(path: Path, besides: Path, now: float | None = None) -> int:
-    """Bytes in the quarantines under ``path`` of pushes in progress other than the one whose
-    quarantine is ``besides``: objects received and waiting for their push's checks."""
-    return _usage(path, besides, now)[1]
 
 
 def tenant_usage(tenant_dir: Path) -> int:

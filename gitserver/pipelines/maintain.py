@@ -52,11 +52,6 @@ def pending_job(session: Session, repo_id: int) -> models.Job | None:
         .order_by(models.Job.id).limit(1))
 
 
-def pending(session: Session, repo_id: int) -> bool:
-    """True when a maintain job for the repository is queued or running."""
-    return pending_job(session, repo_id) is not None
-
-
 def enqueue(session: Session, repo_id: int, delay: float = 0.0) -> models.Job | None:
     """Queue a maintain job for the repository in the caller's transaction, to run after
     ``delay`` seconds, unless one is already queued or running (then None)."""

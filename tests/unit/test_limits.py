@@ -144,11 +144,11 @@ def test_quarantines_of_other_pushes_in_progress_count_and_stale_ones_do_not(tmp
     for path in (stale, stale / "pack"):
         os.utime(path, (old, old))
 
-    assert limits.pending_usage(tmp_path / "t" / "r.git", own) == 200
-    assert limits.pending_usage(tmp_path / "t", own) == 250  # the tenant: its other repository too
     assert limits.disk_usage(tmp_path / "t" / "r.git") == 1000  # what has landed, as before
     lim = PushLimits(repo_quota_bytes=1400, tenant_quota_bytes=1500)
     measured = limits.measure(lim, own, tmp_path / "t" / "r.git")
+    assert measured.repo_pending_bytes == 200
+    assert measured.tenant_pending_bytes == 250  # the tenant: its other repository too
     assert measured == Measured(300, None, 1000, 1000, 200, 250)
     message = limits.over_limit(lim, measured, repo="t/r", tenant="t")
     assert message is not None and "counting 200 bytes of other pushes in progress" in message

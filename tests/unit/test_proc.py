@@ -37,18 +37,22 @@ def children() -> Iterator[list[subprocess.Popen[bytes]]]:
         proc.wait()
 
 
-def test_a_leader_that_obeys_sigterm_gets_nothing_else(children: list[subprocess.Popen[bytes]]) -> None:
-    proc = _spawn("echo ready; exec sleep 60")
+def _spawn_ready(children: list[subprocess.Popen[bytes]], script: str) -> subprocess.Popen[bytes]:
+    """``script`` started in a group of its own, once it has printed ``ready``."""
+    proc = _spawn(script)
     children.append(proc)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc
+
+
+def test_a_leader_that_obeys_sigterm_gets_nothing_else(children: list[subprocess.Popen[bytes]]) -> None:
+    proc = _spawn_ready(children, "echo ready; exec sleep 60")
     stop_group(proc.pid, popen_wait(proc), grace=30)
     assert proc.returncode == -signal.SIGTERM
 
 
 def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace(children: list[subprocess.Popen[bytes]]) -> None:
-    proc = _spawn("trap '' TERM; echo ready; exec sleep 60")
-    children.append(proc)
-    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    proc = _spawn_ready(children, "trap '' TERM; echo ready; exec sleep 60")
     started = time.monotonic()
     stop_group(proc.pid, popen_wait(proc), grace=0.3)
     assert proc.returncode == -signal.SIGKILL
@@ -56,9 +60,7 @@ def test_a_leader_that_ignores_sigterm_is_killed_after_the_grace(children: list[
 
 
 def test_no_grace_means_sigkill_at_once(children: list[subprocess.Popen[bytes]]) -> None:
-    proc = _spawn("echo ready; exec sleep 60")
-    children.append(proc)
-    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    proc = _spawn_ready(children, "echo ready; exec sleep 60")
     stop_group(proc.pid, popen_wait(proc), grace=0)
     assert proc.returncode == -signal.SIGKILL
 

@@ -43,9 +43,10 @@ def maintenance_path(tenant: str, repo: str) -> str:
 
 
 def latest_job(session: Session, repo_id: int) -> models.Job | None:
-    """The job to show: the queued or running one, else the newest that finished (None when
-    the repository was never maintained by a worker)."""
-    return maintain.pending_job(session, repo_id) or session.scalar(
+    """The job to show: the repository's newest, which is the queued or running one when there
+    is one (a job is queued only while none is), else the newest that finished (None when the
+    repository was never maintained by a worker)."""
+    return session.scalar(
         select(models.Job).where(models.Job.kind == maintain.KIND,
                                  models.Job.payload == maintain.payload_of(repo_id))
         .order_by(models.Job.id.desc()).limit(1))

@@ -6,7 +6,8 @@ argparse and the CLI module (about 6 ms of CPU per push; docs/performance.md).
 
 import sys
 
-if len(sys.argv) == 3 and sys.argv[1] == "hook":
+# An option (``hook --help``) is for argparse, which words the usage.
+if len(sys.argv) == 3 and sys.argv[1] == "hook" and not sys.argv[2].startswith("-"):
     from gitserver.hookrun import main as hook_main
 
     raise SystemExit(hook_main(sys.argv[2]))

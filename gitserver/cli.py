@@ -490,7 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "hook":
         return args.fn(args)
+    from gitserver import depwarnings
     from gitserver.errors import GitserverError
+
+    depwarnings.quiet()
 
     try:
         return args.fn(args)

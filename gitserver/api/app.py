@@ -87,6 +87,9 @@ def create_app(runtime: Runtime) -> falcon.App:
 def get_app() -> Any:
     """The WSGI app for gunicorn (``gitserver.api.app:get_app()``), configured from the environment."""
     from gitserver import config as config_mod
+    from gitserver import depwarnings
+
+    depwarnings.quiet()
 
     return create_app(Runtime.create(config_mod.load()))
 

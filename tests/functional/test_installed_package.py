@@ -4,8 +4,10 @@ on its own files (hook templates, migrations, version) — nothing may be found 
 checkout.
 
 pip resolves the wheel's declared dependencies from the same index and cache ``./dev`` uses, so
-a dependency missing from pyproject.toml fails here too. SQLite only: what is under test is the
-package's files, not the database backend.
+a dependency missing from pyproject.toml fails here too. The versions are held to the server
+lock (as constraints: a user's pip does not check our hashes), or are the newest releases under
+``./dev test --latest``. SQLite only: what is under test is the package's files, not the
+database backend.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ def run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None,
     return result
 
 
+def lock_constraints(path: Path) -> list[str]:
+    """pip arguments holding the install to the server lock's versions, unless testing the newest."""
+    if os.environ.get("GITSERVER_TEST_LATEST"):
+        return []
+    pins = [line.rstrip(" \\") for line in (REPO_ROOT / "requirements" / "server.lock").read_text().splitlines()
+            if line[:1].isalnum()]
+    path.write_text("\n".join(pins) + "\n")
+    return ["-c", str(path)]
+
+
 def pip_env() -> dict[str, str]:
     # Nothing of this checkout may leak into the installed interpreter's import path.
     return {k: v for k, v in os.environ.items()
@@ -62,8 +74,8 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = root / "venv"
     run([sys.executable, "-m", "venv", venv], cwd=root, env=pip_env())
     python = venv / "bin" / "python"
-    run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheels[0]], cwd=root,
-        env=pip_env())
+    run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", wheels[0],
+         *lock_constraints(root / "constraints.txt")], cwd=root, env=pip_env())
     return python
 
 
@@ -80,7 +92,10 @@ def test_installed_wheel_inits_serves_and_archives_a_push(venv_python: Path, tmp
     srv = GitServer(data, f"sqlite:///{data / 'gitserver.db'}", git_env, python=str(venv_python), cwd=outside)
     srv.env = {k: v for k, v in srv.env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     try:
-        srv.start()  # gitserver init, token create, serve; waits for SSH and /healthz
+        # A new user's first commands print nothing but their own words: no dependency's warning.
+        first = srv.cli("init")
+        assert first.stderr == "", first.stderr
+        srv.start()  # gitserver init (again: idempotent), token create, serve; waits for SSH and /healthz
         assert srv.cli("db", "upgrade").returncode == 0
 
         # init filled the packaged templates: each hook runs the venv's interpreter.
@@ -91,7 +106,8 @@ def test_installed_wheel_inits_serves_and_archives_a_push(venv_python: Path, tmp
             assert str(venv_python) in text and "@PYTHON@" not in text and "@DATA_DIR@" not in text
 
         key_path, _public = srv.new_key("installed")
-        srv.cli("tenant", "create", "acme")
+        tenant = srv.cli("tenant", "create", "acme")
+        assert tenant.stderr == "", tenant.stderr
         srv.cli("user", "create", "acme", "alice", "--role", "admin")
         srv.cli("key", "add", "acme", "alice", str(key_path.with_suffix(".pub")))
         srv.cli("repo", "create", "acme", "widgets")

@@ -1,0 +1,35 @@
+"""The digest of everything the locks are computed from, written into each lock's header.
+
+``./dev lock`` writes it; ``tests/unit/test_lock.py`` recomputes it, so a change to the
+dependencies in pyproject.toml (or to the ``*.in`` files here) without a new lock fails the
+suite. Only the inputs of the resolution count: editing pyproject's prose or tool settings
+does not call for a new lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INPUTS = ("build.in", "tools.in")
+HEADER = "# inputs-sha256: "
+
+
+def digest(root: Path = ROOT) -> str:
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    inputs = {
+        "requires-python": project["project"].get("requires-python"),
+        "dependencies": project["project"].get("dependencies", []),
+        "optional-dependencies": project["project"].get("optional-dependencies", {}),
+        "build-system": project.get("build-system", {}).get("requires", []),
+        **{name: (root / "requirements" / name).read_text() for name in INPUTS},
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+if __name__ == "__main__":
+    sys.stdout.write(HEADER + digest() + "\n")

@@ -86,7 +86,7 @@ def chart(rows: list[Any], path: Path, title: str) -> bool:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed (pip install -e '.[bench]'); no chart written")
+        log.warning("matplotlib is not installed (./dev setup installs it); no chart written")
         return False
     # Rows against another baseline (backup vs tar) are in the table only: their ratios are on
     # another scale and would flatten the OpenSSH comparisons; rows with no OpenSSH figure too.

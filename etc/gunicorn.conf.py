@@ -1,7 +1,7 @@
 # gunicorn settings for the gitserver REST API, for operators who run gunicorn themselves:
 #
 #   GITSERVER_CONFIG=/etc/gitserver/gitserver.toml \
-#   gunicorn -c /etc/gitserver/gunicorn.conf.py 'gitserver.api.app:get_app()'
+#   gunicorn -c /etc/gitserver/gunicorn.conf.py 'gitserver.cmd.wiring:get_app()'
 #
 # `gitserver api` (and `gitserver serve`) apply the same settings programmatically; this file
 # exists so that a deployment that wants gunicorn's own command line (a process manager that

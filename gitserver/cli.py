@@ -61,7 +61,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from gitserver.api.app import run_gunicorn
+    from gitserver.cmd import wiring
     from gitserver.logs import setup_logging
 
     cfg = _config(args)
@@ -72,19 +72,19 @@ def cmd_api(args: argparse.Namespace) -> int:
     from gitserver import graphite
 
     graphite.start()  # only when GRAPHITE_* is set
-    return run_gunicorn(cfg)
+    return wiring.run_api(cfg)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from gitserver.cmd import wiring
     from gitserver.logs import setup_logging
-    from gitserver.pipelines.worker import run
 
     cfg = _config(args)
     from gitserver import metrics
 
     metrics.setup(cfg, clean=True)
     setup_logging(cfg, "worker")
-    return run(cfg, concurrency=args.concurrency)
+    return wiring.run_worker(cfg, concurrency=args.concurrency)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

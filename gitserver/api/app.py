@@ -1,11 +1,12 @@
-"""The falcon application: ``create_app(runtime)`` builds it, ``get_app()`` is for gunicorn."""
+"""The falcon application: ``create_app(runtime, modules)`` builds it from the route modules
+the composition root hands it (``gitserver.cmd.wiring``), and ``run_gunicorn`` serves it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
-import sys
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -22,18 +23,6 @@ from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-
-
-def route_modules() -> tuple[ModuleType, ...]:
-    """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
-    ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
-    from gitserver.api import smart_http
-    from gitserver.api.resources import groups, maintenance, pipelines, repos, tenants, users, webhooks
-    from gitserver.api.resources import metrics as metrics_routes
-    from gitserver.repour import resources as repour
-
-    return (sys.modules[__name__], metrics_routes, tenants, users, groups, repos, maintenance,
-            pipelines, webhooks, smart_http, repour)
 
 
 class Health:
@@ -69,14 +58,14 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def create_app(runtime: Runtime) -> falcon.App:
+def create_app(runtime: Runtime, modules: Sequence[ModuleType]) -> falcon.App:
+    """The app mounting ``modules`` (each with ``add_routes(app, ctx)``), and their OpenAPI document."""
     ctx = ApiContext(runtime=runtime)
     app = falcon.App(middleware=[OidcMiddleware(oidc.verifier_from_config(runtime.config))])
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
         dumps=lambda obj: json.dumps(obj, default=_json_default))
     api_errors.register(app)
-    modules = route_modules()
     for module in modules:
         module.add_routes(app, ctx)
     # The document of every route module; openapi.py never imports this module (one-way).
@@ -84,18 +73,9 @@ def create_app(runtime: Runtime) -> falcon.App:
     return app
 
 
-def get_app() -> Any:
-    """The WSGI app for gunicorn (``gitserver.api.app:get_app()``), configured from the environment."""
-    from gitserver import config as config_mod
-    from gitserver import depwarnings
-
-    depwarnings.quiet()
-
-    return create_app(Runtime.create(config_mod.load()))
-
-
-def run_gunicorn(config: Config) -> int:
-    """Run the API under gunicorn in this process (``gitserver api``)."""
+def run_gunicorn(config: Config, load: Callable[[], falcon.App]) -> int:
+    """Run the API under gunicorn in this process (``gitserver api``); ``load`` builds the app
+    in each gunicorn worker."""
     from gunicorn.app.base import BaseApplication
 
     from gitserver.api.worker import worker_class
@@ -119,7 +99,7 @@ def run_gunicorn(config: Config) -> int:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
-            return create_app(Runtime.create(config))
+            return load()
 
     App().run()
     return 0

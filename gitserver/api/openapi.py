@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document at ``/api/v1/openapi.json``, merged from the route modules.
 
-Each route module (the list is :func:`gitserver.api.app.route_modules`, which mounts the
+Each route module (the list is :func:`gitserver.cmd.wiring.route_modules`, which mounts the
 document with :class:`OpenApiDocument`; nothing here imports it back) describes its own routes
 next to their code, in a module-level ``OPENAPI_PATHS`` (path template → path item) and optionally
 ``OPENAPI_SCHEMAS`` (components/schemas). :func:`build_document` merges them; a test compares

@@ -1,7 +1,7 @@
 """``gitserver worker``: N job threads in one process, a monitor, a reconciler.
 
 * Job threads claim one job at a time (:func:`gitserver.pipelines.jobs.claim`) and run its
-  handler (:func:`job_handlers` wires each kind to its function). Only the kinds this worker
+  handler (``gitserver.cmd.wiring.job_handlers`` wires each kind to its function). Only the kinds this worker
   has handlers for are claimed, so a job for a feature this release lacks stays queued for a
   worker that has it.
 * The monitor thread renews the leases of the jobs this process holds (every third of the
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -43,7 +43,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import is_disk_full
 from gitserver.logs import bind
-from gitserver.pipelines import build, deliver, jobs, ledger, maintain, outbox, push
+from gitserver.pipelines import build, jobs, ledger, push
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,13 @@ DISK_FULL_BACKOFF_MAX = 30.0
 
 # --- the process -----------------------------------------------------------------------------
 
-def run(cfg: Config, concurrency: int | None = None) -> int:
-    """Entry point of ``gitserver worker``: runs until SIGTERM/SIGINT, returns the exit code."""
-    n = max(1, concurrency if concurrency is not None else cfg.workers)
-    runtime = Runtime.create(cfg, pool_size=n + 2)
-    worker = Worker(runtime, n)
+def run(runtime: Runtime, handlers: Mapping[str, jobs.Handler], concurrency: int) -> int:
+    """``gitserver worker`` (built by ``gitserver.cmd.wiring``): runs the job kinds of
+    ``handlers`` on ``concurrency`` threads until SIGTERM/SIGINT, returns the exit code."""
+    worker = Worker(runtime, concurrency, handlers)
     signal.signal(signal.SIGTERM, lambda _s, _f: worker.stop())
     signal.signal(signal.SIGINT, lambda _s, _f: worker.stop())
-    try:
-        worker.serve()
-    finally:
-        runtime.dispose()
+    worker.serve()
     return 0
 
 
@@ -101,7 +97,7 @@ class DiskFullBackoff:
 class Worker:
     """The job threads, the monitor and the reconciler of one worker process."""
 
-    def __init__(self, runtime: Runtime, concurrency: int) -> None:
+    def __init__(self, runtime: Runtime, concurrency: int, handlers: Mapping[str, jobs.Handler]) -> None:
         self.runtime = runtime
         self.cfg = runtime.config
         self.concurrency = concurrency
@@ -109,7 +105,7 @@ class Worker:
         # Idle job threads sleep on this between polls; a PostgreSQL NOTIFY sets it.
         self.wake = threading.Event()
         self.owner_prefix = f"{socket.gethostname()}:{os.getpid()}"
-        self.handlers = job_handlers()
+        self.handlers = dict(handlers)
         self.kinds = list(self.handlers)
         self._held: dict[int, _Held] = {}
         self._lock = threading.Lock()
@@ -307,27 +303,6 @@ class Worker:
 
 def _finish(session: Session, claim: jobs.Claim, status: str, error: str) -> str:
     return status if jobs.finish(session, claim, status, error) else "lost"
-
-
-def job_handlers() -> dict[str, jobs.Handler]:
-    """Every job kind and the function that runs it: the worker's composition root."""
-    from gitserver.repour import job as repour_job
-    from gitserver.repour import tokens
-
-    # Where a callback's fresh headers come from, by the name its job stores.
-    credentials: dict[str, deliver.Credentials] = {
-        outbox.CREDENTIALS_SERVICE_TOKEN: tokens.service_token_headers,
-    }
-    assert set(credentials) == set(outbox.CREDENTIALS), "a credentials name without a function"
-    handlers: dict[str, jobs.Handler] = {
-        "pipeline": push.run_pipeline_job,
-        "webhook": deliver.run_delivery_job,
-        "callback": functools.partial(deliver.run_delivery_job, credentials=credentials),
-        "repour": repour_job.run_repour_job,
-        "maintain": maintain.run_maintain_job,
-    }
-    assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"
-    return handlers
 
 
 def _protect_data_dir(cfg: Config) -> None:

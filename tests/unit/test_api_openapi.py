@@ -16,8 +16,8 @@ from gitserver import admin
 from gitserver import config as config_mod
 from gitserver.api import body as body_mod
 from gitserver.api import openapi
-from gitserver.api.app import create_app, route_modules
 from gitserver.api.body import Field, json_schema
+from gitserver.cmd.wiring import api_app, route_modules
 from gitserver.db.session import transaction, upgrade
 from gitserver.runtime import Runtime
 
@@ -32,7 +32,7 @@ def routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str
     config = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path)})
     runtime = Runtime.create(config)
     try:
-        return openapi.app_routes(create_app(runtime))
+        return openapi.app_routes(api_app(runtime))
     finally:
         runtime.dispose()
 
@@ -165,7 +165,7 @@ def admin_app(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     runtime = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path / "data"), database_url=url))
     with transaction(runtime.sessions) as session:
         _, secret = admin.create_token(session, site_admin=True, name="openapi-test")
-    client = testing.TestClient(create_app(runtime), headers={"Authorization": f"Bearer {secret}"})
+    client = testing.TestClient(api_app(runtime), headers={"Authorization": f"Bearer {secret}"})
     made = {}
     for path, body in (("/api/v1/tenants", {"name": "t"}), ("/api/v1/tenants/t/users", {"name": "u"}),
                        ("/api/v1/tenants/t/groups", {"name": "g"}), ("/api/v1/tenants/t/repos", {"name": "r"}),

@@ -47,8 +47,9 @@ def test_the_ssh_daemon_does_not_import(daemon_modules: set[str], module: str) -
 
 def test_the_worker_still_has_the_sender() -> None:
     # The other side of the split: the handler map wires the delivery module.
-    from gitserver.pipelines import deliver, worker
+    from gitserver.cmd import wiring
+    from gitserver.pipelines import deliver
 
-    handlers = worker.job_handlers()
+    handlers = wiring.job_handlers()
     assert handlers["webhook"] is deliver.run_delivery_job
     assert handlers["callback"].func is deliver.run_delivery_job  # type: ignore[attr-defined]

@@ -178,11 +178,12 @@ def test_enqueue_wakes_idle_workers_on_postgresql(runtime: Runtime) -> None:
     import threading
     import time
 
+    from gitserver.cmd.wiring import job_handlers
     from gitserver.pipelines.worker import Worker
 
     if runtime.engine.dialect.name != "postgresql":
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite workers poll")
-    worker = Worker(runtime, 1)
+    worker = Worker(runtime, 1, job_handlers())
     listener = threading.Thread(target=worker._listen, daemon=True)
     listener.start()
     try:

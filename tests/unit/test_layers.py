@@ -1,9 +1,9 @@
 """The dependency direction of docs/architecture.md, checked on the import statements.
 
-Composition roots (cli, supervisor, entrypoint, check) may import anything; transports (ssh,
-api) never import each other; the Repour face (repour/) sits on api (its auth and lookups) and
-is reached from below only through the two composition points that wire it (the route list
-and the job-handler map); the pipelines never import a transport; the core (git, db,
+Composition roots (cli, cmd/: the supervisor, entrypoint, check and the wiring) may import
+anything; transports (ssh, api) never import each other; the Repour face (repour/) sits on api
+(its auth and lookups) and only the composition root wires it (the route list and the
+job-handler map of cmd/wiring.py); the pipelines never import a transport or Repour; the core (git, db,
 access, names, keys, errors, config) imports none of the layers above it. The git hooks'
 module imports only the standard library and the pure git rules at load time, because every
 push starts it.
@@ -18,32 +18,23 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gitserver"
-ROOTS = ("gitserver.cli", "gitserver.supervisor", "gitserver.entrypoint", "gitserver.check")
+ROOTS = ("gitserver.cli", "gitserver.cmd", "gitserver.supervisor", "gitserver.entrypoint", "gitserver.check")
 TRANSPORTS = ("gitserver.api", "gitserver.ssh")
 CORE = ("gitserver.git", "gitserver.db", "gitserver.access", "gitserver.names", "gitserver.keys",
         "gitserver.errors", "gitserver.config", "gitserver.ssh_algorithms")
 
 # module prefix -> prefixes it must not import
 FORBIDDEN = {
+    # Only the composition root (gitserver.cmd.wiring) wires Repour's routes and job handler.
     "gitserver.api": (*ROOTS, "gitserver.ssh", "gitserver.repour"),
     "gitserver.ssh": (*ROOTS, "gitserver.api"),
     "gitserver.pipelines": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.repour": (*ROOTS, "gitserver.ssh"),
+    # The hook entry runs in git's hook process: it never loads the job engine.
+    "gitserver.hookrun": ("gitserver.pipelines",),
+    "gitserver.hookenv": ("gitserver.pipelines",),
     **{core: (*ROOTS, *TRANSPORTS, "gitserver.pipelines", "gitserver.admin") for core in CORE},
 }
-
-
-# (importer prefix, module it may import although its layer says no): the explicit wiring of
-# Repour's routes (api.app.route_modules), of its job handler and of the callback credentials
-# it provides (pipelines.worker.job_handlers).
-WIRING = {("gitserver.api.app", "gitserver.repour.resources"), ("gitserver.pipelines.worker", "gitserver.repour.job"),
-          ("gitserver.pipelines.worker", "gitserver.repour.tokens")}
-
-
-def wired(module: str, name: str) -> bool:
-    """``module`` imports ``name`` (or the package holding it) to wire it, see :data:`WIRING`."""
-    return any(within(module, importer) and (name == target or target.startswith(name + "."))
-               for importer, target in WIRING)
 
 
 def module_name(path: Path) -> str:
@@ -76,7 +67,7 @@ SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts
 def test_imports_follow_the_layers(path: Path) -> None:
     module = module_name(path)
     banned = [b for layer, bans in FORBIDDEN.items() if within(module, layer) for b in bans]
-    wrong = sorted(name for name in imports(path) for b in banned if within(name, b) and not wired(module, name))
+    wrong = sorted(name for name in imports(path) for b in banned if within(name, b))
     assert not wrong, f"{module} imports {wrong}, above its layer (docs/architecture.md)"
 
 

@@ -88,6 +88,9 @@ def select(setting: str, configured: Sequence[str], default: Sequence[str],
 
 def available() -> dict[str, list[str]]:
     """What the installed asyncssh implements, per setting."""
+    from gitserver import depwarnings
+
+    depwarnings.quiet()  # asyncssh is imported here first when a config is loaded
     from asyncssh.encryption import get_encryption_algs
     from asyncssh.kex import get_kex_algs
     from asyncssh.mac import get_mac_algs

@@ -2,6 +2,6 @@
 
 from gitserver import depwarnings
 
-# Every import of asyncssh in gitserver goes through this package: quiet its import-time
-# deprecation warnings here, whichever entry point (CLI, daemon, API, a test) got here first.
+# asyncssh is imported through this package (and by ssh_algorithms, which quiets it too): quiet
+# its import-time deprecation warnings here, whichever entry point (CLI, daemon, API) came first.
 depwarnings.quiet()

@@ -65,3 +65,16 @@ def test_init_and_first_commands_print_nothing_on_stderr(tmp_path: Path) -> None
         result = gitserver(env, *args)
         assert result.returncode == 0, result.stderr
         assert result.stderr == "", f"gitserver {' '.join(args)} wrote on stderr:\n{result.stderr}"
+
+
+def test_gunicorn_run_by_the_operator_prints_nothing_on_stderr(tmp_path: Path) -> None:
+    # etc/gunicorn.conf.py loads the configuration (which asks asyncssh for its algorithms)
+    # before gitserver's app is imported; --check-config loads the app too, then exits.
+    env = user_env(tmp_path / "data")
+    assert gitserver(env, "init").returncode == 0
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    result = subprocess.run([str(gunicorn), "-c", str(REPO_ROOT / "etc" / "gunicorn.conf.py"), "--check-config",
+                             "gitserver.cmd.wiring:get_app()"], env=env, cwd=tmp_path, text=True,
+                            capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr

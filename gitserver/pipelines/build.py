@@ -1,16 +1,5 @@
-"""The build step: ``.gitserver/pipeline.toml`` of the archived tree, run step by step.
-
-The file (documented in the README, "Pipelines")::
-
-    build_tags = true               # optional: also build pushed tags (default: branches only)
-    network = "host"                # optional: the steps' network, "none" (default) or "host"
-
-    [[steps]]
-    name = "test"                   # unique; letters, digits, ".", "_", "-", " "
-    command = "make test"           # a string runs with /bin/sh -c; a list runs as is
-    timeout = 600                   # optional, seconds (capped at the server's build_timeout)
-    env = { MODE = "ci" }           # optional, added to the clean environment
-    network = "none"                # optional, this step's network (default: the file's)
+"""The build step: the steps of the pipeline file (:mod:`gitserver.pipelines.pipelinefile`),
+run one by one.
 
 Each step runs in a fresh ``git clone --depth 1 --branch repour-<id>`` of the repository in a
 temporary directory, in a clean environment (PATH, HOME=<temp>, LANG and the ``GITSERVER_*``
@@ -24,41 +13,27 @@ operator set ``build_allow_unisolated``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import pwd
-import re
 import resource
 import selectors
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from gitserver import proc
 from gitserver import sandbox as sandbox_mod
-from gitserver.config import Config
-from gitserver.git.store import git_env
 from gitserver.pipelines.jobs import JobContext
-from gitserver.proc import pid_alive, stop_group
+from gitserver.pipelines.pipelinefile import StepSpec
+from gitserver.pipelines.workspaces import Sandbox, Workspace
+from gitserver.proc import stop_group
 
 log = logging.getLogger(__name__)
 
-PIPELINE_FILE = ".gitserver/pipeline.toml"
-MAX_PIPELINE_FILE = 64 * 1024
-MAX_STEPS = 50
-STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,99}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-STEP_KEYS = {"name", "command", "timeout", "env", "network"}
-TOP_LEVEL_KEYS = {"steps", "build_tags", "network"}
-# A step's network when its pipeline file names none.
-DEFAULT_STEP_NETWORK = "none"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 ENV_COMMAND = shutil.which("env", path=DEFAULT_PATH) or "/usr/bin/env"
 # Output is stored in chunks of about this size, and at least once a second.
@@ -68,37 +43,9 @@ LOG_FLUSH_SECONDS = 1.0
 POLL_SECONDS = 0.2
 # Seconds of CPU between SIGXCPU (soft limit) and SIGKILL (hard limit).
 CPU_KILL_GRACE = 5
-# Workspaces are <tmp>/gitserver-build-<worker pid>-<random>.
-WORKSPACE_PREFIX = "gitserver-build-"
 # Between SIGTERM and SIGKILL of a step's process group.
 KILL_GRACE = 1.0
 
-
-class PipelineFileError(Exception):
-    """The pipeline file is malformed; the message names the file and the line."""
-
-
-class SandboxError(Exception):
-    """A build cannot be set up on this worker (its message says why)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSpec:
-    name: str
-    argv: tuple[str, ...]
-    timeout: float | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    line: int = 0
-    network: str = DEFAULT_STEP_NETWORK
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineSpec:
-    """A parsed pipeline file."""
-
-    steps: list[StepSpec]
-    # Whether a pushed tag whose tree holds this file is built (branches always are).
-    build_tags: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,227 +73,7 @@ class StepOutcome:
     message: str
 
 
-# --- the pipeline file (pure) ----------------------------------------------------------------
-
-def parse_pipeline(text: str) -> PipelineSpec:
-    """Validate ``text`` as a pipeline file; every error names the line it is about."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"line {match.group(1)}, column {match.group(2)}" if match else "line ?"
-        reason = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise PipelineFileError(f"{PIPELINE_FILE}: {where}: {reason}") from exc
-    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
-    if unknown:
-        raise _error(text, f"unknown top-level key {unknown[0]!r} (allowed: [[steps]], build_tags, "
-                           "network)", _key_line(text, unknown[0], 1))
-    build_tags = data.get("build_tags", False)
-    if not isinstance(build_tags, bool):
-        raise _error(text, "'build_tags' must be true or false", _key_line(text, "build_tags", 1))
-    network = data.get("network", DEFAULT_STEP_NETWORK)
-    if network not in sandbox_mod.NETWORKS:
-        raise _error(text, _NETWORK_ERROR, _key_line(text, "network", 1))
-    steps = data.get("steps")
-    if steps is None:
-        raise _error(text, "no [[steps]] defined", 1)
-    if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
-        raise _error(text, "'steps' must be an array of tables, written [[steps]]",
-                     _key_line(text, "steps", 1))
-    if not steps:
-        raise _error(text, "no [[steps]] defined", 1)
-    if len(steps) > MAX_STEPS:
-        raise _error(text, f"{len(steps)} steps; at most {MAX_STEPS} are allowed", 1)
-    headers = _step_header_lines(text)
-    specs: list[StepSpec] = []
-    for index, raw in enumerate(steps):
-        header = headers[index] if index < len(headers) else 1
-        specs.append(_parse_step(text, raw, index + 1, header, network))
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.name in seen:
-            raise _error(text, f"step name {spec.name!r} is used twice", spec.line)
-        seen.add(spec.name)
-    return PipelineSpec(steps=specs, build_tags=build_tags)
-
-
-_NETWORK_ERROR = "'network' must be \"none\" (no network, the default) or \"host\""
-
-
-def _parse_step(text: str, raw: dict[str, Any], number: int, header: int, network: str) -> StepSpec:
-    def fail(key: str | None, message: str) -> PipelineFileError:
-        line = _key_line(text, key, header) if key else header
-        return _error(text, f"step {number}: {message}", line)
-
-    unknown = sorted(set(raw) - STEP_KEYS)
-    if unknown:
-        raise fail(unknown[0], f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(STEP_KEYS))})")
-    name = raw.get("name")
-    if not isinstance(name, str) or not STEP_NAME_RE.fullmatch(name):
-        raise fail("name" if "name" in raw else None,
-                   "'name' is required: 1-100 letters, digits, '.', '_', '-' or spaces")
-    command = raw.get("command")
-    if isinstance(command, str) and command.strip():
-        argv: tuple[str, ...] = ("/bin/sh", "-c", command)
-    elif isinstance(command, list) and command and all(isinstance(a, str) and a for a in command):
-        argv = tuple(command)
-    else:
-        raise fail("command" if "command" in raw else None,
-                   "'command' is required: a non-empty string or list of strings")
-    if any("\0" in a for a in argv):
-        raise fail("command", "'command' contains a NUL character")
-    timeout = raw.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or not timeout > 0):
-        raise fail("timeout", "'timeout' must be a positive number of seconds")
-    env = raw.get("env", {})
-    if not isinstance(env, dict):
-        raise fail("env", "'env' must be a table of strings, like env = { KEY = \"value\" }")
-    for key, value in env.items():
-        if not ENV_NAME_RE.fullmatch(key) or key.startswith("GITSERVER_"):
-            raise fail("env", f"env name {key!r} is not allowed (letters, digits, '_'; "
-                              "GITSERVER_* is reserved)")
-        if not isinstance(value, str) or "\0" in value:
-            raise fail("env", f"env {key} must be a string")
-    network = raw.get("network", network)
-    if network not in sandbox_mod.NETWORKS:
-        raise fail("network", _NETWORK_ERROR)
-    return StepSpec(name=name, argv=argv, timeout=float(timeout) if timeout is not None else None,
-                    env=tuple(sorted(env.items())), line=header, network=network)
-
-
-def _error(_text: str, message: str, line: int) -> PipelineFileError:
-    return PipelineFileError(f"{PIPELINE_FILE}: line {line}: {message}")
-
-
-def _step_header_lines(text: str) -> list[int]:
-    pattern = re.compile(r"^\s*\[\[\s*(?:\"steps\"|'steps'|steps)\s*\]\]")
-    return [n for n, line in enumerate(text.splitlines(), 1) if pattern.match(line)]
-
-
-def _key_line(text: str, key: str, start: int) -> int:
-    """The first line at or after ``start`` that assigns ``key`` (best effort, for messages)."""
-    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
-    lines = text.splitlines()
-    for n in range(start, len(lines) + 1):
-        if pattern.match(lines[n - 1]) or (n > start and lines[n - 1].lstrip().startswith("[")):
-            return n if pattern.match(lines[n - 1]) else start
-    return start
-
-
 # --- running a step --------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Sandbox:
-    """How build steps run on this worker (decided once per worker): the host's sandbox
-    policy, the limits, and the most network a step may have."""
-
-    policy: sandbox_mod.Policy
-    cpu_seconds: int
-    memory_bytes: int
-    file_size_bytes: int
-    max_timeout: float
-    # build_network: "host" lets pipeline files ask for the network; "none" never gives it.
-    network: str = "host"
-    # Only for steps run without a sandbox by a root worker (build_allow_unisolated): this
-    # unprivileged user (build_user) rather than root.
-    fallback_uid: int | None = None
-    fallback_gid: int | None = None
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Sandbox:
-        try:
-            policy = sandbox_mod.Policy.from_config(cfg)
-        except sandbox_mod.SandboxUnavailable as exc:
-            raise SandboxError(str(exc)) from exc
-        uid = gid = None
-        if not policy.available and policy.allow_unisolated and os.geteuid() == 0:
-            try:
-                entry = pwd.getpwnam(cfg.build_user)
-            except KeyError as exc:
-                raise SandboxError(f"build_user {cfg.build_user!r} does not exist on this host "
-                                   "(builds never run as root)") from exc
-            if entry.pw_uid == 0:
-                raise SandboxError("build_user must not be root")
-            uid, gid = entry.pw_uid, entry.pw_gid
-        return cls(policy=policy, cpu_seconds=cfg.build_cpu_seconds,
-                   memory_bytes=cfg.build_memory_mb * 1024 * 1024,
-                   file_size_bytes=cfg.build_file_size_mb * 1024 * 1024,
-                   max_timeout=cfg.build_timeout, network=cfg.build_network,
-                   fallback_uid=uid, fallback_gid=gid)
-
-    def describe(self) -> str:
-        text = self.policy.describe()
-        if not self.policy.available:  # (then the network is the host's: nothing can cut it)
-            if self.fallback_uid is not None:
-                return text + f"; steps run as uid {self.fallback_uid} (build_user) with the host's network"
-            if self.policy.allow_unisolated:
-                return text + (f"; steps run as this worker's own user (uid {os.geteuid()}), able "
-                               "to read the data dir and the database, with the host's network")
-            return text
-        if self.network == "none":
-            return text + "; build_network is \"none\": no step gets the network"
-        return text + "; steps get the network only when the pipeline file says network = \"host\""
-
-
-@dataclasses.dataclass
-class Workspace:
-    """A step's directory (``src``, the clone, and ``home``) and the sandbox job owning it."""
-
-    root: Path
-    job: sandbox_mod.Job
-    cleanup: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
-
-
-def prepare_workspace(repo_path: Path, tag: str, sandbox: Sandbox) -> Workspace:
-    """A new temp dir holding ``src`` (shallow clone of ``tag``) and ``home``, owned by the
-    step's sandbox UID. The caller removes it with :func:`remove_workspace`. Raises
-    :class:`SandboxError` when the step cannot be sandboxed and must not run without."""
-    refusal = sandbox.policy.refusal()
-    if refusal:
-        raise SandboxError(refusal)
-    root = Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{os.getpid()}-"))
-    cleanup = contextlib.ExitStack()
-    try:
-        (root / "home").mkdir()
-        result = subprocess.run(
-            ["git", "clone", "--quiet", "--depth", "1", "--branch", tag, "--no-tags",
-             f"file://{repo_path}", str(root / "src")],
-            env=git_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            raise SandboxError(f"git clone of {tag} failed: {result.stderr.strip()[-500:]}")
-        try:
-            job = cleanup.enter_context(sandbox_mod.job(sandbox.policy, root))
-        except sandbox_mod.SandboxUnavailable as exc:
-            raise SandboxError(str(exc)) from exc
-        if not job.sandboxed and sandbox.fallback_uid is not None:
-            sandbox_mod.hand_over(root, sandbox.fallback_uid, sandbox.fallback_gid)
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        cleanup.close()
-        raise
-    return Workspace(root, job, cleanup)
-
-
-def remove_workspace(workspace: Workspace) -> None:
-    """Remove the directory, then give its UID back (never the other way round: the next job
-    with that UID must not find anything of this one)."""
-    shutil.rmtree(workspace.root, ignore_errors=True)
-    workspace.cleanup.close()
-
-
-def sweep_stale_workspaces(directory: Path | None = None) -> int:
-    """Remove the workspaces of workers that died without cleaning up (SIGKILL); returns how
-    many. A workspace's name carries its worker's pid; live workers' ones are left alone."""
-    directory = directory or Path(tempfile.gettempdir())
-    removed = 0
-    for path in directory.glob(f"{WORKSPACE_PREFIX}*-*"):
-        pid_text = path.name[len(WORKSPACE_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and not pid_alive(int(pid_text)) and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
-
 
 def step_environment(spec: StepSpec, coords: Coordinates, home: Path,
                      variables: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:

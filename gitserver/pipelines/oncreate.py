@@ -29,7 +29,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git.archive import read_blob
 from gitserver.git.store import DEFAULT_BRANCH, RepoStore
-from gitserver.pipelines import build, jobs, outbox
+from gitserver.pipelines import build, jobs, outbox, pipelinefile
 from gitserver.pipelines.archive import find_archive
 from gitserver.urls import http_clone_url, ssh_clone_url
 
@@ -79,7 +79,7 @@ class CreatePlan:
     ``path``, told ``coords``; no specs when there is nothing to run."""
 
     summary: str
-    specs: list[build.StepSpec]
+    specs: list[pipelinefile.StepSpec]
     coords: build.Coordinates | None = None
     path: Path | None = None
     clone_ref: str = ""
@@ -96,12 +96,12 @@ def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, 
     if branch is None:
         return CreatePlan(f"template {template.full_name} has no {DEFAULT_BRANCH} branch: nothing to run", [])
     commit = branch.peel(pygit2.Commit)
-    data = read_blob(git, str(commit.tree_id), build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
+    data = read_blob(git, str(commit.tree_id), pipelinefile.PIPELINE_FILE, pipelinefile.MAX_PIPELINE_FILE)
     if data is None:
-        return CreatePlan(f"no {build.PIPELINE_FILE} in template {template.full_name}: nothing to run", [])
+        return CreatePlan(f"no {pipelinefile.PIPELINE_FILE} in template {template.full_name}: nothing to run", [])
     try:
-        spec = build.parse_pipeline(data.decode("utf-8"))
-    except (ValueError, build.PipelineFileError) as exc:
+        spec = pipelinefile.parse_pipeline(data.decode("utf-8"))
+    except (ValueError, pipelinefile.PipelineFileError) as exc:
         raise TemplateProblem(f"template {template.full_name}: {exc}") from exc
     with transaction(sessions) as session:
         archive = find_archive(session, template.id, str(commit.tree_id))

@@ -33,7 +33,7 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.errors import is_disk_full
 from gitserver.git import push_options, refs
 from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
-from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox
+from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox, pipelinefile, workspaces
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.runtime import Runtime
 from gitserver.urls import http_clone_url
@@ -171,7 +171,7 @@ class PipelineRun:
         self.position = 0
         self.archives: list[dict[str, object]] = []
         self.results: list[ArchiveResult] = []
-        self._sandbox: build.Sandbox | None = None
+        self._sandbox: workspaces.Sandbox | None = None
         self.variables: tuple[tuple[str, str], ...] = ()  # from git push -o ci.variable=K=V
 
     def start(self) -> bool:
@@ -325,7 +325,7 @@ class PipelineRun:
                     continue
                 if result.ref.startswith("refs/tags/") and not spec.build_tags:
                     self.ctx.log(f"{result.ref}: a tag; not built (add build_tags = true to "
-                                 f"{build.PIPELINE_FILE} to build tags)\n")
+                                 f"{pipelinefile.PIPELINE_FILE} to build tags)\n")
                     continue
                 self._build(repo, result, spec.steps, prefix)
             except _Misconfigured:
@@ -335,18 +335,18 @@ class PipelineRun:
         if failures:
             raise PipelineFailed("; ".join(failures))
 
-    def _sandbox_for_builds(self) -> build.Sandbox:
+    def _sandbox_for_builds(self) -> workspaces.Sandbox:
         """This worker's sandbox, decided once per pipeline (and logged once)."""
         if self._sandbox is None:
             try:
-                self._sandbox = build.Sandbox.from_config(self.cfg)
-            except build.SandboxError as exc:  # a configuration problem the operator must fix
+                self._sandbox = workspaces.Sandbox.from_config(self.cfg)
+            except workspaces.SandboxError as exc:  # a configuration problem the operator must fix
                 self.ctx.log(f"{exc}\n")
                 raise _Misconfigured(f"builds are misconfigured on this worker: {exc}") from exc
             self.ctx.log(f"{self._sandbox.describe()}\n")
         return self._sandbox
 
-    def _build(self, repo: models.Repository, result: ArchiveResult, specs: list[build.StepSpec],
+    def _build(self, repo: models.Repository, result: ArchiveResult, specs: list[pipelinefile.StepSpec],
                prefix: str) -> None:
         coords = build.Coordinates(
             repo=repo.full_name, ref=result.ref, commit=result.source_commit, tag=result.tag,
@@ -355,7 +355,7 @@ class PipelineRun:
         self._run_steps(coords, path, result.tag, specs, prefix)
 
     def _run_steps(self, coords: build.Coordinates, path: Path, clone_ref: str,
-                   specs: list[build.StepSpec], prefix: str) -> None:
+                   specs: list[pipelinefile.StepSpec], prefix: str) -> None:
         """Run ``specs``, each in a fresh clone of ``clone_ref`` of the repository at ``path``."""
         sandbox = self._sandbox_for_builds()
         for spec in specs:
@@ -365,8 +365,8 @@ class PipelineRun:
             t0 = time.monotonic()
             self.ctx.log(f"\n=== step {prefix}{spec.name}: {' '.join(spec.argv)}\n")
             try:
-                workspace = build.prepare_workspace(path, clone_ref, sandbox)
-            except build.SandboxError as exc:
+                workspace = workspaces.prepare_workspace(path, clone_ref, sandbox)
+            except workspaces.SandboxError as exc:
                 self.ctx.log(f"{exc}\n")
                 self._step_end(step, models.FAILED, None, str(exc)[:500], t0)
                 raise PipelineFailed(f"step {spec.name}: {exc}") from exc
@@ -376,7 +376,7 @@ class PipelineRun:
             try:
                 outcome = build.run_step(self.ctx, spec, workspace, coords, sandbox, self.variables)
             finally:
-                build.remove_workspace(workspace)
+                workspaces.remove_workspace(workspace)
             if outcome.status == "released":
                 self._step_end(step, models.QUEUED, outcome.exit_code, outcome.message, t0)
                 raise jobs.JobReleased("worker shutting down")
@@ -387,21 +387,21 @@ class PipelineRun:
                 raise PipelineFailed(f"step {spec.name} failed: {outcome.message}")
 
     def _read_pipeline_file(self, repo: models.Repository, result: ArchiveResult,
-                            prefix: str) -> build.PipelineSpec | None:
+                            prefix: str) -> pipelinefile.PipelineSpec | None:
         """The pipeline file of ``result``'s tree, parsed; None when there is none."""
         step = self._step_start(_step_name(prefix, "pipeline-file"))
         t0 = time.monotonic()
         git = pygit2.Repository(str(self.ctx.runtime.store.path(repo.tenant.name, repo.name)))
         try:
-            data = read_blob(git, result.tree_id, build.PIPELINE_FILE, build.MAX_PIPELINE_FILE)
+            data = read_blob(git, result.tree_id, pipelinefile.PIPELINE_FILE, pipelinefile.MAX_PIPELINE_FILE)
             if data is None:
-                self.ctx.log(f"{prefix}no {build.PIPELINE_FILE} in the pushed tree: nothing to build\n")
+                self.ctx.log(f"{prefix}no {pipelinefile.PIPELINE_FILE} in the pushed tree: nothing to build\n")
                 self._step_end(step, models.SUCCEEDED, 0, "no pipeline file", t0)
                 return None
-            spec = build.parse_pipeline(data.decode("utf-8"))
-        except (ValueError, build.PipelineFileError) as exc:
-            message = str(exc) if isinstance(exc, build.PipelineFileError) else (
-                f"{build.PIPELINE_FILE}: {exc}")
+            spec = pipelinefile.parse_pipeline(data.decode("utf-8"))
+        except (ValueError, pipelinefile.PipelineFileError) as exc:
+            message = str(exc) if isinstance(exc, pipelinefile.PipelineFileError) else (
+                f"{pipelinefile.PIPELINE_FILE}: {exc}")
             self.ctx.log(f"{prefix}{message}\n")
             self._step_end(step, models.FAILED, None, message, t0)
             raise PipelineFailed(message) from exc

@@ -43,7 +43,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import is_disk_full
 from gitserver.logs import bind
-from gitserver.pipelines import build, jobs, ledger, push
+from gitserver.pipelines import jobs, ledger, push, workspaces
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Worker:
 
     def serve(self) -> None:
         _protect_data_dir(self.cfg)
-        if swept := build.sweep_stale_workspaces():
+        if swept := workspaces.sweep_stale_workspaces():
             log.info("removed %d build workspace(s) left by dead workers", swept)
         try:
             ledger.startup_pass(self.runtime, "worker")

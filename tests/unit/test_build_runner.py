@@ -14,7 +14,7 @@ import pytest
 
 from gitserver import config as config_mod
 from gitserver import sandbox as sandbox_mod
-from gitserver.pipelines import build
+from gitserver.pipelines import build, pipelinefile, workspaces
 
 COORDS = build.Coordinates(repo="t/r", ref="refs/heads/main", commit="c" * 40, tag="repour-x",
                            readonly_url="http://127.0.0.1:1/git/t/r.git")
@@ -48,23 +48,23 @@ UNSANDBOXED = sandbox_mod.Policy(uid_range=config_mod.UidRange(2100000000, 10), 
                                  problem="not wanted in this test", allow_unisolated=True)
 
 
-def sandbox(**overrides: object) -> build.Sandbox:
+def sandbox(**overrides: object) -> workspaces.Sandbox:
     values: dict[str, object] = dict(policy=UNSANDBOXED, cpu_seconds=60, memory_bytes=1 << 30,
                                      file_size_bytes=1 << 30, max_timeout=60.0)
     values.update(overrides)
-    return build.Sandbox(**values)  # type: ignore[arg-type]
+    return workspaces.Sandbox(**values)  # type: ignore[arg-type]
 
 
-def workspace(tmp_path: Path, policy: sandbox_mod.Policy = UNSANDBOXED) -> build.Workspace:
+def workspace(tmp_path: Path, policy: sandbox_mod.Policy = UNSANDBOXED) -> workspaces.Workspace:
     (tmp_path / "src").mkdir(parents=True)
     (tmp_path / "home").mkdir()
-    return build.Workspace(tmp_path, sandbox_mod.Job(policy, None, tmp_path))
+    return workspaces.Workspace(tmp_path, sandbox_mod.Job(policy, None, tmp_path))
 
 
-def run(tmp_path: Path, command: str, box: build.Sandbox | None = None, ctx: FakeContext | None = None,
+def run(tmp_path: Path, command: str, box: workspaces.Sandbox | None = None, ctx: FakeContext | None = None,
         timeout: float | None = None) -> tuple[build.StepOutcome, FakeContext]:
     ctx = ctx or FakeContext()
-    spec = build.StepSpec(name="s", argv=("/bin/sh", "-c", command), timeout=timeout)
+    spec = pipelinefile.StepSpec(name="s", argv=("/bin/sh", "-c", command), timeout=timeout)
     outcome = build.run_step(ctx, spec, workspace(tmp_path), COORDS, box or sandbox())  # type: ignore[arg-type]
     return outcome, ctx
 
@@ -137,11 +137,11 @@ def test_leftover_background_processes_do_not_hang_the_step(tmp_path: Path) -> N
 
 
 def sandboxed_workspace(tmp_path: Path, env: dict[str, str] | None = None
-                        ) -> tuple[build.Sandbox, build.Workspace, contextlib.ExitStack]:
+                        ) -> tuple[workspaces.Sandbox, workspaces.Workspace, contextlib.ExitStack]:
     """A real sandboxed job (root only) on ``tmp_path``; the caller closes the stack."""
     from gitserver import config
 
-    box = build.Sandbox.from_config(config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
+    box = workspaces.Sandbox.from_config(config.load(environ={"GITSERVER_DATA_DIR": str(tmp_path / "data"),
                                                          **(env or {})}))
     assert box.policy.available, box.policy.problem  # as root, the sandbox must be there
     root = tmp_path / "ws"
@@ -149,7 +149,7 @@ def sandboxed_workspace(tmp_path: Path, env: dict[str, str] | None = None
     (root / "home").mkdir()
     stack = contextlib.ExitStack()
     job = stack.enter_context(sandbox_mod.job(box.policy, root))
-    return box, build.Workspace(root, job), stack
+    return box, workspaces.Workspace(root, job), stack
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes need the worker to run as root")
@@ -158,7 +158,7 @@ def test_as_root_steps_run_sandboxed_with_a_uid_of_their_own(tmp_path: Path) -> 
     with stack:
         ctx = FakeContext()
         script = "id -u; echo $$; pwd; grep '^Max processes' /proc/self/limits"
-        outcome = build.run_step(ctx, build.StepSpec(name="s", argv=("/bin/sh", "-c", script)),
+        outcome = build.run_step(ctx, pipelinefile.StepSpec(name="s", argv=("/bin/sh", "-c", script)),
                                  ws, COORDS, box)  # type: ignore[arg-type]
     assert outcome.status == "succeeded", ctx.text
     first, uid, pid, cwd, nproc = ctx.text.splitlines()
@@ -199,7 +199,7 @@ def test_network_none_by_default_and_host_when_asked(tmp_path: Path) -> None:
     with listener:
         box, ws, stack = sandboxed_workspace(tmp_path)
         with stack:
-            spec = build.parse_pipeline('[[steps]]\nname = "net"\ncommand = ["x"]\n').steps[0]
+            spec = pipelinefile.parse_pipeline('[[steps]]\nname = "net"\ncommand = ["x"]\n').steps[0]
             assert spec.network == "none"
             ctx = FakeContext()
             spec = dataclasses.replace(spec, argv=(python, "-c", NET_PROBE, str(port)))
@@ -216,7 +216,7 @@ def test_network_none_by_default_and_host_when_asked(tmp_path: Path) -> None:
 def test_network_host_beyond_build_network_fails_the_step_instead_of_running(tmp_path: Path) -> None:
     box = sandbox(network="none")
     ctx = FakeContext()
-    spec = build.StepSpec(name="s", argv=("touch", "ran"), network="host")
+    spec = pipelinefile.StepSpec(name="s", argv=("touch", "ran"), network="host")
     outcome = build.run_step(ctx, spec, workspace(tmp_path), COORDS, box)  # type: ignore[arg-type]
     assert outcome.status == "failed" and outcome.exit_code is None
     assert outcome.message == ('the pipeline file asks for network = "host" but this server\'s '
@@ -243,8 +243,8 @@ def test_unisolated_steps_are_refused_unless_the_operator_allows_them(tmp_path: 
     them as itself (with the database and every repository readable)."""
     policy = dataclasses.replace(UNSANDBOXED, problem="bwrap is not installed", allow_unisolated=False)
     box = sandbox(policy=policy)
-    with pytest.raises(build.SandboxError) as caught:
-        build.prepare_workspace(tmp_path / "no-such-repo", "repour-x", box)
+    with pytest.raises(workspaces.SandboxError) as caught:
+        workspaces.prepare_workspace(tmp_path / "no-such-repo", "repour-x", box)
     message = str(caught.value)
     assert message.startswith("the job cannot be sandboxed: bwrap is not installed; it was not run")
     assert "build.allow_unisolated" in message and "not sandboxed: bwrap is not installed" in box.describe()
@@ -264,7 +264,7 @@ def test_step_environment_never_reaches_the_root_sandbox_launcher(tmp_path: Path
     box, ws, stack = sandboxed_workspace(tmp_path)
     with stack:
         ctx = FakeContext()
-        spec = build.StepSpec(name="s", argv=("/bin/sh", "-c", "echo preload=$LD_PRELOAD"))
+        spec = pipelinefile.StepSpec(name="s", argv=("/bin/sh", "-c", "echo preload=$LD_PRELOAD"))
         outcome = build.run_step(ctx, spec, ws, COORDS, box,  # type: ignore[arg-type]
                                  variables=(("LD_PRELOAD", "/nonexistent/preload.so"),))
     assert outcome.status == "succeeded", ctx.text

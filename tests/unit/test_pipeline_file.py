@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver.pipelines.build import (
-    Coordinates,
-    PipelineFileError,
-    StepSpec,
-    parse_pipeline,
-    step_environment,
-)
+from gitserver.pipelines.build import Coordinates, step_environment
+from gitserver.pipelines.pipelinefile import PipelineFileError, StepSpec, parse_pipeline
 
 GOOD = """\
 # comment

@@ -26,8 +26,8 @@ from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
 from gitserver.ssh import holders, hostkeys, identity, transport
 from gitserver.ssh.commands import parse_command
-from gitserver.ssh.session import GitChild, client_git_protocol
 from gitserver.ssh.holders import HolderLimiter
+from gitserver.ssh.session import GitChild, client_git_protocol
 from gitserver.ssh.startups import Admission, StartupLimiter
 
 log = logging.getLogger(__name__)

@@ -131,5 +131,5 @@ _GLOBAL_REFUSAL = "too many unauthenticated connections; try again later"
 
 def _spelled(limits: MaxStartups) -> str:
     if limits.start == limits.full:
-        return f"at most {limits.full}"
+        return str(limits.full)
     return f"{limits.start}:{limits.rate}:{limits.full}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -57,8 +56,8 @@ def capped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 def ssh_argv(srv: GitServer, user: User, *args: str, source: str = "127.0.0.1") -> list[str]:
     """The real OpenSSH client, logging at VERBOSE (it says when it has authenticated)."""
-    return [*_without_log_level(srv.ssh_command(user.key_path)), "-o", "LogLevel=VERBOSE", "-o", f"BindAddress={source}",
-            "-p", str(srv.ssh_port), "git@127.0.0.1", *args]
+    return [*_without_log_level(srv.ssh_command(user.key_path)), "-o", "LogLevel=VERBOSE",
+            "-o", f"BindAddress={source}", "-p", str(srv.ssh_port), "git@127.0.0.1", *args]
 
 
 def _without_log_level(argv: list[str]) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import types
 
 import pytest
 
@@ -30,10 +29,15 @@ def test_a_channel_that_moves_a_byte_now_and_then_is_not_silent() -> None:
 def test_output_waiting_for_the_clients_window_has_not_moved() -> None:
     """A client that stops reading: git's output sits in the channel's buffer, so it does not
     count, and it counts once the client's window lets it out."""
-    channel = types.SimpleNamespace(buffered=0, get_write_buffer_size=lambda: channel.buffered)
-    traffic = Traffic()
-    traffic.received = 100
-    traffic.written, channel.buffered = 5000, 5000
+    class Channel:
+        buffered = 0
+
+        def get_write_buffer_size(self) -> int:
+            return self.buffered
+
+    channel = Channel()
+    traffic = Traffic(received=100, written=5000)
+    channel.buffered = 5000
     assert traffic.moved(channel) == 100
     channel.buffered = 1000
     assert traffic.moved(channel) == 4100

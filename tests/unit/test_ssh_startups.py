@@ -44,7 +44,7 @@ def test_per_source_cap_leaves_room_for_other_sources() -> None:
     assert limiter.admit("192.0.2.1", next(conns)).refusal is None
     assert limiter.admit("192.0.2.1", next(conns)).refusal is None
     refusal = limiter.admit("192.0.2.1", next(conns)).refusal
-    assert refusal is not None and "from 192.0.2.1 (2 in progress, limit at most 2)" in refusal
+    assert refusal is not None and "from 192.0.2.1 (2 in progress, limit 2)" in refusal
     assert limiter.admit("2001:db8::1", 10).refusal is None
     assert limiter.admit("2001:db8::2", 11).refusal is None
     assert limiter.admit("2001:db8::3", 12).refusal is not None  # same /64
@@ -96,7 +96,7 @@ def test_a_flood_from_two_sources_never_locks_a_third_out() -> None:
     from anywhere else was refused. With random early drop and the fair share, the flood keeps
     trying and the third source's logins all get in."""
     rng = random.Random(7)
-    limiter: StartupLimiter[int] = StartupLimiter(parse_max_startups("10:30:100"),
+    limiter: StartupLimiter[object] = StartupLimiter(parse_max_startups("10:30:100"),
                                                   parse_max_startups("50"), chance=rng.random)
     conns = itertools.count()
     for _ in range(2000):  # renewed as fast as they are dropped

@@ -64,13 +64,16 @@ class GitSSHServer(asyncssh.SSHServer):
         self.conn = conn
         self.daemon.connections.add(conn)
         metrics.ssh_connection()
-        if len(self.daemon.connections) > self.daemon.config.ssh_max_connections:
-            log.warning("connection cap %d reached; refusing %s",
-                        self.daemon.config.ssh_max_connections, conn.get_extra_info("peername"))
-            asyncio.get_running_loop().call_soon(
-                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections")
-            return
         self.address = str((conn.get_extra_info("peername") or ("",))[0])
+        if len(self.daemon.connections) > self.daemon.config.ssh_max_connections:
+            room = self.daemon.startups.make_room(self.address)
+            if room.refusal is not None:
+                log.warning("connection cap %d reached; refusing %s",
+                            self.daemon.config.ssh_max_connections, self.address)
+                asyncio.get_running_loop().call_soon(
+                    conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, room.refusal)
+                return
+            _evict(room)
         admission = self.daemon.startups.admit(self.address, self)
         if admission.refusal is not None:
             log.warning("refusing %s: %s", self.address, admission.refusal)

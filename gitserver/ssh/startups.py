@@ -9,8 +9,9 @@ dropped at random from ``start`` on, and beyond that the flood is made to pay, n
 - the global random drop spares a source holding less than its fair share (the logins in
   progress divided by the sources that hold them), so a quiet user is not dropped because two
   others flood;
-- at the global ``full``, a login from a lighter source takes the place of the oldest login of
-  the source that holds the most, instead of being refused.
+- at the global ``full``, and at the daemon's connection cap, a login from a lighter source
+  takes the place of the oldest login of the source that holds the most, instead of being
+  refused.
 
 Pure bookkeeping, no sockets: the asyncssh server (gitserver.ssh.server) asks
 :meth:`StartupLimiter.admit` at each new connection, disconnects what it is told to evict, and
@@ -91,6 +92,13 @@ class StartupLimiter(Generic[T]):
         self.by_source.setdefault(source, {})[conn] = None
         self.total += 1
         return admission
+
+    def make_room(self, address: str) -> Admission[T]:
+        """The daemon's connection cap is reached: evict a login in progress for a connection
+        from ``address`` as at the global ``full`` (half-open connections can then never
+        fill that cap either), or the refusal. The new connection is not counted here."""
+        admission = self._make_room(self.count(source_of(address)))
+        return Admission(refusal="too many connections") if admission.refusal else admission
 
     def done(self, address: str, conn: T) -> None:
         """An admitted connection authenticated, went away, or was evicted (then a no-op)."""

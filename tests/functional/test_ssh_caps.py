@@ -316,6 +316,17 @@ class Flood:
             sock.close()
 
 
+def test_half_open_floods_cannot_fill_the_connection_cap_either(capped: GitServer) -> None:
+    """With the default startup caps, two flooders fit under GITSERVER_SSH_MAX_CONNECTIONS
+    (20 here): a login from a third source takes the place of a flooder's oldest."""
+    user = capped.new_user(capped.new_tenant())
+    with Flood(capped.ssh_port, "127.0.0.2", 15) as one, Flood(capped.ssh_port, "127.0.0.3", 15) as two:
+        wait_for(lambda: one.opened + two.opened >= 30, what="the flood to fill the connections")
+        time.sleep(0.5)
+        logins = [greet(capped, user) for _ in range(3)]
+    assert [r.returncode for r in logins] == [0] * 3, [r.stderr for r in logins]
+
+
 @pytest.mark.parametrize("startups, per_source", [("12", "8"), ("6:30:12", "3:30:8")],
                          ids=["hard-caps", "random-early-drop"])
 def test_half_open_floods_from_two_sources_do_not_lock_a_third_out(

@@ -113,3 +113,12 @@ def test_done_never_goes_below_zero() -> None:
     limiter: StartupLimiter[int] = StartupLimiter(HARD("1"), HARD("1"))
     limiter.done("192.0.2.1", 1)
     assert limiter.total == 0 and limiter.admit("192.0.2.1", 1).refusal is None
+
+
+def test_at_the_connection_cap_a_login_in_progress_of_the_heaviest_source_makes_room() -> None:
+    limiter: StartupLimiter[str] = StartupLimiter(NONE, NONE)
+    for conn in ("a1", "a2"):
+        limiter.admit("192.0.2.1", conn)
+    room = limiter.make_room("192.0.2.2")
+    assert room.evict == "a1" and limiter.total == 1
+    assert limiter.make_room("192.0.2.2").refusal == "too many connections"  # 1 is not 2 more

@@ -61,14 +61,26 @@ class Config:
     ssh_keepalive_count_max: int = 3
     ssh_max_connections: int = 500
     ssh_max_channels_per_connection: int = 4
-    # Connections that have not authenticated yet (docs/limits.md), like OpenSSH's MaxStartups
-    # and PerSourceMaxStartups: at most this many in all, and from one source address (an
-    # IPv6 /64 counts as one); each may take ssh_login_grace_time to log in. 0 = no cap.
-    ssh_max_startups: int = 100
-    ssh_per_source_max_startups: int = 50
+    # Connections that have not authenticated yet (docs/limits.md), spelled like OpenSSH's
+    # MaxStartups "start:rate:full": from `start` logins in progress on, rate % of new ones are
+    # dropped at random, rising to 100 % at `full`; in all, and from one source address (an
+    # IPv6 /64 counts as one). A bare number N is N:100:N (a hard cap); 0 = no cap. Each login
+    # may take ssh_login_grace_time. The per-source start lets a CI fleet behind one NAT
+    # address start 50 clones at the same instant without a drop.
+    ssh_max_startups: str = "100:30:200"
+    ssh_per_source_max_startups: str = "50:30:100"
+    # Authenticated connections one user (or deploy key) and one source address may hold at
+    # once; 0 = no cap. A fleet of dozens of CI runners cloning as one user fits, and no one
+    # user (a fifth) or source (two fifths) can take all of ssh_max_connections.
+    ssh_max_connections_per_user: int = 100
+    ssh_max_connections_per_source: int = 200
     # An authenticated connection with no channel open is closed after this many seconds
     # (multiplexing clients keep one between commands); 0 = never.
     ssh_idle_timeout: float = 300.0
+    # A git upload-pack or upload-archive channel on which nothing moved either way (no
+    # client data, no output the client took) for this many seconds is closed and its git
+    # killed; 0 = never. Never applies to receive-pack (docs/limits.md says why).
+    ssh_channel_idle_timeout: float = 60.0
     ssh_shutdown_grace: float = 30.0
     # A receive-pack whose client hung up after sending its ref commands is never killed for
     # that: it gets this long to finish its hooks (record the push), then its process group
@@ -286,12 +298,63 @@ def load(config_file: str | os.PathLike[str] | None = None,
             raise ConfigError(f"setting {name}: expected one of {', '.join(BUILD_NETWORKS)}, "
                               f"got {getattr(config, name)!r}")
     _check_uid_range(config.sandbox_uid_range)
+    for name in ("ssh_max_startups", "ssh_per_source_max_startups"):
+        try:
+            parse_max_startups(getattr(config, name))
+        except ValueError as exc:
+            raise ConfigError(f"setting {name}: {exc}") from exc
+    for name in ("ssh_max_connections_per_user", "ssh_max_connections_per_source"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"setting {name}: expected 0 (no cap) or a positive count")
     _check_oidc(config)
     if config.repour_internal_scm_visibility not in ("private", "internal", "public"):
         raise ConfigError("setting repour_internal_scm_visibility: expected private, internal or public")
     config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
     _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
     return config
+
+
+# --- SSH MaxStartups (parsed here, at start; gitserver.ssh.startups applies them) -----------
+
+MAX_STARTUPS_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxStartups:
+    """OpenSSH's ``MaxStartups start:rate:full``: below ``start`` logins in progress none is
+    dropped; from there ``rate`` % of new ones are, rising linearly to all of them at ``full``.
+    ``full`` 0 means no cap."""
+
+    start: int
+    rate: int
+    full: int
+
+    def drop_chance(self, count: int) -> float:
+        """The chance that a new login is dropped while ``count`` are in progress (sshd's
+        ``should_drop_connection``)."""
+        if not self.full or count < self.start:
+            return 0.0
+        if count >= self.full:
+            return 1.0
+        share = (count - self.start) / (self.full - self.start)
+        return (self.rate + (100 - self.rate) * share) / 100
+
+
+def parse_max_startups(text: str) -> MaxStartups:
+    """``start:rate:full``, or ``N`` for ``N:100:N`` (``0``: no cap); ValueError saying why."""
+    match = MAX_STARTUPS_RE.match(str(text))
+    if not match:
+        raise ValueError(f"expected start:rate:full (like OpenSSH's MaxStartups 10:30:100) "
+                         f"or one number, got {text!r}")
+    if match.group(2) is None:
+        count = int(match.group(1))
+        return MaxStartups(count, 100, count)
+    start, rate, full = (int(match.group(i)) for i in (1, 2, 3))
+    if not 1 <= rate <= 100:
+        raise ValueError(f"the rate of {text!r} is a percentage, 1 to 100")
+    if full < 1 or start > full:
+        raise ValueError(f"{text!r}: expected start <= full and full >= 1")
+    return MaxStartups(start, rate, full)
 
 
 # --- sandbox UID ranges (parsed here, at start; gitserver.sandbox leases UIDs from them) ------

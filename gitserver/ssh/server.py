@@ -12,21 +12,23 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Hashable
 from typing import Any
 
 import asyncssh
 
 from gitserver import access, metrics
-from gitserver.config import Config, ssh_algorithms_of
+from gitserver.config import Config, parse_max_startups, ssh_algorithms_of
 from gitserver.db.session import transaction
 from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
 from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
-from gitserver.ssh import hostkeys, identity, transport
+from gitserver.ssh import holders, hostkeys, identity, transport
 from gitserver.ssh.commands import parse_command
+from gitserver.ssh.holders import HolderLimiter
 from gitserver.ssh.session import GitChild, client_git_protocol
-from gitserver.ssh.startups import StartupLimiter
+from gitserver.ssh.startups import Admission, StartupLimiter
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +54,34 @@ class GitSSHServer(asyncssh.SSHServer):
         self.channels = 0
         self.address = ""
         self.starting = False  # counted by daemon.startups until it authenticates or goes
+        self.holder: Hashable | None = None  # counted by daemon.holders under this while set
+        # Authenticated, but over a cap of daemon.holders: why every channel is refused. Such a
+        # connection stays counted by daemon.startups (it never got in) until it is closed.
+        self.refusal: str | None = None
         self.idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.daemon.connections.add(conn)
         metrics.ssh_connection()
-        if len(self.daemon.connections) > self.daemon.config.ssh_max_connections:
-            log.warning("connection cap %d reached; refusing %s",
-                        self.daemon.config.ssh_max_connections, conn.get_extra_info("peername"))
-            asyncio.get_running_loop().call_soon(
-                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections")
-            return
         self.address = str((conn.get_extra_info("peername") or ("",))[0])
-        refusal = self.daemon.startups.admit(self.address)
-        if refusal is not None:
-            log.warning("refusing %s: %s", self.address, refusal)
+        if len(self.daemon.connections) > self.daemon.config.ssh_max_connections:
+            room = self.daemon.startups.make_room(self.address)
+            if room.refusal is not None:
+                log.warning("connection cap %d reached; refusing %s",
+                            self.daemon.config.ssh_max_connections, self.address)
+                asyncio.get_running_loop().call_soon(
+                    conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, room.refusal)
+                return
+            _evict(room)
+        admission = self.daemon.startups.admit(self.address, self)
+        if admission.refusal is not None:
+            log.warning("refusing %s: %s", self.address, admission.refusal)
             metrics.ssh_auth("failure", "max-startups")
             asyncio.get_running_loop().call_soon(
-                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal)
+                conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, admission.refusal)
             return
+        _evict(admission)
         self.starting = True
         # asyncssh asks the owner about a key both for an unsigned probe and for the signed
         # request, and does not say which key finally verified. Wrap the connection's own
@@ -91,6 +101,9 @@ class GitSSHServer(asyncssh.SSHServer):
         self._started()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
+        if self.holder is not None:
+            self.daemon.holders.done(self.holder, self.address)
+            self.holder = None
         if self.conn is not None:
             self.daemon.connections.discard(self.conn)
 
@@ -98,7 +111,7 @@ class GitSSHServer(asyncssh.SSHServer):
         """The connection no longer counts as an unauthenticated one."""
         if self.starting:
             self.starting = False
-            self.daemon.startups.done(self.address)
+            self.daemon.startups.done(self.address, self)
 
     def channel_opened(self) -> None:
         self.channels += 1
@@ -107,8 +120,12 @@ class GitSSHServer(asyncssh.SSHServer):
             self.idle_timer = None
 
     def channel_finished(self) -> None:
-        """A channel's command is over; with none left, the idle clock starts."""
+        """A channel's command is over; with none left, the idle clock starts. A connection
+        over a cap has shown its refusal now, and goes."""
         self.channels -= 1
+        if self.refusal is not None:
+            self._close_refused()
+            return
         self._arm_idle()
 
     def _arm_idle(self) -> None:
@@ -162,11 +179,30 @@ class GitSSHServer(asyncssh.SSHServer):
             return
         self.identity = found
         self.candidates.clear()
+        holder, label = holders.holder_of(found.principal)
+        self.refusal = self.daemon.holders.admit(holder, label, self.address)
+        if self.refusal is not None:
+            self._refuse_connection()
+            return
+        self.holder = holder
         self._started()
         self._arm_idle()  # authenticated, no channel yet
         metrics.ssh_auth("success", "publickey")
         if found.principal.key_id is not None:
             self.daemon.touch_key(found.principal.key_id)
+
+    def _refuse_connection(self) -> None:
+        """Over a cap of daemon.holders. Refused here, the client would only see
+        "Permission denied"; so its first channel gets the reason as an ``ERROR:`` line, and
+        a connection that opens none goes after the login grace time."""
+        log.warning("refusing %s after login: %s", self.address, self.refusal)
+        metrics.ssh_auth("failure", "max-connections")
+        self.idle_timer = asyncio.get_running_loop().call_later(
+            self.daemon.config.ssh_login_grace_time, self._close_refused)
+
+    def _close_refused(self) -> None:
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, self.refusal or "")
 
     # No forwarding of any kind, no other channel types: the defaults refuse too, but the
     # refusal is part of the contract, so it is spelled out.
@@ -196,7 +232,11 @@ class Daemon:
         self.children: set[GitChild] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.open_channels = 0
-        self.startups = StartupLimiter(self.config.ssh_max_startups, self.config.ssh_per_source_max_startups)
+        self.startups: StartupLimiter[GitSSHServer] = StartupLimiter(
+            parse_max_startups(self.config.ssh_max_startups),
+            parse_max_startups(self.config.ssh_per_source_max_startups))
+        self.holders = HolderLimiter(self.config.ssh_max_connections_per_user,
+                                     self.config.ssh_max_connections_per_source)
 
     def lookup(self, fingerprint: str) -> identity.Identity | None:
         with transaction(self.runtime.sessions) as session:
@@ -249,6 +289,8 @@ class Daemon:
         found = owner.identity
         if found is None:
             raise Forbidden("not authenticated")
+        if owner.refusal is not None:
+            raise Unavailable(owner.refusal)
         if owner.channels > self.config.ssh_max_channels_per_connection:
             raise Unavailable("too many channels on this connection")
         if process.subsystem is not None:
@@ -282,6 +324,17 @@ class Daemon:
                 raise Forbidden("this key is no longer valid (removed, or its user disabled); "
                                 "reconnect to authenticate again")
             return identity.authorise(session, current.principal, command)
+
+
+def _evict(admission: Admission[GitSSHServer]) -> None:
+    """Disconnect the login a new one was admitted in place of (gitserver.ssh.startups)."""
+    victim = admission.evict
+    if victim is None or victim.conn is None:
+        return
+    log.warning("closing a login from %s: %s", victim.address, admission.evict_reason)
+    metrics.ssh_auth("failure", "max-startups")
+    asyncio.get_running_loop().call_soon(
+        victim.conn.disconnect, asyncssh.DISC_TOO_MANY_CONNECTIONS, admission.evict_reason)
 
 
 def _printable(text: str) -> str:

@@ -4,7 +4,9 @@ git never sees a shell: the argument list comes from :func:`gitserver.git.store.
 environment from :func:`git_env` plus the pusher's identity (the hooks read it). The child gets
 its own process group (``start_new_session``) so that a vanished client takes upload-pack and
 pack-objects down with it. A receive-pack is never killed for a hang-up: it may be recording
-the push (see :meth:`GitChild._let_receive_pack_finish`).
+the push (see :meth:`GitChild._let_receive_pack_finish`). Any other git is stopped, and its
+channel closed, once the channel has been silent for ``ssh_channel_idle_timeout``
+(gitserver.ssh.silence).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gitserver.proc import signal_group
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised
+from gitserver.ssh.silence import Traffic, until_silent
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ GIT_PROTOCOL = "GIT_PROTOCOL"
 # else is dropped rather than handed to git.
 _GIT_PROTOCOL_RE = re.compile(r"[A-Za-z0-9=:._-]{1,200}")
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the child's process group
+# The exit status of a channel closed for silence: that of every refusal (gitserver.ssh.server).
+SILENT_STATUS = 128
+CHANNEL_IDLE_SETTING = "GITSERVER_SSH_CHANNEL_IDLE_TIMEOUT"
 
 
 def client_git_protocol(env: Mapping[Any, Any]) -> str | None:
@@ -95,6 +101,7 @@ class GitChild:
         self.proc: asyncio.subprocess.Process | None = None
         # git's stdout: a pipe of our own (see _grow_pipe), read through asyncio's transport.
         self.stdout: ChunkReader | None = None
+        self.traffic = Traffic()
 
     async def run(self, process: Any) -> int:
         """Run git with ``process`` (an asyncssh SSHServerProcess) as its stdio; its status."""
@@ -172,15 +179,19 @@ class GitChild:
     async def _pump(self, process: Any) -> int:
         proc = self.proc
         assert proc is not None and proc.stdin and proc.stderr and self.stdout is not None
-        to_git = asyncio.create_task(_copy_stdin(process.stdin, proc.stdin))
-        sinks = [_Sink(process.stdout), _Sink(process.stderr)]
+        to_git = asyncio.create_task(_copy_stdin(process.stdin, proc.stdin, self.traffic))
+        sinks = [_Sink(process.stdout, self.traffic), _Sink(process.stderr, self.traffic)]
         scan = self._scanner(sinks[1]) if self.command.service == RECEIVE_PACK else None
         from_git = asyncio.gather(_copy_out(self.stdout, sinks[0], scan),
                                   _copy_out(proc.stderr, sinks[1], scan))
         closed = asyncio.ensure_future(process.channel.wait_closed())
         finished = asyncio.ensure_future(_wait_all(from_git, proc.wait()))
+        silent = asyncio.ensure_future(self._until_silent(process.channel))
         try:
-            done, _ = await asyncio.wait({finished, closed}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({finished, closed, silent},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if finished not in done and closed not in done:
+                return self._close_silent(process)  # run() kills git's process group
             if finished not in done:
                 if self.command.service != RECEIVE_PACK:
                     log.info("client went away during %s %s; stopping git", self.command.service,
@@ -193,10 +204,32 @@ class GitChild:
         finally:
             to_git.cancel()
             closed.cancel()
+            silent.cancel()
             finished.cancel()
             from_git.cancel()
             with contextlib.suppress(BaseException):
                 await from_git
+
+    async def _until_silent(self, channel: Any) -> None:
+        """Return once the channel has been silent for the channel idle timeout; never for
+        receive-pack. Before its ref commands the client may be running its pre-push hook
+        (git runs it with the connection open, for as long as the hook takes); after them
+        the push may be recording (docs/architecture.md, "A hang-up changes nothing")."""
+        timeout = self.runtime.config.ssh_channel_idle_timeout
+        if timeout <= 0 or self.command.service == RECEIVE_PACK:
+            await asyncio.get_running_loop().create_future()  # cancelled by _pump
+        await until_silent(timeout, lambda: self.traffic.moved(channel))
+
+    def _close_silent(self, process: Any) -> int:
+        """Say why the channel is closed, on stderr; the status to exit with."""
+        timeout = self.runtime.config.ssh_channel_idle_timeout
+        log.info("closing silent channel of %s %s from %s (nothing moved for %ss)",
+                 self.command.service, self.command.full_name, self.client_address, timeout)
+        message = (f"ERROR: nothing was sent or received on this channel for {timeout:g} s "
+                   f"({CHANNEL_IDLE_SETTING}); closing it\n")
+        with contextlib.suppress(Exception):
+            process.stderr.write(message.encode())
+        return SILENT_STATUS
 
     async def _let_receive_pack_finish(self, to_git: asyncio.Task[None], sinks: list[_Sink],
                                        finished: asyncio.Future[None]) -> None:
@@ -327,8 +360,9 @@ class _Sink:
     """One output stream of the channel; once ``broken`` (the client left, or a write failed),
     git's output is read and dropped so that git never blocks on a full pipe."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, traffic: Traffic) -> None:
         self.stream = stream
+        self.traffic = traffic
         self.broken = False
 
     async def write(self, data: bytes) -> None:
@@ -336,6 +370,7 @@ class _Sink:
             return
         try:
             self.stream.write(data)
+            self.traffic.written += len(data)
             await self.stream.drain()
         except (BrokenPipeError, ConnectionError, OSError, asyncssh.Error):
             self.broken = True
@@ -346,11 +381,12 @@ async def _wait_all(*aws: Any) -> None:
         await aw
 
 
-async def _copy_stdin(source: Any, sink: asyncio.StreamWriter) -> None:
+async def _copy_stdin(source: Any, sink: asyncio.StreamWriter, traffic: Traffic) -> None:
     """Channel → git stdin; at the client's EOF, close git's stdin (git may exit early)."""
     try:
         while data := await source.read(CHUNK):
             metrics.bytes("received", len(data))
+            traffic.received += len(data)
             sink.write(data)
             await sink.drain()
     except (BrokenPipeError, ConnectionResetError):

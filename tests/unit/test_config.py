@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.config import Config, load
+from gitserver.config import Config, MaxStartups, load, parse_max_startups
 from gitserver.errors import ConfigError
 
 
@@ -88,3 +88,44 @@ def test_daemon_offers_exactly_the_configured_ciphers() -> None:
 
     cfg = load(environ={"GITSERVER_SSH_CIPHERS": "aes256-ctr,aes128-gcm@openssh.com,aes256-ctr"})
     assert algorithm_options(cfg)["encryption_algs"] == ["aes256-ctr", "aes128-gcm@openssh.com"]
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("10:30:100", MaxStartups(10, 30, 100)),
+    (" 10 : 30 : 100 ", MaxStartups(10, 30, 100)),
+    ("50", MaxStartups(50, 100, 50)),  # a bare number is a hard cap, as in sshd
+    ("0", MaxStartups(0, 100, 0)),  # no cap
+    ("5:100:5", MaxStartups(5, 100, 5)),
+])
+def test_max_startups_as_openssh_spells_it(text: str, parsed: MaxStartups) -> None:
+    assert parse_max_startups(text) == parsed
+
+
+@pytest.mark.parametrize("value, message", [
+    ("10:30", "expected start:rate:full"),
+    ("ten", "expected start:rate:full"),
+    ("10:0:100", "a percentage, 1 to 100"),
+    ("10:101:100", "a percentage, 1 to 100"),
+    ("100:30:10", "expected start <= full and full >= 1"),
+    ("0:30:0", "expected start <= full and full >= 1"),
+])
+def test_bad_max_startups_names_the_setting(value: str, message: str) -> None:
+    for env in ("GITSERVER_SSH_MAX_STARTUPS", "GITSERVER_SSH_PER_SOURCE_MAX_STARTUPS"):
+        with pytest.raises(ConfigError) as info:
+            load(environ={env: value})
+        assert env.removeprefix("GITSERVER_").lower() in info.value.message
+        assert message in info.value.message
+
+
+def test_max_startups_from_a_toml_number_is_a_hard_cap(tmp_path: Path) -> None:
+    """Files written when these settings were plain numbers keep their meaning."""
+    path = tmp_path / "gitserver.toml"
+    path.write_text("[ssh]\nmax_startups = 100\nper_source_max_startups = 50\n")
+    cfg = load(path, environ={})
+    assert parse_max_startups(cfg.ssh_max_startups) == MaxStartups(100, 100, 100)
+    assert parse_max_startups(cfg.ssh_per_source_max_startups) == MaxStartups(50, 100, 50)
+
+
+def test_negative_connection_caps_are_refused() -> None:
+    with pytest.raises(ConfigError, match="ssh_max_connections_per_user"):
+        load(environ={"GITSERVER_SSH_MAX_CONNECTIONS_PER_USER": "-1"})

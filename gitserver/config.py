@@ -91,6 +91,12 @@ class Config:
     # Quarantine directories (objects/tmp_objdir-incoming-*) untouched this long are left by
     # a receive-pack that died; they are removed at start.
     quarantine_stale_seconds: float = 600.0
+    # The pack cache (docs/performance.md, "Clone storms"): identical fetches share one
+    # pack-objects. Its directory (empty: <data>/cache/packs), its bound in bytes (0: off) and
+    # how long a pack is served after it was made.
+    pack_cache_dir: str = ""
+    pack_cache_max_bytes: int = 1024 * 1024 * 1024
+    pack_cache_max_age: float = 300.0
     # Pipelines.
     job_lease_seconds: float = 30.0
     job_poll_interval: float = 0.5
@@ -194,6 +200,10 @@ class Config:
         return self.data_dir / "hooks"
 
     @property
+    def effective_pack_cache_dir(self) -> Path:
+        return Path(self.pack_cache_dir) if self.pack_cache_dir else self.data_dir / "cache" / "packs"
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'gitserver.db'}"
 
@@ -290,6 +300,8 @@ def load(config_file: str | os.PathLike[str] | None = None,
         raise ConfigError("setting maintenance_delay: expected 0 or a positive number of seconds")
     if config.maintenance_timeout <= 0:
         raise ConfigError("setting maintenance_timeout: expected a positive number of seconds")
+    if config.pack_cache_max_bytes < 0 or config.pack_cache_max_age < 0:
+        raise ConfigError("settings pack_cache_max_bytes and pack_cache_max_age: expected 0 (off) or a positive number")
     for name in ("max_blob_bytes", "max_push_bytes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")

@@ -412,9 +412,31 @@ class QueueCollector:
         yield age
 
 
-def exposition(engine: Any = None) -> tuple[builtins.bytes, str]:
-    """The text of ``/metrics``: every process's metrics, this process's CPU/memory/GC, and
-    the queue collector."""
+class PackCacheCollector:
+    """The pack cache's counters and size, read from its directory at scrape time (every
+    fetch's hook process counts there: gitserver.git.packcache)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = cache_dir
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from gitserver.git import packcache
+
+        hits = CounterMetricFamily("gitserver_pack_cache_hits", "Fetches answered from the pack cache "
+                                   "(a cached pack, or one being written for an identical fetch)")
+        hits.add_metric([], packcache.counter(self.cache_dir, packcache.HITS))
+        misses = CounterMetricFamily("gitserver_pack_cache_misses", "Fetches that ran pack-objects")
+        misses.add_metric([], packcache.counter(self.cache_dir, packcache.MISSES))
+        size = GaugeMetricFamily("gitserver_pack_cache_bytes", "Bytes of the packs the cache holds")
+        size.add_metric([], packcache.stored_bytes(self.cache_dir))
+        yield from (hits, misses, size)
+
+
+def exposition(engine: Any = None, pack_cache_dir: Path | None = None) -> tuple[builtins.bytes, str]:
+    """The text of ``/metrics``: every process's metrics, this process's CPU/memory/GC, the
+    queue collector and the pack cache's."""
     from prometheus_client import (
         CONTENT_TYPE_LATEST,
         CollectorRegistry,
@@ -433,4 +455,6 @@ def exposition(engine: Any = None) -> tuple[builtins.bytes, str]:
     platform_collector.PlatformCollector(registry=registry)
     if engine is not None:
         registry.register(QueueCollector(engine))
+    if pack_cache_dir is not None:
+        registry.register(PackCacheCollector(pack_cache_dir))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -32,6 +32,7 @@ from gitserver.api import auth, openapi
 from gitserver.api.context import ApiContext
 from gitserver.errors import Forbidden, GitserverError, NotFound, Unauthenticated
 from gitserver.git import http as githttp
+from gitserver.git import packcache
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
 from gitserver.urls import ssh_clone_url
 
@@ -121,7 +122,8 @@ class _GitResource:
         config = self.ctx.config
         metrics.http_git_session(UPLOAD_PACK, "advertise" if advertise else "rpc")
         child = githttp.UploadPackProcess(
-            githttp.upload_pack_argv(target.path, config.hooks_dir, advertise=advertise),
+            githttp.upload_pack_argv(target.path, config.hooks_dir, advertise=advertise,
+                                     pack_cache=packcache.hook_command(config)),
             githttp.upload_pack_env(protocol), target.path, _Metrics(),
             what=f"{target.full_name} ({what})")
         child.start(body)

@@ -142,7 +142,7 @@ def advertisement_prefix(service: str, protocol: str | None) -> bytes:
     return pkt_line(f"# service={SERVICE_PREFIX}{service}\n".encode("ascii")) + FLUSH_PKT
 
 
-def upload_pack_argv(repo_path: Path, hooks_dir: Path, *, advertise: bool) -> list[str]:
+def upload_pack_argv(repo_path: Path, hooks_dir: Path, *, advertise: bool, pack_cache: str | None = None) -> list[str]:
     """``git -c … upload-pack --strict --stateless-rpc [--advertise-refs] <repo>``.
 
     The protected settings come from :func:`gitserver.git.store.git_argv`; the HTTP-only ones
@@ -150,7 +150,7 @@ def upload_pack_argv(repo_path: Path, hooks_dir: Path, *, advertise: bool) -> li
     word). ``--strict`` makes git use exactly the resolved path, never ``<path>.git``.
     """
     extra = ["--strict", "--stateless-rpc"] + (["--advertise-refs"] if advertise else [])
-    argv = git_argv(UPLOAD_PACK, repo_path, hooks_dir, *extra)
+    argv = git_argv(UPLOAD_PACK, repo_path, hooks_dir, *extra, pack_cache=pack_cache)
     http_config = [arg for key, value in HTTP_UPLOAD_PACK_CONFIG.items()
                    for arg in ("-c", f"{key}={value}")]
     return [argv[0], *http_config, *argv[1:]]

@@ -27,13 +27,19 @@ RECEIVE_PACK = "receive-pack"
 UPLOAD_ARCHIVE = "upload-archive"
 SERVICES = (UPLOAD_PACK, RECEIVE_PACK, UPLOAD_ARCHIVE)
 DEFAULT_BRANCH = "main"
-HOOK_NAMES = ("pre-receive", "proc-receive")
+# The hook scripts of <data>/hooks: git's own two, and the pack cache upload-pack runs instead of
+# pack-objects (gitserver.git.packcache; not a hook name git looks for in core.hooksPath).
+PACK_OBJECTS_HOOK = "pack-objects"
+HOOK_NAMES = ("pre-receive", "proc-receive", PACK_OBJECTS_HOOK)
 # Hooks an older release installed that must not run any more (the push is recorded by
 # proc-receive now): removed when the hooks are installed.
 RETIRED_HOOK_NAMES = ("post-receive",)
 # The directory that holds the gitserver package: the hooks run python without site (-S) and
 # find gitserver through PYTHONPATH.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+# git reads it only from the command line or system config, never from a repository's.
+PACK_OBJECTS_HOOK_SETTING = "uploadpack.packObjectsHook"
 
 # Written into every repository's config and repeated on every git command line.
 PROTECTED_CONFIG = {
@@ -109,14 +115,17 @@ class RepoStore:
 
 
 def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str,
-             settings: Mapping[str, str] | None = None) -> list[str]:
+             settings: Mapping[str, str] | None = None, pack_cache: str | None = None) -> list[str]:
     """The argument list that runs ``service`` on ``repo_path`` under the protection rules
-    (``settings``: more ``-c`` settings, e.g. the push limits of gitserver.git.limits)."""
+    (``settings``: more ``-c`` settings, e.g. the push limits of gitserver.git.limits;
+    ``pack_cache``: upload-pack's ``uploadpack.packObjectsHook``, gitserver.git.packcache)."""
     if service not in SERVICES:
         raise ValueError(f"unknown git service {service!r}")
     merged = {**(settings or {}), **PROTECTED_CONFIG, **COMPAT_CONFIG, "core.hooksPath": str(hooks_dir)}
     if service == RECEIVE_PACK:
         merged.update(PROC_RECEIVE_CONFIG)
+    if service == UPLOAD_PACK and pack_cache:
+        merged[PACK_OBJECTS_HOOK_SETTING] = pack_cache
     argv = [GIT]
     for key, value in merged.items():
         argv += ["-c", f"{key}={value}"]

@@ -28,7 +28,7 @@ import asyncssh
 
 from gitserver import access, metrics
 from gitserver.config import Config
-from gitserver.git import limits
+from gitserver.git import limits, packcache
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
 from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.pipelines import ledger
@@ -112,7 +112,7 @@ class GitChild:
             push_limits = limits.PushLimits(config.max_blob_bytes, config.max_push_bytes,
                                             self.target.repo_quota_bytes, self.target.tenant_quota_bytes)
         argv = git_argv(self.command.service, repo_path, config.hooks_dir,
-                        settings=limits.git_settings(push_limits))
+                        settings=limits.git_settings(push_limits), pack_cache=packcache.hook_command(config))
         env = child_env(config, self.principal, self.target, client_address=self.client_address,
                         git_protocol=self.git_protocol, push_limits=push_limits)
         parent_sock = child_sock = None

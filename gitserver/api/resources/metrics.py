@@ -22,7 +22,7 @@ class Metrics:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body, content_type = metrics.exposition(self.ctx.runtime.engine)
+        body, content_type = metrics.exposition(self.ctx.runtime.engine, self.ctx.config.effective_pack_cache_dir)
         resp.content_type = content_type
         resp.data = body
 

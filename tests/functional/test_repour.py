@@ -966,9 +966,17 @@ def test_oidc_tokens_refused_with_reasons(rserver: GitServer, issuer: IssuerServ
     assert call(issuer.issuer.token()).status_code == 400  # accepted: the task is what is missing
     for token, reason in [(issuer.issuer.token(audience="another-service"), "not meant for this server"),
                           (issuer.issuer.token(lifetime=-300), "expired"),
-                          (issuer.issuer.token(iss="https://evil.example.org/realms/pnc"), "not issued by")]:
+                          (issuer.issuer.token(iss="https://evil.example.org/realms/pnc"), "not issued by"),
+                          # Issue 21: these were 500s with a traceback, and a string exp made a
+                          # token (and every token minted with it) that never expires.
+                          (issuer.issuer.raw_token({"kid": 7}), "must be a string"),
+                          (issuer.issuer.raw_token({"kid": issuer.issuer.kid, "crit": ["x-unknown"]}),
+                           "Unsupported critical extension"),
+                          (issuer.issuer.raw_token({"kid": issuer.issuer.kid}, exp=str(2 ** 33)),
+                           "'exp' claim must be a number")]:
         resp = call(token)
         assert resp.status_code == 401 and reason in resp.json()["desc"], resp.text
+        assert "Traceback" not in resp.text
     unmapped = call(issuer.issuer.token(roles=("offline_access",)))
     assert unmapped.status_code == 403 and "oidc_role_map" in unmapped.json()["desc"]
     # The same token on the REST API (every route takes it).

@@ -11,7 +11,9 @@ The check works on what git itself would open, not on the text the caller sent:
 * git's ``enter_repo`` tries ``<path>/.git``, ``<path>``, ``<path>.git/.git`` and
   ``<path>.git``; each that exists is resolved and checked;
 * a repository can send git elsewhere: a ``.git`` file (``gitdir: …``), ``commondir``, an
-  ``objects`` link and ``objects/info/alternates``. Each is followed one step and checked.
+  ``objects`` link and ``objects/info/alternates`` (and alternates of those, as deep as git
+  goes). Each is followed and checked; what cannot be checked (a quoted alternate, a pointer
+  file too large to read) is refused.
 
 Inside means the resolved path is the data directory or below it, by name (with a trailing
 separator) and by identity (device and inode of every ancestor), so a bind mount or another
@@ -29,9 +31,13 @@ GIT_REPO_SUFFIXES = ("/.git", "", ".git/.git", ".git")
 FILE_URL_PREFIX = "file://"
 GITDIR_PREFIX = "gitdir:"
 COMMONDIR = "commondir"
-ALTERNATES = "objects/info/alternates"
+ALTERNATES = "info/alternates"  # in an objects directory
 # A repository's pointers are small text files; anything larger is not one.
 MAX_POINTER_BYTES = 64 * 1024
+# git follows alternates of alternates up to this depth (object-file.c); gitdir and commondir
+# chain at most a step or two in a real repository.
+MAX_ALTERNATE_DEPTH = 6
+MAX_POINTER_DEPTH = 3
 
 
 class LocalOriginRefused(ValueError):
@@ -79,7 +85,9 @@ def _paths_git_reads(resolved: str) -> Iterator[Path]:
         yield from _pointers(repo)
 
 
-def _pointers(repo: Path) -> Iterator[Path]:
+def _pointers(repo: Path, depth: int = 0) -> Iterator[Path]:
+    if depth > MAX_POINTER_DEPTH:
+        raise LocalOriginRefused("the origin repository's pointers (gitdir, commondir) nest too deep")
     if repo.is_file():
         # A .git file: "gitdir: <path>", relative to the file's directory.
         text = _small_text(repo)
@@ -87,18 +95,33 @@ def _pointers(repo: Path) -> Iterator[Path]:
             target = _follow(repo.parent, text[len(GITDIR_PREFIX):].strip())
             yield target
             if target.is_dir():
-                yield from _pointers(target)
+                yield from _pointers(target, depth + 1)
         return
     if not repo.is_dir():
         return
-    yield Path(os.path.realpath(repo / "objects"))
+    objects = Path(os.path.realpath(repo / "objects"))
+    yield objects
+    yield from _alternates(objects, 0)
     if (repo / COMMONDIR).is_file():
-        yield _follow(repo, _small_text(repo / COMMONDIR).strip())
-    if (repo / ALTERNATES).is_file():
-        for line in _small_text(repo / ALTERNATES).splitlines():
-            if line.strip() and not line.startswith("#"):
-                # Relative alternates are relative to the objects directory.
-                yield _follow(repo / "objects", line.strip())
+        common = _follow(repo, _small_text(repo / COMMONDIR).strip())
+        yield common
+        yield from _pointers(common, depth + 1)
+
+
+def _alternates(objects: Path, depth: int) -> Iterator[Path]:
+    """The object directories ``objects/info/alternates`` adds, as deep as git follows them."""
+    if depth > MAX_ALTERNATE_DEPTH or not (objects / ALTERNATES).is_file():
+        return
+    for line in _small_text(objects / ALTERNATES).splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith('"'):
+            # git reads a C-quoted path here; rather than decode it, refuse it.
+            raise LocalOriginRefused("the origin repository's alternates cannot be checked (a quoted path)")
+        # Relative alternates are relative to the objects directory.
+        target = _follow(objects, line.strip())
+        yield target
+        yield from _alternates(target, depth + 1)
 
 
 def _follow(base: Path, pointer: str) -> Path:
@@ -108,9 +131,12 @@ def _follow(base: Path, pointer: str) -> Path:
 def _small_text(path: Path) -> str:
     try:
         with path.open("rb") as fh:
-            return fh.read(MAX_POINTER_BYTES).decode("utf-8", errors="replace")
+            data = fh.read(MAX_POINTER_BYTES + 1)
     except OSError:
         return ""
+    if len(data) > MAX_POINTER_BYTES:
+        raise LocalOriginRefused(f"the origin repository's {path.name} file is too large to check")
+    return data.decode("utf-8", errors="replace")
 
 
 def _inside(path: Path, data: Path) -> bool:

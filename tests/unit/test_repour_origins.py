@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import sys
 from pathlib import Path
 
 import pytest
 
 from gitserver import config as config_mod
-from gitserver.repour import command, giturl, localorigin
+from gitserver.repour import command, giturl
 
 # Each spelling: a template over {data} (the data dir) and {out} (a directory outside it),
 # and whether plain git fetches the private repository from it.
@@ -42,6 +42,8 @@ HOSTILE = [
     ("{out}/gitfile", True),  # <path>/.git is a file "gitdir: <data>/…"
     ("{out}/alternates.git", True),  # objects/info/alternates into another tenant's objects
     ("{out}/objects-link.git", True),  # objects is a link into another tenant's objects
+    ("{out}/chained.git", True),  # alternates of alternates
+    ("{out}/quoted.git", True),  # a C-quoted alternate
     ("{data}", False),  # the data dir itself (the database, the host keys)
 ]
 
@@ -80,12 +82,16 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (out / "gitfile" / ".git").write_text(f"gitdir: {priv}\n")
     run_git("init", "-q", "--bare", str(out / "alternates.git"))
     (out / "alternates.git" / "objects" / "info" / "alternates").write_text(f"{priv / 'objects'}\n")
+    run_git("init", "-q", "--bare", str(out / "chained.git"))
+    (out / "chained.git" / "objects" / "info" / "alternates").write_text("../../alternates.git/objects\n")
+    run_git("init", "-q", "--bare", str(out / "quoted.git"))
+    (out / "quoted.git" / "objects" / "info" / "alternates").write_text(f'"{priv / "objects"}"\n')
     run_git("init", "-q", "--bare", str(out / "objects-link.git"))
     shutil.rmtree(out / "objects-link.git" / "objects")
     (out / "objects-link.git" / "objects").symlink_to(priv / "objects")
     # The private repository's refs: git then needs (and finds) its objects.
     head = run_git("--git-dir", str(priv), "rev-parse", "main").stdout.strip()
-    for name in ("alternates.git", "objects-link.git"):
+    for name in ("alternates.git", "chained.git", "quoted.git", "objects-link.git"):
         run_git("--git-dir", str(out / name), "update-ref", "refs/heads/main", head)
     return data, out
 
@@ -113,7 +119,8 @@ def test_every_spelling_into_the_data_dir_is_refused(layout: tuple[Path, Path], 
         giturl.check_origin(origin, open_config(data))
     assert info.value.exit_code == 10 and info.value.error_type == "OriginRefused"
     assert info.value.desc.startswith("origin URL refused: ")
-    assert "data directory" in info.value.desc or "'%'" in info.value.desc or "host" in info.value.desc
+    assert any(why in info.value.desc for why in ("data directory", "'%'", "quoted path", "name a host")), \
+        info.value.desc
 
 
 @pytest.mark.parametrize("template", NOT_URLS)
@@ -137,23 +144,23 @@ def test_an_origin_outside_is_fetched_by_its_resolved_path(layout: tuple[Path, P
         assert checked.text == text and checked.fetch_url == os.path.realpath(origin), text
 
 
-def test_another_name_of_the_data_dir_is_caught_by_identity(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    # A bind mount of the data dir cannot be made without root; what it looks like to the check
-    # (a directory whose resolved name is elsewhere but which is the data dir) is a realpath
-    # that does not follow one symbolic link. (The only fake here: realpath, for that link.)
-    data = tmp_path / "data"
-    (data / "repos").mkdir(parents=True)
-    (tmp_path / "mount").symlink_to(data)
-    real: Callable[[str | os.PathLike[str]], str] = os.path.realpath
-
-    def not_following_mount(path: str | os.PathLike[str]) -> str:
-        text = os.fspath(path)
-        return text if text.startswith(str(tmp_path / "mount")) else real(text)
-
-    monkeypatch.setattr(localorigin.os.path, "realpath", not_following_mount)
-    with pytest.raises(localorigin.LocalOriginRefused, match="data directory"):
-        localorigin.checked_path(str(tmp_path / "mount" / "repos"), data)
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_bind_mount_of_the_data_dir_is_caught_by_identity(tmp_path: Path) -> None:
+    # A bind mount is another name for the data dir that no resolving of names reveals; a user
+    # and mount namespace (unshare -rm) lets the test make a real one without root.
+    data, mount = tmp_path / "data", tmp_path / "mount"
+    (data / "repos" / "other" / "priv.git").mkdir(parents=True)
+    mount.mkdir()
+    check = ("import sys; from pathlib import Path; from gitserver.repour import localorigin\n"
+             "try:\n    print(localorigin.checked_path(sys.argv[1], Path(sys.argv[2])))\n"
+             "except localorigin.LocalOriginRefused as exc:\n    print('refused:', exc)\n")
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(data), str(mount), sys.executable,
+                           "-c", check, str(mount / "repos" / "other" / "priv.git"), str(data)],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    if done.returncode != 0 and "mount" in done.stderr:
+        pytest.skip(f"no unprivileged bind mounts here: {done.stderr.strip()}")
+    assert done.stdout.startswith("refused: local paths inside the server's data directory"), done
 
 
 def test_file_origins_stay_refused_without_private_networks(layout: tuple[Path, Path]) -> None:

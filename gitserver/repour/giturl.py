@@ -3,8 +3,9 @@
 Pure parsing (:func:`parse_git_url`, Repour's :func:`external_to_internal`, the internal
 repository a URL names) and :func:`check_origin`: https, git and ssh origins; http, ``file://``
 and loopback/private hosts only when ``allow_private_networks`` is on; never a path inside the
-data directory (:mod:`gitserver.repour.localorigin`). A checked http(s) host name carries the addresses that were validated, and git
-is pinned to them (:meth:`GitUrl.git_settings`).
+data directory, however it is spelt (:mod:`gitserver.repour.localorigin`). A checked http(s)
+host name carries the addresses that were validated, and git is pinned to them
+(:meth:`GitUrl.git_settings`); a checked local origin carries the resolved path git is given.
 """
 
 from __future__ import annotations

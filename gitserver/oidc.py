@@ -46,6 +46,10 @@ MIN_REFRESH_SECONDS = 2.0
 # Keys (and the discovery document) are fetched again after this long even without a miss.
 KEYS_TTL_SECONDS = 3600.0
 MAX_DOCUMENT_BYTES = 1024 * 1024
+CRIT_HEADER = "crit"
+# RFC 7519 NumericDate claims; the largest is 9999-12-31T23:59:59Z (what datetime can hold).
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253402300799
 SITE_ADMIN = "site-admin"
 TENANT_ADMIN_PREFIX = "tenant-admin:"
 
@@ -137,6 +141,35 @@ def fetch_json(url: str, timeout: float) -> Any:
     return json.loads(body)
 
 
+def _header(token: str) -> dict[str, Any]:
+    """The token's checked header: RS256, and no critical extensions (we implement none)."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as exc:
+        # DecodeError for a malformed token; PyJWT's other header checks (a kid that is not a
+        # string, an unknown crit) raise InvalidTokenError itself.
+        raise Unauthenticated(f"the bearer token is not a valid JWT: {exc}") from exc
+    if header.get("alg") not in ALGORITHMS:
+        raise Unauthenticated(f"the OIDC token is signed with {header.get('alg')!r}; "
+                              f"only {', '.join(ALGORITHMS)} is accepted")
+    if CRIT_HEADER in header:
+        # RFC 7515 4.1.11: a recipient that does not understand a critical extension refuses.
+        raise Unauthenticated("the OIDC token names critical header extensions (crit); none is supported")
+    return header
+
+
+def _check_numeric_dates(claims: Mapping[str, Any]) -> None:
+    """exp, nbf and iat are JSON numbers in range. PyJWT accepts "4102444800" (it calls int()),
+    and a string exp would then be read as no expiry at all by whoever looks at the claims."""
+    for name in NUMERIC_DATE_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_NUMERIC_DATE:
+            raise Unauthenticated(f"the OIDC token's {name!r} claim must be a number of seconds since "
+                                  f"1970, got {str(value)[:40]!r}")
+
+
 @dataclasses.dataclass
 class _Keys:
     by_kid: dict[str, jwt.PyJWK]
@@ -165,13 +198,7 @@ class OidcVerifier:
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims; :class:`Unauthenticated` with the reason when it is not valid,
         :class:`Unavailable` when the issuer cannot be reached to get its keys."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as exc:
-            raise Unauthenticated(f"the bearer token is not a valid JWT: {exc}") from exc
-        if header.get("alg") not in ALGORITHMS:
-            raise Unauthenticated(f"the OIDC token is signed with {header.get('alg')!r}; "
-                                  f"only {', '.join(ALGORITHMS)} is accepted")
+        header = _header(token)
         key = self._key_for(header.get("kid"))
         try:
             claims = jwt.decode(token, key=key.key, algorithms=list(ALGORITHMS), audience=self.audience,
@@ -192,6 +219,7 @@ class OidcVerifier:
             raise Unauthenticated(f"the OIDC token lacks the {exc.claim!r} claim") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"the OIDC token is invalid: {exc}") from exc
+        _check_numeric_dates(claims)
         return claims
 
     def _key_for(self, kid: object) -> jwt.PyJWK:

@@ -132,8 +132,9 @@ def principal_for_jwt(session: Session, verifier: oidc.OidcVerifier, token: str)
     claims = verifier.verify(token)
     grant = oidc.grant_for_roles(oidc.token_roles(claims), verifier.role_map)
     who = str(claims.get("preferred_username") or claims.get("azp") or claims.get("sub") or "oidc")[:100]
-    exp = claims.get("exp")
-    expires = dt.datetime.fromtimestamp(exp, dt.UTC) if isinstance(exp, (int, float)) else None
+    # verify() requires exp and checks it is a number in range: the principal (and every token
+    # minted for it) expires with the OIDC token, never later.
+    expires = dt.datetime.fromtimestamp(claims["exp"], dt.UTC)
     if grant.site_admin:
         return access.Principal(kind="site_admin", user_name=f"oidc:{who}", token_expires_at=expires)
     for tenant_name in grant.tenant_admin:

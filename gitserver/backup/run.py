@@ -179,6 +179,7 @@ class _Read:
     database: Path
     host_keys: list[Path]
     repos: dict[tuple[str, str], dict[str, Path]]
+    refs: dict[tuple[str, str], fmt.RepoRefs]
 
 
 def _no_checks(_runtime: Runtime) -> list[str]:
@@ -288,6 +289,11 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
                 progress(info.name)
                 if not info.isreg():
                     raise fmt.FormatError(f"member {info.name!r} is not a regular file")
+                if info.issparse():
+                    # tarfile would hand back its holes as zeros: a few KiB in the file could
+                    # write gigabytes into staging before the checksums refuse it. A backup
+                    # never writes a sparse member.
+                    raise fmt.FormatError(f"member {info.name!r} is a sparse file")
                 if info.name in sums:
                     raise fmt.FormatError(f"member {info.name!r} appears twice")
                 if manifest is None and member.kind != "manifest":
@@ -330,7 +336,18 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
     if len(repo_members) != manifest.repositories:
         raise BackupError(f"the backup file holds {len(repo_members)} repositories, its manifest says "
                           f"{manifest.repositories}")
-    return _Read(manifest, database_path, host_keys, repo_members)
+    return _Read(manifest, database_path, host_keys, repo_members, _parse_refs(repo_members))
+
+
+def _parse_refs(repo_members: dict[tuple[str, str], dict[str, Path]]) -> dict[tuple[str, str], fmt.RepoRefs]:
+    """Every repository's refs file, parsed before anything is built from them."""
+    parsed = {}
+    for (tenant, name), members in sorted(repo_members.items()):
+        try:
+            parsed[(tenant, name)] = fmt.RepoRefs.parse(members["refs"].read_bytes(), f"{tenant}/{name} refs")
+        except fmt.FormatError as exc:
+            raise BackupError(f"the backup file is not valid: {exc}") from exc
+    return parsed
 
 
 def _copy_hashing(stream: Readable, path: Path) -> str:
@@ -355,7 +372,7 @@ def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progres
     count = 0
     for number, ((tenant, name), members) in enumerate(sorted(read.repos.items()), start=1):
         progress(f"repository {number}/{len(read.repos)} {tenant}/{name}")
-        refs = fmt.RepoRefs.parse(members["refs"].read_bytes(), f"{tenant}/{name} refs")
+        refs = read.refs[(tenant, name)]
         if refs.refs and "pack" not in members:
             raise BackupError(f"the backup file has refs of {tenant}/{name} but not its objects")
         repos.restore_repo(store, tenant, name, refs, members.get("pack"))
@@ -398,8 +415,7 @@ def _compare(config: Config, read: _Read, names: set[tuple[str, str]]) -> list[s
         problems.append("the database's repositories and the backup's repositories differ")
     store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
     for tenant, name in read.repos:
-        expected = fmt.RepoRefs.parse(read.repos[(tenant, name)]["refs"].read_bytes(), "refs").refs
-        if repos.disk_refs(store.path(tenant, name)) != dict(expected):
+        if repos.disk_refs(store.path(tenant, name)) != dict(read.refs[(tenant, name)].refs):
             problems.append(f"{tenant}/{name}: refs on disk differ from the backup")
     return problems
 

@@ -10,6 +10,7 @@ Modules, from the HTTP edge down (docs/architecture.md has the flow of an ``/adj
 * :mod:`~gitserver.repour.operations`: clone and adjust themselves;
   :mod:`~gitserver.repour.gitwork`: git in a temporary repository and the push into an
   internal one; :mod:`~gitserver.repour.giturl`: URL parsing and the origin policy;
+  :mod:`~gitserver.repour.localorigin`: local origins checked as git opens them;
   :mod:`~gitserver.repour.adjust`: the alignment tools; :mod:`~gitserver.repour.command`: the
   supervised command runner; :mod:`~gitserver.repour.results`: result files and error bodies.
 * :mod:`~gitserver.repour.inline`: synchronous runs under an API-held lease;

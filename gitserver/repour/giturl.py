@@ -3,23 +3,23 @@
 Pure parsing (:func:`parse_git_url`, Repour's :func:`external_to_internal`, the internal
 repository a URL names) and :func:`check_origin`: https, git and ssh origins; http, ``file://``
 and loopback/private hosts only when ``allow_private_networks`` is on; never a path inside the
-data directory. A checked http(s) host name carries the addresses that were validated, and git
-is pinned to them (:meth:`GitUrl.git_settings`).
+data directory, however it is spelt (:mod:`gitserver.repour.localorigin`). A checked http(s)
+host name carries the addresses that were validated, and git is pinned to them
+(:meth:`GitUrl.git_settings`); a checked local origin carries the resolved path git is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import socket
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from gitserver import netguard, urls
 from gitserver.config import Config
 from gitserver.errors import GitserverError
 from gitserver.names import validate_name
+from gitserver.repour import localorigin
 from gitserver.repour.command import ProcessingError
 
 # Pull/merge request refs as GitHub and GitLab publish them; fetched, never pushed as a branch.
@@ -48,6 +48,14 @@ class GitUrl:
     # The addresses check_origin() validated for the host name (http and https only; see
     # :meth:`git_settings`). Empty: git resolves the host itself (IP literals need nothing).
     addresses: tuple[str, ...] = ()
+    # A checked local origin: the resolved path git is handed instead of ``text``
+    # (:func:`gitserver.repour.localorigin.checked_path`).
+    local_path: str = ""
+
+    @property
+    def fetch_url(self) -> str:
+        """What git fetches from: the checked, resolved path of a local origin, else the URL."""
+        return self.local_path or self.text
 
     @property
     def transport(self) -> str:
@@ -99,6 +107,7 @@ def parse_git_url(text: object) -> GitUrl:
     if match is None:
         raise ValueError("not a git URL (expected scheme://host/path, user@host:path or /path)")
     host = match["host"].strip("[]")
+    _check_host(host)
     path = match["path"]
     if not path.strip("/"):
         raise ValueError("the URL names no repository path")
@@ -130,9 +139,16 @@ def _parse_url_form(text: str) -> GitUrl:
     host = parts.hostname or ""
     if not host:
         raise ValueError("the URL has no host")
+    _check_host(host)
     if not parts.path.strip("/"):
         raise ValueError("the URL names no repository path")
     return GitUrl(text=text, scheme=scheme, host=host, port=port, path=parts.path)
+
+
+def _check_host(host: str) -> None:
+    # ssh would read "-oProxyCommand=…" as an option (git refuses it too; this says why).
+    if host.startswith("-"):
+        raise ValueError("a host name cannot start with '-'")
 
 
 def repo_path_parts(url: GitUrl) -> tuple[str, str]:
@@ -216,8 +232,10 @@ def check_origin(url_text: str, config: Config,
                               "private networks are allowed (use https, git or ssh)",
                               error_type="OriginRefused")
     if url.transport == "file":
-        _check_local_origin(url, config)
-        return url
+        try:
+            return dataclasses.replace(url, local_path=localorigin.checked_path(url.text, config.data_dir))
+        except localorigin.LocalOriginRefused as exc:
+            raise ProcessingError(f"origin URL refused: {exc}", error_type="OriginRefused") from exc
     host = f"[{url.host}]" if ":" in url.host else url.host
     try:
         # netguard speaks http(s); the host and port rules are the same for every transport.
@@ -231,12 +249,3 @@ def check_origin(url_text: str, config: Config,
         return dataclasses.replace(url, addresses=tuple(str(a) for a in addresses))
     return url
 
-
-def _check_local_origin(url: GitUrl, config: Config) -> None:
-    # A local path could name another tenant's repository (or the database): never inside the
-    # data directory, whatever the tenant.
-    path = Path(url.path).resolve()
-    data = config.data_dir.resolve()
-    if path == data or str(path).startswith(str(data) + os.sep):
-        raise ProcessingError("origin URL refused: local paths inside the server's data directory "
-                              "cannot be origins", error_type="OriginRefused")

@@ -192,7 +192,7 @@ class GitWork:
         """All branches and tags of ``source`` into ``refs/<namespace>/{heads,tags}/``, and the
         pull/merge request's head when one is named. A checked origin (:class:`GitUrl`) is
         fetched from the addresses its check validated."""
-        url = source.text if isinstance(source, GitUrl) else source
+        url = source.fetch_url if isinstance(source, GitUrl) else source
         pin = source.git_settings() if isinstance(source, GitUrl) else {}
         refspecs = [f"+refs/heads/*:refs/{namespace}/heads/*", f"+refs/tags/*:refs/{namespace}/tags/*"]
         self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url, *refspecs,

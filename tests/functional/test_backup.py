@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.pool import NullPool
 
+from tests.backup_files import manifest_of, rewritten, with_sparse_member
 from tests.conftest import wait_for
 from tests.functional.conftest import REPO_ROOT, GitServer, User, commit_files, make_repo, start_server
 
@@ -233,7 +234,13 @@ def test_restore_refuses_non_empty_targets_and_damaged_files(request: pytest.Fix
     # Truncated, altered, or not a backup at all: refused, and the target stays empty.
     damaged = {"truncated": data[:len(data) // 2],
                "altered": data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1:],
-               "not a backup": b"hello\n" * 1000}
+               "not a backup": b"hello\n" * 1000,
+               # Crafted (issue 21): checksums that match a malformed refs file, and a member
+               # of 10 KiB that tar's holes would make 3 GiB.
+               "malformed refs": rewritten(data, "/refs", b"ref: refs/heads/main\nnot-an-id refs/heads/main\n"),
+               "sparse member": with_sparse_member(manifest_of(data), tmp_path / "sparse")}
+    crafted_reasons = {"malformed refs": "refs line 2: expected '<object id> <ref>'",
+                       "sparse member": "member 'database/gitserver.sqlite3' is a sparse file"}
     for what, content in damaged.items():
         bad = tmp_path / f"{what.replace(' ', '-')}.backup"
         bad.write_bytes(content)
@@ -241,6 +248,8 @@ def test_restore_refuses_non_empty_targets_and_damaged_files(request: pytest.Fix
         refused = restore(target_dir, url, bad)
         assert refused.returncode == 1, what
         assert refused.stderr.startswith("gitserver: error: the backup file"), (what, refused.stderr)
+        assert "Traceback" not in refused.stderr and len(refused.stderr.splitlines()) == 1, (what, refused.stderr)
+        assert crafted_reasons.get(what, "") in refused.stderr, (what, refused.stderr)
         assert not target_dir.exists() or not any(target_dir.iterdir()), what
         assert not url.startswith("postgresql") or table_count(url) == 0, what
         assert [p.name for p in target_dir.parent.iterdir() if p.name not in ("data", "logs-data")] == [], what

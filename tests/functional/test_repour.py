@@ -491,6 +491,42 @@ def test_clone_errors(rserver: GitServer, git_env: dict[str, str], tmp_path: Pat
     assert "refs/tags/v1" in moved.json()["desc"] and "existing tags cannot be moved" in moved.json()["desc"]
 
 
+def test_clone_and_sync_refuse_every_spelling_of_another_tenants_private_repository(
+        rserver: GitServer, git_env: dict[str, str], tmp_path: Path) -> None:
+    # Issue 21 finding 2: git decodes a file:// URL and tries <path>.git; the check must too.
+    other, secret, _owner, _work = pushed_repo(rserver, git_env, tmp_path, {"SECRET": "TOPSECRET\n"})
+    private = rserver.repo_path(other, secret)
+    secret_commit = run_git(git_env, "--git-dir", str(private), "rev-parse", "main").strip()
+    data, root = rserver.data_dir.resolve(), rserver.data_dir.resolve().parent
+    inner = private.resolve().relative_to(data)  # repos/<tenant>/<repo>.git
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    up = os.path.relpath(root, tmp_path / "a" / "b").replace("..", "%2e%2e")
+    (tmp_path / "link.git").symlink_to(private)
+    spellings = [f"file://{root}/%64ata/{inner}", f"file://{root}/data%2F{str(inner).replace('/', '%2F')}",
+                 f"file://{tmp_path}/a/b/{up}/data/{inner}", f"file://localhost{private}",
+                 f"file:////{private}", f"{data}/./{inner.parent}/../{inner}", str(tmp_path / "link"),
+                 f"file://{private}".removesuffix(".git")]
+    tenant, repo, user = setup_repo(rserver)
+    target = urls(rserver, tenant, repo)["readwrite"]
+    for origin in spellings:
+        resp = post(rserver, "/clone", {"type": "git", "originRepoUrl": origin, "targetRepoUrl": target},
+                    token=user.token)
+        assert resp.status_code == 400, (origin, resp.text)
+        body = resp.json()
+        assert body["exit_code"] == 10 and body["error_type"] == "OriginRefused", origin
+        assert body["desc"].startswith("origin URL refused: ") and "Traceback" not in resp.text, origin
+    assert remote_refs(rserver, tenant, repo) == {}
+    copied = subprocess.run(["git", "--git-dir", str(rserver.repo_path(tenant, repo)), "cat-file", "-e",
+                             secret_commit], capture_output=True)
+    assert copied.returncode != 0, "nothing of the private repository reached the caller's"
+    # /adjust with sync goes through the same check.
+    atenant, arepo, auser, _ = pushed_repo(rserver, git_env, tmp_path, {"README.md": "mine\n"})
+    synced = post(rserver, "/adjust", {"ref": "main", "internal_url": urls(rserver, atenant, arepo),
+                                       "originRepoUrl": spellings[0], "sync": True}, token=auser.token)
+    assert synced.status_code == 400 and synced.json()["error_type"] == "OriginRefused", synced.text
+    assert secret_commit not in remote_refs(rserver, atenant, arepo).values()
+
+
 def test_clone_callback_mode(rserver: GitServer, git_env: dict[str, str], tmp_path: Path,
                              receiver: Receiver, token_endpoint: TokenEndpoint) -> None:
     tenant, repo, user = setup_repo(rserver)
@@ -930,9 +966,17 @@ def test_oidc_tokens_refused_with_reasons(rserver: GitServer, issuer: IssuerServ
     assert call(issuer.issuer.token()).status_code == 400  # accepted: the task is what is missing
     for token, reason in [(issuer.issuer.token(audience="another-service"), "not meant for this server"),
                           (issuer.issuer.token(lifetime=-300), "expired"),
-                          (issuer.issuer.token(iss="https://evil.example.org/realms/pnc"), "not issued by")]:
+                          (issuer.issuer.token(iss="https://evil.example.org/realms/pnc"), "not issued by"),
+                          # Issue 21: these were 500s with a traceback, and a string exp made a
+                          # token (and every token minted with it) that never expires.
+                          (issuer.issuer.raw_token({"kid": 7}), "must be a string"),
+                          (issuer.issuer.raw_token({"kid": issuer.issuer.kid, "crit": ["x-unknown"]}),
+                           "Unsupported critical extension"),
+                          (issuer.issuer.raw_token({"kid": issuer.issuer.kid}, exp=str(2 ** 33)),
+                           "'exp' claim must be a number")]:
         resp = call(token)
         assert resp.status_code == 401 and reason in resp.json()["desc"], resp.text
+        assert "Traceback" not in resp.text
     unmapped = call(issuer.issuer.token(roles=("offline_access",)))
     assert unmapped.status_code == 403 and "oidc_role_map" in unmapped.json()["desc"]
     # The same token on the REST API (every route takes it).

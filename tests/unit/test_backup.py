@@ -152,3 +152,33 @@ def test_a_backup_of_another_database_kind_or_a_newer_schema_is_refused_before_a
                          gitserver_version="9.0", schema_revision="9999_future", repositories=0)
     with pytest.raises(BackupError, match=r"made by a newer gitserver \(9.0, schema 9999_future\)"):
         _check_compatible(newer, "sqlite")
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_a_sparse_member_is_refused_before_anything_is_written(tmp_path, tar_format: str) -> None:  # type: ignore[no-untyped-def]
+    # Issue 21: ~10 KiB in the file became 3 GiB in staging before the checksums refused it.
+    import io
+
+    from gitserver.backup.run import _read_stream
+    from gitserver.errors import BackupError
+    from tests.backup_files import SPARSE_SIZE, with_sparse_member
+
+    manifest = fmt.Manifest(dialect="sqlite", created_at="2026-11-26T00:00:00+00:00",
+                            gitserver_version="0.1.0", schema_revision="0001", repositories=0)
+    crafted = with_sparse_member(manifest.to_json(), tmp_path / "src", tar_format)
+    assert len(crafted) < 64 * 1024 < SPARSE_SIZE
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with pytest.raises(BackupError, match=r"not valid: member 'database/gitserver.sqlite3' is a sparse file"):
+        _read_stream(io.BytesIO(crafted), staging)
+    assert [p for p in staging.rglob("*") if p.is_file()] == []
+
+
+def test_a_malformed_refs_file_is_a_backup_error_naming_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gitserver.backup.run import _parse_refs
+    from gitserver.errors import BackupError
+
+    refs = tmp_path / "refs"
+    refs.write_bytes(b"ref: refs/heads/main\n" + f"{A} refs/heads/main\nnot-an-id refs/heads/x\n".encode())
+    with pytest.raises(BackupError, match=r"not valid: acme/app refs line 3: expected '<object id> <ref>'"):
+        _parse_refs({("acme", "app"): {"refs": refs}})

@@ -68,6 +68,34 @@ def test_wrong_signature_and_algorithm() -> None:
         verifier.verify("a.b.c")
 
 
+@pytest.mark.parametrize("header, reason", [
+    ({"kid": 5}, "Key ID header parameter must be a string"),
+    ({"kid": ["a"]}, "Key ID header parameter must be a string"),
+    ({"crit": ["exp"]}, "Unsupported critical extension"),
+    ({"crit": "b64"}, "'crit' header"),
+    ({"crit": ["b64"], "b64": False}, "'b64' is false"),
+])
+def test_malformed_headers_are_refused_not_errors(header: dict[str, object], reason: str) -> None:
+    # Issue 21: PyJWT raises InvalidTokenError (not DecodeError) for these; that was a 500.
+    issuer = Issuer()
+    verifier, _ = make(issuer)
+    with pytest.raises(Unauthenticated, match=reason):
+        verifier.verify(issuer.raw_token({"kid": issuer.kid, **header}))
+
+
+@pytest.mark.parametrize("claim, value", [
+    ("exp", "4102444800"), ("iat", True), ("exp", 10 ** 20), ("exp", 1e300), ("nbf", "0"), ("iat", "1"),
+])
+def test_numeric_dates_must_be_numbers(claim: str, value: object) -> None:
+    # A string exp passes PyJWT (it calls int()), and read as "no expiry" by the caller it made
+    # a minted token never expire.
+    issuer = Issuer()
+    verifier, _ = make(issuer)
+    with pytest.raises(Unauthenticated, match=f"'{claim}' claim must be a number"):
+        verifier.verify(issuer.raw_token({"kid": issuer.kid}, **{claim: value}))
+    assert verifier.verify(issuer.raw_token({"kid": issuer.kid}))["sub"] == "service-account-pnc"
+
+
 def test_unknown_kid_refreshes_the_keys_but_not_too_often() -> None:
     issuer, clock = Issuer(), Clock()
     verifier, fetched = make(issuer, clock)

@@ -27,7 +27,7 @@ from tests.functional.conftest import REPO_ROOT, GitServer, make_repo
 
 BUILD_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # What a source tree holds besides the package; none of it may be copied into the build.
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__",
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".venv-latest", "var", "build", "dist", "*.egg-info", "__pycache__",
                                      ".pytest_cache", "results")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SKIP_DIRS = {".git", ".venv", "var", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache",
+SKIP_DIRS = {".git", ".venv", ".venv-latest", "var", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache",
              ".mypy_cache", "results"}
 TEXT_SUFFIXES = {".md", ".py", ".toml", ".sh", ".example", ".service", ".ini", ".cfg", ""}
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

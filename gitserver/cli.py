@@ -49,15 +49,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
+    from gitserver.cmd import wiring
     from gitserver.logs import setup_logging
-    from gitserver.ssh.server import run
 
     cfg = _config(args)
     from gitserver import metrics
 
     metrics.setup(cfg, clean=True)
     setup_logging(cfg, "ssh")
-    return run(cfg)
+    return wiring.run_ssh(cfg)
 
 
 def cmd_api(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 The API gets its route modules and the worker its job handlers here, in code a reader can
 follow with grep, from a route or a job kind to the function that serves it. Nothing below this
-module imports Repour in order to wire it, and each process creates its one ``Runtime`` here
+module imports Repour in order to wire it, and each long-running process creates its one ``Runtime`` here
 (one-shot commands create theirs in ``gitserver.cli``).
 """
 
@@ -74,6 +74,17 @@ def run_api(config: Config) -> int:
     from gitserver.api.app import run_gunicorn
 
     return run_gunicorn(config, lambda: api_app(Runtime.create(config)))
+
+
+def run_ssh(config: Config) -> int:
+    """``gitserver ssh``: the SSH daemon until SIGTERM/SIGINT."""
+    from gitserver.ssh import server
+
+    runtime = Runtime.create(config)
+    try:
+        return server.run(runtime)
+    finally:
+        runtime.dispose()
 
 
 def run_worker(config: Config, concurrency: int | None = None) -> int:

@@ -381,29 +381,26 @@ async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKeyPair]) -> asyncss
         window=CHANNEL_WINDOW, tunnel=transport.Listener(reuse_address=True))
 
 
-async def serve(config: Config) -> int:
+async def serve(runtime: Runtime) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    config = runtime.config
     host_keys = load_host_keys(config)
-    runtime = Runtime.create(config)
     daemon = Daemon(runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        acceptor = await start(daemon, host_keys)
-        log.info("SSH daemon listening on %s:%s", config.ssh_host, config.ssh_port)
-        # Pushes cut short when a daemon died (this one, before a restart) are settled in the
-        # background; new pushes are served meanwhile.
-        threading.Thread(target=_startup_pass, args=(runtime,), name="reconciler",
-                         daemon=True).start()
-        await stop.wait()
-        log.info("shutting down: no new connections; %d transfer(s) running", len(daemon.children))
-        acceptor.close()
-        await _drain(daemon, config.ssh_shutdown_grace)
-        return 0
-    finally:
-        runtime.dispose()
+    acceptor = await start(daemon, host_keys)
+    log.info("SSH daemon listening on %s:%s", config.ssh_host, config.ssh_port)
+    # Pushes cut short when a daemon died (this one, before a restart) are settled in the
+    # background; new pushes are served meanwhile.
+    threading.Thread(target=_startup_pass, args=(runtime,), name="reconciler",
+                     daemon=True).start()
+    await stop.wait()
+    log.info("shutting down: no new connections; %d transfer(s) running", len(daemon.children))
+    acceptor.close()
+    await _drain(daemon, config.ssh_shutdown_grace)
+    return 0
 
 
 def _startup_pass(runtime: Runtime) -> None:
@@ -430,10 +427,10 @@ async def _drain(daemon: Daemon, grace: float) -> None:
             await asyncio.wait_for(conn.wait_closed(), 2)
 
 
-def run(config: Config) -> int:
-    """Entry point of ``gitserver ssh``."""
+def run(runtime: Runtime) -> int:
+    """``gitserver ssh`` (built by ``gitserver.cmd.wiring``): the daemon until SIGTERM/SIGINT."""
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(runtime))
     except ConfigError as exc:
         log.error("%s", exc.message)
         print(f"error: {exc.message}", flush=True)

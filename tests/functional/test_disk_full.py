@@ -51,17 +51,17 @@ def fill(disk: Path) -> Path:
     """Write a file until the disk is full."""
     filler = disk / "filler.tmp"
     chunk = b"\0" * (1024 * 1024)
-    with open(filler, "wb") as fh:
+    # Unbuffered: a buffered file's close would try the failed write again and raise ENOSPC
+    # from the with statement, depending on how many bytes happened to be free.
+    with open(filler, "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(chunk)
-                fh.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
-    with contextlib.suppress(OSError), open(filler, "ab") as fh:  # the last few pages
+    with contextlib.suppress(OSError), open(filler, "ab", buffering=0) as fh:  # the last few pages
         while True:
             fh.write(b"\0" * 4096)
-            fh.flush()
     return filler
 
 

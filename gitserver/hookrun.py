@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver import hookenv
-from gitserver.git import head, limits, protect, push_options, refs
+from gitserver.git import admission, head, limits, protect, push_options, refs
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -84,19 +84,27 @@ def check_all(commands: Iterable[protect.RefCommand], write: bool,
 # --- pre-receive -----------------------------------------------------------------------------
 
 def pre_receive(stdin: Iterable[str], stderr: BinaryIO, environ: dict[str, str] | os._Environ[str]) -> int:
-    """The size limits of the whole push (the objects are still in quarantine here, and only
-    here); then, when proc-receive is not in charge, the per-ref rules, all or nothing."""
+    """What must be refused for the whole push while its objects are still in quarantine
+    (here, and only here, a refusal leaves nothing behind): a pusher who may not write, the
+    server's reserved names (:func:`gitserver.git.admission.declined`), then the size limits.
+    When proc-receive is not in charge, also every per-ref rule, all or nothing."""
+    commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
+    if proc_receive_in_charge(environ):
+        # No quarantine: the push brought no objects (only deletions), nothing to keep out;
+        # proc-receive refuses those ref by ref.
+        refused = admission.declined(commands, can_write(environ)) if environ.get(limits.ENV_QUARANTINE) else []
+    else:
+        refused = [f"{refs.short_name(r.ref)}: {r.message}"
+                   for r in decide(commands, can_write(environ)) if r is not None]
+    for line in refused:
+        _say(stderr, f"error: {line}")
+    if refused:
+        return 1
     over = limits.check_push(environ)
     if over is not None:
         _say(stderr, f"error: {over}")
         return 1
-    if proc_receive_in_charge(environ):
-        return 0  # it checks and reports each ref on its own
-    commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
-    refusals = [r for r in decide(commands, can_write(environ)) if r is not None]
-    for refusal in refusals:
-        _say(stderr, f"error: {refs.short_name(refusal.ref)}: {refusal.message}")
-    return 1 if refusals else 0
+    return 0
 
 
 def proc_receive_in_charge(environ: dict[str, str] | os._Environ[str]) -> bool:

@@ -27,13 +27,13 @@ def blob_id(work: Path, path: str, git_env: dict[str, str]) -> str:
                           text=True, check=True).stdout.strip()
 
 
-def fetch_by_id(srv: GitServer, url: str, oid: str, tmp_path: Path, reader: User | None = None
-                ) -> subprocess.CompletedProcess[str]:
-    """A protocol v2 fetch of ``oid`` alone into an empty repository: anonymous over HTTP, or
-    as ``reader`` over SSH."""
-    target = tmp_path / f"fetch-{'ssh' if reader else 'http'}"
+def fetch_by_id(srv: GitServer, url: str, oid: str, tmp_path: Path, reader: User | None = None,
+                version: int = 2) -> subprocess.CompletedProcess[str]:
+    """A fetch of ``oid`` alone into an empty repository (protocol ``version``): anonymous over
+    HTTP, or as ``reader`` over SSH."""
+    target = tmp_path / f"fetch-v{version}-{'ssh' if reader else 'http'}"
     subprocess.run(["git", "init", "-q", str(target)], env=srv.git_env, check=True)
-    argv = ["-c", "protocol.version=2", "fetch", "--no-tags", url, oid]
+    argv = ["-c", f"protocol.version={version}", "fetch", "--no-tags", url, oid]
     if reader is not None:
         return srv.git(reader, *argv, cwd=target, check=False, timeout=60)
     return subprocess.run(["git", *argv], cwd=target, env=srv.git_env, text=True, capture_output=True,
@@ -94,3 +94,33 @@ def test_a_push_with_one_reserved_ref_is_refused_whole(server: GitServer, tmp_pa
     refs = subprocess.run(["git", "for-each-ref"], cwd=server.repo_path(tenant, repo), capture_output=True,
                           text=True, check=True).stdout
     assert refs == ""
+
+
+def test_protocol_v0_fetches_by_id_only_what_a_ref_reaches(server: GitServer, tmp_path: Path) -> None:
+    """uploadpack.allowAnySHA1InWant is off on both fronts: a v0 request may name a commit a
+    ref reaches (partial clones and builders need that), not one no ref reaches (here: the
+    commit of a refused non-fast-forward push, which proc-receive refused after git had moved
+    its objects into the repository)."""
+    tenant = server.new_tenant()
+    admin = server.new_user(tenant, role="admin")
+    reader = server.new_user(tenant)
+    repo = server.new_repo(tenant, visibility="public", grants={reader.name: "read"})
+    url = server.repo_url(tenant, repo)
+    work = make_repo(tmp_path / "work", server.git_env)
+    reachable = commit_files(work, server.git_env, {"a.txt": "a\n"}, "a")
+    commit_files(work, server.git_env, {"b.txt": "b\n"}, "b")
+    server.git(admin, "push", "-q", url, "main", cwd=work)
+    subprocess.run(["git", "commit", "-q", "--amend", "-m", "rewritten"], cwd=work, env=server.git_env, check=True)
+    rewritten = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, env=server.git_env, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    refused = server.git(admin, "push", "--force", url, "main", cwd=work, check=False)
+    assert "(non-fast-forward pushes are not allowed)" in refused.stderr
+    assert server_has(server, tenant, repo, rewritten)  # left behind by proc-receive's refusal
+
+    http = http_url(server, tenant, repo)
+    for reader_or_anonymous in (None, reader):
+        assert fetch_by_id(server, http if reader_or_anonymous is None else url, reachable, tmp_path / "reachable",
+                           reader=reader_or_anonymous, version=0).returncode == 0
+        unreachable = fetch_by_id(server, http if reader_or_anonymous is None else url, rewritten,
+                                  tmp_path / "unreachable", reader=reader_or_anonymous, version=0)
+        assert unreachable.returncode != 0, f"a v0 fetch {'over SSH' if reader_or_anonymous else 'over HTTP'} got it"

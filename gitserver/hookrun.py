@@ -7,6 +7,10 @@ variables set by the process that started git (the SSH session or the server its
 ``GITSERVER_PERMISSION``  read | write | admin, computed when the session was authorised
 ``GITSERVER_HOOK_FD``     a socket back to that process, which records the push
 
+pre-receive runs while the pushed objects are still in git's quarantine: it refuses the whole
+push for what must leave nothing behind (:mod:`gitserver.git.admission`, then the limits).
+The installed hook is a bash script that asks the daemon first; this is its fallback.
+
 proc-receive speaks git's pkt-line protocol (githooks(5)): it gets every pushed ref, applies
 :func:`gitserver.git.protect.check` to each, records the push's intent, updates the allowed
 refs with a compare-and-swap ``git update-ref``, marks the push done (which queues its

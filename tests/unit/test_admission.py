@@ -3,6 +3,8 @@ daemon's side of the hook socket for it (HookService's "pre-receive" op)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gitserver.git import admission, limits
@@ -41,7 +43,7 @@ def test_declined(commands: list[RefCommand], can_write: bool, lines: list[str])
     assert admission.declined(commands, can_write) == lines
 
 
-def service(tmp_path, can_write: bool, limit: int = 0) -> ledger.HookService:  # type: ignore[no-untyped-def]
+def service(tmp_path: Path, can_write: bool, limit: int = 0) -> ledger.HookService:
     (tmp_path / "objects" / "tmp_objdir-incoming-q1").mkdir(parents=True)
     check = limits.QuarantineCheck(limits.PushLimits(max_blob_bytes=limit or None), tmp_path, "acme/widgets")
     return ledger.HookService(None, PushContext(repo_id=1), "http://gitserver.invalid",  # type: ignore[arg-type]
@@ -52,7 +54,7 @@ def request(*updates: list[str]) -> dict[str, object]:
     return {"op": "pre-receive", "quarantine": "tmp_objdir-incoming-q1", "updates": list(updates)}
 
 
-def test_the_daemon_answers_ok_refused_or_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_daemon_answers_ok_refused_or_error(tmp_path: Path) -> None:
     writer = service(tmp_path, can_write=True)
     assert writer.handle(request([Z, A, "refs/heads/main"])) == {"ok": True}
     assert writer.handle(request([Z, A, "refs/heads/main"], [Z, A, "refs/tags/repour-x"])) == {
@@ -62,6 +64,18 @@ def test_the_daemon_answers_ok_refused_or_error(tmp_path) -> None:  # type: igno
         "error": "malformed quarantine name in hook message"}
 
 
-def test_the_daemon_decides_from_the_permission_it_was_given(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_daemon_decides_from_the_permission_it_was_given(tmp_path: Path) -> None:
     assert service(tmp_path, can_write=False).handle(request([Z, A, "refs/heads/main"])) == {
         "refused": f"refs/heads/main: {NO_WRITE}"}
+
+
+def test_the_limits_op_of_older_hooks_still_answers(tmp_path: Path) -> None:
+    """Hooks installed by an older release ask for the limits alone; the permission and the
+    reserved names are then left to proc-receive, as before."""
+    (tmp_path / "objects" / "tmp_objdir-incoming-q1" / "pack").mkdir(parents=True)
+    (tmp_path / "objects" / "tmp_objdir-incoming-q1" / "pack" / "p.pack").write_bytes(b"x" * 100)
+    check = limits.QuarantineCheck(limits.PushLimits(max_push_bytes=10), tmp_path, "acme/widgets")
+    hooks = ledger.HookService(None, PushContext(repo_id=1), "http://gitserver.invalid",  # type: ignore[arg-type]
+                               push_check=check)
+    reply = hooks.handle({"op": "limits", "quarantine": "tmp_objdir-incoming-q1"})
+    assert str(reply.get("refused", "")).startswith("push refused: GITSERVER_MAX_PUSH_BYTES is 10 bytes")

@@ -7,6 +7,10 @@ variables set by the process that started git (the SSH session or the server its
 ``GITSERVER_PERMISSION``  read | write | admin, computed when the session was authorised
 ``GITSERVER_HOOK_FD``     a socket back to that process, which records the push
 
+pre-receive runs while the pushed objects are still in git's quarantine: it refuses the whole
+push for what must leave nothing behind (:mod:`gitserver.git.admission`, then the limits).
+The installed hook is a bash script that asks the daemon first; this is its fallback.
+
 proc-receive speaks git's pkt-line protocol (githooks(5)): it gets every pushed ref, applies
 :func:`gitserver.git.protect.check` to each, records the push's intent, updates the allowed
 refs with a compare-and-swap ``git update-ref``, marks the push done (which queues its
@@ -28,7 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver import hookenv
-from gitserver.git import head, limits, protect, push_options, refs
+from gitserver.git import admission, head, limits, protect, push_options, refs
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -84,19 +88,27 @@ def check_all(commands: Iterable[protect.RefCommand], write: bool,
 # --- pre-receive -----------------------------------------------------------------------------
 
 def pre_receive(stdin: Iterable[str], stderr: BinaryIO, environ: dict[str, str] | os._Environ[str]) -> int:
-    """The size limits of the whole push (the objects are still in quarantine here, and only
-    here); then, when proc-receive is not in charge, the per-ref rules, all or nothing."""
+    """What must be refused for the whole push while its objects are still in quarantine
+    (here, and only here, a refusal leaves nothing behind): a pusher who may not write, the
+    server's reserved names (:func:`gitserver.git.admission.declined`), then the size limits.
+    When proc-receive is not in charge, also every per-ref rule, all or nothing."""
+    commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
+    if proc_receive_in_charge(environ):
+        # No quarantine: the push brought no objects (only deletions), nothing to keep out;
+        # proc-receive refuses those ref by ref.
+        refused = admission.declined(commands, can_write(environ)) if environ.get(limits.ENV_QUARANTINE) else []
+    else:
+        refused = [f"{refs.short_name(r.ref)}: {r.message}"
+                   for r in decide(commands, can_write(environ)) if r is not None]
+    for line in refused:
+        _say(stderr, f"error: {line}")
+    if refused:
+        return 1
     over = limits.check_push(environ)
     if over is not None:
         _say(stderr, f"error: {over}")
         return 1
-    if proc_receive_in_charge(environ):
-        return 0  # it checks and reports each ref on its own
-    commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
-    refusals = [r for r in decide(commands, can_write(environ)) if r is not None]
-    for refusal in refusals:
-        _say(stderr, f"error: {refs.short_name(refusal.ref)}: {refusal.message}")
-    return 1 if refusals else 0
+    return 0
 
 
 def proc_receive_in_charge(environ: dict[str, str] | os._Environ[str]) -> bool:

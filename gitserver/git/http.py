@@ -58,13 +58,14 @@ IDENTITY_ENCODINGS = ("", "identity")
 # speaks protocol v0, which every client understands.
 _GIT_PROTOCOL_RE = re.compile(r"version=[012]")
 # Settings added for HTTP only. Partial clones (--filter=blob:none) fetch missing blobs later by
-# id; those objects are reachable, but asking for them by id needs allowAnySHA1InWant on
-# older clients' v0 requests. It cannot expose other repositories' objects: a repository
-# holds only its own. uploadpack.allowFilter is also in the protected settings; repeated here
-# so that this module states everything partial clones need.
+# id; uploadpack.allowReachableSHA1InWant (a protected setting, on every command line) lets a
+# protocol v0 request name any object reachable from a ref, which is all they need, so
+# allowAnySHA1InWant stays off (gitserver.git.store.UPLOAD_PACK_CONFIG): it would also serve
+# objects no ref reaches, such as those of a push refused after its quarantine (docs/http-clone.md,
+# "What a reader can fetch"). uploadpack.allowFilter is also in the protected settings;
+# repeated here so that this module states everything partial clones need.
 HTTP_UPLOAD_PACK_CONFIG = {
     "uploadpack.allowFilter": "true",
-    "uploadpack.allowAnySHA1InWant": "true",
 }
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of git's process group
 STDERR_TAIL = 2000  # characters of git's stderr kept for the log

@@ -61,6 +61,13 @@ COMPAT_CONFIG = {
     **fsck.RECEIVE_SETTINGS,
     **fsck.FSCK_SETTINGS,
 }
+# Given to every upload-pack (SSH and HTTP), not written into repositories: a protocol v0 or v1
+# request may name by id only what a ref reaches (uploadpack.allowReachableSHA1InWant above),
+# never any object the repository holds. Protocol v2 ignores both settings and serves any object
+# by id, so the hooks keep the objects of refused pushes out (gitserver.git.admission).
+# It must come first: in git, allowAnySHA1InWant=false also clears the reachable and tip
+# permissions, which the protected settings after it then grant again.
+UPLOAD_PACK_CONFIG = {"uploadpack.allowAnySHA1InWant": "false"}
 # proc-receive takes every pushed ref so that each one is accepted or refused on its own,
 # with the rule named (a pre-receive hook can only refuse the whole push).
 PROC_RECEIVE_CONFIG = {"receive.procReceiveRefs": "refs/"}
@@ -121,7 +128,8 @@ def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str,
     ``pack_cache``: upload-pack's ``uploadpack.packObjectsHook``, gitserver.git.packcache)."""
     if service not in SERVICES:
         raise ValueError(f"unknown git service {service!r}")
-    merged = {**(settings or {}), **PROTECTED_CONFIG, **COMPAT_CONFIG, "core.hooksPath": str(hooks_dir)}
+    first = UPLOAD_PACK_CONFIG if service == UPLOAD_PACK else {}
+    merged = {**first, **(settings or {}), **PROTECTED_CONFIG, **COMPAT_CONFIG, "core.hooksPath": str(hooks_dir)}
     if service == RECEIVE_PACK:
         merged.update(PROC_RECEIVE_CONFIG)
     if service == UPLOAD_PACK and pack_cache:

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
-from gitserver.git import limits, push_options, refs, refstate
+from gitserver.git import admission, limits, protect, push_options, refs, refstate
 from gitserver.pipelines import jobs, outbox
 from gitserver.urls import pipeline_url
 
@@ -126,16 +126,20 @@ class HookService:
     ``{"op": "intent", "updates": [[old, new, ref], ...]}`` → ``{"push_id": n}`` and
     ``{"op": "done", "push_id": n, "moved": [ref, ...]}`` → ``{"messages": [...]}``;
     and, when given ``push_check``, the pre-receive hook (gitserver/hooks/pre-receive),
-    ``{"op": "limits", "quarantine": NAME}`` → ``{"ok": true}`` or ``{"refused": "..."}``,
-    which measures and records nothing else (pre-receive runs before git's own checks).
+    ``{"op": "pre-receive", "quarantine": NAME, "updates": [[old, new, ref], ...]}`` (the
+    whole-push refusals of gitserver.git.admission, for a pusher who ``can_write`` or not,
+    then the limits) and the limits alone, ``{"op": "limits", "quarantine": NAME}`` (hooks of
+    an older release), each → ``{"ok": true}`` or ``{"refused": "..."}`` (lines joined by a
+    newline), which decide and record nothing else (pre-receive runs before git's own checks).
     Failures answer ``{"error": "..."}`` with a message safe to show the pusher."""
 
     def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
-                 push_check: limits.QuarantineCheck | None = None) -> None:
+                 push_check: limits.QuarantineCheck | None = None, can_write: bool = False) -> None:
         self.sessions = sessions
         self.ctx = ctx
         self.http_base_url = http_base_url
         self.push_check = push_check
+        self.can_write = can_write
         self.issued: set[int] = set()
         self.pipeline_ids: list[int] = []
 
@@ -152,6 +156,10 @@ class HookService:
         op = request.get("op") if isinstance(request, dict) else None
         if op == "limits":
             return self._limits(request.get("quarantine"))
+        if op == "pre-receive":
+            commands = [protect.RefCommand(*row) for row in parse_updates(request.get("updates"))]
+            refused = admission.declined(commands, self.can_write)
+            return {"refused": "\n".join(refused)} if refused else self._limits(request.get("quarantine"))
         if op == "intent":
             updates = parse_updates(request.get("updates"))
             options = parse_push_options(request.get("push_options", []))

@@ -302,8 +302,11 @@ class PushRecorder:
                               client_address=actor.client_address)
         # It also answers the pre-receive hook's limits check, as the SSH daemon does, so an
         # internal push starts no second Python interpreter either.
+        # The server writes here itself (push_env's permission), so only the reserved names
+        # and the limits can refuse it whole.
         self.service = ledger.HookService(sessions, context, config.http_base_url,
-                                          limits.QuarantineCheck(push_limits, target.path, target.full_name))
+                                          limits.QuarantineCheck(push_limits, target.path, target.full_name),
+                                          can_write=True)
         self.target = target
         self._parent, self._child = socket.socketpair()
         self._thread = threading.Thread(target=ledger.serve_hook_socket, args=(self._parent, self.service),

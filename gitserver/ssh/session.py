@@ -167,7 +167,7 @@ class GitChild:
                           key_fingerprint=self.principal.key_fingerprint, protocol="ssh",
                           client_address=self.client_address)
         service = ledger.HookService(self.runtime.sessions, ctx, self.runtime.config.http_base_url,
-                                     push_check)
+                                     push_check, can_write=access.at_least(self.target.permission, access.WRITE))
 
         def serve() -> None:
             ledger.serve_hook_socket(sock, service)

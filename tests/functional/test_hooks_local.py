@@ -21,7 +21,7 @@ from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.runtime import Runtime, initialise
-from tests.functional.conftest import make_repo
+from tests.functional.conftest import commit_files, make_repo
 
 WRAPPER = """#!/bin/sh
 exec {python} -c 'import os, sys
@@ -66,6 +66,15 @@ def remote_refs(path: Path) -> dict[str, str]:
     return dict(line.split(" ", 1)[::-1][::-1] for line in out.splitlines()) if out else {}
 
 
+def rev_parse(work: Path, rev: str, git_env: dict[str, str]) -> str:
+    return subprocess.run(["git", "rev-parse", rev], cwd=work, env=git_env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def has_object(repo: Path, oid: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", oid], cwd=repo, capture_output=True).returncode == 0
+
+
 def test_push_is_recorded_with_pipeline(site, git_env) -> None:  # type: ignore[no-untyped-def]
     runtime, repo_id, wrapper, env, work, target = site
     result = push(work, wrapper, env, target, "main", "main:refs/tags/v1")
@@ -86,19 +95,32 @@ def test_each_ref_judged_on_its_own(site, git_env) -> None:  # type: ignore[no-u
     assert push(work, wrapper, env, target, "main", "main:refs/tags/v1").returncode == 0
     before = remote_refs(target)
     subprocess.run(["git", "commit", "-q", "--amend", "-m", "rewritten"], cwd=work, env=git_env, check=True)
-    result = push(work, wrapper, env, target, "main", "main:refs/tags/v1", "main:refs/heads/feature",
-                  "main:refs/tags/repour-x", "main:refs/heads/branch-repour-y", force=True)
+    result = push(work, wrapper, env, target, "main", "main:refs/tags/v1", "main:refs/heads/feature", force=True)
     assert result.returncode == 1
     assert "! [remote rejected] main -> main (non-fast-forward pushes are not allowed)" in result.stderr
     assert "! [remote rejected] main -> v1 (existing tags cannot be moved)" in result.stderr
-    assert "main -> repour-x (this name is reserved for gitserver archives)" in result.stderr
-    assert "main -> branch-repour-y (this name is reserved for gitserver archives)" in result.stderr
     assert "* [new branch]      main -> feature" in result.stderr
     after = remote_refs(target)
     assert after["refs/heads/main"] == before["refs/heads/main"]
     assert after["refs/tags/v1"] == before["refs/tags/v1"]
     assert "refs/heads/feature" in after  # the allowed ref landed
-    assert not any("repour" in ref for ref in after)
+
+
+def test_a_reserved_name_refuses_the_whole_push_and_stores_nothing(site, git_env) -> None:  # type: ignore[no-untyped-def]
+    """Refused in pre-receive, while the objects are in quarantine: the allowed branch beside
+    the reserved names does not land either, and the pushed commit is not kept."""
+    _runtime, _repo_id, wrapper, env, work, target = site
+    commit_files(work, git_env, {"secret.txt": "TOPSECRET\n"}, "secret")
+    commit = rev_parse(work, "HEAD", git_env)
+    result = push(work, wrapper, env, target, "main:refs/heads/feature", "main:refs/tags/repour-x",
+                  "main:refs/heads/branch-repour-y")
+    assert result.returncode == 1
+    assert remote_refs(target) == {}
+    assert not has_object(target, commit)
+    assert "remote: error: refs/tags/repour-x: this name is reserved for gitserver archives" in result.stderr
+    assert "remote: error: refs/heads/branch-repour-y: this name is reserved for gitserver archives" in result.stderr
+    assert "remote: error: refs/heads/feature: not updated: another ref of this push was refused" in result.stderr
+    assert "! [remote rejected] main -> repour-x (pre-receive hook declined)" in result.stderr
 
 
 def test_deletes_refused(site) -> None:  # type: ignore[no-untyped-def]
@@ -111,12 +133,17 @@ def test_deletes_refused(site) -> None:  # type: ignore[no-untyped-def]
     assert set(remote_refs(target)) == {"refs/heads/main", "refs/tags/v1"}
 
 
-def test_without_write_permission_nothing_changes(site) -> None:  # type: ignore[no-untyped-def]
+def test_without_write_permission_nothing_changes(site, git_env) -> None:  # type: ignore[no-untyped-def]
+    """Refused whole in pre-receive: the reader's objects are not kept either."""
     runtime, _repo_id, wrapper, env, work, target = site
+    commit_files(work, git_env, {"secret.txt": "TOPSECRET\n"}, "secret")
+    commit = rev_parse(work, "HEAD", git_env)
     result = push(work, wrapper, {**env, "GITSERVER_PERMISSION": "read"}, target, "main")
     assert result.returncode == 1
-    assert "! [remote rejected] main -> main (you do not have write permission)" in result.stderr
     assert remote_refs(target) == {}
+    assert not has_object(target, commit)
+    assert "remote: error: refs/heads/main: you do not have write permission" in result.stderr
+    assert "! [remote rejected] main -> main (pre-receive hook declined)" in result.stderr
     with runtime.sessions() as session:
         assert session.scalars(select(models.Push)).all() == []
 

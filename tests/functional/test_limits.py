@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.functional.conftest import GitServer, User, commit_files, make_repo
+from tests.functional.test_refused_objects import fetch_by_id
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -61,6 +62,26 @@ def setup_repo(srv: GitServer, tmp_path: Path, role: str = "admin") -> tuple[str
     work = make_repo(tmp_path / "work", srv.git_env)
     srv.git(user, "push", srv.repo_url(tenant, repo), "main", cwd=work)
     return tenant, repo, user, work
+
+
+def test_a_commit_refused_for_its_blob_cannot_be_fetched_by_id(limited: GitServer, tmp_path: Path) -> None:
+    """The limits are decided in quarantine: nothing of the refused push reaches the public
+    repository, so a v2 fetch by the commit's id fails anonymously over HTTP and for a reader
+    over SSH (docs/limits.md)."""
+    tenant = limited.new_tenant()
+    admin = limited.new_user(tenant, role="admin")
+    reader = limited.new_user(tenant)
+    repo = limited.new_repo(tenant, visibility="public", grants={reader.name: "read"})
+    url = limited.repo_url(tenant, repo)
+    work = make_repo(tmp_path / "work", limited.git_env)
+    limited.git(admin, "push", "-q", url, "main", cwd=work)
+    commit = commit_files(work, limited.git_env, {"big.bin": b"TOPSECRET" + os.urandom(MiB)})
+    result = limited.git(admin, "push", url, "main", cwd=work, check=False)
+    assert result.returncode != 0 and "GITSERVER_MAX_BLOB_BYTES" in result.stderr
+    assert not server_has(limited, tenant, repo, commit)
+    http = f"{limited.http_url}/git/{tenant}/{repo}.git"
+    assert fetch_by_id(limited, http, commit, tmp_path).returncode != 0
+    assert fetch_by_id(limited, url, commit, tmp_path, reader=reader).returncode != 0
 
 
 def test_a_blob_over_the_limit_is_refused_and_not_stored(limited: GitServer, tmp_path: Path) -> None:

@@ -21,12 +21,15 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from gitserver.git import limits, store
+from gitserver.git import admission, limits, store
 from gitserver.pipelines import ledger
 from gitserver.pipelines.ledger import PushContext
 
 PROC_RECEIVE = "'receive.procReceiveRefs'='refs/'"
 BLOB = b"eleven byte"  # 11 bytes
+Z, A = "0" * 40, "a" * 40
+MAIN = f"{Z} {A} refs/heads/main\n"  # what git gives the hook: one line per ref
+RESERVED = "this name is reserved for gitserver archives"
 
 
 class Repo(NamedTuple):
@@ -73,11 +76,11 @@ def serve() -> Iterator[Any]:
     """Start a HookService on a socket pair; the hook gets the child end."""
     opened: list[socket.socket] = []
 
-    def start(check: limits.QuarantineCheck | None, *, daemon_gone: bool = False) -> Served:
+    def start(check: limits.QuarantineCheck | None, *, daemon_gone: bool = False, can_write: bool = True) -> Served:
         parent, child = socket.socketpair()
         opened.append(child)
         service = ledger.HookService(None, PushContext(repo_id=1), "http://gitserver.invalid",  # type: ignore[arg-type]
-                                     push_check=check)
+                                     push_check=check, can_write=can_write)
         requests: list[Any] = []
         handle = service.handle
 
@@ -97,13 +100,14 @@ def serve() -> Iterator[Any]:
         sock.close()
 
 
-def run_hook(hook: Path, repo: Repo, fd: int | None, limit: int) -> subprocess.CompletedProcess[str]:
+def run_hook(hook: Path, repo: Repo, fd: int | None, limit: int, updates: str = MAIN,
+             permission: str = "write") -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "GIT_DIR": str(repo.path), "GIT_CONFIG_PARAMETERS": PROC_RECEIVE,
            "GIT_QUARANTINE_PATH": str(repo.quarantine), "GITSERVER_REPO": "acme/widgets",
-           **limits.PushLimits(max_blob_bytes=limit).to_env()}
+           "GITSERVER_PERMISSION": permission, **limits.PushLimits(max_blob_bytes=limit).to_env()}
     if fd is not None:
         env["GITSERVER_HOOK_FD"] = str(fd)
-    return subprocess.run([str(hook)], env=env, cwd=repo.path, stdin=subprocess.DEVNULL, text=True,
+    return subprocess.run([str(hook)], env=env, cwd=repo.path, input=updates, text=True,
                           capture_output=True, timeout=60, pass_fds=() if fd is None else (fd,))
 
 
@@ -132,7 +136,8 @@ def test_the_daemon_refuses_and_no_python_starts(repo: Repo, no_python: tuple[Pa
     served = serve(check(repo))
     result = run_hook(hook, repo, served.fd, 10)
     assert (result.returncode, result.stderr) == (1, refusal(repo, 10))
-    assert served.requests == [{"op": "limits", "quarantine": repo.quarantine.name}]
+    assert served.requests == [{"op": "pre-receive", "quarantine": repo.quarantine.name,
+                                "updates": [[Z, A, "refs/heads/main"]]}]
     assert not mark.exists()
     assert unread(served.fd) == b""
 
@@ -172,3 +177,39 @@ def test_the_daemon_measures_only_a_quarantine_of_its_repository(repo: Repo, no_
     result = run_hook(hook, repo._replace(quarantine=other), served.fd, 10)
     assert result.returncode == 3 and mark.exists()
     assert unread(served.fd) == b""
+
+
+def test_the_daemon_refuses_reserved_names_whole_and_no_python_starts(repo: Repo, no_python: tuple[Path, Path],
+                                                                      serve: Any) -> None:
+    """One line per ref, each naming it; the accepted-looking branch is named as not updated."""
+    hook, mark = no_python
+    served = serve(check(repo))
+    result = run_hook(hook, repo, served.fd, 0, updates=MAIN + f"{Z} {A} refs/tags/repour-x\n")
+    assert result.returncode == 1
+    assert result.stderr == (f"error: refs/heads/main: {admission.NOT_UPDATED}\n"
+                             f"error: refs/tags/repour-x: {RESERVED}\n")
+    assert not mark.exists()
+    assert unread(served.fd) == b""
+
+
+@pytest.mark.parametrize("python", ["daemon", "fallback"])
+def test_a_reader_is_refused_whole(repo: Repo, no_python: tuple[Path, Path], serve: Any, tmp_path: Path,
+                                   python: str) -> None:
+    """The daemon decides from the permission it authorised, the Python check from the hook's
+    environment: the same answer."""
+    fake, mark = no_python
+    hook = fake if python == "daemon" else install(tmp_path / "hooks", sys.executable)
+    fd = serve(check(repo), can_write=False).fd if python == "daemon" else None
+    result = run_hook(hook, repo, fd, 0, permission="read")
+    assert (result.returncode, result.stderr) == (1, "error: refs/heads/main: you do not have write permission\n")
+    assert not mark.exists()
+
+
+def test_a_ref_name_bash_does_not_quote_goes_to_python(repo: Repo, tmp_path: Path, serve: Any) -> None:
+    """A ref name with a double quote is not sent to the daemon; the Python check gets the
+    refs from the hook (which has read them already) and answers the same way."""
+    hook = install(tmp_path / "hooks", sys.executable)
+    served = serve(check(repo))
+    result = run_hook(hook, repo, served.fd, 0, updates=f'{Z} {A} refs/tags/repour-"x\n')
+    assert (result.returncode, result.stderr) == (1, f'error: refs/tags/repour-"x: {RESERVED}\n')
+    assert served.requests == []

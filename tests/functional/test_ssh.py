@@ -110,18 +110,38 @@ def test_protected_history_refusals(server: GitServer, tmp_path: Path, acme: dic
     result = server.git(writer, "push", url, *push_args, cwd=work, check=False)  # type: ignore[arg-type]
     assert result.returncode != 0
     rejected = [line for line in result.stderr.splitlines() if "[remote rejected]" in line]
-    assert rejected and ref in rejected[0] and rule in rejected[0].lower(), result.stderr
+    assert rejected and ref in rejected[0], result.stderr
+    # Refused ref by ref, the rule is on that line; refused whole in pre-receive (a reserved
+    # name), on the hook's own line naming the ref.
+    reason = rejected[0] if "pre-receive hook declined" not in rejected[0] else \
+        next(line for line in result.stderr.splitlines() if line.startswith("remote: error: refs/"))
+    assert ref in reason and rule in reason.lower(), result.stderr
 
 
 def test_mixed_push_lands_the_allowed_ref(server: GitServer, tmp_path: Path,
                                           acme: dict[str, object]) -> None:
+    """A ref refused for a history rule does not hold up the others."""
+    work, url = _push_setup(server, tmp_path, acme)
+    server.git(acme["writer"], "push", url, "main:refs/tags/v1", cwd=work)  # type: ignore[arg-type]
+    commit_files(work, server.git_env, {"e.txt": "e\n"})
+    result = server.git(acme["writer"], "push", "--force", url, "main:refs/heads/feature",  # type: ignore[arg-type]
+                        "main:refs/tags/v1", cwd=work, check=False)
+    assert result.returncode != 0
+    assert "v1 (existing tags cannot be moved)" in result.stderr
+    remote = server.git(acme["reader"], "ls-remote", url).stdout  # type: ignore[arg-type]
+    assert "refs/heads/feature" in remote
+
+
+def test_mixed_push_with_a_reserved_name_is_refused_whole(server: GitServer, tmp_path: Path,
+                                                          acme: dict[str, object]) -> None:
     work, url = _push_setup(server, tmp_path, acme)
     result = server.git(acme["writer"], "push", url, "main:refs/heads/feature",  # type: ignore[arg-type]
                         "main:refs/tags/repour-bad", cwd=work, check=False)
     assert result.returncode != 0
-    assert "repour-bad" in result.stderr
+    assert "remote: error: refs/tags/repour-bad: this name is reserved for gitserver archives" in result.stderr
+    assert "remote: error: refs/heads/feature: not updated" in result.stderr
     remote = server.git(acme["reader"], "ls-remote", url).stdout  # type: ignore[arg-type]
-    assert "refs/heads/feature" in remote
+    assert "refs/heads/feature" not in remote
     assert "repour-bad" not in remote
 
 

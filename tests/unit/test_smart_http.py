@@ -118,7 +118,10 @@ def test_upload_pack_argv() -> None:
     assert argv[0] == "git" and argv[-1] == "/data/repos/t/r.git"
     assert argv[-5:-1] == ["upload-pack", "--strict", "--stateless-rpc", "--advertise-refs"]
     settings = [argv[i + 1] for i, arg in enumerate(argv) if arg == "-c"]
-    assert "uploadpack.allowAnySHA1InWant=true" in settings
+    # v0 requests name reachable objects only: allowAnySHA1InWant=false clears git's reachable
+    # permission too, so it must come before allowReachableSHA1InWant=true.
+    assert (settings.index("uploadpack.allowAnySHA1InWant=false")
+            < settings.index("uploadpack.allowReachableSHA1InWant=true"))
     assert "uploadpack.allowFilter=true" in settings
     # The protection settings are all there, after the HTTP ones (the last -c wins).
     protected = settings[len(githttp.HTTP_UPLOAD_PACK_CONFIG):]

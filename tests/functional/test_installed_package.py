@@ -27,8 +27,8 @@ from tests.functional.conftest import REPO_ROOT, GitServer, make_repo
 
 BUILD_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # What a source tree holds besides the package; none of it may be copied into the build.
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".venv-latest", "var", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".pytest_cache", "results")
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".venv-latest", "var", "build", "dist", "*.egg-info",
+                                     "__pycache__", ".pytest_cache", "results")
 
 
 def run(argv: list[str | Path], cwd: Path, env: dict[str, str] | None = None,

@@ -117,7 +117,12 @@ def tree_from_work_tree(repo: pygit2.Repository, work_dir: Path, base: pygit2.Tr
     """The id of the tree that holds ``work_dir`` as plain files (see the module's rules),
     written into ``repo`` (the server's own ``.git``); ``base`` is the checked-out commit's."""
     reader = _Reader(repo, max_blob_bytes)
-    oid = reader.directory(os.fsencode(work_dir), base, b"", 0)
+    try:
+        oid = reader.directory(os.fsencode(work_dir), base, b"", 0)
+    except OSError as exc:  # a path too long to open, say
+        raise ProcessingError(f"the alignment tool's work tree could not be read: {exc.strerror}: "
+                              f"{os.fsdecode(exc.filename or b'')[-200:]}", exit_code=1,
+                              error_type="AdjustCommandError") from exc
     return oid if oid is not None else repo.odb.write(pygit2.enums.ObjectType.TREE, b"")
 
 
@@ -136,7 +141,7 @@ class _Reader:
         known = {entry.raw_name or b"": entry for entry in base} if base is not None else {}
         entries: dict[bytes, Entry] = {}
         if GITIGNORE in names:
-            entry = self._untrusted_gitignore(path + b"/" + GITIGNORE)
+            entry = self._untrusted_gitignore(path + b"/" + GITIGNORE, rel + GITIGNORE)
             if entry is not None:
                 entries[GITIGNORE] = entry
                 names.remove(GITIGNORE)
@@ -170,12 +175,13 @@ class _Reader:
             return MODE_LINK, blob  # checked out as a text file (core.symlinks=false)
         return (MODE_EXECUTABLE if st.st_mode & stat.S_IXUSR else MODE_BLOB), blob
 
-    def _untrusted_gitignore(self, path: bytes) -> Entry | None:
+    def _untrusted_gitignore(self, path: bytes, rel: bytes) -> Entry | None:
         """A ``.gitignore`` that is not a regular file: its entry, after removing it from the
         tree so libgit2 never reads it as patterns (the tree is the server's, and is deleted
         next). None for a regular one, which is read as usual."""
         st = os.lstat(path)
         if stat.S_ISREG(st.st_mode):
+            self._check_size(st.st_size, rel)  # libgit2 reads it whole
             return None
         entry = (MODE_LINK, self.repo.create_blob(os.readlink(path))) if stat.S_ISLNK(st.st_mode) else None
         if stat.S_ISDIR(st.st_mode):
@@ -183,6 +189,12 @@ class _Reader:
                                   exit_code=1, error_type="AdjustCommandError")
         os.unlink(path)
         return entry
+
+    def _check_size(self, size: int, rel: bytes) -> None:
+        if self.max_blob_bytes and size > self.max_blob_bytes:
+            raise ProcessingError(f"the alignment tool left {os.fsdecode(rel)[-200:]} of {size} bytes, "
+                                  f"over max_blob_bytes ({self.max_blob_bytes}): not committed",
+                                  exit_code=1, error_type="AdjustCommandError")
 
     def _ignored(self, rel: bytes, is_dir: bool) -> bool:
         try:
@@ -199,10 +211,7 @@ class _Reader:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return b""
-            if self.max_blob_bytes and st.st_size > self.max_blob_bytes:
-                raise ProcessingError(f"the alignment tool left {os.fsdecode(rel)[:200]} of {st.st_size} bytes, "
-                                      f"over max_blob_bytes ({self.max_blob_bytes}): not committed",
-                                      exit_code=1, error_type="AdjustCommandError")
+            self._check_size(st.st_size, rel)
             chunks = []
             while chunk := fh.read(READ_CHUNK):
                 chunks.append(chunk)

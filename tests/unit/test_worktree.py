@@ -147,3 +147,24 @@ def test_a_tree_git_could_not_check_out_is_refused(tmp_path: Path) -> None:
     tree = repo[repo.odb.write(pygit2.enums.ObjectType.TREE, raw)]
     with pytest.raises(ProcessingError, match="cannot check out"):
         worktree.write_work_tree(repo, tree, work)
+
+
+def test_a_huge_gitignore_or_a_path_too_long_to_open_fails_with_a_clear_error(tmp_path: Path) -> None:
+    repo, tree, work = _repo(tmp_path, {"a": (worktree.MODE_BLOB, b"a\n")})
+    (work / ".gitignore").write_bytes(b"#" * 200)
+    (work / "new").write_text("x\n")
+    with pytest.raises(ProcessingError, match=r"\.gitignore of 200 bytes, over max_blob_bytes"):
+        worktree.tree_from_work_tree(repo, work, tree, 100)
+    (work / ".gitignore").unlink()
+    # 20 levels of 250 characters, longer than PATH_MAX: made one level at a time, relative.
+    fd = os.open(os.fsencode(work), os.O_RDONLY)
+    try:
+        for _ in range(20):
+            os.mkdir(b"d" * 250, dir_fd=fd)
+            next_fd = os.open(b"d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = next_fd
+    finally:
+        os.close(fd)
+    with pytest.raises(ProcessingError, match="could not be read: File name too long"):
+        worktree.tree_from_work_tree(repo, work, tree, 0)

@@ -120,9 +120,9 @@ def tree_from_work_tree(repo: pygit2.Repository, work_dir: Path, base: pygit2.Tr
     try:
         oid = reader.directory(os.fsencode(work_dir), base, b"", 0)
     except OSError as exc:  # a path too long to open, say
+        where = os.fsdecode(exc.filename or b"").removeprefix(f"{work_dir}/")
         raise ProcessingError(f"the alignment tool's work tree could not be read: {exc.strerror}: "
-                              f"{os.fsdecode(exc.filename or b'')[-200:]}", exit_code=1,
-                              error_type="AdjustCommandError") from exc
+                              f"{where[-200:]}", exit_code=1, error_type="AdjustCommandError") from exc
     return oid if oid is not None else repo.odb.write(pygit2.enums.ObjectType.TREE, b"")
 
 
@@ -187,6 +187,8 @@ class _Reader:
         if stat.S_ISDIR(st.st_mode):
             raise ProcessingError("the alignment tool made a directory named .gitignore: not committed",
                                   exit_code=1, error_type="AdjustCommandError")
+        log.info("the alignment tool left a .gitignore that is no regular file (%s): not read as patterns",
+                 os.fsdecode(rel))
         os.unlink(path)
         return entry
 

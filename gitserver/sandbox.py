@@ -85,12 +85,12 @@ class Policy:
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
         uid_range = parse_uid_range(cfg.sandbox_uid_range)
-        hidden = (cfg.data_dir.absolute(),)
+        hidden = spellings(cfg.data_dir)
         read_only = tuple(Path(p).absolute() for p in cfg.sandbox_read_only_paths)
         for path in read_only:
-            if _overlaps(path, hidden[0]):
+            if any(_overlaps(r, h) for r in spellings(path) for h in hidden):
                 raise SandboxUnavailable(f"sandbox_read_only_paths: {path} overlaps the data dir "
-                                         f"{hidden[0]}, which jobs must never see")
+                                         f"{hidden[-1]}, which jobs must never see")
         bwrap = shutil.which("bwrap", path=TOOL_PATH) or ""
         setpriv = shutil.which("setpriv", path=TOOL_PATH) or ""
         return cls(uid_range=uid_range, hidden=hidden, read_only=read_only, bwrap=bwrap,
@@ -142,6 +142,16 @@ class Policy:
 UNISOLATED_REFUSAL = ("it was not run: fix that, or set build.allow_unisolated = true "
                       "(GITSERVER_BUILD_ALLOW_UNISOLATED=1) to run jobs without a sandbox, "
                       "only where every pusher is trusted")
+
+
+def spellings(path: Path) -> tuple[Path, ...]:
+    """``path`` as given (made absolute, ``..`` folded) and as it resolves. The data dir is masked
+    under both: the sandbox shows the system directories by their real paths, so a data dir
+    reached through a symbolic link or a ``..`` (``/srv/gs`` -> ``/opt/gitserver/data``) is
+    inside one even though the name the operator gave is not."""
+    given = Path(os.path.normpath(path.absolute()))
+    resolved = path.resolve()
+    return (given,) if resolved == given else (given, resolved)
 
 
 def _overlaps(a: Path, b: Path) -> bool:

@@ -143,8 +143,9 @@ class GitWork:
             "credential.helper": "",
             "core.askPass": "",
             "core.fsmonitor": "false",
-            # Symbolic links of an untrusted tree are checked out as small text files, so an
-            # alignment tool rewriting "pom.xml" can never write through it to a server file.
+            # Symbolic links of an untrusted tree are never checked out as links (the adjust
+            # work tree is written by repour/worktree.py, which does the same), so an alignment
+            # tool rewriting "pom.xml" can never write through it to a server file.
             "core.symlinks": "false",
             "gc.auto": "0",
             "advice.detachedHead": "false",

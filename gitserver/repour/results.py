@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -100,7 +101,7 @@ def removed_repositories(work_dir: Path, argv: Sequence[str]) -> list[dict[str, 
         return []
     if path is None:
         return []
-    return parse_removed_repositories(path.read_bytes()[:MAX_RESULT_BYTES])
+    return parse_removed_repositories(read_bounded(path)[:MAX_RESULT_BYTES])
 
 
 def parse_removed_repositories(xml: bytes) -> list[dict[str, Any]]:
@@ -142,6 +143,21 @@ def _inside_file(root: Path, relative: str) -> Path | None:
     return target if target.is_file() else None
 
 
+def read_bounded(path: Path) -> bytes:
+    """At most MAX_RESULT_BYTES + 1 bytes of a file the tool wrote: the server's memory is not
+    the tool's to fill, and a FIFO put in the file's place must not block the server (opened
+    non-blocking, and read only when it is a regular file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        chunks, size = [], 0
+        while size <= MAX_RESULT_BYTES and (chunk := fh.read(MAX_RESULT_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+
+
 def read_json_file(path: Path, remove: bool = False) -> dict[str, Any]:
     """A tool's result file as a dict; {} when it wrote none (the tag then falls back to
     ``repour-<commit>``). A file that is not a JSON object is the tool's failure.
@@ -155,7 +171,10 @@ def read_json_file(path: Path, remove: bool = False) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_bounded(path)
+        if len(raw) > MAX_RESULT_BYTES:
+            raise ValueError(f"it is larger than {MAX_RESULT_BYTES} bytes")
+        data = json.loads(raw.decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise ProcessingError(f"the alignment tool's result file {path.name} is not valid JSON: {exc}",
                               exit_code=1, error_type="AdjustCommandError") from exc

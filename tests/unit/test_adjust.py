@@ -412,3 +412,14 @@ def test_smeg_runs_sbt_tasks_and_reads_its_report(tmp_path: Path) -> None:
     assert not (work / "manipulations.json").exists()
     with pytest.raises(repour_command.ProcessingError, match="dash"):
         adjust.user_parameters("smeg", {"ALIGNMENT_PARAMETERS": "compile"})
+
+
+def test_files_the_tool_wrote_are_read_within_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server reads at most MAX_RESULT_BYTES (+1) of what the tool left: a result file over it
+    is the tool's failure, not the server's memory."""
+    monkeypatch.setattr(repour_results, "MAX_RESULT_BYTES", 64)
+    big = tmp_path / "result.json"
+    big.write_text(json.dumps({"version": "1", "pad": "x" * 100}))
+    with pytest.raises(repour_command.ProcessingError, match="larger than 64 bytes"):
+        repour_results.read_json_file(big)
+    assert len(repour_results.read_bounded(big)) == 65

@@ -176,7 +176,7 @@ def test_token_create_prints_the_token_alone_on_the_last_line(server: GitServer)
                                             user.token)}
     assert without(created, "token") == listed[created["id"]]
     assert created["scopes"] == ["read", "write", "admin"] and created["expires_at"] is None
-    read_only = [t for t in listed.values() if t["name"] == "laptop"][0]
+    read_only = next(t for t in listed.values() if t["name"] == "laptop")
     assert read_only["scopes"] == ["read"] and read_only["expires_at"] is not None
     # The read-only token cannot change anything.
     denied = server.api("POST", f"/api/v1/tenants/{tenant}/users/{user.name}/tokens", json={}, token=secret)

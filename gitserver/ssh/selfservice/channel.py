@@ -21,9 +21,9 @@ from gitserver.config import Config
 from gitserver.db.session import transaction
 from gitserver.errors import GitserverError, InvalidInput, Unavailable
 from gitserver.runtime import Runtime
-from gitserver.ssh.selfservice import service
 from gitserver.ssh.selfservice.parse import SelfServiceCommand, parse
 from gitserver.ssh.selfservice.render import render
+from gitserver.ssh.selfservice.service import MAX_KEY_BYTES, LogPiece, Result, read_log, run
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ class SelfService:
             log.exception("self-service command failed")
             return fail(process, "internal error; the administrator can find it in the log")
 
-    def _run(self, principal: access.Principal, command: SelfServiceCommand, stdin: str) -> service.Result:
+    def _run(self, principal: access.Principal, command: SelfServiceCommand, stdin: str) -> Result:
         with transaction(self.runtime.sessions) as session:
-            return service.run(session, self.runtime, principal, command, stdin)
+            return run(session, self.runtime, principal, command, stdin)
 
-    def _read_log(self, principal: access.Principal, pipeline_id: int, offset: int) -> service.LogPiece:
+    def _read_log(self, principal: access.Principal, pipeline_id: int, offset: int) -> LogPiece:
         with transaction(self.runtime.sessions) as session:
-            return service.read_log(session, principal, pipeline_id, offset, LOG_PIECE)
+            return read_log(session, principal, pipeline_id, offset, LOG_PIECE)
 
     async def _log(self, process: asyncssh.SSHServerProcess, principal: access.Principal,
                    command: SelfServiceCommand) -> int:
@@ -109,10 +109,10 @@ async def _read_stdin(process: asyncssh.SSHServerProcess) -> str:
     data = b""
     try:
         async with asyncio.timeout(STDIN_TIMEOUT):
-            while chunk := await process.stdin.read(service.MAX_KEY_BYTES + 1):
+            while chunk := await process.stdin.read(MAX_KEY_BYTES + 1):
                 data += chunk
-                if len(data) > service.MAX_KEY_BYTES:
-                    raise InvalidInput(f"stdin holds more than one key line ({service.MAX_KEY_BYTES} "
+                if len(data) > MAX_KEY_BYTES:
+                    raise InvalidInput(f"stdin holds more than one key line ({MAX_KEY_BYTES} "
                                        "bytes at most)")
     except TimeoutError:
         raise Unavailable(f"no key arrived on stdin within {STDIN_TIMEOUT:g} s; "

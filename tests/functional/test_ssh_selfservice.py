@@ -230,3 +230,24 @@ def test_hostile_or_bad_arguments_get_one_line_and_status_1(server: GitServer, c
     line = refused(server, user, command)
     assert len(line) < 400, line  # a 10 kB argument is not echoed back
     assert not PWNED.exists()
+
+
+def test_a_deploy_key_reads_its_repository_and_manages_nothing(server: GitServer) -> None:
+    from gitserver import admin
+
+    tenant = server.new_tenant()
+    repo = server.new_repo(tenant)
+    other = server.new_repo(tenant, visibility="internal")
+    key_path, public = server.new_key("deploy")
+    with server.db() as session:
+        row = admin.get_repo(session, admin.get_tenant(session, tenant), repo)
+        admin.add_deploy_key(session, row, public, "ci")
+    info = ok(server, key_path, "info")
+    assert info.splitlines() == ["You are a deploy key; you can reach 1 repository:", f"read  {tenant}/{repo}"]
+    assert json.loads(ok(server, key_path, f"repo info {tenant}/{repo} --json"))["name"] == repo
+    assert refused(server, key_path, f"repo info {tenant}/{other}") == f"error: repository {tenant}/{other} not found\n"
+    for command in ("keys list", "keys remove 1", "token create"):
+        assert refused(server, key_path, command) == (
+            "error: a deploy key has no keys or tokens of its own; use a user's key\n")
+    assert refused(server, key_path, f"repo describe {tenant}/{repo} x") == (
+        f"error: you have read access to {tenant}/{repo}; this needs admin\n")

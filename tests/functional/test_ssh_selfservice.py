@@ -251,3 +251,27 @@ def test_a_deploy_key_reads_its_repository_and_manages_nothing(server: GitServer
             "error: a deploy key has no keys or tokens of its own; use a user's key\n")
     assert refused(server, key_path, f"repo describe {tenant}/{repo} x") == (
         f"error: you have read access to {tenant}/{repo}; this needs admin\n")
+
+
+def test_a_disabled_user_stops_at_the_next_command_of_a_multiplexed_connection(server: GitServer) -> None:
+    import tempfile
+
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    control = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp")) / "s"
+    options = ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=60"]
+    base = [*server.ssh_command(user.key_path), *options, "-p", str(server.ssh_port), "git@127.0.0.1"]
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, command], text=True, capture_output=True, timeout=60,
+                              stdin=subprocess.DEVNULL, env=server.git_env)
+
+    try:
+        assert run("keys list").returncode == 0
+        server.api("DELETE", f"/api/v1/tenants/{tenant}/users/{user.name}")
+        result = run("token create")
+        assert result.returncode == FAILED and result.stdout == ""
+        assert result.stderr == ("error: this key is no longer valid (removed, or its user disabled); "
+                                 "reconnect to authenticate again\n")
+    finally:
+        subprocess.run([*base[:-1], "-O", "exit", "git@127.0.0.1"], capture_output=True, timeout=30)

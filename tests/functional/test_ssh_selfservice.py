@@ -203,6 +203,7 @@ def test_log_follows_a_running_pipeline_to_its_end(server: GitServer, git_env: d
     lines = followed.stdout.splitlines()
     assert [line for line in lines if line.startswith("line-")] == [f"line-{i}" for i in range(1, 7)]
     assert followed.stdout == full_log(server, pid)
+    assert followed.stdout.endswith("*** pipeline succeeded\n")  # written after the final status
     assert elapsed >= 2.0  # it waited for the steps, rather than printing what was there
     print(f"\nlog -f followed pipeline {pid} for {elapsed:.1f} s")
     assert ok(server, user, f"log {pid}") == followed.stdout

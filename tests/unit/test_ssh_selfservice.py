@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 
 from gitserver.config import Config
 from gitserver.errors import Forbidden, InvalidInput
 from gitserver.ssh.commands import is_git_request
-from gitserver.ssh.selfservice import help_hint, parse
+from gitserver.ssh.selfservice import SelfService, help_hint, parse
 from gitserver.ssh.selfservice.parse import SCOPES, SelfServiceCommand, help_text
 from gitserver.ssh.selfservice.render import clean, render
-from gitserver.ssh.selfservice.service import Result, check_key_removable, expiry
+from gitserver.ssh.selfservice.service import LogPiece, Result, check_key_removable, expiry
 
 C = SelfServiceCommand
 
@@ -158,3 +160,62 @@ def test_token_secret_is_alone_on_the_last_line() -> None:
     body = {"id": 4, "name": "ci", "scopes": list(SCOPES), "expires_at": None, "token": "gst_secret"}
     out = render(parse("token create"), Result(body))
     assert out.splitlines()[-1] == "gst_secret"
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        return None
+
+
+class _Channel:
+    async def wait_closed(self) -> None:
+        await asyncio.get_running_loop().create_future()  # the client never hangs up
+
+
+class _Process:
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.stdout = _Stream()
+        self.stderr = _Stream()
+        self.channel = _Channel()
+
+
+class _Logs(SelfService):
+    """The log as a worker writes it: its last line lands just after the final status."""
+
+    def __init__(self, pieces: list[LogPiece]) -> None:
+        super().__init__(runtime=None, follow_interval=0.001)  # type: ignore[arg-type]
+        self.pieces = pieces
+        self.reads = 0
+
+    def _read_log(self, principal: Any, pipeline_id: int, offset: int) -> LogPiece:
+        self.reads += 1
+        return self.pieces.pop(0) if len(self.pieces) > 1 else self.pieces[0]
+
+
+def test_log_follow_reads_once_more_after_the_final_status() -> None:
+    service = _Logs([LogPiece(b"line\n", 5, "running"), LogPiece(b"", 5, "running"),
+                     LogPiece(b"", 5, "succeeded"), LogPiece(b"*** pipeline succeeded\n", 28, "succeeded"),
+                     LogPiece(b"", 28, "succeeded")])
+    process = _Process("log 1 -f")
+    assert asyncio.run(service.serve(process, None)) == 0  # type: ignore[arg-type]
+    assert process.stdout.data == b"line\n*** pipeline succeeded\n" and process.stderr.data == b""
+
+
+def test_log_without_follow_prints_what_is_there() -> None:
+    service = _Logs([LogPiece(b"line\n", 5, "running"), LogPiece(b"", 5, "running")])
+    process = _Process("log 1")
+    assert asyncio.run(service.serve(process, None)) == 0  # type: ignore[arg-type]
+    assert process.stdout.data == b"line\n" and service.reads == 2
+
+
+def test_a_refusal_is_one_error_line_and_status_1() -> None:
+    process = _Process("log x")
+    assert asyncio.run(_Logs([]).serve(process, None)) == 1  # type: ignore[arg-type]
+    assert process.stderr.data == b"error: a pipeline id must be a whole number from 1 to 2147483647, not 'x'\n"

@@ -50,8 +50,9 @@ def help_hint(config: Config) -> str:
 class SelfService:
     """Serves the self-service commands of one daemon."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, follow_interval: float = FOLLOW_INTERVAL) -> None:
         self.runtime = runtime
+        self.follow_interval = follow_interval
 
     async def serve(self, process: asyncssh.SSHServerProcess, principal: access.Principal) -> int:
         """Run the process's command; its exit status."""
@@ -88,6 +89,7 @@ class SelfService:
         (or the client hangs up)."""
         closed = asyncio.ensure_future(process.channel.wait_closed())
         offset = 0
+        settled = False
         try:
             while True:
                 piece = await asyncio.to_thread(self._read_log, principal, command.number, offset)
@@ -95,9 +97,12 @@ class SelfService:
                     await _write(process.stdout, piece.data)
                     offset = piece.offset
                     continue
-                if piece.final or not command.follow:
+                if not command.follow or settled:
                     return 0
-                done, _ = await asyncio.wait({closed}, timeout=FOLLOW_INTERVAL)
+                # The worker writes its last line ("*** pipeline succeeded") just after the
+                # final status: once final, read once more, an interval later, then stop.
+                settled = piece.final
+                done, _ = await asyncio.wait({closed}, timeout=self.follow_interval)
                 if done:
                     return 0
         finally:

@@ -3,8 +3,6 @@ the composition root hands it (``gitserver.cmd.wiring``), and ``run_gunicorn`` s
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -13,7 +11,7 @@ from typing import Any
 import falcon
 from sqlalchemy import text
 
-from gitserver import oidc
+from gitserver import oidc, shapes
 from gitserver.api import errors as api_errors
 from gitserver.api import openapi
 from gitserver.api.auth import OidcMiddleware
@@ -51,20 +49,13 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route("/readyz", Ready(ctx))
 
 
-def _json_default(obj: Any) -> Any:
-    """Datetimes as ISO 8601 (``2026-01-01T00:00:00+00:00``), anything else as its str."""
-    if isinstance(obj, dt.datetime):
-        return obj.isoformat()
-    return str(obj)
-
-
 def create_app(runtime: Runtime, modules: Sequence[ModuleType]) -> falcon.App:
     """The app mounting ``modules`` (each with ``add_routes(app, ctx)``), and their OpenAPI document."""
     ctx = ApiContext(runtime=runtime)
     app = falcon.App(middleware=[OidcMiddleware(oidc.verifier_from_config(runtime.config))])
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
-        dumps=lambda obj: json.dumps(obj, default=_json_default))
+        dumps=shapes.dumps)
     api_errors.register(app)
     for module in modules:
         module.add_routes(app, ctx)

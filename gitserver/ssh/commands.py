@@ -32,6 +32,9 @@ MAX_COMMAND_LENGTH = 300
 # contain no quote, space or control character; names are checked separately.
 _COMMAND_RE = re.compile(r"(git[- ](?:upload-pack|receive-pack|upload-archive)) "
                          r"(?:'([^'\s\x00-\x1f]*)'|([^'\s\x00-\x1f]*))")
+# What marks an exec command as one for git rather than a self-service command
+# (gitserver.ssh.selfservice): its first word is this, or starts with this and a dash.
+GIT_WORD = "git"
 USAGE = "only git-upload-pack, git-receive-pack and git-upload-archive '<tenant>/<repo>' are accepted"
 
 
@@ -48,6 +51,13 @@ class GitCommand:
         return f"{self.tenant}/{self.repo}"
 
 
+def is_git_request(text: str) -> bool:
+    """Whether ``text`` asks for git (first word ``git`` or ``git-…``): those get git's
+    refusals (exit 128); every other command is a self-service command (exit 1 on an error)."""
+    words = text.split(None, 1)
+    return bool(words) and (words[0] == GIT_WORD or words[0].startswith(GIT_WORD + "-"))
+
+
 def parse_command(text: str) -> GitCommand:
     """Parse an SSH exec command; raise :class:`InvalidInput` with a one-line safe message."""
     if not isinstance(text, str) or not text:
@@ -58,11 +68,11 @@ def parse_command(text: str) -> GitCommand:
     if not match:
         raise InvalidInput(USAGE)
     verb, quoted, bare = match.groups()
-    tenant, repo = _split_path(quoted if quoted is not None else bare)
+    tenant, repo = split_repo_path(quoted if quoted is not None else bare)
     return GitCommand(VERBS[verb], tenant, repo)
 
 
-def _split_path(path: str) -> tuple[str, str]:
+def split_repo_path(path: str) -> tuple[str, str]:
     """``tenant/repo``, ``/tenant/repo``, ``tenant/repo.git``, ``tenant/repo/`` → two names."""
     trimmed = path
     if trimmed.startswith("/"):

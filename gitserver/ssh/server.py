@@ -2,7 +2,8 @@
 
 Layers as asyncssh designs them: :class:`GitSSHServer` authenticates (one instance per
 connection), :func:`Daemon.handle` serves one exec request, :class:`gitserver.ssh.session.GitChild`
-runs git. Every refusal is one ``ERROR: …`` line on stderr and exit status 128.
+runs git. Every refusal is one ``ERROR: …`` line on stderr and exit status 128. Commands that are
+not git's are the self-service commands (gitserver.ssh.selfservice: exit status 1 on an error).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import ledger
 from gitserver.runtime import Runtime
 from gitserver.ssh import holders, hostkeys, identity, transport
-from gitserver.ssh.commands import parse_command
+from gitserver.ssh.commands import is_git_request, parse_command
 from gitserver.ssh.holders import HolderLimiter
+from gitserver.ssh.selfservice import SelfService, help_hint
 from gitserver.ssh.session import GitChild, client_git_protocol
 from gitserver.ssh.startups import Admission, StartupLimiter
 
@@ -237,6 +239,7 @@ class Daemon:
             parse_max_startups(self.config.ssh_per_source_max_startups))
         self.holders = HolderLimiter(self.config.ssh_max_connections_per_user,
                                      self.config.ssh_max_connections_per_source)
+        self.selfservice = SelfService(runtime)
 
     def lookup(self, fingerprint: str) -> identity.Identity | None:
         with transaction(self.runtime.sessions) as session:
@@ -297,8 +300,10 @@ class Daemon:
             raise Forbidden(f"subsystem '{_printable(process.subsystem)}' is not available; "
                             "only git commands are")
         if process.command is None:
-            process.stdout.write(found.greeting.encode() + b"\n")
+            process.stdout.write(f"{found.greeting}\n{help_hint(self.config)}\n".encode())
             return 0
+        if not is_git_request(process.command):
+            return await self.selfservice.serve(process, found.principal)  # exit 1 on errors
         command = parse_command(process.command)
         target = await asyncio.to_thread(self._authorise, found.principal, command)
         metrics.git_session(command.service)

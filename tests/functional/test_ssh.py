@@ -36,7 +36,9 @@ def test_bare_ssh_greets_and_exits_zero(server: GitServer, acme: dict[str, objec
     result = server.ssh(user)
     assert result.returncode == 0
     assert result.stdout == (f"Hi {user.name}! You've authenticated to gitserver as "
-                             f"{user.tenant}/{user.name}; there is no shell access.\n")
+                             f"{user.tenant}/{user.name}; there is no shell access.\n"
+                             f"Run 'ssh -p {server.ssh_port} git@127.0.0.1 help' for the commands "
+                             "you can use here.\n")
 
 
 def test_push_clone_round_trip_and_audit(server: GitServer, tmp_path: Path,
@@ -180,10 +182,11 @@ def test_deleted_key_and_disabled_user_refused(server: GitServer, acme: dict[str
         assert "Permission denied (publickey)" in result.stderr
 
 
+# Commands that are not git's are self-service commands (exit 1): test_ssh_selfservice.py.
 @pytest.mark.parametrize("command", [
-    "ls", "sh -c id", "git-upload-pack '../x'", "git-upload-pack '`touch /tmp/pwned-ssh`/x'",
-    "git-upload-pack 'a/b'; touch /tmp/pwned-ssh", "bash", "scp -t /tmp/pwned-ssh",
-    "git-upload-pack --upload-pack=touch 'a/b'",
+    "git-upload-pack '../x'", "git-upload-pack '`touch /tmp/pwned-ssh`/x'",
+    "git-upload-pack 'a/b'; touch /tmp/pwned-ssh", "git-upload-pack --upload-pack=touch 'a/b'",
+    "git upload-pack; touch /tmp/pwned-ssh", "git", "git-shell -c id",
 ])
 def test_hostile_commands_refused(server: GitServer, acme: dict[str, object], command: str) -> None:
     result = server.ssh(acme["writer"], command)  # type: ignore[arg-type]

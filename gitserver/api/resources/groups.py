@@ -23,9 +23,10 @@ from gitserver.api.resources.tenants import (
     TENANT,
     TENANT_PARAM,
 )
-from gitserver.api.resources.users import USER_PARAM, user_json
+from gitserver.api.resources.users import USER_PARAM
 from gitserver.db import models
 from gitserver.errors import NotFound
+from gitserver.shapes import user_json
 
 GROUPS = f"{TENANT}/groups"
 GROUP = f"{GROUPS}/{{group}}"

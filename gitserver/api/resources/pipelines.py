@@ -8,7 +8,6 @@ can ask for "everything after offset N" again and again (``X-Log-Offset`` is the
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import falcon
@@ -27,7 +26,7 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.db import models
 from gitserver.errors import InvalidInput, NotFound
 from gitserver.pipelines import jobs
-from gitserver.urls import pipeline_url
+from gitserver.shapes import pipeline_json, step_json
 
 REPO_PIPELINES = f"{REPO}/pipelines"
 REPO_ARCHIVES = f"{REPO}/archives"
@@ -44,31 +43,6 @@ MAX_TASK_ID = 200
 # What Pipeline.kind holds: a push's pipeline, the Repour operation that made it, or the
 # tenant's create template run for a new repository (gitserver.pipelines.oncreate).
 PIPELINE_KINDS = ("push", "clone", "adjust", "create")
-
-
-def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds(), 3)
-
-
-def pipeline_json(pipeline: models.Pipeline, repo: models.Repository, base_url: str) -> dict[str, Any]:
-    url = pipeline_url(base_url, pipeline.id)
-    return {"id": pipeline.id, "tenant": repo.tenant.name, "repo": repo.name, "kind": pipeline.kind,
-            "status": pipeline.status, "ref": pipeline.ref, "commit": pipeline.commit,
-            "archive_tag": pipeline.archive_tag or None, "error": pipeline.error,
-            "push_id": pipeline.push_id, "task_id": pipeline.task_id, "created_at": pipeline.created_at,
-            "started_at": pipeline.started_at, "finished_at": pipeline.finished_at,
-            "queued_seconds": _seconds(pipeline.created_at, pipeline.started_at),
-            "duration_seconds": _seconds(pipeline.started_at, pipeline.finished_at),
-            "url": url, "log_url": f"{url}/log"}
-
-
-def step_json(step: models.Step) -> dict[str, Any]:
-    return {"position": step.position, "name": step.name, "status": step.status,
-            "exit_code": step.exit_code, "message": step.message, "started_at": step.started_at,
-            "finished_at": step.finished_at,
-            "duration_seconds": _seconds(step.started_at, step.finished_at)}
 
 
 def archive_json(archive: models.Archive) -> dict[str, Any]:

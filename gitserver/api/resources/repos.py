@@ -35,13 +35,10 @@ from gitserver.api.resources.tenants import (
     quota_field,
 )
 from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME, USER_PARAM
-from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import head, limits
-from gitserver.git.store import RepoStore
 from gitserver.pipelines import oncreate
-from gitserver.urls import http_clone_url, ssh_clone_url
+from gitserver.shapes import repo_json, repo_size
 
 REPOS = f"{TENANT}/repos"
 REPO = f"{REPOS}/{{repo}}"
@@ -60,36 +57,6 @@ DELETE_REFUSED = ("repositories cannot be deleted: history is protected in gitse
 
 def repo_path(tenant: str, repo: str) -> str:
     return f"/api/v1/tenants/{tenant}/repos/{repo}"
-
-
-def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
-    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
-    tenant = repo.tenant.name
-    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
-    out = {"id": repo.id, "tenant": tenant, "name": repo.name, "description": repo.description,
-           "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
-           "default_branch": head.default_branch(store.path(tenant, repo.name)),
-           "ssh_url": ssh_clone_url(config.ssh_base_url, tenant, repo.name),
-           "http_url": http_clone_url(config.http_base_url, tenant, repo.name),
-           "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
-           # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
-           "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}
-    if size_bytes is not None:
-        out["size_bytes"] = size_bytes
-    return out
-
-
-def _json_list(text: str | None) -> list[Any]:
-    try:
-        value = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return value if isinstance(value, list) else []
-
-
-def repo_size(store: RepoStore, repo: models.Repository) -> int:
-    """Bytes the repository takes on disk, as push quotas count them."""
-    return limits.disk_usage(store.path(repo.tenant.name, repo.name))
 
 
 def grant_json(session: Session, grant: models.Grant) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import InvalidInput
 from gitserver.keys import MAX_BATCH_KEYS
+from gitserver.shapes import key_json, token_json, user_json
 
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"
@@ -49,24 +50,6 @@ NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
 
 def user_path(tenant: str, user: str) -> str:
     return f"/api/v1/tenants/{tenant}/users/{user}"
-
-
-def user_json(user: models.User) -> dict[str, Any]:
-    return {"id": user.id, "tenant": user.tenant.name, "name": user.name, "role": user.role,
-            "disabled": user.disabled, "created_at": user.created_at}
-
-
-def key_json(key: models.PublicKey) -> dict[str, Any]:
-    return {"id": key.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
-            "title": key.title, "key": key.key_data, "created_at": key.created_at,
-            "last_used_at": key.last_used_at, "expires_at": key.expires_at}
-
-
-def token_json(token: models.ApiToken) -> dict[str, Any]:
-    """A token as listed: everything but the secret, which is never stored."""
-    return {"id": token.id, "name": token.name, "scopes": admin.token_scopes(token),
-            "expires_at": token.expires_at, "revoked_at": token.revoked_at,
-            "last_used_at": token.last_used_at, "created_at": token.created_at}
 
 
 # RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that

@@ -74,7 +74,7 @@ def test_imports_follow_the_layers(path: Path) -> None:
 # What the hooks' module and the modules it loads may import at load time, of gitserver's own.
 HOOK_MODULES = {"gitserver.hookrun": "hookrun.py", "gitserver.hookenv": "hookenv.py"}
 HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.git.limits",
-                "gitserver.git.head", "gitserver.git.push_options", *HOOK_MODULES}
+                "gitserver.git.head", "gitserver.git.push_options", "gitserver.git.admission", *HOOK_MODULES}
 
 
 @pytest.mark.parametrize("module", sorted(HOOK_MODULES))

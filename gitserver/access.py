@@ -23,11 +23,10 @@ from sqlalchemy.orm import Session
 
 from gitserver.db import models
 from gitserver.errors import Forbidden, NotFound
-from gitserver.names import name_problem
+from gitserver.names import GIT_SUFFIX, name_problem
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 _RANK = {None: 0, READ: 1, WRITE: 2, ADMIN: 3}
-GIT_SUFFIX = ".git"
 
 
 def at_least(have: str | None, need: str) -> bool:

@@ -27,6 +27,7 @@ from gitserver import admin
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
+from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.git.store import DEFAULT_BRANCH, RepoStore
 from gitserver.pipelines import build, jobs, outbox
@@ -92,7 +93,7 @@ def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, 
     template = _template(sessions, repo, request.get("template"))
     path = store.path(repo.tenant.name, template.name)
     git = pygit2.Repository(str(path))
-    branch = git.references.get(f"refs/heads/{DEFAULT_BRANCH}")
+    branch = git.references.get(refs.HEADS + DEFAULT_BRANCH)
     if branch is None:
         return CreatePlan(f"template {template.full_name} has no {DEFAULT_BRANCH} branch: nothing to run", [])
     commit = branch.peel(pygit2.Commit)
@@ -107,7 +108,7 @@ def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, 
         archive = find_archive(session, template.id, str(commit.tree_id))
         pipeline = session.get(models.Pipeline, pipeline_id)
         assert pipeline is not None
-        pipeline.ref = f"refs/heads/{DEFAULT_BRANCH}"
+        pipeline.ref = refs.HEADS + DEFAULT_BRANCH
         pipeline.commit = str(commit.id)
     # The archive tag of the template's tree is immutable; before its archive exists the
     # branch is cloned (the same commit unless the template moved meanwhile).

@@ -315,7 +315,7 @@ class PipelineRun:
         failures: list[str] = []
         for result in self.results:
             prefix = f"{result.ref}: " if several else ""
-            if not result.ref.startswith(("refs/heads/", "refs/tags/")):
+            if not result.ref.startswith((refs.HEADS, refs.TAGS)):
                 self.ctx.log(f"\n{result.ref}: not built (only branches, and tags when the "
                              "pipeline file opts in, are built)\n")
                 continue
@@ -323,7 +323,7 @@ class PipelineRun:
                 spec = self._read_pipeline_file(repo, result, prefix)
                 if spec is None:
                     continue
-                if result.ref.startswith("refs/tags/") and not spec.build_tags:
+                if refs.is_tag(result.ref) and not spec.build_tags:
                     self.ctx.log(f"{result.ref}: a tag; not built (add build_tags = true to "
                                  f"{build.PIPELINE_FILE} to build tags)\n")
                     continue
@@ -405,7 +405,7 @@ class PipelineRun:
             self.ctx.log(f"{prefix}{message}\n")
             self._step_end(step, models.FAILED, None, message, t0)
             raise PipelineFailed(message) from exc
-        skipped = result.ref.startswith("refs/tags/") and not spec.build_tags
+        skipped = refs.is_tag(result.ref) and not spec.build_tags
         self._step_end(step, models.SUCCEEDED, 0,
                        "a tag, and build_tags is not set: not built" if skipped
                        else f"{len(spec.steps)} step(s)", t0)

@@ -36,7 +36,6 @@ from gitserver.urls import http_clone_url, ssh_clone_url
 
 log = logging.getLogger(__name__)
 
-KIND_CREATE = "create"
 EVENT_ENV = {"GITSERVER_EVENT": outbox.EVENT_REPOSITORY, "GITSERVER_ACTION": outbox.REPOSITORY_CREATED}
 
 
@@ -60,11 +59,11 @@ def enqueue_create_pipeline(session: Session, repo: models.Repository) -> models
     template = tenant.create_template if tenant is not None else ""
     if not template or template == repo.name:  # the template itself sets nothing off
         return None
-    pipeline = models.Pipeline(repo_id=repo.id, kind=KIND_CREATE,
+    pipeline = models.Pipeline(repo_id=repo.id, kind=models.PipelineKind.CREATE,
                                request=json.dumps({"template": template}))
     session.add(pipeline)
     session.flush()
-    jobs.enqueue(session, "pipeline", {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
+    jobs.enqueue(session, jobs.JobKind.PIPELINE, {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
     log.info("repository %s created: create pipeline %s queued (template %s)", repo.full_name,
              pipeline.id, template)
     return pipeline

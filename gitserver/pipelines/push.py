@@ -97,7 +97,7 @@ def repair_orphaned_pipelines(runtime: Runtime) -> int:
     with transaction(runtime.sessions) as session:
         orphans = session.scalars(
             select(models.Pipeline)
-            .where(models.Pipeline.kind == "push",
+            .where(models.Pipeline.kind == models.PipelineKind.PUSH,
                    models.Pipeline.status.in_((models.QUEUED, models.RUNNING)),
                    any_job.exists(), ~live_job.exists())
             .limit(RECONCILE_BATCH)).all()
@@ -227,7 +227,7 @@ class PipelineRun:
             kind, request = pipeline.kind, json.loads(pipeline.request or "{}")
             options = _push_options(session, pipeline)
             session.expunge(repo)
-        if kind == oncreate.KIND_CREATE:
+        if kind == models.PipelineKind.CREATE:
             self._create(repo, request)
             return
         self._archive(repo, updates)

@@ -50,6 +50,7 @@ from gitserver.repour.gitwork import (
     GitWork,
     Target,
 )
+from gitserver.repour.records import RepourOp
 from gitserver.repour.results import described_error_body, internal_error_body
 from gitserver.sandbox import Job
 
@@ -358,7 +359,7 @@ def _create_or_reuse_tag(repo: pygit2.Repository, candidates: Sequence[str], com
                           error_type="TagConflict")
 
 
-RUNNERS: dict[str, Callable[[Operation], dict[str, Any]]] = {"clone": do_clone, "adjust": do_adjust}
+RUNNERS: dict[str, Callable[[Operation], dict[str, Any]]] = {RepourOp.CLONE: do_clone, RepourOp.ADJUST: do_adjust}
 
 
 def execute(op_name: str, op: Operation) -> tuple[int, dict[str, Any]]:

@@ -53,6 +53,7 @@ from gitserver.db.session import transaction
 from gitserver.errors import GitserverError, TooManyRequests
 from gitserver.repour import callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
 from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
+from gitserver.repour.records import RepourOp
 from gitserver.repour.schema import (
     ADJUST_SCHEMA,
     CLONE_SCHEMA,
@@ -153,7 +154,7 @@ class ExternalToInternal:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         def work() -> tuple[int, Any]:
-            spec, face = read_request(req, EXTERNAL_TO_INTERNAL_SCHEMA, "external-to-internal")
+            spec, face = read_request(req, EXTERNAL_TO_INTERNAL_SCHEMA, RepourOp.EXTERNAL_TO_INTERNAL)
             try:
                 internal = giturl.external_to_internal(spec["external_url"], self.ctx.config.ssh_base_url,
                                                        self.ctx.config.repour_default_tenant)
@@ -258,7 +259,7 @@ class InternalScm:
         runtime = self.ctx.runtime
         with transaction(runtime.sessions) as session:
             principal = auth.authenticate(req, session)
-        spec, face = read_request(req, INTERNAL_SCM_SCHEMA, "internal-scm")
+        spec, face = read_request(req, INTERNAL_SCM_SCHEMA, RepourOp.INTERNAL_SCM)
         tenant_name, repo_name = internal_scm.parse_project(spec["project"], runtime.config.repour_default_tenant)
         groups = [internal_scm.parse_owner_group(g, i) for i, g in enumerate(spec["owner_groups"])]
         with transaction(runtime.sessions) as session:
@@ -268,12 +269,12 @@ class InternalScm:
             status, body = 200, internal_scm.create_internal_repo(
                 session, runtime, tenant, repo_name, groups, description=spec.get("description") or "",
                 parent_project=spec.get("parent_project"), visibility=runtime.config.repour_internal_scm_visibility)
-            metrics.repour_operation("internal-scm", str(status), time.monotonic() - started)
+            metrics.repour_operation(RepourOp.INTERNAL_SCM, str(status), time.monotonic() - started)
             if callbacks.is_callback_mode(spec):
                 callback_id = callbacks.new_callback_id()
                 callbacks.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
                                         context=callbacks.request_context(req.headers), face=face,
-                                        op_name="internal-scm")
+                                        op_name=RepourOp.INTERNAL_SCM)
                 return 202, {"callback": {"id": callback_id}}
         return status, body
 
@@ -329,7 +330,7 @@ class ReqourCancel:
                 callbacks.enqueue_callback(session, runtime.config, {"callback": callback, "taskId": spec["taskId"]},
                                         status, body, callbacks.new_callback_id(), None,
                                         context=callbacks.request_context(req.headers), face=reqour.FACE,
-                                        op_name="cancel")
+                                        op_name=RepourOp.CANCEL)
         return 202, {}
 
 
@@ -348,8 +349,8 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route("/git-external-to-internal", ExternalToInternal(ctx))
     app.add_route("/external-to-internal", ExternalToInternal(ctx))
     slots = SyncSlots(ctx.config.repour_max_sync_runs)
-    app.add_route("/clone", Operation(ctx, "clone", CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"], slots))
-    app.add_route("/adjust", Operation(ctx, "adjust", ADJUST_SCHEMA,
+    app.add_route("/clone", Operation(ctx, RepourOp.CLONE, CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"], slots))
+    app.add_route("/adjust", Operation(ctx, RepourOp.ADJUST, ADJUST_SCHEMA,
                                        lambda spec: spec["internal_url"]["readwrite"], slots))
     app.add_route("/internal-scm", InternalScm(ctx))
     app.add_route("/cancel/{task_id}", Cancel(ctx))

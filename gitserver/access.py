@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 from collections.abc import Iterable
 
 from sqlalchemy import ColumnElement, Select, or_, select
@@ -23,11 +24,10 @@ from sqlalchemy.orm import Session
 
 from gitserver.db import models
 from gitserver.errors import Forbidden, NotFound
-from gitserver.names import name_problem
+from gitserver.names import GIT_SUFFIX, name_problem
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 _RANK = {None: 0, READ: 1, WRITE: 2, ADMIN: 3}
-GIT_SUFFIX = ".git"
 
 
 def at_least(have: str | None, need: str) -> bool:
@@ -47,11 +47,20 @@ def strongest(perms: Iterable[str | None]) -> str | None:
     return max(perms, key=lambda p: _RANK[p], default=None)
 
 
+class PrincipalKind(enum.StrEnum):
+    """What kind of caller a :class:`Principal` is (a StrEnum: logs and payloads show the string)."""
+
+    USER = "user"
+    DEPLOY_KEY = "deploy_key"
+    SITE_ADMIN = "site_admin"  # a site-admin API token, or an OIDC site admin
+    ANONYMOUS = "anonymous"
+
+
 @dataclasses.dataclass(frozen=True)
 class Principal:
     """Who is acting. Exactly one of: a user, a deploy key, a site-admin token, anonymous."""
 
-    kind: str  # "user" | "deploy_key" | "site_admin" | "anonymous"
+    kind: PrincipalKind
     user_id: int | None = None
     user_name: str = ""
     tenant_id: int | None = None
@@ -68,24 +77,25 @@ class Principal:
 
     @property
     def is_site_admin(self) -> bool:
-        return self.kind == "site_admin" or (self.kind == "user" and self.role == models.ROLE_SITE_ADMIN)
+        return self.kind == PrincipalKind.SITE_ADMIN or (
+            self.kind == PrincipalKind.USER and self.role == models.ROLE_SITE_ADMIN)
 
     def is_tenant_admin(self, tenant_id: int) -> bool:
         """Site admins, and the admins of that tenant."""
         if self.is_site_admin:
             return True
-        return self.kind == "user" and self.role == models.ROLE_ADMIN and self.tenant_id == tenant_id
+        return self.kind == PrincipalKind.USER and self.role == models.ROLE_ADMIN and self.tenant_id == tenant_id
 
     @property
     def display(self) -> str:
-        if self.kind == "user":
+        if self.kind == PrincipalKind.USER:
             return f"{self.tenant_name}/{self.user_name}"
-        if self.kind == "deploy_key":
+        if self.kind == PrincipalKind.DEPLOY_KEY:
             return f"deploy key {self.key_fingerprint}"
         return self.kind.replace("_", " ")
 
 
-ANONYMOUS = Principal(kind="anonymous")
+ANONYMOUS = Principal(kind=PrincipalKind.ANONYMOUS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +112,12 @@ def repo_permission(principal: Principal, repo: RepoFacts) -> str | None:
     """The principal's permission on the repository: None, "read", "write" or "admin"."""
     if principal.is_site_admin:
         return ADMIN
-    if principal.kind == "deploy_key":
+    if principal.kind == PrincipalKind.DEPLOY_KEY:
         if principal.deploy_repo_id != repo.repo_id:
             return None
         return WRITE if principal.deploy_write else READ
     visible = READ if repo.visibility == "public" else None
-    if principal.kind != "user":
+    if principal.kind != PrincipalKind.USER:
         return visible
     if principal.is_tenant_admin(repo.tenant_id):
         return ADMIN
@@ -120,7 +130,7 @@ def repo_permission(principal: Principal, repo: RepoFacts) -> str | None:
 def load_repo_facts(session: Session, principal: Principal, repo: models.Repository) -> RepoFacts:
     """Read the principal's grants on ``repo`` (directly and through its groups)."""
     granted = None
-    if principal.kind == "user" and principal.user_id is not None:
+    if principal.kind == PrincipalKind.USER and principal.user_id is not None:
         user_grant = select(models.Grant.permission).where(
             models.Grant.repo_id == repo.id, models.Grant.user_id == principal.user_id)
         group_grants = (
@@ -138,10 +148,10 @@ def readable_repos(principal: Principal, tenant_id: int) -> Select[models.Reposi
     query = select(models.Repository).where(models.Repository.tenant_id == tenant_id)
     if principal.is_tenant_admin(tenant_id):
         return query
-    if principal.kind == "deploy_key":
+    if principal.kind == PrincipalKind.DEPLOY_KEY:
         return query.where(models.Repository.id == principal.deploy_repo_id)
     readable: list[ColumnElement[bool]] = [models.Repository.visibility == "public"]
-    if principal.kind == "user" and principal.tenant_id == tenant_id:
+    if principal.kind == PrincipalKind.USER and principal.tenant_id == tenant_id:
         user_grants = select(models.Grant.repo_id).where(models.Grant.user_id == principal.user_id)
         group_grants = (select(models.Grant.repo_id)
                         .join(models.GroupMember, models.GroupMember.group_id == models.Grant.group_id)
@@ -158,7 +168,7 @@ def permission_on(session: Session, principal: Principal, repo: models.Repositor
 
 def principal_for_user(user: models.User, key: models.PublicKey | None = None,
                        scopes: frozenset[str] | None = None) -> Principal:
-    return Principal(kind="user", user_id=user.id, user_name=user.name, tenant_id=user.tenant_id,
+    return Principal(kind=PrincipalKind.USER, user_id=user.id, user_name=user.name, tenant_id=user.tenant_id,
                      tenant_name=user.tenant.name, role=user.role,
                      key_id=key.id if key else None, key_fingerprint=key.fingerprint if key else "",
                      scopes=scopes)

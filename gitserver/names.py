@@ -13,7 +13,8 @@ from gitserver.errors import InvalidInput
 # at most 100 characters, ASCII only (no look-alike unicode, no shell or path metacharacters).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _NAME_RE = re.compile(NAME_PATTERN)
-_GIT_SUFFIX = ".git"
+# Every repository is stored, and may be named in a URL, as <name>.git.
+GIT_SUFFIX = ".git"
 
 
 def name_problem(name: object) -> str | None:
@@ -27,7 +28,7 @@ def name_problem(name: object) -> str | None:
         return "must not contain '..'"
     # Repos are stored as <name>.git; a stored name ending in .git would make "x.git" and
     # "x.git.git" ambiguous in URLs that accept the suffix.
-    if name.lower().endswith(_GIT_SUFFIX):
+    if name.lower().endswith(GIT_SUFFIX):
         return "must not end in '.git'"
     if name.endswith(".lock"):
         return "must not end in '.lock'"

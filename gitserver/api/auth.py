@@ -86,7 +86,7 @@ def principal_for_token(session: Session, secret: str, touch: Touch | None = Non
         raise Unauthenticated(_REFUSED)
     scopes = frozenset(s for s in token.scopes.split(",") if s)
     if token.site_admin:
-        principal = access.Principal(kind="site_admin", user_name=token.name or "site admin",
+        principal = access.Principal(kind=access.PrincipalKind.SITE_ADMIN, user_name=token.name or "site admin",
                                      scopes=scopes, token_expires_at=token.expires_at)
     else:
         user = token.user
@@ -136,11 +136,11 @@ def principal_for_jwt(session: Session, verifier: oidc.OidcVerifier, token: str)
     # minted for it) expires with the OIDC token, never later.
     expires = dt.datetime.fromtimestamp(claims["exp"], dt.UTC)
     if grant.site_admin:
-        return access.Principal(kind="site_admin", user_name=f"oidc:{who}", token_expires_at=expires)
+        return access.Principal(kind=access.PrincipalKind.SITE_ADMIN, user_name=f"oidc:{who}", token_expires_at=expires)
     for tenant_name in grant.tenant_admin:
         tenant = session.scalar(select(models.Tenant).where(models.Tenant.name == tenant_name))
         if tenant is not None:
-            return access.Principal(kind="user", user_name=f"oidc:{who}", tenant_id=tenant.id,
+            return access.Principal(kind=access.PrincipalKind.USER, user_name=f"oidc:{who}", tenant_id=tenant.id,
                                     tenant_name=tenant.name, role=models.ROLE_ADMIN, token_expires_at=expires)
     if grant.tenant_admin:
         raise Forbidden(f"the OIDC token's roles make it an admin of tenant {grant.tenant_admin[0]!r}, "

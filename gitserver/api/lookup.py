@@ -25,7 +25,8 @@ def can_see_tenant(principal: access.Principal, tenant_id: int) -> bool:
     """Site admins see every tenant; users and deploy keys only their own."""
     if principal.is_site_admin:
         return True
-    return principal.kind in ("user", "deploy_key") and principal.tenant_id == tenant_id
+    members = (access.PrincipalKind.USER, access.PrincipalKind.DEPLOY_KEY)
+    return principal.kind in members and principal.tenant_id == tenant_id
 
 
 def visible_tenant(session: Session, principal: access.Principal, tenant: str, *,

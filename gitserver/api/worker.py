@@ -91,17 +91,20 @@ class HeadFirstWorker(ThreadWorker):
     def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         if self.cfg.is_ssl:
             super().on_client_socket_readable(conn, client)
-            return
-        self.poller.unregister(client)
-        self.keepalived_conns.remove(conn)
-        self._wait_for_head(conn)
+        else:
+            self._read_head_again(conn, client, self.keepalived_conns)
 
     def on_pending_socket_readable(self, conn: TConn, client: socket.socket) -> None:
         if self.cfg.is_ssl:
             super().on_pending_socket_readable(conn, client)
-            return
+        else:
+            self._read_head_again(conn, client, self.pending_conns)
+
+    def _read_head_again(self, conn: TConn, client: socket.socket, waiting: deque[TConn]) -> None:
+        """A kept-alive (or pending) connection sent its next request: its head is read in the
+        event loop again, not in a thread."""
         self.poller.unregister(client)
-        self.pending_conns.remove(conn)
+        waiting.remove(conn)
         self._wait_for_head(conn)
 
     def _wait_for_head(self, conn: TConn) -> None:

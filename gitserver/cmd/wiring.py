@@ -43,11 +43,11 @@ def job_handlers() -> dict[str, jobs.Handler]:
     }
     assert set(credentials) == set(outbox.CREDENTIALS), "a credentials name without a function"
     handlers: dict[str, jobs.Handler] = {
-        "pipeline": push.run_pipeline_job,
-        "webhook": deliver.run_delivery_job,
-        "callback": functools.partial(deliver.run_delivery_job, credentials=credentials),
-        "repour": repour_job.run_repour_job,
-        "maintain": maintain.run_maintain_job,
+        jobs.JobKind.PIPELINE: push.run_pipeline_job,
+        jobs.JobKind.WEBHOOK: deliver.run_delivery_job,
+        jobs.JobKind.CALLBACK: functools.partial(deliver.run_delivery_job, credentials=credentials),
+        jobs.JobKind.REPOUR: repour_job.run_repour_job,
+        jobs.JobKind.MAINTAIN: maintain.run_maintain_job,
     }
     assert set(handlers) == set(jobs.KINDS), "a job kind without a handler (or the reverse)"
     return handlers

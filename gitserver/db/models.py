@@ -6,6 +6,7 @@ Services take a Session and never commit: the caller owns the transaction.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 
 from sqlalchemy import (
     BigInteger,
@@ -47,6 +48,16 @@ FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 PUSH_PENDING, PUSH_DONE, PUSH_RECOVERED, PUSH_FAILED = "pending", "done", "recovered", "failed"
 PUSH_STATES = (PUSH_PENDING, PUSH_DONE, PUSH_RECOVERED, PUSH_FAILED)
 LEDGER_STATES = (PUSH_DONE, PUSH_RECOVERED)
+
+
+class PipelineKind(enum.StrEnum):
+    """What made a pipeline (``Pipeline.kind``). A StrEnum, so the column and the API hold the
+    plain string."""
+
+    PUSH = "push"  # a push to the repository (gitserver.pipelines.push)
+    CLONE = "clone"  # Repour's /clone (gitserver.repour)
+    ADJUST = "adjust"  # Repour's /adjust
+    CREATE = "create"  # the tenant's template, when a repository is created (gitserver.pipelines.oncreate)
 
 
 def _created() -> Mapped[dt.datetime]:
@@ -253,7 +264,7 @@ class Pipeline(Base):
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
     # One pipeline per push; unique so the reconciler can never enqueue a second one.
     push_id: Mapped[int | None] = mapped_column(ForeignKey("pushes.id"), unique=True)
-    kind: Mapped[str] = mapped_column(String(20), default="push")  # push | clone | adjust | create
+    kind: Mapped[str] = mapped_column(String(20), default=PipelineKind.PUSH)
     status: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
     ref: Mapped[str] = mapped_column(String(1024), default="")
     commit: Mapped[str] = mapped_column(String(64), default="")

@@ -33,13 +33,12 @@ from typing import IO, Protocol
 
 from gitserver.errors import GitserverError, InvalidInput, PayloadTooLarge
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK, git_argv, git_env
-from gitserver.names import name_problem
+from gitserver.names import GIT_SUFFIX, name_problem
 from gitserver.proc import popen_wait, stop_group
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-GIT_SUFFIX = ".git"
 # The names git's HTTP client uses for the two services, in the query string and the URL.
 SERVICE_PREFIX = "git-"
 UPLOAD_PACK_SERVICE = SERVICE_PREFIX + UPLOAD_PACK

@@ -6,8 +6,9 @@ import re
 
 ZERO_OID = "0" * 40
 ZERO_OID_SHA256 = "0" * 64
-HEADS = "refs/heads/"
-TAGS = "refs/tags/"
+PREFIX = "refs/"
+HEADS = PREFIX + "heads/"
+TAGS = PREFIX + "tags/"
 # Names the server writes itself (archives); users may never push under them.
 RESERVED_TAG_PREFIX = "repour-"
 RESERVED_BRANCH_PREFIX = "branch-repour-"
@@ -35,7 +36,7 @@ def ref_format_problem(ref: str) -> str | None:
     """Why ``ref`` is not a well-formed full ref name, or None (see git-check-ref-format(1))."""
     if not ref or len(ref) > MAX_REF_LENGTH:
         return "ref name is empty or too long"
-    if not ref.startswith("refs/"):
+    if not ref.startswith(PREFIX):
         return "ref name must start with refs/"
     if _BAD_CHARS_RE.search(ref):
         return "ref name contains a forbidden character"
@@ -63,6 +64,12 @@ def short_name(ref: str) -> str:
         if ref.startswith(prefix):
             return ref[len(prefix):]
     return ref
+
+
+def namespaced(namespace: str, ref: str) -> str:
+    """``refs/heads/x`` kept under ``namespace``: ``refs/<namespace>/heads/x`` (a prefix such as
+    :data:`HEADS` maps the same way), so that refs fetched from two remotes never mix."""
+    return f"{PREFIX}{namespace}/{ref.removeprefix(PREFIX)}"
 
 
 def is_reserved(ref: str) -> bool:

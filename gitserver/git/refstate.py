@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from gitserver.git import refs
+from gitserver.names import GIT_SUFFIX
 
 # git names a push's quarantine tmp_objdir-incoming-XXXXXX (older releases incoming-XXXXXX).
 QUARANTINE_PREFIXES = ("tmp_objdir-incoming-", "incoming-")
@@ -116,7 +117,7 @@ def remove_stale_quarantines(repos_root: Path, older_than: float) -> list[Path]:
     for tenant in tenants:
         try:
             repos = [Path(e.path) for e in os.scandir(tenant)
-                     if e.name.endswith(".git") and e.is_dir(follow_symlinks=False)]
+                     if e.name.endswith(GIT_SUFFIX) and e.is_dir(follow_symlinks=False)]
         except OSError:
             continue
         for repo in repos:

@@ -18,8 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 from gitserver.errors import Conflict, InvalidInput
-from gitserver.git import fsck
-from gitserver.names import validate_name
+from gitserver.git import fsck, refs
+from gitserver.names import GIT_SUFFIX, validate_name
 
 GIT = "git"
 UPLOAD_PACK = "upload-pack"
@@ -70,7 +70,19 @@ COMPAT_CONFIG = {
 UPLOAD_PACK_CONFIG = {"uploadpack.allowAnySHA1InWant": "false"}
 # proc-receive takes every pushed ref so that each one is accepted or refused on its own,
 # with the rule named (a pre-receive hook can only refuse the whole push).
-PROC_RECEIVE_CONFIG = {"receive.procReceiveRefs": "refs/"}
+PROC_RECEIVE_CONFIG = {"receive.procReceiveRefs": refs.PREFIX}
+
+
+def repo_path(root: Path, tenant: str, name: str) -> Path:
+    """The directory of repository ``tenant/name`` under ``root`` (:meth:`RepoStore.path`, for a
+    caller that holds only the root); both names are validated, the result stays in root."""
+    validate_name(tenant, "tenant")
+    validate_name(name, "repository")
+    path = (root / tenant / f"{name}{GIT_SUFFIX}").resolve()
+    # Compare with a trailing separator: /data/repos2 must not pass for /data/repos.
+    if not str(path).startswith(str(root.resolve()) + os.sep):
+        raise InvalidInput("repository path escapes the data directory")
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +94,7 @@ class RepoStore:
 
     def path(self, tenant: str, name: str) -> Path:
         """The repository's directory; both names are validated, the result stays in root."""
-        validate_name(tenant, "tenant")
-        validate_name(name, "repository")
-        path = (self.root / tenant / f"{name}.git").resolve()
-        # Compare with a trailing separator: /data/repos2 must not pass for /data/repos.
-        if not str(path).startswith(str(self.root.resolve()) + os.sep):
-            raise InvalidInput("repository path escapes the data directory")
-        return path
+        return repo_path(self.root, tenant, name)
 
     def exists(self, tenant: str, name: str) -> bool:
         return (self.path(tenant, name) / "HEAD").is_file()

@@ -382,5 +382,5 @@ def run_delivery_job(ctx: JobContext, sender: Sender = netguard.send,
 def _count(out: Outbound, attempt: Attempt, state: str) -> None:
     outcome = {outbox.DELIVERED: "delivered", outbox.RETRYING: "retry", outbox.FAILED: "failed"}[state]
     metrics.delivery_attempt(out.event, outcome, attempt.seconds)
-    if out.kind == outbox.KIND_CALLBACK and not attempt.ok:
+    if out.kind == jobs.JobKind.CALLBACK and not attempt.ok:
         metrics.callback_failed(attempt.reason)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
 import logging
 import threading
@@ -129,8 +130,20 @@ class JobContext:
 
 Handler = Callable[[JobContext], None]
 
-# The job kinds; the worker maps each to its handler (gitserver.pipelines.worker.job_handlers).
-KINDS = ("pipeline", "webhook", "callback", "repour", "maintain")
+
+
+class JobKind(enum.StrEnum):
+    """The job kinds; the worker maps each to its handler (gitserver.pipelines.worker.job_handlers).
+    A StrEnum, so ``Job.kind`` stores (and the API shows) the plain string."""
+
+    PIPELINE = "pipeline"  # a push's or a create's pipeline (gitserver.pipelines.push)
+    WEBHOOK = "webhook"  # one delivery of a webhook (gitserver.pipelines.deliver)
+    CALLBACK = "callback"  # one delivery of a Repour callback, with fresh credentials
+    REPOUR = "repour"  # a Repour clone or adjust (gitserver.repour.job)
+    MAINTAIN = "maintain"  # repacking one repository (gitserver.pipelines.maintain)
+
+
+KINDS = tuple(JobKind)
 
 
 def enqueue(session: Session, kind: str, payload: dict[str, Any], *, pipeline_id: int | None = None,

@@ -39,6 +39,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import admission, limits, protect, push_options, refs, refstate
+from gitserver.git.store import repo_path
 from gitserver.pipelines import jobs, outbox
 from gitserver.urls import pipeline_url
 
@@ -482,7 +483,7 @@ def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_g
     for repo in repos:
         summary.repos += 1
         # Names come from the database, validated when the repository was created.
-        path = repos_root / repo.tenant / f"{repo.name}.git"
+        path = repo_path(repos_root, repo.tenant, repo.name)
         try:
             result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace,
                                     stale_lock_seconds=stale_lock_seconds)
@@ -530,7 +531,7 @@ def reconcile_one(sessions: sessionmaker[Session], repos_root: Path, repo_id: in
     if row is None:
         return None
     repo = RepoRef(*row)
-    result = reconcile_repo(sessions, repo, repos_root / repo.tenant / f"{repo.name}.git",
+    result = reconcile_repo(sessions, repo, repo_path(repos_root, repo.tenant, repo.name),
                             intent_grace=intent_grace)
     if result.clean_fingerprint:
         store_fingerprints(sessions, [(repo, result.clean_fingerprint)])

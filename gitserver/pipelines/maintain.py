@@ -31,7 +31,7 @@ from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-KIND = "maintain"
+KIND = jobs.JobKind.MAINTAIN
 
 
 def thresholds(cfg: Config) -> git_maintain.Thresholds:

@@ -27,6 +27,7 @@ from gitserver import admin
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
+from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.git.store import DEFAULT_BRANCH, RepoStore
 from gitserver.pipelines import build, jobs, outbox, pipelinefile
@@ -35,7 +36,6 @@ from gitserver.urls import http_clone_url, ssh_clone_url
 
 log = logging.getLogger(__name__)
 
-KIND_CREATE = "create"
 EVENT_ENV = {"GITSERVER_EVENT": outbox.EVENT_REPOSITORY, "GITSERVER_ACTION": outbox.REPOSITORY_CREATED}
 
 
@@ -59,11 +59,11 @@ def enqueue_create_pipeline(session: Session, repo: models.Repository) -> models
     template = tenant.create_template if tenant is not None else ""
     if not template or template == repo.name:  # the template itself sets nothing off
         return None
-    pipeline = models.Pipeline(repo_id=repo.id, kind=KIND_CREATE,
+    pipeline = models.Pipeline(repo_id=repo.id, kind=models.PipelineKind.CREATE,
                                request=json.dumps({"template": template}))
     session.add(pipeline)
     session.flush()
-    jobs.enqueue(session, "pipeline", {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
+    jobs.enqueue(session, jobs.JobKind.PIPELINE, {"pipeline_id": pipeline.id}, pipeline_id=pipeline.id)
     log.info("repository %s created: create pipeline %s queued (template %s)", repo.full_name,
              pipeline.id, template)
     return pipeline
@@ -92,7 +92,7 @@ def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, 
     template = _template(sessions, repo, request.get("template"))
     path = store.path(repo.tenant.name, template.name)
     git = pygit2.Repository(str(path))
-    branch = git.references.get(f"refs/heads/{DEFAULT_BRANCH}")
+    branch = git.references.get(refs.HEADS + DEFAULT_BRANCH)
     if branch is None:
         return CreatePlan(f"template {template.full_name} has no {DEFAULT_BRANCH} branch: nothing to run", [])
     commit = branch.peel(pygit2.Commit)
@@ -107,7 +107,7 @@ def plan_create(sessions: sessionmaker[Session], store: RepoStore, cfg: Config, 
         archive = find_archive(session, template.id, str(commit.tree_id))
         pipeline = session.get(models.Pipeline, pipeline_id)
         assert pipeline is not None
-        pipeline.ref = f"refs/heads/{DEFAULT_BRANCH}"
+        pipeline.ref = refs.HEADS + DEFAULT_BRANCH
         pipeline.commit = str(commit.id)
     # The archive tag of the template's tree is immutable; before its archive exists the
     # branch is cloned (the same commit unless the template moved meanwhile).

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from gitserver.access import PrincipalKind
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.pipelines import jobs
@@ -44,8 +45,6 @@ EVENT_CALLBACK = "callback"  # Delivery.event of callbacks (they have no webhook
 # (gitserver.pipelines.worker.job_handlers); the row never names code.
 CREDENTIALS_SERVICE_TOKEN = "service-token"  # Repour's OIDC service-account bearer token
 CREDENTIALS = (CREDENTIALS_SERVICE_TOKEN,)
-KIND_WEBHOOK = "webhook"
-KIND_CALLBACK = "callback"
 CALLBACK_METHODS = ("POST", "PUT")
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -87,7 +86,7 @@ def push_payload(session: Session, config: Config, push: models.Push,
     assert repo is not None  # the push row references it
     user = session.get(models.User, push.user_id) if push.user_id is not None else None
     pusher: dict[str, Any] = {
-        "kind": "user" if user is not None else "deploy_key",
+        "kind": PrincipalKind.USER if user is not None else PrincipalKind.DEPLOY_KEY,
         "name": user.name if user is not None else None,
         "tenant": user.tenant.name if user is not None else None,
         "key_fingerprint": push.key_fingerprint,
@@ -238,7 +237,7 @@ def enqueue_event(session: Session, repo_id: int, event: str,
     body = encode_payload(payload if event == EVENT_REPOSITORY else {"event": event, **payload})
     pipeline_id = _pipeline_id_of(payload)
     return [_new_delivery(session, webhook_id=hook.id, event=event, url=hook.url, method="POST",
-                          body=body, pipeline_id=pipeline_id, kind=KIND_WEBHOOK)
+                          body=body, pipeline_id=pipeline_id, kind=jobs.JobKind.WEBHOOK)
             for hook in matching]
 
 
@@ -281,7 +280,7 @@ def enqueue_callback(session: Session, url: str, method: str, payload: dict[str,
             raise ValueError(f"callback auth must be one of {', '.join(CREDENTIALS)}, not {auth!r}")
         extra["auth"] = auth
     return _new_delivery(session, webhook_id=None, event=EVENT_CALLBACK, url=url, method=method,
-                         body=encode_payload(payload), pipeline_id=pipeline_id, kind=KIND_CALLBACK,
+                         body=encode_payload(payload), pipeline_id=pipeline_id, kind=jobs.JobKind.CALLBACK,
                          job_extra=extra)
 
 
@@ -294,7 +293,7 @@ def redeliver(session: Session, delivery: models.Delivery) -> models.Delivery:
         raise ValueError(f"delivery {delivery.id} is not a webhook delivery")
     return _new_delivery(session, webhook_id=hook.id, event=delivery.event, url=hook.url,
                          method=delivery.method, body=delivery.payload,
-                         pipeline_id=delivery.pipeline_id, kind=KIND_WEBHOOK)
+                         pipeline_id=delivery.pipeline_id, kind=jobs.JobKind.WEBHOOK)
 
 
 # --- reading deliveries back (the API's delivery log) ------------------------------------------

@@ -97,7 +97,7 @@ def repair_orphaned_pipelines(runtime: Runtime) -> int:
     with transaction(runtime.sessions) as session:
         orphans = session.scalars(
             select(models.Pipeline)
-            .where(models.Pipeline.kind == "push",
+            .where(models.Pipeline.kind == models.PipelineKind.PUSH,
                    models.Pipeline.status.in_((models.QUEUED, models.RUNNING)),
                    any_job.exists(), ~live_job.exists())
             .limit(RECONCILE_BATCH)).all()
@@ -227,7 +227,7 @@ class PipelineRun:
             kind, request = pipeline.kind, json.loads(pipeline.request or "{}")
             options = _push_options(session, pipeline)
             session.expunge(repo)
-        if kind == oncreate.KIND_CREATE:
+        if kind == models.PipelineKind.CREATE:
             self._create(repo, request)
             return
         self._archive(repo, updates)
@@ -315,7 +315,7 @@ class PipelineRun:
         failures: list[str] = []
         for result in self.results:
             prefix = f"{result.ref}: " if several else ""
-            if not result.ref.startswith(("refs/heads/", "refs/tags/")):
+            if not result.ref.startswith((refs.HEADS, refs.TAGS)):
                 self.ctx.log(f"\n{result.ref}: not built (only branches, and tags when the "
                              "pipeline file opts in, are built)\n")
                 continue
@@ -323,7 +323,7 @@ class PipelineRun:
                 spec = self._read_pipeline_file(repo, result, prefix)
                 if spec is None:
                     continue
-                if result.ref.startswith("refs/tags/") and not spec.build_tags:
+                if refs.is_tag(result.ref) and not spec.build_tags:
                     self.ctx.log(f"{result.ref}: a tag; not built (add build_tags = true to "
                                  f"{pipelinefile.PIPELINE_FILE} to build tags)\n")
                     continue
@@ -405,7 +405,7 @@ class PipelineRun:
             self.ctx.log(f"{prefix}{message}\n")
             self._step_end(step, models.FAILED, None, message, t0)
             raise PipelineFailed(message) from exc
-        skipped = result.ref.startswith("refs/tags/") and not spec.build_tags
+        skipped = refs.is_tag(result.ref) and not spec.build_tags
         self._step_end(step, models.SUCCEEDED, 0,
                        "a tag, and build_tags is not set: not built" if skipped
                        else f"{len(spec.steps)} step(s)", t0)

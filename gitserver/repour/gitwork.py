@@ -52,6 +52,11 @@ SHA_RE = re.compile(r"^[0-9a-f]{7,64}$")
 ORIGIN, INTERNAL = "origin", "internal"
 
 
+def pull_ref(namespace: str, name: str) -> str:
+    """Where the pull or merge request ``name`` (``pull/7``) fetched into ``namespace`` is kept."""
+    return f"{refs.PREFIX}{namespace}/pull/{name}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """The internal repository an operation writes to, and who asked."""
@@ -195,13 +200,13 @@ class GitWork:
         fetched from the addresses its check validated."""
         url = source.fetch_url if isinstance(source, GitUrl) else source
         pin = source.git_settings() if isinstance(source, GitUrl) else {}
-        refspecs = [f"+refs/heads/*:refs/{namespace}/heads/*", f"+refs/tags/*:refs/{namespace}/tags/*"]
+        refspecs = [f"+{prefix}*:{refs.namespaced(namespace, prefix)}*" for prefix in (refs.HEADS, refs.TAGS)]
         self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url, *refspecs,
                  remote=remote, desc=f"could not fetch from {redact(url)}", user_error=True,
                  settings=pin)
         if pull_request:
             self.git("fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url,
-                     f"+refs/{pull_request}/head:refs/{namespace}/pull/{pull_request}",
+                     f"+{refs.PREFIX}{pull_request}/head:{pull_ref(namespace, pull_request)}",
                      remote=remote, check=False, settings=pin)
 
     def resolve(self, name: str) -> str | None:
@@ -214,16 +219,16 @@ class GitWork:
         """Resolve the caller's ``ref`` among what was fetched into ``namespace``: a pull or
         merge request, a branch, a tag, or a commit id (in that order, like Repour)."""
         if is_pull_request(ref):
-            commit = self.resolve(f"refs/{namespace}/pull/{ref}")
-            return FoundRef("pull", ref, f"refs/{namespace}/pull/{ref}", commit) if commit else None
+            commit = self.resolve(pull_ref(namespace, ref))
+            return FoundRef("pull", ref, pull_ref(namespace, ref), commit) if commit else None
         if refs.ref_format_problem(refs.HEADS + ref.removeprefix(refs.HEADS).removeprefix(refs.TAGS)):
             return None
         short = ref.removeprefix(refs.HEADS).removeprefix(refs.TAGS)
         candidates = []
         if not ref.startswith(refs.TAGS):
-            candidates.append(("branch", f"refs/{namespace}/heads/{short}"))
+            candidates.append(("branch", refs.namespaced(namespace, refs.HEADS + short)))
         if not ref.startswith(refs.HEADS):
-            candidates.append(("tag", f"refs/{namespace}/tags/{short}"))
+            candidates.append(("tag", refs.namespaced(namespace, refs.TAGS + short)))
         for kind, local in candidates:
             commit = self.resolve(local)
             if commit:
@@ -237,11 +242,11 @@ class GitWork:
     def all_refspecs(self, namespace: str) -> list[str]:
         """Every fetched branch and tag, to the same name; names reserved for the server's
         archives are left out (an internal repository as origin carries them)."""
-        listing = self.git("for-each-ref", "--format=%(refname)", f"refs/{namespace}/heads/",
-                           f"refs/{namespace}/tags/").stdout.split()
+        listing = self.git("for-each-ref", "--format=%(refname)", refs.namespaced(namespace, refs.HEADS),
+                           refs.namespaced(namespace, refs.TAGS)).stdout.split()
         out = []
         for local in listing:
-            kind, _, short = local[len(f"refs/{namespace}/"):].partition("/")
+            kind, _, short = local[len(refs.namespaced(namespace, refs.PREFIX)):].partition("/")
             dest = (refs.HEADS if kind == "heads" else refs.TAGS) + short
             if refs.is_reserved(dest):
                 continue

@@ -21,7 +21,7 @@ from gitserver.pipelines import jobs
 from gitserver.repour.command import ProcessingError
 from gitserver.repour.gitwork import Actor
 from gitserver.repour.operations import Operation, execute
-from gitserver.repour.records import JOB_KIND, finish_pipeline
+from gitserver.repour.records import finish_pipeline
 from gitserver.repour.results import cancelled_body, described_error_body
 from gitserver.runtime import Runtime
 
@@ -111,7 +111,7 @@ def hold_inline(session: Session, config: Config, *, op_name: str, pipeline_id: 
 
     The payload holds no request: a worker never re-runs it (see :func:`take_over_inline`),
     so the origin URLs (which may carry credentials) are not copied into the queue."""
-    return jobs.hold(session, JOB_KIND, {"op": op_name, "mode": INLINE_MODE, "max_attempts": 1},
+    return jobs.hold(session, jobs.JobKind.REPOUR, {"op": op_name, "mode": INLINE_MODE, "max_attempts": 1},
                      api_owner(), config.job_lease_seconds, pipeline_id=pipeline_id)
 
 
@@ -131,7 +131,7 @@ def run_inline(runtime: Runtime, op_name: str, spec: dict[str, Any], actor: Acto
     pipeline_id = claim.pipeline_id
     if pipeline_id is None:
         raise ValueError("a synchronous run needs its pipeline")
-    logger = jobs.JobContext(runtime=runtime, job_id=claim.job_id, kind=JOB_KIND, payload={}, attempts=1,
+    logger = jobs.JobContext(runtime=runtime, job_id=claim.job_id, kind=jobs.JobKind.REPOUR, payload={}, attempts=1,
                              pipeline_id=pipeline_id)
     lease = InlineLease(runtime.sessions, claim, runtime.config.job_lease_seconds)
     op = Operation(config=runtime.config, sessions=runtime.sessions, spec=spec, actor=actor,

@@ -15,7 +15,7 @@ from gitserver import access, admin
 from gitserver.api import lookup
 from gitserver.db import models
 from gitserver.errors import Conflict, GitserverError, NotFound
-from gitserver.names import name_problem, validate_name
+from gitserver.names import GIT_SUFFIX, name_problem, validate_name
 from gitserver.pipelines import oncreate
 from gitserver.repour.giturl import repo_urls
 from gitserver.repour.schema import Reply, error
@@ -41,7 +41,7 @@ def ensure_tenant(session: Session, principal: access.Principal, name: str) -> N
 def parse_project(project: str, default_tenant: str = "") -> tuple[str, str]:
     """``<tenant>/<repo>``, or ``<repo>`` in ``default_tenant`` (a trailing ``.git`` is accepted,
     as Gerrit's create-project does)."""
-    parts = project.removesuffix(".git").split("/")
+    parts = project.removesuffix(GIT_SUFFIX).split("/")
     if len(parts) == 1:
         if not default_tenant:
             raise Reply(400, [error("the project names no organisation (<organisation>/<repository>) and "

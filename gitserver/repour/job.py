@@ -19,7 +19,7 @@ from gitserver.repour.callbacks import context_text, enqueue_callback, new_callb
 from gitserver.repour.gitwork import Actor
 from gitserver.repour.inline import INLINE_MODE, take_over_inline
 from gitserver.repour.operations import RUNNERS, Operation, execute
-from gitserver.repour.records import JOB_KIND, create_pipeline, finish_pipeline
+from gitserver.repour.records import RepourOp, create_pipeline, finish_pipeline
 from gitserver.repour.tokens import service_token_headers
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def enqueue_operation(session: Session, *, op_name: str, spec: Mapping[str, Any]
     callback_id = new_callback_id()
     pipeline = create_pipeline(session, kind=op_name, repo_id=repo_id, spec=spec, status=models.QUEUED)
     # One attempt: an operation that failed has already told the caller so (callback).
-    jobs.enqueue(session, JOB_KIND, {"op": op_name, "spec": dict(spec), "callback_id": callback_id,
+    jobs.enqueue(session, jobs.JobKind.REPOUR, {"op": op_name, "spec": dict(spec), "callback_id": callback_id,
                                      "actor": actor.as_dict(), "max_attempts": 1,
                                      "context": dict(context or {}), "face": face},
                  pipeline_id=pipeline.id)
@@ -107,7 +107,7 @@ def run_repour_job(ctx: jobs.JobContext) -> None:
         raise
     # Like Repour and Reqour: the alignment log reaches Bifrost before the result reaches PNC.
     bifrost_url = runtime.config.repour_bifrost_url
-    if op_name == "adjust" and bifrost_url and not bifrost.upload_final_log(
+    if op_name == RepourOp.ADJUST and bifrost_url and not bifrost.upload_final_log(
             bifrost_url, alignment_log.text(), context, service_token_headers(runtime.config)):
         ctx.log("*** the alignment log could not be uploaded to Bifrost\n")
     with transaction(runtime.sessions) as session:

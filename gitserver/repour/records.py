@@ -3,6 +3,7 @@ API, found by /cancel through the request's ``taskId``)."""
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,8 +17,20 @@ from gitserver.db.base import utcnow
 from gitserver.pipelines import jobs
 from gitserver.repour.command import redact
 
-JOB_KIND = "repour"
-OPERATIONS = ("clone", "adjust")
+
+class RepourOp(enum.StrEnum):
+    """The operations of Repour's and Reqour's faces, by the name their jobs, metrics and
+    callbacks use. Clone and adjust run as a pipeline of the same kind."""
+
+    CLONE = models.PipelineKind.CLONE.value
+    ADJUST = models.PipelineKind.ADJUST.value
+    INTERNAL_SCM = "internal-scm"
+    EXTERNAL_TO_INTERNAL = "external-to-internal"
+    CANCEL = "cancel"
+
+
+# The Repour operations that run as a pipeline of their own.
+OPERATIONS = (RepourOp.CLONE, RepourOp.ADJUST)
 
 
 def create_pipeline(session: Session, *, kind: str, repo_id: int, spec: Mapping[str, Any],

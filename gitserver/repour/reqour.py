@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gitserver.repour.records import RepourOp
+
 FACE = "reqour"
 SUCCESS, FAILED, SYSTEM_ERROR, CANCELLED = "SUCCESS", "FAILED", "SYSTEM_ERROR", "CANCELLED"
 # Reqour's proposals, as its endpoints word them.
@@ -29,13 +31,13 @@ def is_reqour_body(op_name: str, body: Any) -> bool:
     """Whether ``body`` is Reqour's spelling of ``op_name``'s request (keys only Reqour uses)."""
     if not isinstance(body, Mapping):
         return False
-    if op_name == "adjust":
+    if op_name == RepourOp.ADJUST:
         return "internalUrl" in body
-    if op_name == "clone":
+    if op_name == RepourOp.CLONE:
         return "type" not in body and "taskId" in body
-    if op_name == "internal-scm":
+    if op_name == RepourOp.INTERNAL_SCM:
         return "owner_groups" not in body and "taskId" in body
-    if op_name == "external-to-internal":
+    if op_name == RepourOp.EXTERNAL_TO_INTERNAL:
         return "externalUrl" in body
     return False
 
@@ -45,7 +47,7 @@ def to_repour_spec(op_name: str, body: Mapping[str, Any]) -> dict[str, Any]:
     sends its heartbeats, :mod:`gitserver.pipelines.heartbeat`); unknown keys stay, so the
     Repour schema names them."""
     spec = dict(body)
-    if op_name == "adjust":
+    if op_name == RepourOp.ADJUST:
         urls = spec.pop("internalUrl", None)
         if isinstance(urls, Mapping):
             spec["internal_url"] = {"readwrite": urls.get("readwriteUrl"), "readonly": urls.get("readonlyUrl")}
@@ -57,11 +59,11 @@ def to_repour_spec(op_name: str, body: Mapping[str, Any]) -> dict[str, Any]:
                 value = spec.pop(reqour_key)
                 if value is not None:
                     spec[repour_key] = value
-    elif op_name == "clone":
+    elif op_name == RepourOp.CLONE:
         spec["type"] = "git"
-    elif op_name == "internal-scm":
+    elif op_name == RepourOp.INTERNAL_SCM:
         spec.setdefault("owner_groups", [])
-    elif op_name == "external-to-internal":
+    elif op_name == RepourOp.EXTERNAL_TO_INTERNAL:
         spec = {"external_url": spec.pop("externalUrl"), **{k: v for k, v in spec.items()}}
     return spec
 
@@ -114,7 +116,7 @@ def callback_body(op_name: str, spec: Mapping[str, Any], status: int | None,
     request ``spec`` (already in Repour's spelling)."""
     callback = reqour_callback(status, spec.get("taskId"), body)
     ok = status == 200
-    if op_name == "adjust":
+    if op_name == RepourOp.ADJUST:
         given = spec.get("internal_url")
         urls: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         out: dict[str, Any] = {"internalUrl": {"readonlyUrl": urls.get("readonly"),
@@ -126,12 +128,12 @@ def callback_body(op_name: str, spec: Mapping[str, Any], status: int | None,
                         "manipulatorResult": manipulator_result(body.get("adjustResultData") or {},
                                                                 str(spec.get("buildType") or "MVN"))})
         return out
-    if op_name == "clone":
+    if op_name == RepourOp.CLONE:
         return {"originRepoUrl": spec.get("originRepoUrl"), "targetRepoUrl": spec.get("targetRepoUrl"),
                 "ref": spec.get("ref"), "callback": callback}
-    if op_name == "internal-scm":
+    if op_name == RepourOp.INTERNAL_SCM:
         return {"readonlyUrl": body.get("readonly_url"), "readwriteUrl": body.get("readwrite_url"),
                 "status": body.get("status") if ok else "FAILED", "callback": callback}
-    if op_name == "cancel":
+    if op_name == RepourOp.CANCEL:
         return {"callback": callback}
     raise ValueError(f"no Reqour response for {op_name!r}")

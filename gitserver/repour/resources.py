@@ -53,6 +53,7 @@ from gitserver.db.session import transaction
 from gitserver.errors import GitserverError, TooManyRequests
 from gitserver.repour import callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
 from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
+from gitserver.repour.records import RepourOp
 from gitserver.repour.schema import (
     ADJUST_SCHEMA,
     CLONE_SCHEMA,
@@ -65,6 +66,7 @@ from gitserver.repour.schema import (
     read_body,
     read_request,
 )
+from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,31 @@ def target_repo(session: Session, principal: access.Principal, url: str) -> mode
     return access.authorise(session, principal, tenant, name, access.WRITE).repo
 
 
+def caller(runtime: Runtime, req: falcon.Request) -> access.Principal:
+    """Who sent ``req``, read in a transaction of its own: the work that follows opens its own."""
+    with transaction(runtime.sessions) as session:
+        return auth.authenticate(req, session)
+
+
+def cancel_writable(session: Session, principal: access.Principal, task_id: str) -> int:
+    """Cancel the unfinished tasks ``task_id`` names in repositories ``principal`` may write."""
+    return records.cancel_task(session, task_id, lambda repo: access.allows(session, principal, repo, access.WRITE))
+
+
 # --- resources ---------------------------------------------------------------------------------------
+
+class PostResource:
+    """A POST endpoint whose answer is what :meth:`work` returns, worded by :func:`respond`."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        respond(req, resp, lambda: self.work(req))
+
+    def work(self, req: falcon.Request) -> tuple[int, Any]:
+        raise NotImplementedError
+
 
 class Info:
     """``GET /``: Repour's information page."""
@@ -153,7 +179,7 @@ class ExternalToInternal:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         def work() -> tuple[int, Any]:
-            spec, face = read_request(req, EXTERNAL_TO_INTERNAL_SCHEMA, "external-to-internal")
+            spec, face = read_request(req, EXTERNAL_TO_INTERNAL_SCHEMA, RepourOp.EXTERNAL_TO_INTERNAL)
             try:
                 internal = giturl.external_to_internal(spec["external_url"], self.ctx.config.ssh_base_url,
                                                        self.ctx.config.repour_default_tenant)
@@ -192,24 +218,20 @@ class SyncSlots:
             self._free.release()
 
 
-class Operation:
+class Operation(PostResource):
     """``POST /clone`` and ``POST /adjust``: inline, or queued with a callback."""
 
     def __init__(self, ctx: ApiContext, op_name: str, check: Schema, target_url: Callable[[dict[str, Any]], str],
                  slots: SyncSlots) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.op_name = op_name
         self.check = check
         self.target_url = target_url
         self.slots = slots
 
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        respond(req, resp, lambda: self._work(req))
-
-    def _work(self, req: falcon.Request) -> tuple[int, Any]:
+    def work(self, req: falcon.Request) -> tuple[int, Any]:
         runtime = self.ctx.runtime
-        with transaction(runtime.sessions) as session:
-            principal = auth.authenticate(req, session)
+        principal = caller(runtime, req)
         spec, face = read_request(req, self.check, self.op_name)
         if face == reqour.FACE and not callbacks.is_callback_mode(spec):
             raise Reply(400, [error("Reqour's requests need a callback", ["callback"], "required key")])
@@ -239,7 +261,7 @@ class Operation:
             return inline.run_inline(runtime, self.op_name, spec, actor, claim)
 
 
-class InternalScm:
+class InternalScm(PostResource):
     """``POST /internal-scm``: create ``<tenant>/<repo>``; owner groups get admin on it.
 
     As PNC calls it (``{"project": "project-ncl/dingrogu", "owner_groups": ["ldap/jboss-prod"],
@@ -248,17 +270,10 @@ class InternalScm:
     ``repour_default_tenant``, and the repository gets ``repour_internal_scm_visibility``
     (public by default: PNC's builders clone the read-only URL anonymously)."""
 
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        respond(req, resp, lambda: self._work(req))
-
-    def _work(self, req: falcon.Request) -> tuple[int, Any]:
+    def work(self, req: falcon.Request) -> tuple[int, Any]:
         runtime = self.ctx.runtime
-        with transaction(runtime.sessions) as session:
-            principal = auth.authenticate(req, session)
-        spec, face = read_request(req, INTERNAL_SCM_SCHEMA, "internal-scm")
+        principal = caller(runtime, req)
+        spec, face = read_request(req, INTERNAL_SCM_SCHEMA, RepourOp.INTERNAL_SCM)
         tenant_name, repo_name = internal_scm.parse_project(spec["project"], runtime.config.repour_default_tenant)
         groups = [internal_scm.parse_owner_group(g, i) for i, g in enumerate(spec["owner_groups"])]
         with transaction(runtime.sessions) as session:
@@ -268,12 +283,12 @@ class InternalScm:
             status, body = 200, internal_scm.create_internal_repo(
                 session, runtime, tenant, repo_name, groups, description=spec.get("description") or "",
                 parent_project=spec.get("parent_project"), visibility=runtime.config.repour_internal_scm_visibility)
-            metrics.repour_operation("internal-scm", str(status), time.monotonic() - started)
+            metrics.repour_operation(RepourOp.INTERNAL_SCM, str(status), time.monotonic() - started)
             if callbacks.is_callback_mode(spec):
                 callback_id = callbacks.new_callback_id()
                 callbacks.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
                                         context=callbacks.request_context(req.headers), face=face,
-                                        op_name="internal-scm")
+                                        op_name=RepourOp.INTERNAL_SCM)
                 return 202, {"callback": {"id": callback_id}}
         return status, body
 
@@ -289,39 +304,25 @@ class Cancel:
         respond(req, resp, lambda: self._work(req, task_id))
 
     def _work(self, req: falcon.Request, task_id: str) -> tuple[int, Any]:
+        principal = caller(self.ctx.runtime, req)
         with transaction(self.ctx.runtime.sessions) as session:
-            principal = auth.authenticate(req, session)
-
-            def may_cancel(repo: models.Repository) -> bool:
-                return access.allows(session, principal, repo, access.WRITE)
-
-            count = records.cancel_task(session, task_id, may_cancel)
+            count = cancel_writable(session, principal, task_id)
         if not count:
             return 400, [{"error_message": f"task id {task_id} not found!"}]
         return 200, [{"message": f"Tasks with task_id: {task_id} cancelled"}]
 
 
-class ReqourCancel:
+class ReqourCancel(PostResource):
     """``POST /cancel`` with Reqour's ``{"taskId", "callback"}``: 202, then pnc-api's
     ``CancelResponse`` to the callback (when it is a POST or PUT one: dingrogu sends a GET it
     does not care about), SUCCESS when something was cancelled, FAILED otherwise."""
 
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        respond(req, resp, lambda: self._work(req))
-
-    def _work(self, req: falcon.Request) -> tuple[int, Any]:
+    def work(self, req: falcon.Request) -> tuple[int, Any]:
         runtime = self.ctx.runtime
-        with transaction(runtime.sessions) as session:
-            principal = auth.authenticate(req, session)
+        principal = caller(runtime, req)
         spec = read_body(req, REQOUR_CANCEL_SCHEMA)
         with transaction(runtime.sessions) as session:
-            def may_cancel(repo: models.Repository) -> bool:
-                return access.allows(session, principal, repo, access.WRITE)
-
-            count = records.cancel_task(session, spec["taskId"], may_cancel)
+            count = cancel_writable(session, principal, spec["taskId"])
             callback = spec.get("callback")
             if isinstance(callback, dict) and str(callback.get("method") or "POST") in ("POST", "PUT"):
                 status = 200 if count else 400
@@ -329,7 +330,7 @@ class ReqourCancel:
                 callbacks.enqueue_callback(session, runtime.config, {"callback": callback, "taskId": spec["taskId"]},
                                         status, body, callbacks.new_callback_id(), None,
                                         context=callbacks.request_context(req.headers), face=reqour.FACE,
-                                        op_name="cancel")
+                                        op_name=RepourOp.CANCEL)
         return 202, {}
 
 
@@ -348,8 +349,8 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route("/git-external-to-internal", ExternalToInternal(ctx))
     app.add_route("/external-to-internal", ExternalToInternal(ctx))
     slots = SyncSlots(ctx.config.repour_max_sync_runs)
-    app.add_route("/clone", Operation(ctx, "clone", CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"], slots))
-    app.add_route("/adjust", Operation(ctx, "adjust", ADJUST_SCHEMA,
+    app.add_route("/clone", Operation(ctx, RepourOp.CLONE, CLONE_SCHEMA, lambda spec: spec["targetRepoUrl"], slots))
+    app.add_route("/adjust", Operation(ctx, RepourOp.ADJUST, ADJUST_SCHEMA,
                                        lambda spec: spec["internal_url"]["readwrite"], slots))
     app.add_route("/internal-scm", InternalScm(ctx))
     app.add_route("/cancel/{task_id}", Cancel(ctx))

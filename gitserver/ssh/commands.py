@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gitserver.errors import InvalidInput
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_ARCHIVE, UPLOAD_PACK
-from gitserver.names import name_problem
+from gitserver.names import GIT_SUFFIX, name_problem
 
 # The exec request strings git sends: "git-upload-pack 'path'"; "git upload-pack" is the
 # form some clients (and people typing by hand) use.
@@ -24,7 +24,6 @@ VERBS = {
     "git receive-pack": RECEIVE_PACK,
     "git upload-archive": UPLOAD_ARCHIVE,
 }
-GIT_SUFFIX = ".git"
 # Longer than any valid "tenant/repo.git" path can be; longer input is refused before any
 # regular expression looks at it.
 MAX_COMMAND_LENGTH = 300

@@ -54,7 +54,7 @@ def identity_for_fingerprint(session: Session, fingerprint: str) -> Identity | N
         select(models.DeployKey).where(models.DeployKey.public_key_id == key.id)).one_or_none()
     if deploy is None:
         return None
-    principal = access.Principal(kind="deploy_key", key_id=key.id, key_fingerprint=key.fingerprint,
+    principal = access.Principal(kind=access.PrincipalKind.DEPLOY_KEY, key_id=key.id, key_fingerprint=key.fingerprint,
                                  tenant_id=deploy.repo.tenant_id,
                                  tenant_name=deploy.repo.tenant.name,
                                  deploy_repo_id=deploy.repo_id, deploy_write=deploy.write)

@@ -239,3 +239,10 @@ def test_log_stops_growing_at_the_cap_and_says_so(runtime: Runtime, monkeypatch:
         data, _ = jobs.read_log(session, pid, 0)
     assert data.startswith(b"a" * 60 + b"b" * 40 + b"\n")
     assert data == b"a" * 60 + b"b" * 40 + jobs.LOG_TRUNCATED
+
+
+def test_kinds_are_stored_and_shown_as_their_plain_names() -> None:
+    # Job.kind and Pipeline.kind rows written before these were enums hold these strings.
+    assert list(jobs.KINDS) == ["pipeline", "webhook", "callback", "repour", "maintain"]
+    assert [str(k) for k in models.PipelineKind] == ["push", "clone", "adjust", "create"]
+    assert json.dumps({"kind": jobs.JobKind.MAINTAIN}) == '{"kind": "maintain"}'

@@ -1,5 +1,6 @@
-"""Migration 0017_issue13: callback jobs queued before it named their header function as
-"module:function"; after it they carry a name of outbox.CREDENTIALS, and back on downgrade."""
+"""The callback-credentials migration (revision 0017_issue13): callback jobs queued before it
+named their header function as "module:function"; after it they carry a name of
+outbox.CREDENTIALS, and back on downgrade."""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Null means no quota, which is what every existing tenant and repository gets.
 
+The revision id keeps the name it was released with (databases already upgraded record
+it); the file is named by what the migration does.
+
 Revision ID: 0004_issue11_quotas
 Revises: 0003
 Create Date: 2026-11-26 12:45:00.000000

@@ -2,6 +2,9 @@
 
 Keys added before this migration never expire (expires_at null), as before.
 
+The revision id keeps the name it was released with (databases already upgraded record
+it); the file is named by what the migration does.
+
 Revision ID: 0005_issue11_key_expiry
 Revises: 0004_issue11_quotas
 Create Date: 2026-11-26 13:20:00.000000

@@ -5,6 +5,9 @@ sender imported it. Now it stores a name from ``notify.CREDENTIALS`` and the wor
 name to its function in code. Queued and finished callback jobs are converted; the data stays
 JSON, so the schema does not change.
 
+The revision id keeps the name it was released with (databases already upgraded record
+it); the file is named by what the migration does.
+
 Revision ID: 0017_issue13
 Revises: 0016_issue12
 Create Date: 2026-11-26 15:40:00

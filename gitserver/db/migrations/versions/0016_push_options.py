@@ -3,6 +3,9 @@
 Pushes recorded before this migration had no options (the server did not accept any), so
 they get an empty list.
 
+The revision id keeps the name it was released with (databases already upgraded record
+it); the file is named by what the migration does.
+
 Revision ID: 0016_issue12
 Revises: 0015_issue15
 Create Date: 2026-11-26 12:45:00

@@ -3,6 +3,9 @@
 A webhook belongs to a repository or, new here, to a whole tenant. ``tenants.create_template``
 names the repository whose pipeline file runs when a repository is created in the tenant.
 
+The revision id keeps the name it was released with (databases already upgraded record
+it); the file is named by what the migration does.
+
 Revision ID: 0014_issue14
 Revises: 0005_issue11_key_expiry
 Create Date: 2026-11-26 12:40:00

@@ -5,6 +5,9 @@ groups are LDAP names (``ldap/jboss-prod``) that need not name a gitserver group
 recorded as sent. Both columns are nullable: repositories made before, or through the REST
 API, have neither.
 
+The revision id keeps the name it was released with (databases already upgraded record
+it); the file is named by what the migration does.
+
 Revision ID: 0015_issue15
 Revises: 0014_issue14
 Create Date: 2026-11-26 12:40:00

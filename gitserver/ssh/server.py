@@ -21,7 +21,7 @@ from gitserver.config import Config, ssh_algorithms_of
 from gitserver.db.session import transaction
 from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
 from gitserver.keys import fingerprint_of_blob
-from gitserver.pipelines import ledger
+from gitserver.pipelines import reconcile
 from gitserver.runtime import Runtime
 from gitserver.ssh import hostkeys, identity, transport
 from gitserver.ssh.commands import parse_command
@@ -355,7 +355,7 @@ async def serve(config: Config) -> int:
 
 def _startup_pass(runtime: Runtime) -> None:
     try:
-        ledger.startup_pass(runtime, "ssh daemon")
+        reconcile.startup_pass(runtime, "ssh daemon")
     except Exception:  # the worker's periodic pass tries again
         log.exception("reconciling refs at start failed")
 

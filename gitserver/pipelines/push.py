@@ -33,8 +33,9 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.errors import is_disk_full
 from gitserver.git import push_options, refs
 from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
-from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox, reconcile
+from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
+from gitserver.pipelines.reconcile import reconcile_one
 from gitserver.runtime import Runtime
 from gitserver.urls import http_clone_url
 
@@ -211,7 +212,7 @@ class PipelineRun:
         if repo_id is None:
             return
         try:
-            reconcile.reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
+            reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
                                  intent_grace=self.cfg.receive_finish_timeout)
         except Exception:  # the periodic pass tries again; the push goes on
             log.exception("reconciling repository %s failed", repo_id)

@@ -148,7 +148,7 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
         recorded = _found_pairs(session, repo.id, [(i.ref, i.new) for i in old])
     if young:
         result.unsettled = True  # their hooks may still be at work: look again next pass
-    explained = {}
+    explained: dict[tuple[str, str], int] = {}
     for intent in intents:
         explained.setdefault((intent.ref, intent.new), intent.push_id)
     for ref, value in sorted(missing.items()):

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from gitserver import admin, check
 from gitserver.config import load
 from gitserver.db import models
+from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
 from gitserver.pipelines import ledger, push
 from gitserver.pipelines import reconcile as reconciler
@@ -61,7 +62,7 @@ def intent(site: dict[str, Any], updates: list[tuple[str, str, str]], age: dt.ti
         push_id = ledger.record_intent(session, PushContext(repo_id=site["repo"], user_id=site["user"]),
                                        updates).id
         session.execute(update(models.Push).where(models.Push.id == push_id)
-                        .values(created_at=models.utcnow() - age))
+                        .values(created_at=utcnow() - age))
     return push_id
 
 

@@ -113,7 +113,7 @@ def run_soak(srv: GitServer, fault: Callable[[random.Random], None], git_env: di
         check = srv.cli("check", check=False)
         lost = sorted(wanted - view.recorded)
         every = api_all(srv, f"/api/v1/tenants/{tenant}/repos/{repo}/pushes?state=all&limit=100")
-        involved = [p for p in every if any((u["ref"], u["new"]) in lost for u in p["ref_updates"])]  # type: ignore[union-attr]
+        involved = [p for p in every if any((u["ref"], u["new"]) in lost for u in p["ref_updates"])]  # type: ignore[attr-defined]
         raise AssertionError(f"seed {seed}: acknowledged but not in the ledger: {lost}\n"
                              f"pushes of those values in any state: {involved}\n"
                              f"check: {check.stdout}{check.stderr}") from None

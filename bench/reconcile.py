@@ -1,7 +1,7 @@
 """``python -m bench.reconcile [--repos N]``: what one pass of the ref reconciler costs.
 
 Builds N repositories (one commit each, recorded in the ledger as a done push) under a
-throwaway data dir on SQLite, then times passes of :func:`gitserver.pipelines.ledger.reconcile_all`:
+throwaway data dir on SQLite, then times passes of :func:`gitserver.pipelines.reconcile.reconcile_all`:
 
 * cold: no fingerprint stored yet, every repository's refs are read and compared;
 * warm: nothing changed, each repository costs a fingerprint (a few ``stat`` calls) and a compare;
@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.pipelines import ledger
+from gitserver.pipelines import reconcile
 from gitserver.runtime import Runtime, initialise
 
 TENANT = "bench"
@@ -63,9 +63,9 @@ def build(runtime: Runtime, count: int, work: Path) -> str:
     return commit
 
 
-def timed_pass(runtime: Runtime) -> tuple[float, ledger.Summary]:
+def timed_pass(runtime: Runtime) -> tuple[float, reconcile.Summary]:
     t0 = time.perf_counter()
-    summary = ledger.reconcile_all(runtime.sessions, runtime.store.root, intent_grace=300)
+    summary = reconcile.reconcile_all(runtime.sessions, runtime.store.root, intent_grace=300)
     return time.perf_counter() - t0, summary
 
 
@@ -85,7 +85,7 @@ def main() -> None:
             cold, s1 = timed_pass(runtime)
             warm, s2 = timed_pass(runtime)
             changed = max(1, args.repos // 100)
-            past = time.time() - 60  # older than ledger.FRESH_REF_SECONDS: not a writer mid-way
+            past = time.time() - 60  # older than reconcile.FRESH_REF_SECONDS: not a writer mid-way
             for i in range(changed):
                 repo = runtime.store.path(TENANT, f"r{i}")
                 subprocess.run(["git", "--git-dir", str(repo), "update-ref", "refs/heads/planted", commit],

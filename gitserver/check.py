@@ -1,6 +1,7 @@
 """``gitserver check [--repair]``: verify what the server promises, in the spirit of ``git fsck``.
 
-* The ledger (docs/ledger.md): every ref on disk holds a value that a recorded push set.
+* The ledger (docs/ledger.md): every ref on disk holds a value that a recorded push set, and
+  the ledger and the refs' reflogs tell the same history.
 * Every archive: its tag names the recorded commit whose tree is the recorded tree; a push
   archive's commit is the orphan commit with the fixed identity, date and message, and
   ``branch-repour-<commit>`` points at it.
@@ -15,6 +16,7 @@ protection settings; it never moves or deletes a ref. Exit status 0 when nothing
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import sys
@@ -27,7 +29,7 @@ from sqlalchemy import select
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
-from gitserver.git import refs
+from gitserver.git import refs, refstate
 from gitserver.git.store import (
     HOOK_NAMES,
     PROTECTED_CONFIG,
@@ -35,8 +37,10 @@ from gitserver.git.store import (
     install_hooks,
     rendered_hook,
 )
-from gitserver.pipelines import ledger
+from gitserver.pipelines import reconcile, reflog_audit
 from gitserver.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 _HOOK_PYTHON_RE = re.compile(r"^exec ('(?:[^']|'\\'')*') -m gitserver hook ", re.MULTILINE)
 
@@ -73,7 +77,7 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
     cfg = runtime.config
     _check_hooks(cfg.hooks_dir, cfg.data_dir, report, repair)
     with transaction(runtime.sessions) as session:
-        repos = ledger.list_repos(session)
+        repos = reconcile.list_repos(session)
     for repo in repos:
         report.repos += 1
         path = runtime.store.path(repo.tenant, repo.name)
@@ -133,20 +137,45 @@ def _check_config(where: str, path: Path, hooks_dir: Path, report: Report, repai
             report.breach(where, f"config {key}", f"is {current!r}, should be {value!r}")
 
 
-def _check_ledger(runtime: Runtime, repo: ledger.RepoRef, path: Path, report: Report,
+def _check_ledger(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report,
                   repair: bool) -> None:
-    result = ledger.reconcile_repo(runtime.sessions, repo, path, repair=repair, force=True,
-                                   intent_grace=runtime.config.receive_finish_timeout)
-    report.refs += result.refs_read
-    for diff in result.differences:
+    """The ledger against the refs on disk (the reconciler's comparison) and against every
+    ref's reflog (gitserver.pipelines.reflog_audit). A repository whose check fails is one
+    breach line, not the end of the check."""
+    try:
+        result = reconcile.reconcile_repo(runtime.sessions, repo, path, repair=repair, force=True,
+                                          intent_grace=runtime.config.receive_finish_timeout)
+        report.refs += result.refs_read
+        for diff in result.differences:
+            if repair:
+                report.repaired.append(f"{diff.repo} {diff.ref}: recorded {diff.value} as a recovered push")
+            else:
+                report.breach(diff.repo, diff.ref, diff.what())
+        _audit_reflogs(runtime, repo, path, report, repair)
+    except Exception as exc:  # one line names it; the log has the traceback
+        log.exception("checking the ledger of %s failed", repo.full_name)
+        report.breach(repo.full_name, "ledger", f"could not be checked ({type(exc).__name__}: {exc})"[:300])
+
+
+def _audit_reflogs(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report,
+                   repair: bool) -> None:
+    on_disk = refstate.ledger_refs(refstate.read_refs(path))
+    with transaction(runtime.sessions) as session:
+        found = reflog_audit.audit(session, repo, path, on_disk)
+        if repair and found.unrecorded:
+            reconcile.record_unexplained(session, repo, found.unrecorded)
+    for diff in found.unrecorded:
         if repair:
-            report.repaired.append(f"{diff.repo} {diff.ref}: recorded {diff.value} as a recovered push")
+            report.repaired.append(f"{diff.repo} {diff.ref}: recorded {diff.value} from the reflog "
+                                   "as a recovered push")
         else:
-            why = f"pending push {diff.intent_id}" if diff.intent_id else "no push recorded it"
-            report.breach(diff.repo, diff.ref, f"{diff.value} on disk is not in the ledger ({why})")
+            report.breach(diff.repo, diff.ref, f"{diff.value} in the reflog is not in the ledger "
+                                               "(no push recorded it)")
+    for ref, what in found.never_landed:
+        report.breach(repo.full_name, ref, what)
 
 
-def _check_archives(runtime: Runtime, repo: ledger.RepoRef, path: Path, report: Report) -> None:
+def _check_archives(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:
     with transaction(runtime.sessions) as session:
         rows = session.execute(select(models.Archive.tag, models.Archive.commit_id, models.Archive.tree_id)
                                .where(models.Archive.repo_id == repo.id)

@@ -106,7 +106,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     from gitserver.errors import InvalidInput, NotFound
     from gitserver.git import maintain as git_maintain
     from gitserver.logs import setup_logging
-    from gitserver.pipelines import ledger, maintain
+    from gitserver.pipelines import maintain, reconcile
     from gitserver.runtime import Runtime
 
     cfg = _config(args)
@@ -114,7 +114,7 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     runtime = Runtime.create(cfg, pool_size=1)
     try:
         with transaction(runtime.sessions) as session:
-            known = {r.full_name: r for r in ledger.list_repos(session)}
+            known = {r.full_name: r for r in reconcile.list_repos(session)}
         for name in args.repos:
             if name.count("/") != 1:
                 raise InvalidInput(f"{name!r}: expected TENANT/REPO")

@@ -66,7 +66,11 @@ def git_env(git_home: Path) -> dict[str, str]:
 class PostgresCluster:
     """A PostgreSQL server on a free loopback port with trust auth, for tests only."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable_commits: bool = False) -> None:
+        # synchronous_commit=off (the fast default here) acknowledges a commit before its WAL
+        # is written, so a crash stop loses the last ones: a test that crashes the server and
+        # counts what was committed needs durable commits, as production has.
+        self.durable_commits = durable_commits
         self.root = Path(tempfile.mkdtemp(prefix="gitserver-pg-"))
         os.chmod(self.root, 0o755)
         self.data = self.root / "data"
@@ -90,8 +94,9 @@ class PostgresCluster:
         self.start_server()
 
     def start_server(self) -> None:
+        commits = "on" if self.durable_commits else "off"
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+                   f"-c synchronous_commit={commits} -c full_page_writes=off -c max_connections=300")
         result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w",
                            "-t", "60", "-o", options, "start")
         if result.returncode != 0:

@@ -48,7 +48,9 @@ PROTECTED_CONFIG = {
     "receive.fsckObjects": "true",
     "uploadpack.allowFilter": "true",
     "uploadpack.allowReachableSHA1InWant": "true",
-    "core.logAllRefUpdates": "true",
+    # Every ref, tags too, keeps a reflog: the ledger settles intents and `gitserver check`
+    # verifies the ledger by it (gitserver.git.reflog).
+    "core.logAllRefUpdates": "always",
     "gc.auto": "0",
 }
 # What clients and real histories need: written into new repositories and given on every git

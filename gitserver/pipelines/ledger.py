@@ -1,59 +1,37 @@
 """The push ledger: every value a ref holds on disk was recorded as a RefUpdate of a push that
 has a pipeline (docs/ledger.md).
 
-It is kept true by construction and by repair:
-
-* The proc-receive hook asks :class:`HookService` to record the push's **intent** (a ``pending``
-  Push with its RefUpdates) before it moves any ref, and to mark it **done** afterwards, which
-  drops the refs that did not move and queues the pipeline and the webhooks in the same
-  transaction. Both steps are compare-and-set on the push's state, so a retry or a race with
-  the reconciler records a push once.
-* The **reconciler** (:func:`reconcile_repo`, :func:`reconcile_all`) compares the refs on disk
-  with the ledger and records each difference as a ``recovered`` push with its pipeline: the
-  pending intent that explains it when there is one (its pusher is kept), else a push with no
-  pusher. An intent younger than ``receive_finish_timeout`` may still be in its hook's hands
-  and is left alone. A repository whose refs did not change since the last clean pass costs a
-  fingerprint (gitserver.git.refstate) and a compare.
-
-Archive refs (``repour-*``, ``branch-repour-*``) are written by the server itself and answer
-to the Archive table instead; ``gitserver check`` verifies them.
+The proc-receive hook asks :class:`HookService` to record the push's **intent** (a ``pending``
+Push with its RefUpdates) before it moves any ref, and to mark it **done** afterwards, which
+drops the refs that did not move and queues the pipeline and the webhooks in the same
+transaction. Both steps are compare-and-set on the push's state, so a retry or a race with
+the reconciler (gitserver.pipelines.reconcile, which repairs what a crash left between the
+steps) records a push once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import logging
-import secrets
 import socket
 import subprocess
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
-from gitserver.git import admission, limits, protect, push_options, refs, refstate
-from gitserver.git.store import repo_path
+from gitserver.git import admission, limits, protect, push_options, refs
 from gitserver.pipelines import jobs, outbox
 from gitserver.urls import pipeline_url
 
-if TYPE_CHECKING:
-    from gitserver.runtime import Runtime
-
 log = logging.getLogger(__name__)
 
-RECOVERED_PROTOCOL = "recovered"
 MAX_HOOK_LINE = 64 * 1024 * 1024
-_PAIR_CHUNK = 400
-# A loose ref written this recently with no intent behind it may belong to a server-side
-# writer that has not recorded it yet; the periodic pass leaves it for the next one.
-FRESH_REF_SECONDS = 10.0  # (ref, new) pairs per IN clause: well inside SQLite's variable limit
 
 
 # --- recording a push --------------------------------------------------------------------------
@@ -250,316 +228,6 @@ def serve_hook_socket(sock: socket.socket, service: HookService) -> None:
                 return  # the hook died; the reconciler settles its intent
 
 
-# --- the reconciler ----------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Difference:
-    """A ref whose value on disk is not in the ledger."""
-
-    repo: str
-    ref: str
-    value: str
-    intent_id: int | None = None  # the pending push that explains it, if any
-
-    def describe(self) -> str:
-        why = (f"pending push {self.intent_id} moved it but was never completed"
-               if self.intent_id else "no push recorded it")
-        return f"{self.repo} {self.ref}: {self.value} on disk is not in the ledger ({why})"
-
-
-@dataclasses.dataclass
-class RepoPass:
-    """What one reconciler pass found (and, when repairing, recorded) in one repository."""
-
-    repo: str
-    differences: list[Difference] = dataclasses.field(default_factory=list)
-    recovered_pushes: list[int] = dataclasses.field(default_factory=list)
-    failed_intents: list[int] = dataclasses.field(default_factory=list)
-    unsettled: bool = False  # a young pending intent: look again next pass
-    skipped: bool = False  # fingerprint unchanged
-    refs_read: int = 0  # refs of the ledger read from disk (0 when skipped)
-    clean_fingerprint: str = ""  # nothing to record: store this fingerprint (see store_fingerprints)
-
-
-@dataclasses.dataclass(frozen=True)
-class RepoRef:
-    """The columns of a repository the reconciler needs, read without the ORM."""
-
-    id: int
-    tenant: str
-    name: str
-    fingerprint: str
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.tenant}/{self.name}"
-
-
-def list_repos(session: Session) -> list[RepoRef]:
-    rows = session.execute(
-        select(models.Repository.id, models.Tenant.name, models.Repository.name,
-               models.Repository.refs_fingerprint)
-        .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
-        .order_by(models.Repository.id))
-    return [RepoRef(*row) for row in rows]
-
-
-def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *,
-                   intent_grace: float, repair: bool = True, force: bool = False,
-                   stale_lock_seconds: float | None = None,
-                   now: dt.datetime | None = None) -> RepoPass:
-    """Compare one repository's refs with the ledger; with ``repair``, record what is missing.
-
-    ``force`` reads the refs even when the fingerprint says nothing changed (``gitserver
-    check``). Never moves or deletes a ref. With ``repair`` and ``stale_lock_seconds``, a ref
-    lock file that old is removed (its writer was killed: every later write of that ref would
-    fail); a younger one leaves the repository to be looked at again next pass.
-    """
-    result = RepoPass(repo.full_name)
-    # Fingerprint before reading the refs: a ref written after it changes the next one.
-    fingerprint = refstate.fingerprint(path)
-    if fingerprint == repo.fingerprint and not force:
-        result.skipped = True
-        return result
-    # Creating a lock file changes its directory's mtime, so a repository with one is always
-    # looked at here; it is not stored as clean while one is left.
-    if refstate.ref_locks(path) and _clear_stale_locks(path, repo, repair, stale_lock_seconds):
-        result.unsettled = True
-    # Refs before the ledger: an intent is committed before its ref moves, so every ref read
-    # here that came through a hook has its intent visible to the queries below.
-    on_disk = refstate.ledger_refs(refstate.read_refs(path))
-    result.refs_read = len(on_disk)
-    now = now or utcnow()
-    cutoff = now - dt.timedelta(seconds=intent_grace)
-    with transaction(sessions) as session:
-        missing = _missing(session, repo.id, on_disk)
-        intents = _pending_intents(session, repo.id)
-    explained: dict[tuple[str, str], tuple[int, dt.datetime]] = {}
-    for push_id, created_at, ref, new in intents:
-        explained.setdefault((ref, new), (push_id, created_at))
-    young = {push_id for push_id, created_at, _r, _n in intents if created_at > cutoff}
-    for ref, value in sorted(missing.items()):
-        intent = explained.get((ref, value))
-        if intent is not None and intent[0] in young:
-            result.unsettled = True  # its hook may still be recording it
-            continue
-        if intent is None and not force and refstate.written_within(path, ref, FRESH_REF_SECONDS):
-            # The server's own writers (a Repour adjust tag, written a moment before its
-            # Archive row) may be mid-way: look again next pass. `check` does not wait.
-            result.unsettled = True
-            continue
-        result.differences.append(Difference(repo.full_name, ref, value, intent[0] if intent else None))
-    settle = {push_id for push_id, created_at, _r, _n in intents if push_id not in young}
-    if not repair:
-        return result
-    if not result.differences and not settle:
-        # Nothing to record: the caller stores the fingerprint (batched with other clean ones).
-        if not result.unsettled and fingerprint != repo.fingerprint:
-            result.clean_fingerprint = fingerprint
-        return result
-    stored = fingerprint if not result.unsettled else f"unsettled:{secrets.token_hex(8)}"
-    with transaction(sessions) as session:
-        # Compare-and-set first: of two reconcilers looking at the same change, one records it.
-        won = session.execute(
-            update(models.Repository)
-            .where(models.Repository.id == repo.id,
-                   models.Repository.refs_fingerprint == repo.fingerprint)
-            .values(refs_fingerprint=stored).execution_options(synchronize_session=False))
-        if not rowcount(won):
-            result.differences.clear()
-            result.unsettled = True
-            return result
-        _record_differences(session, repo, result, settle)
-    return result
-
-
-def _missing(session: Session, repo_id: int, on_disk: dict[str, str]) -> dict[str, str]:
-    """The (ref → value) pairs on disk that no done or recovered push recorded."""
-    pairs = list(on_disk.items())
-    found: set[tuple[str, str]] = set()
-    for i in range(0, len(pairs), _PAIR_CHUNK):
-        chunk = pairs[i:i + _PAIR_CHUNK]
-        found.update((ref, new) for ref, new in session.execute(
-            select(models.RefUpdate.ref, models.RefUpdate.new)
-            .join(models.Push, models.Push.id == models.RefUpdate.push_id)
-            .where(models.Push.repo_id == repo_id, models.Push.state.in_(models.LEDGER_STATES),
-                   tuple_(models.RefUpdate.ref, models.RefUpdate.new).in_(chunk))).all())
-    missing = {ref: value for ref, value in pairs if (ref, value) not in found}
-    # Adjust (Repour) tags are written by the server and recorded in the Archive table, under
-    # the tool's version name when it gave one: they answer to `gitserver check`'s archive
-    # verification, not to the push ledger.
-    tag_names = [ref[len(refs.TAGS):] for ref in missing if ref.startswith(refs.TAGS)]
-    for i in range(0, len(tag_names), _PAIR_CHUNK):
-        for tag in session.scalars(select(models.Archive.tag).where(
-                models.Archive.repo_id == repo_id, models.Archive.tag.in_(tag_names[i:i + _PAIR_CHUNK]))):
-            missing.pop(refs.TAGS + tag, None)
-    return missing
-
-
-def _pending_intents(session: Session, repo_id: int) -> list[tuple[int, dt.datetime, str, str]]:
-    rows = session.execute(
-        select(models.Push.id, models.Push.created_at, models.RefUpdate.ref, models.RefUpdate.new)
-        .join(models.RefUpdate, models.RefUpdate.push_id == models.Push.id)
-        .where(models.Push.repo_id == repo_id, models.Push.state == models.PUSH_PENDING)
-        .order_by(models.Push.id))
-    return [tuple(row) for row in rows]  # type: ignore[misc]
-
-
-def _record_differences(session: Session, repo: RepoRef, result: RepoPass, settle: set[int]) -> None:
-    by_intent: dict[int, list[str]] = {}
-    orphans: list[Difference] = []
-    for diff in result.differences:
-        if diff.intent_id is not None:
-            by_intent.setdefault(diff.intent_id, []).append(diff.ref)
-        else:
-            orphans.append(diff)
-    for push_id in sorted(settle | set(by_intent)):
-        moved = by_intent.get(push_id, [])
-        pipeline = complete_push(session, push_id, moved,
-                                 state=models.PUSH_RECOVERED)
-        if moved and pipeline is not None:
-            result.recovered_pushes.append(push_id)
-            log.warning("%s: push %s was never completed; recovered %d ref(s) with pipeline %s",
-                        repo.full_name, push_id, len(moved), pipeline.id)
-        elif not moved:
-            result.failed_intents.append(push_id)
-    if orphans:
-        latest = _latest_values(session, repo.id, [d.ref for d in orphans])
-        push = models.Push(repo_id=repo.id, protocol=RECOVERED_PROTOCOL, state=models.PUSH_RECOVERED,
-                           finished_at=utcnow())
-        push.ref_updates = [models.RefUpdate(ref=d.ref, old=latest.get(d.ref, refs.ZERO_OID), new=d.value)
-                            for d in orphans]
-        session.add(push)
-        session.flush()
-        pipeline = enqueue_push_pipeline(session, push)
-        notify_push(session, push, pipeline)
-        result.recovered_pushes.append(push.id)
-        log.warning("%s: %d ref(s) on disk were never recorded (%s); recorded as push %s",
-                    repo.full_name, len(orphans), ", ".join(d.ref for d in orphans[:5]), push.id)
-
-
-def _latest_values(session: Session, repo_id: int, ref_names: list[str]) -> dict[str, str]:
-    """The newest recorded value of each ref (the ``old`` of a recovered update)."""
-    rows = session.execute(
-        select(models.RefUpdate.ref, models.RefUpdate.new)
-        .join(models.Push, models.Push.id == models.RefUpdate.push_id)
-        .where(models.Push.repo_id == repo_id, models.Push.state.in_(models.LEDGER_STATES),
-               models.RefUpdate.ref.in_(ref_names))
-        .order_by(models.RefUpdate.id))
-    return {ref: new for ref, new in rows}
-
-
-@dataclasses.dataclass
-class Summary:
-    repos: int = 0
-    skipped: int = 0
-    recovered_pushes: int = 0
-    failed_intents: int = 0
-    unsettled: int = 0
-    errors: int = 0
-
-
-FINGERPRINT_BATCH = 500
-
-
-def _clear_stale_locks(path: Path, repo: RepoRef, repair: bool, stale_seconds: float | None) -> bool:
-    """Remove the repository's ref locks older than ``stale_seconds`` (with ``repair``);
-    whether any lock is left."""
-    if repair and stale_seconds is not None:
-        for lock in refstate.stale_ref_locks(path, stale_seconds):
-            lock.unlink(missing_ok=True)
-            log.warning("%s: removed %s, a ref lock left for over %.0fs by a writer that died",
-                        repo.full_name, lock.relative_to(path), stale_seconds)
-    return bool(refstate.ref_locks(path))
-
-
-def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_grace: float,
-                  stale_lock_seconds: float | None = None) -> Summary:
-    """One pass over every repository under ``repos_root`` that the database knows."""
-    summary = Summary()
-    with transaction(sessions) as session:
-        repos = list_repos(session)
-    clean: list[tuple[RepoRef, str]] = []
-    for repo in repos:
-        summary.repos += 1
-        # Names come from the database, validated when the repository was created.
-        path = repo_path(repos_root, repo.tenant, repo.name)
-        try:
-            result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace,
-                                    stale_lock_seconds=stale_lock_seconds)
-        except Exception:  # one broken repository does not stop the pass
-            if (path / "HEAD").is_file():
-                log.exception("reconciling %s failed", repo.full_name)
-                summary.errors += 1
-            continue
-        summary.skipped += result.skipped
-        summary.recovered_pushes += len(result.recovered_pushes)
-        summary.failed_intents += len(result.failed_intents)
-        summary.unsettled += result.unsettled
-        if result.clean_fingerprint:
-            clean.append((repo, result.clean_fingerprint))
-        if len(clean) >= FINGERPRINT_BATCH:
-            store_fingerprints(sessions, clean)
-            clean = []
-    store_fingerprints(sessions, clean)
-    return summary
-
-
-def store_fingerprints(sessions: sessionmaker[Session], clean: list[tuple[RepoRef, str]]) -> None:
-    """Remember the fingerprints of repositories found in order, in one transaction; each is a
-    compare-and-set, so a value another reconciler changed meanwhile is left as it is."""
-    if not clean:
-        return
-    with transaction(sessions) as session:
-        for repo, fingerprint in clean:
-            session.execute(
-                update(models.Repository)
-                .where(models.Repository.id == repo.id,
-                       models.Repository.refs_fingerprint == repo.fingerprint)
-                .values(refs_fingerprint=fingerprint).execution_options(synchronize_session=False))
-
-
-def reconcile_one(sessions: sessionmaker[Session], repos_root: Path, repo_id: int, *,
-                  intent_grace: float) -> RepoPass | None:
-    """Reconcile one repository by id (after a push to it)."""
-    with transaction(sessions) as session:
-        row = session.execute(
-            select(models.Repository.id, models.Tenant.name, models.Repository.name,
-                   models.Repository.refs_fingerprint)
-            .join(models.Tenant, models.Tenant.id == models.Repository.tenant_id)
-            .where(models.Repository.id == repo_id)).first()
-    if row is None:
-        return None
-    repo = RepoRef(*row)
-    result = reconcile_repo(sessions, repo, repo_path(repos_root, repo.tenant, repo.name),
-                            intent_grace=intent_grace)
-    if result.clean_fingerprint:
-        store_fingerprints(sessions, [(repo, result.clean_fingerprint)])
-    return result
-
-
-def startup_pass(runtime: Runtime, who: str) -> Summary:
-    """What a daemon or worker does once at start: remove the quarantine directories of
-    receive-packs that died, then reconcile every repository."""
-    cfg = runtime.config
-    removed = refstate.remove_stale_quarantines(cfg.repos_dir, cfg.quarantine_stale_seconds)
-    if removed:
-        log.warning("%s: removed %d stale push quarantine dir(s) and ref lock(s): %s", who, len(removed),
-                    ", ".join(str(p) for p in removed[:5]))
-    return periodic_pass(runtime, who)
-
-
-def periodic_pass(runtime: Runtime, who: str) -> Summary:
-    summary = reconcile_all(runtime.sessions, runtime.store.root,
-                            intent_grace=runtime.config.receive_finish_timeout,
-                            stale_lock_seconds=runtime.config.quarantine_stale_seconds)
-    if summary.recovered_pushes or summary.failed_intents or summary.errors:
-        log.warning("%s reconciler: %d repositories, %d recovered push(es), %d intent(s) that "
-                    "moved nothing, %d error(s)", who, summary.repos, summary.recovered_pushes,
-                    summary.failed_intents, summary.errors)
-    return summary
-
-
 # --- what a recorded push queues (in the push's own transaction) -----------------------------
 
 def live_updates(push: models.Push) -> list[models.RefUpdate]:
@@ -570,10 +238,14 @@ def live_updates(push: models.Push) -> list[models.RefUpdate]:
 def enqueue_push_pipeline(session: Session, push: models.Push) -> models.Pipeline | None:
     """Queue the pipeline of ``push``: one pipeline, archiving every updated ref. The caller
     owns the session and commits: the push's final state, the pipeline and its job become
-    visible together or not at all."""
+    visible together or not at all. A push that has its pipeline already keeps it (one per
+    push: ``pipelines.push_id`` is unique)."""
     live = live_updates(push)
     if not live:
         return None
+    existing = session.scalar(select(models.Pipeline).where(models.Pipeline.push_id == push.id))
+    if existing is not None:
+        return existing
     first = live[0]
     pipeline = models.Pipeline(repo_id=push.repo_id, push_id=push.id, kind="push",
                                ref=first.ref, commit=first.new,

@@ -35,6 +35,7 @@ from gitserver.git import push_options, refs
 from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
 from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox, pipelinefile, workspaces
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
+from gitserver.pipelines.reconcile import reconcile_one
 from gitserver.runtime import Runtime
 from gitserver.urls import http_clone_url
 
@@ -56,7 +57,9 @@ STEP_NAME_MAX = 200
 # --- reconcilers (run by the worker's monitor) -----------------------------------------------
 
 def reconcile(runtime: Runtime) -> int:
-    """Queue a pipeline for each push recorded without one; returns how many were queued."""
+    """Queue a pipeline for each push recorded (done or recovered) without one; returns how
+    many were queued. Never for a pending push: its hook, or the ledger's reconciler once its
+    grace is over, settles it and queues its pipeline in the same transaction."""
     cutoff = utcnow() - RECONCILE_MIN_AGE
     with transaction(runtime.sessions) as session:
         newest = session.scalar(select(func.max(models.Push.id))) or 0
@@ -64,7 +67,8 @@ def reconcile(runtime: Runtime) -> int:
             select(models.Push.id)
             .outerjoin(models.Pipeline, models.Pipeline.push_id == models.Push.id)
             .where(models.Push.id > newest - RECONCILE_WINDOW)
-            .where(models.Pipeline.id.is_(None), models.Push.created_at < cutoff)
+            .where(models.Pipeline.id.is_(None), models.Push.created_at < cutoff,
+                   models.Push.state.in_(models.LEDGER_STATES))
             .where(models.Push.id.in_(select(models.RefUpdate.push_id).where(
                 ~models.RefUpdate.new.in_((refs.ZERO_OID, refs.ZERO_OID_SHA256)))))
             .order_by(models.Push.id).limit(RECONCILE_BATCH)))
@@ -208,7 +212,7 @@ class PipelineRun:
         if repo_id is None:
             return
         try:
-            ledger.reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
+            reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
                                  intent_grace=self.cfg.receive_finish_timeout)
         except Exception:  # the periodic pass tries again; the push goes on
             log.exception("reconciling repository %s failed", repo_id)

@@ -10,7 +10,7 @@
 * The reconcilers (in the monitor thread): every ``job_reconcile_interval`` a pipeline is
   queued for any push recorded without one and orphaned pipelines are failed
   (gitserver.pipelines.push); every ``refs_reconcile_interval`` the refs on disk are compared
-  with the push ledger (gitserver.pipelines.ledger).
+  with the push ledger (gitserver.pipelines.reconcile).
 * SIGTERM/SIGINT: stop claiming; running jobs get ``job_shutdown_grace`` seconds to finish,
   then are asked to stop (a build step's process group is killed) and their leases are
   released, so another worker re-runs them at once. SIGKILL loses nothing either: the lease
@@ -43,7 +43,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import is_disk_full
 from gitserver.logs import bind
-from gitserver.pipelines import jobs, ledger, push, workspaces
+from gitserver.pipelines import jobs, push, reconcile, workspaces
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Worker:
         if swept := workspaces.sweep_stale_workspaces():
             log.info("removed %d build workspace(s) left by dead workers", swept)
         try:
-            ledger.startup_pass(self.runtime, "worker")
+            reconcile.startup_pass(self.runtime, "worker")
         except Exception:  # the periodic pass tries again
             log.exception("reconciling refs at start failed")
         log.info("worker %s: %d thread(s), job kinds %s", self.owner_prefix, self.concurrency,
@@ -274,7 +274,7 @@ class Worker:
                     push.repair_orphaned_pipelines(self.runtime)
                     last_reconcile = now
                 if not self.stopping.is_set() and now - last_refs >= self.cfg.refs_reconcile_interval:
-                    ledger.periodic_pass(self.runtime, "worker")
+                    reconcile.periodic_pass(self.runtime, "worker")
                     last_refs = now
             except Exception:  # keep monitoring; the next pass retries
                 log.exception("job monitor pass failed")

@@ -23,7 +23,7 @@ from gitserver.config import Config, parse_max_startups, ssh_algorithms_of
 from gitserver.db.session import transaction
 from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
 from gitserver.keys import fingerprint_of_blob
-from gitserver.pipelines import ledger
+from gitserver.pipelines import reconcile
 from gitserver.runtime import Runtime
 from gitserver.ssh import holders, hostkeys, identity, transport
 from gitserver.ssh.commands import is_git_request, parse_command
@@ -410,7 +410,7 @@ async def serve(runtime: Runtime) -> int:
 
 def _startup_pass(runtime: Runtime) -> None:
     try:
-        ledger.startup_pass(runtime, "ssh daemon")
+        reconcile.startup_pass(runtime, "ssh daemon")
     except Exception:  # the worker's periodic pass tries again
         log.exception("reconciling refs at start failed")
 

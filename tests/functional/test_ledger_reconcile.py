@@ -20,6 +20,7 @@ from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.pipelines import ledger
+from gitserver.pipelines import reconcile as reconciler
 from gitserver.pipelines.ledger import PushContext
 from gitserver.runtime import Runtime, initialise
 from tests.functional.conftest import make_repo
@@ -55,9 +56,9 @@ def set_ref(path: Path, ref: str, value: str, age: float = 60.0) -> None:
     os.utime(path / ref, (past, past))
 
 
-def reconcile(site: dict[str, Any], **kwargs: Any) -> ledger.RepoPass:
+def reconcile(site: dict[str, Any], **kwargs: Any) -> reconciler.RepoPass:
     runtime = site["runtime"]
-    return ledger.reconcile_one(runtime.sessions, runtime.store.root, site["repo"],
+    return reconciler.reconcile_one(runtime.sessions, runtime.store.root, site["repo"],
                                 intent_grace=kwargs.pop("grace", 300), **kwargs)
 
 
@@ -118,8 +119,8 @@ def test_fresh_ref_waits_for_its_writer_but_check_reports_it(site: dict[str, Any
     assert reconcile(site).unsettled and pushes(site) == []
     runtime = site["runtime"]
     with transaction(runtime.sessions) as session:
-        repo = next(r for r in ledger.list_repos(session) if r.id == site["repo"])
-    forced = ledger.reconcile_repo(runtime.sessions, repo, site["path"], intent_grace=300,
+        repo = next(r for r in reconciler.list_repos(session) if r.id == site["repo"])
+    forced = reconciler.reconcile_repo(runtime.sessions, repo, site["path"], intent_grace=300,
                                    repair=False, force=True)
     assert [d.ref for d in forced.differences] == ["refs/tags/v1.0.redhat-00001"]
 
@@ -132,27 +133,27 @@ def test_a_ref_lock_left_by_a_killed_writer_is_removed_once_stale(site: dict[str
     looked at again on the next pass instead of being stored as clean."""
     runtime, path = site["runtime"], site["path"]
     set_ref(path, "refs/heads/main", site["commit"])
-    ledger.periodic_pass(runtime, "test")  # recorded; the fingerprint is stored as clean
+    reconciler.periodic_pass(runtime, "test")  # recorded; the fingerprint is stored as clean
     lock = path / "refs" / "heads" / "main.lock"
     lock.write_text(site["commit"] + "\n")  # what a killed writer leaves
     blocked = subprocess.run(["git", "update-ref", "refs/heads/main", site["commit"]], cwd=path,
                              env=git_env, capture_output=True, text=True)
     assert blocked.returncode != 0 and "main.lock" in blocked.stderr
 
-    ledger.periodic_pass(runtime, "test")  # young: it may be a writer at work
+    reconciler.periodic_pass(runtime, "test")  # young: it may be a writer at work
     assert lock.exists()
     assert not reconcile(site).skipped  # looked at again while a lock is there
 
     stale = time.time() - runtime.config.quarantine_stale_seconds - 60
     os.utime(lock, (stale, stale))
-    ledger.periodic_pass(runtime, "test")
+    reconciler.periodic_pass(runtime, "test")
     assert not lock.exists()
     subprocess.run(["git", "update-ref", "refs/heads/main", site["commit"]], cwd=path, env=git_env,
                    check=True)
     # `gitserver check` reports and repairs the ledger; it never removes a lock.
     lock.write_text(site["commit"] + "\n")
     os.utime(lock, (stale, stale))
-    ledger.reconcile_repo(runtime.sessions, ledger.RepoRef(site["repo"], "acme", "widgets", ""), path,
+    reconciler.reconcile_repo(runtime.sessions, reconciler.RepoRef(site["repo"], "acme", "widgets", ""), path,
                           intent_grace=300, repair=False, force=True,
                           stale_lock_seconds=runtime.config.quarantine_stale_seconds)
     assert lock.exists()

@@ -38,7 +38,7 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import head, limits
+from gitserver.git import head, limits, push_options
 from gitserver.git.store import RepoStore
 from gitserver.pipelines import oncreate
 from gitserver.urls import http_clone_url, ssh_clone_url
@@ -114,7 +114,7 @@ def push_json(push: models.Push, user_names: dict[int, str], show_address: bool 
             "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
             "client_address": push.client_address if show_address else None, "state": push.state,
             "created_at": push.created_at,
-            "push_options": json.loads(push.push_options or "[]"),
+            "push_options": push_options.shown(json.loads(push.push_options or "[]")),
             "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
 
 

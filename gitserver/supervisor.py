@@ -14,10 +14,11 @@ import sys
 import time
 
 from gitserver.config import Config
+from gitserver.restarts import RestartSchedule
 
 log = logging.getLogger(__name__)
 PARTS = ("ssh", "api", "worker")
-RESTART_BACKOFF_MAX = 30.0
+LOOP_TICK = 0.2
 
 
 def _spawn(part: str, config_file: str | None) -> subprocess.Popen[bytes]:
@@ -46,17 +47,27 @@ def serve(config: Config, config_file: str | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    schedule = RestartSchedule()
     children = {part: _spawn(part, config_file) for part in PARTS}
-    backoff = {part: 1.0 for part in PARTS}
+    for part in PARTS:
+        schedule.started_at(part, time.monotonic())
     while not stopping:
-        time.sleep(0.2)
-        for part, proc in list(children.items()):
-            if proc.poll() is not None and not stopping:
-                log.error("%s exited with %s; restarting in %.0fs", part, proc.returncode, backoff[part])
-                time.sleep(backoff[part])
-                backoff[part] = min(backoff[part] * 2, RESTART_BACKOFF_MAX)
-                children[part] = _spawn(part, config_file)
+        time.sleep(LOOP_TICK)
+        _tend(children, schedule, config_file)
     return _stop_all(children, config.ssh_shutdown_grace + 5)
+
+
+def _tend(children: dict[str, subprocess.Popen[bytes]], schedule: RestartSchedule,
+          config_file: str | None) -> None:
+    """Note newly dead parts and restart those whose backoff is over, without sleeping."""
+    now = time.monotonic()
+    for part, proc in children.items():
+        if proc.poll() is not None and not schedule.waiting(part):
+            delay = schedule.died_at(part, now)
+            log.error("%s exited with %s; restarting in %.0fs", part, proc.returncode, delay)
+    for part in schedule.ready(now):
+        children[part] = _spawn(part, config_file)
+        schedule.started_at(part, now)
 
 
 def _stop_all(children: dict[str, subprocess.Popen[bytes]], grace: float) -> int:

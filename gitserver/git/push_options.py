@@ -70,3 +70,22 @@ def _variable(text: str) -> tuple[str, str]:
         raise PushOptionError(f"{CI_VARIABLE}: {key} is reserved (GITSERVER_*)")
     return key, value
 
+
+
+REDACTED = "***"
+
+
+def shown(options: Sequence[str]) -> list[str]:
+    """The options as the push audit and webhooks show them: ``ci.variable`` values hidden.
+
+    Pushers put secrets there, and the audit and payloads reach every reader of a public
+    repository; the key stays so a reader can still tell which variable a push set."""
+    return [_redacted(option) for option in options]
+
+
+def _redacted(option: str) -> str:
+    prefix = CI_VARIABLE + "="
+    if not option.startswith(prefix) or "=" not in option.removeprefix(prefix):
+        return option
+    key = option.removeprefix(prefix).split("=", 1)[0]
+    return f"{prefix}{key}={REDACTED}"

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from gitserver.access import PrincipalKind
 from gitserver.config import Config
 from gitserver.db import models
+from gitserver.git import push_options
 from gitserver.pipelines import jobs
 from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
 
@@ -97,7 +98,7 @@ def push_payload(session: Session, config: Config, push: models.Push,
         "repository": repository_json(repo, config.ssh_base_url),
         "pusher": pusher,
         "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates],
-        "push_options": json.loads(push.push_options or "[]"),
+        "push_options": push_options.shown(json.loads(push.push_options or "[]")),
         "push_id": push.id,
         "pipeline_id": pipeline.id if pipeline is not None else None,
     }

@@ -37,6 +37,7 @@ from gitserver.api.resources.tenants import (
 from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME, USER_PARAM
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
+from gitserver.git import push_options
 from gitserver.pipelines import oncreate
 from gitserver.shapes import repo_json, repo_size
 
@@ -81,7 +82,7 @@ def push_json(push: models.Push, user_names: dict[int, str], show_address: bool 
             "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
             "client_address": push.client_address if show_address else None, "state": push.state,
             "created_at": push.created_at,
-            "push_options": json.loads(push.push_options or "[]"),
+            "push_options": push_options.shown(json.loads(push.push_options or "[]")),
             "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
 
 

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
-from gitserver.hookenv import HookEnv, LedgerError, intent_request
+from gitserver.hookenv import HookEnv, LedgerError
 from gitserver.pipelines import ledger
 from gitserver.pipelines.ledger import PushContext
+from gitserver.push import messages
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
@@ -37,16 +38,18 @@ class DirectLedger:
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 
     def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
-        reply = self._handle(intent_request(commands, options))
-        return int(reply["push_id"])  # type: ignore[call-overload]
+        reply = self._answer(messages.intent_for(commands, options))
+        assert isinstance(reply, messages.IntentReply)  # HookService answers an Intent so
+        return reply.push_id
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
-        reply = self._handle({"op": "done", "push_id": push_id, "moved": moved})
-        messages = reply.get("messages")
-        return [str(m) for m in messages] if isinstance(messages, list) else []
+        reply = self._answer(messages.Done(push_id, tuple(moved)))
+        assert isinstance(reply, messages.DoneReply)
+        return list(reply.messages)
 
-    def _handle(self, request: dict[str, object]) -> dict[str, object]:
-        reply = self.service.handle(request, trust_push_ids=True)
-        if "error" in reply:
-            raise LedgerError(str(reply["error"]))
+    def _answer(self, request: messages.Request) -> messages.Reply:
+        """The service's typed answer, with no wire in between (this is the same process)."""
+        reply = self.service.answer(request, trust_push_ids=True)
+        if isinstance(reply, messages.Failed):
+            raise LedgerError(reply.error)
         return reply

@@ -3,8 +3,9 @@
 One record, one spelling of every ``GITSERVER_*`` name: the SSH session and Repour's
 internal pushes build it (:meth:`HookEnv.to_env`), the proc-receive hook and its database
 fallback read it (:meth:`HookEnv.from_env`). It also holds what both of the hook's ways into the ledger
-(the socket to that process, and the database fallback in ``hookdb``) say and raise, so that
-neither imports the other. Standard library only: the hooks import it.
+(the socket to that process, and the database fallback in ``hookdb``) raise, so that neither
+imports the other; what they say is gitserver.push.messages. Standard library only: the hooks
+import it.
 A NamedTuple rather than a dataclass: the hook imports this module on every push, and
 ``dataclasses`` imports ``inspect`` (with ast, dis and tokenize), ~10 ms of CPU per push
 (docs/performance.md).
@@ -16,7 +17,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 from gitserver.git import limits as push_limits
-from gitserver.git import protect
 
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
 ENV_CONFIG = "GITSERVER_CONFIG"
@@ -90,10 +90,3 @@ def permission(environ: Mapping[str, str]) -> str:
 class LedgerError(Exception):
     """The push could not be recorded; the message is safe to show the pusher."""
 
-
-def intent_request(commands: list[protect.RefCommand], options: list[str]) -> dict[str, object]:
-    """The ``intent`` request: who pushes what (with its push options), before any ref moves."""
-    request: dict[str, object] = {"op": "intent", "updates": [[c.old, c.new, c.ref] for c in commands]}
-    if options:
-        request["push_options"] = options
-    return request

@@ -23,7 +23,6 @@ is in the ledger (docs/ledger.md).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import sys
@@ -33,6 +32,7 @@ from typing import BinaryIO, Protocol
 
 from gitserver import hookenv
 from gitserver.git import admission, head, limits, protect, push_options, refs
+from gitserver.push import messages
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -292,23 +292,25 @@ class SocketLedger:
         self.buffer = b""
         self.direct: Ledger | None = None
 
-    def _ask(self, request: dict[str, object]) -> dict[str, object] | None:
+    def _ask(self, request: messages.Request, expected: type[messages.Reply]) -> messages.Reply | None:
         """The reply, or None when the other side is gone (then use the database directly)."""
         if self.fd is None:
             return None
         try:
             deadline = time.monotonic() + HOOK_REPLY_TIMEOUT
-            self._send(json.dumps(request).encode() + b"\n", deadline)
-            reply = json.loads(self._readline(deadline))
+            self._send(messages.encode(request), deadline)
+            wire = messages.loads(self._readline(deadline))
         except (OSError, ValueError):
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = None
             return None
-        if not isinstance(reply, dict):
-            raise hookenv.LedgerError("malformed reply from gitserver")
-        if "error" in reply:
-            raise hookenv.LedgerError(str(reply["error"]))
+        try:
+            reply = messages.decode_reply(wire, expected)
+        except messages.ProtocolError as exc:
+            raise hookenv.LedgerError(str(exc)) from exc
+        if isinstance(reply, messages.Failed):
+            raise hookenv.LedgerError(reply.error)
         return reply
 
     def _wait(self, deadline: float, write: bool = False) -> None:
@@ -345,20 +347,18 @@ class SocketLedger:
         return self.direct
 
     def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
-        reply = self._ask(hookenv.intent_request(commands, options))
+        reply = self._ask(messages.intent_for(commands, options), messages.IntentReply)
         if reply is None:
             return self._fallback().intent(commands, options)
-        push_id = reply.get("push_id")
-        if not isinstance(push_id, int):
-            raise hookenv.LedgerError("malformed reply from gitserver")
-        return push_id
+        assert isinstance(reply, messages.IntentReply)  # decode_reply answers what is expected
+        return reply.push_id
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
-        reply = self._ask({"op": "done", "push_id": push_id, "moved": moved})
+        reply = self._ask(messages.Done(push_id, tuple(moved)), messages.DoneReply)
         if reply is None:
             return self._fallback().done(push_id, moved)
-        messages = reply.get("messages")
-        return [str(m) for m in messages] if isinstance(messages, list) else []
+        assert isinstance(reply, messages.DoneReply)
+        return list(reply.messages)
 
 
 def ledger_from_environment(environ: dict[str, str] | os._Environ[str]) -> Ledger:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeGuard
 
 if TYPE_CHECKING:
     import subprocess
@@ -305,14 +305,21 @@ def check_push(environ: Mapping[str, str], repo_dir: Path | None = None,
     return QuarantineCheck(limits, repo_dir, repo).check(Path(quarantine), measure_fn)
 
 
+def is_quarantine_name(name: object) -> TypeGuard[str]:
+    """Whether ``name`` can be the directory name of a push quarantine (git's
+    ``tmp_objdir-incoming-XXXXXX``): nothing that could lead out of ``objects/``."""
+    return (isinstance(name, str) and QUARANTINE_MARK in name and len(name) <= 100
+            and all(c.isascii() and (c.isalnum() or c in "_-") for c in name))
+
+
 class QuarantineCheck(NamedTuple):
     """The limits of the pushes into one repository, checked on a quarantine by name.
 
-    The process that started receive-pack (the SSH daemon) answers the pre-receive hook with
-    this over the hook's socket (``{"op": "limits", "quarantine": NAME}``), so the hook is a
-    shell script and a push starts no second Python interpreter (docs/performance.md). The
-    hook sends only the quarantine's directory name; it is looked up under the repository's
-    own ``objects/``, so a request can name nothing else.
+    The process that started receive-pack (the SSH daemon, Repour) answers the pre-receive
+    hook with this over the hook's socket (gitserver.push.messages ``PreReceive`` and
+    ``Limits``), so the hook is a shell script and a push starts no second Python interpreter
+    (docs/performance.md). The hook sends only the quarantine's directory name; it is looked
+    up under the repository's own ``objects/``, so a request can name nothing else.
     """
 
     limits: PushLimits
@@ -322,8 +329,7 @@ class QuarantineCheck(NamedTuple):
     def quarantine(self, name: object) -> Path:
         """``objects/NAME`` of the repository; ValueError unless NAME is a push quarantine
         there (git's ``tmp_objdir-incoming-XXXXXX``)."""
-        if not (isinstance(name, str) and QUARANTINE_MARK in name and len(name) <= 100
-                and all(c.isascii() and (c.isalnum() or c in "_-") for c in name)):
+        if not is_quarantine_name(name):
             raise ValueError("malformed quarantine name in hook message")
         path = self.repo_dir / "objects" / name
         if not path.is_dir():

@@ -27,6 +27,7 @@ from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import admission, limits, protect, push_options, refs
 from gitserver.pipelines import jobs, outbox
+from gitserver.push import messages
 from gitserver.urls import pipeline_url
 
 log = logging.getLogger(__name__)
@@ -100,17 +101,14 @@ def record_push(session: Session, ctx: PushContext,
 # --- the hook's side of it ---------------------------------------------------------------------
 
 class HookService:
-    """Answers the hooks of one git process: the proc-receive hook
-    (gitserver.hookrun.SocketLedger),
-    ``{"op": "intent", "updates": [[old, new, ref], ...]}`` → ``{"push_id": n}`` and
-    ``{"op": "done", "push_id": n, "moved": [ref, ...]}`` → ``{"messages": [...]}``;
-    and, when given ``push_check``, the pre-receive hook (gitserver/hooks/pre-receive),
-    ``{"op": "pre-receive", "quarantine": NAME, "updates": [[old, new, ref], ...]}`` (the
-    whole-push refusals of gitserver.git.admission, for a pusher who ``can_write`` or not,
-    then the limits) and the limits alone, ``{"op": "limits", "quarantine": NAME}`` (hooks of
-    an older release), each → ``{"ok": true}`` or ``{"refused": "..."}`` (lines joined by a
-    newline), which decide and record nothing else (pre-receive runs before git's own checks).
-    Failures answer ``{"error": "..."}`` with a message safe to show the pusher."""
+    """Answers the hooks of one git process (the typed requests of gitserver.push.messages):
+    the proc-receive hook's ``Intent`` → ``IntentReply`` and ``Done`` → ``DoneReply`` (it
+    records the push); and, when given ``push_check``, the pre-receive hook's ``PreReceive``
+    (the whole-push refusals of gitserver.git.admission, for a pusher who ``can_write`` or
+    not, then the limits) and ``Limits`` (the limits alone: hooks of an older release), each
+    → ``Admitted`` or ``Refused``, which decide and record nothing else (pre-receive runs
+    before git's own checks). Failures answer ``Failed`` with a message safe to show the
+    pusher."""
 
     def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
                  push_check: limits.QuarantineCheck | None = None, can_write: bool = False) -> None:
@@ -122,49 +120,54 @@ class HookService:
         self.issued: set[int] = set()
         self.pipeline_ids: list[int] = []
 
-    def handle(self, request: Any, trust_push_ids: bool = False) -> dict[str, object]:
+    def handle(self, request: object, trust_push_ids: bool = False) -> dict[str, object]:
+        """One request as read from the socket (a JSON object) → its reply's JSON object."""
         try:
-            return self._handle(request, trust_push_ids)
+            typed = messages.decode_request(request)
+        except messages.ProtocolError as exc:
+            return messages.to_wire(messages.Failed(str(exc)))
+        return messages.to_wire(self.answer(typed, trust_push_ids))
+
+    def answer(self, request: messages.Request, trust_push_ids: bool = False) -> messages.Reply:
+        """The reply to ``request``. ``trust_push_ids``: a ``Done`` may name a push another
+        process started (the hook's own database fallback, gitserver.hookdb)."""
+        try:
+            return self._answer(request, trust_push_ids)
         except ValueError as exc:
-            return {"error": str(exc)[:200]}
+            return messages.Failed(str(exc)[:200])
         except Exception as exc:  # one line for the pusher; the log has the rest
             log.exception("recording a push to repository %s failed", self.ctx.repo_id)
-            return {"error": f"database error ({type(exc).__name__})"}
+            return messages.Failed(f"database error ({type(exc).__name__})")
 
-    def _handle(self, request: Any, trust_push_ids: bool) -> dict[str, object]:
-        op = request.get("op") if isinstance(request, dict) else None
-        if op == "limits":
-            return self._limits(request.get("quarantine"))
-        if op == "pre-receive":
-            commands = [protect.RefCommand(*row) for row in parse_updates(request.get("updates"))]
-            refused = admission.declined(commands, self.can_write)
-            return {"refused": "\n".join(refused)} if refused else self._limits(request.get("quarantine"))
-        if op == "intent":
-            updates = parse_updates(request.get("updates"))
-            options = parse_push_options(request.get("push_options", []))
+    def _answer(self, request: messages.Request, trust_push_ids: bool) -> messages.Reply:
+        if isinstance(request, messages.Limits):
+            return self._limits(request.quarantine)
+        if isinstance(request, messages.PreReceive):
+            refused = admission.declined([protect.RefCommand(*u) for u in request.updates], self.can_write)
+            return messages.Refused(tuple(refused)) if refused else self._limits(request.quarantine)
+        if isinstance(request, messages.Intent):
+            options = parse_push_options(list(request.push_options))
             with transaction(self.sessions) as session:
-                push_id = record_intent(session, self.ctx, updates, options).id
+                push_id = record_intent(session, self.ctx, list(request.updates), options).id
             self.issued.add(push_id)
-            return {"push_id": push_id}
-        if op == "done":
-            push_id, moved = request.get("push_id"), request.get("moved")
-            if not isinstance(push_id, int) or not (trust_push_ids or push_id in self.issued):
-                raise ValueError("done for a push this session did not start")
-            if not (isinstance(moved, list) and all(isinstance(r, str) for r in moved)):
-                raise ValueError("malformed list of moved refs")
-            with transaction(self.sessions) as session:
-                pipeline = complete_push(session, push_id, moved)
-                pipeline_id = pipeline.id if pipeline is not None else None
-            if pipeline_id is None:
-                return {"messages": []}
-            self.pipeline_ids.append(pipeline_id)
-            log.info("push %s to repository %s: %d ref(s), pipeline %s", push_id,
-                     self.ctx.repo_id, len(moved), pipeline_id)
-            return {"messages": [f"pipeline {pipeline_id} queued: "
-                                 f"{pipeline_url(self.http_base_url, pipeline_id)}"]}
-        raise ValueError("unknown hook request")
+            return messages.IntentReply(push_id)
+        return self._done(request, trust_push_ids)
 
-    def _limits(self, name: object) -> dict[str, object]:
+    def _done(self, request: messages.Done, trust_push_ids: bool) -> messages.DoneReply:
+        if not (trust_push_ids or request.push_id in self.issued):
+            raise ValueError("done for a push this session did not start")
+        with transaction(self.sessions) as session:
+            pipeline = complete_push(session, request.push_id, request.moved)
+            pipeline_id = pipeline.id if pipeline is not None else None
+        if pipeline_id is None:
+            return messages.DoneReply()
+        self.pipeline_ids.append(pipeline_id)
+        log.info("push %s to repository %s: %d ref(s), pipeline %s", request.push_id,
+                 self.ctx.repo_id, len(request.moved), pipeline_id)
+        return messages.DoneReply((f"pipeline {pipeline_id} queued: "
+                                   f"{pipeline_url(self.http_base_url, pipeline_id)}",))
+
+    def _limits(self, name: str) -> messages.Admitted | messages.Refused:
         """The pre-receive hook's question: is the push in quarantine ``name`` within the
         limits? Only measures (the hook runs the Python check itself on an error)."""
         if self.push_check is None:
@@ -174,7 +177,7 @@ class HookService:
             over = self.push_check.check(quarantine, outside_git=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             raise ValueError(f"could not measure the push ({type(exc).__name__})") from exc
-        return {"ok": True} if over is None else {"refused": over}
+        return messages.Admitted() if over is None else messages.Refused((over,))
 
 
 def parse_push_options(options: Any) -> list[str]:
@@ -189,17 +192,9 @@ def parse_push_options(options: Any) -> list[str]:
 
 
 def parse_updates(rows: Any) -> list[tuple[str, str, str]]:
-    """``[[old, new, ref], ...]`` from the hook; ValueError if malformed."""
-    if not isinstance(rows, list) or not rows:
-        raise ValueError("malformed ref updates in hook message")
-    updates = []
-    for row in rows:
-        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
-            raise ValueError("malformed ref update in hook message")
-        if not (refs.is_oid(row[0]) and refs.is_oid(row[1])) or refs.ref_format_problem(row[2]):
-            raise ValueError("malformed ref update in hook message")
-        updates.append((row[0], row[1], row[2]))
-    return updates
+    """``[[old, new, ref], ...]`` from the hook; ValueError if malformed
+    (:func:`gitserver.push.messages.parse_updates`)."""
+    return list(messages.parse_updates(rows))
 
 
 def serve_hook_socket(sock: socket.socket, service: HookService) -> None:
@@ -222,7 +217,7 @@ def serve_hook_socket(sock: socket.socket, service: HookService) -> None:
                 request = None
             reply = service.handle(request)
             try:
-                stream.write(json.dumps(reply).encode() + b"\n")
+                stream.write(messages.dumps(reply))
                 stream.flush()
             except OSError:
                 return  # the hook died; the reconciler settles its intent

@@ -5,7 +5,7 @@ git runs with a protocol allow-list on its command line, no hooks, no prompts, n
 of the server's account, object checking on, and a timeout. What reaches an internal
 repository arrives through the real ``git push`` into its path, so the protection rules refuse
 exactly what they refuse to any pusher; the hook hands the push back to this process
-(:class:`PushRecorder`), which records it (protocol ``repour``) and queues its pipeline.
+(gitserver.push.launcher), which records it (protocol ``repour``) and queues its pipeline.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import dataclasses
 import os
 import re
 import shlex
-import socket
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver import metrics
 from gitserver.config import Config
 from gitserver.git import fsck, limits, refs
-from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
-from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
-from gitserver.pipelines import ledger
+from gitserver.git.store import git_env
 from gitserver.pipelines.ledger import PushContext
+from gitserver.push import launcher
 from gitserver.repour.command import (
     USER_ERROR_EXIT_CODE,
     CommandResult,
@@ -41,6 +38,9 @@ from gitserver.repour.command import (
 from gitserver.repour.giturl import GitUrl, is_pull_request
 
 PUSH_PROTOCOL = "repour"
+# What the hooks are told of an internal push: the server itself writes, the caller's access
+# was checked before the operation started.
+PUSH_PERMISSION = "write"
 
 # Identity of the commits and tags the server makes while adjusting.
 COMMITTER_NAME = "gitserver"
@@ -267,17 +267,23 @@ class GitWork:
         if not refspecs:
             return
         # The same limits as a user's push: an origin chosen by the caller must not fill the disk.
-        push_limits = limits.PushLimits(self.config.max_blob_bytes, self.config.max_push_bytes,
-                                        target.repo_quota_bytes, target.tenant_quota_bytes)
-        receive_pack = git_argv(RECEIVE_PACK, target.path, self.config.hooks_dir,
-                                settings=limits.git_settings(push_limits))[:-1]
-        env = self.env(push_env(self.config, target, actor, push_limits))
+        # The server writes here itself (the permission is "write"), so only the reserved
+        # names and the limits can refuse it whole.
+        push = launcher.ReceivePack(
+            self.config, PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
+                                     client_address=actor.client_address),
+            target.path, target.full_name, PUSH_PERMISSION, user=actor.user_name,
+            limits=launcher.push_limits(self.config, target.repo_quota_bytes, target.tenant_quota_bytes))
+        receive_pack = push.argv()[:-1]  # git push names the repository itself
+        env = self.env(push.hook_env().to_env())
         with contextlib.ExitStack() as stack:
             pass_fds: tuple[int, ...] = ()
             if sessions is not None:
-                recorder = stack.enter_context(PushRecorder(sessions, self.config, target, actor, push_limits))
-                env[ENV_HOOK_FD] = str(recorder.child_fd)
-                pass_fds = (recorder.child_fd,)
+                # The hooks hand the push back to this process, as they do to the SSH daemon:
+                # pre-receive's checks, then proc-receive's intent and done (gitserver.push.launcher).
+                hooks = stack.enter_context(push.hook_socket(sessions))
+                env.update(hooks.env())
+                pass_fds = hooks.pass_fds
             result = self.git("push", "--porcelain", f"--receive-pack={shlex.join(receive_pack)}", "--",
                               str(target.path), *refspecs, remote=INTERNAL, env=env, check=False,
                               pass_fds=pass_fds)
@@ -294,57 +300,6 @@ class GitWork:
         raise ProcessingError(f"could not push to the internal repository {target.full_name}",
                               cmd=result.argv, exit_code=result.exit_code,
                               stderr=result.stderr, error_type="CommandError")
-
-
-class PushRecorder:
-    """Answers the hooks of one internal push over a socket pair, as the SSH session does
-    (gitserver.pipelines.ledger.HookService): pre-receive's limits check, then proc-receive's
-    intent before the refs move and done with the pipeline queued. A thread serves it while
-    this thread waits for ``git push``."""
-
-    def __init__(self, sessions: sessionmaker[Session], config: Config, target: Target, actor: Actor,
-                 push_limits: limits.PushLimits = limits.NO_LIMITS) -> None:
-        context = PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
-                              client_address=actor.client_address)
-        # It also answers the pre-receive hook's limits check, as the SSH daemon does, so an
-        # internal push starts no second Python interpreter either.
-        # The server writes here itself (push_env's permission), so only the reserved names
-        # and the limits can refuse it whole.
-        self.service = ledger.HookService(sessions, context, config.http_base_url,
-                                          limits.QuarantineCheck(push_limits, target.path, target.full_name),
-                                          can_write=True)
-        self.target = target
-        self._parent, self._child = socket.socketpair()
-        self._thread = threading.Thread(target=ledger.serve_hook_socket, args=(self._parent, self.service),
-                                        name="repour-push-recorder", daemon=True)
-
-    @property
-    def child_fd(self) -> int:
-        return self._child.fileno()
-
-    def __enter__(self) -> PushRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        # git and its hooks have exited: closing our copy of the child end gives the serving
-        # thread its EOF.
-        self._child.close()
-        self._thread.join(timeout=60)
-        if self.service.pipeline_ids:
-            metrics.push("recorded")
-
-
-def push_env(config: Config, target: Target, actor: Actor,
-             push_limits: limits.PushLimits = limits.NO_LIMITS) -> dict[str, str]:
-    """What the hooks need when git is started by the server itself (see hookdb.py): the
-    repository, the identity for the audit record, the permission already checked, where
-    the database is, and the push's size limits."""
-    return HookEnv(repo_id=target.repo_id, repo=target.full_name, permission="write",
-                   protocol=PUSH_PROTOCOL, data_dir=str(config.data_dir),
-                   database_url=config.effective_database_url, public_http_url=config.http_base_url,
-                   user_id=actor.user_id, user=actor.user_name, client_address=actor.client_address,
-                   config_file=os.environ.get(ENV_CONFIG, ""), limits=push_limits).to_env()
 
 
 def refused_refs(porcelain: str) -> list[tuple[str, str]]:

@@ -19,9 +19,8 @@ import logging
 import os
 import re
 import signal
-import socket
-import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import asyncssh
@@ -30,10 +29,10 @@ from gitserver import access, metrics
 from gitserver.config import Config
 from gitserver.git import limits, packcache
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
-from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
-from gitserver.pipelines import ledger
+from gitserver.hookenv import ENV_CONFIG
 from gitserver.pipelines.ledger import PushContext
 from gitserver.proc import signal_group
+from gitserver.push import launcher
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised
@@ -55,6 +54,7 @@ KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the child's process g
 # The exit status of a channel closed for silence: that of every refusal (gitserver.ssh.server).
 SILENT_STATUS = 128
 CHANNEL_IDLE_SETTING = "GITSERVER_SSH_CHANNEL_IDLE_TIMEOUT"
+PUSH_PROTOCOL = "ssh"  # the protocol a push over SSH is recorded with
 
 
 def client_git_protocol(env: Mapping[Any, Any]) -> str | None:
@@ -76,15 +76,19 @@ def child_env(config: Config, principal: access.Principal, target: Authorised, *
               push_limits: limits.PushLimits = limits.NO_LIMITS) -> dict[str, str]:
     """The environment of the git child: minimal, plus what the hooks need to know."""
     base = os.environ if base is None else base
-    extra = HookEnv(
-        repo_id=target.repo_id, repo=f"{target.tenant}/{target.repo}", permission=target.permission,
-        protocol="ssh", data_dir=str(config.data_dir), database_url=config.effective_database_url,
-        public_http_url=config.http_base_url, user_id=principal.user_id, user=principal.user_name,
-        key_id=principal.key_id, key_fingerprint=principal.key_fingerprint,
-        client_address=client_address, config_file=base.get(ENV_CONFIG, ""), limits=push_limits).to_env()
+    extra = launcher.hook_env(config, push_context(principal, target, client_address),
+                              f"{target.tenant}/{target.repo}", target.permission, user=principal.user_name,
+                              push_limits=push_limits, config_file=base.get(ENV_CONFIG, "")).to_env()
     if git_protocol:
         extra[GIT_PROTOCOL] = git_protocol
     return git_env(base, **extra)
+
+
+def push_context(principal: access.Principal, target: Authorised, client_address: str) -> PushContext:
+    """Who pushes over this session, for the push's audit record."""
+    return PushContext(repo_id=target.repo_id, user_id=principal.user_id, key_id=principal.key_id,
+                       key_fingerprint=principal.key_fingerprint, protocol=PUSH_PROTOCOL,
+                       client_address=client_address)
 
 
 class GitChild:
@@ -107,44 +111,39 @@ class GitChild:
         """Run git with ``process`` (an asyncssh SSHServerProcess) as its stdio; its status."""
         config = self.runtime.config
         repo_path = self.runtime.store.path(self.target.tenant, self.target.repo)
-        push_limits = limits.NO_LIMITS
-        if self.command.service == RECEIVE_PACK:
-            push_limits = limits.PushLimits(config.max_blob_bytes, config.max_push_bytes,
-                                            self.target.repo_quota_bytes, self.target.tenant_quota_bytes)
-        argv = git_argv(self.command.service, repo_path, config.hooks_dir,
-                        settings=limits.git_settings(push_limits), pack_cache=packcache.hook_command(config))
+        push = self._receive_pack(repo_path) if self.command.service == RECEIVE_PACK else None
+        argv = push.argv() if push is not None else git_argv(
+            self.command.service, repo_path, config.hooks_dir, pack_cache=packcache.hook_command(config))
         env = child_env(config, self.principal, self.target, client_address=self.client_address,
-                        git_protocol=self.git_protocol, push_limits=push_limits)
-        parent_sock = child_sock = None
-        pass_fds: tuple[int, ...] = ()
+                        git_protocol=self.git_protocol, push_limits=push.limits if push else limits.NO_LIMITS)
+        # The proc-receive hook records the push through this socket (intent, then done), so
+        # it is recorded by this process, already connected to the database, and the pipeline
+        # URL reaches the pusher's terminal. The pre-receive hook asks it first for the
+        # whole-push refusals and the size limits on the quarantine.
+        hooks = push.hook_socket(self.runtime.sessions) if push is not None else None
+        if hooks is not None:
+            env.update(hooks.env())
         out_read, out_write = os.pipe()
         _grow_pipe(out_write)
-        if self.command.service == RECEIVE_PACK:
-            # The proc-receive hook records the push through this socket (intent, then done),
-            # so it is recorded by this process, already connected to the database, and the
-            # pipeline URL reaches the pusher's terminal. The pre-receive hook asks it first
-            # to check the push's size limits on the quarantine.
-            parent_sock, child_sock = socket.socketpair()
-            pass_fds = (child_sock.fileno(),)
-            env[ENV_HOOK_FD] = str(child_sock.fileno())
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=out_write,
-                stderr=asyncio.subprocess.PIPE, env=env, pass_fds=pass_fds,
+                stderr=asyncio.subprocess.PIPE, env=env, pass_fds=hooks.pass_fds if hooks else (),
                 start_new_session=True, cwd=str(repo_path))
         except BaseException:
             os.close(out_read)
-            if parent_sock is not None:
-                parent_sock.close()
+            if hooks is not None:
+                hooks.close()
             raise
         finally:
             os.close(out_write)
-            if child_sock is not None:
-                child_sock.close()
+            if hooks is not None:
+                hooks.git_started()
         metrics.git_child_started()
-        if parent_sock is not None:
-            self._serve_hook(parent_sock, limits.QuarantineCheck(
-                push_limits, repo_path, f"{self.target.tenant}/{self.target.repo}"))
+        if hooks is not None:
+            # A thread of its own: it outlives the client's connection, and it ends when
+            # every git process holding the other end of the socket has exited.
+            hooks.start()
         stdout_transport = None
         self.stdout = reader = ChunkReader(limit=PIPE_SIZE)
         try:
@@ -157,24 +156,12 @@ class GitChild:
             if stdout_transport is not None:
                 stdout_transport.close()
 
-    def _serve_hook(self, sock: socket.socket, push_check: limits.QuarantineCheck) -> None:
-        """Answer the hooks in a thread of its own: it outlives the client's connection, and it
-        ends when every git process holding the other end of the socket has exited. The
-        pre-receive hook asks it to check the push's limits (``push_check``), proc-receive to
-        record the push."""
-        ctx = PushContext(repo_id=self.target.repo_id, user_id=self.principal.user_id,
-                          key_id=self.principal.key_id,
-                          key_fingerprint=self.principal.key_fingerprint, protocol="ssh",
-                          client_address=self.client_address)
-        service = ledger.HookService(self.runtime.sessions, ctx, self.runtime.config.http_base_url,
-                                     push_check, can_write=access.at_least(self.target.permission, access.WRITE))
-
-        def serve() -> None:
-            ledger.serve_hook_socket(sock, service)
-            if service.pipeline_ids:
-                metrics.push("recorded")
-
-        threading.Thread(target=serve, name="hook-ledger", daemon=True).start()
+    def _receive_pack(self, repo_path: Path) -> launcher.ReceivePack:
+        target = self.target
+        return launcher.ReceivePack(
+            self.runtime.config, push_context(self.principal, target, self.client_address), repo_path,
+            f"{target.tenant}/{target.repo}", target.permission, user=self.principal.user_name,
+            limits=launcher.push_limits(self.runtime.config, target.repo_quota_bytes, target.tenant_quota_bytes))
 
     async def _pump(self, process: Any) -> int:
         proc = self.proc

@@ -33,6 +33,7 @@ FORBIDDEN = {
     # The hook entry runs in git's hook process: it never loads the job engine.
     "gitserver.hookrun": ("gitserver.pipelines",),
     "gitserver.hookenv": ("gitserver.pipelines",),
+    "gitserver.push.messages": ("gitserver.pipelines",),
     **{core: (*ROOTS, *TRANSPORTS, "gitserver.pipelines", "gitserver.admin") for core in CORE},
 }
 
@@ -72,9 +73,11 @@ def test_imports_follow_the_layers(path: Path) -> None:
 
 
 # What the hooks' module and the modules it loads may import at load time, of gitserver's own.
-HOOK_MODULES = {"gitserver.hookrun": "hookrun.py", "gitserver.hookenv": "hookenv.py"}
+HOOK_MODULES = {"gitserver.hookrun": "hookrun.py", "gitserver.hookenv": "hookenv.py",
+                "gitserver.push": "push/__init__.py", "gitserver.push.messages": "push/messages.py"}
 HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.git.limits",
-                "gitserver.git.head", "gitserver.git.push_options", "gitserver.git.admission", *HOOK_MODULES}
+                "gitserver.git.head", "gitserver.git.push_options", "gitserver.git.admission",
+                "gitserver.push", "gitserver.push.messages", *HOOK_MODULES}
 
 
 @pytest.mark.parametrize("module", sorted(HOOK_MODULES))

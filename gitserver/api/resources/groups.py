@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import groups, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
@@ -45,7 +46,7 @@ def group_json(group: models.Group) -> dict[str, Any]:
 
 def _group(session: Session, principal: access.Principal, tenant: str, group: str, *,
            manage: bool = False) -> models.Group:
-    return admin.get_group(session, visible_tenant(session, principal, tenant, admin=manage), group)
+    return groups.get_group(session, visible_tenant(session, principal, tenant, admin=manage), group)
 
 
 class Groups:
@@ -58,7 +59,7 @@ class Groups:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.FIELDS)
-            group = admin.create_group(session, row, data["name"], data.get("description", ""))
+            group = groups.create_group(session, row, data["name"], data.get("description", ""))
             resp.media = group_json(group)
         resp.status = falcon.HTTP_201
         resp.location = group_path(tenant, group.name)
@@ -66,7 +67,7 @@ class Groups:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, admin.groups_query(row), models.Group.id, req, serialize=group_json)
+            resp.media = page(session, groups.groups_query(row), models.Group.id, req, serialize=group_json)
 
 
 class Group:
@@ -83,11 +84,11 @@ class Group:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
             data = read_json(req, self.PATCH_FIELDS)
-            resp.media = group_json(admin.update_group(session, row, description=data.get("description")))
+            resp.media = group_json(groups.update_group(session, row, description=data.get("description")))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            admin.delete_group(session, _group(session, principal, tenant, group, manage=True))
+            groups.delete_group(session, _group(session, principal, tenant, group, manage=True))
         resp.status = falcon.HTTP_204
 
 
@@ -98,7 +99,7 @@ class Members:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)
-            resp.media = page(session, admin.members_query(row), models.User.id, req, serialize=user_json)
+            resp.media = page(session, groups.members_query(row), models.User.id, req, serialize=user_json)
 
 
 class Member:
@@ -108,7 +109,7 @@ class Member:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)
-            member = admin.get_user(session, row.tenant, user)
+            member = users.get_user(session, row.tenant, user)
             if session.get(models.GroupMember, (row.id, member.id)) is None:
                 raise NotFound(f"user {user!r} is not a member of group {group!r}")
             resp.media = user_json(member)
@@ -116,14 +117,14 @@ class Member:
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
-            member = admin.get_user(session, row.tenant, user)
-            admin.add_member(session, row, member)
+            member = users.get_user(session, row.tenant, user)
+            groups.add_member(session, row, member)
             resp.media = user_json(member)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
-            admin.remove_member(session, row, admin.get_user(session, row.tenant, user))
+            groups.remove_member(session, row, users.get_user(session, row.tenant, user))
         resp.status = falcon.HTTP_204
 
 

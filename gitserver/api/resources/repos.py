@@ -16,7 +16,8 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import audit, deploy_keys, grants, groups, repos, rules, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
@@ -138,7 +139,7 @@ class Repos:
             repo = oncreate.create_repository(session, self.ctx.runtime.store, row, data["name"],
                                               data.get("description", ""), data.get("visibility", "private"))
             if data.get("builds_enabled"):
-                admin.update_repo(session, repo, builds_enabled=True)
+                repos.update_repo(session, repo, builds_enabled=True)
             resp.media = repo_json(repo, self.ctx.config, repo_size(self.ctx.runtime.store, repo))
         resp.status = falcon.HTTP_201
         resp.location = repo_path(tenant, repo.name)
@@ -170,8 +171,8 @@ class Repo:
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
             data = read_json(req, self.PATCH_FIELDS)
             if "quota_bytes" in data:
-                admin.set_repo_quota(session, principal, row, data["quota_bytes"])
-            admin.update_repo(session, row, self.ctx.runtime.store, description=data.get("description"),
+                repos.set_repo_quota(session, principal, row, data["quota_bytes"])
+            repos.update_repo(session, row, self.ctx.runtime.store, description=data.get("description"),
                               visibility=data.get("visibility"), builds_enabled=data.get("builds_enabled"),
                               default_branch=data.get("default_branch"))
             resp.media = repo_json(row, self.ctx.config, repo_size(self.ctx.runtime.store, row))
@@ -191,7 +192,7 @@ class Grants:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = page(session, admin.grants_query(row), models.Grant.id, req,
+            resp.media = page(session, grants.grants_query(row), models.Grant.id, req,
                               serialize=lambda g: grant_json(session, g))
 
 
@@ -214,16 +215,16 @@ class _Grant:
     def _get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
-            resp.media = grant_json(session, admin.get_grant(session, granted.repo, **who))
+            resp.media = grant_json(session, grants.get_grant(session, granted.repo, **who))
 
     def _put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
             row = granted.repo
             permission = read_json(req, self.FIELDS)["permission"]
-            admin.check_grantable(granted.permission, permission)
+            rules.check_grantable(granted.permission, permission)
             existed = session.scalar(select(models.Grant.id).where(*self._match(row, who))) is not None
-            grant = admin.set_grant(session, row, permission, **who)
+            grant = grants.set_grant(session, row, permission, **who)
             resp.media = grant_json(session, grant)
         if not existed:
             resp.status = falcon.HTTP_201
@@ -232,7 +233,7 @@ class _Grant:
     def _delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
-            admin.remove_grant(session, granted.repo, **who)
+            grants.remove_grant(session, granted.repo, **who)
         resp.status = falcon.HTTP_204
 
     @staticmethod
@@ -244,7 +245,7 @@ class _Grant:
 
 class UserGrant(_Grant):
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
-        return {"user": admin.get_user(session, repo.tenant, name)}
+        return {"user": users.get_user(session, repo.tenant, name)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, user: str) -> None:
         self._get(req, resp, tenant, repo, user)
@@ -258,7 +259,7 @@ class UserGrant(_Grant):
 
 class GroupGrant(_Grant):
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
-        return {"group": admin.get_group(session, repo.tenant, name)}
+        return {"group": groups.get_group(session, repo.tenant, name)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, group: str) -> None:
         self._get(req, resp, tenant, repo, group)
@@ -285,8 +286,8 @@ class DeployKeys:
             data = read_json(req, self.FIELDS)
             write = data.get("write", False)
             if write:
-                admin.check_grantable(granted.permission, access.WRITE)
-            deploy = admin.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
+                rules.check_grantable(granted.permission, access.WRITE)
+            deploy = deploy_keys.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
                                           expires_at=principal.token_expires_at)
             resp.media = deploy_key_json(deploy)
         resp.status = falcon.HTTP_201
@@ -295,7 +296,7 @@ class DeployKeys:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = page(session, admin.deploy_keys_query(row), models.DeployKey.id, req,
+            resp.media = page(session, deploy_keys.deploy_keys_query(row), models.DeployKey.id, req,
                               serialize=deploy_key_json)
 
 
@@ -307,13 +308,13 @@ class DeployKey:
                deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = deploy_key_json(admin.get_deploy_key(session, row, deploy_key_id))
+            resp.media = deploy_key_json(deploy_keys.get_deploy_key(session, row, deploy_key_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
                   deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            admin.remove_deploy_key(session, admin.get_deploy_key(session, row, deploy_key_id))
+            deploy_keys.remove_deploy_key(session, deploy_keys.get_deploy_key(session, row, deploy_key_id))
         resp.status = falcon.HTTP_204
 
 
@@ -333,12 +334,12 @@ class Pushes:
             user_name = req.get_param("user")
             user: models.User | bool | None = None
             if user_name:
-                user = admin.find_user(session, row.tenant, user_name) or False
+                user = users.find_user(session, row.tenant, user_name) or False
             state = req.get_param("state") or None
             if state is not None and state not in (*models.PUSH_STATES, "all"):
                 raise InvalidInput(f"state must be one of {', '.join(models.PUSH_STATES)} or all",
                                    field="state")
-            result = page(session, admin.pushes_query(row, ref=ref, user=user, state=state),
+            result = page(session, audit.pushes_query(row, ref=ref, user=user, state=state),
                           models.Push.id, req,
                           descending=True)
             ids = {p.user_id for p in result["items"] if p.user_id}

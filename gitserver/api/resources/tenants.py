@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 import falcon
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import base, tenants
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
@@ -36,16 +37,16 @@ def tenant_path(tenant: str) -> str:
     return f"{TENANTS}/{tenant}"
 
 
-QUOTA_SCHEMA: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_QUOTA_BYTES,
+QUOTA_SCHEMA: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maximum": base.MAX_QUOTA_BYTES,
                 "description": "disk quota in bytes; pushes that would exceed it are refused; "
                                "null: no quota"}
 
 
 def quota_field(who: str) -> Field:
     """``quota_bytes`` of a PATCH body, which only ``who`` may set."""
-    return Field(int, nullable=True, check=admin.validate_quota,
+    return Field(int, nullable=True, check=base.validate_quota,
                  description=f"{QUOTA_SCHEMA['description']}. Set by {who} only.",
-                 doc={"minimum": 1, "maximum": admin.MAX_QUOTA_BYTES})
+                 doc={"minimum": 1, "maximum": base.MAX_QUOTA_BYTES})
 
 
 SIZE_SCHEMA = {"type": "integer", "minimum": 0,
@@ -79,7 +80,7 @@ class Tenants:
                 raise Forbidden("only site admins can create tenants")
             access.require_scope(principal, access.ADMIN)
             data = read_json(req, self.FIELDS)
-            tenant = admin.create_tenant(session, data["name"], data.get("description", ""))
+            tenant = tenants.create_tenant(session, data["name"], data.get("description", ""))
             resp.media = tenant_json(tenant, tenant_size(self.ctx.config, tenant))
         resp.status = falcon.HTTP_201
         resp.location = tenant_path(tenant.name)
@@ -88,7 +89,7 @@ class Tenants:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             # Everyone but a site admin sees exactly one tenant: their own.
             only = None if principal.is_site_admin else (principal.tenant_id or -1)
-            resp.media = page(session, admin.tenants_query(only), models.Tenant.id, req,
+            resp.media = page(session, tenants.tenants_query(only), models.Tenant.id, req,
                               serialize=tenant_json)
 
 
@@ -115,11 +116,11 @@ class Tenant:
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.PATCH_FIELDS)
             if "quota_bytes" in data:
-                admin.set_tenant_quota(session, principal, row, data["quota_bytes"])
+                tenants.set_tenant_quota(session, principal, row, data["quota_bytes"])
             if "description" in data:
-                row.description = admin.validate_description(data["description"])
+                row.description = base.validate_description(data["description"])
             if "create_template" in data:
-                admin.set_create_template(session, row, data["create_template"] or "")
+                tenants.set_create_template(session, row, data["create_template"] or "")
             session.flush()
             resp.media = tenant_json(row, tenant_size(self.ctx.config, row))
 

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import keys, rules, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
@@ -64,7 +65,7 @@ def key_json(key: models.PublicKey) -> dict[str, Any]:
 
 def token_json(token: models.ApiToken) -> dict[str, Any]:
     """A token as listed: everything but the secret, which is never stored."""
-    return {"id": token.id, "name": token.name, "scopes": admin.token_scopes(token),
+    return {"id": token.id, "name": token.name, "scopes": tokens.token_scopes(token),
             "expires_at": token.expires_at, "revoked_at": token.revoked_at,
             "last_used_at": token.last_used_at, "created_at": token.created_at}
 
@@ -93,14 +94,14 @@ def parse_expiry(value: str, field: str) -> dt.datetime:
 
 def _user(session: Session, principal: access.Principal, tenant: str, user: str) -> models.User:
     """A user of a tenant the principal can see (404 for hidden tenants and missing users)."""
-    return admin.get_user(session, visible_tenant(session, principal, tenant), user)
+    return users.get_user(session, visible_tenant(session, principal, tenant), user)
 
 
 def _self_or_managed_user(session: Session, principal: access.Principal, tenant: str,
                           user: str) -> models.User:
     """A user whose keys and tokens the principal may see: itself, or one it administers."""
     row = _user(session, principal, tenant, user)
-    admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+    rules.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
     return row
 
 
@@ -111,7 +112,7 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
         row = _self_or_managed_user(session, principal, tenant, user)
     else:
         row = _user(session, principal, tenant, user)
-        admin.check_user_manageable(principal, row.tenant_id, row.role)
+        rules.check_user_manageable(principal, row.tenant_id, row.role)
     access.require_scope(principal, access.ADMIN)
     return row
 
@@ -127,8 +128,8 @@ class Users:
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.FIELDS)
             role = data.get("role", models.ROLE_MEMBER)
-            admin.check_role_assignable(principal, role)
-            user = admin.create_user(session, row, data["name"], role)
+            rules.check_role_assignable(principal, role)
+            user = users.create_user(session, row, data["name"], role)
             resp.media = user_json(user)
         resp.status = falcon.HTTP_201
         resp.location = user_path(tenant, user.name)
@@ -136,7 +137,7 @@ class Users:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, admin.users_query(row), models.User.id, req, serialize=user_json)
+            resp.media = page(session, users.users_query(row), models.User.id, req, serialize=user_json)
 
 
 class User:
@@ -154,15 +155,15 @@ class User:
             row = _managed_user(session, principal, tenant, user)
             data = read_json(req, self.PATCH_FIELDS)
             if "role" in data:
-                admin.check_role_assignable(principal, data["role"])
-            admin.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
+                rules.check_role_assignable(principal, data["role"])
+            users.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
             resp.media = user_json(row)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         """Disable, never delete: pushes keep their author, and the name cannot be reused by
         someone else inheriting the old user's grants."""
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            admin.disable_user(session, _managed_user(session, principal, tenant, user))
+            users.disable_user(session, _managed_user(session, principal, tenant, user))
         resp.status = falcon.HTTP_204
 
 
@@ -179,7 +180,7 @@ class Keys:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS)
-            key = admin.add_user_key(session, row, data["key"], data.get("title", ""),
+            key = keys.add_user_key(session, row, data["key"], data.get("title", ""),
                                      expires_at=principal.token_expires_at)
             resp.media = key_json(key)
         resp.status = falcon.HTTP_201
@@ -188,11 +189,11 @@ class Keys:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = page(session, admin.user_keys_query(row), models.PublicKey.id, req,
+            resp.media = page(session, keys.user_keys_query(row), models.PublicKey.id, req,
                               serialize=key_json)
 
 
-def key_import_json(report: admin.KeyImport) -> dict[str, Any]:
+def key_import_json(report: keys.KeyImport) -> dict[str, Any]:
     return {"imported": report.imported, "added": report.added, "total": report.total,
             "refused": [{"line": k.line, "reason": k.problem,
                          "fingerprint": k.key.fingerprint if k.key is not None else None}
@@ -218,7 +219,7 @@ class KeysBatch:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, limit=BATCH_BODY_BYTES)
-            report = admin.import_user_keys(session, row, data["keys"],
+            report = keys.import_user_keys(session, row, data["keys"],
                                             skip_refused=data.get("skip_refused", False),
                                             expires_at=principal.token_expires_at)
         body = key_import_json(report)
@@ -240,13 +241,13 @@ class Key:
                key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = key_json(admin.get_user_key(session, row, key_id))
+            resp.media = key_json(keys.get_user_key(session, row, key_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                   key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
-            admin.remove_user_key(session, admin.get_user_key(session, row, key_id))
+            keys.remove_user_key(session, keys.get_user_key(session, row, key_id))
         resp.status = falcon.HTTP_204
 
 
@@ -254,7 +255,7 @@ class Tokens:
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "name": Field(str, max_length=200),
         # Refused empty by the handler ("scopes must not be empty").
-        "scopes": Field(list, items=str, choices=admin.TOKEN_SCOPES, max_length=3, doc={"minItems": 1},
+        "scopes": Field(list, items=str, choices=tokens.TOKEN_SCOPES, max_length=3, doc={"minItems": 1},
                         description="default: the scopes of the token used to create it"),
         "expires_at": Field(str, nullable=True, max_length=64, doc={"format": "date-time"},
                             description="in the future; none means no expiry")}
@@ -267,16 +268,16 @@ class Tokens:
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, allow_empty=True)
             # By default a new token gets what the caller's own token has, no more.
-            default = [s for s in admin.TOKEN_SCOPES if access.scope_covers(principal.scopes, s)]
+            default = [s for s in tokens.TOKEN_SCOPES if access.scope_covers(principal.scopes, s)]
             requested = set(data.get("scopes", default))
-            scopes = tuple(s for s in admin.TOKEN_SCOPES if s in requested)
+            scopes = tuple(s for s in tokens.TOKEN_SCOPES if s in requested)
             if not scopes:
                 raise InvalidInput("scopes must not be empty", field="scopes")
-            admin.check_scopes_grantable(principal.scopes, scopes)
+            rules.check_scopes_grantable(principal.scopes, scopes)
             expires = data.get("expires_at")
-            expires_at = admin.check_expiry_grantable(
+            expires_at = rules.check_expiry_grantable(
                 principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
-            token, secret = admin.create_token(
+            token, secret = tokens.create_token(
                 session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
             resp.media = {**token_json(token), "token": secret}
         resp.status = falcon.HTTP_201
@@ -285,7 +286,7 @@ class Tokens:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = page(session, admin.tokens_query(row), models.ApiToken.id, req,
+            resp.media = page(session, tokens.tokens_query(row), models.ApiToken.id, req,
                               serialize=token_json)
 
 
@@ -297,14 +298,14 @@ class Token:
                token_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = token_json(admin.get_token(session, row, token_id))
+            resp.media = token_json(tokens.get_token(session, row, token_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                   token_id: int) -> None:
         """Revoke; the token answers 401 from the next request on."""
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
-            admin.revoke_token(session, admin.get_token(session, row, token_id))
+            tokens.revoke_token(session, tokens.get_token(session, row, token_id))
         resp.status = falcon.HTTP_204
 
 
@@ -365,7 +366,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "name", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at"],
         "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
-                       "scopes": {"type": "array", "items": {"type": "string", "enum": list(admin.TOKEN_SCOPES)}},
+                       "scopes": {"type": "array", "items": {"type": "string", "enum": list(tokens.TOKEN_SCOPES)}},
                        "expires_at": NULLABLE_DATETIME, "revoked_at": NULLABLE_DATETIME,
                        "last_used_at": NULLABLE_DATETIME, "created_at": DATETIME},
     },

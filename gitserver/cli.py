@@ -61,7 +61,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from gitserver.api.app import run_gunicorn
+    from gitserver.api.serving import run_gunicorn
     from gitserver.logs import setup_logging
 
     cfg = _config(args)

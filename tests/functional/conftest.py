@@ -207,7 +207,8 @@ class GitServer:
     def new_repo(self, tenant: str, name: str | None = None, visibility: str = "private",
                  grants: Mapping[str, str] | None = None, builds: bool = False) -> str:
         """Create a repository; ``grants`` maps user names to permissions."""
-        from gitserver.admin import grants, repos, tenants, users
+        from gitserver.admin import grants as grant_ops  # ``grants`` is the parameter
+        from gitserver.admin import repos, tenants, users
 
         name = name or unique("r")
         with self.db() as session:
@@ -215,7 +216,7 @@ class GitServer:
             repo = repos.create_repo(session, self.runtime.store, t, name, visibility=visibility)
             repo.builds_enabled = builds
             for user_name, permission in (grants or {}).items():
-                grants.set_grant(session, repo, permission, user=users.get_user(session, t, user_name))
+                grant_ops.set_grant(session, repo, permission, user=users.get_user(session, t, user_name))
         return name
 
     def repo_url(self, tenant: str, repo: str) -> str:

@@ -16,15 +16,10 @@ from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.tenants import (
-    DESCRIPTION_FIELD,
-    NAME_FIELD,
-    NAME_SCHEMA,
-    TENANT,
-    TENANT_PARAM,
-)
-from gitserver.api.resources.users import USER_PARAM, user_json
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import GROUP_PARAM, TENANT, TENANT_PARAM, USER_PARAM
+from gitserver.api.response import DATETIME, INTEGER, STRING, Out, Shape, schemas
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, USER_SHAPE
 from gitserver.db import models
 from gitserver.errors import NotFound
 
@@ -39,9 +34,13 @@ def group_path(tenant: str, group: str) -> str:
     return f"/api/v1/tenants/{tenant}/groups/{group}"
 
 
+GROUP_SHAPE = Shape("Group", {
+    "id": Out(INTEGER), "tenant": Out(STRING, value=lambda group: group.tenant.name), "name": Out(STRING),
+    "description": Out(STRING), "created_at": Out(DATETIME)})
+
+
 def group_json(group: models.Group) -> dict[str, Any]:
-    return {"id": group.id, "tenant": group.tenant.name, "name": group.name,
-            "description": group.description, "created_at": group.created_at}
+    return GROUP_SHAPE.render(group)
 
 
 def _group(session: Session, principal: access.Principal, tenant: str, group: str, *,
@@ -99,7 +98,7 @@ class Members:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)
-            resp.media = page(session, groups.members_query(row), models.User.id, req, serialize=user_json)
+            resp.media = page(session, groups.members_query(row), models.User.id, req, serialize=USER_SHAPE.render)
 
 
 class Member:
@@ -112,14 +111,14 @@ class Member:
             member = users.get_user(session, row.tenant, user)
             if session.get(models.GroupMember, (row.id, member.id)) is None:
                 raise NotFound(f"user {user!r} is not a member of group {group!r}")
-            resp.media = user_json(member)
+            resp.media = USER_SHAPE.render(member)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
             member = users.get_user(session, row.tenant, user)
             groups.add_member(session, row, member)
-            resp.media = user_json(member)
+            resp.media = USER_SHAPE.render(member)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -135,36 +134,25 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(MEMBER, Member(ctx))
 
 
-GROUP_PARAM = oa.path_param("group", "group name", NAME_SCHEMA)
-
 # The request bodies, documented from the Fields their handlers validate with.
 REQUEST_BODIES = {"NewGroup": Groups.FIELDS, "GroupChange": Group.PATCH_FIELDS}
 
-OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Group": {
-        "type": "object", "required": ["id", "tenant", "name", "description", "created_at"],
-        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
-                       "description": {"type": "string"},
-                       "created_at": {"type": "string", "format": "date-time"}},
-    },
-    "GroupList": list_schema("#/components/schemas/Group"),
-    **request_schemas(REQUEST_BODIES),
-}
+OPENAPI_SCHEMAS: dict[str, Any] = {**schemas(listed=(GROUP_SHAPE,)), **request_schemas(REQUEST_BODIES)}
 
 OPENAPI_PATHS: dict[str, Any] = {
     GROUPS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createGroup", "Create a group (tenant admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("Group"))},
+                      {201: ("Created; Location names it", GROUP_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewGroup"))),
         "get": oa.op("listGroups", "Groups of a tenant", TAG, {200: ("A page of groups", oa.ref("GroupList"))},
                      errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
     },
     GROUP: {
         "parameters": [TENANT_PARAM, GROUP_PARAM],
-        "get": oa.op("getGroup", "One group", TAG, {200: ("The group", oa.ref("Group"))}, errors=(401, 404)),
+        "get": oa.op("getGroup", "One group", TAG, {200: ("The group", GROUP_SHAPE.ref())}, errors=(401, 404)),
         "patch": oa.op("updateGroup", "Change a group's description", TAG,
-                       {200: ("The changed group", oa.ref("Group"))},
+                       {200: ("The changed group", GROUP_SHAPE.ref())},
                        body=oa.json_body(oa.ref("GroupChange"))),
         "delete": oa.op("deleteGroup", "Delete a group, its memberships and its grants", TAG,
                         {204: {"description": "Deleted"}}, errors=(401, 403, 404)),
@@ -176,10 +164,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     MEMBER: {
         "parameters": [TENANT_PARAM, GROUP_PARAM, USER_PARAM],
-        "get": oa.op("getMember", "One member of a group", TAG, {200: ("The member", oa.ref("User"))},
+        "get": oa.op("getMember", "One member of a group", TAG, {200: ("The member", USER_SHAPE.ref())},
                      errors=(401, 404)),
         "put": oa.op("addMember", "Add a user of the tenant to the group (idempotent)", TAG,
-                     {200: ("The member", oa.ref("User"))}, errors=(401, 403, 404)),
+                     {200: ("The member", USER_SHAPE.ref())}, errors=(401, 403, 404)),
         "delete": oa.op("removeMember", "Remove a user from the group", TAG,
                         {204: {"description": "Removed"}}, errors=(401, 403, 404)),
     },

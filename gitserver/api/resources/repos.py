@@ -23,19 +23,32 @@ from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo, visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.groups import GROUP_PARAM
-from gitserver.api.resources.tenants import (
-    DESCRIPTION_FIELD,
-    NAME_FIELD,
-    NAME_SCHEMA,
-    QUOTA_SCHEMA,
-    SIZE_SCHEMA,
-    TENANT,
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import (
+    GROUP_PARAM,
+    ID_CONVERTER,
+    ID_SCHEMA,
+    REPO,
+    REPO_PARAM,
+    REPOS,
     TENANT_PARAM,
-    quota_field,
+    USER_PARAM,
+    repo_path,
 )
-from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME, USER_PARAM
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_STRING,
+    STRING,
+    STRINGS,
+    Out,
+    Shape,
+    each,
+    enum,
+    schemas,
+)
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, public_key_outs, quota_field, sized
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
@@ -44,8 +57,6 @@ from gitserver.git.store import RepoStore
 from gitserver.pipelines import oncreate
 from gitserver.urls import http_clone_url, ssh_clone_url
 
-REPOS = f"{TENANT}/repos"
-REPO = f"{REPOS}/{{repo}}"
 GRANTS = f"{REPO}/grants"
 USER_GRANT = f"{GRANTS}/users/{{user}}"
 GROUP_GRANT = f"{GRANTS}/groups/{{group}}"
@@ -59,25 +70,34 @@ DELETE_REFUSED = ("repositories cannot be deleted: history is protected in gitse
                   "so nothing that was pushed can be removed (make it private instead)")
 
 
-def repo_path(tenant: str, repo: str) -> str:
-    return f"/api/v1/tenants/{tenant}/repos/{repo}"
+VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
+                          "public: everyone reads")
+_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
+                   "an empty repository, or the one set here)")
+
+REPOSITORY = Shape("Repository", {
+    "id": Out(INTEGER), "tenant": Out(STRING, value=lambda repo: repo.tenant.name), "name": Out(STRING),
+    "description": Out(STRING), "visibility": Out(enum(models.VISIBILITIES), VISIBILITY_DESCRIPTION),
+    "builds_enabled": Out(BOOLEAN),
+    "default_branch": Out(NULLABLE_STRING, _DEFAULT_BRANCH, given=True),
+    "ssh_url": Out(STRING, "for git clone/push over SSH", given=True),
+    "http_url": Out(STRING, "read-only smart HTTP", given=True),
+    "quota_bytes": QUOTA, "created_at": Out(DATETIME),
+    # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
+    "parent_project": Out(NULLABLE_STRING, "as sent to /internal-scm (recorded only)"),
+    "owner_groups": Out(STRINGS, "as sent to /internal-scm, e.g. ldap/jboss-prod",
+                        value=lambda repo: _json_list(repo.owner_groups)),
+    "size_bytes": SIZE})
 
 
 def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
     """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
     tenant = repo.tenant.name
     store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
-    out = {"id": repo.id, "tenant": tenant, "name": repo.name, "description": repo.description,
-           "visibility": repo.visibility, "builds_enabled": repo.builds_enabled,
-           "default_branch": head.default_branch(store.path(tenant, repo.name)),
-           "ssh_url": ssh_clone_url(config.ssh_base_url, tenant, repo.name),
-           "http_url": http_clone_url(config.http_base_url, tenant, repo.name),
-           "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
-           # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
-           "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}
-    if size_bytes is not None:
-        out["size_bytes"] = size_bytes
-    return out
+    return REPOSITORY.render(repo, default_branch=head.default_branch(store.path(tenant, repo.name)),
+                             ssh_url=ssh_clone_url(config.ssh_base_url, tenant, repo.name),
+                             http_url=http_clone_url(config.http_base_url, tenant, repo.name),
+                             **sized(size_bytes))
 
 
 def _json_list(text: str | None) -> list[Any]:
@@ -93,34 +113,48 @@ def repo_size(store: RepoStore, repo: models.Repository) -> int:
     return limits.disk_usage(store.path(repo.tenant.name, repo.name))
 
 
+GRANT = Shape("Grant", {
+    "id": Out(INTEGER), "permission": Out(enum(models.PERMISSIONS)),
+    "user": Out(NULLABLE_STRING, given=True), "group": Out(NULLABLE_STRING, given=True),
+    "created_at": Out(DATETIME)})
+
+
 def grant_json(session: Session, grant: models.Grant) -> dict[str, Any]:
     user = session.get(models.User, grant.user_id) if grant.user_id else None
     group = session.get(models.Group, grant.group_id) if grant.group_id else None
-    return {"id": grant.id, "permission": grant.permission,
-            "user": user.name if user else None, "group": group.name if group else None,
-            "created_at": grant.created_at}
+    return GRANT.render(grant, user=user.name if user else None, group=group.name if group else None)
+
+
+DEPLOY_KEY_SHAPE = Shape("DeployKey", {
+    "id": Out(INTEGER), **public_key_outs(lambda deploy: deploy.public_key), "write": Out(BOOLEAN),
+    "created_at": Out(DATETIME)})
 
 
 def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
-    key = deploy.public_key
-    return {"id": deploy.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
-            "title": key.title, "key": key.key_data, "write": deploy.write,
-            "created_at": deploy.created_at, "last_used_at": key.last_used_at, "expires_at": key.expires_at}
+    return DEPLOY_KEY_SHAPE.render(deploy)
+
+
+REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING)})
+PUSH = Shape("Push", {
+    "id": Out(INTEGER), "user": Out(NULLABLE_STRING, given=True), "key_fingerprint": Out(STRING),
+    "protocol": Out(STRING),
+    "client_address": Out(NULLABLE_STRING, "where the push came from; null unless the caller "
+                          "administers the repository's tenant", given=True),
+    "state": Out(enum(models.PUSH_STATES),
+                 "done: recorded by the push itself; recovered: recorded by the reconciler (the pusher "
+                 "or the server died before the push was done, or the ref was written outside a push); "
+                 "pending: its refs are being moved; failed: no ref moved"),
+    "created_at": Out(DATETIME),
+    "push_options": Out(STRINGS, "git push -o options as given (docs/compatibility.md)",
+                        value=lambda push: json.loads(push.push_options or "[]")),
+    "ref_updates": each(REF_UPDATE, "ref_updates", inline=True)})
 
 
 def push_json(push: models.Push, user_names: dict[int, str], show_address: bool = False) -> dict[str, Any]:
     """``show_address``: the pusher's network address is personal data, shown only to the
     admins of the repository's tenant (a public repository's audit is readable by anyone)."""
-    return {"id": push.id, "user": user_names.get(push.user_id) if push.user_id else None,
-            "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
-            "client_address": push.client_address if show_address else None, "state": push.state,
-            "created_at": push.created_at,
-            "push_options": json.loads(push.push_options or "[]"),
-            "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
-
-
-VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
-                          "public: everyone reads")
+    return PUSH.render(push, user=user_names.get(push.user_id) if push.user_id else None,
+                       client_address=push.client_address if show_address else None)
 
 
 class Repos:
@@ -360,12 +394,7 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(PUSHES, Pushes(ctx))
 
 
-REPO_PARAM = oa.path_param("repo", "repository name (without .git)", NAME_SCHEMA)
 _DEPLOY_KEY_ID = oa.path_param("deploy_key_id", "deploy key id", ID_SCHEMA)
-_VISIBILITY = {"type": "string", "enum": list(models.VISIBILITIES), "description": VISIBILITY_DESCRIPTION}
-_PERMISSION = {"type": "string", "enum": list(models.PERMISSIONS)}
-_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
-                   "an empty repository, or the one set here)")
 _NO_CONTENT = {"description": "Done"}
 
 # The request bodies, documented from the Fields their handlers validate with.
@@ -374,79 +403,17 @@ REQUEST_BODIES = {"NewRepository": Repos.FIELDS, "RepositoryChange": Repo.PATCH_
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    "Repository": {
-        "type": "object",
-        "required": ["id", "tenant", "name", "description", "visibility", "builds_enabled",
-                     "default_branch", "ssh_url",
-                     "http_url", "quota_bytes", "created_at"],
-        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
-                       "description": {"type": "string"}, "visibility": _VISIBILITY,
-                       "builds_enabled": {"type": "boolean"},
-                       "parent_project": {"type": ["string", "null"],
-                                          "description": "as sent to /internal-scm (recorded only)"},
-                       "owner_groups": {"type": "array", "items": {"type": "string"},
-                                        "description": "as sent to /internal-scm, e.g. ldap/jboss-prod"},
-                       "default_branch": {"type": ["string", "null"], "description": _DEFAULT_BRANCH},
-                       "ssh_url": {"type": "string", "description": "for git clone/push over SSH"},
-                       "http_url": {"type": "string", "description": "read-only smart HTTP"},
-                       "quota_bytes": QUOTA_SCHEMA,
-                       "size_bytes": SIZE_SCHEMA,
-                       "created_at": DATETIME},
-    },
-    "RepositoryList": list_schema("#/components/schemas/Repository"),
-    "Grant": {
-        "type": "object", "required": ["id", "permission", "user", "group", "created_at"],
-        "properties": {"id": {"type": "integer"}, "permission": _PERMISSION,
-                       "user": {"type": ["string", "null"]}, "group": {"type": ["string", "null"]},
-                       "created_at": DATETIME},
-    },
-    "GrantList": list_schema("#/components/schemas/Grant"),
-    "DeployKey": {
-        "type": "object",
-        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "write", "created_at",
-                     "last_used_at", "expires_at"],
-        "properties": {"id": {"type": "integer"}, "fingerprint": {"type": "string"},
-                       "key_type": {"type": "string"}, "bits": {"type": "integer"},
-                       "title": {"type": "string"}, "key": {"type": "string"}, "write": {"type": "boolean"},
-                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME,
-                       "expires_at": {**NULLABLE_DATETIME, "description": "the expiry of the API token "
-                                      "that added the key; null: never"}},
-    },
-    "DeployKeyList": list_schema("#/components/schemas/DeployKey"),
-    "Push": {
-        "type": "object",
-        "required": ["id", "user", "key_fingerprint", "protocol", "client_address", "state", "created_at",
-                     "push_options", "ref_updates"],
-        "properties": {
-            "id": {"type": "integer"}, "user": {"type": ["string", "null"]},
-            "key_fingerprint": {"type": "string"}, "protocol": {"type": "string"},
-            "client_address": {"type": ["string", "null"],
-                               "description": "where the push came from; null unless the caller "
-                                              "administers the repository's tenant"},
-            "created_at": DATETIME,
-            "state": {"type": "string", "enum": list(models.PUSH_STATES),
-                      "description": "done: recorded by the push itself; recovered: recorded by the "
-                                     "reconciler (the pusher or the server died before the push was "
-                                     "done, or the ref was written outside a push); pending: its refs "
-                                     "are being moved; failed: no ref moved"},
-            "push_options": {"type": "array", "items": {"type": "string"},
-                             "description": "git push -o options as given (docs/compatibility.md)"},
-            "ref_updates": {"type": "array", "items": {
-                "type": "object", "required": ["ref", "old", "new"],
-                "properties": {"ref": {"type": "string"}, "old": {"type": "string"}, "new": {"type": "string"}}}},
-        },
-    },
-    "PushList": list_schema("#/components/schemas/Push"),
+    **schemas(listed=(REPOSITORY, GRANT, DEPLOY_KEY_SHAPE, PUSH)),
 }
 
-_GRANT_RESPONSES = {200: ("Updated", oa.ref("Grant")),
-                    201: ("Created; Location names it", oa.ref("Grant"))}
+_GRANT_RESPONSES = {200: ("Updated", GRANT.ref()),
+                    201: ("Created; Location names it", GRANT.ref())}
 
 OPENAPI_PATHS: dict[str, Any] = {
     REPOS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createRepository", "Create a protected repository (tenant admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("Repository"))},
+                      {201: ("Created; Location names it", REPOSITORY.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewRepository"))),
         "get": oa.op("listRepositories", "Repositories of a tenant the caller can read", TAG,
                      {200: ("A page of repositories", oa.ref("RepositoryList"))},
@@ -454,10 +421,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     REPO: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
-        "get": oa.op("getRepository", "One repository", TAG, {200: ("The repository", oa.ref("Repository"))},
+        "get": oa.op("getRepository", "One repository", TAG, {200: ("The repository", REPOSITORY.ref())},
                      errors=(401, 403, 404)),
         "patch": oa.op("updateRepository", "Change description, visibility or builds (repository admins)",
-                       TAG, {200: ("The changed repository", oa.ref("Repository"))},
+                       TAG, {200: ("The changed repository", REPOSITORY.ref())},
                        body=oa.json_body(oa.ref("RepositoryChange"))),
         "delete": oa.op("deleteRepository", "Always refused: history is protected", TAG, {},
                         errors=(401, 403, 404, 405)),
@@ -469,7 +436,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     USER_GRANT: {
         "parameters": [TENANT_PARAM, REPO_PARAM, USER_PARAM],
-        "get": oa.op("getUserGrant", "A user's grant", TAG, {200: ("The grant", oa.ref("Grant"))},
+        "get": oa.op("getUserGrant", "A user's grant", TAG, {200: ("The grant", GRANT.ref())},
                      errors=(401, 403, 404)),
         "put": oa.op("setUserGrant", "Give a user read, write or admin (at most what the caller holds)", TAG,
                      _GRANT_RESPONSES, body=oa.json_body(oa.ref("GrantChange"))),
@@ -478,7 +445,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     GROUP_GRANT: {
         "parameters": [TENANT_PARAM, REPO_PARAM, GROUP_PARAM],
-        "get": oa.op("getGroupGrant", "A group's grant", TAG, {200: ("The grant", oa.ref("Grant"))},
+        "get": oa.op("getGroupGrant", "A group's grant", TAG, {200: ("The grant", GRANT.ref())},
                      errors=(401, 403, 404)),
         "put": oa.op("setGroupGrant", "Give a group read, write or admin (at most what the caller holds)",
                      TAG, _GRANT_RESPONSES, body=oa.json_body(oa.ref("GrantChange"))),
@@ -488,14 +455,14 @@ OPENAPI_PATHS: dict[str, Any] = {
     DEPLOY_KEYS: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
         "post": oa.op("addDeployKey", "Add a deploy key (read-only unless write is true)", TAG,
-                      {201: ("Added; Location names it", oa.ref("DeployKey"))},
+                      {201: ("Added; Location names it", DEPLOY_KEY_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewDeployKey"))),
         "get": oa.op("listDeployKeys", "Deploy keys of a repository", TAG,
                      {200: ("A page of deploy keys", oa.ref("DeployKeyList"))}, parameters=OPENAPI_PARAMETERS),
     },
     oa.openapi_path(DEPLOY_KEY): {
         "parameters": [TENANT_PARAM, REPO_PARAM, _DEPLOY_KEY_ID],
-        "get": oa.op("getDeployKey", "One deploy key", TAG, {200: ("The deploy key", oa.ref("DeployKey"))},
+        "get": oa.op("getDeployKey", "One deploy key", TAG, {200: ("The deploy key", DEPLOY_KEY_SHAPE.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("deleteDeployKey", "Remove a deploy key; it stops working at the next connection",
                         TAG, {204: _NO_CONTENT}, errors=(401, 403, 404)),

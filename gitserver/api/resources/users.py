@@ -1,6 +1,6 @@
 """Users of a tenant, their SSH keys and their API tokens.
 
-Who may do what (the ``check_*`` rules in :mod:`gitserver.admin`): members of a tenant see its
+Who may do what (the ``check_*`` rules in :mod:`gitserver.admin.rules`): members of a tenant see its
 users; its admins create, change and disable them, but only site admins give or touch the
 site-admin role. Users manage their own keys and tokens; admins manage those of the users they
 manage. A token never mints a token with more scopes than it has.
@@ -23,8 +23,21 @@ from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.tenants import NAME_FIELD, NAME_SCHEMA, TENANT, TENANT_PARAM
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_DATETIME,
+    NULLABLE_STRING,
+    STRING,
+    Out,
+    Shape,
+    each,
+    schemas,
+)
+from gitserver.api.shapes import NAME_FIELD, USER_SHAPE, public_key_outs
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import InvalidInput
@@ -33,8 +46,6 @@ from gitserver.keys import MAX_BATCH_KEYS
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"
 KEYS = f"{USER}/keys"
-# Ids are bounded so an absurd number in a URL is a 404, never an integer overflow in SQL.
-ID_CONVERTER = "int(min=1, max=2147483647)"
 KEY = f"{KEYS}/{{key_id:{ID_CONVERTER}}}"
 # A literal segment: falcon prefers it to the {key_id} field, which only takes integers anyway.
 KEYS_BATCH = f"{KEYS}/batch"
@@ -43,9 +54,22 @@ BATCH_BODY_BYTES = 64 * 1024 * 1024
 TOKENS = f"{USER}/tokens"
 TOKEN = f"{TOKENS}/{{token_id:{ID_CONVERTER}}}"
 TAG = "users"
-ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2147483647}
-DATETIME = {"type": "string", "format": "date-time"}
-NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
+
+KEY_SHAPE = Shape("Key", {"id": Out(INTEGER), **public_key_outs(lambda key: key), "created_at": Out(DATETIME)})
+REFUSED_LINE = Shape("RefusedKeyLine", {
+    "line": Out(INTEGER, "1-based index into keys"), "reason": Out(STRING, attr="problem"),
+    "fingerprint": Out(NULLABLE_STRING, value=lambda k: k.key.fingerprint if k.key is not None else None)})
+KEY_IMPORT = Shape("KeyImport", {
+    "imported": Out(BOOLEAN, "false: a line was refused and nothing was added"), "added": Out(INTEGER),
+    "total": Out(INTEGER, "key lines in the batch"), "refused": each(REFUSED_LINE, "refused", inline=True)})
+TOKEN_SHAPE = Shape("Token", {
+    "id": Out(INTEGER), "name": Out(STRING),
+    "scopes": Out({"type": "array", "items": {"type": "string", "enum": list(tokens.TOKEN_SCOPES)}},
+                  value=tokens.token_scopes),
+    "expires_at": Out(NULLABLE_DATETIME), "revoked_at": Out(NULLABLE_DATETIME),
+    "last_used_at": Out(NULLABLE_DATETIME), "created_at": Out(DATETIME)})
+CREATED_TOKEN = TOKEN_SHAPE.extend("CreatedToken", {
+    "token": Out(STRING, "the secret, shown only once", given=True)})
 
 
 def user_path(tenant: str, user: str) -> str:
@@ -53,21 +77,16 @@ def user_path(tenant: str, user: str) -> str:
 
 
 def user_json(user: models.User) -> dict[str, Any]:
-    return {"id": user.id, "tenant": user.tenant.name, "name": user.name, "role": user.role,
-            "disabled": user.disabled, "created_at": user.created_at}
+    return USER_SHAPE.render(user)
 
 
 def key_json(key: models.PublicKey) -> dict[str, Any]:
-    return {"id": key.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
-            "title": key.title, "key": key.key_data, "created_at": key.created_at,
-            "last_used_at": key.last_used_at, "expires_at": key.expires_at}
+    return KEY_SHAPE.render(key)
 
 
 def token_json(token: models.ApiToken) -> dict[str, Any]:
     """A token as listed: everything but the secret, which is never stored."""
-    return {"id": token.id, "name": token.name, "scopes": tokens.token_scopes(token),
-            "expires_at": token.expires_at, "revoked_at": token.revoked_at,
-            "last_used_at": token.last_used_at, "created_at": token.created_at}
+    return TOKEN_SHAPE.render(token)
 
 
 # RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that
@@ -194,10 +213,7 @@ class Keys:
 
 
 def key_import_json(report: keys.KeyImport) -> dict[str, Any]:
-    return {"imported": report.imported, "added": report.added, "total": report.total,
-            "refused": [{"line": k.line, "reason": k.problem,
-                         "fingerprint": k.key.fingerprint if k.key is not None else None}
-                        for k in report.refused]}
+    return KEY_IMPORT.render(report)
 
 
 class KeysBatch:
@@ -279,7 +295,7 @@ class Tokens:
                 principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
             token, secret = tokens.create_token(
                 session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
-            resp.media = {**token_json(token), "token": secret}
+            resp.media = CREATED_TOKEN.render(token, token=secret)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"
 
@@ -319,7 +335,6 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(TOKEN, Token(ctx))
 
 
-USER_PARAM = oa.path_param("user", "user name", NAME_SCHEMA)
 _KEY_ID = oa.path_param("key_id", "key id", ID_SCHEMA)
 _TOKEN_ID = oa.path_param("token_id", "token id", ID_SCHEMA)
 _NO_CONTENT = {"description": "Done"}
@@ -330,68 +345,23 @@ REQUEST_BODIES = {"NewUser": Users.FIELDS, "UserChange": User.PATCH_FIELDS, "New
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    "User": {
-        "type": "object", "required": ["id", "tenant", "name", "role", "disabled", "created_at"],
-        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
-                       "role": {"type": "string", "enum": list(models.ROLES)},
-                       "disabled": {"type": "boolean"}, "created_at": DATETIME},
-    },
-    "UserList": list_schema("#/components/schemas/User"),
-    "Key": {
-        "type": "object",
-        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "created_at", "last_used_at",
-                     "expires_at"],
-        "properties": {"id": {"type": "integer"},
-                       "fingerprint": {"type": "string", "description": "SHA256:…, as ssh-keygen -lf"},
-                       "key_type": {"type": "string"}, "bits": {"type": "integer"},
-                       "title": {"type": "string"}, "key": {"type": "string"},
-                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME,
-                       "expires_at": {**NULLABLE_DATETIME, "description": "the expiry of the API token "
-                                      "that added the key; null: never"}},
-    },
-    "KeyList": list_schema("#/components/schemas/Key"),
-    "KeyImport": {
-        "type": "object", "required": ["imported", "added", "total", "refused"],
-        "properties": {
-            "imported": {"type": "boolean", "description": "false: a line was refused and nothing was added"},
-            "added": {"type": "integer"}, "total": {"type": "integer", "description": "key lines in the batch"},
-            "refused": {"type": "array", "items": {
-                "type": "object", "required": ["line", "reason", "fingerprint"],
-                "properties": {"line": {"type": "integer", "description": "1-based index into keys"},
-                               "reason": {"type": "string"},
-                               "fingerprint": {"type": ["string", "null"]}}}},
-        },
-    },
-    "Token": {
-        "type": "object",
-        "required": ["id", "name", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at"],
-        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
-                       "scopes": {"type": "array", "items": {"type": "string", "enum": list(tokens.TOKEN_SCOPES)}},
-                       "expires_at": NULLABLE_DATETIME, "revoked_at": NULLABLE_DATETIME,
-                       "last_used_at": NULLABLE_DATETIME, "created_at": DATETIME},
-    },
-    "TokenList": list_schema("#/components/schemas/Token"),
-    "CreatedToken": {
-        "allOf": [{"$ref": "#/components/schemas/Token"},
-                  {"type": "object", "required": ["token"],
-                   "properties": {"token": {"type": "string", "description": "the secret, shown only once"}}}],
-    },
+    **schemas(KEY_IMPORT, CREATED_TOKEN, listed=(USER_SHAPE, KEY_SHAPE, TOKEN_SHAPE)),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     USERS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("User"))},
+                      {201: ("Created; Location names it", USER_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewUser"))),
         "get": oa.op("listUsers", "Users of a tenant", TAG, {200: ("A page of users", oa.ref("UserList"))},
                      errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
     },
     USER: {
         "parameters": [TENANT_PARAM, USER_PARAM],
-        "get": oa.op("getUser", "One user", TAG, {200: ("The user", oa.ref("User"))}, errors=(401, 404)),
+        "get": oa.op("getUser", "One user", TAG, {200: ("The user", USER_SHAPE.ref())}, errors=(401, 404)),
         "patch": oa.op("updateUser", "Change a user's role or re-enable it", TAG,
-                       {200: ("The changed user", oa.ref("User"))},
+                       {200: ("The changed user", USER_SHAPE.ref())},
                        body=oa.json_body(oa.ref("UserChange"))),
         "delete": oa.op("disableUser", "Disable a user: its keys and tokens stop working at once", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
@@ -399,7 +369,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     KEYS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
-                      {201: ("Added; Location names it", oa.ref("Key"))},
+                      {201: ("Added; Location names it", KEY_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewKey"))),
         "get": oa.op("listKeys", "A user's SSH keys", TAG, {200: ("A page of keys", oa.ref("KeyList"))},
                      parameters=OPENAPI_PARAMETERS),
@@ -408,10 +378,10 @@ OPENAPI_PATHS: dict[str, Any] = {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op(
             "importKeys", "Add many SSH keys at once (an authorized_keys file), all or nothing", TAG,
-            {201: ("Keys added (with skip_refused, the refused lines are listed)", oa.ref("KeyImport")),
-             200: ("No key line in the batch, or every line refused with skip_refused", oa.ref("KeyImport")),
+            {201: ("Keys added (with skip_refused, the refused lines are listed)", KEY_IMPORT.ref()),
+             200: ("No key line in the batch, or every line refused with skip_refused", KEY_IMPORT.ref()),
              422: ("A line was refused; nothing was added. Each refused line is listed",
-                   oa.ref("KeyImport"))},
+                   KEY_IMPORT.ref())},
             errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("KeyBatch")),
             description="One transaction and one multi-row INSERT: 10,000 keys take well under "
                         "two seconds. A key already registered anywhere, a malformed line or a key "
@@ -419,21 +389,21 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     oa.openapi_path(KEY): {
         "parameters": [TENANT_PARAM, USER_PARAM, _KEY_ID],
-        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", oa.ref("Key"))}, errors=(401, 403, 404)),
+        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", KEY_SHAPE.ref())}, errors=(401, 403, 404)),
         "delete": oa.op("deleteKey", "Remove an SSH key; it stops working at the next connection", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
     },
     TOKENS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("createToken", "Create an API token; the secret is in this response only", TAG,
-                      {201: ("Created; Location names it", oa.ref("CreatedToken"))},
+                      {201: ("Created; Location names it", CREATED_TOKEN.ref())},
                       body=oa.json_body(oa.ref("NewToken"), required=False)),
         "get": oa.op("listTokens", "A user's API tokens, without secrets", TAG,
                      {200: ("A page of tokens", oa.ref("TokenList"))}, parameters=OPENAPI_PARAMETERS),
     },
     oa.openapi_path(TOKEN): {
         "parameters": [TENANT_PARAM, USER_PARAM, _TOKEN_ID],
-        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", oa.ref("Token"))},
+        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", TOKEN_SHAPE.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("revokeToken", "Revoke an API token, at once", TAG, {204: _NO_CONTENT},
                         errors=(401, 403, 404)),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,29 @@ def by_name(session: Session, model: type[_InTenant], tenant: models.Tenant, nam
         select(model).where(model.tenant_id == tenant.id, model.name == name))
     if row is None:
         raise NotFound(f"{what} {tenant.name}/{name[:100]} not found")
+    return row
+
+
+def refuse_taken(session: Session, model: type[_InTenant], tenant: models.Tenant, name: str,
+                 what: str) -> str:
+    """Refuse (409) a new user or group whose name ``tenant`` already has; the same words are
+    returned for the :func:`flush` that catches a concurrent one."""
+    conflict = f"{what} {tenant.name}/{name} already exists"
+    if session.scalar(select(model.id).where(model.tenant_id == tenant.id, model.name == name)) is not None:
+        raise Conflict(conflict)
+    return conflict
+
+
+_Owned = TypeVar("_Owned", models.PublicKey, models.DeployKey, models.ApiToken)
+
+
+def get_owned(session: Session, model: type[_Owned], row_id: int, owner: ColumnElement[bool],
+              missing: str) -> _Owned:
+    """The row ``row_id`` of ``model`` if ``owner`` (its user or repository) holds it, else
+    NotFound with ``missing``: an id of someone else's row looks like a missing one."""
+    row = session.scalar(select(model).where(model.id == row_id, owner))
+    if row is None:
+        raise NotFound(missing)
     return row
 
 

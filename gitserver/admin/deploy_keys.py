@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from gitserver.admin import keys
+from gitserver.admin import base, keys
 from gitserver.db import models
-from gitserver.errors import NotFound
 
 
 def add_deploy_key(session: Session, repo: models.Repository, text: str, title: str = "",
@@ -30,11 +29,8 @@ def deploy_keys_query(repo: models.Repository) -> Select[Any]:
 
 
 def get_deploy_key(session: Session, repo: models.Repository, deploy_key_id: int) -> models.DeployKey:
-    deploy = session.scalar(select(models.DeployKey).where(models.DeployKey.id == deploy_key_id,
-                                                           models.DeployKey.repo_id == repo.id))
-    if deploy is None:
-        raise NotFound(f"deploy key {deploy_key_id} of {repo.full_name} not found")
-    return deploy
+    return base.get_owned(session, models.DeployKey, deploy_key_id, models.DeployKey.repo_id == repo.id,
+                          f"deploy key {deploy_key_id} of {repo.full_name} not found")
 
 
 def remove_deploy_key(session: Session, deploy: models.DeployKey) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import Conflict, NotFound
+from gitserver.errors import NotFound
 from gitserver.names import validate_name
 
 
@@ -20,12 +20,10 @@ def get_group(session: Session, tenant: models.Tenant, name: str) -> models.Grou
 
 def create_group(session: Session, tenant: models.Tenant, name: str, description: str = "") -> models.Group:
     validate_name(name, "name")
-    if session.scalar(select(models.Group.id).where(models.Group.tenant_id == tenant.id,
-                                                    models.Group.name == name)) is not None:
-        raise Conflict(f"group {tenant.name}/{name} already exists")
+    conflict = base.refuse_taken(session, models.Group, tenant, name, "group")
     group = models.Group(tenant_id=tenant.id, name=name, description=description, tenant=tenant)
     session.add(group)
-    base.flush(session, f"group {tenant.name}/{name} already exists")
+    base.flush(session, conflict)
     return group
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import Conflict, InvalidInput, NotFound
+from gitserver.errors import Conflict, InvalidInput
 from gitserver.keys import KeyLine, parse_key_lines, parse_public_key
 
 
@@ -109,11 +109,8 @@ def user_keys_query(user: models.User) -> Select[Any]:
 
 
 def get_user_key(session: Session, user: models.User, key_id: int) -> models.PublicKey:
-    key = session.scalar(select(models.PublicKey).where(models.PublicKey.id == key_id,
-                                                        models.PublicKey.user_id == user.id))
-    if key is None:
-        raise NotFound(f"key {key_id} of {user.tenant.name}/{user.name} not found")
-    return key
+    return base.get_owned(session, models.PublicKey, key_id, models.PublicKey.user_id == user.id,
+                          f"key {key_id} of {user.tenant.name}/{user.name} not found")
 
 
 def delete_public_key(session: Session, key: models.PublicKey) -> None:

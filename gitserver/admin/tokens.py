@@ -12,9 +12,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from gitserver import access
+from gitserver.admin import base
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.errors import InvalidInput, NotFound
+from gitserver.errors import InvalidInput
 
 TOKEN_PREFIX = "gst_"
 
@@ -46,11 +47,8 @@ def create_token(session: Session, *, user: models.User | None = None, site_admi
 
 
 def get_token(session: Session, user: models.User, token_id: int) -> models.ApiToken:
-    token = session.scalar(select(models.ApiToken).where(models.ApiToken.id == token_id,
-                                                         models.ApiToken.user_id == user.id))
-    if token is None:
-        raise NotFound(f"token {token_id} of {user.tenant.name}/{user.name} not found")
-    return token
+    return base.get_owned(session, models.ApiToken, token_id, models.ApiToken.user_id == user.id,
+                          f"token {token_id} of {user.tenant.name}/{user.name} not found")
 
 
 def revoke_token(session: Session, token: models.ApiToken) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import Conflict, InvalidInput
+from gitserver.errors import InvalidInput
 from gitserver.names import name_problem, validate_name
 
 
@@ -35,12 +35,10 @@ def create_user(session: Session, tenant: models.Tenant, name: str,
                 role: str = models.ROLE_MEMBER) -> models.User:
     validate_name(name, "name")
     validate_role(role)
-    if session.scalar(select(models.User.id).where(models.User.tenant_id == tenant.id,
-                                                   models.User.name == name)) is not None:
-        raise Conflict(f"user {tenant.name}/{name} already exists")
+    conflict = base.refuse_taken(session, models.User, tenant, name, "user")
     user = models.User(tenant_id=tenant.id, name=name, role=role, tenant=tenant)
     session.add(user)
-    base.flush(session, f"user {tenant.name}/{name} already exists")
+    base.flush(session, conflict)
     return user
 
 

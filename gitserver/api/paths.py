@@ -4,9 +4,13 @@ names its parent's path from here, not from the sibling module."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import falcon
+
 from gitserver.api import openapi as oa
+from gitserver.api.context import ApiContext
 from gitserver.names import NAME_PATTERN
 
 API = "/api/v1"
@@ -31,3 +35,9 @@ def tenant_path(tenant: str) -> str:
 
 def repo_path(tenant: str, repo: str) -> str:
     return f"{tenant_path(tenant)}/repos/{repo}"
+
+
+def mount(app: falcon.App, ctx: ApiContext, routes: Iterable[tuple[str, Callable[[ApiContext], object]]]) -> None:
+    """Add a route module's resources: each (URL template, resource class), made with ``ctx``."""
+    for template, resource in routes:
+        app.add_route(template, resource(ctx))

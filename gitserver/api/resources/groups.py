@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from gitserver import access
 from gitserver.admin import groups, users
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
@@ -128,10 +129,7 @@ class Member:
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(GROUPS, Groups(ctx))
-    app.add_route(GROUP, Group(ctx))
-    app.add_route(MEMBERS, Members(ctx))
-    app.add_route(MEMBER, Member(ctx))
+    paths.mount(app, ctx, ((GROUPS, Groups), (GROUP, Group), (MEMBERS, Members), (MEMBER, Member)))
 
 
 # The request bodies, documented from the Fields their handlers validate with.

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gitserver import access
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo
@@ -227,11 +228,8 @@ class PipelineCancel:
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(REPO_PIPELINES, RepoPipelines(ctx))
-    app.add_route(REPO_ARCHIVES, RepoArchives(ctx))
-    app.add_route(PIPELINE, Pipeline(ctx))
-    app.add_route(PIPELINE_LOG, PipelineLog(ctx))
-    app.add_route(PIPELINE_CANCEL, PipelineCancel(ctx))
+    paths.mount(app, ctx, ((REPO_PIPELINES, RepoPipelines), (REPO_ARCHIVES, RepoArchives), (PIPELINE, Pipeline),
+                       (PIPELINE_LOG, PipelineLog), (PIPELINE_CANCEL, PipelineCancel)))
 
 
 _PIPELINE_ID = oa.path_param("pipeline_id", "pipeline id", ID_SCHEMA)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from gitserver import access
 from gitserver.admin import keys, rules, tokens, users
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
@@ -326,13 +327,8 @@ class Token:
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(USERS, Users(ctx))
-    app.add_route(USER, User(ctx))
-    app.add_route(KEYS, Keys(ctx))
-    app.add_route(KEY, Key(ctx))
-    app.add_route(KEYS_BATCH, KeysBatch(ctx))
-    app.add_route(TOKENS, Tokens(ctx))
-    app.add_route(TOKEN, Token(ctx))
+    paths.mount(app, ctx, ((USERS, Users), (USER, User), (KEYS, Keys), (KEY, Key), (KEYS_BATCH, KeysBatch),
+                       (TOKENS, Tokens), (TOKEN, Token)))
 
 
 _KEY_ID = oa.path_param("key_id", "key id", ID_SCHEMA)

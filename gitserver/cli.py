@@ -172,7 +172,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         if not args.site_admin:
             user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
         _row, secret = tokens.create_token(session, user=user, site_admin=args.site_admin,
-                                          name=args.name or "")
+                                           name=args.name or "")
         print(secret)
 
     return _with_session(args, create)
@@ -236,7 +236,7 @@ def cmd_key_import(args: argparse.Namespace) -> int:
     def import_keys(session: Any, _runtime: Any) -> None:
         user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
         outcome.append(keys.import_user_keys(session, user, text.splitlines(),
-                                              skip_refused=args.skip_refused))
+                                             skip_refused=args.skip_refused))
 
     _with_session(args, import_keys)
     report = outcome[0]

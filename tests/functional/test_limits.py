@@ -109,7 +109,7 @@ def test_repository_quota(limited: GitServer, tmp_path: Path) -> None:
 
         t = tenants.get_tenant(session, tenant)
         grants.set_grant(session, repos.get_repo(session, t, repo), "admin",
-                        user=users.get_user(session, t, member.name))
+                         user=users.get_user(session, t, member.name))
     refused = limited.api("PATCH", path, json={"quota_bytes": 10**12}, token=member.token)
     assert refused.status_code == 403, refused.text
     assert "quota_bytes" in refused.json()["description"]

@@ -322,7 +322,7 @@ class DeployKeys:
             if write:
                 rules.check_grantable(granted.permission, access.WRITE)
             deploy = deploy_keys.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
-                                          expires_at=principal.token_expires_at)
+                                                expires_at=principal.token_expires_at)
             resp.media = deploy_key_json(deploy)
         resp.status = falcon.HTTP_201
         resp.location = f"{repo_path(tenant, row.name)}/deploy-keys/{deploy.id}"

@@ -201,7 +201,7 @@ class Keys:
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS)
             key = keys.add_user_key(session, row, data["key"], data.get("title", ""),
-                                     expires_at=principal.token_expires_at)
+                                    expires_at=principal.token_expires_at)
             resp.media = key_json(key)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/keys/{key.id}"
@@ -237,8 +237,8 @@ class KeysBatch:
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, limit=BATCH_BODY_BYTES)
             report = keys.import_user_keys(session, row, data["keys"],
-                                            skip_refused=data.get("skip_refused", False),
-                                            expires_at=principal.token_expires_at)
+                                           skip_refused=data.get("skip_refused", False),
+                                           expires_at=principal.token_expires_at)
         body = key_import_json(report)
         if report.imported:
             resp.status = falcon.HTTP_201 if report.added else falcon.HTTP_200

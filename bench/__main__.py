@@ -158,16 +158,16 @@ class Bench:
         self.extra["baseline_login"] = self.ossh.login_note
 
     def _create_repos(self) -> None:
-        from gitserver import admin
+        from gitserver.admin import grants, keys, repos, tenants, users
 
         pushes = [f"push-medium-{i}" for i in range(self.p.clone_runs)]
         with self.gs.db() as session:
-            tenant = admin.create_tenant(session, TENANT)
-            user = admin.create_user(session, tenant, USER, "member")
-            admin.add_user_key(session, user, self.public_key, "bench")
+            tenant = tenants.create_tenant(session, TENANT)
+            user = users.create_user(session, tenant, USER, "member")
+            keys.add_user_key(session, user, self.public_key, "bench")
             for name in ("small", "medium", "large", "push-small", *pushes):
-                repo = admin.create_repo(session, self.gs.runtime.store, tenant, name)
-                admin.set_grant(session, repo, "write", user=user)
+                repo = repos.create_repo(session, self.gs.runtime.store, tenant, name)
+                grants.set_grant(session, repo, "write", user=user)
         for name in ("small", "medium", "large"):
             install_into(self.repos[name], self.gs.repo_path(name))
         install_into(self.repos["small"], self.gs.repo_path("push-small"))
@@ -181,7 +181,7 @@ class Bench:
         """Record the refs installed by copying as pushes, as a push would have (every ref on
         disk is in the ledger; a backup holds only recorded refs), and let their archive
         pipelines finish before anything is measured."""
-        from gitserver import admin
+        from gitserver.admin import repos, tenants
         from gitserver.git.refs import ZERO_OID
         from gitserver.pipelines.ledger import PushContext, record_push
 
@@ -191,7 +191,7 @@ class Bench:
             pairs = (line.split(" ", 1) for line in listing.stdout.splitlines())
             updates = [(ZERO_OID, oid, ref) for oid, ref in pairs]
             with self.gs.db() as session:
-                repo = admin.get_repo(session, admin.get_tenant(session, TENANT), name)
+                repo = repos.get_repo(session, tenants.get_tenant(session, TENANT), name)
                 record_push(session, PushContext(repo_id=repo.id, protocol="bench-install"), updates)
         wait_pipelines_idle(self.gs)
 

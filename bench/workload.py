@@ -163,15 +163,15 @@ def add_fake_keys(server: GitServer, start: int, stop: int) -> None:
     "filler" is created on first use)."""
     from sqlalchemy import insert, select
 
-    from gitserver import admin
+    from gitserver.admin import tenants, users
     from gitserver.db import models
 
     with server.db() as session:
-        tenant = admin.get_tenant(session, "bench")
+        tenant = tenants.get_tenant(session, "bench")
         filler = session.scalar(select(models.User).where(models.User.tenant_id == tenant.id,
                                                           models.User.name == "filler"))
         if filler is None:
-            filler = admin.create_user(session, tenant, "filler", "member")
+            filler = users.create_user(session, tenant, "filler", "member")
         rows = []
         for i in range(start, stop):
             line, fingerprint = fake_key(i)

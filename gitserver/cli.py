@@ -162,7 +162,7 @@ def _with_session(args: argparse.Namespace, fn: Any) -> int:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    from gitserver import admin
+    from gitserver.admin import tenants, tokens, users
 
     if not args.site_admin and not (args.tenant and args.user):
         raise SystemExit("gitserver token create: give --site-admin, or --tenant and --user")
@@ -170,33 +170,33 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     def create(session: Any, _runtime: Any) -> None:
         user = None
         if not args.site_admin:
-            user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
-        _row, secret = admin.create_token(session, user=user, site_admin=args.site_admin,
-                                          name=args.name or "")
+            user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
+        _row, secret = tokens.create_token(session, user=user, site_admin=args.site_admin,
+                                           name=args.name or "")
         print(secret)
 
     return _with_session(args, create)
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
-    from gitserver import admin
+    from gitserver.admin import tenants
 
     return _with_session(args, lambda s, _r: print(
-        f"tenant {admin.create_tenant(s, args.name, args.description).name} created"))
+        f"tenant {tenants.create_tenant(s, args.name, args.description).name} created"))
 
 
 def cmd_user_create(args: argparse.Namespace) -> int:
-    from gitserver import admin
+    from gitserver.admin import tenants, users
 
     def create(session: Any, _runtime: Any) -> None:
-        user = admin.create_user(session, admin.get_tenant(session, args.tenant), args.name, args.role)
+        user = users.create_user(session, tenants.get_tenant(session, args.tenant), args.name, args.role)
         print(f"user {args.tenant}/{user.name} created ({user.role})")
 
     return _with_session(args, create)
 
 
 def cmd_key_add(args: argparse.Namespace) -> int:
-    from gitserver import admin
+    from gitserver.admin import keys, tenants, users
     from gitserver.errors import InvalidInput
 
     text = sys.stdin.read() if args.key == "-" else args.key
@@ -209,8 +209,8 @@ def cmd_key_add(args: argparse.Namespace) -> int:
                                field="key") from exc
 
     def add(session: Any, _runtime: Any) -> None:
-        user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
-        key = admin.add_user_key(session, user, text, args.title or "")
+        user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
+        key = keys.add_user_key(session, user, text, args.title or "")
         print(f"{key.bits} {key.fingerprint} {key.title or 'no comment'} ({key.key_type})")
 
     return _with_session(args, add)
@@ -219,7 +219,7 @@ def cmd_key_add(args: argparse.Namespace) -> int:
 def cmd_key_import(args: argparse.Namespace) -> int:
     """Import an authorized_keys file: one report line per refused key, then a summary.
     Exit 0 when every key line was imported, 1 when any was refused."""
-    from gitserver import admin
+    from gitserver.admin import keys, tenants, users
     from gitserver.errors import InvalidInput
 
     name = "stdin" if args.file == "-" else args.file
@@ -231,12 +231,12 @@ def cmd_key_import(args: argparse.Namespace) -> int:
                 text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}", field="file") from exc
-    outcome: list[admin.KeyImport] = []
+    outcome: list[keys.KeyImport] = []
 
     def import_keys(session: Any, _runtime: Any) -> None:
-        user = admin.get_user(session, admin.get_tenant(session, args.tenant), args.user)
-        outcome.append(admin.import_user_keys(session, user, text.splitlines(),
-                                              skip_refused=args.skip_refused))
+        user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
+        outcome.append(keys.import_user_keys(session, user, text.splitlines(),
+                                             skip_refused=args.skip_refused))
 
     _with_session(args, import_keys)
     report = outcome[0]
@@ -252,12 +252,12 @@ def cmd_key_import(args: argparse.Namespace) -> int:
 
 
 def cmd_repo_create(args: argparse.Namespace) -> int:
-    from gitserver import admin
+    from gitserver.admin import tenants
     from gitserver.pipelines import oncreate
     from gitserver.urls import ssh_clone_url
 
     def create(session: Any, runtime: Any) -> None:
-        tenant = admin.get_tenant(session, args.tenant)
+        tenant = tenants.get_tenant(session, args.tenant)
         repo = oncreate.create_repository(session, runtime.store, tenant, args.name,
                                           args.description or "", args.visibility)
         print(f"repository {tenant.name}/{repo.name} created: "
@@ -267,16 +267,16 @@ def cmd_repo_create(args: argparse.Namespace) -> int:
 
 
 def cmd_grant(args: argparse.Namespace) -> int:
-    from gitserver import admin
+    from gitserver.admin import grants, groups, repos, tenants, users
 
     def grant(session: Any, _runtime: Any) -> None:
-        tenant = admin.get_tenant(session, args.tenant)
-        repo = admin.get_repo(session, tenant, args.repo)
+        tenant = tenants.get_tenant(session, args.tenant)
+        repo = repos.get_repo(session, tenant, args.repo)
         if args.group:
-            admin.set_grant(session, repo, args.permission, group=admin.get_group(session, tenant, args.group))
+            grants.set_grant(session, repo, args.permission, group=groups.get_group(session, tenant, args.group))
             print(f"group {args.group} has {args.permission} on {tenant.name}/{repo.name}")
         else:
-            admin.set_grant(session, repo, args.permission, user=admin.get_user(session, tenant, args.user))
+            grants.set_grant(session, repo, args.permission, user=users.get_user(session, tenant, args.user))
             print(f"user {args.user} has {args.permission} on {tenant.name}/{repo.name}")
 
     return _with_session(args, grant)

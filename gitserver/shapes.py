@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from gitserver import admin
+from gitserver.admin import tokens as admin_tokens
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.git import head, limits
@@ -46,7 +46,7 @@ def key_json(key: models.PublicKey) -> dict[str, Any]:
 
 def token_json(token: models.ApiToken) -> dict[str, Any]:
     """A token as listed: everything but the secret, which is never stored."""
-    return {"id": token.id, "name": token.name, "scopes": admin.token_scopes(token),
+    return {"id": token.id, "name": token.name, "scopes": admin_tokens.token_scopes(token),
             "expires_at": token.expires_at, "revoked_at": token.revoked_at,
             "last_used_at": token.last_used_at, "created_at": token.created_at}
 

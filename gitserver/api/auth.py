@@ -2,7 +2,7 @@
 
 Tokens arrive as ``Authorization: Bearer <token>``, or as the password of HTTP Basic auth (any
 user name) because git's HTTP client can only send Basic credentials. Only the SHA-256 of a
-token is stored (:func:`gitserver.admin.hash_token`), so lookup is by hash.
+token is stored (:func:`gitserver.admin.tokens.hash_token`), so lookup is by hash.
 
 A token is refused when it is unknown, revoked, expired, or belongs to a disabled user; all
 four answer the same 401 so a caller cannot probe which tokens once existed.
@@ -28,7 +28,8 @@ import falcon
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import access, admin, oidc
+from gitserver import access, oidc
+from gitserver.admin import tokens
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
@@ -78,7 +79,7 @@ def principal_for_token(session: Session, secret: str, touch: Touch | None = Non
     ``touch(token_id, now)``, when given, is told to update last_used_at instead of doing it
     in ``session`` (see :func:`authenticated`)."""
     token = session.scalar(select(models.ApiToken).where(
-        models.ApiToken.token_hash == admin.hash_token(secret)))
+        models.ApiToken.token_hash == tokens.hash_token(secret)))
     now = utcnow()
     if token is None or token.revoked_at is not None:
         raise Unauthenticated(_REFUSED)

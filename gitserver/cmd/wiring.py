@@ -71,7 +71,7 @@ def get_app() -> Any:
 
 def run_api(config: Config) -> int:
     """``gitserver api``: gunicorn in this process; each of its workers builds the app anew."""
-    from gitserver.api.app import run_gunicorn
+    from gitserver.api.serving import run_gunicorn
 
     return run_gunicorn(config, lambda: api_app(Runtime.create(config)))
 

@@ -23,7 +23,7 @@ import pygit2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import admin
+from gitserver.admin import repos
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
@@ -41,9 +41,9 @@ EVENT_ENV = {"GITSERVER_EVENT": outbox.EVENT_REPOSITORY, "GITSERVER_ACTION": out
 
 def create_repository(session: Session, store: RepoStore, tenant: models.Tenant, name: str,
                       description: str = "", visibility: str = "private") -> models.Repository:
-    """:func:`gitserver.admin.create_repo`, then :func:`repository_created` (caller's session,
+    """:func:`gitserver.admin.repos.create_repo`, then :func:`repository_created` (caller's session,
     never committed: the events exist if and only if the repository does)."""
-    repo = admin.create_repo(session, store, tenant, name, description, visibility)
+    repo = repos.create_repo(session, store, tenant, name, description, visibility)
     repository_created(session, repo)
     return repo
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import grants, groups, tenants
 from gitserver.api import lookup
 from gitserver.db import models
 from gitserver.errors import Conflict, GitserverError, NotFound
@@ -32,7 +33,7 @@ def ensure_tenant(session: Session, principal: access.Principal, name: str) -> N
         return
     try:
         with session.begin_nested():
-            admin.create_tenant(session, name, description="created by /internal-scm")
+            tenants.create_tenant(session, name, description="created by /internal-scm")
     except Conflict:
         pass  # created by a concurrent request a moment ago
     log.info("internal-scm: tenant %s created for %s", name, principal.display)
@@ -105,23 +106,23 @@ def create_internal_repo(session: Session, runtime: Runtime, tenant: models.Tena
             repo.parent_project = parent_project[:2000] if parent_project else None
             repo.owner_groups = json.dumps(list(dict.fromkeys(g.sent for g in groups)))
             for group in owner_group_rows(session, tenant, groups, name):
-                admin.set_grant(session, repo, "admin", group=group)
+                grants.set_grant(session, repo, "admin", group=group)
     except Conflict:
         # Created by a concurrent request a moment ago.
         return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
     return {"status": "SUCCESS_CREATED", **answer}
 
 
-def owner_group_rows(session: Session, tenant: models.Tenant, groups: list[OwnerGroup],
+def owner_group_rows(session: Session, tenant: models.Tenant, owners: list[OwnerGroup],
                      repo_name: str) -> list[models.Group]:
     rows: dict[str, models.Group] = {}
-    for owner in groups:
+    for owner in owners:
         if not owner.local or owner.local in rows:
             continue
         try:
-            rows[owner.local] = admin.get_group(session, tenant, owner.local)
+            rows[owner.local] = groups.get_group(session, tenant, owner.local)
         except NotFound:
             if owner.create:
-                rows[owner.local] = admin.create_group(
+                rows[owner.local] = groups.create_group(
                     session, tenant, owner.local, description=f"owner group created by /internal-scm for {repo_name}")
     return list(rows.values())

@@ -179,11 +179,11 @@ class GitServer:
     # --- objects -------------------------------------------------------------------------------
 
     def new_tenant(self) -> str:
-        from gitserver import admin
+        from gitserver.admin import tenants
 
         name = unique("t")
         with self.db() as session:
-            admin.create_tenant(session, name)
+            tenants.create_tenant(session, name)
         return name
 
     def new_key(self, name: str = "key") -> tuple[Path, str]:
@@ -193,29 +193,30 @@ class GitServer:
         return path, path.with_suffix(".pub").read_text().strip()
 
     def new_user(self, tenant: str, role: str = "member", name: str | None = None) -> User:
-        from gitserver import admin
+        from gitserver.admin import keys, tenants, tokens, users
 
         name = name or unique("u")
         key_path, public = self.new_key(name)
         with self.db() as session:
-            user = admin.create_user(session, admin.get_tenant(session, tenant), name, role)
-            key = admin.add_user_key(session, user, public, "test key")
-            _row, token = admin.create_token(session, user=user, name="tests")
+            user = users.create_user(session, tenants.get_tenant(session, tenant), name, role)
+            key = keys.add_user_key(session, user, public, "test key")
+            _row, token = tokens.create_token(session, user=user, name="tests")
             return User(tenant=tenant, name=name, role=role, key_path=key_path, public_key=public,
                         fingerprint=key.fingerprint, token=token, id=user.id)
 
     def new_repo(self, tenant: str, name: str | None = None, visibility: str = "private",
                  grants: Mapping[str, str] | None = None, builds: bool = False) -> str:
         """Create a repository; ``grants`` maps user names to permissions."""
-        from gitserver import admin
+        from gitserver.admin import grants as grant_ops  # ``grants`` is the parameter
+        from gitserver.admin import repos, tenants, users
 
         name = name or unique("r")
         with self.db() as session:
-            t = admin.get_tenant(session, tenant)
-            repo = admin.create_repo(session, self.runtime.store, t, name, visibility=visibility)
+            t = tenants.get_tenant(session, tenant)
+            repo = repos.create_repo(session, self.runtime.store, t, name, visibility=visibility)
             repo.builds_enabled = builds
             for user_name, permission in (grants or {}).items():
-                admin.set_grant(session, repo, permission, user=admin.get_user(session, t, user_name))
+                grant_ops.set_grant(session, repo, permission, user=users.get_user(session, t, user_name))
         return name
 
     def repo_url(self, tenant: str, repo: str) -> str:

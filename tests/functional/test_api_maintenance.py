@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gitserver import admin
+from gitserver.admin import tenants, tokens, users
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server
 
@@ -164,8 +164,8 @@ def test_admins_of_the_repository_see_it(server: GitServer, world: dict[str, Any
 def test_a_token_without_the_admin_scope_is_refused(server: GitServer, world: dict[str, Any]) -> None:
     tenant, name = world["tenant"], world["repos"]["private"]
     with server.db() as session:
-        user = admin.get_user(session, admin.get_tenant(session, tenant), world["tenant_admin"].name)
-        _row, token = admin.create_token(session, user=user, name="ci", scopes=("read", "write"))
+        user = users.get_user(session, tenants.get_tenant(session, tenant), world["tenant_admin"].name)
+        _row, token = tokens.create_token(session, user=user, name="ci", scopes=("read", "write"))
     for method in ("GET", "POST"):
         resp = server.api(method, maintenance_url(tenant, name), token=token)
         assert resp.status_code == 403, resp.text

@@ -100,7 +100,7 @@ def _git(cwd: Path, env: dict[str, str], *args: str) -> str:
 def _add_key(server: GitServer, user: User, key_type: str) -> Path:
     if key_type == "ed25519":
         return user.key_path
-    from gitserver import admin
+    from gitserver.admin import keys, tenants, users
 
     path = server.keys_dir / f"{user.name}-{key_type}"
     if not path.exists():
@@ -109,8 +109,8 @@ def _add_key(server: GitServer, user: User, key_type: str) -> Path:
         subprocess.run(["ssh-keygen", "-q", "-t", kind, *options, "-N", "", "-C", path.name,
                         "-f", str(path)], check=True)
         with server.db() as session:
-            row = admin.get_user(session, admin.get_tenant(session, user.tenant), user.name)
-            admin.add_user_key(session, row, path.with_suffix(".pub").read_text().strip(), key_type)
+            row = users.get_user(session, tenants.get_tenant(session, user.tenant), user.name)
+            keys.add_user_key(session, row, path.with_suffix(".pub").read_text().strip(), key_type)
     return path
 
 

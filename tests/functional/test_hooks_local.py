@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gitserver import admin
+from gitserver.admin import repos, tenants
 from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
@@ -39,8 +39,8 @@ def site(tmp_path: Path, db_url: str, git_env: dict[str, str]):  # type: ignore[
     initialise(cfg)
     runtime = Runtime.create(cfg, pool_size=1)
     with transaction(runtime.sessions) as session:
-        tenant = admin.create_tenant(session, "acme")
-        repo = admin.create_repo(session, runtime.store, tenant, "widgets")
+        tenant = tenants.create_tenant(session, "acme")
+        repo = repos.create_repo(session, runtime.store, tenant, "widgets")
         repo_id = repo.id
     wrapper = tmp_path / "receive-pack"
     wrapper.write_text(WRAPPER.format(python=sys.executable))

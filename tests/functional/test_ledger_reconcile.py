@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from gitserver import admin
+from gitserver.admin import repos, tenants, users
 from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
@@ -34,9 +34,9 @@ def site(tmp_path: Path, db_url: str, git_env: dict[str, str]) -> Iterator[dict[
     initialise(cfg)
     runtime = Runtime.create(cfg, pool_size=4)
     with transaction(runtime.sessions) as session:
-        tenant = admin.create_tenant(session, "acme")
-        user = admin.create_user(session, tenant, "alice", "member")
-        repo = admin.create_repo(session, runtime.store, tenant, "widgets")
+        tenant = tenants.create_tenant(session, "acme")
+        user = users.create_user(session, tenant, "alice", "member")
+        repo = repos.create_repo(session, runtime.store, tenant, "widgets")
         ids = {"repo": repo.id, "user": user.id}
     work = make_repo(tmp_path / "work", git_env)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,

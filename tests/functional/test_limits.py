@@ -126,11 +126,11 @@ def test_repository_quota(limited: GitServer, tmp_path: Path) -> None:
     # A repository admin who is not a tenant admin cannot raise its own quota.
     member = limited.new_user(tenant)
     with limited.db() as session:
-        from gitserver import admin
+        from gitserver.admin import grants, repos, tenants, users
 
-        t = admin.get_tenant(session, tenant)
-        admin.set_grant(session, admin.get_repo(session, t, repo), "admin",
-                        user=admin.get_user(session, t, member.name))
+        t = tenants.get_tenant(session, tenant)
+        grants.set_grant(session, repos.get_repo(session, t, repo), "admin",
+                         user=users.get_user(session, t, member.name))
     refused = limited.api("PATCH", path, json={"quota_bytes": 10**12}, token=member.token)
     assert refused.status_code == 403, refused.text
     assert "quota_bytes" in refused.json()["description"]

@@ -363,11 +363,11 @@ def test_internal_scm_creates_repo_with_owner_groups(rserver: GitServer, receive
         assert any(g.get("group") == "lib-owners" and g.get("permission") == "admin"
                    for g in grants.json()["items"]), grants.json()
     with rserver.db() as session:
-        from gitserver import admin
+        from gitserver.admin import groups, repos, tenants
         from gitserver.db import models
-        t = admin.get_tenant(session, tenant)
-        group = admin.get_group(session, t, "lib-owners")
-        repo = admin.get_repo(session, t, "lib")
+        t = tenants.get_tenant(session, tenant)
+        group = groups.get_group(session, t, "lib-owners")
+        repo = repos.get_repo(session, t, "lib")
         grant = session.query(models.Grant).filter_by(repo_id=repo.id, group_id=group.id).one()
         assert grant.permission == "admin" and repo.description == "a library"
     # Only tenant admins; other tenants look missing; a token is required.
@@ -478,9 +478,10 @@ def test_clone_errors(rserver: GitServer, git_env: dict[str, str], tmp_path: Pat
     assert post(rserver, "/clone", spec, token="").status_code == 401
     reader = rserver.new_user(tenant, role="member")
     with rserver.db() as session:
-        from gitserver import admin
-        t = admin.get_tenant(session, tenant)
-        admin.set_grant(session, admin.get_repo(session, t, repo), "read", user=admin.get_user(session, t, reader.name))
+        from gitserver.admin import grants, repos, tenants, users
+        t = tenants.get_tenant(session, tenant)
+        grants.set_grant(session, repos.get_repo(session, t, repo), "read",
+                         user=users.get_user(session, t, reader.name))
     assert post(rserver, "/clone", {**spec, "ref": "main"}, token=reader.token).status_code == 403
     # Protection rules apply: a moved tag is refused, naming the ref and the rule.
     assert post(rserver, "/clone", {**spec, "ref": "v1"}, token=user.token).status_code == 200
@@ -926,9 +927,9 @@ def test_pnc_internal_scm_with_oidc_token_then_anonymous_clone(
                               "readwrite_url": f"{rserver.ssh_base}/project-ncl/dingrogu.git",
                               "readonly_url": f"{rserver.http_url}/git/project-ncl/dingrogu.git"}
     with rserver.db() as session:
-        from gitserver import admin
+        from gitserver.admin import repos, tenants
 
-        repo = admin.get_repo(session, admin.get_tenant(session, "project-ncl"), "dingrogu")
+        repo = repos.get_repo(session, tenants.get_tenant(session, "project-ncl"), "dingrogu")
         assert (repo.parent_project, json.loads(repo.owner_groups or "[]"), repo.visibility) == \
             ("jboss-prod-permissions", ["ldap/jboss-prod"], "public")
     shown = rserver.api("GET", "/api/v1/tenants/project-ncl/repos/dingrogu", token=token).json()

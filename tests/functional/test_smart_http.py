@@ -142,11 +142,11 @@ def test_member_without_read_sees_not_found(server: GitServer, tmp_path: Path,
     assert other.status_code == 404
     # A read grant opens it.
     with server.db() as session:
-        from gitserver import admin as admin_ops
+        from gitserver.admin import grants, repos, tenants, users
 
-        t = admin_ops.get_tenant(session, tenant)
-        row = admin_ops.get_repo(session, t, repo)
-        admin_ops.set_grant(session, row, "read", user=admin_ops.get_user(session, t, member.name))
+        t = tenants.get_tenant(session, tenant)
+        row = repos.get_repo(session, t, repo)
+        grants.set_grant(session, row, "read", user=users.get_user(session, t, member.name))
     http_git(server, "clone", "-q", http_url(server, tenant, repo, member.token), str(tmp_path / "ok"))
 
 

@@ -61,14 +61,14 @@ def test_server_sig_algs_has_no_repeats(server: GitServer, user: User) -> None:
 def test_rsa_user_key_may_sign_with_sha1_like_jsch(server: GitServer, user: User) -> None:
     """JSch before 0.1.55 signs with SHA-1 "ssh-rsa" only; that user-key signature is still
     accepted (last in server-sig-algs), while the host key never signs with SHA-1."""
-    from gitserver import admin
+    from gitserver.admin import keys, tenants, users
 
     key = server.keys_dir / f"{user.name}-rsa-sha1"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-f", str(key)],
                    check=True)
     with server.db() as session:
-        row = admin.get_user(session, admin.get_tenant(session, user.tenant), user.name)
-        admin.add_user_key(session, row, key.with_suffix(".pub").read_text().strip(), "rsa")
+        row = users.get_user(session, tenants.get_tenant(session, user.tenant), user.name)
+        keys.add_user_key(session, row, key.with_suffix(".pub").read_text().strip(), "rsa")
     result = server.ssh(key, options=("-o", "PubkeyAcceptedAlgorithms=ssh-rsa",
                                       "-o", "HostKeyAlgorithms=ecdsa-sha2-nistp256"))
     assert result.returncode == 0, result.stderr

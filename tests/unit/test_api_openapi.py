@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gitserver import admin
 from gitserver import config as config_mod
+from gitserver.admin import tokens
 from gitserver.api import body as body_mod
 from gitserver.api import openapi
 from gitserver.api.body import Field, json_schema
@@ -164,7 +164,7 @@ def admin_app(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     upgrade(url)
     runtime = Runtime.create(config_mod.load(environ={}, data_dir=str(tmp_path / "data"), database_url=url))
     with transaction(runtime.sessions) as session:
-        _, secret = admin.create_token(session, site_admin=True, name="openapi-test")
+        _, secret = tokens.create_token(session, site_admin=True, name="openapi-test")
     client = testing.TestClient(api_app(runtime), headers={"Authorization": f"Bearer {secret}"})
     made = {}
     for path, body in (("/api/v1/tenants", {"name": "t"}), ("/api/v1/tenants/t/users", {"name": "u"}),

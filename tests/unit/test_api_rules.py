@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import audit, rules
 from gitserver.errors import Forbidden, InvalidInput
 
 T, OTHER = 1, 2
@@ -35,7 +36,7 @@ def outcome(fn, *args) -> str:  # type: ignore[no-untyped-def]
     ("site", "root", "invalid"),
 ])
 def test_role_assignment(who: str, role: str, expected: str) -> None:
-    assert outcome(admin.check_role_assignable, PRINCIPALS[who], role) == expected
+    assert outcome(rules.check_role_assignable, PRINCIPALS[who], role) == expected
 
 
 @pytest.mark.parametrize(("who", "target_tenant", "target_role", "expected"), [
@@ -50,7 +51,7 @@ def test_role_assignment(who: str, role: str, expected: str) -> None:
     ("anonymous", T, "member", "forbidden"),
 ])
 def test_user_management(who: str, target_tenant: int, target_role: str, expected: str) -> None:
-    assert outcome(admin.check_user_manageable, PRINCIPALS[who], target_tenant, target_role) == expected
+    assert outcome(rules.check_user_manageable, PRINCIPALS[who], target_tenant, target_role) == expected
 
 
 @pytest.mark.parametrize(("who", "target_id", "expected"), [
@@ -60,7 +61,7 @@ def test_user_management(who: str, target_tenant: int, target_role: str, expecte
     ("other_admin", MEMBER.user_id, "forbidden"),
 ])
 def test_self_service(who: str, target_id: int, expected: str) -> None:
-    assert outcome(admin.check_self_or_manager, PRINCIPALS[who], target_id, T, "member") == expected
+    assert outcome(rules.check_self_or_manager, PRINCIPALS[who], target_id, T, "member") == expected
 
 
 @pytest.mark.parametrize(("held", "requested", "expected"), [
@@ -69,7 +70,7 @@ def test_self_service(who: str, target_id: int, expected: str) -> None:
     ("admin", "owner", "invalid"),
 ])
 def test_nobody_grants_more_than_they_hold(held: str | None, requested: str, expected: str) -> None:
-    assert outcome(admin.check_grantable, held, requested) == expected
+    assert outcome(rules.check_grantable, held, requested) == expected
 
 
 @pytest.mark.parametrize(("held", "requested", "expected"), [
@@ -81,7 +82,7 @@ def test_nobody_grants_more_than_they_hold(held: str | None, requested: str, exp
 ])
 def test_tokens_cannot_mint_wider_tokens(held: frozenset[str] | None, requested: tuple[str, ...],
                                          expected: str) -> None:
-    assert outcome(admin.check_scopes_grantable, held, requested) == expected
+    assert outcome(rules.check_scopes_grantable, held, requested) == expected
 
 
 _SOON = __import__("datetime").datetime(2031, 1, 1, tzinfo=__import__("datetime").timezone.utc)
@@ -98,7 +99,7 @@ _LATER = _SOON.replace(year=2032)
 ])
 def test_tokens_cannot_mint_longer_lived_tokens(held, requested, expected) -> None:  # type: ignore[no-untyped-def]
     try:
-        got = admin.check_expiry_grantable(held, requested)
+        got = rules.check_expiry_grantable(held, requested)
     except Forbidden as exc:
         assert exc.field == "expires_at"
         got = "forbidden"
@@ -111,4 +112,4 @@ def test_tokens_cannot_mint_longer_lived_tokens(held, requested, expected) -> No
     ("v1.0", ["v1.0", "refs/heads/v1.0", "refs/tags/v1.0"]),
 ])
 def test_ref_filter(ref: str, candidates: list[str]) -> None:
-    assert admin.ref_candidates(ref) == candidates
+    assert audit.ref_candidates(ref) == candidates

@@ -142,3 +142,16 @@ def test_the_circle_finder_finds_a_circle() -> None:
 
 def test_a_circle_is_found() -> None:
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+RESOURCES = "gitserver.api.resources"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "api" / "resources").glob("*.py")), ids=lambda p: p.name)
+def test_resource_modules_import_no_sibling(path: Path) -> None:
+    # What several resources share (paths, fields, shapes) lives in api/paths.py and
+    # api/shapes.py, so a resource module never borrows it from another resource.
+    module = module_name(path)
+    siblings = sorted(name for name in imports(path) if within(name, RESOURCES) and name != module
+                      and name != RESOURCES)
+    assert not siblings, f"{module} imports {siblings}: share it through gitserver.api.paths or .shapes"

@@ -9,24 +9,20 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import groups, users
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.tenants import (
-    DESCRIPTION_FIELD,
-    NAME_FIELD,
-    NAME_SCHEMA,
-    TENANT,
-    TENANT_PARAM,
-)
-from gitserver.api.resources.users import USER_PARAM
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import GROUP_PARAM, TENANT, TENANT_PARAM, USER_PARAM
+from gitserver.api.response import DATETIME, INTEGER, STRING, Out, Shape, schemas
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, USER_SHAPE
 from gitserver.db import models
 from gitserver.errors import NotFound
-from gitserver.shapes import user_json
 
 GROUPS = f"{TENANT}/groups"
 GROUP = f"{GROUPS}/{{group}}"
@@ -39,14 +35,18 @@ def group_path(tenant: str, group: str) -> str:
     return f"/api/v1/tenants/{tenant}/groups/{group}"
 
 
+GROUP_SHAPE = Shape("Group", {
+    "id": Out(INTEGER), "tenant": Out(STRING, value=lambda group: group.tenant.name), "name": Out(STRING),
+    "description": Out(STRING), "created_at": Out(DATETIME)})
+
+
 def group_json(group: models.Group) -> dict[str, Any]:
-    return {"id": group.id, "tenant": group.tenant.name, "name": group.name,
-            "description": group.description, "created_at": group.created_at}
+    return GROUP_SHAPE.render(group)
 
 
 def _group(session: Session, principal: access.Principal, tenant: str, group: str, *,
            manage: bool = False) -> models.Group:
-    return admin.get_group(session, visible_tenant(session, principal, tenant, admin=manage), group)
+    return groups.get_group(session, visible_tenant(session, principal, tenant, admin=manage), group)
 
 
 class Groups:
@@ -59,7 +59,7 @@ class Groups:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.FIELDS)
-            group = admin.create_group(session, row, data["name"], data.get("description", ""))
+            group = groups.create_group(session, row, data["name"], data.get("description", ""))
             resp.media = group_json(group)
         resp.status = falcon.HTTP_201
         resp.location = group_path(tenant, group.name)
@@ -67,7 +67,7 @@ class Groups:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, admin.groups_query(row), models.Group.id, req, serialize=group_json)
+            resp.media = page(session, groups.groups_query(row), models.Group.id, req, serialize=group_json)
 
 
 class Group:
@@ -84,11 +84,11 @@ class Group:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
             data = read_json(req, self.PATCH_FIELDS)
-            resp.media = group_json(admin.update_group(session, row, description=data.get("description")))
+            resp.media = group_json(groups.update_group(session, row, description=data.get("description")))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            admin.delete_group(session, _group(session, principal, tenant, group, manage=True))
+            groups.delete_group(session, _group(session, principal, tenant, group, manage=True))
         resp.status = falcon.HTTP_204
 
 
@@ -99,7 +99,7 @@ class Members:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)
-            resp.media = page(session, admin.members_query(row), models.User.id, req, serialize=user_json)
+            resp.media = page(session, groups.members_query(row), models.User.id, req, serialize=USER_SHAPE.render)
 
 
 class Member:
@@ -109,62 +109,48 @@ class Member:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)
-            member = admin.get_user(session, row.tenant, user)
+            member = users.get_user(session, row.tenant, user)
             if session.get(models.GroupMember, (row.id, member.id)) is None:
                 raise NotFound(f"user {user!r} is not a member of group {group!r}")
-            resp.media = user_json(member)
+            resp.media = USER_SHAPE.render(member)
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
-            member = admin.get_user(session, row.tenant, user)
-            admin.add_member(session, row, member)
-            resp.media = user_json(member)
+            member = users.get_user(session, row.tenant, user)
+            groups.add_member(session, row, member)
+            resp.media = USER_SHAPE.render(member)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group, manage=True)
-            admin.remove_member(session, row, admin.get_user(session, row.tenant, user))
+            groups.remove_member(session, row, users.get_user(session, row.tenant, user))
         resp.status = falcon.HTTP_204
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(GROUPS, Groups(ctx))
-    app.add_route(GROUP, Group(ctx))
-    app.add_route(MEMBERS, Members(ctx))
-    app.add_route(MEMBER, Member(ctx))
+    paths.mount(app, ctx, ((GROUPS, Groups), (GROUP, Group), (MEMBERS, Members), (MEMBER, Member)))
 
-
-GROUP_PARAM = oa.path_param("group", "group name", NAME_SCHEMA)
 
 # The request bodies, documented from the Fields their handlers validate with.
 REQUEST_BODIES = {"NewGroup": Groups.FIELDS, "GroupChange": Group.PATCH_FIELDS}
 
-OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Group": {
-        "type": "object", "required": ["id", "tenant", "name", "description", "created_at"],
-        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
-                       "description": {"type": "string"},
-                       "created_at": {"type": "string", "format": "date-time"}},
-    },
-    "GroupList": list_schema("#/components/schemas/Group"),
-    **request_schemas(REQUEST_BODIES),
-}
+OPENAPI_SCHEMAS: dict[str, Any] = {**schemas(listed=(GROUP_SHAPE,)), **request_schemas(REQUEST_BODIES)}
 
 OPENAPI_PATHS: dict[str, Any] = {
     GROUPS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createGroup", "Create a group (tenant admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("Group"))},
+                      {201: ("Created; Location names it", GROUP_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewGroup"))),
         "get": oa.op("listGroups", "Groups of a tenant", TAG, {200: ("A page of groups", oa.ref("GroupList"))},
                      errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
     },
     GROUP: {
         "parameters": [TENANT_PARAM, GROUP_PARAM],
-        "get": oa.op("getGroup", "One group", TAG, {200: ("The group", oa.ref("Group"))}, errors=(401, 404)),
+        "get": oa.op("getGroup", "One group", TAG, {200: ("The group", GROUP_SHAPE.ref())}, errors=(401, 404)),
         "patch": oa.op("updateGroup", "Change a group's description", TAG,
-                       {200: ("The changed group", oa.ref("Group"))},
+                       {200: ("The changed group", GROUP_SHAPE.ref())},
                        body=oa.json_body(oa.ref("GroupChange"))),
         "delete": oa.op("deleteGroup", "Delete a group, its memberships and its grants", TAG,
                         {204: {"description": "Deleted"}}, errors=(401, 403, 404)),
@@ -176,10 +162,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     MEMBER: {
         "parameters": [TENANT_PARAM, GROUP_PARAM, USER_PARAM],
-        "get": oa.op("getMember", "One member of a group", TAG, {200: ("The member", oa.ref("User"))},
+        "get": oa.op("getMember", "One member of a group", TAG, {200: ("The member", USER_SHAPE.ref())},
                      errors=(401, 404)),
         "put": oa.op("addMember", "Add a user of the tenant to the group (idempotent)", TAG,
-                     {200: ("The member", oa.ref("User"))}, errors=(401, 403, 404)),
+                     {200: ("The member", USER_SHAPE.ref())}, errors=(401, 403, 404)),
         "delete": oa.op("removeMember", "Remove a user from the group", TAG,
                         {204: {"description": "Removed"}}, errors=(401, 403, 404)),
     },

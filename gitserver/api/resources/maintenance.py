@@ -26,9 +26,20 @@ from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo
-from gitserver.api.resources.repos import REPO, REPO_PARAM, repo_path
-from gitserver.api.resources.tenants import TENANT_PARAM
-from gitserver.api.resources.users import DATETIME, NULLABLE_DATETIME
+from gitserver.api.paths import REPO, REPO_PARAM, TENANT_PARAM, repo_path
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_DATETIME,
+    NULLABLE_STRING,
+    NUMBER,
+    STRING,
+    Out,
+    Shape,
+    enum,
+    schemas,
+)
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.git import maintain as git_maintain
@@ -52,24 +63,45 @@ def latest_job(session: Session, repo_id: int) -> models.Job | None:
         .order_by(models.Job.id.desc()).limit(1))
 
 
+JOB = Shape("MaintenanceJob", {
+    "id": Out(INTEGER), "status": Out(enum(models.STATES)), "created_at": Out(DATETIME),
+    "run_after": Out(DATETIME, "when a worker may start it (queued jobs)"),
+    "finished_at": Out(NULLABLE_DATETIME, "null until it succeeded, failed or was cancelled",
+                       value=lambda job: job.updated_at if job.status in models.FINAL_STATES else None),
+    "attempts": Out(INTEGER),
+    # The job's last error line (git's, for a failed run); null when there is none.
+    "error": Out(NULLABLE_STRING, "why it failed (git's last error line)", value=lambda job: job.last_error or None)})
+SETTINGS = Shape("MaintenanceSettings", {
+    "enabled": Out(BOOLEAN, "pushes queue jobs", attr="maintenance_enabled"),
+    "max_packs": Out(INTEGER, "0: packs not looked at", given=True),
+    "max_loose_objects": Out(INTEGER, "0: loose objects not looked at", given=True),
+    "delay_seconds": Out(NUMBER, "from the push to the job's run", attr="maintenance_delay")})
+MAINTENANCE_SHAPE = Shape("Maintenance", {
+    "tenant": Out(STRING, given=True), "repo": Out(STRING, given=True),
+    "packs": Out(INTEGER, "pack files in objects/pack"), "loose_objects": Out(INTEGER, attr="loose"),
+    "bitmap": Out(BOOLEAN, "a reachability bitmap exists"),
+    "commit_graph": Out(BOOLEAN, "a commit-graph exists"),
+    "due": Out(BOOLEAN, "more packs or loose objects than the thresholds in settings allow: the next push "
+                        "queues a job, when automatic maintenance is enabled and none is queued or running",
+               given=True),
+    "settings": Out(SETTINGS.schema(), given=True),
+    "job": Out({"oneOf": [{"type": "null"}, {**JOB.schema(), "description": "the queued or running maintain "
+                                              "job, else the newest finished one; null: none yet"}]}, given=True),
+    "url": Out(STRING, "this resource: poll it to follow the job", given=True)})
+
+
 def job_json(job: models.Job) -> dict[str, Any]:
-    finished = job.status in models.FINAL_STATES
-    return {"id": job.id, "status": job.status, "created_at": job.created_at, "run_after": job.run_after,
-            "finished_at": job.updated_at if finished else None, "attempts": job.attempts,
-            # The job's last error line (git's, for a failed run); null when there is none.
-            "error": job.last_error or None}
+    return JOB.render(job)
 
 
 def maintenance_json(config: Config, tenant: str, repo: str, current: git_maintain.Stats,
                      job: models.Job | None) -> dict[str, Any]:
     limits = maintain.thresholds(config)
-    return {"tenant": tenant, "repo": repo, "packs": current.packs, "loose_objects": current.loose,
-            "bitmap": current.bitmap, "commit_graph": current.commit_graph,
-            "due": git_maintain.needs_maintenance(current, limits),
-            "settings": {"enabled": config.maintenance_enabled, "max_packs": limits.packs,
-                         "max_loose_objects": limits.loose, "delay_seconds": config.maintenance_delay},
-            "job": None if job is None else job_json(job),
-            "url": f"{config.http_base_url.rstrip('/')}{maintenance_path(tenant, repo)}"}
+    return MAINTENANCE_SHAPE.render(
+        current, tenant=tenant, repo=repo, due=git_maintain.needs_maintenance(current, limits),
+        settings=SETTINGS.render(config, max_packs=limits.packs, max_loose_objects=limits.loose),
+        job=None if job is None else job_json(job),
+        url=f"{config.http_base_url.rstrip('/')}{maintenance_path(tenant, repo)}")
 
 
 class Maintenance:
@@ -104,67 +136,25 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(MAINTENANCE, Maintenance(ctx))
 
 
-_JOB = {
-    "type": "object",
-    "required": ["id", "status", "created_at", "run_after", "finished_at", "attempts", "error"],
-    "properties": {
-        "id": {"type": "integer"},
-        "status": {"type": "string", "enum": list(models.STATES)},
-        "created_at": DATETIME,
-        "run_after": {**DATETIME, "description": "when a worker may start it (queued jobs)"},
-        "finished_at": {**NULLABLE_DATETIME, "description": "null until it succeeded, failed or was cancelled"},
-        "attempts": {"type": "integer"},
-        "error": {"type": ["string", "null"], "description": "why it failed (git's last error line)"},
-    },
-}
-
 # The request body, documented from the Fields its handler validates with.
 REQUEST_BODIES = {"MaintenanceRequest": Maintenance.FIELDS}
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    "Maintenance": {
-        "type": "object",
-        "required": ["tenant", "repo", "packs", "loose_objects", "bitmap", "commit_graph", "due",
-                     "settings", "job", "url"],
-        "properties": {
-            "tenant": {"type": "string"}, "repo": {"type": "string"},
-            "packs": {"type": "integer", "description": "pack files in objects/pack"},
-            "loose_objects": {"type": "integer"},
-            "bitmap": {"type": "boolean", "description": "a reachability bitmap exists"},
-            "commit_graph": {"type": "boolean", "description": "a commit-graph exists"},
-            "due": {"type": "boolean",
-                    "description": "more packs or loose objects than the thresholds in settings allow: "
-                                   "the next push queues a job, when automatic maintenance is enabled "
-                                   "and none is queued or running"},
-            "settings": {
-                "type": "object",
-                "required": ["enabled", "max_packs", "max_loose_objects", "delay_seconds"],
-                "properties": {"enabled": {"type": "boolean", "description": "pushes queue jobs"},
-                               "max_packs": {"type": "integer", "description": "0: packs not looked at"},
-                               "max_loose_objects": {"type": "integer",
-                                                     "description": "0: loose objects not looked at"},
-                               "delay_seconds": {"type": "number",
-                                                 "description": "from the push to the job's run"}},
-            },
-            "job": {"oneOf": [{"type": "null"}, {**_JOB, "description": "the queued or running maintain "
-                                                 "job, else the newest finished one; null: none yet"}]},
-            "url": {"type": "string", "description": "this resource: poll it to follow the job"},
-        },
-    },
+    **schemas(MAINTENANCE_SHAPE),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     MAINTENANCE: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
         "get": oa.op("getMaintenance", "Packs, loose objects, bitmap, commit-graph and the maintain job "
-                     "(repository admins)", TAG, {200: ("The repository's maintenance", oa.ref("Maintenance"))},
+                     "(repository admins)", TAG, {200: ("The repository's maintenance", MAINTENANCE_SHAPE.ref())},
                      errors=(401, 403, 404)),
         "post": oa.op("runMaintenance", "Queue maintenance to run now, whatever the counts (repository "
                       "admins)", TAG,
-                      {202: ("Queued; Location is the maintenance resource to poll", oa.ref("Maintenance")),
+                      {202: ("Queued; Location is the maintenance resource to poll", MAINTENANCE_SHAPE.ref()),
                        200: ("A maintain job was already queued or running: that one (a queued one is "
-                             "made due now)", oa.ref("Maintenance"))},
+                             "made due now)", MAINTENANCE_SHAPE.ref())},
                       body=oa.json_body(oa.ref("MaintenanceRequest"), required=False)),
     },
 }

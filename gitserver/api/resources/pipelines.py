@@ -8,6 +8,7 @@ can ask for "everything after offset N" again and again (``X-Log-Offset`` is the
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import falcon
@@ -16,17 +17,31 @@ from sqlalchemy.orm import Session
 
 from gitserver import access
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.repos import REPO, REPO_PARAM
-from gitserver.api.resources.tenants import API, TENANT_PARAM
-from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import API, ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT_PARAM
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_DATETIME,
+    NULLABLE_INTEGER,
+    NULLABLE_NUMBER,
+    NULLABLE_STRING,
+    STRING,
+    Out,
+    Shape,
+    each,
+    enum,
+    schemas,
+)
 from gitserver.db import models
 from gitserver.errors import InvalidInput, NotFound
 from gitserver.pipelines import jobs
-from gitserver.shapes import pipeline_json, step_json
+from gitserver.urls import pipeline_url
 
 REPO_PIPELINES = f"{REPO}/pipelines"
 REPO_ARCHIVES = f"{REPO}/archives"
@@ -45,11 +60,58 @@ MAX_TASK_ID = 200
 PIPELINE_KINDS = ("push", "clone", "adjust", "create")
 
 
+def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start).total_seconds(), 3)
+
+
+_STATUS = enum(models.STATES)
+
+PIPELINE_SHAPE = Shape("Pipeline", {
+    "id": Out(INTEGER), "tenant": Out(STRING, given=True), "repo": Out(STRING, given=True),
+    "kind": Out(enum(PIPELINE_KINDS), "push (archive/build of a push), or clone/adjust (a Repour request)"),
+    "status": Out(_STATUS), "ref": Out(STRING, "the (first) pushed ref"),
+    "commit": Out(STRING, "the pushed commit"),
+    "archive_tag": Out(NULLABLE_STRING, "repour-<archive commit id>, once archived",
+                       value=lambda pipeline: pipeline.archive_tag or None),
+    "error": Out(STRING), "push_id": Out(NULLABLE_INTEGER),
+    "task_id": Out(NULLABLE_STRING, "the taskId of the Repour /clone or /adjust request (null otherwise)"),
+    "created_at": Out(DATETIME), "started_at": Out(NULLABLE_DATETIME), "finished_at": Out(NULLABLE_DATETIME),
+    "queued_seconds": Out(NULLABLE_NUMBER, value=lambda p: _seconds(p.created_at, p.started_at)),
+    "duration_seconds": Out(NULLABLE_NUMBER, value=lambda p: _seconds(p.started_at, p.finished_at)),
+    "url": Out(STRING, given=True), "log_url": Out(STRING, given=True)})
+STEP = Shape("Step", {
+    "position": Out(INTEGER), "name": Out(STRING), "status": Out(_STATUS), "exit_code": Out(NULLABLE_INTEGER),
+    "message": Out(STRING), "started_at": Out(NULLABLE_DATETIME), "finished_at": Out(NULLABLE_DATETIME),
+    "duration_seconds": Out(NULLABLE_NUMBER, value=lambda step: _seconds(step.started_at, step.finished_at))})
+PIPELINE_DETAIL = PIPELINE_SHAPE.extend("PipelineDetail", {
+    "steps": each(STEP, "steps"), "cancel_requested": Out(BOOLEAN, given=True)})
+ARCHIVE = Shape("Archive", {
+    "id": Out(INTEGER), "tag": Out(STRING, "clone it: git clone --depth 1 --branch <tag>"),
+    "tree_id": Out(STRING), "commit_id": Out(STRING), "source_commit": Out(STRING), "source_ref": Out(STRING),
+    "pipeline_id": Out(NULLABLE_INTEGER), "created_at": Out(DATETIME)})
+
+
+def _pipeline_given(pipeline: models.Pipeline, repo: models.Repository, base_url: str) -> dict[str, Any]:
+    """What a pipeline's JSON takes from elsewhere than its row: its repository and URLs."""
+    url = pipeline_url(base_url, pipeline.id)
+    return {"tenant": repo.tenant.name, "repo": repo.name, "url": url, "log_url": f"{url}/log"}
+
+
+def pipeline_json(pipeline: models.Pipeline, repo: models.Repository, base_url: str) -> dict[str, Any]:
+    return PIPELINE_SHAPE.render(pipeline, **_pipeline_given(pipeline, repo, base_url))
+
+
+def pipeline_detail_json(pipeline: models.Pipeline, repo: models.Repository, base_url: str,
+                         cancel_requested: bool) -> dict[str, Any]:
+    """A pipeline with its steps, as one pipeline is shown."""
+    return PIPELINE_DETAIL.render(pipeline, **_pipeline_given(pipeline, repo, base_url),
+                                  cancel_requested=cancel_requested)
+
+
 def archive_json(archive: models.Archive) -> dict[str, Any]:
-    return {"id": archive.id, "tag": archive.tag, "tree_id": archive.tree_id,
-            "commit_id": archive.commit_id, "source_commit": archive.source_commit,
-            "source_ref": archive.source_ref, "pipeline_id": archive.pipeline_id,
-            "created_at": archive.created_at}
+    return ARCHIVE.render(archive)
 
 
 def _cancel_requested(session: Session, pipeline_id: int) -> bool:
@@ -130,10 +192,8 @@ class Pipeline:
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             pipeline, repo = visible_pipeline(session, principal, pipeline_id)
-            body = pipeline_json(pipeline, repo, self.ctx.config.http_base_url)
-            body["steps"] = [step_json(s) for s in pipeline.steps]
-            body["cancel_requested"] = _cancel_requested(session, pipeline.id)
-            resp.media = body
+            resp.media = pipeline_detail_json(pipeline, repo, self.ctx.config.http_base_url,
+                                              _cancel_requested(session, pipeline.id))
 
 
 class PipelineLog:
@@ -160,73 +220,21 @@ class PipelineCancel:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             pipeline, repo = visible_pipeline(session, principal, pipeline_id, need=access.WRITE)
             accepted = jobs.request_cancel(session, pipeline)
-            body = pipeline_json(pipeline, repo, self.ctx.config.http_base_url)
-            body["steps"] = [step_json(s) for s in pipeline.steps]
-            body["cancel_requested"] = accepted or _cancel_requested(session, pipeline.id)
-            resp.media = body
+            resp.media = pipeline_detail_json(pipeline, repo, self.ctx.config.http_base_url,
+                                              accepted or _cancel_requested(session, pipeline.id))
         # 202: a pipeline that a worker holds stops once the worker sees the request (about
         # a second); 200: it is final now (cancelled here, or it had already finished).
         resp.status = falcon.HTTP_200 if pipeline.status in models.FINAL_STATES else falcon.HTTP_202
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(REPO_PIPELINES, RepoPipelines(ctx))
-    app.add_route(REPO_ARCHIVES, RepoArchives(ctx))
-    app.add_route(PIPELINE, Pipeline(ctx))
-    app.add_route(PIPELINE_LOG, PipelineLog(ctx))
-    app.add_route(PIPELINE_CANCEL, PipelineCancel(ctx))
+    paths.mount(app, ctx, ((REPO_PIPELINES, RepoPipelines), (REPO_ARCHIVES, RepoArchives), (PIPELINE, Pipeline),
+                       (PIPELINE_LOG, PipelineLog), (PIPELINE_CANCEL, PipelineCancel)))
 
 
-_STATUS = {"type": "string", "enum": list(models.STATES)}
-_NULLABLE_SECONDS = {"type": ["number", "null"]}
 _PIPELINE_ID = oa.path_param("pipeline_id", "pipeline id", ID_SCHEMA)
-_PIPELINE_PROPERTIES: dict[str, Any] = {
-    "id": {"type": "integer"}, "tenant": {"type": "string"}, "repo": {"type": "string"},
-    "kind": {"type": "string", "enum": list(PIPELINE_KINDS),
-             "description": "push (archive/build of a push), or clone/adjust (a Repour request)"},
-    "status": _STATUS,
-    "ref": {"type": "string", "description": "the (first) pushed ref"},
-    "commit": {"type": "string", "description": "the pushed commit"},
-    "archive_tag": {"type": ["string", "null"], "description": "repour-<archive commit id>, once archived"},
-    "error": {"type": "string"}, "push_id": {"type": ["integer", "null"]},
-    "task_id": {"type": ["string", "null"],
-                "description": "the taskId of the Repour /clone or /adjust request (null otherwise)"},
-    "created_at": DATETIME, "started_at": NULLABLE_DATETIME, "finished_at": NULLABLE_DATETIME,
-    "queued_seconds": _NULLABLE_SECONDS, "duration_seconds": _NULLABLE_SECONDS,
-    "url": {"type": "string"}, "log_url": {"type": "string"},
-}
-_PIPELINE_REQUIRED = list(_PIPELINE_PROPERTIES)
 
-OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Pipeline": {"type": "object", "required": _PIPELINE_REQUIRED, "properties": _PIPELINE_PROPERTIES},
-    "PipelineList": list_schema("#/components/schemas/Pipeline"),
-    "Step": {
-        "type": "object",
-        "required": ["position", "name", "status", "exit_code", "message", "started_at", "finished_at",
-                     "duration_seconds"],
-        "properties": {"position": {"type": "integer"}, "name": {"type": "string"}, "status": _STATUS,
-                       "exit_code": {"type": ["integer", "null"]}, "message": {"type": "string"},
-                       "started_at": NULLABLE_DATETIME, "finished_at": NULLABLE_DATETIME,
-                       "duration_seconds": _NULLABLE_SECONDS},
-    },
-    "PipelineDetail": {
-        "type": "object", "required": [*_PIPELINE_REQUIRED, "steps", "cancel_requested"],
-        "properties": {**_PIPELINE_PROPERTIES,
-                       "steps": {"type": "array", "items": oa.ref("Step")},
-                       "cancel_requested": {"type": "boolean"}},
-    },
-    "Archive": {
-        "type": "object",
-        "required": ["id", "tag", "tree_id", "commit_id", "source_commit", "source_ref", "pipeline_id",
-                     "created_at"],
-        "properties": {"id": {"type": "integer"},
-                       "tag": {"type": "string", "description": "clone it: git clone --depth 1 --branch <tag>"},
-                       "tree_id": {"type": "string"}, "commit_id": {"type": "string"},
-                       "source_commit": {"type": "string"}, "source_ref": {"type": "string"},
-                       "pipeline_id": {"type": ["integer", "null"]}, "created_at": DATETIME},
-    },
-    "ArchiveList": list_schema("#/components/schemas/Archive"),
-}
+OPENAPI_SCHEMAS: dict[str, Any] = schemas(PIPELINE_DETAIL, STEP, listed=(PIPELINE_SHAPE, ARCHIVE))
 
 _LOG_RESPONSE = {
     "description": "Log bytes from `offset` (at most 1 MiB; empty when nothing new). Follow a "
@@ -260,7 +268,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     oa.openapi_path(PIPELINE): {
         "parameters": [_PIPELINE_ID],
         "get": oa.op("getPipeline", "One pipeline with its steps", TAG,
-                     {200: ("The pipeline", oa.ref("PipelineDetail"))}, errors=(401, 403, 404), public=True),
+                     {200: ("The pipeline", PIPELINE_DETAIL.ref())}, errors=(401, 403, 404), public=True),
     },
     oa.openapi_path(PIPELINE_LOG): {
         "parameters": [_PIPELINE_ID],
@@ -273,9 +281,9 @@ OPENAPI_PATHS: dict[str, Any] = {
         "parameters": [_PIPELINE_ID],
         "post": oa.op("cancelPipeline", "Cancel a pipeline (write permission)", TAG,
                       {200: ("Final: cancelled now (no worker held it), or it had already "
-                             "finished and nothing changed", oa.ref("PipelineDetail")),
+                             "finished and nothing changed", PIPELINE_DETAIL.ref()),
                        202: ("Cancel requested: the worker running it kills the running step within "
-                             "about a second", oa.ref("PipelineDetail"))},
+                             "about a second", PIPELINE_DETAIL.ref())},
                       errors=(401, 403, 404)),
     },
 }

@@ -16,33 +16,47 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import audit, deploy_keys, grants, groups, repos, rules, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo, visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.groups import GROUP_PARAM
-from gitserver.api.resources.tenants import (
-    DESCRIPTION_FIELD,
-    NAME_FIELD,
-    NAME_SCHEMA,
-    QUOTA_SCHEMA,
-    SIZE_SCHEMA,
-    TENANT,
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import (
+    GROUP_PARAM,
+    ID_CONVERTER,
+    ID_SCHEMA,
+    REPO,
+    REPO_PARAM,
+    REPOS,
     TENANT_PARAM,
-    quota_field,
+    USER_PARAM,
+    repo_path,
 )
-from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME, USER_PARAM
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_STRING,
+    STRING,
+    STRINGS,
+    Out,
+    Shape,
+    each,
+    enum,
+    schemas,
+)
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, public_key_outs, quota_field, sized
+from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import push_options
+from gitserver.git import head, limits, push_options
+from gitserver.git.store import RepoStore
 from gitserver.pipelines import oncreate
-from gitserver.shapes import repo_json, repo_size
+from gitserver.urls import http_clone_url, ssh_clone_url
 
-REPOS = f"{TENANT}/repos"
-REPO = f"{REPOS}/{{repo}}"
 GRANTS = f"{REPO}/grants"
 USER_GRANT = f"{GRANTS}/users/{{user}}"
 GROUP_GRANT = f"{GRANTS}/groups/{{group}}"
@@ -56,38 +70,92 @@ DELETE_REFUSED = ("repositories cannot be deleted: history is protected in gitse
                   "so nothing that was pushed can be removed (make it private instead)")
 
 
-def repo_path(tenant: str, repo: str) -> str:
-    return f"/api/v1/tenants/{tenant}/repos/{repo}"
+VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
+                          "public: everyone reads")
+_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
+                   "an empty repository, or the one set here)")
+
+REPOSITORY = Shape("Repository", {
+    "id": Out(INTEGER), "tenant": Out(STRING, value=lambda repo: repo.tenant.name), "name": Out(STRING),
+    "description": Out(STRING), "visibility": Out(enum(models.VISIBILITIES), VISIBILITY_DESCRIPTION),
+    "builds_enabled": Out(BOOLEAN),
+    "default_branch": Out(NULLABLE_STRING, _DEFAULT_BRANCH, given=True),
+    "ssh_url": Out(STRING, "for git clone/push over SSH", given=True),
+    "http_url": Out(STRING, "read-only smart HTTP", given=True),
+    "quota_bytes": QUOTA, "created_at": Out(DATETIME),
+    # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
+    "parent_project": Out(NULLABLE_STRING, "as sent to /internal-scm (recorded only)"),
+    "owner_groups": Out(STRINGS, "as sent to /internal-scm, e.g. ldap/jboss-prod",
+                        value=lambda repo: _json_list(repo.owner_groups)),
+    "size_bytes": SIZE})
+
+
+def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
+    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
+    tenant = repo.tenant.name
+    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
+    return REPOSITORY.render(repo, default_branch=head.default_branch(store.path(tenant, repo.name)),
+                             ssh_url=ssh_clone_url(config.ssh_base_url, tenant, repo.name),
+                             http_url=http_clone_url(config.http_base_url, tenant, repo.name),
+                             **sized(size_bytes))
+
+
+def _json_list(text: str | None) -> list[Any]:
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def repo_size(store: RepoStore, repo: models.Repository) -> int:
+    """Bytes the repository takes on disk, as push quotas count them."""
+    return limits.disk_usage(store.path(repo.tenant.name, repo.name))
+
+
+GRANT = Shape("Grant", {
+    "id": Out(INTEGER), "permission": Out(enum(models.PERMISSIONS)),
+    "user": Out(NULLABLE_STRING, given=True), "group": Out(NULLABLE_STRING, given=True),
+    "created_at": Out(DATETIME)})
 
 
 def grant_json(session: Session, grant: models.Grant) -> dict[str, Any]:
     user = session.get(models.User, grant.user_id) if grant.user_id else None
     group = session.get(models.Group, grant.group_id) if grant.group_id else None
-    return {"id": grant.id, "permission": grant.permission,
-            "user": user.name if user else None, "group": group.name if group else None,
-            "created_at": grant.created_at}
+    return GRANT.render(grant, user=user.name if user else None, group=group.name if group else None)
+
+
+DEPLOY_KEY_SHAPE = Shape("DeployKey", {
+    "id": Out(INTEGER), **public_key_outs(lambda deploy: deploy.public_key), "write": Out(BOOLEAN),
+    "created_at": Out(DATETIME)})
 
 
 def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
-    key = deploy.public_key
-    return {"id": deploy.id, "fingerprint": key.fingerprint, "key_type": key.key_type, "bits": key.bits,
-            "title": key.title, "key": key.key_data, "write": deploy.write,
-            "created_at": deploy.created_at, "last_used_at": key.last_used_at, "expires_at": key.expires_at}
+    return DEPLOY_KEY_SHAPE.render(deploy)
+
+
+REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING)})
+PUSH = Shape("Push", {
+    "id": Out(INTEGER), "user": Out(NULLABLE_STRING, given=True), "key_fingerprint": Out(STRING),
+    "protocol": Out(STRING),
+    "client_address": Out(NULLABLE_STRING, "where the push came from; null unless the caller "
+                          "administers the repository's tenant", given=True),
+    "state": Out(enum(models.PUSH_STATES),
+                 "done: recorded by the push itself; recovered: recorded by the reconciler (the pusher "
+                 "or the server died before the push was done, or the ref was written outside a push); "
+                 "pending: its refs are being moved; failed: no ref moved"),
+    "created_at": Out(DATETIME),
+    "push_options": Out(STRINGS, "git push -o options as given (docs/compatibility.md), with ci.variable "
+                        "values shown as *** (docs/webhooks.md)",
+                        value=lambda push: push_options.shown(json.loads(push.push_options or "[]"))),
+    "ref_updates": each(REF_UPDATE, "ref_updates", inline=True)})
 
 
 def push_json(push: models.Push, user_names: dict[int, str], show_address: bool = False) -> dict[str, Any]:
     """``show_address``: the pusher's network address is personal data, shown only to the
     admins of the repository's tenant (a public repository's audit is readable by anyone)."""
-    return {"id": push.id, "user": user_names.get(push.user_id) if push.user_id else None,
-            "key_fingerprint": push.key_fingerprint, "protocol": push.protocol,
-            "client_address": push.client_address if show_address else None, "state": push.state,
-            "created_at": push.created_at,
-            "push_options": push_options.shown(json.loads(push.push_options or "[]")),
-            "ref_updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in push.ref_updates]}
-
-
-VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
-                          "public: everyone reads")
+    return PUSH.render(push, user=user_names.get(push.user_id) if push.user_id else None,
+                       client_address=push.client_address if show_address else None)
 
 
 class Repos:
@@ -106,7 +174,7 @@ class Repos:
             repo = oncreate.create_repository(session, self.ctx.runtime.store, row, data["name"],
                                               data.get("description", ""), data.get("visibility", "private"))
             if data.get("builds_enabled"):
-                admin.update_repo(session, repo, builds_enabled=True)
+                repos.update_repo(session, repo, builds_enabled=True)
             resp.media = repo_json(repo, self.ctx.config, repo_size(self.ctx.runtime.store, repo))
         resp.status = falcon.HTTP_201
         resp.location = repo_path(tenant, repo.name)
@@ -138,8 +206,8 @@ class Repo:
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
             data = read_json(req, self.PATCH_FIELDS)
             if "quota_bytes" in data:
-                admin.set_repo_quota(session, principal, row, data["quota_bytes"])
-            admin.update_repo(session, row, self.ctx.runtime.store, description=data.get("description"),
+                repos.set_repo_quota(session, principal, row, data["quota_bytes"])
+            repos.update_repo(session, row, self.ctx.runtime.store, description=data.get("description"),
                               visibility=data.get("visibility"), builds_enabled=data.get("builds_enabled"),
                               default_branch=data.get("default_branch"))
             resp.media = repo_json(row, self.ctx.config, repo_size(self.ctx.runtime.store, row))
@@ -159,7 +227,7 @@ class Grants:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = page(session, admin.grants_query(row), models.Grant.id, req,
+            resp.media = page(session, grants.grants_query(row), models.Grant.id, req,
                               serialize=lambda g: grant_json(session, g))
 
 
@@ -182,16 +250,16 @@ class _Grant:
     def _get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
-            resp.media = grant_json(session, admin.get_grant(session, granted.repo, **who))
+            resp.media = grant_json(session, grants.get_grant(session, granted.repo, **who))
 
     def _put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
             row = granted.repo
             permission = read_json(req, self.FIELDS)["permission"]
-            admin.check_grantable(granted.permission, permission)
+            rules.check_grantable(granted.permission, permission)
             existed = session.scalar(select(models.Grant.id).where(*self._match(row, who))) is not None
-            grant = admin.set_grant(session, row, permission, **who)
+            grant = grants.set_grant(session, row, permission, **who)
             resp.media = grant_json(session, grant)
         if not existed:
             resp.status = falcon.HTTP_201
@@ -200,7 +268,7 @@ class _Grant:
     def _delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
-            admin.remove_grant(session, granted.repo, **who)
+            grants.remove_grant(session, granted.repo, **who)
         resp.status = falcon.HTTP_204
 
     @staticmethod
@@ -212,7 +280,7 @@ class _Grant:
 
 class UserGrant(_Grant):
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
-        return {"user": admin.get_user(session, repo.tenant, name)}
+        return {"user": users.get_user(session, repo.tenant, name)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, user: str) -> None:
         self._get(req, resp, tenant, repo, user)
@@ -226,7 +294,7 @@ class UserGrant(_Grant):
 
 class GroupGrant(_Grant):
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
-        return {"group": admin.get_group(session, repo.tenant, name)}
+        return {"group": groups.get_group(session, repo.tenant, name)}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, group: str) -> None:
         self._get(req, resp, tenant, repo, group)
@@ -253,9 +321,9 @@ class DeployKeys:
             data = read_json(req, self.FIELDS)
             write = data.get("write", False)
             if write:
-                admin.check_grantable(granted.permission, access.WRITE)
-            deploy = admin.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
-                                          expires_at=principal.token_expires_at)
+                rules.check_grantable(granted.permission, access.WRITE)
+            deploy = deploy_keys.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
+                                                expires_at=principal.token_expires_at)
             resp.media = deploy_key_json(deploy)
         resp.status = falcon.HTTP_201
         resp.location = f"{repo_path(tenant, row.name)}/deploy-keys/{deploy.id}"
@@ -263,7 +331,7 @@ class DeployKeys:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = page(session, admin.deploy_keys_query(row), models.DeployKey.id, req,
+            resp.media = page(session, deploy_keys.deploy_keys_query(row), models.DeployKey.id, req,
                               serialize=deploy_key_json)
 
 
@@ -275,13 +343,13 @@ class DeployKey:
                deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = deploy_key_json(admin.get_deploy_key(session, row, deploy_key_id))
+            resp.media = deploy_key_json(deploy_keys.get_deploy_key(session, row, deploy_key_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
                   deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            admin.remove_deploy_key(session, admin.get_deploy_key(session, row, deploy_key_id))
+            deploy_keys.remove_deploy_key(session, deploy_keys.get_deploy_key(session, row, deploy_key_id))
         resp.status = falcon.HTTP_204
 
 
@@ -301,12 +369,12 @@ class Pushes:
             user_name = req.get_param("user")
             user: models.User | bool | None = None
             if user_name:
-                user = admin.find_user(session, row.tenant, user_name) or False
+                user = users.find_user(session, row.tenant, user_name) or False
             state = req.get_param("state") or None
             if state is not None and state not in (*models.PUSH_STATES, "all"):
                 raise InvalidInput(f"state must be one of {', '.join(models.PUSH_STATES)} or all",
                                    field="state")
-            result = page(session, admin.pushes_query(row, ref=ref, user=user, state=state),
+            result = page(session, audit.pushes_query(row, ref=ref, user=user, state=state),
                           models.Push.id, req,
                           descending=True)
             ids = {p.user_id for p in result["items"] if p.user_id}
@@ -327,12 +395,7 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(PUSHES, Pushes(ctx))
 
 
-REPO_PARAM = oa.path_param("repo", "repository name (without .git)", NAME_SCHEMA)
 _DEPLOY_KEY_ID = oa.path_param("deploy_key_id", "deploy key id", ID_SCHEMA)
-_VISIBILITY = {"type": "string", "enum": list(models.VISIBILITIES), "description": VISIBILITY_DESCRIPTION}
-_PERMISSION = {"type": "string", "enum": list(models.PERMISSIONS)}
-_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
-                   "an empty repository, or the one set here)")
 _NO_CONTENT = {"description": "Done"}
 
 # The request bodies, documented from the Fields their handlers validate with.
@@ -341,79 +404,17 @@ REQUEST_BODIES = {"NewRepository": Repos.FIELDS, "RepositoryChange": Repo.PATCH_
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    "Repository": {
-        "type": "object",
-        "required": ["id", "tenant", "name", "description", "visibility", "builds_enabled",
-                     "default_branch", "ssh_url",
-                     "http_url", "quota_bytes", "created_at"],
-        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
-                       "description": {"type": "string"}, "visibility": _VISIBILITY,
-                       "builds_enabled": {"type": "boolean"},
-                       "parent_project": {"type": ["string", "null"],
-                                          "description": "as sent to /internal-scm (recorded only)"},
-                       "owner_groups": {"type": "array", "items": {"type": "string"},
-                                        "description": "as sent to /internal-scm, e.g. ldap/jboss-prod"},
-                       "default_branch": {"type": ["string", "null"], "description": _DEFAULT_BRANCH},
-                       "ssh_url": {"type": "string", "description": "for git clone/push over SSH"},
-                       "http_url": {"type": "string", "description": "read-only smart HTTP"},
-                       "quota_bytes": QUOTA_SCHEMA,
-                       "size_bytes": SIZE_SCHEMA,
-                       "created_at": DATETIME},
-    },
-    "RepositoryList": list_schema("#/components/schemas/Repository"),
-    "Grant": {
-        "type": "object", "required": ["id", "permission", "user", "group", "created_at"],
-        "properties": {"id": {"type": "integer"}, "permission": _PERMISSION,
-                       "user": {"type": ["string", "null"]}, "group": {"type": ["string", "null"]},
-                       "created_at": DATETIME},
-    },
-    "GrantList": list_schema("#/components/schemas/Grant"),
-    "DeployKey": {
-        "type": "object",
-        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "write", "created_at",
-                     "last_used_at", "expires_at"],
-        "properties": {"id": {"type": "integer"}, "fingerprint": {"type": "string"},
-                       "key_type": {"type": "string"}, "bits": {"type": "integer"},
-                       "title": {"type": "string"}, "key": {"type": "string"}, "write": {"type": "boolean"},
-                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME,
-                       "expires_at": {**NULLABLE_DATETIME, "description": "the expiry of the API token "
-                                      "that added the key; null: never"}},
-    },
-    "DeployKeyList": list_schema("#/components/schemas/DeployKey"),
-    "Push": {
-        "type": "object",
-        "required": ["id", "user", "key_fingerprint", "protocol", "client_address", "state", "created_at",
-                     "push_options", "ref_updates"],
-        "properties": {
-            "id": {"type": "integer"}, "user": {"type": ["string", "null"]},
-            "key_fingerprint": {"type": "string"}, "protocol": {"type": "string"},
-            "client_address": {"type": ["string", "null"],
-                               "description": "where the push came from; null unless the caller "
-                                              "administers the repository's tenant"},
-            "created_at": DATETIME,
-            "state": {"type": "string", "enum": list(models.PUSH_STATES),
-                      "description": "done: recorded by the push itself; recovered: recorded by the "
-                                     "reconciler (the pusher or the server died before the push was "
-                                     "done, or the ref was written outside a push); pending: its refs "
-                                     "are being moved; failed: no ref moved"},
-            "push_options": {"type": "array", "items": {"type": "string"},
-                             "description": "git push -o options as given (docs/compatibility.md)"},
-            "ref_updates": {"type": "array", "items": {
-                "type": "object", "required": ["ref", "old", "new"],
-                "properties": {"ref": {"type": "string"}, "old": {"type": "string"}, "new": {"type": "string"}}}},
-        },
-    },
-    "PushList": list_schema("#/components/schemas/Push"),
+    **schemas(listed=(REPOSITORY, GRANT, DEPLOY_KEY_SHAPE, PUSH)),
 }
 
-_GRANT_RESPONSES = {200: ("Updated", oa.ref("Grant")),
-                    201: ("Created; Location names it", oa.ref("Grant"))}
+_GRANT_RESPONSES = {200: ("Updated", GRANT.ref()),
+                    201: ("Created; Location names it", GRANT.ref())}
 
 OPENAPI_PATHS: dict[str, Any] = {
     REPOS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createRepository", "Create a protected repository (tenant admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("Repository"))},
+                      {201: ("Created; Location names it", REPOSITORY.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewRepository"))),
         "get": oa.op("listRepositories", "Repositories of a tenant the caller can read", TAG,
                      {200: ("A page of repositories", oa.ref("RepositoryList"))},
@@ -421,10 +422,10 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     REPO: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
-        "get": oa.op("getRepository", "One repository", TAG, {200: ("The repository", oa.ref("Repository"))},
+        "get": oa.op("getRepository", "One repository", TAG, {200: ("The repository", REPOSITORY.ref())},
                      errors=(401, 403, 404)),
         "patch": oa.op("updateRepository", "Change description, visibility or builds (repository admins)",
-                       TAG, {200: ("The changed repository", oa.ref("Repository"))},
+                       TAG, {200: ("The changed repository", REPOSITORY.ref())},
                        body=oa.json_body(oa.ref("RepositoryChange"))),
         "delete": oa.op("deleteRepository", "Always refused: history is protected", TAG, {},
                         errors=(401, 403, 404, 405)),
@@ -436,7 +437,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     USER_GRANT: {
         "parameters": [TENANT_PARAM, REPO_PARAM, USER_PARAM],
-        "get": oa.op("getUserGrant", "A user's grant", TAG, {200: ("The grant", oa.ref("Grant"))},
+        "get": oa.op("getUserGrant", "A user's grant", TAG, {200: ("The grant", GRANT.ref())},
                      errors=(401, 403, 404)),
         "put": oa.op("setUserGrant", "Give a user read, write or admin (at most what the caller holds)", TAG,
                      _GRANT_RESPONSES, body=oa.json_body(oa.ref("GrantChange"))),
@@ -445,7 +446,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     GROUP_GRANT: {
         "parameters": [TENANT_PARAM, REPO_PARAM, GROUP_PARAM],
-        "get": oa.op("getGroupGrant", "A group's grant", TAG, {200: ("The grant", oa.ref("Grant"))},
+        "get": oa.op("getGroupGrant", "A group's grant", TAG, {200: ("The grant", GRANT.ref())},
                      errors=(401, 403, 404)),
         "put": oa.op("setGroupGrant", "Give a group read, write or admin (at most what the caller holds)",
                      TAG, _GRANT_RESPONSES, body=oa.json_body(oa.ref("GrantChange"))),
@@ -455,14 +456,14 @@ OPENAPI_PATHS: dict[str, Any] = {
     DEPLOY_KEYS: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
         "post": oa.op("addDeployKey", "Add a deploy key (read-only unless write is true)", TAG,
-                      {201: ("Added; Location names it", oa.ref("DeployKey"))},
+                      {201: ("Added; Location names it", DEPLOY_KEY_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewDeployKey"))),
         "get": oa.op("listDeployKeys", "Deploy keys of a repository", TAG,
                      {200: ("A page of deploy keys", oa.ref("DeployKeyList"))}, parameters=OPENAPI_PARAMETERS),
     },
     oa.openapi_path(DEPLOY_KEY): {
         "parameters": [TENANT_PARAM, REPO_PARAM, _DEPLOY_KEY_ID],
-        "get": oa.op("getDeployKey", "One deploy key", TAG, {200: ("The deploy key", oa.ref("DeployKey"))},
+        "get": oa.op("getDeployKey", "One deploy key", TAG, {200: ("The deploy key", DEPLOY_KEY_SHAPE.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("deleteDeployKey", "Remove a deploy key; it stops working at the next connection",
                         TAG, {204: _NO_CONTENT}, errors=(401, 403, 404)),

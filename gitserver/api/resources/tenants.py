@@ -7,59 +7,33 @@ from typing import Any, ClassVar
 
 import falcon
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import base, tenants
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import TENANT, TENANT_PARAM, TENANTS, tenant_path
+from gitserver.api.response import DATETIME, INTEGER, NULLABLE_STRING, STRING, Out, Shape, schemas
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, quota_field, sized
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import Forbidden
 from gitserver.git import limits
-from gitserver.names import NAME_PATTERN, validate_name
 
-API = "/api/v1"
-TENANTS = f"{API}/tenants"
-TENANT = f"{TENANTS}/{{tenant}}"
 TAG = "tenants"
 
-NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 100}
-DESCRIPTION_SCHEMA = {"type": "string", "maxLength": 2000}
-DESCRIPTION_FIELD = Field(str, max_length=2000)
-# A new tenant's, user's, group's or repository's name (validate_name enforces the pattern).
-NAME_FIELD = Field(str, required=True, check=validate_name, doc={"pattern": NAME_PATTERN, "maxLength": 100})
-
-
-def tenant_path(tenant: str) -> str:
-    return f"{TENANTS}/{tenant}"
-
-
-QUOTA_SCHEMA: dict[str, Any] = {"type": ["integer", "null"], "minimum": 1, "maximum": admin.MAX_QUOTA_BYTES,
-                "description": "disk quota in bytes; pushes that would exceed it are refused; "
-                               "null: no quota"}
-
-
-def quota_field(who: str) -> Field:
-    """``quota_bytes`` of a PATCH body, which only ``who`` may set."""
-    return Field(int, nullable=True, check=admin.validate_quota,
-                 description=f"{QUOTA_SCHEMA['description']}. Set by {who} only.",
-                 doc={"minimum": 1, "maximum": admin.MAX_QUOTA_BYTES})
-
-
-SIZE_SCHEMA = {"type": "integer", "minimum": 0,
-               "description": "bytes on disk now, as quotas count them (not in lists)"}
+TENANT_SHAPE = Shape("Tenant", {
+    "id": Out(INTEGER), "name": Out(STRING), "description": Out(STRING), "quota_bytes": QUOTA,
+    "create_template": Out(NULLABLE_STRING, value=lambda tenant: tenant.create_template or None),
+    "created_at": Out(DATETIME), "size_bytes": SIZE})
 
 
 def tenant_json(tenant: models.Tenant, size_bytes: int | None = None) -> dict[str, Any]:
     """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
-    out = {"id": tenant.id, "name": tenant.name, "description": tenant.description,
-           "quota_bytes": tenant.quota_bytes, "create_template": tenant.create_template or None,
-           "created_at": tenant.created_at}
-    if size_bytes is not None:
-        out["size_bytes"] = size_bytes
-    return out
+    return TENANT_SHAPE.render(tenant, **sized(size_bytes))
 
 
 def tenant_size(config: Config, tenant: models.Tenant) -> int:
@@ -79,7 +53,7 @@ class Tenants:
                 raise Forbidden("only site admins can create tenants")
             access.require_scope(principal, access.ADMIN)
             data = read_json(req, self.FIELDS)
-            tenant = admin.create_tenant(session, data["name"], data.get("description", ""))
+            tenant = tenants.create_tenant(session, data["name"], data.get("description", ""))
             resp.media = tenant_json(tenant, tenant_size(self.ctx.config, tenant))
         resp.status = falcon.HTTP_201
         resp.location = tenant_path(tenant.name)
@@ -88,7 +62,7 @@ class Tenants:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             # Everyone but a site admin sees exactly one tenant: their own.
             only = None if principal.is_site_admin else (principal.tenant_id or -1)
-            resp.media = page(session, admin.tenants_query(only), models.Tenant.id, req,
+            resp.media = page(session, tenants.tenants_query(only), models.Tenant.id, req,
                               serialize=tenant_json)
 
 
@@ -115,11 +89,11 @@ class Tenant:
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.PATCH_FIELDS)
             if "quota_bytes" in data:
-                admin.set_tenant_quota(session, principal, row, data["quota_bytes"])
+                tenants.set_tenant_quota(session, principal, row, data["quota_bytes"])
             if "description" in data:
-                row.description = admin.validate_description(data["description"])
+                row.description = base.validate_description(data["description"])
             if "create_template" in data:
-                admin.set_create_template(session, row, data["create_template"] or "")
+                tenants.set_create_template(session, row, data["create_template"] or "")
             session.flush()
             resp.media = tenant_json(row, tenant_size(self.ctx.config, row))
 
@@ -129,28 +103,15 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route(TENANT, Tenant(ctx))
 
 
-TENANT_PARAM = oa.path_param("tenant", "tenant name", NAME_SCHEMA)
-
 # The request bodies, documented from the Fields their handlers validate with.
 REQUEST_BODIES = {"NewTenant": Tenants.FIELDS, "TenantChange": Tenant.PATCH_FIELDS}
 
-OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Tenant": {
-        "type": "object", "required": ["id", "name", "description", "quota_bytes", "created_at"],
-        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
-                       "description": {"type": "string"},
-                       "quota_bytes": QUOTA_SCHEMA, "size_bytes": SIZE_SCHEMA,
-                       "create_template": {"type": ["string", "null"]},
-                       "created_at": {"type": "string", "format": "date-time"}},
-    },
-    "TenantList": list_schema("#/components/schemas/Tenant"),
-    **request_schemas(REQUEST_BODIES),
-}
+OPENAPI_SCHEMAS: dict[str, Any] = {**schemas(listed=(TENANT_SHAPE,)), **request_schemas(REQUEST_BODIES)}
 
 OPENAPI_PATHS: dict[str, Any] = {
     TENANTS: {
         "post": oa.op("createTenant", "Create a tenant (site admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("Tenant"))},
+                      {201: ("Created; Location names it", TENANT_SHAPE.ref())},
                       errors=(400, 401, 403, 409), body=oa.json_body(oa.ref("NewTenant"))),
         "get": oa.op("listTenants", "Tenants the caller can see", TAG,
                      {200: ("A page of tenants", oa.ref("TenantList"))},
@@ -158,11 +119,11 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     TENANT: {
         "parameters": [TENANT_PARAM],
-        "get": oa.op("getTenant", "One tenant", TAG, {200: ("The tenant", oa.ref("Tenant"))},
+        "get": oa.op("getTenant", "One tenant", TAG, {200: ("The tenant", TENANT_SHAPE.ref())},
                      errors=(401, 404)),
         "patch": oa.op("updateTenant",
                        "Change description or create template (tenant admins) or quota (site admins)", TAG,
-                       {200: ("The tenant", oa.ref("Tenant"))}, errors=(400, 401, 403, 404),
+                       {200: ("The tenant", TENANT_SHAPE.ref())}, errors=(400, 401, 403, 404),
                        body=oa.json_body(oa.ref("TenantChange"))),
     },
 }

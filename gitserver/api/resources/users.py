@@ -1,6 +1,6 @@
 """Users of a tenant, their SSH keys and their API tokens.
 
-Who may do what (the ``check_*`` rules in :mod:`gitserver.admin`): members of a tenant see its
+Who may do what (the ``check_*`` rules in :mod:`gitserver.admin.rules`): members of a tenant see its
 users; its admins create, change and disable them, but only site admins give or touch the
 site-admin role. Users manage their own keys and tokens; admins manage those of the users they
 manage. A token never mints a token with more scopes than it has.
@@ -16,25 +16,37 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin
+from gitserver import access
+from gitserver.admin import keys, rules, tokens, users
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.tenants import NAME_FIELD, NAME_SCHEMA, TENANT, TENANT_PARAM
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_DATETIME,
+    NULLABLE_STRING,
+    STRING,
+    Out,
+    Shape,
+    each,
+    schemas,
+)
+from gitserver.api.shapes import NAME_FIELD, USER_SHAPE, public_key_outs
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import InvalidInput
 from gitserver.keys import MAX_BATCH_KEYS
-from gitserver.shapes import key_json, token_json, user_json
 
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"
 KEYS = f"{USER}/keys"
-# Ids are bounded so an absurd number in a URL is a 404, never an integer overflow in SQL.
-ID_CONVERTER = "int(min=1, max=2147483647)"
 KEY = f"{KEYS}/{{key_id:{ID_CONVERTER}}}"
 # A literal segment: falcon prefers it to the {key_id} field, which only takes integers anyway.
 KEYS_BATCH = f"{KEYS}/batch"
@@ -43,13 +55,39 @@ BATCH_BODY_BYTES = 64 * 1024 * 1024
 TOKENS = f"{USER}/tokens"
 TOKEN = f"{TOKENS}/{{token_id:{ID_CONVERTER}}}"
 TAG = "users"
-ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2147483647}
-DATETIME = {"type": "string", "format": "date-time"}
-NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
+
+KEY_SHAPE = Shape("Key", {"id": Out(INTEGER), **public_key_outs(lambda key: key), "created_at": Out(DATETIME)})
+REFUSED_LINE = Shape("RefusedKeyLine", {
+    "line": Out(INTEGER, "1-based index into keys"), "reason": Out(STRING, attr="problem"),
+    "fingerprint": Out(NULLABLE_STRING, value=lambda k: k.key.fingerprint if k.key is not None else None)})
+KEY_IMPORT = Shape("KeyImport", {
+    "imported": Out(BOOLEAN, "false: a line was refused and nothing was added"), "added": Out(INTEGER),
+    "total": Out(INTEGER, "key lines in the batch"), "refused": each(REFUSED_LINE, "refused", inline=True)})
+TOKEN_SHAPE = Shape("Token", {
+    "id": Out(INTEGER), "name": Out(STRING),
+    "scopes": Out({"type": "array", "items": {"type": "string", "enum": list(tokens.TOKEN_SCOPES)}},
+                  value=tokens.token_scopes),
+    "expires_at": Out(NULLABLE_DATETIME), "revoked_at": Out(NULLABLE_DATETIME),
+    "last_used_at": Out(NULLABLE_DATETIME), "created_at": Out(DATETIME)})
+CREATED_TOKEN = TOKEN_SHAPE.extend("CreatedToken", {
+    "token": Out(STRING, "the secret, shown only once", given=True)})
 
 
 def user_path(tenant: str, user: str) -> str:
     return f"/api/v1/tenants/{tenant}/users/{user}"
+
+
+def user_json(user: models.User) -> dict[str, Any]:
+    return USER_SHAPE.render(user)
+
+
+def key_json(key: models.PublicKey) -> dict[str, Any]:
+    return KEY_SHAPE.render(key)
+
+
+def token_json(token: models.ApiToken) -> dict[str, Any]:
+    """A token as listed: everything but the secret, which is never stored."""
+    return TOKEN_SHAPE.render(token)
 
 
 # RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that
@@ -76,14 +114,14 @@ def parse_expiry(value: str, field: str) -> dt.datetime:
 
 def _user(session: Session, principal: access.Principal, tenant: str, user: str) -> models.User:
     """A user of a tenant the principal can see (404 for hidden tenants and missing users)."""
-    return admin.get_user(session, visible_tenant(session, principal, tenant), user)
+    return users.get_user(session, visible_tenant(session, principal, tenant), user)
 
 
 def _self_or_managed_user(session: Session, principal: access.Principal, tenant: str,
                           user: str) -> models.User:
     """A user whose keys and tokens the principal may see: itself, or one it administers."""
     row = _user(session, principal, tenant, user)
-    admin.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
+    rules.check_self_or_manager(principal, row.id, row.tenant_id, row.role)
     return row
 
 
@@ -94,7 +132,7 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
         row = _self_or_managed_user(session, principal, tenant, user)
     else:
         row = _user(session, principal, tenant, user)
-        admin.check_user_manageable(principal, row.tenant_id, row.role)
+        rules.check_user_manageable(principal, row.tenant_id, row.role)
     access.require_scope(principal, access.ADMIN)
     return row
 
@@ -110,8 +148,8 @@ class Users:
             row = visible_tenant(session, principal, tenant, admin=True)
             data = read_json(req, self.FIELDS)
             role = data.get("role", models.ROLE_MEMBER)
-            admin.check_role_assignable(principal, role)
-            user = admin.create_user(session, row, data["name"], role)
+            rules.check_role_assignable(principal, role)
+            user = users.create_user(session, row, data["name"], role)
             resp.media = user_json(user)
         resp.status = falcon.HTTP_201
         resp.location = user_path(tenant, user.name)
@@ -119,7 +157,7 @@ class Users:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, admin.users_query(row), models.User.id, req, serialize=user_json)
+            resp.media = page(session, users.users_query(row), models.User.id, req, serialize=user_json)
 
 
 class User:
@@ -137,15 +175,15 @@ class User:
             row = _managed_user(session, principal, tenant, user)
             data = read_json(req, self.PATCH_FIELDS)
             if "role" in data:
-                admin.check_role_assignable(principal, data["role"])
-            admin.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
+                rules.check_role_assignable(principal, data["role"])
+            users.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
             resp.media = user_json(row)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         """Disable, never delete: pushes keep their author, and the name cannot be reused by
         someone else inheriting the old user's grants."""
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            admin.disable_user(session, _managed_user(session, principal, tenant, user))
+            users.disable_user(session, _managed_user(session, principal, tenant, user))
         resp.status = falcon.HTTP_204
 
 
@@ -162,8 +200,8 @@ class Keys:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS)
-            key = admin.add_user_key(session, row, data["key"], data.get("title", ""),
-                                     expires_at=principal.token_expires_at)
+            key = keys.add_user_key(session, row, data["key"], data.get("title", ""),
+                                    expires_at=principal.token_expires_at)
             resp.media = key_json(key)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/keys/{key.id}"
@@ -171,15 +209,12 @@ class Keys:
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = page(session, admin.user_keys_query(row), models.PublicKey.id, req,
+            resp.media = page(session, keys.user_keys_query(row), models.PublicKey.id, req,
                               serialize=key_json)
 
 
-def key_import_json(report: admin.KeyImport) -> dict[str, Any]:
-    return {"imported": report.imported, "added": report.added, "total": report.total,
-            "refused": [{"line": k.line, "reason": k.problem,
-                         "fingerprint": k.key.fingerprint if k.key is not None else None}
-                        for k in report.refused]}
+def key_import_json(report: keys.KeyImport) -> dict[str, Any]:
+    return KEY_IMPORT.render(report)
 
 
 class KeysBatch:
@@ -201,9 +236,9 @@ class KeysBatch:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, limit=BATCH_BODY_BYTES)
-            report = admin.import_user_keys(session, row, data["keys"],
-                                            skip_refused=data.get("skip_refused", False),
-                                            expires_at=principal.token_expires_at)
+            report = keys.import_user_keys(session, row, data["keys"],
+                                           skip_refused=data.get("skip_refused", False),
+                                           expires_at=principal.token_expires_at)
         body = key_import_json(report)
         if report.imported:
             resp.status = falcon.HTTP_201 if report.added else falcon.HTTP_200
@@ -223,13 +258,13 @@ class Key:
                key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = key_json(admin.get_user_key(session, row, key_id))
+            resp.media = key_json(keys.get_user_key(session, row, key_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                   key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
-            admin.remove_user_key(session, admin.get_user_key(session, row, key_id))
+            keys.remove_user_key(session, keys.get_user_key(session, row, key_id))
         resp.status = falcon.HTTP_204
 
 
@@ -237,7 +272,7 @@ class Tokens:
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "name": Field(str, max_length=200),
         # Refused empty by the handler ("scopes must not be empty").
-        "scopes": Field(list, items=str, choices=admin.TOKEN_SCOPES, max_length=3, doc={"minItems": 1},
+        "scopes": Field(list, items=str, choices=tokens.TOKEN_SCOPES, max_length=3, doc={"minItems": 1},
                         description="default: the scopes of the token used to create it"),
         "expires_at": Field(str, nullable=True, max_length=64, doc={"format": "date-time"},
                             description="in the future; none means no expiry")}
@@ -250,25 +285,25 @@ class Tokens:
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, allow_empty=True)
             # By default a new token gets what the caller's own token has, no more.
-            default = [s for s in admin.TOKEN_SCOPES if access.scope_covers(principal.scopes, s)]
+            default = [s for s in tokens.TOKEN_SCOPES if access.scope_covers(principal.scopes, s)]
             requested = set(data.get("scopes", default))
-            scopes = tuple(s for s in admin.TOKEN_SCOPES if s in requested)
+            scopes = tuple(s for s in tokens.TOKEN_SCOPES if s in requested)
             if not scopes:
                 raise InvalidInput("scopes must not be empty", field="scopes")
-            admin.check_scopes_grantable(principal.scopes, scopes)
+            rules.check_scopes_grantable(principal.scopes, scopes)
             expires = data.get("expires_at")
-            expires_at = admin.check_expiry_grantable(
+            expires_at = rules.check_expiry_grantable(
                 principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
-            token, secret = admin.create_token(
+            token, secret = tokens.create_token(
                 session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
-            resp.media = {**token_json(token), "token": secret}
+            resp.media = CREATED_TOKEN.render(token, token=secret)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = page(session, admin.tokens_query(row), models.ApiToken.id, req,
+            resp.media = page(session, tokens.tokens_query(row), models.ApiToken.id, req,
                               serialize=token_json)
 
 
@@ -280,28 +315,22 @@ class Token:
                token_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = token_json(admin.get_token(session, row, token_id))
+            resp.media = token_json(tokens.get_token(session, row, token_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                   token_id: int) -> None:
         """Revoke; the token answers 401 from the next request on."""
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
-            admin.revoke_token(session, admin.get_token(session, row, token_id))
+            tokens.revoke_token(session, tokens.get_token(session, row, token_id))
         resp.status = falcon.HTTP_204
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(USERS, Users(ctx))
-    app.add_route(USER, User(ctx))
-    app.add_route(KEYS, Keys(ctx))
-    app.add_route(KEY, Key(ctx))
-    app.add_route(KEYS_BATCH, KeysBatch(ctx))
-    app.add_route(TOKENS, Tokens(ctx))
-    app.add_route(TOKEN, Token(ctx))
+    paths.mount(app, ctx, ((USERS, Users), (USER, User), (KEYS, Keys), (KEY, Key), (KEYS_BATCH, KeysBatch),
+                       (TOKENS, Tokens), (TOKEN, Token)))
 
 
-USER_PARAM = oa.path_param("user", "user name", NAME_SCHEMA)
 _KEY_ID = oa.path_param("key_id", "key id", ID_SCHEMA)
 _TOKEN_ID = oa.path_param("token_id", "token id", ID_SCHEMA)
 _NO_CONTENT = {"description": "Done"}
@@ -312,68 +341,23 @@ REQUEST_BODIES = {"NewUser": Users.FIELDS, "UserChange": User.PATCH_FIELDS, "New
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    "User": {
-        "type": "object", "required": ["id", "tenant", "name", "role", "disabled", "created_at"],
-        "properties": {"id": {"type": "integer"}, "tenant": {"type": "string"}, "name": {"type": "string"},
-                       "role": {"type": "string", "enum": list(models.ROLES)},
-                       "disabled": {"type": "boolean"}, "created_at": DATETIME},
-    },
-    "UserList": list_schema("#/components/schemas/User"),
-    "Key": {
-        "type": "object",
-        "required": ["id", "fingerprint", "key_type", "bits", "title", "key", "created_at", "last_used_at",
-                     "expires_at"],
-        "properties": {"id": {"type": "integer"},
-                       "fingerprint": {"type": "string", "description": "SHA256:…, as ssh-keygen -lf"},
-                       "key_type": {"type": "string"}, "bits": {"type": "integer"},
-                       "title": {"type": "string"}, "key": {"type": "string"},
-                       "created_at": DATETIME, "last_used_at": NULLABLE_DATETIME,
-                       "expires_at": {**NULLABLE_DATETIME, "description": "the expiry of the API token "
-                                      "that added the key; null: never"}},
-    },
-    "KeyList": list_schema("#/components/schemas/Key"),
-    "KeyImport": {
-        "type": "object", "required": ["imported", "added", "total", "refused"],
-        "properties": {
-            "imported": {"type": "boolean", "description": "false: a line was refused and nothing was added"},
-            "added": {"type": "integer"}, "total": {"type": "integer", "description": "key lines in the batch"},
-            "refused": {"type": "array", "items": {
-                "type": "object", "required": ["line", "reason", "fingerprint"],
-                "properties": {"line": {"type": "integer", "description": "1-based index into keys"},
-                               "reason": {"type": "string"},
-                               "fingerprint": {"type": ["string", "null"]}}}},
-        },
-    },
-    "Token": {
-        "type": "object",
-        "required": ["id", "name", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at"],
-        "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
-                       "scopes": {"type": "array", "items": {"type": "string", "enum": list(admin.TOKEN_SCOPES)}},
-                       "expires_at": NULLABLE_DATETIME, "revoked_at": NULLABLE_DATETIME,
-                       "last_used_at": NULLABLE_DATETIME, "created_at": DATETIME},
-    },
-    "TokenList": list_schema("#/components/schemas/Token"),
-    "CreatedToken": {
-        "allOf": [{"$ref": "#/components/schemas/Token"},
-                  {"type": "object", "required": ["token"],
-                   "properties": {"token": {"type": "string", "description": "the secret, shown only once"}}}],
-    },
+    **schemas(KEY_IMPORT, CREATED_TOKEN, listed=(USER_SHAPE, KEY_SHAPE, TOKEN_SHAPE)),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     USERS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
-                      {201: ("Created; Location names it", oa.ref("User"))},
+                      {201: ("Created; Location names it", USER_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewUser"))),
         "get": oa.op("listUsers", "Users of a tenant", TAG, {200: ("A page of users", oa.ref("UserList"))},
                      errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
     },
     USER: {
         "parameters": [TENANT_PARAM, USER_PARAM],
-        "get": oa.op("getUser", "One user", TAG, {200: ("The user", oa.ref("User"))}, errors=(401, 404)),
+        "get": oa.op("getUser", "One user", TAG, {200: ("The user", USER_SHAPE.ref())}, errors=(401, 404)),
         "patch": oa.op("updateUser", "Change a user's role or re-enable it", TAG,
-                       {200: ("The changed user", oa.ref("User"))},
+                       {200: ("The changed user", USER_SHAPE.ref())},
                        body=oa.json_body(oa.ref("UserChange"))),
         "delete": oa.op("disableUser", "Disable a user: its keys and tokens stop working at once", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
@@ -381,7 +365,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     KEYS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
-                      {201: ("Added; Location names it", oa.ref("Key"))},
+                      {201: ("Added; Location names it", KEY_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewKey"))),
         "get": oa.op("listKeys", "A user's SSH keys", TAG, {200: ("A page of keys", oa.ref("KeyList"))},
                      parameters=OPENAPI_PARAMETERS),
@@ -390,10 +374,10 @@ OPENAPI_PATHS: dict[str, Any] = {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op(
             "importKeys", "Add many SSH keys at once (an authorized_keys file), all or nothing", TAG,
-            {201: ("Keys added (with skip_refused, the refused lines are listed)", oa.ref("KeyImport")),
-             200: ("No key line in the batch, or every line refused with skip_refused", oa.ref("KeyImport")),
+            {201: ("Keys added (with skip_refused, the refused lines are listed)", KEY_IMPORT.ref()),
+             200: ("No key line in the batch, or every line refused with skip_refused", KEY_IMPORT.ref()),
              422: ("A line was refused; nothing was added. Each refused line is listed",
-                   oa.ref("KeyImport"))},
+                   KEY_IMPORT.ref())},
             errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("KeyBatch")),
             description="One transaction and one multi-row INSERT: 10,000 keys take well under "
                         "two seconds. A key already registered anywhere, a malformed line or a key "
@@ -401,21 +385,21 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     oa.openapi_path(KEY): {
         "parameters": [TENANT_PARAM, USER_PARAM, _KEY_ID],
-        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", oa.ref("Key"))}, errors=(401, 403, 404)),
+        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", KEY_SHAPE.ref())}, errors=(401, 403, 404)),
         "delete": oa.op("deleteKey", "Remove an SSH key; it stops working at the next connection", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
     },
     TOKENS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("createToken", "Create an API token; the secret is in this response only", TAG,
-                      {201: ("Created; Location names it", oa.ref("CreatedToken"))},
+                      {201: ("Created; Location names it", CREATED_TOKEN.ref())},
                       body=oa.json_body(oa.ref("NewToken"), required=False)),
         "get": oa.op("listTokens", "A user's API tokens, without secrets", TAG,
                      {200: ("A page of tokens", oa.ref("TokenList"))}, parameters=OPENAPI_PARAMETERS),
     },
     oa.openapi_path(TOKEN): {
         "parameters": [TENANT_PARAM, USER_PARAM, _TOKEN_ID],
-        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", oa.ref("Token"))},
+        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", TOKEN_SHAPE.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("revokeToken", "Revoke an API token, at once", TAG, {204: _NO_CONTENT},
                         errors=(401, 403, 404)),

@@ -26,10 +26,21 @@ from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_repo, visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, list_schema, page
-from gitserver.api.resources.repos import REPO, REPO_PARAM, repo_path
-from gitserver.api.resources.tenants import TENANT, TENANT_PARAM, tenant_path
-from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NULLABLE_DATETIME
+from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT, TENANT_PARAM, repo_path, tenant_path
+from gitserver.api.response import (
+    BOOLEAN,
+    DATETIME,
+    INTEGER,
+    NULLABLE_DATETIME,
+    NULLABLE_INTEGER,
+    STRING,
+    STRINGS,
+    Out,
+    Shape,
+    enum,
+    schemas,
+)
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import Conflict, InvalidInput, NotFound
@@ -95,9 +106,60 @@ def webhook_path(tenant: str, repo: str, webhook_id: int) -> str:
     return f"{repo_path(tenant, repo)}/webhooks/{webhook_id}"
 
 
+WEBHOOK_SHAPE = Shape("Webhook", {
+    "id": Out(INTEGER), "url": Out(STRING), "events": Out(STRINGS, value=lambda hook: outbox.split_events(hook.events)),
+    "active": Out(BOOLEAN), "has_secret": Out(BOOLEAN, value=lambda hook: bool(hook.secret)),
+    "created_at": Out(DATETIME)})
+
+# A delivery is rendered by the outbox (gitserver.pipelines.outbox, below this layer); these
+# shapes declare what it renders, and the handlers answer through them (Shape.of checks the keys).
+_HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
+_DELIVERY_FIELDS: dict[str, Out] = {
+    "id": Out(INTEGER, given=True), "guid": Out(STRING, "X-Gitserver-Delivery", given=True),
+    "event": Out(STRING, given=True),
+    "status": Out(enum([outbox.PENDING, outbox.RETRYING, outbox.DELIVERED, outbox.FAILED]), given=True),
+    "attempts": Out(INTEGER, given=True), "response_status": Out(NULLABLE_INTEGER, given=True),
+    "error": Out(STRING, "why the last attempt failed (empty once delivered)", given=True),
+    "pipeline_id": Out(NULLABLE_INTEGER, given=True), "created_at": Out(DATETIME, given=True),
+    "delivered_at": Out(NULLABLE_DATETIME, given=True)}
+DELIVERY_SHAPE = Shape("Delivery", _DELIVERY_FIELDS)
+DELIVERY_ATTEMPT = Shape("DeliveryAttempt", {
+    "number": Out(INTEGER, "1 for the first attempt"), "started_at": Out(DATETIME), "duration_ms": Out(INTEGER),
+    "outcome": Out(enum([outbox.DELIVERED, outbox.RETRYING, outbox.FAILED]), "what this attempt led to"),
+    "request": Out({"type": "object", "required": ["method", "url", "headers", "body_sha256"],
+                    "properties": {
+                        "method": STRING, "url": STRING,
+                        "headers": {**_HEADERS, "description": "as sent, X-Hub-Signature-256 included; "
+                                    "credentials shown as '***' (Authorization: Bearer ***)"},
+                        "body_sha256": {**STRING, "description": "hex SHA-256 of the body sent"}}}),
+    "response": Out({"type": "object", "required": ["status", "headers", "excerpt"],
+                     "properties": {
+                         "status": {**NULLABLE_INTEGER, "description": "null when no answer came"},
+                         "headers": {**_HEADERS, "description": f"at most {deliver.RESPONSE_HEADERS_MAX} "
+                                     "of the answer's headers, values cut, cookies left out"},
+                         "excerpt": {**STRING, "description": "first 2 KiB of the answer"}}}),
+    "error": Out(STRING, "why the attempt failed; empty when delivered")})
+DELIVERY_LOG = DELIVERY_SHAPE.extend("DeliveryLog", {
+    "request": Out({"type": "object", "required": ["method", "url", "headers", "body"],
+                    "properties": {"method": STRING, "url": STRING,
+                                   "headers": {**_HEADERS, "description": "those of the latest attempt as "
+                                               "sent (see attempt_log); empty before the first attempt"},
+                                   "body": {"description": "the JSON payload sent"}}}, given=True),
+    "response": Out({"type": "object", "required": ["status", "excerpt"],
+                     "properties": {"status": NULLABLE_INTEGER,
+                                    "excerpt": {**STRING, "description": "first 2 KiB of the last answer"}}},
+                    given=True),
+    "log": Out(STRINGS, "one line per attempt: time, duration, outcome", given=True),
+    "attempt_log": Out({"type": "array", "items": DELIVERY_ATTEMPT.ref()},
+                       "every attempt as stored when it was made, oldest first", given=True)})
+
+
 def webhook_json(hook: models.Webhook) -> dict[str, Any]:
-    return {"id": hook.id, "url": hook.url, "events": outbox.split_events(hook.events),
-            "active": hook.active, "has_secret": bool(hook.secret), "created_at": hook.created_at}
+    return WEBHOOK_SHAPE.render(hook)
+
+
+def delivery_json(delivery: models.Delivery) -> dict[str, Any]:
+    return DELIVERY_SHAPE.of(outbox.delivery_summary(delivery))
 
 
 def _events_checker(events: tuple[str, ...]) -> Any:
@@ -254,7 +316,7 @@ class Deliveries(_Resource):
             hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
             stmt = select(models.Delivery).where(models.Delivery.webhook_id == hook.id)
             resp.media = page(session, stmt, models.Delivery.id, req, descending=True,
-                              serialize=outbox.delivery_summary)
+                              serialize=delivery_json)
 
 
 class Delivery(_Resource):
@@ -262,7 +324,7 @@ class Delivery(_Resource):
                delivery_id: int, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
-            resp.media = outbox.delivery_log(session, _delivery(session, hook, delivery_id))
+            resp.media = DELIVERY_LOG.of(outbox.delivery_log(session, _delivery(session, hook, delivery_id)))
 
 
 class Redeliver(_Resource):
@@ -275,7 +337,7 @@ class Redeliver(_Resource):
             if not hook.active:
                 raise Conflict(f"webhook {hook.id} is inactive; activate it before redelivering")
             again = outbox.redeliver(session, original)
-            resp.media = outbox.delivery_summary(again)
+            resp.media = delivery_json(again)
         resp.status = falcon.HTTP_202
         resp.location = f"{owner.webhook_path(hook.id)}/deliveries/{again.id}"
 
@@ -295,18 +357,6 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 _WEBHOOK_ID = oa.path_param("webhook_id", "webhook id", ID_SCHEMA)
 _DELIVERY_ID = oa.path_param("delivery_id", "delivery id", ID_SCHEMA)
-_DELIVERY_STATUS = {"type": "string", "enum": [outbox.PENDING, outbox.RETRYING, outbox.DELIVERED, outbox.FAILED]}
-_HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
-_NULLABLE_STATUS = {"type": ["integer", "null"], "description": "null when no answer came"}
-_DELIVERY_PROPERTIES: dict[str, Any] = {
-    "id": {"type": "integer"}, "guid": {"type": "string", "description": "X-Gitserver-Delivery"},
-    "event": {"type": "string"}, "status": _DELIVERY_STATUS, "attempts": {"type": "integer"},
-    "response_status": {"type": ["integer", "null"]},
-    "error": {"type": "string", "description": "why the last attempt failed (empty once delivered)"},
-    "pipeline_id": {"type": ["integer", "null"]}, "created_at": DATETIME,
-    "delivered_at": NULLABLE_DATETIME,
-}
-
 # The request bodies, documented from the Fields their handlers validate with (the url check
 # depends on the configuration; the schema does not).
 REQUEST_BODIES = {
@@ -317,60 +367,9 @@ REQUEST_BODIES = {
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    "Webhook": {
-        "type": "object", "required": ["id", "url", "events", "active", "has_secret", "created_at"],
-        "properties": {"id": {"type": "integer"}, "url": {"type": "string"},
-                       "events": {"type": "array", "items": {"type": "string"}},
-                       "active": {"type": "boolean"}, "has_secret": {"type": "boolean"},
-                       "created_at": DATETIME},
-    },
-    "WebhookList": list_schema("#/components/schemas/Webhook"),
-    "Delivery": {"type": "object", "required": list(_DELIVERY_PROPERTIES), "properties": _DELIVERY_PROPERTIES},
-    "DeliveryList": list_schema("#/components/schemas/Delivery"),
-    "DeliveryAttempt": {
-        "type": "object",
-        "required": ["number", "started_at", "duration_ms", "outcome", "request", "response", "error"],
-        "properties": {
-            "number": {"type": "integer", "description": "1 for the first attempt"},
-            "started_at": DATETIME, "duration_ms": {"type": "integer"},
-            "outcome": {"type": "string", "enum": [outbox.DELIVERED, outbox.RETRYING, outbox.FAILED],
-                        "description": "what this attempt led to"},
-            "request": {"type": "object", "required": ["method", "url", "headers", "body_sha256"],
-                        "properties": {
-                            "method": {"type": "string"}, "url": {"type": "string"},
-                            "headers": {**_HEADERS, "description": "as sent, X-Hub-Signature-256 "
-                                        "included; credentials shown as '***' (Authorization: Bearer ***)"},
-                            "body_sha256": {"type": "string", "description": "hex SHA-256 of the body sent"}}},
-            "response": {"type": "object", "required": ["status", "headers", "excerpt"],
-                         "properties": {
-                             "status": _NULLABLE_STATUS,
-                             "headers": {**_HEADERS, "description": f"at most {deliver.RESPONSE_HEADERS_MAX} "
-                                         "of the answer's headers, values cut, cookies left out"},
-                             "excerpt": {"type": "string", "description": "first 2 KiB of the answer"}}},
-            "error": {"type": "string", "description": "why the attempt failed; empty when delivered"},
-        },
-    },
-    "DeliveryLog": {
-        "type": "object", "required": [*_DELIVERY_PROPERTIES, "request", "response", "log", "attempt_log"],
-        "properties": {
-            **_DELIVERY_PROPERTIES,
-            "request": {"type": "object", "required": ["method", "url", "headers", "body"],
-                        "properties": {"method": {"type": "string"}, "url": {"type": "string"},
-                                       "headers": {**_HEADERS, "description": "those of the latest "
-                                                   "attempt as sent (see attempt_log); empty before "
-                                                   "the first attempt"},
-                                       "body": {"description": "the JSON payload sent"}}},
-            "response": {"type": "object", "required": ["status", "excerpt"],
-                         "properties": {"status": {"type": ["integer", "null"]},
-                                        "excerpt": {"type": "string",
-                                                    "description": "first 2 KiB of the last answer"}}},
-            "log": {"type": "array", "items": {"type": "string"},
-                    "description": "one line per attempt: time, duration, outcome"},
-            "attempt_log": {"type": "array", "items": oa.ref("DeliveryAttempt"),
-                            "description": "every attempt as stored when it was made, oldest first"},
-        },
-    },
+    **schemas(DELIVERY_LOG, DELIVERY_ATTEMPT, listed=(WEBHOOK_SHAPE, DELIVERY_SHAPE)),
 }
+
 
 def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str, Any]], whose: str,
                    op_prefix: str, schema_prefix: str) -> dict[str, Any]:
@@ -380,7 +379,7 @@ def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str,
         webhooks: {
             "parameters": params,
             "post": oa.op(f"create{op_prefix}Webhook", f"Add a webhook ({whose} admins)", TAG,
-                          {201: ("Created; Location names it", oa.ref("Webhook"))},
+                          {201: ("Created; Location names it", WEBHOOK_SHAPE.ref())},
                           errors=(400, 401, 403, 404, 409),
                           body=oa.json_body(oa.ref(f"New{schema_prefix}Webhook"))),
             "get": oa.op(f"list{op_prefix}Webhooks", f"Webhooks of a {whose} (secrets are never shown)", TAG,
@@ -389,9 +388,9 @@ def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str,
         oa.openapi_path(webhook): {
             "parameters": [*params, _WEBHOOK_ID],
             "get": oa.op(f"get{op_prefix}Webhook", "One webhook", TAG,
-                         {200: ("The webhook", oa.ref("Webhook"))}, errors=errors),
+                         {200: ("The webhook", WEBHOOK_SHAPE.ref())}, errors=errors),
             "patch": oa.op(f"update{op_prefix}Webhook", "Change URL, secret, events or active", TAG,
-                           {200: ("The changed webhook", oa.ref("Webhook"))},
+                           {200: ("The changed webhook", WEBHOOK_SHAPE.ref())},
                            body=oa.json_body(oa.ref(f"{schema_prefix}WebhookChange"))),
             "delete": oa.op(f"delete{op_prefix}Webhook", "Delete a webhook and its delivery log", TAG,
                             {204: {"description": "Deleted"}}, errors=errors),
@@ -405,12 +404,12 @@ def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str,
             "parameters": [*params, _WEBHOOK_ID, _DELIVERY_ID],
             "get": oa.op(f"get{op_prefix}Delivery",
                          "One delivery: the body, the last answer, every attempt as sent",
-                         TAG, {200: ("The delivery log", oa.ref("DeliveryLog"))}, errors=errors),
+                         TAG, {200: ("The delivery log", DELIVERY_LOG.ref())}, errors=errors),
         },
         oa.openapi_path(redeliver): {
             "parameters": [*params, _WEBHOOK_ID, _DELIVERY_ID],
             "post": oa.op(f"redeliver{op_prefix}Delivery", "Send a delivery's payload again, as a new delivery",
-                          TAG, {202: ("Queued; Location names the new delivery", oa.ref("Delivery"))},
+                          TAG, {202: ("Queued; Location names the new delivery", DELIVERY_SHAPE.ref())},
                           errors=(401, 403, 404, 409)),
         },
     }

@@ -19,7 +19,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gitserver import access, admin, shapes
+from gitserver import access, shapes
+from gitserver.admin import keys as admin_keys
+from gitserver.admin import repos as admin_repos
+from gitserver.admin import rules as admin_rules
+from gitserver.admin import tenants as admin_tenants
+from gitserver.admin import tokens as admin_tokens
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import Forbidden, InvalidInput, NotFound
@@ -113,7 +118,7 @@ def _info(call: _Call) -> Result:
 def _visible_tenant(call: _Call, name: str) -> models.Tenant:
     """The tenant ``name`` if the principal may see it (its own; site admins: any), else
     the answer a missing tenant gets."""
-    tenant = admin.get_tenant(call.session, name)
+    tenant = admin_tenants.get_tenant(call.session, name)
     if not (call.principal.is_site_admin or call.principal.tenant_id == tenant.id):
         raise NotFound(f"tenant {name!r} not found")
     return tenant
@@ -142,12 +147,12 @@ def _repo_create(call: _Call) -> Result:
 
 def _repo_describe(call: _Call) -> Result:
     repo = call.repo(access.ADMIN)
-    admin.update_repo(call.session, repo, call.runtime.store, description=call.command.text)
+    admin_repos.update_repo(call.session, repo, call.runtime.store, description=call.command.text)
     return Result(call.repo_json(repo))
 
 
 def _keys_list(call: _Call) -> Result:
-    rows = call.session.scalars(admin.user_keys_query(call.user()).order_by(models.PublicKey.id)).all()
+    rows = call.session.scalars(admin_keys.user_keys_query(call.user()).order_by(models.PublicKey.id)).all()
     return Result({"items": [shapes.key_json(k) for k in rows]}, key_id=call.principal.key_id)
 
 
@@ -157,21 +162,21 @@ def _keys_add(call: _Call) -> Result:
     if len(lines) != 1:
         raise InvalidInput("keys add reads one public key line on stdin, like: "
                            "ssh git@host keys add < ~/.ssh/id_ed25519.pub")
-    key = admin.add_user_key(call.session, user, lines[0], call.command.text)
+    key = admin_keys.add_user_key(call.session, user, lines[0], call.command.text)
     return Result(shapes.key_json(key), key_id=call.principal.key_id)
 
 
 def _keys_remove(call: _Call) -> Result:
     user = call.user()
-    key = admin.get_user_key(call.session, user, call.command.number)
+    key = admin_keys.get_user_key(call.session, user, call.command.number)
     check_key_removable(key.id, call.principal.key_id, _key_count(call.session, user))
     body = shapes.key_json(key)
-    admin.remove_user_key(call.session, key)
+    admin_keys.remove_user_key(call.session, key)
     return Result(body, key_id=call.principal.key_id)
 
 
 def _key_count(session: Session, user: models.User) -> int:
-    return session.scalar(select(func.count()).select_from(admin.user_keys_query(user).subquery())) or 0
+    return session.scalar(select(func.count()).select_from(admin_keys.user_keys_query(user).subquery())) or 0
 
 
 def check_key_removable(key_id: int, logged_in_key_id: int | None, keys_left: int) -> None:
@@ -185,9 +190,9 @@ def check_key_removable(key_id: int, logged_in_key_id: int | None, keys_left: in
 def _token_create(call: _Call) -> Result:
     user = call.user()
     command = call.command
-    admin.check_scopes_grantable(call.principal.scopes, command.scopes)
+    admin_rules.check_scopes_grantable(call.principal.scopes, command.scopes)
     expires_at = expiry(utcnow(), command.expires_days)
-    token, secret = admin.create_token(call.session, user=user, name=command.text or "ssh",
+    token, secret = admin_tokens.create_token(call.session, user=user, name=command.text or "ssh",
                                        scopes=command.scopes, expires_at=expires_at)
     return Result({**shapes.token_json(token), "token": secret})
 

@@ -1,0 +1,82 @@
+"""What the domains of :mod:`gitserver.admin` share: a flush that turns a unique-constraint
+race into a 409, the lookup of a user or group by name, and the validators of fields more than
+one domain has (descriptions, disk quotas).
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gitserver.db import models
+from gitserver.errors import Conflict, InvalidInput, NotFound
+from gitserver.names import name_problem
+
+
+def flush(session: Session, conflict: str) -> None:
+    """Flush, turning a unique-constraint race into a 409 naming the conflict."""
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict(conflict) from exc
+
+
+_InTenant = TypeVar("_InTenant", models.User, models.Group)
+
+
+def by_name(session: Session, model: type[_InTenant], tenant: models.Tenant, name: str,
+            what: str) -> _InTenant:
+    """The user or group ``name`` of ``tenant``, or NotFound (a name that could never exist is
+    not looked up)."""
+    row = None if name_problem(name) else session.scalar(
+        select(model).where(model.tenant_id == tenant.id, model.name == name))
+    if row is None:
+        raise NotFound(f"{what} {tenant.name}/{name[:100]} not found")
+    return row
+
+
+def refuse_taken(session: Session, model: type[_InTenant], tenant: models.Tenant, name: str,
+                 what: str) -> str:
+    """Refuse (409) a new user or group whose name ``tenant`` already has; the same words are
+    returned for the :func:`flush` that catches a concurrent one."""
+    conflict = f"{what} {tenant.name}/{name} already exists"
+    if session.scalar(select(model.id).where(model.tenant_id == tenant.id, model.name == name)) is not None:
+        raise Conflict(conflict)
+    return conflict
+
+
+_Owned = TypeVar("_Owned", models.PublicKey, models.DeployKey, models.ApiToken)
+
+
+def get_owned(session: Session, model: type[_Owned], row_id: int, owner: ColumnElement[bool],
+              missing: str) -> _Owned:
+    """The row ``row_id`` of ``model`` if ``owner`` (its user or repository) holds it, else
+    NotFound with ``missing``: an id of someone else's row looks like a missing one."""
+    row = session.scalar(select(model).where(model.id == row_id, owner))
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+def validate_description(description: object, field: str = "description") -> str:
+    if not isinstance(description, str) or len(description) > 2000:
+        raise InvalidInput("description must be a string of at most 2000 characters", field=field)
+    return description
+
+
+# The largest quota accepted: a BIGINT column, and far beyond any disk.
+MAX_QUOTA_BYTES = 2**62
+
+
+def validate_quota(value: object, field: str = "quota_bytes") -> int | None:
+    """A disk quota in bytes: a positive integer, or null for none (docs/limits.md)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_QUOTA_BYTES:
+        raise InvalidInput(f"{field} must be a positive number of bytes (at most {MAX_QUOTA_BYTES}) "
+                           "or null for no quota", field=field)
+    return value

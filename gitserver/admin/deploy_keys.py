@@ -1,0 +1,40 @@
+"""Deploy keys: a public key bound to one repository, read-only unless ``write``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from gitserver.admin import base, keys
+from gitserver.db import models
+
+
+def add_deploy_key(session: Session, repo: models.Repository, text: str, title: str = "",
+                   write: bool = False, expires_at: dt.datetime | None = None) -> models.DeployKey:
+    """Like :func:`gitserver.admin.keys.add_user_key`, ``expires_at`` is the adding token's expiry."""
+    key = keys.new_public_key(session, text, title, None, expires_at)
+    deploy = models.DeployKey(repo_id=repo.id, public_key_id=key.id, write=bool(write),
+                              public_key=key, repo=repo)
+    session.add(deploy)
+    session.flush()
+    return deploy
+
+
+def deploy_keys_query(repo: models.Repository) -> Select[Any]:
+    return select(models.DeployKey).where(models.DeployKey.repo_id == repo.id)
+
+
+def get_deploy_key(session: Session, repo: models.Repository, deploy_key_id: int) -> models.DeployKey:
+    return base.get_owned(session, models.DeployKey, deploy_key_id, models.DeployKey.repo_id == repo.id,
+                          f"deploy key {deploy_key_id} of {repo.full_name} not found")
+
+
+def remove_deploy_key(session: Session, deploy: models.DeployKey) -> None:
+    key = deploy.public_key
+    session.delete(deploy)
+    session.flush()
+    keys.delete_public_key(session, key)

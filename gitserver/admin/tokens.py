@@ -1,0 +1,67 @@
+"""API tokens: created with a secret shown once and stored as a hash, revoked at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from gitserver import access
+from gitserver.admin import base
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.errors import InvalidInput
+
+TOKEN_PREFIX = "gst_"
+
+
+TOKEN_SCOPES = (access.READ, access.WRITE, access.ADMIN)  # ordered: each includes the ones before
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(session: Session, *, user: models.User | None = None, site_admin: bool = False,
+                 name: str = "", scopes: tuple[str, ...] = TOKEN_SCOPES,
+                 expires_at: dt.datetime | None = None) -> tuple[models.ApiToken, str]:
+    """Create a token; returns the row and the secret, which is never stored."""
+    if user is None and not site_admin:
+        raise InvalidInput("a token belongs to a user or is a site-admin token")
+    bad = [s for s in scopes if s not in TOKEN_SCOPES]
+    if bad or not scopes:
+        raise InvalidInput(f"scopes must be a non-empty subset of {', '.join(TOKEN_SCOPES)}", field="scopes")
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput("expires_at must be in the future", field="expires_at")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = models.ApiToken(user_id=user.id if user else None, site_admin=site_admin, name=name,
+                          token_hash=hash_token(secret), scopes=",".join(scopes), expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def get_token(session: Session, user: models.User, token_id: int) -> models.ApiToken:
+    return base.get_owned(session, models.ApiToken, token_id, models.ApiToken.user_id == user.id,
+                          f"token {token_id} of {user.tenant.name}/{user.name} not found")
+
+
+def revoke_token(session: Session, token: models.ApiToken) -> None:
+    """Revoke at once (the auth check reads ``revoked_at`` on every request); idempotent, and
+    the first revocation time is kept."""
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        session.flush()
+
+
+def tokens_query(user: models.User) -> Select[Any]:
+    return select(models.ApiToken).where(models.ApiToken.user_id == user.id)
+
+
+def token_scopes(token: models.ApiToken) -> list[str]:
+    return [s for s in token.scopes.split(",") if s]

@@ -1,0 +1,212 @@
+"""Response bodies have one source (gitserver.api.response): the document's response schemas
+are the Shapes the handlers render with, a Shape renders exactly its declared fields, and the
+JSON every REST operation answers for real rows validates against the schema its document
+promises."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema_rs
+import pytest
+
+from gitserver.admin import tokens
+from gitserver.api import openapi
+from gitserver.api.app import create_app, route_modules
+from gitserver.api.response import INTEGER, STRING, Out, Shape
+from gitserver.db import models
+from gitserver.db.session import transaction
+from tests.unit.conftest import make_runtime
+
+REST = re.compile(r"^/api/v1/")
+# Operations that change something, run once the GETs have seen the rows as they were.
+POSTS = ("cancelPipeline", "redeliverDelivery", "redeliverTenantDelivery", "runMaintenance")
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return openapi.build_document(route_modules())
+
+
+def shapes_of(module: ModuleType) -> list[Shape]:
+    return [value for value in vars(module).values() if isinstance(value, Shape)]
+
+
+# --- the declaration ------------------------------------------------------------------------------
+
+def test_every_shape_of_a_route_module_is_its_schema_in_the_document(document: dict[str, Any]) -> None:
+    found = [shape for module in route_modules() for shape in shapes_of(module)]
+    assert len(found) >= 15
+    schemas = document["components"]["schemas"]
+    for shape in found:
+        referenced = shape.ref()["$ref"] in str(document)
+        if referenced or shape.name in schemas:
+            assert schemas[shape.name] == shape.schema(), shape.name
+
+
+def test_a_shape_renders_exactly_its_fields() -> None:
+    shape = Shape("Sample", {"id": Out(INTEGER), "label": Out(STRING, attr="name"),
+                             "upper": Out(STRING, value=lambda row: row.name.upper()),
+                             "url": Out(STRING, given=True), "size": Out(INTEGER, given=True, required=False)})
+
+    class Row:
+        id, name = 7, "seven"
+
+    assert shape.render(Row(), url="u") == {"id": 7, "label": "seven", "upper": "SEVEN", "url": "u"}
+    assert shape.render(Row(), url="u", size=3)["size"] == 3
+    with pytest.raises(TypeError, match=r"Sample\.url must be given"):
+        shape.render(Row())
+    with pytest.raises(TypeError, match="Sample has no given field extra"):
+        shape.render(Row(), url="u", extra=1)
+    assert shape.schema() == {"type": "object", "required": ["id", "label", "upper", "url"],
+                              "properties": {"id": INTEGER, "label": STRING, "upper": STRING, "url": STRING,
+                                             "size": INTEGER}}
+
+
+def test_of_refuses_values_built_elsewhere_with_another_key() -> None:
+    shape = Shape("Built", {"a": Out(INTEGER, given=True)})
+    assert shape.of({"a": 1}) == {"a": 1}
+    with pytest.raises(TypeError):
+        shape.of({"a": 1, "b": 2})
+    with pytest.raises(TypeError):
+        shape.of({})
+
+
+# --- what the handlers answer ---------------------------------------------------------------------
+
+def public_key(tmp_path: Path, name: str) -> str:
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def seed_rows(session: Any, repo_id: int, user_id: int, hooks: tuple[int, int]) -> dict[str, str]:
+    """A push with a pipeline, a step and an archive, and a delivery of each webhook with an
+    attempt: what only a push or a worker would otherwise make."""
+    now = dt.datetime.now(dt.UTC)
+    push = models.Push(repo_id=repo_id, user_id=user_id, key_fingerprint="SHA256:x", client_address="127.0.0.1",
+                       push_options='["ci.skip"]')
+    session.add(push)
+    session.flush()
+    session.add(models.RefUpdate(push_id=push.id, ref="refs/heads/main", old="0" * 40, new="a" * 40))
+    pipeline = models.Pipeline(repo_id=repo_id, push_id=push.id, ref="refs/heads/main", commit="a" * 40,
+                               status=models.RUNNING, started_at=now)
+    session.add(pipeline)
+    session.flush()
+    session.add(models.Step(pipeline_id=pipeline.id, position=1, name="archive", status=models.SUCCEEDED,
+                            exit_code=0, started_at=now, finished_at=now))
+    session.add(models.Archive(repo_id=repo_id, tree_id="b" * 40, tag="repour-" + "c" * 40, commit_id="c" * 40,
+                               source_commit="a" * 40, source_ref="refs/heads/main", pipeline_id=pipeline.id))
+    deliveries = []
+    for number, webhook_id in enumerate(hooks):
+        delivery = models.Delivery(webhook_id=webhook_id, pipeline_id=pipeline.id, guid=f"guid-{number}",
+                                   event="push", url="https://93.184.216.34/hook", payload='{"a": 1}',
+                                   status="failed", attempts=1, response_status=500, error="boom")
+        session.add(delivery)
+        session.flush()
+        session.add(models.DeliveryAttempt(
+            delivery_id=delivery.id, number=1, started_at=now, duration_ms=5, request_url=delivery.url,
+            request_method="POST", request_headers='{"X-A": "1"}', request_body_sha256="d" * 64,
+            response_status=500, response_headers='{"X-B": "2"}', outcome="failed", error="boom"))
+        deliveries.append(delivery.id)
+    session.flush()
+    return {"pipeline_id": str(pipeline.id), "delivery_id": str(deliveries[0]),
+            "tenant_delivery_id": str(deliveries[1])}
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
+    """The app on a fresh SQLite database, with one of every object the REST API shows, made
+    through the API where it can make them; and the path parameters naming them."""
+    from falcon import testing
+
+    runtime = make_runtime(f"sqlite:///{tmp_path / 'test.db'}", tmp_path / "data")
+    with transaction(runtime.sessions) as session:
+        secret = tokens.create_token(session, site_admin=True, name="shapes-test")[1]
+    api = testing.TestClient(create_app(runtime), headers={"Authorization": f"Bearer {secret}"})
+    made: dict[str, Any] = {}
+    base = "/api/v1/tenants/t"
+    for name, path, body in (
+            ("tenant", "/api/v1/tenants", {"name": "t"}), ("user", f"{base}/users", {"name": "u"}),
+            ("key", f"{base}/users/u/keys", {"key": public_key(tmp_path, "k1")}),
+            ("batch", f"{base}/users/u/keys/batch", {"keys": [public_key(tmp_path, "k2"), "nonsense"],
+                                                     "skip_refused": True}),
+            ("token", f"{base}/users/u/tokens", {"name": "n"}), ("group", f"{base}/groups", {"name": "g"}),
+            ("repo", f"{base}/repos", {"name": "r"}),
+            ("deploy_key", f"{base}/repos/r/deploy-keys", {"key": public_key(tmp_path, "k3")}),
+            ("webhook", f"{base}/repos/r/webhooks", {"url": "https://93.184.216.34/hook", "secret": "s"}),
+            ("tenant_webhook", f"{base}/webhooks", {"url": "https://93.184.216.34/hook"})):
+        resp = api.simulate_post(path, json=body)
+        assert resp.status_code == 201, (path, resp.text)
+        made[name] = resp
+    for path in (f"{base}/groups/g/members/u", f"{base}/repos/r/grants/users/u", f"{base}/repos/r/grants/groups/g"):
+        assert api.simulate_put(path, json={} if "members" in path else {"permission": "read"}).status_code < 300
+    with transaction(runtime.sessions) as session:
+        rows = seed_rows(session, made["repo"].json["id"], made["user"].json["id"],
+                         (made["webhook"].json["id"], made["tenant_webhook"].json["id"]))
+    params = {"tenant": "t", "user": "u", "group": "g", "repo": "r", **rows,
+              "key_id": str(made["key"].json["id"]), "token_id": str(made["token"].json["id"]),
+              "deploy_key_id": str(made["deploy_key"].json["id"]),
+              "webhook_id": str(made["webhook"].json["id"]),
+              "tenant_webhook_id": str(made["tenant_webhook"].json["id"])}
+    try:
+        yield api, {**params, "made": made}  # type: ignore[dict-item]
+    finally:
+        runtime.dispose()
+
+
+def response_schema(document: dict[str, Any], operation: dict[str, Any], status: int) -> dict[str, Any]:
+    content = operation["responses"][str(status)].get("content", {})
+    return content.get("application/json", {}).get("schema", {})
+
+
+def check(document: dict[str, Any], schema: dict[str, Any], body: Any, what: str) -> None:
+    validator = jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]})
+    errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(body)]
+    assert not errors, f"{what} answers JSON its schema refuses: {errors[:5]}"
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if REST.match(path) and method in openapi.HTTP_METHODS:
+                yield method, path, operation
+
+
+def test_every_answer_validates_against_its_documented_schema(
+        document: dict[str, Any], client: tuple[Any, dict[str, Any]]) -> None:
+    api, params = client
+    made = params.pop("made")
+    create_ops = {"createTenant": "tenant", "createUser": "user", "addKey": "key", "importKeys": "batch",
+                  "createToken": "token", "createGroup": "group", "createRepository": "repo",
+                  "addDeployKey": "deploy_key", "createWebhook": "webhook", "createTenantWebhook": "tenant_webhook"}
+    validated: set[str] = set()
+    todo = sorted(operations(document), key=lambda op: op[2]["operationId"] in POSTS)
+    for method, path, operation in todo:
+        op_id = operation["operationId"]
+        if op_id in create_ops:
+            resp = made[create_ops[op_id]]
+        elif method == "get" or op_id in POSTS:
+            own = params if "/repos/" in path else {**params, "webhook_id": params["tenant_webhook_id"],
+                                                    "delivery_id": params["tenant_delivery_id"]}
+            url = re.sub(r"\{(\w+)\}", lambda m, own=own: own[m.group(1)], path)
+            resp = api.simulate_request(method.upper(), url)
+        else:
+            continue
+        assert resp.status_code < 300, (op_id, resp.status_code, resp.text)
+        schema = response_schema(document, operation, resp.status_code)
+        if resp.headers.get("content-type", "").startswith("application/json"):
+            assert schema, f"{op_id} answers JSON its document does not describe"
+            check(document, schema, resp.json, op_id)
+            validated.add(op_id)
+    expected = {op["operationId"] for method, _path, op in operations(document)
+                if any(response_schema(document, op, int(code)) for code in op["responses"] if code.startswith("2"))
+                and (method == "get" or op["operationId"] in POSTS or op["operationId"] in create_ops)}
+    assert expected <= validated, sorted(expected - validated)
+    assert len(validated) >= 30

@@ -18,8 +18,8 @@ import pytest
 
 from gitserver.admin import tokens
 from gitserver.api import openapi
-from gitserver.api.app import create_app, route_modules
 from gitserver.api.response import INTEGER, STRING, Out, Shape
+from gitserver.cmd.wiring import api_app, route_modules
 from gitserver.db import models
 from gitserver.db.session import transaction
 from tests.unit.conftest import make_runtime
@@ -129,7 +129,7 @@ def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     runtime = make_runtime(f"sqlite:///{tmp_path / 'test.db'}", tmp_path / "data")
     with transaction(runtime.sessions) as session:
         secret = tokens.create_token(session, site_admin=True, name="shapes-test")[1]
-    api = testing.TestClient(create_app(runtime), headers={"Authorization": f"Bearer {secret}"})
+    api = testing.TestClient(api_app(runtime), headers={"Authorization": f"Bearer {secret}"})
     made: dict[str, Any] = {}
     base = "/api/v1/tenants/t"
     for name, path, body in (

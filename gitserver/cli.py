@@ -282,117 +282,16 @@ def cmd_grant(args: argparse.Namespace) -> int:
     return _with_session(args, grant)
 
 
-def _progress_printer() -> Any:
-    """Progress lines rewritten in place on a terminal's stderr; nothing when it is not one."""
-    if not sys.stderr.isatty():
-        return lambda _text: None
-
-    def show(text: str) -> None:
-        sys.stderr.write(f"\r\033[K{text[:200]}")
-        sys.stderr.flush()
-
-    return show
-
-
-def _failure(what: str, exc: Exception) -> Exception:
-    """An OS or database error of backup/restore as one line (disk full, permissions, a lost
-    database connection), not a traceback."""
-    from gitserver.errors import BackupError
-
-    if isinstance(exc, OSError):
-        detail = (exc.strerror or str(exc)) + (f" ({exc.filename})" if exc.filename else "")
-    else:
-        detail = f"database error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    return BackupError(f"{what} failed: {detail}")
-
-
 def cmd_backup(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
+    from gitserver.cmd.backups import backup_command
 
-    try:
-        return _backup(_config(args), args.file)
-    except (OSError, SQLAlchemyError) as exc:
-        raise _failure("backup", exc) from exc
-
-
-def _backup(cfg: Any, file: str) -> int:
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from gitserver.backup.run import backup
-    from gitserver.errors import BackupError
-    from gitserver.git.limits import human
-
-    progress = _progress_printer()
-    if file == "-":
-        if sys.stdout.isatty():
-            raise BackupError("refusing to write a backup to a terminal: give a FILE or redirect stdout")
-        summary = backup(cfg, sys.stdout.buffer, progress)
-        sys.stdout.buffer.flush()
-        report = sys.stderr
-    else:
-        # Written beside FILE and renamed at the end: FILE is a whole backup or is not there.
-        target = Path(file).absolute()
-        if target.is_dir():
-            raise BackupError(f"{file} is a directory; give the backup file's name")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        except OSError as exc:
-            raise BackupError(f"cannot write in {target.parent}: {exc.strerror}") from exc
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                summary = backup(cfg, fh, progress)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        report = sys.stdout
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-    print(f"backup of {summary.repositories} repositories ({summary.refs} refs) written: "
-          f"{human(summary.bytes)} in {summary.seconds:.1f} s", file=report)
-    return 0
+    return backup_command(_config(args), args.file)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
+    from gitserver.cmd.backups import restore_command
 
-    try:
-        return _restore(_config(args), args)
-    except (OSError, SQLAlchemyError) as exc:
-        raise _failure("restore", exc) from exc
-
-
-def _restore(cfg: Any, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gitserver import check
-    from gitserver.backup.run import restore
-    from gitserver.errors import BackupError
-    from gitserver.git.limits import human
-
-    progress = _progress_printer()
-
-    def checks(runtime: Any) -> list[str]:  # `gitserver check`: the ledger, archives, hooks
-        return check.check(runtime, repair=False).breaches
-
-    if args.file == "-":
-        summary = restore(cfg, sys.stdin.buffer, progress, checks)
-    else:
-        source = Path(args.file)
-        if not source.is_file():
-            raise BackupError(f"cannot read {args.file}: "
-                              + ("it is a directory" if source.is_dir() else "no such file"))
-        with source.open("rb") as fh:
-            summary = restore(cfg, fh, progress, checks)
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K")
-    print(f"restored {summary.repositories} repositories ({summary.refs} refs) into {cfg.data_dir}: "
-          f"{human(summary.bytes)} read in {summary.seconds:.1f} s")
-    return 0
+    return restore_command(_config(args), args.file)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,10 +38,10 @@ from gitserver.api.resources.users import DATETIME, ID_CONVERTER, ID_SCHEMA, NUL
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import head, limits
+from gitserver.git import bundles, head, limits
 from gitserver.git.store import RepoStore
 from gitserver.pipelines import oncreate
-from gitserver.urls import http_clone_url, ssh_clone_url
+from gitserver.urls import bundle_url, http_clone_url, ssh_clone_url
 
 REPOS = f"{TENANT}/repos"
 REPO = f"{REPOS}/{{repo}}"
@@ -71,6 +71,8 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
            "default_branch": head.default_branch(store.path(tenant, repo.name)),
            "ssh_url": ssh_clone_url(config.ssh_base_url, tenant, repo.name),
            "http_url": http_clone_url(config.http_base_url, tenant, repo.name),
+           "bundle_url": (bundle_url(config.http_base_url, tenant, repo.name)
+                          if bundles.bundle_path(config.bundles_dir, tenant, repo.name).is_file() else None),
            "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
            # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
            "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}
@@ -388,6 +390,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                        "default_branch": {"type": ["string", "null"], "description": _DEFAULT_BRANCH},
                        "ssh_url": {"type": "string", "description": "for git clone/push over SSH"},
                        "http_url": {"type": "string", "description": "read-only smart HTTP"},
+                       "bundle_url": {"type": ["string", "null"], "description": "for git clone "
+                                      "--bundle-uri; same credentials as http_url; null: no bundle yet"},
                        "quota_bytes": QUOTA_SCHEMA,
                        "size_bytes": SIZE_SCHEMA,
                        "created_at": DATETIME},

@@ -211,6 +211,10 @@ class Bench:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
+    # What scenario modules (bench/storms.py) call.
+    scratch = _scratch
+    run_git = _run
+
     def add(self, metric: str, unit: str, results: dict[str, list[Sample]], target: str = "",
             check: object = None, field: str = "seconds", scale: float = 1.0, note: str = "") -> Row:
         row = Row(metric, unit, median(results["gitserver"], field) * scale,

@@ -45,7 +45,7 @@ def storm(bench: Bench, shallow: tuple[str, ...]) -> None:
 
     def one(server: Server, i: int) -> Sample:
         clear_pack_cache(server)
-        dests = [bench._scratch(f"storm-{server.name}-{i}-{k}") for k in range(STORM)]
+        dests = [bench.scratch(f"storm-{server.name}-{i}-{k}") for k in range(STORM)]
 
         def clones() -> bool:
             procs = [client.popen(*shallow, server.url("medium"), str(d)) for d in dests]
@@ -68,8 +68,8 @@ def sequential(bench: Bench, shallow: tuple[str, ...]) -> None:
     def one(server: Server, i: int) -> Sample:
         if i == 0:
             clear_pack_cache(server)
-        dest = bench._scratch(f"seq-{server.name}-{i}")
-        sample = measure(server, lambda: bench._run(*shallow, server.url("medium"), str(dest)), account=True)
+        dest = bench.scratch(f"seq-{server.name}-{i}")
+        sample = measure(server, lambda: bench.run_git(*shallow, server.url("medium"), str(dest)), account=True)
         rmtree(dest)
         return sample
 
@@ -83,8 +83,8 @@ def sequential(bench: Bench, shallow: tuple[str, ...]) -> None:
 def cold(bench: Bench, shallow: tuple[str, ...]) -> None:
     def one(server: Server, i: int) -> Sample:
         clear_pack_cache(server)
-        dest = bench._scratch(f"cold-{server.name}-{i}")
-        sample = measure(server, lambda: bench._run(*shallow, server.url("medium"), str(dest)), account=True)
+        dest = bench.scratch(f"cold-{server.name}-{i}")
+        sample = measure(server, lambda: bench.run_git(*shallow, server.url("medium"), str(dest)), account=True)
         rmtree(dest)
         return sample
 
@@ -104,10 +104,10 @@ def bundle_clone(bench: Bench) -> None:
     api = gs.others[-1].pid
 
     def one(server: Server, i: int) -> Sample:
-        dest = bench._scratch(f"bundle-{server.name}-{i}")
+        dest = bench.scratch(f"bundle-{server.name}-{i}")
         opts = (f"--bundle-uri={with_token}",) if server is gs else ()
         api_before = tree_cpu(api) if server is gs else 0.0
-        sample = measure(server, lambda: bench._run("clone", "-q", "--bare", *opts, server.url("large"),
+        sample = measure(server, lambda: bench.run_git("clone", "-q", "--bare", *opts, server.url("large"),
                                                     str(dest)), account=True)
         if server is gs:
             time.sleep(0.2)  # let gunicorn's worker account the sendfile it finished

@@ -22,8 +22,8 @@ from typing import Any
 import falcon
 
 from gitserver import metrics
-from gitserver.api.context import ApiContext
 from gitserver.api import openapi
+from gitserver.api.context import ApiContext
 from gitserver.api.smart_http import TEXT_PLAIN, authorise_read, plain_errors
 from gitserver.errors import NotFound
 from gitserver.git import bundles

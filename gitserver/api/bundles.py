@@ -101,5 +101,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                         "content": {TEXT_PLAIN: {"schema": {"type": "string"}}}},
             },
         },
+        "head": {
+            "operationId": "headBundle",
+            "tags": ["git"],
+            "security": [{}, {openapi.SECURITY_SCHEME: []}],
+            "summary": "The bundle's headers (size, ETag, Last-Modified) without its body",
+            "responses": {"200": {"description": "the bundle exists and may be read"},
+                          "401": {"description": "not public and no valid token"},
+                          "404": {"description": "missing, not readable, or no bundle yet"}},
+        },
     },
 }

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import backup, report
+from bench import backup, report, storms
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import (
     ASYNCSSH_PATCH,
@@ -94,7 +94,7 @@ PROFILES = {
 }
 FEW_KEYS = 10
 # The measurement groups, in the order a run makes them (``--only`` picks some).
-GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "auth_scaling", "backup_restore")
+GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "clone_storms", "auth_scaling", "backup_restore")
 
 
 @dataclasses.dataclass
@@ -210,6 +210,10 @@ class Bench:
         rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    # What scenario modules (bench/storms.py) call.
+    scratch = _scratch
+    run_git = _run
 
     def add(self, metric: str, unit: str, results: dict[str, list[Sample]], target: str = "",
             check: object = None, field: str = "seconds", scale: float = 1.0, note: str = "") -> Row:
@@ -357,6 +361,9 @@ class Bench:
                            note=f"failures: gitserver {fails['gitserver']}, openssh {fails['openssh']}")
             self.extra[f"concurrent_{n}_failures"] = fails
             del row
+
+    def clone_storms(self) -> None:
+        storms.run(self)  # bench/storms.py: the pack cache and bundle URIs against OpenSSH
 
     def auth_scaling(self) -> None:
         """ls-remote with 10 registered keys, then with more and more: sshd scans its

@@ -200,6 +200,11 @@ class Config:
         return self.data_dir / "hooks"
 
     @property
+    def bundles_dir(self) -> Path:
+        """Where maintenance writes each repository's bundle (gitserver.git.bundles)."""
+        return self.data_dir / "bundles"
+
+    @property
     def effective_pack_cache_dir(self) -> Path:
         return Path(self.pack_cache_dir) if self.pack_cache_dir else self.data_dir / "cache" / "packs"
 

@@ -202,6 +202,8 @@ def _define() -> None:
                                  "(HTTP status of the result: 200, 400, 500; cancelled)",
                                  ["operation", "status"],
                                  buckets=(0.5, 1, 5, 15, 60, 300, 900, 3600, float("inf"))),
+        bundle_downloads=Counter("gitserver_bundle_downloads_total",
+                                 "Bundles served from /bundles/ (git clone --bundle-uri)"),
         log_dropped=Counter("gitserver_log_records_dropped_total",
                             "Log records dropped by a shipping handler", ["sink"]),
     )
@@ -356,6 +358,11 @@ def step_finished(status: str, seconds: float) -> None:
 @_safe
 def archive(created: bool) -> None:
     _get("archives").labels("created" if created else "existing").inc()
+
+
+@_safe
+def bundle_download() -> None:
+    _get("bundle_downloads").inc()
 
 
 @_safe

@@ -16,7 +16,7 @@ from typing import Any
 from gitserver.admin import tokens as admin_tokens
 from gitserver.config import Config
 from gitserver.db import models
-from gitserver.git import head, limits
+from gitserver.git import bundles, head, limits
 from gitserver.git.store import RepoStore
 from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
 
@@ -60,6 +60,7 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
            "default_branch": head.default_branch(store.path(tenant, repo.name)),
            "ssh_url": ssh_clone_url(config.ssh_base_url, tenant, repo.name),
            "http_url": http_clone_url(config.http_base_url, tenant, repo.name),
+           "bundle_url": bundles.published_url(config.bundles_dir, config.http_base_url, tenant, repo.name),
            "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
            # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
            "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}

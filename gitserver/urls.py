@@ -22,3 +22,8 @@ def ssh_clone_url(ssh_base_url: str, tenant: str, repo: str) -> str:
 def http_clone_url(http_base_url: str, tenant: str, repo: str) -> str:
     """The read-only smart-HTTP URL of a repository: ``http://host:8080/git/acme/widgets.git``."""
     return f"{http_base_url.rstrip('/')}/git/{tenant}/{repo}{GIT_SUFFIX}"
+
+
+def bundle_url(http_base_url: str, tenant: str, repo: str) -> str:
+    """Where the HTTP front serves a repository's bundle: ``http://host:8080/bundles/acme/widgets.bundle``."""
+    return f"{http_base_url.rstrip('/')}/bundles/{tenant}/{repo}.bundle"

@@ -61,6 +61,7 @@ class ReadTarget:
 
     full_name: str
     path: Path
+    public: bool = False
 
 
 class _Metrics:
@@ -77,7 +78,7 @@ class _Metrics:
 
 
 @contextlib.contextmanager
-def _plain_errors(resp: falcon.Response) -> Iterator[None]:
+def plain_errors(resp: falcon.Response) -> Iterator[None]:
     """Render a :class:`GitserverError` as a plain-text answer git can show its user."""
     try:
         yield
@@ -92,6 +93,25 @@ def _plain_errors(resp: falcon.Response) -> Iterator[None]:
             resp.set_header("WWW-Authenticate", CHALLENGE)
 
 
+def authorise_read(ctx: ApiContext, req: falcon.Request, tenant: str, repo: str) -> ReadTarget:
+    """The repository if the caller may read it; 401 for anonymous callers otherwise,
+    404 (exactly like a missing repository) for authenticated ones. Smart HTTP and the
+    bundles (gitserver.api.bundles) share this one decision."""
+    with auth.authenticated(ctx.runtime.sessions, req, optional=True) as (session, principal):
+        try:
+            row = access.authorise(session, principal, tenant, repo, access.READ).repo
+        except access.RepoHidden:
+            if principal.kind == access.ANONYMOUS.kind:
+                raise Unauthenticated(ANONYMOUS_REFUSED) from None
+            raise NotFound(f"repository '{tenant}/{repo}' not found or you have no access") from None
+        full_name, public = f"{tenant}/{row.name}", row.visibility == "public"
+    store = ctx.runtime.store
+    if not store.exists(tenant, row.name):
+        log.error("repository %s is in the database but not on disk", full_name)
+        raise NotFound(f"repository '{full_name}' not found or you have no access")
+    return ReadTarget(full_name=full_name, path=store.path(tenant, row.name), public=public)
+
+
 class _GitResource:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -101,21 +121,7 @@ class _GitResource:
         return Forbidden(f"gitserver accepts pushes over SSH only: {url}")
 
     def authorise(self, req: falcon.Request, tenant: str, repo: str) -> ReadTarget:
-        """The repository if the caller may read it; 401 for anonymous callers otherwise,
-        404 (exactly like a missing repository) for authenticated ones."""
-        with auth.authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
-            try:
-                row = access.authorise(session, principal, tenant, repo, access.READ).repo
-            except access.RepoHidden:
-                if principal.kind == access.ANONYMOUS.kind:
-                    raise Unauthenticated(ANONYMOUS_REFUSED) from None
-                raise NotFound(f"repository '{tenant}/{repo}' not found or you have no access") from None
-            full_name = f"{tenant}/{row.name}"
-        store = self.ctx.runtime.store
-        if not store.exists(tenant, row.name):
-            log.error("repository %s is in the database but not on disk", full_name)
-            raise NotFound(f"repository '{full_name}' not found or you have no access")
-        return ReadTarget(full_name=full_name, path=store.path(tenant, row.name))
+        return authorise_read(self.ctx, req, tenant, repo)
 
     def start(self, target: ReadTarget, protocol: str | None, *, advertise: bool,
               body: githttp.RequestBody | None, what: str) -> githttp.UploadPackProcess:
@@ -147,7 +153,7 @@ class InfoRefs(_GitResource):
     """``GET …/info/refs?service=git-upload-pack``: the ref (or v2 capability) advertisement."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
-        with _plain_errors(resp):
+        with plain_errors(resp):
             service = githttp.service_from_query(req.get_param("service"))
             tenant, repo = githttp.repo_names(tenant, repo)
             if service == RECEIVE_PACK:
@@ -164,7 +170,7 @@ class UploadPack(_GitResource):
     """``POST …/git-upload-pack``: one stateless negotiation or fetch round."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
-        with _plain_errors(resp):
+        with plain_errors(resp):
             tenant, repo = githttp.repo_names(tenant, repo)
             target = self.authorise(req, tenant, repo)
             if (req.content_type or "").split(";")[0].strip().lower() != githttp.REQUEST_TYPE:
@@ -182,7 +188,7 @@ class ReceivePack(_GitResource):
     """``POST …/git-receive-pack``: always refused, pointing at the SSH URL."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
-        with _plain_errors(resp):
+        with plain_errors(resp):
             tenant, repo = githttp.repo_names(tenant, repo)
             metrics.http_git_session(RECEIVE_PACK, "refused")
             raise self.push_refused(tenant, repo)

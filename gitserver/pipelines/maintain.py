@@ -8,6 +8,10 @@ is queued (to run ``maintenance_delay`` seconds later, so a burst of pushes is r
 unless one for that repository is already queued or running. The worker runs
 :func:`run_maintain_job`. ``gitserver maintain`` runs :func:`maintain_repo` by hand;
 ``POST …/repos/{r}/maintenance`` asks a worker to run one now through :func:`queue_now`.
+
+Every maintenance run then refreshes the repository's bundle (gitserver.git.bundles), and a
+push's pipeline job writes one through :func:`bundle_if_missing` when none exists yet, so a
+repository has a bundle from its first push on and a fresh one after each repack.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
+from gitserver.git import bundles
 from gitserver.git import maintain as git_maintain
 from gitserver.pipelines import jobs
 from gitserver.runtime import Runtime
@@ -133,7 +138,36 @@ def maintain_repo(path: Path, cfg: Config, *, label: str) -> git_maintain.Stats 
     log.info("%s: maintained in %.1f s: packs %d -> %d, loose objects %d -> %d, bitmap %s, "
              "commit-graph %s", label, time.monotonic() - started, before.packs, after.packs,
              before.loose, after.loose, after.bitmap, after.commit_graph)
+    refresh_bundle(path, cfg, label=label)
     return after
+
+
+def refresh_bundle(path: Path, cfg: Config, *, label: str) -> None:
+    """Write the repository's bundle anew (after a repack it is read from the new pack). A
+    failure is logged, not raised: the repository is maintained, and the old bundle stays."""
+    started = time.monotonic()
+    try:
+        written = bundles.write_bundle(path, _bundle_of(path, cfg), cfg.maintenance_timeout)
+    except (bundles.BundleError, OSError) as exc:
+        log.error("%s: writing its bundle failed: %s", label, exc)
+        return
+    if written:
+        log.info("%s: bundle written in %.1f s", label, time.monotonic() - started)
+
+
+def bundle_if_missing(runtime: Runtime, repo_id: int) -> bool:
+    """After a push: write the repository's first bundle when it has none. Returns whether
+    one was written."""
+    with transaction(runtime.sessions) as session:
+        path = _repo_path(session, runtime, repo_id)
+    if path is None or not path.is_dir() or _bundle_of(path, runtime.config).exists():
+        return False
+    return bundles.write_bundle(path, _bundle_of(path, runtime.config), runtime.config.maintenance_timeout)
+
+
+def _bundle_of(path: Path, cfg: Config) -> Path:
+    """The bundle of the repository at ``<repos>/<tenant>/<repo>.git``."""
+    return bundles.bundle_path(cfg.bundles_dir, path.parent.name, path.name.removesuffix(".git"))
 
 
 def _repo_path(session: Session, runtime: Runtime, repo_id: int) -> Path | None:

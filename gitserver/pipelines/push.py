@@ -220,6 +220,10 @@ class PipelineRun:
             maintain.queue_if_needed(self.ctx.runtime, repo_id)
         except Exception:  # the next push checks again; this one goes on
             log.exception("checking whether repository %s needs maintenance failed", repo_id)
+        try:  # the first push gives the repository its bundle; maintenance refreshes it
+            maintain.bundle_if_missing(self.ctx.runtime, repo_id)
+        except Exception:  # the next push tries again
+            log.exception("writing the bundle of repository %s failed", repo_id)
 
     def execute(self) -> None:
         with transaction(self.sessions) as session:

@@ -51,7 +51,8 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     for metric in ("ls-remote, small repo", "full clone, medium repo", "full clone, large repo",
                    "shallow clone by tag", "push medium repo into an empty repo", "push of one small commit",
                    "4 concurrent clones", "auth + ls-remote, 1,000 keys", "large repo, matched crypto",
-                   "server CPU per small push", "gitserver key import of 990 keys"):
+                   "server CPU per small push", "gitserver key import of 990 keys",
+                   "4 concurrent shallow clones of one tag", "full clone with --bundle-uri"):
         assert metric in table
     rows = json.loads((out / "latest.json").read_text())["rows"]
     # Times are positive on both sides; CPU rows may read 0 (10 ms ticks, one run) and a row

@@ -52,7 +52,7 @@ from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, pub
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import head, limits, push_options
+from gitserver.git import bundles, head, limits, push_options
 from gitserver.git.store import RepoStore
 from gitserver.pipelines import oncreate
 from gitserver.urls import http_clone_url, ssh_clone_url
@@ -82,6 +82,8 @@ REPOSITORY = Shape("Repository", {
     "default_branch": Out(NULLABLE_STRING, _DEFAULT_BRANCH, given=True),
     "ssh_url": Out(STRING, "for git clone/push over SSH", given=True),
     "http_url": Out(STRING, "read-only smart HTTP", given=True),
+    "bundle_url": Out(NULLABLE_STRING, "for git clone --bundle-uri; the same credentials as http_url; "
+                      "null: no bundle yet", given=True),
     "quota_bytes": QUOTA, "created_at": Out(DATETIME),
     # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
     "parent_project": Out(NULLABLE_STRING, "as sent to /internal-scm (recorded only)"),
@@ -97,6 +99,8 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
     return REPOSITORY.render(repo, default_branch=head.default_branch(store.path(tenant, repo.name)),
                              ssh_url=ssh_clone_url(config.ssh_base_url, tenant, repo.name),
                              http_url=http_clone_url(config.http_base_url, tenant, repo.name),
+                             bundle_url=bundles.published_url(config.bundles_dir, config.http_base_url,
+                                                              tenant, repo.name),
                              **sized(size_bytes))
 
 

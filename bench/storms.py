@@ -129,10 +129,12 @@ def bundle_clone(bench: Bench) -> None:
 
 
 def _token(gs: GitServer) -> str:
-    from gitserver import admin
+    from gitserver.admin import tenants as admin_tenants
+    from gitserver.admin import tokens as admin_tokens
+    from gitserver.admin import users as admin_users
 
     with gs.db() as session:
-        user = admin.get_user(session, admin.get_tenant(session, TENANT), USER)
-        _row, token = admin.create_token(session, user=user, name="bench-bundles")
+        user = admin_users.get_user(session, admin_tenants.get_tenant(session, TENANT), USER)
+        _row, token = admin_tokens.create_token(session, user=user, name="bench-bundles")
     return str(token)
 

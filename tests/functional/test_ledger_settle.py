@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from gitserver import admin, check
+from gitserver import check
+from gitserver.admin import repos as admin_repos
+from gitserver.admin import tenants as admin_tenants
+from gitserver.admin import users as admin_users
 from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.base import utcnow
@@ -37,9 +40,9 @@ def site(tmp_path: Path, db_url: str, git_env: dict[str, str]) -> Iterator[dict[
     initialise(cfg)
     runtime = Runtime.create(cfg, pool_size=4)
     with transaction(runtime.sessions) as session:
-        tenant = admin.create_tenant(session, "acme")
-        user = admin.create_user(session, tenant, "alice", "member")
-        repo = admin.create_repo(session, runtime.store, tenant, "widgets")
+        tenant = admin_tenants.create_tenant(session, "acme")
+        user = admin_users.create_user(session, tenant, "alice", "member")
+        repo = admin_repos.create_repo(session, runtime.store, tenant, "widgets")
         ids = {"repo": repo.id, "user": user.id}
     work = make_repo(tmp_path / "work", git_env)
     c1 = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True,

@@ -234,15 +234,17 @@ def test_hostile_or_bad_arguments_get_one_line_and_status_1(server: GitServer, c
 
 
 def test_a_deploy_key_reads_its_repository_and_manages_nothing(server: GitServer) -> None:
-    from gitserver import admin
+    from gitserver.admin import deploy_keys as admin_deploy_keys
+    from gitserver.admin import repos as admin_repos
+    from gitserver.admin import tenants as admin_tenants
 
     tenant = server.new_tenant()
     repo = server.new_repo(tenant)
     other = server.new_repo(tenant, visibility="internal")
     key_path, public = server.new_key("deploy")
     with server.db() as session:
-        row = admin.get_repo(session, admin.get_tenant(session, tenant), repo)
-        admin.add_deploy_key(session, row, public, "ci")
+        row = admin_repos.get_repo(session, admin_tenants.get_tenant(session, tenant), repo)
+        admin_deploy_keys.add_deploy_key(session, row, public, "ci")
     info = ok(server, key_path, "info")
     assert info.splitlines() == ["You are a deploy key; you can reach 1 repository:", f"read  {tenant}/{repo}"]
     assert json.loads(ok(server, key_path, f"repo info {tenant}/{repo} --json"))["name"] == repo

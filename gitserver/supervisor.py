@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 
+from gitserver.cmd.restarts import RestartSchedule
 from gitserver.config import Config
-from gitserver.restarts import RestartSchedule
 
 log = logging.getLogger(__name__)
 PARTS = ("ssh", "api", "worker")

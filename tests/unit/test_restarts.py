@@ -1,6 +1,6 @@
 """The supervisor's restart schedule: backoff only while a part keeps dying."""
 
-from gitserver.restarts import HEALTHY_RUN, RestartSchedule
+from gitserver.cmd.restarts import HEALTHY_RUN, RestartSchedule
 
 
 def test_backoff_grows_while_a_part_keeps_dying():

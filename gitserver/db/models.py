@@ -276,6 +276,8 @@ class Pipeline(Base):
     created_at: Mapped[dt.datetime] = _created()
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # When its log was deleted by the retention pass (gitserver.pipelines.logstore); None: kept.
+    log_pruned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     steps: Mapped[list[Step]] = relationship(order_by="Step.position", lazy="selectin")
 

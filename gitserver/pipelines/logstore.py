@@ -1,0 +1,86 @@
+"""Pipeline logs as stored data: their bytes in the quotas, and their retention.
+
+Logs live in the database (``log_chunks``), not under the repository directory, so the disk
+walk of :mod:`gitserver.git.limits` never saw them: a writer with builds enabled could fill the
+database with logs of up to :data:`gitserver.pipelines.jobs.MAX_LOG_BYTES` each, kept for ever.
+Here a repository's (and a tenant's) stored log bytes are summed, to be counted with its bytes
+on disk wherever a quota is checked or shown (docs/limits.md), and the logs of pipelines that
+ended more than ``pipeline_log_retention_days`` ago are deleted by the worker
+(docs/pipelines.md, "Log retention"); the pipeline and its steps stay.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gitserver.db import models
+from gitserver.db.base import utcnow
+from gitserver.db.session import transaction
+
+log = logging.getLogger(__name__)
+
+# Pipelines whose logs one transaction deletes: a pass never holds a long transaction, and
+# a worker's monitor is never busy for long (PRUNE_MAX_BATCHES bounds one pass).
+PRUNE_BATCH = 50
+PRUNE_MAX_BATCHES = 20
+# The setting a pruned log's answer names.
+RETENTION_SETTING = "pipeline_log_retention_days"
+
+
+def repo_log_bytes(session: Session, repo_id: int) -> int:
+    """The bytes of every stored log of the repository's pipelines (a sum over one column;
+    ``length`` of a blob reads its header, not its data, on both databases)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(func.length(models.LogChunk.data)), 0))
+        .join(models.Pipeline, models.Pipeline.id == models.LogChunk.pipeline_id)
+        .where(models.Pipeline.repo_id == repo_id))
+    return int(total or 0)
+
+
+def tenant_log_bytes(session: Session, tenant_id: int) -> int:
+    """The bytes of every stored log of the pipelines of the tenant's repositories."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(func.length(models.LogChunk.data)), 0))
+        .join(models.Pipeline, models.Pipeline.id == models.LogChunk.pipeline_id)
+        .join(models.Repository, models.Repository.id == models.Pipeline.repo_id)
+        .where(models.Repository.tenant_id == tenant_id))
+    return int(total or 0)
+
+
+def prune_batch(session: Session, before: dt.datetime, now: dt.datetime) -> int:
+    """Delete the logs of at most :data:`PRUNE_BATCH` pipelines that ended before ``before``
+    and mark them pruned; the number of pipelines pruned."""
+    ids = list(session.scalars(
+        select(models.Pipeline.id)
+        .where(models.Pipeline.finished_at.is_not(None), models.Pipeline.finished_at < before,
+               models.Pipeline.log_pruned_at.is_(None))
+        .order_by(models.Pipeline.finished_at, models.Pipeline.id).limit(PRUNE_BATCH)))
+    if not ids:
+        return 0
+    session.execute(delete(models.LogChunk).where(models.LogChunk.pipeline_id.in_(ids)))
+    session.execute(update(models.Pipeline).where(models.Pipeline.id.in_(ids))
+                    .values(log_pruned_at=now))
+    return len(ids)
+
+
+def prune(sessions: sessionmaker[Session], retention_days: int, now: dt.datetime | None = None) -> int:
+    """One retention pass (the worker's monitor runs it): the number of pipelines whose logs
+    were deleted. ``retention_days`` 0 keeps every log."""
+    if retention_days <= 0:
+        return 0
+    now = now or utcnow()
+    before = now - dt.timedelta(days=retention_days)
+    pruned = 0
+    for _ in range(PRUNE_MAX_BATCHES):
+        with transaction(sessions) as session:
+            done = prune_batch(session, before, now)
+        pruned += done
+        if done < PRUNE_BATCH:
+            break
+    if pruned:
+        log.info("pruned the logs of %d pipelines that ended before %s", pruned, before.isoformat())
+    return pruned

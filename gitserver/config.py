@@ -306,7 +306,7 @@ def load(config_file: str | os.PathLike[str] | None = None,
     if config.pack_cache_max_bytes < 0 or config.pack_cache_max_age < 0:
         raise ConfigError("settings pack_cache_max_bytes and pack_cache_max_age: expected 0 (off) or a positive number")
     if config.pipeline_log_retention_days < 0:
-        raise ConfigError("setting pipeline_log_retention_days: expected 0 (keep for ever) or a positive number of days")
+        raise ConfigError("setting pipeline_log_retention_days: expected 0 (keep for ever) or a number of days")
     for name in ("max_blob_bytes", "max_push_bytes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")

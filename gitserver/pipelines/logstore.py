@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from gitserver.db import models
 from gitserver.db.base import utcnow
@@ -49,6 +49,26 @@ def tenant_log_bytes(session: Session, tenant_id: int) -> int:
         .join(models.Repository, models.Repository.id == models.Pipeline.repo_id)
         .where(models.Repository.tenant_id == tenant_id))
     return int(total or 0)
+
+
+def stored_bytes(repo: models.Repository) -> int:
+    """The repository's log bytes, asked through the session ``repo`` was loaded in (0 for a
+    detached row: nothing to ask)."""
+    session = object_session(repo)
+    return 0 if session is None else repo_log_bytes(session, repo.id)
+
+
+def tenant_stored_bytes(tenant: models.Tenant) -> int:
+    """The log bytes of the tenant's repositories (see :func:`stored_bytes`)."""
+    session = object_session(tenant)
+    return 0 if session is None else tenant_log_bytes(session, tenant.id)
+
+
+def held_bytes(session: Session, repo: models.Repository) -> tuple[int, int]:
+    """The repository's and its tenant's log bytes, each summed only when that quota is set
+    (what a push's check needs, :func:`gitserver.push.launcher.push_limits`)."""
+    return (repo_log_bytes(session, repo.id) if repo.quota_bytes else 0,
+            tenant_log_bytes(session, repo.tenant_id) if repo.tenant.quota_bytes else 0)
 
 
 def prune_batch(session: Session, before: dt.datetime, now: dt.datetime) -> int:

@@ -277,7 +277,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     oa.openapi_path(PIPELINE_LOG): {
         "parameters": [_PIPELINE_ID],
         "get": oa.op("getPipelineLog", "The pipeline's log from a byte offset (text/plain)", TAG,
-                     {200: _LOG_RESPONSE}, errors=(400, 401, 403, 404), public=True,
+                     {200: _LOG_RESPONSE}, errors=(400, 401, 403, 404, 410), public=True,
                      parameters=[oa.query_param("offset", "byte offset to start from (default 0)",
                                                 {"type": "integer", "minimum": 0})]),
     },

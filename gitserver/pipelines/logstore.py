@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, object_session, sessionmaker
@@ -20,6 +21,10 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
+from gitserver.git import limits
+
+if TYPE_CHECKING:
+    from gitserver.git.store import RepoStore
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,36 @@ def held_bytes(session: Session, repo: models.Repository) -> tuple[int, int]:
     (what a push's check needs, :func:`gitserver.push.launcher.push_limits`)."""
     return (repo_log_bytes(session, repo.id) if repo.quota_bytes else 0,
             tenant_log_bytes(session, repo.tenant_id) if repo.tenant.quota_bytes else 0)
+
+
+class QuotaRoom(NamedTuple):
+    """How many more bytes a pipeline's log may take before its repository or tenant is over
+    its quota (negative: over already), and the line that ends a log cut there."""
+
+    room: int
+    cut_line: bytes
+
+
+def quota_room(session: Session, store: RepoStore, pipeline_id: int) -> QuotaRoom | None:
+    """The tightest of the repository's and tenant's quotas for the pipeline's log, measured
+    as the push check measures (disk and stored logs); None when neither has a quota."""
+    repo = session.scalars(
+        select(models.Repository).join(models.Pipeline, models.Pipeline.repo_id == models.Repository.id)
+        .where(models.Pipeline.id == pipeline_id)).one_or_none()
+    if repo is None:
+        return None
+    rooms = []
+    if repo.quota_bytes:
+        used = limits.disk_usage(store.path(repo.tenant.name, repo.name)) + repo_log_bytes(session, repo.id)
+        rooms.append(QuotaRoom(repo.quota_bytes - used, _cut_line("repository", repo.quota_bytes)))
+    if repo.tenant.quota_bytes:
+        used = limits.tenant_usage(store.root / repo.tenant.name) + tenant_log_bytes(session, repo.tenant_id)
+        rooms.append(QuotaRoom(repo.tenant.quota_bytes - used, _cut_line("tenant", repo.tenant.quota_bytes)))
+    return min(rooms) if rooms else None
+
+
+def _cut_line(owner: str, quota: int) -> bytes:
+    return f"\n*** log cut: {owner} over its quota ({quota} bytes); later output is discarded\n".encode()
 
 
 def prune_batch(session: Session, before: dt.datetime, now: dt.datetime) -> int:

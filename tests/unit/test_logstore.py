@@ -121,3 +121,27 @@ def test_the_push_check_counts_log_bytes_in_both_quotas(tmp_path: Path) -> None:
     tenant = limits.PushLimits(tenant_quota_bytes=1000, tenant_log_bytes=995)
     assert "quota_bytes of tenant" in (limits.over_limit(
         tenant, limits.measure(tenant, quarantine, tmp_path / "repo.git"), tenant="t") or "")
+
+
+def test_the_worker_monitor_runs_the_retention_pass(db_url: str, tmp_path: Path) -> None:
+    import threading
+
+    from gitserver.cmd.wiring import job_handlers
+    from gitserver.pipelines.worker import Worker
+    from tests.conftest import wait_for
+    from tests.unit.conftest import make_runtime
+
+    rt = make_runtime(db_url, tmp_path, job_reconcile_interval=0.1, pipeline_log_retention_days=7)
+    try:
+        with transaction(rt.sessions) as session:
+            pid = _pipeline(session, add_repo(session).id, ended_days_ago=8)
+        worker = Worker(rt, 1, job_handlers())
+        monitor = threading.Thread(target=worker._monitor, daemon=True)
+        monitor.start()
+        try:
+            wait_for(lambda: _chunks(rt, pid) == 0, timeout=10, what="the old log pruned")
+        finally:
+            worker.stop()
+            monitor.join(5)
+    finally:
+        rt.dispose()

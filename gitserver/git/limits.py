@@ -85,12 +85,13 @@ class PushLimits(NamedTuple):
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PushLimits:
         """Read what :meth:`to_env` wrote; a malformed value is a server bug, not user input."""
-        values = {}
+        values: dict[str, int | None] = {}
         for name in LIMITS:
             text = environ.get(ENV_NAMES[name], "").strip()
             values[name] = int(text) if text else None
-        held = {name: int(environ.get(HELD_ENV_NAMES[name], "").strip() or 0) for name in HELD_ELSEWHERE}
-        return cls(**values, **held)
+        repo_log, tenant_log = (int(environ.get(HELD_ENV_NAMES[name], "").strip() or 0) for name in HELD_ELSEWHERE)
+        return cls(values[MAX_BLOB], values[MAX_PUSH], values[REPO_QUOTA], values[TENANT_QUOTA],
+                   repo_log_bytes=repo_log, tenant_log_bytes=tenant_log)
 
     def any(self) -> bool:
         return any(value for _, value in self._items())

@@ -24,8 +24,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('pipelines', schema=None) as batch_op:
         batch_op.add_column(sa.Column('log_pruned_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.create_index('ix_pipelines_log_retention', ['log_pruned_at', 'finished_at'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('pipelines', schema=None) as batch_op:
+        batch_op.drop_index('ix_pipelines_log_retention')
         batch_op.drop_column('log_pruned_at')

@@ -109,6 +109,9 @@ class Config:
     job_shutdown_grace: float = 10.0
     # Seconds between reconciler passes (pushes recorded without a pipeline get one).
     job_reconcile_interval: float = 10.0
+    # Pipeline logs of pipelines that ended more than this many days ago are deleted by the
+    # worker (docs/pipelines.md, "Log retention"); 0 keeps them for ever.
+    pipeline_log_retention_days: int = 0
     # Repository maintenance (docs/maintenance.md): after a push, a repository with more packs
     # or loose objects than these (0 = that check off) gets a `maintain` job, which repacks
     # it (never pruning) and writes bitmaps and a commit-graph; each git command gets
@@ -307,6 +310,8 @@ def load(config_file: str | os.PathLike[str] | None = None,
         raise ConfigError("setting maintenance_timeout: expected a positive number of seconds")
     if config.pack_cache_max_bytes < 0 or config.pack_cache_max_age < 0:
         raise ConfigError("settings pack_cache_max_bytes and pack_cache_max_age: expected 0 (off) or a positive number")
+    if config.pipeline_log_retention_days < 0:
+        raise ConfigError("setting pipeline_log_retention_days: expected 0 (keep for ever) or a number of days")
     for name in ("max_blob_bytes", "max_push_bytes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")

@@ -66,6 +66,14 @@ class Conflict(GitserverError):
     title = "Conflict"
 
 
+class Gone(GitserverError):
+    """What was there was deleted on purpose (a pruned pipeline log)."""
+
+    status = 410
+    code = "gone"
+    title = "Gone"
+
+
 class PayloadTooLarge(GitserverError):
     status = 413
     code = "too_large"

@@ -18,6 +18,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.git import bundles, head, limits
 from gitserver.git.store import RepoStore
+from gitserver.pipelines import logstore
 from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
 
 
@@ -78,8 +79,8 @@ def _json_list(text: str | None) -> list[Any]:
 
 
 def repo_size(store: RepoStore, repo: models.Repository) -> int:
-    """Bytes the repository takes on disk, as push quotas count them."""
-    return limits.disk_usage(store.path(repo.tenant.name, repo.name))
+    """Bytes the repository takes, as push quotas count them: on disk, and its pipeline logs."""
+    return limits.disk_usage(store.path(repo.tenant.name, repo.name)) + logstore.stored_bytes(repo)
 
 
 def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:

@@ -32,6 +32,7 @@ _ERROR_RESPONSES = {
     404: ("NotFound", "Missing, or hidden from the caller (the two look the same)"),
     405: ("MethodNotAllowed", "Refused by the platform's policy (protected history)"),
     409: ("Conflict", "Already exists"),
+    410: ("Gone", "Deleted on purpose (a pipeline log past pipeline_log_retention_days)"),
     413: ("PayloadTooLarge", "Request too large"),
     503: ("Unavailable", "A dependency is unavailable"),
 }

@@ -258,7 +258,12 @@ class RefUpdate(Base):
 
 class Pipeline(Base):
     __tablename__ = "pipelines"
-    __table_args__ = (CheckConstraint(f"status IN {STATES!r}", name="status"),)
+    __table_args__ = (
+        CheckConstraint(f"status IN {STATES!r}", name="status"),
+        # The log retention pass (gitserver.pipelines.logstore) asks for unpruned pipelines
+        # that ended before a date, oldest first, every job_reconcile_interval.
+        Index("ix_pipelines_log_retention", "log_pruned_at", "finished_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
@@ -276,6 +281,8 @@ class Pipeline(Base):
     created_at: Mapped[dt.datetime] = _created()
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # When its log was deleted by the retention pass (gitserver.pipelines.logstore); None: kept.
+    log_pruned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     steps: Mapped[list[Step]] = relationship(order_by="Step.position", lazy="selectin")
 

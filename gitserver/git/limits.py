@@ -40,6 +40,11 @@ ENV_NAMES = {
     REPO_QUOTA: "GITSERVER_REPO_QUOTA_BYTES",
     TENANT_QUOTA: "GITSERVER_TENANT_QUOTA_BYTES",
 }
+# Bytes a repository and its tenant hold outside the repository directories (their pipeline
+# logs, in the database: gitserver.pipelines.logstore), counted with the bytes on disk.
+HELD_ELSEWHERE = ("repo_log_bytes", "tenant_log_bytes")
+HELD_ENV_NAMES = {"repo_log_bytes": "GITSERVER_REPO_LOG_BYTES",
+                  "tenant_log_bytes": "GITSERVER_TENANT_LOG_BYTES"}
 ENV_QUARANTINE = "GIT_QUARANTINE_PATH"
 ENV_REPO = "GITSERVER_REPO"
 # git names its quarantine directories objects/tmp_objdir-incoming-XXXXXX (tmp-objdir.c;
@@ -67,19 +72,26 @@ class PushLimits(NamedTuple):
     max_push_bytes: int | None = None
     repo_quota_bytes: int | None = None
     tenant_quota_bytes: int | None = None
+    repo_log_bytes: int = 0
+    tenant_log_bytes: int = 0
 
     def to_env(self) -> dict[str, str]:
         """The hook's environment variables (only the limits that are set)."""
-        return {ENV_NAMES[name]: str(value) for name, value in self._items() if value}
+        env = {ENV_NAMES[name]: str(value) for name, value in self._items() if value}
+        env.update({HELD_ENV_NAMES[name]: str(getattr(self, name)) for name in HELD_ELSEWHERE
+                    if getattr(self, name)})
+        return env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PushLimits:
         """Read what :meth:`to_env` wrote; a malformed value is a server bug, not user input."""
-        values = {}
+        values: dict[str, int | None] = {}
         for name in LIMITS:
             text = environ.get(ENV_NAMES[name], "").strip()
             values[name] = int(text) if text else None
-        return cls(**values)
+        repo_log, tenant_log = (int(environ.get(HELD_ENV_NAMES[name], "").strip() or 0) for name in HELD_ELSEWHERE)
+        return cls(values[MAX_BLOB], values[MAX_PUSH], values[REPO_QUOTA], values[TENANT_QUOTA],
+                   repo_log_bytes=repo_log, tenant_log_bytes=tenant_log)
 
     def any(self) -> bool:
         return any(value for _, value in self._items())
@@ -281,7 +293,8 @@ def measure(limits: PushLimits, quarantine: Path, repo_dir: Path, git_dir: Path 
     return Measured(
         incoming_bytes=disk_usage(quarantine),
         largest_blob=largest(quarantine_blobs(quarantine, git_dir=git_dir)) if limits.max_blob_bytes else None,
-        repo_bytes=repo_bytes, tenant_bytes=tenant_bytes,
+        repo_bytes=repo_bytes + (limits.repo_log_bytes if limits.repo_quota_bytes else 0),
+        tenant_bytes=tenant_bytes + (limits.tenant_log_bytes if limits.tenant_quota_bytes else 0),
         repo_pending_bytes=repo_pending, tenant_pending_bytes=tenant_pending,
     )
 

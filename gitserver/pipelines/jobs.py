@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
+from gitserver.pipelines import logstore
 
 if TYPE_CHECKING:
     from gitserver.runtime import Runtime
@@ -51,6 +52,9 @@ MAX_LOG_CHUNK = 64 * 1024
 # step printing without end fills the database until its timeout. Past it, one marker line.
 MAX_LOG_BYTES = 64 * 1024 * 1024
 LOG_TRUNCATED = b"\n*** log truncated: it reached the size limit; later output is discarded\n"
+# A running log is held to its repository's and tenant's quotas (gitserver.pipelines.logstore):
+# measured at its first write and again after every this many bytes, not at every write.
+QUOTA_RECHECK_BYTES = 1024 * 1024
 
 
 class RetryLater(Exception):
@@ -88,6 +92,9 @@ class JobContext:
     release_event: threading.Event = dataclasses.field(default_factory=threading.Event)
     _log_offset: int | None = dataclasses.field(default=None, repr=False)
     _log_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+    _log_cut: bool = dataclasses.field(default=False, repr=False)
+    _quota: logstore.QuotaRoom | None = dataclasses.field(default=None, repr=False)
+    _quota_measured_at: int | None = dataclasses.field(default=None, repr=False)
 
     def cancelled(self) -> bool:
         """True once a cancel of this job or of its pipeline was requested (any replica)."""
@@ -117,15 +124,31 @@ class JobContext:
             if self._log_offset is None:
                 self._log_offset = log_end(session, self.pipeline_id)
             room = MAX_LOG_BYTES - self._log_offset
-            if room <= 0:
+            if room <= 0 or self._log_cut:
                 return
             if len(raw) > room:
                 raw = raw[:room] + LOG_TRUNCATED
+            raw = self._within_quota(session, raw)
             for start in range(0, len(raw), MAX_LOG_CHUNK):
                 piece = raw[start:start + MAX_LOG_CHUNK]
                 session.add(models.LogChunk(pipeline_id=self.pipeline_id, offset=self._log_offset,
                                             data=piece))
                 self._log_offset += len(piece)
+
+    def _within_quota(self, session: Session, raw: bytes) -> bytes:
+        """``raw``, or the part of it the quotas leave room for and the line saying the log was
+        cut there (nothing is written after it)."""
+        assert self.pipeline_id is not None and self._log_offset is not None
+        if self._quota_measured_at is None or self._log_offset - self._quota_measured_at >= QUOTA_RECHECK_BYTES:
+            self._quota = logstore.quota_room(session, self.runtime.store, self.pipeline_id)
+            self._quota_measured_at = self._log_offset
+        if self._quota is None:
+            return raw
+        room = self._quota.room - (self._log_offset - self._quota_measured_at)
+        if len(raw) <= room:
+            return raw
+        self._log_cut = True
+        return raw[:max(0, room)] + self._quota.cut_line
 
 
 Handler = Callable[[JobContext], None]

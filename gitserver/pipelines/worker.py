@@ -43,7 +43,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.errors import is_disk_full
 from gitserver.logs import bind
-from gitserver.pipelines import jobs, push, reconcile, workspaces
+from gitserver.pipelines import jobs, logstore, push, reconcile, workspaces
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,7 @@ class Worker:
                 if not self.stopping.is_set() and now - last_reconcile >= self.cfg.job_reconcile_interval:
                     push.reconcile(self.runtime)
                     push.repair_orphaned_pipelines(self.runtime)
+                    logstore.prune(self.runtime.sessions, self.cfg.pipeline_log_retention_days)
                     last_reconcile = now
                 if not self.stopping.is_set() and now - last_refs >= self.cfg.refs_reconcile_interval:
                     reconcile.periodic_pass(self.runtime, "worker")

@@ -40,11 +40,13 @@ log = logging.getLogger(__name__)
 HOOK_THREAD_JOIN_SECONDS = 60.0
 
 
-def push_limits(config: Config, repo_quota_bytes: int | None,
-                tenant_quota_bytes: int | None) -> limits.PushLimits:
+def push_limits(config: Config, repo_quota_bytes: int | None, tenant_quota_bytes: int | None,
+                held: tuple[int, int] = (0, 0)) -> limits.PushLimits:
     """The limits every push is held to: the server's sizes and the repository's and
-    tenant's quotas."""
-    return limits.PushLimits(config.max_blob_bytes, config.max_push_bytes, repo_quota_bytes, tenant_quota_bytes)
+    tenant's quotas. ``held``: the repository's and the tenant's bytes stored outside their
+    directories (pipeline logs, gitserver.pipelines.logstore.held_bytes), counted in the quotas."""
+    return limits.PushLimits(config.max_blob_bytes, config.max_push_bytes, repo_quota_bytes, tenant_quota_bytes,
+                             repo_log_bytes=held[0], tenant_log_bytes=held[1])
 
 
 def hook_env(config: Config, ctx: PushContext, repo: str, permission: str, *, user: str = "",

@@ -35,7 +35,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.git.store import repo_path
-from gitserver.pipelines import jobs
+from gitserver.pipelines import jobs, logstore
 from gitserver.pipelines.archive import find_archive
 from gitserver.repour.adjust import AdjustRequest, Provider, Runner, choose_provider, run_provider
 from gitserver.repour.command import CommandResult, ProcessingError, StopCheck, redact, run_command
@@ -88,7 +88,8 @@ class Operation:
                 raise ProcessingError(f"repository {tenant}/{name} not found", error_type="RepoNotFound")
             return Target(repo_id=row.id, tenant=tenant, name=name,
                           path=repo_path(self.config.repos_dir, tenant, name),
-                          repo_quota_bytes=row.quota_bytes, tenant_quota_bytes=row.tenant.quota_bytes)
+                          repo_quota_bytes=row.quota_bytes, tenant_quota_bytes=row.tenant.quota_bytes,
+                          held_bytes=logstore.held_bytes(session, row))
 
 
 def do_clone(op: Operation) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.errors import Forbidden, NotFound
 from gitserver.git.store import RECEIVE_PACK
+from gitserver.pipelines import logstore
 from gitserver.ssh.commands import GitCommand
 
 
@@ -36,6 +37,8 @@ class Authorised:
     # Disk quotas a push is held to (gitserver.git.limits); None = none set.
     repo_quota_bytes: int | None = None
     tenant_quota_bytes: int | None = None
+    # The repository's and tenant's pipeline log bytes, counted in those quotas.
+    held_bytes: tuple[int, int] = (0, 0)
 
 
 def identity_for_fingerprint(session: Session, fingerprint: str) -> Identity | None:
@@ -87,7 +90,8 @@ def authorise(session: Session, principal: access.Principal, command: GitCommand
     repo = granted.repo
     return Authorised(repo_id=repo.id, tenant=command.tenant, repo=command.repo,
                       permission=granted.permission, repo_quota_bytes=repo.quota_bytes,
-                      tenant_quota_bytes=repo.tenant.quota_bytes)
+                      tenant_quota_bytes=repo.tenant.quota_bytes,
+                      held_bytes=logstore.held_bytes(session, repo) if need == access.WRITE else (0, 0))
 
 
 def touch_key(session: Session, key_id: int) -> None:

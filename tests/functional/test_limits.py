@@ -264,3 +264,56 @@ def test_a_push_in_progress_counts_against_the_quota(limited: GitServer, tmp_pat
     limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work)
     heads = limited.git(user, "ls-remote", limited.repo_url(tenant, repo)).stdout
     assert "refs/heads/main" in heads and "refs/heads/first" not in heads
+
+
+def _add_log(srv: GitServer, tenant: str, repo: str, size: int, pruned: bool = False) -> int:
+    """A finished pipeline of the repository with ``size`` bytes of log, as a build leaves it."""
+    from gitserver.admin import repos, tenants
+    from gitserver.db import models
+    from gitserver.db.base import utcnow
+
+    with srv.db() as session:
+        row = repos.get_repo(session, tenants.get_tenant(session, tenant), repo)
+        pipeline = models.Pipeline(repo_id=row.id, status=models.SUCCEEDED, finished_at=utcnow(),
+                                   log_pruned_at=utcnow() if pruned else None)
+        session.add(pipeline)
+        session.flush()
+        if size:
+            session.add(models.LogChunk(pipeline_id=pipeline.id, offset=0, data=b"l" * size))
+        return pipeline.id
+
+
+def test_pipeline_logs_count_in_the_repository_and_tenant_quotas(limited: GitServer, tmp_path: Path) -> None:
+    """Logs are stored in the database, not under the repository: they count all the same, in
+    size_bytes and in the push check (issue 21, finding 6)."""
+    tenant, repo, user, work = setup_repo(limited, tmp_path, role="admin")
+    path = f"/api/v1/tenants/{tenant}/repos/{repo}"
+    size = limited.api("GET", path, token=user.token).json()["size_bytes"]
+    tenant_size = limited.api("GET", f"/api/v1/tenants/{tenant}").json()["size_bytes"]
+    _add_log(limited, tenant, repo, 300 * KiB)
+    assert limited.api("GET", path, token=user.token).json()["size_bytes"] >= size + 300 * KiB
+    assert limited.api("GET", f"/api/v1/tenants/{tenant}").json()["size_bytes"] >= tenant_size + 300 * KiB
+
+    # Room for a small push on disk, none once the logs are counted.
+    assert limited.api("PATCH", path, json={"quota_bytes": size + 200 * KiB}, token=user.token).status_code == 200
+    commit_files(work, limited.git_env, {"small.txt": "a few bytes\n"})
+    result = limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert f"push refused: the quota_bytes of repository {tenant}/{repo} is " in result.stderr
+    assert limited.api("PATCH", path, json={"quota_bytes": None}, token=user.token).status_code == 200
+
+    assert limited.api("PATCH", f"/api/v1/tenants/{tenant}",
+                       json={"quota_bytes": tenant_size + 200 * KiB}).status_code == 200
+    result = limited.git(user, "push", limited.repo_url(tenant, repo), "main", cwd=work, check=False)
+    assert result.returncode != 0
+    assert f"push refused: the quota_bytes of tenant {tenant} is " in result.stderr
+
+
+def test_a_pruned_log_answers_410_naming_the_setting(limited: GitServer, tmp_path: Path) -> None:
+    tenant, repo, user, _work = setup_repo(limited, tmp_path, role="admin")
+    pid = _add_log(limited, tenant, repo, 0, pruned=True)
+    resp = limited.api("GET", f"/api/v1/pipelines/{pid}/log", token=user.token)
+    assert resp.status_code == 410, resp.text
+    assert resp.json()["title"] == "Gone"
+    assert "pipeline_log_retention_days" in resp.json()["description"]
+    assert limited.api("GET", f"/api/v1/pipelines/{pid}", token=user.token).status_code == 200

@@ -129,3 +129,10 @@ def test_max_startups_from_a_toml_number_is_a_hard_cap(tmp_path: Path) -> None:
 def test_negative_connection_caps_are_refused() -> None:
     with pytest.raises(ConfigError, match="ssh_max_connections_per_user"):
         load(environ={"GITSERVER_SSH_MAX_CONNECTIONS_PER_USER": "-1"})
+
+
+def test_pipeline_log_retention_days_is_read_and_checked() -> None:
+    assert load(environ={}).pipeline_log_retention_days == 0
+    assert load(environ={"GITSERVER_PIPELINE_LOG_RETENTION_DAYS": "30"}).pipeline_log_retention_days == 30
+    with pytest.raises(ConfigError, match="pipeline_log_retention_days"):
+        load(environ={"GITSERVER_PIPELINE_LOG_RETENTION_DAYS": "-1"})

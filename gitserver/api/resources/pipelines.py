@@ -39,8 +39,8 @@ from gitserver.api.response import (
     schemas,
 )
 from gitserver.db import models
-from gitserver.errors import InvalidInput, NotFound
-from gitserver.pipelines import jobs
+from gitserver.errors import Gone, InvalidInput, NotFound
+from gitserver.pipelines import jobs, logstore
 from gitserver.urls import pipeline_url
 
 REPO_PIPELINES = f"{REPO}/pipelines"
@@ -204,6 +204,10 @@ class PipelineLog:
         offset = _parse_offset(req.get_param("offset"))
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             pipeline, _repo = visible_pipeline(session, principal, pipeline_id)
+            if pipeline.log_pruned_at is not None:
+                raise Gone(f"the log of pipeline {pipeline.id} was deleted on "
+                           f"{pipeline.log_pruned_at.isoformat()} (setting {logstore.RETENTION_SETTING}); "
+                           "the pipeline and its steps are kept")
             data, next_offset = jobs.read_log(session, pipeline.id, offset, MAX_LOG_RESPONSE)
             status = pipeline.status
         resp.content_type = "text/plain; charset=utf-8"
@@ -273,7 +277,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     oa.openapi_path(PIPELINE_LOG): {
         "parameters": [_PIPELINE_ID],
         "get": oa.op("getPipelineLog", "The pipeline's log from a byte offset (text/plain)", TAG,
-                     {200: _LOG_RESPONSE}, errors=(400, 401, 403, 404), public=True,
+                     {200: _LOG_RESPONSE}, errors=(400, 401, 403, 404, 410), public=True,
                      parameters=[oa.query_param("offset", "byte offset to start from (default 0)",
                                                 {"type": "integer", "minimum": 0})]),
     },

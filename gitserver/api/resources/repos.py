@@ -54,7 +54,7 @@ from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
 from gitserver.git import bundles, head, limits, push_options
 from gitserver.git.store import RepoStore
-from gitserver.pipelines import oncreate
+from gitserver.pipelines import logstore, oncreate
 from gitserver.urls import http_clone_url, ssh_clone_url
 
 GRANTS = f"{REPO}/grants"
@@ -113,8 +113,8 @@ def _json_list(text: str | None) -> list[Any]:
 
 
 def repo_size(store: RepoStore, repo: models.Repository) -> int:
-    """Bytes the repository takes on disk, as push quotas count them."""
-    return limits.disk_usage(store.path(repo.tenant.name, repo.name))
+    """Bytes the repository takes, as push quotas count them: on disk, and its pipeline logs."""
+    return limits.disk_usage(store.path(repo.tenant.name, repo.name)) + logstore.stored_bytes(repo)
 
 
 GRANT = Shape("Grant", {

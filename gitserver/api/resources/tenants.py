@@ -22,6 +22,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import Forbidden
 from gitserver.git import limits
+from gitserver.pipelines import logstore
 
 TAG = "tenants"
 
@@ -37,8 +38,9 @@ def tenant_json(tenant: models.Tenant, size_bytes: int | None = None) -> dict[st
 
 
 def tenant_size(config: Config, tenant: models.Tenant) -> int:
-    """Bytes of all the tenant's repositories on disk, as push quotas count them."""
-    return limits.tenant_usage(config.repos_dir / tenant.name)
+    """Bytes of all the tenant's repositories, as push quotas count them: on disk, and their
+    pipeline logs."""
+    return limits.tenant_usage(config.repos_dir / tenant.name) + logstore.tenant_stored_bytes(tenant)
 
 
 class Tenants:

@@ -92,7 +92,13 @@ def test_clients_are_told_the_database_is_unreachable(outage: tuple[GitServer, P
         smart = requests.get(f"{srv.http_url}/git/{tenant}/{repo}.git/info/refs?service=git-upload-pack",
                              auth=(user.name, user.token), timeout=30)
         _assert_unavailable(smart)
-        assert DATABASE_UNREACHABLE_MESSAGE in smart.text
+        # Plain text, as every smart HTTP refusal: git shows such a body to its user.
+        assert smart.headers["Content-Type"].startswith("text/plain")
+        assert smart.text == DATABASE_UNREACHABLE_MESSAGE + "\n"
+        http_clone = subprocess.run(["git", "clone", f"{srv.http_url}/git/{tenant}/{repo}.git", str(tmp_path / "h1")],
+                                    env=srv.git_env, capture_output=True, text=True, timeout=60)
+        assert http_clone.returncode != 0
+        assert f"remote: {DATABASE_UNREACHABLE_MESSAGE}" in http_clone.stderr, http_clone.stderr
 
         repour = srv.api("POST", "/clone", token=user.token,
                          json={"type": "git", "originRepoUrl": "https://example.invalid/x.git",

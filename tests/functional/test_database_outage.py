@@ -73,7 +73,7 @@ def test_clients_are_told_the_database_is_unreachable(outage: tuple[GitServer, P
         clone = srv.git(user, "clone", srv.repo_url(tenant, repo), str(tmp_path / "c1"), check=False,
                         timeout=60)
         assert clone.returncode != 0
-        assert DATABASE_UNREACHABLE_MESSAGE in clone.stderr, clone.stderr
+        assert f":7: {DATABASE_UNREACHABLE_MESSAGE}" in clone.stderr, clone.stderr  # SERVICE_NOT_AVAILABLE
 
         # A git command on the connection that is already logged in: one ERROR: line, 128.
         upload = srv.ssh(user, f"git-upload-pack '{tenant}/{repo}'", options=options)

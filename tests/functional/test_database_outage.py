@@ -28,7 +28,9 @@ pytestmark = pytest.mark.skipif(postgres_unavailable_reason() is not None,
 
 @pytest.fixture
 def outage(tmp_path: Path, git_env: dict[str, str]) -> Iterator[tuple[GitServer, PostgresCluster]]:
-    cluster = PostgresCluster()
+    # Durable commits: the cluster is stopped as a crash would, and the user and repository
+    # made just before must survive it (the test cluster's default drops recent commits).
+    cluster = PostgresCluster(durable_commits=True)
     cluster.start()
     srv = None
     try:

@@ -93,7 +93,7 @@ def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple
         log.info("%s %s failed: %s (reference %s)", req.method, req.path, exc.desc, body["error_traceback"])
     except GitserverError as exc:
         status, body = _domain_reply(resp, exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (an outage, or a bug logged in _unexpected)
         if is_database_unreachable(exc):  # an outage, not a bug: 503 and when to retry
             log.warning("%s %s: database unreachable: %s", req.method, req.path, exc.__class__.__name__)
             status, body = _domain_reply(resp, database_unavailable())

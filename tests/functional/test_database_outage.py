@@ -107,6 +107,7 @@ def test_clients_are_told_the_database_is_unreachable(outage: tuple[GitServer, P
                                "targetRepoUrl": srv.repo_url(tenant, repo)})
         _assert_unavailable(repour)
         assert repour.json()["desc"] == DATABASE_UNREACHABLE_MESSAGE
+        assert repour.json()["error_type"] == "unavailable"
 
         cluster.start_server()
         wait_for(lambda: srv.api("GET", f"/api/v1/tenants/{tenant}/repos", token=user.token).status_code == 200,

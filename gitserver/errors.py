@@ -85,6 +85,10 @@ class Unavailable(GitserverError):
     code = "unavailable"
     title = "Service Unavailable"
 
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, for the Retry-After header (None: not sent)
+
 
 class TooManyRequests(GitserverError):
     status = 429
@@ -128,6 +132,58 @@ def is_disk_full(exc: BaseException | None) -> bool:
         exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
         seen += 1
     return False
+
+
+DATABASE_UNREACHABLE_MESSAGE = ("gitserver is temporarily unavailable: the database cannot be "
+                                "reached; try again later")
+DATABASE_RETRY_AFTER = 30  # seconds: long enough for a database restart or failover
+# What the drivers say when there is no connection at all, or it died under us: psycopg's
+# connection failures carry no SQLSTATE, so their text is all there is; SQLite has no server,
+# so its only outage is a database file it cannot open (a missing or unmounted volume).
+_UNREACHABLE_TEXT = (
+    "connection refused", "could not connect", "connection failed", "no route to host",
+    "server closed the connection unexpectedly", "terminating connection",
+    "the connection is closed", "the connection is lost", "consuming input failed",
+    "unable to open database file",
+)
+# SQLSTATE class 08 (connection exception) and 57P01-57P03 (admin/crash shutdown, cannot
+# connect now): the server went away or is not yet accepting.
+_PG_UNREACHABLE_PREFIXES = ("08", "57P01", "57P02", "57P03")
+# Only these DB-API error classes can mean an outage: IntegrityError (a constraint),
+# ProgrammingError or DataError (a bug) never do, whatever their text says.
+_OUTAGE_CLASSES = ("OperationalError", "InterfaceError")
+
+
+def is_database_unreachable(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) means the database cannot be reached: SQLAlchemy's
+    DisconnectionError or an invalidated connection, or an OperationalError/InterfaceError
+    (SQLAlchemy's or the driver's) whose SQLSTATE or text says there is no connection."""
+    from sqlalchemy import exc as sa_exc  # here: the error tree itself stays import-light
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, sa_exc.DisconnectionError):
+            return True
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if type(exc).__name__ in _OUTAGE_CLASSES and _says_unreachable(exc):
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _says_unreachable(exc: BaseException) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if sqlstate.startswith(_PG_UNREACHABLE_PREFIXES):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _UNREACHABLE_TEXT)
+
+
+def database_unavailable() -> Unavailable:
+    """The error every transport shows while the database is unreachable."""
+    return Unavailable(DATABASE_UNREACHABLE_MESSAGE, retry_after=DATABASE_RETRY_AFTER)
 
 
 class BackupError(GitserverError):

@@ -15,7 +15,14 @@ from typing import Any
 
 import falcon
 
-from gitserver.errors import DISK_FULL_MESSAGE, GitserverError, InsufficientStorage, is_disk_full
+from gitserver.errors import (
+    DISK_FULL_MESSAGE,
+    GitserverError,
+    InsufficientStorage,
+    database_unavailable,
+    is_database_unreachable,
+    is_disk_full,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,8 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
     """Anything else is a bug: log it once with the traceback, tell the client nothing more.
 
     Except a full disk (database or repositories): not a bug, and the client should know
-    that nothing changed and that retrying later will work, so 507 with that said."""
+    that nothing changed and that retrying later will work, so 507 with that said. And an
+    unreachable database: an outage, not a bug, so 503 with ``Retry-After``."""
     if isinstance(ex, TimeoutError):
         # The client stalled while sending its body (the API worker's read timeout,
         # gitserver/api/worker.py): its fault, not ours, and no traceback is worth logging.
@@ -70,11 +78,20 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
         handle_gitserver_error(req, resp, InsufficientStorage(DISK_FULL_MESSAGE), params)
         resp.set_header("Retry-After", str(DISK_FULL_RETRY_AFTER))
         return
+    if is_database_unreachable(ex):  # the cause in one line; the 503 is logged by the handler
+        log.warning("%s %s: database unreachable: %s", req.method, req.path, _first_line(ex))
+        handle_gitserver_error(req, resp, database_unavailable(), params)
+        return
     log.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = falcon.HTTP_500
     resp.content_type = falcon.MEDIA_JSON
     resp.media = error_body("Internal Server Error",
                             "the server failed to handle this request; the error has been logged")
+
+
+def _first_line(ex: BaseException) -> str:
+    lines = str(getattr(ex, "orig", None) or ex).strip().splitlines()
+    return lines[0] if lines else type(ex).__name__
 
 
 def serialize_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError) -> None:

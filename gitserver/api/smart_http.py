@@ -30,7 +30,14 @@ import falcon
 from gitserver import access, metrics
 from gitserver.api import auth, openapi
 from gitserver.api.context import ApiContext
-from gitserver.errors import Forbidden, GitserverError, NotFound, Unauthenticated
+from gitserver.errors import (
+    Forbidden,
+    GitserverError,
+    NotFound,
+    Unauthenticated,
+    database_unavailable,
+    is_database_unreachable,
+)
 from gitserver.git import http as githttp
 from gitserver.git import packcache
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
@@ -81,7 +88,12 @@ class _Metrics:
 def plain_errors(resp: falcon.Response) -> Iterator[None]:
     """Render a :class:`GitserverError` as a plain-text answer git can show its user."""
     try:
-        yield
+        try:
+            yield
+        except Exception as exc:
+            if not is_database_unreachable(exc):
+                raise
+            raise database_unavailable() from exc  # an outage: git shows why, and 503
     except GitserverError as exc:
         if exc.status >= 500:
             log.error("smart HTTP request failed: %s", exc.message)
@@ -91,6 +103,9 @@ def plain_errors(resp: falcon.Response) -> Iterator[None]:
         resp.set_headers(NO_CACHE)
         if isinstance(exc, Unauthenticated):
             resp.set_header("WWW-Authenticate", CHALLENGE)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            resp.set_header("Retry-After", str(retry_after))
 
 
 def authorise_read(ctx: ApiContext, req: falcon.Request, tenant: str, repo: str) -> ReadTarget:

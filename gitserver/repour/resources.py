@@ -50,7 +50,7 @@ from gitserver.api.body import json_schema
 from gitserver.api.context import ApiContext
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.errors import GitserverError, TooManyRequests
+from gitserver.errors import GitserverError, TooManyRequests, database_unavailable, is_database_unreachable
 from gitserver.repour import callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
 from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
 from gitserver.repour.records import RepourOp
@@ -92,16 +92,30 @@ def respond(req: falcon.Request, resp: falcon.Response, work: Callable[[], tuple
         status, body = 400, results.described_error_body(exc)
         log.info("%s %s failed: %s (reference %s)", req.method, req.path, exc.desc, body["error_traceback"])
     except GitserverError as exc:
-        status, body = exc.status, domain_error_body(exc)
-        if isinstance(exc, TooManyRequests):
-            resp.set_header("Retry-After", str(exc.retry_after))
-    except Exception:
-        reference = uuid.uuid4().hex
-        log.exception("%s %s failed unexpectedly (reference %s)", req.method, req.path, reference)
-        status, body = 500, results.internal_error_body(reference)
+        status, body = _domain_reply(resp, exc)
+    except Exception as exc:  # noqa: BLE001  (an outage, or a bug logged in _unexpected)
+        if is_database_unreachable(exc):  # an outage, not a bug: 503 and when to retry
+            log.warning("%s %s: database unreachable: %s", req.method, req.path, exc.__class__.__name__)
+            status, body = _domain_reply(resp, database_unavailable())
+        else:
+            status, body = _unexpected(req, exc)
     resp.status = falcon.code_to_http_status(status)
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(body, ensure_ascii=False)
+
+
+def _domain_reply(resp: falcon.Response, exc: GitserverError) -> tuple[int, Any]:
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:  # TooManyRequests, or Unavailable during a database outage
+        resp.set_header("Retry-After", str(retry_after))
+    return exc.status, domain_error_body(exc)
+
+
+def _unexpected(req: falcon.Request, exc: Exception) -> tuple[int, Any]:
+    """A bug: logged with its traceback under a reference the client gets, nothing more."""
+    reference = uuid.uuid4().hex
+    log.error("%s %s failed unexpectedly (reference %s)", req.method, req.path, reference, exc_info=exc)
+    return 500, results.internal_error_body(reference)
 
 
 def actor_of(principal: access.Principal, req: falcon.Request) -> gitwork.Actor:

@@ -21,7 +21,15 @@ import asyncssh
 from gitserver import access, metrics
 from gitserver.config import Config, parse_max_startups, ssh_algorithms_of
 from gitserver.db.session import transaction
-from gitserver.errors import ConfigError, Forbidden, GitserverError, InvalidInput, Unavailable
+from gitserver.errors import (
+    DATABASE_UNREACHABLE_MESSAGE,
+    ConfigError,
+    Forbidden,
+    GitserverError,
+    InvalidInput,
+    Unavailable,
+    is_database_unreachable,
+)
 from gitserver.keys import fingerprint_of_blob
 from gitserver.pipelines import reconcile
 from gitserver.runtime import Runtime
@@ -159,7 +167,13 @@ class GitSSHServer(asyncssh.SSHServer):
         if blob not in self.candidates:
             if self.unknown_keys >= MAX_UNKNOWN_KEYS:
                 return False
-            found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
+            try:
+                found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
+            except Exception as exc:
+                if not is_database_unreachable(exc):
+                    raise
+                self._disconnect_unavailable()
+                return False
             if found is None:
                 metrics.ssh_auth("failure", "unknown-key")
                 self.unknown_keys += 1
@@ -192,6 +206,15 @@ class GitSSHServer(asyncssh.SSHServer):
         metrics.ssh_auth("success", "publickey")
         if found.principal.key_id is not None:
             self.daemon.touch_key(found.principal.key_id)
+
+    def _disconnect_unavailable(self) -> None:
+        """No channel exists before authentication, so the reason goes in the disconnect
+        message, which OpenSSH prints (``Received disconnect from …: gitserver is temporarily
+        unavailable…``) before git's own "Could not read from remote repository"."""
+        log.warning("database unreachable: cannot look up the key of %s", self.address)
+        metrics.ssh_auth("failure", "database-unreachable")
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_SERVICE_NOT_AVAILABLE, DATABASE_UNREACHABLE_MESSAGE)
 
     def _refuse_connection(self) -> None:
         """Over a cap of daemon.holders. Refused here, the client would only see
@@ -279,9 +302,13 @@ class Daemon:
             raise
         except GitserverError as exc:
             status = _refuse(process, exc.message)
-        except Exception:  # log once here; the client gets one safe line
-            log.exception("SSH session failed")
-            status = _refuse(process, "internal error; the administrator can find it in the log")
+        except Exception as exc:
+            if is_database_unreachable(exc):  # an outage, not a bug: say so, no traceback
+                log.warning("SSH session failed: database unreachable")
+                status = _refuse(process, DATABASE_UNREACHABLE_MESSAGE)
+            else:  # log once here; the client gets one safe line
+                log.exception("SSH session failed")
+                status = _refuse(process, "internal error; the administrator can find it in the log")
         with contextlib.suppress(Exception):
             process.exit(status)
             # git's last bytes may still sit in the channel's send buffer; a graceful shutdown

@@ -19,7 +19,13 @@ import asyncssh
 from gitserver import access
 from gitserver.config import Config
 from gitserver.db.session import transaction
-from gitserver.errors import GitserverError, InvalidInput, Unavailable
+from gitserver.errors import (
+    DATABASE_UNREACHABLE_MESSAGE,
+    GitserverError,
+    InvalidInput,
+    Unavailable,
+    is_database_unreachable,
+)
 from gitserver.runtime import Runtime
 from gitserver.ssh.selfservice.parse import SelfServiceCommand, parse
 from gitserver.ssh.selfservice.render import render
@@ -71,8 +77,11 @@ class SelfService:
             return GONE_STATUS
         except GitserverError as exc:
             return fail(process, exc.message)
-        except Exception:  # log once here; the client gets one safe line
-            log.exception("self-service command failed")
+        except Exception as exc:
+            if is_database_unreachable(exc):  # an outage, not a bug: say so, no traceback
+                log.warning("self-service command failed: database unreachable")
+                return fail(process, DATABASE_UNREACHABLE_MESSAGE)
+            log.exception("self-service command failed")  # once here; the client gets one line
             return fail(process, "internal error; the administrator can find it in the log")
 
     def _run(self, principal: access.Principal, command: SelfServiceCommand, stdin: str) -> Result:

@@ -64,13 +64,13 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
            "bundle_url": bundles.published_url(config.bundles_dir, config.http_base_url, tenant, repo.name),
            "quota_bytes": repo.quota_bytes, "created_at": repo.created_at,
            # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
-           "parent_project": repo.parent_project, "owner_groups": _json_list(repo.owner_groups)}
+           "parent_project": repo.parent_project, "owner_groups": json_list(repo.owner_groups)}
     if size_bytes is not None:
         out["size_bytes"] = size_bytes
     return out
 
 
-def _json_list(text: str | None) -> list[Any]:
+def json_list(text: str | None) -> list[Any]:
     try:
         value = json.loads(text) if text else []
     except ValueError:

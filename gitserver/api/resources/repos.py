@@ -16,7 +16,7 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access
+from gitserver import access, shapes
 from gitserver.admin import audit, deploy_keys, grants, groups, repos, rules, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
@@ -52,9 +52,10 @@ from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, pub
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.errors import InvalidInput, PolicyRefused
-from gitserver.git import bundles, head, limits, push_options
+from gitserver.git import bundles, head, push_options
 from gitserver.git.store import RepoStore
-from gitserver.pipelines import logstore, oncreate
+from gitserver.pipelines import oncreate
+from gitserver.shapes import repo_size
 from gitserver.urls import http_clone_url, ssh_clone_url
 
 GRANTS = f"{REPO}/grants"
@@ -88,7 +89,7 @@ REPOSITORY = Shape("Repository", {
     # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
     "parent_project": Out(NULLABLE_STRING, "as sent to /internal-scm (recorded only)"),
     "owner_groups": Out(STRINGS, "as sent to /internal-scm, e.g. ldap/jboss-prod",
-                        value=lambda repo: _json_list(repo.owner_groups)),
+                        value=lambda repo: shapes.json_list(repo.owner_groups)),
     "size_bytes": SIZE})
 
 
@@ -102,19 +103,6 @@ def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = 
                              bundle_url=bundles.published_url(config.bundles_dir, config.http_base_url,
                                                               tenant, repo.name),
                              **sized(size_bytes))
-
-
-def _json_list(text: str | None) -> list[Any]:
-    try:
-        value = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return value if isinstance(value, list) else []
-
-
-def repo_size(store: RepoStore, repo: models.Repository) -> int:
-    """Bytes the repository takes, as push quotas count them: on disk, and its pipeline logs."""
-    return limits.disk_usage(store.path(repo.tenant.name, repo.name)) + logstore.stored_bytes(repo)
 
 
 GRANT = Shape("Grant", {

@@ -78,7 +78,7 @@ def import_user_keys(session: Session, user: models.User, lines: list[str],
     for start in range(0, len(fingerprints), _FINGERPRINT_CHUNK):
         chunk = fingerprints[start:start + _FINGERPRINT_CHUNK]
         owners.update(session.execute(select(models.PublicKey.fingerprint, models.PublicKey.user_id)
-                                      .where(models.PublicKey.fingerprint.in_(chunk))).tuples().all())
+                                      .where(models.PublicKey.fingerprint.in_(chunk))).all())
     checked = []
     for item in parsed:
         if item.key is not None and not item.refused and item.key.fingerprint in owners:

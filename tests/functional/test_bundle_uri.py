@@ -49,6 +49,9 @@ def test_clone_with_bundle_uri_fetches_only_the_rest(server: GitServer, tmp_path
     # A second push: the bundle (written only when missing) now lacks it; the fetch brings it.
     commit_files(work, server.git_env, {"small.txt": "after the bundle\n"}, "second")
     server.git(admin, "push", "-q", url, "main", cwd=work)
+    # The second push's archive tag lands asynchronously; both clones must see the same refs.
+    wait_for(lambda: server.git(admin, "ls-remote", "--refs", url, "refs/tags/repour-*").stdout.count("\n") >= 2,
+             timeout=60, interval=0.3, what="the second push's archive tag")
     with_token = bundle.replace("http://", f"http://x:{admin.token}@")
     downloads = sample(server, DOWNLOADS)
 

@@ -371,7 +371,7 @@ class Pushes:
                           descending=True)
             ids = {p.user_id for p in result["items"] if p.user_id}
             names = dict(session.execute(select(models.User.id, models.User.name)
-                                         .where(models.User.id.in_(ids))).tuples().all()) if ids else {}
+                                         .where(models.User.id.in_(ids))).all()) if ids else {}
             show = principal.is_tenant_admin(row.tenant_id)
             resp.media = {"items": [push_json(p, names, show) for p in result["items"]], "next": result["next"]}
 

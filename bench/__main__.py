@@ -183,7 +183,7 @@ class Bench:
         pipelines finish before anything is measured."""
         from gitserver.admin import repos, tenants
         from gitserver.git.refs import ZERO_OID
-        from gitserver.pipelines.ledger import PushContext, record_push
+        from gitserver.push.ledger import PushContext, record_push
 
         for name in names:
             listing = subprocess.run(["git", "for-each-ref", "--format=%(objectname) %(refname)"],

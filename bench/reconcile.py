@@ -1,7 +1,7 @@
 """``python -m bench.reconcile [--repos N]``: what one pass of the ref reconciler costs.
 
 Builds N repositories (one commit each, recorded in the ledger as a done push) under a
-throwaway data dir on SQLite, then times passes of :func:`gitserver.pipelines.reconcile.reconcile_all`:
+throwaway data dir on SQLite, then times passes of :func:`gitserver.push.reconcile.reconcile_all`:
 
 * cold: no fingerprint stored yet, every repository's refs are read and compared;
 * warm: nothing changed, each repository costs a fingerprint (a few ``stat`` calls) and a compare;
@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.pipelines import reconcile
+from gitserver.push import reconcile
 from gitserver.runtime import Runtime, initialise
 
 TENANT = "bench"

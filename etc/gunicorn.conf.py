@@ -10,8 +10,8 @@
 import os
 
 from gitserver import config as _config
-from gitserver import metrics as _metrics
 from gitserver.api import serving as _serving
+from gitserver.observe import metrics as _metrics
 
 _cfg = _config.load()
 

@@ -1,6 +1,6 @@
 """gitserver: self-hosted git hosting with protected history and archive pipelines.
 
-Keep this module free of imports: the git hooks import `gitserver.hookrun` on every push and
+Keep this module free of imports: the git hooks import `gitserver.push.hookrun` on every push and
 must not pay for SQLAlchemy, asyncssh or falcon.
 """
 

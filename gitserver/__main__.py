@@ -8,7 +8,7 @@ import sys
 
 # An option (``hook --help``) is for argparse, which words the usage.
 if len(sys.argv) == 3 and sys.argv[1] == "hook" and not sys.argv[2].startswith("-"):
-    from gitserver.hookrun import main as hook_main
+    from gitserver.push.hookrun import main as hook_main
 
     raise SystemExit(hook_main(sys.argv[2]))
 

@@ -19,7 +19,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def cmd_hook(args: argparse.Namespace) -> int:
-    from gitserver.hookrun import main as hook_main
+    from gitserver.push.hookrun import main as hook_main
 
     return hook_main(args.name)
 
@@ -43,17 +43,17 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gitserver.supervisor import serve
+    from gitserver.cmd.supervisor import serve
 
     return serve(_config(args), config_file=args.config)
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
     from gitserver.cmd import wiring
-    from gitserver.logs import setup_logging
+    from gitserver.observe.logs import setup_logging
 
     cfg = _config(args)
-    from gitserver import metrics
+    from gitserver.observe import metrics
 
     metrics.setup(cfg, clean=True)
     setup_logging(cfg, "ssh")
@@ -62,14 +62,14 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     from gitserver.cmd import wiring
-    from gitserver.logs import setup_logging
+    from gitserver.observe.logs import setup_logging
 
     cfg = _config(args)
-    from gitserver import metrics
+    from gitserver.observe import metrics
 
     metrics.setup(cfg, clean=True)
     setup_logging(cfg, "api")
-    from gitserver import graphite
+    from gitserver.observe import graphite
 
     graphite.start()  # only when GRAPHITE_* is set
     return wiring.run_api(cfg)
@@ -77,10 +77,10 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from gitserver.cmd import wiring
-    from gitserver.logs import setup_logging
+    from gitserver.observe.logs import setup_logging
 
     cfg = _config(args)
-    from gitserver import metrics
+    from gitserver.observe import metrics
 
     metrics.setup(cfg, clean=True)
     setup_logging(cfg, "worker")
@@ -88,8 +88,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gitserver import check
-    from gitserver.logs import setup_logging
+    from gitserver.cmd import check
+    from gitserver.observe.logs import setup_logging
     from gitserver.runtime import Runtime
 
     cfg = _config(args)
@@ -103,10 +103,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     from gitserver.db.session import transaction
-    from gitserver.errors import InvalidInput, NotFound
     from gitserver.git import maintain as git_maintain
-    from gitserver.logs import setup_logging
-    from gitserver.pipelines import maintain, reconcile
+    from gitserver.observe.logs import setup_logging
+    from gitserver.pipelines import maintain
+    from gitserver.policy.errors import InvalidInput, NotFound
+    from gitserver.push import reconcile
     from gitserver.runtime import Runtime
 
     cfg = _config(args)
@@ -197,7 +198,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 def cmd_key_add(args: argparse.Namespace) -> int:
     from gitserver.admin import keys, tenants, users
-    from gitserver.errors import InvalidInput
+    from gitserver.policy.errors import InvalidInput
 
     text = sys.stdin.read() if args.key == "-" else args.key
     if args.key != "-" and not args.key.startswith(("ssh-", "ecdsa-", "sk-")):
@@ -220,7 +221,7 @@ def cmd_key_import(args: argparse.Namespace) -> int:
     """Import an authorized_keys file: one report line per refused key, then a summary.
     Exit 0 when every key line was imported, 1 when any was refused."""
     from gitserver.admin import keys, tenants, users
-    from gitserver.errors import InvalidInput
+    from gitserver.policy.errors import InvalidInput
 
     name = "stdin" if args.file == "-" else args.file
     try:
@@ -253,8 +254,8 @@ def cmd_key_import(args: argparse.Namespace) -> int:
 
 def cmd_repo_create(args: argparse.Namespace) -> int:
     from gitserver.admin import tenants
+    from gitserver.net.urls import ssh_clone_url
     from gitserver.pipelines import oncreate
-    from gitserver.urls import ssh_clone_url
 
     def create(session: Any, runtime: Any) -> None:
         tenant = tenants.get_tenant(session, args.tenant)
@@ -389,8 +390,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "hook":
         return args.fn(args)
-    from gitserver import depwarnings
-    from gitserver.errors import GitserverError
+    from gitserver.policy.errors import GitserverError
+    from gitserver.process import depwarnings
 
     depwarnings.quiet()
 

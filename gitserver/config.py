@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gitserver import ssh_algorithms
-from gitserver.errors import ConfigError
+from gitserver.policy import ssh_algorithms
+from gitserver.policy.errors import ConfigError
 
 ENV_PREFIX = "GITSERVER_"
 BUILD_NETWORKS = ("host", "none")
@@ -49,7 +49,7 @@ class Config:
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.
     max_blob_bytes: int = 100 * 1024 * 1024
     max_push_bytes: int = 2 * 1024 * 1024 * 1024
-    # SSH algorithms offered (gitserver.ssh_algorithms explains the defaults).
+    # SSH algorithms offered (gitserver.policy.ssh_algorithms explains the defaults).
     ssh_ciphers: tuple[str, ...] = ssh_algorithms.DEFAULT_CIPHERS
     ssh_kex_algorithms: tuple[str, ...] = ssh_algorithms.DEFAULT_KEX
     ssh_macs: tuple[str, ...] = ssh_algorithms.DEFAULT_MACS
@@ -379,7 +379,7 @@ def parse_max_startups(text: str) -> MaxStartups:
     return MaxStartups(start, rate, full)
 
 
-# --- sandbox UID ranges (parsed here, at start; gitserver.sandbox leases UIDs from them) ------
+# --- sandbox UID ranges (parsed here, at start; gitserver.process.sandbox leases UIDs from them) ------
 
 UID_RANGE_RE = re.compile(r"^\s*(\d+)\s*([:-])\s*(\d+)\s*$")
 # The lowest UID a range may start at: below are the host's own system and login users.
@@ -437,7 +437,7 @@ def _check_oidc(config: Config) -> None:
         return
     # Imported only when an issuer is set: oidc brings PyJWT, which every process that loads
     # the configuration (the SSH daemon, the CLI) would otherwise import for nothing.
-    from gitserver import oidc
+    from gitserver.identity import oidc
 
     oidc.check_issuer_url(config.oidc_issuer, config.allow_private_networks)
     if not config.oidc_audience:

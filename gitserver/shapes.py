@@ -16,10 +16,11 @@ from typing import Any
 from gitserver.admin import tokens as admin_tokens
 from gitserver.config import Config
 from gitserver.db import models
-from gitserver.git import bundles, head, limits
+from gitserver.git import bundles, head
 from gitserver.git.store import RepoStore
+from gitserver.net.urls import http_clone_url, pipeline_url, ssh_clone_url
 from gitserver.pipelines import logstore
-from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
+from gitserver.push import limits
 
 
 def json_default(obj: Any) -> Any:

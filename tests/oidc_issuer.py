@@ -2,7 +2,7 @@
 functional tests) a loopback HTTP server with the discovery document and the JWKS.
 
 Stands in for PNC's Keycloak, which cannot run here; the verification side under test is the
-real one (PyJWT through :mod:`gitserver.oidc`)."""
+real one (PyJWT through :mod:`gitserver.identity.oidc`)."""
 
 from __future__ import annotations
 

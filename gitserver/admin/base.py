@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
-from gitserver.errors import Conflict, InvalidInput, NotFound
-from gitserver.names import name_problem
+from gitserver.policy.errors import Conflict, InvalidInput, NotFound
+from gitserver.policy.names import name_problem
 
 
 def flush(session: Session, conflict: str) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import InvalidInput, NotFound
+from gitserver.policy.errors import InvalidInput, NotFound
 
 
 def validate_permission(permission: object) -> str:

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import NotFound
-from gitserver.names import validate_name
+from gitserver.policy.errors import NotFound
+from gitserver.policy.names import validate_name
 
 
 def get_group(session: Session, tenant: models.Tenant, name: str) -> models.Group:

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import Conflict, InvalidInput
-from gitserver.keys import KeyLine, parse_key_lines, parse_public_key
+from gitserver.identity.keys import KeyLine, parse_key_lines, parse_public_key
+from gitserver.policy.errors import Conflict, InvalidInput
 
 
 def new_public_key(session: Session, text: str, title: str, user: models.User | None,
@@ -66,7 +66,7 @@ def import_user_keys(session: Session, user: models.User, lines: list[str],
                      skip_refused: bool = False, expires_at: dt.datetime | None = None) -> KeyImport:
     """Add every key of an ``authorized_keys`` file to ``user`` in the caller's transaction.
 
-    A line is refused for what :func:`gitserver.keys.parse_key_lines` finds, or because its key
+    A line is refused for what :func:`gitserver.identity.keys.parse_key_lines` finds, or because its key
     is registered already (one key is one identity). All or nothing: when any line is refused,
     nothing is added, unless ``skip_refused``, which adds the others. The keys go in with one
     multi-row INSERT, so 10,000 of them take well under a second (docs/performance.md).

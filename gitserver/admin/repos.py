@@ -8,13 +8,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gitserver.git import head, refs
 from gitserver.git.store import RepoStore
-from gitserver.names import name_problem, validate_name
+from gitserver.policy import access
+from gitserver.policy.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gitserver.policy.names import name_problem, validate_name
 
 
 def get_repo(session: Session, tenant: models.Tenant, name: str) -> models.Repository:

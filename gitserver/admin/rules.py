@@ -7,10 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from gitserver import access
 from gitserver.admin import grants, tokens, users
 from gitserver.db import models
-from gitserver.errors import Forbidden
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden
 
 
 def check_role_assignable(principal: access.Principal, role: str) -> None:

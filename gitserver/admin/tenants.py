@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import Conflict, Forbidden, InvalidInput, NotFound
-from gitserver.names import name_problem, validate_name
+from gitserver.policy import access
+from gitserver.policy.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gitserver.policy.names import name_problem, validate_name
 
 
 def get_tenant(session: Session, name: str) -> models.Tenant:

@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.admin import base
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.errors import InvalidInput
+from gitserver.policy import access
+from gitserver.policy.errors import InvalidInput
 
 TOKEN_PREFIX = "gst_"
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base
 from gitserver.db import models
-from gitserver.errors import InvalidInput
-from gitserver.names import name_problem, validate_name
+from gitserver.policy.errors import InvalidInput
+from gitserver.policy.names import name_problem, validate_name
 
 
 def get_user(session: Session, tenant: models.Tenant, name: str) -> models.User:

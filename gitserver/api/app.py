@@ -10,11 +10,12 @@ from types import ModuleType
 import falcon
 from sqlalchemy import text
 
-from gitserver import oidc, shapes
+from gitserver import shapes
 from gitserver.api import errors as api_errors
 from gitserver.api import openapi
 from gitserver.api.auth import OidcMiddleware
 from gitserver.api.context import ApiContext
+from gitserver.identity import oidc
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)

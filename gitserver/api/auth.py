@@ -1,4 +1,4 @@
-"""Who is calling: API tokens to :class:`gitserver.access.Principal`.
+"""Who is calling: API tokens to :class:`gitserver.policy.access.Principal`.
 
 Tokens arrive as ``Authorization: Bearer <token>``, or as the password of HTTP Basic auth (any
 user name) because git's HTTP client can only send Basic credentials. Only the SHA-256 of a
@@ -7,7 +7,7 @@ token is stored (:func:`gitserver.admin.tokens.hash_token`), so lookup is by has
 A token is refused when it is unknown, revoked, expired, or belongs to a disabled user; all
 four answer the same 401 so a caller cannot probe which tokens once existed.
 
-With an OIDC issuer configured (:mod:`gitserver.oidc`), a bearer token that is a JWT is verified
+With an OIDC issuer configured (:mod:`gitserver.identity.oidc`), a bearer token that is a JWT is verified
 against the issuer's keys instead, and its roles give the principal (site admin, or admin of a
 tenant); a JWT that fails gets 401 with the reason (expired, wrong audience, ...): unlike our
 own tokens, there is nothing to probe. The process's verifier reaches the request through
@@ -28,12 +28,13 @@ import falcon
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import access, oidc
 from gitserver.admin import tokens
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
-from gitserver.errors import Forbidden, Unauthenticated, is_disk_full
+from gitserver.identity import oidc
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden, Unauthenticated, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def touch_token(sessions: sessionmaker[Session], token_id: int, now: dt.datetime
 
 
 class OidcMiddleware:
-    """Hands the process's :class:`~gitserver.oidc.OidcVerifier` (or None) to every request."""
+    """Hands the process's :class:`~gitserver.identity.oidc.OidcVerifier` (or None) to every request."""
 
     def __init__(self, verifier: oidc.OidcVerifier | None) -> None:
         self.verifier = verifier

@@ -24,7 +24,7 @@ from typing import Any
 
 import falcon
 
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 
 MAX_BODY_BYTES = 1024 * 1024
 BODY_FIELD = "body"
@@ -45,7 +45,7 @@ class Field:
     with exactly these fields; ``exactly_one`` names its fields of which exactly one must be
     present. ``check`` receives ``(value, field_name)`` after the other rules and returns the
     value to use (it may normalise); it raises :class:`InvalidInput` to refuse — the signature
-    matches :func:`gitserver.names.validate_name`, so that can be used directly.
+    matches :func:`gitserver.policy.names.validate_name`, so that can be used directly.
 
     ``description`` and ``doc`` only describe: ``doc`` holds JSON-schema keywords for what
     ``check`` enforces (a pattern, a format), merged into the field's schema.

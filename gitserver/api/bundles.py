@@ -21,13 +21,13 @@ from typing import Any
 
 import falcon
 
-from gitserver import metrics
 from gitserver.api import openapi
 from gitserver.api.context import ApiContext
 from gitserver.api.smart_http import TEXT_PLAIN, authorise_read, plain_errors
-from gitserver.errors import NotFound
 from gitserver.git import bundles
 from gitserver.git import http as githttp
+from gitserver.observe import metrics
+from gitserver.policy.errors import NotFound
 
 ROUTE = "/bundles/{tenant}/{repo}" + bundles.BUNDLE_SUFFIX
 BUNDLE_TYPE = "application/x-git-bundle"

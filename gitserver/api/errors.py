@@ -1,6 +1,6 @@
 """The one place where errors become HTTP responses.
 
-Resources raise :mod:`gitserver.errors` exceptions; :func:`register` maps that tree (and
+Resources raise :mod:`gitserver.policy.errors` exceptions; :func:`register` maps that tree (and
 falcon's own HTTP errors, and anything unexpected) to JSON bodies of the form docs/contract.md
 (HTTP) fixes: ``{"title": …, "description": …}`` plus ``"field"`` when the error names one.
 No traceback or exception text from an unexpected error ever reaches the client: it is logged
@@ -15,7 +15,7 @@ from typing import Any
 
 import falcon
 
-from gitserver.errors import (
+from gitserver.policy.errors import (
     DISK_FULL_MESSAGE,
     GitserverError,
     InsufficientStorage,

@@ -11,10 +11,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.db import models
-from gitserver.errors import Forbidden, NotFound
-from gitserver.names import name_problem
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden, NotFound
+from gitserver.policy.names import name_problem
 
 
 def tenant_not_found(name: str) -> NotFound:
@@ -59,5 +59,5 @@ def visible_repo(session: Session, principal: access.Principal, tenant: str, rep
                  need: str = access.READ) -> models.Repository:
     """The repository if the principal can read it (404 exactly like a missing one otherwise),
     and holds ``need`` on it (403 otherwise) with a token scope covering ``need``: the
-    :func:`gitserver.access.authorise` decision, whose errors are already the API's answers."""
+    :func:`gitserver.policy.access.authorise` decision, whose errors are already the API's answers."""
     return access.authorise(session, principal, tenant, repo, need).repo

@@ -16,7 +16,7 @@ import falcon
 from sqlalchemy import Select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

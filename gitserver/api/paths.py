@@ -11,7 +11,7 @@ import falcon
 
 from gitserver.api import openapi as oa
 from gitserver.api.context import ApiContext
-from gitserver.names import NAME_PATTERN
+from gitserver.policy.names import NAME_PATTERN
 
 API = "/api/v1"
 TENANTS = f"{API}/tenants"

@@ -11,7 +11,7 @@ from gitserver.admin import base
 from gitserver.api.body import Field
 from gitserver.api.response import BOOLEAN, DATETIME, INTEGER, NULLABLE_DATETIME, STRING, Out, Shape, enum
 from gitserver.db import models
-from gitserver.names import NAME_PATTERN, validate_name
+from gitserver.policy.names import NAME_PATTERN, validate_name
 
 DESCRIPTION_FIELD = Field(str, max_length=2000)
 # A new tenant's, user's, group's or repository's name (validate_name enforces the pattern).

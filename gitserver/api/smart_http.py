@@ -27,10 +27,15 @@ from typing import Any
 
 import falcon
 
-from gitserver import access, metrics
 from gitserver.api import auth, openapi
 from gitserver.api.context import ApiContext
-from gitserver.errors import (
+from gitserver.git import http as githttp
+from gitserver.git import packcache
+from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
+from gitserver.net.urls import ssh_clone_url
+from gitserver.observe import metrics
+from gitserver.policy import access
+from gitserver.policy.errors import (
     Forbidden,
     GitserverError,
     NotFound,
@@ -38,10 +43,6 @@ from gitserver.errors import (
     database_unavailable,
     is_database_unreachable,
 )
-from gitserver.git import http as githttp
-from gitserver.git import packcache
-from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
-from gitserver.urls import ssh_clone_url
 
 log = logging.getLogger(__name__)
 

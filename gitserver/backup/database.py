@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 
 from gitserver.backup import format as fmt
 from gitserver.db.session import SQLITE_BUSY_TIMEOUT_MS, is_sqlite
-from gitserver.errors import BackupError
+from gitserver.policy.errors import BackupError
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 # Where Debian and Ubuntu install each major version's client tools side by side.

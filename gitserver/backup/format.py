@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 
 from gitserver.git import refs as git_refs
-from gitserver.names import name_problem
+from gitserver.policy.names import name_problem
 
 FORMAT = "gitserver-backup"
 FORMAT_VERSION = 1

@@ -16,10 +16,10 @@ import pygit2
 
 from gitserver.backup import format as fmt
 from gitserver.backup.ledger import RepoLedger
-from gitserver.errors import BackupError
 from gitserver.git import archive as git_archive
 from gitserver.git import refs as git_refs
 from gitserver.git.store import GIT, RepoStore, git_env
+from gitserver.policy.errors import BackupError
 
 GIT_TIMEOUT = 24 * 3600.0
 

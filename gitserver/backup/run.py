@@ -36,9 +36,9 @@ from gitserver.backup import database, repos
 from gitserver.backup import format as fmt
 from gitserver.backup.ledger import read_ledger
 from gitserver.config import Config
-from gitserver.errors import BackupError
-from gitserver.git import limits
 from gitserver.git.store import RepoStore
+from gitserver.policy.errors import BackupError
+from gitserver.push import limits
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)

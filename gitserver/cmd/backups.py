@@ -46,7 +46,7 @@ def _progress_printer() -> Any:
 def _failure(what: str, exc: Exception) -> Exception:
     """An OS or database error of backup/restore as one line (disk full, permissions, a lost
     database connection), not a traceback."""
-    from gitserver.errors import BackupError
+    from gitserver.policy.errors import BackupError
 
     if isinstance(exc, OSError):
         detail = (exc.strerror or str(exc)) + (f" ({exc.filename})" if exc.filename else "")
@@ -61,8 +61,8 @@ def _backup(cfg: Config, file: str) -> int:
     from pathlib import Path
 
     from gitserver.backup.run import backup
-    from gitserver.errors import BackupError
-    from gitserver.git.limits import human
+    from gitserver.policy.errors import BackupError
+    from gitserver.push.limits import human
 
     progress = _progress_printer()
     if file == "-":
@@ -100,10 +100,10 @@ def _backup(cfg: Config, file: str) -> int:
 def _restore(cfg: Config, file: str) -> int:
     from pathlib import Path
 
-    from gitserver import check
     from gitserver.backup.run import restore
-    from gitserver.errors import BackupError
-    from gitserver.git.limits import human
+    from gitserver.cmd import check
+    from gitserver.policy.errors import BackupError
+    from gitserver.push.limits import human
 
     progress = _progress_printer()
 

@@ -63,7 +63,7 @@ def api_app(runtime: Runtime) -> falcon.App:
 def get_app() -> Any:
     """The WSGI app for gunicorn (``gitserver.cmd.wiring:get_app()``), configured from the environment."""
     from gitserver import config as config_mod
-    from gitserver import depwarnings
+    from gitserver.process import depwarnings
 
     depwarnings.quiet()
     return api_app(Runtime.create(config_mod.load()))

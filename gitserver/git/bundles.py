@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 from gitserver.git.store import GIT, git_env
-from gitserver.names import validate_name
+from gitserver.policy.names import validate_name
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def bundle_path(bundles_dir: Path, tenant: str, repo: str) -> Path:
 def published_url(bundles_dir: Path, http_base_url: str, tenant: str, repo: str) -> str | None:
     """A repository's ``bundle_url`` (the API's and the SSH commands' field): where the HTTP
     front serves its bundle, once one was written; None before."""
-    from gitserver.urls import bundle_url
+    from gitserver.net.urls import bundle_url
 
     if not bundle_path(bundles_dir, tenant, repo).is_file():
         return None

@@ -31,10 +31,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Protocol
 
-from gitserver.errors import GitserverError, InvalidInput, PayloadTooLarge
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK, git_argv, git_env
-from gitserver.names import GIT_SUFFIX, name_problem
-from gitserver.proc import popen_wait, stop_group
+from gitserver.policy.errors import GitserverError, InvalidInput, PayloadTooLarge
+from gitserver.policy.names import GIT_SUFFIX, name_problem
+from gitserver.process.children import popen_wait, stop_group
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from gitserver import proc
 from gitserver.git.store import COMPAT_CONFIG, GIT, PROTECTED_CONFIG, git_env
+from gitserver.process import children
 
 LOCK_NAME = "gitserver-maintenance.lock"
 REPACK = ("repack", "--geometric=2", "-d", "--write-midx", "--write-bitmap-index", "-q")
@@ -117,11 +117,11 @@ def _run(repo_path: Path, args: tuple[str, ...], timeout: float) -> None:
     argv += ["--git-dir", str(repo_path), *args]
     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, env=git_env(), start_new_session=True,
-                             preexec_fn=proc.die_with_parent_hook())  # noqa: PLW1509
+                             preexec_fn=children.die_with_parent_hook())  # noqa: PLW1509
     try:
         _, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.stop_group(child.pid, proc.popen_wait(child), grace=5.0)
+        children.stop_group(child.pid, children.popen_wait(child), grace=5.0)
         child.communicate()
         raise MaintenanceError(f"git {args[0]} timed out after {timeout:.0f} s") from None
     if child.returncode != 0:

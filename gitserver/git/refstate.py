@@ -1,7 +1,7 @@
 """What a repository's refs look like on disk, cheaply: a fingerprint, the refs themselves,
 and leftovers of receive-packs that died (quarantine directories).
 
-The reconciler (gitserver.pipelines.ledger) compares refs on disk with the push ledger. Most
+The reconciler (gitserver.push.ledger) compares refs on disk with the push ledger. Most
 repositories did not change since its last pass, so it first compares a fingerprint made from
 ``stat`` of ``packed-refs`` and of every directory under ``refs/``: git writes every ref
 through ``<ref>.lock`` and a rename, which changes the mtime of the ref's directory, and a
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from gitserver.git import refs
-from gitserver.names import GIT_SUFFIX
+from gitserver.policy.names import GIT_SUFFIX
 
 # git names a push's quarantine tmp_objdir-incoming-XXXXXX (older releases incoming-XXXXXX).
 QUARANTINE_PREFIXES = ("tmp_objdir-incoming-", "incoming-")

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-from gitserver.errors import Conflict, InvalidInput
 from gitserver.git import fsck, refs
-from gitserver.names import GIT_SUFFIX, validate_name
+from gitserver.policy.errors import Conflict, InvalidInput
+from gitserver.policy.names import GIT_SUFFIX, validate_name
 
 GIT = "git"
 UPLOAD_PACK = "upload-pack"
@@ -66,7 +66,7 @@ COMPAT_CONFIG = {
 # Given to every upload-pack (SSH and HTTP), not written into repositories: a protocol v0 or v1
 # request may name by id only what a ref reaches (uploadpack.allowReachableSHA1InWant above),
 # never any object the repository holds. Protocol v2 ignores both settings and serves any object
-# by id, so the hooks keep the objects of refused pushes out (gitserver.git.admission).
+# by id, so the hooks keep the objects of refused pushes out (gitserver.push.admission).
 # It must come first: in git, allowAnySHA1InWant=false also clears the reachable and tip
 # permissions, which the protected settings after it then grant again.
 UPLOAD_PACK_CONFIG = {"uploadpack.allowAnySHA1InWant": "false"}
@@ -132,7 +132,7 @@ class RepoStore:
 def git_argv(service: str, repo_path: Path, hooks_dir: Path, *extra: str,
              settings: Mapping[str, str] | None = None, pack_cache: str | None = None) -> list[str]:
     """The argument list that runs ``service`` on ``repo_path`` under the protection rules
-    (``settings``: more ``-c`` settings, e.g. the push limits of gitserver.git.limits;
+    (``settings``: more ``-c`` settings, e.g. the push limits of gitserver.push.limits;
     ``pack_cache``: upload-pack's ``uploadpack.packObjectsHook``, gitserver.git.packcache)."""
     if service not in SERVICES:
         raise ValueError(f"unknown git service {service!r}")

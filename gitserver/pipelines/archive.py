@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import metrics
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
+from gitserver.observe import metrics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ run one by one.
 Each step runs in a fresh ``git clone --depth 1 --branch repour-<id>`` of the repository in a
 temporary directory, in a clean environment (PATH, HOME=<temp>, LANG and the ``GITSERVER_*``
 coordinates), in its own session/process group (cancel and timeouts kill the whole group),
-under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE, and in a sandbox of its own (:mod:`gitserver.sandbox`,
+under RLIMIT_CPU/RLIMIT_AS/RLIMIT_FSIZE, and in a sandbox of its own (:mod:`gitserver.process.sandbox`,
 docs/sandbox.md): a UID no other job has, a private /tmp, its own PID namespace, a read-only
 system, no data dir, and the network only when the pipeline file asks for it and the server's
 ``build_network`` allows it. Where no sandbox can be had the step fails saying why, unless the
@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gitserver import proc
-from gitserver import sandbox as sandbox_mod
 from gitserver.pipelines.jobs import JobContext
 from gitserver.pipelines.pipelinefile import StepSpec
 from gitserver.pipelines.workspaces import Sandbox, Workspace
-from gitserver.proc import stop_group
+from gitserver.process import children
+from gitserver.process import sandbox as sandbox_mod
+from gitserver.process.children import stop_group
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,10 @@ def _limits(sandbox: Sandbox, job: sandbox_mod.Job) -> Any:
     job_limits = job.limits_hook()
     # Resolved here, in the worker: the child may have become the build user already and may
     # not be able to read the Python installation to import anything.
-    # SIGKILL the step's first process if the worker dies (see gitserver.proc); bwrap passes
+    # SIGKILL the step's first process if the worker dies (see gitserver.process.children); bwrap passes
     # that on (--die-with-parent). Applied after a user switch (a credential change clears it),
     # which subprocess does before preexec_fn.
-    die_with_worker = proc.die_with_parent_hook()
+    die_with_worker = children.die_with_parent_hook()
 
     def apply() -> None:  # runs in the child between fork and exec
         # SIGXCPU at the soft limit says why the step died; SIGKILL a little later if it

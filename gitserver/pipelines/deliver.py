@@ -15,7 +15,7 @@ first attempt, where the configuration is at hand); headers
 ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the webhook secret>`` (when the
 webhook has a secret), ``X-Gitserver-Event``, ``X-Gitserver-Delivery`` (the delivery guid, the
 same on every retry so receivers can de-duplicate), ``User-Agent: gitserver/<version>`` and
-``Content-Type: application/json``. Targets are checked by :mod:`gitserver.netguard` on every
+``Content-Type: application/json``. Targets are checked by :mod:`gitserver.net.netguard` on every
 attempt (DNS can change) and the connection is pinned to the checked address.
 
 The delivery log: every attempt is a :class:`~gitserver.db.models.DeliveryAttempt` row, written
@@ -44,11 +44,13 @@ from typing import TYPE_CHECKING
 import requests
 from sqlalchemy.orm import Session
 
-from gitserver import __version__, metrics, netguard
+from gitserver import __version__
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
+from gitserver.net import netguard
+from gitserver.observe import metrics
 from gitserver.pipelines import jobs, outbox
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ dingrogu gives Reqour's /adjust a ``heartbeatConfig {request, delay, delayTimeUn
 which drives the task, fails it when the beats stop. Reqour (pnc-common's HeartbeatScheduler)
 sends ``request`` at once and then every ``delay`` while the alignment runs. So does
 :class:`Heartbeat`, from the worker that runs the job. The request's URL is the caller's
-choice, so it goes through :mod:`gitserver.netguard` like callbacks do.
+choice, so it goes through :mod:`gitserver.net.netguard` like callbacks do.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gitserver import netguard
+from gitserver.net import netguard
 
 log = logging.getLogger(__name__)
 

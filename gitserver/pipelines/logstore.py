@@ -1,7 +1,7 @@
 """Pipeline logs as stored data: their bytes in the quotas, and their retention.
 
 Logs live in the database (``log_chunks``), not under the repository directory, so the disk
-walk of :mod:`gitserver.git.limits` never saw them: a writer with builds enabled could fill the
+walk of :mod:`gitserver.push.limits` never saw them: a writer with builds enabled could fill the
 database with logs of up to :data:`gitserver.pipelines.jobs.MAX_LOG_BYTES` each, kept for ever.
 Here a repository's (and a tenant's) stored log bytes are summed, to be counted with its bytes
 on disk wherever a quota is checked or shown (docs/limits.md), and the logs of pipelines that
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
-from gitserver.git import limits
+from gitserver.push import limits
 
 if TYPE_CHECKING:
     from gitserver.git.store import RepoStore

@@ -30,9 +30,9 @@ from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.git.archive import read_blob
 from gitserver.git.store import DEFAULT_BRANCH, RepoStore
+from gitserver.net.urls import http_clone_url, ssh_clone_url
 from gitserver.pipelines import build, jobs, outbox, pipelinefile
 from gitserver.pipelines.archive import find_archive
-from gitserver.urls import http_clone_url, ssh_clone_url
 
 log = logging.getLogger(__name__)
 

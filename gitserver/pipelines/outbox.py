@@ -9,8 +9,8 @@ them, or not at all. Sending them is :mod:`gitserver.pipelines.deliver`'s job, r
 worker.
 
 This module never sends anything, and imports nothing that does: the SSH daemon queues a
-push's webhooks through it (:mod:`gitserver.pipelines.ledger`) and so would otherwise load
-``requests`` and :mod:`gitserver.netguard` for nothing (see docs/performance.md).
+push's webhooks through it (:mod:`gitserver.push.ledger`) and so would otherwise load
+``requests`` and :mod:`gitserver.net.netguard` for nothing (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from gitserver.access import PrincipalKind
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.git import push_options
+from gitserver.net.urls import http_clone_url, pipeline_url, ssh_clone_url
 from gitserver.pipelines import jobs
-from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
+from gitserver.policy.access import PrincipalKind
 
 EVENT_PUSH = "push"
 EVENT_PIPELINE = "pipeline"
@@ -266,7 +266,7 @@ def enqueue_callback(session: Session, url: str, method: str, payload: dict[str,
     # netguard is imported here, not at the top: it brings the HTTP sender (requests, urllib3),
     # and the SSH daemon, which queues a push's webhooks through this module, never queues a
     # callback (only Repour, in the API and the worker, does).
-    from gitserver import netguard
+    from gitserver.net import netguard
 
     try:
         netguard.check_url(url, allow_private=True)  # syntax here; the address policy when sending

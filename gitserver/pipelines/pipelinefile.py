@@ -23,7 +23,7 @@ import re
 import tomllib
 from typing import Any
 
-from gitserver import sandbox as sandbox_mod
+from gitserver.process import sandbox as sandbox_mod
 
 PIPELINE_FILE = ".gitserver/pipeline.toml"
 MAX_PIPELINE_FILE = 64 * 1024

@@ -1,7 +1,7 @@
 """The push pipeline: the handler of ``pipeline`` jobs, and the reconcilers that keep every
 push's pipeline alive.
 
-A pipeline is queued with its push (:func:`gitserver.pipelines.ledger.enqueue_push_pipeline`)
+A pipeline is queued with its push (:func:`gitserver.push.ledger.enqueue_push_pipeline`)
 or when a repository is created from a template (:mod:`gitserver.pipelines.oncreate`). The
 worker (:mod:`gitserver.pipelines.worker`) runs :func:`run_pipeline_job` for it: archive every
 updated ref (:mod:`gitserver.pipelines.archive`), then build each updated branch (and each tag
@@ -26,18 +26,19 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gitserver import metrics
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
-from gitserver.errors import is_disk_full
 from gitserver.git import push_options, refs
 from gitserver.git.archive import STALE_LOCK_SECONDS, RefLocked, read_blob
-from gitserver.pipelines import build, jobs, ledger, maintain, oncreate, outbox, pipelinefile, workspaces
+from gitserver.net.urls import http_clone_url
+from gitserver.observe import metrics
+from gitserver.pipelines import build, jobs, maintain, oncreate, outbox, pipelinefile, workspaces
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
-from gitserver.pipelines.reconcile import reconcile_one
+from gitserver.policy.errors import is_disk_full
+from gitserver.push import ledger
+from gitserver.push.reconcile import reconcile_one
 from gitserver.runtime import Runtime
-from gitserver.urls import http_clone_url
 
 log = logging.getLogger(__name__)
 

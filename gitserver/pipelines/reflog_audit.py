@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from gitserver.db import models
 from gitserver.git import reflog, refs
 from gitserver.git.landed import CLOCK_SLACK_SECONDS
-from gitserver.pipelines.reconcile import RECOVERED_PROTOCOL, Difference, RepoRef
+from gitserver.push.reconcile import RECOVERED_PROTOCOL, Difference, RepoRef
 
 log = logging.getLogger(__name__)
 

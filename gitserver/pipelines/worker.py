@@ -10,7 +10,7 @@
 * The reconcilers (in the monitor thread): every ``job_reconcile_interval`` a pipeline is
   queued for any push recorded without one and orphaned pipelines are failed
   (gitserver.pipelines.push); every ``refs_reconcile_interval`` the refs on disk are compared
-  with the push ledger (gitserver.pipelines.reconcile).
+  with the push ledger (gitserver.push.reconcile).
 * SIGTERM/SIGINT: stop claiming; running jobs get ``job_shutdown_grace`` seconds to finish,
   then are asked to stop (a build step's process group is killed) and their leases are
   released, so another worker re-runs them at once. SIGKILL loses nothing either: the lease
@@ -37,13 +37,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gitserver import metrics
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.errors import is_disk_full
-from gitserver.logs import bind
-from gitserver.pipelines import jobs, logstore, push, reconcile, workspaces
+from gitserver.observe import metrics
+from gitserver.observe.logs import bind
+from gitserver.pipelines import jobs, logstore, push, workspaces
+from gitserver.policy.errors import is_disk_full
+from gitserver.push import reconcile
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)

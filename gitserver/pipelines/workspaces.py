@@ -1,7 +1,7 @@
 """Where a build step runs: the worker's sandbox settings and each step's workspace.
 
 A workspace is a fresh temp dir holding ``src``, a ``git clone --depth 1 --branch repour-<id>``
-of the repository, and ``home``, owned by the step's sandbox UID (:mod:`gitserver.sandbox`,
+of the repository, and ``home``, owned by the step's sandbox UID (:mod:`gitserver.process.sandbox`,
 docs/sandbox.md); the steps themselves run in :mod:`gitserver.pipelines.build`.
 """
 
@@ -16,10 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from gitserver import sandbox as sandbox_mod
 from gitserver.config import Config
 from gitserver.git.store import git_env
-from gitserver.proc import pid_alive
+from gitserver.process import sandbox as sandbox_mod
+from gitserver.process.children import pid_alive
 
 # Workspaces are <tmp>/gitserver-build-<worker pid>-<random>.
 WORKSPACE_PREFIX = "gitserver-build-"

@@ -2,11 +2,11 @@
 to start git's receive-pack and record what it accepts.
 
 A :class:`ReceivePack` names one push to start: its repository, its pusher (the audit facts of
-:class:`gitserver.pipelines.ledger.PushContext`), the permission already checked and the
+:class:`gitserver.push.ledger.PushContext`), the permission already checked and the
 limits it is held to. From it come git's argument list (:meth:`ReceivePack.argv`), the hooks'
 environment (:meth:`ReceivePack.hook_env`) and a :class:`HookSocket`: the socket pair whose
 child end git inherits (``GITSERVER_HOOK_FD``) and a thread answering the other end with a
-:class:`gitserver.pipelines.ledger.HookService` (pre-receive's refusals and limits,
+:class:`gitserver.push.ledger.HookService` (pre-receive's refusals and limits,
 proc-receive's intent and done, in gitserver.push.messages).
 
 Each caller starts git its own way (the SSH session with asyncio and its channel pumps,
@@ -26,13 +26,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import access, metrics
 from gitserver.config import Config
-from gitserver.git import limits
 from gitserver.git.store import RECEIVE_PACK, git_argv
-from gitserver.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
-from gitserver.pipelines import ledger
-from gitserver.pipelines.ledger import PushContext
+from gitserver.observe import metrics
+from gitserver.policy import access
+from gitserver.push import ledger, limits
+from gitserver.push.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
+from gitserver.push.ledger import PushContext
 
 log = logging.getLogger(__name__)
 

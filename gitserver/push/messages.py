@@ -2,9 +2,9 @@
 started git, over the socket it passed in ``GITSERVER_HOOK_FD``.
 
 One JSON object a line each way, one request, one reply. Every end speaks through this
-module: the proc-receive hook (gitserver.hookrun.SocketLedger) and the daemon's or Repour's
-:class:`gitserver.pipelines.ledger.HookService` encode and decode here, the database fallback
-(gitserver.hookdb) hands the same typed requests to that service without any wire, and the
+module: the proc-receive hook (gitserver.push.hookrun.SocketLedger) and the daemon's or Repour's
+:class:`gitserver.push.ledger.HookService` encode and decode here, the database fallback
+(gitserver.push.hookdb) hands the same typed requests to that service without any wire, and the
 bash pre-receive hook (gitserver/hooks/pre-receive) writes and matches the exact bytes named
 below, which tests/unit/test_messages.py checks against the script.
 
@@ -32,7 +32,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
-from gitserver.git import limits, refs
+from gitserver.git import refs
+from gitserver.push import limits
 
 if TYPE_CHECKING:
     from gitserver.git.protect import RefCommand

@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gitserver.proc import chain, die_with_parent_hook, popen_wait, stop_group
-from gitserver.sandbox import Job
+from gitserver.process.children import chain, die_with_parent_hook, popen_wait, stop_group
+from gitserver.process.sandbox import Job
 
 # Exit code Repour reports for errors the caller made (missing ref, bad parameter, unreachable
 # origin): clients treat it as "fix your request", not "retry".

@@ -15,10 +15,10 @@ import re
 import socket
 from urllib.parse import unquote, urlsplit
 
-from gitserver import netguard, urls
 from gitserver.config import Config
-from gitserver.errors import GitserverError
-from gitserver.names import validate_name
+from gitserver.net import netguard, urls
+from gitserver.policy.errors import GitserverError
+from gitserver.policy.names import validate_name
 from gitserver.repour import localorigin
 from gitserver.repour.command import ProcessingError
 
@@ -219,7 +219,7 @@ def is_pull_request(ref: str) -> bool:
 def check_origin(url_text: str, config: Config,
                  resolver: netguard.Resolver = socket.getaddrinfo) -> GitUrl:
     """The origin as git will be given it, or a ProcessingError (exit code 10) saying why it
-    is refused. Host addresses are checked with :mod:`gitserver.netguard`'s rules; for an
+    is refused. Host addresses are checked with :mod:`gitserver.net.netguard`'s rules; for an
     http(s) host name the checked addresses come back in ``addresses``, and git is pinned to
     them (:meth:`GitUrl.git_settings`)."""
     try:

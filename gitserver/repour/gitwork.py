@@ -21,12 +21,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import metrics
 from gitserver.config import Config
-from gitserver.git import fsck, limits, refs
+from gitserver.git import fsck, refs
 from gitserver.git.store import git_env
-from gitserver.pipelines.ledger import PushContext
-from gitserver.push import launcher
+from gitserver.observe import metrics
+from gitserver.push import launcher, limits
+from gitserver.push.ledger import PushContext
 from gitserver.repour.command import (
     USER_ERROR_EXIT_CODE,
     CommandResult,
@@ -65,7 +65,7 @@ class Target:
     tenant: str
     name: str
     path: Path
-    # Disk quotas a push is held to (gitserver.git.limits); None = none set.
+    # Disk quotas a push is held to (gitserver.push.limits); None = none set.
     repo_quota_bytes: int | None = None
     tenant_quota_bytes: int | None = None
     # The repository's and tenant's pipeline log bytes, counted in those quotas.
@@ -265,7 +265,7 @@ class GitWork:
         With ``sessions``, the hook hands the push to this process over an inherited socket
         (as it does to the SSH daemon), which records it here: the hook then needs no
         SQLAlchemy import, about a second per push on a loaded machine. Without, the hook
-        records it itself (:mod:`gitserver.hookdb`)."""
+        records it itself (:mod:`gitserver.push.hookdb`)."""
         if not refspecs:
             return
         # The same limits as a user's push: an origin chosen by the caller must not fill the disk.

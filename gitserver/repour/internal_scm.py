@@ -11,13 +11,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.admin import grants, groups, tenants
 from gitserver.api import lookup
 from gitserver.db import models
-from gitserver.errors import Conflict, GitserverError, NotFound
-from gitserver.names import GIT_SUFFIX, name_problem, validate_name
 from gitserver.pipelines import oncreate
+from gitserver.policy import access
+from gitserver.policy.errors import Conflict, GitserverError, NotFound
+from gitserver.policy.names import GIT_SUFFIX, name_problem, validate_name
 from gitserver.repour.giturl import repo_urls
 from gitserver.repour.schema import Reply, error
 from gitserver.runtime import Runtime

@@ -29,14 +29,17 @@ import pygit2
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver import access, metrics, sandbox
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.git.store import repo_path
+from gitserver.observe import metrics
 from gitserver.pipelines import jobs, logstore
 from gitserver.pipelines.archive import find_archive
+from gitserver.policy import access
+from gitserver.process import sandbox
+from gitserver.process.sandbox import Job
 from gitserver.repour.adjust import AdjustRequest, Provider, Runner, choose_provider, run_provider
 from gitserver.repour.command import CommandResult, ProcessingError, StopCheck, redact, run_command
 from gitserver.repour.giturl import check_origin, internal_repo_name, is_pull_request
@@ -53,7 +56,6 @@ from gitserver.repour.gitwork import (
 from gitserver.repour.records import RepourOp
 from gitserver.repour.results import described_error_body, internal_error_body
 from gitserver.repour.worktree import kept_in_place, tree_from_work_tree, write_work_tree
-from gitserver.sandbox import Job
 
 log = logging.getLogger(__name__)
 

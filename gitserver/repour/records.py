@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import metrics
 from gitserver.db import models
 from gitserver.db.base import utcnow
+from gitserver.observe import metrics
 from gitserver.pipelines import jobs
 from gitserver.repour.command import redact
 

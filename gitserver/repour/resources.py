@@ -43,14 +43,15 @@ from typing import Any
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access, metrics
-from gitserver import version as installed
 from gitserver.api import auth, lookup
 from gitserver.api.body import json_schema
 from gitserver.api.context import ApiContext
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.errors import GitserverError, TooManyRequests, database_unavailable, is_database_unreachable
+from gitserver.observe import metrics
+from gitserver.observe import version as installed
+from gitserver.policy import access
+from gitserver.policy.errors import GitserverError, TooManyRequests, database_unavailable, is_database_unreachable
 from gitserver.repour import callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
 from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
 from gitserver.repour.records import RepourOp

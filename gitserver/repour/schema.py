@@ -18,10 +18,11 @@ from typing import Any
 
 import falcon
 
-from gitserver import metrics, netguard
 from gitserver.api.body import Field, Problem, check_value
-from gitserver.errors import InvalidInput
+from gitserver.net import netguard
+from gitserver.observe import metrics
 from gitserver.pipelines import heartbeat
+from gitserver.policy.errors import InvalidInput
 from gitserver.repour import reqour
 from gitserver.repour.adjust import ALIGNMENT_PREFERENCES, BUILD_TYPES
 from gitserver.repour.giturl import parse_git_url

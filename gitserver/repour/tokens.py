@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gitserver import metrics
 from gitserver.config import Config
+from gitserver.observe import metrics
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gitserver.errors import InvalidInput
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_ARCHIVE, UPLOAD_PACK
-from gitserver.names import GIT_SUFFIX, name_problem
+from gitserver.policy.errors import InvalidInput
+from gitserver.policy.names import GIT_SUFFIX, name_problem
 
 # The exec request strings git sends: "git-upload-pack 'path'"; "git upload-pack" is the
 # form some clients (and people typing by hand) use.

@@ -14,7 +14,7 @@ import collections
 from collections.abc import Hashable
 from typing import TypeVar
 
-from gitserver import access
+from gitserver.policy import access
 from gitserver.ssh.startups import source_of
 
 K = TypeVar("K", bound=Hashable)

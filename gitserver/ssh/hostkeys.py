@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncssh
 
-from gitserver.errors import ConfigError
+from gitserver.policy.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ import dataclasses
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.errors import Forbidden, NotFound
 from gitserver.git.store import RECEIVE_PACK
 from gitserver.pipelines import logstore
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden, NotFound
 from gitserver.ssh.commands import GitCommand
 
 
@@ -34,7 +34,7 @@ class Authorised:
     tenant: str
     repo: str
     permission: str
-    # Disk quotas a push is held to (gitserver.git.limits); None = none set.
+    # Disk quotas a push is held to (gitserver.push.limits); None = none set.
     repo_quota_bytes: int | None = None
     tenant_quota_bytes: int | None = None
     # The repository's and tenant's pipeline log bytes, counted in those quotas.
@@ -78,7 +78,7 @@ def not_found(command: GitCommand) -> NotFound:
 
 
 def authorise(session: Session, principal: access.Principal, command: GitCommand) -> Authorised:
-    """Check the principal may run ``command`` (:func:`gitserver.access.authorise`: a push needs
+    """Check the principal may run ``command`` (:func:`gitserver.policy.access.authorise`: a push needs
     write, the rest read); raise :class:`NotFound` or :class:`Forbidden` worded for SSH."""
     need = access.WRITE if command.service == RECEIVE_PACK else access.READ
     try:

@@ -18,10 +18,12 @@ from typing import Any
 
 import asyncssh
 
-from gitserver import access, metrics
 from gitserver.config import Config, parse_max_startups, ssh_algorithms_of
 from gitserver.db.session import transaction
-from gitserver.errors import (
+from gitserver.identity.keys import fingerprint_of_blob
+from gitserver.observe import metrics
+from gitserver.policy import access
+from gitserver.policy.errors import (
     DATABASE_UNREACHABLE_MESSAGE,
     ConfigError,
     Forbidden,
@@ -30,8 +32,7 @@ from gitserver.errors import (
     Unavailable,
     is_database_unreachable,
 )
-from gitserver.keys import fingerprint_of_blob
-from gitserver.pipelines import reconcile
+from gitserver.push import reconcile
 from gitserver.runtime import Runtime
 from gitserver.ssh import holders, hostkeys, identity, transport
 from gitserver.ssh.commands import is_git_request, parse_command
@@ -391,7 +392,7 @@ def algorithm_options(config: Config) -> dict[str, list[str]]:
     """asyncssh's algorithm arguments, every list explicit and without repeats.
 
     ``signature_algs`` must be given: asyncssh's default repeats every algorithm in
-    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see gitserver.ssh_algorithms).
+    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see gitserver.policy.ssh_algorithms).
     """
     algs = ssh_algorithms_of(config)
     return {"encryption_algs": algs.encryption, "kex_algs": algs.kex, "mac_algs": algs.mac,

@@ -25,14 +25,15 @@ from typing import Any
 
 import asyncssh
 
-from gitserver import access, metrics
 from gitserver.config import Config
-from gitserver.git import limits, packcache
+from gitserver.git import packcache
 from gitserver.git.store import RECEIVE_PACK, git_argv, git_env
-from gitserver.hookenv import ENV_CONFIG
-from gitserver.pipelines.ledger import PushContext
-from gitserver.proc import signal_group
-from gitserver.push import launcher
+from gitserver.observe import metrics
+from gitserver.policy import access
+from gitserver.process.children import signal_group
+from gitserver.push import launcher, limits, report
+from gitserver.push.hookenv import ENV_CONFIG
+from gitserver.push.ledger import PushContext
 from gitserver.runtime import Runtime
 from gitserver.ssh.commands import GitCommand
 from gitserver.ssh.identity import Authorised
@@ -253,7 +254,7 @@ class GitChild:
 
         def scan(data: bytes) -> None:
             nonlocal told
-            metrics.count_refusals(data)
+            report.count_refusals(data)
             if not told and not stderr.broken and limits.GIT_INPUT_TOO_LARGE.encode() in data:
                 told = True
                 stderr.stream.write(f"error: {limits.input_too_large(self.runtime.config.max_push_bytes)}\n".encode())

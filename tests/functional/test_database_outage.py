@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gitserver.errors import DATABASE_RETRY_AFTER, DATABASE_UNREACHABLE_MESSAGE
+from gitserver.policy.errors import DATABASE_RETRY_AFTER, DATABASE_UNREACHABLE_MESSAGE
 from tests.conftest import PostgresCluster, postgres_unavailable_reason, wait_for
 from tests.functional.conftest import GitServer, User, start_server
 

@@ -2,7 +2,7 @@
 
 git pushes through a ``--receive-pack`` wrapper that runs exactly the argv the server uses
 (``gitserver.git.store.git_argv``), so these tests cover proc-receive, pre-receive and the
-hook's own way into the ledger (gitserver.hookdb), recording the push straight into the database
+hook's own way into the ledger (gitserver.push.hookdb), recording the push straight into the database
 (SQLite and PostgreSQL).
 """
 

@@ -19,9 +19,9 @@ from gitserver.admin import repos, tenants, users
 from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.pipelines import ledger
-from gitserver.pipelines import reconcile as reconciler
-from gitserver.pipelines.ledger import PushContext
+from gitserver.push import ledger
+from gitserver.push import reconcile as reconciler
+from gitserver.push.ledger import PushContext
 from gitserver.runtime import Runtime, initialise
 from tests.functional.conftest import make_repo
 

@@ -14,17 +14,18 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from gitserver import check
 from gitserver.admin import repos as admin_repos
 from gitserver.admin import tenants as admin_tenants
 from gitserver.admin import users as admin_users
+from gitserver.cmd import check
 from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
-from gitserver.pipelines import ledger, push
-from gitserver.pipelines import reconcile as reconciler
-from gitserver.pipelines.ledger import PushContext
+from gitserver.pipelines import push
+from gitserver.push import ledger
+from gitserver.push import reconcile as reconciler
+from gitserver.push.ledger import PushContext
 from gitserver.runtime import Runtime, initialise
 from tests.functional.conftest import commit_files, make_repo
 

@@ -1,7 +1,7 @@
 """The pre-receive hook asks the process that started git to check the push limits.
 
 The installed hook script (gitserver/hooks/pre-receive, run by bash) gets a real quarantine
-directory written by git and a socket served by :class:`gitserver.pipelines.ledger.HookService`
+directory written by git and a socket served by :class:`gitserver.push.ledger.HookService`
 in a thread, exactly as the SSH daemon serves it. It must give the same answers as the Python
 check, start no Python when the daemon answers, fall back to the Python check whenever the
 daemon cannot answer, and leave the socket clean for proc-receive. The limits op touches no
@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from gitserver.git import admission, limits, store
-from gitserver.pipelines import ledger
-from gitserver.pipelines.ledger import PushContext
+from gitserver.git import store
+from gitserver.push import admission, ledger, limits
+from gitserver.push.ledger import PushContext
 
 PROC_RECEIVE = "'receive.procReceiveRefs'='refs/'"
 BLOB = b"eleven byte"  # 11 bytes

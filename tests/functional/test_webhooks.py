@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import negative_data_rejection
 
-from gitserver.access import find_repo
 from gitserver.pipelines import deliver, outbox
 from gitserver.pipelines.deliver import verify_signature
+from gitserver.policy.access import find_repo
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, make_repo, start_server
 from tests.functional.test_api_fuzz import CHECKS, _run

@@ -1,4 +1,4 @@
-"""The one access decision (gitserver.access.authorise) on a real database, SQLite and PostgreSQL.
+"""The one access decision (gitserver.policy.access.authorise) on a real database, SQLite and PostgreSQL.
 
 One fixture world, built once per backend: tenant ``acme`` with a private, an internal and a
 public repository, tenant ``other`` with a private one, and a principal of every kind the
@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.db import models
 from gitserver.db.session import make_engine, make_session_factory, upgrade
+from gitserver.policy import access
 
 R, W, A = access.READ, access.WRITE, access.ADMIN
 

@@ -1,4 +1,4 @@
-"""Which pushes pre-receive refuses whole (gitserver.git.admission), as a table; and the
+"""Which pushes pre-receive refuses whole (gitserver.push.admission), as a table; and the
 daemon's side of the hook socket for it (HookService's "pre-receive" op)."""
 
 from __future__ import annotations
@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.git import admission, limits
 from gitserver.git.protect import RefCommand
-from gitserver.pipelines import ledger
-from gitserver.pipelines.ledger import PushContext
+from gitserver.push import admission, ledger, limits
+from gitserver.push.ledger import PushContext
 
 Z, A, B = "0" * 40, "a" * 40, "b" * 40
 RESERVED = "this name is reserved for gitserver archives"

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from gitserver.api.auth import token_from_header
-from gitserver.errors import Unauthenticated
+from gitserver.policy.errors import Unauthenticated
 
 
 def basic(text: str) -> str:
@@ -40,11 +40,11 @@ def test_oidc_token_principal_from_roles() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
-    from gitserver import oidc
     from gitserver.api.auth import principal_for_jwt
     from gitserver.db import models
     from gitserver.db.base import Base
-    from gitserver.errors import Forbidden
+    from gitserver.identity import oidc
+    from gitserver.policy.errors import Forbidden
     from tests.oidc_issuer import Issuer
 
     issuer = Issuer()

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from gitserver.api.body import MAX_BODY_BYTES, Field, check_value, field_schema, json_schema, parse_object
-from gitserver.errors import InvalidInput
-from gitserver.names import validate_name
+from gitserver.policy.errors import InvalidInput
+from gitserver.policy.names import validate_name
 
 FIELDS = {
     "name": Field(str, required=True, check=validate_name),

@@ -1,4 +1,4 @@
-"""SSH public keys as the API and CLI accept them (gitserver.keys): real keys from ssh-keygen
+"""SSH public keys as the API and CLI accept them (gitserver.identity.keys): real keys from ssh-keygen
 are accepted with ssh-keygen's own fingerprint; everything else is refused with a reason."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.errors import InvalidInput
-from gitserver.keys import parse_public_key
+from gitserver.identity.keys import parse_public_key
+from gitserver.policy.errors import InvalidInput
 
 
 def keygen(tmp_path: Path, kind: str, bits: int | None = None) -> Path:

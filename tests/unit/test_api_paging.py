@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from gitserver.api.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor, page, parse_limit
 from gitserver.db import models
 from gitserver.db.base import Base
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, DEFAULT_LIMIT), ("", DEFAULT_LIMIT), ("1", 1),

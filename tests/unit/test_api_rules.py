@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver import access
 from gitserver.admin import audit, rules
-from gitserver.errors import Forbidden, InvalidInput
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden, InvalidInput
 
 T, OTHER = 1, 2
 SITE = access.Principal(kind="site_admin")

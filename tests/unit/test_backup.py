@@ -141,7 +141,7 @@ def test_ledger_is_the_last_recorded_value_of_each_ref_and_the_archives(runtime:
 
 def test_a_backup_of_another_database_kind_or_a_newer_schema_is_refused_before_anything_is_written() -> None:
     from gitserver.backup.run import _check_compatible
-    from gitserver.errors import BackupError
+    from gitserver.policy.errors import BackupError
 
     manifest = fmt.Manifest(dialect="sqlite", created_at="2026-11-26T00:00:00+00:00",
                             gitserver_version="0.1.0", schema_revision="0001", repositories=0)
@@ -160,7 +160,7 @@ def test_a_sparse_member_is_refused_before_anything_is_written(tmp_path, tar_for
     import io
 
     from gitserver.backup.run import _read_stream
-    from gitserver.errors import BackupError
+    from gitserver.policy.errors import BackupError
     from tests.backup_files import SPARSE_SIZE, with_sparse_member
 
     manifest = fmt.Manifest(dialect="sqlite", created_at="2026-11-26T00:00:00+00:00",
@@ -176,7 +176,7 @@ def test_a_sparse_member_is_refused_before_anything_is_written(tmp_path, tar_for
 
 def test_a_malformed_refs_file_is_a_backup_error_naming_the_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from gitserver.backup.run import _parse_refs
-    from gitserver.errors import BackupError
+    from gitserver.policy.errors import BackupError
 
     refs = tmp_path / "refs"
     refs.write_bytes(b"ref: refs/heads/main\n" + f"{A} refs/heads/main\nnot-an-id refs/heads/x\n".encode())

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gitserver import config as config_mod
-from gitserver import sandbox as sandbox_mod
 from gitserver.pipelines import build, pipelinefile, workspaces
+from gitserver.process import sandbox as sandbox_mod
 
 COORDS = build.Coordinates(repo="t/r", ref="refs/heads/main", commit="c" * 40, tag="repour-x",
                            readonly_url="http://127.0.0.1:1/git/t/r.git")
@@ -230,7 +230,7 @@ def test_network_host_beyond_build_network_fails_the_step_instead_of_running(tmp
 
 def test_build_network_setting_is_checked() -> None:
     from gitserver import config
-    from gitserver.errors import ConfigError
+    from gitserver.policy.errors import ConfigError
 
     assert config.load(environ={}).build_network == "host"
     assert config.load(environ={"GITSERVER_BUILD_NETWORK": "none"}).build_network == "none"

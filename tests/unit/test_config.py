@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gitserver.config import Config, MaxStartups, load, parse_max_startups
-from gitserver.errors import ConfigError
+from gitserver.policy.errors import ConfigError
 
 
 def test_defaults() -> None:

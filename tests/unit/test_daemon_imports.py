@@ -1,7 +1,7 @@
 """What the SSH daemon loads: nothing it never uses.
 
 The daemon records pushes and queues their webhooks (pipelines.ledger → pipelines.outbox) but
-never sends one; sending (requests, urllib3, gitserver.netguard) is the worker's
+never sends one; sending (requests, urllib3, gitserver.net.netguard) is the worker's
 (pipelines.deliver). It serves no HTTP either (falcon is the API's), and checks no JWT (PyJWT
 is imported only when an OIDC issuer is configured). Each of these costs megabytes of RSS in
 every daemon process (see docs/performance.md), so a new import that pulls one back in fails
@@ -20,14 +20,14 @@ import pytest
 # configuration as loaded from an empty environment.
 PROGRAM = """
 import json, sys
-import gitserver.ssh.server, gitserver.logs, gitserver.metrics, gitserver.cli
+import gitserver.ssh.server, gitserver.observe.logs, gitserver.observe.metrics, gitserver.cli
 from gitserver import config
 config.load(environ={})
 print(json.dumps(sorted(sys.modules)))
 """
 
-NOT_IN_THE_DAEMON = ("requests", "urllib3", "falcon", "gunicorn", "jwt", "gitserver.netguard",
-                     "gitserver.pipelines.deliver", "gitserver.api", "gitserver.oidc")
+NOT_IN_THE_DAEMON = ("requests", "urllib3", "falcon", "gunicorn", "jwt", "gitserver.net.netguard",
+                     "gitserver.pipelines.deliver", "gitserver.api", "gitserver.identity.oidc")
 
 
 @pytest.fixture(scope="module")

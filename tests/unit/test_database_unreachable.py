@@ -1,4 +1,4 @@
-"""gitserver.errors.is_database_unreachable on the real drivers' errors: an outage is told
+"""gitserver.policy.errors.is_database_unreachable on the real drivers' errors: an outage is told
 apart from a constraint, a bug or a busy database."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
-from gitserver.errors import is_database_unreachable
+from gitserver.policy.errors import is_database_unreachable
 
 
 def _error_of(url: str, sql: str = "SELECT 1") -> BaseException:

@@ -1,5 +1,5 @@
-"""Recognising a full disk (gitserver.errors.is_disk_full), whatever layer reports it, and the
-metrics files that reserve their disk space instead of crashing (gitserver.metrics)."""
+"""Recognising a full disk (gitserver.policy.errors.is_disk_full), whatever layer reports it, and the
+metrics files that reserve their disk space instead of crashing (gitserver.observe.metrics)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 import sqlalchemy.exc
 
-from gitserver.errors import is_disk_full
+from gitserver.policy.errors import is_disk_full
 
 
 class _PgDiskFull(Exception):

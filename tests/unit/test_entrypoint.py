@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gitserver import entrypoint
+from gitserver.cmd import entrypoint
 
 ENTRYPOINT = str(Path(entrypoint.__file__))
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin")

@@ -1,4 +1,4 @@
-"""The proc-receive protocol of gitserver.hookrun, driven with in-memory streams."""
+"""The proc-receive protocol of gitserver.push.hookrun, driven with in-memory streams."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gitserver import hookrun
 from gitserver.git.protect import RefCommand
-from gitserver.hookenv import LedgerError
-from gitserver.hookrun import pkt, proc_receive, read_pkt
+from gitserver.push import hookrun
+from gitserver.push.hookenv import LedgerError
+from gitserver.push.hookrun import pkt, proc_receive, read_pkt
 
 Z, A, B = "0" * 40, "a" * 40, "b" * 40
 FLUSH = b"0000"
@@ -170,14 +170,14 @@ def test_names_refused(ref: str, message: str) -> None:
 
 
 def test_hook_environment_round_trips() -> None:
-    from gitserver.hookenv import HookEnv
+    from gitserver.push.hookenv import HookEnv
 
     env = HookEnv(repo_id=3, repo="acme/widgets", permission="write", protocol="ssh", data_dir="/d",
                   database_url="sqlite:///x", public_http_url="http://h", user_id=7, user="alice",
                   key_id=None, key_fingerprint="SHA256:x", client_address="127.0.0.1")
     assert HookEnv.from_env(env.to_env()) == env
     assert "GITSERVER_CONFIG" not in env.to_env()
-    from gitserver.git.limits import PushLimits
+    from gitserver.push.limits import PushLimits
 
     limited = env._replace(limits=PushLimits(max_blob_bytes=10, tenant_quota_bytes=99))
     assert HookEnv.from_env(limited.to_env()) == limited

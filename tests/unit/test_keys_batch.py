@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from gitserver.errors import InvalidInput
-from gitserver.keys import MAX_BATCH_KEYS, parse_key_lines
+from gitserver.identity.keys import MAX_BATCH_KEYS, parse_key_lines
+from gitserver.policy.errors import InvalidInput
 
 
 def ed25519(seed: int, comment: str = "") -> str:

@@ -8,10 +8,9 @@ import select
 from pathlib import Path
 
 from gitserver import config
-from gitserver.git import limits
-from gitserver.hookenv import ENV_HOOK_FD, HookEnv
-from gitserver.pipelines.ledger import PushContext
-from gitserver.push import launcher, messages
+from gitserver.push import launcher, limits, messages
+from gitserver.push.hookenv import ENV_HOOK_FD, HookEnv
+from gitserver.push.ledger import PushContext
 
 A, B = "a" * 40, "b" * 40
 QUARANTINE = "tmp_objdir-incoming-q1"

@@ -3,10 +3,11 @@
 Composition roots (cli, cmd/: the supervisor, entrypoint, check and the wiring) may import
 anything; transports (ssh, api) never import each other; the Repour face (repour/) sits on api
 (its auth and lookups) and only the composition root wires it (the route list and the
-job-handler map of cmd/wiring.py); the pipelines never import a transport or Repour; the core (git, db,
-access, names, keys, errors, config) imports none of the layers above it. The git hooks'
-module imports only the standard library and the pure git rules at load time, because every
-push starts it.
+job-handler map of cmd/wiring.py); the push wing and the pipelines never import a transport or
+Repour, and the hook entry never the pipelines; the core (git, db, policy, identity, net,
+process, config) imports none of the layers above it, and observe/ (metrics, logs) only the
+core. The git hooks' module imports only the standard library and the pure git rules at load
+time, because every push starts it.
 """
 
 from __future__ import annotations
@@ -18,23 +19,27 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gitserver"
-ROOTS = ("gitserver.cli", "gitserver.cmd", "gitserver.supervisor", "gitserver.entrypoint", "gitserver.check")
+ROOTS = ("gitserver.cli", "gitserver.cmd")
 TRANSPORTS = ("gitserver.api", "gitserver.ssh")
-CORE = ("gitserver.git", "gitserver.db", "gitserver.access", "gitserver.names", "gitserver.keys",
-        "gitserver.errors", "gitserver.config", "gitserver.ssh_algorithms")
+WINGS = ("gitserver.push", "gitserver.pipelines", "gitserver.repour", "gitserver.admin", "gitserver.backup",
+         "gitserver.shapes")
+CORE = ("gitserver.git", "gitserver.db", "gitserver.policy", "gitserver.identity", "gitserver.net",
+        "gitserver.process", "gitserver.config")
 
 # module prefix -> prefixes it must not import
 FORBIDDEN = {
     # Only the composition root (gitserver.cmd.wiring) wires Repour's routes and job handler.
     "gitserver.api": (*ROOTS, "gitserver.ssh", "gitserver.repour"),
     "gitserver.ssh": (*ROOTS, "gitserver.api"),
+    "gitserver.push": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.pipelines": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.repour": (*ROOTS, "gitserver.ssh"),
     # The hook entry runs in git's hook process: it never loads the job engine.
-    "gitserver.hookrun": ("gitserver.pipelines",),
-    "gitserver.hookenv": ("gitserver.pipelines",),
+    "gitserver.push.hookrun": ("gitserver.pipelines",),
+    "gitserver.push.hookenv": ("gitserver.pipelines",),
     "gitserver.push.messages": ("gitserver.pipelines",),
-    **{core: (*ROOTS, *TRANSPORTS, "gitserver.pipelines", "gitserver.admin") for core in CORE},
+    "gitserver.observe": (*ROOTS, *TRANSPORTS, *WINGS),
+    **{core: (*ROOTS, *TRANSPORTS, *WINGS, "gitserver.observe") for core in CORE},
 }
 
 
@@ -73,10 +78,11 @@ def test_imports_follow_the_layers(path: Path) -> None:
 
 
 # What the hooks' module and the modules it loads may import at load time, of gitserver's own.
-HOOK_MODULES = {"gitserver.hookrun": "hookrun.py", "gitserver.hookenv": "hookenv.py",
-                "gitserver.push": "push/__init__.py", "gitserver.push.messages": "push/messages.py"}
-HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.git.limits",
-                "gitserver.git.head", "gitserver.git.push_options", "gitserver.git.admission",
+HOOK_MODULES = {"gitserver.push.hookrun": "push/hookrun.py", "gitserver.push.hookenv": "push/hookenv.py",
+                "gitserver.push": "push/__init__.py", "gitserver.push.messages": "push/messages.py",
+                "gitserver.push.limits": "push/limits.py", "gitserver.push.admission": "push/admission.py"}
+HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.push.limits",
+                "gitserver.git.head", "gitserver.git.push_options", "gitserver.push.admission",
                 "gitserver.push", "gitserver.push.messages", *HOOK_MODULES}
 
 

@@ -1,4 +1,4 @@
-"""Push limits (gitserver.git.limits): the refusal rules as a table, the environment round
+"""Push limits (gitserver.push.limits): the refusal rules as a table, the environment round
 trip, what proc-receive answers when a push is over a limit, and the disk measurement."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.git import limits
-from gitserver.git.limits import Measured, PushLimits
-from gitserver.hookrun import pre_receive
+from gitserver.push import limits
+from gitserver.push.hookrun import pre_receive
+from gitserver.push.limits import Measured, PushLimits
 
 MiB = 1024 * 1024
 Z, A = "0" * 40, "a" * 40

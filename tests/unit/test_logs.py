@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gitserver import config, kafka_logs, logs
+from gitserver import config
+from gitserver.observe import kafka_logs, logs
 
 
 def _record(msg: str = "hello %s", args: tuple = ("world",), **extra: object) -> logging.LogRecord:
@@ -98,7 +99,7 @@ def _closed_port() -> int:
 def _dropped_metric() -> float:
     from prometheus_client import REGISTRY
 
-    from gitserver import metrics
+    from gitserver.observe import metrics
 
     metrics.log_dropped("kafka", 0)  # defines the metric in this process
     return REGISTRY.get_sample_value("gitserver_log_records_dropped_total", {"sink": "kafka"}) or 0.0

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
-from gitserver.git import limits
 from gitserver.pipelines import jobs, logstore
+from gitserver.push import limits
 from gitserver.runtime import Runtime
 from tests.unit.conftest import add_repo
 

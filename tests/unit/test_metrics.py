@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gitserver import metrics
+from gitserver.observe import metrics
+from gitserver.push import report
 
 PY = sys.executable
 
@@ -24,7 +25,9 @@ def _run(code: str, data_dir: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     prelude = textwrap.dedent(f"""
         from pathlib import Path
-        from gitserver import config, metrics
+        from gitserver import config
+        from gitserver.observe import metrics
+        from gitserver.push import report
         cfg = config.load(environ={{}}, data_dir=Path({str(data_dir)!r}))
         metrics.setup(cfg)
     """)
@@ -46,7 +49,7 @@ def test_counts_from_several_processes_are_merged(tmp_path: Path) -> None:
         metrics.ssh_auth("failure", "unknown-key")
         metrics.git_session("git-upload-pack")
         metrics.bytes("sent", 1000)
-        metrics.count_refusals(b"ng refs/heads/m non-fast-forward pushes are not allowed\\n")
+        report.count_refusals(b"ng refs/heads/m non-fast-forward pushes are not allowed\\n")
         metrics.http_request("/api/v1/tenants/{tenant}", "GET", 404, 0.01)
         metrics.pipeline_finished("succeeded", 3.0)
     """
@@ -103,7 +106,7 @@ def test_queue_collector_survives_a_missing_database(tmp_path: Path) -> None:
     assert list(metrics.QueueCollector(engine).collect()) == []
 
 
-@pytest.mark.parametrize("report, rules", [
+@pytest.mark.parametrize("raw, rules", [
     (b"ok refs/heads/main\nng refs/heads/x non-fast-forward pushes are not allowed\n", ["non_fast_forward"]),
     # side-band: the report's pkt-lines inside a channel-1 packet
     (b"0045\x010014unpack ok\n002fng refs/heads/main deleting branches and tags is not allowed\n0000",
@@ -111,12 +114,12 @@ def test_queue_collector_survives_a_missing_database(tmp_path: Path) -> None:
     (b"ng refs/tags/v1 atomic push failed: another ref was refused\n", ["other"]),
     (b"remote: ng is not at line start\nok refs/heads/a\n", []),
 ])
-def test_refusals_from_report(report: bytes, rules: list[str]) -> None:
-    assert metrics.refusals_from_report(report) == rules
+def test_refusals_from_report(raw: bytes, rules: list[str]) -> None:
+    assert report.refusals_from_report(raw) == rules
 
 
 def test_graphite_is_off_without_both_variables() -> None:
-    from gitserver import graphite
+    from gitserver.observe import graphite
 
     assert graphite.settings({}) is None
     assert graphite.settings({"GRAPHITE_SERVER": "g.example.org"}) is None

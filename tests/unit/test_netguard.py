@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
-from gitserver import netguard
-from gitserver.netguard import UnsafeURL, check_url, classify, parse_legacy_ipv4
+from gitserver.net import netguard
+from gitserver.net.netguard import UnsafeURL, check_url, classify, parse_legacy_ipv4
 
 # --- syntax ------------------------------------------------------------------------------------
 

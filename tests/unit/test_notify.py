@@ -14,9 +14,9 @@ import requests
 from sqlalchemy import select
 
 from gitserver import config as config_mod
-from gitserver import netguard
 from gitserver.db import models
 from gitserver.db.session import transaction
+from gitserver.net import netguard
 from gitserver.pipelines import deliver, jobs, outbox
 from gitserver.runtime import Runtime
 from tests.unit.conftest import make_runtime

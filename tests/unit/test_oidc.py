@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gitserver import oidc
-from gitserver.errors import ConfigError, Unauthenticated, Unavailable
+from gitserver.identity import oidc
+from gitserver.policy.errors import ConfigError, Unauthenticated, Unavailable
 from tests.oidc_issuer import Issuer
 
 

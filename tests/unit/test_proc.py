@@ -1,4 +1,4 @@
-"""Stopping a child's process group (gitserver.proc.stop_group), with real processes."""
+"""Stopping a child's process group (gitserver.process.children.stop_group), with real processes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.proc import pid_alive, popen_wait, signal_group, stop_group
+from gitserver.process.children import pid_alive, popen_wait, signal_group, stop_group
 
 
 def _spawn(script: str) -> subprocess.Popen[bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gitserver.git import protect
-from gitserver.metrics import refusals_from_report
+from gitserver.push.report import refusals_from_report
 
 Z, A = "0" * 40, "a" * 40
 MIRROR = "'git push --mirror' copies and deletes every ref; push with 'git push --all && git push --tags' instead"

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from gitserver.git import push_options
-from gitserver.hookrun import pkt, proc_receive, read_pkt
+from gitserver.push.hookrun import pkt, proc_receive, read_pkt
 
 Z, A = "0" * 40, "a" * 40
 FLUSH = b"0000"
@@ -75,7 +75,7 @@ def test_a_bad_ci_option_refuses_every_ref_naming_the_option() -> None:
 
 
 def test_the_ledger_checks_the_options_again() -> None:
-    from gitserver.pipelines.ledger import parse_push_options
+    from gitserver.push.ledger import parse_push_options
 
     assert parse_push_options(["ci.skip"]) == ["ci.skip"]
     with pytest.raises(ValueError, match=re.escape("push option refused: 'ci.nope' is unknown")):

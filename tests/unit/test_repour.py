@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gitserver import config as config_mod
-from gitserver.pipelines import ledger
+from gitserver.push import ledger
 from gitserver.repour import callbacks, command, giturl, gitwork, internal_scm, operations, records, resources, schema
 from gitserver.repour import tokens as repour_tokens
 
@@ -331,7 +331,7 @@ def test_unexpected_errors_answer_500_without_internals() -> None:
 
 
 def test_domain_and_processing_errors() -> None:
-    from gitserver.errors import Forbidden
+    from gitserver.policy.errors import Forbidden
 
     def forbidden(req: object) -> tuple[int, object]:
         raise Forbidden("you have read access to t/r; this needs write")

@@ -42,7 +42,7 @@ def test_the_supervisor_loop_never_sleeps_through_a_backoff(monkeypatch):
     import sys
     import time
 
-    from gitserver import supervisor
+    from gitserver.cmd import supervisor
 
     spawned = []
 

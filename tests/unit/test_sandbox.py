@@ -1,4 +1,4 @@
-"""gitserver.sandbox: the UID range, the bwrap command line, UID leases, hand-over, and what a
+"""gitserver.process.sandbox: the UID range, the bwrap command line, UID leases, hand-over, and what a
 host without a sandbox is told. The sandbox running for real is in the functional tests."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gitserver import config, sandbox
-from gitserver.errors import ConfigError
+from gitserver import config
+from gitserver.policy.errors import ConfigError
+from gitserver.process import sandbox
 
 
 @pytest.mark.parametrize(("text", "expected"), [

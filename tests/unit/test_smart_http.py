@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.errors import InvalidInput, PayloadTooLarge
 from gitserver.git import http as githttp
 from gitserver.git.store import PROTECTED_CONFIG, RECEIVE_PACK, UPLOAD_PACK
+from gitserver.policy.errors import InvalidInput, PayloadTooLarge
 
 # --- names from the URL --------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver import ssh_algorithms as algorithms
 from gitserver.config import load, ssh_algorithms_of
-from gitserver.errors import ConfigError
+from gitserver.policy import ssh_algorithms as algorithms
+from gitserver.policy.errors import ConfigError
 from gitserver.ssh.server import algorithm_options
 
 

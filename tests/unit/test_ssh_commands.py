@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 from gitserver.ssh.commands import GitCommand, parse_command
 
 GOOD = [

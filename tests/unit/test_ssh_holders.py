@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gitserver import access
+from gitserver.policy import access
 from gitserver.ssh.holders import HolderLimiter, holder_of
 
 ALICE = access.Principal(kind="user", user_id=1, user_name="alice", key_fingerprint="SHA256:a")

@@ -8,7 +8,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from gitserver.errors import ConfigError
+from gitserver.policy.errors import ConfigError
 from gitserver.ssh import hostkeys
 
 
@@ -31,7 +31,7 @@ def test_missing_types_are_created_and_existing_keys_kept(tmp_path: Path) -> Non
 
 
 def test_rsa_host_key_never_signs_with_sha1_by_default(tmp_path: Path) -> None:
-    from gitserver.ssh_algorithms import DEFAULT_HOST_KEY_ALGORITHMS
+    from gitserver.policy.ssh_algorithms import DEFAULT_HOST_KEY_ALGORITHMS
 
     pairs = hostkeys.restrict_host_key_algorithms(hostkeys.load_host_keys(tmp_path),
                                                   DEFAULT_HOST_KEY_ALGORITHMS)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gitserver.config import Config
-from gitserver.errors import Forbidden, InvalidInput
+from gitserver.policy.errors import Forbidden, InvalidInput
 from gitserver.ssh.commands import is_git_request
 from gitserver.ssh.selfservice import SelfService, help_hint, parse
 from gitserver.ssh.selfservice.parse import SCOPES, SelfServiceCommand, help_text

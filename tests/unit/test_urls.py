@@ -1,11 +1,11 @@
-"""The URLs the server hands out (gitserver.urls)."""
+"""The URLs the server hands out (gitserver.net.urls)."""
 
 from __future__ import annotations
 
 import pytest
 
 from gitserver import config as config_mod
-from gitserver.urls import http_clone_url, pipeline_url, ssh_clone_url
+from gitserver.net.urls import http_clone_url, pipeline_url, ssh_clone_url
 
 
 @pytest.mark.parametrize(("base", "expected"), [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import gitserver
-from gitserver import version
+from gitserver.observe import version
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA1 = "0123456789abcdef0123456789abcdef01234567"

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.admin import groups, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
@@ -22,7 +21,8 @@ from gitserver.api.paths import GROUP_PARAM, TENANT, TENANT_PARAM, USER_PARAM
 from gitserver.api.response import DATETIME, INTEGER, STRING, Out, Shape, schemas
 from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, USER_SHAPE
 from gitserver.db import models
-from gitserver.errors import NotFound
+from gitserver.policy import access
+from gitserver.policy.errors import NotFound
 
 GROUPS = f"{TENANT}/groups"
 GROUP = f"{GROUPS}/{{group}}"

@@ -20,7 +20,6 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
@@ -44,6 +43,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.git import maintain as git_maintain
 from gitserver.pipelines import maintain
+from gitserver.policy import access
 
 MAINTENANCE = f"{REPO}/maintenance"
 TAG = "repositories"

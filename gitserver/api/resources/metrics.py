@@ -7,8 +7,8 @@ from typing import Any
 
 import falcon
 
-from gitserver import metrics
 from gitserver.api.context import ApiContext
+from gitserver.observe import metrics
 
 # The methods counted by name; any other is "other". Clients choose the method string, and
 # every distinct label value is a series the registry keeps forever: unbounded, it would let

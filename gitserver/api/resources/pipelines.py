@@ -15,7 +15,6 @@ import falcon
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
@@ -39,9 +38,10 @@ from gitserver.api.response import (
     schemas,
 )
 from gitserver.db import models
-from gitserver.errors import Gone, InvalidInput, NotFound
+from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, logstore
-from gitserver.urls import pipeline_url
+from gitserver.policy import access
+from gitserver.policy.errors import Gone, InvalidInput, NotFound
 
 REPO_PIPELINES = f"{REPO}/pipelines"
 REPO_ARCHIVES = f"{REPO}/archives"

@@ -16,7 +16,7 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import access, shapes
+from gitserver import shapes
 from gitserver.admin import audit, deploy_keys, grants, groups, repos, rules, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
@@ -51,12 +51,13 @@ from gitserver.api.response import (
 from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, public_key_outs, quota_field, sized
 from gitserver.config import Config
 from gitserver.db import models
-from gitserver.errors import InvalidInput, PolicyRefused
 from gitserver.git import bundles, head, push_options
 from gitserver.git.store import RepoStore
+from gitserver.net.urls import http_clone_url, ssh_clone_url
 from gitserver.pipelines import oncreate
+from gitserver.policy import access
+from gitserver.policy.errors import InvalidInput, PolicyRefused
 from gitserver.shapes import repo_size
-from gitserver.urls import http_clone_url, ssh_clone_url
 
 GRANTS = f"{REPO}/grants"
 USER_GRANT = f"{GRANTS}/users/{{user}}"

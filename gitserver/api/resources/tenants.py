@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import falcon
 
-from gitserver import access
 from gitserver.admin import base, tenants
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
@@ -20,9 +19,10 @@ from gitserver.api.response import DATETIME, INTEGER, NULLABLE_STRING, STRING, O
 from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, quota_field, sized
 from gitserver.config import Config
 from gitserver.db import models
-from gitserver.errors import Forbidden
-from gitserver.git import limits
 from gitserver.pipelines import logstore
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden
+from gitserver.push import limits
 
 TAG = "tenants"
 

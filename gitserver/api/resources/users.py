@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver import access
 from gitserver.admin import keys, rules, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
@@ -41,8 +40,9 @@ from gitserver.api.response import (
 from gitserver.api.shapes import NAME_FIELD, USER_SHAPE, public_key_outs
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.errors import InvalidInput
-from gitserver.keys import MAX_BATCH_KEYS
+from gitserver.identity.keys import MAX_BATCH_KEYS
+from gitserver.policy import access
+from gitserver.policy.errors import InvalidInput
 
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"

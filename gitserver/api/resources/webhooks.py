@@ -4,7 +4,7 @@ A tenant webhook (``/api/v1/tenants/{t}/webhooks``) gets every event of every re
 the tenant, plus ``repository`` events (a repository was created); the same resources serve
 both, only the owner differs. Only the admins of a repository manage its webhooks, only tenant
 admins the tenant's (a repository or tenant the caller cannot see answers 404, like a missing
-one). A webhook's URL is checked by :mod:`gitserver.netguard` when
+one). A webhook's URL is checked by :mod:`gitserver.net.netguard` when
 it is set — syntax, scheme, and every address its host resolves to — so a URL aimed at
 loopback, private or link-local addresses is refused with 400 naming ``url`` unless the server
 allows private networks; it is checked again on every delivery. Secrets are write-only: the API
@@ -20,7 +20,6 @@ import falcon
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gitserver import access, netguard
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
@@ -43,8 +42,10 @@ from gitserver.api.response import (
 )
 from gitserver.config import Config
 from gitserver.db import models
-from gitserver.errors import Conflict, InvalidInput, NotFound
+from gitserver.net import netguard
 from gitserver.pipelines import deliver, outbox
+from gitserver.policy import access
+from gitserver.policy.errors import Conflict, InvalidInput, NotFound
 
 WEBHOOKS = f"{REPO}/webhooks"
 WEBHOOK = f"{WEBHOOKS}/{{webhook_id:{ID_CONVERTER}}}"

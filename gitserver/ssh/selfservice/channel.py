@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import asyncssh
 
-from gitserver import access
 from gitserver.config import Config
 from gitserver.db.session import transaction
-from gitserver.errors import (
+from gitserver.policy import access
+from gitserver.policy.errors import (
     DATABASE_UNREACHABLE_MESSAGE,
     GitserverError,
     InvalidInput,

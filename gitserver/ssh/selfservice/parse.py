@@ -12,7 +12,7 @@ import dataclasses
 import re
 import shlex
 
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 from gitserver.ssh.commands import split_repo_path
 
 # Far more than any valid command needs (a description is at most 2,000 characters), far

@@ -2,7 +2,7 @@
 
 Synchronous on purpose: the SSH daemon runs it in a worker thread (gitserver.ssh.selfservice.
 channel), as it does every database call. The access rule is the one every front uses
-(:func:`gitserver.access.authorise`, the ``admin`` services and their ``check_*`` rules), so a
+(:func:`gitserver.policy.access.authorise`, the ``admin`` services and their ``check_*`` rules), so a
 hidden repository answers exactly like a missing one, as over git and the REST API.
 
 Each command returns the REST API's objects (gitserver.shapes); gitserver.ssh.selfservice.
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gitserver import access, shapes
+from gitserver import shapes
 from gitserver.admin import keys as admin_keys
 from gitserver.admin import repos as admin_repos
 from gitserver.admin import rules as admin_rules
@@ -27,8 +27,9 @@ from gitserver.admin import tenants as admin_tenants
 from gitserver.admin import tokens as admin_tokens
 from gitserver.db import models
 from gitserver.db.base import utcnow
-from gitserver.errors import Forbidden, InvalidInput, NotFound
 from gitserver.pipelines import jobs, oncreate
+from gitserver.policy import access
+from gitserver.policy.errors import Forbidden, InvalidInput, NotFound
 from gitserver.runtime import Runtime
 from gitserver.ssh import identity
 from gitserver.ssh.selfservice.parse import SelfServiceCommand

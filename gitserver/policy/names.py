@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 
 # Starts with a letter or digit (so never "-flag" reaching a git argv, never ".hidden"),
 # at most 100 characters, ASCII only (no look-alike unicode, no shell or path metacharacters).

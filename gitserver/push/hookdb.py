@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
-from gitserver.hookenv import HookEnv, LedgerError
-from gitserver.pipelines import ledger
-from gitserver.pipelines.ledger import PushContext
-from gitserver.push import messages
+from gitserver.push import ledger, messages
+from gitserver.push.hookenv import HookEnv, LedgerError
+from gitserver.push.ledger import PushContext
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
@@ -26,7 +25,7 @@ def context_from_environment(environ: Mapping[str, str]) -> PushContext:
 
 
 class DirectLedger:
-    """:class:`gitserver.hookrun.Ledger` over a database connection of the hook's own."""
+    """:class:`gitserver.push.hookrun.Ledger` over a database connection of the hook's own."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from gitserver.git import limits as push_limits
+from gitserver.push import limits as push_limits
 
 ENV_HOOK_FD = "GITSERVER_HOOK_FD"  # the socket back to the process that started git
 ENV_CONFIG = "GITSERVER_CONFIG"
@@ -50,7 +50,7 @@ class HookEnv(NamedTuple):
     client_address: str = ""
     config_file: str = ""
     # The size limits and quotas the pre-receive hook holds the push to (their own names:
-    # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.git.limits).
+    # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.push.limits).
     limits: push_limits.PushLimits = push_limits.NO_LIMITS
 
     def to_env(self) -> dict[str, str]:

@@ -37,7 +37,8 @@ from gitserver.git.store import (
     install_hooks,
     rendered_hook,
 )
-from gitserver.pipelines import reconcile, reflog_audit
+from gitserver.pipelines import reflog_audit
+from gitserver.push import reconcile
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Low-level helpers for the child processes gitserver supervises (git for SSH and smart
 HTTP, build steps, alignment tools, Repour's git runs): dying with the parent, and stopping a
 child's whole process group. (Namespaces, network included, are the job sandbox's:
-gitserver.sandbox.)
+gitserver.process.sandbox.)
 
 The pre-exec hooks are applied in the child between ``fork`` and ``exec`` (``subprocess.Popen``'s
 ``preexec_fn``). Everything that needs a lookup (libc, the parent's pid) is resolved in the
@@ -46,7 +46,7 @@ def die_with_parent_hook() -> PreExec:
     only — worker job threads and gunicorn's request threads, which live as long as their
     process — so in practice it fires when the process dies. It also only covers the direct
     child: a child that forks and then exits leaves its own children behind (sandboxed jobs,
-    build steps and alignment tools, have a PID namespace for that: gitserver.sandbox; Repour's
+    build steps and alignment tools, have a PID namespace for that: gitserver.process.sandbox; Repour's
     git runs are killed by process group on timeout and cancel).
 
     Must be applied after any credential change in the child (a uid/gid change clears the

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from gitserver.errors import ConfigError
+from gitserver.policy.errors import ConfigError
 
 # AES-GCM runs in OpenSSL with AES-NI and needs no separate MAC. AES-CTR is for clients that
 # have no GCM: JSch 0.1.54 (Jenkins agents, Eclipse), old libssh2. chacha20-poly1305 is left
@@ -88,7 +88,7 @@ def select(setting: str, configured: Sequence[str], default: Sequence[str],
 
 def available() -> dict[str, list[str]]:
     """What the installed asyncssh implements, per setting."""
-    from gitserver import depwarnings
+    from gitserver.process import depwarnings
 
     depwarnings.quiet()  # asyncssh is imported here first when a config is loaded
     from asyncssh.encryption import get_encryption_algs

@@ -8,7 +8,7 @@ variables set by the process that started git (the SSH session or the server its
 ``GITSERVER_HOOK_FD``     a socket back to that process, which records the push
 
 pre-receive runs while the pushed objects are still in git's quarantine: it refuses the whole
-push for what must leave nothing behind (:mod:`gitserver.git.admission`, then the limits).
+push for what must leave nothing behind (:mod:`gitserver.push.admission`, then the limits).
 The installed hook is a bash script that asks the daemon first; this is its fallback.
 
 proc-receive speaks git's pkt-line protocol (githooks(5)): it gets every pushed ref, applies
@@ -30,9 +30,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
-from gitserver import hookenv
-from gitserver.git import admission, head, limits, protect, push_options, refs
-from gitserver.push import messages
+from gitserver.git import head, protect, push_options, refs
+from gitserver.push import admission, hookenv, limits, messages
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -90,7 +89,7 @@ def check_all(commands: Iterable[protect.RefCommand], write: bool,
 def pre_receive(stdin: Iterable[str], stderr: BinaryIO, environ: dict[str, str] | os._Environ[str]) -> int:
     """What must be refused for the whole push while its objects are still in quarantine
     (here, and only here, a refusal leaves nothing behind): a pusher who may not write, the
-    server's reserved names (:func:`gitserver.git.admission.declined`), then the size limits.
+    server's reserved names (:func:`gitserver.push.admission.declined`), then the size limits.
     When proc-receive is not in charge, also every per-ref rule, all or nothing."""
     commands = [protect.RefCommand.parse(line) for line in stdin if line.strip()]
     if proc_receive_in_charge(environ):
@@ -377,7 +376,7 @@ def _direct_ledger(environ: dict[str, str] | os._Environ[str]) -> Ledger:
         import site
 
         site.main()
-    from gitserver.hookdb import DirectLedger
+    from gitserver.push.hookdb import DirectLedger
 
     return DirectLedger(environ)
 

@@ -12,7 +12,7 @@ what").
 Refused whole (any one such ref declines every ref of the push, like GitHub's protected
 branches): a pusher without write permission, and a ref under the server's reserved names
 (with a new value; deleting one brings no objects and is refused ref by ref). The size limits
-and quotas are the other whole-push refusal (:mod:`gitserver.git.limits`). Everything else
+and quotas are the other whole-push refusal (:mod:`gitserver.push.limits`). Everything else
 (fast-forward, moved tags, deletions, other names, the compare-and-swap) stays with
 proc-receive, which answers ref by ref with the rule named.
 

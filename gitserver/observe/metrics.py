@@ -5,7 +5,7 @@ it sets ``PROMETHEUS_MULTIPROC_DIR`` (``<data_dir>/metrics``) so the API workers
 daemon and the pipeline workers all write to one directory that ``/metrics`` merges.
 
 Refused ref updates are counted by the SSH session from the ``ng <ref> <message>`` lines
-receive-pack sends back to the client (:func:`count_refusals`): the proc-receive hook stays
+receive-pack sends back to the client (gitserver.push.report.count_refusals): the proc-receive hook stays
 free of prometheus_client, it is a short-lived process on the push's latency path. The
 message is mapped back to its rule (``non_fast_forward``, ``delete``, ...).
 """
@@ -16,13 +16,12 @@ import builtins
 import functools
 import logging
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gitserver.config import Config
-from gitserver.proc import pid_alive
+from gitserver.process.children import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -305,44 +304,8 @@ def ref_refused(rule: str) -> None:
 
 @_safe
 def push_over_limit(limit: str) -> None:
-    """One push refused by a limit of gitserver.git.limits (``limit`` is its name)."""
+    """One push refused by a limit of gitserver.push.limits (``limit`` is its name)."""
     _get("pushes_over_limit").labels(limit).inc()
-
-
-# "ng <ref> <message>" in receive-pack's report, raw or inside (side-band) pkt-lines.
-_NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4})ng (refs/\S+) ?([^\n]*)", re.M)
-RULE_OTHER = "other"
-
-
-def refusals_from_report(report: builtins.bytes | str) -> list[str]:
-    """The protection rule of each ``ng`` line in receive-pack output (pure).
-
-    The hook reports a rule's message (gitserver.git.protect.RULE_MESSAGES); it is mapped back
-    to the rule name; anything else (git's own refusals, atomic failures) is ``other``.
-    """
-    from gitserver.git.protect import RULE_MESSAGES
-
-    by_message = {message: rule for rule, message in RULE_MESSAGES.items()}
-    # (``bytes`` is shadowed by the counting function below, hence the str test.)
-    text = report if isinstance(report, str) else report.decode("utf-8", "replace")
-    # A refusal with details reads "<rule message>: <detail>".
-    return [by_message.get(m.group(2).strip(), by_message.get(m.group(2).split(": ", 1)[0], RULE_OTHER))
-            for m in _NG.finditer(text)]
-
-
-@_safe
-def count_refusals(report: builtins.bytes) -> None:
-    """Count refused ref updates, and pushes refused for a limit (gitserver.git.limits: the
-    pre-receive hook's message, or git's own when receive.maxInputSize cut the pack off), seen
-    in a chunk of receive-pack output; cheap when there are none."""
-    from gitserver.git import limits
-
-    if b"ng refs/" in report:
-        for rule in refusals_from_report(report):
-            ref_refused(rule)
-    if limits.REFUSED.encode() in report or limits.GIT_INPUT_TOO_LARGE.encode() in report:
-        for name in limits.limits_named(report.decode("utf-8", "replace")):
-            push_over_limit(name)
 
 
 @_safe

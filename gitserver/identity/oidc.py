@@ -14,7 +14,7 @@ PNC authenticates to Repour and Reqour with RS256 JWTs from its Keycloak realm. 
   (:func:`parse_role_map`, :func:`grant_for_roles`).
 
 The issuer URL is operator configuration, not network input: it is fetched without the
-address rules that guard webhooks and callbacks (:mod:`gitserver.netguard`), like the callback
+address rules that guard webhooks and callbacks (:mod:`gitserver.net.netguard`), like the callback
 token endpoint (``oidc_token_url``). It must be ``https``, or ``http`` only when
 ``allow_private_networks`` is on (a test issuer on loopback). The JWKS address must be on the
 issuer's own host, so a tampered discovery document cannot point key fetches elsewhere.
@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from gitserver.errors import ConfigError, Unauthenticated, Unavailable
+from gitserver.policy.errors import ConfigError, Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 

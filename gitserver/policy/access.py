@@ -23,8 +23,8 @@ from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
-from gitserver.errors import Forbidden, NotFound
-from gitserver.names import GIT_SUFFIX, name_problem
+from gitserver.policy.errors import Forbidden, NotFound
+from gitserver.policy.names import GIT_SUFFIX, name_problem
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 _RANK = {None: 0, READ: 1, WRITE: 2, ADMIN: 3}

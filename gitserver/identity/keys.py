@@ -13,7 +13,7 @@ import hashlib
 import re
 import struct
 
-from gitserver.errors import InvalidInput
+from gitserver.policy.errors import InvalidInput
 
 MIN_RSA_BITS = 2048
 # Key types we accept, each with the number of bits its fingerprint line shows.

@@ -86,7 +86,7 @@ class KafkaHandler(logging.Handler):
     def _drop(self, n: int) -> None:
         self.dropped += n
         try:
-            from gitserver import metrics
+            from gitserver.observe import metrics
 
             metrics.log_dropped("kafka", n)
         except Exception:  # noqa: BLE001  (a metric is not worth an exception in logging)

@@ -5,7 +5,7 @@ The proc-receive hook asks :class:`HookService` to record the push's **intent** 
 Push with its RefUpdates) before it moves any ref, and to mark it **done** afterwards, which
 drops the refs that did not move and queues the pipeline and the webhooks in the same
 transaction. Both steps are compare-and-set on the push's state, so a retry or a race with
-the reconciler (gitserver.pipelines.reconcile, which repairs what a crash left between the
+the reconciler (gitserver.push.reconcile, which repairs what a crash left between the
 steps) records a push once.
 """
 
@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
-from gitserver.git import admission, limits, protect, push_options, refs
+from gitserver.git import protect, push_options, refs
+from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, outbox
-from gitserver.push import messages
-from gitserver.urls import pipeline_url
+from gitserver.push import admission, limits, messages
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class HookService:
     """Answers the hooks of one git process (the typed requests of gitserver.push.messages):
     the proc-receive hook's ``Intent`` → ``IntentReply`` and ``Done`` → ``DoneReply`` (it
     records the push); and, when given ``push_check``, the pre-receive hook's ``PreReceive``
-    (the whole-push refusals of gitserver.git.admission, for a pusher who ``can_write`` or
+    (the whole-push refusals of gitserver.push.admission, for a pusher who ``can_write`` or
     not, then the limits) and ``Limits`` (the limits alone: hooks of an older release), each
     → ``Admitted`` or ``Refused``, which decide and record nothing else (pre-receive runs
     before git's own checks). Failures answer ``Failed`` with a message safe to show the
@@ -130,7 +130,7 @@ class HookService:
 
     def answer(self, request: messages.Request, trust_push_ids: bool = False) -> messages.Reply:
         """The reply to ``request``. ``trust_push_ids``: a ``Done`` may name a push another
-        process started (the hook's own database fallback, gitserver.hookdb)."""
+        process started (the hook's own database fallback, gitserver.push.hookdb)."""
         try:
             return self._answer(request, trust_push_ids)
         except ValueError as exc:

@@ -3,7 +3,7 @@
 Context (request or session id, tenant, user, repo) comes either from ``extra={...}`` on a log
 call or from :func:`bind`, which sets it for the current thread/task (a contextvar), so code
 deep in a request logs with the request's ids without passing them around.
-Kafka shipping is added when its environment variables are set (see gitserver.kafka_logs).
+Kafka shipping is added when its environment variables are set (see gitserver.observe.kafka_logs).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def make_formatter(config: Config, component: str) -> logging.Formatter:
 def setup_logging(config: Config, component: str,
                   environ: Mapping[str, str] | None = None) -> None:
     """Log to stderr in the configured format; also to Kafka when its env vars are set."""
-    from gitserver import kafka_logs
+    from gitserver.observe import kafka_logs
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(make_formatter(config, component))

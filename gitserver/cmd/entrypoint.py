@@ -1,7 +1,7 @@
 """Container entrypoint: identity for an arbitrary UID, PID 1 duties, signal forwarding.
 
-``python -m gitserver.entrypoint [serve|ssh|api|worker|<command> ...]`` (default ``serve``);
-``python -m gitserver.entrypoint healthcheck`` is the image's HEALTHCHECK.
+``python -m gitserver.cmd.entrypoint [serve|ssh|api|worker|<command> ...]`` (default ``serve``);
+``python -m gitserver.cmd.entrypoint healthcheck`` is the image's HEALTHCHECK.
 
 * OpenShift runs the image under a random UID with no ``/etc/passwd`` entry; git and ssh
   both look the user up (``getpwuid``) and fail without one. When the UID is unknown we

@@ -33,7 +33,7 @@ from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import landed, refs, refstate
 from gitserver.git.store import repo_path
-from gitserver.pipelines.ledger import complete_push, enqueue_push_pipeline, notify_push
+from gitserver.push.ledger import complete_push, enqueue_push_pipeline, notify_push
 
 if TYPE_CHECKING:
     from gitserver.runtime import Runtime

@@ -29,8 +29,8 @@ def _spawn(part: str, config_file: str | None) -> subprocess.Popen[bytes]:
 
 
 def serve(config: Config, config_file: str | None = None) -> int:
-    from gitserver import metrics
-    from gitserver.logs import setup_logging
+    from gitserver.observe import metrics
+    from gitserver.observe.logs import setup_logging
     from gitserver.runtime import initialise
 
     metrics.setup(config, clean=True)

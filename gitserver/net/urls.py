@@ -6,7 +6,7 @@ same function serves a process's config and a base read from elsewhere.
 
 from __future__ import annotations
 
-from gitserver.names import GIT_SUFFIX
+from gitserver.policy.names import GIT_SUFFIX
 
 
 def pipeline_url(http_base_url: str, pipeline_id: int) -> str:

@@ -1,0 +1,1 @@
+"""Who is calling: SSH public keys and OIDC bearer tokens."""

@@ -1,0 +1,1 @@
+"""Outbound network guards and the URLs gitserver hands out."""

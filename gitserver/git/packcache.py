@@ -9,9 +9,10 @@ MAX_AGE git pack-objects ARGS…`` in the repository, with upload-pack's request
 
 The key of an entry is a digest of everything the pack depends on: the repository's path, the
 arguments, the request (wants, haves, shallow lines) and, where ``--include-tag`` makes the pack
-depend on the tags, the repository's ref state. Objects never change under an id and are never
-pruned (history is never rewritten), so an entry holds exactly the objects ``pack-objects``
-would send for that request; the bytes are the ones its one ``pack-objects`` wrote.
+depend on the tags, the tags. Objects never change under an id and are never pruned (history
+is never rewritten), so an entry holds exactly the objects ``pack-objects`` would send for that
+request; the bytes are the ones its one ``pack-objects`` wrote. The hook script computes the
+same key and serves whole, fresh packs itself (no Python for a hit); this module takes the rest.
 
 Files of the entry for key K, in the cache directory:
 
@@ -41,13 +42,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from gitserver.git import refstate
-
 if TYPE_CHECKING:
     from gitserver.config import Config
 
 # Bump when the cache's format or key changes: entries of an older release are never served.
-FORMAT = b"gitserver-pack-cache-1"
+FORMAT = b"gitserver-pack-cache-2"
+TAG_FORMAT = "%(objectname) %(refname)"
+# The key the hook script computed (and served hits for) before it handed a miss over.
+KEY_ENV = "GITSERVER_PACK_CACHE_KEY"
+KEY_LENGTH, HEX = 64, frozenset("0123456789abcdef")
 HITS, MISSES = "hits", "misses"
 STATS_DIR = "stats"
 CHUNK = 1024 * 1024
@@ -75,13 +78,27 @@ def hook_command(config: Config) -> str | None:
 
 
 def request_key(repo: Path, args: list[str], request: bytes) -> str:
+    """The entry's key. The ``pack-objects`` hook script computes the same digest itself, to
+    serve hits without starting Python (tests/unit/test_packcache.py holds the two equal)."""
     digest = hashlib.sha256(FORMAT)
     for part in (str(repo.resolve()), *args):
         digest.update(b"\0" + part.encode())
     digest.update(b"\0\0" + request)
     if INCLUDE_TAG in args:
-        digest.update(b"\0refs:" + refstate.fingerprint(repo).encode())
+        digest.update(b"\0tags:" + _tags(repo))
     return digest.hexdigest()
+
+
+def _given_key() -> str | None:
+    """The hook script's key, when it is one (it names files: nothing but a digest will do)."""
+    key = os.environ.get(KEY_ENV, "")
+    return key if len(key) == KEY_LENGTH and all(c in HEX for c in key) else None
+
+
+def _tags(repo: Path) -> bytes:
+    """The tags as the hook script lists them: an ``--include-tag`` pack depends on them."""
+    return subprocess.run(["git", "for-each-ref", f"--format={TAG_FORMAT}", "refs/tags"], cwd=repo,
+                          capture_output=True, check=True).stdout
 
 
 def count(cache_dir: Path, name: str) -> None:
@@ -131,7 +148,7 @@ class Entry:
 def serve(cache_dir: Path, max_bytes: int, max_age: float, argv: list[str], request: bytes,
           out: BinaryIO) -> int:
     """Answer one pack-objects request from the cache or by running ``argv``; the exit code."""
-    entry = Entry(cache_dir, request_key(Path.cwd(), argv[1:], request))
+    entry = Entry(cache_dir, _given_key() or request_key(Path.cwd(), argv[1:], request))
     if (pack := entry.fresh_pack(max_age)) is not None:
         count(cache_dir, HITS)
         return _send(pack, out)

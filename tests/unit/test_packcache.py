@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.git import packcache
+from gitserver.git import packcache, store
 
 RECORDER = """#!/bin/sh
 dir=$(dirname "$0")
@@ -53,6 +53,15 @@ def origin(tmp_path: Path, git_env: dict[str, str]) -> Path:
 
 def hook(cache: Path, max_bytes: int = 10**9, max_age: float = 300) -> list[str]:
     return [sys.executable, "-m", "gitserver", "pack-objects-hook", str(cache), str(max_bytes), str(max_age)]
+
+
+def script(cache: Path, where: Path, python: str = sys.executable, max_age: float = 300) -> list[str]:
+    """The installed ``pack-objects`` hook script (it serves hits itself), rendered into ``where``
+    with ``python`` as the interpreter it hands the rest to."""
+    path = where / "pack-objects-hook"
+    path.write_text(store.rendered_hook(store.PACK_OBJECTS_HOOK, where, python=python))
+    path.chmod(0o755)
+    return [str(path), str(cache), str(10**9), f"{max_age:g}"]
 
 
 def clone(origin: Path, dest: Path, env: dict[str, str], pack_hook: str | None, *options: str,
@@ -112,6 +121,43 @@ def test_the_cache_serves_exactly_what_pack_objects_writes(case: str, origin: Pa
     assert served[0] == direct, "a miss must pass pack-objects' bytes through"
     assert served[1] == direct, "a hit must be the same bytes"
     assert (packcache.counter(cache, packcache.MISSES), packcache.counter(cache, packcache.HITS)) == (1, 1)
+
+
+@pytest.mark.parametrize("case", ["v2 full", "v0 shallow", "v2 haves"])
+def test_the_hook_script_keys_entries_as_the_python_side_does(case: str, origin: Path, tmp_path: Path,
+                                                              git_env: dict[str, str]) -> None:
+    # The script serves hits by the key it computes; the Python side writes entries under it.
+    # Were the two digests to differ, a direct call would never find the script's entries.
+    options, protocol, have = CASES[case]
+    args, request = record(origin, tmp_path, git_env, *options, protocol=protocol, have=have)
+    cache = tmp_path / "cache"
+    subprocess.run([*script(cache, tmp_path), *args], input=request, cwd=origin, env=git_env, capture_output=True,
+                   check=True)
+    assert [p.name for p in cache.glob("*.pack")] == [packcache.request_key(origin, args[1:], request) + ".pack"]
+
+
+def test_a_hit_is_served_by_the_script_without_python(origin: Path, tmp_path: Path,
+                                                      git_env: dict[str, str]) -> None:
+    args, request = record(origin, tmp_path, git_env, have=True)
+    env = {**git_env, **ONE_THREAD}
+    direct = subprocess.run(args, input=request, cwd=origin, env=env, capture_output=True, check=True).stdout
+    cache = tmp_path / "cache"
+    subprocess.run([*script(cache, tmp_path), *args], input=request, cwd=origin, env=env, capture_output=True,
+                   check=True)
+    no_python = script(cache, tmp_path, python="/bin/false")  # a miss could only fail now
+    hit = subprocess.run([*no_python, *args], input=request, cwd=origin, env=env, capture_output=True, check=True)
+    assert hit.stdout == direct
+    assert (packcache.counter(cache, packcache.MISSES), packcache.counter(cache, packcache.HITS)) == (1, 1)
+    # A pack past its age is never served by the script: it hands the request over.
+    [pack] = cache.glob("*.pack")
+    os.utime(pack, (time.time() - 600, time.time() - 600))
+    assert subprocess.run([*no_python, *args], input=request, cwd=origin, env=env,
+                          capture_output=True).returncode != 0
+    # Nor is an entry made before the tags changed (the pack depends on them).
+    git("tag", "-a", "-m", "v2", "v2", "main", cwd=origin, env=env)
+    os.utime(pack)
+    assert subprocess.run([*no_python, *args], input=request, cwd=origin, env=env,
+                          capture_output=True).returncode != 0
 
 
 def test_real_clones_through_the_cache_are_whole(origin: Path, tmp_path: Path, git_env: dict[str, str]) -> None:

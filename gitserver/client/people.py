@@ -63,7 +63,7 @@ def import_keys(cmd: Command, args: argparse.Namespace, ctx: Context) -> int:
     transport = ctx.connect()
     try:
         reply = checked(transport.request("POST", resolve_path(cmd, args),
-                                          body={"keys": lines, "skip_refused": args.skip_refused}),
+                                          body={"keys": lines, "skip_refused": bool(args.skip_refused)}),
                         accept=(422,))
     finally:
         transport.close()

@@ -167,18 +167,19 @@ COMMANDS = (
             aliases=("add",)),
     Command("deploy-key", "remove", "remove a deploy key", "DELETE", REPO + "/deploy-keys/{id}", (T, R, ID),
             say=lambda _d, a: f"deploy key {a.id} of {a.tenant}/{a.repo} removed"),
-    # webhook: of a repository (TENANT/REPO) or tenant-wide (TENANT)
+    # webhook: of a repository (TENANT/REPO) or tenant-wide (TENANT); the hook's URL is not
+    # "url", the dest of the global --url
     Command("webhook", "list", "webhooks of a repository or tenant", "GET", webhook_base, (OWNER,),
             columns=("id", "url", "events", "active", "has_secret")),
     Command("webhook", "show", "one webhook", "GET", lambda a: webhook_base(a) + "/{id}", (OWNER, ID)),
     Command("webhook", "create", "add a webhook", "POST", webhook_base,
-            (OWNER, Arg("url", "where to POST events", field="url"),
+            (OWNER, Arg("hook_url", "where to POST events", field="url", metavar="URL"),
              Arg("secret", "key of the X-Hub-Signature-256 HMAC", flag="--secret", field="secret"),
              Arg("events", "an event to send (repeat; default: all)", flag="--event", field="events",
                  action="append"),
              Arg("active", "create it paused", flag="--inactive", field="active", action="store_false"))),
     Command("webhook", "update", "change a webhook", "PATCH", lambda a: webhook_base(a) + "/{id}",
-            (OWNER, ID, Arg("url", "where to POST events", flag="--url", field="url"),
+            (OWNER, ID, Arg("hook_url", "where to POST events", flag="--url", field="url", metavar="URL"),
              Arg("secret", "a new secret (empty: unsigned)", flag="--secret", field="secret"),
              Arg("events", "an event to send (repeat)", flag="--event", field="events", action="append"),
              Arg("active", "send again", flag="--active", field="active", action="store_true", group="on"),

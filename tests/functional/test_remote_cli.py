@@ -229,7 +229,7 @@ def test_the_local_and_remote_forms_give_the_same_answer(server: GitServer, remo
     names = {"t": tenant, "u": user.name, "r": repo}
 
     def strip(value: Any, volatile: tuple[str, ...]) -> Any:
-        items = value["items"] if "items" in value else [value]
+        items = value.get("items", [value])
         for item in items:
             for key in volatile:
                 item.pop(key, None)

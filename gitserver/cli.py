@@ -210,6 +210,13 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return logout(args)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from gitserver.client.completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitserver", description="Self-hosted git with protected history.")
     parser.add_argument("--config", help="TOML config file (default: $GITSERVER_CONFIG)")
@@ -259,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     logout = sub.add_parser("logout", help="forget the token stored for a server")
     logout.add_argument("logout_url", nargs="?", metavar="URL", help="default: --url or GITSERVER_URL")
     logout.set_defaults(fn=cmd_logout)
+    completion = sub.add_parser("completion", help="print a shell completion script: source <(gitserver completion bash)")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(fn=cmd_completion)
     return parser
 
 

@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     logout = sub.add_parser("logout", help="forget the token stored for a server")
     logout.add_argument("logout_url", nargs="?", metavar="URL", help="default: --url or GITSERVER_URL")
     logout.set_defaults(fn=cmd_logout)
-    completion = sub.add_parser("completion", help="print a shell completion script: source <(gitserver completion bash)")
+    completion = sub.add_parser("completion",
+                                help="print a shell completion script: source <(gitserver completion bash)")
     completion.add_argument("shell", choices=["bash", "zsh"])
     completion.set_defaults(fn=cmd_completion)
     return parser

@@ -46,8 +46,9 @@ def paths(parser: argparse.ArgumentParser, prefix: str = "gitserver") -> Iterato
     and the words that may follow it, depth first."""
     words: list[str] = []
     children: list[tuple[str, argparse.ArgumentParser]] = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
+    # argparse has no public way to walk its parsers; these two names have been stable since 3.2.
+    for action in parser._actions:  # noqa: SLF001
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
             for name, sub in action.choices.items():
                 words.append(name)
                 children.append((name, sub))

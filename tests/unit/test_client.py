@@ -4,6 +4,7 @@ the API's own OpenAPI document, credentials on disk, and argument handling."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import stat
 from pathlib import Path
@@ -16,7 +17,8 @@ from gitserver.cli import build_parser
 from gitserver.client import commands, credentials, render
 from gitserver.client.errors import ClientError, error_message, exit_code
 from gitserver.client.repositories import quota_bytes
-from gitserver.client.spec import API, BODY_METHODS, Command, resolve_path
+from gitserver.client.spec import API, BODY_METHODS, Command, Context, resolve_path, run
+from gitserver.client.transport import Reply
 from gitserver.cmd import wiring
 
 
@@ -133,3 +135,65 @@ def test_credentials_are_0600_in_a_0700_dir_under_xdg(tmp_path: Path) -> None:
     path.write_text("[]")
     with pytest.raises(ClientError, match="not a gitserver credentials file"):
         credentials.load_all(path)
+
+
+class FakeApi:
+    """An in-memory :class:`~gitserver.client.transport.Transport`: answers by (method, path),
+    and records every request."""
+
+    def __init__(self, answers: dict[tuple[str, str], list[Reply]]) -> None:
+        self.answers = answers
+        self.sent: list[tuple[str, str, Any, dict[str, str]]] = []
+
+    def request(self, method: str, path: str, *, body: Any = None, params: Any = None) -> Reply:
+        self.sent.append((method, path, body, dict(params or {})))
+        return self.answers[(method, path)].pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+def _json(status: int, value: Any) -> Reply:
+    return Reply(status, {"content-type": "application/json"}, json.dumps(value))
+
+
+def _run(argv: list[str], api: FakeApi, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    args = build_parser().parse_args(argv)
+    args.url = None
+    code = run(args.command_spec, args, Context(connect=lambda: api, remote=True))
+    return code, capsys.readouterr().out
+
+
+def test_a_listing_follows_the_cursor_to_the_end(capsys: pytest.CaptureFixture[str]) -> None:
+    path = f"{API}/tenants/acme/users"
+    api = FakeApi({("GET", path): [_json(200, {"items": [{"name": "b"}], "next": "c1"}),
+                                   _json(200, {"items": [{"name": "a"}], "next": None})]})
+    code, out = _run(["user", "list", "acme", "--json"], api, capsys)
+    assert code == 0 and json.loads(out) == {"items": [{"name": "b"}, {"name": "a"}], "next": None}
+    assert [sent[3] for sent in api.sent] == [{"limit": "100"}, {"limit": "100", "cursor": "c1"}]
+
+
+def test_a_listing_stops_at_the_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    path = f"{API}/tenants/acme/users"
+    api = FakeApi({("GET", path): [_json(200, {"items": [{"name": "b"}, {"name": "a"}], "next": "c1"})]})
+    code, out = _run(["user", "list", "acme", "--limit", "2"], api, capsys)
+    assert code == 0 and out.splitlines()[1:] == ["b     -     -         -", "a     -     -         -"]
+    assert api.sent[0][3] == {"limit": "2"}
+
+
+def test_an_update_sends_only_what_was_given_and_refuses_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    path = f"{API}/tenants/acme/users/bob"
+    api = FakeApi({("PATCH", path): [_json(200, {"name": "bob", "disabled": True})]})
+    code, out = _run(["user", "update", "acme", "bob", "--disable"], api, capsys)
+    assert code == 0 and api.sent[0][2] == {"disabled": True}
+    assert out == "name:     bob\ndisabled: yes\n"
+    with pytest.raises(ClientError, match="nothing to change; give --role, --disable, --enable"):
+        _run(["user", "update", "acme", "bob"], api, capsys)
+
+
+def test_an_error_answer_is_a_client_error_with_its_status(capsys: pytest.CaptureFixture[str]) -> None:
+    path = f"{API}/tenants/acme/repos/nope"
+    api = FakeApi({("GET", path): [_json(404, {"title": "Not Found", "description": "repository acme/nope not found"})]})
+    with pytest.raises(ClientError) as caught:
+        _run(["repo", "show", "acme", "nope"], api, capsys)
+    assert (caught.value.message, caught.value.exit_code) == ("repository acme/nope not found", 3)

@@ -193,7 +193,8 @@ def test_an_update_sends_only_what_was_given_and_refuses_nothing(capsys: pytest.
 
 def test_an_error_answer_is_a_client_error_with_its_status(capsys: pytest.CaptureFixture[str]) -> None:
     path = f"{API}/tenants/acme/repos/nope"
-    api = FakeApi({("GET", path): [_json(404, {"title": "Not Found", "description": "repository acme/nope not found"})]})
+    error = {"title": "Not Found", "description": "repository acme/nope not found"}
+    api = FakeApi({("GET", path): [_json(404, error)]})
     with pytest.raises(ClientError) as caught:
         _run(["repo", "show", "acme", "nope"], api, capsys)
     assert (caught.value.message, caught.value.exit_code) == ("repository acme/nope not found", 3)

@@ -93,7 +93,13 @@ def rules_body(args: argparse.Namespace) -> Any:
     return data
 
 
-def show_rules(obj: dict[str, Any], _args: argparse.Namespace) -> str:
+def show_rules(obj: dict[str, Any] | list[Any] | None, _args: argparse.Namespace) -> str:
+    """``rule set ID: N rules`` and one JSON line per rule; a PUT may answer the set, the bare
+    list or nothing, and each shows as what it has."""
+    if obj is None:
+        return "rules updated"
+    if isinstance(obj, list):
+        obj = {"id": "?", "rules": obj}
     rules = obj.get("rules") or []
     header = f"rule set {obj.get('id')}: {len(rules)} rule{'s' if len(rules) != 1 else ''}"
     return "\n".join([header, *(json.dumps(rule, ensure_ascii=False) for rule in rules)])

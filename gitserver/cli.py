@@ -7,6 +7,7 @@ in milliseconds, without SQLAlchemy, asyncssh or falcon.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -162,125 +163,26 @@ def _with_session(args: argparse.Namespace, fn: Any) -> int:
     return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
-    from gitserver.admin import tenants, tokens, users
+def cmd_site_admin_token(args: argparse.Namespace) -> int:
+    """``token create --site-admin``: written to the database, because no API call makes one
+    (it is how the first token is made)."""
+    from gitserver.admin import tokens
 
-    if not args.site_admin and not (args.tenant and args.user):
-        raise SystemExit("gitserver token create: give --site-admin, or --tenant and --user")
-
-    def create(session: Any, _runtime: Any) -> None:
-        user = None
-        if not args.site_admin:
-            user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
-        _row, secret = tokens.create_token(session, user=user, site_admin=args.site_admin,
-                                           name=args.name or "")
-        print(secret)
-
-    return _with_session(args, create)
+    return _with_session(args, lambda session, _runtime: print(
+        tokens.create_token(session, user=None, site_admin=True, name=args.name or "")[1]))
 
 
-def cmd_tenant_create(args: argparse.Namespace) -> int:
-    from gitserver.admin import tenants
+def cmd_admin(args: argparse.Namespace) -> int:
+    """A command of the client's table (``gitserver.client``): remote with ``--url``, else on
+    the data dir through the API built in this process."""
+    from gitserver.client.commands import run_admin
 
-    return _with_session(args, lambda s, _r: print(
-        f"tenant {tenants.create_tenant(s, args.name, args.description).name} created"))
+    def local_api() -> Any:
+        from gitserver.cmd.local_api import LocalApi
 
+        return LocalApi(_config(args))
 
-def cmd_user_create(args: argparse.Namespace) -> int:
-    from gitserver.admin import tenants, users
-
-    def create(session: Any, _runtime: Any) -> None:
-        user = users.create_user(session, tenants.get_tenant(session, args.tenant), args.name, args.role)
-        print(f"user {args.tenant}/{user.name} created ({user.role})")
-
-    return _with_session(args, create)
-
-
-def cmd_key_add(args: argparse.Namespace) -> int:
-    from gitserver.admin import keys, tenants, users
-    from gitserver.policy.errors import InvalidInput
-
-    text = sys.stdin.read() if args.key == "-" else args.key
-    if args.key != "-" and not args.key.startswith(("ssh-", "ecdsa-", "sk-")):
-        try:
-            with open(args.key, encoding="utf-8") as fh:
-                text = fh.read(64 * 1024)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read key file {args.key}: {getattr(exc, 'strerror', None) or exc}",
-                               field="key") from exc
-
-    def add(session: Any, _runtime: Any) -> None:
-        user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
-        key = keys.add_user_key(session, user, text, args.title or "")
-        print(f"{key.bits} {key.fingerprint} {key.title or 'no comment'} ({key.key_type})")
-
-    return _with_session(args, add)
-
-
-def cmd_key_import(args: argparse.Namespace) -> int:
-    """Import an authorized_keys file: one report line per refused key, then a summary.
-    Exit 0 when every key line was imported, 1 when any was refused."""
-    from gitserver.admin import keys, tenants, users
-    from gitserver.policy.errors import InvalidInput
-
-    name = "stdin" if args.file == "-" else args.file
-    try:
-        if args.file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as fh:
-                text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}", field="file") from exc
-    outcome: list[keys.KeyImport] = []
-
-    def import_keys(session: Any, _runtime: Any) -> None:
-        user = users.get_user(session, tenants.get_tenant(session, args.tenant), args.user)
-        outcome.append(keys.import_user_keys(session, user, text.splitlines(),
-                                             skip_refused=args.skip_refused))
-
-    _with_session(args, import_keys)
-    report = outcome[0]
-    for item in report.refused:
-        print(f"{name}:{item.line}: refused: {item.problem}", file=sys.stderr)
-    who = f"{args.tenant}/{args.user}"
-    if report.refused and not report.added and not args.skip_refused:
-        print(f"gitserver: nothing imported for {who}: {len(report.refused)} of {report.total} key lines "
-              "refused (fix them, or give --skip-refused to import the others)", file=sys.stderr)
-    else:
-        print(f"imported {report.added} of {report.total} keys for {who}")
-    return 1 if report.refused else 0
-
-
-def cmd_repo_create(args: argparse.Namespace) -> int:
-    from gitserver.admin import tenants
-    from gitserver.net.urls import ssh_clone_url
-    from gitserver.pipelines import oncreate
-
-    def create(session: Any, runtime: Any) -> None:
-        tenant = tenants.get_tenant(session, args.tenant)
-        repo = oncreate.create_repository(session, runtime.store, tenant, args.name,
-                                          args.description or "", args.visibility)
-        print(f"repository {tenant.name}/{repo.name} created: "
-              f"{ssh_clone_url(runtime.config.ssh_base_url, tenant.name, repo.name)}")
-
-    return _with_session(args, create)
-
-
-def cmd_grant(args: argparse.Namespace) -> int:
-    from gitserver.admin import grants, groups, repos, tenants, users
-
-    def grant(session: Any, _runtime: Any) -> None:
-        tenant = tenants.get_tenant(session, args.tenant)
-        repo = repos.get_repo(session, tenant, args.repo)
-        if args.group:
-            grants.set_grant(session, repo, args.permission, group=groups.get_group(session, tenant, args.group))
-            print(f"group {args.group} has {args.permission} on {tenant.name}/{repo.name}")
-        else:
-            grants.set_grant(session, repo, args.permission, user=users.get_user(session, tenant, args.user))
-            print(f"user {args.user} has {args.permission} on {tenant.name}/{repo.name}")
-
-    return _with_session(args, grant)
+    return run_admin(args, local_api, {"site-admin-token": cmd_site_admin_token})
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -295,9 +197,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return restore_command(_config(args), args.file)
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from gitserver.client.login import login
+
+    return login(args)
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from gitserver.client.login import logout
+
+    args.url = args.logout_url or args.url
+    return logout(args)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from gitserver.client.completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitserver", description="Self-hosted git with protected history.")
     parser.add_argument("--config", help="TOML config file (default: $GITSERVER_CONFIG)")
+    parser.add_argument("--url",
+                        help="run admin commands on this server through its REST API (default: $GITSERVER_URL; "
+                             "none: on the local data dir)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("init", help="create data dir, host keys and database (idempotent)").set_defaults(fn=cmd_init)
@@ -310,14 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="migrate the database to the newest schema").set_defaults(fn=cmd_db_upgrade)
-
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
-    create = token.add_parser("create", help="print a new API token")
-    create.add_argument("--site-admin", action="store_true", help="a token with every right")
-    create.add_argument("--tenant")
-    create.add_argument("--user")
-    create.add_argument("--name", default="")
-    create.set_defaults(fn=cmd_token_create)
 
     chk = sub.add_parser("check", help="verify the push ledger, archives and hooks (non-zero on a breach)")
     chk.add_argument("--repair", action="store_true",
@@ -339,66 +256,55 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file", metavar="FILE", help="a file written by `gitserver backup`, or - for stdin")
     restore.set_defaults(fn=cmd_restore)
 
-    tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True)
-    tc = tenant.add_parser("create")
-    tc.add_argument("name")
-    tc.add_argument("--description", default="")
-    tc.set_defaults(fn=cmd_tenant_create)
+    from gitserver.client import commands as admin_commands
 
-    user = sub.add_parser("user", help="users").add_subparsers(dest="user_command", required=True)
-    uc = user.add_parser("create")
-    uc.add_argument("tenant")
-    uc.add_argument("name")
-    uc.add_argument("--role", default="member", choices=["member", "admin", "site-admin"])
-    uc.set_defaults(fn=cmd_user_create)
-
-    key = sub.add_parser("key", help="SSH keys").add_subparsers(dest="key_command", required=True)
-    ka = key.add_parser("add")
-    ka.add_argument("tenant")
-    ka.add_argument("user")
-    ka.add_argument("key", help="an OpenSSH public key line, a .pub file, or - for stdin")
-    ka.add_argument("--title", default="")
-    ka.set_defaults(fn=cmd_key_add)
-    ki = key.add_parser("import", help="add every key of an authorized_keys file, all or nothing")
-    ki.add_argument("tenant")
-    ki.add_argument("user")
-    ki.add_argument("file", help="an authorized_keys file (one key per line), or - for stdin")
-    ki.add_argument("--skip-refused", action="store_true",
-                    help="import the acceptable keys even when some lines are refused")
-    ki.set_defaults(fn=cmd_key_import)
-
-    repo = sub.add_parser("repo", help="repositories").add_subparsers(dest="repo_command", required=True)
-    rc = repo.add_parser("create")
-    rc.add_argument("tenant")
-    rc.add_argument("name")
-    rc.add_argument("--description", default="")
-    rc.add_argument("--visibility", default="private", choices=["private", "internal", "public"])
-    rc.set_defaults(fn=cmd_repo_create)
-
-    grant = sub.add_parser("grant", help="give a user or group a permission on a repository")
-    grant.add_argument("tenant")
-    grant.add_argument("repo")
-    grant.add_argument("permission", choices=["read", "write", "admin"])
-    who = grant.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user")
-    who.add_argument("--group")
-    grant.set_defaults(fn=cmd_grant)
+    admin_commands.add_commands(sub)
+    login = sub.add_parser("login", help="check an API token against a server and store it for --url")
+    login.add_argument("url", metavar="URL", help="the server, e.g. https://git.example.com")
+    login.add_argument("--token", help="the token (default: read from stdin)")
+    login.set_defaults(fn=cmd_login)
+    logout = sub.add_parser("logout", help="forget the token stored for a server")
+    logout.add_argument("logout_url", nargs="?", metavar="URL", help="default: --url or GITSERVER_URL")
+    logout.set_defaults(fn=cmd_logout)
+    completion = sub.add_parser("completion",
+                                help="print a shell completion script: source <(gitserver completion bash)")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(fn=cmd_completion)
     return parser
 
 
+REMOTE_CAPABLE = ("cmd_admin", "cmd_login", "cmd_logout")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from gitserver.client.commands import legacy_argv
+
+    args = build_parser().parse_args(legacy_argv(list(sys.argv[1:] if argv is None else argv)))
     if args.command == "hook":
         return args.fn(args)
+    from gitserver.client.errors import ClientError, exit_code
     from gitserver.policy.errors import GitserverError
     from gitserver.process import depwarnings
 
     depwarnings.quiet()
-
+    fn = getattr(args, "fn", cmd_admin)
+    if args.url and fn.__name__ not in REMOTE_CAPABLE:
+        print(f"gitserver: error: `gitserver {args.command}` runs on the server's data dir; --url is for the "
+              "admin commands", file=sys.stderr)
+        return 1
+    args.url = args.url or os.environ.get("GITSERVER_URL") or None
     try:
-        return args.fn(args)
+        return fn(args)
+    except ClientError as exc:
+        print(f"gitserver: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     except GitserverError as exc:
         print(f"gitserver: error: {exc.message}", file=sys.stderr)
+        return exit_code(exc.status) if fn is cmd_admin else 1
+    except BrokenPipeError:
+        # `gitserver repo list acme | head`: the reader is gone; no traceback, no second error
+        # when the interpreter flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
         return 130

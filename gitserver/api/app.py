@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 import falcon
 from sqlalchemy import text
@@ -13,9 +14,10 @@ from sqlalchemy import text
 from gitserver import shapes
 from gitserver.api import errors as api_errors
 from gitserver.api import openapi
-from gitserver.api.auth import OidcMiddleware
+from gitserver.api.auth import OidcMiddleware, OperatorMiddleware
 from gitserver.api.context import ApiContext
 from gitserver.identity import oidc
+from gitserver.policy.access import Principal
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,15 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
     app.add_route("/readyz", Ready(ctx))
 
 
-def create_app(runtime: Runtime, modules: Sequence[ModuleType]) -> falcon.App:
-    """The app mounting ``modules`` (each with ``add_routes(app, ctx)``), and their OpenAPI document."""
+def create_app(runtime: Runtime, modules: Sequence[ModuleType], operator: Principal | None = None) -> falcon.App:
+    """The app mounting ``modules`` (each with ``add_routes(app, ctx)``), and their OpenAPI document.
+    With ``operator``, every request is that principal's, whatever it sends (the CLI's
+    in-process API on the data dir; a listening server never gets one)."""
     ctx = ApiContext(runtime=runtime)
-    app = falcon.App(middleware=[OidcMiddleware(oidc.verifier_from_config(runtime.config))])
+    middleware: list[Any] = [OidcMiddleware(oidc.verifier_from_config(runtime.config))]
+    if operator is not None:
+        middleware.append(OperatorMiddleware(operator))
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
         dumps=shapes.dumps)

@@ -128,6 +128,18 @@ class OidcMiddleware:
         req.context.oidc = self.verifier
 
 
+class OperatorMiddleware:
+    """Makes every request of this app the server's operator (``gitserver`` run on the data
+    dir, which could write the database directly anyway): the CLI's in-process API, never one
+    that listens. ``req.context`` is set by the server alone, so no request can claim it."""
+
+    def __init__(self, operator: access.Principal) -> None:
+        self.operator = operator
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.operator = self.operator
+
+
 def principal_for_jwt(session: Session, verifier: oidc.OidcVerifier, token: str) -> access.Principal:
     """The principal of a verified OIDC token, from its roles (``oidc_role_map``): 403 when
     none of them maps to a permission here."""
@@ -162,6 +174,9 @@ def principal_for_secret(req: falcon.Request, session: Session, secret: str,
 
 def authenticate(req: falcon.Request, session: Session, touch: Touch | None = None) -> access.Principal:
     """The caller's principal; 401 without a token or with a bad one."""
+    operator = getattr(req.context, "operator", None)
+    if operator is not None:
+        return operator
     secret = token_from_header(req.get_header("Authorization"))
     if secret is None:
         raise Unauthenticated("this endpoint needs an API token: 'Authorization: Bearer <token>'")
@@ -171,6 +186,9 @@ def authenticate(req: falcon.Request, session: Session, touch: Touch | None = No
 def optional_principal(req: falcon.Request, session: Session, touch: Touch | None = None) -> access.Principal:
     """Like :func:`authenticate`, but ANONYMOUS when no credentials are sent (public reads).
     Credentials that are sent must still be valid."""
+    operator = getattr(req.context, "operator", None)
+    if operator is not None:
+        return operator
     secret = token_from_header(req.get_header("Authorization"))
     if secret is None:
         return access.ANONYMOUS

@@ -97,7 +97,8 @@ def test_cli_import_is_all_or_nothing_with_a_report_per_line(server: GitServer, 
     missing = server.cli("key", "import", tenant, user.name, str(tmp_path / "nope"), check=False)
     assert missing.returncode == 1 and f"cannot read {tmp_path / 'nope'}" in missing.stderr
     nobody = server.cli("key", "import", tenant, "nobody", str(good), check=False)
-    assert nobody.returncode == 1 and "not found" in nobody.stderr and "Traceback" not in nobody.stderr
+    # exit 3: not found (docs/cli.md)
+    assert nobody.returncode == 3 and "not found" in nobody.stderr and "Traceback" not in nobody.stderr
 
 
 def test_keys_imported_with_an_expiring_token_expire_with_it(server: GitServer) -> None:

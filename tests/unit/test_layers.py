@@ -39,6 +39,8 @@ FORBIDDEN = {
     "gitserver.push.hookenv": ("gitserver.pipelines",),
     "gitserver.push.messages": ("gitserver.pipelines",),
     "gitserver.observe": (*ROOTS, *TRANSPORTS, *WINGS),
+    # The CLI's REST client runs on any machine: it imports none of the server's modules.
+    "gitserver.client": (*ROOTS, *TRANSPORTS, *WINGS, *CORE, "gitserver.observe"),
     **{core: (*ROOTS, *TRANSPORTS, *WINGS, "gitserver.observe") for core in CORE},
 }
 

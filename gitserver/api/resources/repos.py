@@ -16,7 +16,6 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import shapes
 from gitserver.admin import audit, deploy_keys, grants, groups, repos, rules, users
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
@@ -48,16 +47,13 @@ from gitserver.api.response import (
     enum,
     schemas,
 )
-from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, public_key_outs, quota_field, sized
-from gitserver.config import Config
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, quota_field
 from gitserver.db import models
-from gitserver.git import bundles, head, push_options
-from gitserver.git.store import RepoStore
-from gitserver.net.urls import http_clone_url, ssh_clone_url
+from gitserver.git import push_options
 from gitserver.pipelines import oncreate
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput, PolicyRefused
-from gitserver.shapes import repo_size
+from gitserver.shapes import REPOSITORY, VISIBILITY_DESCRIPTION, public_key_outs, repo_json, repo_size
 
 GRANTS = f"{REPO}/grants"
 USER_GRANT = f"{GRANTS}/users/{{user}}"
@@ -70,40 +66,6 @@ MAX_REF_FILTER = 1024
 
 DELETE_REFUSED = ("repositories cannot be deleted: history is protected in gitserver, "
                   "so nothing that was pushed can be removed (make it private instead)")
-
-
-VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
-                          "public: everyone reads")
-_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
-                   "an empty repository, or the one set here)")
-
-REPOSITORY = Shape("Repository", {
-    "id": Out(INTEGER), "tenant": Out(STRING, value=lambda repo: repo.tenant.name), "name": Out(STRING),
-    "description": Out(STRING), "visibility": Out(enum(models.VISIBILITIES), VISIBILITY_DESCRIPTION),
-    "builds_enabled": Out(BOOLEAN),
-    "default_branch": Out(NULLABLE_STRING, _DEFAULT_BRANCH, given=True),
-    "ssh_url": Out(STRING, "for git clone/push over SSH", given=True),
-    "http_url": Out(STRING, "read-only smart HTTP", given=True),
-    "bundle_url": Out(NULLABLE_STRING, "for git clone --bundle-uri; the same credentials as http_url; "
-                      "null: no bundle yet", given=True),
-    "quota_bytes": QUOTA, "created_at": Out(DATETIME),
-    # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
-    "parent_project": Out(NULLABLE_STRING, "as sent to /internal-scm (recorded only)"),
-    "owner_groups": Out(STRINGS, "as sent to /internal-scm, e.g. ldap/jboss-prod",
-                        value=lambda repo: shapes.json_list(repo.owner_groups)),
-    "size_bytes": SIZE})
-
-
-def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
-    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
-    tenant = repo.tenant.name
-    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
-    return REPOSITORY.render(repo, default_branch=head.default_branch(store.path(tenant, repo.name)),
-                             ssh_url=ssh_clone_url(config.ssh_base_url, tenant, repo.name),
-                             http_url=http_clone_url(config.http_base_url, tenant, repo.name),
-                             bundle_url=bundles.published_url(config.bundles_dir, config.http_base_url,
-                                                              tenant, repo.name),
-                             **sized(size_bytes))
 
 
 GRANT = Shape("Grant", {

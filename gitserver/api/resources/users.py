@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
+from gitserver import shapes
 from gitserver.admin import keys, rules, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
@@ -25,24 +26,14 @@ from gitserver.api.context import ApiContext
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import (
-    BOOLEAN,
-    DATETIME,
-    INTEGER,
-    NULLABLE_DATETIME,
-    NULLABLE_STRING,
-    STRING,
-    Out,
-    Shape,
-    each,
-    schemas,
-)
-from gitserver.api.shapes import NAME_FIELD, USER_SHAPE, public_key_outs
+from gitserver.api.response import BOOLEAN, INTEGER, NULLABLE_STRING, STRING, Out, Shape, each, schemas
+from gitserver.api.shapes import NAME_FIELD
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.identity.keys import MAX_BATCH_KEYS
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput
+from gitserver.shapes import created_token_json, key_json, token_json, user_json
 
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"
@@ -56,38 +47,16 @@ TOKENS = f"{USER}/tokens"
 TOKEN = f"{TOKENS}/{{token_id:{ID_CONVERTER}}}"
 TAG = "users"
 
-KEY_SHAPE = Shape("Key", {"id": Out(INTEGER), **public_key_outs(lambda key: key), "created_at": Out(DATETIME)})
 REFUSED_LINE = Shape("RefusedKeyLine", {
     "line": Out(INTEGER, "1-based index into keys"), "reason": Out(STRING, attr="problem"),
     "fingerprint": Out(NULLABLE_STRING, value=lambda k: k.key.fingerprint if k.key is not None else None)})
 KEY_IMPORT = Shape("KeyImport", {
     "imported": Out(BOOLEAN, "false: a line was refused and nothing was added"), "added": Out(INTEGER),
     "total": Out(INTEGER, "key lines in the batch"), "refused": each(REFUSED_LINE, "refused", inline=True)})
-TOKEN_SHAPE = Shape("Token", {
-    "id": Out(INTEGER), "name": Out(STRING),
-    "scopes": Out({"type": "array", "items": {"type": "string", "enum": list(tokens.TOKEN_SCOPES)}},
-                  value=tokens.token_scopes),
-    "expires_at": Out(NULLABLE_DATETIME), "revoked_at": Out(NULLABLE_DATETIME),
-    "last_used_at": Out(NULLABLE_DATETIME), "created_at": Out(DATETIME)})
-CREATED_TOKEN = TOKEN_SHAPE.extend("CreatedToken", {
-    "token": Out(STRING, "the secret, shown only once", given=True)})
 
 
 def user_path(tenant: str, user: str) -> str:
     return f"/api/v1/tenants/{tenant}/users/{user}"
-
-
-def user_json(user: models.User) -> dict[str, Any]:
-    return USER_SHAPE.render(user)
-
-
-def key_json(key: models.PublicKey) -> dict[str, Any]:
-    return KEY_SHAPE.render(key)
-
-
-def token_json(token: models.ApiToken) -> dict[str, Any]:
-    """A token as listed: everything but the secret, which is never stored."""
-    return TOKEN_SHAPE.render(token)
 
 
 # RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that
@@ -296,7 +265,7 @@ class Tokens:
                 principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
             token, secret = tokens.create_token(
                 session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
-            resp.media = CREATED_TOKEN.render(token, token=secret)
+            resp.media = created_token_json(token, secret)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"
 
@@ -341,23 +310,23 @@ REQUEST_BODIES = {"NewUser": Users.FIELDS, "UserChange": User.PATCH_FIELDS, "New
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    **schemas(KEY_IMPORT, CREATED_TOKEN, listed=(USER_SHAPE, KEY_SHAPE, TOKEN_SHAPE)),
+    **schemas(KEY_IMPORT, shapes.CREATED_TOKEN, listed=(shapes.USER, shapes.KEY, shapes.TOKEN)),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     USERS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
-                      {201: ("Created; Location names it", USER_SHAPE.ref())},
+                      {201: ("Created; Location names it", shapes.USER.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewUser"))),
         "get": oa.op("listUsers", "Users of a tenant", TAG, {200: ("A page of users", oa.ref("UserList"))},
                      errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
     },
     USER: {
         "parameters": [TENANT_PARAM, USER_PARAM],
-        "get": oa.op("getUser", "One user", TAG, {200: ("The user", USER_SHAPE.ref())}, errors=(401, 404)),
+        "get": oa.op("getUser", "One user", TAG, {200: ("The user", shapes.USER.ref())}, errors=(401, 404)),
         "patch": oa.op("updateUser", "Change a user's role or re-enable it", TAG,
-                       {200: ("The changed user", USER_SHAPE.ref())},
+                       {200: ("The changed user", shapes.USER.ref())},
                        body=oa.json_body(oa.ref("UserChange"))),
         "delete": oa.op("disableUser", "Disable a user: its keys and tokens stop working at once", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
@@ -365,7 +334,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     KEYS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
-                      {201: ("Added; Location names it", KEY_SHAPE.ref())},
+                      {201: ("Added; Location names it", shapes.KEY.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewKey"))),
         "get": oa.op("listKeys", "A user's SSH keys", TAG, {200: ("A page of keys", oa.ref("KeyList"))},
                      parameters=OPENAPI_PARAMETERS),
@@ -385,21 +354,21 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     oa.openapi_path(KEY): {
         "parameters": [TENANT_PARAM, USER_PARAM, _KEY_ID],
-        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", KEY_SHAPE.ref())}, errors=(401, 403, 404)),
+        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", shapes.KEY.ref())}, errors=(401, 403, 404)),
         "delete": oa.op("deleteKey", "Remove an SSH key; it stops working at the next connection", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
     },
     TOKENS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("createToken", "Create an API token; the secret is in this response only", TAG,
-                      {201: ("Created; Location names it", CREATED_TOKEN.ref())},
+                      {201: ("Created; Location names it", shapes.CREATED_TOKEN.ref())},
                       body=oa.json_body(oa.ref("NewToken"), required=False)),
         "get": oa.op("listTokens", "A user's API tokens, without secrets", TAG,
                      {200: ("A page of tokens", oa.ref("TokenList"))}, parameters=OPENAPI_PARAMETERS),
     },
     oa.openapi_path(TOKEN): {
         "parameters": [TENANT_PARAM, USER_PARAM, _TOKEN_ID],
-        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", TOKEN_SHAPE.ref())},
+        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", shapes.TOKEN.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("revokeToken", "Revoke an API token, at once", TAG, {204: _NO_CONTENT},
                         errors=(401, 403, 404)),

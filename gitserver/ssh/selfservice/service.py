@@ -195,7 +195,7 @@ def _token_create(call: _Call) -> Result:
     expires_at = expiry(utcnow(), command.expires_days)
     token, secret = admin_tokens.create_token(call.session, user=user, name=command.text or "ssh",
                                        scopes=command.scopes, expires_at=expires_at)
-    return Result({**shapes.token_json(token), "token": secret})
+    return Result(shapes.created_token_json(token, secret))
 
 
 def expiry(now: dt.datetime, days: int | None) -> dt.datetime | None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import falcon
 
+from gitserver.api.errors import ERROR
+
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/api/v1/openapi.json"
 SECURITY_SCHEME = "bearer"
@@ -37,17 +39,7 @@ _ERROR_RESPONSES = {
     503: ("Unavailable", "A dependency is unavailable"),
 }
 
-COMMON_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["title", "description"],
-        "properties": {
-            "title": {"type": "string"},
-            "description": {"type": "string"},
-            "field": {"type": "string", "description": "the request field that was refused"},
-        },
-    },
-}
+COMMON_SCHEMAS: dict[str, Any] = {"Error": ERROR.schema()}
 
 # Operational endpoints that are not part of /api/v1 but are served by the same app. A route
 # module may describe them itself; its description then wins.

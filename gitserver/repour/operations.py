@@ -40,6 +40,7 @@ from gitserver.pipelines.archive import find_archive
 from gitserver.policy import access
 from gitserver.process import sandbox
 from gitserver.process.sandbox import Job
+from gitserver.repour import answers
 from gitserver.repour.adjust import AdjustRequest, Provider, Runner, choose_provider, run_provider
 from gitserver.repour.command import CommandResult, ProcessingError, StopCheck, redact, run_command
 from gitserver.repour.giturl import check_origin, internal_repo_name, is_pull_request
@@ -181,11 +182,8 @@ def do_adjust(op: Operation) -> dict[str, Any]:
                                   ref=ref, pull_request=found.kind == "pull", upstream=found.commit,
                                   adjust_type=outcome.adjust_type)
     # Repour answers with the caller's own internal_url (the URLs PNC stored), not its own.
-    internal_url = spec["internal_url"]
-    return {"tag": tag, "commit": tag_commit,
-            "url": {"readwrite": internal_url["readwrite"], "readonly": internal_url["readonly"]},
-            "upstream_commit": found.commit, "is_ref_revision_internal": internal,
-            "adjustResultData": outcome.result_data}
+    return answers.adjust_result(tag=tag, commit=tag_commit, internal_url=spec["internal_url"],
+                                 upstream_commit=found.commit, internal=internal, result_data=outcome.result_data)
 
 
 def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> tuple[FoundRef, bool]:

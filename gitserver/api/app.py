@@ -14,7 +14,7 @@ from gitserver import shapes
 from gitserver.api import errors as api_errors
 from gitserver.api import openapi
 from gitserver.api.auth import OidcMiddleware
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.identity import oidc
 from gitserver.runtime import Runtime
 
@@ -27,10 +27,7 @@ class Health:
         resp.media = {"status": "ok"}
 
 
-class Ready:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Ready(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
             with self.ctx.runtime.engine.connect() as conn:

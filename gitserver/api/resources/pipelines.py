@@ -18,7 +18,7 @@ from gitserver import shapes
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import API, ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT_PARAM
@@ -108,10 +108,7 @@ def _parse_task_id(value: str) -> str:
     return value
 
 
-class RepoPipelines:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class RepoPipelines(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
@@ -129,10 +126,7 @@ class RepoPipelines:
                               serialize=lambda p: shapes.pipeline_json(p, row, base))
 
 
-class RepoArchives:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class RepoArchives(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
@@ -141,10 +135,7 @@ class RepoArchives:
                               serialize=archive_json)
 
 
-class Pipeline:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Pipeline(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             pipeline, repo = visible_pipeline(session, principal, pipeline_id)
@@ -152,10 +143,7 @@ class Pipeline:
                                               _cancel_requested(session, pipeline.id))
 
 
-class PipelineLog:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class PipelineLog(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         offset = _parse_offset(req.get_param("offset"))
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
@@ -172,10 +160,7 @@ class PipelineLog:
         resp.data = data
 
 
-class PipelineCancel:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class PipelineCancel(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             pipeline, repo = visible_pipeline(session, principal, pipeline_id, need=access.WRITE)

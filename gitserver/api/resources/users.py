@@ -8,9 +8,10 @@ manage. A token never mints a token with more scopes than it has.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import falcon
@@ -22,7 +23,7 @@ from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
@@ -106,11 +107,8 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
     return row
 
 
-class Users:
+class Users(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "role": Field(str, choices=models.ROLES)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -129,11 +127,8 @@ class Users:
             resp.media = page(session, users.users_query(row), models.User.id, req, serialize=user_json)
 
 
-class User:
+class User(Resource):
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -156,14 +151,11 @@ class User:
         resp.status = falcon.HTTP_204
 
 
-class Keys:
+class Keys(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "key": Field(str, required=True, max_length=16 * 1024,
                      description="one OpenSSH public key line (ed25519, ECDSA or RSA ≥ 2048 bits)"),
         "title": Field(str, max_length=200)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -186,7 +178,7 @@ def key_import_json(report: keys.KeyImport) -> dict[str, Any]:
     return KEY_IMPORT.render(report)
 
 
-class KeysBatch:
+class KeysBatch(Resource):
     """POST an ``authorized_keys`` file's lines: every key added in one transaction, or, when
     a line is refused, none (unless ``skip_refused``), with a report naming each refused line."""
 
@@ -197,9 +189,6 @@ class KeysBatch:
                                   "that is no acceptable key is refused in the report, not the body"),
         "skip_refused": Field(bool, description="add the acceptable keys even when some lines are refused",
                               doc={"default": False})}
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -219,25 +208,40 @@ class KeysBatch:
         resp.media = body
 
 
-class Key:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
+@dataclasses.dataclass(frozen=True)
+class _ItemKind:
+    """How to find, show and remove one kind of a user's items."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-               key_id: int) -> None:
+    find: Callable[[Session, models.User, int], Any]
+    show: Callable[[Any], dict[str, Any]]
+    remove: Callable[[Session, Any], None]
+
+
+class _UserItem(Resource):
+    """One of a user's keys or tokens, by the id falcon passes (``key_id``, ``token_id``): the
+    user and its admins read it; the user and its admins remove it (self-service)."""
+
+    KIND: ClassVar[_ItemKind]
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, **named: int) -> None:
+        (item_id,) = named.values()
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = key_json(keys.get_user_key(session, row, key_id))
+            resp.media = self.KIND.show(self.KIND.find(session, row, item_id))
 
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-                  key_id: int) -> None:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, **named: int) -> None:
+        (item_id,) = named.values()
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
-            keys.remove_user_key(session, keys.get_user_key(session, row, key_id))
+            self.KIND.remove(session, self.KIND.find(session, row, item_id))
         resp.status = falcon.HTTP_204
 
 
-class Tokens:
+class Key(_UserItem):
+    KIND = _ItemKind(find=keys.get_user_key, show=key_json, remove=keys.remove_user_key)
+
+
+class Tokens(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "name": Field(str, max_length=200),
         # Refused empty by the handler ("scopes must not be empty").
@@ -245,9 +249,6 @@ class Tokens:
                         description="default: the scopes of the token used to create it"),
         "expires_at": Field(str, nullable=True, max_length=64, doc={"format": "date-time"},
                             description="in the future; none means no expiry")}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -276,23 +277,9 @@ class Tokens:
                               serialize=token_json)
 
 
-class Token:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-               token_id: int) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = token_json(tokens.get_token(session, row, token_id))
-
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-                  token_id: int) -> None:
-        """Revoke; the token answers 401 from the next request on."""
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _managed_user(session, principal, tenant, user, self_service=True)
-            tokens.revoke_token(session, tokens.get_token(session, row, token_id))
-        resp.status = falcon.HTTP_204
+class Token(_UserItem):
+    # Removing a token revokes it: it answers 401 from the next request on.
+    KIND = _ItemKind(find=tokens.get_token, show=token_json, remove=tokens.revoke_token)
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT, TENANT_PARAM, repo_path, tenant_path
@@ -189,12 +189,9 @@ def _delivery(session: Session, hook: models.Webhook, delivery_id: int) -> model
     return delivery
 
 
-class _Resource:
+class _Resource(Resource):
     """Falcon passes ``tenant`` (and ``repo`` on repository routes): the owner is the
     repository when there is one, else the tenant."""
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def _owner(self, session: Session, principal: access.Principal, tenant: str, repo: str | None) -> Owner:
         if repo is None:

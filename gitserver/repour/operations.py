@@ -35,11 +35,12 @@ from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.git.store import repo_path
 from gitserver.observe import metrics
-from gitserver.pipelines import jobs, logstore
+from gitserver.pipelines import jobs
 from gitserver.pipelines.archive import find_archive
 from gitserver.policy import access
 from gitserver.process import sandbox
 from gitserver.process.sandbox import Job
+from gitserver.push import launcher
 from gitserver.repour import answers
 from gitserver.repour.adjust import AdjustRequest, Provider, Runner, choose_provider, run_provider
 from gitserver.repour.command import CommandResult, ProcessingError, StopCheck, redact, run_command
@@ -91,8 +92,7 @@ class Operation:
                 raise ProcessingError(f"repository {tenant}/{name} not found", error_type="RepoNotFound")
             return Target(repo_id=row.id, tenant=tenant, name=name,
                           path=repo_path(self.config.repos_dir, tenant, name),
-                          repo_quota_bytes=row.quota_bytes, tenant_quota_bytes=row.tenant.quota_bytes,
-                          held_bytes=logstore.held_bytes(session, row))
+                          quotas=launcher.Quotas.of(session, row))
 
 
 def do_clone(op: Operation) -> dict[str, Any]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        resp.media = openapi.HEALTH.render(status="ok")
 
 
 class Ready(Resource):
@@ -35,9 +35,9 @@ class Ready(Resource):
         except Exception:  # readiness reports, it does not raise
             log.warning("readiness check: database unreachable", exc_info=True)
             resp.status = falcon.HTTP_503
-            resp.media = {"status": "database unreachable"}
+            resp.media = openapi.HEALTH.render(status="database unreachable")
             return
-        resp.media = {"status": "ready"}
+        resp.media = openapi.HEALTH.render(status="ready")
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:

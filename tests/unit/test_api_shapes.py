@@ -23,7 +23,9 @@ from gitserver.api.openapi import ref as oa_ref
 from gitserver.cmd.wiring import api_app, route_modules
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.jsonshape import INTEGER, STRING, Out, Shape
+from gitserver.jsonshape import INTEGER, STRING, Out, Shape, nested
+from gitserver.pipelines import deliverylog
+from gitserver.repour import answers
 from tests.unit.conftest import make_runtime
 
 REST = re.compile(r"^/api/v1/")
@@ -40,11 +42,16 @@ def shapes_of(module: ModuleType) -> list[Shape]:
     return [value for value in vars(module).values() if isinstance(value, Shape)]
 
 
+def declaring_modules() -> tuple[ModuleType, ...]:
+    """The route modules and the modules below them that declare the shapes they answer with."""
+    return (*route_modules(), shapes, deliverylog, answers, errors, openapi)
+
+
 # --- the declaration ------------------------------------------------------------------------------
 
 def test_every_shape_of_a_route_module_is_its_schema_in_the_document(document: dict[str, Any]) -> None:
-    found = [shape for module in route_modules() for shape in shapes_of(module)]
-    assert len(found) >= 15
+    found = [shape for module in declaring_modules() for shape in shapes_of(module)]
+    assert len(found) >= 25
     schemas = document["components"]["schemas"]
     for shape in found:
         referenced = shape.ref()["$ref"] in str(document)
@@ -69,6 +76,17 @@ def test_a_shape_renders_exactly_its_fields() -> None:
     assert shape.schema() == {"type": "object", "required": ["id", "label", "upper", "url"],
                               "properties": {"id": INTEGER, "label": STRING, "upper": STRING, "url": STRING,
                                              "size": INTEGER}}
+
+
+def test_a_nested_shape_renders_from_the_row_or_as_given() -> None:
+    inner = Shape("Inner", {"method": Out(STRING, attr="request_method")})
+    outer = Shape("Outer", {"request": nested(inner, "what was sent"), "later": nested(inner, given=True)})
+
+    class Row:
+        request_method = "POST"
+
+    assert outer.render(Row(), later={"method": "GET"}) == {"request": {"method": "POST"}, "later": {"method": "GET"}}
+    assert outer.schema()["properties"]["request"] == {**inner.schema(), "description": "what was sent"}
 
 
 def test_of_refuses_values_built_elsewhere_with_another_key() -> None:
@@ -241,7 +259,7 @@ def test_an_undeclared_or_missing_field_fails_the_check(document: dict[str, Any]
 def test_every_field_of_a_documented_object_is_required_unless_declared_optional(document: dict[str, Any]) -> None:
     # Only a Shape's Out(required=False) fields (size_bytes, measured only for one object) may
     # be absent: a client reading the document can count on every other field.
-    optional = {(shape.name, name) for module in (*route_modules(), errors) for shape in shapes_of(module)
+    optional = {(shape.name, name) for module in declaring_modules() for shape in shapes_of(module)
                 for name, out in shape.fields.items() if not out.required}
     for name, schema in document["components"]["schemas"].items():
         if schema.get("type") != "object" or "properties" not in schema or schema.get("additionalProperties") is False:

@@ -145,16 +145,28 @@ REPOSITORY = Shape("Repository", {
     "size_bytes": SIZE})
 
 
-def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
-    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
+def _repo_given(repo: models.Repository, config: Config) -> dict[str, Any]:
+    """What a repository's JSON takes from elsewhere than its row: HEAD on disk and its URLs."""
     tenant = repo.tenant.name
     store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
-    return REPOSITORY.render(repo, default_branch=head.default_branch(store.path(tenant, repo.name)),
-                             ssh_url=ssh_clone_url(config.ssh_base_url, tenant, repo.name),
-                             http_url=http_clone_url(config.http_base_url, tenant, repo.name),
-                             bundle_url=bundles.published_url(config.bundles_dir, config.http_base_url,
-                                                              tenant, repo.name),
-                             **sized(size_bytes))
+    return {"default_branch": head.default_branch(store.path(tenant, repo.name)),
+            "ssh_url": ssh_clone_url(config.ssh_base_url, tenant, repo.name),
+            "http_url": http_clone_url(config.http_base_url, tenant, repo.name),
+            "bundle_url": bundles.published_url(config.bundles_dir, config.http_base_url, tenant, repo.name)}
+
+
+def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
+    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
+    return REPOSITORY.render(repo, **_repo_given(repo, config), **sized(size_bytes))
+
+
+# A repository as ``ssh git@host info`` lists it: with the caller's permission on it.
+REACHABLE_REPOSITORY = REPOSITORY.extend("ReachableRepository", {
+    "permission": Out({"type": ["string", "null"], "enum": [*models.PERMISSIONS, None]}, given=True)})
+
+
+def reachable_repo_json(repo: models.Repository, config: Config, permission: str | None) -> dict[str, Any]:
+    return REACHABLE_REPOSITORY.render(repo, **_repo_given(repo, config), permission=permission)
 
 
 def repo_size(store: RepoStore, repo: models.Repository) -> int:

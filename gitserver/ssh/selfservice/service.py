@@ -111,8 +111,8 @@ def _info(call: _Call) -> Result:
     query = select(models.Repository) if principal.is_site_admin else \
         access.readable_repos(principal, principal.tenant_id or 0)
     rows = call.session.scalars(query.order_by(models.Repository.id)).all()
-    items = [{**shapes.repo_json(r, call.runtime.config),
-              "permission": access.permission_on(call.session, principal, r)} for r in rows]
+    items = [shapes.reachable_repo_json(r, call.runtime.config, access.permission_on(call.session, principal, r))
+             for r in rows]
     return Result({"user": shapes.user_json(user) if user else None, "items": items})
 
 

@@ -15,7 +15,7 @@ from gitserver import shapes
 from gitserver.api import errors as api_errors
 from gitserver.api import openapi
 from gitserver.api.auth import OidcMiddleware, OperatorMiddleware
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.identity import oidc
 from gitserver.policy.access import Principal
 from gitserver.runtime import Runtime
@@ -26,13 +26,10 @@ log = logging.getLogger(__name__)
 
 class Health:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.media = {"status": "ok"}
+        resp.media = openapi.HEALTH.render(status="ok")
 
 
-class Ready:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Ready(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
             with self.ctx.runtime.engine.connect() as conn:
@@ -40,9 +37,9 @@ class Ready:
         except Exception:  # readiness reports, it does not raise
             log.warning("readiness check: database unreachable", exc_info=True)
             resp.status = falcon.HTTP_503
-            resp.media = {"status": "database unreachable"}
+            resp.media = openapi.HEALTH.render(status="database unreachable")
             return
-        resp.media = {"status": "ready"}
+        resp.media = openapi.HEALTH.render(status="ready")
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import falcon
 
 from gitserver.api import openapi
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.smart_http import TEXT_PLAIN, authorise_read, plain_errors
 from gitserver.git import bundles
 from gitserver.git import http as githttp
@@ -38,10 +38,7 @@ PRIVATE_CACHE = "private, no-cache"
 NO_BUNDLE = "repository '{name}' has no bundle yet (maintenance or its first push writes one)"
 
 
-class Bundle:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Bundle(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with plain_errors(resp):
             self._answer(req, resp, tenant, repo, body=True)

@@ -17,3 +17,10 @@ class ApiContext:
     @property
     def config(self) -> Config:
         return self.runtime.config
+
+
+class Resource:
+    """A falcon resource of the API: made with the context (:func:`gitserver.api.paths.mount`)."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx

@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 
+from gitserver.jsonshape import STRING, Out, Shape
 from gitserver.policy.errors import (
     DISK_FULL_MESSAGE,
     GitserverError,
@@ -33,11 +34,14 @@ DISK_FULL_RETRY_AFTER = 60  # seconds
 _STATUS_PREFIX = re.compile(r"^\d{3}\s+")
 
 
+# Every error answer of the REST API (the document's ``Error`` schema).
+ERROR = Shape("Error", {
+    "title": Out(STRING, given=True), "description": Out(STRING, given=True),
+    "field": Out(STRING, "the request field that was refused", given=True, required=False)})
+
+
 def error_body(title: str, description: str, field: str | None = None) -> dict[str, str]:
-    body = {"title": title, "description": description}
-    if field:
-        body["field"] = field
-    return body
+    return ERROR.render(title=title, description=description, **({"field": field} if field else {}))
 
 
 def handle_gitserver_error(req: falcon.Request, resp: falcon.Response, ex: GitserverError,

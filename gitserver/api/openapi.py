@@ -20,6 +20,9 @@ from typing import Any
 
 import falcon
 
+from gitserver.api.errors import ERROR
+from gitserver.jsonshape import STRING, Out, Shape
+
 OPENAPI_VERSION = "3.1.0"
 DOCUMENT_PATH = "/api/v1/openapi.json"
 SECURITY_SCHEME = "bearer"
@@ -37,17 +40,10 @@ _ERROR_RESPONSES = {
     503: ("Unavailable", "A dependency is unavailable"),
 }
 
-COMMON_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["title", "description"],
-        "properties": {
-            "title": {"type": "string"},
-            "description": {"type": "string"},
-            "field": {"type": "string", "description": "the request field that was refused"},
-        },
-    },
-}
+COMMON_SCHEMAS: dict[str, Any] = {"Error": ERROR.schema()}
+
+# What /healthz and /readyz answer (gitserver.api.app).
+HEALTH = Shape("Health", {"status": Out(STRING, given=True)})
 
 # Operational endpoints that are not part of /api/v1 but are served by the same app. A route
 # module may describe them itself; its description then wins.
@@ -61,17 +57,15 @@ BASE_PATHS: dict[str, Any] = {
     "/healthz": {"get": {
         "operationId": "getHealth", "summary": "Liveness: the process answers", "tags": ["meta"],
         "security": [],
-        "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": {
-            "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}}}}},
+        "responses": {"200": {"description": "Alive", "content": {"application/json": {"schema": HEALTH.schema()}}}},
     }},
     "/readyz": {"get": {
         "operationId": "getReady", "summary": "Readiness: the database answers", "tags": ["meta"],
         "security": [],
         "responses": {
-            "200": {"description": "Ready", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}}}},
-            "503": {"description": "Database unreachable", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}}}},
+            "200": {"description": "Ready", "content": {"application/json": {"schema": HEALTH.schema()}}},
+            "503": {"description": "Database unreachable",
+                    "content": {"application/json": {"schema": HEALTH.schema()}}},
         },
     }},
     "/metrics": {"get": {

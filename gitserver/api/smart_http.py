@@ -28,7 +28,7 @@ from typing import Any
 import falcon
 
 from gitserver.api import auth, openapi
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.git import http as githttp
 from gitserver.git import packcache
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_PACK
@@ -128,10 +128,7 @@ def authorise_read(ctx: ApiContext, req: falcon.Request, tenant: str, repo: str)
     return ReadTarget(full_name=full_name, path=store.path(tenant, row.name), public=public)
 
 
-class _GitResource:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class _GitResource(Resource):
     def push_refused(self, tenant: str, repo: str) -> Forbidden:
         url = ssh_clone_url(self.ctx.config.ssh_base_url, tenant, repo)
         return Forbidden(f"gitserver accepts pushes over SSH only: {url}")

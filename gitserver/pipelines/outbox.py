@@ -1,5 +1,5 @@
 """The outbox of webhooks and callbacks: queueing them in the caller's transaction, and
-reading the delivery log back.
+reading their attempts back (:mod:`gitserver.pipelines.deliverylog` shows them).
 
 Producers call :func:`enqueue_event` (webhook events ``push`` and ``pipeline``, and
 ``repository`` for tenant webhooks, see :func:`notify_repository`) or
@@ -297,7 +297,7 @@ def redeliver(session: Session, delivery: models.Delivery) -> models.Delivery:
                          pipeline_id=delivery.pipeline_id, kind=jobs.JobKind.WEBHOOK)
 
 
-# --- reading deliveries back (the API's delivery log) ------------------------------------------
+# --- reading deliveries back (gitserver.pipelines.deliverylog shows them) ------------------------
 
 def delivery_attempts(session: Session, delivery_id: int) -> list[models.DeliveryAttempt]:
     """The attempt rows of a delivery, oldest first (by number; by id between two workers'
@@ -305,59 +305,6 @@ def delivery_attempts(session: Session, delivery_id: int) -> list[models.Deliver
     return list(session.scalars(
         select(models.DeliveryAttempt).where(models.DeliveryAttempt.delivery_id == delivery_id)
         .order_by(models.DeliveryAttempt.number, models.DeliveryAttempt.id)))
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def attempt_json(row: models.DeliveryAttempt) -> dict[str, Any]:
-    """One attempt as the API shows it, from its stored row (nothing is recomputed)."""
-    return {
-        "number": row.number, "started_at": row.started_at, "duration_ms": row.duration_ms,
-        "outcome": row.outcome,
-        "request": {"method": row.request_method, "url": row.request_url,
-                    "headers": _json_object(row.request_headers), "body_sha256": row.request_body_sha256},
-        "response": {"status": row.response_status, "headers": _json_object(row.response_headers),
-                     "excerpt": row.response_excerpt},
-        "error": row.error,
-    }
-
-
-def delivery_log(session: Session, delivery: models.Delivery) -> dict[str, Any]:
-    """A delivery as the API shows it: the body, the last response, every attempt as stored.
-
-    ``request.headers`` are those of the latest attempt as sent (empty before the first one):
-    they are read back, never rebuilt, because a rebuilt signature would use the webhook's
-    current secret rather than the one the receiver saw."""
-    try:
-        body: Any = json.loads(delivery.payload)
-    except ValueError:
-        body = delivery.payload
-    lines = [entry for entry in delivery.error.splitlines() if entry]
-    attempts = [attempt_json(row) for row in delivery_attempts(session, delivery.id)]
-    return {
-        **delivery_summary(delivery),
-        "request": {"method": delivery.method, "url": delivery.url,
-                    "headers": attempts[-1]["request"]["headers"] if attempts else {}, "body": body},
-        "response": {"status": delivery.response_status, "excerpt": delivery.response_excerpt},
-        "log": lines,
-        "attempt_log": attempts,
-    }
-
-
-def delivery_summary(delivery: models.Delivery) -> dict[str, Any]:
-    lines = [entry for entry in delivery.error.splitlines() if entry]
-    last_error = lines[-1] if lines and delivery.status in (RETRYING, FAILED) else ""
-    return {"id": delivery.id, "guid": delivery.guid, "event": delivery.event,
-            "status": delivery.status, "attempts": delivery.attempts,
-            "response_status": delivery.response_status, "error": last_error,
-            "pipeline_id": delivery.pipeline_id, "created_at": delivery.created_at,
-            "delivered_at": delivery.delivered_at}
 
 
 def delete_webhook(session: Session, hook: models.Webhook) -> None:

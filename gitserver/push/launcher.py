@@ -27,8 +27,10 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from gitserver.config import Config
+from gitserver.db import models
 from gitserver.git.store import RECEIVE_PACK, git_argv
 from gitserver.observe import metrics
+from gitserver.pipelines import logstore
 from gitserver.policy import access
 from gitserver.push import ledger, limits
 from gitserver.push.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
@@ -47,6 +49,26 @@ def push_limits(config: Config, repo_quota_bytes: int | None, tenant_quota_bytes
     directories (pipeline logs, gitserver.pipelines.logstore.held_bytes), counted in the quotas."""
     return limits.PushLimits(config.max_blob_bytes, config.max_push_bytes, repo_quota_bytes, tenant_quota_bytes,
                              repo_log_bytes=held[0], tenant_log_bytes=held[1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Quotas:
+    """The disk quotas a push into one repository is held to (None: none set), and the
+    repository's and its tenant's pipeline log bytes, which count in them."""
+
+    repo_bytes: int | None = None
+    tenant_bytes: int | None = None
+    held_bytes: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def of(cls, session: Session, repo: models.Repository) -> Quotas:
+        return cls(repo.quota_bytes, repo.tenant.quota_bytes, logstore.held_bytes(session, repo))
+
+    def push_limits(self, config: Config) -> limits.PushLimits:
+        return push_limits(config, self.repo_bytes, self.tenant_bytes, self.held_bytes)
+
+
+NO_QUOTAS = Quotas()
 
 
 def hook_env(config: Config, ctx: PushContext, repo: str, permission: str, *, user: str = "",

@@ -65,11 +65,7 @@ class Target:
     tenant: str
     name: str
     path: Path
-    # Disk quotas a push is held to (gitserver.push.limits); None = none set.
-    repo_quota_bytes: int | None = None
-    tenant_quota_bytes: int | None = None
-    # The repository's and tenant's pipeline log bytes, counted in those quotas.
-    held_bytes: tuple[int, int] = (0, 0)
+    quotas: launcher.Quotas = launcher.NO_QUOTAS  # what its pushes are held to
 
     @property
     def full_name(self) -> str:
@@ -275,8 +271,7 @@ class GitWork:
             self.config, PushContext(repo_id=target.repo_id, user_id=actor.user_id, protocol=PUSH_PROTOCOL,
                                      client_address=actor.client_address),
             target.path, target.full_name, PUSH_PERMISSION, user=actor.user_name,
-            limits=launcher.push_limits(self.config, target.repo_quota_bytes, target.tenant_quota_bytes,
-                                        target.held_bytes))
+            limits=target.quotas.push_limits(self.config))
         receive_pack = push.argv()[:-1]  # git push names the repository itself
         env = self.env(push.hook_env().to_env())
         with contextlib.ExitStack() as stack:

@@ -18,6 +18,7 @@ from gitserver.pipelines import oncreate
 from gitserver.policy import access
 from gitserver.policy.errors import Conflict, GitserverError, NotFound
 from gitserver.policy.names import GIT_SUFFIX, name_problem, validate_name
+from gitserver.repour.answers import INTERNAL_SCM_RESULT, SUCCESS_ALREADY_EXISTS, SUCCESS_CREATED
 from gitserver.repour.giturl import repo_urls
 from gitserver.repour.schema import Reply, error
 from gitserver.runtime import Runtime
@@ -96,9 +97,11 @@ def create_internal_repo(session: Session, runtime: Runtime, tenant: models.Tena
     the parent project as sent. An existing repository is left exactly as it is:
     SUCCESS_ALREADY_EXISTS, no grant changes."""
     urls = repo_urls(runtime.config, tenant.name, name)
-    answer = {"readonly_url": urls.readonly, "readwrite_url": urls.readwrite}
+    def answer(status: str) -> dict[str, Any]:
+        return INTERNAL_SCM_RESULT.render(status=status, readonly_url=urls.readonly, readwrite_url=urls.readwrite)
+
     if access.find_repo(session, tenant.name, name) is not None:
-        return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
+        return answer(SUCCESS_ALREADY_EXISTS)
     try:
         with session.begin_nested():
             repo = oncreate.create_repository(session, runtime.store, tenant, name, description=description[:2000],
@@ -109,8 +112,8 @@ def create_internal_repo(session: Session, runtime: Runtime, tenant: models.Tena
                 grants.set_grant(session, repo, "admin", group=group)
     except Conflict:
         # Created by a concurrent request a moment ago.
-        return {"status": "SUCCESS_ALREADY_EXISTS", **answer}
-    return {"status": "SUCCESS_CREATED", **answer}
+        return answer(SUCCESS_ALREADY_EXISTS)
+    return answer(SUCCESS_CREATED)
 
 
 def owner_group_rows(session: Session, tenant: models.Tenant, owners: list[OwnerGroup],

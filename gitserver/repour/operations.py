@@ -35,11 +35,13 @@ from gitserver.db.session import transaction
 from gitserver.git import refs
 from gitserver.git.store import repo_path
 from gitserver.observe import metrics
-from gitserver.pipelines import jobs, logstore
+from gitserver.pipelines import jobs
 from gitserver.pipelines.archive import find_archive
 from gitserver.policy import access
 from gitserver.process import sandbox
 from gitserver.process.sandbox import Job
+from gitserver.push import launcher
+from gitserver.repour import answers
 from gitserver.repour.adjust import AdjustRequest, Provider, Runner, choose_provider, run_provider
 from gitserver.repour.command import CommandResult, ProcessingError, StopCheck, redact, run_command
 from gitserver.repour.giturl import check_origin, internal_repo_name, is_pull_request
@@ -90,8 +92,7 @@ class Operation:
                 raise ProcessingError(f"repository {tenant}/{name} not found", error_type="RepoNotFound")
             return Target(repo_id=row.id, tenant=tenant, name=name,
                           path=repo_path(self.config.repos_dir, tenant, name),
-                          repo_quota_bytes=row.quota_bytes, tenant_quota_bytes=row.tenant.quota_bytes,
-                          held_bytes=logstore.held_bytes(session, row))
+                          quotas=launcher.Quotas.of(session, row))
 
 
 def do_clone(op: Operation) -> dict[str, Any]:
@@ -181,11 +182,8 @@ def do_adjust(op: Operation) -> dict[str, Any]:
                                   ref=ref, pull_request=found.kind == "pull", upstream=found.commit,
                                   adjust_type=outcome.adjust_type)
     # Repour answers with the caller's own internal_url (the URLs PNC stored), not its own.
-    internal_url = spec["internal_url"]
-    return {"tag": tag, "commit": tag_commit,
-            "url": {"readwrite": internal_url["readwrite"], "readonly": internal_url["readonly"]},
-            "upstream_commit": found.commit, "is_ref_revision_internal": internal,
-            "adjustResultData": outcome.result_data}
+    return answers.adjust_result(tag=tag, commit=tag_commit, internal_url=spec["internal_url"],
+                                 upstream_commit=found.commit, internal=internal, result_data=outcome.result_data)
 
 
 def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> tuple[FoundRef, bool]:

@@ -46,13 +46,14 @@ from sqlalchemy.orm import Session
 from gitserver.api import auth, lookup
 from gitserver.api.body import json_schema
 from gitserver.api.context import ApiContext
+from gitserver.api.response import schemas
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.observe import metrics
 from gitserver.observe import version as installed
 from gitserver.policy import access
 from gitserver.policy.errors import GitserverError, TooManyRequests, database_unavailable, is_database_unreachable
-from gitserver.repour import callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
+from gitserver.repour import answers, callbacks, giturl, gitwork, inline, internal_scm, job, records, reqour, results
 from gitserver.repour.command import USER_ERROR_EXIT_CODE, ProcessingError
 from gitserver.repour.records import RepourOp
 from gitserver.repour.schema import (
@@ -203,7 +204,7 @@ class ExternalToInternal:
                 raise Reply(400, [error(str(exc), ["external_url"])]) from exc
             if face == reqour.FACE:
                 return 200, {"externalUrl": spec["external_url"], "internalUrl": internal}
-            return 200, {"external_url": spec["external_url"], "internal_url": internal}
+            return 200, answers.EXTERNAL_TO_INTERNAL.render(external_url=spec["external_url"], internal_url=internal)
 
         respond(req, resp, work)
 
@@ -260,7 +261,7 @@ class Operation(PostResource):
                     face=face)
             log.info("repour %s queued as pipeline %s (callback %s) %s", self.op_name, pipeline.id, callback_id,
                      callbacks.context_text(context))
-            return 202, {"callback": {"id": callback_id}}
+            return 202, answers.callback_accepted(callback_id)
         with self.slots.hold():
             with transaction(runtime.sessions) as session:
                 repo = target_repo(session, principal, self.target_url(spec))
@@ -304,7 +305,7 @@ class InternalScm(PostResource):
                 callbacks.enqueue_callback(session, runtime.config, spec, status, body, callback_id, None,
                                         context=callbacks.request_context(req.headers), face=face,
                                         op_name=RepourOp.INTERNAL_SCM)
-                return 202, {"callback": {"id": callback_id}}
+                return 202, answers.callback_accepted(callback_id)
         return status, body
 
 
@@ -353,8 +354,8 @@ class ReqourCancel(PostResource):
 
 def version_info() -> dict[str, Any]:
     """Name, version and the commit the package was built from (``Unknown`` when not recorded)."""
-    return {"name": PRODUCT_NAME, "version": installed.version(), "commit": installed.commit() or "Unknown",
-            "builtOn": None, "components": []}
+    return answers.VERSION.render(name=PRODUCT_NAME, version=installed.version(),
+                                  commit=installed.commit() or "Unknown", builtOn=None, components=[])
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
@@ -450,8 +451,6 @@ OPENAPI_PATHS: dict[str, Any] = {
     }},
 }
 
-_URLS = {"type": "object", "required": ["readwrite", "readonly"],
-         "properties": {"readwrite": {"type": "string"}, "readonly": {"type": "string"}}}
 _REQOUR_TOO = ("Reqour's spelling of the same request (pnc-api reqour.dto) is accepted too and "
                "translated into this one before it is checked (docs/pnc.md)")
 # The request bodies, documented from the Fields the handlers validate with (repour/schema.py).
@@ -467,21 +466,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                                    "object {desc, cmd, exit_code, stderr, error_type} (processing)",
                     "type": ["array", "object"]},
     "RepourMessages": {"type": "array", "items": {"type": "object"}},
-    "RepourCallbackAccepted": {"type": "object", "required": ["callback"], "properties": {
-        "callback": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}}},
-    "RepourVersion": {"type": "object", "required": ["name", "version", "commit"], "properties": {
-        "name": {"type": "string"}, "version": {"type": "string"}, "commit": {"type": "string"},
-        "builtOn": {"type": ["string", "null"]}, "components": {"type": "array"}}},
-    "RepourExternalToInternal": {"type": "object", "required": ["external_url", "internal_url"], "properties": {
-        "external_url": {"type": "string"}, "internal_url": {"type": "string"}}},
-    "RepourAdjustResult": {"type": "object", "required": ["tag", "commit", "url", "upstream_commit",
-                                                          "is_ref_revision_internal", "adjustResultData"],
-                           "properties": {"tag": {"type": "string"}, "commit": {"type": "string"},
-                                          "url": _URLS, "upstream_commit": {"type": "string"},
-                                          "is_ref_revision_internal": {"type": "boolean"},
-                                          "adjustResultData": {"type": "object"}}},
-    "RepourInternalScmResult": {"type": "object", "required": ["status", "readonly_url", "readwrite_url"],
-                                "properties": {"status": {"enum": ["SUCCESS_CREATED", "SUCCESS_ALREADY_EXISTS"]},
-                                               "readonly_url": {"type": "string"},
-                                               "readwrite_url": {"type": "string"}}},
+    **schemas(answers.CALLBACK_ACCEPTED, answers.VERSION, answers.EXTERNAL_TO_INTERNAL, answers.ADJUST_RESULT,
+              answers.INTERNAL_SCM_RESULT),
 }

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.git.store import RECEIVE_PACK
-from gitserver.pipelines import logstore
 from gitserver.policy import access
 from gitserver.policy.errors import Forbidden, NotFound
+from gitserver.push import launcher
 from gitserver.ssh.commands import GitCommand
 
 
@@ -34,11 +34,8 @@ class Authorised:
     tenant: str
     repo: str
     permission: str
-    # Disk quotas a push is held to (gitserver.push.limits); None = none set.
-    repo_quota_bytes: int | None = None
-    tenant_quota_bytes: int | None = None
-    # The repository's and tenant's pipeline log bytes, counted in those quotas.
-    held_bytes: tuple[int, int] = (0, 0)
+    # What a push is held to (none for a fetch: its log bytes are not summed).
+    quotas: launcher.Quotas = launcher.NO_QUOTAS
 
 
 def identity_for_fingerprint(session: Session, fingerprint: str) -> Identity | None:
@@ -89,9 +86,8 @@ def authorise(session: Session, principal: access.Principal, command: GitCommand
         raise Forbidden(f"you have {exc.permission} access to '{command.full_name}' and cannot push") from None
     repo = granted.repo
     return Authorised(repo_id=repo.id, tenant=command.tenant, repo=command.repo,
-                      permission=granted.permission, repo_quota_bytes=repo.quota_bytes,
-                      tenant_quota_bytes=repo.tenant.quota_bytes,
-                      held_bytes=logstore.held_bytes(session, repo) if need == access.WRITE else (0, 0))
+                      permission=granted.permission,
+                      quotas=launcher.Quotas.of(session, repo) if need == access.WRITE else launcher.NO_QUOTAS)
 
 
 def touch_key(session: Session, key_id: int) -> None:

@@ -162,8 +162,7 @@ class GitChild:
         return launcher.ReceivePack(
             self.runtime.config, push_context(self.principal, target, self.client_address), repo_path,
             f"{target.tenant}/{target.repo}", target.permission, user=self.principal.user_name,
-            limits=launcher.push_limits(self.runtime.config, target.repo_quota_bytes, target.tenant_quota_bytes,
-                                        target.held_bytes))
+            limits=target.quotas.push_limits(self.runtime.config))
 
     async def _pump(self, process: Any) -> int:
         proc = self.proc

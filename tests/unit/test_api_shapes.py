@@ -1,4 +1,4 @@
-"""Response bodies have one source (gitserver.api.response): the document's response schemas
+"""Response bodies have one source (gitserver.jsonshape's Shapes): the document's response schemas
 are the Shapes the handlers render with, a Shape renders exactly its declared fields, and the
 JSON every REST operation answers for real rows validates against the schema its document
 promises."""
@@ -16,12 +16,16 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
+from gitserver import shapes
 from gitserver.admin import tokens
-from gitserver.api import openapi
-from gitserver.api.response import INTEGER, STRING, Out, Shape
+from gitserver.api import errors, openapi
+from gitserver.api.openapi import ref as oa_ref
 from gitserver.cmd.wiring import api_app, route_modules
 from gitserver.db import models
 from gitserver.db.session import transaction
+from gitserver.jsonshape import INTEGER, STRING, Out, Shape, nested
+from gitserver.pipelines import deliverylog
+from gitserver.repour import answers
 from tests.unit.conftest import make_runtime
 
 REST = re.compile(r"^/api/v1/")
@@ -38,11 +42,16 @@ def shapes_of(module: ModuleType) -> list[Shape]:
     return [value for value in vars(module).values() if isinstance(value, Shape)]
 
 
+def declaring_modules() -> tuple[ModuleType, ...]:
+    """The route modules and the modules below them that declare the shapes they answer with."""
+    return (*route_modules(), shapes, deliverylog, answers, errors, openapi)
+
+
 # --- the declaration ------------------------------------------------------------------------------
 
 def test_every_shape_of_a_route_module_is_its_schema_in_the_document(document: dict[str, Any]) -> None:
-    found = [shape for module in route_modules() for shape in shapes_of(module)]
-    assert len(found) >= 15
+    found = [shape for module in declaring_modules() for shape in shapes_of(module)]
+    assert len(found) >= 25
     schemas = document["components"]["schemas"]
     for shape in found:
         referenced = shape.ref()["$ref"] in str(document)
@@ -67,6 +76,17 @@ def test_a_shape_renders_exactly_its_fields() -> None:
     assert shape.schema() == {"type": "object", "required": ["id", "label", "upper", "url"],
                               "properties": {"id": INTEGER, "label": STRING, "upper": STRING, "url": STRING,
                                              "size": INTEGER}}
+
+
+def test_a_nested_shape_renders_from_the_row_or_as_given() -> None:
+    inner = Shape("Inner", {"method": Out(STRING, attr="request_method")})
+    outer = Shape("Outer", {"request": nested(inner, "what was sent"), "later": nested(inner, given=True)})
+
+    class Row:
+        request_method = "POST"
+
+    assert outer.render(Row(), later={"method": "GET"}) == {"request": {"method": "POST"}, "later": {"method": "GET"}}
+    assert outer.schema()["properties"]["request"] == {**inner.schema(), "description": "what was sent"}
 
 
 def test_of_refuses_values_built_elsewhere_with_another_key() -> None:
@@ -166,8 +186,22 @@ def response_schema(document: dict[str, Any], operation: dict[str, Any], status:
     return content.get("application/json", {}).get("schema", {})
 
 
+def closed(schema: Any) -> Any:
+    """``schema`` with every object that lists its properties closed to others: the document
+    leaves response objects open (clients must tolerate new fields), but a handler that sends
+    a field its shape does not declare is a bug this test must catch."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: closed(value) for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 def check(document: dict[str, Any], schema: dict[str, Any], body: Any, what: str) -> None:
-    validator = jsonschema_rs.Draft202012Validator({**schema, "components": document["components"]})
+    validator = jsonschema_rs.Draft202012Validator(closed({**schema, "components": document["components"]}))
     errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(body)]
     assert not errors, f"{what} answers JSON its schema refuses: {errors[:5]}"
 
@@ -210,3 +244,38 @@ def test_every_answer_validates_against_its_documented_schema(
                 and (method == "get" or op["operationId"] in POSTS or op["operationId"] in create_ops)}
     assert expected <= validated, sorted(expected - validated)
     assert len(validated) >= 30
+
+
+def test_an_undeclared_or_missing_field_fails_the_check(document: dict[str, Any]) -> None:
+    user = {"id": 1, "tenant": "t", "name": "u", "role": "member", "disabled": False,
+            "created_at": "2026-01-01T00:00:00+00:00"}
+    check(document, shapes.USER.ref(), user, "a user")
+    with pytest.raises(AssertionError, match="extra"):
+        check(document, shapes.USER.ref(), {**user, "extra": 1}, "a user with a field too many")
+    with pytest.raises(AssertionError, match="role"):
+        check(document, shapes.USER.ref(), {k: v for k, v in user.items() if k != "role"}, "a user without role")
+
+
+def test_every_field_of_a_documented_object_is_required_unless_declared_optional(document: dict[str, Any]) -> None:
+    # Only a Shape's Out(required=False) fields (size_bytes, measured only for one object) may
+    # be absent: a client reading the document can count on every other field.
+    optional = {(shape.name, name) for module in declaring_modules() for shape in shapes_of(module)
+                for name, out in shape.fields.items() if not out.required}
+    for name, schema in document["components"]["schemas"].items():
+        if schema.get("type") != "object" or "properties" not in schema or schema.get("additionalProperties") is False:
+            continue  # request bodies (closed, with their own optional fields) and pages
+        missing = {(name, field) for field in schema["properties"]} - {(name, f) for f in schema["required"]}
+        assert missing <= optional, sorted(missing - optional)
+
+
+def test_error_answers_validate_against_the_error_schema(
+        document: dict[str, Any], client: tuple[Any, dict[str, Any]]) -> None:
+    api, _params = client
+    answers = {404: api.simulate_get("/api/v1/tenants/t/repos/missing"),
+               400: api.simulate_post("/api/v1/tenants/t/repos", json={"name": "x", "visibilty": "public"}),
+               409: api.simulate_post("/api/v1/tenants/t/repos", json={"name": "r"})}
+    operation = document["paths"]["/api/v1/tenants/{tenant}/repos"]["post"]
+    for status, resp in answers.items():
+        assert resp.status_code == status, resp.text
+        assert str(status) in operation["responses"], f"{status} is not documented"
+        check(document, oa_ref("Error"), resp.json, f"a {status} answer")

@@ -5,8 +5,8 @@ anything; transports (ssh, api) never import each other; the Repour face (repour
 (its auth and lookups) and only the composition root wires it (the route list and the
 job-handler map of cmd/wiring.py); the push wing and the pipelines never import a transport or
 Repour, and the hook entry never the pipelines; the core (git, db, policy, identity, net,
-process, config) imports none of the layers above it, and observe/ (metrics, logs) only the
-core. The git hooks' module imports only the standard library and the pure git rules at load
+process, config, jsonshape) imports none of the layers above it, and observe/ (metrics, logs)
+only the core. The git hooks' module imports only the standard library and the pure git rules at load
 time, because every push starts it.
 """
 
@@ -24,7 +24,7 @@ TRANSPORTS = ("gitserver.api", "gitserver.ssh")
 WINGS = ("gitserver.push", "gitserver.pipelines", "gitserver.repour", "gitserver.admin", "gitserver.backup",
          "gitserver.shapes")
 CORE = ("gitserver.git", "gitserver.db", "gitserver.policy", "gitserver.identity", "gitserver.net",
-        "gitserver.process", "gitserver.config")
+        "gitserver.process", "gitserver.config", "gitserver.jsonshape")
 
 # module prefix -> prefixes it must not import
 FORBIDDEN = {

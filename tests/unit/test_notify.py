@@ -17,7 +17,7 @@ from gitserver import config as config_mod
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.net import netguard
-from gitserver.pipelines import deliver, jobs, outbox
+from gitserver.pipelines import deliver, deliverylog, jobs, outbox
 from gitserver.runtime import Runtime
 from tests.unit.conftest import make_runtime
 
@@ -222,7 +222,7 @@ def _log(rt: Runtime, delivery_id: int) -> dict[str, Any]:
     with transaction(rt.sessions) as session:
         row = session.get(models.Delivery, delivery_id)
         assert row is not None
-        return outbox.delivery_log(session, row)
+        return deliverylog.delivery_log(session, row)
 
 
 def test_enqueue_event_creates_one_delivery_and_job_per_subscribed_active_hook(runtime: Runtime) -> None:
@@ -467,7 +467,7 @@ def test_redeliver_copies_payload_with_a_new_guid(runtime: Runtime) -> None:
         assert again.payload == delivery.payload and again.guid != delivery.guid
         assert again.url == "http://fixed.example.com/"
         assert (again.webhook_id, again.status, again.attempts) == (delivery.webhook_id, "pending", 0)
-        log = outbox.delivery_log(session, again)
+        log = deliverylog.delivery_log(session, again)
         # Nothing sent yet: no headers to show (they are never rebuilt), no attempts.
         assert (log["request"]["headers"], log["attempt_log"], log["log"]) == ({}, [], [])
         assert log["request"]["body"] == {"event": "push", "push_id": 3}

@@ -14,7 +14,7 @@ from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import GROUP_PARAM, TENANT, TENANT_PARAM, USER_PARAM
@@ -49,11 +49,8 @@ def _group(session: Session, principal: access.Principal, tenant: str, group: st
     return groups.get_group(session, visible_tenant(session, principal, tenant, admin=manage), group)
 
 
-class Groups:
+class Groups(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "description": DESCRIPTION_FIELD}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -70,11 +67,8 @@ class Groups:
             resp.media = page(session, groups.groups_query(row), models.Group.id, req, serialize=group_json)
 
 
-class Group:
+class Group(Resource):
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -92,20 +86,14 @@ class Group:
         resp.status = falcon.HTTP_204
 
 
-class Members:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Members(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)
             resp.media = page(session, groups.members_query(row), models.User.id, req, serialize=USER_SHAPE.render)
 
 
-class Member:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Member(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _group(session, principal, tenant, group)

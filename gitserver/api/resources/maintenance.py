@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paths import REPO, REPO_PARAM, TENANT_PARAM, repo_path
 from gitserver.api.response import (
@@ -104,13 +104,10 @@ def maintenance_json(config: Config, tenant: str, repo: str, current: git_mainta
         url=f"{config.http_base_url.rstrip('/')}{maintenance_path(tenant, repo)}")
 
 
-class Maintenance:
+class Maintenance(Resource):
     # No options yet: the body may be absent or {}; anything else is refused by name, so a
     # client sending an option this server does not have learns it at once.
     FIELDS: ClassVar[Mapping[str, Field]] = {}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def _answer(self, row: models.Repository, job: models.Job | None) -> dict[str, Any]:
         tenant = row.tenant.name

@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon
 
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.observe import metrics
 
 # The methods counted by name; any other is "other". Clients choose the method string, and
@@ -17,10 +17,7 @@ KNOWN_METHODS = frozenset(falcon.COMBINED_METHODS)
 OTHER_METHOD = "other"
 
 
-class Metrics:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Metrics(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         body, content_type = metrics.exposition(self.ctx.runtime.engine, self.ctx.config.effective_pack_cache_dir)
         resp.content_type = content_type

@@ -8,17 +8,17 @@ can ask for "everything after offset N" again and again (``X-Log-Offset`` is the
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import falcon
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from gitserver import shapes
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import API, ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT_PARAM
@@ -26,19 +26,14 @@ from gitserver.api.response import (
     BOOLEAN,
     DATETIME,
     INTEGER,
-    NULLABLE_DATETIME,
     NULLABLE_INTEGER,
-    NULLABLE_NUMBER,
-    NULLABLE_STRING,
     STRING,
     Out,
     Shape,
     each,
-    enum,
     schemas,
 )
 from gitserver.db import models
-from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, logstore
 from gitserver.policy import access
 from gitserver.policy.errors import Gone, InvalidInput, NotFound
@@ -55,58 +50,19 @@ HEADER_OFFSET = "X-Log-Offset"
 HEADER_STATUS = "X-Pipeline-Status"
 # Longest Repour ``taskId`` accepted by /clone and /adjust (the column's width).
 MAX_TASK_ID = 200
-# What Pipeline.kind holds: a push's pipeline, the Repour operation that made it, or the
-# tenant's create template run for a new repository (gitserver.pipelines.oncreate).
-PIPELINE_KINDS = ("push", "clone", "adjust", "create")
 
-
-def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round((end - start).total_seconds(), 3)
-
-
-_STATUS = enum(models.STATES)
-
-PIPELINE_SHAPE = Shape("Pipeline", {
-    "id": Out(INTEGER), "tenant": Out(STRING, given=True), "repo": Out(STRING, given=True),
-    "kind": Out(enum(PIPELINE_KINDS), "push (archive/build of a push), or clone/adjust (a Repour request)"),
-    "status": Out(_STATUS), "ref": Out(STRING, "the (first) pushed ref"),
-    "commit": Out(STRING, "the pushed commit"),
-    "archive_tag": Out(NULLABLE_STRING, "repour-<archive commit id>, once archived",
-                       value=lambda pipeline: pipeline.archive_tag or None),
-    "error": Out(STRING), "push_id": Out(NULLABLE_INTEGER),
-    "task_id": Out(NULLABLE_STRING, "the taskId of the Repour /clone or /adjust request (null otherwise)"),
-    "created_at": Out(DATETIME), "started_at": Out(NULLABLE_DATETIME), "finished_at": Out(NULLABLE_DATETIME),
-    "queued_seconds": Out(NULLABLE_NUMBER, value=lambda p: _seconds(p.created_at, p.started_at)),
-    "duration_seconds": Out(NULLABLE_NUMBER, value=lambda p: _seconds(p.started_at, p.finished_at)),
-    "url": Out(STRING, given=True), "log_url": Out(STRING, given=True)})
-STEP = Shape("Step", {
-    "position": Out(INTEGER), "name": Out(STRING), "status": Out(_STATUS), "exit_code": Out(NULLABLE_INTEGER),
-    "message": Out(STRING), "started_at": Out(NULLABLE_DATETIME), "finished_at": Out(NULLABLE_DATETIME),
-    "duration_seconds": Out(NULLABLE_NUMBER, value=lambda step: _seconds(step.started_at, step.finished_at))})
-PIPELINE_DETAIL = PIPELINE_SHAPE.extend("PipelineDetail", {
-    "steps": each(STEP, "steps"), "cancel_requested": Out(BOOLEAN, given=True)})
+PIPELINE_DETAIL = shapes.PIPELINE.extend("PipelineDetail", {
+    "steps": each(shapes.STEP, "steps"), "cancel_requested": Out(BOOLEAN, given=True)})
 ARCHIVE = Shape("Archive", {
     "id": Out(INTEGER), "tag": Out(STRING, "clone it: git clone --depth 1 --branch <tag>"),
     "tree_id": Out(STRING), "commit_id": Out(STRING), "source_commit": Out(STRING), "source_ref": Out(STRING),
     "pipeline_id": Out(NULLABLE_INTEGER), "created_at": Out(DATETIME)})
 
 
-def _pipeline_given(pipeline: models.Pipeline, repo: models.Repository, base_url: str) -> dict[str, Any]:
-    """What a pipeline's JSON takes from elsewhere than its row: its repository and URLs."""
-    url = pipeline_url(base_url, pipeline.id)
-    return {"tenant": repo.tenant.name, "repo": repo.name, "url": url, "log_url": f"{url}/log"}
-
-
-def pipeline_json(pipeline: models.Pipeline, repo: models.Repository, base_url: str) -> dict[str, Any]:
-    return PIPELINE_SHAPE.render(pipeline, **_pipeline_given(pipeline, repo, base_url))
-
-
 def pipeline_detail_json(pipeline: models.Pipeline, repo: models.Repository, base_url: str,
                          cancel_requested: bool) -> dict[str, Any]:
     """A pipeline with its steps, as one pipeline is shown."""
-    return PIPELINE_DETAIL.render(pipeline, **_pipeline_given(pipeline, repo, base_url),
+    return PIPELINE_DETAIL.render(pipeline, **shapes.pipeline_given(pipeline, repo, base_url),
                                   cancel_requested=cancel_requested)
 
 
@@ -152,10 +108,7 @@ def _parse_task_id(value: str) -> str:
     return value
 
 
-class RepoPipelines:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class RepoPipelines(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
@@ -170,13 +123,10 @@ class RepoPipelines:
                 stmt = stmt.where(models.Pipeline.task_id == _parse_task_id(task_id))
             base = self.ctx.config.http_base_url
             resp.media = page(session, stmt, models.Pipeline.id, req, descending=True,
-                              serialize=lambda p: pipeline_json(p, row, base))
+                              serialize=lambda p: shapes.pipeline_json(p, row, base))
 
 
-class RepoArchives:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class RepoArchives(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
@@ -185,10 +135,7 @@ class RepoArchives:
                               serialize=archive_json)
 
 
-class Pipeline:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Pipeline(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
             pipeline, repo = visible_pipeline(session, principal, pipeline_id)
@@ -196,10 +143,7 @@ class Pipeline:
                                               _cancel_requested(session, pipeline.id))
 
 
-class PipelineLog:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class PipelineLog(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         offset = _parse_offset(req.get_param("offset"))
         with authenticated(self.ctx.runtime.sessions, req, optional=True) as (session, principal):
@@ -216,10 +160,7 @@ class PipelineLog:
         resp.data = data
 
 
-class PipelineCancel:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class PipelineCancel(Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, pipeline_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             pipeline, repo = visible_pipeline(session, principal, pipeline_id, need=access.WRITE)
@@ -238,7 +179,7 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
 
 _PIPELINE_ID = oa.path_param("pipeline_id", "pipeline id", ID_SCHEMA)
 
-OPENAPI_SCHEMAS: dict[str, Any] = schemas(PIPELINE_DETAIL, STEP, listed=(PIPELINE_SHAPE, ARCHIVE))
+OPENAPI_SCHEMAS: dict[str, Any] = schemas(PIPELINE_DETAIL, shapes.STEP, listed=(shapes.PIPELINE, ARCHIVE))
 
 _LOG_RESPONSE = {
     "description": "Log bytes from `offset` (at most 1 MiB; empty when nothing new). Follow a "
@@ -246,7 +187,7 @@ _LOG_RESPONSE = {
                    "`X-Pipeline-Status` is final and the body is empty.",
     "headers": {
         HEADER_OFFSET: {"description": "the offset to ask for next", "schema": {"type": "integer"}},
-        HEADER_STATUS: {"description": "the pipeline's status", "schema": _STATUS},
+        HEADER_STATUS: {"description": "the pipeline's status", "schema": shapes.STATUS},
     },
     "content": {"text/plain": {"schema": {"type": "string"}}},
 }
@@ -257,7 +198,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": oa.op("listPipelines", "Pipelines of a repository, newest first", TAG,
                      {200: ("A page of pipelines", oa.ref("PipelineList"))}, errors=(400, 401, 403, 404),
                      parameters=[*OPENAPI_PARAMETERS,
-                                 oa.query_param("status", "only pipelines in this state", _STATUS),
+                                 oa.query_param("status", "only pipelines in this state", shapes.STATUS),
                                  oa.query_param("task_id", "only the pipelines of Repour requests with this taskId",
                                                 {"type": "string", "minLength": 1, "maxLength": MAX_TASK_ID,
                                                  "pattern": "^[^\\x00]+$"})],

@@ -16,12 +16,12 @@ import falcon
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gitserver import shapes
 from gitserver.admin import audit, deploy_keys, grants, groups, repos, rules, users
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import (
@@ -48,16 +48,13 @@ from gitserver.api.response import (
     enum,
     schemas,
 )
-from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, public_key_outs, quota_field, sized
-from gitserver.config import Config
+from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, quota_field
 from gitserver.db import models
-from gitserver.git import bundles, head, push_options
-from gitserver.git.store import RepoStore
-from gitserver.net.urls import http_clone_url, ssh_clone_url
+from gitserver.git import push_options
 from gitserver.pipelines import oncreate
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput, PolicyRefused
-from gitserver.shapes import repo_size
+from gitserver.shapes import REPOSITORY, VISIBILITY_DESCRIPTION, public_key_outs, repo_json, repo_size
 
 GRANTS = f"{REPO}/grants"
 USER_GRANT = f"{GRANTS}/users/{{user}}"
@@ -70,40 +67,6 @@ MAX_REF_FILTER = 1024
 
 DELETE_REFUSED = ("repositories cannot be deleted: history is protected in gitserver, "
                   "so nothing that was pushed can be removed (make it private instead)")
-
-
-VISIBILITY_DESCRIPTION = ("private: grants only; internal: every member of the tenant reads; "
-                          "public: everyone reads")
-_DEFAULT_BRANCH = ("the branch HEAD names, which clones check out (the first branch pushed to "
-                   "an empty repository, or the one set here)")
-
-REPOSITORY = Shape("Repository", {
-    "id": Out(INTEGER), "tenant": Out(STRING, value=lambda repo: repo.tenant.name), "name": Out(STRING),
-    "description": Out(STRING), "visibility": Out(enum(models.VISIBILITIES), VISIBILITY_DESCRIPTION),
-    "builds_enabled": Out(BOOLEAN),
-    "default_branch": Out(NULLABLE_STRING, _DEFAULT_BRANCH, given=True),
-    "ssh_url": Out(STRING, "for git clone/push over SSH", given=True),
-    "http_url": Out(STRING, "read-only smart HTTP", given=True),
-    "bundle_url": Out(NULLABLE_STRING, "for git clone --bundle-uri; the same credentials as http_url; "
-                      "null: no bundle yet", given=True),
-    "quota_bytes": QUOTA, "created_at": Out(DATETIME),
-    # As Repour's /internal-scm received them (PNC); null/[] for other repositories.
-    "parent_project": Out(NULLABLE_STRING, "as sent to /internal-scm (recorded only)"),
-    "owner_groups": Out(STRINGS, "as sent to /internal-scm, e.g. ldap/jboss-prod",
-                        value=lambda repo: shapes.json_list(repo.owner_groups)),
-    "size_bytes": SIZE})
-
-
-def repo_json(repo: models.Repository, config: Config, size_bytes: int | None = None) -> dict[str, Any]:
-    """``size_bytes`` (measured on disk) only when given: lists leave it out, it costs a walk."""
-    tenant = repo.tenant.name
-    store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
-    return REPOSITORY.render(repo, default_branch=head.default_branch(store.path(tenant, repo.name)),
-                             ssh_url=ssh_clone_url(config.ssh_base_url, tenant, repo.name),
-                             http_url=http_clone_url(config.http_base_url, tenant, repo.name),
-                             bundle_url=bundles.published_url(config.bundles_dir, config.http_base_url,
-                                                              tenant, repo.name),
-                             **sized(size_bytes))
 
 
 GRANT = Shape("Grant", {
@@ -151,14 +114,11 @@ def push_json(push: models.Push, user_names: dict[int, str], show_address: bool 
                        client_address=push.client_address if show_address else None)
 
 
-class Repos:
+class Repos(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD,
               "description": DESCRIPTION_FIELD,
               "visibility": Field(str, choices=models.VISIBILITIES, description=VISIBILITY_DESCRIPTION),
               "builds_enabled": Field(bool)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -179,15 +139,12 @@ class Repos:
                               serialize=lambda r: repo_json(r, self.ctx.config))
 
 
-class Repo:
+class Repo(Resource):
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"description": DESCRIPTION_FIELD,
                     "visibility": Field(str, choices=models.VISIBILITIES, description=VISIBILITY_DESCRIPTION),
                     "builds_enabled": Field(bool, description="run .gitserver/pipeline.toml builds on push"),
                     "quota_bytes": quota_field("the tenant's admins"),
                     "default_branch": Field(str, max_length=255, description="an existing branch; becomes HEAD")}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -213,10 +170,7 @@ class Repo:
         raise PolicyRefused(DELETE_REFUSED)
 
 
-class Grants:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Grants(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
@@ -224,30 +178,29 @@ class Grants:
                               serialize=lambda g: grant_json(session, g))
 
 
-class _Grant:
-    """PUT/GET/DELETE of one grant; subclasses say whether the grantee is a user or a group."""
+class _Grant(Resource):
+    """PUT/GET/DELETE of one grant; subclasses say whether the grantee is a user or a group.
+    Falcon passes the grantee's name by its route field (``user`` or ``group``)."""
 
     FIELDS: ClassVar[Mapping[str, Field]] = {"permission": Field(str, required=True, choices=models.PERMISSIONS)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
         raise NotImplementedError
 
     def _target(self, session: Session, principal: access.Principal, tenant: str,
-                repo: str, name: str, need: str) -> tuple[access.Granted, dict[str, Any]]:
-        granted = access.authorise(session, principal, tenant, repo, need)
+                repo: str, named: dict[str, str]) -> tuple[access.Granted, dict[str, Any]]:
+        (name,) = named.values()
+        granted = access.authorise(session, principal, tenant, repo, access.ADMIN)
         return granted, self.grantee(session, granted.repo, name)
 
-    def _get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, **named: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            granted, who = self._target(session, principal, tenant, repo, named)
             resp.media = grant_json(session, grants.get_grant(session, granted.repo, **who))
 
-    def _put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
+    def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, **named: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            granted, who = self._target(session, principal, tenant, repo, named)
             row = granted.repo
             permission = read_json(req, self.FIELDS)["permission"]
             rules.check_grantable(granted.permission, permission)
@@ -258,9 +211,9 @@ class _Grant:
             resp.status = falcon.HTTP_201
             resp.location = req.path
 
-    def _delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, name: str) -> None:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, **named: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            granted, who = self._target(session, principal, tenant, repo, name, access.ADMIN)
+            granted, who = self._target(session, principal, tenant, repo, named)
             grants.remove_grant(session, granted.repo, **who)
         resp.status = falcon.HTTP_204
 
@@ -275,37 +228,16 @@ class UserGrant(_Grant):
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
         return {"user": users.get_user(session, repo.tenant, name)}
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, user: str) -> None:
-        self._get(req, resp, tenant, repo, user)
-
-    def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, user: str) -> None:
-        self._put(req, resp, tenant, repo, user)
-
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, user: str) -> None:
-        self._delete(req, resp, tenant, repo, user)
-
 
 class GroupGrant(_Grant):
     def grantee(self, session: Session, repo: models.Repository, name: str) -> dict[str, Any]:
         return {"group": groups.get_group(session, repo.tenant, name)}
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, group: str) -> None:
-        self._get(req, resp, tenant, repo, group)
 
-    def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, group: str) -> None:
-        self._put(req, resp, tenant, repo, group)
-
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, group: str) -> None:
-        self._delete(req, resp, tenant, repo, group)
-
-
-class DeployKeys:
+class DeployKeys(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"key": Field(str, required=True, max_length=16 * 1024),
               "title": Field(str, max_length=200),
               "write": Field(bool, description="default false: read-only")}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -328,10 +260,7 @@ class DeployKeys:
                               serialize=deploy_key_json)
 
 
-class DeployKey:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class DeployKey(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
                deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -346,11 +275,8 @@ class DeployKey:
         resp.status = falcon.HTTP_204
 
 
-class Pushes:
+class Pushes(Resource):
     """The audit log, newest first; ``ref`` and ``user`` narrow it."""
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -378,14 +304,9 @@ class Pushes:
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    app.add_route(REPOS, Repos(ctx))
-    app.add_route(REPO, Repo(ctx))
-    app.add_route(GRANTS, Grants(ctx))
-    app.add_route(USER_GRANT, UserGrant(ctx))
-    app.add_route(GROUP_GRANT, GroupGrant(ctx))
-    app.add_route(DEPLOY_KEYS, DeployKeys(ctx))
-    app.add_route(DEPLOY_KEY, DeployKey(ctx))
-    app.add_route(PUSHES, Pushes(ctx))
+    paths.mount(app, ctx, ((REPOS, Repos), (REPO, Repo), (GRANTS, Grants), (USER_GRANT, UserGrant),
+                       (GROUP_GRANT, GroupGrant), (DEPLOY_KEYS, DeployKeys), (DEPLOY_KEY, DeployKey),
+                       (PUSHES, Pushes)))
 
 
 _DEPLOY_KEY_ID = oa.path_param("deploy_key_id", "deploy key id", ID_SCHEMA)

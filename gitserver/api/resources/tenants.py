@@ -11,7 +11,7 @@ from gitserver.admin import base, tenants
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import TENANT, TENANT_PARAM, TENANTS, tenant_path
@@ -43,11 +43,8 @@ def tenant_size(config: Config, tenant: models.Tenant) -> int:
     return limits.tenant_usage(config.repos_dir / tenant.name) + logstore.tenant_stored_bytes(tenant)
 
 
-class Tenants:
+class Tenants(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "description": DESCRIPTION_FIELD}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -68,10 +65,7 @@ class Tenants:
                               serialize=tenant_json)
 
 
-class Tenant:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Tenant(Resource):
     # create_template: the repository whose pipeline file runs when a repository is created
     # in the tenant (docs/solum.md); null or "" removes it.
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {

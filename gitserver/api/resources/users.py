@@ -8,41 +8,33 @@ manage. A token never mints a token with more scopes than it has.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import falcon
 from sqlalchemy.orm import Session
 
+from gitserver import shapes
 from gitserver.admin import keys, rules, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import (
-    BOOLEAN,
-    DATETIME,
-    INTEGER,
-    NULLABLE_DATETIME,
-    NULLABLE_STRING,
-    STRING,
-    Out,
-    Shape,
-    each,
-    schemas,
-)
-from gitserver.api.shapes import NAME_FIELD, USER_SHAPE, public_key_outs
+from gitserver.api.response import BOOLEAN, INTEGER, NULLABLE_STRING, STRING, Out, Shape, each, schemas
+from gitserver.api.shapes import NAME_FIELD
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.identity.keys import MAX_BATCH_KEYS
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput
+from gitserver.shapes import created_token_json, key_json, token_json, user_json
 
 USERS = f"{TENANT}/users"
 USER = f"{USERS}/{{user}}"
@@ -56,38 +48,16 @@ TOKENS = f"{USER}/tokens"
 TOKEN = f"{TOKENS}/{{token_id:{ID_CONVERTER}}}"
 TAG = "users"
 
-KEY_SHAPE = Shape("Key", {"id": Out(INTEGER), **public_key_outs(lambda key: key), "created_at": Out(DATETIME)})
 REFUSED_LINE = Shape("RefusedKeyLine", {
     "line": Out(INTEGER, "1-based index into keys"), "reason": Out(STRING, attr="problem"),
     "fingerprint": Out(NULLABLE_STRING, value=lambda k: k.key.fingerprint if k.key is not None else None)})
 KEY_IMPORT = Shape("KeyImport", {
     "imported": Out(BOOLEAN, "false: a line was refused and nothing was added"), "added": Out(INTEGER),
     "total": Out(INTEGER, "key lines in the batch"), "refused": each(REFUSED_LINE, "refused", inline=True)})
-TOKEN_SHAPE = Shape("Token", {
-    "id": Out(INTEGER), "name": Out(STRING),
-    "scopes": Out({"type": "array", "items": {"type": "string", "enum": list(tokens.TOKEN_SCOPES)}},
-                  value=tokens.token_scopes),
-    "expires_at": Out(NULLABLE_DATETIME), "revoked_at": Out(NULLABLE_DATETIME),
-    "last_used_at": Out(NULLABLE_DATETIME), "created_at": Out(DATETIME)})
-CREATED_TOKEN = TOKEN_SHAPE.extend("CreatedToken", {
-    "token": Out(STRING, "the secret, shown only once", given=True)})
 
 
 def user_path(tenant: str, user: str) -> str:
     return f"/api/v1/tenants/{tenant}/users/{user}"
-
-
-def user_json(user: models.User) -> dict[str, Any]:
-    return USER_SHAPE.render(user)
-
-
-def key_json(key: models.PublicKey) -> dict[str, Any]:
-    return KEY_SHAPE.render(key)
-
-
-def token_json(token: models.ApiToken) -> dict[str, Any]:
-    """A token as listed: everything but the secret, which is never stored."""
-    return TOKEN_SHAPE.render(token)
 
 
 # RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that
@@ -137,11 +107,8 @@ def _managed_user(session: Session, principal: access.Principal, tenant: str, us
     return row
 
 
-class Users:
+class Users(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD, "role": Field(str, choices=models.ROLES)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -160,11 +127,8 @@ class Users:
             resp.media = page(session, users.users_query(row), models.User.id, req, serialize=user_json)
 
 
-class User:
+class User(Resource):
     PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -187,14 +151,11 @@ class User:
         resp.status = falcon.HTTP_204
 
 
-class Keys:
+class Keys(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "key": Field(str, required=True, max_length=16 * 1024,
                      description="one OpenSSH public key line (ed25519, ECDSA or RSA ≥ 2048 bits)"),
         "title": Field(str, max_length=200)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -217,7 +178,7 @@ def key_import_json(report: keys.KeyImport) -> dict[str, Any]:
     return KEY_IMPORT.render(report)
 
 
-class KeysBatch:
+class KeysBatch(Resource):
     """POST an ``authorized_keys`` file's lines: every key added in one transaction, or, when
     a line is refused, none (unless ``skip_refused``), with a report naming each refused line."""
 
@@ -228,9 +189,6 @@ class KeysBatch:
                                   "that is no acceptable key is refused in the report, not the body"),
         "skip_refused": Field(bool, description="add the acceptable keys even when some lines are refused",
                               doc={"default": False})}
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -250,25 +208,40 @@ class KeysBatch:
         resp.media = body
 
 
-class Key:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
+@dataclasses.dataclass(frozen=True)
+class _ItemKind:
+    """How to find, show and remove one kind of a user's items."""
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-               key_id: int) -> None:
+    find: Callable[[Session, models.User, int], Any]
+    show: Callable[[Any], dict[str, Any]]
+    remove: Callable[[Session, Any], None]
+
+
+class _UserItem(Resource):
+    """One of a user's keys or tokens, by the id falcon passes (``key_id``, ``token_id``): the
+    user and its admins read it; the user and its admins remove it (self-service)."""
+
+    KIND: ClassVar[_ItemKind]
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, **named: int) -> None:
+        (item_id,) = named.values()
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = key_json(keys.get_user_key(session, row, key_id))
+            resp.media = self.KIND.show(self.KIND.find(session, row, item_id))
 
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-                  key_id: int) -> None:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, **named: int) -> None:
+        (item_id,) = named.values()
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
-            keys.remove_user_key(session, keys.get_user_key(session, row, key_id))
+            self.KIND.remove(session, self.KIND.find(session, row, item_id))
         resp.status = falcon.HTTP_204
 
 
-class Tokens:
+class Key(_UserItem):
+    KIND = _ItemKind(find=keys.get_user_key, show=key_json, remove=keys.remove_user_key)
+
+
+class Tokens(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "name": Field(str, max_length=200),
         # Refused empty by the handler ("scopes must not be empty").
@@ -276,9 +249,6 @@ class Tokens:
                         description="default: the scopes of the token used to create it"),
         "expires_at": Field(str, nullable=True, max_length=64, doc={"format": "date-time"},
                             description="in the future; none means no expiry")}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -296,7 +266,7 @@ class Tokens:
                 principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
             token, secret = tokens.create_token(
                 session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
-            resp.media = CREATED_TOKEN.render(token, token=secret)
+            resp.media = created_token_json(token, secret)
         resp.status = falcon.HTTP_201
         resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"
 
@@ -307,23 +277,9 @@ class Tokens:
                               serialize=token_json)
 
 
-class Token:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-               token_id: int) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = token_json(tokens.get_token(session, row, token_id))
-
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
-                  token_id: int) -> None:
-        """Revoke; the token answers 401 from the next request on."""
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _managed_user(session, principal, tenant, user, self_service=True)
-            tokens.revoke_token(session, tokens.get_token(session, row, token_id))
-        resp.status = falcon.HTTP_204
+class Token(_UserItem):
+    # Removing a token revokes it: it answers 401 from the next request on.
+    KIND = _ItemKind(find=tokens.get_token, show=token_json, remove=tokens.revoke_token)
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
@@ -341,23 +297,23 @@ REQUEST_BODIES = {"NewUser": Users.FIELDS, "UserChange": User.PATCH_FIELDS, "New
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    **schemas(KEY_IMPORT, CREATED_TOKEN, listed=(USER_SHAPE, KEY_SHAPE, TOKEN_SHAPE)),
+    **schemas(KEY_IMPORT, shapes.CREATED_TOKEN, listed=(shapes.USER, shapes.KEY, shapes.TOKEN)),
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     USERS: {
         "parameters": [TENANT_PARAM],
         "post": oa.op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
-                      {201: ("Created; Location names it", USER_SHAPE.ref())},
+                      {201: ("Created; Location names it", shapes.USER.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewUser"))),
         "get": oa.op("listUsers", "Users of a tenant", TAG, {200: ("A page of users", oa.ref("UserList"))},
                      errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
     },
     USER: {
         "parameters": [TENANT_PARAM, USER_PARAM],
-        "get": oa.op("getUser", "One user", TAG, {200: ("The user", USER_SHAPE.ref())}, errors=(401, 404)),
+        "get": oa.op("getUser", "One user", TAG, {200: ("The user", shapes.USER.ref())}, errors=(401, 404)),
         "patch": oa.op("updateUser", "Change a user's role or re-enable it", TAG,
-                       {200: ("The changed user", USER_SHAPE.ref())},
+                       {200: ("The changed user", shapes.USER.ref())},
                        body=oa.json_body(oa.ref("UserChange"))),
         "delete": oa.op("disableUser", "Disable a user: its keys and tokens stop working at once", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
@@ -365,7 +321,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     KEYS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
-                      {201: ("Added; Location names it", KEY_SHAPE.ref())},
+                      {201: ("Added; Location names it", shapes.KEY.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewKey"))),
         "get": oa.op("listKeys", "A user's SSH keys", TAG, {200: ("A page of keys", oa.ref("KeyList"))},
                      parameters=OPENAPI_PARAMETERS),
@@ -385,21 +341,21 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     oa.openapi_path(KEY): {
         "parameters": [TENANT_PARAM, USER_PARAM, _KEY_ID],
-        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", KEY_SHAPE.ref())}, errors=(401, 403, 404)),
+        "get": oa.op("getKey", "One SSH key", TAG, {200: ("The key", shapes.KEY.ref())}, errors=(401, 403, 404)),
         "delete": oa.op("deleteKey", "Remove an SSH key; it stops working at the next connection", TAG,
                         {204: _NO_CONTENT}, errors=(401, 403, 404)),
     },
     TOKENS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
         "post": oa.op("createToken", "Create an API token; the secret is in this response only", TAG,
-                      {201: ("Created; Location names it", CREATED_TOKEN.ref())},
+                      {201: ("Created; Location names it", shapes.CREATED_TOKEN.ref())},
                       body=oa.json_body(oa.ref("NewToken"), required=False)),
         "get": oa.op("listTokens", "A user's API tokens, without secrets", TAG,
                      {200: ("A page of tokens", oa.ref("TokenList"))}, parameters=OPENAPI_PARAMETERS),
     },
     oa.openapi_path(TOKEN): {
         "parameters": [TENANT_PARAM, USER_PARAM, _TOKEN_ID],
-        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", TOKEN_SHAPE.ref())},
+        "get": oa.op("getToken", "One API token, without its secret", TAG, {200: ("The token", shapes.TOKEN.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("revokeToken", "Revoke an API token, at once", TAG, {204: _NO_CONTENT},
                         errors=(401, 403, 404)),

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT, TENANT_PARAM, repo_path, tenant_path
@@ -31,19 +31,17 @@ from gitserver.api.response import (
     BOOLEAN,
     DATETIME,
     INTEGER,
-    NULLABLE_DATETIME,
-    NULLABLE_INTEGER,
     STRING,
     STRINGS,
     Out,
     Shape,
-    enum,
     schemas,
 )
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.net import netguard
-from gitserver.pipelines import deliver, outbox
+from gitserver.pipelines import deliverylog, outbox
+from gitserver.pipelines.deliverylog import DELIVERY_ATTEMPT, DELIVERY_LOG
 from gitserver.policy import access
 from gitserver.policy.errors import Conflict, InvalidInput, NotFound
 
@@ -112,55 +110,12 @@ WEBHOOK_SHAPE = Shape("Webhook", {
     "active": Out(BOOLEAN), "has_secret": Out(BOOLEAN, value=lambda hook: bool(hook.secret)),
     "created_at": Out(DATETIME)})
 
-# A delivery is rendered by the outbox (gitserver.pipelines.outbox, below this layer); these
-# shapes declare what it renders, and the handlers answer through them (Shape.of checks the keys).
-_HEADERS = {"type": "object", "additionalProperties": {"type": "string"}}
-_DELIVERY_FIELDS: dict[str, Out] = {
-    "id": Out(INTEGER, given=True), "guid": Out(STRING, "X-Gitserver-Delivery", given=True),
-    "event": Out(STRING, given=True),
-    "status": Out(enum([outbox.PENDING, outbox.RETRYING, outbox.DELIVERED, outbox.FAILED]), given=True),
-    "attempts": Out(INTEGER, given=True), "response_status": Out(NULLABLE_INTEGER, given=True),
-    "error": Out(STRING, "why the last attempt failed (empty once delivered)", given=True),
-    "pipeline_id": Out(NULLABLE_INTEGER, given=True), "created_at": Out(DATETIME, given=True),
-    "delivered_at": Out(NULLABLE_DATETIME, given=True)}
-DELIVERY_SHAPE = Shape("Delivery", _DELIVERY_FIELDS)
-DELIVERY_ATTEMPT = Shape("DeliveryAttempt", {
-    "number": Out(INTEGER, "1 for the first attempt"), "started_at": Out(DATETIME), "duration_ms": Out(INTEGER),
-    "outcome": Out(enum([outbox.DELIVERED, outbox.RETRYING, outbox.FAILED]), "what this attempt led to"),
-    "request": Out({"type": "object", "required": ["method", "url", "headers", "body_sha256"],
-                    "properties": {
-                        "method": STRING, "url": STRING,
-                        "headers": {**_HEADERS, "description": "as sent, X-Hub-Signature-256 included; "
-                                    "credentials shown as '***' (Authorization: Bearer ***)"},
-                        "body_sha256": {**STRING, "description": "hex SHA-256 of the body sent"}}}),
-    "response": Out({"type": "object", "required": ["status", "headers", "excerpt"],
-                     "properties": {
-                         "status": {**NULLABLE_INTEGER, "description": "null when no answer came"},
-                         "headers": {**_HEADERS, "description": f"at most {deliver.RESPONSE_HEADERS_MAX} "
-                                     "of the answer's headers, values cut, cookies left out"},
-                         "excerpt": {**STRING, "description": "first 2 KiB of the answer"}}}),
-    "error": Out(STRING, "why the attempt failed; empty when delivered")})
-DELIVERY_LOG = DELIVERY_SHAPE.extend("DeliveryLog", {
-    "request": Out({"type": "object", "required": ["method", "url", "headers", "body"],
-                    "properties": {"method": STRING, "url": STRING,
-                                   "headers": {**_HEADERS, "description": "those of the latest attempt as "
-                                               "sent (see attempt_log); empty before the first attempt"},
-                                   "body": {"description": "the JSON payload sent"}}}, given=True),
-    "response": Out({"type": "object", "required": ["status", "excerpt"],
-                     "properties": {"status": NULLABLE_INTEGER,
-                                    "excerpt": {**STRING, "description": "first 2 KiB of the last answer"}}},
-                    given=True),
-    "log": Out(STRINGS, "one line per attempt: time, duration, outcome", given=True),
-    "attempt_log": Out({"type": "array", "items": DELIVERY_ATTEMPT.ref()},
-                       "every attempt as stored when it was made, oldest first", given=True)})
-
-
 def webhook_json(hook: models.Webhook) -> dict[str, Any]:
     return WEBHOOK_SHAPE.render(hook)
 
 
 def delivery_json(delivery: models.Delivery) -> dict[str, Any]:
-    return DELIVERY_SHAPE.of(outbox.delivery_summary(delivery))
+    return deliverylog.delivery_summary(delivery)
 
 
 def _events_checker(events: tuple[str, ...]) -> Any:
@@ -234,12 +189,9 @@ def _delivery(session: Session, hook: models.Webhook, delivery_id: int) -> model
     return delivery
 
 
-class _Resource:
+class _Resource(Resource):
     """Falcon passes ``tenant`` (and ``repo`` on repository routes): the owner is the
     repository when there is one, else the tenant."""
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def _owner(self, session: Session, principal: access.Principal, tenant: str, repo: str | None) -> Owner:
         if repo is None:
@@ -325,7 +277,7 @@ class Delivery(_Resource):
                delivery_id: int, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             hook = _webhook(session, self._owner(session, principal, tenant, repo), webhook_id)
-            resp.media = DELIVERY_LOG.of(outbox.delivery_log(session, _delivery(session, hook, delivery_id)))
+            resp.media = deliverylog.delivery_log(session, _delivery(session, hook, delivery_id))
 
 
 class Redeliver(_Resource):
@@ -368,7 +320,7 @@ REQUEST_BODIES = {
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     **request_schemas(REQUEST_BODIES),
-    **schemas(DELIVERY_LOG, DELIVERY_ATTEMPT, listed=(WEBHOOK_SHAPE, DELIVERY_SHAPE)),
+    **schemas(DELIVERY_LOG, DELIVERY_ATTEMPT, listed=(WEBHOOK_SHAPE, deliverylog.DELIVERY)),
 }
 
 
@@ -410,7 +362,7 @@ def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str,
         oa.openapi_path(redeliver): {
             "parameters": [*params, _WEBHOOK_ID, _DELIVERY_ID],
             "post": oa.op(f"redeliver{op_prefix}Delivery", "Send a delivery's payload again, as a new delivery",
-                          TAG, {202: ("Queued; Location names the new delivery", DELIVERY_SHAPE.ref())},
+                          TAG, {202: ("Queued; Location names the new delivery", deliverylog.DELIVERY.ref())},
                           errors=(401, 403, 404, 409)),
         },
     }

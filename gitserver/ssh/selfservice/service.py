@@ -111,8 +111,8 @@ def _info(call: _Call) -> Result:
     query = select(models.Repository) if principal.is_site_admin else \
         access.readable_repos(principal, principal.tenant_id or 0)
     rows = call.session.scalars(query.order_by(models.Repository.id)).all()
-    items = [{**shapes.repo_json(r, call.runtime.config),
-              "permission": access.permission_on(call.session, principal, r)} for r in rows]
+    items = [shapes.reachable_repo_json(r, call.runtime.config, access.permission_on(call.session, principal, r))
+             for r in rows]
     return Result({"user": shapes.user_json(user) if user else None, "items": items})
 
 
@@ -195,7 +195,7 @@ def _token_create(call: _Call) -> Result:
     expires_at = expiry(utcnow(), command.expires_days)
     token, secret = admin_tokens.create_token(call.session, user=user, name=command.text or "ssh",
                                        scopes=command.scopes, expires_at=expires_at)
-    return Result({**shapes.token_json(token), "token": secret})
+    return Result(shapes.created_token_json(token, secret))
 
 
 def expiry(now: dt.datetime, days: int | None) -> dt.datetime | None:

@@ -193,6 +193,9 @@ class Config:
     lfs_store: str = ""
     lfs_max_object_bytes: int = 10 * 1024 * 1024 * 1024
     lfs_action_expires_seconds: int = 900
+    # Serve the pure SSH protocol (git-lfs-transfer); off, git-lfs falls back to
+    # git-lfs-authenticate and moves the objects over HTTP (through a TLS front, say).
+    lfs_ssh_transfer: bool = True
     lfs_s3_endpoint_url: str = ""
     lfs_s3_region: str = ""
     lfs_s3_access_key_id: str = ""

@@ -57,13 +57,7 @@ ANONYMOUS_REFUSED = "authentication required: use an API token as the password"
 
 
 def service(ctx: ApiContext) -> LfsService:
-    """The process's one LFS service (its object store client is built once)."""
-    found = getattr(ctx, "_lfs", None)
-    if found is None:
-        runtime = ctx.runtime
-        found = LfsService(runtime.config, runtime.sessions, runtime.store)
-        ctx._lfs = found  # type: ignore[attr-defined]
-    return found
+    return ctx.lfs
 
 
 @contextlib.contextmanager

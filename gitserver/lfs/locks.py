@@ -77,7 +77,7 @@ def _lock_id(text: object, field: str = "id") -> int:
     return int(text)
 
 
-def create(session: Session, principal: access.Principal, repo: models.Repository, path: str,
+def create(session: Session, principal: access.Principal, repo: models.Repository, path: object,
            ref: str | None = None) -> models.LfsLock:
     path = check_path(path)
     existing = _by_path(session, repo.id, path)

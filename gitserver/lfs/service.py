@@ -8,6 +8,7 @@ the transfer runs outside any transaction, and only a verified object is recorde
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -76,6 +77,15 @@ class LfsService:
         if self._key is None:
             self._key = tokens.signing_key(self.config.lfs_dir)
         return self._key
+
+    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+        return transaction(self.sessions)
+
+    def repo_row(self, session: Session, target: Target) -> models.Repository:
+        row = session.get(models.Repository, target.repo_id)
+        if row is None:
+            raise NotFound(f"repository '{target.full_name}' not found or you have no access")
+        return row
 
     # --- who may ---------------------------------------------------------------------------
 
@@ -150,13 +160,17 @@ class LfsService:
         repo = session.get(models.Repository, target.repo_id)
         assert repo is not None
         if repo.quota_bytes:
-            used = limits.disk_usage(self.repos.path(target.tenant, target.repo)) + logstore.repo_held_bytes(session, repo.id)
+            used = (limits.disk_usage(self.repos.path(target.tenant, target.repo))
+                    + logstore.repo_held_bytes(session, repo.id))
             if used + incoming > repo.quota_bytes:
-                raise QuotaExceeded(_quota_message(f"repository {target.full_name}", repo.quota_bytes, used, incoming))
+                raise QuotaExceeded(_quota_message(f"repository {target.full_name}", repo.quota_bytes,
+                                                   used, incoming))
         if repo.tenant.quota_bytes:
-            used = limits.tenant_usage(self.repos.root / target.tenant) + logstore.tenant_held_bytes(session, repo.tenant_id)
+            used = (limits.tenant_usage(self.repos.root / target.tenant)
+                    + logstore.tenant_held_bytes(session, repo.tenant_id))
             if used + incoming > repo.tenant.quota_bytes:
-                raise QuotaExceeded(_quota_message(f"tenant {target.tenant}", repo.tenant.quota_bytes, used, incoming))
+                raise QuotaExceeded(_quota_message(f"tenant {target.tenant}", repo.tenant.quota_bytes,
+                                                   used, incoming))
 
     # --- bytes -------------------------------------------------------------------------------
 

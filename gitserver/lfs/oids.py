@@ -7,7 +7,7 @@ import re
 
 from gitserver.policy.errors import InvalidInput
 
-# git-lfs object ids are the hex SHA-256 of the content (docs/spec.md of git-lfs).
+# git-lfs object ids are the hex SHA-256 of the content (git-lfs's specification).
 HASH_ALGO = "sha256"
 OID_LENGTH = 64
 _OID_RE = re.compile(r"[0-9a-f]{64}")

@@ -105,7 +105,8 @@ def test_locks_with_the_client_over_ssh_and_the_http_api(lfs_server: GitServer, 
         from gitserver.admin import grants, repos, tenants, users
 
         t = tenants.get_tenant(session, tenant)
-        grants.set_grant(session, repos.get_repo(session, t, repo), "write", user=users.get_user(session, t, other.name))
+        grants.set_grant(session, repos.get_repo(session, t, repo), "write",
+                         user=users.get_user(session, t, other.name))
     work = lfs_worktree(tmp_path / "work", env, {"doc.bin": payload(1000, 4)})
     owner_env = ssh_env(lfs_server, owner, env)
     run(["git", "remote", "add", "origin", lfs_server.repo_url(tenant, repo)], env, cwd=work)

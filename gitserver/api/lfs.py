@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +55,8 @@ CHALLENGE = 'Basic realm="gitserver"'
 # A batch or locks request body is a list of ids, never large.
 MAX_JSON_BYTES = 2 * 1024 * 1024
 CHUNK = 1024 * 1024
+# Chunks read ahead of the hashing thread: bounds an upload's memory to a few MiB.
+QUEUED_CHUNKS = 8
 ANONYMOUS_REFUSED = "authentication required: use an API token as the password"
 
 
@@ -212,14 +216,34 @@ def _upload_size(req: falcon.Request, grant: tokens.Grant | None, oid: str) -> i
 
 
 def _copy_body(req: falcon.Request, incoming: Any, size: int) -> None:
-    stream = req.bounded_stream
-    left = size + 1  # one byte more than announced is enough to tell a longer body
-    while left > 0:
-        chunk = stream.read(min(CHUNK, left))
-        if not chunk:
-            break
-        left -= len(chunk)
-        incoming.write(chunk)
+    """The body into ``incoming``, hashed and written by a second thread while this one reads
+    (both release the GIL), so a large upload costs the slower of the two, not their sum."""
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_CHUNKS)
+    failed: list[BaseException] = []
+
+    def consume() -> None:
+        while (chunk := chunks.get()) is not None:
+            if not failed:
+                try:
+                    incoming.write(chunk)
+                except BaseException as exc:  # handed to the request thread below
+                    failed.append(exc)
+
+    writer = threading.Thread(target=consume, name="lfs-upload", daemon=True)
+    writer.start()
+    try:
+        stream, left = req.bounded_stream, size + 1  # one byte more tells a longer body
+        while left > 0 and not failed:
+            chunk = stream.read(min(CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            chunks.put(chunk)
+    finally:
+        chunks.put(None)
+        writer.join()
+    if failed:
+        raise failed[0]
 
 
 class Verify:

@@ -231,8 +231,9 @@ class TransferSession:
                 chunk = await asyncio.to_thread(stream.read, CHUNK)
                 if not chunk:
                     break
-                for start in range(0, len(chunk), pktline.MAX_DATA):
-                    await self.write(pktline.encode(chunk[start:start + pktline.MAX_DATA]))
+                # One write per chunk read: a drain per packet would cost a wakeup each.
+                await self.write(b"".join(pktline.encode(chunk[start:start + pktline.MAX_DATA])
+                                          for start in range(0, len(chunk), pktline.MAX_DATA)))
             await self.write(pktline.FLUSH)
         finally:
             stream.close()

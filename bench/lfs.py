@@ -189,8 +189,9 @@ class Bench:
             subprocess.run(["git", *options, "lfs", "fetch"], cwd=clone, env=env, check=True, capture_output=True)
 
         def scp() -> None:
-            subprocess.run(["scp", "-O", "-q", "-i", str(self.key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-                            "-o", "UserKnownHostsFile=/dev/null", "-P", str(self.ossh.port),
+            subprocess.run(["scp", "-O", "-q", "-i", str(self.key), "-o", "IdentitiesOnly=yes",
+                            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                            "-P", str(self.ossh.port),
                             f"{self.ossh.user}@127.0.0.1:{self.served}", str(self.root / "scp.bin")], check=True)
 
         def raw() -> None:
@@ -198,8 +199,8 @@ class Bench:
 
             script = (pktline.text("version 1") + pktline.FLUSH + pktline.text(f"get-object {self.oid}")
                       + pktline.text(f"size={self.size}") + pktline.FLUSH + pktline.text("quit") + pktline.FLUSH)
-            ssh = env["GIT_SSH_COMMAND"].split() + ["-p", str(self.gs.port), "git@127.0.0.1",
-                                                   f"git-lfs-transfer {TENANT}/lfs download"]
+            ssh = [*env["GIT_SSH_COMMAND"].split(), "-p", str(self.gs.port), "git@127.0.0.1",
+                   f"git-lfs-transfer {TENANT}/lfs download"]
             with open(os.devnull, "wb") as sink:
                 subprocess.run(ssh, input=script, stdout=sink, check=True)
 

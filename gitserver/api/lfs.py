@@ -219,14 +219,16 @@ def _copy_body(req: falcon.Request, incoming: Any, size: int) -> None:
     """The body into ``incoming``, hashed and written by a second thread while this one reads
     (both release the GIL), so a large upload costs the slower of the two, not their sum."""
     chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_CHUNKS)
-    failed: list[BaseException] = []
+    failed: list[Exception] = []
 
     def consume() -> None:
         while (chunk := chunks.get()) is not None:
             if not failed:
+                # Any error must reach the request thread: a consumer that died would leave
+                # the reader blocked on a full queue.
                 try:
                     incoming.write(chunk)
-                except BaseException as exc:  # handed to the request thread below
+                except Exception as exc:  # noqa: BLE001
                     failed.append(exc)
 
     writer = threading.Thread(target=consume, name="lfs-upload", daemon=True)

@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(['repo_id'], ['repositories.id'], name=op.f('fk_lfs_objects_repo_id_repositories')),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_lfs_objects')),
-        sa.UniqueConstraint('repo_id', 'oid', name=op.f('uq_lfs_objects_repo_id')),
+        sa.UniqueConstraint('repo_id', 'oid', name=op.f('uq_lfs_objects_repo_id_oid')),
     )
     op.create_index(op.f('ix_lfs_objects_repo_id'), 'lfs_objects', ['repo_id'], unique=False)
     op.create_table(
@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['repo_id'], ['repositories.id'], name=op.f('fk_lfs_locks_repo_id_repositories')),
         sa.ForeignKeyConstraint(['owner_user_id'], ['users.id'], name=op.f('fk_lfs_locks_owner_user_id_users')),
         sa.PrimaryKeyConstraint('id', name=op.f('pk_lfs_locks')),
-        sa.UniqueConstraint('repo_id', 'path', name=op.f('uq_lfs_locks_repo_id')),
+        sa.UniqueConstraint('repo_id', 'path', name=op.f('uq_lfs_locks_repo_id_path')),
     )
     op.create_index(op.f('ix_lfs_locks_repo_id'), 'lfs_locks', ['repo_id'], unique=False)
 

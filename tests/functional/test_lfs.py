@@ -264,3 +264,26 @@ def test_git_lfs_authenticate(lfs_server: GitServer) -> None:
     stranger = lfs_server.new_user(lfs_server.new_tenant())
     hidden = lfs_server.ssh(stranger, "git-lfs-authenticate", f"{tenant}/{repo}", "download")
     assert hidden.returncode == 128 and "not found" in hidden.stderr
+
+
+def test_check_reports_pointers_whose_objects_are_missing(lfs_server: GitServer, env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    tenant, repo, user = setup(lfs_server)
+    kept, skipped, lost = payload(3000, 10), payload(4000, 11), payload(5000, 12)
+    work = lfs_worktree(tmp_path / "work", env, {"kept.bin": kept, "lost.bin": lost})
+    run(["git", "push", "-q", lfs_server.repo_url(tenant, repo), "main"], ssh_env(lfs_server, user, env), cwd=work)
+    (work / "skipped.bin").write_bytes(skipped)
+    run(["git", "add", "-A"], env, cwd=work)
+    run(["git", "commit", "-q", "-m", "pointer only"], env, cwd=work)
+    # The client's hook is told not to upload: the pointer lands, the content never does.
+    run(["git", "push", "-q", lfs_server.repo_url(tenant, repo), "main"],
+        {**ssh_env(lfs_server, user, env), "GIT_LFS_SKIP_PUSH": "1"}, cwd=work)
+    (lfs_server.data_dir / "lfs" / "objects" / oid(lost)[:2] / oid(lost)[2:4] / oid(lost)).unlink()
+
+    result = lfs_server.cli("check", check=False)
+    ours = sorted(line for line in result.stdout.splitlines() if line.startswith(f"{tenant}/{repo} "))
+    assert ours == [
+        f"{tenant}/{repo} lost.bin: LFS object {oid(lost)} is recorded but missing from the object store",
+        f"{tenant}/{repo} skipped.bin: LFS object {oid(skipped)} ({len(skipped)} bytes) was never uploaded",
+    ], result.stdout
+    assert result.returncode == 1

@@ -137,3 +137,14 @@ def test_lfs_commands_parse(text: str, verb: str, operation: str) -> None:
 def test_bad_lfs_commands_are_refused(text: str) -> None:
     with pytest.raises(InvalidInput):
         parse_lfs_command(text)
+
+
+def test_pointer_files_are_recognised() -> None:
+    from gitserver.lfs.pointers import parse_pointer
+
+    text = f"version https://git-lfs.github.com/spec/v1\noid sha256:{OID}\nsize 10000\n".encode()
+    assert parse_pointer(text) == (OID, 10000)
+    assert parse_pointer(text + b"ext-0-foo sha256:" + b"a" * 64 + b"\n") == (OID, 10000)
+    for other in (text.replace(b"sha256:", b"sha1:"), text[:-1], b"hello\n", text.replace(b"size", b"bytes"),
+                  b"\xff" + text):
+        assert parse_pointer(other) is None

@@ -243,6 +243,9 @@ def main() -> None:
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    missing = [tool for tool in ("nginx", "git-lfs", "scp") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"bench.lfs needs {', '.join(missing)} (Debian: apt-get install nginx-light git-lfs)")
     root = Path(tempfile.mkdtemp(prefix="gitserver-lfs-bench-"))
     os.chmod(root, 0o755)
     bench = Bench(root, args.mib, args.runs)

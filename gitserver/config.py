@@ -186,6 +186,20 @@ class Config:
     # Hosts whose callbacks carry that token. Callers choose callback URLs, so the token goes
     # only to hosts named here (none by default).
     oidc_callback_hosts: tuple[str, ...] = ()
+    # Git LFS (docs/lfs.md): where objects are kept (empty: <data>/lfs; a directory; or
+    # s3://bucket/prefix with the endpoint, region and credentials below, empty = boto3's own
+    # defaults); the largest object accepted (0 = no limit of its own); how long the headers
+    # of an action href and of git-lfs-authenticate stay valid.
+    lfs_store: str = ""
+    lfs_max_object_bytes: int = 10 * 1024 * 1024 * 1024
+    lfs_action_expires_seconds: int = 900
+    # Serve the pure SSH protocol (git-lfs-transfer); off, git-lfs falls back to
+    # git-lfs-authenticate and moves the objects over HTTP (through a TLS front, say).
+    lfs_ssh_transfer: bool = True
+    lfs_s3_endpoint_url: str = ""
+    lfs_s3_region: str = ""
+    lfs_s3_access_key_id: str = ""
+    lfs_s3_secret_access_key: str = ""
     # Logging.
     log_format: str = "text"
     log_level: str = "INFO"
@@ -201,6 +215,11 @@ class Config:
     @property
     def hooks_dir(self) -> Path:
         return self.data_dir / "hooks"
+
+    @property
+    def lfs_dir(self) -> Path:
+        """The local LFS object store and its temporary uploads (gitserver.lfs.store)."""
+        return self.data_dir / "lfs"
 
     @property
     def bundles_dir(self) -> Path:
@@ -312,7 +331,7 @@ def load(config_file: str | os.PathLike[str] | None = None,
         raise ConfigError("settings pack_cache_max_bytes and pack_cache_max_age: expected 0 (off) or a positive number")
     if config.pipeline_log_retention_days < 0:
         raise ConfigError("setting pipeline_log_retention_days: expected 0 (keep for ever) or a number of days")
-    for name in ("max_blob_bytes", "max_push_bytes"):
+    for name in ("max_blob_bytes", "max_push_bytes", "lfs_max_object_bytes"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")
     for name in ("build_network", "adjust_network"):
@@ -329,6 +348,8 @@ def load(config_file: str | os.PathLike[str] | None = None,
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (no cap) or a positive count")
     _check_oidc(config)
+    if config.lfs_action_expires_seconds < 60:
+        raise ConfigError("setting lfs_action_expires_seconds: expected at least 60 seconds")
     if config.repour_internal_scm_visibility not in ("private", "internal", "public"):
         raise ConfigError("setting repour_internal_scm_visibility: expected private, internal or public")
     config = dataclasses.replace(config, data_dir=config.data_dir.absolute())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from gitserver.config import Config
+from gitserver.lfs.service import LfsService
 from gitserver.runtime import Runtime
 
 
@@ -17,6 +19,11 @@ class ApiContext:
     @property
     def config(self) -> Config:
         return self.runtime.config
+
+    @functools.cached_property
+    def lfs(self) -> LfsService:
+        """The process's one LFS service (its object store client is built once, when first used)."""
+        return LfsService(self.runtime.config, self.runtime.sessions, self.runtime.store)
 
 
 class Resource:

@@ -36,6 +36,9 @@ HOST_KEYS = "ssh"
 REPOS = "repos"
 REFS_FILE = "refs"
 PACK_FILE = "objects.pack"
+# Git LFS objects of the local store (docs/lfs.md): lfs/<oid>, each once whoever holds it.
+LFS = "lfs"
+_LFS_OID_RE = re.compile(r"^[0-9a-f]{64}$")
 HEAD_PREFIX = "ref: "
 DEFAULT_HEAD = "refs/heads/main"
 
@@ -151,7 +154,7 @@ def parse_sums(data: bytes) -> dict[str, str]:
 class Member:
     """A checked member name: what it is and, for repository members, whose."""
 
-    kind: str  # manifest | sums | database | host_key | refs | pack
+    kind: str  # manifest | sums | database | host_key | refs | pack | lfs
     tenant: str = ""
     repo: str = ""
 
@@ -171,6 +174,8 @@ def classify(name: str) -> Member:
     parts = name.split("/")
     if len(parts) == 2 and parts[0] == HOST_KEYS and _HOST_KEY_RE.fullmatch(parts[1]):
         return Member("host_key")
+    if len(parts) == 2 and parts[0] == LFS and _LFS_OID_RE.fullmatch(parts[1]):
+        return Member("lfs")
     if (len(parts) == 4 and parts[0] == REPOS and parts[2].endswith(".git")
             and parts[3] in (REFS_FILE, PACK_FILE)):
         tenant, repo = parts[1], parts[2][:-len(".git")]

@@ -34,9 +34,10 @@ from sqlalchemy import select, update
 from gitserver import __version__
 from gitserver.backup import database, repos
 from gitserver.backup import format as fmt
-from gitserver.backup.ledger import read_ledger
+from gitserver.backup.ledger import read_ledger, read_lfs_oids
 from gitserver.config import Config
 from gitserver.git.store import RepoStore
+from gitserver.lfs.store import S3_SCHEME, LocalStore
 from gitserver.policy.errors import BackupError
 from gitserver.push import limits
 from gitserver.runtime import Runtime
@@ -136,6 +137,7 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
         progress("snapshotting the database")
         with database.snapshot(url, work) as snap:
             ledgers = read_ledger(snap.session)
+            lfs_oids = read_lfs_oids(snap.session)
             manifest = fmt.Manifest(dialect=snap.dialect, created_at=_now(),
                                     gitserver_version=__version__,
                                     schema_revision=snap.schema_revision, repositories=len(ledgers))
@@ -161,8 +163,25 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
                 writer.add_file(fmt.repo_member(ledger.tenant, ledger.name, fmt.PACK_FILE), pack)
                 pack.unlink()
             ref_count += len(refs.refs)
+        _add_lfs_objects(config, writer, lfs_oids, progress)
         size = writer.close()
     return Summary(len(ledgers), ref_count, size, time.monotonic() - started)
+
+
+def _add_lfs_objects(config: Config, writer: _Writer, oids: list[str], progress: Progress) -> None:
+    """The LFS objects the snapshot's repositories hold, from the local store. Objects are never
+    rewritten or deleted, so a recorded object is the same file now as at the snapshot. An S3
+    store keeps its objects in the bucket (docs/backup.md): nothing to copy here."""
+    if config.lfs_store.strip().startswith(S3_SCHEME):
+        return
+    objects = LocalStore(Path(config.lfs_store.strip()) if config.lfs_store.strip() else config.lfs_dir)
+    for number, oid in enumerate(oids, start=1):
+        if number % 100 == 1:
+            progress(f"LFS object {number}/{len(oids)}")
+        if not objects.exists(oid):
+            raise BackupError(f"LFS object {oid} is recorded but missing from {objects.objects} "
+                              "(run `gitserver check`)")
+        writer.add_file(f"{fmt.LFS}/{oid}", objects.path(oid))
 
 
 def _now() -> str:
@@ -180,6 +199,7 @@ class _Read:
     host_keys: list[Path]
     repos: dict[tuple[str, str], dict[str, Path]]
     refs: dict[tuple[str, str], fmt.RepoRefs]
+    lfs_objects: list[Path] = dataclasses.field(default_factory=list)
 
 
 def _no_checks(_runtime: Runtime) -> list[str]:
@@ -279,6 +299,7 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
     manifest: fmt.Manifest | None = None
     database_path: Path | None = None
     host_keys: list[Path] = []
+    lfs_objects: list[Path] = []
     repo_members: dict[tuple[str, str], dict[str, Path]] = {}
     try:
         with tarfile.open(fileobj=cast(IO[bytes], source), mode="r|") as tar:
@@ -315,6 +336,10 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
                     database_path = path
                 elif member.kind == "host_key":
                     host_keys.append(path)
+                elif member.kind == "lfs":
+                    if sums[info.name] != path.name:  # content-addressed: the name is the digest
+                        raise fmt.FormatError(f"member {info.name!r} does not hold the object it names")
+                    lfs_objects.append(path)
                 else:
                     repo_members.setdefault((member.tenant, member.repo), {})[member.kind] = path
     except (tarfile.TarError, EOFError) as exc:
@@ -336,7 +361,7 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
     if len(repo_members) != manifest.repositories:
         raise BackupError(f"the backup file holds {len(repo_members)} repositories, its manifest says "
                           f"{manifest.repositories}")
-    return _Read(manifest, database_path, host_keys, repo_members, _parse_refs(repo_members))
+    return _Read(manifest, database_path, host_keys, repo_members, _parse_refs(repo_members), lfs_objects)
 
 
 def _parse_refs(repo_members: dict[tuple[str, str], dict[str, Path]]) -> dict[tuple[str, str], fmt.RepoRefs]:
@@ -367,6 +392,11 @@ def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progres
     for key in read.host_keys:
         shutil.copyfile(key, keys / key.name)
         os.chmod(keys / key.name, 0o644 if key.name.endswith(".pub") else 0o600)
+    lfs = LocalStore(staged / config.lfs_dir.relative_to(config.data_dir))
+    for obj in read.lfs_objects:
+        target = lfs.path(obj.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(obj, target)
     store = RepoStore(root=staged / config.repos_dir.relative_to(config.data_dir), hooks_dir=config.hooks_dir)
     store.root.mkdir(parents=True)
     count = 0

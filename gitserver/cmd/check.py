@@ -6,6 +6,8 @@
   archive's commit is the orphan commit with the fixed identity, date and message, and
   ``branch-repour-<commit>`` points at it.
 * The hooks and the repository settings that protected history relies on.
+* Git LFS, for repositories that use it: every pointer in their refs names an object the
+  repository holds and the object store has (docs/lfs.md).
 
 Each breach is one line ``<tenant/repo> <ref or item>: <what is wrong>``. ``--repair`` records
 what the ledger misses (as the reconciler does), reinstalls the hooks and rewrites the
@@ -37,6 +39,8 @@ from gitserver.git.store import (
     install_hooks,
     rendered_hook,
 )
+from gitserver.lfs import pointers
+from gitserver.lfs.service import LfsService
 from gitserver.pipelines import reflog_audit
 from gitserver.push import reconcile
 from gitserver.runtime import Runtime
@@ -79,6 +83,7 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
     _check_hooks(cfg.hooks_dir, cfg.data_dir, report, repair)
     with transaction(runtime.sessions) as session:
         repos = reconcile.list_repos(session)
+    lfs = LfsService(cfg, runtime.sessions, runtime.store)
     for repo in repos:
         report.repos += 1
         path = runtime.store.path(repo.tenant, repo.name)
@@ -88,7 +93,32 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
         _check_config(repo.full_name, path, cfg.hooks_dir, report, repair)
         _check_ledger(runtime, repo, path, report, repair)
         _check_archives(runtime, repo, path, report)
+        _check_lfs(runtime, lfs, repo, path, report)
     return report
+
+
+def _check_lfs(runtime: Runtime, lfs: LfsService, repo: reconcile.RepoRef, path: Path, report: Report) -> None:
+    """Pointers whose objects the server lacks: no ``lfs_objects`` row, or no content in the
+    store. Only for repositories that hold LFS objects or route files through LFS."""
+    try:
+        with transaction(runtime.sessions) as session:
+            holds = session.scalar(select(models.LfsObject.id).where(models.LfsObject.repo_id == repo.id)
+                                   .limit(1)) is not None
+        if not holds and not pointers.uses_lfs(path):
+            return
+        found = list(pointers.pointers_in(path))
+        with transaction(runtime.sessions) as session:
+            held = lfs.held(session, repo.id, (p.oid for p in found))
+        for pointer in found:
+            if pointer.oid not in held:
+                report.breach(repo.full_name, pointer.path,
+                              f"LFS object {pointer.oid} ({pointer.size} bytes) was never uploaded")
+            elif not lfs.objects.exists(pointer.oid):
+                report.breach(repo.full_name, pointer.path,
+                              f"LFS object {pointer.oid} is recorded but missing from the object store")
+    except Exception as exc:  # one line names it; the log has the traceback
+        log.exception("checking the LFS objects of %s failed", repo.full_name)
+        report.breach(repo.full_name, "lfs", f"could not be checked ({type(exc).__name__}: {exc})"[:300])
 
 
 def _check_hooks(hooks_dir: Path, data_dir: Path, report: Report, repair: bool) -> None:

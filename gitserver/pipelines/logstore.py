@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, object_session, sessionmaker
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
+from gitserver.lfs import usage as lfs_usage
 from gitserver.push import limits
 
 if TYPE_CHECKING:
@@ -56,24 +57,35 @@ def tenant_log_bytes(session: Session, tenant_id: int) -> int:
     return int(total or 0)
 
 
+def repo_held_bytes(session: Session, repo_id: int) -> int:
+    """What the repository holds outside its directory: its logs and its LFS objects
+    (gitserver.lfs.usage), both counted in its quota."""
+    return repo_log_bytes(session, repo_id) + lfs_usage.repo_bytes(session, repo_id)
+
+
+def tenant_held_bytes(session: Session, tenant_id: int) -> int:
+    """The same for every repository of the tenant."""
+    return tenant_log_bytes(session, tenant_id) + lfs_usage.tenant_bytes(session, tenant_id)
+
+
 def stored_bytes(repo: models.Repository) -> int:
-    """The repository's log bytes, asked through the session ``repo`` was loaded in (0 for a
-    detached row: nothing to ask)."""
+    """The repository's log and LFS bytes, asked through the session ``repo`` was loaded in (0
+    for a detached row: nothing to ask)."""
     session = object_session(repo)
-    return 0 if session is None else repo_log_bytes(session, repo.id)
+    return 0 if session is None else repo_held_bytes(session, repo.id)
 
 
 def tenant_stored_bytes(tenant: models.Tenant) -> int:
-    """The log bytes of the tenant's repositories (see :func:`stored_bytes`)."""
+    """The log and LFS bytes of the tenant's repositories (see :func:`stored_bytes`)."""
     session = object_session(tenant)
-    return 0 if session is None else tenant_log_bytes(session, tenant.id)
+    return 0 if session is None else tenant_held_bytes(session, tenant.id)
 
 
 def held_bytes(session: Session, repo: models.Repository) -> tuple[int, int]:
-    """The repository's and its tenant's log bytes, each summed only when that quota is set
-    (what a push's check needs, :func:`gitserver.push.launcher.push_limits`)."""
-    return (repo_log_bytes(session, repo.id) if repo.quota_bytes else 0,
-            tenant_log_bytes(session, repo.tenant_id) if repo.tenant.quota_bytes else 0)
+    """The repository's and its tenant's log and LFS bytes, each summed only when that quota
+    is set (what a push's check needs, :func:`gitserver.push.launcher.push_limits`)."""
+    return (repo_held_bytes(session, repo.id) if repo.quota_bytes else 0,
+            tenant_held_bytes(session, repo.tenant_id) if repo.tenant.quota_bytes else 0)
 
 
 class QuotaRoom(NamedTuple):
@@ -94,10 +106,10 @@ def quota_room(session: Session, store: RepoStore, pipeline_id: int) -> QuotaRoo
         return None
     rooms = []
     if repo.quota_bytes:
-        used = limits.disk_usage(store.path(repo.tenant.name, repo.name)) + repo_log_bytes(session, repo.id)
+        used = limits.disk_usage(store.path(repo.tenant.name, repo.name)) + repo_held_bytes(session, repo.id)
         rooms.append(QuotaRoom(repo.quota_bytes - used, _cut_line("repository", repo.quota_bytes)))
     if repo.tenant.quota_bytes:
-        used = limits.tenant_usage(store.root / repo.tenant.name) + tenant_log_bytes(session, repo.tenant_id)
+        used = limits.tenant_usage(store.root / repo.tenant.name) + tenant_held_bytes(session, repo.tenant_id)
         rooms.append(QuotaRoom(repo.tenant.quota_bytes - used, _cut_line("tenant", repo.tenant.quota_bytes)))
     return min(rooms) if rooms else None
 

@@ -91,3 +91,47 @@ def split_repo_path(path: str) -> tuple[str, str]:
             # already refused everything else), so the message stays one safe line.
             raise InvalidInput(f"invalid {what} name in path: {problem}")
     return tenant, repo
+
+
+# --- Git LFS over SSH (docs/lfs.md) -------------------------------------------------------------
+
+LFS_AUTHENTICATE = "git-lfs-authenticate"
+LFS_TRANSFER = "git-lfs-transfer"
+LFS_VERBS = (LFS_AUTHENTICATE, LFS_TRANSFER)
+LFS_OPERATIONS = ("upload", "download")
+LFS_USAGE = "usage: git-lfs-authenticate|git-lfs-transfer '<tenant>/<repo>' upload|download"
+_LFS_RE = re.compile(r"(git-lfs-authenticate|git-lfs-transfer) "
+                     r"(?:'([^'\s\x00-\x1f]*)'|([^'\s\x00-\x1f]*)) (\S+)")
+
+
+@dataclass(frozen=True)
+class LfsCommand:
+    """``git-lfs-authenticate`` or ``git-lfs-transfer``, on a repository, for an operation."""
+
+    verb: str
+    tenant: str
+    repo: str
+    operation: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.tenant}/{self.repo}"
+
+
+def is_lfs_request(text: str) -> bool:
+    return text.split(" ", 1)[0] in LFS_VERBS
+
+
+def parse_lfs_command(text: str) -> LfsCommand:
+    """Parse ``git-lfs-authenticate '/acme/widgets.git' download`` (the path forms of
+    :func:`split_repo_path`); InvalidInput with a one-line message otherwise."""
+    if len(text) > MAX_COMMAND_LENGTH:
+        raise InvalidInput("command too long; " + LFS_USAGE)
+    match = _LFS_RE.fullmatch(text)
+    if not match:
+        raise InvalidInput(LFS_USAGE)
+    verb, quoted, bare, operation = match.groups()
+    if operation not in LFS_OPERATIONS:
+        raise InvalidInput(f"the operation must be upload or download; {LFS_USAGE}")
+    tenant, repo = split_repo_path(quoted if quoted is not None else bare)
+    return LfsCommand(verb, tenant, repo, operation)

@@ -35,8 +35,9 @@ from gitserver.policy.errors import (
 from gitserver.push import reconcile
 from gitserver.runtime import Runtime
 from gitserver.ssh import holders, hostkeys, identity, transport
-from gitserver.ssh.commands import is_git_request, parse_command
+from gitserver.ssh.commands import is_git_request, is_lfs_request, parse_command, parse_lfs_command
 from gitserver.ssh.holders import HolderLimiter
+from gitserver.ssh.lfs import LfsFront
 from gitserver.ssh.selfservice import SelfService, help_hint
 from gitserver.ssh.session import GitChild, client_git_protocol
 from gitserver.ssh.startups import Admission, StartupLimiter
@@ -264,6 +265,7 @@ class Daemon:
         self.holders = HolderLimiter(self.config.ssh_max_connections_per_user,
                                      self.config.ssh_max_connections_per_source)
         self.selfservice = SelfService(runtime)
+        self.lfs = LfsFront(runtime)
 
     def lookup(self, fingerprint: str) -> identity.Identity | None:
         with transaction(self.runtime.sessions) as session:
@@ -330,6 +332,9 @@ class Daemon:
         if process.command is None:
             process.stdout.write(f"{found.greeting}\n{help_hint(self.config)}\n".encode())
             return 0
+        if is_lfs_request(process.command):
+            metrics.git_session(process.command.split(" ", 1)[0])
+            return await self.lfs.serve(process, found.principal, parse_lfs_command(process.command))
         if not is_git_request(process.command):
             return await self.selfservice.serve(process, found.principal)  # exit 1 on errors
         command = parse_command(process.command)

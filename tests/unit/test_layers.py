@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "gitserver"
 ROOTS = ("gitserver.cli", "gitserver.cmd")
 TRANSPORTS = ("gitserver.api", "gitserver.ssh")
 WINGS = ("gitserver.push", "gitserver.pipelines", "gitserver.repour", "gitserver.admin", "gitserver.backup",
-         "gitserver.shapes")
+         "gitserver.shapes", "gitserver.lfs")
 CORE = ("gitserver.git", "gitserver.db", "gitserver.policy", "gitserver.identity", "gitserver.net",
         "gitserver.process", "gitserver.config", "gitserver.jsonshape")
 
@@ -33,6 +33,7 @@ FORBIDDEN = {
     "gitserver.ssh": (*ROOTS, "gitserver.api"),
     "gitserver.push": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.pipelines": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
+    "gitserver.lfs": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.repour": (*ROOTS, "gitserver.ssh"),
     # The hook entry runs in git's hook process: it never loads the job engine.
     "gitserver.push.hookrun": ("gitserver.pipelines",),

@@ -95,7 +95,9 @@ def decode(blob: bytes) -> Certificate:
     try:
         cert = decode_ssh_certificate(blob)
     except (KeyImportError, ValueError) as exc:
-        raise CertificateRefused(f"certificate not usable: {exc}") from exc
+        # asyncssh words an unknown critical option and a malformed certificate alike
+        raise CertificateRefused(f"{exc}: not a valid certificate, or one with a critical option "
+                                 "other than force-command and source-address") from exc
     if not isinstance(cert, SSHOpenSSHCertificate):
         raise CertificateRefused("only OpenSSH certificates are accepted")
     # asyncssh 2.24 keeps the type, serial, key id and window in private attributes (it has

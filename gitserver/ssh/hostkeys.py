@@ -133,7 +133,13 @@ def restrict_host_key_algorithms(
     """
     wanted = [name.encode("ascii") for name in allowed]
     pairs = []
+    seen: set[tuple[bytes, bytes]] = set()
+    # asyncssh makes a plain pair as well as the certificate's of each (key, certificate), and
+    # refuses two pairs with one algorithm: each pair once.
     for pair in asyncssh.load_keypairs([*keys, *certified]):
+        if (pair.algorithm, pair.public_data) in seen:
+            continue
+        seen.add((pair.algorithm, pair.public_data))
         algs = [alg for alg in pair.host_key_algorithms
                 if alg.removesuffix(CERT_ALGORITHM_SUFFIX) in wanted]
         if algs:

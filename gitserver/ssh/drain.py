@@ -5,15 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Collection
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from gitserver.ssh.server import Daemon
+import asyncssh
 
 log = logging.getLogger(__name__)
 
 
-async def drain(daemon: Daemon, grace: float) -> None:
+class _Child(Protocol):
+    def kill(self) -> Awaitable[None]: ...
+
+
+class Draining(Protocol):
+    """What :func:`drain` needs of the daemon (gitserver.ssh.server.Daemon)."""
+
+    @property
+    def children(self) -> Collection[_Child]: ...
+
+    @property
+    def open_channels(self) -> int: ...
+
+    @property
+    def connections(self) -> Collection[asyncssh.SSHServerConnection]: ...
+
+
+async def drain(daemon: Draining, grace: float) -> None:
     """Let running transfers finish for ``grace`` seconds, then kill what is left."""
     deadline = asyncio.get_running_loop().time() + grace
     while ((daemon.children or daemon.open_channels)

@@ -188,14 +188,14 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": oa.op("listSshCas", "The tenant's trusted user CAs (tenant admins)", TAG,
                      {200: ("A page of CAs", oa.ref("SshCaList"))}, parameters=OPENAPI_PARAMETERS),
     },
-    CA: {
+    oa.openapi_path(CA): {
         "parameters": [TENANT_PARAM, _CA_ID],
         "get": oa.op("getSshCa", "One trusted user CA", TAG, {200: ("The CA", CA_SHAPE.ref())},
                      errors=(401, 403, 404)),
         "delete": oa.op("deleteSshCa", "Stop trusting a CA; its certificates fail at the next login "
                         "or command", TAG, {204: _DONE}, errors=(401, 403, 404)),
     },
-    REVOKED: {
+    oa.openapi_path(REVOKED): {
         "parameters": [TENANT_PARAM, _CA_ID],
         "post": oa.op("revokeSshCertificates", "Revoke the CA's certificates by serial or key id "
                       "(exactly one)", TAG, {201: ("Revoked", REVOCATION_SHAPE.ref())},

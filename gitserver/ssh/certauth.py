@@ -65,18 +65,14 @@ async def judge(conn: asyncssh.SSHServerConnection, daemon: Judge, original: Val
 async def _judge(conn: asyncssh.SSHServerConnection, daemon: Judge, original: Validate,
                  username: str, blob: bytes, msg: bytes, signature: bytes) -> Identity:
     cert = certs.decode(blob)
-    if not await asyncio.to_thread(_ca_trusted, daemon, cert.ca_blob):
-        raise CertificateRefused(f"the certificate's CA {cert.ca_fingerprint} is not trusted")
+    # gitserver's rules first, in one transaction (a trusted CA, revocation, principals); the
+    # identity binds nothing until asyncssh's checks below and the signed request pass.
+    found = await asyncio.to_thread(_identity, daemon, cert)
     conn.set_authorized_keys(cert_authority(cert.ca_blob))
     if not await original(username, blob, msg, signature):
         raise CertificateRefused("a host certificate, outside its validity window, without "
                                  "principals, or from an address its source-address does not allow")
-    return await asyncio.to_thread(_identity, daemon, cert)
-
-
-def _ca_trusted(daemon: Judge, ca_blob: bytes) -> bool:
-    with transaction(daemon.sessions) as session:
-        return certlogin.is_trusted_ca(session, daemon.trust, ca_blob)
+    return found
 
 
 def _identity(daemon: Judge, cert: certs.Certificate) -> Identity:

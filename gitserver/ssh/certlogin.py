@@ -19,7 +19,6 @@ from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.identity import certs, krl
 from gitserver.identity.certs import Certificate, CertificateRefused, CertificateUse
-from gitserver.identity.keys import fingerprint_of_blob
 from gitserver.policy import access
 from gitserver.ssh.identity import Identity, greeting_for_user
 
@@ -53,12 +52,6 @@ class Trust:
 def tenant_cas(session: Session, ca_fingerprint: str) -> list[models.SshCa]:
     """The tenant CA rows of one CA key (several tenants may trust the same CA)."""
     return list(session.scalars(select(models.SshCa).where(models.SshCa.fingerprint == ca_fingerprint)))
-
-
-def is_trusted_ca(session: Session, trust: Trust, ca_blob: bytes) -> bool:
-    """Whether the site or any tenant trusts this CA (cheap: one indexed lookup)."""
-    fingerprint = fingerprint_of_blob(ca_blob)
-    return fingerprint in trust.site_cas or bool(tenant_cas(session, fingerprint))
 
 
 def identity_for_certificate(session: Session, trust: Trust, cert: Certificate) -> Identity:

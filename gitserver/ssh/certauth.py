@@ -47,11 +47,13 @@ class Judge(Protocol):
 
 async def judge(conn: asyncssh.SSHServerConnection, daemon: Judge, original: Validate,
                 username: str, blob: bytes, msg: bytes, signature: bytes,
-                address: str) -> Identity | None:
+                address: str, cas: list[bytes]) -> Identity | None:
     """The identity the certificate ``blob`` logs in as, or None: refused, and the reason
-    logged (the client sees "Permission denied", like sshd's). Database errors propagate."""
+    logged (the client sees "Permission denied", like sshd's). Database errors propagate.
+    ``cas``: the CAs this connection trusts so far (a client may offer certificates of
+    several), to which this certificate's is added once gitserver's rules let it in."""
     try:
-        return await _judge(conn, daemon, original, username, blob, msg, signature)
+        return await _judge(conn, daemon, original, username, blob, msg, signature, cas)
     except CertificateRefused as exc:
         log.warning("refusing a certificate from %s (certificate %s): %s", address,
                     fingerprint_of_blob(blob), exc)
@@ -63,12 +65,14 @@ async def judge(conn: asyncssh.SSHServerConnection, daemon: Judge, original: Val
 
 
 async def _judge(conn: asyncssh.SSHServerConnection, daemon: Judge, original: Validate,
-                 username: str, blob: bytes, msg: bytes, signature: bytes) -> Identity:
+                 username: str, blob: bytes, msg: bytes, signature: bytes, cas: list[bytes]) -> Identity:
     cert = certs.decode(blob)
     # gitserver's rules first, in one transaction (a trusted CA, revocation, principals); the
     # identity binds nothing until asyncssh's checks below and the signed request pass.
     found = await asyncio.to_thread(_identity, daemon, cert)
-    conn.set_authorized_keys(cert_authority(cert.ca_blob))
+    if cert.ca_blob not in cas:
+        cas.append(cert.ca_blob)
+        conn.set_authorized_keys(cert_authorities(cas))
     if not await original(username, blob, msg, signature):
         raise CertificateRefused("a host certificate, outside its validity window, without "
                                  "principals, or from an address its source-address does not allow")
@@ -80,11 +84,13 @@ def _identity(daemon: Judge, cert: certs.Certificate) -> Identity:
         return certlogin.identity_for_certificate(session, daemon.trust, cert)
 
 
-def cert_authority(ca_blob: bytes) -> asyncssh.SSHAuthorizedKeys:
-    """The one authorized-keys entry that makes asyncssh check a certificate of this CA."""
-    algorithm = ca_blob[4:4 + int.from_bytes(ca_blob[:4], "big")].decode("ascii")
-    line = f'cert-authority,principals="*" {algorithm} {base64.b64encode(ca_blob).decode()}'
-    return asyncssh.import_authorized_keys(line)
+def cert_authorities(cas: list[bytes]) -> asyncssh.SSHAuthorizedKeys:
+    """The authorized-keys entries that make asyncssh check certificates of these CAs."""
+    lines = []
+    for ca_blob in cas:
+        algorithm = ca_blob[4:4 + int.from_bytes(ca_blob[:4], "big")].decode("ascii")
+        lines.append(f'cert-authority,principals="*" {algorithm} {base64.b64encode(ca_blob).decode()}')
+    return asyncssh.import_authorized_keys("\n".join(lines))
 
 
 def key_allowed(trust: certlogin.Trust, blob: bytes, address: str) -> bool:

@@ -20,6 +20,7 @@ from gitserver.db.base import utcnow
 from gitserver.identity import certs, krl
 from gitserver.identity.certs import Certificate, CertificateRefused, CertificateUse
 from gitserver.policy import access
+from gitserver.policy.errors import ConfigError
 from gitserver.ssh.identity import Identity, greeting_for_user
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ class Trust:
         """Read at start: a CA file or revocation file that is wrong stops the daemon there."""
         trust = cls(certs.load_site_cas(config.ssh_user_ca_keys),
                     krl.RevocationFile(config.ssh_revoked_keys))
-        trust.revoked()
+        try:
+            trust.revoked()
+        except krl.KrlError as exc:
+            raise ConfigError(f"setting ssh_revoked_keys: {exc}") from exc
         return trust
 
     def revoked(self) -> krl.Revoked:

@@ -62,6 +62,7 @@ class GitSSHServer(asyncssh.SSHServer):
         self.identity: identity.Identity | None = None
         self.candidates: dict[bytes, identity.Identity] = {}
         self.signed_key: bytes | None = None
+        self.cert_cas: list[bytes] = []  # CAs of the certificates offered and let in so far
         self.unknown_keys = 0
         self.channels = 0
         self.address = ""
@@ -205,7 +206,7 @@ class GitSSHServer(asyncssh.SSHServer):
             return False
         try:
             found = await certauth.judge(self.conn, self.daemon, original, username, blob, msg,
-                                         signature, self.address)
+                                         signature, self.address, self.cert_cas)
         except Exception as exc:
             if not is_database_unreachable(exc):
                 raise

@@ -135,3 +135,19 @@ def test_the_file_is_read_again_when_it_changes_and_refuses_all_when_unreadable(
     with pytest.raises(krl.KrlError, match="cannot read"):
         watched.current()
     assert not krl.RevocationFile("").current().key_revoked(b"anything")
+
+
+def test_a_broken_revocation_file_stops_the_daemon_at_start(tmp_path: Path) -> None:
+    from gitserver.config import load
+    from gitserver.policy.errors import ConfigError
+    from gitserver.ssh.certlogin import Trust
+
+    broken = tmp_path / "revoked"
+    broken.write_text("not a key\n")
+    config = load(environ={"GITSERVER_DATA_DIR": str(tmp_path), "GITSERVER_SSH_REVOKED_KEYS": str(broken)})
+    with pytest.raises(ConfigError, match="ssh_revoked_keys: revoked keys file .* line 1"):
+        Trust.from_config(config)
+    missing = load(environ={"GITSERVER_DATA_DIR": str(tmp_path),
+                            "GITSERVER_SSH_REVOKED_KEYS": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="cannot read"):
+        Trust.from_config(missing)

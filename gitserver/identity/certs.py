@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -56,7 +56,9 @@ class Certificate:
     principals: tuple[str, ...]
     valid_after: int  # seconds since the epoch (0: always)
     valid_before: int  # (2**64 - 1: for ever)
-    options: Mapping[str, object]  # critical options asyncssh knows (unknown ones it refuses)
+    # The names of its critical options and extensions (asyncssh refuses unknown critical
+    # options; it has checked source-address's value itself).
+    options: frozenset[str]
 
     @property
     def ca_fingerprint(self) -> str:
@@ -108,7 +110,7 @@ def decode(blob: bytes) -> Certificate:
         cert_type=int(fields["_cert_type"]), serial=int(fields["_serial"]),
         key_id=str(fields["_key_id"]), principals=tuple(cert.principals),
         valid_after=int(fields["_valid_after"]), valid_before=int(fields["_valid_before"]),
-        options=dict(cert.options))
+        options=frozenset(cert.options))
 
 
 def refusal(cert: Certificate, now: dt.datetime) -> str | None:

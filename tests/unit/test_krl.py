@@ -145,7 +145,7 @@ def test_a_broken_revocation_file_stops_the_daemon_at_start(tmp_path: Path) -> N
     broken = tmp_path / "revoked"
     broken.write_text("not a key\n")
     config = load(environ={"GITSERVER_DATA_DIR": str(tmp_path), "GITSERVER_SSH_REVOKED_KEYS": str(broken)})
-    with pytest.raises(ConfigError, match="ssh_revoked_keys: revoked keys file .* line 1"):
+    with pytest.raises(ConfigError, match=r"ssh_revoked_keys: revoked keys file .* line 1"):
         Trust.from_config(config)
     missing = load(environ={"GITSERVER_DATA_DIR": str(tmp_path),
                             "GITSERVER_SSH_REVOKED_KEYS": str(tmp_path / "nowhere")})

@@ -32,6 +32,9 @@ from gitserver.ssh.identity import Identity
 
 log = logging.getLogger(__name__)
 
+# A command within this many seconds of the login is not checked again (the login just did,
+# and the check costs a transaction); every later one of a connection kept open is.
+RECHECK_AFTER = 1.0
 # asyncssh's SSHServerConnection.validate_public_key(username, key_data, msg, signature).
 Validate = Callable[[str, bytes, bytes, bytes], Awaitable[bool]]
 

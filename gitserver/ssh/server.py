@@ -63,6 +63,7 @@ class GitSSHServer(asyncssh.SSHServer):
         self.candidates: dict[bytes, identity.Identity] = {}
         self.signed_key: bytes | None = None
         self.cert_cas: list[bytes] = []  # CAs of the certificates offered and let in so far
+        self.authenticated_at = 0.0
         self.unknown_keys = 0
         self.channels = 0
         self.address = ""
@@ -237,9 +238,13 @@ class GitSSHServer(asyncssh.SSHServer):
         self.holder = holder
         self._started()
         self._arm_idle()  # authenticated, no channel yet
+        self.authenticated_at = asyncio.get_running_loop().time()
         metrics.ssh_auth("success", "certificate" if found.principal.certificate else "publickey")
         if found.principal.key_id is not None:
             self.daemon.touch_key(found.principal.key_id)
+
+    def since_login(self) -> float:
+        return asyncio.get_running_loop().time() - self.authenticated_at
 
     def _disconnect_unavailable(self) -> None:
         """No channel exists before authentication, so the reason goes in the disconnect
@@ -362,7 +367,7 @@ class Daemon:
         if process.subsystem is not None:
             raise Forbidden(f"subsystem '{_printable(process.subsystem)}' is not available; "
                             "only git commands are")
-        if found.principal.certificate is not None:
+        if found.principal.certificate is not None and owner.since_login() > certauth.RECHECK_AFTER:
             found = await asyncio.to_thread(self._current_certificate, found)
         if process.command is None:
             process.stdout.write(f"{found.greeting}\n{help_hint(self.config)}\n".encode())

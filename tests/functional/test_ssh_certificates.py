@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gitserver.ssh.certauth import RECHECK_AFTER
 from tests.conftest import wait_for
 from tests.functional.certificates import Ca, Holder, git, issue, keygen, new_key, refused, ssh
 from tests.functional.conftest import GitServer, make_repo, unique
@@ -218,6 +220,7 @@ def test_a_ca_removed_while_its_certificate_is_valid(certified: GitServer) -> No
         first = ssh(certified, holder, command, host_options=mux)
         assert first.stdout == "0000", first.stderr
         assert certified.api("DELETE", f"{API}/tenants/{tenant}/ssh-cas/{ca_id}").status_code == 204
+        time.sleep(RECHECK_AFTER)  # a command right after the login is not checked again
         # The connection that is still open refuses its next command, saying why ...
         again = ssh(certified, holder, command, host_options=mux)
         assert again.returncode == 128 and "no longer valid" in again.stderr, again.stderr

@@ -31,8 +31,9 @@ FORCE_COMMAND = "force-command"
 SOURCE_ADDRESS = "source-address"
 # More principals than any real certificate carries: bounds the lookup one login asks for.
 MAX_PRINCIPALS = 256
-# Principals as ssh-keygen -n writes them: printable, no whitespace, no comma (its separator).
-PRINCIPAL_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
+# Principals as ssh-keygen -n writes them: printable, no whitespace, no comma (its separator);
+# and no slash, so that every record can be named in its URL (…/principals/{name}).
+PRINCIPAL_RE = re.compile(r"^[\x21-\x2b\x2d\x2e\x30-\x7e]{1,255}$")
 MAX_KEY_ID = 1024
 # The largest serial: certificates carry an unsigned 64-bit one.
 MAX_SERIAL = 2**64 - 1
@@ -172,8 +173,8 @@ def _no_user(site_ca: bool) -> NoReturn:
 
 def validate_principal(value: object, field: str = "principal") -> str:
     if not isinstance(value, str) or not PRINCIPAL_RE.fullmatch(value):
-        raise InvalidInput("principal must be 1 to 255 printable characters without spaces or commas",
-                           field=field)
+        raise InvalidInput("principal must be 1 to 255 printable characters without spaces, commas "
+                           "or slashes", field=field)
     return value
 
 

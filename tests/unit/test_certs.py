@@ -92,7 +92,7 @@ def test_choose_user(principals: list[str], site: bool, tenants: list[int], expe
             certs.choose_user(principals, RECORDS, site_ca=site, ca_tenants=tenants)
 
 
-@pytest.mark.parametrize("bad", ["", "a b", "a,b", "x" * 256, "tab\there", 7, None, "é"])
+@pytest.mark.parametrize("bad", ["", "a b", "a,b", "x" * 256, "tab\there", 7, None, "é", "host/admin"])
 def test_principal_names(bad: object) -> None:
     with pytest.raises(InvalidInput) as caught:
         certs.validate_principal(bad)

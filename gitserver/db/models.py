@@ -299,6 +299,15 @@ class Push(Base):
     ref_updates: Mapped[list[RefUpdate]] = relationship(
         back_populates="push", order_by="RefUpdate.id", lazy="selectin")
 
+    @property
+    def certificate(self) -> dict[str, str | int] | None:
+        """The SSH certificate the push was made with, as the push audit and the ``push``
+        webhook show it (docs/ssh-certificates.md); None for a plain key."""
+        if not self.cert_ca_fingerprint:
+            return None
+        return {"ca": self.cert_ca_fingerprint, "key_id": self.cert_key_id,
+                "serial": int(self.cert_serial or 0)}
+
 
 class RefUpdate(Base):
     __tablename__ = "ref_updates"

@@ -96,6 +96,11 @@ def test_a_tenant_ca_certificate_logs_in_and_its_push_records_the_certificate(
     fingerprint = keygen("-lf", str(ca.path.with_suffix(".pub"))).stdout.split()[1]
     assert pushes[0]["user"] == name
     assert pushes[0]["certificate"] == {"ca": fingerprint, "key_id": "alice@corp", "serial": 4242}
+    with certified.db() as session:  # what the push webhook's pusher.certificate shows
+        from gitserver.db import models
+
+        row = session.get(models.Push, pushes[0]["id"])
+        assert row is not None and row.certificate == pushes[0]["certificate"]
     key_fingerprint = keygen("-lf", str(holder.key.with_suffix(".pub"))).stdout.split()[1]
     assert pushes[0]["key_fingerprint"] == key_fingerprint
 

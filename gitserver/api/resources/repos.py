@@ -133,13 +133,6 @@ PUSH_CERTIFICATE: dict[str, Any] = {
                    "key_id": {"type": "string"}, "serial": {"type": "integer", "minimum": 0}}}
 
 
-def push_certificate(push: models.Push) -> dict[str, Any] | None:
-    if not push.cert_ca_fingerprint:
-        return None
-    return {"ca": push.cert_ca_fingerprint, "key_id": push.cert_key_id,
-            "serial": int(push.cert_serial or 0)}
-
-
 REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING)})
 PUSH = Shape("Push", {
     "id": Out(INTEGER), "user": Out(NULLABLE_STRING, given=True), "key_fingerprint": Out(STRING),
@@ -156,7 +149,7 @@ PUSH = Shape("Push", {
                         value=lambda push: push_options.shown(json.loads(push.push_options or "[]"))),
     "ref_updates": each(REF_UPDATE, "ref_updates", inline=True),
     "certificate": Out(PUSH_CERTIFICATE, "the SSH certificate the push was made with "
-                       "(docs/ssh-certificates.md); null for a plain key", value=push_certificate)})
+                       "(docs/ssh-certificates.md); null for a plain key")})
 
 
 def push_json(push: models.Push, user_names: dict[int, str], show_address: bool = False) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import backup, report, storms
+from bench import backup, certs, report, storms
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import (
     ASYNCSSH_PATCH,
@@ -94,7 +94,8 @@ PROFILES = {
 }
 FEW_KEYS = 10
 # The measurement groups, in the order a run makes them (``--only`` picks some).
-GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "clone_storms", "auth_scaling", "backup_restore")
+GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "clone_storms", "auth_scaling", "certificates",
+          "backup_restore")
 
 
 @dataclasses.dataclass
@@ -364,6 +365,9 @@ class Bench:
 
     def clone_storms(self) -> None:
         storms.run(self)  # bench/storms.py: the pack cache and bundle URIs against OpenSSH
+
+    def certificates(self) -> None:
+        certs.run(self)  # bench/certs.py: a certificate login against a plain key's, on gitserver
 
     def auth_scaling(self) -> None:
         """ls-remote with 10 registered keys, then with more and more: sshd scans its

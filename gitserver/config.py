@@ -82,6 +82,12 @@ class Config:
     # killed; 0 = never. Never applies to receive-pack (docs/limits.md says why).
     ssh_channel_idle_timeout: float = 60.0
     ssh_shutdown_grace: float = 30.0
+    # SSH certificates (docs/certificates.md): files of user CA public keys trusted for
+    # every tenant; a KRL or a list of public keys whose keys and certificates are refused
+    # (re-read when it changes; empty: none); certificates of the host keys to present.
+    ssh_user_ca_keys: tuple[str, ...] = ()
+    ssh_revoked_keys: str = ""
+    ssh_host_certificates: tuple[str, ...] = ()
     # A receive-pack whose client hung up after sending its ref commands is never killed for
     # that: it gets this long to finish its hooks (record the push), then its process group
     # is killed. A push intent older than this is settled by the reconciler.

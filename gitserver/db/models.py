@@ -138,6 +138,57 @@ class PublicKey(Base):
     user: Mapped[User | None] = relationship(lazy="joined")
 
 
+class SshCa(Base):
+    """A user CA a tenant trusts (docs/certificates.md): certificates it signs log in as
+    the users of this tenant their principals name. Site-wide CAs come from the configuration."""
+
+    __tablename__ = "ssh_cas"
+    __table_args__ = (UniqueConstraint("tenant_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # Looked up by fingerprint at every certificate login.
+    fingerprint: Mapped[str] = mapped_column(String(80), index=True)
+    key_data: Mapped[str] = mapped_column(Text)  # the CA's public key line, without comment
+    title: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = _created()
+
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+
+
+class SshPrincipal(Base):
+    """A certificate principal that names one user. Unique site-wide: a site CA looks it up in
+    every tenant, so two tenants holding the same name would make it name two users."""
+
+    __tablename__ = "ssh_principals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    principal: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class SshCaRevocation(Base):
+    """A certificate of one tenant CA refused by serial or by key id (exactly one is set)."""
+
+    __tablename__ = "ssh_ca_revocations"
+    __table_args__ = (
+        CheckConstraint("(serial IS NULL) <> (key_id IS NULL)", name="one_of"),
+        UniqueConstraint("ca_id", "serial"),
+        UniqueConstraint("ca_id", "key_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ca_id: Mapped[int] = mapped_column(ForeignKey("ssh_cas.id", ondelete="CASCADE"), index=True)
+    # Serials are unsigned 64-bit: more than a signed BIGINT holds, so decimal text.
+    serial: Mapped[str | None] = mapped_column(String(20))
+    key_id: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[dt.datetime] = _created()
+
+
 class Repository(Base):
     __tablename__ = "repositories"
     __table_args__ = (
@@ -237,11 +288,25 @@ class Push(Base):
     state: Mapped[str] = mapped_column(String(20), default=PUSH_DONE, index=True)
     # ``git push -o`` options as given, a JSON list of strings (gitserver.git.push_options).
     push_options: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    # A push made with an SSH certificate: the CA's fingerprint, the certificate's key id and
+    # serial (decimal text: serials are unsigned 64-bit); empty and null otherwise.
+    cert_ca_fingerprint: Mapped[str] = mapped_column(String(80), default="", server_default="")
+    cert_key_id: Mapped[str] = mapped_column(Text, default="", server_default="")
+    cert_serial: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[dt.datetime] = _created()
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     ref_updates: Mapped[list[RefUpdate]] = relationship(
         back_populates="push", order_by="RefUpdate.id", lazy="selectin")
+
+    @property
+    def certificate(self) -> dict[str, str | int] | None:
+        """The SSH certificate the push was made with, as the push audit and the ``push``
+        webhook show it (docs/certificates.md); None for a plain key."""
+        if not self.cert_ca_fingerprint:
+            return None
+        return {"ca": self.cert_ca_fingerprint, "key_id": self.cert_key_id,
+                "serial": int(self.cert_serial or 0)}
 
 
 class RefUpdate(Base):

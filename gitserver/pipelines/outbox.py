@@ -92,6 +92,7 @@ def push_payload(session: Session, config: Config, push: models.Push,
         "tenant": user.tenant.name if user is not None else None,
         "key_fingerprint": push.key_fingerprint,
         "protocol": push.protocol,
+        "certificate": push.certificate,  # {"ca", "key_id", "serial"} or None (a plain key)
     }
     return {
         "event": EVENT_PUSH,

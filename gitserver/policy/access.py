@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, Select, or_, select
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
+from gitserver.identity.certs import CertificateUse
 from gitserver.policy.errors import Forbidden, NotFound
 from gitserver.policy.names import GIT_SUFFIX, name_problem
 
@@ -74,6 +75,8 @@ class Principal:
     scopes: frozenset[str] | None = None
     # When the API token used expires (None: it does not, or no token was used).
     token_expires_at: dt.datetime | None = None
+    # The SSH certificate the user logged in with (None: a plain key, or not SSH).
+    certificate: CertificateUse | None = None
 
     @property
     def is_site_admin(self) -> bool:

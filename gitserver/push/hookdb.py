@@ -21,7 +21,8 @@ def context_from_environment(environ: Mapping[str, str]) -> PushContext:
     env = HookEnv.from_env(environ)
     return PushContext(repo_id=env.repo_id, user_id=env.user_id, key_id=env.key_id,
                        key_fingerprint=env.key_fingerprint, protocol=env.protocol,
-                       client_address=env.client_address)
+                       client_address=env.client_address, cert_ca_fingerprint=env.cert_ca_fingerprint,
+                       cert_key_id=env.cert_key_id, cert_serial=env.cert_serial)
 
 
 class DirectLedger:

@@ -28,6 +28,8 @@ ENV_NAMES: Mapping[str, str] = {
     "database_url": "GITSERVER_DATABASE_URL", "public_http_url": "GITSERVER_PUBLIC_HTTP_URL",
     "user_id": "GITSERVER_USER_ID", "user": "GITSERVER_USER", "key_id": "GITSERVER_KEY_ID",
     "key_fingerprint": "GITSERVER_KEY_FINGERPRINT", "client_address": "GITSERVER_CLIENT_ADDRESS",
+    "cert_ca_fingerprint": "GITSERVER_CERT_CA", "cert_key_id": "GITSERVER_CERT_KEY_ID",
+    "cert_serial": "GITSERVER_CERT_SERIAL",
     "config_file": ENV_CONFIG,
 }
 
@@ -48,6 +50,9 @@ class HookEnv(NamedTuple):
     key_id: int | None = None
     key_fingerprint: str = ""
     client_address: str = ""
+    cert_ca_fingerprint: str = ""
+    cert_key_id: str = ""
+    cert_serial: str = ""
     config_file: str = ""
     # The size limits and quotas the pre-receive hook holds the push to (their own names:
     # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.push.limits).

@@ -47,6 +47,10 @@ class PushContext:
     key_fingerprint: str = ""
     protocol: str = "ssh"
     client_address: str = ""
+    # Pushed with an SSH certificate: its CA's fingerprint, key id and serial ("" otherwise).
+    cert_ca_fingerprint: str = ""
+    cert_key_id: str = ""
+    cert_serial: str = ""
 
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
@@ -56,6 +60,8 @@ def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, s
     push = models.Push(repo_id=ctx.repo_id, user_id=ctx.user_id, public_key_id=ctx.key_id,
                        key_fingerprint=ctx.key_fingerprint, protocol=ctx.protocol,
                        client_address=ctx.client_address, state=models.PUSH_PENDING,
+                       cert_ca_fingerprint=ctx.cert_ca_fingerprint, cert_key_id=ctx.cert_key_id,
+                       cert_serial=ctx.cert_serial or None,
                        push_options=json.dumps(list(options)))
     push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new) for old, new, ref in updates]
     session.add(push)

@@ -20,6 +20,7 @@ import asyncssh
 
 from gitserver.config import Config, parse_max_startups, ssh_algorithms_of
 from gitserver.db.session import transaction
+from gitserver.identity import certs
 from gitserver.identity.keys import fingerprint_of_blob
 from gitserver.observe import metrics
 from gitserver.policy import access
@@ -34,7 +35,7 @@ from gitserver.policy.errors import (
 )
 from gitserver.push import reconcile
 from gitserver.runtime import Runtime
-from gitserver.ssh import holders, hostkeys, identity, transport
+from gitserver.ssh import certauth, certlogin, drain, holders, hostkeys, identity, transport
 from gitserver.ssh.commands import is_git_request, is_lfs_request, parse_command, parse_lfs_command
 from gitserver.ssh.holders import HolderLimiter
 from gitserver.ssh.lfs import LfsFront
@@ -62,6 +63,8 @@ class GitSSHServer(asyncssh.SSHServer):
         self.identity: identity.Identity | None = None
         self.candidates: dict[bytes, identity.Identity] = {}
         self.signed_key: bytes | None = None
+        self.cert_cas: list[bytes] = []  # CAs of the certificates offered and let in so far
+        self.authenticated_at = 0.0
         self.unknown_keys = 0
         self.channels = 0
         self.address = ""
@@ -102,7 +105,10 @@ class GitSSHServer(asyncssh.SSHServer):
 
         async def validate_signed(username: str, key_data: bytes, msg: bytes,
                                   signature: bytes) -> bool:
-            ok = await original(username, key_data, msg, signature)
+            if certs.is_certificate(key_data):
+                ok = await self._validate_certificate(original, username, key_data, msg, signature)
+            else:
+                ok = await original(username, key_data, msg, signature)
             if ok and msg:
                 self.signed_key = key_data
             return ok
@@ -169,6 +175,9 @@ class GitSSHServer(asyncssh.SSHServer):
         if blob not in self.candidates:
             if self.unknown_keys >= MAX_UNKNOWN_KEYS:
                 return False
+            if not certauth.key_allowed(self.daemon.trust, blob, self.address):
+                self.unknown_keys += 1
+                return False
             try:
                 found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
             except Exception as exc:
@@ -184,6 +193,31 @@ class GitSSHServer(asyncssh.SSHServer):
                                          "too many unknown keys offered")
                 return False
             self.candidates[blob] = found
+        return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return False  # CAs are trusted another way: gitserver.ssh.certauth says why
+
+    async def _validate_certificate(self, original: certauth.Validate, username: str, blob: bytes,
+                                    msg: bytes, signature: bytes) -> bool:
+        """A certificate, judged once (probe or signed request) by gitserver.ssh.certauth;
+        asyncssh checks each signature."""
+        if blob in self.candidates:
+            return await original(username, blob, msg, signature)
+        if self.unknown_keys >= MAX_UNKNOWN_KEYS or self.conn is None:
+            return False
+        try:
+            found = await certauth.judge(self.conn, self.daemon, original, username, blob, msg,
+                                         signature, self.address, self.cert_cas)
+        except Exception as exc:
+            if not is_database_unreachable(exc):
+                raise
+            self._disconnect_unavailable()
+            return False
+        if found is None:
+            self.unknown_keys += 1
+            return False
+        self.candidates[blob] = found
         return True
 
     def auth_completed(self) -> None:
@@ -205,9 +239,13 @@ class GitSSHServer(asyncssh.SSHServer):
         self.holder = holder
         self._started()
         self._arm_idle()  # authenticated, no channel yet
-        metrics.ssh_auth("success", "publickey")
+        self.authenticated_at = asyncio.get_running_loop().time()
+        metrics.ssh_auth("success", "certificate" if found.principal.certificate else "publickey")
         if found.principal.key_id is not None:
             self.daemon.touch_key(found.principal.key_id)
+
+    def since_login(self) -> float:
+        return asyncio.get_running_loop().time() - self.authenticated_at
 
     def _disconnect_unavailable(self) -> None:
         """No channel exists before authentication, so the reason goes in the disconnect
@@ -254,6 +292,7 @@ class Daemon:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.sessions = runtime.sessions
         self.config = runtime.config
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self.children: set[GitChild] = set()
@@ -266,6 +305,7 @@ class Daemon:
                                      self.config.ssh_max_connections_per_source)
         self.selfservice = SelfService(runtime)
         self.lfs = LfsFront(runtime)
+        self.trust = certlogin.Trust.from_config(self.config)
 
     def lookup(self, fingerprint: str) -> identity.Identity | None:
         with transaction(self.runtime.sessions) as session:
@@ -329,6 +369,8 @@ class Daemon:
         if process.subsystem is not None:
             raise Forbidden(f"subsystem '{_printable(process.subsystem)}' is not available; "
                             "only git commands are")
+        if found.principal.certificate is not None and owner.since_login() > certauth.RECHECK_AFTER:
+            found = await asyncio.to_thread(self._current_certificate, found)
         if process.command is None:
             process.stdout.write(f"{found.greeting}\n{help_hint(self.config)}\n".encode())
             return 0
@@ -350,6 +392,10 @@ class Daemon:
         finally:
             self.children.discard(child)
 
+    def _current_certificate(self, found: identity.Identity) -> identity.Identity:
+        with transaction(self.runtime.sessions) as session:
+            return certauth.current_or_forbidden(session, self.trust, found)
+
     def _authorise(self, principal: access.Principal, command: Any) -> identity.Authorised:
         with transaction(self.runtime.sessions) as session:
             # The identity was bound when the connection authenticated, but a multiplexed
@@ -357,6 +403,8 @@ class Daemon:
             # the client keeps it: re-read the key for every command, so a removed key, a
             # disabled user or a lowered role takes effect on the next command, not the next
             # connection.
+            if principal.certificate is not None:  # re-checked by _current_certificate
+                return identity.authorise(session, principal, command)
             current = identity.identity_for_fingerprint(session, principal.key_fingerprint)
             if current is None:
                 raise Forbidden("this key is no longer valid (removed, or its user disabled); "
@@ -385,12 +433,6 @@ def _refuse(process: asyncssh.SSHServerProcess, message: str) -> int:
     with contextlib.suppress(Exception):
         process.stderr.write(f"ERROR: {line}\n".encode("utf-8", "replace"))
     return REFUSED_STATUS
-
-
-def load_host_keys(config: Config) -> list[asyncssh.SSHKeyPair]:
-    """The host keys in the data dir (missing types created), signing only as configured."""
-    return hostkeys.restrict_host_key_algorithms(hostkeys.load_host_keys(config.host_key_dir),
-                                                 config.ssh_host_key_algorithms)
 
 
 def algorithm_options(config: Config) -> dict[str, list[str]]:
@@ -422,7 +464,7 @@ async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKeyPair]) -> asyncss
 async def serve(runtime: Runtime) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
     config = runtime.config
-    host_keys = load_host_keys(config)
+    host_keys = hostkeys.for_config(config)
     daemon = Daemon(runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -437,7 +479,7 @@ async def serve(runtime: Runtime) -> int:
     await stop.wait()
     log.info("shutting down: no new connections; %d transfer(s) running", len(daemon.children))
     acceptor.close()
-    await _drain(daemon, config.ssh_shutdown_grace)
+    await drain.drain(daemon, config.ssh_shutdown_grace)
     return 0
 
 
@@ -446,23 +488,6 @@ def _startup_pass(runtime: Runtime) -> None:
         reconcile.startup_pass(runtime, "ssh daemon")
     except Exception:  # the worker's periodic pass tries again
         log.exception("reconciling refs at start failed")
-
-
-async def _drain(daemon: Daemon, grace: float) -> None:
-    """Let running transfers finish for ``grace`` seconds, then kill what is left."""
-    deadline = asyncio.get_running_loop().time() + grace
-    while ((daemon.children or daemon.open_channels)
-           and asyncio.get_running_loop().time() < deadline):
-        await asyncio.sleep(0.1)
-    if daemon.children:
-        log.warning("killing %d transfer(s) still running after %ss", len(daemon.children), grace)
-    await asyncio.gather(*(child.kill() for child in list(daemon.children)),
-                         return_exceptions=True)
-    for conn in list(daemon.connections):
-        conn.close()
-    for conn in list(daemon.connections):
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.wait_closed(), 2)
 
 
 def run(runtime: Runtime) -> int:

@@ -87,9 +87,14 @@ def child_env(config: Config, principal: access.Principal, target: Authorised, *
 
 def push_context(principal: access.Principal, target: Authorised, client_address: str) -> PushContext:
     """Who pushes over this session, for the push's audit record."""
+    cert = principal.certificate
     return PushContext(repo_id=target.repo_id, user_id=principal.user_id, key_id=principal.key_id,
                        key_fingerprint=principal.key_fingerprint, protocol=PUSH_PROTOCOL,
-                       client_address=client_address)
+                       client_address=client_address,
+                       cert_ca_fingerprint=cert.ca_fingerprint if cert else "",
+                       # an environment value cannot hold NUL (the hook's fallback reads it there)
+                       cert_key_id=cert.key_id.replace("\0", "?") if cert else "",
+                       cert_serial=str(cert.serial) if cert else "")
 
 
 class GitChild:

@@ -52,7 +52,8 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
                    "shallow clone by tag", "push medium repo into an empty repo", "push of one small commit",
                    "4 concurrent clones", "auth + ls-remote, 1,000 keys", "large repo, matched crypto",
                    "server CPU per small push", "gitserver key import of 990 keys",
-                   "4 concurrent shallow clones of one tag", "full clone with --bundle-uri"):
+                   "4 concurrent shallow clones of one tag", "full clone with --bundle-uri",
+                   "ls-remote with a certificate"):
         assert metric in table
     rows = json.loads((out / "latest.json").read_text())["rows"]
     # Times are positive on both sides; CPU rows may read 0 (10 ms ticks, one run) and a row

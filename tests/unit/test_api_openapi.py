@@ -170,18 +170,26 @@ def admin_app(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     for path, body in (("/api/v1/tenants", {"name": "t"}), ("/api/v1/tenants/t/users", {"name": "u"}),
                        ("/api/v1/tenants/t/groups", {"name": "g"}), ("/api/v1/tenants/t/repos", {"name": "r"}),
                        ("/api/v1/tenants/t/repos/r/webhooks", {"url": "https://93.184.216.34/hook"}),
-                       ("/api/v1/tenants/t/webhooks", {"url": "https://93.184.216.34/hook"})):
+                       ("/api/v1/tenants/t/webhooks", {"url": "https://93.184.216.34/hook"}),
+                       ("/api/v1/tenants/t/ssh-cas", {"key": _ca_key()})):
         resp = client.simulate_post(path, json=body)
         assert resp.status_code == 201, (path, resp.text)
         made[path] = resp.json
     # A webhook's id in the path of its owner: the repository's, else the tenant's.
     params = {"tenant": "t", "user": "u", "group": "g", "repo": "r", "task_id": "x",
               "webhook_id": str(made["/api/v1/tenants/t/repos/r/webhooks"]["id"]),
-              "tenant_webhook_id": str(made["/api/v1/tenants/t/webhooks"]["id"])}
+              "tenant_webhook_id": str(made["/api/v1/tenants/t/webhooks"]["id"]),
+              "ca_id": str(made["/api/v1/tenants/t/ssh-cas"]["id"]), "principal": "p"}
     try:
         yield client, params
     finally:
         runtime.dispose()
+
+
+def _ca_key() -> str:
+    import asyncssh
+
+    return asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
 
 
 def _fill(path: str, params: Mapping[str, str]) -> str:

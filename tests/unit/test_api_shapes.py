@@ -111,6 +111,7 @@ def seed_rows(session: Any, repo_id: int, user_id: int, hooks: tuple[int, int]) 
     attempt: what only a push or a worker would otherwise make."""
     now = dt.datetime.now(dt.UTC)
     push = models.Push(repo_id=repo_id, user_id=user_id, key_fingerprint="SHA256:x", client_address="127.0.0.1",
+                       cert_ca_fingerprint="SHA256:ca", cert_key_id="alice@corp", cert_serial=str(2**64 - 1),
                        push_options='["ci.skip"]')
     session.add(push)
     session.flush()
@@ -161,10 +162,14 @@ def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
             ("repo", f"{base}/repos", {"name": "r"}),
             ("deploy_key", f"{base}/repos/r/deploy-keys", {"key": public_key(tmp_path, "k3")}),
             ("webhook", f"{base}/repos/r/webhooks", {"url": "https://93.184.216.34/hook", "secret": "s"}),
-            ("tenant_webhook", f"{base}/webhooks", {"url": "https://93.184.216.34/hook"})):
+            ("tenant_webhook", f"{base}/webhooks", {"url": "https://93.184.216.34/hook"}),
+            ("ssh_ca", f"{base}/ssh-cas", {"key": public_key(tmp_path, "ca")}),
+            ("principal", f"{base}/users/u/principals", {"principal": "u@corp"})):
         resp = api.simulate_post(path, json=body)
         assert resp.status_code == 201, (path, resp.text)
         made[name] = resp
+    made["revocation"] = api.simulate_post(f"{base}/ssh-cas/{made['ssh_ca'].json['id']}/revoked",
+                                           json={"serial": 7})
     for path in (f"{base}/groups/g/members/u", f"{base}/repos/r/grants/users/u", f"{base}/repos/r/grants/groups/g"):
         assert api.simulate_put(path, json={} if "members" in path else {"permission": "read"}).status_code < 300
     with transaction(runtime.sessions) as session:
@@ -174,7 +179,8 @@ def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
               "key_id": str(made["key"].json["id"]), "token_id": str(made["token"].json["id"]),
               "deploy_key_id": str(made["deploy_key"].json["id"]),
               "webhook_id": str(made["webhook"].json["id"]),
-              "tenant_webhook_id": str(made["tenant_webhook"].json["id"])}
+              "tenant_webhook_id": str(made["tenant_webhook"].json["id"]),
+              "ca_id": str(made["ssh_ca"].json["id"]), "principal": "u@corp"}
     try:
         yield api, {**params, "made": made}  # type: ignore[dict-item]
     finally:
@@ -219,7 +225,8 @@ def test_every_answer_validates_against_its_documented_schema(
     made = params.pop("made")
     create_ops = {"createTenant": "tenant", "createUser": "user", "addKey": "key", "importKeys": "batch",
                   "createToken": "token", "createGroup": "group", "createRepository": "repo",
-                  "addDeployKey": "deploy_key", "createWebhook": "webhook", "createTenantWebhook": "tenant_webhook"}
+                  "addDeployKey": "deploy_key", "createWebhook": "webhook", "createTenantWebhook": "tenant_webhook",
+                  "addSshCa": "ssh_ca", "addSshPrincipal": "principal", "revokeSshCertificates": "revocation"}
     validated: set[str] = set()
     todo = sorted(operations(document), key=lambda op: op[2]["operationId"] in POSTS)
     for method, path, operation in todo:

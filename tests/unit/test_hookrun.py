@@ -179,6 +179,13 @@ def test_hook_environment_round_trips() -> None:
     assert "GITSERVER_CONFIG" not in env.to_env()
     from gitserver.push.limits import PushLimits
 
+    certified = env._replace(cert_ca_fingerprint="SHA256:ca", cert_key_id="alice laptop", cert_serial="42")
+    assert HookEnv.from_env(certified.to_env()) == certified
+    assert certified.to_env()["GITSERVER_CERT_SERIAL"] == "42"
+    from gitserver.push.hookdb import context_from_environment
+
+    ctx = context_from_environment(certified.to_env())
+    assert (ctx.cert_ca_fingerprint, ctx.cert_key_id, ctx.cert_serial) == ("SHA256:ca", "alice laptop", "42")
     limited = env._replace(limits=PushLimits(max_blob_bytes=10, tenant_quota_bytes=99))
     assert HookEnv.from_env(limited.to_env()) == limited
     assert limited.to_env()["GITSERVER_MAX_BLOB_BYTES"] == "10"

@@ -509,7 +509,7 @@ def test_first_attempt_renders_the_documented_shape_from_the_rows(runtime: Runti
         "repository": {"tenant": "acme", "name": "widgets", "full_name": "acme/widgets",
                        "ssh_url": f"{config.ssh_base_url}/acme/widgets.git"},
         "pusher": {"kind": "user", "name": "alice", "tenant": "acme", "key_fingerprint": "SHA256:k",
-                   "protocol": "ssh"},
+                   "protocol": "ssh", "certificate": None},
         "ref_updates": [{"ref": "refs/heads/main", "old": "0" * 40, "new": "a" * 40}],
         "push_options": [],
         "push_id": push_id,

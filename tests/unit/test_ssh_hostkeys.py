@@ -49,17 +49,55 @@ def test_no_key_left_for_the_allowed_algorithms_is_a_clear_error(tmp_path: Path)
 def test_daemon_start_completes_an_older_data_dir(tmp_path: Path) -> None:
     """A data dir made when init wrote only ed25519 gains ECDSA and RSA when the daemon starts."""
     from gitserver.config import load
-    from gitserver.ssh.server import load_host_keys
+    from gitserver.ssh.hostkeys import for_config
 
     cfg = load(environ={"GITSERVER_DATA_DIR": str(tmp_path)})
     cfg.host_key_dir.mkdir()
     old = asyncssh.generate_private_key("ssh-ed25519").export_private_key()
     (cfg.host_key_dir / "ssh_host_ed25519_key").write_bytes(old)
 
-    pairs = load_host_keys(cfg)
+    pairs = for_config(cfg)
 
     assert sorted(p.name for p in cfg.host_key_dir.glob("ssh_host_*_key")) == [
         "ssh_host_ecdsa_key", "ssh_host_ed25519_key", "ssh_host_rsa_key"]
     offered = sorted(alg for pair in pairs for alg in pair.host_key_algorithms)  # type: ignore[attr-defined]
     assert offered == sorted([b"ssh-ed25519", b"ecdsa-sha2-nistp256", b"rsa-sha2-512", b"rsa-sha2-256"])
     assert (cfg.host_key_dir / "ssh_host_ed25519_key").read_bytes() == old
+
+
+def _sign(ca: Path, pub: Path, *, host: bool) -> Path:
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "host", "-n", "127.0.0.1",
+                    *(["-h"] if host else []), str(pub)], check=True, capture_output=True)
+    return pub.with_name(pub.name.removesuffix(".pub") + "-cert.pub")
+
+
+def test_host_certificates_are_presented_beside_their_keys(tmp_path: Path) -> None:
+    import subprocess
+
+    directory = tmp_path / "ssh"
+    keys = hostkeys.load_host_keys(directory)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "ca")], check=True)
+    certs_dir = tmp_path / "certs"
+    certs_dir.mkdir()
+    for kind in ("ed25519", "rsa"):
+        (certs_dir / f"{kind}.pub").write_bytes((directory / f"ssh_host_{kind}_key.pub").read_bytes())
+    ed25519 = _sign(tmp_path / "ca", certs_dir / "ed25519.pub", host=True)
+    rsa = _sign(tmp_path / "ca", certs_dir / "rsa.pub", host=True)
+    certified = hostkeys.load_host_certificates([str(ed25519), str(rsa)], keys)
+    pairs = hostkeys.restrict_host_key_algorithms(keys, ["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256",
+                                                         "ecdsa-sha2-nistp256"], certified)
+    offered = [alg for pair in pairs for alg in pair.host_key_algorithms]
+    assert sorted(offered) == sorted([b"ssh-ed25519", b"ssh-ed25519-cert-v01@openssh.com",
+                                      b"ecdsa-sha2-nistp256", b"rsa-sha2-512", b"rsa-sha2-256",
+                                      b"rsa-sha2-512-cert-v01@openssh.com", b"rsa-sha2-256-cert-v01@openssh.com"])
+    user_cert = _sign(tmp_path / "ca", certs_dir / "ed25519.pub", host=False)
+    with pytest.raises(ConfigError, match="not an OpenSSH host certificate"):
+        hostkeys.load_host_certificates([str(user_cert)], keys)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    stranger = _sign(tmp_path / "ca", tmp_path / "stranger.pub", host=True)
+    with pytest.raises(ConfigError, match="certifies none of the host keys"):
+        hostkeys.load_host_certificates([str(stranger)], keys)
+    with pytest.raises(ConfigError, match="cannot read"):
+        hostkeys.load_host_certificates([str(tmp_path / "missing-cert.pub")], keys)

@@ -7,12 +7,15 @@ import types
 
 import asyncssh
 
+from gitserver.identity.krl import RevocationFile
 from gitserver.ssh import server
+from gitserver.ssh.certlogin import Trust
 
 
 class _Daemon:
     def __init__(self) -> None:
         self.lookups = 0
+        self.trust = Trust({}, RevocationFile(""))  # no CA, no revocation file
 
     def lookup(self, fingerprint: str) -> None:
         self.lookups += 1

@@ -90,6 +90,12 @@ def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
     return DEPLOY_KEY_SHAPE.render(deploy)
 
 
+PUSH_CERTIFICATE: dict[str, Any] = {
+    "type": ["object", "null"], "required": ["ca", "key_id", "serial"], "additionalProperties": False,
+    "properties": {"ca": {"type": "string", "description": "the CA's SHA256 fingerprint"},
+                   "key_id": {"type": "string"}, "serial": {"type": "integer", "minimum": 0}}}
+
+
 REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING)})
 PUSH = Shape("Push", {
     "id": Out(INTEGER), "user": Out(NULLABLE_STRING, given=True), "key_fingerprint": Out(STRING),
@@ -104,7 +110,9 @@ PUSH = Shape("Push", {
     "push_options": Out(STRINGS, "git push -o options as given (docs/compatibility.md), with ci.variable "
                         "values shown as *** (docs/webhooks.md)",
                         value=lambda push: push_options.shown(json.loads(push.push_options or "[]"))),
-    "ref_updates": each(REF_UPDATE, "ref_updates", inline=True)})
+    "ref_updates": each(REF_UPDATE, "ref_updates", inline=True),
+    "certificate": Out(PUSH_CERTIFICATE, "the SSH certificate the push was made with "
+                       "(docs/certificates.md); null for a plain key")})
 
 
 def push_json(push: models.Push, user_names: dict[int, str], show_address: bool = False) -> dict[str, Any]:

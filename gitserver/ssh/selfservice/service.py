@@ -63,6 +63,8 @@ class LogPiece:
 def current_principal(session: Session, principal: access.Principal) -> access.Principal:
     """The principal as its key stands now: a multiplexed connection serves commands long
     after it authenticated, so a removed key or a disabled user stops at the next command."""
+    if principal.certificate is not None:
+        return principal  # a certificate login: checked again by the daemon before each command
     found = identity.identity_for_fingerprint(session, principal.key_fingerprint)
     if found is None:
         raise Forbidden("this key is no longer valid (removed, or its user disabled); "

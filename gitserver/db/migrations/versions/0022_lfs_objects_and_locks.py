@@ -5,7 +5,7 @@ by SHA-256; these rows give access and count in the quotas); ``lfs_locks`` holds
 file locks, one per path and repository.
 
 Revision ID: 0022_lfs_objects_and_locks
-Revises: 0018_pipeline_log_pruned
+Revises: 0021_ssh_certificates
 Create Date: 2026-12-07 14:00:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 
 
 revision = '0022_lfs_objects_and_locks'
-down_revision = '0018_pipeline_log_pruned'
+down_revision = '0021_ssh_certificates'
 branch_labels = None
 depends_on = None
 

@@ -25,10 +25,11 @@ def route_modules() -> tuple[ModuleType, ...]:
     from gitserver.api import app, bundles, smart_http
     from gitserver.api.resources import groups, maintenance, pipelines, repos, tenants, users, webhooks
     from gitserver.api.resources import metrics as metrics_routes
+    from gitserver.console import routes as console
     from gitserver.repour import resources as repour
 
     return (app, metrics_routes, tenants, users, groups, repos, maintenance, pipelines, webhooks,
-            smart_http, bundles, repour)
+            smart_http, bundles, repour, console)
 
 
 def job_handlers() -> dict[str, jobs.Handler]:

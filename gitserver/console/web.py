@@ -43,7 +43,7 @@ def template_environment() -> jinja2.Environment:
     """Jinja2 with autoescaping on for every template: pushed text is data, never markup."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["short"] = lambda oid: (oid or "")[:12]
+    env.filters["short"] = lambda oid: str(oid or "")[:12]
     env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
     env.filters["epoch"] = lambda s: dt.datetime.fromtimestamp(s, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return env

@@ -79,7 +79,7 @@ def _peel_commit(obj: pygit2.Object | None) -> pygit2.Commit | None:
 
 
 def _refs(repo: pygit2.Repository, prefix: str) -> list[Ref]:
-    found = []
+    found: list[Ref] = []
     for full in sorted(repo.references):
         if not full.startswith(prefix) or len(found) >= MAX_REFS_SHOWN:
             continue
@@ -154,13 +154,14 @@ def entries(tree: pygit2.Tree, base: str) -> tuple[list[Entry], bool]:
     rows = []
     for obj in tree:
         kind = obj.type_str if obj.filemode != pygit2.enums.FileMode.COMMIT else "commit"
-        size = obj.size if kind == "blob" else None
+        size = obj.size if isinstance(obj, pygit2.Blob) else None
         rows.append(Entry(obj.name or "", f"{base}/{obj.name}".lstrip("/"), kind, size))
     rows.sort(key=lambda e: (e.kind != "tree", e.name))
     return rows[:MAX_TREE_ENTRIES], len(rows) > MAX_TREE_ENTRIES
 
 
-def log(repo: pygit2.Repository, start: pygit2.Commit, limit: int = PAGE_COMMITS) -> tuple[list[pygit2.Commit], str | None]:
+def log(repo: pygit2.Repository, start: pygit2.Commit,
+        limit: int = PAGE_COMMITS) -> tuple[list[pygit2.Commit], str | None]:
     """``limit`` commits from ``start`` in time order, and the id the next page starts from."""
     walker = repo.walk(start.id, pygit2.enums.SortMode.TIME)
     page: list[pygit2.Commit] = []
@@ -186,7 +187,7 @@ def diff(repo: pygit2.Repository, commit: pygit2.Commit) -> Diff:
             return Diff(files, True, total)
         used += len(text)
         files.append(FileDiff(delta.old_file.path, delta.new_file.path, delta.status_char(), text,
-                              delta.is_binary))
+                              bool(delta.is_binary)))
     return Diff(files, False, total)
 
 

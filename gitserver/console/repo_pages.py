@@ -68,7 +68,7 @@ def page_values(view: View, opened: Opened, **values: Any) -> dict[str, Any]:
 
 def _readme(commit: pygit2.Commit) -> tuple[str, Any] | None:
     for obj in commit.tree:
-        if obj.type_str == "blob" and (obj.name or "").lower() in README_NAMES:
+        if isinstance(obj, pygit2.Blob) and (obj.name or "").lower() in README_NAMES:
             text = gitview.decode_text(obj.data[:MAX_README_BYTES])
             if text is None:
                 return None

@@ -8,7 +8,9 @@ CSRF token) that ends the session on the server, not only in this browser.
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
 
 from gitserver.console import security
 from gitserver.console.web import COOKIE, Page, View
@@ -45,18 +47,18 @@ class TenantRepos(Page):
         view.render("repos.html", tenant=row, **_listing(view, query))
 
 
-def _listing(view: View, query: object) -> dict[str, object]:
+def _listing(view: View, query: Select[Any]) -> dict[str, Any]:
     """Repositories matching ``?q=`` with the time of their last push."""
     text = view.param("q")[:MAX_QUERY]
     if text:
         pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        query = query.where(or_(models.Repository.name.ilike(pattern, escape="\\"),  # type: ignore[attr-defined]
+        query = query.where(or_(models.Repository.name.ilike(pattern, escape="\\"),
                                 models.Repository.description.ilike(pattern, escape="\\")))
-    rows = list(view.session.scalars(query.order_by(models.Repository.name).limit(MAX_LISTED)))  # type: ignore[attr-defined]
+    rows = list(view.session.scalars(query.order_by(models.Repository.name).limit(MAX_LISTED)))
     last = dict(view.session.execute(
         select(models.Push.repo_id, func.max(models.Push.created_at))
         .where(models.Push.repo_id.in_([r.id for r in rows]), models.Push.state.in_(models.LEDGER_STATES))
-        .group_by(models.Push.repo_id)).all())  # type: ignore[arg-type] if rows else {}
+        .group_by(models.Push.repo_id)).all()) if rows else {}
     return {"repos": rows, "last_push": last, "q": text}
 
 

@@ -20,6 +20,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 COOKIE = "gitserver_console"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# axe-core from npm, where ./dev test installs it (pinned there).
+AXE = Path(__file__).resolve().parents[2] / ".cache" / "axe-core" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 _URL = re.compile(r"^(https?://\S+/ui/-/login/\S+)$", re.MULTILINE)
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -74,8 +77,8 @@ class Tab:
     """One fresh browser context (its own cookies) and page, recording console messages,
     page errors and dialogs: anything a hostile page ran would show up in one of them."""
 
-    def __init__(self, browser: Any) -> None:
-        self.context = browser.new_context(viewport={"width": 1100, "height": 900})
+    def __init__(self, browser: Any, **options: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1100, "height": 900}, **options)
         self.page = self.context.new_page()
         self.messages: list[str] = []
         self.errors: list[str] = []
@@ -91,3 +94,13 @@ class Tab:
 
     def close(self) -> None:
         self.context.close()
+
+
+def axe_violations(page: Any) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations of the page, one line each (rule: targets). The
+    page's context must bypass the CSP: the console's own CSP refuses injected scripts."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async tags => (await axe.run(document, {runOnly: tags})).violations"
+                          ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))",
+                          AXE_TAGS)
+    return list(found)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import select
 
 from gitserver.db import models
 from tests.functional.conftest import GitServer, User, make_repo
-from tests.functional.console_helpers import Tab, browser, login_url, screenshot
+from tests.functional.console_helpers import AXE, Tab, axe_violations, browser, login_url, screenshot
 from tests.functional.test_pipelines import push, wait_pipeline
 
 __all__ = ["browser"]  # the fixture, imported so pytest finds it here
@@ -31,8 +32,8 @@ HOSTILE_README = """# Hostile <script>window.pwned=3</script>
 EVIL_SVG = '<svg xmlns="http://www.w3.org/2000/svg" onload="window.pwned=8"><script>window.pwned=9</script></svg>\n'
 
 
-def _sign_in(server: GitServer, browser: Any, user: User) -> Tab:
-    tab = Tab(browser)
+def _sign_in(server: GitServer, browser: Any, user: User, **options: Any) -> Tab:
+    tab = Tab(browser, **options)
     tab.goto(login_url(server, user))
     assert tab.page.url.endswith(f"/ui/{user.tenant}")
     assert f"Signed in as {user.tenant}/{user.name}" in tab.page.inner_text("header")
@@ -197,6 +198,23 @@ def test_pages_fit_a_phone(server: GitServer, browser: Any) -> None:
     tab.close()
 
 
-def _count(server: GitServer) -> int:
-    with server.db() as session:
-        return session.scalar(select(func.count()).select_from(models.ConsoleSession)) or 0
+def test_axe_finds_no_accessibility_violations(server: GitServer, git_env: dict[str, str],
+                                               tmp_path: Path, browser: Any) -> None:
+    """axe-core's WCAG 2.1 A and AA rules on every kind of page, signed in as an admin."""
+    if not AXE.is_file():
+        pytest.skip(f"axe-core is not installed at {AXE} (./dev test installs it with npm)")
+    toml = '[[steps]]\nname = "hello"\ncommand = "echo hello"\n'
+    files: dict[str, str | bytes] = {"README.md": "# Title\n\nText and [a link](https://example.org/).\n",
+                                     "src/a.py": "x = 1\n", ".gitserver/pipeline.toml": toml}
+    tenant, repo, user, pid = _pushed(server, git_env, tmp_path, files, builds=True)
+    pipeline = wait_pipeline(server, pid)
+    tab = _sign_in(server, browser, user, bypass_csp=True)  # only so axe's script can be injected
+    base = f"{server.http_url}/ui/{tenant}/{repo}"
+    for url in (f"{server.http_url}/ui/{tenant}", base, base + "/tree", base + "/blob?rev=main&path=src/a.py",
+                base + "/commits", f"{base}/commit/{pipeline.commit}", base + "/refs", base + "/pushes",
+                base + "/pipelines", f"{base}/pipelines/{pid}", base + "/webhooks", base + "/access",
+                f"{server.http_url}/ui/-/admin/{tenant}", f"{server.http_url}/ui/-/admin/{tenant}/users/{user.name}",
+                f"{server.http_url}/ui/{tenant}/nosuchrepo"):
+        tab.page.goto(url)
+        assert axe_violations(tab.page) == [], url
+    tab.close()

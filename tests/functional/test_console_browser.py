@@ -114,6 +114,8 @@ def test_following_a_pipeline_log_to_its_end(server: GitServer, git_env: dict[st
     assert "line-1\nline-2\nline-3\nline-4\nline-5\nline-6\nthe-end\n" in log
     assert log.rstrip().endswith("*** pipeline succeeded")
     assert tab.page.inner_text("#status") == "succeeded"
+    # Once it ended the page showed itself anew: final steps, no cancel button.
+    assert "running" not in tab.page.inner_text("ol.steps") and tab.page.locator("text=Cancel").count() == 0
     assert wait_pipeline(server, pid).status == "succeeded"
     screenshot(tab.page, "pipeline")
     tab.close()
@@ -217,4 +219,7 @@ def test_axe_finds_no_accessibility_violations(server: GitServer, git_env: dict[
                 f"{server.http_url}/ui/{tenant}/nosuchrepo"):
         tab.page.goto(url)
         assert axe_violations(tab.page) == [], url
+    # The engine is live: a page with an unlabelled field and an image without alt fails.
+    tab.page.set_content('<html lang="en"><title>t</title><main><img src="x.png"><input></main></html>')
+    assert {v.split(":")[0] for v in axe_violations(tab.page)} >= {"image-alt", "label"}
     tab.close()

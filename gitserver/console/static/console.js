@@ -23,6 +23,7 @@ async function follow(log) {
   const status = document.getElementById("status");
   let offset = Number(log.dataset.offset || "0");
   let final = log.dataset.final === "yes";
+  const endedHere = !final;
   while (true) {
     let response;
     try {
@@ -43,7 +44,11 @@ async function follow(log) {
     final = ["succeeded", "failed", "cancelled"].includes(state);
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
-  log.dataset.final = "yes";
+  if (endedHere) {
+    // The steps, the error and the cancel button changed too: show the page as it ended.
+    location.reload();
+    return;
+  }
   log.dataset.done = "yes";
 }
 

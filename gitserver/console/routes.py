@@ -15,6 +15,7 @@ import falcon
 
 from gitserver.console import activity_pages, admin_pages, highlight, repo_pages, security, session_pages
 from gitserver.console.web import ConsoleContext, template_environment
+from gitserver.identity import oidc_login
 
 OPENAPI_PATHS: dict[str, Any] = {}
 STATIC = Path(__file__).resolve().parent / "static"
@@ -39,7 +40,8 @@ class Static:
 
 
 def add_routes(app: falcon.App, api_ctx: Any) -> None:
-    ctx = ConsoleContext(runtime=api_ctx.runtime, templates=template_environment())
+    ctx = ConsoleContext(runtime=api_ctx.runtime, templates=template_environment(),
+                         sign_on=oidc_login.from_config(api_ctx.runtime.config))
     app.add_middleware(security.HeadersMiddleware())
     ui = security.CONSOLE_PREFIX
     repo = ui + "/{tenant}/{repo}"
@@ -48,6 +50,8 @@ def add_routes(app: falcon.App, api_ctx: Any) -> None:
         (ui, session_pages.Home(ctx)),
         (ui + "/-/login/{secret}", session_pages.Login(ctx)),
         (ui + "/-/logout", session_pages.Logout(ctx)),
+        (ui + "/-/oidc/start", session_pages.OidcStart(ctx)),
+        (ui + "/-/oidc/callback", session_pages.OidcCallback(ctx)),
         (ui + "/-/static/{name}", Static()),
         (admin, admin_pages.TenantAdmin(ctx)),
         (admin + "/users/{user}", admin_pages.UserAdmin(ctx)),

@@ -15,11 +15,14 @@ from sqlalchemy import Select, func, or_, select
 from gitserver.console import security
 from gitserver.console.web import COOKIE, Page, View
 from gitserver.db import models
-from gitserver.identity import weblogin
+from gitserver.identity import oidc_login, weblogin
 from gitserver.policy import access
-from gitserver.policy.errors import NotFound
+from gitserver.policy.errors import Forbidden, NotFound, Unauthenticated
 
 MAX_LISTED = 200
+OIDC_COOKIE = "gitserver_oidc"
+OIDC_CALLBACK = security.CONSOLE_PREFIX + "/-/oidc/callback"
+OIDC_ATTEMPT_SECONDS = 600
 MAX_QUERY = 100
 
 
@@ -68,11 +71,56 @@ class Login(Page):
         if user is None:
             view.render("login_failed.html", status=403)
             return
-        opened = weblogin.open_session(view.session, user)
-        view.resp.set_cookie(COOKIE, opened.secret, max_age=int(weblogin.SESSION_LIFETIME.total_seconds()),
-                             path=security.CONSOLE_PREFIX, http_only=True, same_site="Lax",
+        sign_in(view, user)
+
+
+def sign_in(view: View, user: models.User) -> None:
+    """Open a session for ``user``: the cookie, and on to their tenant's repositories."""
+    opened = weblogin.open_session(view.session, user)
+    view.resp.set_cookie(COOKIE, opened.secret, max_age=int(weblogin.SESSION_LIFETIME.total_seconds()),
+                         path=security.CONSOLE_PREFIX, http_only=True, same_site="Lax",
+                         secure=security.cookie_secure(view.ctx.config.public_http_url))
+    view.redirect(f"{security.CONSOLE_PREFIX}/{user.tenant.name}")
+
+
+def _sign_on(view: View) -> oidc_login.ConsoleSignOn:
+    if view.ctx.sign_on is None:
+        raise NotFound("single sign-on is not configured on this server")
+    return view.ctx.sign_on
+
+
+def _callback_url(view: View) -> str:
+    return view.ctx.config.http_base_url + OIDC_CALLBACK
+
+
+class OidcStart(Page):
+    """Off to the issuer, with this attempt's state, nonce and PKCE verifier in a cookie that
+    only the callback path receives."""
+
+    def get(self, view: View) -> None:
+        attempt = _sign_on(view).begin(_callback_url(view))
+        view.resp.set_cookie(OIDC_COOKIE, attempt.cookie(), max_age=OIDC_ATTEMPT_SECONDS, path=OIDC_CALLBACK,
+                             http_only=True, same_site="Lax",
                              secure=security.cookie_secure(view.ctx.config.public_http_url))
-        view.redirect(f"{security.CONSOLE_PREFIX}/{user.tenant.name}")
+        view.redirect(attempt.url)
+
+
+class OidcCallback(Page):
+    def get(self, view: View) -> None:
+        sign_on = _sign_on(view)
+        view.resp.unset_cookie(OIDC_COOKIE, path=OIDC_CALLBACK)  # one use, whatever happens
+        if view.param("error"):
+            raise Unauthenticated(f"the OIDC issuer did not sign you in: {view.param('error')[:100]}")
+        name = sign_on.complete(view.req.cookies.get(OIDC_COOKIE, ""), view.param("state"),
+                                view.param("code"), _callback_url(view))
+        tenant = view.session.scalar(select(models.Tenant)
+                                     .where(models.Tenant.name == view.ctx.config.oidc_console_tenant))
+        user = view.session.scalar(select(models.User).where(
+            models.User.tenant_id == (tenant.id if tenant else -1), models.User.name == name[:MAX_QUERY]))
+        if user is None or user.disabled:
+            raise Forbidden(f"signed in as {name[:100]!r}, but there is no active user of that name in "
+                            "this server's single sign-on tenant; ask an admin to create it")
+        sign_in(view, user)
 
 
 class Logout(Page):

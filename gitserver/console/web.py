@@ -24,7 +24,7 @@ from gitserver.config import Config
 from gitserver.console import security
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.identity import weblogin
+from gitserver.identity import oidc_login, weblogin
 from gitserver.policy import access
 from gitserver.policy.errors import Forbidden, GitserverError, PayloadTooLarge, is_database_unreachable
 from gitserver.runtime import Runtime
@@ -55,6 +55,7 @@ class ConsoleContext:
 
     runtime: Runtime
     templates: jinja2.Environment
+    sign_on: oidc_login.ConsoleSignOn | None = None
 
     @property
     def config(self) -> Config:
@@ -85,7 +86,7 @@ class View:
         self.resp.content_type = HTML
         self.resp.text = self.ctx.templates.get_template(template).render(
             principal=self.principal, signed_in=self.signed_in, csrf_field=security.CSRF_FIELD,
-            csrf_token=self.csrf_token, **values)
+            csrf_token=self.csrf_token, sso=self.ctx.sign_on is not None, **values)
 
     def redirect(self, location: str) -> None:
         """See-other after a form (the browser GETs ``location``, a reload posts nothing)."""
@@ -165,7 +166,7 @@ class Page:
         resp.content_type = HTML
         resp.location = None
         resp.text = self.ctx.templates.get_template("error.html").render(
-            principal=access.ANONYMOUS, signed_in=False, csrf_field=security.CSRF_FIELD, csrf_token="",
+            principal=access.ANONYMOUS, signed_in=False, csrf_field=security.CSRF_FIELD, csrf_token="", sso=False,
             status=status, title=_TITLES.get(status, "Error"), message=message)
 
 

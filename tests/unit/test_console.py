@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pygit2
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from gitserver.console import gitview, highlight, markdown, security
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.identity import weblogin
+from gitserver.identity import oidc_login, weblogin
 from gitserver.policy.errors import NotFound
 from gitserver.runtime import Runtime
 from tests.unit.conftest import add_repo
@@ -35,9 +36,9 @@ def test_markdown_runs_nothing(source: str, absent: str) -> None:
 
 
 def test_markdown_keeps_ordinary_links_and_escapes_text() -> None:
-    html = markdown.render("# T <b>\n\n[x](https://example.org/a?b=1&c=2) [y](docs/a.md)")
+    html = markdown.render("# T <b>\n\n[x](https://example.org/a?b=1&c=2) [y](notes/a.md)")
     assert "<h1>T &lt;b&gt;</h1>" in html
-    assert 'href="https://example.org/a?b=1&amp;c=2"' in html and 'href="docs/a.md"' in html
+    assert 'href="https://example.org/a?b=1&amp;c=2"' in html and 'href="notes/a.md"' in html
 
 
 def test_highlighting_escapes_and_uses_classes() -> None:
@@ -132,7 +133,7 @@ def test_two_browsers_racing_for_one_link_one_wins(runtime: Runtime) -> None:
         try:
             with transaction(runtime.sessions) as session:
                 winners.append(weblogin.redeem(session, secret) is not None)
-        except Exception:  # a SQLite writer that lost the lock: it did not sign in either
+        except OperationalError:  # a SQLite writer that lost the lock: it did not sign in either
             winners.append(False)
 
     threads = [threading.Thread(target=redeem) for _ in range(4)]
@@ -161,3 +162,17 @@ def test_sessions_end_expire_and_die_with_a_disabled_user(runtime: Runtime) -> N
         session.get(models.User, two.row.user_id).disabled = True  # type: ignore[union-attr]
     with transaction(runtime.sessions) as session:
         assert weblogin.find_session(session, two.secret, now) is None
+
+
+def test_pkce_challenge_is_rfc_7636s_s256() -> None:
+    # RFC 7636, appendix B.
+    assert oidc_login.challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == \
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_a_callback_whose_state_is_not_this_browsers_is_refused() -> None:
+    sign_on = oidc_login.ConsoleSignOn("https://id.example.org", "c", "", "preferred_username",
+                                       fetch=lambda url, timeout: {}, post=lambda url, form, timeout: {})
+    for cookie, state in (("a.b.c", "x"), ("", "a"), ("a.b", "a"), ("a.b.c", "")):
+        with pytest.raises(oidc_login.Forbidden):
+            sign_on.complete(cookie, state, "code", "https://git.example.org/ui/-/oidc/callback")

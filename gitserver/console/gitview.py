@@ -162,8 +162,12 @@ def entries(tree: pygit2.Tree, base: str) -> tuple[list[Entry], bool]:
 
 def log(repo: pygit2.Repository, start: pygit2.Commit,
         limit: int = PAGE_COMMITS) -> tuple[list[pygit2.Commit], str | None]:
-    """``limit`` commits from ``start`` in time order, and the id the next page starts from."""
-    walker = repo.walk(start.id, pygit2.enums.SortMode.TIME)
+    """``limit`` commits from ``start``, newest first, and the id the next page starts from.
+
+    libgit2's default order (committer time through a queue, as ``git log``), not
+    ``SortMode.TIME``: that one walks the whole history before the first commit (0.8 s on
+    pytest's 17,666 commits, against 1 ms for a page)."""
+    walker = repo.walk(start.id, pygit2.enums.SortMode.NONE)
     page: list[pygit2.Commit] = []
     for commit in walker:
         if len(page) == limit:

@@ -144,30 +144,33 @@ class Page:
         handler = getattr(self, method, None)
         if handler is None:
             raise falcon.HTTPMethodNotAllowed(["GET"] if method == "post" else ["POST"])
+        shown: dict[str, Any] = {}  # who the error page says is signed in (plain values)
         try:
             with transaction(self.ctx.runtime.sessions) as session:
                 row = browser_session(session, req)
                 view = View(self.ctx, req, resp, session, principal_of(row), row)
+                shown = {"principal": view.principal, "signed_in": view.signed_in, "csrf_token": view.csrf_token}
                 if method == "post":
                     check_csrf(view)
                 handler(view, **params)
         except GitserverError as exc:
-            self._error(req, resp, exc.status, exc.message)
+            self._error(resp, exc.status, exc.message, shown)
         except Exception as exc:
             if is_database_unreachable(exc):
                 log.warning("console page failed: database unreachable")
-                self._error(req, resp, 503, "the database is unreachable; try again in a moment")
+                self._error(resp, 503, "the database is unreachable; try again in a moment", shown)
                 return
             log.exception("console page %s %s failed", req.method, req.path)
-            self._error(req, resp, 500, "internal error; the administrator can find it in the log")
+            self._error(resp, 500, "internal error; the administrator can find it in the log", shown)
 
-    def _error(self, req: falcon.Request, resp: falcon.Response, status: int, message: str) -> None:
+    def _error(self, resp: falcon.Response, status: int, message: str, shown: dict[str, Any]) -> None:
         resp.status = falcon.code_to_http_status(status)
         resp.content_type = HTML
         resp.location = None
+        values = {"principal": access.ANONYMOUS, "signed_in": False, "csrf_token": "", **shown}
         resp.text = self.ctx.templates.get_template("error.html").render(
-            principal=access.ANONYMOUS, signed_in=False, csrf_field=security.CSRF_FIELD, csrf_token="", sso=False,
-            status=status, title=_TITLES.get(status, "Error"), message=message)
+            csrf_field=security.CSRF_FIELD, sso=self.ctx.sign_on is not None, status=status,
+            title=_TITLES.get(status, "Error"), message=message, **values)
 
 
 def check_csrf(view: View) -> None:

@@ -25,11 +25,10 @@ def route_modules() -> tuple[ModuleType, ...]:
     from gitserver.api import app, bundles, smart_http
     from gitserver.api.resources import groups, maintenance, pipelines, repos, tenants, users, webhooks
     from gitserver.api.resources import metrics as metrics_routes
-    from gitserver.console import routes as console
     from gitserver.repour import resources as repour
 
     return (app, metrics_routes, tenants, users, groups, repos, maintenance, pipelines, webhooks,
-            smart_http, bundles, repour, console)
+            smart_http, bundles, repour)
 
 
 def job_handlers() -> dict[str, jobs.Handler]:
@@ -55,10 +54,14 @@ def job_handlers() -> dict[str, jobs.Handler]:
 
 
 def api_app(runtime: Runtime) -> falcon.App:
-    """The falcon application of the REST API, smart HTTP and the Repour endpoints."""
+    """The falcon application of the REST API, smart HTTP, the Repour endpoints and the web
+    console (pages for people under /ui/, outside the OpenAPI document)."""
     from gitserver.api.app import create_app
+    from gitserver.console import routes as console
 
-    return create_app(runtime, route_modules())
+    app = create_app(runtime, route_modules())
+    console.add_routes(app, runtime)
+    return app
 
 
 def get_app() -> Any:

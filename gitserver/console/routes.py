@@ -1,6 +1,6 @@
-"""The console's routes (``add_routes(app, ctx)``, mounted by gitserver.cmd.wiring beside the
-API's modules) and its static files. Console pages are HTML for people, not API: they add
-nothing to the OpenAPI document.
+"""The console's routes (``add_routes(app, runtime)``, mounted by gitserver.cmd.wiring on the
+API's falcon app) and its static files. Console pages are HTML for people, not API: they are
+not in the OpenAPI document.
 
 Paths name the repository, ``/ui/<tenant>/<repo>/…``; the console's own pages live under
 ``/ui/-/…`` ("-" starts no tenant name, so no tenant can shadow them).
@@ -16,8 +16,8 @@ import falcon
 from gitserver.console import activity_pages, admin_pages, highlight, repo_pages, security, session_pages
 from gitserver.console.web import ConsoleContext, template_environment
 from gitserver.identity import oidc_login
+from gitserver.runtime import Runtime
 
-OPENAPI_PATHS: dict[str, Any] = {}
 STATIC = Path(__file__).resolve().parent / "static"
 _TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 HIGHLIGHT_CSS = "highlight.css"
@@ -39,9 +39,9 @@ class Static:
         resp.data = data
 
 
-def add_routes(app: falcon.App, api_ctx: Any) -> None:
-    ctx = ConsoleContext(runtime=api_ctx.runtime, templates=template_environment(),
-                         sign_on=oidc_login.from_config(api_ctx.runtime.config))
+def add_routes(app: falcon.App, runtime: Runtime) -> None:
+    ctx = ConsoleContext(runtime=runtime, templates=template_environment(),
+                         sign_on=oidc_login.from_config(runtime.config))
     app.add_middleware(security.HeadersMiddleware())
     ui = security.CONSOLE_PREFIX
     repo = ui + "/{tenant}/{repo}"

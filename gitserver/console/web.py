@@ -129,21 +129,20 @@ def principal_of(row: models.ConsoleSession | None) -> access.Principal:
 
 
 class Page:
-    """A console page. Subclasses define ``get(view, **params)`` and/or ``post``."""
+    """A console page. Subclasses define ``get(view, **params)`` and/or ``post``; falcon sees
+    only the responders a page has (any other method: 405)."""
 
     def __init__(self, ctx: ConsoleContext) -> None:
         self.ctx = ctx
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
-        self._serve(req, resp, "get", params)
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
-        self._serve(req, resp, "post", params)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method in ("get", "post"):
+            if hasattr(cls, method):
+                setattr(cls, f"on_{method}", _responder(method))
 
     def _serve(self, req: falcon.Request, resp: falcon.Response, method: str, params: dict[str, Any]) -> None:
-        handler = getattr(self, method, None)
-        if handler is None:
-            raise falcon.HTTPMethodNotAllowed(["GET"] if method == "post" else ["POST"])
+        handler = getattr(self, method)
         shown: dict[str, Any] = {}  # who the error page says is signed in (plain values)
         try:
             with transaction(self.ctx.runtime.sessions) as session:
@@ -171,6 +170,12 @@ class Page:
         resp.text = self.ctx.templates.get_template("error.html").render(
             csrf_field=security.CSRF_FIELD, sso=self.ctx.sign_on is not None, status=status,
             title=_TITLES.get(status, "Error"), message=message, **values)
+
+
+def _responder(method: str) -> Any:
+    def responder(self: Page, req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+        self._serve(req, resp, method, params)
+    return responder
 
 
 def check_csrf(view: View) -> None:

@@ -47,6 +47,9 @@ class TenantRepos(Page):
         else:  # another tenant's public repositories, as git and the API serve them
             query = select(models.Repository).where(models.Repository.tenant_id == row.id,
                                                     models.Repository.visibility == "public")
+            if view.session.scalar(query.limit(1)) is None:
+                # Nothing public: exactly a missing tenant (no oracle for tenant names).
+                raise NotFound(f"tenant {tenant[:100]!r} not found")
         view.render("repos.html", tenant=row, **_listing(view, query))
 
 

@@ -113,6 +113,11 @@ def test_another_tenants_repository_answers_like_a_missing_one(server: GitServer
         missing = http.get(server.http_url + f"/ui/{theirs}/nosuchrepo{suffix}", timeout=30)
         assert real.status_code == missing.status_code == 404, suffix
         assert real.text.replace(hidden, "X") == missing.text.replace("nosuchrepo", "X"), suffix
+    # Nor is the other tenant itself, while it has nothing public.
+    real = http.get(server.http_url + f"/ui/{theirs}", timeout=30)
+    missing = http.get(server.http_url + "/ui/nosuchtenant", timeout=30)
+    assert real.status_code == missing.status_code == 404
+    assert real.text.replace(theirs, "X") == missing.text.replace("nosuchtenant", "X")
     # Nor are another tenant's admin pages there.
     assert http.get(server.http_url + f"/ui/-/admin/{theirs}", timeout=30).status_code == 404
     member = signed_in(server, server.new_user(mine))

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gitserver.admin import deploy_keys, grants, groups, keys, tokens, users
+from gitserver.admin import deploy_keys, grants, groups, keys, rules, tokens, users
 from gitserver.console import security
 from gitserver.console.repo_pages import granted, page_values
 from gitserver.console.web import Page, View
 from gitserver.db import models
 from gitserver.policy import access
-from gitserver.policy.errors import Forbidden, NotFound
+from gitserver.policy.errors import Forbidden, InvalidInput, NotFound
 
 MAX_ID = 2147483647
 MAX_NAME = 100
@@ -90,3 +90,34 @@ class RepoAccess(Page):
         view.render("admin_repo.html", **page_values(
             view, opened, grants=rows,
             deploy_keys=list(view.session.scalars(deploy_keys.deploy_keys_query(opened.row)))))
+
+
+GRANTEE_KINDS = ("user", "group")
+
+
+def _grantee(view: View, tenant: models.Tenant) -> dict[str, models.User | models.Group]:
+    """The form's grantee (``kind`` user or group, ``name``) in the repository's tenant."""
+    kind, name = view.form("kind"), view.form("name").strip()
+    if kind not in GRANTEE_KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(GRANTEE_KINDS)}", field="kind")
+    if kind == "user":
+        return {"user": users.get_user(view.session, tenant, name)}
+    return {"group": groups.get_group(view.session, tenant, name)}
+
+
+class SetGrant(Page):
+    """Give a user or group a permission (never more than the admin holds), as the API's PUT."""
+
+    def post(self, view: View, tenant: str, repo: str) -> None:
+        opened = granted(view, tenant, repo, access.ADMIN)
+        permission = view.form("permission")
+        rules.check_grantable(opened.permission, permission)
+        grants.set_grant(view.session, opened.row, permission, **_grantee(view, opened.row.tenant))  # type: ignore[arg-type]
+        view.redirect(f"{opened.base}/access")
+
+
+class RemoveGrant(Page):
+    def post(self, view: View, tenant: str, repo: str) -> None:
+        opened = granted(view, tenant, repo, access.ADMIN)
+        grants.remove_grant(view.session, opened.row, **_grantee(view, opened.row.tenant))  # type: ignore[arg-type]
+        view.redirect(f"{opened.base}/access")

@@ -74,6 +74,8 @@ def add_routes(app: falcon.App, runtime: Runtime) -> None:
         (repo + "/webhooks", activity_pages.Webhooks(ctx)),
         (repo + "/webhooks/deliveries/{delivery_id:int}/redeliver", activity_pages.Redeliver(ctx)),
         (repo + "/access", admin_pages.RepoAccess(ctx)),
+        (repo + "/access/grants", admin_pages.SetGrant(ctx)),
+        (repo + "/access/grants/remove", admin_pages.RemoveGrant(ctx)),
     ]
     for path, resource in pages:
         app.add_route(path, resource)

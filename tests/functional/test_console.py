@@ -177,3 +177,27 @@ def test_pages_of_a_pushed_repository(server: GitServer, git_env: dict[str, str]
     for bad in ("/tree?rev=:/first", "/tree?rev=main@{0}", "/blob?rev=main&path=../../etc/passwd",
                 "/commit/zzzz", "/pipelines/99999999"):
         assert http.get(base + bad, timeout=30).status_code == 404, bad
+
+
+def test_an_admin_gives_and_takes_access_through_the_forms(server: GitServer) -> None:
+    tenant = server.new_tenant()
+    admin, member = server.new_user(tenant, role="admin"), server.new_user(tenant)
+    repo = server.new_repo(tenant)
+    base = server.http_url + f"/ui/{tenant}/{repo}"
+    as_admin, as_member = signed_in(server, admin), signed_in(server, member)
+    assert as_member.get(base, timeout=30).status_code == 404
+    token = csrf_token(as_admin.get(base + "/access", timeout=30).text)
+    form = {"csrf_token": token, "kind": "user", "name": member.name, "permission": "read"}
+    assert as_admin.post(base + "/access/grants", data=form, allow_redirects=False, timeout=30).status_code == 303
+    assert as_member.get(base, timeout=30).status_code == 200
+    assert member.name in as_admin.get(base + "/access", timeout=30).text
+    # A reader cannot give access (the page is for admins), even with a valid token of its own.
+    own = csrf_token(as_member.get(base, timeout=30).text)
+    refused = as_member.post(base + "/access/grants", data={**form, "csrf_token": own, "permission": "admin"},
+                             allow_redirects=False, timeout=30)
+    assert refused.status_code == 403
+    bad = as_admin.post(base + "/access/grants", data={**form, "kind": "robot"}, allow_redirects=False, timeout=30)
+    assert bad.status_code == 400 and "kind must be one of" in bad.text
+    gone = as_admin.post(base + "/access/grants/remove", data=form, allow_redirects=False, timeout=30)
+    assert gone.status_code == 303
+    assert as_member.get(base, timeout=30).status_code == 404

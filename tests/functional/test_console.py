@@ -201,3 +201,48 @@ def test_an_admin_gives_and_takes_access_through_the_forms(server: GitServer) ->
     gone = as_admin.post(base + "/access/grants/remove", data=form, allow_redirects=False, timeout=30)
     assert gone.status_code == 303
     assert as_member.get(base, timeout=30).status_code == 404
+
+
+def test_cancel_and_redeliver_through_the_forms(server: GitServer, git_env: dict[str, str],
+                                                tmp_path: Path) -> None:
+    toml = '[[steps]]\nname = "long"\ncommand = "echo RUNNING; exec sleep 600"\n'
+    tenant = server.new_tenant()
+    admin = server.new_user(tenant, role="admin")
+    reader = server.new_user(tenant)
+    repo = server.new_repo(tenant, builds=True, grants={reader.name: "read"})
+    hook = server.api("POST", f"/api/v1/tenants/{tenant}/repos/{repo}/webhooks",
+                      json={"url": "http://127.0.0.1:9/nobody-listens", "events": ["push"]})
+    assert hook.status_code == 201, hook.text
+    work = make_repo(tmp_path / "w", git_env, {".gitserver/pipeline.toml": toml})
+    server.git(admin, "remote", "add", "origin", server.repo_url(tenant, repo), cwd=work)
+    pid = push(server, admin, work, "main")
+    wait_pipeline(server, pid, statuses=("running",))
+    base = server.http_url + f"/ui/{tenant}/{repo}"
+    as_admin, as_reader = signed_in(server, admin), signed_in(server, reader)
+    # A reader sees the pipeline but has no cancel button, and its POST is refused.
+    page = as_reader.get(base + f"/pipelines/{pid}", timeout=30).text
+    assert "Cancel this pipeline" not in page
+    assert as_reader.post(base + f"/pipelines/{pid}/cancel", data={"csrf_token": csrf_token(page)},
+                          allow_redirects=False, timeout=30).status_code == 403
+    page = as_admin.get(base + f"/pipelines/{pid}", timeout=30).text
+    assert "Cancel this pipeline" in page
+    cancel = as_admin.post(base + f"/pipelines/{pid}/cancel", data={"csrf_token": csrf_token(page)},
+                           allow_redirects=False, timeout=30)
+    assert cancel.status_code == 303
+    assert wait_pipeline(server, pid, timeout=30).status == "cancelled"
+    # The push's delivery is listed for admins only; redeliver makes a new one.
+    assert as_reader.get(base + "/webhooks", timeout=30).status_code == 403
+    with server.db() as session:
+        before = session.scalar(select(func.count()).select_from(models.Delivery)
+                                .where(models.Delivery.webhook_id == hook.json()["id"])) or 0
+    assert before >= 1
+    hooks_page = as_admin.get(base + "/webhooks", timeout=30).text
+    assert "http://127.0.0.1:9/nobody-listens" in hooks_page
+    first = int(hooks_page.split("/webhooks/deliveries/")[1].split("/")[0])
+    again = as_admin.post(base + f"/webhooks/deliveries/{first}/redeliver",
+                          data={"csrf_token": csrf_token(hooks_page)}, allow_redirects=False, timeout=30)
+    assert again.status_code == 303
+    with server.db() as session:
+        after = session.scalar(select(func.count()).select_from(models.Delivery)
+                               .where(models.Delivery.webhook_id == hook.json()["id"])) or 0
+    assert after == before + 1

@@ -81,7 +81,9 @@ def _peel_commit(obj: pygit2.Object | None) -> pygit2.Commit | None:
 def _refs(repo: pygit2.Repository, prefix: str) -> list[Ref]:
     found: list[Ref] = []
     for full in sorted(repo.references):
-        if not full.startswith(prefix) or len(found) >= MAX_REFS_SHOWN:
+        if len(found) >= MAX_REFS_SHOWN:
+            break
+        if not full.startswith(prefix):
             continue
         obj = repo.get(repo.references[full].target)
         commit = _peel_commit(obj)

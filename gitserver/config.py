@@ -206,6 +206,13 @@ class Config:
     lfs_s3_region: str = ""
     lfs_s3_access_key_id: str = ""
     lfs_s3_secret_access_key: str = ""
+    # Web console single sign-on (authorization code with PKCE) against oidc_issuer: the
+    # console's client id (and secret, for a confidential client); the ID token's claim that
+    # names the user, looked up in oidc_console_tenant (users are made by admins, never here).
+    oidc_console_client_id: str = ""
+    oidc_console_client_secret: str = ""
+    oidc_console_tenant: str = ""
+    oidc_console_user_claim: str = "preferred_username"
     # Logging.
     log_format: str = "text"
     log_level: str = "INFO"
@@ -470,6 +477,9 @@ def _check_oidc(config: Config) -> None:
     if not config.oidc_audience:
         raise ConfigError("setting oidc_audience: required with oidc_issuer (the client id tokens are for)")
     oidc.parse_role_map(config.oidc_role_map)
+    if config.oidc_console_client_id and not config.oidc_console_tenant:
+        raise ConfigError("setting oidc_console_tenant: required with oidc_console_client_id "
+                          "(the tenant whose users sign in to the console through OIDC)")
 
 
 def ssh_algorithms_of(config: Config) -> ssh_algorithms.Algorithms:

@@ -54,10 +54,14 @@ def job_handlers() -> dict[str, jobs.Handler]:
 
 
 def api_app(runtime: Runtime) -> falcon.App:
-    """The falcon application of the REST API, smart HTTP and the Repour endpoints."""
+    """The falcon application of the REST API, smart HTTP, the Repour endpoints and the web
+    console (pages for people under /ui/, outside the OpenAPI document)."""
     from gitserver.api.app import create_app
+    from gitserver.console import routes as console
 
-    return create_app(runtime, route_modules())
+    app = create_app(runtime, route_modules())
+    console.add_routes(app, runtime)
+    return app
 
 
 def get_app() -> Any:

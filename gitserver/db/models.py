@@ -521,3 +521,34 @@ class LfsLock(Base):
     owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     owner_name: Mapped[str] = mapped_column(String(200))
     locked_at: Mapped[dt.datetime] = _created()
+
+
+class ConsoleLogin(Base):
+    """A one-time sign-in link of the web console (``ssh git@host login``). Only the SHA-256
+    of its secret is stored; ``used_at`` is set by the one GET that redeems it."""
+
+    __tablename__ = "console_logins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = _created()
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds the secret, the row its SHA-256 and the CSRF
+    token every form of that session carries."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(lazy="joined")

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".git", ".venv", ".venv-latest", "var", "build", "dist", "__pycache__", ".pytest_cache", ".ruff_cache",
-             ".mypy_cache", "results"}
+             ".mypy_cache", ".cache", "results"}
 TEXT_SUFFIXES = {".md", ".py", ".toml", ".sh", ".example", ".service", ".ini", ".cfg", ""}
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 LINK_WITH_FRAGMENT = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")

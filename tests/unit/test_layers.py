@@ -1,7 +1,7 @@
 """The dependency direction of docs/architecture.md, checked on the import statements.
 
 Composition roots (cli, cmd/: the supervisor, entrypoint, check and the wiring) may import
-anything; transports (ssh, api) never import each other; the Repour face (repour/) sits on api
+anything; transports (ssh, api, the web console) never import each other; the Repour face (repour/) sits on api
 (its auth and lookups) and only the composition root wires it (the route list and the
 job-handler map of cmd/wiring.py); the push wing and the pipelines never import a transport or
 Repour, and the hook entry never the pipelines; the core (git, db, policy, identity, net,
@@ -20,7 +20,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gitserver"
 ROOTS = ("gitserver.cli", "gitserver.cmd")
-TRANSPORTS = ("gitserver.api", "gitserver.ssh")
+TRANSPORTS = ("gitserver.api", "gitserver.ssh", "gitserver.console")
 WINGS = ("gitserver.push", "gitserver.pipelines", "gitserver.repour", "gitserver.admin", "gitserver.backup",
          "gitserver.shapes", "gitserver.lfs")
 CORE = ("gitserver.git", "gitserver.db", "gitserver.policy", "gitserver.identity", "gitserver.net",
@@ -29,8 +29,9 @@ CORE = ("gitserver.git", "gitserver.db", "gitserver.policy", "gitserver.identity
 # module prefix -> prefixes it must not import
 FORBIDDEN = {
     # Only the composition root (gitserver.cmd.wiring) wires Repour's routes and job handler.
-    "gitserver.api": (*ROOTS, "gitserver.ssh", "gitserver.repour"),
-    "gitserver.ssh": (*ROOTS, "gitserver.api"),
+    "gitserver.api": (*ROOTS, "gitserver.ssh", "gitserver.repour", "gitserver.console"),
+    "gitserver.ssh": (*ROOTS, "gitserver.api", "gitserver.console"),
+    "gitserver.console": (*ROOTS, "gitserver.api", "gitserver.ssh", "gitserver.repour"),
     "gitserver.push": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.pipelines": (*ROOTS, *TRANSPORTS, "gitserver.repour"),
     "gitserver.lfs": (*ROOTS, *TRANSPORTS, "gitserver.repour"),

@@ -81,8 +81,7 @@ class Spec:
 _METAVAR = {"--description": "TEXT", "--visibility": "|".join(VISIBILITIES), "--title": "TEXT",
             "--expires": "DAYS", "--scope": "|".join(SCOPES), "--name": "TEXT", "--limit": "N"}
 
-# Every command, in the order help lists them. (``login``, the web console's sign-in link,
-# joins them with the console.)
+# Every command, in the order help lists them.
 COMMANDS: dict[str, Spec] = {
     "help": Spec("this list", json=False),
     "info": Spec("who you are, and each repository you can reach with your permission on it"),
@@ -102,6 +101,7 @@ COMMANDS: dict[str, Spec] = {
                       options=("--limit",)),
     "log": Spec("a pipeline's log; -f follows it until the pipeline ends", positional=("PIPELINE_ID",),
                 flags=("-f",), json=False),
+    "login": Spec("a one-time link that signs a browser in to the web console (valid 5 minutes)"),
 }
 # Words that take a second word (``repo list``), for a message naming the choices.
 _GROUPS = sorted({verb.split()[0] for verb in COMMANDS if " " in verb})

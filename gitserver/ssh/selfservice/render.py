@@ -111,9 +111,15 @@ def _pipelines(result: Result) -> str:
                     p["created_at"].isoformat(timespec="seconds")] for p in items])
 
 
+def _login(result: Result) -> str:
+    expires = result.body["expires_at"].isoformat(timespec="seconds")
+    # The URL alone on the last line, like token create's secret.
+    return f"Open this link in your browser to sign in (once, before {expires}):\n{result.body['url']}\n"
+
+
 _TEXT: dict[str, Callable[[Result], str]] = {
     "help": lambda _result: help_text(), "info": _info, "repo list": _repo_list,
     "repo info": _repo, "repo create": _repo, "repo describe": _repo, "keys list": _keys_list,
     "keys add": _keys_add, "keys remove": _keys_remove, "token create": _token_create,
-    "pipelines": _pipelines,
+    "pipelines": _pipelines, "login": _login,
 }

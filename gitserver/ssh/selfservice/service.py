@@ -27,6 +27,7 @@ from gitserver.admin import tenants as admin_tenants
 from gitserver.admin import tokens as admin_tokens
 from gitserver.db import models
 from gitserver.db.base import utcnow
+from gitserver.identity import weblogin
 from gitserver.pipelines import jobs, oncreate
 from gitserver.policy import access
 from gitserver.policy.errors import Forbidden, InvalidInput, NotFound
@@ -225,6 +226,15 @@ def read_log(session: Session, principal: access.Principal, pipeline_id: int, of
     return LogPiece(data, next_offset, pipeline.status)
 
 
+def _login(call: _Call) -> Result:
+    """A one-time console sign-in link for the user behind the key (deploy keys have none)."""
+    user = call.user()
+    now = utcnow()
+    secret = weblogin.create_link(call.session, user, now)
+    url = weblogin.login_url(call.runtime.config.http_base_url, secret)
+    return Result({"url": url, "expires_at": now + weblogin.LINK_LIFETIME})
+
+
 def _help(call: _Call) -> Result:
     return Result({})
 
@@ -233,5 +243,5 @@ _HANDLERS: dict[str, Callable[[_Call], Result]] = {
     "help": _help, "info": _info, "repo list": _repo_list, "repo info": _repo_info,
     "repo create": _repo_create, "repo describe": _repo_describe, "keys list": _keys_list,
     "keys add": _keys_add, "keys remove": _keys_remove, "token create": _token_create,
-    "pipelines": _pipelines,
+    "pipelines": _pipelines, "login": _login,
 }

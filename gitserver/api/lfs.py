@@ -40,8 +40,7 @@ from gitserver.policy.errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
-    database_unavailable,
-    is_database_unreachable,
+    outage_as_unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -68,12 +67,8 @@ def service(ctx: ApiContext) -> LfsService:
 def lfs_errors(resp: falcon.Response) -> Iterator[None]:
     """A :class:`GitserverError` as git-lfs's JSON error, which the client shows its user."""
     try:
-        try:
+        with outage_as_unavailable():  # an outage: the client shows why, and 503
             yield
-        except Exception as exc:
-            if not is_database_unreachable(exc):
-                raise
-            raise database_unavailable() from exc
     except GitserverError as exc:
         if exc.status >= 500 and exc.status != 507:
             log.error("LFS request failed: %s", exc.message)

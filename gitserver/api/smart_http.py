@@ -40,8 +40,7 @@ from gitserver.policy.errors import (
     GitserverError,
     NotFound,
     Unauthenticated,
-    database_unavailable,
-    is_database_unreachable,
+    outage_as_unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -89,12 +88,8 @@ class _Metrics:
 def plain_errors(resp: falcon.Response) -> Iterator[None]:
     """Render a :class:`GitserverError` as a plain-text answer git can show its user."""
     try:
-        try:
+        with outage_as_unavailable():  # an outage: the client shows why, and 503
             yield
-        except Exception as exc:
-            if not is_database_unreachable(exc):
-                raise
-            raise database_unavailable() from exc  # an outage: git shows why, and 503
     except GitserverError as exc:
         if exc.status >= 500:
             log.error("smart HTTP request failed: %s", exc.message)

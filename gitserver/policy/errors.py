@@ -7,6 +7,9 @@ SSH session with one ``except``, the hooks by printing the message.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class GitserverError(Exception):
     """Base of all errors whose message may be shown to a client."""
@@ -184,6 +187,18 @@ def _says_unreachable(exc: BaseException) -> bool:
 def database_unavailable() -> Unavailable:
     """The error every transport shows while the database is unreachable."""
     return Unavailable(DATABASE_UNREACHABLE_MESSAGE, retry_after=DATABASE_RETRY_AFTER)
+
+
+@contextlib.contextmanager
+def outage_as_unavailable() -> Iterator[None]:
+    """Turn an unreachable database into :func:`database_unavailable` (503, Retry-After), so
+    the front that renders GitserverErrors shows it; any other exception passes unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_database_unreachable(exc):
+            raise
+        raise database_unavailable() from exc
 
 
 class BackupError(GitserverError):

@@ -252,6 +252,9 @@ class RefUpdate(Base):
     ref: Mapped[str] = mapped_column(String(1024))
     old: Mapped[str] = mapped_column(String(64))
     new: Mapped[str] = mapped_column(String(64))
+    # The rule-set id (docs/ref-rules.md) that judged this update; None: no rule list was in
+    # force (or the server moved the ref itself). gitserver.push.refjudge.rules_of reads it.
+    rules: Mapped[str | None] = mapped_column(String(40))
 
     push: Mapped[Push] = relationship(back_populates="ref_updates")
 
@@ -425,3 +428,8 @@ class DeliveryAttempt(Base):
     response_excerpt: Mapped[str] = mapped_column(Text, default="")  # at most 2 KiB of the answer
     error: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(20))  # delivered | retrying | failed
+
+
+# The protected-reference tables live in their own module; importing it here puts them on the
+# metadata wherever the models are loaded (alembic's env, the app, the tests).
+from gitserver.db import refrule_models as refrule_models  # noqa: E402

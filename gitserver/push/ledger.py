@@ -17,6 +17,7 @@ import logging
 import socket
 import subprocess
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -28,7 +29,7 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.git import protect, push_options, refs
 from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, outbox
-from gitserver.push import admission, limits, messages
+from gitserver.push import admission, limits, messages, refjudge
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,15 @@ class PushContext:
 
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
-                  options: Sequence[str] = ()) -> models.Push:
+                  options: Sequence[str] = (), rule_set: str | None = None) -> models.Push:
     """A ``pending`` push with its ref updates (old, new, ref) and push options: who pushes
-    what, before it moves."""
+    what, before it moves. ``rule_set``: the id of the rule set that judged the updates
+    (gitserver.push.refjudge), recorded on each."""
     push = models.Push(repo_id=ctx.repo_id, user_id=ctx.user_id, public_key_id=ctx.key_id,
                        key_fingerprint=ctx.key_fingerprint, protocol=ctx.protocol,
                        client_address=ctx.client_address, state=models.PUSH_PENDING,
                        push_options=json.dumps(list(options)))
-    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new) for old, new, ref in updates]
+    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new, rules=rule_set) for old, new, ref in updates]
     session.add(push)
     session.flush()
     return push
@@ -111,8 +113,11 @@ class HookService:
     pusher."""
 
     def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
-                 push_check: limits.QuarantineCheck | None = None, can_write: bool = False) -> None:
+                 push_check: limits.QuarantineCheck | None = None, can_write: bool = False,
+                 repo_path: Path | None = None) -> None:
         self.sessions = sessions
+        # Where the rules read the pushed commits (gitserver.push.refjudge).
+        self.repo_path = repo_path or (push_check.repo_dir if push_check is not None else None)
         self.ctx = ctx
         self.http_base_url = http_base_url
         self.push_check = push_check
@@ -146,12 +151,22 @@ class HookService:
             refused = admission.declined([protect.RefCommand(*u) for u in request.updates], self.can_write)
             return messages.Refused(tuple(refused)) if refused else self._limits(request.quarantine)
         if isinstance(request, messages.Intent):
-            options = parse_push_options(list(request.push_options))
-            with transaction(self.sessions) as session:
-                push_id = record_intent(session, self.ctx, list(request.updates), options).id
-            self.issued.add(push_id)
-            return messages.IntentReply(push_id)
+            return self._intent(request)
         return self._done(request, trust_push_ids)
+
+    def _intent(self, request: messages.Intent) -> messages.IntentReply:
+        """Judge the updates by the repository's rules, then record the admitted ones: one
+        transaction, so the rule set recorded is the one that judged."""
+        options = parse_push_options(list(request.push_options))
+        with transaction(self.sessions) as session:
+            rule_set, refused = refjudge.judge_updates(
+                session, self.ctx.repo_id, self.ctx.user_id, self.ctx.key_id,
+                self.repo_path or Path("."), request.updates)
+            admitted = [u for u in request.updates if u[2] not in refused]
+            push_id = record_intent(session, self.ctx, admitted, options, rule_set).id if admitted else 0
+        if push_id:
+            self.issued.add(push_id)
+        return messages.IntentReply(push_id, tuple(refused.items()))
 
     def _done(self, request: messages.Done, trust_push_ids: bool) -> messages.DoneReply:
         if not (trust_push_ids or request.push_id in self.issued):

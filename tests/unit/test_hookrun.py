@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gitserver.git.protect import RefCommand
-from gitserver.push import hookrun
+from gitserver.push import hookrun, messages
 from gitserver.push.hookenv import LedgerError
 from gitserver.push.hookrun import pkt, proc_receive, read_pkt
 
@@ -43,13 +43,13 @@ class FakeLedger:
         self.events = events
         self.broken = broken
 
-    def intent(self, commands: list[RefCommand], options: list[str]) -> int:
+    def intent(self, commands: list[RefCommand], options: list[str]) -> messages.IntentReply:
         if self.broken == "intent":
             raise LedgerError("database is down")
         self.events.append(("intent", [c.ref for c in commands]))
         if options:
             self.events.append(("options", options))
-        return 7
+        return messages.IntentReply(7)
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         if self.broken == "done":
@@ -208,8 +208,8 @@ def test_head_is_born_from_the_files_alone(tmp_path: Path, head_text: str | None
 
 
 class _Recorded:
-    def intent(self, commands: list[RefCommand], options: list[str]) -> int:
-        return -1
+    def intent(self, commands: list[RefCommand], options: list[str]) -> messages.IntentReply:
+        return messages.IntentReply(-1)
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         return ["recorded by the database"]
@@ -226,7 +226,7 @@ def test_socket_ledger_reads_one_line_per_reply_and_falls_back_when_the_daemon_i
         hook.close()
         daemon.sendall(b'{"push_id"')
         daemon.sendall(b': 7}\n{"messages": ["pipeline 3 queued"]}\n')
-        assert ledger.intent([RefCommand(Z, A, "refs/heads/main")], []) == 7
+        assert ledger.intent([RefCommand(Z, A, "refs/heads/main")], []) == messages.IntentReply(7)
         assert ledger.done(7, ["refs/heads/main"]) == ["pipeline 3 queued"]
         assert daemon.recv(4096).count(b"\n") == 2  # both requests arrived, one line each
     assert ledger.done(7, []) == ["recorded by the database"]

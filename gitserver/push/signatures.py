@@ -1,0 +1,180 @@
+"""Verifying commit and tag signatures with the real tools: ``ssh-keygen -Y verify`` for git's
+SSH signatures (``gpg.format=ssh``) and ``gpg --verify`` for OpenPGP ones (docs/ref-rules.md).
+
+Nothing here parses a signature: git's own object format says where the signature is (pygit2's
+``Commit.gpg_signature`` for commits; for tags, the armored block git appends to the message),
+and the tools decide whether it is valid. A signature counts when it is valid for a key
+registered to a user of the tenant and one of that user's emails is the committer's (the
+tagger's, for a tag):
+
+- SSH: the allowed-signers file lists each registered key with the emails of its user as
+  principals, and ``ssh-keygen -Y verify -I <committer email> -n git`` checks both at once;
+- GPG: a keyring of the tenant's registered GPG keys verifies the signature, and the primary
+  fingerprint gpg reports (``VALIDSIG``) must belong to a user with the committer's email.
+
+One :class:`Verifier` serves one push: it writes its allowed-signers file and keyring into a
+private temporary directory once, and verifies each commit with one child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from gitserver.push.rules import BAD, SIGNED, UNSIGNED
+
+log = logging.getLogger(__name__)
+
+SSH_SIGNATURE_BEGIN = b"-----BEGIN SSH SIGNATURE-----"
+PGP_SIGNATURE_BEGIN = b"-----BEGIN PGP SIGNATURE-----"
+SIGNATURE_BEGINS = (SSH_SIGNATURE_BEGIN, PGP_SIGNATURE_BEGIN)
+GIT_NAMESPACE = "git"  # the namespace git signs with (gpg.ssh)
+VERIFY_TIMEOUT = 30.0
+GPG_VALIDSIG = "[GNUPG:] VALIDSIG "
+
+
+class SshSigner(NamedTuple):
+    """A registered SSH key (``type base64``) and the emails of its user."""
+
+    key: str
+    emails: tuple[str, ...]
+
+
+class GpgSigner(NamedTuple):
+    """A registered GPG key: its primary fingerprint, armored key and its user's emails."""
+
+    fingerprint: str
+    armored: str
+    emails: tuple[str, ...]
+
+
+def allowed_signers(signers: Iterable[SshSigner]) -> str:
+    """The allowed-signers file (ssh-keygen(1), ALLOWED SIGNERS) of ``signers``: one line per
+    key, its user's emails as principals, for git's namespace only. Emails were validated when
+    set (gitserver.admin.signing.validate_email): no pattern characters, no commas, no quotes."""
+    return "".join(f"{','.join(s.emails)} namespaces=\"{GIT_NAMESPACE}\" {s.key}\n"
+                   for s in signers if s.emails)
+
+
+def gpg_available() -> bool:
+    return shutil.which("gpg") is not None
+
+
+class Verifier:
+    """Verifies the signatures of one push against the tenant's registered keys."""
+
+    def __init__(self, ssh: Iterable[SshSigner], gpg: Iterable[GpgSigner] = ()) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="gitserver-sig-"))
+        self._allowed = self._dir / "allowed_signers"
+        self._allowed.write_text(allowed_signers(ssh), encoding="utf-8")
+        self._gpg = list(gpg)
+        self._gpg_emails = {s.fingerprint.upper(): set(s.emails) for s in self._gpg}
+        self._gpg_home: Path | None = None
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def verify(self, signature: bytes | None, payload: bytes, email: str) -> str:
+        """SIGNED, UNSIGNED or BAD for ``signature`` over ``payload`` by ``email``'s keys."""
+        if not signature:
+            return UNSIGNED
+        if signature.lstrip().startswith(SSH_SIGNATURE_BEGIN):
+            return SIGNED if self._ssh(signature, payload, email) else BAD
+        if signature.lstrip().startswith(PGP_SIGNATURE_BEGIN):
+            return SIGNED if self._pgp(signature, payload, email) else BAD
+        return BAD  # X.509 (gpgsm) and anything else: no registered key can vouch for it
+
+    def _ssh(self, signature: bytes, payload: bytes, email: str) -> bool:
+        if not email or not self._allowed.stat().st_size:
+            return False
+        sig = self._write("sig", signature)
+        argv = ["ssh-keygen", "-Y", "verify", "-f", str(self._allowed), "-I", email,
+                "-n", GIT_NAMESPACE, "-s", str(sig)]
+        return _run(argv, payload) is not None
+
+    def _pgp(self, signature: bytes, payload: bytes, email: str) -> bool:
+        home = self._keyring()
+        if home is None or not email:
+            return False
+        sig = self._write("sig.asc", signature)
+        data = self._write("data", payload)
+        out = _run(["gpg", "--homedir", str(home), "--batch", "--no-autostart", "--no-tty",
+                    "--status-fd", "1", "--trust-model", "always", "--verify", str(sig), str(data)], b"")
+        if out is None:
+            return False
+        for line in out.splitlines():
+            if line.startswith(GPG_VALIDSIG):
+                fields = line[len(GPG_VALIDSIG):].split()
+                primary = (fields[9] if len(fields) > 9 else fields[0]).upper()
+                return email in self._gpg_emails.get(primary, set())
+        return False
+
+    def _keyring(self) -> Path | None:
+        """The tenant's GPG keys imported into a keyring of this push's own (once)."""
+        if not self._gpg or not gpg_available():
+            return None
+        if self._gpg_home is None:
+            home = self._dir / "gnupg"
+            home.mkdir(mode=0o700)
+            armored = "\n".join(s.armored for s in self._gpg).encode()
+            _run(["gpg", "--homedir", str(home), "--batch", "--no-autostart", "--quiet", "--import"], armored)
+            self._gpg_home = home
+        return self._gpg_home
+
+    def _write(self, name: str, data: bytes) -> Path:
+        path = self._dir / name
+        path.write_bytes(data)
+        return path
+
+
+def _run(argv: list[str], stdin: bytes) -> str | None:
+    """The child's output when it exits 0, else None (a refusal; the reason is logged)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
+    try:
+        result = subprocess.run(argv, input=stdin, capture_output=True, timeout=VERIFY_TIMEOUT, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("signature check %s could not run: %s", argv[0], exc)
+        return None
+    if result.returncode != 0:
+        log.debug("%s refused a signature: %s", argv[0], result.stderr.decode("utf-8", "replace").strip())
+        return None
+    return result.stdout.decode("utf-8", "replace")
+
+
+def split_tag(raw: bytes) -> tuple[bytes | None, bytes]:
+    """(signature, signed payload) of a raw tag object. git appends the armored signature to
+    the tag's message and signs what comes before it (git's ``parse_signed_buffer``: the
+    last line that begins a signature block)."""
+    start = -1
+    for begin in SIGNATURE_BEGINS:
+        with contextlib.suppress(ValueError):
+            at = raw.rindex(b"\n" + begin)
+            start = max(start, at + 1)
+    if start < 0:
+        return None, raw
+    return raw[start:], raw[:start]
+
+
+def tag_tagger_email(raw: bytes) -> str:
+    """The tagger's email of a raw tag object (its ``tagger`` header), or ""."""
+    header = raw.split(b"\n\n", 1)[0]
+    for line in header.split(b"\n"):
+        if line.startswith(b"tagger "):
+            text = line.decode("utf-8", "replace")
+            return text[text.find("<") + 1: text.find(">")] if "<" in text else ""
+    return ""
+
+

@@ -54,3 +54,9 @@ def public_key_outs(key_of: Callable[[Any], models.PublicKey]) -> dict[str, Out]
             "title": Out(STRING, value=of("title")), "key": Out(STRING, value=of("key_data")),
             "last_used_at": Out(NULLABLE_DATETIME, value=of("last_used_at")),
             "expires_at": Out(NULLABLE_DATETIME, KEY_EXPIRY_DESCRIPTION, value=of("expires_at"))}
+
+# A user's emails (docs/ref-rules.md): ``PATCH …/users/{u}`` and ``PUT …/users/{u}/emails``.
+MAX_EMAILS = 20
+EMAILS_FIELD = Field(list, items=Field(str, min_length=3, max_length=320), max_length=MAX_EMAILS,
+                     description="the user's email addresses; a commit's committer email must be one of "
+                                 "them for its signature to count (set by admins)")

@@ -127,7 +127,9 @@ def deploy_key_json(deploy: models.DeployKey) -> dict[str, Any]:
     return DEPLOY_KEY_SHAPE.render(deploy)
 
 
-REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING)})
+REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING),
+                                 "rules": Out(NULLABLE_STRING, "the rule-set id that judged this update "
+                                              "(docs/ref-rules.md); null: no rule list was in force")})
 PUSH = Shape("Push", {
     "id": Out(INTEGER), "user": Out(NULLABLE_STRING, given=True), "key_fingerprint": Out(STRING),
     "protocol": Out(STRING),

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver.admin import keys, rules, tokens, users
+from gitserver.admin import keys, rules, signing, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
@@ -37,7 +37,7 @@ from gitserver.api.response import (
     each,
     schemas,
 )
-from gitserver.api.shapes import NAME_FIELD, USER_SHAPE, public_key_outs
+from gitserver.api.shapes import EMAILS_FIELD, NAME_FIELD, USER_SHAPE, public_key_outs
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.identity.keys import MAX_BATCH_KEYS
@@ -161,7 +161,8 @@ class Users:
 
 
 class User:
-    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
+    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool),
+                                                   "emails": EMAILS_FIELD}
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
@@ -177,6 +178,8 @@ class User:
             if "role" in data:
                 rules.check_role_assignable(principal, data["role"])
             users.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
+            if "emails" in data:  # who may sign commits (docs/ref-rules.md)
+                signing.set_emails(session, row, data["emails"])
             resp.media = user_json(row)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:

@@ -197,7 +197,7 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
         else:
             push_id, by_rules = reply.push_id, dict(reply.refused)
             # The repository's rules (docs/ref-rules.md) refused these; they were not recorded.
-            verdicts = [r or (protect.Refusal(c.ref, "rule", by_rules[c.ref]) if c.ref in by_rules else None)
+            verdicts = [r or (protect.Refusal(c.ref, "ref_rule", by_rules[c.ref]) if c.ref in by_rules else None)
                         for c, r in zip(commands, verdicts, strict=True)]
             allowed = [c for c in allowed if c.ref not in by_rules]
             if atomic and by_rules:

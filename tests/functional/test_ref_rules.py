@@ -253,3 +253,23 @@ def test_repour_clone_into_a_repository_with_rules_is_refused_with_the_reason(
     assert resp.status_code == 400, resp.text
     assert "file key.pem matches forbidden path '*.pem' of rule 'refs/heads/*'" in resp.json()["desc"]
     assert server.git(alice, "ls-remote", server.repo_url(tenant, repo)).stdout == ""
+
+
+def test_deploy_keys_are_named_by_id_in_push_lists(server: GitServer, tmp_path: Path) -> None:
+    tenant = server.new_tenant()
+    repo = server.new_repo(tenant)
+    url = server.repo_url(tenant, repo)
+    key_path, public = server.new_key("deploy")
+    made = server.api("POST", f"/api/v1/tenants/{tenant}/repos/{repo}/deploy-keys",
+                      json={"key": public, "title": "ci", "write": True})
+    assert made.status_code == 201, made.text
+    deploy_id = made.json()["id"]
+    put_rules(server, rules_url(tenant, repo), [{"pattern": "refs/heads/deploy/*", "push": {"deploy_keys": [deploy_id]}},
+                                                {"pattern": "refs/heads/*", "push": {"users": []}}])
+    work = make_repo(tmp_path / "w", server.git_env)
+    server.git(key_path, "push", url, "main:refs/heads/deploy/prod", cwd=work)
+    refused = server.git(key_path, "push", url, "main", cwd=work, check=False)
+    assert (f"(deploy key {deploy_id} may not push to refs/heads/main: rule 'refs/heads/*' allows no one)"
+            in refused.stderr)
+    bad = server.api("PUT", rules_url(tenant, repo), json=[{"pattern": "refs/heads/*", "push": {"deploy_keys": [999999]}}])
+    assert bad.status_code == 400 and "rules.0.push.deploy_keys.0" in bad.text

@@ -4,6 +4,8 @@ gitserver.policy.refrules."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from gitserver.policy.refrules import pattern_problem
 from gitserver.push import rules
 from gitserver.push.rules import BAD, SIGNED, UNSIGNED, CommitFacts, FileChange, Pusher, RuleSet
-from gitserver.push.signatures import SshSigner, allowed_signers, split_tag, tag_tagger_email
+from gitserver.push.signatures import SshSigner, Verifier, allowed_signers, split_tag, tag_tagger_email
 
 C1 = "1a2b3c4" + "d" * 33
 C2 = "9f8e7d6" + "c" * 33
@@ -117,3 +119,32 @@ def test_a_signed_tag_splits_where_git_puts_its_signature() -> None:
     assert split_tag(head + signature) == (signature, head)
     assert split_tag(head) == (None, head)
     assert tag_tagger_email(head) == "al@x.org"
+
+
+# --- signatures, with the real ssh-keygen --------------------------------------------------
+
+def _key(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    path = tmp_path / f"id_{kind}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+    return path, " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def _sign(key: Path, payload: bytes, namespace: str = "git") -> bytes:
+    return subprocess.run(["ssh-keygen", "-Y", "sign", "-q", "-f", str(key), "-n", namespace], input=payload,
+                          capture_output=True, check=True).stdout
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa"])  # ecdsa: the library does not read it, ssh-keygen does
+def test_a_signature_counts_only_by_a_key_of_the_committers_user(tmp_path: Path, kind: str) -> None:
+    alice, alice_public = _key(tmp_path, kind)
+    (tmp_path / "other").mkdir()
+    other, _ = _key(tmp_path / "other", kind)
+    payload = b"tree 0000\nauthor A <a@x.org> 0 +0000\n\nchange\n"
+    with Verifier([SshSigner(alice_public, ("a@x.org",))]) as verifier:
+        assert verifier.verify(_sign(alice, payload), payload, "a@x.org") == SIGNED
+        assert verifier.verify(_sign(alice, payload), payload, "b@x.org") == BAD  # not her email
+        assert verifier.verify(_sign(alice, payload), payload + b"x", "a@x.org") == BAD  # not what was signed
+        assert verifier.verify(_sign(alice, payload, "file"), payload, "a@x.org") == BAD  # not git's namespace
+        assert verifier.verify(_sign(other, payload), payload, "a@x.org") == BAD  # not a registered key
+        assert verifier.verify(None, payload, "a@x.org") == UNSIGNED
+        assert verifier.verify(b"-----BEGIN SIGNED MESSAGE-----\n", payload, "a@x.org") == BAD

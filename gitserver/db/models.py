@@ -255,6 +255,9 @@ class RefUpdate(Base):
     # The rule-set id (docs/ref-rules.md) that judged this update; None: no rule list was in
     # force (or the server moved the ref itself). gitserver.push.refjudge.rules_of reads it.
     rules: Mapped[str | None] = mapped_column(String(40))
+    # Under a rule's require_signed: the signature result of each new commit and tag, a JSON
+    # list of {"commit", "result" (signed | unsigned | bad), "signer"}; None: not checked.
+    signatures: Mapped[str | None] = mapped_column(Text)
 
     push: Mapped[Push] = relationship(back_populates="ref_updates")
 

@@ -16,7 +16,7 @@ import json
 import logging
 import socket
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +51,20 @@ class PushContext:
 
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
-                  options: Sequence[str] = (), rule_set: str | None = None) -> models.Push:
+                  options: Sequence[str] = (), rule_set: str | None = None,
+                  signatures: Mapping[str, list[dict[str, str]]] | None = None) -> models.Push:
     """A ``pending`` push with its ref updates (old, new, ref) and push options: who pushes
     what, before it moves. ``rule_set``: the id of the rule set that judged the updates
-    (gitserver.push.refjudge), recorded on each."""
+    (gitserver.push.refjudge), recorded on each; ``signatures``: by ref, the signature result
+    of each new commit, for the refs a rule required signed."""
     push = models.Push(repo_id=ctx.repo_id, user_id=ctx.user_id, public_key_id=ctx.key_id,
                        key_fingerprint=ctx.key_fingerprint, protocol=ctx.protocol,
                        client_address=ctx.client_address, state=models.PUSH_PENDING,
                        push_options=json.dumps(list(options)))
-    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new, rules=rule_set) for old, new, ref in updates]
+    found = signatures or {}
+    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new, rules=rule_set,
+                                         signatures=json.dumps(found[ref]) if ref in found else None)
+                        for old, new, ref in updates]
     session.add(push)
     session.flush()
     return push
@@ -159,14 +164,14 @@ class HookService:
         transaction, so the rule set recorded is the one that judged."""
         options = parse_push_options(list(request.push_options))
         with transaction(self.sessions) as session:
-            rule_set, refused = refjudge.judge_updates(
-                session, self.ctx.repo_id, self.ctx.user_id, self.ctx.key_id,
-                self.repo_path or Path("."), request.updates)
-            admitted = [u for u in request.updates if u[2] not in refused]
-            push_id = record_intent(session, self.ctx, admitted, options, rule_set).id if admitted else 0
+            judged = refjudge.judge_updates(session, self.ctx.repo_id, self.ctx.user_id, self.ctx.key_id,
+                                            self.repo_path or Path("."), request.updates)
+            admitted = [u for u in request.updates if u[2] not in judged.refused]
+            push_id = record_intent(session, self.ctx, admitted, options, judged.rule_set,
+                                    judged.signatures).id if admitted else 0
         if push_id:
             self.issued.add(push_id)
-        return messages.IntentReply(push_id, tuple(refused.items()))
+        return messages.IntentReply(push_id, tuple(judged.refused.items()))
 
     def _done(self, request: messages.Done, trust_push_ids: bool) -> messages.DoneReply:
         if not (trust_push_ids or request.push_id in self.issued):

@@ -17,13 +17,15 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from gitserver.admin.refrules import in_force, rule_set_id
 from gitserver.db import models
+from gitserver.db.base import utcnow
 from gitserver.db.refrule_models import KEY_GPG, KEY_SSH, SigningKey, UserEmail
 from gitserver.git import refs
 from gitserver.push import rules, signatures
@@ -64,15 +66,20 @@ def pusher_of(session: Session, repo_id: int, user_id: int | None, key_id: int |
 
 
 def verifier_for(session: Session, tenant_id: int) -> signatures.Verifier:
-    """A verifier holding every registered key of the tenant's enabled users who have emails."""
+    """A verifier holding every registered key of the tenant's enabled users who have emails
+    (login keys that expired with their token excluded)."""
     emails: dict[int | None, list[str]] = {}
-    for user_id, email in session.execute(
-            select(UserEmail.user_id, UserEmail.email).join(models.User, models.User.id == UserEmail.user_id)
+    owners: dict[str, str] = {}
+    for user_id, name, email in session.execute(
+            select(UserEmail.user_id, models.User.name, UserEmail.email)
+            .join(models.User, models.User.id == UserEmail.user_id)
             .where(UserEmail.tenant_id == tenant_id, models.User.disabled.is_(False))
             .order_by(UserEmail.position)):
         emails.setdefault(user_id, []).append(email)
+        owners[email] = name
+    live = or_(models.PublicKey.expires_at.is_(None), models.PublicKey.expires_at > utcnow())
     ssh = [signatures.SshSigner(key, tuple(emails[user_id])) for user_id, key in session.execute(
-        select(models.PublicKey.user_id, models.PublicKey.key_data).where(models.PublicKey.user_id.in_(emails)))]
+        select(models.PublicKey.user_id, models.PublicKey.key_data).where(models.PublicKey.user_id.in_(emails), live))]
     gpg = []
     for row in session.scalars(select(SigningKey).where(SigningKey.tenant_id == tenant_id,
                                                         SigningKey.user_id.in_(emails))):
@@ -80,7 +87,7 @@ def verifier_for(session: Session, tenant_id: int) -> signatures.Verifier:
             ssh.append(signatures.SshSigner(row.key_data, tuple(emails[row.user_id])))
         elif row.kind == KEY_GPG:
             gpg.append(signatures.GpgSigner(row.fingerprint, row.key_data, tuple(emails[row.user_id])))
-    return signatures.Verifier([s._replace(key=_key_only(s.key)) for s in ssh], gpg)
+    return signatures.Verifier([s._replace(key=_key_only(s.key)) for s in ssh], gpg, owners)
 
 
 def _key_only(line: str) -> str:
@@ -90,18 +97,29 @@ def _key_only(line: str) -> str:
 
 # --- the new objects of an update ------------------------------------------------------------
 
+class Judged(NamedTuple):
+    """What judging a push's updates found: the rule set's id, the refusal of each refused
+    ref, and for each admitted ref judged under ``require_signed`` the signature result of
+    each new commit and tag (``{"commit", "result", "signer"}``: signed / unsigned / bad)."""
+
+    rule_set: str | None
+    refused: dict[str, str]
+    signatures: dict[str, list[dict[str, str]]]
+
+
 def judge_updates(session: Session, repo_id: int, user_id: int | None, key_id: int | None,
-                  repo_path: Path, updates: Sequence[Update]) -> tuple[str | None, dict[str, str]]:
-    """The id of the rule set in force and the refusal of each refused ref (by ref name)."""
+                  repo_path: Path, updates: Sequence[Update]) -> Judged:
+    """Judge each update by the rule list in force (gitserver.push.rules.judge)."""
     repo = session.get(models.Repository, repo_id)
     if repo is None:
-        return None, {}
+        return Judged(None, {}, {})
     ruleset = effective_rules(session, repo)
     governed = [(u, ruleset.governing(u[2])) for u in updates]
     if not any(rule is not None for _u, rule in governed):
-        return ruleset.id, {}
+        return Judged(ruleset.id, {}, {})
     pusher = pusher_of(session, repo_id, user_id, key_id)
     refused: dict[str, str] = {}
+    signed: dict[str, list[dict[str, str]]] = {}
     git: pygit2.Repository | None = None
     verifier: signatures.Verifier | None = None
     try:
@@ -115,12 +133,14 @@ def judge_updates(session: Session, repo_id: int, user_id: int | None, key_id: i
                 hide = [old] if not creating else governed_refs(git, ruleset, rule)
                 facts = new_objects(git, new, hide, rule, verifier)
                 refusal = rules.judge(rule, ref, creating, pusher, facts)
+                if rule.require_signed:
+                    signed[ref] = [{"commit": f.oid, "result": f.signature, "signer": f.signer} for f in facts]
             if refusal is not None:
                 refused[ref] = refusal
     finally:
         if verifier is not None:
             verifier.close()
-    return ruleset.id, refused
+    return Judged(ruleset.id, refused, signed)
 
 
 def governed_refs(git: pygit2.Repository, ruleset: rules.RuleSet, rule: rules.Rule) -> list[str]:
@@ -157,14 +177,15 @@ def new_objects(git: pygit2.Repository, new: str, hide: Iterable[str], rule: rul
 
 def _commit_facts(git: pygit2.Repository, commit: pygit2.Commit, rule: rules.Rule,
                   verifier: signatures.Verifier | None) -> rules.CommitFacts:
-    signature = rules.UNSIGNED
+    signature, signer = rules.UNSIGNED, ""
     if rule.require_signed and verifier is not None:
         sig, payload = commit.gpg_signature
         signature = verifier.verify(sig, payload or b"", commit.committer.email)
+        signer = verifier.signer(commit.committer.email) if signature == rules.SIGNED else ""
     files: tuple[rules.FileChange, ...] = ()
     if rule.max_file_bytes is not None or rule.forbidden_paths:
         files = _changed_files(git, commit)
-    return rules.CommitFacts(str(commit.id), len(commit.parent_ids), signature, files)
+    return rules.CommitFacts(str(commit.id), len(commit.parent_ids), signature, files, signer=signer)
 
 
 def _changed_files(git: pygit2.Repository, commit: pygit2.Commit) -> tuple[rules.FileChange, ...]:
@@ -186,9 +207,11 @@ def _changed_files(git: pygit2.Repository, commit: pygit2.Commit) -> tuple[rules
 
 
 def _tag_facts(git: pygit2.Repository, tag: pygit2.Tag, verifier: signatures.Verifier | None) -> rules.CommitFacts:
-    signature = rules.UNSIGNED
+    signature, signer = rules.UNSIGNED, ""
     if verifier is not None:
         raw = git.odb.read(tag.id)[1]
         sig, payload = signatures.split_tag(raw)
-        signature = verifier.verify(sig, payload, signatures.tag_tagger_email(raw))
-    return rules.CommitFacts(str(tag.id), 1, signature, is_tag=True)
+        email = signatures.tag_tagger_email(raw)
+        signature = verifier.verify(sig, payload, email)
+        signer = verifier.signer(email) if signature == rules.SIGNED else ""
+    return rules.CommitFacts(str(tag.id), 1, signature, is_tag=True, signer=signer)

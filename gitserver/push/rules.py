@@ -136,6 +136,7 @@ class CommitFacts(NamedTuple):
     signature: str = UNSIGNED  # SIGNED, UNSIGNED or BAD
     files: tuple[FileChange, ...] = ()
     is_tag: bool = False
+    signer: str = ""  # the user whose key signed it (when SIGNED)
 
 
 def short(oid: str) -> str:

@@ -32,7 +32,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,7 +80,9 @@ def gpg_available() -> bool:
 class Verifier:
     """Verifies the signatures of one push against the tenant's registered keys."""
 
-    def __init__(self, ssh: Iterable[SshSigner], gpg: Iterable[GpgSigner] = ()) -> None:
+    def __init__(self, ssh: Iterable[SshSigner], gpg: Iterable[GpgSigner] = (),
+                 owners: Mapping[str, str] | None = None) -> None:
+        self._owners = dict(owners or {})  # email -> the name of the user it belongs to
         self._dir = Path(tempfile.mkdtemp(prefix="gitserver-sig-"))
         self._ssh = list(ssh)
         self._allowed: Path | None = None  # written when ssh-keygen is first needed
@@ -94,6 +96,11 @@ class Verifier:
         self._gpg = list(gpg)
         self._gpg_emails = {s.fingerprint.upper(): set(s.emails) for s in self._gpg}
         self._gpg_home: Path | None = None
+
+    def signer(self, email: str) -> str:
+        """The user a valid signature with committer ``email`` was made by (emails are unique
+        within a tenant)."""
+        return self._owners.get(email, "")
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)

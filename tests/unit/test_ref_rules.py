@@ -61,7 +61,7 @@ TABLE = [
      "file secrets/prod.pem matches forbidden path '*.pem' of rule 'refs/heads/*'"),
     (CONTENT, "refs/heads/main", False, BOB, [commit(files=(FileChange("secrets/token", 10),))],
      "file secrets/token matches forbidden path 'secrets/' of rule 'refs/heads/*'"),
-    (CONTENT, "refs/heads/main", False, BOB, [commit(files=(FileChange("docs/secrets.md", 10),))], None),
+    (CONTENT, "refs/heads/main", False, BOB, [commit(files=(FileChange("notes/secrets.md", 10),))], None),
     (CONTENT, "refs/heads/main", False, BOB, [commit(files=(FileChange("assets/huge.bin", 105 * MIB),))],
      "file assets/huge.bin is 105.0 MiB, over the 100 MiB limit of rule 'refs/heads/*'"),
     (CONTENT, "refs/heads/main", False, BOB, [commit(files=(FileChange("assets/ok.bin", 100 * MIB),))], None),

@@ -2,7 +2,8 @@
 
 Rule lists per repository (and per tenant, as defaults) are versioned rows of ``rule_sets``;
 each ref update records the rule set that judged it in ``ref_updates.rules`` (null before this
-migration and when no list was in force). ``user_emails`` and ``signing_keys`` say whose key
+migration and when no list was in force), and under ``require_signed`` the signature result of
+each new commit in ``ref_updates.signatures``. ``user_emails`` and ``signing_keys`` say whose key
 may sign a commit (docs/ref-rules.md).
 
 Revision ID: 0019_ref_rules
@@ -71,10 +72,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_signing_keys_user_id'), ['user_id'], unique=False)
     with op.batch_alter_table('ref_updates', schema=None) as batch_op:
         batch_op.add_column(sa.Column('rules', sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column('signatures', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('ref_updates', schema=None) as batch_op:
+        batch_op.drop_column('signatures')
         batch_op.drop_column('rules')
     for table, index in (('signing_keys', 'ix_signing_keys_user_id'), ('user_emails', 'ix_user_emails_user_id'),
                          ('rule_sets', 'ix_rule_sets_owner')):

@@ -38,7 +38,7 @@ from gitserver.git.store import (
     rendered_hook,
 )
 from gitserver.pipelines import reflog_audit
-from gitserver.push import reconcile
+from gitserver.push import reconcile, refjudge
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,16 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
         _check_config(repo.full_name, path, cfg.hooks_dir, report, repair)
         _check_ledger(runtime, repo, path, report, repair)
         _check_archives(runtime, repo, path, report)
+        _check_rules(runtime, repo, path, report)
     return report
+
+
+def _check_rules(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:
+    """Refs that moved, while a rule list governed them, without being judged by it
+    (docs/ref-rules.md): written outside receive-pack and recorded by the reconciler."""
+    with transaction(runtime.sessions) as session:
+        for ref, what in refjudge.unjudged_moves(session, repo.id, path):
+            report.breach(repo.full_name, ref, what)
 
 
 def _check_hooks(hooks_dir: Path, data_dir: Path, report: Report, repair: bool) -> None:

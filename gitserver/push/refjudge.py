@@ -13,6 +13,7 @@ The rule set's id is recorded on each ref update it judged (``ref_updates.rules`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -215,3 +216,41 @@ def _tag_facts(git: pygit2.Repository, tag: pygit2.Tag, verifier: signatures.Ver
         signature = verifier.verify(sig, payload, email)
         signer = verifier.signer(email) if signature == rules.SIGNED else ""
     return rules.CommitFacts(str(tag.id), 1, signature, is_tag=True, signer=signer)
+
+
+# --- after the fact: refs that moved without being judged (gitserver check) -------------------
+
+def unjudged_moves(session: Session, repo_id: int, repo_path: Path) -> list[tuple[str, str]]:
+    """(ref, what) for each ledger update that a rule in force governs but nothing judged: a
+    ref written outside receive-pack while the list held, which the reconciler recorded
+    (``recovered``, with no rule-set id). What its rule says of the commits it brought is
+    judged now; who moved it cannot be known."""
+    repo = session.get(models.Repository, repo_id)
+    if repo is None:
+        return []
+    held = in_force(session, repo.tenant, repo)
+    if held.row is None:
+        return []
+    ruleset = rules.RuleSet.of(rule_set_id(held.row), held.rules)
+    moved = session.scalars(
+        select(models.RefUpdate).join(models.Push, models.Push.id == models.RefUpdate.push_id).where(
+            models.Push.repo_id == repo_id, models.Push.state == models.PUSH_RECOVERED,
+            models.RefUpdate.rules.is_(None), models.Push.created_at >= held.row.created_at)
+        .order_by(models.RefUpdate.id))
+    out = []
+    git: pygit2.Repository | None = None
+    for update in moved:
+        rule = ruleset.governing(update.ref)
+        if rule is None or refs.is_zero(update.new):
+            continue
+        what = (f"moved to {update.new[:rules.SHORT_OID]} outside receive-pack, judged by no rule "
+                f"(rule '{rule.pattern}')")
+        git = git or pygit2.Repository(str(repo_path))
+        if rule.needs_commits and update.new in git:
+            with contextlib.ExitStack() as stack:
+                verifier = stack.enter_context(verifier_for(session, repo.tenant_id)) if rule.require_signed else None
+                facts = new_objects(git, update.new, [update.old], rule, verifier)
+            refusal = next((r for f in facts if (r := rules.commit_refusal(rule, f)) is not None), None)
+            what += f"; {refusal}" if refusal else ""
+        out.append((update.ref, what))
+    return out

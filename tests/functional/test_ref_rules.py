@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.functional.conftest import GitServer, User, commit_files, make_repo
+from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server
 
 RULES = "/api/v1/tenants/{t}/repos/{r}/rules"
 SIGNED_MAIN = [{"pattern": "refs/heads/main", "require_signed": True}]
@@ -280,3 +280,52 @@ def test_deploy_keys_are_named_by_id_in_push_lists(server: GitServer, tmp_path: 
     bad = server.api("PUT", rules_url(tenant, repo),
                      json=[{"pattern": "refs/heads/*", "push": {"deploy_keys": [999999]}}])
     assert bad.status_code == 400 and "rules.0.push.deploy_keys.0" in bad.text
+
+
+def test_annotated_tags_must_be_signed_by_their_tagger(server: GitServer, tmp_path: Path) -> None:
+    tenant = server.new_tenant()
+    alice = server.new_user(tenant, role="admin")
+    repo = server.new_repo(tenant)
+    url = server.repo_url(tenant, repo)
+    set_emails(server, alice, "alice@example.org")
+    put_rules(server, rules_url(tenant, repo), [{"pattern": "refs/tags/*", "require_signed": True}])
+    work = tmp_path / "w"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], env=server.git_env, check=True)
+    signed_commit(server, work, alice.key_path, "alice@example.org", {"a": "1\n"})
+    server.git(alice, "push", url, "main", cwd=work)
+    tagger = {**server.git_env, "GIT_COMMITTER_EMAIL": "alice@example.org"}
+    subprocess.run(["git", "-c", "gpg.format=ssh", "-c", f"user.signingkey={alice.key_path}", "tag", "-s", "v1",
+                    "-m", "release 1"], cwd=work, env=tagger, check=True)
+    subprocess.run(["git", "tag", "-a", "v2", "-m", "unsigned release"], cwd=work, env=tagger, check=True)
+    unsigned = subprocess.run(["git", "rev-parse", "v2"], cwd=work, env=tagger, check=True, capture_output=True,
+                              text=True).stdout.strip()
+    server.git(alice, "push", url, "v1", cwd=work)
+    refused = server.git(alice, "push", url, "v2", cwd=work, check=False)
+    assert (f"! [remote rejected] v2 -> v2 (tag {unsigned[:7]} is not signed by a registered key; "
+            "rule 'refs/tags/*' requires signed commits)") in refused.stderr
+
+
+def test_check_reports_a_ref_moved_outside_receive_pack_against_its_rule(
+        db_url: str, git_env: dict[str, str], tmp_path: Path) -> None:
+    """A server of its own: the breach it makes stays, and the shared server's check must pass."""
+    server = start_server(tmp_path, db_url, git_env)
+    try:
+        tenant = server.new_tenant()
+        alice = server.new_user(tenant, role="admin")
+        repo = server.new_repo(tenant)
+        put_rules(server, rules_url(tenant, repo), [{"pattern": "refs/heads/*", "forbidden_paths": ["*.pem"]}])
+        work = make_repo(tmp_path / "w", server.git_env)
+        server.git(alice, "push", server.repo_url(tenant, repo), "main", cwd=work)
+        assert server.cli("check", check=False).returncode == 0
+        bad = commit_files(work, server.git_env, {"key.pem": "secret\n"})
+        # Written straight into the repository (a fetch runs no hooks), then recorded by the repair.
+        subprocess.run(["git", "--git-dir", str(server.repo_path(tenant, repo)), "fetch", "-q", str(work),
+                        "main:refs/heads/main"], env=server.git_env, check=True)
+        server.cli("check", "--repair", check=False)
+        checked = server.cli("check", check=False)
+        assert checked.returncode == 1
+        assert (f"{tenant}/{repo} refs/heads/main: moved to {bad[:7]} outside receive-pack, judged by no rule "
+                f"(rule 'refs/heads/*'); file key.pem matches forbidden path '*.pem' of rule 'refs/heads/*'"
+                in checked.stdout), checked.stdout + checked.stderr
+    finally:
+        server.stop()

@@ -283,6 +283,32 @@ def cmd_grant(args: argparse.Namespace) -> int:
     return _with_session(args, grant)
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """``gitserver rules show|set TENANT [REPO] [FILE]``: a repository's rule list (or the
+    tenant's defaults) as the API shows it; ``set`` replaces it from a JSON array (docs/ref-rules.md)."""
+    import json
+    from pathlib import Path
+
+    from gitserver.admin import refrules, repos, tenants
+    from gitserver.policy import access
+
+    def run(session: Any, _runtime: Any) -> None:
+        tenant = tenants.get_tenant(session, args.tenant)
+        repo = repos.get_repo(session, tenant, args.repo) if args.repo else None
+        if args.rules_command == "set":
+            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise SystemExit(f"gitserver rules set: {args.file} is not JSON: {exc}") from exc
+            refrules.set_rules(session, tenant, repo, value, access.Principal(kind=access.PrincipalKind.SITE_ADMIN))
+        held = refrules.in_force(session, tenant, repo)
+        print(json.dumps({"id": refrules.rule_set_id(held.row) if held.row else None, "rules": held.rules,
+                          "source": held.source}, indent=2))
+
+    return _with_session(args, run)
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from gitserver.cmd.backups import backup_command
 
@@ -383,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--user")
     who.add_argument("--group")
     grant.set_defaults(fn=cmd_grant)
+
+    rules = sub.add_parser("rules", help="rule lists per ref (docs/ref-rules.md)").add_subparsers(
+        dest="rules_command", required=True)
+    for name, text in (("show", "print the list in force"), ("set", "replace the list from a JSON array")):
+        cmd = rules.add_parser(name, help=text)
+        cmd.add_argument("tenant")
+        cmd.add_argument("repo", nargs="?", help="a repository; none: the tenant's defaults")
+        if name == "set":
+            cmd.add_argument("--file", required=True, help="a JSON file holding the array, or - for stdin")
+        cmd.set_defaults(fn=cmd_rules)
     return parser
 
 

@@ -74,6 +74,8 @@ def set_rules(session: Session, tenant: models.Tenant, repo: models.Repository |
     """Replace the list of ``repo`` (or, with None, the tenant's defaults) with ``value``,
     whose shape the caller checked (every key known, every type right); here, what only the
     database can tell: users, groups and deploy keys exist, patterns can match."""
+    if not isinstance(value, list):
+        raise InvalidInput(f"{FIELD} must be an array of rules", field=FIELD)
     checked = [validate_rule(session, tenant, repo, rule, f"{FIELD}.{i}") for i, rule in enumerate(value)]
     _refuse_shadowed(checked)
     if len(checked) > MAX_RULES:
@@ -112,7 +114,18 @@ def previous_rules(session: Session, row: RuleSet) -> list[dict[str, Any]] | Non
 
 def validate_rule(session: Session, tenant: models.Tenant, repo: models.Repository | None,
                   rule: Mapping[str, Any], field: str) -> dict[str, Any]:
-    """``rule`` as stored (only the keys given), or InvalidInput naming its bad field."""
+    """``rule`` as stored (only the keys given), or InvalidInput naming its bad field. The API
+    checked the shape already; the CLI's JSON file comes here unchecked."""
+    if not isinstance(rule, Mapping):
+        raise InvalidInput(f"{field} must be an object", field=field)
+    unknown = sorted(str(k) for k in rule if k not in rules.RULE_KEYS)
+    if unknown:
+        allowed = ", ".join(sorted(rules.RULE_KEYS))
+        raise InvalidInput(f"{field}: unknown field {unknown[0][:100]!r} (allowed: {allowed})",
+                           field=f"{field}.{unknown[0][:100]}")
+    for key in (rules.REQUIRE_SIGNED, rules.LINEAR):
+        if key in rule and not isinstance(rule[key], bool):
+            raise InvalidInput(f"{field}.{key} must be a boolean", field=f"{field}.{key}")
     out: dict[str, Any] = {}
     pattern = rule.get(rules.PATTERN)
     if not isinstance(pattern, str) or not pattern:
@@ -133,6 +146,8 @@ def validate_rule(session: Session, tenant: models.Tenant, repo: models.Reposito
             raise InvalidInput(f"{field}.max_file_bytes must be a positive number of bytes",
                                field=f"{field}.max_file_bytes")
         out[rules.MAX_FILE_BYTES] = size
+    if rule.get(rules.FORBIDDEN_PATHS) is not None and not isinstance(rule[rules.FORBIDDEN_PATHS], list):
+        raise InvalidInput(f"{field}.forbidden_paths must be an array of path globs", field=f"{field}.forbidden_paths")
     if rule.get(rules.FORBIDDEN_PATHS):
         out[rules.FORBIDDEN_PATHS] = [_validate_path_glob(p, f"{field}.forbidden_paths.{i}")
                                       for i, p in enumerate(rule[rules.FORBIDDEN_PATHS])]
@@ -141,6 +156,10 @@ def validate_rule(session: Session, tenant: models.Tenant, repo: models.Reposito
 
 def _validate_allow(session: Session, tenant: models.Tenant, repo: models.Repository | None,
                     allow: Mapping[str, Any], field: str) -> dict[str, list[Any]]:
+    if not isinstance(allow, Mapping) or any(k not in rules.ALLOW_KEYS for k in allow):
+        raise InvalidInput(f"{field} must be an object of {', '.join(rules.ALLOW_KEYS)}", field=field)
+    if any(not isinstance(allow[k], list) for k in allow):
+        raise InvalidInput(f"{field}: each of {', '.join(rules.ALLOW_KEYS)} must be an array", field=field)
     out: dict[str, list[Any]] = {}
     for i, name in enumerate(allow.get(rules.USERS, [])):
         if session.scalar(select(models.User.id).where(models.User.tenant_id == tenant.id,

@@ -329,3 +329,21 @@ def test_check_reports_a_ref_moved_outside_receive_pack_against_its_rule(
                 in checked.stdout), checked.stdout + checked.stderr
     finally:
         server.stop()
+
+
+def test_the_cli_shows_and_sets_rule_lists(server: GitServer, tmp_path: Path) -> None:
+    import json
+
+    tenant = server.new_tenant()
+    repo = server.new_repo(tenant)
+    listing = tmp_path / "rules.json"
+    listing.write_text(json.dumps(SIGNED_MAIN))
+    shown = json.loads(server.cli("rules", "set", tenant, repo, "--file", str(listing)).stdout)
+    assert shown["rules"] == SIGNED_MAIN and shown["source"] == "repository"
+    assert server.api("GET", rules_url(tenant, repo)).json()["id"] == shown["id"]
+    assert json.loads(server.cli("rules", "show", tenant).stdout) == {"id": None, "rules": [], "source": "none"}
+    listing.write_text(json.dumps([{"pattern": "main", "linear": True}]))
+    bad = server.cli("rules", "set", tenant, repo, "--file", str(listing), check=False)
+    assert bad.returncode == 1 and "rules.0.pattern 'main' must match refs under refs/heads/" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert json.loads(server.cli("rules", "show", tenant, repo).stdout)["id"] == shown["id"]

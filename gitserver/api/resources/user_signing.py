@@ -33,9 +33,9 @@ from gitserver.policy import access
 USER = f"{TENANT}/users/{{user}}"
 EMAILS = f"{USER}/emails"
 SIGNING_KEYS = f"{USER}/signing-keys"
-SIGNING_KEY = f"{SIGNING_KEYS}/{{key_id:{ID_CONVERTER}}}"
+SIGNING_KEY = f"{SIGNING_KEYS}/{{signing_key_id:{ID_CONVERTER}}}"
 GPG_KEYS = f"{USER}/gpg-keys"
-GPG_KEY = f"{GPG_KEYS}/{{key_id:{ID_CONVERTER}}}"
+GPG_KEY = f"{GPG_KEYS}/{{gpg_key_id:{ID_CONVERTER}}}"
 TAG = "users"
 
 EMAILS_SHAPE = Shape("UserEmails", {"emails": Out(STRINGS, given=True)})
@@ -112,12 +112,12 @@ class _Key:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, key_id: int) -> None:
+    def get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _user(session, principal, tenant, user)
             resp.media = SIGNING_KEY_SHAPE.render(signing.get_signing_key(session, row, self.KIND, key_id))
 
-    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, key_id: int) -> None:
+    def delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _user(session, principal, tenant, user, manage=True, self_service=True)
             signing.remove_signing_key(session, signing.get_signing_key(session, row, self.KIND, key_id))
@@ -142,9 +142,22 @@ class GpgKeys(_Keys):
 class SshKey(_Key):
     KIND = KEY_SSH
 
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, signing_key_id: int) -> None:
+        self.get(req, resp, tenant, user, signing_key_id)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
+                  signing_key_id: int) -> None:
+        self.delete(req, resp, tenant, user, signing_key_id)
+
 
 class GpgKey(_Key):
     KIND = KEY_GPG
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, gpg_key_id: int) -> None:
+        self.get(req, resp, tenant, user, gpg_key_id)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, gpg_key_id: int) -> None:
+        self.delete(req, resp, tenant, user, gpg_key_id)
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
@@ -152,7 +165,8 @@ def add_routes(app: falcon.App, ctx: ApiContext) -> None:
                            (GPG_KEYS, GpgKeys), (GPG_KEY, GpgKey)))
 
 
-KEY_ID_PARAM = oa.path_param("key_id", "signing key id", ID_SCHEMA)
+SIGNING_KEY_PARAM = oa.path_param("signing_key_id", "signing-only SSH key id", ID_SCHEMA)
+GPG_KEY_PARAM = oa.path_param("gpg_key_id", "GPG key id", ID_SCHEMA)
 REQUEST_BODIES = {"UserEmailsChange": Emails.FIELDS, "NewSigningKey": SshKeys.FIELDS, "NewGpgKey": GpgKeys.FIELDS}
 OPENAPI_SCHEMAS: dict[str, Any] = {**schemas(EMAILS_SHAPE, listed=(SIGNING_KEY_SHAPE,)),
                                    **request_schemas(REQUEST_BODIES)}
@@ -170,7 +184,7 @@ def _key_paths(kind: str, what: str, body: str) -> dict[str, Any]:
                          {200: ("A page of keys", oa.ref("SigningKeyList"))}, parameters=OPENAPI_PARAMETERS),
         },
         "one": {
-            "parameters": [TENANT_PARAM, USER_PARAM, KEY_ID_PARAM],
+            "parameters": [TENANT_PARAM, USER_PARAM, GPG_KEY_PARAM if kind == KEY_GPG else SIGNING_KEY_PARAM],
             "get": oa.op(f"get{name}Key", f"One {what}", TAG, {200: ("The key", SIGNING_KEY_SHAPE.ref())},
                          errors=(401, 403, 404)),
             "delete": oa.op(f"delete{name}Key", f"Remove a {what}", TAG, {204: {"description": "Removed"}},

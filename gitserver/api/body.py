@@ -296,6 +296,18 @@ def read_body(req: falcon.Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return req.bounded_stream.read(limit + 1)
 
 
+def read_json_value(req: falcon.Request, spec: Field, name: str, *, limit: int = MAX_BODY_BYTES) -> Any:
+    """A request body that is one JSON value (an array, say) checked against ``spec``; the
+    first problem names its field from ``name`` (``rules.0.pattern``)."""
+    raw = read_body(req, limit)
+    if len(raw) > limit:
+        raise InvalidInput(f"request body is larger than {limit // 1024} KiB", field=BODY_FIELD)
+    value, problems = check_value(_loads(raw), spec, (name,))
+    if problems:
+        raise rest_error(problems[0])
+    return value
+
+
 def read_json(req: falcon.Request, fields: Mapping[str, Field], *, allow_empty: bool = False,
               limit: int = MAX_BODY_BYTES) -> dict[str, Any]:
     """The request's JSON object body, validated against ``fields`` (see :func:`parse_object`);

@@ -27,3 +27,10 @@ def quota_field(who: str) -> Field:
     return Field(int, nullable=True, check=base.validate_quota,
                  description=f"{QUOTA_DESCRIPTION}. Set by {who} only.",
                  doc={"minimum": 1, "maximum": base.MAX_QUOTA_BYTES})
+
+
+# A user's emails (docs/ref-rules.md): ``PATCH …/users/{u}`` and ``PUT …/users/{u}/emails``.
+MAX_EMAILS = 20
+EMAILS_FIELD = Field(list, items=Field(str, min_length=3, max_length=320), max_length=MAX_EMAILS,
+                     description="the user's email addresses; a commit's committer email must be one of "
+                                 "them for its signature to count (set by admins)")

@@ -42,7 +42,7 @@ from gitserver.git.store import (
 from gitserver.lfs import pointers
 from gitserver.lfs.service import LfsService
 from gitserver.pipelines import reflog_audit
-from gitserver.push import reconcile
+from gitserver.push import reconcile, refjudge
 from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
         _check_ledger(runtime, repo, path, report, repair)
         _check_archives(runtime, repo, path, report)
         _check_lfs(runtime, lfs, repo, path, report)
+        _check_rules(runtime, repo, path, report)
     return report
 
 
@@ -119,6 +120,14 @@ def _check_lfs(runtime: Runtime, lfs: LfsService, repo: reconcile.RepoRef, path:
     except Exception as exc:  # one line names it; the log has the traceback
         log.exception("checking the LFS objects of %s failed", repo.full_name)
         report.breach(repo.full_name, "lfs", f"could not be checked ({type(exc).__name__}: {exc})"[:300])
+
+
+def _check_rules(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:
+    """Refs that moved, while a rule list governed them, without being judged by it
+    (docs/ref-rules.md): written outside receive-pack and recorded by the reconciler."""
+    with transaction(runtime.sessions) as session:
+        for ref, what in refjudge.unjudged_moves(session, repo.id, path):
+            report.breach(repo.full_name, ref, what)
 
 
 def _check_hooks(hooks_dir: Path, data_dir: Path, report: Report, repair: bool) -> None:

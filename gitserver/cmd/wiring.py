@@ -23,12 +23,23 @@ def route_modules() -> tuple[ModuleType, ...]:
     """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
     ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
     from gitserver.api import app, bundles, lfs, lfs_locks, smart_http
-    from gitserver.api.resources import groups, maintenance, pipelines, repos, ssh_cas, tenants, users, webhooks
+    from gitserver.api.resources import (
+        groups,
+        maintenance,
+        pipelines,
+        repos,
+        ssh_cas,
+        tenants,
+        user_signing,
+        users,
+        webhooks,
+    )
     from gitserver.api.resources import metrics as metrics_routes
+    from gitserver.api.resources import rules as rule_routes
     from gitserver.repour import resources as repour
 
-    return (app, metrics_routes, tenants, users, ssh_cas, groups, repos, maintenance, pipelines, webhooks,
-            smart_http, bundles, lfs, lfs_locks, repour)
+    return (app, metrics_routes, tenants, users, user_signing, ssh_cas, groups, repos, rule_routes, maintenance,
+            pipelines, webhooks, smart_http, bundles, lfs, lfs_locks, repour)
 
 
 def job_handlers() -> dict[str, jobs.Handler]:

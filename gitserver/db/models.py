@@ -317,6 +317,12 @@ class RefUpdate(Base):
     ref: Mapped[str] = mapped_column(String(1024))
     old: Mapped[str] = mapped_column(String(64))
     new: Mapped[str] = mapped_column(String(64))
+    # The rule-set id (docs/ref-rules.md) that judged this update; None: no rule list was in
+    # force (or the server moved the ref itself). gitserver.push.refjudge.rules_of reads it.
+    rules: Mapped[str | None] = mapped_column(String(40))
+    # Under a rule's require_signed: the signature result of each new commit and tag, a JSON
+    # list of {"commit", "result" (signed | unsigned | bad), "signer"}; None: not checked.
+    signatures: Mapped[str | None] = mapped_column(Text)
 
     push: Mapped[Push] = relationship(back_populates="ref_updates")
 
@@ -552,3 +558,8 @@ class ConsoleSession(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+# The protected-reference tables live in their own module; importing it here puts them on the
+# metadata wherever the models are loaded (alembic's env, the app, the tests).
+from gitserver.db import refrule_models as refrule_models  # noqa: E402

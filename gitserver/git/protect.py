@@ -25,6 +25,9 @@ RULE_MESSAGES = {
     "duplicate": "this push names the ref more than once; nothing was changed",
     "unrecorded": "gitserver could not record the push; nothing was changed, retry later",
     "push_option": "push option refused",
+    # A rule of the repository's own list (docs/ref-rules.md): its refusal is all in the
+    # detail, which names the rule and the object.
+    "ref_rule": "",
 }
 
 
@@ -57,7 +60,7 @@ class Refusal(NamedTuple):
     @property
     def message(self) -> str:
         base = RULE_MESSAGES[self.rule]
-        return f"{base}: {self.detail}" if self.detail else base
+        return f"{base}: {self.detail}" if self.detail and base else self.detail or base
 
 
 def duplicated(commands: list[RefCommand]) -> set[str]:

@@ -8,6 +8,7 @@ few hundred milliseconds, which is why the SSH path does not come here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory
@@ -33,14 +34,15 @@ class DirectLedger:
             cfg = config_mod.load(environ=dict(environ))
             self.service = ledger.HookService(
                 make_session_factory(make_engine(cfg.effective_database_url, pool_size=1)),
-                context_from_environment(environ), cfg.http_base_url)
+                context_from_environment(environ), cfg.http_base_url,
+                repo_path=Path(environ.get("GIT_DIR", ".")).resolve())
         except Exception as exc:  # any failure here means: not recorded
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 
-    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
+    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> messages.IntentReply:
         reply = self._answer(messages.intent_for(commands, options))
         assert isinstance(reply, messages.IntentReply)  # HookService answers an Intent so
-        return reply.push_id
+        return reply
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         reply = self._answer(messages.Done(push_id, tuple(moved)))

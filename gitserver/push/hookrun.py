@@ -189,18 +189,25 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
     messages: list[str] = []
     if allowed:
         try:
-            push_id = ledger.intent(allowed, options)
+            reply = ledger.intent(allowed, options)
         except hookenv.LedgerError as exc:
             verdicts = [r or protect.Refusal(c.ref, "unrecorded") for c, r in zip(commands, verdicts, strict=True)]
             messages.append(f"error: gitserver could not record this push: {exc}")
             allowed = []
         else:
-            failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic), strict=True))
+            push_id, by_rules = reply.push_id, dict(reply.refused)
+            # The repository's rules (docs/ref-rules.md) refused these; they were not recorded.
+            verdicts = [r or (protect.Refusal(c.ref, "ref_rule", by_rules[c.ref]) if c.ref in by_rules else None)
+                        for c, r in zip(commands, verdicts, strict=True)]
+            allowed = [c for c in allowed if c.ref not in by_rules]
+            if atomic and by_rules:
+                allowed = []
+            failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic), strict=True)) if allowed else {}
             moved = [c.ref for c in allowed if failures[c.ref] is None]
             if not head_is_born(moved, environ.get("GIT_DIR")):
                 head.adopt_pushed_branch(moved, environ.get("GIT_DIR"))
             try:
-                messages += ledger.done(push_id, moved)
+                messages += ledger.done(push_id, moved) if push_id else []
             except hookenv.LedgerError as exc:
                 # The intent is recorded and the refs moved: the reconciler finishes the record.
                 messages.append(f"warning: gitserver will record this push shortly ({exc})")
@@ -268,8 +275,9 @@ def _update_ref(args: list[str], stdin: str = "") -> bool:
 # --- the ledger, as the hook reaches it --------------------------------------------------------
 
 class Ledger(Protocol):
-    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
-        """Record who pushes what (with its push options) before any ref moves; the push's id."""
+    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> messages.IntentReply:
+        """Judge by the repository's rules and record who pushes what (with its push options)
+        before any ref moves: the push's id and the refs the rules refused."""
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         """Mark the push done with the refs that moved; messages for the pusher."""
@@ -345,12 +353,12 @@ class SocketLedger:
             self.direct = _direct_ledger(self.environ)
         return self.direct
 
-    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> int:
+    def intent(self, commands: list[protect.RefCommand], options: list[str]) -> messages.IntentReply:
         reply = self._ask(messages.intent_for(commands, options), messages.IntentReply)
         if reply is None:
             return self._fallback().intent(commands, options)
         assert isinstance(reply, messages.IntentReply)  # decode_reply answers what is expected
-        return reply.push_id
+        return reply
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         reply = self._ask(messages.Done(push_id, tuple(moved)), messages.DoneReply)

@@ -16,7 +16,8 @@ import json
 import logging
 import socket
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -28,7 +29,7 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.git import protect, push_options, refs
 from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, outbox
-from gitserver.push import admission, limits, messages
+from gitserver.push import admission, limits, messages, refjudge
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,22 @@ class PushContext:
 
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
-                  options: Sequence[str] = ()) -> models.Push:
+                  options: Sequence[str] = (), rule_set: str | None = None,
+                  signatures: Mapping[str, list[dict[str, str]]] | None = None) -> models.Push:
     """A ``pending`` push with its ref updates (old, new, ref) and push options: who pushes
-    what, before it moves."""
+    what, before it moves. ``rule_set``: the id of the rule set that judged the updates
+    (gitserver.push.refjudge), recorded on each; ``signatures``: by ref, the signature result
+    of each new commit, for the refs a rule required signed."""
     push = models.Push(repo_id=ctx.repo_id, user_id=ctx.user_id, public_key_id=ctx.key_id,
                        key_fingerprint=ctx.key_fingerprint, protocol=ctx.protocol,
                        client_address=ctx.client_address, state=models.PUSH_PENDING,
                        cert_ca_fingerprint=ctx.cert_ca_fingerprint, cert_key_id=ctx.cert_key_id,
                        cert_serial=ctx.cert_serial or None,
                        push_options=json.dumps(list(options)))
-    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new) for old, new, ref in updates]
+    found = signatures or {}
+    push.ref_updates = [models.RefUpdate(ref=ref, old=old, new=new, rules=rule_set,
+                                         signatures=json.dumps(found[ref]) if ref in found else None)
+                        for old, new, ref in updates]
     session.add(push)
     session.flush()
     return push
@@ -117,8 +124,11 @@ class HookService:
     pusher."""
 
     def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
-                 push_check: limits.QuarantineCheck | None = None, can_write: bool = False) -> None:
+                 push_check: limits.QuarantineCheck | None = None, can_write: bool = False,
+                 repo_path: Path | None = None) -> None:
         self.sessions = sessions
+        # Where the rules read the pushed commits (gitserver.push.refjudge).
+        self.repo_path = repo_path or (push_check.repo_dir if push_check is not None else None)
         self.ctx = ctx
         self.http_base_url = http_base_url
         self.push_check = push_check
@@ -152,12 +162,22 @@ class HookService:
             refused = admission.declined([protect.RefCommand(*u) for u in request.updates], self.can_write)
             return messages.Refused(tuple(refused)) if refused else self._limits(request.quarantine)
         if isinstance(request, messages.Intent):
-            options = parse_push_options(list(request.push_options))
-            with transaction(self.sessions) as session:
-                push_id = record_intent(session, self.ctx, list(request.updates), options).id
-            self.issued.add(push_id)
-            return messages.IntentReply(push_id)
+            return self._intent(request)
         return self._done(request, trust_push_ids)
+
+    def _intent(self, request: messages.Intent) -> messages.IntentReply:
+        """Judge the updates by the repository's rules, then record the admitted ones: one
+        transaction, so the rule set recorded is the one that judged."""
+        options = parse_push_options(list(request.push_options))
+        with transaction(self.sessions) as session:
+            judged = refjudge.judge_updates(session, self.ctx.repo_id, self.ctx.user_id, self.ctx.key_id,
+                                            self.repo_path or Path("."), request.updates)
+            admitted = [u for u in request.updates if u[2] not in judged.refused]
+            push_id = record_intent(session, self.ctx, admitted, options, judged.rule_set,
+                                    judged.signatures).id if admitted else 0
+        if push_id:
+            self.issued.add(push_id)
+        return messages.IntentReply(push_id, tuple(judged.refused.items()))
 
     def _done(self, request: messages.Done, trust_push_ids: bool) -> messages.DoneReply:
         if not (trust_push_ids or request.push_id in self.issued):

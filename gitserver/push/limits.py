@@ -53,6 +53,8 @@ QUARANTINE_MARK = "incoming-"
 # What git's index-pack / unpack-objects say when receive.maxInputSize cuts a push off.
 GIT_INPUT_TOO_LARGE = "pack exceeds maximum allowed size"
 REFUSED = "push refused"
+# How many of a refused push's commits are searched for the path of its largest blob.
+MAX_COMMITS_SEARCHED = 200
 
 # How each refusal begins. The limit comes first: receive-pack relays a hook's message to the
 # client in side-band packets of 128 bytes, so only a message's start is sure to arrive in one
@@ -115,6 +117,7 @@ class Measured(NamedTuple):
     # only one of them fits.
     repo_pending_bytes: int = 0
     tenant_pending_bytes: int = 0
+    largest_blob_path: str | None = None  # found only when the largest blob is over the limit
 
 
 def human(n: int) -> str:
@@ -125,6 +128,11 @@ def human(n: int) -> str:
             return f"{n} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def _limit(n: int) -> str:
+    """A limit as an operator sets it: ``100 MiB`` for whole MiB, else :func:`human`."""
+    return f"{n // 1048576} MiB" if n >= 1048576 and n % 1048576 == 0 else human(n)
 
 
 def _both(n: int) -> str:
@@ -139,6 +147,9 @@ def over_limit(limits: PushLimits, measured: Measured, repo: str = "", tenant: s
     """
     if limits.max_blob_bytes and measured.largest_blob and measured.largest_blob[1] > limits.max_blob_bytes:
         oid, size = measured.largest_blob
+        if measured.largest_blob_path is not None:  # the path the pusher knows, as GitHub names it
+            return (f"{_MARKERS[MAX_BLOB]}: file {measured.largest_blob_path} is {human(size)}, over the "
+                    f"{_limit(limits.max_blob_bytes)} limit (blob {oid})")
         return f"{_MARKERS[MAX_BLOB]} is {_both(limits.max_blob_bytes)}; blob {oid} is {_both(size)}"
     if limits.max_push_bytes and measured.incoming_bytes > limits.max_push_bytes:
         return (f"{_MARKERS[MAX_PUSH]} is {_both(limits.max_push_bytes)}; "
@@ -248,9 +259,26 @@ def tenant_usage(tenant_dir: Path) -> int:
     return disk_usage(tenant_dir)
 
 
-def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] | None = None,
-                     git_dir: Path | None = None) -> Iterable[tuple[str, int]]:
-    """(object id, size) of every blob in the quarantine, and only there.
+def _quarantine_env(quarantine: Path, git_dir: Path | None, alternates: bool) -> dict[str, str]:
+    """git's environment to read the quarantine: alone (what this push brought), or with the
+    repository's objects as alternates (to read trees the push shares with older commits)."""
+    if git_dir is None:
+        env = {k: v for k, v in os.environ.items() if k != ENV_QUARANTINE}
+        if not alternates:
+            env.pop("GIT_ALTERNATE_OBJECT_DIRECTORIES", None)
+    else:  # a minimal environment: the daemon's own holds secrets git has no use for
+        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
+               "LANG": "C", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+               "GIT_DIR": str(git_dir)}
+        if alternates:
+            env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = str(git_dir / "objects")
+    env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
+    return env
+
+
+def quarantine_objects(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] | None = None,
+                       git_dir: Path | None = None) -> Iterable[tuple[str, int, str]]:
+    """(type, size, object id) of every object in the quarantine, and only there.
 
     git points the hook at the quarantine with GIT_OBJECT_DIRECTORY and at the repository's
     objects with GIT_ALTERNATE_OBJECT_DIRECTORIES; dropping the alternates makes
@@ -260,20 +288,36 @@ def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedPr
     import subprocess
 
     run = run or subprocess.run
-    if git_dir is None:
-        env = {k: v for k, v in os.environ.items() if k not in ("GIT_ALTERNATE_OBJECT_DIRECTORIES", ENV_QUARANTINE)}
-    else:  # a minimal environment: the daemon's own holds secrets git has no use for
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/"),
-               "LANG": "C", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
-               "GIT_DIR": str(git_dir)}
-    env["GIT_OBJECT_DIRECTORY"] = str(quarantine)
     result = run(["git", "cat-file", "--batch-all-objects", "--unordered",
                   "--batch-check=%(objecttype) %(objectsize) %(objectname)"],
-                 env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+                 env=_quarantine_env(quarantine, git_dir, alternates=False), stdin=subprocess.DEVNULL,
+                 capture_output=True, text=True, check=True)
     for line in result.stdout.splitlines():
         kind, size, oid = line.split(" ", 2)
-        if kind == "blob":
-            yield oid, int(size)
+        yield kind, int(size), oid
+
+
+def quarantine_blobs(quarantine: Path, run: Callable[..., subprocess.CompletedProcess[str]] | None = None,
+                     git_dir: Path | None = None) -> Iterable[tuple[str, int]]:
+    """(object id, size) of every blob in the quarantine (:func:`quarantine_objects`)."""
+    return ((oid, size) for kind, size, oid in quarantine_objects(quarantine, run, git_dir) if kind == "blob")
+
+
+def blob_path(quarantine: Path, blob: str, git_dir: Path | None = None) -> str | None:
+    """A path at which a commit of this push holds ``blob``, or None: what the pusher knows
+    the file by. Only asked when a push is refused for the blob, so it may walk trees."""
+    import subprocess
+
+    commits = [oid for kind, _size, oid in quarantine_objects(quarantine, git_dir=git_dir) if kind == "commit"]
+    env = _quarantine_env(quarantine, git_dir, alternates=True)
+    for commit in commits[:MAX_COMMITS_SEARCHED]:
+        listing = subprocess.run(["git", "ls-tree", "-r", "-z", commit], env=env, stdin=subprocess.DEVNULL,
+                                 capture_output=True, check=False).stdout
+        for entry in listing.split(b"\0"):
+            meta, _, path = entry.partition(b"\t")
+            if meta.endswith(blob.encode()):
+                return path.decode("utf-8", "replace")
+    return None
 
 
 def largest(blobs: Iterable[tuple[str, int]]) -> tuple[str, int] | None:
@@ -290,9 +334,11 @@ def measure(limits: PushLimits, quarantine: Path, repo_dir: Path, git_dir: Path 
     repo_bytes, repo_pending = _usage(repo_dir, quarantine) if limits.repo_quota_bytes else (0, 0)
     tenant_bytes, tenant_pending = (_usage(repo_dir.parent, quarantine) if limits.tenant_quota_bytes
                                     else (0, 0))
+    blob = largest(quarantine_blobs(quarantine, git_dir=git_dir)) if limits.max_blob_bytes else None
+    over = blob is not None and limits.max_blob_bytes is not None and blob[1] > limits.max_blob_bytes
     return Measured(
-        incoming_bytes=disk_usage(quarantine),
-        largest_blob=largest(quarantine_blobs(quarantine, git_dir=git_dir)) if limits.max_blob_bytes else None,
+        incoming_bytes=disk_usage(quarantine), largest_blob=blob,
+        largest_blob_path=blob_path(quarantine, blob[0], git_dir) if over and blob is not None else None,
         repo_bytes=repo_bytes + (limits.repo_log_bytes if limits.repo_quota_bytes else 0),
         tenant_bytes=tenant_bytes + (limits.tenant_log_bytes if limits.tenant_quota_bytes else 0),
         repo_pending_bytes=repo_pending, tenant_pending_bytes=tenant_pending,

@@ -11,7 +11,7 @@ below, which tests/unit/test_messages.py checks against the script.
 ==========================================================  ================================
 request                                                     reply
 ==========================================================  ================================
-``{"op": "intent", "updates": [[old, new, ref]], ...}``     ``{"push_id": n}``
+``{"op": "intent", "updates": [[old, new, ref]], ...}``     ``{"push_id": n, "refused": {ref: why}}``
 ``{"op": "done", "push_id": n, "moved": [ref]}``            ``{"messages": [text]}``
 ``{"op": "pre-receive", "quarantine": Q, "updates": ...}``  ``{"ok": true}`` or
 ``{"op": "limits", "quarantine": Q}`` (older hooks)         ``{"refused": "line\\nline"}``
@@ -100,7 +100,12 @@ Request = Intent | Done | PreReceive | Limits
 # --- replies ---------------------------------------------------------------------------------
 
 class IntentReply(NamedTuple):
+    """The recorded push, and the refs the repository's rules refused (ref → the reason, as
+    git shows it): those were not recorded and must not move (docs/ref-rules.md). A push
+    whose every ref was refused has ``push_id`` 0 (nothing recorded)."""
+
     push_id: int
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 class DoneReply(NamedTuple):
@@ -157,7 +162,10 @@ def to_wire(message: Request | Reply) -> dict[str, object]:
     if isinstance(message, Limits):
         return {OP: OP_LIMITS, "quarantine": message.quarantine}
     if isinstance(message, IntentReply):
-        return {"push_id": message.push_id}
+        wire = {"push_id": message.push_id}
+        if message.refused:
+            wire["refused"] = dict(message.refused)
+        return wire
     if isinstance(message, DoneReply):
         return {"messages": list(message.messages)}
     if isinstance(message, Admitted):
@@ -183,8 +191,8 @@ def decode_reply(wire: object, expected: type[Reply]) -> Reply:
         raise ProtocolError("malformed reply from gitserver")
     if "error" in wire:
         return Failed(str(wire["error"]))
-    if expected is IntentReply and _is_int(wire.get("push_id")):
-        return IntentReply(wire["push_id"])
+    if expected is IntentReply and _is_int(wire.get("push_id")) and _refusals(wire.get("refused", {})) is not None:
+        return IntentReply(wire["push_id"], _refusals(wire.get("refused", {})) or ())
     if expected is DoneReply and _strings(wire.get("messages", [])) is not None:
         return DoneReply(tuple(wire.get("messages", [])))
     if expected in (Admitted, Refused) and wire.get("ok") is True:
@@ -248,6 +256,13 @@ def _quarantine(wire: dict[str, object]) -> str:
 def _strings(value: object) -> tuple[str, ...] | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
+    return None
+
+
+def _refusals(value: object) -> tuple[tuple[str, str], ...] | None:
+    """``{ref: reason}`` as pairs, or None when it is not that."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return tuple(value.items())
     return None
 
 

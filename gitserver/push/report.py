@@ -13,6 +13,7 @@ from gitserver.push import limits
 # "ng <ref> <message>" in receive-pack's report, raw or inside (side-band) pkt-lines.
 _NG = re.compile(r"(?:^|[\x00-\x02]|[0-9a-f]{4})ng (refs/\S+) ?([^\n]*)", re.M)
 RULE_OTHER = "other"
+REF_RULE_MARK = "rule 'refs/"
 
 
 def refusals_from_report(report: bytes | str) -> list[str]:
@@ -24,8 +25,15 @@ def refusals_from_report(report: bytes | str) -> list[str]:
     by_message = {message: rule for rule, message in RULE_MESSAGES.items()}
     text = report if isinstance(report, str) else report.decode("utf-8", "replace")
     # A refusal with details reads "<rule message>: <detail>".
-    return [by_message.get(m.group(2).strip(), by_message.get(m.group(2).split(": ", 1)[0], RULE_OTHER))
-            for m in _NG.finditer(text)]
+    return [_rule_of(m.group(2).strip(), by_message) for m in _NG.finditer(text)]
+
+
+def _rule_of(message: str, by_message: dict[str, str]) -> str:
+    if message in by_message:
+        return by_message[message]
+    if REF_RULE_MARK in message:  # the repository's own rules name theirs (gitserver.push.rules)
+        return "ref_rule"
+    return by_message.get(message.split(": ", 1)[0], RULE_OTHER)
 
 
 def count_refusals(report: bytes) -> None:

@@ -322,7 +322,8 @@ def test_push_audit_log(server: GitServer, tmp_path: Path) -> None:
     pushes_url = f"{tenant_url(tenant)}/repos/{repo}/pushes"
     items = server.api("GET", pushes_url).json()["items"]
     assert [p["user"] for p in items] == [bob.name, alice.name]  # newest first
-    assert items[0]["ref_updates"] == [{"ref": "refs/heads/feature", "old": "0" * 40, "new": head}]
+    assert items[0]["ref_updates"] == [{"ref": "refs/heads/feature", "old": "0" * 40, "new": head,
+                                        "rules": None, "signatures": None}]  # no rule list in force
     assert items[0]["key_fingerprint"] == bob.fingerprint and items[0]["protocol"] == "ssh"
     def pushers(**params: str) -> list[str]:
         return [p["user"] for p in server.api("GET", pushes_url, params=params).json()["items"]]

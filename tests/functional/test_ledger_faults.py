@@ -404,7 +404,7 @@ def test_planted_ref_is_found_and_recorded_by_check_repair(tmp_path: Path, db_ur
                                 accepted=1)
         recovered = [p for p in view.pushes if p["state"] == "recovered"]
         assert len(recovered) == 1 and recovered[0]["ref_updates"] == [
-            {"ref": "refs/heads/planted", "old": ZERO, "new": main}]
+            {"ref": "refs/heads/planted", "old": ZERO, "new": main, "rules": None, "signatures": None}]
         assert recovered[0]["user"] is None and recovered[0]["protocol"] == "recovered"
         # A broken archive cannot be repaired (refs never move): check keeps saying so.
         archive = api_all(srv, f"/api/v1/tenants/{tenant}/repos/{repo}/archives")[0]

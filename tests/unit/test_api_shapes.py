@@ -22,6 +22,7 @@ from gitserver.api import errors, openapi
 from gitserver.api.openapi import ref as oa_ref
 from gitserver.cmd.wiring import api_app, route_modules
 from gitserver.db import models
+from gitserver.db.refrule_models import KEY_GPG, SigningKey
 from gitserver.db.session import transaction
 from gitserver.jsonshape import INTEGER, STRING, Out, Shape, nested
 from gitserver.pipelines import deliverylog
@@ -115,7 +116,8 @@ def seed_rows(session: Any, repo_id: int, user_id: int, hooks: tuple[int, int]) 
                        push_options='["ci.skip"]')
     session.add(push)
     session.flush()
-    session.add(models.RefUpdate(push_id=push.id, ref="refs/heads/main", old="0" * 40, new="a" * 40))
+    session.add(models.RefUpdate(push_id=push.id, ref="refs/heads/main", old="0" * 40, new="a" * 40, rules="rs-1",
+                                 signatures='[{"commit": "' + "a" * 40 + '", "result": "signed", "signer": "u"}]'))
     pipeline = models.Pipeline(repo_id=repo_id, push_id=push.id, ref="refs/heads/main", commit="a" * 40,
                                status=models.RUNNING, started_at=now)
     session.add(pipeline)
@@ -172,9 +174,23 @@ def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
                                            json={"serial": 7})
     for path in (f"{base}/groups/g/members/u", f"{base}/repos/r/grants/users/u", f"{base}/repos/r/grants/groups/g"):
         assert api.simulate_put(path, json={} if "members" in path else {"permission": "read"}).status_code < 300
+    # Protected references (docs/ref-rules.md): a rule list on each owner, a signing-only key.
+    for path in (f"{base}/rules", f"{base}/repos/r/rules"):
+        assert api.simulate_put(path, json=[{"pattern": "refs/heads/*", "linear": True}]).status_code == 200
+    signing_key = api.simulate_post(f"{base}/users/u/signing-keys", json={"key": public_key(tmp_path, "k4")})
+    assert signing_key.status_code == 201, signing_key.text
+    assert api.simulate_patch(f"{base}/users/u", json={"emails": ["u@example.org"]}).status_code == 200
     with transaction(runtime.sessions) as session:
         rows = seed_rows(session, made["repo"].json["id"], made["user"].json["id"],
                          (made["webhook"].json["id"], made["tenant_webhook"].json["id"]))
+        # A GPG key row as stored (registering one needs gpg; its rendering does not).
+        gpg = SigningKey(tenant_id=made["tenant"].json["id"], user_id=made["user"].json["id"], kind=KEY_GPG,
+                         fingerprint="A" * 40, key_data="-----BEGIN PGP PUBLIC KEY BLOCK-----\n…", title="")
+        session.add(gpg)
+        session.flush()
+        rows["gpg_key_id"] = str(gpg.id)
+    rows["signing_key_id"] = str(signing_key.json["id"])
+    rows["rule_set"] = api.simulate_get(f"{base}/repos/r/rules").json["id"]
     params = {"tenant": "t", "user": "u", "group": "g", "repo": "r", **rows,
               "key_id": str(made["key"].json["id"]), "token_id": str(made["token"].json["id"]),
               "deploy_key_id": str(made["deploy_key"].json["id"]),

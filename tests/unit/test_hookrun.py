@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gitserver.git.protect import RefCommand
-from gitserver.push import hookrun
+from gitserver.push import hookrun, messages
 from gitserver.push.hookenv import LedgerError
 from gitserver.push.hookrun import pkt, proc_receive, read_pkt
 
@@ -39,17 +39,20 @@ def replies(out: io.BytesIO) -> list[str]:
 class FakeLedger:
     """Records the calls in order (with the refs applied in between, through ``events``)."""
 
-    def __init__(self, events: list[tuple[str, object]], broken: str = "") -> None:
+    def __init__(self, events: list[tuple[str, object]], broken: str = "",
+                 by_rules: dict[str, str] | None = None) -> None:
         self.events = events
         self.broken = broken
+        self.by_rules = by_rules or {}  # what the repository's rules refuse (docs/ref-rules.md)
 
-    def intent(self, commands: list[RefCommand], options: list[str]) -> int:
+    def intent(self, commands: list[RefCommand], options: list[str]) -> messages.IntentReply:
         if self.broken == "intent":
             raise LedgerError("database is down")
         self.events.append(("intent", [c.ref for c in commands]))
         if options:
             self.events.append(("options", options))
-        return 7
+        admitted = [c for c in commands if c.ref not in self.by_rules]
+        return messages.IntentReply(7 if admitted else 0, tuple(self.by_rules.items()))
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         if self.broken == "done":
@@ -61,7 +64,8 @@ class FakeLedger:
 def run(capabilities: str, *commands: str, permission: str = "write",
         fail: set[str] | None = None, broken: str = "",
         events: list[tuple[str, object]] | None = None,
-        stderr: io.BytesIO | None = None) -> tuple[list[str], list[list[RefCommand]]]:
+        stderr: io.BytesIO | None = None, by_rules: dict[str, str] | None = None,
+        ) -> tuple[list[str], list[list[RefCommand]]]:
     applied: list[list[RefCommand]] = []
     events = [] if events is None else events
 
@@ -73,7 +77,7 @@ def run(capabilities: str, *commands: str, permission: str = "write",
     out = io.BytesIO()
     rc = proc_receive(server_stream(capabilities, *commands), out, {"GITSERVER_PERMISSION": permission},
                       is_ancestor=lambda old, new: (old, new) == (A, B), update_refs=update,
-                      ledger=FakeLedger(events, broken), stderr=stderr or io.BytesIO())
+                      ledger=FakeLedger(events, broken, by_rules), stderr=stderr or io.BytesIO())
     assert rc == 0
     return replies(out), applied
 
@@ -95,6 +99,34 @@ def test_atomic_push_refuses_all_when_one_is_refused() -> None:
     assert lines[0].startswith("ng refs/heads/new atomic push failed")
     assert lines[1] == "ng refs/heads/main non-fast-forward pushes are not allowed"
     assert applied == []
+
+
+SIGNED_RULE = "commit aaaaaaa is not signed by a registered key; rule 'refs/heads/main' requires signed commits"
+
+
+def test_a_ref_the_rules_refuse_is_reported_in_their_words_and_never_moves() -> None:
+    events: list[tuple[str, object]] = []
+    lines, applied = run("", f"{Z} {A} refs/heads/main", f"{Z} {A} refs/heads/topic", events=events,
+                         by_rules={"refs/heads/main": SIGNED_RULE})
+    assert lines == [f"ng refs/heads/main {SIGNED_RULE}", "ok refs/heads/topic"]
+    assert [c.ref for c in applied[0]] == ["refs/heads/topic"]
+    assert ("done", (7, ["refs/heads/topic"])) in events
+
+
+def test_rules_refusing_every_ref_record_and_move_nothing() -> None:
+    events: list[tuple[str, object]] = []
+    lines, applied = run("", f"{Z} {A} refs/heads/main", events=events, by_rules={"refs/heads/main": SIGNED_RULE})
+    assert lines == [f"ng refs/heads/main {SIGNED_RULE}"]
+    assert applied == [] and not [e for e in events if e[0] == "done"]
+
+
+def test_atomic_push_with_a_ref_the_rules_refuse_moves_nothing() -> None:
+    events: list[tuple[str, object]] = []
+    lines, applied = run("atomic", f"{Z} {A} refs/heads/main", f"{Z} {A} refs/heads/topic", events=events,
+                         by_rules={"refs/heads/main": SIGNED_RULE})
+    assert lines == [f"ng refs/heads/main {SIGNED_RULE}",
+                     "ng refs/heads/topic atomic push failed: another ref was refused"]
+    assert applied == [] and ("done", (7, [])) in events
 
 
 def test_lost_race_is_reported() -> None:
@@ -215,8 +247,8 @@ def test_head_is_born_from_the_files_alone(tmp_path: Path, head_text: str | None
 
 
 class _Recorded:
-    def intent(self, commands: list[RefCommand], options: list[str]) -> int:
-        return -1
+    def intent(self, commands: list[RefCommand], options: list[str]) -> messages.IntentReply:
+        return messages.IntentReply(-1)
 
     def done(self, push_id: int, moved: list[str]) -> list[str]:
         return ["recorded by the database"]
@@ -233,7 +265,7 @@ def test_socket_ledger_reads_one_line_per_reply_and_falls_back_when_the_daemon_i
         hook.close()
         daemon.sendall(b'{"push_id"')
         daemon.sendall(b': 7}\n{"messages": ["pipeline 3 queued"]}\n')
-        assert ledger.intent([RefCommand(Z, A, "refs/heads/main")], []) == 7
+        assert ledger.intent([RefCommand(Z, A, "refs/heads/main")], []) == messages.IntentReply(7)
         assert ledger.done(7, ["refs/heads/main"]) == ["pipeline 3 queued"]
         assert daemon.recv(4096).count(b"\n") == 2  # both requests arrived, one line each
     assert ledger.done(7, []) == ["recorded by the database"]

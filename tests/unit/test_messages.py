@@ -30,6 +30,9 @@ def test_every_request_round_trips(message: m.Request) -> None:
 
 @pytest.mark.parametrize(("reply", "expected"), [
     (m.IntentReply(3), m.IntentReply),
+    (m.IntentReply(3, (("refs/heads/main", "commit 1a2b3c4 is not signed by a registered key; rule 'x'"),)),
+     m.IntentReply),
+    (m.IntentReply(0, (("refs/heads/a", "why"), ("refs/tags/b", "why not"))), m.IntentReply),
     (m.DoneReply(("pipeline 1 queued: http://x/1",)), m.DoneReply),
     (m.DoneReply(), m.DoneReply),
     (m.Admitted(), m.Admitted),
@@ -68,6 +71,8 @@ def test_a_malformed_request_is_a_protocol_error(wire: object, error: str) -> No
 @pytest.mark.parametrize(("wire", "expected"), [
     (None, m.IntentReply),
     ({"push_id": "3"}, m.IntentReply),
+    ({"push_id": 3, "refused": ["refs/heads/main"]}, m.IntentReply),
+    ({"push_id": 3, "refused": {"refs/heads/main": 1}}, m.IntentReply),
     ({"messages": "x"}, m.DoneReply),
     ({"ok": True}, m.IntentReply),
     ({"ok": 1}, m.Admitted),

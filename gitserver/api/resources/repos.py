@@ -96,7 +96,16 @@ PUSH_CERTIFICATE: dict[str, Any] = {
                    "key_id": {"type": "string"}, "serial": {"type": "integer", "minimum": 0}}}
 
 
-REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING)})
+SIGNATURES = {"type": ["array", "null"], "items": {
+    "type": "object", "required": ["commit", "result", "signer"],
+    "properties": {"commit": STRING, "result": enum(("signed", "unsigned", "bad")), "signer": STRING}}}
+REF_UPDATE = Shape("RefUpdate", {"ref": Out(STRING), "old": Out(STRING), "new": Out(STRING),
+                                 "rules": Out(NULLABLE_STRING, "the rule-set id that judged this update "
+                                              "(docs/ref-rules.md); null: no rule list was in force"),
+                                 "signatures": Out(SIGNATURES, "under require_signed, each new commit's "
+                                                   "signature: signed (by signer), unsigned or bad; null: not "
+                                                   "checked", value=lambda u: json.loads(u.signatures)
+                                                   if u.signatures else None)})
 PUSH = Shape("Push", {
     "id": Out(INTEGER), "user": Out(NULLABLE_STRING, given=True), "key_fingerprint": Out(STRING),
     "protocol": Out(STRING),

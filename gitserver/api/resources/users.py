@@ -18,7 +18,7 @@ import falcon
 from sqlalchemy.orm import Session
 
 from gitserver import shapes
-from gitserver.admin import keys, rules, tokens, users
+from gitserver.admin import keys, rules, signing, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
@@ -27,8 +27,17 @@ from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import BOOLEAN, INTEGER, NULLABLE_STRING, STRING, Out, Shape, each, schemas
-from gitserver.api.shapes import NAME_FIELD
+from gitserver.api.response import (
+    BOOLEAN,
+    INTEGER,
+    NULLABLE_STRING,
+    STRING,
+    Out,
+    Shape,
+    each,
+    schemas,
+)
+from gitserver.api.shapes import EMAILS_FIELD, NAME_FIELD
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.identity.keys import MAX_BATCH_KEYS
@@ -128,7 +137,8 @@ class Users(Resource):
 
 
 class User(Resource):
-    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool)}
+    PATCH_FIELDS: ClassVar[Mapping[str, Field]] = {"role": Field(str, choices=models.ROLES), "disabled": Field(bool),
+                                                   "emails": EMAILS_FIELD}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -141,6 +151,8 @@ class User(Resource):
             if "role" in data:
                 rules.check_role_assignable(principal, data["role"])
             users.update_user(session, row, role=data.get("role"), disabled=data.get("disabled"))
+            if "emails" in data:  # who may sign commits (docs/ref-rules.md)
+                signing.set_emails(session, row, data["emails"])
             resp.media = user_json(row)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:

@@ -7,7 +7,7 @@ CA's fingerprint, the key id and the serial; pushes before this migration were m
 plain keys (empty, null).
 
 Revision ID: 0021_ssh_certificates
-Revises: 0018_pipeline_log_pruned
+Revises: 0019_ref_rules
 Create Date: 2026-12-07 14:00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 
 
 revision = '0021_ssh_certificates'
-down_revision = '0018_pipeline_log_pruned'
+down_revision = '0019_ref_rules'
 branch_labels = None
 depends_on = None
 

@@ -332,7 +332,7 @@ def load(config_file: str | os.PathLike[str] | None = None,
     config = Config(**values)
     if config.log_format not in ("text", "json"):
         raise ConfigError("setting log_format: expected 'text' or 'json'")
-    ssh_algorithms_of(config)  # a typo stops every process here, not at a client's login
+    ssh_algorithms.of_config(config)  # a typo stops every process here, not at a client's login
     for name in ("maintenance_max_packs", "maintenance_max_loose_objects"):
         if getattr(config, name) < 0:
             raise ConfigError(f"setting {name}: expected 0 (check off) or a positive count")
@@ -480,13 +480,6 @@ def _check_oidc(config: Config) -> None:
     if config.oidc_console_client_id and not config.oidc_console_tenant:
         raise ConfigError("setting oidc_console_tenant: required with oidc_console_client_id "
                           "(the tenant whose users sign in to the console through OIDC)")
-
-
-def ssh_algorithms_of(config: Config) -> ssh_algorithms.Algorithms:
-    """The SSH daemon's algorithm lists, checked against the installed asyncssh."""
-    return ssh_algorithms.resolve(config.ssh_ciphers, config.ssh_kex_algorithms,
-                                  config.ssh_macs, config.ssh_host_key_algorithms,
-                                  config.ssh_pubkey_algorithms)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from gitserver.db.base import Base, UTCDateTime, utcnow
+from gitserver.db.base import Base, UTCDateTime, created_column, utcnow
 
 # Roles of a user, from most to least powerful.
 ROLE_SITE_ADMIN = "site-admin"
@@ -60,9 +60,6 @@ class PipelineKind(enum.StrEnum):
     CREATE = "create"  # the tenant's template, when a repository is created (gitserver.pipelines.oncreate)
 
 
-def _created() -> Mapped[dt.datetime]:
-    return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-
 
 class Tenant(Base):
     __tablename__ = "tenants"
@@ -75,7 +72,7 @@ class Tenant(Base):
     # A repository of this tenant whose .gitserver/pipeline.toml runs (as a ``create``
     # pipeline) whenever a repository is created in the tenant; "" = none.
     create_template: Mapped[str] = mapped_column(String(100), default="")
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
 
 class User(Base):
@@ -90,7 +87,7 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(20), default=ROLE_MEMBER)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
 
@@ -103,7 +100,7 @@ class Group(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
     tenant: Mapped[Tenant] = relationship(lazy="joined")
 
@@ -113,7 +110,7 @@ class GroupMember(Base):
 
     group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
 
 class PublicKey(Base):
@@ -130,63 +127,12 @@ class PublicKey(Base):
     key_data: Mapped[str] = mapped_column(Text)  # the authorized_keys line, without options
     bits: Mapped[int] = mapped_column(Integer)
     title: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     # A key added with an API token that expires expires with it (None: never).
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     user: Mapped[User | None] = relationship(lazy="joined")
-
-
-class SshCa(Base):
-    """A user CA a tenant trusts (docs/certificates.md): certificates it signs log in as
-    the users of this tenant their principals name. Site-wide CAs come from the configuration."""
-
-    __tablename__ = "ssh_cas"
-    __table_args__ = (UniqueConstraint("tenant_id", "fingerprint"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    # Looked up by fingerprint at every certificate login.
-    fingerprint: Mapped[str] = mapped_column(String(80), index=True)
-    key_data: Mapped[str] = mapped_column(Text)  # the CA's public key line, without comment
-    title: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[dt.datetime] = _created()
-
-    tenant: Mapped[Tenant] = relationship(lazy="joined")
-
-
-class SshPrincipal(Base):
-    """A certificate principal that names one user. Unique site-wide: a site CA looks it up in
-    every tenant, so two tenants holding the same name would make it name two users."""
-
-    __tablename__ = "ssh_principals"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    principal: Mapped[str] = mapped_column(String(255), unique=True)
-    created_at: Mapped[dt.datetime] = _created()
-
-    user: Mapped[User] = relationship(lazy="joined")
-
-
-class SshCaRevocation(Base):
-    """A certificate of one tenant CA refused by serial or by key id (exactly one is set)."""
-
-    __tablename__ = "ssh_ca_revocations"
-    __table_args__ = (
-        CheckConstraint("(serial IS NULL) <> (key_id IS NULL)", name="one_of"),
-        UniqueConstraint("ca_id", "serial"),
-        UniqueConstraint("ca_id", "key_id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ca_id: Mapped[int] = mapped_column(ForeignKey("ssh_cas.id", ondelete="CASCADE"), index=True)
-    # Serials are unsigned 64-bit: more than a signed BIGINT holds, so decimal text.
-    serial: Mapped[str | None] = mapped_column(String(20))
-    key_id: Mapped[str | None] = mapped_column(String(1024))
-    created_at: Mapped[dt.datetime] = _created()
 
 
 class Repository(Base):
@@ -204,7 +150,7 @@ class Repository(Base):
     builds_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     # Disk quota of this repository (docs/limits.md); None = no quota.
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
     # What the reconciler saw of the refs on disk at its last clean pass (stat of the ref
     # directories and packed-refs): while it is unchanged the repository needs no ref read.
     refs_fingerprint: Mapped[str] = mapped_column(String(64), default="")
@@ -237,7 +183,7 @@ class Grant(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id"), index=True)
     permission: Mapped[str] = mapped_column(String(10))
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
 
 class DeployKey(Base):
@@ -247,7 +193,7 @@ class DeployKey(Base):
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
     public_key_id: Mapped[int] = mapped_column(ForeignKey("public_keys.id"), unique=True)
     write: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
     public_key: Mapped[PublicKey] = relationship(lazy="joined")
     repo: Mapped[Repository] = relationship(lazy="joined")
@@ -267,7 +213,7 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
     user: Mapped[User | None] = relationship(lazy="joined")
 
@@ -293,7 +239,7 @@ class Push(Base):
     cert_ca_fingerprint: Mapped[str] = mapped_column(String(80), default="", server_default="")
     cert_key_id: Mapped[str] = mapped_column(Text, default="", server_default="")
     cert_serial: Mapped[str | None] = mapped_column(String(20))
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
     ref_updates: Mapped[list[RefUpdate]] = relationship(
@@ -349,7 +295,7 @@ class Pipeline(Base):
     request: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     result: Mapped[str] = mapped_column(Text, default="{}")  # JSON
     error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     # When its log was deleted by the retention pass (gitserver.pipelines.logstore); None: kept.
@@ -384,7 +330,7 @@ class LogChunk(Base):
     pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id"), index=True)
     offset: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
 
 class Job(Base):
@@ -407,7 +353,7 @@ class Job(Base):
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
@@ -425,7 +371,7 @@ class Archive(Base):
     source_commit: Mapped[str] = mapped_column(String(64), default="")
     source_ref: Mapped[str] = mapped_column(String(1024), default="")
     pipeline_id: Mapped[int | None] = mapped_column(ForeignKey("pipelines.id"))
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
 
 class Webhook(Base):
@@ -442,7 +388,7 @@ class Webhook(Base):
     secret: Mapped[str] = mapped_column(String(200), default="")
     events: Mapped[str] = mapped_column(String(100), default="push,pipeline")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
 
 
 class Delivery(Base):
@@ -463,7 +409,7 @@ class Delivery(Base):
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_excerpt: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[dt.datetime] = _created()
+    created_at: Mapped[dt.datetime] = created_column()
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
@@ -498,68 +444,14 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(20))  # delivered | retrying | failed
 
 
-class LfsObject(Base):
-    """A Git LFS object a repository holds (gitserver.lfs). The content lives once in the
-    object store, by its SHA-256; this row is what lets one repository read it, so knowing a
-    digest gives no access to another repository's object. Rows are never deleted."""
-
-    __tablename__ = "lfs_objects"
-    __table_args__ = (UniqueConstraint("repo_id", "oid"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
-    oid: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(BigInteger)
-    created_at: Mapped[dt.datetime] = _created()
-
-
-class LfsLock(Base):
-    """A Git LFS file lock (git-lfs's locking API): one per path and repository."""
-
-    __tablename__ = "lfs_locks"
-    __table_args__ = (UniqueConstraint("repo_id", "path"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
-    path: Mapped[str] = mapped_column(String(1024))
-    ref_name: Mapped[str] = mapped_column(String(1024), default="")
-    # Who holds it: a user, or (site-admin tokens, OIDC principals) only a name.
-    owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    owner_name: Mapped[str] = mapped_column(String(200))
-    locked_at: Mapped[dt.datetime] = _created()
-
-
-class ConsoleLogin(Base):
-    """A one-time sign-in link of the web console (``ssh git@host login``). Only the SHA-256
-    of its secret is stored; ``used_at`` is set by the one GET that redeems it."""
-
-    __tablename__ = "console_logins"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    created_at: Mapped[dt.datetime] = _created()
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-
-
-class ConsoleSession(Base):
-    """A signed-in browser. The cookie holds the secret, the row its SHA-256 and the CSRF
-    token every form of that session carries."""
-
-    __tablename__ = "console_sessions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    csrf_token: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = _created()
-    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
-    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
-
-    user: Mapped[User] = relationship(lazy="joined")
-
-
-# The protected-reference tables live in their own module; importing it here puts them on the
-# metadata wherever the models are loaded (alembic's env, the app, the tests).
+# The protected-reference, SSH certificate, LFS and console tables live in modules of their own; importing them
+# here puts them on the metadata wherever the models are loaded (alembic's env, the app, the
+# tests), and keeps models.LfsObject and the rest where callers look for them.
 from gitserver.db import refrule_models as refrule_models  # noqa: E402
+from gitserver.db.cert_models import SshCa as SshCa  # noqa: E402
+from gitserver.db.cert_models import SshCaRevocation as SshCaRevocation  # noqa: E402
+from gitserver.db.cert_models import SshPrincipal as SshPrincipal  # noqa: E402
+from gitserver.db.console_models import ConsoleLogin as ConsoleLogin  # noqa: E402
+from gitserver.db.console_models import ConsoleSession as ConsoleSession  # noqa: E402
+from gitserver.db.lfs_models import LfsLock as LfsLock  # noqa: E402
+from gitserver.db.lfs_models import LfsObject as LfsObject  # noqa: E402

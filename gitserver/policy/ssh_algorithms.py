@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from gitserver.policy.errors import ConfigError
 
@@ -119,3 +120,40 @@ def resolve(ciphers: Sequence[str], kex: Sequence[str], macs: Sequence[str],
                         have["ssh_host_key_algorithms"]),
         signature=select("ssh_pubkey_algorithms", pubkey, DEFAULT_PUBKEY_ALGORITHMS,
                          have["ssh_pubkey_algorithms"]))
+
+
+class Settings(Protocol):
+    """The settings that name the algorithms (gitserver.config.Config has them)."""
+
+
+    @property
+    def ssh_ciphers(self) -> tuple[str, ...]: ...
+
+    @property
+    def ssh_kex_algorithms(self) -> tuple[str, ...]: ...
+
+    @property
+    def ssh_macs(self) -> tuple[str, ...]: ...
+
+    @property
+    def ssh_host_key_algorithms(self) -> tuple[str, ...]: ...
+
+    @property
+    def ssh_pubkey_algorithms(self) -> tuple[str, ...]: ...
+
+
+def of_config(config: Settings) -> Algorithms:
+    """The SSH daemon's algorithm lists of ``config``, checked against the installed asyncssh."""
+    return resolve(config.ssh_ciphers, config.ssh_kex_algorithms, config.ssh_macs,
+                   config.ssh_host_key_algorithms, config.ssh_pubkey_algorithms)
+
+
+def algorithm_options(config: Settings) -> dict[str, list[str]]:
+    """asyncssh's algorithm arguments, every list explicit and without repeats.
+
+    ``signature_algs`` must be given: asyncssh's default repeats every algorithm in
+    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see above).
+    """
+    algs = of_config(config)
+    return {"encryption_algs": algs.encryption, "kex_algs": algs.kex, "mac_algs": algs.mac,
+            "signature_algs": algs.signature}

@@ -18,12 +18,12 @@ from typing import Any
 
 import asyncssh
 
-from gitserver.config import Config, parse_max_startups, ssh_algorithms_of
+from gitserver.config import parse_max_startups
 from gitserver.db.session import transaction
 from gitserver.identity import certs
 from gitserver.identity.keys import fingerprint_of_blob
 from gitserver.observe import metrics
-from gitserver.policy import access
+from gitserver.policy import access, ssh_algorithms
 from gitserver.policy.errors import (
     DATABASE_UNREACHABLE_MESSAGE,
     ConfigError,
@@ -435,17 +435,6 @@ def _refuse(process: asyncssh.SSHServerProcess, message: str) -> int:
     return REFUSED_STATUS
 
 
-def algorithm_options(config: Config) -> dict[str, list[str]]:
-    """asyncssh's algorithm arguments, every list explicit and without repeats.
-
-    ``signature_algs`` must be given: asyncssh's default repeats every algorithm in
-    ``server-sig-algs``, which crashes libgit2 clients with RSA keys (see gitserver.policy.ssh_algorithms).
-    """
-    algs = ssh_algorithms_of(config)
-    return {"encryption_algs": algs.encryption, "kex_algs": algs.kex, "mac_algs": algs.mac,
-            "signature_algs": algs.signature}
-
-
 async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKeyPair]) -> asyncssh.SSHAcceptor:
     """Listen on config.ssh_host:ssh_port."""
     config = daemon.config
@@ -455,7 +444,7 @@ async def start(daemon: Daemon, host_keys: list[asyncssh.SSHKeyPair]) -> asyncss
         password_auth=False, kbdint_auth=False, gss_auth=False, gss_kex=False,
         host_based_auth=False, allow_pty=False, agent_forwarding=False, x11_forwarding=False,
         allow_scp=False, sftp_factory=None, line_editor=False,
-        **algorithm_options(config), login_timeout=config.ssh_login_grace_time,
+        **ssh_algorithms.algorithm_options(config), login_timeout=config.ssh_login_grace_time,
         keepalive_interval=config.ssh_keepalive_interval,
         keepalive_count_max=config.ssh_keepalive_count_max,
         window=CHANNEL_WINDOW, tunnel=transport.Listener(reuse_address=True))

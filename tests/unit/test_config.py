@@ -84,7 +84,7 @@ def test_algorithm_lists_are_checked_at_start(tmp_path: Path, setting: str, valu
 
 
 def test_daemon_offers_exactly_the_configured_ciphers() -> None:
-    from gitserver.ssh.server import algorithm_options
+    from gitserver.policy.ssh_algorithms import algorithm_options
 
     cfg = load(environ={"GITSERVER_SSH_CIPHERS": "aes256-ctr,aes128-gcm@openssh.com,aes256-ctr"})
     assert algorithm_options(cfg)["encryption_algs"] == ["aes256-ctr", "aes128-gcm@openssh.com"]

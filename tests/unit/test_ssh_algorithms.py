@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from gitserver.config import load, ssh_algorithms_of
+from gitserver.config import load
 from gitserver.policy import ssh_algorithms as algorithms
 from gitserver.policy.errors import ConfigError
-from gitserver.ssh.server import algorithm_options
+from gitserver.policy.ssh_algorithms import algorithm_options
+from gitserver.policy.ssh_algorithms import of_config as ssh_algorithms_of
 
 
 @pytest.mark.parametrize(("configured", "default", "available", "expected"), [

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from gitserver.cmd import provenance as provenance_commands
+
 
 def _config(args: argparse.Namespace) -> Any:
     from gitserver import config
@@ -338,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", help="restore a backup into an empty data dir and database")
     restore.add_argument("file", metavar="FILE", help="a file written by `gitserver backup`, or - for stdin")
     restore.set_defaults(fn=cmd_restore)
+
+    provenance_commands.add_commands(sub, _config)
 
     tenant = sub.add_parser("tenant", help="tenants").add_subparsers(dest="tenant_command", required=True)
     tc = tenant.add_parser("create")

@@ -45,6 +45,11 @@ class Config:
     http_header_timeout: float = 10.0
     http_read_timeout: float = 60.0
     allow_private_networks: bool = False
+    # The server's signing key (docs/provenance.md): by default a file key under
+    # <data>/signing; with both set, the key stays in the ssh-agent at this socket and the
+    # server only asks it to sign (signing_key = its public key, ``ssh-ed25519 AAAA…``).
+    signing_agent: str = ""
+    signing_key: str = ""
     # Push limits (docs/limits.md), checked before the pushed objects leave git's quarantine;
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.
     max_blob_bytes: int = 100 * 1024 * 1024
@@ -199,6 +204,12 @@ class Config:
         return self.data_dir / "ssh"
 
     @property
+    def signing_dir(self) -> Path:
+        """The signing keys' history and file keys (gitserver.provenance.keys); sandboxes never
+        see it (it is inside the data dir, which they never see)."""
+        return self.data_dir / "signing"
+
+    @property
     def hooks_dir(self) -> Path:
         return self.data_dir / "hooks"
 
@@ -333,6 +344,7 @@ def load(config_file: str | os.PathLike[str] | None = None,
         raise ConfigError("setting repour_internal_scm_visibility: expected private, internal or public")
     config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
     _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
+    _check_signing_agent(config)
     return config
 
 
@@ -429,6 +441,20 @@ def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:
         if path == data_dir or path in data_dir.parents or data_dir in path.parents:
             raise ConfigError(f"setting sandbox_read_only_paths: {text} overlaps the data dir "
                               f"{data_dir}, which sandboxed jobs must never see")
+
+
+def _check_signing_agent(config: Config) -> None:
+    """The agent's socket signs for whoever reaches it: no sandbox may see it either."""
+    if bool(config.signing_agent) != bool(config.signing_key):
+        raise ConfigError("settings signing_agent and signing_key: set both or neither")
+    if not config.signing_agent:
+        return
+    agent = Path(config.signing_agent).absolute()
+    for text in config.sandbox_read_only_paths:
+        path = Path(text).absolute()
+        if path == agent or path in agent.parents:
+            raise ConfigError(f"setting sandbox_read_only_paths: {text} shows the signing agent's "
+                              f"socket {agent} to sandboxed jobs")
 
 
 def _check_oidc(config: Config) -> None:

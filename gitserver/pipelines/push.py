@@ -36,6 +36,8 @@ from gitserver.observe import metrics
 from gitserver.pipelines import build, jobs, maintain, oncreate, outbox, pipelinefile, workspaces
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.policy.errors import is_disk_full
+from gitserver.provenance import signer
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger
 from gitserver.push.reconcile import reconcile_one
 from gitserver.runtime import Runtime
@@ -214,7 +216,7 @@ class PipelineRun:
             return
         try:
             reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
-                                 intent_grace=self.cfg.receive_finish_timeout)
+                          intent_grace=self.cfg.receive_finish_timeout, push_log=PushLog(self.cfg))
         except Exception:  # the periodic pass tries again; the push goes on
             log.exception("reconciling repository %s failed", repo_id)
         try:  # many pushes leave many packs: queue a repack once a threshold is crossed
@@ -273,9 +275,10 @@ class PipelineRun:
         primary: ArchiveResult | None = None
         skipped: list[str] = []
         try:
+            key = signer.from_config(self.cfg)
             for ref, new in updates:
                 self.ctx.check_cancelled()
-                result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id)
+                result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id, key)
                 if result is None:
                     self.ctx.log(f"{ref}: {new} names no commit or tree (a tag of a blob?); "
                                  "nothing to archive, skipped\n")

@@ -8,13 +8,21 @@ few hundred milliseconds, which is why the SSH path does not come here.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger, messages
 from gitserver.push.hookenv import HookEnv, LedgerError
 from gitserver.push.ledger import PushContext
+
+
+def _git_dir(environ: Mapping[str, str]) -> Path | None:
+    """The repository the hook runs in (git sets GIT_DIR for its hooks)."""
+    git_dir = environ.get("GIT_DIR")
+    return Path(git_dir).absolute() if git_dir else None
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
@@ -32,7 +40,8 @@ class DirectLedger:
             cfg = config_mod.load(environ=dict(environ))
             self.service = ledger.HookService(
                 make_session_factory(make_engine(cfg.effective_database_url, pool_size=1)),
-                context_from_environment(environ), cfg.http_base_url)
+                context_from_environment(environ), cfg.http_base_url,
+                push_log=PushLog(cfg), repo_path=_git_dir(environ))
         except Exception as exc:  # any failure here means: not recorded
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 

@@ -38,6 +38,8 @@ from gitserver.git.store import (
     rendered_hook,
 )
 from gitserver.pipelines import reflog_audit
+from gitserver.provenance import audit, keys, trust
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import reconcile
 from gitserver.runtime import Runtime
 
@@ -88,6 +90,7 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
         _check_config(repo.full_name, path, cfg.hooks_dir, report, repair)
         _check_ledger(runtime, repo, path, report, repair)
         _check_archives(runtime, repo, path, report)
+        _check_history(runtime, repo, path, report)
     return report
 
 
@@ -145,7 +148,8 @@ def _check_ledger(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report:
     breach line, not the end of the check."""
     try:
         result = reconcile.reconcile_repo(runtime.sessions, repo, path, repair=repair, force=True,
-                                          intent_grace=runtime.config.receive_finish_timeout)
+                                          intent_grace=runtime.config.receive_finish_timeout,
+                                          push_log=PushLog(runtime.config) if repair else None)
         report.refs += result.refs_read
         for diff in result.differences:
             if repair:
@@ -173,6 +177,21 @@ def _audit_reflogs(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report
             report.breach(diff.repo, diff.ref, f"{diff.value} in the reflog is not in the ledger "
                                                "(no push recorded it)")
     for ref, what in found.never_landed:
+        report.breach(repo.full_name, ref, what)
+
+
+def _check_history(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:
+    """What ``gitserver verify`` checks from outside (gitserver.provenance.audit), here against
+    the refs on disk and the server's own key history. ``--repair`` never rewrites the log: a
+    breach it shows stays in it for every verifier to see."""
+    try:
+        trusted = trust.from_history(keys.read_history(runtime.config.signing_dir))
+        breaches, _reading = audit.audit(pygit2.Repository(str(path)), trusted, refstate.read_refs(path))
+    except Exception as exc:  # one line names it; the log has the traceback
+        log.exception("checking the reference log of %s failed", repo.full_name)
+        report.breach(repo.full_name, "refs/gitserver/log", f"could not be checked ({type(exc).__name__})")
+        return
+    for ref, what in breaches:
         report.breach(repo.full_name, ref, what)
 
 

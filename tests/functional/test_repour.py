@@ -615,6 +615,13 @@ def test_adjust_twice_on_the_same_tree_gives_the_same_tag(
     second = post(rserver, "/adjust", spec, token=user.token)
     assert second.status_code == 200
     assert (second.json()["tag"], second.json()["commit"]) == (body["tag"], body["commit"])
+    # The adjust tag is signed by the server like the push archives (docs/provenance.md).
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(requests.get(rserver.http_url + "/api/v1/signing-keys/allowed_signers", timeout=10).text)
+    verified = subprocess.run(["git", "--git-dir", str(rserver.repo_path(tenant, repo)), "-c", "gpg.format=ssh",
+                               "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-tag", body["tag"]],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
     # The tag names the aligned tree: the configured and the user's parameters reached the tool.
     clone = http_clone_tag(rserver, git_env, user, body["url"]["readonly"], body["tag"], tmp_path / "c")
     assert (clone / "aligned.txt").read_text() == \

@@ -38,6 +38,9 @@ FORBIDDEN = {
     "gitserver.push.hookrun": ("gitserver.pipelines",),
     "gitserver.push.hookenv": ("gitserver.pipelines",),
     "gitserver.push.messages": ("gitserver.pipelines",),
+    # Signing, the reference log and attestations sit beside the push wing: it and the
+    # pipelines call them, never the reverse.
+    "gitserver.provenance": (*ROOTS, *TRANSPORTS, *WINGS),
     "gitserver.observe": (*ROOTS, *TRANSPORTS, *WINGS),
     **{core: (*ROOTS, *TRANSPORTS, *WINGS, "gitserver.observe") for core in CORE},
 }

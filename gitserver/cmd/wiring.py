@@ -23,12 +23,22 @@ def route_modules() -> tuple[ModuleType, ...]:
     """The modules that mount routes, each with ``add_routes(app, ctx)`` and its own
     ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
     from gitserver.api import app, bundles, smart_http
-    from gitserver.api.resources import groups, maintenance, pipelines, repos, signing_keys, tenants, users, webhooks
+    from gitserver.api.resources import (
+        attestations,
+        groups,
+        maintenance,
+        pipelines,
+        repos,
+        signing_keys,
+        tenants,
+        users,
+        webhooks,
+    )
     from gitserver.api.resources import metrics as metrics_routes
     from gitserver.repour import resources as repour
 
     return (app, metrics_routes, tenants, users, groups, repos, maintenance, pipelines, webhooks,
-            smart_http, bundles, repour, signing_keys)
+            smart_http, bundles, repour, signing_keys, attestations)
 
 
 def job_handlers() -> dict[str, jobs.Handler]:

@@ -31,7 +31,7 @@ def tag_writer(key: signing.Signer, name: str = git_archive.ARCHIVE_NAME,
     return write
 
 
-def log_server_refs(path: Path, key: signing.Signer, names: list[str]) -> list[Entry]:
+def log_server_refs(path: Path, key: signing.Signer, names: list[str]) -> list[reflog.Logged]:
     """Log the server-written refs ``names`` (full names) at their values on disk; those of
     them the log had at those values already are left out."""
     repo = pygit2.Repository(str(path))

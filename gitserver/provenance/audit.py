@@ -5,7 +5,8 @@ clone, the published keys) and ``gitserver check`` (the repository on disk, the 
 * each entry's ``old`` is what the entry before it set; no branch moved backwards, no tag
   moved, nothing was deleted;
 * the refs as served equal the log's latest entries;
-* every archive tag is signed (or predates signing, and the log covers it).
+* every archive tag is signed (or predates signing, and the log covers it);
+* every pushed update in the log has its signed source provenance in the notes.
 
 Each breach is a ``(ref, what)`` pair; the caller prefixes it (a repository name) and prints.
 """
@@ -14,13 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Callable
+from typing import Any
 
 import pygit2
 
 from gitserver.git import refs
-from gitserver.provenance import gitsign, trust
-from gitserver.provenance.entry import LOG_REF, Entry, EntryError, is_logged, parse
+from gitserver.provenance import attest, dsse, gitsign, trust
+from gitserver.provenance.entry import LOG_REF, NOTES_REF, PROTOCOL_RECOVERED, Entry, EntryError, is_logged, parse
 
 Breach = tuple[str, str]
 
@@ -174,4 +177,54 @@ def audit(repo: pygit2.Repository, trusted: list[trust.TrustedKey],
     breaches += replayed
     breaches += compare_served(latest, served)
     breaches += tag_problems(repo, trusted, served)
+    breaches += attestation_problems(repo, trusted, reading)
     return breaches, reading
+
+
+def attestation_problems(repo: pygit2.Repository, trusted: list[trust.TrustedKey],
+                         reading: Reading) -> list[Breach]:
+    """The pushed updates in the log without their signed source provenance in the notes, and
+    notes whose envelopes do not verify. Entries before the first attested one predate
+    attestations (a repository older than them), and are left alone."""
+    blobs = [k.blob for k in trusted]
+    cache: dict[str, list[dict[str, Any]]] = {}
+    breaches: list[Breach] = []
+    expected = False
+    for cid, entry in reading.entries:
+        if entry.push_id is None or entry.protocol == PROTOCOL_RECOVERED or refs.is_zero(entry.new) \
+                or not entry.ref.startswith(refs.PUSHABLE_PREFIXES):
+            continue
+        commit = attest.subject_of(repo, entry)
+        if commit is None:
+            continue
+        if commit.commit not in cache:
+            cache[commit.commit] = _statements(repo, commit.commit, blobs, breaches)
+        found = any(s.get("predicate", {}).get("log_entry") == cid for s in cache[commit.commit])
+        expected = expected or found
+        if expected and not found:
+            breaches.append((entry.ref, f"no signed attestation for log entry {cid[:12]} "
+                                        f"(commit {commit.commit[:12]})"))
+    return breaches
+
+
+def _statements(repo: pygit2.Repository, commit: str, blobs: list[bytes],
+                breaches: list[Breach]) -> list[dict[str, Any]]:
+    try:
+        text = repo.lookup_note(commit, NOTES_REF).message
+    except (KeyError, ValueError, pygit2.GitError):
+        return []
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            statement = dsse.open_envelope(json.loads(line), blobs)
+        except (ValueError, dsse.EnvelopeError) as exc:
+            breaches.append((NOTES_REF, f"an attestation of commit {commit[:12]} does not verify ({exc})"))
+            continue
+        subjects = statement.get("subject") or [{}]
+        if subjects[0].get("digest", {}).get("gitCommit") != commit:
+            breaches.append((NOTES_REF, f"an attestation in the note of {commit[:12]} is about another commit"))
+            continue
+        out.append(statement)
+    return out

@@ -20,6 +20,8 @@ NOTES_REF = refs.ATTESTATION_NOTES_REF
 UNLOGGED = (LOG_REF, NOTES_REF)
 # The ``protocol`` of an entry for a ref the server writes itself (archive tags and branches).
 PROTOCOL_SERVER = "server"
+# A value on disk that no push recorded (the reconciler's ``recovered`` pushes say the same).
+PROTOCOL_RECOVERED = "recovered"
 FIELDS = ("ref", "old", "new", "push_id", "pusher", "key_fingerprint", "protocol", "time", "rules")
 
 

@@ -21,14 +21,12 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs, refstate
-from gitserver.provenance import reflog
+from gitserver.net.urls import http_clone_url
+from gitserver.provenance import attest, reflog
 from gitserver.provenance import signer as signing
-from gitserver.provenance.entry import PROTOCOL_SERVER, Entry, is_logged
+from gitserver.provenance.entry import PROTOCOL_RECOVERED, PROTOCOL_SERVER, Entry, is_logged
 
 log = logging.getLogger(__name__)
-
-# A value on disk that no push recorded (the reconciler's ``recovered`` pushes say the same).
-PROTOCOL_RECOVERED = "recovered"
 
 
 def rules_of(update: models.RefUpdate) -> str | None:
@@ -60,14 +58,20 @@ class PushLog:
             self._key = signing.from_config(self.cfg)
         return self._key
 
-    def record(self, session: Session, path: Path, push_id: int) -> list[Entry]:
-        """Log the ref updates of the recorded push ``push_id`` (those that stayed)."""
+    def record(self, session: Session, path: Path, push_id: int) -> list[reflog.Logged]:
+        """Log the ref updates of the recorded push ``push_id`` (those that stayed), and sign
+        and store their attestations (gitserver.provenance.attest)."""
         push = session.get(models.Push, push_id)
         if push is None or push.state not in models.LEDGER_STATES:
             return []
-        return reflog.append(path, self.key(), [entry_of(session, push, u) for u in push.ref_updates])
+        logged = reflog.append(path, self.key(), [entry_of(session, push, u) for u in push.ref_updates])
+        repo = session.get(models.Repository, push.repo_id)
+        if logged and repo is not None:
+            uri = http_clone_url(self.cfg.http_base_url, repo.tenant.name, repo.name)
+            attest.attest(path, self.key(), logged, uri, self.cfg.http_base_url)
+        return logged
 
-    def catch_up(self, sessions: sessionmaker[Session], path: Path, repo_id: int) -> list[Entry]:
+    def catch_up(self, sessions: sessionmaker[Session], path: Path, repo_id: int) -> list[reflog.Logged]:
         """Log every ref whose value on disk the log does not hold as its latest. The refs are
         read first and the ledger after, in a transaction of its own, so a push caught between
         its ref move and its done step shows as a pending intent: such a ref is left to that
@@ -85,7 +89,7 @@ class PushLog:
         written = reflog.append(path, self.key(), entries) if entries else []
         if written:
             log.warning("%s: the reference log caught up with %d ref(s): %s", path, len(written),
-                        ", ".join(e.ref for e in written[:5]))
+                        ", ".join(e.entry.ref for e in written[:5]))
         return written
 
     def _describe(self, session: Session, repo_id: int, ref: str, value: str) -> Entry | None:

@@ -17,6 +17,7 @@ cache can be deleted or be stale without harm (nobody verifies against it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import json
@@ -24,6 +25,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pygit2
 
@@ -40,8 +42,23 @@ AUTHOR_NAME = "gitserver"
 AUTHOR_EMAIL = "gitserver@localhost"
 
 
+class Logged(NamedTuple):
+    """An entry as written: its log commit and itself."""
+
+    commit: str
+    entry: Entry
+
+
+@dataclasses.dataclass
+class _State:
+    """What the cache holds for one tip: each ref's latest value, and when the log began."""
+
+    latest: dict[str, str]
+    first: str
+
+
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -68,62 +85,77 @@ def walk(repo: pygit2.Repository, start: str | None) -> Iterator[pygit2.Commit]:
 
 def latest_values(repo: pygit2.Repository, start: str | None) -> dict[str, str]:
     """Each ref's value according to the log ending at ``start`` (a deleted ref: zeros)."""
+    return _walk_state(repo, start).latest
+
+
+def _walk_state(repo: pygit2.Repository, start: str | None) -> _State:
     values: dict[str, str] = {}
+    first = ""
     for commit in walk(repo, start):
         try:
             entry = parse(commit.message)
         except EntryError:
             continue  # a breach for check/verify to report; the writer only needs the values
         values.setdefault(entry.ref, entry.new)
-    return values
+        first = entry.time
+    return _State(values, first)
 
 
-def _cached_latest(repo: pygit2.Repository, path: Path, at: str | None) -> dict[str, str]:
+def _cached_state(repo: pygit2.Repository, path: Path, at: str | None) -> _State:
     try:
         data = json.loads((path / CACHE_FILE).read_text())
         if data.get("tip") == at and isinstance(data.get("latest"), dict):
-            return {str(k): str(v) for k, v in data["latest"].items()}
+            return _State({str(k): str(v) for k, v in data["latest"].items()}, str(data.get("first", "")))
     except (OSError, ValueError):
         pass
-    return latest_values(repo, at)
+    return _walk_state(repo, at)
 
 
-def _store_cache(path: Path, at: str, latest: dict[str, str]) -> None:
+def _store_cache(path: Path, at: str, state: _State) -> None:
     tmp = path / f".{CACHE_FILE}.tmp"
-    tmp.write_text(json.dumps({"tip": at, "latest": latest}, separators=(",", ":")))
+    tmp.write_text(json.dumps({"tip": at, "first": state.first, "latest": state.latest}, separators=(",", ":")))
     os.replace(tmp, path / CACHE_FILE)
 
 
 def logged_values(path: Path) -> dict[str, str]:
     """What the log says each ref holds (read under the lock: a consistent tip)."""
-    with _locked(path):
+    with locked(path):
         repo = pygit2.Repository(str(path))
-        return _cached_latest(repo, path, tip(repo))
+        return _cached_state(repo, path, tip(repo)).latest
 
 
-def append(path: Path, key: signing.Signer, entries: Sequence[Entry]) -> list[Entry]:
+def first_time(path: Path) -> str:
+    """When the log began (its first entry's time): where the continuity of the controls
+    starts, for a repository created here and for one that predates the log alike."""
+    with locked(path):
+        repo = pygit2.Repository(str(path))
+        return _cached_state(repo, path, tip(repo)).first or iso_now()
+
+
+def append(path: Path, key: signing.Signer, entries: Sequence[Entry]) -> list[Logged]:
     """Chain ``entries`` onto the log of the repository at ``path``; the ones written (an entry
     for a value the log has already is left out). Each entry's ``old`` is the value the log
     had for its ref, so the log describes itself even when a caller saw an older value."""
-    with _locked(path):
+    with locked(path):
         repo = pygit2.Repository(str(path))
         head = tip(repo)
-        latest = _cached_latest(repo, path, head)
-        written: list[Entry] = []
+        state = _cached_state(repo, path, head)
+        written: list[Logged] = []
         when = dt.datetime.now(dt.UTC).replace(microsecond=0)
         for entry in entries:
-            old = latest.get(entry.ref, refs.ZERO_OID)
+            old = state.latest.get(entry.ref, refs.ZERO_OID)
             if old == entry.new:
                 continue
-            entry = Entry(**{**entry.__dict__, "old": old, "time": entry.time or iso_now()})
+            entry = dataclasses.replace(entry, old=old, time=entry.time or iso_now())
             author = gitsign.Ident(AUTHOR_NAME, AUTHOR_EMAIL, when)
             head = gitsign.write_signed_commit(repo, key, _empty_tree(repo), [head] if head else [],
                                                author, entry.message())
-            latest[entry.ref] = entry.new
-            written.append(entry)
+            state.latest[entry.ref] = entry.new
+            state.first = state.first or entry.time
+            written.append(Logged(head, entry))
         if written and head is not None:
             repo.references.create(LOG_REF, pygit2.Oid(hex=head), force=True)
-            _store_cache(path, head, latest)
+            _store_cache(path, head, state)
             log.debug("%s: %d log entries, tip %s", path.name, len(written), head)
         return written
 

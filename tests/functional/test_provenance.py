@@ -10,6 +10,7 @@ server would serve, without starting one more server per database."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -91,12 +92,54 @@ def test_pushes_and_archives_are_logged_signed_and_verify(server: GitServer, tmp
     assert next(e for e in reversed(entries) if e["ref"] == "refs/heads/main")["new"] == second
     assert {e["ref"] for e in entries if e["protocol"] == "server"} >= {f"refs/tags/{t}" for t in tags}
     assert _verify(server, _http_url(server, tenant, repo)).returncode == 0
+    _check_attestations(server, tenant, repo, mirror, second, user)
     ssh = _verify(server, server.repo_url(tenant, repo), "--keys", str(allowed))
     assert ssh.returncode != 0 and "cannot fetch" in ssh.stderr  # verify has no key for SSH here
     assert _check_lines(server, tenant, repo) == []
     # Nobody pushes the log.
     refused = server.git(user, "push", "--force", "origin", f"main:{LOG}", cwd=work, check=False)
     assert refused.returncode != 0 and "reserved" in refused.stderr
+
+
+def _check_attestations(server: GitServer, tenant: str, repo: str, mirror: Path, commit: str, user: User) -> None:
+    """The commit's bundle from the API equals its note; every envelope verifies with
+    securesystemslib (not our code) against the published key; the VSA and the provenance say
+    what §8 says."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    resp = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/attestations/{commit}", token="")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/vnd.in-toto.bundle")
+    note = subprocess.run(["git", "--git-dir", str(mirror), "notes", "--ref=refs/notes/attestations", "show", commit],
+                          capture_output=True, text=True, check=True).stdout
+    assert resp.text == note
+    [published] = requests.get(server.http_url + "/api/v1/signing-keys", timeout=10).json()["keys"][-1:]
+    raw = base64.b64decode(published["public_key"].split()[1])[-32:]
+    key = SSlibKey(published["fingerprint"], "ed25519", "ed25519", {"public": raw.hex()})
+    statements = []
+    for line in resp.text.splitlines():
+        envelope = Envelope.from_dict(json.loads(line))
+        assert envelope.payload_type == "application/vnd.in-toto+json"
+        assert list(envelope.verify([key], 1)) == [published["fingerprint"]]
+        statements.append(json.loads(envelope.payload))
+    kinds = {s["predicateType"]: s for s in statements}
+    provenance = kinds["https://github.com/slsa-framework/source-tool/source-provenance/v1"]
+    vsa = kinds["https://slsa.dev/verification_summary/v1"]
+    tag = kinds["https://github.com/slsa-framework/source-tool/tag-provenance/v1"]  # v1 tags the same commit
+    for statement in (provenance, vsa, tag):
+        assert statement["_type"] == "https://in-toto.io/Statement/v1"
+        assert statement["subject"] == [{"digest": {"gitCommit": commit}}]
+    assert provenance["predicate"]["actor"] == user.name and provenance["predicate"]["branch"] == "refs/heads/main"
+    assert {c["name"] for c in provenance["predicate"]["controls"]} == {
+        "CONTINUITY_ENFORCED", "TAG_HYGIENE", "PROVENANCE_AVAILABLE"}
+    assert tag["predicate"]["tag"] == "refs/tags/v1"
+    assert vsa["predicate"]["verificationResult"] == "PASSED"
+    assert [lvl for lvl in vsa["predicate"]["verifiedLevels"] if lvl.startswith("SLSA_SOURCE_LEVEL_")] == [
+        "SLSA_SOURCE_LEVEL_3"]
+    missing = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/attestations/{'0' * 40}", token="")
+    assert missing.status_code == 404
+    bad = server.api("GET", f"/api/v1/tenants/{tenant}/repos/{repo}/attestations/HEAD", token="")
+    assert bad.status_code == 400 and "commit" in bad.text
 
 
 def test_each_tamper_is_caught_by_verify_and_check(server: GitServer, tmp_path: Path) -> None:

@@ -153,17 +153,42 @@ def tag_problems(repo: pygit2.Repository, trusted: list[trust.TrustedKey], serve
     return breaches
 
 
+# Commits a walk from the new value may visit looking for the old one before asking libgit2.
+ANCESTRY_WALK_LIMIT = 1000
+
+
 def git_is_ancestor(repo: pygit2.Repository) -> Callable[[str, str], bool]:
     """``is_ancestor(old, new)`` over ``repo``; an ``old`` the repository does not hold cannot
-    be an ancestor of a value it serves (a clone would have fetched it)."""
+    be an ancestor of a value it serves (a clone would have fetched it).
+
+    A push usually adds a few commits: a short walk back from ``new`` finds ``old`` at once.
+    libgit2's ``descendant_of`` answers everything else (it computes a merge base, which
+    without a commit-graph can walk the whole history: ten thousand log entries on one branch
+    would cost minutes that way)."""
     def is_ancestor(old: str, new: str) -> bool:
         if old == new:
             return True
         try:
-            return bool(repo.descendant_of(new, old))
+            return _found_by_walking(repo, old, new) or bool(repo.descendant_of(new, old))
         except (KeyError, ValueError, pygit2.GitError):
             return False
     return is_ancestor
+
+
+def _found_by_walking(repo: pygit2.Repository, old: str, new: str) -> bool:
+    queue, seen = [new], {new}
+    while queue and len(seen) < ANCESTRY_WALK_LIMIT:
+        commit = repo[queue.pop(0)]
+        if not isinstance(commit, pygit2.Commit):
+            return False
+        for parent in commit.parent_ids:
+            oid = str(parent)
+            if oid == old:
+                return True
+            if oid not in seen:
+                seen.add(oid)
+                queue.append(oid)
+    return False
 
 
 def audit(repo: pygit2.Repository, trusted: list[trust.TrustedKey],

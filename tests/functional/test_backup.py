@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.pool import NullPool
 
 from tests.backup_files import manifest_of, rewritten, with_sparse_member
-from tests.conftest import wait_for
+from tests.conftest import SERVER_REFS, wait_for
 from tests.functional.conftest import REPO_ROOT, GitServer, User, commit_files, make_repo, start_server
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -57,7 +57,7 @@ def ls_remote(server: GitServer, user: User, tenant: str, repo: str) -> str:
 
 def refs_of(ls_remote_output: str) -> dict[str, str]:
     return {ref: oid for oid, ref in (line.split("\t") for line in ls_remote_output.splitlines())
-            if ref != "HEAD"}
+            if ref != "HEAD" and not ref.startswith(SERVER_REFS)}
 
 
 def recorded_tips(pushes: list[dict[str, Any]]) -> dict[str, str]:

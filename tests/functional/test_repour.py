@@ -37,7 +37,7 @@ import pytest
 import requests
 
 from gitserver.repour import reqour
-from tests.conftest import wait_for
+from tests.conftest import SERVER_REFS, wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
 from tests.oidc_issuer import IssuerServer
 
@@ -305,7 +305,8 @@ def tree_of(git_env: dict[str, str], path: Path, rev: str = "HEAD") -> str:
 def remote_refs(srv: GitServer, tenant: str, repo: str) -> dict[str, str]:
     out = subprocess.run(["git", "--git-dir", str(srv.repo_path(tenant, repo)), "for-each-ref",
                           "--format=%(refname) %(objectname)"], capture_output=True, text=True, check=True)
-    return dict(line.split(" ", 1) for line in out.stdout.split("\n") if line)  # type: ignore[misc]
+    return {ref: oid for ref, oid in (line.split(" ", 1) for line in out.stdout.split("\n") if line)
+            if not ref.startswith(SERVER_REFS)}
 
 
 def post(srv: GitServer, path: str, body: Any, token: str | None = None, **kwargs: Any) -> requests.Response:

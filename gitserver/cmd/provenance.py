@@ -44,3 +44,17 @@ def verify_command(args: argparse.Namespace) -> int:
     from gitserver.provenance import verify
 
     return verify.main(args.url, keys=args.keys, since=args.since)
+
+
+def start_logs(runtime: Any) -> int:
+    """Write every repository's reference log up to its refs on disk (after a restore); the
+    number of entries written."""
+    from gitserver.db.session import transaction
+    from gitserver.provenance.pushlog import PushLog
+    from gitserver.push import reconcile
+
+    push_log = PushLog(runtime.config)
+    with transaction(runtime.sessions) as session:
+        repos = reconcile.list_repos(session)
+    return sum(len(push_log.catch_up(runtime.sessions, runtime.store.path(r.tenant, r.name), r.id))
+               for r in repos)

@@ -73,11 +73,13 @@ class PushLog:
 
     def catch_up(self, sessions: sessionmaker[Session], path: Path, repo_id: int) -> list[reflog.Logged]:
         """Log every ref whose value on disk the log does not hold as its latest. The refs are
-        read first and the ledger after, in a transaction of its own, so a push caught between
+        read before the ledger, in a transaction of its own, so a push caught between
         its ref move and its done step shows as a pending intent: such a ref is left to that
         push's own done step (or to the reconciler's next pass)."""
-        on_disk = {ref: oid for ref, oid in refstate.read_refs(path).items() if is_logged(ref)}
+        # The log before the refs: a writer creates its ref before logging it, so a ref the
+        # log holds and the disk then lacks was deleted, not merely read mid-write.
         logged = reflog.logged_values(path)
+        on_disk = {ref: oid for ref, oid in refstate.read_refs(path).items() if is_logged(ref)}
         changed = {ref: oid for ref, oid in on_disk.items() if logged.get(ref) != oid}
         changed.update({ref: refs.ZERO_OID for ref, oid in logged.items()
                         if ref not in on_disk and not refs.is_zero(oid)})

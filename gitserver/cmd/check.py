@@ -52,6 +52,7 @@ _HOOK_PYTHON_RE = re.compile(r"^exec ('(?:[^']|'\\'')*') -m gitserver hook ", re
 class Report:
     breaches: list[str] = dataclasses.field(default_factory=list)
     repaired: list[str] = dataclasses.field(default_factory=list)
+    history: list[str] = dataclasses.field(default_factory=list)  # the breaches of the reference log's checks
     repos: int = 0
     archives: int = 0
     refs: int = 0
@@ -193,6 +194,7 @@ def _check_history(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report
         return
     for ref, what in breaches:
         report.breach(repo.full_name, ref, what)
+        report.history.append(report.breaches[-1])
 
 
 def _check_archives(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:

@@ -92,7 +92,9 @@ def state(site: dict[str, Any], push_id: int) -> tuple[str, list[tuple[str, str]
 
 def ledger_breaches(site: dict[str, Any], repair: bool = False) -> list[str]:
     report = check.check(site["runtime"], repair=repair)
-    return [line for line in report.breaches if line.startswith("acme/widgets refs/")]
+    # The refs are moved by hand here, past the reference log: its own findings are another
+    # test's (test_provenance.py).
+    return [line for line in report.breaches if line.startswith("acme/widgets refs/") and line not in report.history]
 
 
 @pytest.mark.parametrize("history", ["reflog", "ancestry"])

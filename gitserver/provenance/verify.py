@@ -84,7 +84,10 @@ def mirror(url: str, into: Path) -> pygit2.Repository:
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise VerifyError(f"cannot fetch {url}: {lines[-1] if lines else 'git clone failed'}")
+        # git's reason is its first ``fatal:`` line (a hint for the user may follow it).
+        fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
+        reason = fatal[0] if fatal else lines[-1] if lines else "git clone failed"
+        raise VerifyError(f"cannot fetch {url}: {reason}")
     return pygit2.Repository(str(into))
 
 

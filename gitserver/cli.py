@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from gitserver.cmd import provenance as provenance_commands
+
 
 def _config(args: argparse.Namespace) -> Any:
     from gitserver import config
@@ -257,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.set_defaults(fn=cmd_restore)
 
     from gitserver.client import commands as admin_commands
+
+    provenance_commands.add_commands(sub, _config)
 
     admin_commands.add_commands(sub)
     login = sub.add_parser("login", help="check an API token against a server and store it for --url")

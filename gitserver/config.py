@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from gitserver.policy import ssh_algorithms
 from gitserver.policy.errors import ConfigError
+from gitserver.policy.values import parse_max_startups, parse_uid_range
 
 ENV_PREFIX = "GITSERVER_"
 BUILD_NETWORKS = ("host", "none")
@@ -45,6 +45,11 @@ class Config:
     http_header_timeout: float = 10.0
     http_read_timeout: float = 60.0
     allow_private_networks: bool = False
+    # The server's signing key (docs/provenance.md): by default a file key under
+    # <data>/signing; with both set, the key stays in the ssh-agent at this socket and the
+    # server only asks it to sign (signing_key = its public key, ``ssh-ed25519 AAAA…``).
+    signing_agent: str = ""
+    signing_key: str = ""
     # Push limits (docs/limits.md), checked before the pushed objects leave git's quarantine;
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.
     max_blob_bytes: int = 100 * 1024 * 1024
@@ -226,6 +231,12 @@ class Config:
         return self.data_dir / "ssh"
 
     @property
+    def signing_dir(self) -> Path:
+        """The signing keys' history and file keys (gitserver.provenance.keys); sandboxes never
+        see it (it is inside the data dir, which they never see)."""
+        return self.data_dir / "signing"
+
+    @property
     def hooks_dir(self) -> Path:
         return self.data_dir / "hooks"
 
@@ -367,86 +378,8 @@ def load(config_file: str | os.PathLike[str] | None = None,
         raise ConfigError("setting repour_internal_scm_visibility: expected private, internal or public")
     config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
     _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
+    _check_signing_agent(config)
     return config
-
-
-# --- SSH MaxStartups (parsed here, at start; gitserver.ssh.startups applies them) -----------
-
-MAX_STARTUPS_RE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*:\s*(\d+)\s*)?$")
-
-
-@dataclasses.dataclass(frozen=True)
-class MaxStartups:
-    """OpenSSH's ``MaxStartups start:rate:full``: below ``start`` logins in progress none is
-    dropped; from there ``rate`` % of new ones are, rising linearly to all of them at ``full``.
-    ``full`` 0 means no cap."""
-
-    start: int
-    rate: int
-    full: int
-
-    def drop_chance(self, count: int) -> float:
-        """The chance that a new login is dropped while ``count`` are in progress (sshd's
-        ``should_drop_connection``)."""
-        if not self.full or count < self.start:
-            return 0.0
-        if count >= self.full:
-            return 1.0
-        share = (count - self.start) / (self.full - self.start)
-        return (self.rate + (100 - self.rate) * share) / 100
-
-
-def parse_max_startups(text: str) -> MaxStartups:
-    """``start:rate:full``, or ``N`` for ``N:100:N`` (``0``: no cap); ValueError saying why."""
-    match = MAX_STARTUPS_RE.match(str(text))
-    if not match:
-        raise ValueError(f"expected start:rate:full (like OpenSSH's MaxStartups 10:30:100) "
-                         f"or one number, got {text!r}")
-    if match.group(2) is None:
-        count = int(match.group(1))
-        return MaxStartups(count, 100, count)
-    start, rate, full = (int(match.group(i)) for i in (1, 2, 3))
-    if not 1 <= rate <= 100:
-        raise ValueError(f"the rate of {text!r} is a percentage, 1 to 100")
-    if full < 1 or start > full:
-        raise ValueError(f"{text!r}: expected start <= full and full >= 1")
-    return MaxStartups(start, rate, full)
-
-
-# --- sandbox UID ranges (parsed here, at start; gitserver.process.sandbox leases UIDs from them) ------
-
-UID_RANGE_RE = re.compile(r"^\s*(\d+)\s*([:-])\s*(\d+)\s*$")
-# The lowest UID a range may start at: below are the host's own system and login users.
-MIN_SANDBOX_UID = 100000
-MAX_UID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
-
-
-@dataclasses.dataclass(frozen=True)
-class UidRange:
-    """``first`` and ``count`` UIDs, like a line of /etc/subuid."""
-
-    first: int
-    count: int
-
-    @property
-    def last(self) -> int:
-        return self.first + self.count - 1
-
-
-def parse_uid_range(text: str) -> UidRange:
-    """``START:COUNT`` (the /etc/subuid form) or ``FIRST-LAST``; raises ValueError saying why."""
-    match = UID_RANGE_RE.match(text)
-    if not match:
-        raise ValueError(f"expected START:COUNT or FIRST-LAST, got {text!r}")
-    first, sep, other = int(match.group(1)), match.group(2), int(match.group(3))
-    count = other if sep == ":" else other - first + 1
-    if count < 1:
-        raise ValueError(f"{text!r} holds no UID")
-    if first < MIN_SANDBOX_UID:
-        raise ValueError(f"{text!r} starts below {MIN_SANDBOX_UID} (the host's own users live there)")
-    if first + count - 1 > MAX_UID:
-        raise ValueError(f"{text!r} ends above the largest UID {MAX_UID}")
-    return UidRange(first, count)
 
 
 def _check_uid_range(text: str) -> None:
@@ -463,6 +396,20 @@ def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:
         if path == data_dir or path in data_dir.parents or data_dir in path.parents:
             raise ConfigError(f"setting sandbox_read_only_paths: {text} overlaps the data dir "
                               f"{data_dir}, which sandboxed jobs must never see")
+
+
+def _check_signing_agent(config: Config) -> None:
+    """The agent's socket signs for whoever reaches it: no sandbox may see it either."""
+    if bool(config.signing_agent) != bool(config.signing_key):
+        raise ConfigError("settings signing_agent and signing_key: set both or neither")
+    if not config.signing_agent:
+        return
+    agent = Path(config.signing_agent).absolute()
+    for text in config.sandbox_read_only_paths:
+        path = Path(text).absolute()
+        if path == agent or path in agent.parents:
+            raise ConfigError(f"setting sandbox_read_only_paths: {text} shows the signing agent's "
+                              f"socket {agent} to sandboxed jobs")
 
 
 def _check_oidc(config: Config) -> None:

@@ -48,5 +48,8 @@ def initialise(config: Config) -> list[str]:
     from gitserver.ssh.hostkeys import ensure_host_keys
 
     done += [f"created host key {path}" for path in ensure_host_keys(config.host_key_dir)]
+    from gitserver.provenance.keys import ensure_key
+
+    done += ensure_key(config.signing_dir, config.signing_key)
     upgrade(config.effective_database_url)
     return done

@@ -29,6 +29,9 @@ import pytest
 # tests get their own (tests/functional/conftest.py drops this variable from their env).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gitserver-test-metrics-"))
 TEST_PROCESS_ONLY_ENV = ("PROMETHEUS_MULTIPROC_DIR",)
+# The refs the server writes in every repository beside the pushed ones: the reference log and
+# the attestation notes (docs/provenance.md). Tests comparing a repository's refs leave them out.
+SERVER_REFS = ("refs/gitserver/", "refs/notes/attestations")
 
 PINNED_DATE = "2020-01-01T00:00:00Z"
 _db_counter = itertools.count(1)

@@ -33,6 +33,9 @@ DATABASE_SQLITE = "database/gitserver.sqlite3"
 DATABASE_POSTGRESQL = "database/postgresql.dump"
 DATABASE_MEMBERS = {"sqlite": DATABASE_SQLITE, "postgresql": DATABASE_POSTGRESQL}
 HOST_KEYS = "ssh"
+# The server's signing keys and their history (gitserver.provenance.keys): the restored server
+# must sign with the same keys and publish the same windows, or its old signatures stop verifying.
+SIGNING = "signing"
 REPOS = "repos"
 REFS_FILE = "refs"
 PACK_FILE = "objects.pack"
@@ -154,9 +157,12 @@ def parse_sums(data: bytes) -> dict[str, str]:
 class Member:
     """A checked member name: what it is and, for repository members, whose."""
 
-    kind: str  # manifest | sums | database | host_key | refs | pack | lfs
+    kind: str  # manifest | sums | database | host_key | signing_key | refs | pack | lfs
     tenant: str = ""
     repo: str = ""
+
+
+_SIGNING_FILE_RE = re.compile(r"^(?:keys\.json|ed25519-[0-9]{14}-[0-9a-f]{8})$")
 
 
 def classify(name: str) -> Member:
@@ -176,6 +182,8 @@ def classify(name: str) -> Member:
         return Member("host_key")
     if len(parts) == 2 and parts[0] == LFS and _LFS_OID_RE.fullmatch(parts[1]):
         return Member("lfs")
+    if len(parts) == 2 and parts[0] == SIGNING and _SIGNING_FILE_RE.fullmatch(parts[1]):
+        return Member("signing_key")
     if (len(parts) == 4 and parts[0] == REPOS and parts[2].endswith(".git")
             and parts[3] in (REFS_FILE, PACK_FILE)):
         tenant, repo = parts[1], parts[2][:-len(".git")]

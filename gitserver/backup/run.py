@@ -149,6 +149,9 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
             if key.is_file() and not key.name.endswith(".tmp"):
                 writer.add_file(f"{fmt.HOST_KEYS}/{key.name}", key,
                                 mode=0o644 if key.name.endswith(".pub") else 0o600)
+        for key in sorted(config.signing_dir.glob("*")):
+            if key.is_file() and fmt.classify(f"{fmt.SIGNING}/{key.name}").kind == "signing_key":
+                writer.add_file(f"{fmt.SIGNING}/{key.name}", key, mode=0o600)
         store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
         ref_count = 0
         for number, ledger in enumerate(ledgers, start=1):
@@ -340,6 +343,8 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
                     if sums[info.name] != path.name:  # content-addressed: the name is the digest
                         raise fmt.FormatError(f"member {info.name!r} does not hold the object it names")
                     lfs_objects.append(path)
+                elif member.kind == "signing_key":
+                    host_keys.append(path)  # copied beside the host keys' rule: see _build_data_dir
                 else:
                     repo_members.setdefault((member.tenant, member.repo), {})[member.kind] = path
     except (tarfile.TarError, EOFError) as exc:
@@ -386,10 +391,17 @@ def _copy_hashing(stream: Readable, path: Path) -> str:
 
 
 def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progress) -> int:
-    """The data dir's repositories and host keys, built in ``staged``; the number of refs."""
+    """The data dir's repositories, host keys and signing keys, built in ``staged``; the
+    number of refs."""
     keys = staged / config.host_key_dir.relative_to(config.data_dir)
     keys.mkdir(mode=0o700, parents=True)
+    signing = staged / config.signing_dir.relative_to(config.data_dir)
+    signing.mkdir(mode=0o700, parents=True)
     for key in read.host_keys:
+        if key.parent.name == fmt.SIGNING:
+            shutil.copyfile(key, signing / key.name)
+            os.chmod(signing / key.name, 0o600)
+            continue
         shutil.copyfile(key, keys / key.name)
         os.chmod(keys / key.name, 0o644 if key.name.endswith(".pub") else 0o600)
     lfs = LocalStore(staged / config.lfs_dir.relative_to(config.data_dir))

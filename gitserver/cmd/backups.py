@@ -102,12 +102,17 @@ def _restore(cfg: Config, file: str) -> int:
 
     from gitserver.backup.run import restore
     from gitserver.cmd import check
+    from gitserver.cmd import provenance as provenance_commands
     from gitserver.policy.errors import BackupError
     from gitserver.push.limits import human
 
     progress = _progress_printer()
 
     def checks(runtime: Any) -> list[str]:  # `gitserver check`: the ledger, archives, hooks
+        # A backup holds the refs the database recorded, not the reference logs (whose newest
+        # entries may be past the snapshot): each restored repository starts a new log here,
+        # which `gitserver verify --since` shows its consumers (docs/provenance.md).
+        provenance_commands.start_logs(runtime)
         return check.check(runtime, repair=False).breaches
 
     if file == "-":

@@ -42,6 +42,8 @@ from gitserver.git.store import (
 from gitserver.lfs import pointers
 from gitserver.lfs.service import LfsService
 from gitserver.pipelines import reflog_audit
+from gitserver.provenance import audit, keys, trust
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import reconcile, refjudge
 from gitserver.runtime import Runtime
 
@@ -54,6 +56,7 @@ _HOOK_PYTHON_RE = re.compile(r"^exec ('(?:[^']|'\\'')*') -m gitserver hook ", re
 class Report:
     breaches: list[str] = dataclasses.field(default_factory=list)
     repaired: list[str] = dataclasses.field(default_factory=list)
+    history: list[str] = dataclasses.field(default_factory=list)  # the breaches of the reference log's checks
     repos: int = 0
     archives: int = 0
     refs: int = 0
@@ -95,6 +98,7 @@ def check(runtime: Runtime, *, repair: bool) -> Report:
         _check_archives(runtime, repo, path, report)
         _check_lfs(runtime, lfs, repo, path, report)
         _check_rules(runtime, repo, path, report)
+        _check_history(runtime, repo, path, report)
     return report
 
 
@@ -184,7 +188,8 @@ def _check_ledger(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report:
     breach line, not the end of the check."""
     try:
         result = reconcile.reconcile_repo(runtime.sessions, repo, path, repair=repair, force=True,
-                                          intent_grace=runtime.config.receive_finish_timeout)
+                                          intent_grace=runtime.config.receive_finish_timeout,
+                                          push_log=PushLog(runtime.config) if repair else None)
         report.refs += result.refs_read
         for diff in result.differences:
             if repair:
@@ -213,6 +218,22 @@ def _audit_reflogs(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report
                                                "(no push recorded it)")
     for ref, what in found.never_landed:
         report.breach(repo.full_name, ref, what)
+
+
+def _check_history(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:
+    """What ``gitserver verify`` checks from outside (gitserver.provenance.audit), here against
+    the refs on disk and the server's own key history. ``--repair`` never rewrites the log: a
+    breach it shows stays in it for every verifier to see."""
+    try:
+        trusted = trust.from_history(keys.read_history(runtime.config.signing_dir))
+        breaches, _reading = audit.audit(pygit2.Repository(str(path)), trusted, refstate.read_refs(path))
+    except Exception as exc:  # one line names it; the log has the traceback
+        log.exception("checking the reference log of %s failed", repo.full_name)
+        report.breach(repo.full_name, "refs/gitserver/log", f"could not be checked ({type(exc).__name__})")
+        return
+    for ref, what in breaches:
+        report.breach(repo.full_name, ref, what)
+        report.history.append(report.breaches[-1])
 
 
 def _check_archives(runtime: Runtime, repo: reconcile.RepoRef, path: Path, report: Report) -> None:

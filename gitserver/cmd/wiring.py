@@ -24,10 +24,12 @@ def route_modules() -> tuple[ModuleType, ...]:
     ``OPENAPI_PATHS``/``OPENAPI_SCHEMAS``. Add a module here to mount it."""
     from gitserver.api import app, bundles, lfs, lfs_locks, smart_http
     from gitserver.api.resources import (
+        attestations,
         groups,
         maintenance,
         pipelines,
         repos,
+        signing_keys,
         ssh_cas,
         tenants,
         user_signing,
@@ -39,7 +41,7 @@ def route_modules() -> tuple[ModuleType, ...]:
     from gitserver.repour import resources as repour
 
     return (app, metrics_routes, tenants, users, user_signing, ssh_cas, groups, repos, rule_routes, maintenance,
-            pipelines, webhooks, smart_http, bundles, lfs, lfs_locks, repour)
+            pipelines, webhooks, smart_http, bundles, lfs, lfs_locks, repour, signing_keys, attestations)
 
 
 def job_handlers() -> dict[str, jobs.Handler]:

@@ -25,6 +25,9 @@ import pygit2
 from gitserver.git.refs import HEADS, RESERVED_BRANCH_PREFIX, RESERVED_TAG_PREFIX, TAGS
 
 T = TypeVar("T")
+# Writes the annotated tag object of an archive, signed (gitserver.provenance.archive_tags):
+# (repository, commit id, tag name, tagger time in seconds, message) → the tag object's id.
+TagWriter = Callable[[pygit2.Repository, str, str, int, str], str]
 # A ref lock is held for the microseconds of one write; one this old was left by a writer that
 # died (a worker killed mid-archive), and would block that ref forever.
 STALE_LOCK_SECONDS = 10.0
@@ -99,9 +102,10 @@ def archive_commit_id(repo: pygit2.Repository, tree_id: str) -> str:
     return str(oid)
 
 
-def write_archive(repo: pygit2.Repository, tree_id: str, message: str,
+def write_archive(repo: pygit2.Repository, tree_id: str, message: str, write_tag: TagWriter,
                   now: dt.datetime | None = None) -> ArchiveRefs:
-    """Archive ``tree_id``: orphan commit, annotated tag and branch; idempotent.
+    """Archive ``tree_id``: orphan commit, annotated tag (its object made by ``write_tag``:
+    signed, dated now) and branch; idempotent.
 
     When the tag exists already (an earlier or concurrent archive of the same tree), it is
     kept as it is (tags never move) and ``created`` is False.
@@ -111,10 +115,9 @@ def write_archive(repo: pygit2.Repository, tree_id: str, message: str,
     created = False
     if repo.references.get(TAGS + tag) is None:
         when = int((now or dt.datetime.now(dt.UTC)).timestamp())
-        tagger = pygit2.Signature(ARCHIVE_NAME, ARCHIVE_EMAIL, when, 0)
+        tag_id = pygit2.Oid(hex=write_tag(repo, commit_id, tag, when, message))
         try:
-            _write_ref(repo, TAGS + tag, lambda: repo.create_tag(
-                tag, pygit2.Oid(hex=commit_id), pygit2.enums.ObjectType.COMMIT, tagger, message))
+            _write_ref(repo, TAGS + tag, lambda: repo.references.create(TAGS + tag, tag_id))
             created = True
         except pygit2.AlreadyExistsError:
             pass  # another worker archived the same tree a moment ago: its tag stands

@@ -82,12 +82,12 @@ def check(cmd: RefCommand, *, can_write: bool, is_ancestor: Callable[[str, str],
     problem = refs.ref_format_problem(cmd.ref)
     if problem is not None:
         return Refusal(cmd.ref, "invalid_ref", problem)
-    if not cmd.ref.startswith(refs.PUSHABLE_PREFIXES):
-        mirrored = cmd.ref.startswith(MIRROR_ONLY_PREFIXES)
-        return Refusal(cmd.ref, "not_pushable", MIRROR_HINT if mirrored else "")
     if refs.is_reserved(cmd.ref):
         # A second 'git push --mirror' deletes the archive refs the server made.
         return Refusal(cmd.ref, "reserved", MIRROR_HINT if refs.is_zero(cmd.new) else "")
+    if not cmd.ref.startswith(refs.PUSHABLE_PREFIXES):
+        mirrored = cmd.ref.startswith(MIRROR_ONLY_PREFIXES)
+        return Refusal(cmd.ref, "not_pushable", MIRROR_HINT if mirrored else "")
     if cmd.ref == refs.AMBIGUOUS_BRANCH:
         return Refusal(cmd.ref, "ambiguous")
     if not can_write:

@@ -12,7 +12,11 @@ TAGS = PREFIX + "tags/"
 # Names the server writes itself (archives); users may never push under them.
 RESERVED_TAG_PREFIX = "repour-"
 RESERVED_BRANCH_PREFIX = "branch-repour-"
-RESERVED_PREFIXES = (TAGS + RESERVED_TAG_PREFIX, HEADS + RESERVED_BRANCH_PREFIX)
+# The reference log and the attestation notes (docs/provenance.md): the server's own too.
+SERVER_LOG_REF = PREFIX + "gitserver/log"
+ATTESTATION_NOTES_REF = PREFIX + "notes/attestations"
+RESERVED_PREFIXES = (TAGS + RESERVED_TAG_PREFIX, HEADS + RESERVED_BRANCH_PREFIX, PREFIX + "gitserver/",
+                     ATTESTATION_NOTES_REF)
 # Only branches and tags may be pushed: other namespaces (notes, changes, pull) have no
 # protection rules of their own here, so they are refused rather than left unguarded.
 PUSHABLE_PREFIXES = (HEADS, TAGS)

@@ -20,7 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
+from gitserver.git.refs import HEADS, TAGS
 from gitserver.observe import metrics
+from gitserver.provenance import archive_tags
+from gitserver.provenance.signer import Signer
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,10 @@ def find_archive(session: Session, repo_id: int, tree_id: str) -> models.Archive
 
 
 def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.Repository,
-                ref: str, new: str, pipeline_id: int | None) -> ArchiveResult | None:
+                ref: str, new: str, pipeline_id: int | None, key: Signer) -> ArchiveResult | None:
     """Archive the tree that ``new`` (the value ``ref`` was updated to) peels to: a commit's,
-    or the tree a tag names. None when it peels to no tree (a tag of a blob)."""
+    or the tree a tag names. None when it peels to no tree (a tag of a blob). The tag is
+    signed with ``key``, and the tag and branch are logged in ``refs/gitserver/log``."""
     git = pygit2.Repository(str(repo_path))
     commit = git_archive.peel_commit(git, new)
     if commit is not None:
@@ -64,7 +68,9 @@ def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.R
             metrics.archive(created=False)
             return _result(ref, source, existing, created=False)
     message = git_archive.tag_message(repo.full_name, ref, source or new)
-    refs = git_archive.write_archive(git, tree_id, message)
+    refs = git_archive.write_archive(git, tree_id, message, archive_tags.tag_writer(key))
+    # Logged before the row: a crash between the two leaves a logged tag the next run finds.
+    archive_tags.log_server_refs(repo_path, key, [TAGS + refs.tag, HEADS + refs.branch])
     row = models.Archive(repo_id=repo.id, tree_id=tree_id, tag=refs.tag, commit_id=refs.commit_id,
                          source_commit=source, source_ref=ref, pipeline_id=pipeline_id)
     try:

@@ -1,5 +1,5 @@
-"""The push pipeline: the handler of ``pipeline`` jobs, and the reconcilers that keep every
-push's pipeline alive.
+"""The push pipeline: the handler of ``pipeline`` jobs (the reconcilers that keep every push's
+pipeline alive are in :mod:`gitserver.pipelines.repair`).
 
 A pipeline is queued with its push (:func:`gitserver.push.ledger.enqueue_push_pipeline`)
 or when a repository is created from a template (:mod:`gitserver.pipelines.oncreate`). The
@@ -7,14 +7,10 @@ worker (:mod:`gitserver.pipelines.worker`) runs :func:`run_pipeline_job` for it:
 updated ref (:mod:`gitserver.pipelines.archive`), then build each updated branch (and each tag
 whose pipeline file opts in) in push order (:mod:`gitserver.pipelines.build`), then record the
 verdict and queue the ``pipeline`` webhooks (:mod:`gitserver.pipelines.outbox`).
-
-The worker's monitor calls :func:`reconcile` (a push recorded without a pipeline gets one) and
-:func:`repair_orphaned_pipelines` (a pipeline whose job ended without a verdict is failed).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import time
@@ -22,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
@@ -36,84 +31,15 @@ from gitserver.observe import metrics
 from gitserver.pipelines import build, jobs, maintain, oncreate, outbox, pipelinefile, workspaces
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.policy.errors import is_disk_full
+from gitserver.provenance import signer
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger
 from gitserver.push.reconcile import reconcile_one
-from gitserver.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# A push this old without a pipeline was lost (push and pipeline commit together, so a
-# younger one may just not be visible yet on a replica's snapshot).
-RECONCILE_MIN_AGE = dt.timedelta(seconds=5)
-RECONCILE_BATCH = 100
-# Only the newest pushes are looked at (a primary-key range, so each pass stays cheap however
-# long the audit log grows); a lost pipeline is found within seconds, long before it leaves it.
-RECONCILE_WINDOW = 50_000
-# A pipeline whose job ended this long ago without the pipeline being finished was orphaned.
-ORPHAN_MIN_AGE = dt.timedelta(seconds=60)
 # Length of the steps.name column.
 STEP_NAME_MAX = 200
-
-
-# --- reconcilers (run by the worker's monitor) -----------------------------------------------
-
-def reconcile(runtime: Runtime) -> int:
-    """Queue a pipeline for each push recorded (done or recovered) without one; returns how
-    many were queued. Never for a pending push: its hook, or the ledger's reconciler once its
-    grace is over, settles it and queues its pipeline in the same transaction."""
-    cutoff = utcnow() - RECONCILE_MIN_AGE
-    with transaction(runtime.sessions) as session:
-        newest = session.scalar(select(func.max(models.Push.id))) or 0
-        push_ids = list(session.scalars(
-            select(models.Push.id)
-            .outerjoin(models.Pipeline, models.Pipeline.push_id == models.Push.id)
-            .where(models.Push.id > newest - RECONCILE_WINDOW)
-            .where(models.Pipeline.id.is_(None), models.Push.created_at < cutoff,
-                   models.Push.state.in_(models.LEDGER_STATES))
-            .where(models.Push.id.in_(select(models.RefUpdate.push_id).where(
-                ~models.RefUpdate.new.in_((refs.ZERO_OID, refs.ZERO_OID_SHA256)))))
-            .order_by(models.Push.id).limit(RECONCILE_BATCH)))
-    queued = 0
-    for push_id in push_ids:
-        try:
-            with transaction(runtime.sessions) as session:
-                push = session.get(models.Push, push_id)
-                if push is not None and ledger.enqueue_push_pipeline(session, push) is not None:
-                    queued += 1
-                    log.warning("push %s had no pipeline; queued one", push_id)
-        except IntegrityError:
-            pass  # another replica's reconciler (or the push itself) got there first
-    return queued
-
-
-def repair_orphaned_pipelines(runtime: Runtime) -> int:
-    """Fail push pipelines left unfinished although their job is over (the handler could not
-    record the verdict, e.g. the database went away at that moment); returns how many.
-
-    Without this such a pipeline would show ``running`` forever: its job is final, so no
-    worker will ever pick it up again.
-    """
-    cutoff = utcnow() - ORPHAN_MIN_AGE
-    live_job = (select(models.Job.id)
-                .where(models.Job.pipeline_id == models.Pipeline.id,
-                       or_(models.Job.status.in_((models.QUEUED, models.RUNNING)),
-                           models.Job.updated_at >= cutoff)))
-    any_job = select(models.Job.id).where(models.Job.pipeline_id == models.Pipeline.id)
-    with transaction(runtime.sessions) as session:
-        orphans = session.scalars(
-            select(models.Pipeline)
-            .where(models.Pipeline.kind == models.PipelineKind.PUSH,
-                   models.Pipeline.status.in_((models.QUEUED, models.RUNNING)),
-                   any_job.exists(), ~live_job.exists())
-            .limit(RECONCILE_BATCH)).all()
-        now = utcnow()
-        for pipeline in orphans:
-            log.warning("pipeline %s was left %s after its job ended; marked failed",
-                        pipeline.id, pipeline.status)
-            pipeline.status = models.FAILED
-            pipeline.error = "the worker running this pipeline could not record its result"
-            pipeline.finished_at = now
-        return len(orphans)
 
 
 # --- the pipeline handler --------------------------------------------------------------------
@@ -214,7 +140,7 @@ class PipelineRun:
             return
         try:
             reconcile_one(self.sessions, self.ctx.runtime.store.root, repo_id,
-                                 intent_grace=self.cfg.receive_finish_timeout)
+                          intent_grace=self.cfg.receive_finish_timeout, push_log=PushLog(self.cfg))
         except Exception:  # the periodic pass tries again; the push goes on
             log.exception("reconciling repository %s failed", repo_id)
         try:  # many pushes leave many packs: queue a repack once a threshold is crossed
@@ -273,9 +199,10 @@ class PipelineRun:
         primary: ArchiveResult | None = None
         skipped: list[str] = []
         try:
+            key = signer.from_config(self.cfg)
             for ref, new in updates:
                 self.ctx.check_cancelled()
-                result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id)
+                result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id, key)
                 if result is None:
                     self.ctx.log(f"{ref}: {new} names no commit or tree (a tag of a blob?); "
                                  "nothing to archive, skipped\n")

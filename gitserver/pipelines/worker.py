@@ -42,7 +42,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.observe import metrics
 from gitserver.observe.logs import bind
-from gitserver.pipelines import jobs, logstore, push, workspaces
+from gitserver.pipelines import jobs, logstore, repair, workspaces
 from gitserver.policy.errors import is_disk_full
 from gitserver.push import reconcile
 from gitserver.runtime import Runtime
@@ -271,8 +271,8 @@ class Worker:
                     self._renew(held)
                     last_renew = now
                 if not self.stopping.is_set() and now - last_reconcile >= self.cfg.job_reconcile_interval:
-                    push.reconcile(self.runtime)
-                    push.repair_orphaned_pipelines(self.runtime)
+                    repair.reconcile(self.runtime)
+                    repair.repair_orphaned_pipelines(self.runtime)
                     logstore.prune(self.runtime.sessions, self.cfg.pipeline_log_retention_days)
                     last_reconcile = now
                 if not self.stopping.is_set() and now - last_refs >= self.cfg.refs_reconcile_interval:

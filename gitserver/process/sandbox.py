@@ -40,7 +40,8 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from gitserver.config import MIN_SANDBOX_UID, Config, UidRange, parse_uid_range
+from gitserver.config import Config
+from gitserver.policy.values import MIN_SANDBOX_UID, UidRange, parse_uid_range
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +86,16 @@ class Policy:
     @classmethod
     def from_config(cls, cfg: Config) -> Policy:
         uid_range = parse_uid_range(cfg.sandbox_uid_range)
-        hidden = spellings(cfg.data_dir)
+        hidden = data_dir = spellings(cfg.data_dir)
+        if cfg.signing_agent:
+            # The signing agent signs for whoever reaches its socket (docs/provenance.md): its
+            # directory is masked like the data dir wherever it lies under a shown one.
+            hidden += spellings(Path(cfg.signing_agent).absolute().parent)
         read_only = tuple(Path(p).absolute() for p in cfg.sandbox_read_only_paths)
         for path in read_only:
             if any(_overlaps(r, h) for r in spellings(path) for h in hidden):
                 raise SandboxUnavailable(f"sandbox_read_only_paths: {path} overlaps the data dir "
-                                         f"{hidden[-1]}, which jobs must never see")
+                                         f"{data_dir[-1]}, which jobs must never see")
         bwrap = shutil.which("bwrap", path=TOOL_PATH) or ""
         setpriv = shutil.which("setpriv", path=TOOL_PATH) or ""
         return cls(uid_range=uid_range, hidden=hidden, read_only=read_only, bwrap=bwrap,

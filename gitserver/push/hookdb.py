@@ -13,9 +13,16 @@ from pathlib import Path
 from gitserver import config as config_mod
 from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger, messages
 from gitserver.push.hookenv import HookEnv, LedgerError
 from gitserver.push.ledger import PushContext
+
+
+def _git_dir(environ: Mapping[str, str]) -> Path | None:
+    """The repository the hook runs in (git sets GIT_DIR for its hooks)."""
+    git_dir = environ.get("GIT_DIR")
+    return Path(git_dir).absolute() if git_dir else None
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
@@ -35,7 +42,7 @@ class DirectLedger:
             self.service = ledger.HookService(
                 make_session_factory(make_engine(cfg.effective_database_url, pool_size=1)),
                 context_from_environment(environ), cfg.http_base_url,
-                repo_path=Path(environ.get("GIT_DIR", ".")).resolve())
+                push_log=PushLog(cfg), repo_path=_git_dir(environ))
         except Exception as exc:  # any failure here means: not recorded
             raise LedgerError(f"no database: {type(exc).__name__}") from exc
 

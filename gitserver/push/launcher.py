@@ -32,6 +32,7 @@ from gitserver.git.store import RECEIVE_PACK, git_argv
 from gitserver.observe import metrics
 from gitserver.pipelines import logstore
 from gitserver.policy import access
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger, limits
 from gitserver.push.hookenv import ENV_CONFIG, ENV_HOOK_FD, HookEnv
 from gitserver.push.ledger import PushContext
@@ -113,7 +114,8 @@ class ReceivePack:
         service = ledger.HookService(
             sessions, self.ctx, self.config.http_base_url,
             limits.QuarantineCheck(self.limits, self.repo_path, self.repo),
-            can_write=access.at_least(self.permission, access.WRITE))
+            can_write=access.at_least(self.permission, access.WRITE),
+            push_log=PushLog(self.config), repo_path=self.repo_path)
         return HookSocket(service, name=f"hooks-{self.ctx.protocol}")
 
 

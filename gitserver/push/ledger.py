@@ -29,6 +29,7 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.git import protect, push_options, refs
 from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, outbox
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push import admission, limits, messages, refjudge
 
 log = logging.getLogger(__name__)
@@ -121,12 +122,14 @@ class HookService:
     not, then the limits) and ``Limits`` (the limits alone: hooks of an older release), each
     → ``Admitted`` or ``Refused``, which decide and record nothing else (pre-receive runs
     before git's own checks). Failures answer ``Failed`` with a message safe to show the
-    pusher."""
+    pusher. With ``push_log`` and ``repo_path``, a push is done only together with its entries
+    in the repository's reference log (gitserver.provenance.pushlog)."""
 
     def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
                  push_check: limits.QuarantineCheck | None = None, can_write: bool = False,
-                 repo_path: Path | None = None) -> None:
+                 push_log: PushLog | None = None, repo_path: Path | None = None) -> None:
         self.sessions = sessions
+        self.push_log = push_log
         # Where the rules read the pushed commits (gitserver.push.refjudge).
         self.repo_path = repo_path or (push_check.repo_dir if push_check is not None else None)
         self.ctx = ctx
@@ -185,6 +188,11 @@ class HookService:
         with transaction(self.sessions) as session:
             pipeline = complete_push(session, request.push_id, request.moved)
             pipeline_id = pipeline.id if pipeline is not None else None
+            if self.push_log is not None and self.repo_path is not None:
+                # In the push's transaction: a log that cannot be written leaves the push
+                # pending, and the reconciler settles and logs it.
+                session.flush()
+                self.push_log.record(session, self.repo_path, request.push_id)
         if pipeline_id is None:
             return messages.DoneReply()
         self.pipeline_ids.append(pipeline_id)

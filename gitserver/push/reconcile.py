@@ -33,6 +33,8 @@ from gitserver.db.base import utcnow
 from gitserver.db.session import rowcount, transaction
 from gitserver.git import landed, refs, refstate
 from gitserver.git.store import repo_path
+from gitserver.provenance import reflog
+from gitserver.provenance.pushlog import PushLog
 from gitserver.push.ledger import complete_push, enqueue_push_pipeline, notify_push
 
 if TYPE_CHECKING:
@@ -90,6 +92,7 @@ class RepoPass:
     skipped: bool = False  # fingerprint unchanged
     refs_read: int = 0  # refs of the ledger read from disk (0 when skipped)
     clean_fingerprint: str = ""  # nothing to record: store this fingerprint (see store_fingerprints)
+    logged: int = 0  # entries the reference log caught up with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +121,22 @@ def list_repos(session: Session) -> list[RepoRef]:
 def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *,
                    intent_grace: float, repair: bool = True, force: bool = False,
                    stale_lock_seconds: float | None = None,
-                   now: dt.datetime | None = None) -> RepoPass:
+                   now: dt.datetime | None = None, push_log: PushLog | None = None) -> RepoPass:
+    """:func:`reconcile_refs`, then (with ``repair`` and ``push_log``, when nothing is left
+    unsettled) the reference log caught up with the refs: what was just recorded, what a log
+    write that failed left out, and every ref of a repository older than the log."""
+    result = reconcile_refs(sessions, repo, path, intent_grace=intent_grace, repair=repair, force=force,
+                            stale_lock_seconds=stale_lock_seconds, now=now,
+                            log_missing=push_log is not None and not reflog.present(path))
+    if repair and push_log is not None and not result.skipped and not result.unsettled:
+        result.logged = len(push_log.catch_up(sessions, path, repo.id))
+    return result
+
+
+def reconcile_refs(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *,
+                   intent_grace: float, repair: bool = True, force: bool = False,
+                   stale_lock_seconds: float | None = None,
+                   now: dt.datetime | None = None, log_missing: bool = False) -> RepoPass:
     """Compare one repository's refs with the ledger; with ``repair``, record what is missing.
 
     ``force`` reads the refs even when the fingerprint says nothing changed (``gitserver
@@ -129,7 +147,7 @@ def reconcile_repo(sessions: sessionmaker[Session], repo: RepoRef, path: Path, *
     result = RepoPass(repo.full_name)
     # Fingerprint before reading the refs: a ref written after it changes the next one.
     fingerprint = refstate.fingerprint(path)
-    if fingerprint == repo.fingerprint and not force:
+    if fingerprint == repo.fingerprint and not force and not log_missing:
         result.skipped = True
         return result
     # Creating a lock file changes its directory's mtime, so a repository with one is always
@@ -319,7 +337,7 @@ def _clear_stale_locks(path: Path, repo: RepoRef, repair: bool, stale_seconds: f
 
 
 def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_grace: float,
-                  stale_lock_seconds: float | None = None) -> Summary:
+                  stale_lock_seconds: float | None = None, push_log: PushLog | None = None) -> Summary:
     """One pass over every repository under ``repos_root`` that the database knows."""
     summary = Summary()
     with transaction(sessions) as session:
@@ -331,7 +349,7 @@ def reconcile_all(sessions: sessionmaker[Session], repos_root: Path, *, intent_g
         path = repo_path(repos_root, repo.tenant, repo.name)
         try:
             result = reconcile_repo(sessions, repo, path, intent_grace=intent_grace,
-                                    stale_lock_seconds=stale_lock_seconds)
+                                    stale_lock_seconds=stale_lock_seconds, push_log=push_log)
         except Exception:  # one broken repository does not stop the pass
             if (path / "HEAD").is_file():
                 log.exception("reconciling %s failed", repo.full_name)
@@ -365,7 +383,7 @@ def store_fingerprints(sessions: sessionmaker[Session], clean: list[tuple[RepoRe
 
 
 def reconcile_one(sessions: sessionmaker[Session], repos_root: Path, repo_id: int, *,
-                  intent_grace: float) -> RepoPass | None:
+                  intent_grace: float, push_log: PushLog | None = None) -> RepoPass | None:
     """Reconcile one repository by id (after a push to it)."""
     with transaction(sessions) as session:
         row = session.execute(
@@ -377,7 +395,7 @@ def reconcile_one(sessions: sessionmaker[Session], repos_root: Path, repo_id: in
         return None
     repo = RepoRef(*row)
     result = reconcile_repo(sessions, repo, repo_path(repos_root, repo.tenant, repo.name),
-                            intent_grace=intent_grace)
+                            intent_grace=intent_grace, push_log=push_log)
     if result.clean_fingerprint:
         store_fingerprints(sessions, [(repo, result.clean_fingerprint)])
     return result
@@ -397,7 +415,8 @@ def startup_pass(runtime: Runtime, who: str) -> Summary:
 def periodic_pass(runtime: Runtime, who: str) -> Summary:
     summary = reconcile_all(runtime.sessions, runtime.store.root,
                             intent_grace=runtime.config.receive_finish_timeout,
-                            stale_lock_seconds=runtime.config.quarantine_stale_seconds)
+                            stale_lock_seconds=runtime.config.quarantine_stale_seconds,
+                            push_log=PushLog(runtime.config))
     if summary.recovered_pushes or summary.failed_intents or summary.errors:
         log.warning("%s reconciler: %d repositories, %d recovered push(es), %d intent(s) that "
                     "moved nothing, %d error(s)", who, summary.repos, summary.recovered_pushes,

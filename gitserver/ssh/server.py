@@ -18,7 +18,6 @@ from typing import Any
 
 import asyncssh
 
-from gitserver.config import parse_max_startups
 from gitserver.db.session import transaction
 from gitserver.identity import certs
 from gitserver.identity.keys import fingerprint_of_blob
@@ -33,6 +32,7 @@ from gitserver.policy.errors import (
     Unavailable,
     is_database_unreachable,
 )
+from gitserver.policy.values import parse_max_startups
 from gitserver.push import reconcile
 from gitserver.runtime import Runtime
 from gitserver.ssh import certauth, certlogin, drain, holders, hostkeys, identity, transport

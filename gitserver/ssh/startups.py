@@ -26,7 +26,7 @@ import random
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from gitserver.config import MaxStartups
+from gitserver.policy.values import MaxStartups
 
 T = TypeVar("T", bound=Hashable)
 

@@ -21,6 +21,7 @@ from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.runtime import Runtime, initialise
+from tests.conftest import SERVER_REFS
 from tests.functional.conftest import commit_files, make_repo
 
 WRAPPER = """#!/bin/sh
@@ -63,7 +64,9 @@ def push(work: Path, wrapper: Path, env: dict[str, str], target: Path, *refspecs
 def remote_refs(path: Path) -> dict[str, str]:
     out = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)"], cwd=path,
                          capture_output=True, text=True, check=True).stdout
-    return dict(line.split(" ", 1)[::-1][::-1] for line in out.splitlines()) if out else {}
+    # The reference log and the attestation notes are the server's own (docs/provenance.md).
+    return {ref: oid for ref, oid in (line.split(" ", 1) for line in out.splitlines())
+            if not ref.startswith(SERVER_REFS)}
 
 
 def rev_parse(work: Path, rev: str, git_env: dict[str, str]) -> str:

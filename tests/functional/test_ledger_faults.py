@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PostgresCluster, postgres_unavailable_reason, wait_for
+from tests.conftest import SERVER_REFS, PostgresCluster, postgres_unavailable_reason, wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server
 
 ZERO = "0" * 40
@@ -37,13 +37,15 @@ FAULT_ENV = {
 # --- the public surface ---------------------------------------------------------------------
 
 def ls_remote(srv: GitServer, user: User, tenant: str, repo: str) -> dict[str, str]:
-    """Refs a client sees (archive refs, which the server writes itself, left out)."""
+    """Refs a client sees (archive refs, the reference log and the attestation notes, which the
+    server writes itself, left out)."""
     out = srv.git(user, "ls-remote", srv.repo_url(tenant, repo)).stdout
     found = {}
     for line in out.splitlines():
         oid, ref = line.split("\t")
         short = ref.lower()
-        if ref == "HEAD" or ref.endswith("^{}") or short.startswith(("refs/tags/repour-", "refs/heads/branch-repour-")):
+        archive = short.startswith(("refs/tags/repour-", "refs/heads/branch-repour-"))
+        if ref == "HEAD" or ref.endswith("^{}") or archive or ref.startswith(SERVER_REFS):
             continue
         found[ref] = oid
     return found

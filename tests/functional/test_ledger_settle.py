@@ -22,7 +22,7 @@ from gitserver.config import load
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.db.session import transaction
-from gitserver.pipelines import push
+from gitserver.pipelines import repair
 from gitserver.push import ledger
 from gitserver.push import reconcile as reconciler
 from gitserver.push.ledger import PushContext
@@ -92,7 +92,9 @@ def state(site: dict[str, Any], push_id: int) -> tuple[str, list[tuple[str, str]
 
 def ledger_breaches(site: dict[str, Any], repair: bool = False) -> list[str]:
     report = check.check(site["runtime"], repair=repair)
-    return [line for line in report.breaches if line.startswith("acme/widgets refs/")]
+    # The refs are moved by hand here, past the reference log: its own findings are another
+    # test's (test_provenance.py).
+    return [line for line in report.breaches if line.startswith("acme/widgets refs/") and line not in report.history]
 
 
 @pytest.mark.parametrize("history", ["reflog", "ancestry"])
@@ -133,7 +135,7 @@ def test_pipeline_reconciler_leaves_a_pending_push_to_its_hook(site: dict[str, A
     c1 = site["c1"]
     pending = intent(site, [(ZERO, c1, MAIN)], age=dt.timedelta(seconds=age_seconds))
     move(site, MAIN, c1, ZERO)
-    assert push.reconcile(site["runtime"]) == 0
+    assert repair.reconcile(site["runtime"]) == 0
     result = reconcile(site)  # inside receive_finish_timeout: left alone
     assert result is not None and result.unsettled and not result.recovered_pushes
     assert state(site, pending) == ("pending", [(MAIN, c1)], 0)
@@ -151,7 +153,7 @@ def test_hook_finishing_after_the_reconciler_settled_its_push_adds_nothing(site:
     assert result is not None and result.recovered_pushes == [pending]
     complete(site, pending, [MAIN])
     assert state(site, pending) == ("recovered", [(MAIN, c1)], 1)
-    assert push.reconcile(site["runtime"]) == 0
+    assert repair.reconcile(site["runtime"]) == 0
 
 
 def test_a_pipeline_queued_for_a_pending_push_by_an_older_release_does_not_block_it(site: dict[str, Any]) -> None:

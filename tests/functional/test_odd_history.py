@@ -6,6 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.conftest import SERVER_REFS
 from tests.functional import histories
 from tests.functional.conftest import GitServer
 from tests.functional.test_pipelines import pushed_pipeline_id, wait_pipeline
@@ -15,7 +16,8 @@ RESERVED = ("refs/tags/repour-", "refs/heads/branch-repour-")
 
 def _refs(path: Path, env: dict[str, str]) -> dict[str, str]:
     out = histories.git(path, env, "for-each-ref", "--format=%(refname) %(objectname)")
-    return dict(line.split(" ", 1) for line in out.splitlines())  # type: ignore[misc]
+    return {ref: oid for ref, oid in (line.split(" ", 1) for line in out.splitlines())
+            if not ref.startswith(SERVER_REFS)}
 
 
 def test_odd_history_round_trip(server: GitServer, tmp_path: Path) -> None:

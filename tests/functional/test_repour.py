@@ -37,7 +37,7 @@ import pytest
 import requests
 
 from gitserver.repour import reqour
-from tests.conftest import wait_for
+from tests.conftest import SERVER_REFS, wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server, unique
 from tests.oidc_issuer import IssuerServer
 
@@ -305,7 +305,8 @@ def tree_of(git_env: dict[str, str], path: Path, rev: str = "HEAD") -> str:
 def remote_refs(srv: GitServer, tenant: str, repo: str) -> dict[str, str]:
     out = subprocess.run(["git", "--git-dir", str(srv.repo_path(tenant, repo)), "for-each-ref",
                           "--format=%(refname) %(objectname)"], capture_output=True, text=True, check=True)
-    return dict(line.split(" ", 1) for line in out.stdout.split("\n") if line)  # type: ignore[misc]
+    return {ref: oid for ref, oid in (line.split(" ", 1) for line in out.stdout.split("\n") if line)
+            if not ref.startswith(SERVER_REFS)}
 
 
 def post(srv: GitServer, path: str, body: Any, token: str | None = None, **kwargs: Any) -> requests.Response:
@@ -615,6 +616,13 @@ def test_adjust_twice_on_the_same_tree_gives_the_same_tag(
     second = post(rserver, "/adjust", spec, token=user.token)
     assert second.status_code == 200
     assert (second.json()["tag"], second.json()["commit"]) == (body["tag"], body["commit"])
+    # The adjust tag is signed by the server like the push archives (docs/provenance.md).
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(requests.get(rserver.http_url + "/api/v1/signing-keys/allowed_signers", timeout=10).text)
+    verified = subprocess.run(["git", "--git-dir", str(rserver.repo_path(tenant, repo)), "-c", "gpg.format=ssh",
+                               "-c", f"gpg.ssh.allowedSignersFile={allowed}", "verify-tag", body["tag"]],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
     # The tag names the aligned tree: the configured and the user's parameters reached the tool.
     clone = http_clone_tag(rserver, git_env, user, body["url"]["readonly"], body["tag"], tmp_path / "c")
     assert (clone / "aligned.txt").read_text() == \

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.config import Config, UidRange, parse_uid_range
+from gitserver.config import Config
+from gitserver.policy.values import UidRange, parse_uid_range
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, make_repo, start_server, unique
 from tests.functional.test_pipelines import push, setup_repo, wait_pipeline

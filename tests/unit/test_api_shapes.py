@@ -143,6 +143,24 @@ def seed_rows(session: Any, repo_id: int, user_id: int, hooks: tuple[int, int]) 
             "tenant_delivery_id": str(deliveries[1])}
 
 
+def _attested_commit(runtime: Any) -> str:
+    """A commit of t/r with its attestations note, as a push leaves them."""
+    import pygit2
+
+    from gitserver.provenance import attest, keys, reflog, signer
+    from gitserver.provenance.entry import Entry
+
+    keys.ensure_key(runtime.config.signing_dir)
+    key = signer.from_config(runtime.config)
+    path = runtime.store.path("t", "r")
+    repo = pygit2.Repository(str(path))
+    who = pygit2.Signature("a", "a@example.com", 1_700_000_000, 0)
+    commit = str(repo.create_commit("refs/heads/main", who, who, "m\n", repo.TreeBuilder().write(), []))
+    [logged] = reflog.append(path, key, [Entry("refs/heads/main", "0" * 40, commit, push_id=1, protocol="ssh")])
+    assert attest.attest(path, key, [logged], "http://x/git/t/r.git", "http://x") == 2
+    return commit
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     """The app on a fresh SQLite database, with one of every object the REST API shows, made
@@ -191,6 +209,7 @@ def client(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
         rows["gpg_key_id"] = str(gpg.id)
     rows["signing_key_id"] = str(signing_key.json["id"])
     rows["rule_set"] = api.simulate_get(f"{base}/repos/r/rules").json["id"]
+    rows["commit"] = _attested_commit(runtime)
     params = {"tenant": "t", "user": "u", "group": "g", "repo": "r", **rows,
               "key_id": str(made["key"].json["id"]), "token_id": str(made["token"].json["id"]),
               "deploy_key_id": str(made["deploy_key"].json["id"]),

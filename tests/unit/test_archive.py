@@ -8,16 +8,21 @@ from pathlib import Path
 
 import pygit2
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
 from gitserver.pipelines import archive as pipeline_archive
+from gitserver.provenance.archive_tags import tag_writer
+from gitserver.provenance.signer import FileSigner
 from gitserver.runtime import Runtime
 from tests.unit.conftest import add_repo
 
 AUTHOR = pygit2.Signature("Someone", "someone@example.com", 1_600_000_000, 60)
+KEY = FileSigner(Ed25519PrivateKey.generate())
+WRITE_TAG = tag_writer(KEY)
 
 
 def _repo(path: Path) -> pygit2.Repository:
@@ -55,17 +60,19 @@ def test_write_archive_creates_tag_and_branch_once(tmp_path: Path) -> None:
     commit = _commit(repo, {"README": b"hi\n"})
     tree = str(repo[commit].tree_id)
     message = git_archive.tag_message("t/r", "refs/heads/main", commit)
-    first = git_archive.write_archive(repo, tree, message, now=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    first = git_archive.write_archive(repo, tree, message, WRITE_TAG, now=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     assert first.created and first.tag == f"repour-{first.commit_id}"
     tag = repo[repo.references[f"refs/tags/{first.tag}"].target]
-    assert isinstance(tag, pygit2.Tag) and tag.message == message
+    # The message, then the server's SSH signature (git keeps it at the message's end).
+    assert isinstance(tag, pygit2.Tag) and tag.message.startswith(message + "-----BEGIN SSH SIGNATURE-----")
+    assert tag.tagger.time == int(dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp())
     assert "t/r" in tag.message and "refs/heads/main" in tag.message and commit in tag.message
     assert str(tag.peel(pygit2.Commit).tree_id) == tree
     assert str(repo.references[f"refs/heads/{first.branch}"].target) == first.commit_id
     # Again (a second worker, a crash before the database row): the tag is kept as it was.
-    again = git_archive.write_archive(repo, tree, "a different message\n")
+    again = git_archive.write_archive(repo, tree, "a different message\n", WRITE_TAG)
     assert not again.created and again.tag == first.tag
-    assert repo[repo.references[f"refs/tags/{first.tag}"].target].message == message
+    assert repo[repo.references[f"refs/tags/{first.tag}"].target].message.startswith(message)
 
 
 def test_a_dead_writers_ref_lock_is_removed_a_live_ones_is_waited_for(tmp_path: Path) -> None:
@@ -79,10 +86,10 @@ def test_a_dead_writers_ref_lock_is_removed_a_live_ones_is_waited_for(tmp_path: 
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("")  # a writer that is (as far as anyone can tell) still at it
     with pytest.raises(git_archive.RefLocked, match="locked by another writer"):
-        git_archive.write_archive(repo, tree, "m\n")
+        git_archive.write_archive(repo, tree, "m\n", WRITE_TAG)
     old = time.time() - git_archive.STALE_LOCK_SECONDS - 1
     os.utime(lock, (old, old))  # ... or one killed a while ago (SIGKILL mid-archive)
-    refs = git_archive.write_archive(repo, tree, "m\n")
+    refs = git_archive.write_archive(repo, tree, "m\n", WRITE_TAG)
     assert repo.references[f"refs/heads/{refs.branch}"].target == pygit2.Oid(hex=refs.commit_id)
     assert not lock.exists()
 
@@ -119,11 +126,11 @@ def test_same_tree_returns_first_tag_and_creates_nothing(runtime: Runtime, tmp_p
     path = tmp_path / "r.git"
     git = _repo(path)
     c1 = _commit(git, {"a": b"1"}, message="one\n")
-    first = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/main", c1, None)
+    first = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/main", c1, None, KEY)
     assert first is not None and first.created
     c2 = _commit(git, {"a": b"1"}, message="two\n", ref="refs/heads/other")  # same tree
     refs_before = sorted(git.references)
-    second = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/other", c2, None)
+    second = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/other", c2, None, KEY)
     assert second is not None and not second.created
     assert (second.tag, second.commit_id, second.tree_id) == (first.tag, first.commit_id, first.tree_id)
     assert sorted(git.references) == refs_before
@@ -153,7 +160,7 @@ def test_insert_race_reads_the_winner(runtime: Runtime, tmp_path: Path,
         return real_find(session, repo_id, tree_id)
 
     monkeypatch.setattr(pipeline_archive, "find_archive", find_then_lose_race)
-    result = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/main", commit, None)
+    result = pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/heads/main", commit, None, KEY)
     assert result is not None and not result.created and result.tag == "repour-winner"
     assert calls == [tree, tree]
 
@@ -163,7 +170,7 @@ def test_non_commit_is_not_archived(runtime: Runtime, tmp_path: Path) -> None:
     path = tmp_path / "r.git"
     git = _repo(path)
     blob = str(git.create_blob(b"just a blob"))
-    assert pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/tags/blob", blob, None) is None
+    assert pipeline_archive.archive_ref(runtime.sessions, path, row, "refs/tags/blob", blob, None, KEY) is None
 
 
 def test_read_blob_refuses_a_huge_blob_without_inflating_it(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gitserver.config import Config, MaxStartups, load, parse_max_startups
+from gitserver.config import Config, load
 from gitserver.policy.errors import ConfigError
+from gitserver.policy.values import MaxStartups, parse_max_startups
 
 
 def test_defaults() -> None:

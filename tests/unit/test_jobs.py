@@ -155,7 +155,7 @@ def test_log_appends_and_reads_from_offset(runtime: Runtime) -> None:
 
 
 def test_repair_fails_pipelines_whose_job_ended_without_a_verdict(runtime: Runtime) -> None:
-    from gitserver.pipelines.push import repair_orphaned_pipelines
+    from gitserver.pipelines.repair import repair_orphaned_pipelines
 
     orphan, busy, recent = _pipeline(runtime), _pipeline_in_same_repo(runtime), _pipeline_in_same_repo(runtime)
     long_ago = utcnow() - dt.timedelta(minutes=5)

@@ -40,6 +40,9 @@ FORBIDDEN = {
     "gitserver.push.hookrun": ("gitserver.pipelines",),
     "gitserver.push.hookenv": ("gitserver.pipelines",),
     "gitserver.push.messages": ("gitserver.pipelines",),
+    # Signing, the reference log and attestations sit beside the push wing: it and the
+    # pipelines call them, never the reverse.
+    "gitserver.provenance": (*ROOTS, *TRANSPORTS, *WINGS),
     "gitserver.observe": (*ROOTS, *TRANSPORTS, *WINGS),
     # The CLI's REST client runs on any machine: it imports none of the server's modules.
     "gitserver.client": (*ROOTS, *TRANSPORTS, *WINGS, *CORE, "gitserver.observe"),

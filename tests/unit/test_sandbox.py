@@ -9,17 +9,18 @@ from pathlib import Path
 import pytest
 
 from gitserver import config
+from gitserver.policy import values as setting_values
 from gitserver.policy.errors import ConfigError
 from gitserver.process import sandbox
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("2100000000:100000", config.UidRange(2100000000, 100000)),
-    ("100000-100009", config.UidRange(100000, 10)),
-    (" 200000 : 1 ", config.UidRange(200000, 1)),
+    ("2100000000:100000", setting_values.UidRange(2100000000, 100000)),
+    ("100000-100009", setting_values.UidRange(100000, 10)),
+    (" 200000 : 1 ", setting_values.UidRange(200000, 1)),
 ])
-def test_uid_range_forms(text: str, expected: config.UidRange) -> None:
-    assert config.parse_uid_range(text) == expected
+def test_uid_range_forms(text: str, expected: setting_values.UidRange) -> None:
+    assert setting_values.parse_uid_range(text) == expected
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -32,7 +33,7 @@ def test_uid_range_forms(text: str, expected: config.UidRange) -> None:
 ])
 def test_uid_range_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        config.parse_uid_range(text)
+        setting_values.parse_uid_range(text)
 
 
 def test_uid_range_setting_is_checked_at_load() -> None:
@@ -100,7 +101,7 @@ def test_bwrap_command_masks_a_data_dir_under_a_system_dir_and_orders_mounts() -
 
 
 def _policy(tmp_path: Path, count: int = 3, **overrides: object) -> sandbox.Policy:
-    values: dict[str, object] = dict(uid_range=config.UidRange(2100000000, count), hidden=(),
+    values: dict[str, object] = dict(uid_range=setting_values.UidRange(2100000000, count), hidden=(),
                                      lock_dir=tmp_path / "locks")
     values.update(overrides)
     return sandbox.Policy(**values)  # type: ignore[arg-type]

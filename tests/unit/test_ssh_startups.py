@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gitserver.config import MaxStartups, parse_max_startups
+from gitserver.policy.values import MaxStartups, parse_max_startups
 from gitserver.ssh.startups import StartupLimiter, source_of
 
 HARD = parse_max_startups  # "N": a hard cap, no random drop

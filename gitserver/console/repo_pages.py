@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-from pathlib import Path
 from typing import Any
 
 import falcon
@@ -28,8 +27,6 @@ OCTET_STREAM = "application/octet-stream"
 # A raw text file is shown as text/plain, except these, which a browser could run or render as
 # a document if it ever ignored nosniff: they are downloads.
 ATTACHMENT_SUFFIXES = (".svg", ".svgz", ".html", ".htm", ".xhtml", ".xml", ".js", ".mjs", ".pdf")
-SIGNING_DIR = "signing"
-ALLOWED_SIGNERS = "allowed_signers"
 
 
 @dataclasses.dataclass
@@ -180,15 +177,15 @@ class Commit(Page):
 class Refs(Page):
     def get(self, view: View, tenant: str, repo: str) -> None:
         opened = granted(view, tenant, repo)
-        signers = Path(view.ctx.config.data_dir) / SIGNING_DIR / ALLOWED_SIGNERS
         path = view.ctx.runtime.store.path(opened.row.tenant.name, opened.row.name)
-        tag_rows = []
-        for ref in gitview.tags(opened.git):
-            state = ""
+        archive_tags: dict[str, bytes] = {}
+        all_tags = gitview.tags(opened.git)
+        for ref in all_tags:
             if ref.full.startswith(gitview.ARCHIVE_TAG_PREFIX):
                 obj = opened.git.get(opened.git.references[ref.full].target)
-                raw = opened.git.odb.read(obj.id)[1] if isinstance(obj, pygit2.Tag) else b""
-                state = signature.tag_signature(path, ref.name, raw, signers)
-            tag_rows.append((ref, state))
+                archive_tags[ref.name] = opened.git.odb.read(obj.id)[1] if isinstance(obj, pygit2.Tag) else b""
+        states = signature.tag_signatures(path, archive_tags,
+                                          signature.allowed_signers(view.ctx.config.signing_dir))
+        tag_rows = [(ref, states.get(ref.name, "")) for ref in all_tags]
         view.render("refs.html", **page_values(view, opened, branches=gitview.branches(opened.git),
                                                tags=tag_rows))

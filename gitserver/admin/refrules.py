@@ -25,6 +25,10 @@ from gitserver.policy.errors import InvalidInput, NotFound
 
 FIELD = "rules"
 MAX_RULES = 100
+MAX_PATTERN = 1024  # as the API's schema: the console's form comes here unchecked
+MAX_ALLOWED = 200
+MAX_NAME = 100
+MAX_FORBIDDEN_PATHS = 100
 SOURCE_REPOSITORY, SOURCE_TENANT, SOURCE_NONE = "repository", "tenant", "none"
 
 RULE_SET_PREFIX = "rs-"
@@ -130,6 +134,8 @@ def validate_rule(session: Session, tenant: models.Tenant, repo: models.Reposito
     pattern = rule.get(rules.PATTERN)
     if not isinstance(pattern, str) or not pattern:
         raise InvalidInput(f"{field}.pattern is required", field=f"{field}.pattern")
+    if len(pattern) > MAX_PATTERN:
+        raise InvalidInput(f"{field}.pattern is longer than {MAX_PATTERN} characters", field=f"{field}.pattern")
     problem = rules.pattern_problem(pattern)
     if problem is not None:
         raise InvalidInput(f"{field}.pattern {pattern[:200]!r} {problem}", field=f"{field}.pattern")
@@ -146,8 +152,10 @@ def validate_rule(session: Session, tenant: models.Tenant, repo: models.Reposito
             raise InvalidInput(f"{field}.max_file_bytes must be a positive number of bytes",
                                field=f"{field}.max_file_bytes")
         out[rules.MAX_FILE_BYTES] = size
-    if rule.get(rules.FORBIDDEN_PATHS) is not None and not isinstance(rule[rules.FORBIDDEN_PATHS], list):
-        raise InvalidInput(f"{field}.forbidden_paths must be an array of path globs", field=f"{field}.forbidden_paths")
+    paths = rule.get(rules.FORBIDDEN_PATHS)
+    if paths is not None and (not isinstance(paths, list) or len(paths) > MAX_FORBIDDEN_PATHS):
+        raise InvalidInput(f"{field}.forbidden_paths must be an array of at most {MAX_FORBIDDEN_PATHS} path globs",
+                           field=f"{field}.forbidden_paths")
     if rule.get(rules.FORBIDDEN_PATHS):
         out[rules.FORBIDDEN_PATHS] = [_validate_path_glob(p, f"{field}.forbidden_paths.{i}")
                                       for i, p in enumerate(rule[rules.FORBIDDEN_PATHS])]
@@ -158,8 +166,14 @@ def _validate_allow(session: Session, tenant: models.Tenant, repo: models.Reposi
                     allow: Mapping[str, Any], field: str) -> dict[str, list[Any]]:
     if not isinstance(allow, Mapping) or any(k not in rules.ALLOW_KEYS for k in allow):
         raise InvalidInput(f"{field} must be an object of {', '.join(rules.ALLOW_KEYS)}", field=field)
-    if any(not isinstance(allow[k], list) for k in allow):
-        raise InvalidInput(f"{field}: each of {', '.join(rules.ALLOW_KEYS)} must be an array", field=field)
+    if any(not isinstance(allow[k], list) or len(allow[k]) > MAX_ALLOWED for k in allow):
+        raise InvalidInput(f"{field}: each of {', '.join(rules.ALLOW_KEYS)} must be an array "
+                           f"of at most {MAX_ALLOWED}", field=field)
+    for key in (rules.USERS, rules.GROUPS):  # names: the console's form and the CLI come unchecked
+        for i, name in enumerate(allow.get(key, [])):
+            if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+                raise InvalidInput(f"{field}.{key}.{i} must be a name of 1 to {MAX_NAME} characters",
+                                   field=f"{field}.{key}.{i}")
     out: dict[str, list[Any]] = {}
     for i, name in enumerate(allow.get(rules.USERS, [])):
         if session.scalar(select(models.User.id).where(models.User.tenant_id == tenant.id,

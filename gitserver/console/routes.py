@@ -13,7 +13,7 @@ from typing import Any
 
 import falcon
 
-from gitserver.console import activity_pages, admin_pages, highlight, repo_pages, security, session_pages
+from gitserver.console import activity_pages, admin_pages, highlight, repo_pages, rule_pages, security, session_pages
 from gitserver.console.web import ConsoleContext, template_environment
 from gitserver.identity import oidc_login
 from gitserver.runtime import Runtime
@@ -53,6 +53,7 @@ def add_routes(app: falcon.App, runtime: Runtime) -> None:
         (ui + "/-/oidc/start", session_pages.OidcStart(ctx)),
         (ui + "/-/oidc/callback", session_pages.OidcCallback(ctx)),
         (ui + "/-/static/{name}", Static()),
+        (ui + "/-/rules/{tenant}", rule_pages.TenantRules(ctx)),
         (admin, admin_pages.TenantAdmin(ctx)),
         (admin + "/users/{user}", admin_pages.UserAdmin(ctx)),
         (admin + "/users/{user}/keys", admin_pages.AddKey(ctx)),
@@ -73,6 +74,7 @@ def add_routes(app: falcon.App, runtime: Runtime) -> None:
         (repo + "/pipelines/{pipeline_id:int}/cancel", activity_pages.CancelPipeline(ctx)),
         (repo + "/webhooks", activity_pages.Webhooks(ctx)),
         (repo + "/webhooks/deliveries/{delivery_id:int}/redeliver", activity_pages.Redeliver(ctx)),
+        (repo + "/rules", rule_pages.RepoRules(ctx)),
         (repo + "/access", admin_pages.RepoAccess(ctx)),
         (repo + "/access/grants", admin_pages.SetGrant(ctx)),
         (repo + "/access/grants/remove", admin_pages.RemoveGrant(ctx)),

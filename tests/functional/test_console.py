@@ -108,7 +108,7 @@ def test_another_tenants_repository_answers_like_a_missing_one(server: GitServer
     user = server.new_user(mine, role="admin")
     hidden = server.new_repo(theirs)
     http = signed_in(server, user)
-    for suffix in ("", "/tree", "/commits", "/pushes", "/pipelines", "/refs", "/raw?path=README.md"):
+    for suffix in ("", "/tree", "/commits", "/pushes", "/pipelines", "/refs", "/rules", "/raw?path=README.md"):
         real = http.get(server.http_url + f"/ui/{theirs}/{hidden}{suffix}", timeout=30)
         missing = http.get(server.http_url + f"/ui/{theirs}/nosuchrepo{suffix}", timeout=30)
         assert real.status_code == missing.status_code == 404, suffix

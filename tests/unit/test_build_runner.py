@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gitserver import config as config_mod
 from gitserver.pipelines import build, pipelinefile, workspaces
+from gitserver.policy.values import UidRange
 from gitserver.process import sandbox as sandbox_mod
 
 COORDS = build.Coordinates(repo="t/r", ref="refs/heads/main", commit="c" * 40, tag="repour-x",
@@ -44,7 +44,7 @@ class FakeContext:
 
 # No sandbox on purpose: these tests are about the runner (limits, timeouts, output), and
 # run as any user; the sandbox itself is tested in test_sandbox.py and the functional tests.
-UNSANDBOXED = sandbox_mod.Policy(uid_range=config_mod.UidRange(2100000000, 10), hidden=(),
+UNSANDBOXED = sandbox_mod.Policy(uid_range=UidRange(2100000000, 10), hidden=(),
                                  problem="not wanted in this test", allow_unisolated=True)
 
 

@@ -22,12 +22,12 @@ ALLOWED_SIGNERS = f"{SIGNING_KEYS}/allowed_signers"
 TAG = "provenance"
 TEXT_PLAIN = "text/plain; charset=utf-8"
 
-KEY = Shape("SigningKey", {
+KEY = Shape("ServerSigningKey", {
     "fingerprint": Out(STRING, "SHA256 fingerprint, as ssh-keygen -l shows it", given=True),
     "public_key": Out(STRING, "OpenSSH one-line form, ssh-ed25519 AAAA…", given=True),
     "valid_after": Out(DATETIME, "when the server started signing with it", given=True),
     "valid_before": Out(NULLABLE_DATETIME, "when it was rotated out; null while current", given=True)})
-KEYS = Shape("SigningKeys", {"keys": Out({"type": "array", "items": KEY.ref()}, "oldest first", given=True)})
+KEYS = Shape("ServerSigningKeys", {"keys": Out({"type": "array", "items": KEY.ref()}, "oldest first", given=True)})
 
 
 class SigningKeys:
@@ -60,7 +60,7 @@ _TEXT = {"description": "git's allowed-signers format (namespaces=\"git\", valid
          "content": {"text/plain": {"schema": {"type": "string"}}}}
 
 OPENAPI_PATHS: dict[str, Any] = {
-    SIGNING_KEYS: {"get": {**oa.op("listSigningKeys", "The server's signing keys, old and current (no token)",
+    SIGNING_KEYS: {"get": {**oa.op("listServerSigningKeys", "The server's signing keys, old and current (no token)",
                                    TAG, {200: ("Every key with its validity window", KEYS.ref())}, errors=()),
                            "security": []}},
     ALLOWED_SIGNERS: {"get": {**oa.op("getAllowedSigners", "The signing keys as an allowed-signers file "

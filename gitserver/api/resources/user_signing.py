@@ -39,7 +39,7 @@ GPG_KEY = f"{GPG_KEYS}/{{gpg_key_id:{ID_CONVERTER}}}"
 TAG = "users"
 
 EMAILS_SHAPE = Shape("UserEmails", {"emails": Out(STRINGS, given=True)})
-SIGNING_KEY_SHAPE = Shape("SigningKey", {
+SIGNING_KEY_SHAPE = Shape("UserSigningKey", {
     "id": Out(INTEGER), "kind": Out(enum(SIGNING_KEY_KINDS)), "fingerprint": Out(STRING),
     "key": Out(STRING, "the OpenSSH public key, or the armored GPG key", attr="key_data"),
     "title": Out(STRING), "created_at": Out(DATETIME)})
@@ -181,7 +181,7 @@ def _key_paths(kind: str, what: str, body: str) -> dict[str, Any]:
                           {201: ("Added; Location names it", SIGNING_KEY_SHAPE.ref())},
                           errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref(body))),
             "get": oa.op(f"list{name}Keys", f"A user's {what}s", TAG,
-                         {200: ("A page of keys", oa.ref("SigningKeyList"))}, parameters=OPENAPI_PARAMETERS),
+                         {200: ("A page of keys", oa.ref("UserSigningKeyList"))}, parameters=OPENAPI_PARAMETERS),
         },
         "one": {
             "parameters": [TENANT_PARAM, USER_PARAM, GPG_KEY_PARAM if kind == KEY_GPG else SIGNING_KEY_PARAM],

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
+from sqlalchemy.orm import Session
 
 from gitserver.api.context import ApiContext
 from gitserver.api.lfs import (
@@ -60,15 +61,20 @@ class _Resource:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
 
+    def repository(self, req: falcon.Request, session: Session, tenant: str, repo: str,
+                   operation: str) -> tuple[Any, models.Repository]:
+        """The caller's access to the repository for ``operation``, and its row."""
+        target, _ = authorise(req, session, service(self.ctx), tenant, repo, operation)
+        row = session.get(models.Repository, target.repo_id)
+        assert row is not None
+        return target, row
+
 
 class Locks(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with lfs_errors(resp):
-            lfs = service(self.ctx)
             with transaction(self.ctx.runtime.sessions) as session:
-                target, _ = authorise(req, session, lfs, tenant, repo, DOWNLOAD)
-                row = session.get(models.Repository, target.repo_id)
-                assert row is not None
+                _target, row = self.repository(req, session, tenant, repo, DOWNLOAD)
                 page = locks.listing(session, row, path=req.get_param("path"), lock_id=req.get_param("id"),
                                      cursor=req.get_param("cursor"), limit=req.get_param("limit"))
                 body: dict[str, Any] = {"locks": [locks.lock_json(lock) for lock in page.locks]}
@@ -79,11 +85,8 @@ class Locks(_Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with lfs_errors(resp):
             body = _body(req)
-            lfs = service(self.ctx)
             with transaction(self.ctx.runtime.sessions) as session:
-                target, _ = authorise(req, session, lfs, tenant, repo, UPLOAD)
-                row = session.get(models.Repository, target.repo_id)
-                assert row is not None
+                target, row = self.repository(req, session, tenant, repo, UPLOAD)
                 try:
                     lock = locks.create(session, target.principal, row, body.get("path"), _ref(body))
                 except locks.LockExists as exc:
@@ -98,11 +101,8 @@ class Verify(_Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with lfs_errors(resp):
             body = _body(req)
-            lfs = service(self.ctx)
             with transaction(self.ctx.runtime.sessions) as session:
-                target, _ = authorise(req, session, lfs, tenant, repo, UPLOAD)
-                row = session.get(models.Repository, target.repo_id)
-                assert row is not None
+                target, row = self.repository(req, session, tenant, repo, UPLOAD)
                 page = locks.listing(session, row, cursor=body.get("cursor"), limit=body.get("limit"))
                 ours = [locks.lock_json(lk) for lk in page.locks if locks.is_ours(lk, target.principal)]
                 theirs = [locks.lock_json(lk) for lk in page.locks if not locks.is_ours(lk, target.principal)]
@@ -119,11 +119,8 @@ class Unlock(_Resource):
             force = body.get("force", False)
             if not isinstance(force, bool):
                 raise InvalidInput("force must be true or false", field="force")
-            lfs = service(self.ctx)
             with transaction(self.ctx.runtime.sessions) as session:
-                target, _ = authorise(req, session, lfs, tenant, repo, UPLOAD)
-                row = session.get(models.Repository, target.repo_id)
-                assert row is not None
+                target, row = self.repository(req, session, tenant, repo, UPLOAD)
                 lock = locks.unlock(session, target.principal, row, lock_id, force)
                 answer = {"lock": locks.lock_json(lock)}
             send_json(resp, answer)

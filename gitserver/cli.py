@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-REMOTE_CAPABLE = ("cmd_admin", "cmd_login", "cmd_logout")
+# verify is a client too: it reads a clone URL and the published keys, never the data dir.
+REMOTE_CAPABLE = ("cmd_admin", "cmd_login", "cmd_logout", "verify_command")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ def add_commands(sub: Any, load_config: Any) -> None:
     rotate = key.add_parser("rotate", help="start a new signing key; the old one stays published")
     rotate.set_defaults(fn=lambda args: rotate_command(load_config(args)))
     verify = sub.add_parser("verify", help="verify a repository's signed history (client side, no database)")
-    verify.add_argument("url", metavar="CLONE_URL")
+    verify.add_argument("clone_url", metavar="CLONE_URL")  # not "url": that is --url's
     verify.add_argument("--keys", metavar="URL|FILE",
                         help="allowed-signers file or its URL (default: the server's published keys)")
     verify.add_argument("--since", metavar="STATE",
@@ -43,7 +43,7 @@ def rotate_command(cfg: Any) -> int:
 def verify_command(args: argparse.Namespace) -> int:
     from gitserver.provenance import verify
 
-    return verify.main(args.url, keys=args.keys, since=args.since)
+    return verify.main(args.clone_url, keys=args.keys, since=args.since)
 
 
 def start_logs(runtime: Any) -> int:

@@ -131,8 +131,9 @@ def test_the_hook_script_keys_entries_as_the_python_side_does(case: str, origin:
     options, protocol, have = CASES[case]
     args, request = record(origin, tmp_path, git_env, *options, protocol=protocol, have=have)
     cache = tmp_path / "cache"
-    subprocess.run([*script(cache, tmp_path), *args], input=request, cwd=origin, env=git_env, capture_output=True,
-                   check=True)
+    miss = subprocess.run([*script(cache, tmp_path), *args], input=request, cwd=origin, env=git_env,
+                          capture_output=True, check=True)
+    assert miss.stderr == b"", "a miss is no news: the client would show it as remote: …"
     assert [p.name for p in cache.glob("*.pack")] == [packcache.request_key(origin, args[1:], request) + ".pack"]
 
 

@@ -12,6 +12,7 @@ https://slsa.dev/verification_summary/v1.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -139,3 +140,48 @@ def read_bundle(path: Path, commit: str) -> str | None:
         return repo.lookup_note(commit, NOTES_REF).message
     except (KeyError, ValueError, pygit2.GitError):
         return None
+
+
+# How many of the newest log entries :func:`unattested` looks at: a push that died between
+# its log entry and its note is among the last few written.
+RECENT_ENTRIES = 50
+
+
+def unattested(path: Path, limit: int = RECENT_ENTRIES) -> list[reflog.Logged]:
+    """The newest log entries of accepted branch and tag updates whose note holds no statement
+    naming them: written by a process that died before it stored their attestations."""
+    from gitserver.provenance.entry import PROTOCOL_RECOVERED, EntryError, parse
+
+    repo = pygit2.Repository(str(path))
+    found = []
+    for n, commit in enumerate(reflog.walk(repo, reflog.tip(repo))):
+        if n >= limit:
+            break
+        try:
+            entry = parse(commit.message)
+        except EntryError:
+            continue  # check and verify report it
+        if entry.push_id is None or entry.protocol == PROTOCOL_RECOVERED or refs.is_zero(entry.new) \
+                or not entry.ref.startswith(refs.PUSHABLE_PREFIXES) or refs.is_reserved(entry.ref):
+            continue
+        subject = subject_of(repo, entry)
+        if subject is not None and str(commit.id) not in _named_entries(repo, subject.commit):
+            found.append(reflog.Logged(str(commit.id), entry))
+    return found
+
+
+def _named_entries(repo: pygit2.Repository, commit: str) -> set[str]:
+    """The log entries the statements in ``commit``'s note name (not verified: ours to mend)."""
+    try:
+        text = repo.lookup_note(commit, NOTES_REF).message
+    except (KeyError, ValueError, pygit2.GitError):
+        return set()
+    named = set()
+    for line in text.splitlines():
+        try:
+            payload = json.loads(base64.b64decode(json.loads(line)["payload"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(payload, dict) and isinstance(payload.get("predicate"), dict):
+            named.add(str(payload["predicate"].get("log_entry")))
+    return named

@@ -83,6 +83,7 @@ class PushLog:
         changed.update({ref: refs.ZERO_OID for ref, oid in logged.items()
                         if ref not in on_disk and not refs.is_zero(oid)})
         if not changed:
+            self._mend_attestations(sessions, path, repo_id, attest.unattested(path))
             return []
         with transaction(sessions) as session:
             described = [self._describe(session, repo_id, ref, oid) for ref, oid in sorted(changed.items())]
@@ -91,7 +92,30 @@ class PushLog:
         if written:
             log.warning("%s: the reference log caught up with %d ref(s): %s", path, len(written),
                         ", ".join(e.entry.ref for e in written[:5]))
+        self._attest_pushed(sessions, path, repo_id, written)
+        self._mend_attestations(sessions, path, repo_id, attest.unattested(path))
         return written
+
+    def _mend_attestations(self, sessions: sessionmaker[Session], path: Path, repo_id: int,
+                           missing: list[reflog.Logged]) -> None:
+        if missing:
+            log.warning("%s: %d log entries had no attestation (their writer died); attesting them",
+                        path, len(missing))
+            self._attest_pushed(sessions, path, repo_id, missing)
+
+    def _attest_pushed(self, sessions: sessionmaker[Session], path: Path, repo_id: int,
+                       written: list[reflog.Logged]) -> None:
+        """Attest the caught-up entries of accepted pushes (a push whose done step committed but
+        whose process died before it logged): they get what :meth:`record` would have given."""
+        pushed = [w for w in written if w.entry.push_id is not None
+                  and w.entry.protocol not in (PROTOCOL_RECOVERED, PROTOCOL_SERVER)]
+        if not pushed:
+            return
+        with transaction(sessions) as session:
+            repo = session.get(models.Repository, repo_id)
+            uri = http_clone_url(self.cfg.http_base_url, repo.tenant.name, repo.name) if repo else None
+        if uri is not None:
+            attest.attest(path, self.key(), pushed, uri, self.cfg.http_base_url)
 
     def _describe(self, session: Session, repo_id: int, ref: str, value: str) -> Entry | None:
         """The entry for ``ref`` at ``value``, from the push that recorded it; None while a

@@ -91,7 +91,7 @@ def test_browsing_a_pushed_repository(server: GitServer, git_env: dict[str, str]
     assert "+def area" in tab.page.inner_text("main")
     tab.page.click("nav.repo >> text=Branches and tags")
     row = tab.page.locator("tr", has_text=pipeline.archive_tag)
-    assert "unsigned" in row.inner_text()
+    assert "verified" in row.inner_text()  # signed by the server, checked against its published keys
     tab.page.click("nav.repo >> text=Pushes")
     assert user.fingerprint in tab.page.inner_text("main")
     screenshot(tab.page, "pushes")

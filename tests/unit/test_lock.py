@@ -69,3 +69,8 @@ def test_the_server_lock_agrees_with_the_full_one() -> None:
     full = {name: {v for v, _ in versions} for name, versions in pins(LOCKS / "dev.lock").items()}
     for name, versions in pins(LOCKS / "server.lock").items():
         assert {v for v, _ in versions} <= full.get(name, set()), f"{name} differs between the two locks"
+
+
+def test_build_in_is_pyprojects_build_requirements() -> None:
+    # One source for the build backend: ./dev lock writes build.in from pyproject.toml.
+    assert (ROOT / "requirements" / "build.in").read_text() == lockdigest["build_in"](ROOT)

@@ -21,6 +21,7 @@ from typing import Any
 import falcon
 
 from gitserver.api.errors import ERROR
+from gitserver.api.paging import OPENAPI_PARAMETERS
 from gitserver.jsonshape import STRING, Out, Shape
 
 OPENAPI_VERSION = "3.1.0"
@@ -136,6 +137,27 @@ def op(operation_id: str, summary: str, tag: str, responses: Mapping[int, Any] |
     if public:
         out["security"] = [{}, {SECURITY_SCHEME: []}]
     return out
+
+
+# What a POST that creates can answer: bad input, no token, not allowed, a parent hidden or
+# missing, a name or key taken.
+CREATE_ERRORS = (400, 401, 403, 404, 409)
+
+
+def create_op(operation_id: str, summary: str, tag: str, created: Shape, body: str, *,
+              done: str = "Created", errors: Iterable[int] = CREATE_ERRORS) -> dict[str, Any]:
+    """A POST that makes one ``created`` from the JSON body of schema ``body`` and answers
+    it with 201 and a Location header naming it (:func:`gitserver.api.handlers.created`)."""
+    return op(operation_id, summary, tag, {201: (f"{done}; Location names it", created.ref())},
+              errors=errors, body=json_body(ref(body)))
+
+
+def list_op(operation_id: str, summary: str, tag: str, what: str, listed: Shape, *,
+            errors: Iterable[int] = (400, 401, 403, 404)) -> dict[str, Any]:
+    """A GET of a page of ``listed`` objects (``what``, plural): its ``<name>List`` schema
+    and the paging parameters (:func:`gitserver.api.handlers.listing`)."""
+    return op(operation_id, summary, tag, {200: (f"A page of {what}", ref(f"{listed.name}List"))},
+              errors=errors, parameters=OPENAPI_PARAMETERS)
 
 
 # --- the document ------------------------------------------------------------------------------

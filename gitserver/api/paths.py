@@ -22,6 +22,8 @@ REPO = f"{REPOS}/{{repo}}"
 ID_CONVERTER = "int(min=1, max=2147483647)"
 ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 2147483647}
 NAME_SCHEMA: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 100}
+# A user of a tenant: its keys, tokens, emails, signing keys and certificate principals hang below.
+USER = f"{TENANT}/users/{{user}}"
 
 TENANT_PARAM = oa.path_param("tenant", "tenant name", NAME_SCHEMA)
 USER_PARAM = oa.path_param("user", "user name", NAME_SCHEMA)

@@ -15,12 +15,13 @@ from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created, listing
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import GROUP_PARAM, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import DATETIME, INTEGER, STRING, Out, Shape, schemas
+from gitserver.api.response import schemas
 from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, USER_SHAPE
 from gitserver.db import models
+from gitserver.jsonshape import DATETIME, INTEGER, STRING, Out, Shape
 from gitserver.policy import access
 from gitserver.policy.errors import NotFound
 
@@ -58,13 +59,9 @@ class Groups(Resource):
             data = read_json(req, self.FIELDS)
             group = groups.create_group(session, row, data["name"], data.get("description", ""))
             resp.media = group_json(group)
-        resp.status = falcon.HTTP_201
-        resp.location = group_path(tenant, group.name)
+        created(resp, group_path(tenant, group.name))
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, groups.groups_query(row), models.Group.id, req, serialize=group_json)
+    on_get = listing(visible_tenant, groups.groups_query, models.Group.id, group_json)
 
 
 class Group(Resource):
@@ -87,10 +84,7 @@ class Group(Resource):
 
 
 class Members(Resource):
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, group: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _group(session, principal, tenant, group)
-            resp.media = page(session, groups.members_query(row), models.User.id, req, serialize=USER_SHAPE.render)
+    on_get = listing(_group, groups.members_query, models.User.id, USER_SHAPE.render)
 
 
 class Member(Resource):
@@ -128,11 +122,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {**schemas(listed=(GROUP_SHAPE,)), **request_s
 OPENAPI_PATHS: dict[str, Any] = {
     GROUPS: {
         "parameters": [TENANT_PARAM],
-        "post": oa.op("createGroup", "Create a group (tenant admins)", TAG,
-                      {201: ("Created; Location names it", GROUP_SHAPE.ref())},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewGroup"))),
-        "get": oa.op("listGroups", "Groups of a tenant", TAG, {200: ("A page of groups", oa.ref("GroupList"))},
-                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("createGroup", "Create a group (tenant admins)", TAG, GROUP_SHAPE, "NewGroup"),
+        "get": oa.list_op("listGroups", "Groups of a tenant", TAG, "groups", GROUP_SHAPE, errors=(400, 401, 404)),
     },
     GROUP: {
         "parameters": [TENANT_PARAM, GROUP_PARAM],
@@ -145,8 +136,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     MEMBERS: {
         "parameters": [TENANT_PARAM, GROUP_PARAM],
-        "get": oa.op("listMembers", "Members of a group", TAG, {200: ("A page of users", oa.ref("UserList"))},
-                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listMembers", "Members of a group", TAG, "users", USER_SHAPE, errors=(400, 401, 404)),
     },
     MEMBER: {
         "parameters": [TENANT_PARAM, GROUP_PARAM, USER_PARAM],

@@ -26,7 +26,11 @@ from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paths import REPO, REPO_PARAM, TENANT_PARAM, repo_path
-from gitserver.api.response import (
+from gitserver.api.response import schemas
+from gitserver.config import Config
+from gitserver.db import models
+from gitserver.git import maintain as git_maintain
+from gitserver.jsonshape import (
     BOOLEAN,
     DATETIME,
     INTEGER,
@@ -37,11 +41,7 @@ from gitserver.api.response import (
     Out,
     Shape,
     enum,
-    schemas,
 )
-from gitserver.config import Config
-from gitserver.db import models
-from gitserver.git import maintain as git_maintain
 from gitserver.pipelines import maintain
 from gitserver.policy import access
 

@@ -22,18 +22,9 @@ from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import API, ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT_PARAM
-from gitserver.api.response import (
-    BOOLEAN,
-    DATETIME,
-    INTEGER,
-    NULLABLE_INTEGER,
-    STRING,
-    Out,
-    Shape,
-    each,
-    schemas,
-)
+from gitserver.api.response import schemas
 from gitserver.db import models
+from gitserver.jsonshape import BOOLEAN, DATETIME, INTEGER, NULLABLE_INTEGER, STRING, Out, Shape, each
 from gitserver.pipelines import jobs, logstore
 from gitserver.policy import access
 from gitserver.policy.errors import Gone, InvalidInput, NotFound

@@ -22,6 +22,7 @@ from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created, listing
 from gitserver.api.lookup import visible_repo, visible_tenant
 from gitserver.api.paging import OPENAPI_PARAMETERS, page
 from gitserver.api.paths import (
@@ -35,22 +36,11 @@ from gitserver.api.paths import (
     USER_PARAM,
     repo_path,
 )
-from gitserver.api.response import (
-    BOOLEAN,
-    DATETIME,
-    INTEGER,
-    NULLABLE_STRING,
-    STRING,
-    STRINGS,
-    Out,
-    Shape,
-    each,
-    enum,
-    schemas,
-)
+from gitserver.api.response import schemas
 from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, quota_field
 from gitserver.db import models
 from gitserver.git import push_options
+from gitserver.jsonshape import BOOLEAN, DATETIME, INTEGER, NULLABLE_STRING, STRING, STRINGS, Out, Shape, each, enum
 from gitserver.pipelines import oncreate
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput, PolicyRefused
@@ -131,6 +121,11 @@ def push_json(push: models.Push, user_names: dict[int, str], show_address: bool 
                        client_address=push.client_address if show_address else None)
 
 
+def _admin_repo(session: Session, principal: access.Principal, tenant: str, repo: str) -> models.Repository:
+    """The repository, for its admins only (:func:`visible_repo` with ``need`` admin)."""
+    return visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+
+
 class Repos(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"name": NAME_FIELD,
               "description": DESCRIPTION_FIELD,
@@ -146,8 +141,7 @@ class Repos(Resource):
             if data.get("builds_enabled"):
                 repos.update_repo(session, repo, builds_enabled=True)
             resp.media = repo_json(repo, self.ctx.config, repo_size(self.ctx.runtime.store, repo))
-        resp.status = falcon.HTTP_201
-        resp.location = repo_path(tenant, repo.name)
+        created(resp, repo_path(tenant, repo.name))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -170,7 +164,7 @@ class Repo(Resource):
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+            row = _admin_repo(session, principal, tenant, repo)
             data = read_json(req, self.PATCH_FIELDS)
             if "quota_bytes" in data:
                 repos.set_repo_quota(session, principal, row, data["quota_bytes"])
@@ -190,7 +184,7 @@ class Repo(Resource):
 class Grants(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+            row = _admin_repo(session, principal, tenant, repo)
             resp.media = page(session, grants.grants_query(row), models.Grant.id, req,
                               serialize=lambda g: grant_json(session, g))
 
@@ -267,27 +261,22 @@ class DeployKeys(Resource):
             deploy = deploy_keys.add_deploy_key(session, row, data["key"], data.get("title", ""), write,
                                                 expires_at=principal.token_expires_at)
             resp.media = deploy_key_json(deploy)
-        resp.status = falcon.HTTP_201
-        resp.location = f"{repo_path(tenant, row.name)}/deploy-keys/{deploy.id}"
+        created(resp, f"{repo_path(tenant, row.name)}/deploy-keys/{deploy.id}")
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
-            resp.media = page(session, deploy_keys.deploy_keys_query(row), models.DeployKey.id, req,
-                              serialize=deploy_key_json)
+    on_get = listing(_admin_repo, deploy_keys.deploy_keys_query, models.DeployKey.id, deploy_key_json)
 
 
 class DeployKey(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
                deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+            row = _admin_repo(session, principal, tenant, repo)
             resp.media = deploy_key_json(deploy_keys.get_deploy_key(session, row, deploy_key_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str,
                   deploy_key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_repo(session, principal, tenant, repo, need=access.ADMIN)
+            row = _admin_repo(session, principal, tenant, repo)
             deploy_keys.remove_deploy_key(session, deploy_keys.get_deploy_key(session, row, deploy_key_id))
         resp.status = falcon.HTTP_204
 
@@ -344,12 +333,10 @@ _GRANT_RESPONSES = {200: ("Updated", GRANT.ref()),
 OPENAPI_PATHS: dict[str, Any] = {
     REPOS: {
         "parameters": [TENANT_PARAM],
-        "post": oa.op("createRepository", "Create a protected repository (tenant admins)", TAG,
-                      {201: ("Created; Location names it", REPOSITORY.ref())},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewRepository"))),
-        "get": oa.op("listRepositories", "Repositories of a tenant the caller can read", TAG,
-                     {200: ("A page of repositories", oa.ref("RepositoryList"))},
-                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("createRepository", "Create a protected repository (tenant admins)", TAG,
+                             REPOSITORY, "NewRepository"),
+        "get": oa.list_op("listRepositories", "Repositories of a tenant the caller can read", TAG,
+                          "repositories", REPOSITORY, errors=(400, 401, 404)),
     },
     REPO: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
@@ -363,8 +350,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     GRANTS: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
-        "get": oa.op("listGrants", "Grants on a repository (repository admins)", TAG,
-                     {200: ("A page of grants", oa.ref("GrantList"))}, parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listGrants", "Grants on a repository (repository admins)", TAG, "grants", GRANT),
     },
     USER_GRANT: {
         "parameters": [TENANT_PARAM, REPO_PARAM, USER_PARAM],
@@ -386,11 +372,9 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     DEPLOY_KEYS: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
-        "post": oa.op("addDeployKey", "Add a deploy key (read-only unless write is true)", TAG,
-                      {201: ("Added; Location names it", DEPLOY_KEY_SHAPE.ref())},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewDeployKey"))),
-        "get": oa.op("listDeployKeys", "Deploy keys of a repository", TAG,
-                     {200: ("A page of deploy keys", oa.ref("DeployKeyList"))}, parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("addDeployKey", "Add a deploy key (read-only unless write is true)", TAG,
+                             DEPLOY_KEY_SHAPE, "NewDeployKey", done="Added"),
+        "get": oa.list_op("listDeployKeys", "Deploy keys of a repository", TAG, "deploy keys", DEPLOY_KEY_SHAPE),
     },
     oa.openapi_path(DEPLOY_KEY): {
         "parameters": [TENANT_PARAM, REPO_PARAM, _DEPLOY_KEY_ID],

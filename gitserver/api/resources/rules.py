@@ -20,13 +20,14 @@ from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, field_schema, read_json_value
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
 from gitserver.api.lookup import visible_repo, visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paging import page
 from gitserver.api.paths import REPO, REPO_PARAM, TENANT, TENANT_PARAM
-from gitserver.api.response import NULLABLE_DATETIME, NULLABLE_STRING, Out, Shape, enum, schemas
+from gitserver.api.response import schemas
 from gitserver.db import models
 from gitserver.db.refrule_models import RuleSet
+from gitserver.jsonshape import NULLABLE_DATETIME, NULLABLE_STRING, Out, Shape, enum
 from gitserver.policy import access
 from gitserver.policy import refrules as keys
 from gitserver.policy.errors import NotFound
@@ -93,10 +94,7 @@ def version_json(session: Session, row: RuleSet) -> dict[str, Any]:
         created_at=row.created_at)
 
 
-class RepoRules:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class RepoRules(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
@@ -110,10 +108,7 @@ class RepoRules:
             resp.media = in_force_json(refrules.in_force(session, row.tenant, row))
 
 
-class TenantRules:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class TenantRules(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
@@ -127,10 +122,7 @@ class TenantRules:
             resp.media = in_force_json(refrules.in_force(session, row, None))
 
 
-class RepoHistory:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class RepoHistory(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_repo(session, principal, tenant, repo)
@@ -138,10 +130,7 @@ class RepoHistory:
                               serialize=lambda r: version_json(session, r), descending=True)
 
 
-class TenantHistory:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class TenantHistory(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = visible_tenant(session, principal, tenant)
@@ -149,11 +138,8 @@ class TenantHistory:
                               serialize=lambda r: version_json(session, r), descending=True)
 
 
-class OneRuleSet:
+class OneRuleSet(Resource):
     """A rule set by the id a push's ref update recorded: what judged it, since when."""
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, rule_set: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -191,8 +177,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     REPO_HISTORY: {
         "parameters": [TENANT_PARAM, REPO_PARAM],
-        "get": oa.op("listRepoRuleSets", "Every version of a repository's rule list, newest first", TAG,
-                     {200: ("A page of versions", oa.ref("RuleSetVersionList"))}, parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listRepoRuleSets", "Every version of a repository's rule list, newest first", TAG,
+                          "versions", RULE_SET_VERSION),
     },
     TENANT_RULES: {
         "parameters": [TENANT_PARAM],
@@ -203,8 +189,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     TENANT_HISTORY: {
         "parameters": [TENANT_PARAM],
-        "get": oa.op("listTenantRuleSets", "Every version of the tenant's default rule list, newest first", TAG,
-                     {200: ("A page of versions", oa.ref("RuleSetVersionList"))}, parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listTenantRuleSets", "Every version of the tenant's default rule list, newest first",
+                          TAG, "versions", RULE_SET_VERSION),
     },
     RULE_SET: {
         "parameters": [TENANT_PARAM, RULE_SET_PARAM],

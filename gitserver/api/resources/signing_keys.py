@@ -14,7 +14,8 @@ import falcon
 
 from gitserver.api import openapi as oa
 from gitserver.api.context import ApiContext
-from gitserver.api.response import DATETIME, NULLABLE_DATETIME, STRING, Out, Shape, schemas
+from gitserver.api.response import schemas
+from gitserver.jsonshape import DATETIME, NULLABLE_DATETIME, STRING, Out, Shape
 from gitserver.provenance import keys
 
 SIGNING_KEYS = "/api/v1/signing-keys"

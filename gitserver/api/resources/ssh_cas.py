@@ -8,6 +8,7 @@ that name. Users may read their own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -19,19 +20,20 @@ from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created, listing
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
-from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import DATETIME, INTEGER, NULLABLE_INTEGER, NULLABLE_STRING, STRING, Out, Shape, schemas
+from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER, USER_PARAM
+from gitserver.api.response import schemas
 from gitserver.db import models
 from gitserver.identity import certs
+from gitserver.jsonshape import DATETIME, INTEGER, NULLABLE_INTEGER, NULLABLE_STRING, STRING, Out, Shape
 from gitserver.policy import access
 
 CAS = f"{TENANT}/ssh-cas"
 CA = f"{CAS}/{{ca_id:{ID_CONVERTER}}}"
 REVOKED = f"{CA}/revoked"
-PRINCIPALS = f"{TENANT}/users/{{user}}/principals"
+PRINCIPALS = f"{USER}/principals"
 PRINCIPAL = f"{PRINCIPALS}/{{principal}}"
 TAG = "ssh-certificates"
 
@@ -59,6 +61,11 @@ def _admin_tenant(session: Session, principal: access.Principal, tenant: str) ->
     return visible_tenant(session, principal, tenant, admin=True)
 
 
+def _ca(session: Session, principal: access.Principal, tenant: str, ca_id: int) -> models.SshCa:
+    """One of the tenant's CAs, for its admins."""
+    return ssh_cas.get_ca(session, _admin_tenant(session, principal, tenant), ca_id)
+
+
 def _user(session: Session, principal: access.Principal, tenant: str, user: str, *,
           manage: bool) -> models.User:
     """The user whose principals are read (itself, or as its admin) or changed (its admins)."""
@@ -71,13 +78,10 @@ def _user(session: Session, principal: access.Principal, tenant: str, user: str,
     return row
 
 
-class Cas:
+class Cas(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "key": Field(str, required=True, description="the CA's public key, one OpenSSH line (its .pub)"),
         "title": Field(str, max_length=ssh_cas.MAX_TITLE)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -85,58 +89,41 @@ class Cas:
             row = ssh_cas.add_ca(session, _admin_tenant(session, principal, tenant), data["key"],
                                  data.get("title", ""))
             resp.media = CA_SHAPE.render(row)
-        resp.status = falcon.HTTP_201
-        resp.location = f"{paths.tenant_path(tenant)}/ssh-cas/{row.id}"
+        created(resp, f"{paths.tenant_path(tenant)}/ssh-cas/{row.id}")
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _admin_tenant(session, principal, tenant)
-            resp.media = page(session, ssh_cas.cas_query(row), models.SshCa.id, req, serialize=CA_SHAPE.render)
+    on_get = listing(_admin_tenant, ssh_cas.cas_query, models.SshCa.id, CA_SHAPE.render)
 
 
-class Ca:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Ca(Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, ca_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            resp.media = CA_SHAPE.render(ssh_cas.get_ca(session, _admin_tenant(session, principal, tenant), ca_id))
+            resp.media = CA_SHAPE.render(_ca(session, principal, tenant, ca_id))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, ca_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            ssh_cas.remove_ca(session, ssh_cas.get_ca(session, _admin_tenant(session, principal, tenant), ca_id))
+            ssh_cas.remove_ca(session, _ca(session, principal, tenant, ca_id))
         resp.status = falcon.HTTP_204
 
 
-class Revoked:
+class Revoked(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "serial": Field(int, description="revoke the CA's certificates with this serial (1 to 2^64-1)",
                         doc={"minimum": 1, "maximum": certs.MAX_SERIAL}),
         "key_id": Field(str, max_length=certs.MAX_KEY_ID, description="revoke the CA's certificates with this key id")}
 
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, ca_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             data = read_json(req, self.FIELDS)
-            ca = ssh_cas.get_ca(session, _admin_tenant(session, principal, tenant), ca_id)
+            ca = _ca(session, principal, tenant, ca_id)
             row = ssh_cas.revoke(session, ca, serial=data.get("serial"), key_id=data.get("key_id"))
             resp.media = REVOCATION_SHAPE.render(row)
         resp.status = falcon.HTTP_201
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, ca_id: int) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            ca = ssh_cas.get_ca(session, _admin_tenant(session, principal, tenant), ca_id)
-            resp.media = page(session, ssh_cas.revocations_query(ca), models.SshCaRevocation.id, req,
-                              serialize=REVOCATION_SHAPE.render)
+    on_get = listing(_ca, ssh_cas.revocations_query, models.SshCaRevocation.id, REVOCATION_SHAPE.render)
 
 
-class Principals:
+class Principals(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"principal": PRINCIPAL_FIELD}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -146,17 +133,11 @@ class Principals:
             resp.media = PRINCIPAL_SHAPE.render(record)
         resp.status = falcon.HTTP_201
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _user(session, principal, tenant, user, manage=False)
-            resp.media = page(session, ssh_cas.principals_query(row), models.SshPrincipal.id, req,
-                              serialize=PRINCIPAL_SHAPE.render)
+    on_get = listing(functools.partial(_user, manage=False), ssh_cas.principals_query, models.SshPrincipal.id,
+                     PRINCIPAL_SHAPE.render)
 
 
-class Principal:
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
-
+class Principal(Resource):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str,
                   principal: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, caller):
@@ -182,11 +163,9 @@ _DONE = {"description": "Done"}
 OPENAPI_PATHS: dict[str, Any] = {
     CAS: {
         "parameters": [TENANT_PARAM],
-        "post": oa.op("addSshCa", "Trust a user CA for the tenant (tenant admins)", TAG,
-                      {201: ("Trusted; Location names it", CA_SHAPE.ref())},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewSshCa"))),
-        "get": oa.op("listSshCas", "The tenant's trusted user CAs (tenant admins)", TAG,
-                     {200: ("A page of CAs", oa.ref("SshCaList"))}, parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("addSshCa", "Trust a user CA for the tenant (tenant admins)", TAG, CA_SHAPE, "NewSshCa",
+                             done="Trusted"),
+        "get": oa.list_op("listSshCas", "The tenant's trusted user CAs (tenant admins)", TAG, "CAs", CA_SHAPE),
     },
     oa.openapi_path(CA): {
         "parameters": [TENANT_PARAM, _CA_ID],
@@ -200,9 +179,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": oa.op("revokeSshCertificates", "Revoke the CA's certificates by serial or key id "
                       "(exactly one)", TAG, {201: ("Revoked", REVOCATION_SHAPE.ref())},
                       errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewSshRevocation"))),
-        "get": oa.op("listSshRevocations", "The CA's revocations", TAG,
-                     {200: ("A page of revocations", oa.ref("SshCaRevocationList"))},
-                     parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listSshRevocations", "The CA's revocations", TAG, "revocations", REVOCATION_SHAPE),
     },
     PRINCIPALS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
@@ -210,8 +187,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                       "tenant's admins; unique site-wide)", TAG,
                       {201: ("Added", PRINCIPAL_SHAPE.ref())}, errors=(400, 401, 403, 404, 409),
                       body=oa.json_body(oa.ref("NewSshPrincipal"))),
-        "get": oa.op("listSshPrincipals", "The user's principal records (the user, or its admins)", TAG,
-                     {200: ("A page of principals", oa.ref("SshPrincipalList"))}, parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listSshPrincipals", "The user's principal records (the user, or its admins)", TAG,
+                          "principals", PRINCIPAL_SHAPE),
     },
     PRINCIPAL: {
         "parameters": [TENANT_PARAM, USER_PARAM, _PRINCIPAL],

@@ -12,13 +12,15 @@ from gitserver.api import openapi as oa
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paging import page
 from gitserver.api.paths import TENANT, TENANT_PARAM, TENANTS, tenant_path
-from gitserver.api.response import DATETIME, INTEGER, NULLABLE_STRING, STRING, Out, Shape, schemas
+from gitserver.api.response import schemas
 from gitserver.api.shapes import DESCRIPTION_FIELD, NAME_FIELD, QUOTA, SIZE, quota_field, sized
 from gitserver.config import Config
 from gitserver.db import models
+from gitserver.jsonshape import DATETIME, INTEGER, NULLABLE_STRING, STRING, Out, Shape
 from gitserver.pipelines import logstore
 from gitserver.policy import access
 from gitserver.policy.errors import Forbidden
@@ -54,8 +56,7 @@ class Tenants(Resource):
             data = read_json(req, self.FIELDS)
             tenant = tenants.create_tenant(session, data["name"], data.get("description", ""))
             resp.media = tenant_json(tenant, tenant_size(self.ctx.config, tenant))
-        resp.status = falcon.HTTP_201
-        resp.location = tenant_path(tenant.name)
+        created(resp, tenant_path(tenant.name))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -106,12 +107,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {**schemas(listed=(TENANT_SHAPE,)), **request_
 
 OPENAPI_PATHS: dict[str, Any] = {
     TENANTS: {
-        "post": oa.op("createTenant", "Create a tenant (site admins)", TAG,
-                      {201: ("Created; Location names it", TENANT_SHAPE.ref())},
-                      errors=(400, 401, 403, 409), body=oa.json_body(oa.ref("NewTenant"))),
-        "get": oa.op("listTenants", "Tenants the caller can see", TAG,
-                     {200: ("A page of tenants", oa.ref("TenantList"))},
-                     errors=(400, 401), parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("createTenant", "Create a tenant (site admins)", TAG, TENANT_SHAPE, "NewTenant",
+                             errors=(400, 401, 403, 409)),
+        "get": oa.list_op("listTenants", "Tenants the caller can see", TAG, "tenants", TENANT_SHAPE, errors=(400, 401)),
     },
     TENANT: {
         "parameters": [TENANT_PARAM],

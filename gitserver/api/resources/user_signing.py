@@ -20,17 +20,18 @@ from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
-from gitserver.api.context import ApiContext
+from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
-from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import DATETIME, INTEGER, STRING, STRINGS, Out, Shape, enum, schemas
+from gitserver.api.paging import page
+from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT_PARAM, USER, USER_PARAM
+from gitserver.api.response import schemas
 from gitserver.api.shapes import EMAILS_FIELD
 from gitserver.db import models
 from gitserver.db.refrule_models import KEY_GPG, KEY_SSH, SIGNING_KEY_KINDS, SigningKey
+from gitserver.jsonshape import DATETIME, INTEGER, STRING, STRINGS, Out, Shape, enum
 from gitserver.policy import access
 
-USER = f"{TENANT}/users/{{user}}"
 EMAILS = f"{USER}/emails"
 SIGNING_KEYS = f"{USER}/signing-keys"
 SIGNING_KEY = f"{SIGNING_KEYS}/{{signing_key_id:{ID_CONVERTER}}}"
@@ -62,12 +63,9 @@ def emails_json(session: Session, user: models.User) -> dict[str, Any]:
     return EMAILS_SHAPE.render(emails=signing.emails_of(session, user))
 
 
-class Emails:
+class Emails(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {"emails": Field(list, required=True, items=EMAILS_FIELD.items,
                                                              max_length=EMAILS_FIELD.max_length)}
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -80,14 +78,11 @@ class Emails:
             resp.media = emails_json(session, row)
 
 
-class _Keys:
+class _Keys(Resource):
     """A user's signing keys of one kind."""
 
     KIND: ClassVar[str]
     FIELDS: ClassVar[Mapping[str, Field]]
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -96,8 +91,7 @@ class _Keys:
             add = signing.add_ssh_signing_key if self.KIND == KEY_SSH else signing.add_gpg_key
             key = add(session, row, data["key"], data.get("title", ""))
             resp.media = SIGNING_KEY_SHAPE.render(key)
-        resp.status = falcon.HTTP_201
-        resp.location = f"{req.path.rstrip('/')}/{key.id}"
+        created(resp, f"{req.path.rstrip('/')}/{key.id}")
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -106,11 +100,8 @@ class _Keys:
                               serialize=SIGNING_KEY_SHAPE.render)
 
 
-class _Key:
+class _Key(Resource):
     KIND: ClassVar[str]
-
-    def __init__(self, ctx: ApiContext) -> None:
-        self.ctx = ctx
 
     def get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str, key_id: int) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -177,11 +168,9 @@ def _key_paths(kind: str, what: str, body: str) -> dict[str, Any]:
     return {
         "list": {
             "parameters": [TENANT_PARAM, USER_PARAM],
-            "post": oa.op(f"add{name}Key", f"Add a {what} (the user, or an admin)", TAG,
-                          {201: ("Added; Location names it", SIGNING_KEY_SHAPE.ref())},
-                          errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref(body))),
-            "get": oa.op(f"list{name}Keys", f"A user's {what}s", TAG,
-                         {200: ("A page of keys", oa.ref("UserSigningKeyList"))}, parameters=OPENAPI_PARAMETERS),
+            "post": oa.create_op(f"add{name}Key", f"Add a {what} (the user, or an admin)", TAG, SIGNING_KEY_SHAPE,
+                                 body, done="Added"),
+            "get": oa.list_op(f"list{name}Keys", f"A user's {what}s", TAG, "keys", SIGNING_KEY_SHAPE),
         },
         "one": {
             "parameters": [TENANT_PARAM, USER_PARAM, GPG_KEY_PARAM if kind == KEY_GPG else SIGNING_KEY_PARAM],

@@ -24,29 +24,20 @@ from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created, listing
 from gitserver.api.lookup import visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
-from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER_PARAM
-from gitserver.api.response import (
-    BOOLEAN,
-    INTEGER,
-    NULLABLE_STRING,
-    STRING,
-    Out,
-    Shape,
-    each,
-    schemas,
-)
+from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, USER, USER_PARAM
+from gitserver.api.response import schemas
 from gitserver.api.shapes import EMAILS_FIELD, NAME_FIELD
 from gitserver.db import models
 from gitserver.db.base import utcnow
 from gitserver.identity.keys import MAX_BATCH_KEYS
+from gitserver.jsonshape import BOOLEAN, INTEGER, NULLABLE_STRING, STRING, Out, Shape, each
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput
 from gitserver.shapes import created_token_json, key_json, token_json, user_json
 
 USERS = f"{TENANT}/users"
-USER = f"{USERS}/{{user}}"
 KEYS = f"{USER}/keys"
 KEY = f"{KEYS}/{{key_id:{ID_CONVERTER}}}"
 # A literal segment: falcon prefers it to the {key_id} field, which only takes integers anyway.
@@ -127,13 +118,9 @@ class Users(Resource):
             rules.check_role_assignable(principal, role)
             user = users.create_user(session, row, data["name"], role)
             resp.media = user_json(user)
-        resp.status = falcon.HTTP_201
-        resp.location = user_path(tenant, user.name)
+        created(resp, user_path(tenant, user.name))
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = visible_tenant(session, principal, tenant)
-            resp.media = page(session, users.users_query(row), models.User.id, req, serialize=user_json)
+    on_get = listing(visible_tenant, users.users_query, models.User.id, user_json)
 
 
 class User(Resource):
@@ -176,14 +163,9 @@ class Keys(Resource):
             key = keys.add_user_key(session, row, data["key"], data.get("title", ""),
                                     expires_at=principal.token_expires_at)
             resp.media = key_json(key)
-        resp.status = falcon.HTTP_201
-        resp.location = f"{user_path(tenant, user)}/keys/{key.id}"
+        created(resp, f"{user_path(tenant, user)}/keys/{key.id}")
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = page(session, keys.user_keys_query(row), models.PublicKey.id, req,
-                              serialize=key_json)
+    on_get = listing(_self_or_managed_user, keys.user_keys_query, models.PublicKey.id, key_json)
 
 
 def key_import_json(report: keys.KeyImport) -> dict[str, Any]:
@@ -279,14 +261,9 @@ class Tokens(Resource):
             token, secret = tokens.create_token(
                 session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
             resp.media = created_token_json(token, secret)
-        resp.status = falcon.HTTP_201
-        resp.location = f"{user_path(tenant, user)}/tokens/{token.id}"
+        created(resp, f"{user_path(tenant, user)}/tokens/{token.id}")
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, user: str) -> None:
-        with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
-            row = _self_or_managed_user(session, principal, tenant, user)
-            resp.media = page(session, tokens.tokens_query(row), models.ApiToken.id, req,
-                              serialize=token_json)
+    on_get = listing(_self_or_managed_user, tokens.tokens_query, models.ApiToken.id, token_json)
 
 
 class Token(_UserItem):
@@ -315,11 +292,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 OPENAPI_PATHS: dict[str, Any] = {
     USERS: {
         "parameters": [TENANT_PARAM],
-        "post": oa.op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
-                      {201: ("Created; Location names it", shapes.USER.ref())},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewUser"))),
-        "get": oa.op("listUsers", "Users of a tenant", TAG, {200: ("A page of users", oa.ref("UserList"))},
-                     errors=(400, 401, 404), parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("createUser", "Create a user (tenant admins; site-admin role: site admins)", TAG,
+                             shapes.USER, "NewUser"),
+        "get": oa.list_op("listUsers", "Users of a tenant", TAG, "users", shapes.USER, errors=(400, 401, 404)),
     },
     USER: {
         "parameters": [TENANT_PARAM, USER_PARAM],
@@ -332,11 +307,9 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     KEYS: {
         "parameters": [TENANT_PARAM, USER_PARAM],
-        "post": oa.op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
-                      {201: ("Added; Location names it", shapes.KEY.ref())},
-                      errors=(400, 401, 403, 404, 409), body=oa.json_body(oa.ref("NewKey"))),
-        "get": oa.op("listKeys", "A user's SSH keys", TAG, {200: ("A page of keys", oa.ref("KeyList"))},
-                     parameters=OPENAPI_PARAMETERS),
+        "post": oa.create_op("addKey", "Add an SSH public key (409 when registered anywhere already)", TAG,
+                             shapes.KEY, "NewKey", done="Added"),
+        "get": oa.list_op("listKeys", "A user's SSH keys", TAG, "keys", shapes.KEY),
     },
     KEYS_BATCH: {
         "parameters": [TENANT_PARAM, USER_PARAM],
@@ -362,8 +335,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": oa.op("createToken", "Create an API token; the secret is in this response only", TAG,
                       {201: ("Created; Location names it", shapes.CREATED_TOKEN.ref())},
                       body=oa.json_body(oa.ref("NewToken"), required=False)),
-        "get": oa.op("listTokens", "A user's API tokens, without secrets", TAG,
-                     {200: ("A page of tokens", oa.ref("TokenList"))}, parameters=OPENAPI_PARAMETERS),
+        "get": oa.list_op("listTokens", "A user's API tokens, without secrets", TAG, "tokens", shapes.TOKEN),
     },
     oa.openapi_path(TOKEN): {
         "parameters": [TENANT_PARAM, USER_PARAM, _TOKEN_ID],

@@ -14,47 +14,53 @@ shows ``has_secret``, never the secret.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import falcon
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gitserver.api import openapi as oa
+from gitserver.api import paths
 from gitserver.api.auth import authenticated
 from gitserver.api.body import Field, read_json, request_schemas
 from gitserver.api.context import ApiContext, Resource
+from gitserver.api.handlers import created
 from gitserver.api.lookup import visible_repo, visible_tenant
-from gitserver.api.paging import OPENAPI_PARAMETERS, page
+from gitserver.api.paging import page
 from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, REPO, REPO_PARAM, TENANT, TENANT_PARAM, repo_path, tenant_path
-from gitserver.api.response import (
-    BOOLEAN,
-    DATETIME,
-    INTEGER,
-    STRING,
-    STRINGS,
-    Out,
-    Shape,
-    schemas,
-)
+from gitserver.api.response import schemas
 from gitserver.config import Config
 from gitserver.db import models
+from gitserver.jsonshape import BOOLEAN, DATETIME, INTEGER, STRING, STRINGS, Out, Shape
 from gitserver.net import netguard
 from gitserver.pipelines import deliverylog, outbox
 from gitserver.pipelines.deliverylog import DELIVERY_ATTEMPT, DELIVERY_LOG
 from gitserver.policy import access
 from gitserver.policy.errors import Conflict, InvalidInput, NotFound
 
-WEBHOOKS = f"{REPO}/webhooks"
-WEBHOOK = f"{WEBHOOKS}/{{webhook_id:{ID_CONVERTER}}}"
-DELIVERIES = f"{WEBHOOK}/deliveries"
-DELIVERY = f"{DELIVERIES}/{{delivery_id:{ID_CONVERTER}}}"
-REDELIVER = f"{DELIVERY}/redeliver"
-TENANT_WEBHOOKS = f"{TENANT}/webhooks"
-TENANT_WEBHOOK = f"{TENANT_WEBHOOKS}/{{webhook_id:{ID_CONVERTER}}}"
-TENANT_DELIVERIES = f"{TENANT_WEBHOOK}/deliveries"
-TENANT_DELIVERY = f"{TENANT_DELIVERIES}/{{delivery_id:{ID_CONVERTER}}}"
-TENANT_REDELIVER = f"{TENANT_DELIVERY}/redeliver"
+
+class Routes(NamedTuple):
+    """The URL templates of one owner's webhooks, from the list down to a redelivery."""
+
+    webhooks: str
+    webhook: str
+    deliveries: str
+    delivery: str
+    redeliver: str
+
+    @classmethod
+    def under(cls, owner: str) -> Routes:
+        """The templates below ``owner``'s (a repository's, or a tenant's)."""
+        webhooks = f"{owner}/webhooks"
+        webhook = f"{webhooks}/{{webhook_id:{ID_CONVERTER}}}"
+        deliveries = f"{webhook}/deliveries"
+        delivery = f"{deliveries}/{{delivery_id:{ID_CONVERTER}}}"
+        return cls(webhooks, webhook, deliveries, delivery, f"{delivery}/redeliver")
+
+
+REPO_ROUTES = Routes.under(REPO)
+TENANT_ROUTES = Routes.under(TENANT)
 TAG = "webhooks"
 
 MAX_WEBHOOKS_PER_REPO = 20  # each one is an outbound request per push; bound the fan-out
@@ -99,10 +105,6 @@ class Owner:
     def webhook_path(self, webhook_id: int) -> str:
         base = repo_path(self.tenant.name, self.repo.name) if self.repo is not None else tenant_path(self.tenant.name)
         return f"{base}/webhooks/{webhook_id}"
-
-
-def webhook_path(tenant: str, repo: str, webhook_id: int) -> str:
-    return f"{repo_path(tenant, repo)}/webhooks/{webhook_id}"
 
 
 WEBHOOK_SHAPE = Shape("Webhook", {
@@ -217,8 +219,7 @@ class Webhooks(_Resource):
             session.add(hook)
             session.flush()
             resp.media = webhook_json(hook)
-        resp.status = falcon.HTTP_201
-        resp.location = owner.webhook_path(hook.id)
+        created(resp, owner.webhook_path(hook.id))
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str | None = None) -> None:
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
@@ -296,14 +297,8 @@ class Redeliver(_Resource):
 
 
 def add_routes(app: falcon.App, ctx: ApiContext) -> None:
-    for webhooks, webhook, deliveries, delivery, redeliver in (
-            (WEBHOOKS, WEBHOOK, DELIVERIES, DELIVERY, REDELIVER),
-            (TENANT_WEBHOOKS, TENANT_WEBHOOK, TENANT_DELIVERIES, TENANT_DELIVERY, TENANT_REDELIVER)):
-        app.add_route(webhooks, Webhooks(ctx))
-        app.add_route(webhook, Webhook(ctx))
-        app.add_route(deliveries, Deliveries(ctx))
-        app.add_route(delivery, Delivery(ctx))
-        app.add_route(redeliver, Redeliver(ctx))
+    for routes in (REPO_ROUTES, TENANT_ROUTES):
+        paths.mount(app, ctx, zip(routes, (Webhooks, Webhook, Deliveries, Delivery, Redeliver), strict=True))
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------
@@ -324,19 +319,17 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
 }
 
 
-def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str, Any]], whose: str,
-                   op_prefix: str, schema_prefix: str) -> dict[str, Any]:
-    webhooks, webhook, deliveries, delivery, redeliver = paths
+def _openapi_paths(routes: Routes, params: list[dict[str, Any]], whose: str, op_prefix: str,
+                   schema_prefix: str) -> dict[str, Any]:
+    webhooks, webhook, deliveries, delivery, redeliver = routes
     errors = (401, 403, 404)
     return {
         webhooks: {
             "parameters": params,
-            "post": oa.op(f"create{op_prefix}Webhook", f"Add a webhook ({whose} admins)", TAG,
-                          {201: ("Created; Location names it", WEBHOOK_SHAPE.ref())},
-                          errors=(400, 401, 403, 404, 409),
-                          body=oa.json_body(oa.ref(f"New{schema_prefix}Webhook"))),
-            "get": oa.op(f"list{op_prefix}Webhooks", f"Webhooks of a {whose} (secrets are never shown)", TAG,
-                         {200: ("A page of webhooks", oa.ref("WebhookList"))}, parameters=OPENAPI_PARAMETERS),
+            "post": oa.create_op(f"create{op_prefix}Webhook", f"Add a webhook ({whose} admins)", TAG,
+                                 WEBHOOK_SHAPE, f"New{schema_prefix}Webhook"),
+            "get": oa.list_op(f"list{op_prefix}Webhooks", f"Webhooks of a {whose} (secrets are never shown)", TAG,
+                              "webhooks", WEBHOOK_SHAPE),
         },
         oa.openapi_path(webhook): {
             "parameters": [*params, _WEBHOOK_ID],
@@ -350,8 +343,8 @@ def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str,
         },
         oa.openapi_path(deliveries): {
             "parameters": [*params, _WEBHOOK_ID],
-            "get": oa.op(f"list{op_prefix}Deliveries", "Deliveries of a webhook, newest first", TAG,
-                         {200: ("A page of deliveries", oa.ref("DeliveryList"))}, parameters=OPENAPI_PARAMETERS),
+            "get": oa.list_op(f"list{op_prefix}Deliveries", "Deliveries of a webhook, newest first", TAG,
+                              "deliveries", deliverylog.DELIVERY),
         },
         oa.openapi_path(delivery): {
             "parameters": [*params, _WEBHOOK_ID, _DELIVERY_ID],
@@ -369,9 +362,7 @@ def _openapi_paths(paths: tuple[str, str, str, str, str], params: list[dict[str,
 
 
 OPENAPI_PATHS: dict[str, Any] = {
-    **_openapi_paths((WEBHOOKS, WEBHOOK, DELIVERIES, DELIVERY, REDELIVER), [TENANT_PARAM, REPO_PARAM],
-                     "repository", "", ""),
+    **_openapi_paths(REPO_ROUTES, [TENANT_PARAM, REPO_PARAM], "repository", "", ""),
     # Tenant webhooks: every event of every repository of the tenant, and ``repository`` events.
-    **_openapi_paths((TENANT_WEBHOOKS, TENANT_WEBHOOK, TENANT_DELIVERIES, TENANT_DELIVERY, TENANT_REDELIVER),
-                     [TENANT_PARAM], "tenant", "Tenant", "Tenant"),
+    **_openapi_paths(TENANT_ROUTES, [TENANT_PARAM], "tenant", "Tenant", "Tenant"),
 }

@@ -17,9 +17,11 @@ from gitserver.admin import tokens
 from gitserver.api import body as body_mod
 from gitserver.api import openapi
 from gitserver.api.body import Field, field_schema, json_schema
+from gitserver.api.paging import OPENAPI_PARAMETERS
 from gitserver.cmd.wiring import api_app, route_modules
 from gitserver.console import security
 from gitserver.db.session import transaction, upgrade
+from gitserver.jsonshape import INTEGER, Out, Shape
 from gitserver.runtime import Runtime
 
 
@@ -112,6 +114,19 @@ def test_conflicting_descriptions_are_refused() -> None:
         modules.append(module)
     with pytest.raises(openapi.DocumentError, match="GET /x is described by both _oa_test_a and _oa_test_b"):
         openapi.build_document(modules)
+
+
+def test_create_and_list_operations_are_the_operations_they_stand_for() -> None:
+    thing = Shape("Thing", {"id": Out(INTEGER)})
+    created = {201: ("Added; Location names it", {"$ref": "#/components/schemas/Thing"})}
+    assert openapi.create_op("addThing", "Add a thing", "things", thing, "NewThing", done="Added") == openapi.op(
+        "addThing", "Add a thing", "things", created, errors=(400, 401, 403, 404, 409),
+        body=openapi.json_body(openapi.ref("NewThing")))
+    listed = openapi.list_op("listThings", "Things", "things", "things", thing, errors=(400, 401))
+    assert listed["responses"]["200"] == {"description": "A page of things",
+                                          "content": openapi.json_content(openapi.ref("ThingList"))}
+    assert listed["parameters"] == OPENAPI_PARAMETERS
+    assert set(listed["responses"]) == {"200", "400", "401"}
 
 
 @pytest.mark.parametrize(("template", "path"), [("/a/{id:int}", "/a/{id}"),

@@ -10,7 +10,7 @@ A pointer is a small blob (git-lfs's specification: under 1024 bytes) of the for
 :func:`pointers_in` lists every pointer reachable from a repository's refs (or from the
 revisions given), with one path it appears at, as ``git lfs fsck --pointers`` would find them:
 ``git rev-list --objects``, then ``git cat-file`` on the small blobs only. A repository "uses
-LFS" when it holds LFS objects or a ``.gitattributes`` of its default branch (or of the
+LFS" when it holds LFS objects or the root ``.gitattributes`` of its default branch (or of the
 revisions given) names ``filter=lfs``.
 """
 
@@ -56,19 +56,23 @@ def _git(path: Path, *args: str, stdin: bytes | None = None, timeout: float = GI
 
 
 def uses_lfs(path: Path, revs: Sequence[str] = ("HEAD",), timeout: float = GIT_TIMEOUT) -> bool:
-    """Whether a ``.gitattributes`` (at any depth) of one of ``revs`` routes some path through
-    LFS. ``revs`` are ref names or object ids, never options."""
-    for rev in revs:
-        try:
-            listing = _git(path, "ls-tree", "-r", "-z", "--full-tree", "--end-of-options", rev, timeout=timeout)
-        except subprocess.CalledProcessError:
-            continue  # an unborn HEAD
-        for entry in listing.decode("utf-8", "replace").split("\0"):
-            meta, _, name = entry.partition("\t")  # "<mode> <type> <object id>\t<path>"
-            fields = meta.split(" ")
-            if len(fields) == 3 and fields[1] == "blob" and name.rsplit("/", 1)[-1] == ATTRIBUTES_FILE \
-                    and LFS_FILTER in _git(path, "cat-file", "blob", fields[2], timeout=timeout):
-                return True
+    """Whether the root ``.gitattributes`` (where ``git lfs track`` writes) of one of ``revs``
+    routes some path through LFS: one ``git cat-file --batch`` for all of them. ``revs`` are
+    ref names or object ids."""
+    wanted = "".join(f"{rev}:{ATTRIBUTES_FILE}\n" for rev in revs if "\n" not in rev)
+    contents = _git(path, "cat-file", "--batch", stdin=wanted.encode(), timeout=timeout)
+    pos = 0
+    while pos < len(contents):
+        header_end = contents.index(b"\n", pos)
+        header = contents[pos:header_end].split(b" ")
+        if header[-1] == b"missing" or len(header) != 3:
+            pos = header_end + 1
+            continue
+        size = int(header[2])
+        body = contents[header_end + 1:header_end + 1 + size]
+        if header[1] == b"blob" and LFS_FILTER in body:
+            return True
+        pos = header_end + 1 + size + 1  # the LF after each object
     return False
 
 

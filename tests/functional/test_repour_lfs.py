@@ -126,6 +126,26 @@ def test_an_object_missing_at_the_origin_fails_the_clone_before_any_ref(
     assert held_oids(server, tenant, target) == set()
 
 
+def test_the_objects_count_in_the_quota(server: GitServer, tmp_path: Path, git_env: dict[str, str]) -> None:
+    env = lfs_home(tmp_path, git_env)
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    origin = server.new_repo(tenant, visibility="public", grants={user.name: "write"})
+    target = server.new_repo(tenant, grants={user.name: "write"})
+    big = b"quota " * 100_000
+    work = lfs_worktree(tmp_path / "work", env, {"big.bin": big})
+    run(["git", "push", "-q", server.repo_url(tenant, origin), "main"], ssh_env(server, user, env), cwd=work)
+    with server.db() as session:
+        from gitserver.admin import repos, tenants
+
+        repos.get_repo(session, tenants.get_tenant(session, tenant), target).quota_bytes = 400_000
+    resp = repour(server, "/clone", {"type": "git", "originRepoUrl": f"{server.http_url}/git/{tenant}/{origin}.git",
+                                     "targetRepoUrl": server.repo_url(tenant, target)}, user)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error_type"] == "QuotaExceeded" and "quota_bytes of repository" in resp.json()["desc"]
+    assert refs_of(server, tenant, target) == [] and held_oids(server, tenant, target) == set()
+
+
 class HostileOrigin:
     """A bare repository over dumb HTTP, with an LFS batch endpoint whose download hrefs point
     where the guard must refuse to go (0.0.0.0 is never a destination, even with private

@@ -22,6 +22,7 @@ from tests.functional.lfs_support import (
     lfs_worktree,
     moto_s3,
     oid,
+    pushed_lfs_repo,
     require_git_lfs,
     run,
     ssh_env,
@@ -122,12 +123,9 @@ def test_backup_copies_the_bucket_objects_and_restore_puts_them_into_the_configu
     from tests.functional.test_backup import fresh_database
 
     env = lfs_home(tmp_path, git_env)
-    tenant = s3_server.new_tenant()
-    user = s3_server.new_user(tenant)
-    repo = s3_server.new_repo(tenant, grants={user.name: "write"})
     data = b"backed up " * 60_000
-    work = lfs_worktree(tmp_path / "work", env, {"model.bin": data})
-    run(["git", "push", "-q", s3_server.repo_url(tenant, repo), "main"], ssh_env(s3_server, user, env), cwd=work)
+    pushed = pushed_lfs_repo(s3_server, tmp_path, env, {"model.bin": data})
+    tenant, user, repo = pushed.tenant, pushed.user, pushed.repo
     backup_file = tmp_path / "backup.tar"
     s3_server.cli("backup", str(backup_file))
     with tarfile.open(backup_file) as tar:

@@ -26,7 +26,16 @@ from sqlalchemy import select
 
 from tests.conftest import free_port
 from tests.functional.conftest import GitServer, User
-from tests.functional.lfs_support import lfs_home, lfs_worktree, oid, require_git_lfs, run, ssh_env, token_url
+from tests.functional.lfs_support import (
+    lfs_home,
+    lfs_worktree,
+    oid,
+    pushed_lfs_repo,
+    require_git_lfs,
+    run,
+    ssh_env,
+    token_url,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -58,14 +67,11 @@ def refs_of(server: GitServer, tenant: str, repo: str) -> list[str]:
 
 def test_clone_and_adjust_bring_the_lfs_objects(server: GitServer, tmp_path: Path, git_env: dict[str, str]) -> None:
     env = lfs_home(tmp_path, git_env)
-    tenant = server.new_tenant()
-    user = server.new_user(tenant)
-    # A private origin: the sync sends the credentials of the origin URL to its LFS endpoint.
-    origin = server.new_repo(tenant, grants={user.name: "write"})
-    target = server.new_repo(tenant, grants={user.name: "write"})
     first = b"first model " * 30_000
-    work = lfs_worktree(tmp_path / "work", env, {"model.bin": first})
-    run(["git", "push", "-q", server.repo_url(tenant, origin), "main"], ssh_env(server, user, env), cwd=work)
+    # A private origin: the sync sends the credentials of the origin URL to its LFS endpoint.
+    pushed = pushed_lfs_repo(server, tmp_path, env, {"model.bin": first})
+    tenant, user, origin, work = pushed.tenant, pushed.user, pushed.repo, pushed.work
+    target = server.new_repo(tenant, grants={user.name: "write"})
     origin_url = token_url(server, user, f"/git/{tenant}/{origin}.git")
     internal = {"readwrite": server.repo_url(tenant, target),
                 "readonly": f"{server.http_url}/git/{tenant}/{target}.git"}
@@ -100,13 +106,10 @@ def test_clone_and_adjust_bring_the_lfs_objects(server: GitServer, tmp_path: Pat
 def test_an_object_missing_at_the_origin_fails_the_clone_before_any_ref(
         server: GitServer, tmp_path: Path, git_env: dict[str, str]) -> None:
     env = lfs_home(tmp_path, git_env)
-    tenant = server.new_tenant()
-    user = server.new_user(tenant)
-    origin = server.new_repo(tenant, visibility="public", grants={user.name: "write"})
-    target = server.new_repo(tenant, grants={user.name: "write"})
     kept, skipped = b"kept " * 10_000, b"never uploaded " * 10_000
-    work = lfs_worktree(tmp_path / "work", env, {"kept.bin": kept})
-    run(["git", "push", "-q", server.repo_url(tenant, origin), "main"], ssh_env(server, user, env), cwd=work)
+    pushed = pushed_lfs_repo(server, tmp_path, env, {"kept.bin": kept}, visibility="public")
+    tenant, user, origin, work = pushed.tenant, pushed.user, pushed.repo, pushed.work
+    target = server.new_repo(tenant, grants={user.name: "write"})
     (work / "skipped.bin").write_bytes(skipped)
     run(["git", "add", "skipped.bin"], env, cwd=work)
     run(["git", "commit", "-q", "-m", "pointer only"], env, cwd=work)
@@ -127,14 +130,10 @@ def test_an_object_missing_at_the_origin_fails_the_clone_before_any_ref(
 
 
 def test_the_objects_count_in_the_quota(server: GitServer, tmp_path: Path, git_env: dict[str, str]) -> None:
-    env = lfs_home(tmp_path, git_env)
-    tenant = server.new_tenant()
-    user = server.new_user(tenant)
-    origin = server.new_repo(tenant, visibility="public", grants={user.name: "write"})
+    pushed = pushed_lfs_repo(server, tmp_path, lfs_home(tmp_path, git_env), {"big.bin": b"quota " * 100_000},
+                             visibility="public")
+    tenant, user, origin = pushed.tenant, pushed.user, pushed.repo
     target = server.new_repo(tenant, grants={user.name: "write"})
-    big = b"quota " * 100_000
-    work = lfs_worktree(tmp_path / "work", env, {"big.bin": big})
-    run(["git", "push", "-q", server.repo_url(tenant, origin), "main"], ssh_env(server, user, env), cwd=work)
     with server.db() as session:
         from gitserver.admin import repos, tenants
 

@@ -9,8 +9,10 @@ once here, with the request line, and the client gets a generic 500.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import falcon
@@ -23,6 +25,7 @@ from gitserver.policy.errors import (
     database_unavailable,
     is_database_unreachable,
     is_disk_full,
+    outage_as_unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,22 @@ ERROR = Shape("Error", {
 
 def error_body(title: str, description: str, field: str | None = None) -> dict[str, str]:
     return ERROR.render(title=title, description=description, **({"field": field} if field else {}))
+
+
+@contextlib.contextmanager
+def rendered_by(resp: falcon.Response, render: Callable[[falcon.Response, GitserverError], None],
+                logger: logging.Logger, front: str, quiet: Collection[int] = ()) -> Iterator[None]:
+    """A :class:`GitserverError` raised inside (an unreachable database as 503 too) answered by
+    ``render``: for the fronts whose clients are git or git-lfs, which show a body of their own
+    format to their user rather than the API's JSON. Errors of 500 and above are logged, but
+    for the ``quiet`` statuses (expected conditions, such as a full quota)."""
+    try:
+        with outage_as_unavailable():  # an outage: the client shows why, and 503
+            yield
+    except GitserverError as exc:
+        if exc.status >= 500 and exc.status not in quiet:
+            logger.error("%s request failed: %s", front, exc.message)
+        render(resp, exc)
 
 
 def handle_gitserver_error(req: falcon.Request, resp: falcon.Response, ex: GitserverError,

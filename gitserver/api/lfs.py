@@ -27,7 +27,7 @@ from typing import Any
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver.api import auth, openapi
+from gitserver.api import auth, errors, openapi
 from gitserver.api.context import ApiContext
 from gitserver.db.session import transaction
 from gitserver.git import http as githttp
@@ -40,7 +40,6 @@ from gitserver.policy.errors import (
     InvalidInput,
     NotFound,
     Unauthenticated,
-    outage_as_unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -63,16 +62,10 @@ def service(ctx: ApiContext) -> LfsService:
     return ctx.lfs
 
 
-@contextlib.contextmanager
-def lfs_errors(resp: falcon.Response) -> Iterator[None]:
-    """A :class:`GitserverError` as git-lfs's JSON error, which the client shows its user."""
-    try:
-        with outage_as_unavailable():  # an outage: the client shows why, and 503
-            yield
-    except GitserverError as exc:
-        if exc.status >= 500 and exc.status != 507:
-            log.error("LFS request failed: %s", exc.message)
-        render_error(resp, exc)
+def lfs_errors(resp: falcon.Response) -> contextlib.AbstractContextManager[None]:
+    """A :class:`GitserverError` as git-lfs's JSON error, which the client shows its user (a
+    full quota, 507, is the caller's condition, not worth an error line)."""
+    return errors.rendered_by(resp, render_error, log, "LFS", quiet=(507,))
 
 
 def render_error(resp: falcon.Response, exc: GitserverError) -> None:
@@ -160,11 +153,7 @@ class Object:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, oid: str) -> None:
         with lfs_errors(resp):
-            oids.check_oid(oid)
-            lfs = service(self.ctx)
-            with transaction(self.ctx.runtime.sessions) as session:
-                target, grant = authorise(req, session, lfs, tenant, repo, DOWNLOAD)
-                _for_object(grant, oid)
+            with object_access(self.ctx, req, tenant, repo, oid, DOWNLOAD) as (lfs, session, target, _grant):
                 stream, size = lfs.open_object(session, target, oid)
             resp.status = falcon.HTTP_200
             resp.content_type = "application/octet-stream"
@@ -173,10 +162,7 @@ class Object:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, tenant: str, repo: str, oid: str) -> None:
         with lfs_errors(resp):
-            oids.check_oid(oid)
-            lfs = service(self.ctx)
-            with transaction(self.ctx.runtime.sessions) as session:
-                target, grant = authorise(req, session, lfs, tenant, repo, UPLOAD)
+            with object_access(self.ctx, req, tenant, repo, oid, UPLOAD) as (lfs, session, target, grant):
                 size = _upload_size(req, grant, oid)
                 lfs.check_quota(session, target, 0 if lfs.held(session, target.repo_id, [oid]) else size)
             incoming = lfs.receive(oid, size)
@@ -190,6 +176,19 @@ class Object:
             resp.text = "{}"
 
 
+@contextlib.contextmanager
+def object_access(ctx: ApiContext, req: falcon.Request, tenant: str, repo: str, oid: str,
+                  operation: str) -> Iterator[tuple[LfsService, Session, Target, tokens.Grant | None]]:
+    """One object's repository for ``operation``, in one transaction: the id checked, the
+    caller authorised, and an object's token held to its object."""
+    oids.check_oid(oid)
+    lfs = service(ctx)
+    with transaction(ctx.runtime.sessions) as session:
+        target, grant = authorise(req, session, lfs, tenant, repo, operation)
+        _for_object(grant, oid)
+        yield lfs, session, target, grant
+
+
 def _for_object(grant: tokens.Grant | None, oid: str) -> None:
     if grant is not None and grant.oid is not None and grant.oid != oid:
         raise Unauthenticated("this LFS authorization is for another object")
@@ -197,7 +196,6 @@ def _for_object(grant: tokens.Grant | None, oid: str) -> None:
 
 def _upload_size(req: falcon.Request, grant: tokens.Grant | None, oid: str) -> int:
     """The size announced in the batch (the action's token) or, failing that, Content-Length."""
-    _for_object(grant, oid)
     length = req.content_length
     announced = grant.size if grant is not None and grant.oid == oid else None
     if announced is None:
@@ -255,10 +253,7 @@ class Verify:
             if not isinstance(body, dict):
                 raise InvalidInput("the verify body must be {oid, size}")
             oid, size = oids.check_oid(body.get("oid")), oids.check_size(body.get("size"))
-            lfs = service(self.ctx)
-            with transaction(self.ctx.runtime.sessions) as session:
-                target, grant = authorise(req, session, lfs, tenant, repo, UPLOAD)
-                _for_object(grant, oid)
+            with object_access(self.ctx, req, tenant, repo, oid, UPLOAD) as (lfs, session, target, _grant):
                 lfs.verify(session, target, oid, size)
             send_json(resp, {})
 

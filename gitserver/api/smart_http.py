@@ -21,13 +21,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import falcon
 
-from gitserver.api import auth, openapi
+from gitserver.api import auth, errors, openapi
 from gitserver.api.context import ApiContext, Resource
 from gitserver.git import http as githttp
 from gitserver.git import packcache
@@ -40,7 +39,6 @@ from gitserver.policy.errors import (
     GitserverError,
     NotFound,
     Unauthenticated,
-    outage_as_unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -84,24 +82,21 @@ class _Metrics:
         metrics.http_git_bytes(direction, n)
 
 
-@contextlib.contextmanager
-def plain_errors(resp: falcon.Response) -> Iterator[None]:
+def plain_errors(resp: falcon.Response) -> contextlib.AbstractContextManager[None]:
     """Render a :class:`GitserverError` as a plain-text answer git can show its user."""
-    try:
-        with outage_as_unavailable():  # an outage: the client shows why, and 503
-            yield
-    except GitserverError as exc:
-        if exc.status >= 500:
-            log.error("smart HTTP request failed: %s", exc.message)
-        resp.status = falcon.code_to_http_status(exc.status)
-        resp.content_type = TEXT_PLAIN
-        resp.text = exc.message + "\n"
-        resp.set_headers(NO_CACHE)
-        if isinstance(exc, Unauthenticated):
-            resp.set_header("WWW-Authenticate", CHALLENGE)
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after:
-            resp.set_header("Retry-After", str(retry_after))
+    return errors.rendered_by(resp, _render_plain, log, "smart HTTP")
+
+
+def _render_plain(resp: falcon.Response, exc: GitserverError) -> None:
+    resp.status = falcon.code_to_http_status(exc.status)
+    resp.content_type = TEXT_PLAIN
+    resp.text = exc.message + "\n"
+    resp.set_headers(NO_CACHE)
+    if isinstance(exc, Unauthenticated):
+        resp.set_header("WWW-Authenticate", CHALLENGE)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        resp.set_header("Retry-After", str(retry_after))
 
 
 def authorise_read(ctx: ApiContext, req: falcon.Request, tenant: str, repo: str) -> ReadTarget:

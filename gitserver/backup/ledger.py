@@ -55,7 +55,3 @@ def read_ledger(session: Session) -> list[RepoLedger]:
     return [RepoLedger(repo_id, tenant, name, refs.get(repo_id, {}), archives.get(repo_id, []))
             for repo_id, tenant, name in repos]
 
-
-def read_lfs_oids(session: Session) -> list[str]:
-    """Every LFS object some repository of the snapshot holds, once each (docs/lfs.md)."""
-    return list(session.scalars(select(models.LfsObject.oid).distinct().order_by(models.LfsObject.oid)))

@@ -34,10 +34,10 @@ from sqlalchemy import select, update
 from gitserver import __version__
 from gitserver.backup import database, repos
 from gitserver.backup import format as fmt
-from gitserver.backup.ledger import read_ledger, read_lfs_oids
+from gitserver.backup import lfs as lfs_backup
+from gitserver.backup.ledger import read_ledger
 from gitserver.config import Config
 from gitserver.git.store import RepoStore
-from gitserver.lfs.store import S3_SCHEME, LocalStore
 from gitserver.policy.errors import BackupError
 from gitserver.push import limits
 from gitserver.runtime import Runtime
@@ -114,6 +114,11 @@ class _Writer:
         with path.open("rb") as fh:
             self._add(name, fh, os.fstat(fh.fileno()).st_size, mode)
 
+    def add_stream(self, name: str, fh: BinaryIO, size: int) -> str:
+        """``size`` bytes of ``fh`` as member ``name``; their SHA-256."""
+        self._add(name, fh, size, 0o644)
+        return self.sums[name]
+
     def _add(self, name: str, fh: BinaryIO, size: int, mode: int) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, mode, self.mtime
@@ -137,7 +142,7 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
         progress("snapshotting the database")
         with database.snapshot(url, work) as snap:
             ledgers = read_ledger(snap.session)
-            lfs_oids = read_lfs_oids(snap.session)
+            lfs_objects = lfs_backup.recorded_objects(snap.session)
             manifest = fmt.Manifest(dialect=snap.dialect, created_at=_now(),
                                     gitserver_version=__version__,
                                     schema_revision=snap.schema_revision, repositories=len(ledgers))
@@ -166,25 +171,9 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
                 writer.add_file(fmt.repo_member(ledger.tenant, ledger.name, fmt.PACK_FILE), pack)
                 pack.unlink()
             ref_count += len(refs.refs)
-        _add_lfs_objects(config, writer, lfs_oids, progress)
+        lfs_backup.add_objects(config, writer.add_stream, lfs_objects, progress)
         size = writer.close()
     return Summary(len(ledgers), ref_count, size, time.monotonic() - started)
-
-
-def _add_lfs_objects(config: Config, writer: _Writer, oids: list[str], progress: Progress) -> None:
-    """The LFS objects the snapshot's repositories hold, from the local store. Objects are never
-    rewritten or deleted, so a recorded object is the same file now as at the snapshot. An S3
-    store keeps its objects in the bucket (docs/backup.md): nothing to copy here."""
-    if config.lfs_store.strip().startswith(S3_SCHEME):
-        return
-    objects = LocalStore(Path(config.lfs_store.strip()) if config.lfs_store.strip() else config.lfs_dir)
-    for number, oid in enumerate(oids, start=1):
-        if number % 100 == 1:
-            progress(f"LFS object {number}/{len(oids)}")
-        if not objects.exists(oid):
-            raise BackupError(f"LFS object {oid} is recorded but missing from {objects.objects} "
-                              "(run `gitserver check`)")
-        writer.add_file(f"{fmt.LFS}/{oid}", objects.path(oid))
 
 
 def _now() -> str:
@@ -404,11 +393,7 @@ def _build_data_dir(config: Config, read: _Read, staged: Path, progress: Progres
             continue
         shutil.copyfile(key, keys / key.name)
         os.chmod(keys / key.name, 0o644 if key.name.endswith(".pub") else 0o600)
-    lfs = LocalStore(staged / config.lfs_dir.relative_to(config.data_dir))
-    for obj in read.lfs_objects:
-        target = lfs.path(obj.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(obj, target)
+    lfs_backup.restore_objects(config, staged, read.lfs_objects)
     store = RepoStore(root=staged / config.repos_dir.relative_to(config.data_dir), hooks_dir=config.hooks_dir)
     store.root.mkdir(parents=True)
     count = 0

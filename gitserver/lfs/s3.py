@@ -41,7 +41,8 @@ class S3Store:
         self.client, self.bucket, self.prefix, self.tmp = client, bucket, prefix, tmp_dir
 
     @classmethod
-    def from_config(cls, config: Config, location: str) -> S3Store:
+    def from_config(cls, config: Config, location: str, tmp_dir: Path | None = None) -> S3Store:
+        """The bucket ``location`` names; uploads pass through ``tmp_dir`` (``<data>/lfs/tmp``)."""
         try:
             import boto3
             from botocore.config import Config as BotoConfig
@@ -56,7 +57,7 @@ class S3Store:
             aws_secret_access_key=config.lfs_s3_secret_access_key or None,
             config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
                               s3={"addressing_style": "path"} if config.lfs_s3_endpoint_url else None))
-        return cls(client, bucket, prefix, config.lfs_dir / "tmp")
+        return cls(client, bucket, prefix, tmp_dir or config.lfs_dir / "tmp")
 
     def key(self, oid: str) -> str:
         return self.prefix + object_key(oid)

@@ -29,6 +29,7 @@ from gitserver.lfs.tokens import DOWNLOAD, UPLOAD
 from gitserver.pipelines import logstore
 from gitserver.policy import access
 from gitserver.policy.errors import ConfigError, InsufficientStorage, NotFound, PayloadTooLarge, Unauthenticated
+from gitserver.policy.names import RepoNamed
 from gitserver.push import limits
 
 log = logging.getLogger(__name__)
@@ -46,19 +47,21 @@ class ObjectTooLarge(PayloadTooLarge):
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
-    """A repository the caller may use for an operation, as plain values (no session needed)."""
+class Holder(RepoNamed):
+    """A repository that holds LFS objects (or is about to), as plain values."""
 
     repo_id: int
     tenant: str
     repo: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Target(Holder):
+    """A repository the caller may use for an operation (no session needed)."""
+
     principal: access.Principal
     operation: str
     public: bool
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.tenant}/{self.repo}"
 
 
 def need_for(operation: str) -> str:
@@ -152,7 +155,7 @@ class LfsService:
                     f"object {pointer.oid} is {limits.human(pointer.size)} ({pointer.size} bytes)")
         return None
 
-    def check_quota(self, session: Session, target: Target, incoming: int) -> None:
+    def check_quota(self, session: Session, target: Holder, incoming: int) -> None:
         """QuotaExceeded when ``incoming`` more bytes would take the repository or its tenant
         over its quota, counted as a push counts them (disk, logs and LFS objects)."""
         if not incoming:

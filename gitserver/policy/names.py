@@ -42,3 +42,15 @@ def validate_name(name: object, what: str = "name") -> str:
         return name
     shown = repr(name) if isinstance(name, str) and len(name) <= 120 else "value"
     raise InvalidInput(f"{what} {shown} {problem}", field=what)
+
+
+class RepoNamed:
+    """A mix-in for anything naming a repository by ``tenant`` and ``repo`` (the dataclass
+    using it declares both): ``full_name`` is how messages and logs show it."""
+
+    tenant: str
+    repo: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.tenant}/{self.repo}"

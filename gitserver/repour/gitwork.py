@@ -125,6 +125,11 @@ class GitWork:
         self.bare = bare
         self.git("init", "-q", *(["--bare"] if bare else []), str(self.dir), cwd=root, remote=None)
 
+    @property
+    def git_dir(self) -> Path:
+        """The temporary repository's git directory."""
+        return self.dir if self.bare else self.dir / ".git"
+
     # The allow-list git gets for each command. Talking to the internal repository (a path of
     # ours) needs the file transport; talking to an origin gets only what the policy allows.
     def _settings(self, remote: str | None) -> dict[str, str]:

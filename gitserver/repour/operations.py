@@ -43,7 +43,7 @@ from gitserver.process import sandbox
 from gitserver.process.sandbox import Job
 from gitserver.provenance import archive_tags, signer
 from gitserver.push import launcher
-from gitserver.repour import answers
+from gitserver.repour import answers, lfssync
 from gitserver.repour.adjust import AdjustRequest, Provider, Runner, choose_provider, run_provider
 from gitserver.repour.command import CommandResult, ProcessingError, StopCheck, redact, run_command
 from gitserver.repour.giturl import check_origin, internal_repo_name, is_pull_request
@@ -119,10 +119,16 @@ def do_clone(op: Operation) -> dict[str, Any]:
                 raise ProcessingError(f"ref {ref!r} not found in {redact(origin.text)}",
                                       error_type="RefNotFound")
         empty = is_empty_repository(target.path)
-        if found is None or empty:
-            work.push_internal(target, work.all_refspecs(ORIGIN), op.actor, op.sessions)
-        if found is not None and (found.kind == "commit" or not empty):
-            sync_ref(op, work, target, found)
+        refspecs = work.all_refspecs(ORIGIN) if found is None or empty else []
+        synced = found if found is not None and (found.kind == "commit" or not empty) else None
+        # The LFS objects first: once a ref is in, a build may clone it.
+        lfssync.bring_objects(op.config, op.sessions, work, target, origin,
+                              [*(refspec.lstrip("+").split(":", 1)[0] for refspec in refspecs),
+                               *([synced.local] if synced else [])], op.stop)
+        op.stop()
+        work.push_internal(target, refspecs, op.actor, op.sessions)
+        if synced is not None:
+            sync_ref(op, work, target, synced)
     return dict(spec)
 
 
@@ -198,6 +204,9 @@ def checkout_source(op: Operation, work: GitWork, target: Target, ref: str) -> t
         origin = check_origin(op.spec["originRepoUrl"], op.config)
         work.fetch(origin, ORIGIN, remote=ORIGIN, pull_request=ref if is_pull_request(ref) else None)
         found = work.find(ref, ORIGIN)
+        if found is not None:
+            # A pull request is not pushed, but its tree is tagged below: its objects too.
+            lfssync.bring_objects(op.config, op.sessions, work, target, origin, [found.local], op.stop)
         if found is not None and found.kind != "pull":
             # Sync: the ref as upstream has it, under the protection rules (an upstream
             # force-push is refused here, and the tags made earlier keep their trees).

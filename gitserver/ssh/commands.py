@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gitserver.git.store import RECEIVE_PACK, UPLOAD_ARCHIVE, UPLOAD_PACK
 from gitserver.policy.errors import InvalidInput
-from gitserver.policy.names import GIT_SUFFIX, name_problem
+from gitserver.policy.names import GIT_SUFFIX, RepoNamed, name_problem
 
 # The exec request strings git sends: "git-upload-pack 'path'"; "git upload-pack" is the
 # form some clients (and people typing by hand) use.
@@ -38,16 +38,12 @@ USAGE = "only git-upload-pack, git-receive-pack and git-upload-archive '<tenant>
 
 
 @dataclass(frozen=True)
-class GitCommand:
+class GitCommand(RepoNamed):
     """A validated request: which git service, on which repository."""
 
     service: str
     tenant: str
     repo: str
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.tenant}/{self.repo}"
 
 
 def is_git_request(text: str) -> bool:
@@ -105,17 +101,13 @@ _LFS_RE = re.compile(r"(git-lfs-authenticate|git-lfs-transfer) "
 
 
 @dataclass(frozen=True)
-class LfsCommand:
+class LfsCommand(RepoNamed):
     """``git-lfs-authenticate`` or ``git-lfs-transfer``, on a repository, for an operation."""
 
     verb: str
     tenant: str
     repo: str
     operation: str
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.tenant}/{self.repo}"
 
 
 def is_lfs_request(text: str) -> bool:

@@ -3,6 +3,7 @@ the batch API by hand, and a real S3-compatible server (moto's) for the S3 store
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -61,6 +62,28 @@ def lfs_worktree(path: Path, env: Mapping[str, str], files: Mapping[str, bytes])
     run(["git", "add", "-A"], env, cwd=path)
     run(["git", "commit", "-q", "-m", "lfs files"], env, cwd=path)
     return path
+
+
+@dataclasses.dataclass(frozen=True)
+class Pushed:
+    """A repository into which a user pushed LFS files, and the work tree they came from."""
+
+    tenant: str
+    user: User
+    repo: str
+    work: Path
+
+
+def pushed_lfs_repo(server: GitServer, tmp_path: Path, env: Mapping[str, str], files: Mapping[str, bytes],
+                    visibility: str = "private") -> Pushed:
+    """A new tenant, a user with write on a new repository, and ``files`` pushed there over SSH
+    by git-lfs."""
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, visibility=visibility, grants={user.name: "write"})
+    work = lfs_worktree(tmp_path / "work", env, files)
+    run(["git", "push", "-q", server.repo_url(tenant, repo), "main"], ssh_env(server, user, env), cwd=work)
+    return Pushed(tenant, user, repo, work)
 
 
 def oid(data: bytes) -> str:

@@ -9,6 +9,7 @@ as it would to S3 or MinIO, and the client downloads from it through presigned U
 
 from __future__ import annotations
 
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tests.functional.lfs_support import (
     lfs_worktree,
     moto_s3,
     oid,
+    pushed_lfs_repo,
     require_git_lfs,
     run,
     ssh_env,
@@ -48,11 +50,13 @@ def s3_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         db_url = f"sqlite:///{root / 'data' / 'gitserver.db'}"
     else:
         db_url = request.getfixturevalue("pg_cluster").create_database()
-    srv = GitServer(root / "data", db_url, git_env, extra_env={
+    overrides = {
         "GITSERVER_LFS_STORE": f"s3://{bucket}/{PREFIX}", "GITSERVER_LFS_S3_ENDPOINT_URL": s3.url,
         "GITSERVER_LFS_S3_REGION": "us-east-1", "GITSERVER_LFS_S3_ACCESS_KEY_ID": "testing",
-        "GITSERVER_LFS_S3_SECRET_ACCESS_KEY": "testing", "GITSERVER_LFS_SSH_TRANSFER": "0"})
+        "GITSERVER_LFS_S3_SECRET_ACCESS_KEY": "testing", "GITSERVER_LFS_SSH_TRANSFER": "0"}
+    srv = GitServer(root / "data", db_url, git_env, extra_env=overrides)
     srv.bucket = bucket  # type: ignore[attr-defined]
+    srv.env_overrides = overrides  # type: ignore[attr-defined]
     try:
         srv.start()
         yield srv
@@ -109,3 +113,46 @@ def test_the_s3_store_keeps_only_verified_objects(s3: MotoS3, tmp_path: Path) ->
     assert list((tmp_path / "lfs" / "tmp").iterdir()) == []
     with pytest.raises(FileNotFoundError):
         objects.open("0" * 64)
+
+
+def test_backup_copies_the_bucket_objects_and_restore_puts_them_into_the_configured_bucket(
+        request: pytest.FixtureRequest, s3_server: GitServer, s3: MotoS3, tmp_path: Path,
+        git_env: dict[str, str]) -> None:
+    """A backup of a server whose objects are in S3 restores without that bucket: the objects
+    are members of the file, and restore uploads them into the restoring server's bucket."""
+    from tests.functional.test_backup import fresh_database
+
+    env = lfs_home(tmp_path, git_env)
+    data = b"backed up " * 60_000
+    pushed = pushed_lfs_repo(s3_server, tmp_path, env, {"model.bin": data})
+    tenant, user, repo = pushed.tenant, pushed.user, pushed.repo
+    backup_file = tmp_path / "backup.tar"
+    s3_server.cli("backup", str(backup_file))
+    with tarfile.open(backup_file) as tar:
+        member = tar.extractfile(f"lfs/{oid(data)}")
+        assert member is not None and member.read() == data
+
+    bucket = f"restored-{s3_server.bucket}"  # type: ignore[attr-defined]
+    s3.client().create_bucket(Bucket=bucket)
+    settings = {**s3_server.env_overrides, "GITSERVER_LFS_STORE": f"s3://{bucket}/{PREFIX}"}  # type: ignore[attr-defined]
+    restored = GitServer(tmp_path / "b" / "data", fresh_database(request, s3_server.db_url, tmp_path, "restored"),
+                         git_env, extra_env=settings)
+    try:
+        result = restored.cli("restore", str(backup_file))
+        assert "restored" in result.stdout, result.stdout + result.stderr
+        key = f"{PREFIX}/{oid(data)[:2]}/{oid(data)[2:4]}/{oid(data)}"
+        assert s3.client().get_object(Bucket=bucket, Key=key)["Body"].read() == data
+        assert stored_objects(restored) == set()  # nothing kept on the local disk
+        restored.start()
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", restored.repo_url(tenant, repo), str(clone)], ssh_env(restored, user, env))
+        assert (clone / "model.bin").read_bytes() == data
+    finally:
+        restored.stop()
+
+    # A damaged object in the bucket fails the backup, and no file is left.
+    s3.client().put_object(Bucket=s3_server.bucket, Key=key, Body=data[:-1] + b"!")  # type: ignore[attr-defined]
+    damaged = s3_server.cli("backup", str(tmp_path / "damaged.tar"), check=False)
+    assert damaged.returncode != 0 and f"LFS object {oid(data)}" in damaged.stderr, damaged.stderr
+    assert "damaged" in damaged.stderr and not (tmp_path / "damaged.tar").exists()
+    s3.client().put_object(Bucket=s3_server.bucket, Key=key, Body=data)  # type: ignore[attr-defined]

@@ -22,9 +22,7 @@ def create_group(session: Session, tenant: models.Tenant, name: str, description
     validate_name(name, "name")
     conflict = base.refuse_taken(session, models.Group, tenant, name, "group")
     group = models.Group(tenant_id=tenant.id, name=name, description=description, tenant=tenant)
-    session.add(group)
-    base.flush(session, conflict)
-    return group
+    return base.add(session, group, conflict)
 
 
 def add_member(session: Session, group: models.Group, user: models.User) -> None:

@@ -1,7 +1,7 @@
 """What the domains of :mod:`gitserver.admin` share: an add and flush that turns a
-unique-constraint race into a 409, the lookup of one row among someone's, the lookup of a user
-or group by name, and the validators of fields more than one domain has (descriptions, disk
-quotas).
+unique-constraint race into a 409, a delete flushed at once, the lookup of one row among
+someone's, the lookup of a user or group by name, and the validators of fields more than one
+domain has (descriptions, disk quotas).
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ def add(session: Session, row: _Row, conflict: str) -> _Row:
     session.add(row)
     flush(session, conflict)
     return row
+
+
+def delete(session: Session, row: object) -> None:
+    """Delete ``row`` and flush, so that what the transaction does next sees it gone."""
+    session.delete(row)
+    session.flush()
 
 
 def one_of(session: Session, rows: Select[_Row], row_id: int, missing: str) -> _Row:

@@ -34,6 +34,5 @@ def get_deploy_key(session: Session, repo: models.Repository, deploy_key_id: int
 
 def remove_deploy_key(session: Session, deploy: models.DeployKey) -> None:
     key = deploy.public_key
-    session.delete(deploy)
-    session.flush()
+    base.delete(session, deploy)
     keys.delete_public_key(session, key)

@@ -37,8 +37,7 @@ def remove_member(session: Session, group: models.Group, user: models.User) -> N
     member = session.get(models.GroupMember, (group.id, user.id))
     if member is None:
         raise NotFound(f"user {user.name!r} is not a member of group {group.name!r}")
-    session.delete(member)
-    session.flush()
+    base.delete(session, member)
 
 
 def members_query(group: models.Group) -> Select[Any]:
@@ -63,5 +62,4 @@ def delete_group(session: Session, group: models.Group) -> None:
     gave them at their next connection)."""
     session.execute(delete(models.GroupMember).where(models.GroupMember.group_id == group.id))
     session.execute(delete(models.Grant).where(models.Grant.group_id == group.id))
-    session.delete(group)
-    session.flush()
+    base.delete(session, group)

@@ -115,8 +115,7 @@ def delete_public_key(session: Session, key: models.PublicKey) -> None:
     # the link to the row goes, so removing a key never rewrites or loses audit history.
     session.execute(update(models.Push).where(models.Push.public_key_id == key.id)
                     .values(public_key_id=None))
-    session.delete(key)
-    session.flush()
+    base.delete(session, key)
 
 
 def remove_user_key(session: Session, key: models.PublicKey) -> None:

@@ -103,8 +103,7 @@ def _add(session: Session, user: models.User, kind: str, fingerprint: str, data:
 
 
 def remove_signing_key(session: Session, key: SigningKey) -> None:
-    session.delete(key)
-    session.flush()
+    base.delete(session, key)
 
 
 def gpg_fingerprint(armored: str) -> str:

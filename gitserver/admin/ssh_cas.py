@@ -46,8 +46,7 @@ def remove_ca(session: Session, ca: models.SshCa) -> None:
     """Stop trusting a CA: its certificates fail at the next login (and the next command of a
     connection already open). Its revocations go with it."""
     session.execute(delete(models.SshCaRevocation).where(models.SshCaRevocation.ca_id == ca.id))
-    session.delete(ca)
-    session.flush()
+    base.delete(session, ca)
 
 
 # --- revocations -------------------------------------------------------------------------------
@@ -116,5 +115,4 @@ def get_principal(session: Session, user: models.User, name: str) -> models.SshP
 
 def remove_principal(session: Session, row: models.SshPrincipal) -> None:
     """Certificates naming it stop logging in as the user at the next login or command."""
-    session.delete(row)
-    session.flush()
+    base.delete(session, row)

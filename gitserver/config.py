@@ -21,6 +21,16 @@ ENV_PREFIX = "GITSERVER_"
 BUILD_NETWORKS = ("host", "none")
 
 
+class _InDataDir:
+    """A directory of the data dir, read like a property: ``config.repos_dir``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config: Config, owner: type[Config] | None = None) -> Path:
+        return config.data_dir / self.name
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Every setting of a gitserver process. Field names are the TOML keys; the environment
@@ -222,33 +232,15 @@ class Config:
     log_format: str = "text"
     log_level: str = "INFO"
 
-    @property
-    def repos_dir(self) -> Path:
-        return self.data_dir / "repos"
-
-    @property
-    def host_key_dir(self) -> Path:
-        return self.data_dir / "ssh"
-
-    @property
-    def signing_dir(self) -> Path:
-        """The signing keys' history and file keys (gitserver.provenance.keys); sandboxes never
-        see it (it is inside the data dir, which they never see)."""
-        return self.data_dir / "signing"
-
-    @property
-    def hooks_dir(self) -> Path:
-        return self.data_dir / "hooks"
-
-    @property
-    def lfs_dir(self) -> Path:
-        """The local LFS object store and its temporary uploads (gitserver.lfs.store)."""
-        return self.data_dir / "lfs"
-
-    @property
-    def bundles_dir(self) -> Path:
-        """Where maintenance writes each repository's bundle (gitserver.git.bundles)."""
-        return self.data_dir / "bundles"
+    # The parts of the data dir.
+    repos_dir = _InDataDir("repos")
+    host_key_dir = _InDataDir("ssh")
+    # The signing keys' history and file keys (gitserver.provenance.keys); sandboxes never see
+    # it (it is inside the data dir, which they never see).
+    signing_dir = _InDataDir("signing")
+    hooks_dir = _InDataDir("hooks")
+    lfs_dir = _InDataDir("lfs")  # the local LFS object store and its temporary uploads (gitserver.lfs.store)
+    bundles_dir = _InDataDir("bundles")  # where maintenance writes each repository's bundle (gitserver.git.bundles)
 
     @property
     def effective_pack_cache_dir(self) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,39 @@ from gitserver.policy.values import parse_max_startups, parse_uid_range
 
 ENV_PREFIX = "GITSERVER_"
 BUILD_NETWORKS = ("host", "none")
+
+
+# What a setting accepts, declared with it (dataclass field metadata) and checked by load().
+_LEAST, _EXPECTED, _CHOICES, _PARSER = "least", "expected", "choices", "parser"
+_NO_LIMIT = "0 (no limit) or a positive number of bytes"
+_NO_CAP = "0 (no cap) or a positive count"
+_CHECK_OFF = "0 (check off) or a positive count"
+_OFF = "0 (off) or a positive number"
+
+
+def _at_least(least: float, expected: str, default: float) -> Any:
+    """A number setting that is ``least`` or more; below, the error says what is ``expected``."""
+    return dataclasses.field(default=default, metadata={_LEAST: least, _EXPECTED: expected})
+
+
+def _one_of(choices: tuple[str, ...], default: str) -> Any:
+    """A setting that is one of ``choices``."""
+    return dataclasses.field(default=default, metadata={_CHOICES: choices})
+
+
+def _parsed(parser: Callable[[str], object], default: str) -> Any:
+    """A setting that ``parser`` accepts (its ValueError is the error's reason)."""
+    return dataclasses.field(default=default, metadata={_PARSER: parser})
+
+
+class _InDataDir:
+    """A directory of the data dir, read like a property: ``config.repos_dir``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config: Config, owner: type[Config] | None = None) -> Path:
+        return config.data_dir / self.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +85,8 @@ class Config:
     signing_key: str = ""
     # Push limits (docs/limits.md), checked before the pushed objects leave git's quarantine;
     # 0 turns one off. Per-repository and per-tenant quotas live in the database.
-    max_blob_bytes: int = 100 * 1024 * 1024
-    max_push_bytes: int = 2 * 1024 * 1024 * 1024
+    max_blob_bytes: int = _at_least(0, _NO_LIMIT, 100 * 1024 * 1024)
+    max_push_bytes: int = _at_least(0, _NO_LIMIT, 2 * 1024 * 1024 * 1024)
     # SSH algorithms offered (gitserver.policy.ssh_algorithms explains the defaults).
     ssh_ciphers: tuple[str, ...] = ssh_algorithms.DEFAULT_CIPHERS
     ssh_kex_algorithms: tuple[str, ...] = ssh_algorithms.DEFAULT_KEX
@@ -72,13 +105,13 @@ class Config:
     # IPv6 /64 counts as one). A bare number N is N:100:N (a hard cap); 0 = no cap. Each login
     # may take ssh_login_grace_time. The per-source start lets a CI fleet behind one NAT
     # address start 50 clones at the same instant without a drop.
-    ssh_max_startups: str = "100:30:200"
-    ssh_per_source_max_startups: str = "50:30:100"
+    ssh_max_startups: str = _parsed(parse_max_startups, "100:30:200")
+    ssh_per_source_max_startups: str = _parsed(parse_max_startups, "50:30:100")
     # Authenticated connections one user (or deploy key) and one source address may hold at
     # once; 0 = no cap. A fleet of dozens of CI runners cloning as one user fits, and no one
     # user (a fifth) or source (two fifths) can take all of ssh_max_connections.
-    ssh_max_connections_per_user: int = 100
-    ssh_max_connections_per_source: int = 200
+    ssh_max_connections_per_user: int = _at_least(0, _NO_CAP, 100)
+    ssh_max_connections_per_source: int = _at_least(0, _NO_CAP, 200)
     # An authenticated connection with no channel open is closed after this many seconds
     # (multiplexing clients keep one between commands); 0 = never.
     ssh_idle_timeout: float = 300.0
@@ -106,8 +139,8 @@ class Config:
     # pack-objects. Its directory (empty: <data>/cache/packs), its bound in bytes (0: off) and
     # how long a pack is served after it was made.
     pack_cache_dir: str = ""
-    pack_cache_max_bytes: int = 1024 * 1024 * 1024
-    pack_cache_max_age: float = 300.0
+    pack_cache_max_bytes: int = _at_least(0, _OFF, 1024 * 1024 * 1024)
+    pack_cache_max_age: float = _at_least(0, _OFF, 300.0)
     # Pipelines.
     job_lease_seconds: float = 30.0
     job_poll_interval: float = 0.5
@@ -122,16 +155,16 @@ class Config:
     job_reconcile_interval: float = 10.0
     # Pipeline logs of pipelines that ended more than this many days ago are deleted by the
     # worker (docs/pipelines.md, "Log retention"); 0 keeps them for ever.
-    pipeline_log_retention_days: int = 0
+    pipeline_log_retention_days: int = _at_least(0, "0 (keep for ever) or a number of days", 0)
     # Repository maintenance (docs/maintenance.md): after a push, a repository with more packs
     # or loose objects than these (0 = that check off) gets a `maintain` job, which repacks
     # it (never pruning) and writes bitmaps and a commit-graph; each git command gets
     # maintenance_timeout seconds. The job runs maintenance_delay seconds after the push that
     # queued it, so a burst of pushes is repacked once, after the burst.
     maintenance_enabled: bool = True
-    maintenance_max_packs: int = 16
-    maintenance_max_loose_objects: int = 1000
-    maintenance_delay: float = 60.0
+    maintenance_max_packs: int = _at_least(0, _CHECK_OFF, 16)
+    maintenance_max_loose_objects: int = _at_least(0, _CHECK_OFF, 1000)
+    maintenance_delay: float = _at_least(0, "0 or a positive number of seconds", 60.0)
     maintenance_timeout: float = 3600.0
     # Only when jobs run unsandboxed as root (build_allow_unisolated, no bwrap): steps run as
     # this unprivileged user instead of root.
@@ -139,14 +172,14 @@ class Config:
     # The most network a build step may have (docs/sandbox.md): "host" lets a pipeline file
     # ask for the worker's network (network = "host"; steps have none unless they ask);
     # "none" never gives it, and a step that asks for it fails.
-    build_network: str = "host"
+    build_network: str = _one_of(BUILD_NETWORKS, "host")
     # Jobs (build steps, alignment tools) that cannot be sandboxed on this host (not root, no
     # bwrap, no namespaces) would run unconfined, able to read the database and every
     # repository. Refused unless the operator accepts exactly that here.
     build_allow_unisolated: bool = False
     # Sandboxes (docs/sandbox.md): each running job leases a UID of this range (START:COUNT,
     # like /etc/subuid, or FIRST-LAST); extra read-only paths jobs see (tools, JDKs).
-    sandbox_uid_range: str = "2100000000:100000"
+    sandbox_uid_range: str = _parsed(parse_uid_range, "2100000000:100000")
     sandbox_read_only_paths: tuple[str, ...] = ()
     # Processes and threads one sandboxed job may have at once (RLIMIT_NPROC of its UID, which
     # no other job shares): a fork bomb stops there.
@@ -170,7 +203,7 @@ class Config:
     adjust_temp_build_parameters: str = "-DversionIncrementalSuffix={timestamp}-redhat"
     adjust_timeout: float = 3600.0
     # Network of alignment tools: "host" (they download artifacts) or "none".
-    adjust_network: str = "host"
+    adjust_network: str = _one_of(BUILD_NETWORKS, "host")
     repour_git_timeout: float = 600.0
     # Synchronous /clone and /adjust runs at once per API process (each holds a request
     # thread for up to its timeout); more get 429 with Retry-After. Callback mode is not
@@ -179,7 +212,7 @@ class Config:
     repour_default_tenant: str = ""
     # Visibility of the repositories /internal-scm creates: "public" lets PNC's builders clone
     # the read-only HTTP URL anonymously (writes still need an SSH key with a grant).
-    repour_internal_scm_visibility: str = "public"
+    repour_internal_scm_visibility: str = _one_of(("private", "internal", "public"), "public")
     # Upload the alignment log to Bifrost (POST <url>/final-log/upload) before the callback;
     # empty: no upload.
     repour_bifrost_url: str = ""
@@ -202,8 +235,8 @@ class Config:
     # defaults); the largest object accepted (0 = no limit of its own); how long the headers
     # of an action href and of git-lfs-authenticate stay valid.
     lfs_store: str = ""
-    lfs_max_object_bytes: int = 10 * 1024 * 1024 * 1024
-    lfs_action_expires_seconds: int = 900
+    lfs_max_object_bytes: int = _at_least(0, _NO_LIMIT, 10 * 1024 * 1024 * 1024)
+    lfs_action_expires_seconds: int = _at_least(60, "at least 60 seconds", 900)
     # Serve the pure SSH protocol (git-lfs-transfer); off, git-lfs falls back to
     # git-lfs-authenticate and moves the objects over HTTP (through a TLS front, say).
     lfs_ssh_transfer: bool = True
@@ -219,36 +252,18 @@ class Config:
     oidc_console_tenant: str = ""
     oidc_console_user_claim: str = "preferred_username"
     # Logging.
-    log_format: str = "text"
+    log_format: str = _one_of(("text", "json"), "text")
     log_level: str = "INFO"
 
-    @property
-    def repos_dir(self) -> Path:
-        return self.data_dir / "repos"
-
-    @property
-    def host_key_dir(self) -> Path:
-        return self.data_dir / "ssh"
-
-    @property
-    def signing_dir(self) -> Path:
-        """The signing keys' history and file keys (gitserver.provenance.keys); sandboxes never
-        see it (it is inside the data dir, which they never see)."""
-        return self.data_dir / "signing"
-
-    @property
-    def hooks_dir(self) -> Path:
-        return self.data_dir / "hooks"
-
-    @property
-    def lfs_dir(self) -> Path:
-        """The local LFS object store and its temporary uploads (gitserver.lfs.store)."""
-        return self.data_dir / "lfs"
-
-    @property
-    def bundles_dir(self) -> Path:
-        """Where maintenance writes each repository's bundle (gitserver.git.bundles)."""
-        return self.data_dir / "bundles"
+    # The parts of the data dir.
+    repos_dir = _InDataDir("repos")
+    host_key_dir = _InDataDir("ssh")
+    # The signing keys' history and file keys (gitserver.provenance.keys); sandboxes never see
+    # it (it is inside the data dir, which they never see).
+    signing_dir = _InDataDir("signing")
+    hooks_dir = _InDataDir("hooks")
+    lfs_dir = _InDataDir("lfs")  # the local LFS object store and its temporary uploads (gitserver.lfs.store)
+    bundles_dir = _InDataDir("bundles")  # where maintenance writes each repository's bundle (gitserver.git.bundles)
 
     @property
     def effective_pack_cache_dir(self) -> Path:
@@ -341,52 +356,31 @@ def load(config_file: str | os.PathLike[str] | None = None,
         if value is not None:
             values[name] = _coerce(name, fields[name].type, value)
     config = Config(**values)
-    if config.log_format not in ("text", "json"):
-        raise ConfigError("setting log_format: expected 'text' or 'json'")
+    for field in dataclasses.fields(config):
+        _check_declared(field, getattr(config, field.name))
     ssh_algorithms.of_config(config)  # a typo stops every process here, not at a client's login
-    for name in ("maintenance_max_packs", "maintenance_max_loose_objects"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"setting {name}: expected 0 (check off) or a positive count")
-    if config.maintenance_delay < 0:
-        raise ConfigError("setting maintenance_delay: expected 0 or a positive number of seconds")
     if config.maintenance_timeout <= 0:
         raise ConfigError("setting maintenance_timeout: expected a positive number of seconds")
-    if config.pack_cache_max_bytes < 0 or config.pack_cache_max_age < 0:
-        raise ConfigError("settings pack_cache_max_bytes and pack_cache_max_age: expected 0 (off) or a positive number")
-    if config.pipeline_log_retention_days < 0:
-        raise ConfigError("setting pipeline_log_retention_days: expected 0 (keep for ever) or a number of days")
-    for name in ("max_blob_bytes", "max_push_bytes", "lfs_max_object_bytes"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"setting {name}: expected 0 (no limit) or a positive number of bytes")
-    for name in ("build_network", "adjust_network"):
-        if getattr(config, name) not in BUILD_NETWORKS:
-            raise ConfigError(f"setting {name}: expected one of {', '.join(BUILD_NETWORKS)}, "
-                              f"got {getattr(config, name)!r}")
-    _check_uid_range(config.sandbox_uid_range)
-    for name in ("ssh_max_startups", "ssh_per_source_max_startups"):
-        try:
-            parse_max_startups(getattr(config, name))
-        except ValueError as exc:
-            raise ConfigError(f"setting {name}: {exc}") from exc
-    for name in ("ssh_max_connections_per_user", "ssh_max_connections_per_source"):
-        if getattr(config, name) < 0:
-            raise ConfigError(f"setting {name}: expected 0 (no cap) or a positive count")
     _check_oidc(config)
-    if config.lfs_action_expires_seconds < 60:
-        raise ConfigError("setting lfs_action_expires_seconds: expected at least 60 seconds")
-    if config.repour_internal_scm_visibility not in ("private", "internal", "public"):
-        raise ConfigError("setting repour_internal_scm_visibility: expected private, internal or public")
     config = dataclasses.replace(config, data_dir=config.data_dir.absolute())
     _check_read_only_paths(config.sandbox_read_only_paths, config.data_dir)
     _check_signing_agent(config)
     return config
 
 
-def _check_uid_range(text: str) -> None:
-    try:
-        parse_uid_range(text)
-    except ValueError as exc:
-        raise ConfigError(f"setting sandbox_uid_range: {exc}") from exc
+def _check_declared(field: dataclasses.Field[Any], value: Any) -> None:
+    """Refuse a value outside what the setting's declaration accepts (:func:`_at_least`,
+    :func:`_one_of`, :func:`_parsed`), naming the setting."""
+    if _LEAST in field.metadata and value < field.metadata[_LEAST]:
+        raise ConfigError(f"setting {field.name}: expected {field.metadata[_EXPECTED]}")
+    choices = field.metadata.get(_CHOICES)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"setting {field.name}: expected one of {', '.join(choices)}, got {value!r}")
+    if _PARSER in field.metadata:
+        try:
+            field.metadata[_PARSER](value)
+        except ValueError as exc:
+            raise ConfigError(f"setting {field.name}: {exc}") from exc
 
 
 def _check_read_only_paths(paths: tuple[str, ...], data_dir: Path) -> None:

@@ -1,13 +1,14 @@
-"""What the domains of :mod:`gitserver.admin` share: a flush that turns a unique-constraint
-race into a 409, the lookup of a user or group by name, and the validators of fields more than
-one domain has (descriptions, disk quotas).
+"""What the domains of :mod:`gitserver.admin` share: an add and flush that turns a
+unique-constraint race into a 409, a delete flushed at once, the lookup of one row among
+someone's, the lookup of a user or group by name, and the validators of fields more than one
+domain has (descriptions, disk quotas).
 """
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -49,14 +50,26 @@ def refuse_taken(session: Session, model: type[_InTenant], tenant: models.Tenant
     return conflict
 
 
-_Owned = TypeVar("_Owned", models.PublicKey, models.DeployKey, models.ApiToken)
+_Row = TypeVar("_Row")
 
 
-def get_owned(session: Session, model: type[_Owned], row_id: int, owner: ColumnElement[bool],
-              missing: str) -> _Owned:
-    """The row ``row_id`` of ``model`` if ``owner`` (its user or repository) holds it, else
-    NotFound with ``missing``: an id of someone else's row looks like a missing one."""
-    row = session.scalar(select(model).where(model.id == row_id, owner))
+def add(session: Session, row: _Row, conflict: str) -> _Row:
+    """Add ``row`` and :func:`flush` it (a unique-constraint race is a 409 naming ``conflict``)."""
+    session.add(row)
+    flush(session, conflict)
+    return row
+
+
+def delete(session: Session, row: object) -> None:
+    """Delete ``row`` and flush, so that what the transaction does next sees it gone."""
+    session.delete(row)
+    session.flush()
+
+
+def one_of(session: Session, rows: Select[_Row], row_id: int, missing: str) -> _Row:
+    """The row ``row_id`` among ``rows`` (a user's keys, a tenant's CAs), else NotFound with
+    ``missing``: an id of someone else's row looks like a missing one."""
+    row = session.scalar(rows.filter_by(id=row_id))
     if row is None:
         raise NotFound(missing)
     return row

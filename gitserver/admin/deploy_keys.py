@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -24,17 +23,16 @@ def add_deploy_key(session: Session, repo: models.Repository, text: str, title: 
     return deploy
 
 
-def deploy_keys_query(repo: models.Repository) -> Select[Any]:
+def deploy_keys_query(repo: models.Repository) -> Select[models.DeployKey]:
     return select(models.DeployKey).where(models.DeployKey.repo_id == repo.id)
 
 
 def get_deploy_key(session: Session, repo: models.Repository, deploy_key_id: int) -> models.DeployKey:
-    return base.get_owned(session, models.DeployKey, deploy_key_id, models.DeployKey.repo_id == repo.id,
-                          f"deploy key {deploy_key_id} of {repo.full_name} not found")
+    return base.one_of(session, deploy_keys_query(repo), deploy_key_id,
+                       f"deploy key {deploy_key_id} of {repo.full_name} not found")
 
 
 def remove_deploy_key(session: Session, deploy: models.DeployKey) -> None:
     key = deploy.public_key
-    session.delete(deploy)
-    session.flush()
+    base.delete(session, deploy)
     keys.delete_public_key(session, key)

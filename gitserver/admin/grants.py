@@ -66,8 +66,7 @@ def remove_grant(session: Session, repo: models.Repository, *, user: models.User
     grant = session.scalar(query)
     if grant is None:
         raise NotFound("no such grant")
-    session.delete(grant)
-    session.flush()
+    base.delete(session, grant)
 
 
 def grants_query(repo: models.Repository) -> Select[Any]:

@@ -22,9 +22,7 @@ def create_group(session: Session, tenant: models.Tenant, name: str, description
     validate_name(name, "name")
     conflict = base.refuse_taken(session, models.Group, tenant, name, "group")
     group = models.Group(tenant_id=tenant.id, name=name, description=description, tenant=tenant)
-    session.add(group)
-    base.flush(session, conflict)
-    return group
+    return base.add(session, group, conflict)
 
 
 def add_member(session: Session, group: models.Group, user: models.User) -> None:
@@ -39,8 +37,7 @@ def remove_member(session: Session, group: models.Group, user: models.User) -> N
     member = session.get(models.GroupMember, (group.id, user.id))
     if member is None:
         raise NotFound(f"user {user.name!r} is not a member of group {group.name!r}")
-    session.delete(member)
-    session.flush()
+    base.delete(session, member)
 
 
 def members_query(group: models.Group) -> Select[Any]:
@@ -65,5 +62,4 @@ def delete_group(session: Session, group: models.Group) -> None:
     gave them at their next connection)."""
     session.execute(delete(models.GroupMember).where(models.GroupMember.group_id == group.id))
     session.execute(delete(models.Grant).where(models.Grant.group_id == group.id))
-    session.delete(group)
-    session.flush()
+    base.delete(session, group)

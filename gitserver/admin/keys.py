@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -33,9 +32,7 @@ def new_public_key(session: Session, text: str, title: str, user: models.User | 
     row = models.PublicKey(user_id=user.id if user else None, fingerprint=key.fingerprint,
                            key_type=key.key_type, key_data=key.openssh, bits=key.bits,
                            title=title or key.comment, expires_at=expires_at)
-    session.add(row)
-    base.flush(session, f"key {key.fingerprint} is already registered")
-    return row
+    return base.add(session, row, f"key {key.fingerprint} is already registered")
 
 
 def add_user_key(session: Session, user: models.User, text: str, title: str = "",
@@ -104,13 +101,13 @@ def import_user_keys(session: Session, user: models.User, lines: list[str],
     return KeyImport(added=len(accepted), refused=refused, total=len(checked))
 
 
-def user_keys_query(user: models.User) -> Select[Any]:
+def user_keys_query(user: models.User) -> Select[models.PublicKey]:
     return select(models.PublicKey).where(models.PublicKey.user_id == user.id)
 
 
 def get_user_key(session: Session, user: models.User, key_id: int) -> models.PublicKey:
-    return base.get_owned(session, models.PublicKey, key_id, models.PublicKey.user_id == user.id,
-                          f"key {key_id} of {user.tenant.name}/{user.name} not found")
+    return base.one_of(session, user_keys_query(user), key_id,
+                       f"key {key_id} of {user.tenant.name}/{user.name} not found")
 
 
 def delete_public_key(session: Session, key: models.PublicKey) -> None:
@@ -118,8 +115,7 @@ def delete_public_key(session: Session, key: models.PublicKey) -> None:
     # the link to the row goes, so removing a key never rewrites or loses audit history.
     session.execute(update(models.Push).where(models.Push.public_key_id == key.id)
                     .values(public_key_id=None))
-    session.delete(key)
-    session.flush()
+    base.delete(session, key)
 
 
 def remove_user_key(session: Session, key: models.PublicKey) -> None:

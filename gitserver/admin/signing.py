@@ -99,14 +99,11 @@ def _add(session: Session, user: models.User, kind: str, fingerprint: str, data:
         raise Conflict(f"{kind} key {fingerprint} is already registered in this tenant")
     row = SigningKey(tenant_id=user.tenant_id, user_id=user.id, kind=kind, fingerprint=fingerprint,
                      key_data=data, title=title)
-    session.add(row)
-    base.flush(session, f"{kind} key {fingerprint} is already registered in this tenant")
-    return row
+    return base.add(session, row, f"{kind} key {fingerprint} is already registered in this tenant")
 
 
 def remove_signing_key(session: Session, key: SigningKey) -> None:
-    session.delete(key)
-    session.flush()
+    base.delete(session, key)
 
 
 def gpg_fingerprint(armored: str) -> str:

@@ -31,29 +31,22 @@ def add_ca(session: Session, tenant: models.Tenant, key_text: str, title: str = 
     row = models.SshCa(tenant_id=tenant.id, fingerprint=key.fingerprint,
                        key_data=f"{key.key_type} {key.openssh.split()[1]}", title=title or key.comment,
                        tenant=tenant)
-    session.add(row)
-    base.flush(session, conflict)
-    return row
+    return base.add(session, row, conflict)
 
 
-def cas_query(tenant: models.Tenant) -> Select[Any]:
+def cas_query(tenant: models.Tenant) -> Select[models.SshCa]:
     return select(models.SshCa).where(models.SshCa.tenant_id == tenant.id)
 
 
 def get_ca(session: Session, tenant: models.Tenant, ca_id: int) -> models.SshCa:
-    row = session.scalar(select(models.SshCa).where(models.SshCa.id == ca_id,
-                                                    models.SshCa.tenant_id == tenant.id))
-    if row is None:
-        raise NotFound(f"SSH CA {ca_id} of tenant {tenant.name} not found")
-    return row
+    return base.one_of(session, cas_query(tenant), ca_id, f"SSH CA {ca_id} of tenant {tenant.name} not found")
 
 
 def remove_ca(session: Session, ca: models.SshCa) -> None:
     """Stop trusting a CA: its certificates fail at the next login (and the next command of a
     connection already open). Its revocations go with it."""
     session.execute(delete(models.SshCaRevocation).where(models.SshCaRevocation.ca_id == ca.id))
-    session.delete(ca)
-    session.flush()
+    base.delete(session, ca)
 
 
 # --- revocations -------------------------------------------------------------------------------
@@ -85,9 +78,7 @@ def revoke(session: Session, ca: models.SshCa, *, serial: object = None,
     if session.scalar(select(models.SshCaRevocation.id).where(
             models.SshCaRevocation.ca_id == ca.id, column == (row.serial or row.key_id))):
         raise Conflict(conflict)
-    session.add(row)
-    base.flush(session, conflict)
-    return row
+    return base.add(session, row, conflict)
 
 
 def revocations_query(ca: models.SshCa) -> Select[Any]:
@@ -107,9 +98,7 @@ def add_principal(session: Session, user: models.User, principal: object) -> mod
                  else "a user of another tenant")
         raise Conflict(f"principal {name!r} already names {whose}; a principal names one user site-wide")
     row = models.SshPrincipal(user_id=user.id, tenant_id=user.tenant_id, principal=name, user=user)
-    session.add(row)
-    base.flush(session, f"principal {name!r} was taken meanwhile; a principal names one user site-wide")
-    return row
+    return base.add(session, row, f"principal {name!r} was taken meanwhile; a principal names one user site-wide")
 
 
 def principals_query(user: models.User) -> Select[Any]:
@@ -126,5 +115,4 @@ def get_principal(session: Session, user: models.User, name: str) -> models.SshP
 
 def remove_principal(session: Session, row: models.SshPrincipal) -> None:
     """Certificates naming it stop logging in as the user at the next login or command."""
-    session.delete(row)
-    session.flush()
+    base.delete(session, row)

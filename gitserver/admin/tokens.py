@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
@@ -47,8 +46,8 @@ def create_token(session: Session, *, user: models.User | None = None, site_admi
 
 
 def get_token(session: Session, user: models.User, token_id: int) -> models.ApiToken:
-    return base.get_owned(session, models.ApiToken, token_id, models.ApiToken.user_id == user.id,
-                          f"token {token_id} of {user.tenant.name}/{user.name} not found")
+    return base.one_of(session, tokens_query(user), token_id,
+                       f"token {token_id} of {user.tenant.name}/{user.name} not found")
 
 
 def revoke_token(session: Session, token: models.ApiToken) -> None:
@@ -59,7 +58,7 @@ def revoke_token(session: Session, token: models.ApiToken) -> None:
         session.flush()
 
 
-def tokens_query(user: models.User) -> Select[Any]:
+def tokens_query(user: models.User) -> Select[models.ApiToken]:
     return select(models.ApiToken).where(models.ApiToken.user_id == user.id)
 
 

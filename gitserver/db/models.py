@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from gitserver.db.base import Base, UTCDateTime, created_column, utcnow
 
@@ -75,34 +75,41 @@ class Tenant(Base):
     created_at: Mapped[dt.datetime] = created_column()
 
 
-class User(Base):
+_FIRST = -1  # a mapped_column sort_order before the class's own (0)
+
+
+class NamedInTenant:
+    """The columns of a row named within its tenant (a user, a group, a repository), and its
+    tenant, loaded with it. The class declares ``UniqueConstraint("tenant_id", "name")``."""
+
+    # First in the table, where they stood before this mixin (mixin columns go last otherwise).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, sort_order=_FIRST)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True, sort_order=_FIRST)
+    name: Mapped[str] = mapped_column(String(100), sort_order=_FIRST)
+
+    @declared_attr
+    def tenant(cls) -> Mapped[Tenant]:  # noqa: N805  (declared_attr makes it a class method)
+        return relationship(Tenant, lazy="joined")
+
+
+class User(NamedInTenant, Base):
     __tablename__ = "users"
     __table_args__ = (
         UniqueConstraint("tenant_id", "name"),
         CheckConstraint(f"role IN {ROLES!r}", name="role"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(20), default=ROLE_MEMBER)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = created_column()
 
-    tenant: Mapped[Tenant] = relationship(lazy="joined")
 
-
-class Group(Base):
+class Group(NamedInTenant, Base):
     __tablename__ = "groups"
     __table_args__ = (UniqueConstraint("tenant_id", "name"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = created_column()
-
-    tenant: Mapped[Tenant] = relationship(lazy="joined")
 
 
 class GroupMember(Base):
@@ -135,16 +142,13 @@ class PublicKey(Base):
     user: Mapped[User | None] = relationship(lazy="joined")
 
 
-class Repository(Base):
+class Repository(NamedInTenant, Base):
     __tablename__ = "repositories"
     __table_args__ = (
         UniqueConstraint("tenant_id", "name"),
         CheckConstraint(f"visibility IN {VISIBILITIES!r}", name="visibility"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
     visibility: Mapped[str] = mapped_column(String(20), default="private")
     builds_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -159,8 +163,6 @@ class Repository(Base):
     # name no gitserver group).
     parent_project: Mapped[str | None] = mapped_column(String(2000))
     owner_groups: Mapped[str | None] = mapped_column(Text)
-
-    tenant: Mapped[Tenant] = relationship(lazy="joined")
 
     @property
     def full_name(self) -> str:

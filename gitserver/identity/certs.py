@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from gitserver.identity.keys import PublicKey, fingerprint_of_blob, parse_public_key
+from gitserver.identity.keys import PublicKey, fingerprint_of_blob, key_lines, parse_public_key
 from gitserver.policy.errors import ConfigError, InvalidInput
 
 CERT_SUFFIX = b"-cert-v01@openssh.com"
@@ -196,12 +196,9 @@ def load_site_cas(paths: Iterable[str]) -> dict[str, bytes]:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"setting ssh_user_ca_keys: cannot read {path}: {exc}") from exc
-        for number, line in enumerate(text.splitlines(), start=1):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
+        for number, line in key_lines(text.splitlines()):
             try:
-                key = parse_public_key(stripped)
+                key = parse_public_key(line)
             except InvalidInput as exc:
                 raise ConfigError(f"setting ssh_user_ca_keys: {path} line {number}: {exc.message}") from exc
             found[key.fingerprint] = key.blob

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import re
 import struct
+from collections.abc import Iterable, Iterator
 
 from gitserver.policy.errors import InvalidInput
 
@@ -200,6 +201,15 @@ class KeyLine:
         return bool(self.problem)
 
 
+def key_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """The lines of an ``authorized_keys``-like text that should hold a key, stripped, with
+    their numbers (from 1): blank lines and ``#`` comments are not keys."""
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield number, stripped
+
+
 def parse_key_lines(lines: list[str]) -> list[KeyLine]:
     """Parse an ``authorized_keys`` file, one :class:`KeyLine` per key line.
 
@@ -211,12 +221,9 @@ def parse_key_lines(lines: list[str]) -> list[KeyLine]:
         raise InvalidInput(f"at most {MAX_BATCH_KEYS:,} keys per batch; split the file", field="keys")
     out: list[KeyLine] = []
     first_line: dict[str, int] = {}
-    for number, text in enumerate(lines, start=1):
-        stripped = text.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
+    for number, text in key_lines(lines):
         try:
-            key = parse_public_key(stripped)
+            key = parse_public_key(text)
         except InvalidInput as exc:
             out.append(KeyLine(number, None, exc.message))
             continue

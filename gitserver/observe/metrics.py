@@ -217,6 +217,34 @@ def _get(name: str) -> Any:
     return _m[name]
 
 
+class _Count:
+    """The counting function of one counter: adds one for the label values it is called with,
+    in the order of the counter's label names (none for a counter without labels)."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+
+    @_safe
+    def __call__(self, *labels: str) -> None:
+        counter = _get(self.metric)
+        (counter.labels(*labels) if labels else counter).inc()
+
+
+json_invalid = _Count("json_invalid")  # (route)
+callback_failed = _Count("callback_failures")  # (reason)
+ssh_connection = _Count("ssh_connections")
+# (result, reason): success or failure, and e.g. publickey, unknown-key.
+ssh_auth = _Count("ssh_auth")
+git_session = _Count("git_sessions")  # (service)
+# (service, kind): one smart HTTP git request; kind is advertise (info/refs), rpc (a POST) or
+# refused (a push attempt).
+http_git_session = _Count("http_git_sessions")
+push = _Count("pushes")  # (result)
+ref_refused = _Count("refs_refused")  # (rule)
+push_over_limit = _Count("pushes_over_limit")  # (limit): the name of a gitserver.push.limits limit
+bundle_download = _Count("bundle_downloads")
+
+
 @_safe
 def http_request(route: str, method: str, status: int, seconds: float) -> None:
     """One HTTP response; ``route`` is the route template, never the raw path."""
@@ -227,36 +255,10 @@ def http_request(route: str, method: str, status: int, seconds: float) -> None:
 
 
 @_safe
-def json_invalid(route: str) -> None:
-    _get("json_invalid").labels(route).inc()
-
-
-@_safe
-def callback_failed(reason: str) -> None:
-    _get("callback_failures").labels(reason).inc()
-
-
-@_safe
 def delivery_attempt(event: str, outcome: str, seconds: float) -> None:
     """One webhook/callback attempt; ``event`` is push, pipeline or callback."""
     _get("deliveries").labels(event, outcome).inc()
     _get("delivery_seconds").labels(event).observe(seconds)
-
-
-@_safe
-def ssh_connection() -> None:
-    _get("ssh_connections").inc()
-
-
-@_safe
-def ssh_auth(result: str, reason: str) -> None:
-    """``result`` is ``success`` or ``failure``; ``reason`` e.g. ``publickey``, ``unknown-key``."""
-    _get("ssh_auth").labels(result, reason).inc()
-
-
-@_safe
-def git_session(service: str) -> None:
-    _get("git_sessions").labels(service).inc()
 
 
 # Shadows the builtin inside this module (hence builtins.bytes in annotations here); callers
@@ -266,13 +268,6 @@ def bytes(direction: str, n: int) -> None:  # noqa: A001  (the name the callers 
     """``direction`` is ``sent`` or ``received``."""
     if n:
         _get("bytes").labels(direction).inc(n)
-
-
-@_safe
-def http_git_session(service: str, kind: str) -> None:
-    """One smart HTTP git request: ``kind`` is ``advertise`` (info/refs), ``rpc`` (a POST)
-    or ``refused`` (a push attempt)."""
-    _get("http_git_sessions").labels(service, kind).inc()
 
 
 @_safe
@@ -293,22 +288,6 @@ def git_child_finished() -> None:
 
 
 @_safe
-def push(result: str) -> None:
-    _get("pushes").labels(result).inc()
-
-
-@_safe
-def ref_refused(rule: str) -> None:
-    _get("refs_refused").labels(rule).inc()
-
-
-@_safe
-def push_over_limit(limit: str) -> None:
-    """One push refused by a limit of gitserver.push.limits (``limit`` is its name)."""
-    _get("pushes_over_limit").labels(limit).inc()
-
-
-@_safe
 def pipeline_finished(status: str, seconds: float) -> None:
     _get("pipeline_seconds").labels(status).observe(seconds)
 
@@ -321,11 +300,6 @@ def step_finished(status: str, seconds: float) -> None:
 @_safe
 def archive(created: bool) -> None:
     _get("archives").labels("created" if created else "existing").inc()
-
-
-@_safe
-def bundle_download() -> None:
-    _get("bundle_downloads").inc()
 
 
 @_safe

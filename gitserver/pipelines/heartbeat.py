@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from gitserver.net import netguard
+from gitserver.process.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +62,22 @@ def parse_config(config: Any) -> Beat | None:
 Sender = Callable[..., Any]
 
 
-class Heartbeat:
+class Heartbeat(Background):
     """Sends ``beat`` at once and every ``beat.interval`` until the block ends; a failed beat
     is logged and the next one tried (like Reqour's)."""
+
+    join_timeout = TIMEOUT + 5  # a beat in flight ends within its own request timeout
 
     def __init__(self, beat: Beat | None, *, allow_private: bool, send: Sender = netguard.send) -> None:
         self.beat = beat
         self.allow_private = allow_private
         self.send = send
         self.sent = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reqour-heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        if self.beat is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=TIMEOUT + 5)
+        super().__init__("reqour-heartbeat")
 
     def _run(self) -> None:
         beat = self.beat
-        assert beat is not None
-        while not self._done.is_set():
+        while beat is not None and not self._done.is_set():
             try:
                 self.send(beat.method, beat.url, body=beat.body, headers=beat.headers, timeout=TIMEOUT,
                           allow_private=self.allow_private)

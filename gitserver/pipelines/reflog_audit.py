@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
@@ -32,15 +32,9 @@ from gitserver.push.reconcile import RECOVERED_PROTOCOL, Difference, RepoRef
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class Recorded:
-    """One ref update of the ledger, with the facts the audit needs."""
-
-    push_id: int
-    ref: str
-    new: str
-    protocol: str | None
-    created_at: dt.datetime
+# One ref update of the ledger, with the facts the audit needs: the columns of _ledger's query
+# (push_id, ref, new, protocol, created_at).
+Recorded = Row[int, str, str, str, dt.datetime]
 
 
 @dataclasses.dataclass
@@ -99,12 +93,12 @@ def _epoch(when: dt.datetime) -> float:
 
 def _ledger(session: Session, repo_id: int) -> list[Recorded]:
     rows = session.execute(
-        select(models.Push.id, models.RefUpdate.ref, models.RefUpdate.new, models.Push.protocol,
-               models.Push.created_at)
+        select(models.Push.id.label("push_id"), models.RefUpdate.ref, models.RefUpdate.new,
+               models.Push.protocol, models.Push.created_at)
         .join(models.RefUpdate, models.RefUpdate.push_id == models.Push.id)
         .where(models.Push.repo_id == repo_id, models.Push.state.in_(models.LEDGER_STATES))
         .order_by(models.RefUpdate.id))
-    return [Recorded(*row) for row in rows]
+    return list(rows)
 
 
 def _pending(session: Session, repo_id: int) -> set[tuple[str, str]]:

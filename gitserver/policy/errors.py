@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 
 class GitserverError(Exception):
-    """Base of all errors whose message may be shown to a client."""
+    """Base of all errors whose message may be shown to a client.
+
+    A subclass names its HTTP status, stable ``code`` and ``title`` (the API error body's) in
+    its class line, ``class Gone(GitserverError, status=410, code="gone", title="Gone")``; one
+    that names none keeps its parent's.
+    """
 
     status: int = 500
     code: str = "internal"
     title: str = "Internal Server Error"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None,
+                          title: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status = cls.status if status is None else status
+        cls.code = cls.code if code is None else code
+        cls.title = cls.title if title is None else title
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -24,89 +37,61 @@ class GitserverError(Exception):
         self.field = field
 
 
-class ConfigError(GitserverError):
-    code = "config"
-    title = "Configuration error"
+class ConfigError(GitserverError, code="config", title="Configuration error"):
+    """A setting that cannot work: the process refuses to start, naming the setting."""
 
 
-class InvalidInput(GitserverError):
-    status = 400
-    code = "invalid"
-    title = "Bad Request"
+class InvalidInput(GitserverError, status=400, code="invalid", title="Bad Request"):
+    """Input that can never be right; ``field`` names the request field at fault."""
 
 
-class Unauthenticated(GitserverError):
-    status = 401
-    code = "unauthenticated"
-    title = "Unauthorized"
+class Unauthenticated(GitserverError, status=401, code="unauthenticated", title="Unauthorized"):
+    """No credentials, or ones that do not prove who is asking (a bad or expired token)."""
 
 
-class Forbidden(GitserverError):
-    status = 403
-    code = "forbidden"
-    title = "Forbidden"
+class Forbidden(GitserverError, status=403, code="forbidden", title="Forbidden"):
+    """Who is asking is known, but may not do this (a push with read access, say)."""
 
 
-class NotFound(GitserverError):
+class NotFound(GitserverError, status=404, code="not_found", title="Not Found"):
     """Missing, or hidden from this principal: the two must look the same."""
 
-    status = 404
-    code = "not_found"
-    title = "Not Found"
 
-
-class PolicyRefused(GitserverError):
+class PolicyRefused(GitserverError, status=405, code="refused_by_policy", title="Method Not Allowed"):
     """Refused by a rule of the platform (protected history), whoever asks."""
 
-    status = 405
-    code = "refused_by_policy"
-    title = "Method Not Allowed"
+
+class Conflict(GitserverError, status=409, code="conflict", title="Conflict"):
+    """Clashes with what is there (a name taken, a state moved on meanwhile)."""
 
 
-class Conflict(GitserverError):
-    status = 409
-    code = "conflict"
-    title = "Conflict"
-
-
-class Gone(GitserverError):
+class Gone(GitserverError, status=410, code="gone", title="Gone"):
     """What was there was deleted on purpose (a pruned pipeline log)."""
 
-    status = 410
-    code = "gone"
-    title = "Gone"
+
+class PayloadTooLarge(GitserverError, status=413, code="too_large", title="Payload Too Large"):
+    """A body or object over a size limit."""
 
 
-class PayloadTooLarge(GitserverError):
-    status = 413
-    code = "too_large"
-    title = "Payload Too Large"
-
-
-class Unavailable(GitserverError):
-    status = 503
-    code = "unavailable"
-    title = "Service Unavailable"
+class _RetryLater(GitserverError):
+    """An error after which the same request may succeed: ``retry_after`` is the seconds to
+    send in the Retry-After header (None: no header)."""
 
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after  # seconds, for the Retry-After header (None: not sent)
+        self.retry_after = retry_after
 
 
-class TooManyRequests(GitserverError):
-    status = 429
-    code = "too_many_requests"
-    title = "Too Many Requests"
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after  # seconds, for the Retry-After header
+class Unavailable(_RetryLater, status=503, code="unavailable", title="Service Unavailable"):
+    """The server cannot serve this now (the database is unreachable, say)."""
 
 
-class InsufficientStorage(GitserverError):
-    status = 507
-    code = "disk_full"
-    title = "Insufficient Storage"
+class TooManyRequests(_RetryLater, status=429, code="too_many_requests", title="Too Many Requests"):
+    """Over a cap on what may run at once; the caller says when to come back."""
+
+
+class InsufficientStorage(GitserverError, status=507, code="disk_full", title="Insufficient Storage"):
+    """No space left for the change (a full disk, or a quota)."""
 
 
 DISK_FULL_MESSAGE = ("the server's disk is full, so nothing was changed; reads still work, "
@@ -201,8 +186,5 @@ def outage_as_unavailable() -> Iterator[None]:
         raise database_unavailable() from exc
 
 
-class BackupError(GitserverError):
+class BackupError(GitserverError, code="backup", title="Backup error"):
     """A backup or restore that cannot go on; the message says what to do."""
-
-    code = "backup"
-    title = "Backup error"

@@ -18,6 +18,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.pipelines import jobs
+from gitserver.process.background import Background
 from gitserver.repour.command import ProcessingError
 from gitserver.repour.gitwork import Actor
 from gitserver.repour.operations import Operation, execute
@@ -38,7 +39,7 @@ INTERRUPTED_DESC = ("the API process running this synchronous request stopped be
                     "(clone and adjust are idempotent)")
 
 
-class InlineLease:
+class InlineLease(Background):
     """The lease of a synchronous run, held by this API process like a worker holds a job's.
 
     A synchronous /clone or /adjust runs inside the request, but its Pipeline row must not
@@ -64,16 +65,7 @@ class InlineLease:
         self.poll = min(poll, self.renew_every)
         self.cancelled = threading.Event()
         self.lost = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"repour-lease-{claim.job_id}", daemon=True)
-
-    def __enter__(self) -> InlineLease:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=30)
+        super().__init__(f"repour-lease-{claim.job_id}")
 
     def __call__(self) -> None:
         if self.lost.is_set():
@@ -81,7 +73,7 @@ class InlineLease:
         if self.cancelled.is_set():
             raise jobs.JobCancelled(f"pipeline {self.claim.pipeline_id} was cancelled")
 
-    def _beat(self) -> None:
+    def _run(self) -> None:
         last_renew = time.monotonic()
         while not self._done.wait(self.poll):
             try:

@@ -12,13 +12,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gitserver.process.background import Background
+from gitserver.process.children import signal_group
 from tests.conftest import wait_for
 from tests.functional.conftest import GitServer, User, commit_files, make_repo, start_server
 
@@ -111,13 +112,8 @@ def git_pids(repo_path: Path, service: str) -> list[int]:
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether a process of group ``pgid`` is left (signal 0 reaches it: they are ours, so no EPERM)."""
+    return signal_group(pgid, 0)
 
 
 def read_pkt_lines_until_flush(stream: object) -> None:
@@ -266,31 +262,27 @@ def test_a_receive_pack_waiting_for_its_client_is_never_cut(capped: GitServer, t
 # --- half-open connections ------------------------------------------------------------------
 
 
-class Flood:
+class Flood(Background):
     """Half-open connections (a banner, then nothing) from one source address, renewed as fast
     as the server drops them; what the server said when it dropped them is kept."""
+
+    join_timeout = 10.0
 
     def __init__(self, port: int, source: str, size: int) -> None:
         self.port, self.source, self.size = port, source, size
         self.socks: list[socket.socket] = []
         self.reasons: list[bytes] = []
         self.opened = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Flood:
-        self.thread.start()
-        return self
+        super().__init__(f"flood-{source}")
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
+        super().__exit__(*exc)
         for sock in self.socks:
             with contextlib.suppress(OSError):
                 sock.close()
 
     def _run(self) -> None:
-        while not self.stop.is_set():
+        while not self._done.is_set():
             self._reap()
             if len(self.socks) < self.size:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=5,

@@ -1,0 +1,71 @@
+"""A form that creates something: what was typed, and the refusal shown next to its field.
+
+The rules are the API's (the ``gitserver.admin`` functions a page calls); this only runs one
+of them inside a savepoint, so that a refusal leaves nothing half-written in the request's
+transaction, and keeps the refusal with the field it names for the page to show beside it
+(``aria-invalid`` and the message, ``templates/form.html``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from gitserver.console.web import View
+from gitserver.policy.errors import Conflict, Forbidden, GitserverError, InvalidInput
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+# The refusals a form answers on its own page; any other error (404, 503…) is the error page.
+SHOWN_ON_THE_FORM = (InvalidInput, Conflict, Forbidden)
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """One form of a page: its id (the prefix of its fields' ids), what was typed in each of
+    its fields, and the refusal (shown at its field, or at ``main`` when it names none of
+    them, e.g. a name already taken)."""
+
+    id: str
+    main: str
+    values: dict[str, str] = dataclasses.field(default_factory=dict)
+    problem: GitserverError | None = None
+
+    @property
+    def status(self) -> int:
+        """The status of the page that answers the form: its refusal's."""
+        return self.problem.status if self.problem is not None else 200
+
+    def value(self, name: str) -> str:
+        return self.values.get(name, "")
+
+    def error(self, name: str) -> str:
+        """The refusal's message when it belongs to field ``name``, else ""."""
+        if self.problem is None:
+            return ""
+        field = self.problem.field if self.problem.field in self.values else self.main
+        return self.problem.message if field == name else ""
+
+
+def typed(view: View, names: Iterable[str]) -> dict[str, str]:
+    return {name: view.form(name) for name in names}
+
+
+def attempt(view: View, form: Form, action: Callable[[], _T]) -> tuple[_T | None, Form]:
+    """Run ``action`` in a savepoint: its result, or None and ``form`` carrying the refusal
+    (nothing it wrote is kept)."""
+    try:
+        with view.session.begin_nested():
+            return action(), form
+    except SHOWN_ON_THE_FORM as exc:
+        return None, dataclasses.replace(form, problem=exc)
+
+
+def audit(view: View, change: str) -> None:
+    """One log line per change made through a console form: who (the signed-in user) did what.
+    The rows themselves are the API's (their ids and times); this is the who."""
+    log.info("console change by %s: %s", view.principal.display, change,
+             extra={"tenant": view.principal.tenant_name, "user": view.principal.user_name})

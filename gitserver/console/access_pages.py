@@ -4,8 +4,10 @@ may give write), through the API's ``admin`` services and rules."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from gitserver.admin import deploy_keys, grants, groups, rules, users
-from gitserver.console.forms import Form, attempt, audit, typed
+from gitserver.console.forms import CreateForm, Form, audit
 from gitserver.console.repo_pages import Opened, granted, page_values
 from gitserver.console.web import Page, View
 from gitserver.db import models
@@ -67,25 +69,25 @@ class RemoveGrant(Page):
         view.redirect(f"{opened.base}/access")
 
 
-class AddDeployKey(Page):
+class AddDeployKey(CreateForm):
     """As the API's ``POST …/deploy-keys``: a key line, a title, read-only unless ``write``
     (which needs the right to give write)."""
 
-    def post(self, view: View, tenant: str, repo: str) -> None:
-        opened = granted(view, tenant, repo, access.ADMIN)
-        form = Form("new-deploy-key", "key", typed(view, DEPLOY_KEY_FIELDS))
+    FORM = ("new-deploy-key", "key", DEPLOY_KEY_FIELDS)
+    SHOWN_AS = "deploy_form"
+    show = staticmethod(show_access)
+
+    def owner(self, view: View, **params: Any) -> Opened:
+        return granted(view, params["tenant"], params["repo"], access.ADMIN)
+
+    def create(self, view: View, owner: Opened, form: Form) -> models.DeployKey:
         write = form.value("write") == CHECKED
+        if write:
+            rules.check_grantable(owner.permission, access.WRITE)
+        return deploy_keys.add_deploy_key(view.session, owner.row, form.value("key").strip(),
+                                          form.value("title").strip(), write)
 
-        def add() -> models.DeployKey:
-            if write:
-                rules.check_grantable(opened.permission, access.WRITE)
-            return deploy_keys.add_deploy_key(view.session, opened.row, form.value("key").strip(),
-                                              form.value("title").strip(), write)
-
-        deploy, form = attempt(view, form, add)
-        if deploy is None:
-            show_access(view, opened, form.status, form)
-            return
-        audit(view, f"added deploy key {deploy.public_key.fingerprint} to {opened.row.full_name}"
-                    f" ({'write' if write else 'read-only'})")
-        view.redirect(f"{opened.base}/access#deploy-keys")
+    def made(self, view: View, owner: Opened, made: models.DeployKey) -> None:
+        audit(view, f"added deploy key {made.public_key.fingerprint} to {owner.row.full_name}"
+                    f" ({'write' if made.write else 'read-only'})")
+        view.redirect(f"{owner.base}/access#deploy-keys")

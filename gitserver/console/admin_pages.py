@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base, groups, keys, minting, rules, tokens, users
 from gitserver.console import security
-from gitserver.console.forms import Form, attempt, audit, typed
+from gitserver.console.forms import CreateForm, Form, audit
 from gitserver.console.web import Page, View
 from gitserver.db import models
 from gitserver.policy.errors import Forbidden, NotFound
@@ -72,38 +72,43 @@ def _assignable_roles(view: View) -> list[str]:
     return [r for r in models.ROLES if r != models.ROLE_SITE_ADMIN or view.principal.is_site_admin]
 
 
-class CreateUser(Page):
+class TenantForm(CreateForm):
+    """A form of the tenant's page (its admins'); refused, that page again."""
+
+    show = staticmethod(show_tenant)
+
+    def owner(self, view: View, **params: Any) -> models.Tenant:
+        return admin_tenant(view, params["tenant"])
+
+
+class CreateUser(TenantForm):
     """As the API's ``POST …/users``: a name and a role the admin may give."""
 
-    def post(self, view: View, tenant: str) -> None:
-        row = admin_tenant(view, tenant)
-        form = dataclasses.replace(new_user_form(), values=typed(view, USER_FIELDS))
+    FORM = ("new-user", "name", USER_FIELDS)
+    SHOWN_AS = "user_form"
 
-        def create() -> models.User:
-            rules.check_role_assignable(view.principal, form.value("role"))
-            return users.create_user(view.session, row, form.value("name"), form.value("role"))
+    def create(self, view: View, owner: models.Tenant, form: Form) -> models.User:
+        rules.check_role_assignable(view.principal, form.value("role"))
+        return users.create_user(view.session, owner, form.value("name"), form.value("role"))
 
-        user, form = attempt(view, form, create)
-        if user is None:
-            show_tenant(view, row, form.status, user_form=form)
-            return
-        audit(view, f"created user {row.name}/{user.name} ({user.role})")
-        view.redirect(_user_base(user))
+    def made(self, view: View, owner: models.Tenant, made: models.User) -> None:
+        audit(view, f"created user {owner.name}/{made.name} ({made.role})")
+        view.redirect(_user_base(made))
 
 
-class CreateGroup(Page):
+class CreateGroup(TenantForm):
     """As the API's ``POST …/groups``: a name and a description."""
 
-    def post(self, view: View, tenant: str) -> None:
-        row = admin_tenant(view, tenant)
-        form = Form("new-group", "name", typed(view, GROUP_FIELDS))
-        group, form = attempt(view, form, lambda: groups.create_group(
-            view.session, row, form.value("name"), base.validate_description(form.value("description"))))
-        if group is None:
-            show_tenant(view, row, form.status, group_form=form)
-            return
-        audit(view, f"created group {row.name}/{group.name}")
-        view.redirect(f"{tenant_base(row)}#groups")
+    FORM = ("new-group", "name", GROUP_FIELDS)
+    SHOWN_AS = "group_form"
+
+    def create(self, view: View, owner: models.Tenant, form: Form) -> models.Group:
+        description = base.validate_description(form.value("description"))
+        return groups.create_group(view.session, owner, form.value("name"), description)
+
+    def made(self, view: View, owner: models.Tenant, made: models.Group) -> None:
+        audit(view, f"created group {owner.name}/{made.name}")
+        view.redirect(f"{tenant_base(owner)}#groups")
 
 
 def managed_user(view: View, tenant: str, user: str) -> models.User:
@@ -129,35 +134,42 @@ def show_user(view: View, person: models.User, status: int = 200, **values: Any)
                 **forms)
 
 
-class AddKey(Page):
-    def post(self, view: View, tenant: str, user: str) -> None:
-        person = managed_user(view, tenant, user)
-        form = Form("add-key", "key", typed(view, KEY_FIELDS))
-        key, form = attempt(view, form, lambda: keys.add_user_key(
-            view.session, person, form.value("key").strip(), form.value("title").strip()))
-        if key is None:
-            show_user(view, person, form.status, key_form=form)
-            return
-        audit(view, f"added key {key.fingerprint} to {person.tenant.name}/{person.name}")
-        view.redirect(_user_base(person))
+class UserForm(CreateForm):
+    """A form of a user's page (the admins who manage that user); refused, that page again."""
+
+    show = staticmethod(show_user)
+
+    def owner(self, view: View, **params: Any) -> models.User:
+        return managed_user(view, params["tenant"], params["user"])
 
 
-class CreateToken(Page):
+class AddKey(UserForm):
+    FORM = ("add-key", "key", KEY_FIELDS)
+    SHOWN_AS = "key_form"
+
+    def create(self, view: View, owner: models.User, form: Form) -> models.PublicKey:
+        return keys.add_user_key(view.session, owner, form.value("key").strip(), form.value("title").strip())
+
+    def made(self, view: View, owner: models.User, made: models.PublicKey) -> None:
+        audit(view, f"added key {made.fingerprint} to {owner.tenant.name}/{owner.name}")
+        view.redirect(_user_base(owner))
+
+
+class CreateToken(UserForm):
     """As the API's ``POST …/tokens`` (admin.minting): the new token's secret is shown on the
     answer to this POST only (the page is ``no-store``); it is never stored, nor shown again."""
 
-    def post(self, view: View, tenant: str, user: str) -> None:
-        person = managed_user(view, tenant, user)
-        form = Form("new-token", "name", typed(view, TOKEN_FIELDS))
-        made, form = attempt(view, form, lambda: minting.mint_token(
-            view.session, view.principal, person, name=form.value("name").strip(),
-            scopes=view.form_all("scopes"), expires=form.value("expires_at").strip() or None))
-        if made is None:
-            show_user(view, person, form.status, token_form=form)
-            return
+    FORM = ("new-token", "name", TOKEN_FIELDS)
+    SHOWN_AS = "token_form"
+
+    def create(self, view: View, owner: models.User, form: Form) -> tuple[models.ApiToken, str]:
+        return minting.mint_token(view.session, view.principal, owner, name=form.value("name").strip(),
+                                  scopes=view.form_all("scopes"), expires=form.value("expires_at").strip() or None)
+
+    def made(self, view: View, owner: models.User, made: tuple[models.ApiToken, str]) -> None:
         token, secret = made
-        audit(view, f"created API token {token.id} of {person.tenant.name}/{person.name} ({token.scopes})")
-        show_user(view, person, 201, new_token={"id": token.id, "secret": secret})
+        audit(view, f"created API token {token.id} of {owner.tenant.name}/{owner.name} ({token.scopes})")
+        show_user(view, owner, 201, new_token={"id": token.id, "secret": secret})
 
 
 @dataclasses.dataclass(frozen=True)

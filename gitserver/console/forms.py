@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from gitserver.console.web import View
+from gitserver.console.web import Page, View
 from gitserver.policy.errors import Conflict, Forbidden, GitserverError, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -69,3 +69,37 @@ def audit(view: View, change: str) -> None:
     The rows themselves are the API's (their ids and times); this is the who."""
     log.info("console change by %s: %s", view.principal.display, change,
              extra={"tenant": view.principal.tenant_name, "user": view.principal.user_name})
+
+
+class CreateForm(Page):
+    """A POST that creates one thing through an ``admin`` function: the page's owner (tenant,
+    user, repository: its access rule), the form typed, the thing made in a savepoint, and
+    either the page again with the refusal beside its field, or on to where it is shown.
+    Subclasses name the form (:attr:`FORM`: id, main field, fields), the page that shows it
+    (:attr:`show`, given the form as :attr:`SHOWN_AS`), and the other steps."""
+
+    FORM: ClassVar[tuple[str, str, tuple[str, ...]]]
+    SHOWN_AS: ClassVar[str]
+    show: Callable[..., None]  # a staticmethod: (view, owner, status, **forms)
+
+    def owner(self, view: View, **params: Any) -> Any:
+        raise NotImplementedError
+
+    def create(self, view: View, owner: Any, form: Form) -> Any:
+        raise NotImplementedError
+
+    def refused(self, view: View, owner: Any, form: Form) -> None:
+        self.show(view, owner, form.status, **{self.SHOWN_AS: form})
+
+    def made(self, view: View, owner: Any, made: Any) -> None:
+        raise NotImplementedError
+
+    def post(self, view: View, **params: Any) -> None:
+        owner = self.owner(view, **params)
+        form_id, main, fields = self.FORM
+        form = Form(form_id, main, typed(view, fields))
+        made, form = attempt(view, form, lambda: self.create(view, owner, form))
+        if made is None:
+            self.refused(view, owner, form)
+            return
+        self.made(view, owner, made)

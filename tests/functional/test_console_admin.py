@@ -14,7 +14,16 @@ from sqlalchemy import select
 
 from gitserver.db import models
 from tests.functional.conftest import GitServer
-from tests.functional.console_helpers import AXE, Tab, axe_violations, browser, csrf_token, login_url, signed_in
+from tests.functional.console_helpers import (
+    AXE,
+    Tab,
+    axe_violations,
+    browser,
+    csrf_token,
+    login_url,
+    screenshot,
+    signed_in,
+)
 
 __all__ = ["browser"]
 
@@ -59,6 +68,7 @@ def test_an_admin_creates_a_user_a_group_a_token_and_a_deploy_key(server: GitSer
     assert secret.startswith("gst_")
     tab.page.click("button[data-copy=new-token-secret]")
     assert tab.page.evaluate("navigator.clipboard.readText()") == secret
+    screenshot(tab.page, "admin-token")
     _axe(tab)
     listed = server.api("GET", f"/api/v1/tenants/{tenant}/users", token=secret)
     assert listed.status_code == 200, listed.text  # the new token works

@@ -246,10 +246,13 @@ class Config:
     lfs_s3_secret_access_key: str = ""
     # Web console single sign-on (authorization code with PKCE) against oidc_issuer: the
     # console's client id (and secret, for a confidential client); the ID token's claim that
-    # names the user, looked up in oidc_console_tenant (users are made by admins, never here).
+    # names the user, looked up in the tenants the token names (docs/console.md): those of
+    # the claim oidc_console_tenant_claim, those its roles are admins of through
+    # oidc_role_map, then oidc_console_tenant (users are made by admins, never here).
     oidc_console_client_id: str = ""
     oidc_console_client_secret: str = ""
     oidc_console_tenant: str = ""
+    oidc_console_tenant_claim: str = ""
     oidc_console_user_claim: str = "preferred_username"
     # Logging.
     log_format: str = _one_of(("text", "json"), "text")
@@ -417,10 +420,13 @@ def _check_oidc(config: Config) -> None:
     oidc.check_issuer_url(config.oidc_issuer, config.allow_private_networks)
     if not config.oidc_audience:
         raise ConfigError("setting oidc_audience: required with oidc_issuer (the client id tokens are for)")
-    oidc.parse_role_map(config.oidc_role_map)
-    if config.oidc_console_client_id and not config.oidc_console_tenant:
-        raise ConfigError("setting oidc_console_tenant: required with oidc_console_client_id "
-                          "(the tenant whose users sign in to the console through OIDC)")
+    role_map = oidc.parse_role_map(config.oidc_role_map)
+    names_tenants = any(t.startswith(oidc.TENANT_ADMIN_PREFIX) for targets in role_map.values() for t in targets)
+    if config.oidc_console_client_id and not (config.oidc_console_tenant or config.oidc_console_tenant_claim
+                                              or names_tenants):
+        raise ConfigError("setting oidc_console_tenant_claim: with oidc_console_client_id, set it or "
+                          "oidc_console_tenant (or map roles to tenant-admin:<tenant> in oidc_role_map): "
+                          "nothing names the tenant of a console single sign-on")
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

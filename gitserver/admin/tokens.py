@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 
 from sqlalchemy import Select, select
@@ -17,9 +18,32 @@ from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput
 
 TOKEN_PREFIX = "gst_"
+MAX_NAME = 200  # api_tokens.name
 
 
 TOKEN_SCOPES = (access.READ, access.WRITE, access.ADMIN)  # ordered: each includes the ones before
+
+
+# RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that
+# "2030-01-01T00:00" never silently means a different instant on a different server.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def parse_expiry(value: str, field: str) -> dt.datetime:
+    """An RFC 3339 date-time with a zone, in the future, as an aware UTC datetime."""
+    problem = f"{field} must be an RFC 3339 date-time with a zone, like 2030-01-01T00:00:00Z"
+    if not _RFC3339.fullmatch(value):
+        raise InvalidInput(problem, field=field)
+    try:
+        # fromisoformat takes at most 6 fraction digits; the extra precision means nothing here.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("z", "Z"))
+        # Normalise now: a far-future time in a negative zone overflows the datetime range.
+        when = dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(problem, field=field) from exc
+    if when <= utcnow():
+        raise InvalidInput(f"{field} must be in the future", field=field)
+    return when
 
 
 def hash_token(secret: str) -> str:
@@ -32,6 +56,8 @@ def create_token(session: Session, *, user: models.User | None = None, site_admi
     """Create a token; returns the row and the secret, which is never stored."""
     if user is None and not site_admin:
         raise InvalidInput("a token belongs to a user or is a site-admin token")
+    if not isinstance(name, str) or len(name) > MAX_NAME:
+        raise InvalidInput(f"name must be a string of at most {MAX_NAME} characters", field="name")
     bad = [s for s in scopes if s not in TOKEN_SCOPES]
     if bad or not scopes:
         raise InvalidInput(f"scopes must be a non-empty subset of {', '.join(TOKEN_SCOPES)}", field="scopes")

@@ -1,22 +1,33 @@
-"""The admins' pages of a tenant: its users and groups, a user's keys (added and removed
-through forms) and API tokens (revoked through a form), and a repository's grants and deploy
-keys. The rules are the API's: tenant admins (and site admins) only, through the same
-``admin`` services; a non-admin gets 403, another tenant 404."""
+"""The admins' pages of a tenant: its users and groups (created through forms), and a user's
+SSH keys (added and removed) and API tokens (created, shown once, and revoked). The rules are
+the API's: tenant admins (and site admins) only, through the same ``admin`` services (a
+tenant admin never manages a site admin, nor gives that role); a non-admin gets 403, another
+tenant 404. A refused form is answered on its page, its error beside the field it names.
+A repository's grants and deploy keys are gitserver.console.access_pages.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import dataclasses
+from collections.abc import Callable
+from typing import Any
 
-from gitserver.admin import deploy_keys, grants, groups, keys, rules, tokens, users
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gitserver.admin import base, groups, keys, minting, rules, tokens, users
 from gitserver.console import security
-from gitserver.console.repo_pages import granted, page_values
+from gitserver.console.forms import CreateForm, Form, audit
 from gitserver.console.web import Page, View
 from gitserver.db import models
-from gitserver.policy import access
-from gitserver.policy.errors import Forbidden, InvalidInput, NotFound
+from gitserver.policy.errors import Forbidden, NotFound
 
 MAX_ID = 2147483647
 MAX_NAME = 100
+USER_FIELDS = ("name", "role")
+GROUP_FIELDS = ("name", "description")
+KEY_FIELDS = ("key", "title")
+TOKEN_FIELDS = ("name", "scopes", "expires_at")
 
 
 def admin_tenant(view: View, tenant: str) -> models.Tenant:
@@ -28,96 +39,159 @@ def admin_tenant(view: View, tenant: str) -> models.Tenant:
     return row
 
 
-def _user_base(tenant: models.Tenant, user: models.User) -> str:
-    return f"{security.CONSOLE_PREFIX}/-/admin/{tenant.name}/users/{user.name}"
+def tenant_base(tenant: models.Tenant) -> str:
+    return f"{security.CONSOLE_PREFIX}/-/admin/{tenant.name}"
+
+
+def _user_base(user: models.User) -> str:
+    return f"{tenant_base(user.tenant)}/users/{user.name}"
+
+
+def new_user_form() -> Form:
+    return Form("new-user", "name", {"role": models.ROLE_MEMBER})
 
 
 class TenantAdmin(Page):
+    """Its users and groups, and the forms that create them."""
+
     def get(self, view: View, tenant: str) -> None:
-        row = admin_tenant(view, tenant)
-        user_rows = list(view.session.scalars(users.users_query(row).order_by(models.User.name)))
-        group_rows = list(view.session.scalars(groups.groups_query(row).order_by(models.Group.name)))
-        members = {g.id: list(view.session.scalars(groups.members_query(g))) for g in group_rows}
-        view.render("admin_tenant.html", tenant=row, users=user_rows, groups=group_rows, members=members)
+        show_tenant(view, admin_tenant(view, tenant))
+
+
+def show_tenant(view: View, row: models.Tenant, status: int = 200, **forms: Form) -> None:
+    group_rows = list(view.session.scalars(groups.groups_query(row).order_by(models.Group.name)))
+    values: dict[str, Any] = {"user_form": new_user_form(), "group_form": Form("new-group", "name"), **forms}
+    view.render("admin_tenant.html", status, tenant=row, base=tenant_base(row),
+                users=list(view.session.scalars(users.users_query(row).order_by(models.User.name))),
+                groups=group_rows, roles=_assignable_roles(view),
+                members={g.id: list(view.session.scalars(groups.members_query(g))) for g in group_rows},
+                **values)
+
+
+def _assignable_roles(view: View) -> list[str]:
+    return [r for r in models.ROLES if r != models.ROLE_SITE_ADMIN or view.principal.is_site_admin]
+
+
+class TenantForm(CreateForm):
+    """A form of the tenant's page (its admins'); refused, that page again."""
+
+    show = staticmethod(show_tenant)
+
+    def owner(self, view: View, **params: Any) -> models.Tenant:
+        return admin_tenant(view, params["tenant"])
+
+
+class CreateUser(TenantForm):
+    """As the API's ``POST …/users``: a name and a role the admin may give."""
+
+    FORM = ("new-user", "name", USER_FIELDS)
+    SHOWN_AS = "user_form"
+
+    def create(self, view: View, owner: models.Tenant, form: Form) -> models.User:
+        rules.check_role_assignable(view.principal, form.value("role"))
+        return users.create_user(view.session, owner, form.value("name"), form.value("role"))
+
+    def made(self, view: View, owner: models.Tenant, made: models.User) -> None:
+        audit(view, f"created user {owner.name}/{made.name} ({made.role})")
+        view.redirect(_user_base(made))
+
+
+class CreateGroup(TenantForm):
+    """As the API's ``POST …/groups``: a name and a description."""
+
+    FORM = ("new-group", "name", GROUP_FIELDS)
+    SHOWN_AS = "group_form"
+
+    def create(self, view: View, owner: models.Tenant, form: Form) -> models.Group:
+        description = base.validate_description(form.value("description"))
+        return groups.create_group(view.session, owner, form.value("name"), description)
+
+    def made(self, view: View, owner: models.Tenant, made: models.Group) -> None:
+        audit(view, f"created group {owner.name}/{made.name}")
+        view.redirect(f"{tenant_base(owner)}#groups")
+
+
+def managed_user(view: View, tenant: str, user: str) -> models.User:
+    """A user of the tenant whose keys and tokens the admin may change (never a site admin's,
+    but for a site admin), as the API's ``_managed_user``."""
+    person = users.get_user(view.session, admin_tenant(view, tenant), user)
+    rules.check_self_or_manager(view.principal, person.id, person.tenant_id, person.role)
+    return person
 
 
 class UserAdmin(Page):
     def get(self, view: View, tenant: str, user: str) -> None:
-        row = admin_tenant(view, tenant)
-        person = users.get_user(view.session, row, user)
-        view.render("admin_user.html", tenant=row, user=person, base=_user_base(row, person),
-                    keys=list(view.session.scalars(keys.user_keys_query(person).order_by(models.PublicKey.id))),
-                    tokens=list(view.session.scalars(tokens.tokens_query(person).order_by(models.ApiToken.id))))
+        show_user(view, users.get_user(view.session, admin_tenant(view, tenant), user))
 
 
-class AddKey(Page):
-    def post(self, view: View, tenant: str, user: str) -> None:
-        row = admin_tenant(view, tenant)
-        person = users.get_user(view.session, row, user)
-        keys.add_user_key(view.session, person, view.form("key").strip(), view.form("title").strip())
-        view.redirect(_user_base(row, person))
+def show_user(view: View, person: models.User, status: int = 200, **values: Any) -> None:
+    forms = {"key_form": Form("add-key", "key"), "token_form": Form("new-token", "name"), "new_token": None,
+             **values}
+    view.render("admin_user.html", status, tenant=person.tenant, user=person, base=_user_base(person),
+                scopes=tokens.TOKEN_SCOPES,
+                keys=list(view.session.scalars(keys.user_keys_query(person).order_by(models.PublicKey.id))),
+                tokens=list(view.session.scalars(tokens.tokens_query(person).order_by(models.ApiToken.id))),
+                **forms)
 
 
-class RemoveKey(Page):
-    def post(self, view: View, tenant: str, user: str, key_id: int) -> None:
-        row = admin_tenant(view, tenant)
-        person = users.get_user(view.session, row, user)
-        keys.remove_user_key(view.session, keys.get_user_key(view.session, person, min(key_id, MAX_ID)))
-        view.redirect(_user_base(row, person))
+class UserForm(CreateForm):
+    """A form of a user's page (the admins who manage that user); refused, that page again."""
+
+    show = staticmethod(show_user)
+
+    def owner(self, view: View, **params: Any) -> models.User:
+        return managed_user(view, params["tenant"], params["user"])
 
 
-class RevokeToken(Page):
-    def post(self, view: View, tenant: str, user: str, token_id: int) -> None:
-        row = admin_tenant(view, tenant)
-        person = users.get_user(view.session, row, user)
-        tokens.revoke_token(view.session, tokens.get_token(view.session, person, min(token_id, MAX_ID)))
-        view.redirect(_user_base(row, person))
+class AddKey(UserForm):
+    FORM = ("add-key", "key", KEY_FIELDS)
+    SHOWN_AS = "key_form"
+
+    def create(self, view: View, owner: models.User, form: Form) -> models.PublicKey:
+        return keys.add_user_key(view.session, owner, form.value("key").strip(), form.value("title").strip())
+
+    def made(self, view: View, owner: models.User, made: models.PublicKey) -> None:
+        audit(view, f"added key {made.fingerprint} to {owner.tenant.name}/{owner.name}")
+        view.redirect(_user_base(owner))
 
 
-class RepoAccess(Page):
-    """A repository's grants and deploy keys (its admins)."""
+class CreateToken(UserForm):
+    """As the API's ``POST …/tokens`` (admin.minting): the new token's secret is shown on the
+    answer to this POST only (the page is ``no-store``); it is never stored, nor shown again."""
 
-    def get(self, view: View, tenant: str, repo: str) -> None:
-        opened = granted(view, tenant, repo, access.ADMIN)
-        rows = []
-        for grant in view.session.scalars(grants.grants_query(opened.row).order_by(models.Grant.id)):
-            if grant.user_id is not None:
-                who = view.session.get(models.User, grant.user_id)
-                rows.append(("user", who.name if who else "?", grant.permission))
-            else:
-                group = view.session.get(models.Group, grant.group_id)
-                rows.append(("group", group.name if group else "?", grant.permission))
-        view.render("admin_repo.html", **page_values(
-            view, opened, grants=rows,
-            deploy_keys=list(view.session.scalars(deploy_keys.deploy_keys_query(opened.row)))))
+    FORM = ("new-token", "name", TOKEN_FIELDS)
+    SHOWN_AS = "token_form"
 
+    def create(self, view: View, owner: models.User, form: Form) -> tuple[models.ApiToken, str]:
+        return minting.mint_token(view.session, view.principal, owner, name=form.value("name").strip(),
+                                  scopes=view.form_all("scopes"), expires=form.value("expires_at").strip() or None)
 
-GRANTEE_KINDS = ("user", "group")
+    def made(self, view: View, owner: models.User, made: tuple[models.ApiToken, str]) -> None:
+        token, secret = made
+        audit(view, f"created API token {token.id} of {owner.tenant.name}/{owner.name} ({token.scopes})")
+        show_user(view, owner, 201, new_token={"id": token.id, "secret": secret})
 
 
-def _grantee(view: View, tenant: models.Tenant) -> dict[str, models.User | models.Group]:
-    """The form's grantee (``kind`` user or group, ``name``) in the repository's tenant."""
-    kind, name = view.form("kind"), view.form("name").strip()
-    if kind not in GRANTEE_KINDS:
-        raise InvalidInput(f"kind must be one of {', '.join(GRANTEE_KINDS)}", field="kind")
-    if kind == "user":
-        return {"user": users.get_user(view.session, tenant, name)}
-    return {"group": groups.get_group(view.session, tenant, name)}
+@dataclasses.dataclass(frozen=True)
+class UserItem:
+    """One kind of a user's items an admin removes through a form: keys, tokens."""
+
+    what: str
+    find: Callable[[Session, models.User, int], Any]
+    remove: Callable[[Session, Any], None]
 
 
-class SetGrant(Page):
-    """Give a user or group a permission (never more than the admin holds), as the API's PUT."""
-
-    def post(self, view: View, tenant: str, repo: str) -> None:
-        opened = granted(view, tenant, repo, access.ADMIN)
-        permission = view.form("permission")
-        rules.check_grantable(opened.permission, permission)
-        grants.set_grant(view.session, opened.row, permission, **_grantee(view, opened.row.tenant))  # type: ignore[arg-type]
-        view.redirect(f"{opened.base}/access")
+KEY = UserItem("removed key", keys.get_user_key, keys.remove_user_key)
+TOKEN = UserItem("revoked API token", tokens.get_token, tokens.revoke_token)
 
 
-class RemoveGrant(Page):
-    def post(self, view: View, tenant: str, repo: str) -> None:
-        opened = granted(view, tenant, repo, access.ADMIN)
-        grants.remove_grant(view.session, opened.row, **_grantee(view, opened.row.tenant))  # type: ignore[arg-type]
-        view.redirect(f"{opened.base}/access")
+class RemoveUserItem(Page):
+    def __init__(self, ctx: Any, item: UserItem) -> None:
+        super().__init__(ctx)
+        self.item = item
+
+    def post(self, view: View, tenant: str, user: str, item_id: int) -> None:
+        person = managed_user(view, tenant, user)
+        self.item.remove(view.session, self.item.find(view.session, person, min(item_id, MAX_ID)))
+        audit(view, f"{self.item.what} {item_id} of {person.tenant.name}/{person.name}")
+        view.redirect(_user_base(person))

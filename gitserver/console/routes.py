@@ -13,7 +13,17 @@ from typing import Any
 
 import falcon
 
-from gitserver.console import activity_pages, admin_pages, highlight, repo_pages, rule_pages, security, session_pages
+from gitserver.console import (
+    access_pages,
+    activity_pages,
+    admin_pages,
+    highlight,
+    repo_pages,
+    rule_pages,
+    security,
+    session_pages,
+    sso_pages,
+)
 from gitserver.console.web import ConsoleContext, template_environment
 from gitserver.identity import oidc_login
 from gitserver.runtime import Runtime
@@ -39,45 +49,48 @@ class Static:
         resp.data = data
 
 
-def add_routes(app: falcon.App, runtime: Runtime) -> None:
-    ctx = ConsoleContext(runtime=runtime, templates=template_environment(),
-                         sign_on=oidc_login.from_config(runtime.config))
-    app.add_middleware(security.HeadersMiddleware())
+def _pages(ctx: ConsoleContext) -> dict[str, dict[str, Any]]:
+    """Each prefix's pages, by the rest of their path."""
     ui = security.CONSOLE_PREFIX
-    repo = ui + "/{tenant}/{repo}"
-    admin = ui + "/-/admin/{tenant}"
-    pages: list[tuple[str, Any]] = [
-        (ui, session_pages.Home(ctx)),
-        (ui + "/-/login/{secret}", session_pages.Login(ctx)),
-        (ui + "/-/logout", session_pages.Logout(ctx)),
-        (ui + "/-/oidc/start", session_pages.OidcStart(ctx)),
-        (ui + "/-/oidc/callback", session_pages.OidcCallback(ctx)),
-        (ui + "/-/static/{name}", Static()),
-        (ui + "/-/rules/{tenant}", rule_pages.TenantRules(ctx)),
-        (admin, admin_pages.TenantAdmin(ctx)),
-        (admin + "/users/{user}", admin_pages.UserAdmin(ctx)),
-        (admin + "/users/{user}/keys", admin_pages.AddKey(ctx)),
-        (admin + "/users/{user}/keys/{key_id:int}/remove", admin_pages.RemoveKey(ctx)),
-        (admin + "/users/{user}/tokens/{token_id:int}/revoke", admin_pages.RevokeToken(ctx)),
-        (ui + "/{tenant}", session_pages.TenantRepos(ctx)),
-        (repo, repo_pages.Summary(ctx)),
-        (repo + "/tree", repo_pages.Tree(ctx)),
-        (repo + "/blob", repo_pages.File(ctx)),
-        (repo + "/raw", repo_pages.Raw(ctx)),
-        (repo + "/commits", repo_pages.Commits(ctx)),
-        (repo + "/commit/{oid}", repo_pages.Commit(ctx)),
-        (repo + "/refs", repo_pages.Refs(ctx)),
-        (repo + "/pushes", activity_pages.Pushes(ctx)),
-        (repo + "/pipelines", activity_pages.Pipelines(ctx)),
-        (repo + "/pipelines/{pipeline_id:int}", activity_pages.Pipeline(ctx)),
-        (repo + "/pipelines/{pipeline_id:int}/log", activity_pages.PipelineLog(ctx)),
-        (repo + "/pipelines/{pipeline_id:int}/cancel", activity_pages.CancelPipeline(ctx)),
-        (repo + "/webhooks", activity_pages.Webhooks(ctx)),
-        (repo + "/webhooks/deliveries/{delivery_id:int}/redeliver", activity_pages.Redeliver(ctx)),
-        (repo + "/rules", rule_pages.RepoRules(ctx)),
-        (repo + "/access", admin_pages.RepoAccess(ctx)),
-        (repo + "/access/grants", admin_pages.SetGrant(ctx)),
-        (repo + "/access/grants/remove", admin_pages.RemoveGrant(ctx)),
-    ]
-    for path, resource in pages:
-        app.add_route(path, resource)
+    return {
+        ui: {"": session_pages.Home(ctx), "/{tenant}": session_pages.TenantRepos(ctx)},
+        ui + "/-": {
+            "/login/{secret}": session_pages.Login(ctx), "/logout": sso_pages.Logout(ctx),
+            "/oidc/start": sso_pages.OidcStart(ctx), "/oidc/callback": sso_pages.OidcCallback(ctx),
+            "/static/{name}": Static(), "/rules/{tenant}": rule_pages.TenantRules(ctx)},
+        ui + "/-/admin/{tenant}": {
+            "": admin_pages.TenantAdmin(ctx), "/users": admin_pages.CreateUser(ctx),
+            "/groups": admin_pages.CreateGroup(ctx)},
+        ui + "/-/admin/{tenant}/users/{user}": {
+            "": admin_pages.UserAdmin(ctx), "/keys": admin_pages.AddKey(ctx),
+            "/keys/{item_id:int}/remove": admin_pages.RemoveUserItem(ctx, admin_pages.KEY),
+            "/tokens": admin_pages.CreateToken(ctx),
+            "/tokens/{item_id:int}/revoke": admin_pages.RemoveUserItem(ctx, admin_pages.TOKEN)},
+        ui + "/{tenant}/{repo}": {
+            "": repo_pages.Summary(ctx), "/tree": repo_pages.Tree(ctx), "/blob": repo_pages.File(ctx),
+            "/raw": repo_pages.Raw(ctx), "/commits": repo_pages.Commits(ctx),
+            "/commit/{oid}": repo_pages.Commit(ctx), "/refs": repo_pages.Refs(ctx),
+            "/rules": rule_pages.RepoRules(ctx)},
+        ui + "/{tenant}/{repo}/pushes": {"": activity_pages.Pushes(ctx)},
+        ui + "/{tenant}/{repo}/pipelines": {
+            "": activity_pages.Pipelines(ctx), "/{pipeline_id:int}": activity_pages.Pipeline(ctx),
+            "/{pipeline_id:int}/log": activity_pages.PipelineLog(ctx),
+            "/{pipeline_id:int}/cancel": activity_pages.CancelPipeline(ctx)},
+        ui + "/{tenant}/{repo}/webhooks": {
+            "": activity_pages.Webhooks(ctx),
+            "/deliveries/{delivery_id:int}/redeliver": activity_pages.Redeliver(ctx)},
+        ui + "/{tenant}/{repo}/access": {
+            "": access_pages.RepoAccess(ctx), "/grants": access_pages.SetGrant(ctx),
+            "/grants/remove": access_pages.RemoveGrant(ctx), "/deploy-keys": access_pages.AddDeployKey(ctx)},
+    }
+
+
+def add_routes(app: falcon.App, runtime: Runtime) -> None:
+    sign_on = oidc_login.from_config(runtime.config)
+    ctx = ConsoleContext(runtime=runtime, templates=template_environment(), sign_on=sign_on)
+    # Sign-out may send the browser on to the issuer (RP-initiated logout): its redirect is
+    # held to the page's form-action.
+    app.add_middleware(security.HeadersMiddleware((sign_on.origin,) if sign_on else ()))
+    for prefix, pages in _pages(ctx).items():
+        for rest, resource in pages.items():
+            app.add_route(prefix + rest, resource)

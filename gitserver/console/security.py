@@ -31,8 +31,20 @@ def is_console(path: str) -> bool:
     return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
 
 
+def csp(form_origins: tuple[str, ...] = ()) -> str:
+    """The console's CSP; ``form_origins`` may also receive a form's redirect (the OIDC
+    issuer, where sign-out sends the browser on: browsers hold a POST's redirects to
+    ``form-action`` too)."""
+    if not form_origins:
+        return CSP
+    return CSP.replace("form-action 'self'", " ".join(("form-action 'self'", *form_origins)))
+
+
 class HeadersMiddleware:
     """The headers of docs/console.md (Security), on every response including errors."""
+
+    def __init__(self, form_origins: tuple[str, ...] = ()) -> None:
+        self.csp = csp(form_origins)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
@@ -40,7 +52,7 @@ class HeadersMiddleware:
         if not is_console(req.path):
             return
         if resp.get_header("Content-Security-Policy") is None:
-            resp.set_header("Content-Security-Policy", CSP)
+            resp.set_header("Content-Security-Policy", self.csp)
         resp.set_header("X-Frame-Options", "DENY")
         # Page URLs carry repository and file names; a sign-in link its secret.
         resp.set_header("Referrer-Policy", "same-origin")

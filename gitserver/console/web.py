@@ -98,6 +98,11 @@ class View:
         value = read_form(self.req).get(name, "")
         return value if isinstance(value, str) else ""
 
+    def form_all(self, name: str) -> list[str]:
+        """Every value of a repeated field of the POSTed form (checkboxes of one name)."""
+        value = read_form(self.req).get(name, [])
+        return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+
     def param(self, name: str, default: str = "") -> str:
         """A query parameter (``default`` when absent or repeated)."""
         value = self.req.get_param(name)

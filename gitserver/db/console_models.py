@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gitserver.db.base import Base, UTCDateTime, created_column
@@ -40,5 +40,8 @@ class ConsoleSession(Base):
     created_at: Mapped[dt.datetime] = created_column()
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    # A single sign-on's ID token: the id_token_hint of the logout at the issuer (None for a
+    # session a link opened, or a token too long to keep).
+    id_token: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[Any] = relationship("User", lazy="joined")  # models.User: not imported, no circle

@@ -25,6 +25,9 @@ from gitserver.db.base import utcnow
 
 LINK_LIFETIME = dt.timedelta(minutes=5)
 SESSION_LIFETIME = dt.timedelta(hours=12)
+# The longest ID token kept (Keycloak's are 1-2 KiB; one carrying hundreds of groups is not
+# worth a row that large: its logout then goes without id_token_hint).
+MAX_ID_TOKEN = 16 * 1024
 _SECRET_BYTES = 32
 # A secret is token_urlsafe(32): 43 characters of [A-Za-z0-9_-]. Anything else is not looked up.
 SECRET_LENGTH = 43
@@ -84,12 +87,16 @@ class Opened:
     row: models.ConsoleSession
 
 
-def open_session(session: Session, user: models.User, now: dt.datetime | None = None) -> Opened:
+def open_session(session: Session, user: models.User, now: dt.datetime | None = None,
+                 id_token: str | None = None) -> Opened:
+    """A session for ``user``; ``id_token`` is a single sign-on's (kept for the logout at the
+    issuer unless longer than :data:`MAX_ID_TOKEN`, when that logout goes without the hint)."""
     now = now or utcnow()
     secret = secrets.token_urlsafe(_SECRET_BYTES)
     row = models.ConsoleSession(secret_hash=hash_secret(secret), user_id=user.id,
                                 csrf_token=secrets.token_urlsafe(_SECRET_BYTES), created_at=now,
-                                expires_at=now + SESSION_LIFETIME)
+                                expires_at=now + SESSION_LIFETIME,
+                                id_token=id_token if id_token and len(id_token) <= MAX_ID_TOKEN else None)
     session.add(row)
     session.flush()
     return Opened(secret, row)

@@ -2,9 +2,12 @@
 
 A stand-in for Keycloak, which cannot run here: discovery, JWKS, an authorization endpoint
 that signs in one configured user at once (no login form) and sends the browser back with a
-code, and a token endpoint that checks the code, the redirect URI and the PKCE verifier
-against the S256 challenge before it answers with an RS256 ID token carrying the nonce.
-Every request it saw is kept for the tests to inspect.
+code, a token endpoint that checks the code, the redirect URI and the PKCE verifier
+against the S256 challenge before it answers with an RS256 ID token carrying the nonce (and
+``claims``: a tenant claim, Keycloak's roles), and, when ``end_session`` is on, an
+RP-initiated logout endpoint that checks the ``id_token_hint`` is one it signed for the
+client before it sends the browser to the ``post_logout_redirect_uri``. Every request it saw
+is kept for the tests to inspect.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ class Issuer:
         self.url = f"http://127.0.0.1:{port}"
         self.client_id = client_id
         self.user = user
+        self.claims: dict[str, Any] = {}  # more claims of the next ID tokens
+        self.end_session = True  # advertise end_session_endpoint (read at the client's discovery)
+        self.issued: list[str] = []  # every ID token, in order
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.codes: dict[str, dict[str, str]] = {}
         self.seen: list[tuple[str, dict[str, str]]] = []
@@ -51,8 +57,27 @@ class Issuer:
     def id_token(self, nonce: str, user: str) -> str:
         now = int(time.time())
         claims = {"iss": self.url, "aud": self.client_id, "sub": f"sub-{user}", "preferred_username": user,
-                  "nonce": nonce, "iat": now, "exp": now + 300}
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KID})
+                  "nonce": nonce, "iat": now, "exp": now + 300, **self.claims}
+        token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KID})
+        self.issued.append(token)
+        return token
+
+    def discovery(self) -> dict[str, Any]:
+        doc = {"issuer": self.url, "authorization_endpoint": self.url + "/authorize",
+               "token_endpoint": self.url + "/token", "jwks_uri": self.url + "/jwks"}
+        if self.end_session:
+            doc["end_session_endpoint"] = self.url + "/logout"
+        return doc
+
+    def logout(self, query: dict[str, str]) -> tuple[int, str]:
+        """RP-initiated logout: (status, where the browser goes next)."""
+        try:
+            # The hint may have expired (the spec allows it); its signature and audience must hold.
+            jwt.decode(query.get("id_token_hint", ""), self.key.public_key(), algorithms=["RS256"],
+                       audience=self.client_id, options={"verify_exp": False})
+        except jwt.InvalidTokenError:
+            return 400, ""
+        return 302, query["post_logout_redirect_uri"]
 
     def authorize(self, query: dict[str, str]) -> str:
         """Where the browser goes next: back to the client with a code."""
@@ -91,13 +116,19 @@ class Issuer:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 issuer.seen.append((parts.path, query))
                 if parts.path == "/.well-known/openid-configuration":
-                    self._json(200, {"issuer": issuer.url, "authorization_endpoint": issuer.url + "/authorize",
-                                     "token_endpoint": issuer.url + "/token", "jwks_uri": issuer.url + "/jwks"})
+                    self._json(200, issuer.discovery())
                 elif parts.path == "/jwks":
                     self._json(200, issuer.jwks())
                 elif parts.path == "/authorize":
                     self.send_response(302)
                     self.send_header("Location", issuer.authorize(query))
+                    self.end_headers()
+                elif parts.path == "/logout" and issuer.end_session:
+                    status, location = issuer.logout(query)
+                    self.send_response(status)
+                    if location:
+                        self.send_header("Location", location)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                 else:
                     self._json(404, {})

@@ -129,8 +129,8 @@ def test_an_admin_adds_a_key_through_the_form(server: GitServer, browser: Any) -
     tab = _sign_in(server, browser, admin)
     tab.page.click("header >> text=Admin")
     tab.page.click(f"text={member.name}")
-    tab.page.fill("#key", public)
-    tab.page.fill("#title", "laptop <b>bold</b>")
+    tab.page.fill("#add-key-key", public)
+    tab.page.fill("#add-key-title", "laptop <b>bold</b>")
     tab.page.click("#add-key button[type=submit]")
     assert "laptop <b>bold</b>" in tab.page.inner_text("main")  # shown escaped, as typed
     screenshot(tab.page, "admin-user")

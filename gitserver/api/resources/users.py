@@ -9,8 +9,6 @@ manage. A token never mints a token with more scopes than it has.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -18,7 +16,7 @@ import falcon
 from sqlalchemy.orm import Session
 
 from gitserver import shapes
-from gitserver.admin import keys, rules, signing, tokens, users
+from gitserver.admin import keys, minting, rules, signing, tokens, users
 from gitserver.api import openapi as oa
 from gitserver.api import paths
 from gitserver.api.auth import authenticated
@@ -30,11 +28,9 @@ from gitserver.api.paths import ID_CONVERTER, ID_SCHEMA, TENANT, TENANT_PARAM, U
 from gitserver.api.response import schemas
 from gitserver.api.shapes import EMAILS_FIELD, NAME_FIELD
 from gitserver.db import models
-from gitserver.db.base import utcnow
 from gitserver.identity.keys import MAX_BATCH_KEYS
 from gitserver.jsonshape import BOOLEAN, INTEGER, NULLABLE_STRING, STRING, Out, Shape, each
 from gitserver.policy import access
-from gitserver.policy.errors import InvalidInput
 from gitserver.shapes import created_token_json, key_json, token_json, user_json
 
 USERS = f"{TENANT}/users"
@@ -58,28 +54,6 @@ KEY_IMPORT = Shape("KeyImport", {
 
 def user_path(tenant: str, user: str) -> str:
     return f"/api/v1/tenants/{tenant}/users/{user}"
-
-
-# RFC 3339 date-time, the "date-time" format of JSON Schema: the zone is required, so that
-# "2030-01-01T00:00" never silently means a different instant on a different server.
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
-
-
-def parse_expiry(value: str, field: str) -> dt.datetime:
-    """An RFC 3339 date-time with a zone, in the future, as an aware UTC datetime."""
-    problem = f"{field} must be an RFC 3339 date-time with a zone, like 2030-01-01T00:00:00Z"
-    if not _RFC3339.fullmatch(value):
-        raise InvalidInput(problem, field=field)
-    try:
-        # fromisoformat takes at most 6 fraction digits; the extra precision means nothing here.
-        text = re.sub(r"(\.\d{6})\d+", r"\1", value.replace("z", "Z"))
-        # Normalise now: a far-future time in a negative zone overflows the datetime range.
-        when = dt.datetime.fromisoformat(text).astimezone(dt.UTC)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidInput(problem, field=field) from exc
-    if when <= utcnow():
-        raise InvalidInput(f"{field} must be in the future", field=field)
-    return when
 
 
 def _user(session: Session, principal: access.Principal, tenant: str, user: str) -> models.User:
@@ -238,7 +212,7 @@ class Key(_UserItem):
 class Tokens(Resource):
     FIELDS: ClassVar[Mapping[str, Field]] = {
         "name": Field(str, max_length=200),
-        # Refused empty by the handler ("scopes must not be empty").
+        # Refused empty by admin.minting ("scopes must not be empty").
         "scopes": Field(list, items=str, choices=tokens.TOKEN_SCOPES, max_length=3, doc={"minItems": 1},
                         description="default: the scopes of the token used to create it"),
         "expires_at": Field(str, nullable=True, max_length=64, doc={"format": "date-time"},
@@ -248,18 +222,8 @@ class Tokens(Resource):
         with authenticated(self.ctx.runtime.sessions, req) as (session, principal):
             row = _managed_user(session, principal, tenant, user, self_service=True)
             data = read_json(req, self.FIELDS, allow_empty=True)
-            # By default a new token gets what the caller's own token has, no more.
-            default = [s for s in tokens.TOKEN_SCOPES if access.scope_covers(principal.scopes, s)]
-            requested = set(data.get("scopes", default))
-            scopes = tuple(s for s in tokens.TOKEN_SCOPES if s in requested)
-            if not scopes:
-                raise InvalidInput("scopes must not be empty", field="scopes")
-            rules.check_scopes_grantable(principal.scopes, scopes)
-            expires = data.get("expires_at")
-            expires_at = rules.check_expiry_grantable(
-                principal.token_expires_at, parse_expiry(expires, "expires_at") if expires else None)
-            token, secret = tokens.create_token(
-                session, user=row, name=data.get("name", ""), scopes=scopes, expires_at=expires_at)
+            token, secret = minting.mint_token(session, principal, row, name=data.get("name", ""),
+                                               scopes=data.get("scopes"), expires=data.get("expires_at"))
             resp.media = created_token_json(token, secret)
         created(resp, f"{user_path(tenant, user)}/tokens/{token.id}")
 

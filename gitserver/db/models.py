@@ -275,10 +275,15 @@ class RefUpdate(Base):
     push: Mapped[Push] = relationship(back_populates="ref_updates")
 
 
+def _status_check() -> CheckConstraint:
+    """The constraint pipelines and jobs share: a status is one of :data:`STATES`."""
+    return CheckConstraint(f"status IN {STATES!r}", name="status")
+
+
 class Pipeline(Base):
     __tablename__ = "pipelines"
     __table_args__ = (
-        CheckConstraint(f"status IN {STATES!r}", name="status"),
+        _status_check(),
         # The log retention pass (gitserver.pipelines.logstore) asks for unpruned pipelines
         # that ended before a date, oldest first, every job_reconcile_interval.
         Index("ix_pipelines_log_retention", "log_pruned_at", "finished_at"),
@@ -340,7 +345,7 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        CheckConstraint(f"status IN {STATES!r}", name="status"),
+        _status_check(),
         Index("ix_jobs_claim", "status", "run_after"),
     )
 

@@ -31,6 +31,9 @@ TIMEOUT = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class Beat:
+    """The request a build's ``heartbeat`` asks the worker to send every ``interval`` seconds
+    while the build runs (validated: its URL went through the network guard)."""
+
     method: str
     url: str
     headers: dict[str, str]

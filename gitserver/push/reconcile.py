@@ -314,6 +314,8 @@ def _latest_values(session: Session, repo_id: int, ref_names: list[str]) -> dict
 
 @dataclasses.dataclass
 class Summary:
+    """What one reconciler pass did, counted for its log line and the check's report."""
+
     repos: int = 0
     skipped: int = 0
     recovered_pushes: int = 0

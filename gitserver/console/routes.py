@@ -64,6 +64,7 @@ def add_routes(app: falcon.App, runtime: Runtime) -> None:
         (repo + "/tree", repo_pages.Tree(ctx)),
         (repo + "/blob", repo_pages.File(ctx)),
         (repo + "/raw", repo_pages.Raw(ctx)),
+        (repo + "/blame", repo_pages.Blame(ctx)),
         (repo + "/commits", repo_pages.Commits(ctx)),
         (repo + "/commit/{oid}", repo_pages.Commit(ctx)),
         (repo + "/refs", repo_pages.Refs(ctx)),

@@ -78,12 +78,13 @@ def shown_file(view: View, blob: pygit2.Blob, name: str, plain: bool = False) ->
     return fileview.source(view.ctx.prepared, str(blob.id), name, text)
 
 
-def _readme(view: View, commit: pygit2.Commit) -> tuple[str, fileview.Shown] | None:
+def _readme(view: View, commit: pygit2.Commit) -> tuple[str, fileview.Shown, bool] | None:
+    """The README's name, how it is shown, and whether it is Markdown."""
     for obj in commit.tree:
         if isinstance(obj, pygit2.Blob) and (obj.name or "").lower() in README_NAMES:
             name = obj.name or ""
             shown = shown_file(view, obj, name if is_markdown(name) else "README.txt")
-            return (name, shown) if shown is not None else None
+            return (name, shown, is_markdown(name)) if shown is not None else None
     return None
 
 
@@ -96,7 +97,7 @@ class Summary(Page):
             view, opened, rev=rev, commit=commit, readme=_readme(view, commit) if commit else None,
             clone={"ssh": repo_json["ssh_url"], "http": repo_json["http_url"],
                    "bundle": repo_json.get("bundle_url")},
-            branches=gitview.branches(opened.git), tags=gitview.tags(opened.git)[:20]))
+            branches=gitview.branches(opened.git), tags=gitview.tags(opened.git)[:20], limits=fileview))
 
 
 @dataclasses.dataclass(frozen=True)

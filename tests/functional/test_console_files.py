@@ -108,7 +108,8 @@ def test_files_too_large_to_show_whole_say_so_and_raw_has_all(server: GitServer,
     tenant = server.new_tenant()
     user = server.new_user(tenant, role="admin")
     repo = server.new_repo(tenant)
-    readme = "# Big <readme>\n\n" + ("A paragraph of *text* " + "words " * 14 + "\n") * (fileview.MAX_MARKDOWN_BYTES // 100)
+    paragraph = "A paragraph of *text* " + "words " * 14 + "\n"  # 100 bytes: the README is over the size cap
+    readme = "# Big <readme>\n\n" + paragraph * (fileview.MAX_MARKDOWN_BYTES // 100)
     work = make_repo(tmp_path / "w", git_env, {"data/big.txt": big, "README.md": readme})
     server.git(user, "remote", "add", "origin", server.repo_url(tenant, repo), cwd=work)
     push(server, user, work, "main")

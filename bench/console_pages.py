@@ -150,7 +150,7 @@ def _cases(head: str, middle: str) -> list[Case]:
         Case("the same file, first view", f"{base}/blob?rev={{rev}}&path={FILE}", f"/pytest/tree/{FILE}",
              first_view=True),
         Case(f"large file ({BIG}, 500 kB, plain)", f"{base}/blob?rev={{rev}}&path={BIG}", f"/pytest/tree/{BIG}"),
-        Case(f"huge file ({HUGE}, 1.4 MB, first 20,000 lines)", f"{base}/blob?rev={{rev}}&path={HUGE}",
+        Case(f"huge file ({HUGE}, 1.4 MB: its first 1 MiB, plain)", f"{base}/blob?rev={{rev}}&path={HUGE}",
              f"/pytest/tree/{HUGE}"),
         Case(f"blame ({FILE}), kept", f"{base}/blame?rev={{rev}}&path={FILE}", f"/pytest/blame/{FILE}"),
         Case("the same blame, first view", f"{base}/blame?rev={{rev}}&path={FILE}", f"/pytest/blame/{FILE}",

@@ -10,17 +10,15 @@ next pass), so a pass never holds a long write lock.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gitserver.db import models
+from gitserver.db import batches, models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +26,9 @@ BATCH = 500
 MAX_BATCHES = 20
 
 
-@dataclasses.dataclass(frozen=True)
-class Pruned:
+class Pruned(NamedTuple):
+    """How many rows one pass deleted."""
+
     links: int
     sessions: int
 
@@ -52,22 +51,14 @@ def prune_batch(session: Session, table: Any, dead: Any) -> int:
     return len(ids)
 
 
-def _prune_table(sessions: sessionmaker[Session], table: Any, dead: Any) -> int:
-    pruned = 0
-    for _ in range(MAX_BATCHES):
-        with transaction(sessions) as session:
-            done = prune_batch(session, table, dead)
-        pruned += done
-        if done < BATCH:
-            break
-    return pruned
-
-
 def prune(sessions: sessionmaker[Session], now: dt.datetime | None = None) -> Pruned:
     """One pass: delete used or expired links and ended or expired sessions."""
     now = now or utcnow()
-    pruned = Pruned(_prune_table(sessions, models.ConsoleLogin, _dead_links(now)),
-                    _prune_table(sessions, models.ConsoleSession, _dead_sessions(now)))
+    links = _dead_links(now)
+    ended = _dead_sessions(now)
+    pruned = Pruned(
+        batches.in_batches(sessions, lambda s: prune_batch(s, models.ConsoleLogin, links), BATCH, MAX_BATCHES),
+        batches.in_batches(sessions, lambda s: prune_batch(s, models.ConsoleSession, ended), BATCH, MAX_BATCHES))
     if pruned.links or pruned.sessions:
         log.info("deleted %d used or expired console sign-in links and %d ended or expired sessions",
                  pruned.links, pruned.sessions)

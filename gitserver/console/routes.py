@@ -68,7 +68,8 @@ def _pages(ctx: ConsoleContext) -> dict[str, dict[str, Any]]:
             "/tokens/{item_id:int}/revoke": admin_pages.RemoveUserItem(ctx, admin_pages.TOKEN)},
         ui + "/{tenant}/{repo}": {
             "": repo_pages.Summary(ctx), "/tree": repo_pages.Tree(ctx), "/blob": repo_pages.File(ctx),
-            "/raw": repo_pages.Raw(ctx), "/commits": repo_pages.Commits(ctx),
+            "/raw": repo_pages.Raw(ctx), "/blame": repo_pages.Blame(ctx),
+            "/commits": repo_pages.Commits(ctx),
             "/commit/{oid}": repo_pages.Commit(ctx), "/refs": repo_pages.Refs(ctx),
             "/rules": rule_pages.RepoRules(ctx)},
         ui + "/{tenant}/{repo}/pushes": {"": activity_pages.Pushes(ctx)},

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.config import Config
 from gitserver.console import security
+from gitserver.console.prepare import Prepared
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.identity import oidc_login, weblogin
@@ -56,6 +57,8 @@ class ConsoleContext:
     runtime: Runtime
     templates: jinja2.Environment
     sign_on: oidc_login.ConsoleSignOn | None = None
+    # Highlighted files, rendered Markdown and blame, made once on a background thread.
+    prepared: Prepared = dataclasses.field(default_factory=Prepared)
 
     @property
     def config(self) -> Config:

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
-from gitserver.db import models
+from gitserver.db import batches, models
 from gitserver.db.base import utcnow
-from gitserver.db.session import transaction
 from gitserver.lfs import usage as lfs_usage
 from gitserver.push import limits
 
@@ -141,13 +140,8 @@ def prune(sessions: sessionmaker[Session], retention_days: int, now: dt.datetime
         return 0
     now = now or utcnow()
     before = now - dt.timedelta(days=retention_days)
-    pruned = 0
-    for _ in range(PRUNE_MAX_BATCHES):
-        with transaction(sessions) as session:
-            done = prune_batch(session, before, now)
-        pruned += done
-        if done < PRUNE_BATCH:
-            break
+    pruned = batches.in_batches(sessions, lambda session: prune_batch(session, before, now), PRUNE_BATCH,
+                                PRUNE_MAX_BATCHES)
     if pruned:
         log.info("pruned the logs of %d pipelines that ended before %s", pruned, before.isoformat())
     return pruned

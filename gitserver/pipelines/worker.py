@@ -9,8 +9,10 @@
   issued through any API replica reaches the running step within a second or two.
 * The reconcilers (in the monitor thread): every ``job_reconcile_interval`` a pipeline is
   queued for any push recorded without one and orphaned pipelines are failed
-  (gitserver.pipelines.push); every ``refs_reconcile_interval`` the refs on disk are compared
-  with the push ledger (gitserver.push.reconcile).
+  (gitserver.pipelines.push), old pipeline logs are pruned (gitserver.pipelines.logstore) and
+  the web console's dead sign-in links and sessions deleted
+  (gitserver.identity.weblogin_retention); every ``refs_reconcile_interval`` the refs on disk
+  are compared with the push ledger (gitserver.push.reconcile).
 * SIGTERM/SIGINT: stop claiming; running jobs get ``job_shutdown_grace`` seconds to finish,
   then are asked to stop (a build step's process group is killed) and their leases are
   released, so another worker re-runs them at once. SIGKILL loses nothing either: the lease
@@ -40,6 +42,7 @@ from sqlalchemy.orm import Session
 from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
+from gitserver.identity import weblogin_retention
 from gitserver.observe import metrics
 from gitserver.observe.logs import bind
 from gitserver.pipelines import jobs, logstore, repair, workspaces
@@ -274,6 +277,7 @@ class Worker:
                     repair.reconcile(self.runtime)
                     repair.repair_orphaned_pipelines(self.runtime)
                     logstore.prune(self.runtime.sessions, self.cfg.pipeline_log_retention_days)
+                    weblogin_retention.prune(self.runtime.sessions)
                     last_reconcile = now
                 if not self.stopping.is_set() and now - last_refs >= self.cfg.refs_reconcile_interval:
                     reconcile.periodic_pass(self.runtime, "worker")

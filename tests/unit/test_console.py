@@ -11,7 +11,7 @@ import pygit2
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from gitserver.console import gitview, highlight, markdown, security
+from gitserver.console import gitview, markdown, security
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.identity import oidc_login, weblogin
@@ -39,13 +39,6 @@ def test_markdown_keeps_ordinary_links_and_escapes_text() -> None:
     html = markdown.render("# T <b>\n\n[x](https://example.org/a?b=1&c=2) [y](notes/a.md)")
     assert "<h1>T &lt;b&gt;</h1>" in html
     assert 'href="https://example.org/a?b=1&amp;c=2"' in html and 'href="notes/a.md"' in html
-
-
-def test_highlighting_escapes_and_uses_classes() -> None:
-    html = highlight.render("x.py", "s = '<script>'\n")
-    assert "<script>" not in html and "&lt;script&gt;" in html and 'style="' not in html
-    big = highlight.render("x.py", "<i>" * highlight.MAX_HIGHLIGHT_BYTES)
-    assert big.startswith('<pre class="highlight">&lt;i&gt;')
 
 
 def test_the_csp_allows_no_inline_script_and_no_framing() -> None:

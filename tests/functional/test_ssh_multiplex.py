@@ -33,7 +33,7 @@ def test_eight_lfs_sessions_at_once_on_one_multiplexed_connection(server: GitSer
                                     env=server.git_env) for _ in range(SESSIONS)]
         greetings = [client.stdout.read(len(GREETING)) for client in clients]  # type: ignore[union-attr]
         ends = [client.communicate(VERSION_AND_QUIT, timeout=60) for client in clients]
-        answers = [greeting + out for greeting, (out, _) in zip(greetings, ends)]
+        answers = [greeting + out for greeting, (out, _) in zip(greetings, ends, strict=True)]
         assert answers == [ANSWER] * SESSIONS, [err for _, err in ends]
         assert [client.returncode for client in clients] == [0] * SESSIONS
     finally:

@@ -5,11 +5,13 @@
 - HTTP download and upload of the object through gitserver's basic transfer (the batch API's
   action hrefs, on gunicorn) against nginx serving the same file from disk (GET) and taking it
   with WebDAV PUT, with the same Python client (requests, 1 MiB chunks) for both;
-- pure-SSH download (``git lfs fetch`` of the real git-lfs client, which speaks git-lfs-transfer
-  to gitserver's SSH daemon; by default and with one transfer connection; and the protocol
-  alone, ``ssh … git-lfs-transfer`` fed a canned get-object, output to /dev/null) against
-  ``scp -O`` of the same file from OpenSSH's sshd (its classic protocol: the baseline sshd has
-  no SFTP subsystem).
+- pure-SSH download: ``git lfs fetch`` of the real git-lfs client, which speaks
+  git-lfs-transfer to gitserver's SSH daemon, by default and with one transfer connection, and
+  the protocol alone (``ssh … git-lfs-transfer`` fed a canned get-object, output to /dev/null),
+  against ``scp -O`` of the same file from OpenSSH's sshd (its classic protocol: the baseline
+  sshd has no SFTP subsystem). These four alternate run by run and also report the mean CPU of
+  the client processes and of the serving SSH daemon's process tree: on a shared machine wall
+  times move with its load, CPU much less.
 
 Prints one line per figure and the ratios (docs/benchmarks.md keeps the published ones). Needs
 root for the OpenSSH baseline account (bench.servers), nginx and git-lfs.
@@ -20,16 +22,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import requests
 
-from bench.servers import GitServer, OpenSSHServer, free_port
+from bench.servers import GitServer, OpenSSHServer, Server, free_port, tree_cpu
 
 TENANT, USER = "bench", "bench"
 MEDIA = "application/vnd.git-lfs+json"
@@ -63,6 +68,30 @@ def best(runs: int, once: Callable[[], None]) -> float:
     return min(times)
 
 
+class Timing(NamedTuple):
+    wall: float  # the fastest run
+    client_cpu: float  # mean over the runs: the client processes (git, git-lfs, ssh, scp)
+    server_cpu: float  # mean: the SSH daemon's whole process tree (bench.servers.tree_cpu)
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def alternate(runs: int, rows: dict[str, tuple[Callable[[], None], Server]]) -> dict[str, Timing]:
+    """Each row once per round, ``runs`` rounds, so a change in the machine's load hits all."""
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in rows}
+    for _ in range(runs):
+        for name, (once, server) in rows.items():
+            client, served, started = _children_cpu(), tree_cpu(server.accounting_root), time.monotonic()
+            once()
+            samples[name].append((time.monotonic() - started, _children_cpu() - client,
+                                  tree_cpu(server.accounting_root) - served))
+    return {name: Timing(min(s[0] for s in got), statistics.mean(s[1] for s in got),
+                         statistics.mean(s[2] for s in got)) for name, got in samples.items()}
+
+
 def download(url: str, headers: dict[str, str]) -> None:
     with requests.get(url, headers=headers, stream=True, timeout=600) as resp:
         resp.raise_for_status()
@@ -90,6 +119,7 @@ class Bench:
         self.ossh = OpenSSHServer(root / "openssh", self.gs.data_dir)
         self.home = root / "client"
         self.nginx: subprocess.Popen[bytes] | None = None
+        self.cpu: dict[str, Timing] = {}
 
     def start(self) -> None:
         from gitserver.admin import grants, keys, repos, tenants, tokens, users
@@ -204,11 +234,13 @@ class Bench:
             with open(os.devnull, "wb") as sink:
                 subprocess.run(ssh, input=script, stdout=sink, check=True)
 
-        figures["ssh_download"] = best(self.runs, lfs_fetch)
         # git-lfs opens one SSH connection per transfer worker (8 by default), even for one object.
-        figures["ssh_download_1conn"] = best(self.runs, lambda: lfs_fetch("-c", "lfs.concurrenttransfers=1"))
-        figures["ssh_raw_download"] = best(self.runs, raw)
-        figures["scp_download"] = best(self.runs, scp)
+        ssh_rows = {"ssh_download": (lfs_fetch, self.gs),
+                    "ssh_download_1conn": (lambda: lfs_fetch("-c", "lfs.concurrenttransfers=1"), self.gs),
+                    "ssh_raw_download": (raw, self.gs), "scp_download": (scp, self.ossh)}
+        for name, timing in alternate(self.runs, ssh_rows).items():
+            figures[name] = timing.wall
+            self.cpu[name] = timing
 
         down = self.batch("lfs", "download")["download"]
         figures["http_download"] = best(self.runs, lambda: download(str(down["href"]), dict(down["header"])))  # type: ignore[call-overload]
@@ -226,12 +258,14 @@ class Bench:
         self.gs.stop()
 
 
-def report(figures: dict[str, float], size: int) -> None:
+def report(figures: dict[str, float], cpu: dict[str, Timing], size: int) -> None:
     def rate(name: str) -> float:
         return size / figures[name] / 1e6
 
     for name in sorted(figures):
-        print(f"{name:18} {figures[name]:7.2f} s  {rate(name):8.1f} MB/s")
+        used = (f"  CPU: client {cpu[name].client_cpu:5.2f} s, server {cpu[name].server_cpu:5.2f} s"
+                if name in cpu else "")
+        print(f"{name:18} {figures[name]:7.2f} s  {rate(name):8.1f} MB/s{used}")
     for ours, theirs in (("http_download", "nginx_download"), ("http_upload", "nginx_upload"),
                          ("ssh_download", "scp_download"), ("ssh_download_1conn", "scp_download"),
                          ("ssh_raw_download", "scp_download")):
@@ -246,6 +280,7 @@ def main() -> None:
     missing = [tool for tool in ("nginx", "git-lfs", "scp") if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"bench.lfs needs {', '.join(missing)} (Debian: apt-get install nginx-light git-lfs)")
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="gitserver-lfs-bench-"))
     os.chmod(root, 0o755)
     bench = Bench(root, args.mib, args.runs)
@@ -254,7 +289,8 @@ def main() -> None:
         figures = bench.run()
     finally:
         bench.stop()
-    report(figures, bench.size)
+    report(figures, bench.cpu, bench.size)
+    print(f"load average (1 min) at start and end: {load_before:.1f} / {os.getloadavg()[0]:.1f}")
     shutil.rmtree(root, ignore_errors=True)
 
 

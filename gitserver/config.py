@@ -98,7 +98,9 @@ class Config:
     ssh_keepalive_interval: float = 30.0
     ssh_keepalive_count_max: int = 3
     ssh_max_connections: int = 500
-    ssh_max_channels_per_connection: int = 4
+    # OpenSSH's MaxSessions default. git-lfs multiplexes its pure-SSH transfer connections
+    # over one ControlMaster: lfs.concurrenttransfers sessions, 8 by default (docs/limits.md).
+    ssh_max_channels_per_connection: int = 10
     # Connections that have not authenticated yet (docs/limits.md), spelled like OpenSSH's
     # MaxStartups "start:rate:full": from `start` logins in progress on, rate % of new ones are
     # dropped at random, rising to 100 % at `full`; in all, and from one source address (an

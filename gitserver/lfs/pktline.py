@@ -24,6 +24,23 @@ def encode(data: bytes) -> bytes:
     return b"%04x" % (len(data) + 4) + data
 
 
+def frame(data: bytes, size: int = MAX_DATA) -> bytes:
+    """``data`` as consecutive data packets of ``size`` bytes each (the last one shorter)."""
+    if not 0 < size <= MAX_DATA:
+        raise ValueError(f"pkt-line data size {size} is not in 1..{MAX_DATA}")
+    view = memoryview(data)
+    header = b"%04x" % (size + 4)
+    whole = len(view) - len(view) % size
+    parts: list[bytes | memoryview] = []
+    add = parts.append
+    for start in range(0, whole, size):
+        add(header)
+        add(view[start:start + size])
+    if whole < len(view):
+        add(encode(bytes(view[whole:])))
+    return b"".join(parts)
+
+
 def text(line: str) -> bytes:
     return encode(line.encode() + b"\n")
 

@@ -33,6 +33,12 @@ log = logging.getLogger(__name__)
 CAPABILITIES = ("version=1", "locking")
 VERSION = "1"
 Write = Callable[[bytes], Awaitable[None]]
+# get-object's data packets. git-lfs (github.com/git-lfs/pktline) reads each packet with
+# io.ReadAll, which starts at 512 bytes and grows: a 65516-byte packet costs it ~290 KB of
+# allocations, and the garbage collector then takes ~40 % of its CPU. At 511 bytes a packet
+# fits the first allocation; the client spends ~0.5 s less CPU per 200 MiB (docs/lfs.md,
+# "Throughput"), for 0.8 % more bytes on the wire.
+DOWNLOAD_PACKET_DATA = 511
 # Lines of one object's batch answer.
 NOOP = "noop"
 
@@ -232,8 +238,7 @@ class TransferSession:
                 if not chunk:
                     break
                 # One write per chunk read: a drain per packet would cost a wakeup each.
-                await self.write(b"".join(pktline.encode(chunk[start:start + pktline.MAX_DATA])
-                                          for start in range(0, len(chunk), pktline.MAX_DATA)))
+                await self.write(pktline.frame(chunk, DOWNLOAD_PACKET_DATA))
             await self.write(pktline.FLUSH)
         finally:
             stream.close()

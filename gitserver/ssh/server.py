@@ -13,8 +13,8 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Awaitable, Hashable
+from typing import Any, TypeVar
 
 import asyncssh
 
@@ -52,6 +52,8 @@ CHANNEL_WINDOW = 8 * 1024 * 1024
 # offer costs a database lookup: without one, an unauthenticated client could keep the
 # database busy for the whole login grace time. Generous for agents holding many keys.
 MAX_UNKNOWN_KEYS = 20
+
+_Found = TypeVar("_Found")
 
 
 class GitSSHServer(asyncssh.SSHServer):
@@ -178,12 +180,9 @@ class GitSSHServer(asyncssh.SSHServer):
             if not certauth.key_allowed(self.daemon.trust, blob, self.address):
                 self.unknown_keys += 1
                 return False
-            try:
-                found = await asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob))
-            except Exception as exc:
-                if not is_database_unreachable(exc):
-                    raise
-                self._disconnect_unavailable()
+            reachable, found = await self._unless_unavailable(
+                asyncio.to_thread(self.daemon.lookup, fingerprint_of_blob(blob)))
+            if not reachable:
                 return False
             if found is None:
                 metrics.ssh_auth("failure", "unknown-key")
@@ -194,6 +193,17 @@ class GitSSHServer(asyncssh.SSHServer):
                 return False
             self.candidates[blob] = found
         return True
+
+    async def _unless_unavailable(self, lookup: Awaitable[_Found]) -> tuple[bool, _Found | None]:
+        """``(True, lookup's result)``; ``(False, None)`` once the connection is closed because
+        the database is unreachable (an outage: the client is told so, no traceback)."""
+        try:
+            return True, await lookup
+        except Exception as exc:
+            if not is_database_unreachable(exc):
+                raise
+            self._disconnect_unavailable()
+            return False, None
 
     def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return False  # CAs are trusted another way: gitserver.ssh.certauth says why
@@ -206,13 +216,10 @@ class GitSSHServer(asyncssh.SSHServer):
             return await original(username, blob, msg, signature)
         if self.unknown_keys >= MAX_UNKNOWN_KEYS or self.conn is None:
             return False
-        try:
-            found = await certauth.judge(self.conn, self.daemon, original, username, blob, msg,
-                                         signature, self.address, self.cert_cas)
-        except Exception as exc:
-            if not is_database_unreachable(exc):
-                raise
-            self._disconnect_unavailable()
+        reachable, found = await self._unless_unavailable(
+            certauth.judge(self.conn, self.daemon, original, username, blob, msg, signature,
+                           self.address, self.cert_cas))
+        if not reachable:
             return False
         if found is None:
             self.unknown_keys += 1

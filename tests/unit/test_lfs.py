@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gitserver.lfs import batch, oids, pktline, store, tokens
-from gitserver.lfs.transfer import Answer, parse_oid_line
+from gitserver.lfs.transfer import DOWNLOAD_PACKET_DATA, Answer, parse_oid_line
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput, Unauthenticated
 from gitserver.ssh.commands import LFS_AUTHENTICATE, LFS_TRANSFER, parse_lfs_command
@@ -120,6 +120,23 @@ def test_pkt_lines_round_trip() -> None:
     assert Answer(200, ["size=3"]).encode() == b"000fstatus 200\n000bsize=3\n0000"
     with pytest.raises(InvalidInput):
         parse_oid_line("nothing")
+
+
+@pytest.mark.parametrize("size", [1, 511, 65516])
+@pytest.mark.parametrize("length", [0, 1, 510, 511, 512, 1 << 20])
+def test_frame_cuts_data_into_packets_of_one_size(size: int, length: int) -> None:
+    data = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
+    expected = b"".join(pktline.encode(data[s:s + size]) for s in range(0, len(data), size))
+    assert pktline.frame(data, size) == expected
+    with pytest.raises(ValueError):
+        pktline.frame(data, 65517)
+
+
+def test_get_object_sends_packets_git_lfs_reads_without_growing_a_buffer() -> None:
+    """git-lfs's reader allocates 512 bytes per packet and grows from there (transfer.py says
+    why the size matters); the data packets must fit."""
+    framed = pktline.frame(b"\0" * 5000, DOWNLOAD_PACKET_DATA)
+    assert DOWNLOAD_PACKET_DATA < 512 and framed[:4] == b"%04x" % (DOWNLOAD_PACKET_DATA + 4)
 
 
 @pytest.mark.parametrize(("text", "verb", "operation"), [

@@ -1,0 +1,84 @@
+"""What a hostile outsider's probes found (the security round): each answers a clear 4xx
+naming what was wrong, never a 500, and the console's raw files keep a well-formed
+Content-Disposition whatever the pushed file is called. Against the real ``gitserver serve``
+on SQLite and PostgreSQL (a lock's over-long ref name only failed on PostgreSQL, whose column
+is bounded)."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from pathlib import Path
+
+import requests
+
+from tests.functional.conftest import GitServer, make_repo
+from tests.functional.console_helpers import signed_in
+from tests.functional.lfs_support import LFS_HEADERS, lfs_base
+
+
+def _lfs_post(server: GitServer, base: str, path: str, token: str, data: bytes) -> requests.Response:
+    return requests.post(base + path, data=data, timeout=30,
+                         headers={**LFS_HEADERS, "Authorization": f"Bearer {token}"})
+
+
+def test_lfs_bodies_nested_too_deeply_or_naming_huge_ids_are_bad_requests(server: GitServer) -> None:
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "write"})
+    base = lfs_base(server, tenant, repo)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/objects/batch", "/locks", "/locks/verify", "/verify"):
+        answer = _lfs_post(server, base, path, user.token, deep)
+        assert answer.status_code == 400, (path, answer.status_code, answer.text)
+        assert "nested too deeply" in answer.json()["message"]
+    for body in (b'{"cursor": 1000000000000000000000000000000}', b'{"cursor": -1}'):
+        answer = _lfs_post(server, base, "/locks/verify", user.token, body)
+        assert answer.status_code == 400 and answer.json()["message"].startswith("cursor"), answer.text
+    unlock = _lfs_post(server, base, "/locks/1000000000000000000000000/unlock", user.token, b"{}")
+    assert unlock.status_code == 404, unlock.text
+
+
+def test_a_lock_with_an_over_long_ref_name_is_refused_naming_the_field(server: GitServer) -> None:
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "write"})
+    base = lfs_base(server, tenant, repo)
+    body = b'{"path": "a.bin", "ref": {"name": "refs/heads/' + b"x" * 5000 + b'"}}'
+    answer = _lfs_post(server, base, "/locks", user.token, body)
+    assert answer.status_code == 400 and "ref.name" in answer.json()["message"], answer.text
+    listed = requests.get(base + "/locks", timeout=30, headers={**LFS_HEADERS, "Authorization": f"Bearer {user.token}"})
+    assert listed.json()["locks"] == []  # nothing was kept
+
+
+def test_raw_files_named_to_break_the_download_header(server: GitServer, git_env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """A pushed name with a quote, CR or LF cannot end the filename parameter or the header."""
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "write"})
+    names = ['q"; filename*=UTF-8\'\'evil.html; x=".svg', "nl\nX-Evil: 1.svg", "cr\rX-Evil: 1.svg",
+             "back\\slash.svg"]
+    work = make_repo(tmp_path / "w", git_env, {name: b"<svg/>" for name in names})
+    server.git(user, "push", server.repo_url(tenant, repo), "main", cwd=work)
+    http = signed_in(server, user)
+    for name in names:
+        raw = http.get(f"{server.http_url}/ui/{tenant}/{repo}/raw?path={urllib.parse.quote(name)}", timeout=30)
+        assert raw.status_code == 200, (name, raw.status_code)
+        assert raw.headers["Content-Type"] == "application/octet-stream" and "X-Evil" not in raw.headers
+        disposition = raw.headers["Content-Disposition"]
+        assert re.fullmatch(r'attachment; filename="[^"\\\r\n]*"', disposition), disposition
+
+
+def test_a_nul_in_a_console_path_names_no_file(server: GitServer, git_env: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """libgit2 reads a path as a C string: ``x.svg%00.txt`` would serve x.svg as text/plain."""
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "write"})
+    work = make_repo(tmp_path / "w", git_env, {"x.svg": b"<svg onload=alert(1)>"})
+    server.git(user, "push", server.repo_url(tenant, repo), "main", cwd=work)
+    http = signed_in(server, user)
+    for page in ("raw", "blob", "tree"):
+        answer = http.get(f"{server.http_url}/ui/{tenant}/{repo}/{page}?path=x.svg%00.txt", timeout=30)
+        assert answer.status_code == 404, (page, answer.status_code, answer.headers.get("Content-Type"))

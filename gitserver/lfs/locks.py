@@ -22,6 +22,8 @@ from gitserver.policy.errors import Conflict, Forbidden, InvalidInput, NotFound
 MAX_PATH = 1024
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# The largest id a lock can have: the databases' 64-bit signed integer.
+MAX_ID = 2**63 - 1
 
 
 class LockExists(Conflict):
@@ -71,6 +73,8 @@ def check_limit(limit: object) -> int:
 
 def _lock_id(text: object, field: str = "id") -> int:
     if isinstance(text, int) and not isinstance(text, bool):
+        if not 0 <= text <= MAX_ID:  # a JSON number the database's integer cannot hold
+            raise NotFound("no such lock")
         return text
     if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
         raise NotFound("no such lock")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 from typing import Any
 
 import falcon
@@ -27,6 +28,7 @@ OCTET_STREAM = "application/octet-stream"
 # A raw text file is shown as text/plain, except these, which a browser could run or render as
 # a document if it ever ignored nosniff: they are downloads.
 ATTACHMENT_SUFFIXES = (".svg", ".svgz", ".html", ".htm", ".xhtml", ".xml", ".js", ".mjs", ".pdf")
+_UNSAFE_IN_HEADER = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
 @dataclasses.dataclass
@@ -152,8 +154,14 @@ class Raw(Page):
             resp.content_type = TEXT_PLAIN
         else:
             resp.content_type = OCTET_STREAM
-            resp.downloadable_as = name or "file"
+            resp.downloadable_as = download_name(name)
         resp.data = data
+
+
+def download_name(name: str) -> str:
+    """A pushed file's name fit for ``Content-Disposition``: a quote, backslash or control
+    character (CR, LF) would end the filename parameter or the header itself."""
+    return _UNSAFE_IN_HEADER.sub("_", name) or "file"
 
 
 class Commits(Page):

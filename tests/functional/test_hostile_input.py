@@ -6,9 +6,14 @@ is bounded)."""
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import subprocess
+import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -82,3 +87,47 @@ def test_a_nul_in_a_console_path_names_no_file(server: GitServer, git_env: dict[
     for page in ("raw", "blob", "tree"):
         answer = http.get(f"{server.http_url}/ui/{tenant}/{repo}/{page}?path=x.svg%00.txt", timeout=30)
         assert answer.status_code == 404, (page, answer.status_code, answer.headers.get("Content-Type"))
+
+
+def _pkt(text: str) -> bytes:
+    data = text.encode() + b"\n"
+    return f"{len(data) + 4:04x}".encode() + data
+
+
+def test_git_lfs_transfer_does_not_buffer_an_endless_section(server: GitServer) -> None:
+    """A reader of the repository sends data lines and never a flush: the daemon (one process
+    for every SSH user) refuses after a bound and ends the channel, instead of buffering for
+    ever. stdin stays open, so only the server's bound can end the wait."""
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "read"})
+    argv = [*server.ssh_command(user.key_path), "-p", str(server.ssh_port), "git@127.0.0.1",
+            "git-lfs-transfer", f"{tenant}/{repo}", "download"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=server.git_env)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(_pkt("batch") + _pkt("a" * 64 + " 1") * 20_000)
+        proc.stdin.flush()
+        out = _read_until(proc.stdout, b"0000", after=b"status ", timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert b"status 400" in out and b"lines" in out, out[-300:]
+
+
+def _read_until(stream: Any, end: bytes, after: bytes, timeout: float) -> bytes:
+    """Bytes from ``stream`` until ``end`` follows ``after`` (or the timeout, or EOF)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.5)
+        if not ready:
+            continue
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            break
+        got += chunk
+        if after in got and got.rstrip(b"\n").endswith(end) and got.index(after) < got.rindex(end):
+            break
+    return got

@@ -117,7 +117,7 @@ class TransferSession:
 
     async def _section(self) -> tuple[list[str], bool]:
         """Text packets up to a delimiter (True) or a flush (False)."""
-        lines = []
+        lines: list[str] = []
         while True:
             packet = await pktline.read_packet(self.read)
             if packet.kind == "data":

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
+from gitserver.lfs import batch
 from gitserver.policy import access
 from gitserver.policy.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -84,6 +85,8 @@ def _lock_id(text: object, field: str = "id") -> int:
 def create(session: Session, principal: access.Principal, repo: models.Repository, path: object,
            ref: str | None = None) -> models.LfsLock:
     path = check_path(path)
+    if ref is not None:  # the SSH protocol's refname=, which no JSON parser has bounded
+        ref = batch.parse_ref({"name": ref})
     existing = _by_path(session, repo.id, path)
     if existing is not None:
         raise LockExists(existing)

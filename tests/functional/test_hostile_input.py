@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import subprocess
 import time
 import urllib.parse
 from pathlib import Path
+from select import select as wait_readable
 from typing import Any
 
 import requests
+from sqlalchemy import select
 
+from gitserver.db import models
 from tests.functional.conftest import GitServer, make_repo
 from tests.functional.console_helpers import signed_in
 from tests.functional.lfs_support import LFS_HEADERS, lfs_base
@@ -121,7 +123,7 @@ def _read_until(stream: Any, end: bytes, after: bytes, timeout: float) -> bytes:
     got = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([stream], [], [], 0.5)
+        ready, _, _ = wait_readable([stream], [], [], 0.5)
         if not ready:
             continue
         chunk = os.read(stream.fileno(), 65536)
@@ -131,3 +133,18 @@ def _read_until(stream: Any, end: bytes, after: bytes, timeout: float) -> bytes:
         if after in got and got.rstrip(b"\n").endswith(end) and got.index(after) < got.rindex(end):
             break
     return got
+
+
+def test_git_lfs_transfer_refuses_a_lock_with_an_over_long_ref_name(server: GitServer) -> None:
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "write"})
+    argv = [*server.ssh_command(user.key_path), "-p", str(server.ssh_port), "git@127.0.0.1",
+            "git-lfs-transfer", f"{tenant}/{repo}", "upload"]
+    request = (_pkt("lock") + _pkt("path=a.bin") + _pkt("refname=refs/heads/" + "x" * 5000) + b"0000"
+               + _pkt("quit") + b"0000")
+    result = subprocess.run(argv, input=request, capture_output=True, env=server.git_env, timeout=60)
+    answers = result.stdout.split(b"0000")
+    assert b"status 400" in answers[1] and b"ref.name" in answers[1], result.stdout[-300:]
+    with server.db() as session:
+        assert not session.scalars(select(models.LfsLock).where(models.LfsLock.path == "a.bin")).all()

@@ -96,7 +96,7 @@ def caller(req: falcon.Request, session: Session, lfs: LfsService) -> tuple[acce
     """Who is calling: an LFS token (RemoteAuth), an API token or OIDC JWT, or anonymous."""
     remote = tokens.from_header(req.get_header("Authorization"))
     if remote is not None:
-        grant = lfs.principal_for_token(remote)
+        grant = lfs.principal_for_token(session, remote)
         return grant.principal, grant
     return auth.optional_principal(req, session), None
 

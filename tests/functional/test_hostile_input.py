@@ -6,6 +6,7 @@ is bounded)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -148,3 +149,31 @@ def test_git_lfs_transfer_refuses_a_lock_with_an_over_long_ref_name(server: GitS
     assert b"status 400" in answers[1] and b"ref.name" in answers[1], result.stdout[-300:]
     with server.db() as session:
         assert not session.scalars(select(models.LfsLock).where(models.LfsLock.path == "a.bin")).all()
+
+
+def test_an_lfs_action_token_dies_with_its_users_account_and_role(server: GitServer) -> None:
+    """A RemoteAuth header stands for the login that preceded it, not for the account as it
+    was: disabling the user, or taking back their admin role, takes effect at once."""
+    tenant = server.new_tenant()
+    admin, member = server.new_user(tenant, role="admin"), server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={member.name: "read"})  # the admin reads it by role
+    base = lfs_base(server, tenant, repo)
+    body = b'{"operation": "download", "objects": [{"oid": "' + b"a" * 64 + b'", "size": 1}]}'
+
+    def remote_auth(user: Any) -> str:
+        """git-lfs-authenticate's header, as the SSH daemon issues it."""
+        result = server.ssh(user, "git-lfs-authenticate", f"{tenant}/{repo}", "download")
+        assert result.returncode == 0, result.stderr
+        return str(json.loads(result.stdout)["header"]["Authorization"])
+
+    def batch_with(header: str) -> int:
+        return requests.post(base + "/objects/batch", data=body, timeout=30,
+                             headers={**LFS_HEADERS, "Authorization": header}).status_code
+
+    member_header, admin_header = remote_auth(member), remote_auth(admin)
+    assert batch_with(member_header) == batch_with(admin_header) == 200
+    with server.db() as session:
+        session.get(models.User, member.id).disabled = True
+        session.get(models.User, admin.id).role = models.ROLE_MEMBER
+    assert batch_with(member_header) == 401
+    assert batch_with(admin_header) == 404  # a member without a grant: the repository is hidden

@@ -195,7 +195,7 @@ def parse_object(raw: bytes, fields: Mapping[str, Field], *, allow_empty: bool =
         else:
             raise InvalidInput("request body must be a JSON object", field=BODY_FIELD)
     else:
-        data = _loads(raw)
+        data = loads(raw)
     if not isinstance(data, dict):
         raise InvalidInput("request body must be a JSON object", field=BODY_FIELD)
     result, problems = object_problems(data, fields)
@@ -272,7 +272,7 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
-def _loads(raw: bytes) -> Any:
+def loads(raw: bytes) -> Any:
     """``raw`` as JSON; :class:`InvalidInput` naming the body otherwise."""
     try:
         text = raw.decode("utf-8")
@@ -302,7 +302,7 @@ def read_json_value(req: falcon.Request, spec: Field, name: str, *, limit: int =
     raw = read_body(req, limit)
     if len(raw) > limit:
         raise InvalidInput(f"request body is larger than {limit // 1024} KiB", field=BODY_FIELD)
-    value, problems = check_value(_loads(raw), spec, (name,))
+    value, problems = check_value(loads(raw), spec, (name,))
     if problems:
         raise rest_error(problems[0])
     return value

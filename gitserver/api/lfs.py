@@ -28,6 +28,7 @@ import falcon
 from sqlalchemy.orm import Session
 
 from gitserver.api import auth, errors, openapi
+from gitserver.api import body as api_body
 from gitserver.api.context import ApiContext
 from gitserver.db.session import transaction
 from gitserver.git import http as githttp
@@ -88,7 +89,7 @@ def caller(req: falcon.Request, session: Session, lfs: LfsService) -> tuple[acce
     """Who is calling: an LFS token (RemoteAuth), an API token or OIDC JWT, or anonymous."""
     remote = tokens.from_header(req.get_header("Authorization"))
     if remote is not None:
-        grant = lfs.principal_for_token(remote)
+        grant = lfs.principal_for_token(session, remote)
         return grant.principal, grant
     return auth.optional_principal(req, session), None
 
@@ -107,15 +108,12 @@ def authorise(req: falcon.Request, session: Session, lfs: LfsService, tenant: st
 
 
 def read_json(req: falcon.Request) -> object:
-    if req.content_length is not None and req.content_length > MAX_JSON_BYTES:
-        raise InvalidInput(f"the request body is over {MAX_JSON_BYTES} bytes")
-    raw = req.bounded_stream.read(MAX_JSON_BYTES + 1)
+    """The body as JSON (None when empty), parsed as the API parses its bodies: too large,
+    not UTF-8, nested too deeply or not JSON are each a 400 naming the body."""
+    raw = api_body.read_body(req, MAX_JSON_BYTES)
     if len(raw) > MAX_JSON_BYTES:
-        raise InvalidInput(f"the request body is over {MAX_JSON_BYTES} bytes")
-    try:
-        return json.loads(raw or b"null")
-    except ValueError:
-        raise InvalidInput("the request body is not valid JSON") from None
+        raise InvalidInput(f"the request body is over {MAX_JSON_BYTES} bytes", field=api_body.BODY_FIELD)
+    return api_body.loads(raw) if raw else None
 
 
 def base_url(ctx: ApiContext, req: falcon.Request) -> str:

@@ -30,7 +30,7 @@ from gitserver.api.lfs import (
 )
 from gitserver.db import models
 from gitserver.db.session import transaction
-from gitserver.lfs import locks
+from gitserver.lfs import batch, locks
 from gitserver.lfs.tokens import DOWNLOAD, UPLOAD
 from gitserver.policy.errors import InvalidInput
 
@@ -48,13 +48,6 @@ def _body(req: falcon.Request) -> dict[str, Any]:
     return body
 
 
-def _ref(body: dict[str, Any]) -> str | None:
-    ref = body.get("ref")
-    if ref is None:
-        return None
-    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
-        raise InvalidInput("ref must be {\"name\": \"refs/heads/…\"}", field="ref.name")
-    return str(ref["name"])
 
 
 class _Resource:
@@ -88,7 +81,8 @@ class Locks(_Resource):
             with transaction(self.ctx.runtime.sessions) as session:
                 target, row = self.repository(req, session, tenant, repo, UPLOAD)
                 try:
-                    lock = locks.create(session, target.principal, row, body.get("path"), _ref(body))
+                    lock = locks.create(session, target.principal, row, body.get("path"),
+                                        batch.parse_ref(body.get("ref")))
                 except locks.LockExists as exc:
                     send_json(resp, {"lock": locks.lock_json(exc.lock), "message": exc.message},
                               falcon.HTTP_409)

@@ -53,6 +53,7 @@ def token_for(url: str, path: Path | None = None) -> str | None:
 
 def write_all(path: Path, tokens: Mapping[str, str]) -> None:
     path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path.parent, DIR_MODE)  # mkdir's mode is cut by the umask, and an older dir kept its own
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{FILE_NAME}.")
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes it 0600 already; say so, whatever the umask

@@ -135,7 +135,8 @@ def resolve(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
 
 def _clean_path(path: str) -> str:
     parts = [p for p in path.split("/") if p]
-    if any(p in (".", "..") for p in parts):
+    # libgit2 reads a path as a C string: "x.svg\0.txt" would find x.svg under another name.
+    if "\0" in path or any(p in (".", "..") for p in parts):
         raise NotFound(f"no path {path[:200]!r}")
     return "/".join(parts)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ OCTET_STREAM = "application/octet-stream"
 # a document if it ever ignored nosniff: they are downloads.
 ATTACHMENT_SUFFIXES = (".svg", ".svgz", ".html", ".htm", ".xhtml", ".xml", ".js", ".mjs", ".pdf")
 EMPTY = "this repository is empty: nothing has been pushed yet"
+_UNSAFE_IN_HEADER = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
 @dataclasses.dataclass
@@ -196,8 +198,14 @@ class Raw(Page):
             resp.content_type = TEXT_PLAIN
         else:
             resp.content_type = OCTET_STREAM
-            resp.downloadable_as = name or "file"
+            resp.downloadable_as = download_name(name)
         resp.data = data
+
+
+def download_name(name: str) -> str:
+    """A pushed file's name fit for ``Content-Disposition``: a quote, backslash or control
+    character (CR, LF) would end the filename parameter or the header itself."""
+    return _UNSAFE_IN_HEADER.sub("_", name) or "file"
 
 
 class Commits(Page):

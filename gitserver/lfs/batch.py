@@ -20,6 +20,8 @@ MEDIA_TYPE = "application/vnd.git-lfs+json"
 BASIC = "basic"
 # The most objects one batch may name (git-lfs sends 100 at a time by default).
 MAX_OBJECTS = 1000
+# A ref name as a lock keeps it (its column's width).
+MAX_REF_NAME = 1024
 # Per-object error codes of batch.md.
 MISSING = 404
 INVALID = 422
@@ -68,7 +70,8 @@ def parse_request(body: object) -> BatchRequest:
         raise InvalidInput("objects must be a non-empty list of {oid, size}", field="objects")
     if len(objects) > MAX_OBJECTS:
         raise InvalidInput(f"at most {MAX_OBJECTS} objects per batch", field="objects")
-    return BatchRequest(operation, tuple(_pointer(o, i) for i, o in enumerate(objects)), _ref(body.get("ref")))
+    return BatchRequest(operation, tuple(_pointer(o, i) for i, o in enumerate(objects)),
+                        parse_ref(body.get("ref")))
 
 
 def _pointer(item: object, index: int) -> Pointer:
@@ -78,12 +81,15 @@ def _pointer(item: object, index: int) -> Pointer:
                    oids.check_size(item.get("size"), f"objects[{index}].size"))
 
 
-def _ref(ref: object) -> str | None:
+def parse_ref(ref: object) -> str | None:
+    """The ``ref`` of a batch or lock request (``{"name": "refs/heads/…"}``), or None."""
     if ref is None:
         return None
-    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
-        raise InvalidInput("ref must be {\"name\": \"refs/heads/…\"}", field="ref.name")
-    return str(ref["name"])
+    name = ref.get("name") if isinstance(ref, dict) else None
+    if not isinstance(name, str) or len(name) > MAX_REF_NAME:
+        raise InvalidInput(f"ref.name must be a ref name of at most {MAX_REF_NAME} characters "
+                           "(ref is {\"name\": \"refs/heads/…\"})", field="ref.name")
+    return name
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,12 +16,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gitserver.db import models
+from gitserver.lfs import batch
 from gitserver.policy import access
 from gitserver.policy.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 MAX_PATH = 1024
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+# The largest id a lock can have: the databases' 64-bit signed integer.
+MAX_ID = 2**63 - 1
 
 
 class LockExists(Conflict):
@@ -71,6 +74,8 @@ def check_limit(limit: object) -> int:
 
 def _lock_id(text: object, field: str = "id") -> int:
     if isinstance(text, int) and not isinstance(text, bool):
+        if not 0 <= text <= MAX_ID:  # a JSON number the database's integer cannot hold
+            raise NotFound("no such lock")
         return text
     if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 18:
         raise NotFound("no such lock")
@@ -80,6 +85,8 @@ def _lock_id(text: object, field: str = "id") -> int:
 def create(session: Session, principal: access.Principal, repo: models.Repository, path: object,
            ref: str | None = None) -> models.LfsLock:
     path = check_path(path)
+    if ref is not None:  # the SSH protocol's refname=, which no JSON parser has bounded
+        ref = batch.parse_ref({"name": ref})
     existing = _by_path(session, repo.id, path)
     if existing is not None:
         raise LockExists(existing)

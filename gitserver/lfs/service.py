@@ -104,8 +104,18 @@ class LfsService:
                                   "run the git-lfs command again")
         return Target(row.id, row.tenant.name, row.name, principal, operation, row.visibility == "public")
 
-    def principal_for_token(self, token: str) -> tokens.Grant:
-        return tokens.verify(self.key, token)
+    def principal_for_token(self, session: Session, token: str) -> tokens.Grant:
+        """The grant a token carries, its user as the database has them now: a user disabled
+        or removed since the token was issued is refused (401), and their role is today's
+        (the token's copy would keep a demoted admin an admin until it expires)."""
+        grant = tokens.verify(self.key, token)
+        principal = grant.principal
+        if principal.kind != access.PrincipalKind.USER:
+            return grant
+        user = session.get(models.User, principal.user_id)
+        if user is None or user.disabled:
+            raise Unauthenticated("the account this LFS authorization was issued to is disabled or gone")
+        return dataclasses.replace(grant, principal=dataclasses.replace(principal, role=user.role))
 
     # --- the batch ---------------------------------------------------------------------------
 

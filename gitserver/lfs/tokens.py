@@ -4,9 +4,9 @@ A token says "this principal, on this repository, for this operation (and, for a
 action, this object and size), until this time", signed with HMAC-SHA256 by a key every
 gitserver process of the installation shares (``<data>/lfs/token.key``, made on first use,
 mode 0600). Nothing is stored per token: any API replica can check one the SSH daemon issued.
-The principal's permission is still computed from the database on every use (a revoked grant
-takes effect at once); the token only stands for the login that preceded it, for at most
-``lfs_action_expires_seconds``.
+The principal's permission is still computed from the database on every use (a revoked grant,
+a disabled user or a role taken back takes effect at once: LfsService.principal_for_token);
+the token only stands for the login that preceded it, for at most ``lfs_action_expires_seconds``.
 
 It travels as ``Authorization: RemoteAuth <token>`` (the scheme git-lfs's authentication
 docs show for SSH-issued headers), so it is never mistaken for an API token.

@@ -41,6 +41,9 @@ Write = Callable[[bytes], Awaitable[None]]
 DOWNLOAD_PACKET_DATA = 511
 # Lines of one object's batch answer.
 NOOP = "noop"
+# The most text lines one section may have (a full batch and its arguments fit with room):
+# the daemon serves every SSH user, so a client that never sends a flush must not fill it.
+MAX_SECTION_LINES = 2 * batches.MAX_OBJECTS
 
 
 class Answer:
@@ -72,20 +75,28 @@ class TransferSession:
 
     async def run(self) -> None:
         await self.write(b"".join(pktline.text(c) for c in CAPABILITIES) + pktline.FLUSH)
-        while True:
-            try:
-                first = await pktline.read_packet(self.read)
-            except EOFError:
-                return
-            if first.kind != "data":
-                await self.write(Answer(400, lines=["expected a command"]).encode())
-                continue
-            words = first.text.split(" ")
-            if words[0] == "quit":
-                await self._to_flush()
-                await self.write(Answer(200).encode())
-                return
-            await self.command(words)
+        try:
+            while await self._next_command():
+                pass
+        except EOFError:
+            return
+        except pktline.ProtocolError as exc:  # the stream cannot be followed any more: end it
+            log.warning("git-lfs-transfer on %s ended: %s", self.target.full_name, exc)
+            await self.write(Answer(400, lines=[str(exc)]).encode())
+
+    async def _next_command(self) -> bool:
+        """Read and answer one command; False after ``quit``."""
+        first = await pktline.read_packet(self.read)
+        if first.kind != "data":
+            await self.write(Answer(400, lines=["expected a command"]).encode())
+            return True
+        words = first.text.split(" ")
+        if words[0] == "quit":
+            await self._to_flush()
+            await self.write(Answer(200).encode())
+            return False
+        await self.command(words)
+        return True
 
     async def command(self, words: list[str]) -> None:
         name, rest = words[0], words[1:]
@@ -100,6 +111,8 @@ class TransferSession:
             answer = await handler(rest)
         except GitserverError as exc:
             answer = error(exc)
+        except pktline.ProtocolError:
+            raise
         except Exception:
             log.exception("git-lfs-transfer command %s failed on %s", name, self.target.full_name)
             answer = Answer(500, lines=["internal error; the administrator can find it in the log"])
@@ -110,10 +123,12 @@ class TransferSession:
 
     async def _section(self) -> tuple[list[str], bool]:
         """Text packets up to a delimiter (True) or a flush (False)."""
-        lines = []
+        lines: list[str] = []
         while True:
             packet = await pktline.read_packet(self.read)
             if packet.kind == "data":
+                if len(lines) == MAX_SECTION_LINES:
+                    raise pktline.ProtocolError(f"a section of more than {MAX_SECTION_LINES} lines")
                 lines.append(packet.text)
             else:
                 return lines, packet.kind == "delim"

@@ -137,6 +137,15 @@ def test_credentials_are_0600_in_a_0700_dir_under_xdg(tmp_path: Path) -> None:
         credentials.load_all(path)
 
 
+def test_a_credentials_dir_made_open_by_someone_else_is_closed_on_save(tmp_path: Path) -> None:
+    """``mkdir -p ~/.config/gitserver`` under a 022 umask leaves it 0755: the next save makes
+    it 0700 (the file inside is 0600 anyway, but its name and age would show)."""
+    path = tmp_path / "gitserver" / "credentials.json"
+    path.parent.mkdir(mode=0o755)
+    credentials.save("https://a", "gst_1", path)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
 class FakeApi:
     """An in-memory :class:`~gitserver.client.transport.Transport`: answers by (method, path),
     and records every request."""

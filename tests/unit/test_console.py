@@ -11,7 +11,7 @@ import pygit2
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from gitserver.console import gitview, markdown, security
+from gitserver.console import gitview, markdown, repo_pages, security
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.identity import oidc_login, weblogin
@@ -76,6 +76,14 @@ def test_revisions_by_branch_and_id_and_paged_log(tmp_path: Path) -> None:
     assert [c.message for c in page] == ["commit 2", "commit 1", "commit 0"] and next_from is None
     with pytest.raises(NotFound):
         gitview.lookup(gitview.resolve(repo, "main"), "../f.txt")
+    with pytest.raises(NotFound):  # libgit2 would stop at the NUL and find f.txt
+        gitview.lookup(gitview.resolve(repo, "main"), "f.txt\0.html")
+
+
+@pytest.mark.parametrize(("name", "shown"), [('a"b.svg', "a_b.svg"), ("a\\b.svg", "a_b.svg"),
+                                             ("a\r\nX: y.svg", "a__X: y.svg"), ("", "file"), ("ü.svg", "ü.svg")])
+def test_a_download_name_cannot_break_its_header(name: str, shown: str) -> None:
+    assert repo_pages.download_name(name) == shown
 
 
 def test_large_diffs_are_cut_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

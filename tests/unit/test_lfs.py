@@ -33,7 +33,10 @@ def test_a_batch_request_is_checked_field_by_field() -> None:
              ({"operation": "download", "objects": []}, "objects"),
              ({"operation": "download", "objects": [{"oid": OID, "size": -1}]}, "objects[0].size"),
              ({"operation": "download", "objects": [{"oid": OID, "size": 1}], "transfers": ["tus"]}, "transfers"),
-             ({"operation": "download", "objects": [{"oid": OID, "size": 1}], "hash_algo": "sha1"}, "hash_algo")]
+             ({"operation": "download", "objects": [{"oid": OID, "size": 1}], "hash_algo": "sha1"}, "hash_algo"),
+             ({"operation": "download", "objects": [{"oid": OID, "size": 1}], "ref": {"name": 7}}, "ref.name"),
+             ({"operation": "download", "objects": [{"oid": OID, "size": 1}],
+               "ref": {"name": "x" * (batch.MAX_REF_NAME + 1)}}, "ref.name")]
     for body, field in cases:
         with pytest.raises(InvalidInput) as caught:
             batch.parse_request(body)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import falcon
 
 CONSOLE_PREFIX = "/ui"
+# The REST API's paths: its authenticated answers are never cached.
+API_PREFIX = "/api/"
 CSP = "; ".join([
     "default-src 'none'",
     "script-src 'self'",
@@ -50,6 +52,10 @@ class HeadersMiddleware:
                          req_succeeded: bool) -> None:
         resp.set_header("X-Content-Type-Options", "nosniff")
         if not is_console(req.path):
+            if req.path.startswith(API_PREFIX) and req.get_header("Authorization") is not None:
+                # An authenticated answer is for its caller alone (a new token's secret, a
+                # private repository's metadata): no cache on the way keeps it.
+                resp.set_header("Cache-Control", "no-store")
             return
         if resp.get_header("Content-Security-Policy") is None:
             resp.set_header("Content-Security-Policy", self.csp)

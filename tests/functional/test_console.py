@@ -103,6 +103,17 @@ def test_security_headers_on_every_response(server: GitServer) -> None:
         assert requests.get(server.http_url + path, timeout=30).headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_authenticated_api_answers_are_never_cached(server: GitServer) -> None:
+    """A new token's secret must not stay in a cache between the caller and the server."""
+    tenant = server.new_tenant()
+    user = server.new_user(tenant, role="admin")
+    created = server.api("POST", f"/api/v1/tenants/{tenant}/users/{user.name}/tokens", {"name": "ci"})
+    assert created.status_code == 201, created.text
+    assert created.headers["Cache-Control"] == "no-store"
+    assert "no-store" not in requests.get(server.http_url + "/api/v1/openapi.json", timeout=30).headers.get(
+        "Cache-Control", "")
+
+
 def test_another_tenants_repository_answers_like_a_missing_one(server: GitServer) -> None:
     mine, theirs = server.new_tenant(), server.new_tenant()
     user = server.new_user(mine, role="admin")

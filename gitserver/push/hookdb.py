@@ -3,6 +3,11 @@
 Used when git was started without a socket back to a gitserver process, or when that process
 died while git went on (``kill -9`` of the SSH daemon mid-push). Importing SQLAlchemy costs a
 few hundred milliseconds, which is why the SSH path does not come here.
+
+It signs the push's log entries and attestations with the same key as the process that
+started git: the configuration is read from the hook's environment, where that process put
+its signing settings (``GITSERVER_SIGNING_AGENT`` and ``GITSERVER_SIGNING_KEY``, gitserver.push.hookenv),
+and otherwise the file key of the data dir.
 """
 
 from __future__ import annotations
@@ -51,8 +56,13 @@ class DirectLedger:
         assert isinstance(reply, messages.IntentReply)  # HookService answers an Intent so
         return reply
 
-    def done(self, push_id: int, moved: list[str]) -> list[str]:
-        reply = self._answer(messages.Done(push_id, tuple(moved)))
+    def log(self, push_id: int, ref_names: list[str]) -> messages.LogReply:
+        reply = self._answer(messages.Log(push_id, tuple(ref_names)))
+        assert isinstance(reply, messages.LogReply)
+        return reply
+
+    def done(self, push_id: int, moved: list[str], logged: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        reply = self._answer(messages.Done(push_id, tuple(moved), logged))
         assert isinstance(reply, messages.DoneReply)
         return list(reply.messages)
 

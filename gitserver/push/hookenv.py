@@ -30,8 +30,13 @@ ENV_NAMES: Mapping[str, str] = {
     "key_fingerprint": "GITSERVER_KEY_FINGERPRINT", "client_address": "GITSERVER_CLIENT_ADDRESS",
     "cert_ca_fingerprint": "GITSERVER_CERT_CA", "cert_key_id": "GITSERVER_CERT_KEY_ID",
     "cert_serial": "GITSERVER_CERT_SERIAL",
+    # The server's signing settings (gitserver.config): the hook's database fallback signs the
+    # push's log entries with the same key as the process that started git.
+    "signing_agent": "GITSERVER_SIGNING_AGENT", "signing_key": "GITSERVER_SIGNING_KEY",
     "config_file": ENV_CONFIG,
 }
+# Set only when not empty: config.load reads a variable that is set, even empty, over the file.
+ABSENT_WHEN_EMPTY = ("config_file", "signing_agent", "signing_key")
 
 
 class HookEnv(NamedTuple):
@@ -53,6 +58,8 @@ class HookEnv(NamedTuple):
     cert_ca_fingerprint: str = ""
     cert_key_id: str = ""
     cert_serial: str = ""
+    signing_agent: str = ""
+    signing_key: str = ""
     config_file: str = ""
     # The size limits and quotas the pre-receive hook holds the push to (their own names:
     # GITSERVER_MAX_BLOB_BYTES, …, see gitserver.push.limits).
@@ -62,8 +69,8 @@ class HookEnv(NamedTuple):
         env = {}
         for field, name in ENV_NAMES.items():
             value = getattr(self, field)
-            if field == "config_file" and not value:
-                continue  # absent, not empty: config.load reads the variable when it is set
+            if field in ABSENT_WHEN_EMPTY and not value:
+                continue
             env[name] = "" if value is None else str(value)
         env.update(self.limits.to_env())
         return env

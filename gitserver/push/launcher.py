@@ -83,6 +83,7 @@ def hook_env(config: Config, ctx: PushContext, repo: str, permission: str, *, us
         public_http_url=config.http_base_url, user_id=ctx.user_id, user=user, key_id=ctx.key_id,
         key_fingerprint=ctx.key_fingerprint, client_address=ctx.client_address,
         cert_ca_fingerprint=ctx.cert_ca_fingerprint, cert_key_id=ctx.cert_key_id, cert_serial=ctx.cert_serial,
+        signing_agent=config.signing_agent, signing_key=config.signing_key,
         config_file=os.environ.get(ENV_CONFIG, "") if config_file is None else config_file,
         limits=push_limits)
 

@@ -354,3 +354,22 @@ def test_socket_ledger_error_reply_is_a_ledger_error() -> None:
         daemon.sendall(b'{"error": "database error (OperationalError)"}\n')
         with pytest.raises(LedgerError, match="database error"):
             ledger.intent([RefCommand(Z, A, "refs/heads/main")], [])
+
+
+def test_the_hooks_database_fallback_gets_the_daemons_signing_settings(tmp_path: Path) -> None:
+    """The daemon's agent settings reach the hook's environment, where the fallback's
+    configuration (gitserver.push.hookdb) reads them: it signs with the same key."""
+    from gitserver import config as config_mod
+    from gitserver.push import launcher
+    from gitserver.push.ledger import PushContext
+
+    agent_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    cfg = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path), "GITSERVER_SIGNING_AGENT": "/run/agent.sock",
+                                   "GITSERVER_SIGNING_KEY": agent_key})
+    env = launcher.hook_env(cfg, PushContext(repo_id=1), "acme/w", "write", config_file="").to_env()
+    assert (env["GITSERVER_SIGNING_AGENT"], env["GITSERVER_SIGNING_KEY"]) == ("/run/agent.sock", agent_key)
+    fallback = config_mod.load(environ=env)
+    assert (fallback.signing_agent, fallback.signing_key) == (cfg.signing_agent, cfg.signing_key)
+    plain = launcher.hook_env(config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path)}), PushContext(repo_id=1),
+                              "acme/w", "write", config_file="").to_env()
+    assert "GITSERVER_SIGNING_AGENT" not in plain  # a file key: the fallback reads it from the data dir

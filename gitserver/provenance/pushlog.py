@@ -172,7 +172,7 @@ def own_entries(path: Path, push_id: int, logged: list[tuple[str, str]]) -> list
     ``push_id`` for that ref: a pair that is not (the hook is another process) is left out,
     and the reconciler's catch-up attests what is left unattested."""
     repo = pygit2.Repository(str(path))
-    found = []
+    found: list[reflog.Logged] = []
     for ref, commit in logged:
         try:
             obj = repo[commit]

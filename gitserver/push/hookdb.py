@@ -20,8 +20,7 @@ from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
 from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger, messages
-from gitserver.push.hookenv import HookEnv, LedgerError
-from gitserver.push.ledger import PushContext
+from gitserver.push.hookenv import LedgerError, PushContext
 
 
 def _git_dir(environ: Mapping[str, str]) -> Path | None:
@@ -31,11 +30,7 @@ def _git_dir(environ: Mapping[str, str]) -> Path | None:
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
-    env = HookEnv.from_env(environ)
-    return PushContext(repo_id=env.repo_id, user_id=env.user_id, key_id=env.key_id,
-                       key_fingerprint=env.key_fingerprint, protocol=env.protocol,
-                       client_address=env.client_address, cert_ca_fingerprint=env.cert_ca_fingerprint,
-                       cert_key_id=env.cert_key_id, cert_serial=env.cert_serial)
+    return PushContext.from_env(environ)
 
 
 class DirectLedger:

@@ -12,7 +12,6 @@ steps) records a push once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import socket
@@ -33,6 +32,9 @@ from gitserver.pipelines import jobs, outbox
 from gitserver.provenance.entry import Entry
 from gitserver.provenance.pushlog import LogError, PushLog, entry_of, push_entries
 from gitserver.push import admission, limits, messages, refjudge
+from gitserver.push.hookenv import PushContext
+
+__all__ = ["PushContext"]  # the audit facts live in hookenv, which the hooks import
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +42,6 @@ MAX_HOOK_LINE = 64 * 1024 * 1024
 
 
 # --- recording a push --------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class PushContext:
-    """Who pushed, with which key, from where: the audit facts of one push."""
-
-    repo_id: int
-    user_id: int | None = None
-    key_id: int | None = None
-    key_fingerprint: str = ""
-    protocol: str = "ssh"
-    client_address: str = ""
-    # Pushed with an SSH certificate: its CA's fingerprint, key id and serial ("" otherwise).
-    cert_ca_fingerprint: str = ""
-    cert_key_id: str = ""
-    cert_serial: str = ""
-
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
                   options: Sequence[str] = (), rule_set: str | None = None,

@@ -169,8 +169,8 @@ def test_each_ref_moves_in_one_transaction_with_its_log_entry_last() -> None:
 def test_after_a_ref_that_lost_its_race_the_rest_are_signed_again() -> None:
     """The second entry was chained on the first, which never reached the log."""
     events: list[tuple[str, object]] = []
-    lines, applied = run("", f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", fail={"refs/heads/one"},
-                         events=events)
+    lines, _applied = run("", f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", fail={"refs/heads/one"},
+                          events=events)
     assert lines == [f"ng refs/heads/one {refmove.LOST_RACE}", "ok refs/heads/two"]
     assert [e[1] for e in events if e[0] == "log"] == [["refs/heads/one", "refs/heads/two"], ["refs/heads/two"]]
     assert ("logged", [("refs/heads/two", "20".ljust(40, "e"))]) in events
@@ -182,7 +182,8 @@ def test_a_log_that_cannot_be_written_moves_no_ref(atomic: str) -> None:
     events: list[tuple[str, object]] = []
     lines, applied = run(atomic, f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", broken="lock",
                          events=events)
-    why = f"gitserver could not write the reference log (cannot lock ref '{LOG}': Unable to create '{LOG}.lock': File exists.); nothing was changed"
+    why = (f"gitserver could not write the reference log (cannot lock ref '{LOG}': Unable to create "
+           f"'{LOG}.lock': File exists.); nothing was changed")
     assert lines == [f"ng refs/heads/one {why}", f"ng refs/heads/two {why}"]
     assert applied == [] and ("done", (7, [])) in events
 
@@ -274,16 +275,18 @@ def test_names_refused(ref: str, message: str) -> None:
 
 
 def test_hook_environment_round_trips() -> None:
-    from gitserver.push.hookenv import HookEnv
+    from gitserver.push.hookenv import HookEnv, PushContext
 
-    env = HookEnv(repo_id=3, repo="acme/widgets", permission="write", protocol="ssh", data_dir="/d",
-                  database_url="sqlite:///x", public_http_url="http://h", user_id=7, user="alice",
-                  key_id=None, key_fingerprint="SHA256:x", client_address="127.0.0.1")
+    env = HookEnv(PushContext(repo_id=3, protocol="ssh", user_id=7, key_id=None, key_fingerprint="SHA256:x",
+                              client_address="127.0.0.1"),
+                  repo="acme/widgets", permission="write", data_dir="/d",
+                  database_url="sqlite:///x", public_http_url="http://h", user="alice")
     assert HookEnv.from_env(env.to_env()) == env
     assert "GITSERVER_CONFIG" not in env.to_env()
     from gitserver.push.limits import PushLimits
 
-    certified = env._replace(cert_ca_fingerprint="SHA256:ca", cert_key_id="alice laptop", cert_serial="42")
+    certified = env._replace(ctx=env.ctx._replace(cert_ca_fingerprint="SHA256:ca", cert_key_id="alice laptop",
+                                                  cert_serial="42"))
     assert HookEnv.from_env(certified.to_env()) == certified
     assert certified.to_env()["GITSERVER_CERT_SERIAL"] == "42"
     from gitserver.push.hookdb import context_from_environment

@@ -83,7 +83,7 @@ def test_a_stale_lock_of_the_log_ref_is_cleared_under_the_logs_lock(tmp_path: Pa
 
     from gitserver.provenance import loglock
 
-    path, _repo_ = _repo(tmp_path)
+    path = _repo(tmp_path)[0]
     ref_lock = path / loglock.REF_LOCK
     ref_lock.parent.mkdir(parents=True, exist_ok=True)
     ref_lock.write_text(Z + "\n")

@@ -142,3 +142,24 @@ def test_a_push_the_server_cannot_sign_for_is_refused_and_moves_nothing(server: 
     assert ("refs/heads/main", new) not in _recorded(server, tenant, repo)
     server.git(user, "push", "-q", "origin", "main", cwd=work)
     assert _entries(server, tenant, repo)[-1]["new"] == new
+
+
+def test_concurrent_pushes_to_different_refs_chain_one_after_the_other(server: GitServer, tmp_path: Path) -> None:
+    """Pushes of one repository take turns on the log's lock: every entry lands, one chain."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    user, tenant, repo, work = _setup(server, tmp_path, "atomic-concurrent")
+    server.git(user, "push", "-q", "origin", "main", cwd=work)
+    head = _head(work)
+    branches = [f"refs/heads/c{n}" for n in range(6)]
+    with ThreadPoolExecutor(len(branches)) as pool:
+        results = list(pool.map(lambda ref: server.git(user, "push", "-q", "origin", f"main:{ref}", cwd=work,
+                                                       check=False), branches))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    entries = _entries(server, tenant, repo)
+    assert sorted(str(e["ref"]) for e in entries if e["new"] == head and e["protocol"] == "ssh") == sorted(
+        ["refs/heads/main", *branches])
+    # One chain: each commit has the one before as its only parent (git log walked it whole).
+    count = subprocess.run([*_git_dir(server, tenant, repo), "rev-list", "--count", "--first-parent", LOG],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert int(count) == len(entries)

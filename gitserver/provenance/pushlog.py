@@ -1,9 +1,11 @@
 """The ledger's side of the reference log: entries for recorded pushes, and catching the log
 up with the refs on disk.
 
-:meth:`PushLog.record` runs inside the transaction that marks a push done (or recovered): when
-the log cannot be written the transaction rolls back, the push stays pending, and the
-reconciler settles it later, logging it then. :meth:`PushLog.catch_up` is the reconciler's:
+:meth:`PushLog.chain` signs a push's entries while its hook holds the log's lock, before any
+of its refs moves; the hook moves each ref and the log together (gitserver.push.refmove), so a
+log that cannot be written leaves the ref where it was. :meth:`PushLog.record` runs inside the
+transaction that marks the push done: it attests the entries the hook logged (and logs, for a
+hook of an older release that moved the refs alone). :meth:`PushLog.catch_up` is the reconciler's:
 every ref whose value on disk is not the log's latest gets an entry, described from the ledger
 when a push recorded that value (else as the server's own ref, or as recovered with no
 pusher). That also covers, once, every ref of a repository that predates the log.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pygit2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,9 +25,9 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs, refstate
 from gitserver.net.urls import http_clone_url
-from gitserver.provenance import attest, reflog
+from gitserver.provenance import attest, keys, reflog
 from gitserver.provenance import signer as signing
-from gitserver.provenance.entry import PROTOCOL_RECOVERED, PROTOCOL_SERVER, Entry, is_logged
+from gitserver.provenance.entry import PROTOCOL_RECOVERED, PROTOCOL_SERVER, Entry, EntryError, is_logged, parse
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ def rules_of(update: models.RefUpdate) -> str | None:
     ``ref_updates.rules`` column gitserver.push.refjudge writes in the intent's transaction;
     None where no rule list was in force, for the server's own refs and recovered ones."""
     return update.rules
+
+
+class LogError(Exception):
+    """A push's entries could not be signed or written; the message is safe to show the pusher."""
 
 
 def entry_of(session: Session, push: models.Push, update: models.RefUpdate) -> Entry:
@@ -57,18 +64,42 @@ class PushLog:
             self._key = signing.from_config(self.cfg)
         return self._key
 
-    def record(self, session: Session, path: Path, push_id: int) -> list[reflog.Logged]:
-        """Log the ref updates of the recorded push ``push_id`` (those that stayed), and sign
-        and store their attestations (gitserver.provenance.attest)."""
+    def chain(self, path: Path, entries: list[Entry]) -> reflog.Chained:
+        """Sign a push's ``entries`` onto the log's tip (gitserver.provenance.reflog.chain): the
+        caller holds the log's lock and moves the log's ref with the pushed refs. LogError
+        names, for the pusher, what failed."""
+        try:
+            key = self.key()
+        except keys.SigningKeyError as exc:
+            log.error("%s: cannot sign the reference log: %s", path, exc)
+            raise LogError("the server's signing key is unusable") from exc
+        try:
+            return reflog.chain(path, key, entries)
+        except keys.SigningKeyError as exc:  # an ssh-agent that is gone or refuses
+            log.error("%s: signing the reference log failed: %s", path, exc)
+            raise LogError("signing its entry failed") from exc
+        except (OSError, pygit2.GitError) as exc:
+            log.error("%s: writing the reference log's commits failed: %s", path, exc)
+            raise LogError(f"its commit could not be written ({type(exc).__name__})") from exc
+
+    def record(self, session: Session, path: Path, push_id: int,
+               logged: list[tuple[str, str]] | None = None) -> list[reflog.Logged]:
+        """Attest the ref updates of the recorded push ``push_id`` (those that stayed)
+        (gitserver.provenance.attest): ``logged`` are the (ref, log commit) pairs its hook moved
+        with the refs. Without them (a hook of an older release moved the refs alone), log the
+        updates first."""
         push = session.get(models.Push, push_id)
         if push is None or push.state not in models.LEDGER_STATES:
             return []
-        logged = reflog.append(path, self.key(), [entry_of(session, push, u) for u in push.ref_updates])
+        if logged is None:
+            entries = reflog.append(path, self.key(), [entry_of(session, push, u) for u in push.ref_updates])
+        else:
+            entries = own_entries(path, push_id, logged)
         repo = session.get(models.Repository, push.repo_id)
-        if logged and repo is not None:
+        if entries and repo is not None:
             uri = http_clone_url(self.cfg.http_base_url, repo.tenant.name, repo.name)
-            attest.attest(path, self.key(), logged, uri, self.cfg.http_base_url)
-        return logged
+            attest.attest(path, self.key(), entries, uri, self.cfg.http_base_url)
+        return entries
 
     def catch_up(self, sessions: sessionmaker[Session], path: Path, repo_id: int) -> list[reflog.Logged]:
         """Log every ref whose value on disk the log does not hold as its latest. The refs are
@@ -134,3 +165,34 @@ class PushLog:
             # Archive refs, and Repour's adjust tags under a version name: the server's own.
             return Entry(ref=ref, old=refs.ZERO_OID, new=value, protocol=PROTOCOL_SERVER)
         return Entry(ref=ref, old=refs.ZERO_OID, new=value, protocol=PROTOCOL_RECOVERED)
+
+
+def own_entries(path: Path, push_id: int, logged: list[tuple[str, str]]) -> list[reflog.Logged]:
+    """The log commits ``logged`` ((ref, commit) pairs, from the hook) that are entries of push
+    ``push_id`` for that ref: a pair that is not (the hook is another process) is left out,
+    and the reconciler's catch-up attests what is left unattested."""
+    repo = pygit2.Repository(str(path))
+    found: list[reflog.Logged] = []
+    for ref, commit in logged:
+        try:
+            obj = repo[commit]
+            entry = parse(obj.message) if isinstance(obj, pygit2.Commit) else None
+        except (KeyError, ValueError, EntryError):
+            entry = None
+        if entry is not None and entry.push_id == push_id and entry.ref == ref:
+            found.append(reflog.Logged(commit, entry))
+        else:
+            log.warning("%s: push %s named %s as its log entry for %s, which it is not", path, push_id, commit, ref)
+    return found
+
+
+def push_entries(session: Session, push_id: int, ref_names: list[str]) -> list[Entry]:
+    """The entries of the pending push ``push_id`` for ``ref_names``, in that order. LogError
+    when the push is not pending (the reconciler settled it) or did not record one of them."""
+    push = session.get(models.Push, push_id)
+    if push is None or push.state != models.PUSH_PENDING:
+        raise LogError("the push is no longer pending")
+    updates = {u.ref: u for u in push.ref_updates}
+    if any(ref not in updates for ref in ref_names):
+        raise LogError("a ref the push did not record")
+    return [entry_of(session, push, updates[ref]) for ref in ref_names]

@@ -3,6 +3,11 @@
 Used when git was started without a socket back to a gitserver process, or when that process
 died while git went on (``kill -9`` of the SSH daemon mid-push). Importing SQLAlchemy costs a
 few hundred milliseconds, which is why the SSH path does not come here.
+
+It signs the push's log entries and attestations with the same key as the process that
+started git: the configuration is read from the hook's environment, where that process put
+its signing settings (``GITSERVER_SIGNING_AGENT`` and ``GITSERVER_SIGNING_KEY``, gitserver.push.hookenv),
+and otherwise the file key of the data dir.
 """
 
 from __future__ import annotations
@@ -15,8 +20,7 @@ from gitserver.db.session import make_engine, make_session_factory
 from gitserver.git import protect
 from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger, messages
-from gitserver.push.hookenv import HookEnv, LedgerError
-from gitserver.push.ledger import PushContext
+from gitserver.push.hookenv import LedgerError, PushContext
 
 
 def _git_dir(environ: Mapping[str, str]) -> Path | None:
@@ -26,11 +30,7 @@ def _git_dir(environ: Mapping[str, str]) -> Path | None:
 
 
 def context_from_environment(environ: Mapping[str, str]) -> PushContext:
-    env = HookEnv.from_env(environ)
-    return PushContext(repo_id=env.repo_id, user_id=env.user_id, key_id=env.key_id,
-                       key_fingerprint=env.key_fingerprint, protocol=env.protocol,
-                       client_address=env.client_address, cert_ca_fingerprint=env.cert_ca_fingerprint,
-                       cert_key_id=env.cert_key_id, cert_serial=env.cert_serial)
+    return PushContext.from_env(environ)
 
 
 class DirectLedger:
@@ -51,8 +51,13 @@ class DirectLedger:
         assert isinstance(reply, messages.IntentReply)  # HookService answers an Intent so
         return reply
 
-    def done(self, push_id: int, moved: list[str]) -> list[str]:
-        reply = self._answer(messages.Done(push_id, tuple(moved)))
+    def log(self, push_id: int, ref_names: list[str]) -> messages.LogReply:
+        reply = self._answer(messages.Log(push_id, tuple(ref_names)))
+        assert isinstance(reply, messages.LogReply)
+        return reply
+
+    def done(self, push_id: int, moved: list[str], logged: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        reply = self._answer(messages.Done(push_id, tuple(moved), logged))
         assert isinstance(reply, messages.DoneReply)
         return list(reply.messages)
 

@@ -13,8 +13,9 @@ The installed hook is a bash script that asks the daemon first; this is its fall
 
 proc-receive speaks git's pkt-line protocol (githooks(5)): it gets every pushed ref, applies
 :func:`gitserver.git.protect.check` to each, records the push's intent, updates the allowed
-refs with a compare-and-swap ``git update-ref``, marks the push done (which queues its
-pipeline) and answers ``ok <ref>`` or ``ng <ref> <reason>``, so each refused ref is reported
+refs with a compare-and-swap ``git update-ref``, each in one transaction with its signed entry
+in the reference log (gitserver.push.refmove), marks the push done (which queues its pipeline)
+and answers ``ok <ref>`` or ``ng <ref> <reason>``, so each refused ref is reported
 with its own reason, e.g. ``! [remote rejected] main (non-fast-forward pushes are not
 allowed)``. There is no post-receive step: by the time git tells the client ``ok``, the push
 is in the ledger (docs/ledger.md).
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver.git import head, protect, push_options, refs
-from gitserver.push import admission, hookenv, limits, messages
+from gitserver.push import admission, hookenv, limits, messages, refmove
 
 WRITE_PERMISSIONS = ("write", "admin")
 MAX_PKT = 65520
@@ -48,30 +49,9 @@ def can_write(environ: dict[str, str] | os._Environ[str]) -> bool:
 
 
 def run_git(args: list[str], stdin: bytes = b"") -> int:
-    """Run ``git ARGS`` with ``stdin`` as its input and its output dropped; its exit status.
-
-    os.posix_spawnp rather than subprocess: this runs inside every push, and importing
-    subprocess (threading, selectors, signal) costs about 6 ms of CPU per push. The hook's
-    socket back to the daemon is not inheritable, so git does not hold it open; SIGPIPE stays
-    ignored in git as Python leaves it, which cannot matter with its output on /dev/null."""
-    read_end, write_end = os.pipe()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        pid = os.posix_spawnp("git", ["git", *args], os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, read_end, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-            (os.POSIX_SPAWN_DUP2, devnull, 2)])
-    finally:
-        os.close(read_end)
-        os.close(devnull)
-    try:
-        view = memoryview(stdin)
-        while view:
-            view = view[os.write(write_end, view):]
-    except BrokenPipeError:
-        pass  # git exited without reading it all; its status says how it went
-    finally:
-        os.close(write_end)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    """Run ``git ARGS`` with ``stdin`` as its input and its output dropped; its exit status
+    (gitserver.push.refmove.run_git)."""
+    return refmove.run_git(args, stdin)[0]
 
 
 def git_is_ancestor(old: str, new: str) -> bool:
@@ -133,12 +113,10 @@ def read_pkt(stream: BinaryIO) -> bytes | None:
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = stream.read(n - len(data))
-        if not chunk:
-            raise EOFError("unexpected end of pkt-line stream")
-        data += chunk
+    """``n`` bytes: a buffered stream's read returns fewer only at end-of-file."""
+    data = stream.read(n)
+    if len(data) < n:
+        raise EOFError("unexpected end of pkt-line stream")
     return data
 
 
@@ -149,16 +127,17 @@ def pkt(payload: str) -> bytes:
 
 def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os._Environ[str],
                  is_ancestor: Callable[[str, str], bool] = git_is_ancestor,
-                 update_refs: Callable[[list[protect.RefCommand], bool], list[str | None]] | None = None,
+                 transaction: refmove.Transaction | None = None,
                  ledger: Ledger | None = None, stderr: BinaryIO | None = None) -> int:
     """Decide, record and apply one push (githooks(5) proc-receive protocol).
 
     The order is the ledger's guarantee: the intent (who pushes which ref from what to what)
-    is recorded before any ref moves, the refs move, and the push is marked done with its
+    is recorded before any ref moves, the refs move each with its entry in the reference log
+    (a ref whose entry cannot be written does not move), and the push is marked done with its
     pipeline queued before git hears ``ok``. A crash between two steps leaves a pending intent
     that the reconciler settles; a push that cannot be recorded moves nothing.
+    ``transaction``: what runs one ``update-ref --stdin`` script (tests).
     """
-    update_refs = update_refs or git_update_refs
     ledger = ledger or ledger_from_environment(environ)
     version = read_pkt(stdin)
     if version is None or not version.startswith(b"version=1"):
@@ -202,12 +181,14 @@ def proc_receive(stdin: BinaryIO, stdout: BinaryIO, environ: dict[str, str] | os
             allowed = [c for c in allowed if c.ref not in by_rules]
             if atomic and by_rules:
                 allowed = []
-            failures = dict(zip((c.ref for c in allowed), update_refs(allowed, atomic), strict=True)) if allowed else {}
+            result = refmove.move(allowed, atomic, push_id, ledger, environ.get("GIT_DIR") or ".",
+                                  transaction) if allowed else refmove.Moved({}, ())
+            failures = result.failures
             moved = [c.ref for c in allowed if failures[c.ref] is None]
             if not head_is_born(moved, environ.get("GIT_DIR")):
                 head.adopt_pushed_branch(moved, environ.get("GIT_DIR"))
             try:
-                messages += ledger.done(push_id, moved) if push_id else []
+                messages += ledger.done(push_id, moved, result.logged) if push_id else []
             except hookenv.LedgerError as exc:
                 # The intent is recorded and the refs moved: the reconciler finishes the record.
                 messages.append(f"warning: gitserver will record this push shortly ({exc})")
@@ -256,22 +237,6 @@ def decide(commands: list[protect.RefCommand], write: bool,
     return check_all(commands, write, is_ancestor)
 
 
-def git_update_refs(commands: list[protect.RefCommand], atomic: bool) -> list[str | None]:
-    """Apply the updates with compare-and-swap on the old value; None means done."""
-    message = "push"
-    if atomic:
-        script = "".join(f"update {c.ref} {c.new} {c.old}\n" for c in commands)
-        ok = _update_ref(["--stdin"], script)
-        return [None if ok else "failed to lock or update the ref; retry the push"] * len(commands)
-    return [None if _update_ref(["-m", message, c.ref, c.new, c.old]) else
-            "the ref changed during the push (another push won); fetch and retry"
-            for c in commands]
-
-
-def _update_ref(args: list[str], stdin: str = "") -> bool:
-    return run_git(["update-ref", *args], stdin.encode()) == 0
-
-
 # --- the ledger, as the hook reaches it --------------------------------------------------------
 
 class Ledger(Protocol):
@@ -279,8 +244,13 @@ class Ledger(Protocol):
         """Judge by the repository's rules and record who pushes what (with its push options)
         before any ref moves: the push's id and the refs the rules refused."""
 
-    def done(self, push_id: int, moved: list[str]) -> list[str]:
-        """Mark the push done with the refs that moved; messages for the pusher."""
+    def log(self, push_id: int, ref_names: list[str]) -> messages.LogReply:
+        """Holding the reference log's lock: the signed entries of these refs of the push,
+        chained on the log's tip (gitserver.push.refmove)."""
+
+    def done(self, push_id: int, moved: list[str], logged: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        """Mark the push done with the refs that moved and the log commits that moved with
+        them; messages for the pusher."""
 
 
 class SocketLedger:
@@ -360,10 +330,17 @@ class SocketLedger:
         assert isinstance(reply, messages.IntentReply)  # decode_reply answers what is expected
         return reply
 
-    def done(self, push_id: int, moved: list[str]) -> list[str]:
-        reply = self._ask(messages.Done(push_id, tuple(moved)), messages.DoneReply)
+    def log(self, push_id: int, ref_names: list[str]) -> messages.LogReply:
+        reply = self._ask(messages.Log(push_id, tuple(ref_names)), messages.LogReply)
         if reply is None:
-            return self._fallback().done(push_id, moved)
+            return self._fallback().log(push_id, ref_names)
+        assert isinstance(reply, messages.LogReply)
+        return reply
+
+    def done(self, push_id: int, moved: list[str], logged: tuple[tuple[str, str], ...] = ()) -> list[str]:
+        reply = self._ask(messages.Done(push_id, tuple(moved), logged), messages.DoneReply)
+        if reply is None:
+            return self._fallback().done(push_id, moved, logged)
         assert isinstance(reply, messages.DoneReply)
         return list(reply.messages)
 

@@ -78,11 +78,9 @@ def hook_env(config: Config, ctx: PushContext, repo: str, permission: str, *, us
     with which ``permission``, where the database is, and the limits. ``config_file``: the
     server's configuration file, by default this process's ``GITSERVER_CONFIG``."""
     return HookEnv(
-        repo_id=ctx.repo_id, repo=repo, permission=permission, protocol=ctx.protocol,
-        data_dir=str(config.data_dir), database_url=config.effective_database_url,
-        public_http_url=config.http_base_url, user_id=ctx.user_id, user=user, key_id=ctx.key_id,
-        key_fingerprint=ctx.key_fingerprint, client_address=ctx.client_address,
-        cert_ca_fingerprint=ctx.cert_ca_fingerprint, cert_key_id=ctx.cert_key_id, cert_serial=ctx.cert_serial,
+        ctx, repo=repo, permission=permission, data_dir=str(config.data_dir),
+        database_url=config.effective_database_url, public_http_url=config.http_base_url, user=user,
+        signing_agent=config.signing_agent, signing_key=config.signing_key,
         config_file=os.environ.get(ENV_CONFIG, "") if config_file is None else config_file,
         limits=push_limits)
 

@@ -2,7 +2,8 @@
 has a pipeline (docs/ledger.md).
 
 The proc-receive hook asks :class:`HookService` to record the push's **intent** (a ``pending``
-Push with its RefUpdates) before it moves any ref, and to mark it **done** afterwards, which
+Push with its RefUpdates) before it moves any ref, for the signed **log** entries it moves
+each ref with (gitserver.push.refmove), and to mark it **done** afterwards, which
 drops the refs that did not move and queues the pipeline and the webhooks in the same
 transaction. Both steps are compare-and-set on the push's state, so a retry or a race with
 the reconciler (gitserver.push.reconcile, which repairs what a crash left between the
@@ -11,7 +12,6 @@ steps) records a push once.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import socket
@@ -29,8 +29,12 @@ from gitserver.db.session import rowcount, transaction
 from gitserver.git import protect, push_options, refs
 from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, outbox
-from gitserver.provenance.pushlog import PushLog
+from gitserver.provenance.entry import Entry
+from gitserver.provenance.pushlog import LogError, PushLog, entry_of, push_entries
 from gitserver.push import admission, limits, messages, refjudge
+from gitserver.push.hookenv import PushContext
+
+__all__ = ["PushContext"]  # the audit facts live in hookenv, which the hooks import
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +42,6 @@ MAX_HOOK_LINE = 64 * 1024 * 1024
 
 
 # --- recording a push --------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class PushContext:
-    """Who pushed, with which key, from where: the audit facts of one push."""
-
-    repo_id: int
-    user_id: int | None = None
-    key_id: int | None = None
-    key_fingerprint: str = ""
-    protocol: str = "ssh"
-    client_address: str = ""
-    # Pushed with an SSH certificate: its CA's fingerprint, key id and serial ("" otherwise).
-    cert_ca_fingerprint: str = ""
-    cert_key_id: str = ""
-    cert_serial: str = ""
-
 
 def record_intent(session: Session, ctx: PushContext, updates: list[tuple[str, str, str]],
                   options: Sequence[str] = (), rule_set: str | None = None,
@@ -122,8 +110,10 @@ class HookService:
     not, then the limits) and ``Limits`` (the limits alone: hooks of an older release), each
     → ``Admitted`` or ``Refused``, which decide and record nothing else (pre-receive runs
     before git's own checks). Failures answer ``Failed`` with a message safe to show the
-    pusher. With ``push_log`` and ``repo_path``, a push is done only together with its entries
-    in the repository's reference log (gitserver.provenance.pushlog)."""
+    pusher. With ``push_log`` and ``repo_path``, ``Log`` → ``LogReply`` signs the entries the
+    hook moves the refs with (it holds the log's lock meanwhile), and a push is done together
+    with their attestations (gitserver.provenance.pushlog); without, ``LogReply`` has no
+    entries (the reconciler logs the refs)."""
 
     def __init__(self, sessions: sessionmaker[Session], ctx: PushContext, http_base_url: str,
                  push_check: limits.QuarantineCheck | None = None, can_write: bool = False,
@@ -138,6 +128,8 @@ class HookService:
         self.can_write = can_write
         self.issued: set[int] = set()
         self.pipeline_ids: list[int] = []
+        # The log entries of each intent this session recorded, by ref (for its Log request).
+        self.entries: dict[int, dict[str, Entry]] = {}
 
     def handle(self, request: object, trust_push_ids: bool = False) -> dict[str, object]:
         """One request as read from the socket (a JSON object) → its reply's JSON object."""
@@ -166,7 +158,14 @@ class HookService:
             return messages.Refused(tuple(refused)) if refused else self._limits(request.quarantine)
         if isinstance(request, messages.Intent):
             return self._intent(request)
-        return self._done(request, trust_push_ids)
+        self._check_issued(request.push_id, trust_push_ids)
+        if isinstance(request, messages.Log):
+            return self._log(request)
+        return self._done(request)
+
+    def _check_issued(self, push_id: int, trust_push_ids: bool) -> None:
+        if not (trust_push_ids or push_id in self.issued):
+            raise ValueError("a request for a push this session did not start")
 
     def _intent(self, request: messages.Intent) -> messages.IntentReply:
         """Judge the updates by the repository's rules, then record the admitted ones: one
@@ -176,23 +175,43 @@ class HookService:
             judged = refjudge.judge_updates(session, self.ctx.repo_id, self.ctx.user_id, self.ctx.key_id,
                                             self.repo_path or Path("."), request.updates)
             admitted = [u for u in request.updates if u[2] not in judged.refused]
-            push_id = record_intent(session, self.ctx, admitted, options, judged.rule_set,
-                                    judged.signatures).id if admitted else 0
+            push = record_intent(session, self.ctx, admitted, options, judged.rule_set,
+                                 judged.signatures) if admitted else None
+            if push is not None and self.push_log is not None:
+                self.entries[push.id] = {u.ref: entry_of(session, push, u) for u in push.ref_updates}
+        push_id = push.id if push is not None else 0
         if push_id:
             self.issued.add(push_id)
         return messages.IntentReply(push_id, tuple(judged.refused.items()))
 
-    def _done(self, request: messages.Done, trust_push_ids: bool) -> messages.DoneReply:
-        if not (trust_push_ids or request.push_id in self.issued):
-            raise ValueError("done for a push this session did not start")
+    def _log(self, request: messages.Log) -> messages.LogReply | messages.Failed:
+        """Sign the entries of ``request.refs`` onto the log's tip; the hook holds the log's
+        lock and moves the log's ref with the refs (gitserver.push.refmove)."""
+        if self.push_log is None or self.repo_path is None:
+            return messages.LogReply("")
+        known = self.entries.get(request.push_id, {})
+        try:
+            if all(ref in known for ref in request.refs):
+                entries = [known[ref] for ref in request.refs]
+            else:  # another process recorded the intent (this is the hook's own fallback)
+                with transaction(self.sessions) as session:
+                    entries = push_entries(session, request.push_id, list(request.refs))
+            chained = self.push_log.chain(self.repo_path, entries)
+        except LogError as exc:
+            return messages.Failed(str(exc))
+        return messages.LogReply(chained.base or "", tuple((w.entry.ref, w.commit) for w in chained.written))
+
+    def _done(self, request: messages.Done) -> messages.DoneReply:
+        self.entries.pop(request.push_id, None)
         with transaction(self.sessions) as session:
             pipeline = complete_push(session, request.push_id, request.moved)
             pipeline_id = pipeline.id if pipeline is not None else None
             if self.push_log is not None and self.repo_path is not None:
-                # In the push's transaction: a log that cannot be written leaves the push
-                # pending, and the reconciler settles and logs it.
+                # In the push's transaction: attestations that cannot be written leave the
+                # push pending; the reconciler settles it and attests its logged entries.
                 session.flush()
-                self.push_log.record(session, self.repo_path, request.push_id)
+                logged = None if request.logged is None else list(request.logged)
+                self.push_log.record(session, self.repo_path, request.push_id, logged)
         if pipeline_id is None:
             return messages.DoneReply()
         self.pipeline_ids.append(pipeline_id)

@@ -12,7 +12,8 @@ below, which tests/unit/test_messages.py checks against the script.
 request                                                     reply
 ==========================================================  ================================
 ``{"op": "intent", "updates": [[old, new, ref]], ...}``     ``{"push_id": n, "refused": {ref: why}}``
-``{"op": "done", "push_id": n, "moved": [ref]}``            ``{"messages": [text]}``
+``{"op": "log", "push_id": n, "refs": [ref]}``              ``{"base": tip, "entries": [[ref, commit]]}``
+``{"op": "done", "push_id": n, "moved": [ref], ...}``       ``{"messages": [text]}``
 ``{"op": "pre-receive", "quarantine": Q, "updates": ...}``  ``{"ok": true}`` or
 ``{"op": "limits", "quarantine": Q}`` (older hooks)         ``{"refused": "line\\nline"}``
 ==========================================================  ================================
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 OP = "op"
 OP_INTENT = "intent"
 OP_DONE = "done"
+OP_LOG = "log"
 OP_PRE_RECEIVE = "pre-receive"
 OP_LIMITS = "limits"
 
@@ -73,11 +75,22 @@ def intent_for(commands: Iterable[RefCommand], options: Iterable[str]) -> Intent
     return Intent(tuple((c.old, c.new, c.ref) for c in commands), tuple(options))
 
 
+class Log(NamedTuple):
+    """proc-receive, holding the reference log's lock, before these refs of the push move:
+    their entries, signed and chained on the log's tip (gitserver.push.refmove)."""
+
+    push_id: int
+    refs: tuple[str, ...]
+
+
 class Done(NamedTuple):
-    """proc-receive, after the refs moved: the push and the refs that did move."""
+    """proc-receive, after the refs moved: the push, the refs that did move, and the log
+    commits that moved with them, (ref, commit) (None: a hook of an older release, which moved
+    the refs without their entries)."""
 
     push_id: int
     moved: tuple[str, ...]
+    logged: tuple[tuple[str, str], ...] | None = None
 
 
 class PreReceive(NamedTuple):
@@ -94,7 +107,7 @@ class Limits(NamedTuple):
     quarantine: str
 
 
-Request = Intent | Done | PreReceive | Limits
+Request = Intent | Log | Done | PreReceive | Limits
 
 
 # --- replies ---------------------------------------------------------------------------------
@@ -106,6 +119,15 @@ class IntentReply(NamedTuple):
 
     push_id: int
     refused: tuple[tuple[str, str], ...] = ()
+
+
+class LogReply(NamedTuple):
+    """The entries of a :class:`Log`, chained on the log's tip ``base`` ("": the log is empty)
+    in this order: the log's ref moves from ``base`` through them. A ref that is not here needs
+    no entry (the log has its new value already)."""
+
+    base: str
+    entries: tuple[tuple[str, str], ...] = ()
 
 
 class DoneReply(NamedTuple):
@@ -128,7 +150,7 @@ class Failed(NamedTuple):
     error: str
 
 
-Reply = IntentReply | DoneReply | Admitted | Refused | Failed
+Reply = IntentReply | LogReply | DoneReply | Admitted | Refused | Failed
 
 
 # --- on the wire -----------------------------------------------------------------------------
@@ -154,8 +176,13 @@ def to_wire(message: Request | Reply) -> dict[str, object]:
         if message.push_options:
             wire["push_options"] = list(message.push_options)
         return wire
+    if isinstance(message, Log):
+        return {OP: OP_LOG, "push_id": message.push_id, "refs": list(message.refs)}
     if isinstance(message, Done):
-        return {OP: OP_DONE, "push_id": message.push_id, "moved": list(message.moved)}
+        wire = {OP: OP_DONE, "push_id": message.push_id, "moved": list(message.moved)}
+        if message.logged is not None:
+            wire["logged"] = [list(pair) for pair in message.logged]
+        return wire
     if isinstance(message, PreReceive):
         return {OP: OP_PRE_RECEIVE, "quarantine": message.quarantine,
                 "updates": [list(u) for u in message.updates]}
@@ -166,6 +193,8 @@ def to_wire(message: Request | Reply) -> dict[str, object]:
         if message.refused:
             wire["refused"] = dict(message.refused)
         return wire
+    if isinstance(message, LogReply):
+        return {"base": message.base, "entries": [list(pair) for pair in message.entries]}
     if isinstance(message, DoneReply):
         return {"messages": list(message.messages)}
     if isinstance(message, Admitted):
@@ -193,6 +222,8 @@ def decode_reply(wire: object, expected: type[Reply]) -> Reply:
         return Failed(str(wire["error"]))
     if expected is IntentReply and _is_int(wire.get("push_id")) and _refusals(wire.get("refused", {})) is not None:
         return IntentReply(wire["push_id"], _refusals(wire.get("refused", {})) or ())
+    if expected is LogReply and _log_tip(wire.get("base")) and _logged(wire.get("entries")) is not None:
+        return LogReply(wire["base"], _logged(wire.get("entries")) or ())
     if expected is DoneReply and _strings(wire.get("messages", [])) is not None:
         return DoneReply(tuple(wire.get("messages", [])))
     if expected in (Admitted, Refused) and wire.get("ok") is True:
@@ -209,14 +240,28 @@ def _intent(wire: dict[str, object]) -> Intent:
     return Intent(parse_updates(wire.get("updates")), options)
 
 
-def _done(wire: dict[str, object]) -> Done:
+def _push_id(wire: dict[str, object]) -> int:
     push_id = wire.get("push_id")
     if not _is_int(push_id):
-        raise ProtocolError("done for a push this session did not start")
+        raise ProtocolError("a request for a push this session did not start")
+    return push_id  # type: ignore[return-value]  # _is_int
+
+
+def _log(wire: dict[str, object]) -> Log:
+    names = _strings(wire.get("refs"))
+    if not names or any(refs.ref_format_problem(name) for name in names):
+        raise ProtocolError("malformed list of refs to log")
+    return Log(_push_id(wire), names)
+
+
+def _done(wire: dict[str, object]) -> Done:
     moved = _strings(wire.get("moved"))
     if moved is None:
         raise ProtocolError("malformed list of moved refs")
-    return Done(push_id, moved)  # type: ignore[arg-type]
+    logged = _logged(wire["logged"]) if "logged" in wire else None
+    if "logged" in wire and logged is None:
+        raise ProtocolError("malformed list of log entries")
+    return Done(_push_id(wire), moved, logged)
 
 
 def _pre_receive(wire: dict[str, object]) -> PreReceive:
@@ -229,7 +274,7 @@ def _limits(wire: dict[str, object]) -> Limits:
 
 
 _REQUESTS: dict[str, Callable[[dict[str, object]], Request]] = {
-    OP_INTENT: _intent, OP_DONE: _done, OP_PRE_RECEIVE: _pre_receive, OP_LIMITS: _limits}
+    OP_INTENT: _intent, OP_LOG: _log, OP_DONE: _done, OP_PRE_RECEIVE: _pre_receive, OP_LIMITS: _limits}
 
 
 def parse_updates(rows: object) -> tuple[Update, ...]:
@@ -264,6 +309,23 @@ def _refusals(value: object) -> tuple[tuple[str, str], ...] | None:
     if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         return tuple(value.items())
     return None
+
+
+def _logged(value: object) -> tuple[tuple[str, str], ...] | None:
+    """``[[ref, log commit], ...]`` as pairs, or None when it is not that."""
+    if not isinstance(value, list):
+        return None
+    pairs = []
+    for row in value:
+        if not (isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row)
+                and not refs.ref_format_problem(row[0]) and refs.is_oid(row[1])):
+            return None
+        pairs.append((row[0], row[1]))
+    return tuple(pairs)
+
+
+def _log_tip(value: object) -> bool:
+    return value == "" or (isinstance(value, str) and refs.is_oid(value))
 
 
 def _is_int(value: object) -> bool:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import io
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from gitserver.git.protect import RefCommand
-from gitserver.push import hookrun, messages
+from gitserver.push import hookrun, messages, refmove
 from gitserver.push.hookenv import LedgerError
 from gitserver.push.hookrun import pkt, proc_receive, read_pkt
 
 Z, A, B = "0" * 40, "a" * 40, "b" * 40
 FLUSH = b"0000"
+LOG = "refs/gitserver/log"
+TIP = "c" * 40  # the log's tip before the push
 
 
 def server_stream(capabilities: str, *commands: str) -> io.BytesIO:
@@ -54,10 +57,19 @@ class FakeLedger:
         admitted = [c for c in commands if c.ref not in self.by_rules]
         return messages.IntentReply(7 if admitted else 0, tuple(self.by_rules.items()))
 
-    def done(self, push_id: int, moved: list[str]) -> list[str]:
+    def log(self, push_id: int, ref_names: list[str]) -> messages.LogReply:
+        """Entries chained on the tip: the n-th asked for is commit "e<n>…"."""
+        if self.broken == "log":
+            raise LedgerError("the server's signing key is unusable")
+        self.events.append(("log", ref_names))
+        asked = sum(1 for e in self.events if e[0] == "log")
+        return messages.LogReply(TIP, tuple((ref, f"{asked}{n}".ljust(40, "e")) for n, ref in enumerate(ref_names)))
+
+    def done(self, push_id: int, moved: list[str], logged: tuple[tuple[str, str], ...] = ()) -> list[str]:
         if self.broken == "done":
             raise LedgerError("database went away")
         self.events.append(("done", (push_id, moved)))
+        self.events.append(("logged", list(logged)))
         return ["pipeline 9 queued: http://x/api/v1/pipelines/9"]
 
 
@@ -68,15 +80,27 @@ def run(capabilities: str, *commands: str, permission: str = "write",
         ) -> tuple[list[str], list[list[RefCommand]]]:
     applied: list[list[RefCommand]] = []
     events = [] if events is None else events
+    git_dir = tempfile.mkdtemp(prefix="hookrun-")
 
-    def update(cmds: list[RefCommand], atomic: bool) -> list[str | None]:
+    def transaction(script: str) -> str | None:
+        """git's answer to an update-ref script: pushed refs in ``fail`` lose their
+        compare-and-swap, and with ``broken="lock"`` the log's lock cannot be taken."""
+        lines = [line.split() for line in script.splitlines()]
+        cmds = [RefCommand(old, new, ref) for _op, ref, new, old in lines if ref != LOG]
+        events.append(("update", [line[1] for line in lines]))
+        for cmd in cmds:
+            if cmd.ref in (fail or set()):
+                return f"fatal: cannot lock ref '{cmd.ref}': is at {B} but expected {cmd.old}"
+        if broken == "lock" and any(line[1] == LOG for line in lines):
+            return (f"fatal: cannot lock ref '{LOG}': Unable to create "
+                    f"'{os.path.realpath(git_dir)}/{LOG}.lock': File exists.")
         applied.append(cmds)
-        events.append(("update", [c.ref for c in cmds]))
-        return ["lost a race" if c.ref in (fail or set()) else None for c in cmds]
+        return None
 
     out = io.BytesIO()
-    rc = proc_receive(server_stream(capabilities, *commands), out, {"GITSERVER_PERMISSION": permission},
-                      is_ancestor=lambda old, new: (old, new) == (A, B), update_refs=update,
+    rc = proc_receive(server_stream(capabilities, *commands), out,
+                      {"GITSERVER_PERMISSION": permission, "GIT_DIR": git_dir},
+                      is_ancestor=lambda old, new: (old, new) == (A, B), transaction=transaction,
                       ledger=FakeLedger(events, broken, by_rules), stderr=stderr or io.BytesIO())
     assert rc == 0
     return replies(out), applied
@@ -131,7 +155,53 @@ def test_atomic_push_with_a_ref_the_rules_refuse_moves_nothing() -> None:
 
 def test_lost_race_is_reported() -> None:
     lines, _ = run("", f"{A} {B} refs/heads/main", fail={"refs/heads/main"})
-    assert lines == ["ng refs/heads/main lost a race"]
+    assert lines == [f"ng refs/heads/main {refmove.LOST_RACE}"]
+
+
+def test_each_ref_moves_in_one_transaction_with_its_log_entry_last() -> None:
+    events: list[tuple[str, object]] = []
+    run("", f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", events=events)
+    updates = [e[1] for e in events if e[0] == "update"]
+    assert updates == [["refs/heads/one", LOG], ["refs/heads/two", LOG]]
+    assert ("logged", [("refs/heads/one", "10".ljust(40, "e")), ("refs/heads/two", "11".ljust(40, "e"))]) in events
+
+
+def test_after_a_ref_that_lost_its_race_the_rest_are_signed_again() -> None:
+    """The second entry was chained on the first, which never reached the log."""
+    events: list[tuple[str, object]] = []
+    lines, _applied = run("", f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", fail={"refs/heads/one"},
+                          events=events)
+    assert lines == [f"ng refs/heads/one {refmove.LOST_RACE}", "ok refs/heads/two"]
+    assert [e[1] for e in events if e[0] == "log"] == [["refs/heads/one", "refs/heads/two"], ["refs/heads/two"]]
+    assert ("logged", [("refs/heads/two", "20".ljust(40, "e"))]) in events
+    assert ("done", (7, ["refs/heads/two"])) in events
+
+
+@pytest.mark.parametrize("atomic", ["", "atomic"])
+def test_a_log_that_cannot_be_written_moves_no_ref(atomic: str) -> None:
+    events: list[tuple[str, object]] = []
+    lines, applied = run(atomic, f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", broken="lock",
+                         events=events)
+    why = (f"gitserver could not write the reference log (cannot lock ref '{LOG}': Unable to create "
+           f"'{LOG}.lock': File exists.); nothing was changed")
+    assert lines == [f"ng refs/heads/one {why}", f"ng refs/heads/two {why}"]
+    assert applied == [] and ("done", (7, [])) in events
+
+
+def test_a_log_that_cannot_be_signed_moves_no_ref() -> None:
+    events: list[tuple[str, object]] = []
+    lines, applied = run("", f"{Z} {A} refs/heads/one", broken="log", events=events)
+    assert lines == ["ng refs/heads/one gitserver could not write the reference log "
+                     "(the server's signing key is unusable); nothing was changed"]
+    assert applied == [] and not [e for e in events if e[0] == "update"] and ("done", (7, [])) in events
+
+
+def test_an_atomic_push_moves_the_log_once_through_its_chain() -> None:
+    events: list[tuple[str, object]] = []
+    run("atomic", f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", events=events)
+    assert [e[1] for e in events if e[0] == "update"] == [["refs/heads/one", "refs/heads/two", LOG]]
+    script = refmove.script([RefCommand(Z, A, "refs/heads/one")], "", "e" * 40)
+    assert script.splitlines()[-1] == f"update {LOG} {'e' * 40} {Z}"  # a first entry: the log must not exist
 
 
 def test_reader_cannot_write() -> None:
@@ -157,9 +227,12 @@ def test_intent_is_recorded_before_refs_move_and_done_names_what_moved() -> None
     lines, _ = run("", f"{Z} {A} refs/heads/new", f"{A} {B} refs/heads/main",
                    fail={"refs/heads/main"}, events=events, stderr=err)
     assert events == [("intent", ["refs/heads/new", "refs/heads/main"]),
-                      ("update", ["refs/heads/new", "refs/heads/main"]),
-                      ("done", (7, ["refs/heads/new"]))]
-    assert lines == ["ok refs/heads/new", "ng refs/heads/main lost a race"]
+                      ("log", ["refs/heads/new", "refs/heads/main"]),
+                      ("update", ["refs/heads/new", LOG]),
+                      ("update", ["refs/heads/main", LOG]),
+                      ("done", (7, ["refs/heads/new"])),
+                      ("logged", [("refs/heads/new", "10".ljust(40, "e"))])]
+    assert lines == ["ok refs/heads/new", f"ng refs/heads/main {refmove.LOST_RACE}"]
     assert b"pipeline 9 queued" in err.getvalue()
 
 
@@ -202,16 +275,18 @@ def test_names_refused(ref: str, message: str) -> None:
 
 
 def test_hook_environment_round_trips() -> None:
-    from gitserver.push.hookenv import HookEnv
+    from gitserver.push.hookenv import HookEnv, PushContext
 
-    env = HookEnv(repo_id=3, repo="acme/widgets", permission="write", protocol="ssh", data_dir="/d",
-                  database_url="sqlite:///x", public_http_url="http://h", user_id=7, user="alice",
-                  key_id=None, key_fingerprint="SHA256:x", client_address="127.0.0.1")
+    env = HookEnv(PushContext(repo_id=3, protocol="ssh", user_id=7, key_id=None, key_fingerprint="SHA256:x",
+                              client_address="127.0.0.1"),
+                  repo="acme/widgets", permission="write", data_dir="/d",
+                  database_url="sqlite:///x", public_http_url="http://h", user="alice")
     assert HookEnv.from_env(env.to_env()) == env
     assert "GITSERVER_CONFIG" not in env.to_env()
     from gitserver.push.limits import PushLimits
 
-    certified = env._replace(cert_ca_fingerprint="SHA256:ca", cert_key_id="alice laptop", cert_serial="42")
+    certified = env._replace(ctx=env.ctx._replace(cert_ca_fingerprint="SHA256:ca", cert_key_id="alice laptop",
+                                                  cert_serial="42"))
     assert HookEnv.from_env(certified.to_env()) == certified
     assert certified.to_env()["GITSERVER_CERT_SERIAL"] == "42"
     from gitserver.push.hookdb import context_from_environment
@@ -250,7 +325,10 @@ class _Recorded:
     def intent(self, commands: list[RefCommand], options: list[str]) -> messages.IntentReply:
         return messages.IntentReply(-1)
 
-    def done(self, push_id: int, moved: list[str]) -> list[str]:
+    def log(self, push_id: int, ref_names: list[str]) -> messages.LogReply:
+        return messages.LogReply("")
+
+    def done(self, push_id: int, moved: list[str], logged: tuple[tuple[str, str], ...] = ()) -> list[str]:
         return ["recorded by the database"]
 
 
@@ -279,3 +357,22 @@ def test_socket_ledger_error_reply_is_a_ledger_error() -> None:
         daemon.sendall(b'{"error": "database error (OperationalError)"}\n')
         with pytest.raises(LedgerError, match="database error"):
             ledger.intent([RefCommand(Z, A, "refs/heads/main")], [])
+
+
+def test_the_hooks_database_fallback_gets_the_daemons_signing_settings(tmp_path: Path) -> None:
+    """The daemon's agent settings reach the hook's environment, where the fallback's
+    configuration (gitserver.push.hookdb) reads them: it signs with the same key."""
+    from gitserver import config as config_mod
+    from gitserver.push import launcher
+    from gitserver.push.ledger import PushContext
+
+    agent_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    cfg = config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path), "GITSERVER_SIGNING_AGENT": "/run/agent.sock",
+                                   "GITSERVER_SIGNING_KEY": agent_key})
+    env = launcher.hook_env(cfg, PushContext(repo_id=1), "acme/w", "write", config_file="").to_env()
+    assert (env["GITSERVER_SIGNING_AGENT"], env["GITSERVER_SIGNING_KEY"]) == ("/run/agent.sock", agent_key)
+    fallback = config_mod.load(environ=env)
+    assert (fallback.signing_agent, fallback.signing_key) == (cfg.signing_agent, cfg.signing_key)
+    plain = launcher.hook_env(config_mod.load(environ={"GITSERVER_DATA_DIR": str(tmp_path)}), PushContext(repo_id=1),
+                              "acme/w", "write", config_file="").to_env()
+    assert "GITSERVER_SIGNING_AGENT" not in plain  # a file key: the fallback reads it from the data dir

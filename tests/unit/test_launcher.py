@@ -31,7 +31,7 @@ def test_argv_and_hook_environment(tmp_path: Path) -> None:
     assert argv[-1] == str(tmp_path / "widgets.git")
     assert "receive.maxInputSize=1000" in argv
     env = HookEnv.from_env(push.hook_env(config_file="").to_env())
-    assert (env.repo_id, env.repo, env.permission, env.protocol, env.user, env.key_fingerprint) == (
+    assert (env.ctx.repo_id, env.repo, env.permission, env.ctx.protocol, env.user, env.ctx.key_fingerprint) == (
         4, "acme/widgets", "write", "ssh", "ann", "SHA256:x")
     assert env.limits == limits.PushLimits(None, 1000, 5000, None)
 

@@ -87,7 +87,9 @@ def test_imports_follow_the_layers(path: Path) -> None:
 # What the hooks' module and the modules it loads may import at load time, of gitserver's own.
 HOOK_MODULES = {"gitserver.push.hookrun": "push/hookrun.py", "gitserver.push.hookenv": "push/hookenv.py",
                 "gitserver.push": "push/__init__.py", "gitserver.push.messages": "push/messages.py",
-                "gitserver.push.limits": "push/limits.py", "gitserver.push.admission": "push/admission.py"}
+                "gitserver.push.limits": "push/limits.py", "gitserver.push.admission": "push/admission.py",
+                "gitserver.push.refmove": "push/refmove.py", "gitserver.provenance.loglock": "provenance/loglock.py",
+                "gitserver.provenance": "provenance/__init__.py"}
 HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.push.limits",
                 "gitserver.git.head", "gitserver.git.push_options", "gitserver.push.admission",
                 "gitserver.push", "gitserver.push.messages", *HOOK_MODULES}

@@ -60,6 +60,43 @@ def test_append_chains_signs_and_logs_a_value_once(tmp_path: Path) -> None:
     assert any("moved backwards" in what for _ref, what in breaches)
 
 
+def test_chain_signs_onto_the_tip_without_moving_it_and_the_cache_catches_up(tmp_path: Path) -> None:
+    """What the hook's transaction does with a chain (gitserver.push.refmove): the log's ref
+    moves outside reflog, and the next reader walks only the entries after its cache."""
+    path, repo = _repo(tmp_path)
+    first = reflog.append(path, KEY, [Entry("refs/heads/main", Z, A, protocol="ssh")])
+    with reflog.locked(path):
+        chained = reflog.chain(path, KEY, [Entry("refs/heads/topic", Z, B, protocol="ssh"),
+                                           Entry("refs/heads/main", Z, A, protocol="ssh")])  # logged already
+    assert chained.base == first[0].commit and [w.entry.ref for w in chained.written] == ["refs/heads/topic"]
+    assert reflog.tip(repo) == first[0].commit  # not moved: the caller's transaction does that
+    repo.references.create(entry.LOG_REF, pygit2.Oid(hex=chained.written[0].commit), force=True)
+    assert reflog.logged_values(path) == {"refs/heads/main": A, "refs/heads/topic": B}
+    # The cache is for the first tip; walking from the new one meets it after one entry.
+    assert json.loads((path / reflog.CACHE_FILE).read_text())["tip"] == first[0].commit
+    assert reflog.first_time(path) == first[0].entry.time
+
+
+def test_a_stale_lock_of_the_log_ref_is_cleared_under_the_logs_lock(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from gitserver.provenance import loglock
+
+    path = _repo(tmp_path)[0]
+    ref_lock = path / loglock.REF_LOCK
+    ref_lock.parent.mkdir(parents=True, exist_ok=True)
+    ref_lock.write_text(Z + "\n")
+    with reflog.locked(path):
+        assert ref_lock.exists()  # a live writer's (young): left alone
+    os.utime(ref_lock, (time.time() - 60, time.time() - 60))
+    assert reflog.append(path, KEY, [Entry("refs/heads/main", Z, A)]) and not ref_lock.exists()
+    ref_lock.mkdir()  # not a file: never removed
+    os.utime(ref_lock, (time.time() - 60, time.time() - 60))
+    with reflog.locked(path):
+        assert ref_lock.is_dir()
+
+
 def test_present_reads_the_files(tmp_path: Path) -> None:
     path, repo = _repo(tmp_path)
     assert reflog.present(path)  # no refs at all: nothing to log yet

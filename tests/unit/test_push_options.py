@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import tempfile
 
 import pytest
 
@@ -48,8 +49,9 @@ def _run(capabilities: str, options: list[str], *commands: str) -> tuple[list[st
     data += b"".join(pkt(o) for o in options) + FLUSH  # git sends them without newline
     out = io.BytesIO()
     events: list[tuple[str, object]] = []
-    proc_receive(io.BytesIO(data), out, {"GITSERVER_PERMISSION": "write"},
-                 update_refs=lambda cmds, atomic: [None] * len(cmds),
+    git_dir = tempfile.mkdtemp(prefix="push-options-")
+    proc_receive(io.BytesIO(data), out, {"GITSERVER_PERMISSION": "write", "GIT_DIR": git_dir},
+                 transaction=lambda script: None,
                  ledger=FakeLedger(events), stderr=io.BytesIO())  # type: ignore[arg-type]
     out.seek(0)
     assert read_pkt(out) == b"version=1\0push-options\n"  # asks git for the options

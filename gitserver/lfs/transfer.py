@@ -10,7 +10,8 @@ Every answer starts ``status <HTTP code>``; an error carries its message after a
 
 The session is authenticated by SSH before it starts, so no per-object tokens are issued. The
 decisions are :class:`gitserver.lfs.service.LfsService`'s, run in threads (they use the
-database); a bad command gets an error status and the session goes on, a broken framing ends it.
+database); a bad command gets an error status and the session goes on, a broken framing (or
+input ending inside a command) ends it with :class:`BrokenFraming`, a one-line refusal.
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ class TransferSession:
         self.can_write = can_write
 
     async def run(self) -> None:
+        try:
+            await self._commands()
+        except pktline.ProtocolError as exc:
+            # Hostile or broken input, not a bug: one line in the log, none of it a traceback.
+            log.warning("git-lfs-transfer on %s ended: %s", self.target.full_name, exc)
+            raise BrokenFraming(f"git-lfs-transfer: {exc}; session ended") from None
+
+    async def _commands(self) -> None:
         await self.write(b"".join(pktline.text(c) for c in CAPABILITIES) + pktline.FLUSH)
         while True:
             try:
@@ -100,6 +109,8 @@ class TransferSession:
             answer = await handler(rest)
         except GitserverError as exc:
             answer = error(exc)
+        except pktline.ProtocolError:
+            raise  # the session cannot go on: run() ends it
         except Exception:
             log.exception("git-lfs-transfer command %s failed on %s", name, self.target.full_name)
             answer = Answer(500, lines=["internal error; the administrator can find it in the log"])
@@ -108,11 +119,18 @@ class TransferSession:
 
     # --- reading a command's sections --------------------------------------------------------
 
+    async def _packet(self) -> pktline.Packet:
+        """The next packet of a command: input may not end here."""
+        try:
+            return await pktline.read_packet(self.read)
+        except EOFError:
+            raise pktline.ProtocolError("the input ended inside a command") from None
+
     async def _section(self) -> tuple[list[str], bool]:
         """Text packets up to a delimiter (True) or a flush (False)."""
         lines = []
         while True:
-            packet = await pktline.read_packet(self.read)
+            packet = await self._packet()
             if packet.kind == "data":
                 lines.append(packet.text)
             else:
@@ -194,7 +212,7 @@ class TransferSession:
         flush, so the session stays in step with the client."""
         failure: GitserverError | None = None
         while True:
-            packet = await pktline.read_packet(self.read)
+            packet = await self._packet()
             if packet.kind != "data":
                 break
             if failure is None:
@@ -206,7 +224,7 @@ class TransferSession:
             raise failure
 
     async def _drain_data(self) -> None:
-        while (await pktline.read_packet(self.read)).kind == "data":
+        while (await self._packet()).kind == "data":
             pass
 
     async def verify_object(self, rest: list[str]) -> Answer:
@@ -299,6 +317,10 @@ class TransferSession:
     def _require_write(self) -> None:
         if not self.can_write:
             raise Forbidden(f"you have read access to {self.target.full_name}; this needs write")
+
+
+class BrokenFraming(InvalidInput):
+    """The client's pkt-lines are malformed: the session cannot be kept in step."""
 
 
 class Refused413(GitserverError):

@@ -6,7 +6,9 @@ domain has (descriptions, disk quotas).
 
 from __future__ import annotations
 
-from typing import TypeVar
+import dataclasses
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
@@ -73,6 +75,26 @@ def one_of(session: Session, rows: Select[_Row], row_id: int, missing: str) -> _
     if row is None:
         raise NotFound(missing)
     return row
+
+
+_Owner = TypeVar("_Owner", models.User, models.Repository, models.Tenant)
+
+
+@dataclasses.dataclass(frozen=True)
+class Owned(Generic[_Owner, _Row]):
+    """The rows of ``model`` that belong to one owner through the foreign key ``owner_key``
+    (a user's keys, a repository's deploy keys, a tenant's CAs); ``missing`` says whose, for
+    the NotFound of an id that is not among them."""
+
+    model: type[_Row]
+    owner_key: str
+    missing: Callable[[_Owner, int], str]
+
+    def query(self, owner: _Owner) -> Select[_Row]:
+        return select(self.model).filter_by(**{self.owner_key: owner.id})
+
+    def get(self, session: Session, owner: _Owner, row_id: int) -> _Row:
+        return one_of(session, self.query(owner), row_id, self.missing(owner, row_id))
 
 
 def validate_description(description: object, field: str = "description") -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from gitserver.admin import base, keys
@@ -23,13 +22,10 @@ def add_deploy_key(session: Session, repo: models.Repository, text: str, title: 
     return deploy
 
 
-def deploy_keys_query(repo: models.Repository) -> Select[models.DeployKey]:
-    return select(models.DeployKey).where(models.DeployKey.repo_id == repo.id)
-
-
-def get_deploy_key(session: Session, repo: models.Repository, deploy_key_id: int) -> models.DeployKey:
-    return base.one_of(session, deploy_keys_query(repo), deploy_key_id,
-                       f"deploy key {deploy_key_id} of {repo.full_name} not found")
+DEPLOY_KEYS: base.Owned[models.Repository, models.DeployKey] = base.Owned(
+    models.DeployKey, "repo_id", lambda repo, key_id: f"deploy key {key_id} of {repo.full_name} not found")
+deploy_keys_query = DEPLOY_KEYS.query
+get_deploy_key = DEPLOY_KEYS.get
 
 
 def remove_deploy_key(session: Session, deploy: models.DeployKey) -> None:

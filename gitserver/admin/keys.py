@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -101,13 +101,10 @@ def import_user_keys(session: Session, user: models.User, lines: list[str],
     return KeyImport(added=len(accepted), refused=refused, total=len(checked))
 
 
-def user_keys_query(user: models.User) -> Select[models.PublicKey]:
-    return select(models.PublicKey).where(models.PublicKey.user_id == user.id)
-
-
-def get_user_key(session: Session, user: models.User, key_id: int) -> models.PublicKey:
-    return base.one_of(session, user_keys_query(user), key_id,
-                       f"key {key_id} of {user.tenant.name}/{user.name} not found")
+USER_KEYS: base.Owned[models.User, models.PublicKey] = base.Owned(
+    models.PublicKey, "user_id", lambda user, key_id: f"key {key_id} of {user.tenant.name}/{user.name} not found")
+user_keys_query = USER_KEYS.query
+get_user_key = USER_KEYS.get
 
 
 def delete_public_key(session: Session, key: models.PublicKey) -> None:

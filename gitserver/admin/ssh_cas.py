@@ -34,12 +34,10 @@ def add_ca(session: Session, tenant: models.Tenant, key_text: str, title: str = 
     return base.add(session, row, conflict)
 
 
-def cas_query(tenant: models.Tenant) -> Select[models.SshCa]:
-    return select(models.SshCa).where(models.SshCa.tenant_id == tenant.id)
-
-
-def get_ca(session: Session, tenant: models.Tenant, ca_id: int) -> models.SshCa:
-    return base.one_of(session, cas_query(tenant), ca_id, f"SSH CA {ca_id} of tenant {tenant.name} not found")
+TENANT_CAS: base.Owned[models.Tenant, models.SshCa] = base.Owned(
+    models.SshCa, "tenant_id", lambda tenant, ca_id: f"SSH CA {ca_id} of tenant {tenant.name} not found")
+cas_query = TENANT_CAS.query
+get_ca = TENANT_CAS.get
 
 
 def remove_ca(session: Session, ca: models.SshCa) -> None:

@@ -275,19 +275,17 @@ class RefUpdate(Base):
     push: Mapped[Push] = relationship(back_populates="ref_updates")
 
 
-def _status_check() -> CheckConstraint:
-    """The constraint pipelines and jobs share: a status is one of :data:`STATES`."""
-    return CheckConstraint(f"status IN {STATES!r}", name="status")
+def _status_checked(*indexes: Index) -> tuple[CheckConstraint | Index, ...]:
+    """The table arguments of pipelines and jobs: the constraint they share (a status is one of
+    :data:`STATES`) and the table's own indexes."""
+    return (CheckConstraint(f"status IN {STATES!r}", name="status"), *indexes)
 
 
 class Pipeline(Base):
     __tablename__ = "pipelines"
-    __table_args__ = (
-        _status_check(),
-        # The log retention pass (gitserver.pipelines.logstore) asks for unpruned pipelines
-        # that ended before a date, oldest first, every job_reconcile_interval.
-        Index("ix_pipelines_log_retention", "log_pruned_at", "finished_at"),
-    )
+    # The log retention pass (gitserver.pipelines.logstore) asks for unpruned pipelines that
+    # ended before a date, oldest first, every job_reconcile_interval.
+    __table_args__ = _status_checked(Index("ix_pipelines_log_retention", "log_pruned_at", "finished_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repo_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
@@ -344,10 +342,7 @@ class Job(Base):
     """The durable queue: claimed with UPDATE … RETURNING, leased, re-claimed on expiry."""
 
     __tablename__ = "jobs"
-    __table_args__ = (
-        _status_check(),
-        Index("ix_jobs_claim", "status", "run_after"),
-    )
+    __table_args__ = _status_checked(Index("ix_jobs_claim", "status", "run_after"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # pipeline | webhook | callback

@@ -10,12 +10,14 @@ Every answer starts ``status <HTTP code>``; an error carries its message after a
 
 The session is authenticated by SSH before it starts, so no per-object tokens are issued. The
 decisions are :class:`gitserver.lfs.service.LfsService`'s, run in threads (they use the
-database); a bad command gets an error status and the session goes on, a broken framing ends it.
+database); a bad command gets an error status and the session goes on, a broken framing (or
+input ending inside a command) ends it with :class:`BrokenFraming`, a one-line refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -74,15 +76,23 @@ class TransferSession:
         self.can_write = can_write
 
     async def run(self) -> None:
+        try:
+            await self._commands()
+        except pktline.ProtocolError as exc:
+            # Hostile or broken input, not a bug: one line in the log, none of it a traceback.
+            # The client hears why as a status (git-lfs shows it), then the session ends.
+            log.warning("git-lfs-transfer on %s ended: %s", self.target.full_name, exc)
+            with contextlib.suppress(Exception):  # the client may be gone; the refusal stands
+                await self.write(Answer(400, lines=[str(exc)]).encode())
+            raise BrokenFraming(f"git-lfs-transfer: {exc}; session ended") from None
+
+    async def _commands(self) -> None:
         await self.write(b"".join(pktline.text(c) for c in CAPABILITIES) + pktline.FLUSH)
         try:
             while await self._next_command():
                 pass
         except EOFError:
             return
-        except pktline.ProtocolError as exc:  # the stream cannot be followed any more: end it
-            log.warning("git-lfs-transfer on %s ended: %s", self.target.full_name, exc)
-            await self.write(Answer(400, lines=[str(exc)]).encode())
 
     async def _next_command(self) -> bool:
         """Read and answer one command; False after ``quit``."""
@@ -112,7 +122,7 @@ class TransferSession:
         except GitserverError as exc:
             answer = error(exc)
         except pktline.ProtocolError:
-            raise
+            raise  # the session cannot go on: run() ends it
         except Exception:
             log.exception("git-lfs-transfer command %s failed on %s", name, self.target.full_name)
             answer = Answer(500, lines=["internal error; the administrator can find it in the log"])
@@ -121,11 +131,18 @@ class TransferSession:
 
     # --- reading a command's sections --------------------------------------------------------
 
+    async def _packet(self) -> pktline.Packet:
+        """The next packet of a command: input may not end here."""
+        try:
+            return await pktline.read_packet(self.read)
+        except EOFError:
+            raise pktline.ProtocolError("the input ended inside a command") from None
+
     async def _section(self) -> tuple[list[str], bool]:
         """Text packets up to a delimiter (True) or a flush (False)."""
         lines: list[str] = []
         while True:
-            packet = await pktline.read_packet(self.read)
+            packet = await self._packet()
             if packet.kind == "data":
                 if len(lines) == MAX_SECTION_LINES:
                     raise pktline.ProtocolError(f"a section of more than {MAX_SECTION_LINES} lines")
@@ -209,7 +226,7 @@ class TransferSession:
         flush, so the session stays in step with the client."""
         failure: GitserverError | None = None
         while True:
-            packet = await pktline.read_packet(self.read)
+            packet = await self._packet()
             if packet.kind != "data":
                 break
             if failure is None:
@@ -221,7 +238,7 @@ class TransferSession:
             raise failure
 
     async def _drain_data(self) -> None:
-        while (await pktline.read_packet(self.read)).kind == "data":
+        while (await self._packet()).kind == "data":
             pass
 
     async def verify_object(self, rest: list[str]) -> Answer:
@@ -314,6 +331,10 @@ class TransferSession:
     def _require_write(self) -> None:
         if not self.can_write:
             raise Forbidden(f"you have read access to {self.target.full_name}; this needs write")
+
+
+class BrokenFraming(InvalidInput):
+    """The client's pkt-lines are malformed: the session cannot be kept in step."""
 
 
 class Refused413(GitserverError):

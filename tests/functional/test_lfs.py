@@ -5,6 +5,7 @@ rule, another tenant's object refused, and the limit and quota refusals."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -287,3 +288,17 @@ def test_check_reports_pointers_whose_objects_are_missing(lfs_server: GitServer,
         f"{tenant}/{repo} skipped.bin: LFS object {oid(skipped)} ({len(skipped)} bytes) was never uploaded",
     ], result.stdout
     assert result.returncode == 1
+
+
+def test_a_malformed_pkt_line_inside_a_command_ends_the_session_with_one_line(lfs_server: GitServer) -> None:
+    """Through the real OpenSSH client: ``version 1`` and then not a pkt-line before its flush."""
+    tenant, repo, user = setup(lfs_server)
+    argv = [*lfs_server.ssh_command(user.key_path), "-p", str(lfs_server.ssh_port), "git@127.0.0.1",
+            "git-lfs-transfer", f"{tenant}/{repo}", "upload"]
+    sent = b"000eversion 1\nzzzz"
+    result = subprocess.run(argv, env=lfs_server.git_env, input=sent, capture_output=True, timeout=60)
+    assert result.returncode == 128, result.stderr
+    assert b"status 500" not in result.stdout
+    assert result.stderr.decode().startswith("ERROR: git-lfs-transfer: not a pkt-line length: b'zzzz'")
+    logs = lfs_server.logs()
+    assert "not a pkt-line length" in logs and "Traceback" not in logs

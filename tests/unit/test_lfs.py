@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from gitserver.lfs import batch, oids, pktline, store, tokens
-from gitserver.lfs.transfer import DOWNLOAD_PACKET_DATA, Answer, parse_oid_line
+from gitserver.lfs.service import Target
+from gitserver.lfs.tokens import UPLOAD
+from gitserver.lfs.transfer import DOWNLOAD_PACKET_DATA, Answer, BrokenFraming, TransferSession, parse_oid_line
 from gitserver.policy import access
 from gitserver.policy.errors import InvalidInput, Unauthenticated
 from gitserver.ssh.commands import LFS_AUTHENTICATE, LFS_TRANSFER, parse_lfs_command
@@ -168,3 +170,39 @@ def test_pointer_files_are_recognised() -> None:
     for other in (text.replace(b"sha256:", b"sha1:"), text[:-1], b"hello\n", text.replace(b"size", b"bytes"),
                   b"\xff" + text):
         assert parse_pointer(other) is None
+
+
+VERSION_1 = pktline.text("version 1")
+
+
+@pytest.mark.parametrize("sent, why", [
+    (VERSION_1 + b"zzzz", "not a pkt-line length"),  # mid-command: version 1 reads to its flush
+    (pktline.text("batch") + pktline.text("hash-algo=sha256") + b"0002", "bad pkt-line length 2"),
+    (VERSION_1 + pktline.FLUSH + b"zzzz", "not a pkt-line length"),  # where a command starts
+    (pktline.text("batch") + pktline.DELIM, "the input ended inside a command"),
+    (pktline.text("put-object " + OID) + b"0009ab", "the connection ended inside a pkt-line"),
+])
+def test_broken_framing_ends_the_transfer_session_with_one_line(
+        sent: bytes, why: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Driven through the transfer loop itself; the service is never reached (the framing
+    breaks before a command is decided), so none is given."""
+    pos, written = 0, []
+
+    async def read(n: int) -> bytes:
+        nonlocal pos
+        chunk = sent[pos:pos + n]
+        pos += len(chunk)
+        return chunk
+
+    async def write(data: bytes) -> None:
+        written.append(data)
+
+    principal = access.Principal(access.PrincipalKind.USER, user_id=1, user_name="ann")
+    target = Target(repo_id=1, tenant="acme", repo="widgets", principal=principal,
+                    operation=UPLOAD, public=False)
+    session = TransferSession(None, target, read, write, can_write=True)  # type: ignore[arg-type]
+    with pytest.raises(BrokenFraming, match=why), caplog.at_level("WARNING"):
+        asyncio.run(session.run())
+    assert b"status 500" not in b"".join(written)
+    [record] = [r for r in caplog.records if r.name == "gitserver.lfs.transfer"]
+    assert record.levelname == "WARNING" and record.exc_info is None and why in record.getMessage()

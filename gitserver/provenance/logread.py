@@ -50,7 +50,7 @@ def read(repo: pygit2.Repository, trusted: list[trust.TrustedKey],
     if ref is None:
         return reading, list
     reading.tip = str(ref.target)
-    newest_first, broken = _walk(repo, reading.tip)
+    newest_first, broken = walk(repo, reading.tip)
     judged = _judge(newest_first, trusted, checker)
     unreadable: dict[str, Breach] = {}
     for commit in reversed(newest_first):
@@ -70,7 +70,7 @@ def read(repo: pygit2.Repository, trusted: list[trust.TrustedKey],
     return reading, breaches
 
 
-def _walk(repo: pygit2.Repository, tip: str) -> tuple[list[rawcommit.RawCommit], list[Breach]]:
+def walk(repo: pygit2.Repository, tip: str) -> tuple[list[rawcommit.RawCommit], list[Breach]]:
     """The log's commits, newest first, and why the walk stopped short of a first entry."""
     commits: list[rawcommit.RawCommit] = []
     oid: str | None = tip

@@ -101,7 +101,7 @@ def test_a_forged_envelope_a_lost_note_and_a_bad_entry_are_each_named(built: Pat
 
 
 def test_an_unsigned_entry_in_the_middle_is_named(built: Path, tmp_path: Path) -> None:
-    path, repo = _copy(built, tmp_path)
+    _path, repo = _copy(built, tmp_path)
     commits = audit.read_log(repo, TRUSTED).commits
     # Rebuild the chain from entry 50 on with entry 50 unsigned (the rest re-signed).
     parent = commits[49]

@@ -159,7 +159,20 @@ def validate_rule(session: Session, tenant: models.Tenant, repo: models.Reposito
     if rule.get(rules.FORBIDDEN_PATHS):
         out[rules.FORBIDDEN_PATHS] = [_validate_path_glob(p, f"{field}.forbidden_paths.{i}")
                                       for i, p in enumerate(rule[rules.FORBIDDEN_PATHS])]
+    if rule.get(rules.PROPERTIES) is not None:
+        out[rules.PROPERTIES] = _validate_properties(rule[rules.PROPERTIES], f"{field}.properties")
     return out
+
+
+def _validate_properties(names: object, field: str) -> list[str]:
+    """The organisation's ``ORG_SOURCE_*`` names, each once, in the order given."""
+    if not isinstance(names, list) or len(names) > rules.MAX_PROPERTIES:
+        raise InvalidInput(f"{field} must be an array of at most {rules.MAX_PROPERTIES} names", field=field)
+    for i, name in enumerate(names):
+        problem = rules.property_problem(name)
+        if problem is not None:
+            raise InvalidInput(f"{field}.{i} {str(name)[:100]!r} {problem}", field=f"{field}.{i}")
+    return list(dict.fromkeys(names))
 
 
 def _validate_allow(session: Session, tenant: models.Tenant, repo: models.Repository | None,

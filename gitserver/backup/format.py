@@ -65,6 +65,9 @@ class Manifest:
     repositories: int
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
+    # Each repository's reference-log cut: "tenant/repo" → {"cut": <log commit>, "entries": n}
+    # (docs/backup.md); absent for a repository without a log, and in backups older than it.
+    logs: dict[str, dict[str, object]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True).encode() + b"\n"
@@ -92,7 +95,22 @@ class Manifest:
             raise FormatError(f"{MANIFEST}: repositories must be a count")
         return cls(dialect=raw["dialect"], created_at=texts["created_at"],
                    gitserver_version=texts["gitserver_version"], schema_revision=texts["schema_revision"],
-                   repositories=repositories)
+                   repositories=repositories, logs=_log_cuts(raw.get("logs", {})))
+
+    def log_cut(self, tenant: str, repo: str) -> str | None:
+        """The log commit the backup ends ``tenant/repo``'s reference log at (None: no log)."""
+        found = self.logs.get(f"{tenant}/{repo}")
+        return str(found["cut"]) if found else None
+
+
+def _log_cuts(raw: object) -> dict[str, dict[str, object]]:
+    if not isinstance(raw, dict):
+        raise FormatError(f"{MANIFEST}: logs must be an object")
+    for name, cut in raw.items():
+        commit = cut.get("cut") if isinstance(cut, dict) else None
+        if not (isinstance(commit, str) and git_refs.is_oid(commit) and isinstance(cut.get("entries"), int)):
+            raise FormatError(f"{MANIFEST}: logs.{str(name)[:100]} must be {{\"cut\": <object id>, \"entries\": n}}")
+    return raw
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import IO, BinaryIO, Protocol, cast
 from sqlalchemy import select, update
 
 from gitserver import __version__
-from gitserver.backup import database, repos
+from gitserver.backup import database, logcut, repos
 from gitserver.backup import format as fmt
 from gitserver.backup import lfs as lfs_backup
 from gitserver.backup.ledger import read_ledger
@@ -146,6 +146,10 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
             manifest = fmt.Manifest(dialect=snap.dialect, created_at=_now(),
                                     gitserver_version=__version__,
                                     schema_revision=snap.schema_revision, repositories=len(ledgers))
+        store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
+        # Every repository's refs and log cut before the manifest, which comes first and names the cuts.
+        held = [(ledger, logcut.with_log(store.path(ledger.tenant, ledger.name), ledger, manifest))
+                for ledger in ledgers]
         writer = _Writer(out)
         writer.add_bytes(fmt.MANIFEST, manifest.to_json())
         writer.add_file(fmt.DATABASE_MEMBERS[snap.dialect], snap.dump, mode=0o600)
@@ -157,13 +161,11 @@ def backup(config: Config, out: BinaryIO, progress: Progress = _quiet) -> Summar
         for key in sorted(config.signing_dir.glob("*")):
             if key.is_file() and fmt.classify(f"{fmt.SIGNING}/{key.name}").kind == "signing_key":
                 writer.add_file(f"{fmt.SIGNING}/{key.name}", key, mode=0o600)
-        store = RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir)
         ref_count = 0
-        for number, ledger in enumerate(ledgers, start=1):
+        for number, (ledger, refs) in enumerate(held, start=1):
             progress(f"repository {number}/{len(ledgers)} {ledger.tenant}/{ledger.name}, "
                      f"{limits.human(writer.counter.count)} written")
             path = store.path(ledger.tenant, ledger.name)
-            refs = repos.backup_refs(path, ledger)
             writer.add_bytes(fmt.repo_member(ledger.tenant, ledger.name, fmt.REFS_FILE), refs.render())
             if refs.refs:
                 pack = work / "objects.pack"
@@ -355,10 +357,11 @@ def _read_stream(source: Readable, into: Path, progress: Progress = _quiet) -> _
     if len(repo_members) != manifest.repositories:
         raise BackupError(f"the backup file holds {len(repo_members)} repositories, its manifest says "
                           f"{manifest.repositories}")
-    return _Read(manifest, database_path, host_keys, repo_members, _parse_refs(repo_members), lfs_objects)
+    return _Read(manifest, database_path, host_keys, repo_members, _parse_refs(manifest, repo_members), lfs_objects)
 
 
-def _parse_refs(repo_members: dict[tuple[str, str], dict[str, Path]]) -> dict[tuple[str, str], fmt.RepoRefs]:
+def _parse_refs(manifest: fmt.Manifest,
+                repo_members: dict[tuple[str, str], dict[str, Path]]) -> dict[tuple[str, str], fmt.RepoRefs]:
     """Every repository's refs file, parsed before anything is built from them."""
     parsed = {}
     for (tenant, name), members in sorted(repo_members.items()):
@@ -366,6 +369,7 @@ def _parse_refs(repo_members: dict[tuple[str, str], dict[str, Path]]) -> dict[tu
             parsed[(tenant, name)] = fmt.RepoRefs.parse(members["refs"].read_bytes(), f"{tenant}/{name} refs")
         except fmt.FormatError as exc:
             raise BackupError(f"the backup file is not valid: {exc}") from exc
+        logcut.check_cut(manifest, tenant, name, parsed[(tenant, name)])
     return parsed
 
 

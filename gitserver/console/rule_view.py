@@ -57,6 +57,8 @@ def describe(rule: Mapping[str, Any]) -> ShownRule:
         controls.append(Control("Largest file", size_text(int(rule[keys.MAX_FILE_BYTES]))))
     if rule.get(keys.FORBIDDEN_PATHS):
         controls.append(Control("Forbidden paths", ", ".join(str(p) for p in rule[keys.FORBIDDEN_PATHS])))
+    if rule.get(keys.PROPERTIES):
+        controls.append(Control("SLSA properties in the VSA", ", ".join(str(p) for p in rule[keys.PROPERTIES])))
     return ShownRule(str(rule.get(keys.PATTERN, "")), controls)
 
 

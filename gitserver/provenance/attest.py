@@ -16,13 +16,14 @@ import base64
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pygit2
 
 from gitserver.git import refs
-from gitserver.provenance import dsse, reflog
+from gitserver.provenance import dsse, orgprops, reflog
 from gitserver.provenance import signer as signing
 from gitserver.provenance.entry import NOTES_REF, Entry, iso_now
 
@@ -41,14 +42,6 @@ CONTROLS = ("CONTINUITY_ENFORCED", "TAG_HYGIENE", "PROVENANCE_AVAILABLE")
 LEVEL = "SLSA_SOURCE_LEVEL_3"
 ACTIVITY_PUSH = "push"
 NOTES_AUTHOR = ("gitserver", "gitserver@localhost")
-
-
-def org_properties(entry: Entry) -> list[str]:
-    """The ``ORG_SOURCE_*`` properties the repository's per-ref rules give ``entry``'s ref.
-
-    None until per-ref rule-sets land (§9); then the rule-set that judged the update
-    (``entry.rules``) names them here."""
-    return []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +68,9 @@ def _peel(repo: pygit2.Repository, oid: str) -> str | None:
 
 
 def statements(entry: Entry, log_commit: str, subject: Subject, since: str, repo_uri: str,
-               verifier: str) -> list[dict[str, Any]]:
-    """The source provenance and the VSA of one logged update (pure)."""
+               verifier: str, properties: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The source provenance and the VSA of one logged update (pure); ``properties`` are the
+    organisation's ``ORG_SOURCE_*`` the rules give it (gitserver.provenance.orgprops)."""
     now = entry.time or iso_now()
     controls = [{"name": name, "since": since} for name in CONTROLS]
     predicate: dict[str, Any] = {
@@ -94,15 +88,16 @@ def statements(entry: Entry, log_commit: str, subject: Subject, since: str, repo
     vsa = {"_type": STATEMENT_TYPE, "subject": digest, "predicateType": VSA_TYPE, "predicate": {
         "verifier": {"id": verifier}, "timeVerified": now, "resourceUri": f"git+{repo_uri}",
         "policy": {"uri": f"{verifier}/docs/provenance.md#attestations"},
-        "verificationResult": "PASSED", "verifiedLevels": [LEVEL, *org_properties(entry)],
+        "verificationResult": "PASSED", "verifiedLevels": [LEVEL, *properties],
         "source_refs": [entry.ref]}}
     return [provenance, vsa]
 
 
 def attest(path: Path, key: signing.Signer, logged: list[reflog.Logged], repo_uri: str,
-           verifier: str) -> int:
+           verifier: str, properties: orgprops.Properties = orgprops.none) -> int:
     """Sign and store the attestations of the branch and tag updates in ``logged``; how many
-    envelopes were written. Runs under the log's lock, so notes writers take turns too."""
+    envelopes were written. Runs under the log's lock, so notes writers take turns too.
+    ``properties`` gives each update's ``ORG_SOURCE_*`` (:func:`orgprops.lookup`)."""
     repo = pygit2.Repository(str(path))
     lines: dict[str, list[str]] = {}
     since = reflog.first_time(path)
@@ -113,7 +108,7 @@ def attest(path: Path, key: signing.Signer, logged: list[reflog.Logged], repo_ur
         subject = subject_of(repo, entry)
         if subject is None:
             continue
-        for statement in statements(entry, item.commit, subject, since, repo_uri, verifier):
+        for statement in statements(entry, item.commit, subject, since, repo_uri, verifier, properties(entry)):
             lines.setdefault(subject.commit, []).append(json.dumps(dsse.envelope(key, statement),
                                                                    separators=(",", ":")))
     with reflog.locked(path):

@@ -25,7 +25,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs, refstate
 from gitserver.net.urls import http_clone_url
-from gitserver.provenance import attest, keys, reflog
+from gitserver.provenance import attest, keys, orgprops, reflog
 from gitserver.provenance import signer as signing
 from gitserver.provenance.entry import PROTOCOL_RECOVERED, PROTOCOL_SERVER, Entry, EntryError, is_logged, parse
 
@@ -98,7 +98,8 @@ class PushLog:
         repo = session.get(models.Repository, push.repo_id)
         if entries and repo is not None:
             uri = http_clone_url(self.cfg.http_base_url, repo.tenant.name, repo.name)
-            attest.attest(path, self.key(), entries, uri, self.cfg.http_base_url)
+            attest.attest(path, self.key(), entries, uri, self.cfg.http_base_url,
+                          orgprops.lookup(session, [item.entry for item in entries]))
         return entries
 
     def catch_up(self, sessions: sessionmaker[Session], path: Path, repo_id: int) -> list[reflog.Logged]:
@@ -145,8 +146,9 @@ class PushLog:
         with transaction(sessions) as session:
             repo = session.get(models.Repository, repo_id)
             uri = http_clone_url(self.cfg.http_base_url, repo.tenant.name, repo.name) if repo else None
+            properties = orgprops.lookup(session, [item.entry for item in pushed])
         if uri is not None:
-            attest.attest(path, self.key(), pushed, uri, self.cfg.http_base_url)
+            attest.attest(path, self.key(), pushed, uri, self.cfg.http_base_url, properties)
 
     def _describe(self, session: Session, repo_id: int, ref: str, value: str) -> Entry | None:
         """The entry for ``ref`` at ``value``, from the push that recorded it; None while a

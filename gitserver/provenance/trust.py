@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable, Sequence
 
-from gitserver.provenance import keys, sshsig
+from gitserver.provenance import ed25519, keys, sshsig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,19 +72,68 @@ def from_history(history: list[keys.KeyRecord]) -> list[TrustedKey]:
     return [TrustedKey(k.blob, k.valid_after, k.valid_before) for k in history]
 
 
+@dataclasses.dataclass(frozen=True)
+class Signed:
+    """An SSH signature to judge: the armoured signature, what it signs, the signed object's date."""
+
+    armored: str
+    payload: bytes
+    when: dt.datetime
+
+
 def signature_problem(trusted: list[TrustedKey], armored: str, payload: bytes, when: dt.datetime) -> str | None:
     """Why the SSH signature ``armored`` over ``payload``, dated ``when``, is not one of a
     trusted key in its window; None when it is."""
-    try:
-        parsed = sshsig.verify(armored, payload)
-    except sshsig.SignatureError as exc:
-        return f"bad signature ({exc})"
-    mine = [k for k in trusted if k.blob == parsed.public_blob]
-    fingerprint = sshsig.fingerprint(parsed.public_blob)
+    return signature_problems(trusted, [Signed(armored, payload, when)])[0]
+
+
+def signature_problems(trusted: list[TrustedKey], items: Sequence[Signed]) -> list[str | None]:
+    """:func:`signature_problem` of each item, in order, the signatures checked all at once."""
+    with ed25519.Checker() as checker:
+        return judge(trusted, items, checker)()
+
+
+Problems = Callable[[], list[str | None]]
+
+
+def judge(trusted: list[TrustedKey], items: Sequence[Signed], checker: ed25519.Checker) -> Problems:
+    """:func:`signature_problem` of each item, their signatures handed to ``checker``: a
+    function that waits for them and answers the problems in order (a long reference log is
+    tens of thousands of signatures: the caller goes on with its other checks meanwhile)."""
+    prepared: list[sshsig.Parsed | str] = []
+    batch = ed25519.Batch(checker)
+    for item in items:
+        try:
+            parsed, check = sshsig.prepare(item.armored, item.payload)
+        except sshsig.SignatureError as exc:
+            prepared.append(f"bad signature ({exc})")
+            continue
+        prepared.append(parsed)
+        batch.append(check)
+    results = batch.results()
+
+    def problems() -> list[str | None]:
+        verdicts = iter(results())
+        found: list[str | None] = []
+        for item, parsed in zip(items, prepared, strict=True):
+            if isinstance(parsed, str):
+                found.append(parsed)
+            elif not next(verdicts):
+                found.append(f"bad signature ({sshsig.DOES_NOT_VERIFY})")
+            else:
+                found.append(_key_problem(trusted, parsed.public_blob, item.when))
+        return found
+    return problems
+
+
+def _key_problem(trusted: list[TrustedKey], blob: bytes, when: dt.datetime) -> str | None:
+    """Why a good signature by ``blob`` at ``when`` is still not trusted; None when it is."""
+    mine = [k for k in trusted if k.blob == blob]
     if not mine:
-        return f"signed by {fingerprint}, which is not a trusted key"
+        return f"signed by {sshsig.fingerprint(blob)}, which is not a trusted key"
     if not any(k.covers(when) for k in mine):
-        return f"signed by {fingerprint} at {when:%Y-%m-%dT%H:%M:%SZ}, outside that key's validity window"
+        return (f"signed by {sshsig.fingerprint(blob)} at {when:%Y-%m-%dT%H:%M:%SZ}, "
+                "outside that key's validity window")
     return None
 
 

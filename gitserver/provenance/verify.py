@@ -25,7 +25,7 @@ from typing import TextIO
 
 import pygit2
 
-from gitserver.provenance import audit, trust
+from gitserver.provenance import audit, logread, trust
 from gitserver.provenance.entry import LOG_REF
 
 ENV_URL = "GITSERVER_URL"
@@ -96,7 +96,7 @@ def served_refs(repo: pygit2.Repository) -> dict[str, str]:
             if isinstance(ref.target, pygit2.Oid)}
 
 
-def since_problem(state_path: Path, url: str, reading: audit.Reading) -> audit.Breach | None:
+def since_problem(state_path: Path, url: str, reading: logread.Reading) -> logread.Breach | None:
     """Whether the log still holds the tip STATE saw (it may only grow)."""
     try:
         state = json.loads(state_path.read_text())
@@ -112,7 +112,7 @@ def since_problem(state_path: Path, url: str, reading: audit.Reading) -> audit.B
                      "rewritten, or restored from an older state")
 
 
-def write_state(state_path: Path, url: str, reading: audit.Reading) -> None:
+def write_state(state_path: Path, url: str, reading: logread.Reading) -> None:
     state = {"version": STATE_VERSION, "url": url, "tip": reading.tip, "entries": len(reading.commits),
              "written": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     tmp = state_path.with_name(f".{state_path.name}.tmp")

@@ -181,4 +181,5 @@ def test_a_malformed_refs_file_is_a_backup_error_naming_the_line(tmp_path) -> No
     refs = tmp_path / "refs"
     refs.write_bytes(b"ref: refs/heads/main\n" + f"{A} refs/heads/main\nnot-an-id refs/heads/x\n".encode())
     with pytest.raises(BackupError, match=r"not valid: acme/app refs line 3: expected '<object id> <ref>'"):
-        _parse_refs({("acme", "app"): {"refs": refs}})
+        manifest = fmt.Manifest("sqlite", "2026-01-01T00:00:00+00:00", "0", "0023", 1)
+        _parse_refs(manifest, {("acme", "app"): {"refs": refs}})

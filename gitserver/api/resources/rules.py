@@ -55,7 +55,11 @@ RULE = Field(dict, fields={
     keys.MAX_FILE_BYTES: Field(int, nullable=True, description="largest file a new commit may add, in bytes"),
     keys.FORBIDDEN_PATHS: Field(list, items=Field(str, min_length=1, max_length=1000), max_length=100,
                                 description="path globs no new commit may add or change ('*.pem', 'secrets/')"),
-    keys.LINEAR: Field(bool, description="no merge commits")})
+    keys.LINEAR: Field(bool, description="no merge commits"),
+    keys.PROPERTIES: Field(list, items=Field(str, min_length=1, max_length=keys.MAX_PROPERTY),
+                           max_length=keys.MAX_PROPERTIES,
+                           description="the organisation's SLSA Source properties (ORG_SOURCE_*) that each "
+                                       "accepted update of a matching ref carries in its Source VSA")})
 RULES = Field(list, items=RULE, max_length=refrules.MAX_RULES)
 
 RULE_LIST_SCHEMA = field_schema(RULES)

@@ -1,12 +1,13 @@
 """A repository's access, for its admins: grants (given and removed through forms, never above
-the admin's own permission) and deploy keys (added through a form; a writing one only by who
-may give write), through the API's ``admin`` services and rules."""
+the admin's own permission) and deploy keys (added through a form, a writing one only by who
+may give write; and removed), through the API's ``admin`` services and rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gitserver.admin import deploy_keys, grants, groups, rules, users
+from gitserver.console.admin_pages import MAX_ID
 from gitserver.console.forms import CreateForm, Form, audit
 from gitserver.console.repo_pages import Opened, granted, page_values
 from gitserver.console.web import Page, View
@@ -91,3 +92,15 @@ class AddDeployKey(CreateForm):
         audit(view, f"added deploy key {made.public_key.fingerprint} to {owner.row.full_name}"
                     f" ({'write' if made.write else 'read-only'})")
         view.redirect(f"{owner.base}/access#deploy-keys")
+
+
+class RemoveDeployKey(Page):
+    """As the API's ``DELETE …/deploy-keys/{id}``: the key stops working at once."""
+
+    def post(self, view: View, tenant: str, repo: str, deploy_key_id: int) -> None:
+        opened = granted(view, tenant, repo, access.ADMIN)
+        deploy = deploy_keys.get_deploy_key(view.session, opened.row, min(deploy_key_id, MAX_ID))
+        fingerprint = deploy.public_key.fingerprint
+        deploy_keys.remove_deploy_key(view.session, deploy)
+        audit(view, f"removed deploy key {deploy_key_id} ({fingerprint}) of {opened.row.full_name}")
+        view.redirect(f"{opened.base}/access#deploy-keys")

@@ -1,9 +1,11 @@
 """The admins' pages of a tenant: its users and groups (created through forms), and a user's
-SSH keys (added and removed) and API tokens (created, shown once, and revoked). The rules are
+role and state (changed, as the API's PATCH), SSH keys (added and removed) and API tokens
+(created, shown once, and revoked). The rules are
 the API's: tenant admins (and site admins) only, through the same ``admin`` services (a
 tenant admin never manages a site admin, nor gives that role); a non-admin gets 403, another
 tenant 404. A refused form is answered on its page, its error beside the field it names.
-A repository's grants and deploy keys are gitserver.console.access_pages.
+A group's members are gitserver.console.group_pages, a repository's grants and deploy keys
+gitserver.console.access_pages.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gitserver.console import security
 from gitserver.console.forms import CreateForm, Form, audit
 from gitserver.console.web import Page, View
 from gitserver.db import models
-from gitserver.policy.errors import Forbidden, NotFound
+from gitserver.policy.errors import Forbidden, InvalidInput, NotFound
 
 MAX_ID = 2147483647
 MAX_NAME = 100
@@ -28,6 +30,9 @@ USER_FIELDS = ("name", "role")
 GROUP_FIELDS = ("name", "description")
 KEY_FIELDS = ("key", "title")
 TOKEN_FIELDS = ("name", "scopes", "expires_at")
+CHANGE_FIELDS = ("role", "state")
+# The change form's states, and the ``disabled`` each one is.
+STATES = {"active": False, "disabled": True}
 
 
 def admin_tenant(view: View, tenant: str) -> models.Tenant:
@@ -124,11 +129,16 @@ class UserAdmin(Page):
         show_user(view, users.get_user(view.session, admin_tenant(view, tenant), user))
 
 
+def _state(user: models.User) -> str:
+    return next(state for state, disabled in STATES.items() if disabled == user.disabled)
+
+
 def show_user(view: View, person: models.User, status: int = 200, **values: Any) -> None:
     forms = {"key_form": Form("add-key", "key"), "token_form": Form("new-token", "name"), "new_token": None,
+             "change_form": Form("change-user", "role", {"role": person.role, "state": _state(person)}),
              **values}
     view.render("admin_user.html", status, tenant=person.tenant, user=person, base=_user_base(person),
-                scopes=tokens.TOKEN_SCOPES,
+                scopes=tokens.TOKEN_SCOPES, roles=_assignable_roles(view), states=list(STATES),
                 keys=list(view.session.scalars(keys.user_keys_query(person).order_by(models.PublicKey.id))),
                 tokens=list(view.session.scalars(tokens.tokens_query(person).order_by(models.ApiToken.id))),
                 **forms)
@@ -141,6 +151,31 @@ class UserForm(CreateForm):
 
     def owner(self, view: View, **params: Any) -> models.User:
         return managed_user(view, params["tenant"], params["user"])
+
+
+class ChangeUser(UserForm):
+    """As the API's ``PATCH …/users/{user}``: a role the admin may give, and active or disabled
+    (a disabled user's keys and tokens stop working at once). Only who manages the user: never
+    a site admin, but by a site admin (as the API)."""
+
+    FORM = ("change-user", "role", CHANGE_FIELDS)
+    SHOWN_AS = "change_form"
+
+    def owner(self, view: View, **params: Any) -> models.User:
+        person = users.get_user(view.session, admin_tenant(view, params["tenant"]), params["user"])
+        rules.check_user_manageable(view.principal, person.tenant_id, person.role)
+        return person
+
+    def create(self, view: View, owner: models.User, form: Form) -> models.User:
+        state = form.value("state")
+        if state not in STATES:
+            raise InvalidInput(f"state must be one of {', '.join(STATES)}", field="state")
+        rules.check_role_assignable(view.principal, form.value("role"))
+        return users.update_user(view.session, owner, role=form.value("role"), disabled=STATES[state])
+
+    def made(self, view: View, owner: models.User, made: models.User) -> None:
+        audit(view, f"changed user {owner.tenant.name}/{owner.name}: {made.role}, {_state(made)}")
+        view.redirect(_user_base(owner))
 
 
 class AddKey(UserForm):

@@ -19,7 +19,8 @@ from gitserver.policy.errors import Conflict, Forbidden, GitserverError, Invalid
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-# The refusals a form answers on its own page; any other error (404, 503…) is the error page.
+# The refusals a form answers on its own page; any other error (404, 503…) is the error page,
+# but for a 404 naming one of the form's fields (a member's name typed that names nobody).
 SHOWN_ON_THE_FORM = (InvalidInput, Conflict, Forbidden)
 
 
@@ -60,7 +61,9 @@ def attempt(view: View, form: Form, action: Callable[[], _T]) -> tuple[_T | None
     try:
         with view.session.begin_nested():
             return action(), form
-    except SHOWN_ON_THE_FORM as exc:
+    except GitserverError as exc:
+        if not isinstance(exc, SHOWN_ON_THE_FORM) and exc.field not in form.values:
+            raise
         return None, dataclasses.replace(form, problem=exc)
 
 

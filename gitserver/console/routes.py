@@ -17,6 +17,7 @@ from gitserver.console import (
     access_pages,
     activity_pages,
     admin_pages,
+    group_pages,
     highlight,
     repo_pages,
     rule_pages,
@@ -60,9 +61,11 @@ def _pages(ctx: ConsoleContext) -> dict[str, dict[str, Any]]:
             "/static/{name}": Static(), "/rules/{tenant}": rule_pages.TenantRules(ctx)},
         ui + "/-/admin/{tenant}": {
             "": admin_pages.TenantAdmin(ctx), "/users": admin_pages.CreateUser(ctx),
-            "/groups": admin_pages.CreateGroup(ctx)},
+            "/groups": admin_pages.CreateGroup(ctx), "/groups/{group}": group_pages.GroupAdmin(ctx),
+            "/groups/{group}/members": group_pages.AddMember(ctx),
+            "/groups/{group}/members/{user}/remove": group_pages.RemoveMember(ctx)},
         ui + "/-/admin/{tenant}/users/{user}": {
-            "": admin_pages.UserAdmin(ctx), "/keys": admin_pages.AddKey(ctx),
+            "": admin_pages.UserAdmin(ctx), "/change": admin_pages.ChangeUser(ctx), "/keys": admin_pages.AddKey(ctx),
             "/keys/{item_id:int}/remove": admin_pages.RemoveUserItem(ctx, admin_pages.KEY),
             "/tokens": admin_pages.CreateToken(ctx),
             "/tokens/{item_id:int}/revoke": admin_pages.RemoveUserItem(ctx, admin_pages.TOKEN)},
@@ -82,7 +85,8 @@ def _pages(ctx: ConsoleContext) -> dict[str, dict[str, Any]]:
             "/deliveries/{delivery_id:int}/redeliver": activity_pages.Redeliver(ctx)},
         ui + "/{tenant}/{repo}/access": {
             "": access_pages.RepoAccess(ctx), "/grants": access_pages.SetGrant(ctx),
-            "/grants/remove": access_pages.RemoveGrant(ctx), "/deploy-keys": access_pages.AddDeployKey(ctx)},
+            "/grants/remove": access_pages.RemoveGrant(ctx), "/deploy-keys": access_pages.AddDeployKey(ctx),
+            "/deploy-keys/{deploy_key_id:int}/remove": access_pages.RemoveDeployKey(ctx)},
     }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from gitserver.admin import deploy_keys, grants, groups, rules, users
 from gitserver.console.admin_pages import MAX_ID
-from gitserver.console.forms import CreateForm, Form, audit
+from gitserver.console.forms import CreateForm, Form, done
 from gitserver.console.repo_pages import Opened, granted, page_values
 from gitserver.console.web import Page, View
 from gitserver.db import models
@@ -58,16 +58,16 @@ class SetGrant(Page):
         permission = view.form("permission")
         rules.check_grantable(opened.permission, permission)
         grants.set_grant(view.session, opened.row, permission, **_grantee(view, opened.row.tenant))  # type: ignore[arg-type]
-        audit(view, f"granted {permission} on {opened.row.full_name} to {view.form('kind')} {view.form('name')}")
-        view.redirect(f"{opened.base}/access")
+        done(view, f"granted {permission} on {opened.row.full_name} to {view.form('kind')} {view.form('name')}",
+             f"{opened.base}/access")
 
 
 class RemoveGrant(Page):
     def post(self, view: View, tenant: str, repo: str) -> None:
         opened = granted(view, tenant, repo, access.ADMIN)
         grants.remove_grant(view.session, opened.row, **_grantee(view, opened.row.tenant))  # type: ignore[arg-type]
-        audit(view, f"removed the grant on {opened.row.full_name} of {view.form('kind')} {view.form('name')}")
-        view.redirect(f"{opened.base}/access")
+        done(view, f"removed the grant on {opened.row.full_name} of {view.form('kind')} {view.form('name')}",
+             f"{opened.base}/access")
 
 
 class AddDeployKey(CreateForm):
@@ -89,9 +89,8 @@ class AddDeployKey(CreateForm):
                                           form.value("title").strip(), write)
 
     def made(self, view: View, owner: Opened, made: models.DeployKey) -> None:
-        audit(view, f"added deploy key {made.public_key.fingerprint} to {owner.row.full_name}"
-                    f" ({'write' if made.write else 'read-only'})")
-        view.redirect(f"{owner.base}/access#deploy-keys")
+        done(view, f"added deploy key {made.public_key.fingerprint} to {owner.row.full_name}"
+                   f" ({'write' if made.write else 'read-only'})", f"{owner.base}/access#deploy-keys")
 
 
 class RemoveDeployKey(Page):
@@ -102,5 +101,5 @@ class RemoveDeployKey(Page):
         deploy = deploy_keys.get_deploy_key(view.session, opened.row, min(deploy_key_id, MAX_ID))
         fingerprint = deploy.public_key.fingerprint
         deploy_keys.remove_deploy_key(view.session, deploy)
-        audit(view, f"removed deploy key {deploy_key_id} ({fingerprint}) of {opened.row.full_name}")
-        view.redirect(f"{opened.base}/access#deploy-keys")
+        done(view, f"removed deploy key {deploy_key_id} ({fingerprint}) of {opened.row.full_name}",
+             f"{opened.base}/access#deploy-keys")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from gitserver.admin import base, groups, keys, minting, rules, tokens, users
 from gitserver.console import security
-from gitserver.console.forms import CreateForm, Form, audit
+from gitserver.console.forms import CreateForm, Form, audit, done
 from gitserver.console.web import Page, View
 from gitserver.db import models
 from gitserver.policy.errors import Forbidden, InvalidInput, NotFound
@@ -97,8 +97,7 @@ class CreateUser(TenantForm):
         return users.create_user(view.session, owner, form.value("name"), form.value("role"))
 
     def made(self, view: View, owner: models.Tenant, made: models.User) -> None:
-        audit(view, f"created user {owner.name}/{made.name} ({made.role})")
-        view.redirect(_user_base(made))
+        done(view, f"created user {owner.name}/{made.name} ({made.role})", _user_base(made))
 
 
 class CreateGroup(TenantForm):
@@ -112,8 +111,7 @@ class CreateGroup(TenantForm):
         return groups.create_group(view.session, owner, form.value("name"), description)
 
     def made(self, view: View, owner: models.Tenant, made: models.Group) -> None:
-        audit(view, f"created group {owner.name}/{made.name}")
-        view.redirect(f"{tenant_base(owner)}#groups")
+        done(view, f"created group {owner.name}/{made.name}", f"{tenant_base(owner)}#groups")
 
 
 def managed_user(view: View, tenant: str, user: str) -> models.User:
@@ -174,11 +172,12 @@ class ChangeUser(UserForm):
         return users.update_user(view.session, owner, role=form.value("role"), disabled=STATES[state])
 
     def made(self, view: View, owner: models.User, made: models.User) -> None:
-        audit(view, f"changed user {owner.tenant.name}/{owner.name}: {made.role}, {_state(made)}")
-        view.redirect(_user_base(owner))
+        done(view, f"changed user {owner.tenant.name}/{owner.name}: {made.role}, {_state(made)}", _user_base(owner))
 
 
 class AddKey(UserForm):
+    """As the API's ``POST …/keys``: one public key (an ``authorized_keys`` line) and a title."""
+
     FORM = ("add-key", "key", KEY_FIELDS)
     SHOWN_AS = "key_form"
 
@@ -186,8 +185,7 @@ class AddKey(UserForm):
         return keys.add_user_key(view.session, owner, form.value("key").strip(), form.value("title").strip())
 
     def made(self, view: View, owner: models.User, made: models.PublicKey) -> None:
-        audit(view, f"added key {made.fingerprint} to {owner.tenant.name}/{owner.name}")
-        view.redirect(_user_base(owner))
+        done(view, f"added key {made.fingerprint} to {owner.tenant.name}/{owner.name}", _user_base(owner))
 
 
 class CreateToken(UserForm):
@@ -228,5 +226,4 @@ class RemoveUserItem(Page):
     def post(self, view: View, tenant: str, user: str, item_id: int) -> None:
         person = managed_user(view, tenant, user)
         self.item.remove(view.session, self.item.find(view.session, person, min(item_id, MAX_ID)))
-        audit(view, f"{self.item.what} {item_id} of {person.tenant.name}/{person.name}")
-        view.redirect(_user_base(person))
+        done(view, f"{self.item.what} {item_id} of {person.tenant.name}/{person.name}", _user_base(person))

@@ -74,6 +74,12 @@ def audit(view: View, change: str) -> None:
              extra={"tenant": view.principal.tenant_name, "user": view.principal.user_name})
 
 
+def done(view: View, change: str, location: str) -> None:
+    """A change made: its log line (:func:`audit`), then on to the page that shows it."""
+    audit(view, change)
+    view.redirect(location)
+
+
 class CreateForm(Page):
     """A POST that creates one thing through an ``admin`` function: the page's owner (tenant,
     user, repository: its access rule), the form typed, the thing made in a savepoint, and

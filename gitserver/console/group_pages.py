@@ -9,7 +9,7 @@ from typing import Any
 
 from gitserver.admin import groups, users
 from gitserver.console.admin_pages import admin_tenant, tenant_base
-from gitserver.console.forms import CreateForm, Form, audit
+from gitserver.console.forms import CreateForm, Form, done
 from gitserver.console.web import Page, View
 from gitserver.db import models
 from gitserver.policy.errors import NotFound
@@ -59,13 +59,11 @@ class AddMember(CreateForm):
         return member
 
     def made(self, view: View, owner: models.Group, made: models.User) -> None:
-        audit(view, f"added {made.name} to group {owner.tenant.name}/{owner.name}")
-        view.redirect(_group_base(owner))
+        done(view, f"added {made.name} to group {owner.tenant.name}/{owner.name}", _group_base(owner))
 
 
 class RemoveMember(Page):
     def post(self, view: View, tenant: str, group: str, user: str) -> None:
         row = admin_group(view, tenant, group)
         groups.remove_member(view.session, row, users.get_user(view.session, row.tenant, user))
-        audit(view, f"removed {user[:100]} from group {row.tenant.name}/{row.name}")
-        view.redirect(_group_base(row))
+        done(view, f"removed {user[:100]} from group {row.tenant.name}/{row.name}", _group_base(row))

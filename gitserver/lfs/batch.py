@@ -29,6 +29,8 @@ INVALID = 422
 
 @dataclasses.dataclass(frozen=True)
 class Pointer:
+    """An object as a batch request or a pointer file names it: its sha256 and its size."""
+
     oid: str
     size: int
 

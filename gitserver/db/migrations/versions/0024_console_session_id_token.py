@@ -5,7 +5,7 @@ in with, sent back as ``id_token_hint`` when the user signs out, so the issuer e
 session too (RP-initiated logout). Sessions a sign-in link opened have none; existing rows
 get NULL (they sign out locally, as before).
 
-Revision ID: 0028_console_session_id_token
+Revision ID: 0024_console_session_id_token
 Revises: 0023_console_sessions
 Create Date: 2026-12-07 17:00:00
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0028_console_session_id_token'
+revision = '0024_console_session_id_token'
 down_revision = '0023_console_sessions'
 branch_labels = None
 depends_on = None

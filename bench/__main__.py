@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import backup, certs, report, storms
+from bench import backup, certs, coldcache, report, storms
 from bench.repos import RepoSpec, generate, install_into, last_tag, size_bytes
 from bench.servers import (
     ASYNCSSH_PATCH,
@@ -94,7 +94,7 @@ PROFILES = {
 }
 FEW_KEYS = 10
 # The measurement groups, in the order a run makes them (``--only`` picks some).
-GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "clone_storms", "auth_scaling", "certificates",
+GROUPS = ("ls_remote", "clones", "pushes", "concurrent", "clone_storms", "coldcache", "auth_scaling", "certificates",
           "backup_restore")
 
 
@@ -116,6 +116,7 @@ class Row:
 
 
 class Bench:
+    row_type = Row  # for scenario modules' rows that are not gitserver against OpenSSH
     def __init__(self, profile: Profile, work: Path, cache: Path, py_spy: Path | None = None,
                  asyncssh_patch: Path | None = None) -> None:
         self.p = profile
@@ -365,6 +366,9 @@ class Bench:
 
     def clone_storms(self) -> None:
         storms.run(self)  # bench/storms.py: the pack cache and bundle URIs against OpenSSH
+
+    def coldcache(self) -> None:
+        coldcache.run(self)  # bench/coldcache.py: a first clone with the pack cache on, off, and OpenSSH
 
     def certificates(self) -> None:
         certs.run(self)  # bench/certs.py: a certificate login against a plain key's, on gitserver

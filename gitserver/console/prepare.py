@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_PENDING = 8
+# A job no page waits for (``wait`` 0) starts this much later, so the page that asked for it is
+# answered first: a busy thread would take the GIL from it every 5 ms (sys.getswitchinterval)
+# and at each file read, query and template stat, which doubled the page's time (issue 28).
+UNWAITED_START_SECONDS = 0.05
 # Highlighted HTML is about 5 to 10 times its source: some 16 large files kept per process.
 DEFAULT_MAX_COST = 32 * 1024 * 1024
 
@@ -41,6 +46,7 @@ class _Job:
     work: Callable[[], Any]
     cost: Callable[[Any], int]
     done: threading.Event
+    not_before: float  # time.monotonic() before which the thread does not start it
 
 
 class Prepared:
@@ -69,12 +75,13 @@ class Prepared:
     def prepare(self, key: str, work: Callable[[], T], wait: float, cost: Callable[[T], int]) -> T | None:
         """``key``'s result: kept, or made by ``work`` on the background thread within
         ``wait`` seconds; None when it is not ready by then (the thread goes on, and keeps it)
-        or when too many jobs are waiting (then nothing is started)."""
+        or when too many jobs are waiting (then nothing is started). With ``wait`` 0 the job
+        starts :data:`UNWAITED_START_SECONDS` later."""
         found = self.get(key)
         if found is not None:
             return found
-        done = self._start(key, work, cost)
-        if done is None:
+        done = self._start(key, work, cost, 0.0 if wait > 0 else UNWAITED_START_SECONDS)
+        if done is None or wait <= 0:
             return None
         done.wait(wait)
         return self.get(key)
@@ -93,7 +100,8 @@ class Prepared:
         with self._lock:
             return len(self._pending)
 
-    def _start(self, key: str, work: Callable[[], Any], cost: Callable[[Any], int]) -> threading.Event | None:
+    def _start(self, key: str, work: Callable[[], Any], cost: Callable[[Any], int],
+               delay: float) -> threading.Event | None:
         with self._lock:
             if key in self._pending:
                 return self._pending[key]
@@ -103,12 +111,13 @@ class Prepared:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="console-prepare", daemon=True)
                 self._thread.start()
-        self._jobs.put(_Job(key, work, cost, done))
+        self._jobs.put(_Job(key, work, cost, done, time.monotonic() + delay))
         return done
 
     def _run(self) -> None:
         while True:
             job = self._jobs.get()
+            time.sleep(max(0.0, job.not_before - time.monotonic()))
             try:
                 result = job.work()
                 self._keep(job.key, result, job.cost(result))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from gitserver.console import blame, fileview, highlight
+from gitserver.console import blame, fileview, highlight, prepare
 from gitserver.console.prepare import Prepared
 
 PYTHON = "def f(x):\n    return '<script>' + x  # <b>\n"
@@ -47,6 +47,18 @@ def test_quick_work_is_answered_within_the_wait() -> None:
     prepared = Prepared()
     assert prepared.prepare("k", lambda: "v", wait=5.0, cost=len) == "v"
     assert prepared.now("n", lambda: "now", len) == "now" and prepared.get("n") == "now"
+
+
+def test_work_no_page_waits_for_starts_after_the_page_is_answered() -> None:
+    """With ``wait`` 0 the page gets None at once, and the thread starts the job only
+    UNWAITED_START_SECONDS later (so it does not take the GIL from that page)."""
+    prepared = Prepared()
+    started: list[float] = []
+    asked = time.monotonic()
+    assert prepared.prepare("k", lambda: str(started.append(time.monotonic())), wait=0, cost=len) is None
+    assert time.monotonic() - asked < 1.0
+    assert _wait_for(prepared, "k") == "None"
+    assert started[0] - asked >= prepare.UNWAITED_START_SECONDS
 
 
 def test_too_many_waiting_jobs_start_nothing() -> None:
@@ -135,6 +147,20 @@ def test_a_larger_file_is_plain_first_and_highlighted_once_ready(monkeypatch: py
         assert _wait_for(prepared, "highlight:blob2:Python") is not None
     later = fileview.source(prepared, "blob2", "a.py", text)
     assert later.state == fileview.State.DONE and '<span class="k">def</span>' in later.html
+
+
+def test_a_file_too_large_to_highlight_in_the_wait_is_plain_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over HIGHLIGHT_IN_WAIT_BYTES the page does not wait for the thread (a long wait here
+    would give the highlighted text)."""
+    monkeypatch.setattr(fileview, "WAIT_SECONDS", 10.0)
+    prepared = Prepared()
+    text = _text(PYTHON * (fileview.HIGHLIGHT_IN_WAIT_BYTES // len(PYTHON) + 1))
+    asked = time.monotonic()
+    first = fileview.source(prepared, "blob3", "a.py", text)
+    assert time.monotonic() - asked < 5.0
+    assert first.state == fileview.State.PREPARING and "&lt;script&gt;" in first.html
+    assert _wait_for(prepared, "highlight:blob3:Python") is not None
+    assert fileview.source(prepared, "blob3", "a.py", text).state == fileview.State.DONE
 
 
 def test_files_over_the_caps_are_plain_or_cut() -> None:

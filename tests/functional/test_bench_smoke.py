@@ -40,12 +40,14 @@ def test_generated_repositories_are_deterministic_and_cached(tmp_path: Path) -> 
 
 @pytest.mark.skipif(not SSHD.exists(), reason=f"{SSHD} is missing (apt-get install openssh-server)")
 @pytest.mark.skipif(not gitserver_ssh_available(), reason="gitserver/ssh/server.py does not exist yet")
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(260)
 def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    # About 30 s on a quiet 2-core machine; the budget is for the suite's own load around it
+    # (it ran past 80 s there with 4 workers busy): this checks that the bench runs, not its speed.
     out = tmp_path / "results"
     result = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--out", str(out),
                              "--cache-dir", str(tmp_path / "cache")],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=80)
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = (out / "latest.md").read_text()
     for metric in ("ls-remote, small repo", "full clone, medium repo", "full clone, large repo",

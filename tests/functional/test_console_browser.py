@@ -84,16 +84,18 @@ def test_browsing_a_pushed_repository(server: GitServer, git_env: dict[str, str]
     tab.page.click("nav.repo >> text=Files")
     tab.page.click("a.dir >> text=src/")
     tab.page.click("text=widgets.py")
-    assert tab.page.locator(".highlight .k", has_text="def").count() >= 1
+    # count() and inner_text("main") do not wait for the next page (every page has a main):
+    # wait for what the new page shows, so a loaded machine cannot read the old one.
+    tab.page.locator(".highlight .k", has_text="def").first.wait_for()
     screenshot(tab.page, "file")
     tab.page.click("nav.repo >> text=Commits")
     tab.page.click("ol.commits a")
-    assert "+def area" in tab.page.inner_text("main")
+    tab.page.locator("main", has_text="+def area").wait_for()
     tab.page.click("nav.repo >> text=Branches and tags")
     row = tab.page.locator("tr", has_text=pipeline.archive_tag)
     assert "verified" in row.inner_text()  # signed by the server, checked against its published keys
     tab.page.click("nav.repo >> text=Pushes")
-    assert user.fingerprint in tab.page.inner_text("main")
+    tab.page.locator("main", has_text=user.fingerprint).wait_for()
     screenshot(tab.page, "pushes")
     assert not tab.errors and not tab.dialogs, (tab.errors, tab.dialogs)
     tab.close()

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -502,6 +503,10 @@ def gitserver_ssh_available() -> bool:
     return importlib.util.find_spec("gitserver.ssh.server") is not None
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -543,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs:
         profile = dataclasses.replace(profile, runs=args.runs)
     hold_run_lock()
+    # A SIGTERM (the smoke test's timeout, a CI cancel) unwinds like an error, so that the
+    # `finally` below stops the servers.
+    signal.signal(signal.SIGTERM, _terminated)
     started = time.monotonic()
     load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="gitserver-bench-"))

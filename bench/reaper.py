@@ -22,20 +22,35 @@ import signal
 import subprocess
 import sys
 
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int, name: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({name}): {os.strerror(err)}")
 
 
 def become_subreaper() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+    _prctl(PR_SET_CHILD_SUBREAPER, 1, "PR_SET_CHILD_SUBREAPER")
+
+
+def stop_with_parent(parent: int) -> None:
+    """The bench starts each server in a session of its own, so a bench killed outright (the
+    smoke test's timeout, kill -9) would leave its servers running: when the bench dies, this
+    launcher gets SIGTERM and passes it on, as on any other stop."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, "PR_SET_PDEATHSIG")
+    if os.getppid() != parent:  # the bench died before that took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m bench.reaper COMMAND [ARG…]", file=sys.stderr)
         return 2
+    parent = os.getppid()
     become_subreaper()
     child = subprocess.Popen(argv)
 
@@ -45,6 +60,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    stop_with_parent(parent)
     status = 1
     while True:
         try:

@@ -12,8 +12,8 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import statistics
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile

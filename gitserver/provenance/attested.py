@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from gitserver.provenance import attest, dsse, ed25519, trust
 from gitserver.provenance.entry import NOTES_REF, PROTOCOL_RECOVERED, Entry
 
 Breach = tuple[str, str]  # (ref, what), as audit's
-Notes = Callable[[list[str]], dict[str, bytes]]  # commits → the notes of those that have one
 OID_HEX = 40
 FANOUT_HEX = 2  # git notes' fan-out directories: two hex digits of the annotated object's id
 # From this many notes on, one ``git cat-file --batch`` reads them (its delta cache pays for
@@ -40,15 +38,13 @@ def problems(repo: pygit2.Repository, trusted: list[trust.TrustedKey],
 
 
 def judge(repo: pygit2.Repository, trusted: list[trust.TrustedKey], entries: list[tuple[str, Entry]],
-          checker: ed25519.Checker, notes: Notes | None = None) -> Callable[[], list[Breach]]:
+          checker: ed25519.Checker) -> Callable[[], list[Breach]]:
     """:func:`problems`, the envelopes' signatures handed to ``checker``: a function that
-    waits for them and answers the breaches. ``notes`` reads the notes (default: now, from
-    ``repo``; :func:`prefetch`'s reader had them read while the log was being read)."""
+    waits for them and answers the breaches."""
     wanted = [(cid, entry, subject) for cid, entry in entries if attestable(entry)
               and (subject := attest.subject_of(repo, entry)) is not None]
-    commits = list(dict.fromkeys(s.commit for _c, _e, s in wanted))
-    texts = notes(commits) if notes is not None else _notes(repo, notes_index(repo) if commits else {}, commits)
-    statements = _statements(texts, [k.blob for k in trusted], checker)
+    statements = _statements(repo, list(dict.fromkeys(s.commit for _c, _e, s in wanted)),
+                             [k.blob for k in trusted], checker)
 
     def breaches() -> list[Breach]:
         found, named = statements()
@@ -92,13 +88,13 @@ def notes_index(repo: pygit2.Repository) -> dict[str, pygit2.Oid]:
     return index
 
 
-def _statements(texts: dict[str, bytes], blobs: list[bytes],
+def _statements(repo: pygit2.Repository, commits: list[str], blobs: list[bytes],
                 checker: ed25519.Checker) -> Callable[[], tuple[list[Breach], dict[str, set[str]]]]:
-    """A function answering the breaches of the notes ``texts`` (commit → note) and, for each
-    commit, the log entries its note's verified statements name."""
+    """A function answering the notes' breaches and, for each commit, the log entries its
+    note's verified statements name."""
     lines: list[tuple[str, Any]] = []
     unreadable: list[Breach] = []
-    for commit, text in texts.items():
+    for commit, text in _notes(repo, commits).items():
         for line in text.decode("utf-8", "replace").splitlines():
             if not line.strip():
                 continue
@@ -126,30 +122,9 @@ def _statements(texts: dict[str, bytes], blobs: list[bytes],
     return statements
 
 
-def prefetch(git_dir: str) -> Notes:
-    """A reader of the notes whose reading starts now, on a thread of its own with its own
-    handle on the repository (libgit2's are not shared between threads): ``git cat-file``
-    then reads the note blobs on one core while the caller reads the log on the other.
-    Every note is read (which ones the log wants is known only once it is read)."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notes")
-    future = pool.submit(_all_notes, git_dir)
-    pool.shutdown(wait=False)
-
-    def notes(commits: list[str]) -> dict[str, bytes]:
-        texts = future.result()
-        return {commit: texts[commit] for commit in commits if commit in texts}
-    return notes
-
-
-def _all_notes(git_dir: str) -> dict[str, bytes]:
-    repo = pygit2.Repository(git_dir)
-    index = notes_index(repo)
-    return _notes(repo, index, list(index))
-
-
-def _notes(repo: pygit2.Repository, index: dict[str, pygit2.Oid], commits: list[str]) -> dict[str, bytes]:
-    """The notes (``index``: commit → its note's blob) of those of ``commits`` that have
-    one, in that order."""
+def _notes(repo: pygit2.Repository, commits: list[str]) -> dict[str, bytes]:
+    """The notes of those of ``commits`` that have one, in that order."""
+    index = notes_index(repo) if commits else {}
     blobs = {commit: str(index[commit]) for commit in commits if commit in index}
     if len(blobs) < CAT_FILE_FROM:
         return {commit: repo.odb.read(blob)[1] for commit, blob in blobs.items()}

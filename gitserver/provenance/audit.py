@@ -142,13 +142,11 @@ def audit(repo: pygit2.Repository, trusted: list[trust.TrustedKey],
 
     Every signature (the log's, the archive tags', the attestations') goes to one checker as
     soon as it is read, and is verified on other threads while the checks that need no
-    signature run here; the notes are read by git, on a thread of their own, meanwhile. The
-    breaches are gathered, in a fixed order, at the end."""
+    signature run here; the breaches are gathered, in a fixed order, at the end."""
     with ed25519.Checker() as checker:
-        notes = attested.prefetch(repo.path)
         reading, log_breaches = logread.read(repo, trusted, checker)
         tags = _tag_problems(repo, trusted, served, checker)
-        attestations = attested.judge(repo, trusted, reading.entries, checker, notes)
+        attestations = attested.judge(repo, trusted, reading.entries, checker)
         latest, replayed = replay(reading.entries, git_is_ancestor(repo))
         reading.breaches = log_breaches()
         breaches = list(reading.breaches)

@@ -143,19 +143,3 @@ def test_the_checker_answers_in_order_on_threads_and_inline() -> None:
         for check in checks:
             batch.append(check)
         assert batch.results()() == expected
-
-
-def test_notes_read_ahead_on_a_thread_are_those_read_in_place(built: Path, tmp_path: Path) -> None:
-    """audit reads every note on a thread while it reads the log; what judge then sees must be
-    exactly the notes of the log's commits, and a note on a commit the log never names (read
-    ahead with the rest) must neither count as an attestation nor be judged."""
-    path, repo = _copy(built, tmp_path)
-    who = pygit2.Signature("t", "t@x", 1_600_000_000, 0)
-    stray = repo.create_commit(None, who, who, "stray", repo.TreeBuilder().write(), [])
-    repo.create_note("not an envelope\n", who, who, str(stray), NOTES_REF, True)
-    index = attested.notes_index(repo)
-    logged = [entry.new for _cid, entry in audit.read_log(repo, TRUSTED).entries]
-    ahead = attested.prefetch(str(path))(logged)
-    assert ahead == attested._notes(repo, index, logged)
-    assert len(ahead) == PUSHES and str(stray) not in ahead
-    assert _audit(repo) == []

@@ -4,7 +4,9 @@
 
 - HTTP download and upload of the object through gitserver's basic transfer (the batch API's
   action hrefs, on gunicorn) against nginx serving the same file from disk (GET) and taking it
-  with WebDAV PUT, with the same Python client (requests, 1 MiB chunks) for both;
+  with WebDAV PUT, with the same Python client (requests, 1 MiB chunks) for both; these four
+  alternate run by run too, with the CPU of this process (the client) and of the serving
+  process tree (gitserver's API, or nginx's master and worker);
 - pure-SSH download: ``git lfs fetch`` of the real git-lfs client, which speaks
   git-lfs-transfer to gitserver's SSH daemon, by default and with one transfer connection, and
   the protocol alone (``ssh … git-lfs-transfer`` fed a canned get-object, output to /dev/null),
@@ -13,7 +15,8 @@
   the client processes and of the serving SSH daemon's process tree: on a shared machine wall
   times move with its load, CPU much less.
 
-Prints one line per figure and the ratios (docs/benchmarks.md keeps the published ones). Needs
+``--http-only`` skips the SSH rows (the SSH push that stores the object still runs). Prints
+one line per figure and the ratios (docs/benchmarks.md keeps the published ones). Needs
 root for the OpenSSH baseline account (bench.servers), nginx and git-lfs.
 """
 
@@ -34,7 +37,7 @@ from typing import NamedTuple
 
 import requests
 
-from bench.servers import GitServer, OpenSSHServer, Server, free_port, tree_cpu
+from bench.servers import GitServer, OpenSSHServer, free_port, tree_cpu
 
 TENANT, USER = "bench", "bench"
 MEDIA = "application/vnd.git-lfs+json"
@@ -58,38 +61,34 @@ http {{
 """
 
 
-def best(runs: int, once: Callable[[], None]) -> float:
-    """The fastest of ``runs`` timings (seconds): the others waited on something else."""
-    times = []
-    for _ in range(runs):
-        started = time.monotonic()
-        once()
-        times.append(time.monotonic() - started)
-    return min(times)
-
-
 class Timing(NamedTuple):
     wall: float  # the fastest run
-    client_cpu: float  # mean over the runs: the client processes (git, git-lfs, ssh, scp)
-    server_cpu: float  # mean: the SSH daemon's whole process tree (bench.servers.tree_cpu)
+    median: float  # the median run: a lucky fastest one can flatter either side
+    client_cpu: float  # mean over the runs: the client (git, git-lfs, ssh, scp; or this process)
+    server_cpu: float  # mean: the serving process tree (bench.servers.tree_cpu)
 
 
-def _children_cpu() -> float:
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return used.ru_utime + used.ru_stime
+def _client_cpu() -> float:
+    """This process (the HTTP rows' client) and its children (the SSH rows' clients)."""
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in used)
 
 
-def alternate(runs: int, rows: dict[str, tuple[Callable[[], None], Server]]) -> dict[str, Timing]:
+Row = tuple[Callable[[], None], Callable[[], int]]  # one run, and the pid of the tree serving it
+
+
+def alternate(runs: int, rows: dict[str, Row]) -> dict[str, Timing]:
     """Each row once per round, ``runs`` rounds, so a change in the machine's load hits all."""
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in rows}
     for _ in range(runs):
-        for name, (once, server) in rows.items():
-            client, served, started = _children_cpu(), tree_cpu(server.accounting_root), time.monotonic()
+        for name, (once, serving) in rows.items():
+            client, served, started = _client_cpu(), tree_cpu(serving()), time.monotonic()
             once()
-            samples[name].append((time.monotonic() - started, _children_cpu() - client,
-                                  tree_cpu(server.accounting_root) - served))
-    return {name: Timing(min(s[0] for s in got), statistics.mean(s[1] for s in got),
-                         statistics.mean(s[2] for s in got)) for name, got in samples.items()}
+            samples[name].append((time.monotonic() - started, _client_cpu() - client,
+                                  tree_cpu(serving()) - served))
+    return {name: Timing(min(s[0] for s in got), statistics.median(s[0] for s in got),
+                         statistics.mean(s[1] for s in got), statistics.mean(s[2] for s in got))
+            for name, got in samples.items()}
 
 
 def download(url: str, headers: dict[str, str]) -> None:
@@ -107,8 +106,8 @@ def upload(url: str, headers: dict[str, str], path: Path) -> None:
 
 
 class Bench:
-    def __init__(self, root: Path, mib: int, runs: int) -> None:
-        self.root, self.runs = root, runs
+    def __init__(self, root: Path, mib: int, runs: int, http_only: bool = False) -> None:
+        self.root, self.runs, self.http_only = root, runs, http_only
         self.obj = root / "object.bin"
         with self.obj.open("wb") as fh:
             for _ in range(mib):
@@ -235,19 +234,32 @@ class Bench:
                 subprocess.run(ssh, input=script, stdout=sink, check=True)
 
         # git-lfs opens one SSH connection per transfer worker (8 by default), even for one object.
-        ssh_rows = {"ssh_download": (lfs_fetch, self.gs),
-                    "ssh_download_1conn": (lambda: lfs_fetch("-c", "lfs.concurrenttransfers=1"), self.gs),
-                    "ssh_raw_download": (raw, self.gs), "scp_download": (scp, self.ossh)}
-        for name, timing in alternate(self.runs, ssh_rows).items():
-            figures[name] = timing.wall
-            self.cpu[name] = timing
+        def gitserver_ssh() -> int:
+            return self.gs.accounting_root
 
+        ssh_rows: dict[str, Row] = {
+            "ssh_download": (lfs_fetch, gitserver_ssh),
+            "ssh_download_1conn": (lambda: lfs_fetch("-c", "lfs.concurrenttransfers=1"), gitserver_ssh),
+            "ssh_raw_download": (raw, gitserver_ssh), "scp_download": (scp, lambda: self.ossh.accounting_root)}
         down = self.batch("lfs", "download")["download"]
-        figures["http_download"] = best(self.runs, lambda: download(str(down["href"]), dict(down["header"])))  # type: ignore[call-overload]
-        figures["nginx_download"] = best(self.runs, lambda: download(self.nginx_url + "/object.bin", {}))
-        up = self.batch("lfs-http", "upload")["upload"]
-        figures["http_upload"] = best(self.runs, lambda: upload(str(up["href"]), dict(up["header"]), self.obj))  # type: ignore[call-overload]
-        figures["nginx_upload"] = best(self.runs, lambda: upload(self.nginx_url + "/put.bin", {}, self.obj))
+        up = self.batch("lfs-http", "upload")["upload"]  # its token may PUT the object again
+
+        def api() -> int:
+            return self.gs.api_pid
+
+        def nginx() -> int:
+            assert self.nginx is not None
+            return self.nginx.pid
+
+        http_rows: dict[str, Row] = {
+            "http_download": (lambda: download(str(down["href"]), dict(down["header"])), api),  # type: ignore[call-overload]
+            "nginx_download": (lambda: download(self.nginx_url + "/object.bin", {}), nginx),
+            "http_upload": (lambda: upload(str(up["href"]), dict(up["header"]), self.obj), api),  # type: ignore[call-overload]
+            "nginx_upload": (lambda: upload(self.nginx_url + "/put.bin", {}, self.obj), nginx)}
+        for rows in ((http_rows,) if self.http_only else (ssh_rows, http_rows)):
+            for name, timing in alternate(self.runs, rows).items():
+                figures[name] = timing.wall
+                self.cpu[name] = timing
         return figures
 
     def stop(self) -> None:
@@ -269,13 +281,17 @@ def report(figures: dict[str, float], cpu: dict[str, Timing], size: int) -> None
     for ours, theirs in (("http_download", "nginx_download"), ("http_upload", "nginx_upload"),
                          ("ssh_download", "scp_download"), ("ssh_download_1conn", "scp_download"),
                          ("ssh_raw_download", "scp_download")):
-        print(f"{ours} / {theirs}: {rate(ours) / rate(theirs):.2f}x")
+        if ours not in figures:
+            continue
+        medians = cpu[theirs].median / cpu[ours].median
+        print(f"{ours} / {theirs}: {rate(ours) / rate(theirs):.2f}x (median runs: {medians:.2f}x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--http-only", action="store_true", help="skip the SSH rows")
     args = parser.parse_args()
     missing = [tool for tool in ("nginx", "git-lfs", "scp") if shutil.which(tool) is None]
     if missing:
@@ -283,7 +299,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="gitserver-lfs-bench-"))
     os.chmod(root, 0o755)
-    bench = Bench(root, args.mib, args.runs)
+    bench = Bench(root, args.mib, args.runs, args.http_only)
     try:
         bench.start()
         figures = bench.run()

@@ -288,6 +288,11 @@ class GitServer(Server):
         assert self.proc is not None
         wait_for_ssh(self.port, self.proc, "gitserver ssh")
 
+    @property
+    def api_pid(self) -> int:
+        """The API's process (gunicorn's arbiter; its tree holds the worker)."""
+        return self.others[-1].pid
+
     def ssh_env(self) -> dict[str, str]:
         """The SSH daemon's environment: :attr:`env`, with :attr:`asyncssh_path` first on
         PYTHONPATH when there is one, checked to be the asyncssh the daemon will import."""

@@ -27,7 +27,7 @@ from typing import Any
 import falcon
 from sqlalchemy.orm import Session
 
-from gitserver.api import auth, errors, openapi
+from gitserver.api import auth, errors, openapi, rawbody
 from gitserver.api import body as api_body
 from gitserver.api.context import ApiContext
 from gitserver.db.session import transaction
@@ -54,8 +54,9 @@ CHALLENGE = 'Basic realm="gitserver"'
 # A batch or locks request body is a list of ids, never large.
 MAX_JSON_BYTES = 2 * 1024 * 1024
 CHUNK = 1024 * 1024
-# Chunks read ahead of the hashing thread: bounds an upload's memory to a few MiB.
-QUEUED_CHUNKS = 8
+# Buffers of an upload, filled by the request thread while the other hashes and writes: an
+# upload's memory is these 4 MiB.
+BUFFERS = 4
 ANONYMOUS_REFUSED = "authentication required: use an API token as the password"
 
 
@@ -208,32 +209,41 @@ def _upload_size(req: falcon.Request, grant: tokens.Grant | None, oid: str) -> i
 
 def _copy_body(req: falcon.Request, incoming: Any, size: int) -> None:
     """The body into ``incoming``, hashed and written by a second thread while this one reads
-    (both release the GIL), so a large upload costs the slower of the two, not their sum."""
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=QUEUED_CHUNKS)
+    (both release the GIL), so a large upload costs the slower of the two, not their sum. The
+    bytes go from the socket into a few buffers allocated once and reused (gitserver.api.rawbody):
+    a fresh 1 MiB ``bytes`` per read cost more than hashing it."""
+    buffers = [memoryview(bytearray(CHUNK)) for _ in range(BUFFERS)]
+    free: queue.Queue[memoryview] = queue.Queue()
+    for buffer in buffers:
+        free.put(buffer)
+    full: queue.Queue[tuple[memoryview, int] | None] = queue.Queue()
     failed: list[Exception] = []
 
     def consume() -> None:
-        while (chunk := chunks.get()) is not None:
+        while (item := full.get()) is not None:
+            buffer, count = item
             if not failed:
-                # Any error must reach the request thread: a consumer that died would leave
-                # the reader blocked on a full queue.
+                # Any error must reach the request thread, which then stops reading; the
+                # buffer goes back either way so that it never waits for one.
                 try:
-                    incoming.write(chunk)
+                    incoming.write(buffer[:count])
                 except Exception as exc:  # noqa: BLE001
                     failed.append(exc)
+            free.put(buffer)
 
     writer = threading.Thread(target=consume, name="lfs-upload", daemon=True)
     writer.start()
     try:
-        stream, left = req.bounded_stream, size + 1  # one byte more tells a longer body
+        reader, left = rawbody.reader_for(req), size + 1  # one byte more tells a longer body
         while left > 0 and not failed:
-            chunk = stream.read(min(CHUNK, left))
-            if not chunk:
+            buffer = free.get()
+            count = rawbody.fill(reader, buffer[:min(CHUNK, left)])
+            if count == 0:
                 break
-            left -= len(chunk)
-            chunks.put(chunk)
+            left -= count
+            full.put((buffer, count))
     finally:
-        chunks.put(None)
+        full.put(None)
         writer.join()
     if failed:
         raise failed[0]

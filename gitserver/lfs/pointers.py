@@ -81,8 +81,9 @@ def pointers_in(path: Path, revs: Sequence[str] = ALL_REFS, timeout: float = GIT
     each. ``revs`` are ``--all`` or ref names and object ids, never other options."""
     options = [rev for rev in revs if rev == "--all"]
     names = [rev for rev in revs if rev != "--all"]
-    listing = _git(path, "rev-list", "--objects", *options, "--end-of-options", *names,
-                   timeout=timeout).decode("utf-8", "replace")
+    # Blobs too large to be pointers are left out of the listing by git itself.
+    listing = _git(path, "rev-list", "--objects", f"--filter=blob:limit={MAX_POINTER_BYTES}", *options,
+                   "--end-of-options", *names, timeout=timeout).decode("utf-8", "replace")
     paths: dict[str, str] = {}
     for line in listing.splitlines():
         oid, _, name = line.partition(" ")

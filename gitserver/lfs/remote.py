@@ -104,10 +104,11 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 class RemoteLfs:
     """One remote LFS endpoint, and the sessions pinned to each host it sends us to."""
 
-    def __init__(self, endpoint: str, *, authorization: str | None, allow_private: bool,
+    def __init__(self, endpoint: str, *, headers: Mapping[str, str], allow_private: bool,
                  deadline: float, stop: StopCheck, resolver: netguard.Resolver = socket.getaddrinfo) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.authorization = authorization
+        # The endpoint's own headers (the origin's credentials, or git-lfs-authenticate's).
+        self.headers = allowed_headers(headers)
         self.allow_private = allow_private
         self.deadline = deadline  # time.monotonic() after which the transfer is given up
         self.stop = stop
@@ -174,9 +175,7 @@ class RemoteLfs:
         url = self.endpoint + "/objects/batch"
         body = {"operation": "download", "transfers": [BASIC], "hash_algo": oids.HASH_ALGO,
                 "objects": [{"oid": p.oid, "size": p.size} for p in pointers]}
-        headers = {"Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE, "Accept-Encoding": IDENTITY}
-        if self.authorization:
-            headers["Authorization"] = self.authorization
+        headers = {**self.headers, "Accept": MEDIA_TYPE, "Content-Type": MEDIA_TYPE, "Accept-Encoding": IDENTITY}
         session = self._session(url, f"the origin's LFS endpoint {url}")
         try:
             with session.post(url, data=json.dumps(body), headers=headers, timeout=self._timeout(),
@@ -199,8 +198,7 @@ class RemoteLfs:
         """The object's bytes into ``incoming`` (which refuses more than the pointer's size);
         the caller verifies and stores it."""
         href = download.href
-        headers = {k: v for k, v in download.header.items() if k.lower() not in _TRANSPORT_HEADERS}
-        headers["Accept-Encoding"] = IDENTITY
+        headers = {**allowed_headers(download.header), "Accept-Encoding": IDENTITY}
         what = f"the download of LFS object {download.pointer.oid}"
         session = self._session(href, f"{what} from {_shown(href)}")
         try:
@@ -225,6 +223,11 @@ class RemoteLfs:
                 return
             left -= len(chunk)
             incoming.write(chunk)
+
+
+def allowed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers a remote may have us send: none of the transport's own."""
+    return {k: v for k, v in headers.items() if k.lower() not in _TRANSPORT_HEADERS}
 
 
 def parse_answer(answer: object) -> dict[str, Download | str]:

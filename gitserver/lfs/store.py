@@ -23,11 +23,16 @@ from typing import BinaryIO, Protocol
 from gitserver.policy.errors import InvalidInput
 
 log = logging.getLogger(__name__)
+_FADVISE = getattr(os, "posix_fadvise", None)  # Linux and most Unixes; not macOS
 
 S3_SCHEME = "s3://"
 # Bytes read or written at a time: large enough that a 200 MiB object is a few hundred
 # system calls, small enough to keep many transfers in memory at once.
 CHUNK = 1024 * 1024
+# An upload's disk writes are started every this many bytes, while it still arrives: the fsync
+# before the rename then waits for the last few MiB, not for the whole object (a 200 MiB
+# upload spent a third of its time in that fsync).
+WRITEBACK_BYTES = 8 * 1024 * 1024
 
 
 class ObjectMismatch(InvalidInput):
@@ -55,14 +60,26 @@ class Incoming:
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self.received = 0
+        self._written_back = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.received += len(data)
         if self.received > self.size:
             raise ObjectMismatch(f"object {self.oid}: more than the announced {self.size} bytes "
                                  "were sent; nothing was stored")
         self._digest.update(data)
         self._file.write(data)
+        if self.received - self._written_back >= WRITEBACK_BYTES:
+            self._write_back()
+
+    def _write_back(self) -> None:
+        """Start writing what came so far to disk, without waiting: Linux starts the writeback
+        of a range on ``POSIX_FADV_DONTNEED`` (the pages, dirty at that moment, stay cached)."""
+        self._file.flush()
+        if _FADVISE is not None:
+            _FADVISE(self._file.fileno(), self._written_back, self.received - self._written_back,
+                     os.POSIX_FADV_DONTNEED)
+        self._written_back = self.received
 
     def verified(self) -> Path:
         """The complete file, flushed to disk; ObjectMismatch unless size and digest match."""

@@ -3,8 +3,8 @@
 Before /clone or /adjust with ``sync`` pushes what it fetched, every LFS pointer reachable from
 the refs it is about to push (their whole history, as ``git lfs fetch --all`` would) whose
 object the internal repository does not hold yet is fetched from the origin's LFS server
-(gitserver.lfs.remote: the endpoint git-lfs derives from the origin URL, every connection
-checked and pinned like the git fetch's), checked for digest and size, put in the object store,
+(gitserver.lfs.remote, at the endpoint git-lfs would use: gitserver.repour.lfsorigin; every
+connection checked and pinned like the git fetch's), checked for digest and size, put in the object store,
 and recorded for the repository, under the LFS limit and the quotas. Only then are the refs
 pushed, so a build that clones the archive tag gets the content, and an origin that cannot give
 every object fails the operation (``LfsObjectMissing``, exit code 10) before any ref moves.
@@ -29,6 +29,7 @@ from gitserver.lfs import pointers, remote
 from gitserver.lfs.batch import Pointer
 from gitserver.lfs.service import Holder, LfsService, QuotaExceeded
 from gitserver.lfs.store import ObjectMismatch
+from gitserver.repour import lfsorigin
 from gitserver.repour.command import ProcessingError, StopCheck, redact
 from gitserver.repour.giturl import GitUrl
 from gitserver.repour.gitwork import GitWork, Target
@@ -42,11 +43,15 @@ def bring_objects(config: Config, sessions: sessionmaker[Session], work: GitWork
     repository) name that ``target`` lacks; the number brought. ProcessingError when the
     origin cannot give them all, or they would go over a limit: nothing is recorded then."""
     revs = [rev for rev in dict.fromkeys(revs) if rev]
-    timeout = config.repour_git_timeout
-    if not revs or not pointers.uses_lfs(work.git_dir, revs, timeout):
+    if not revs:
         return 0
-    found = {p.oid: p for p in pointers.pointers_in(work.git_dir, revs, timeout)}
+    # Whether the refs use LFS is what their trees hold, not what a .gitattributes says (one in
+    # a subdirectory, or none at all for pointers committed by hand): one listing of the synced
+    # history, about what the fetch's fsck of it has just read.
+    found = {p.oid: p for p in pointers.pointers_in(work.git_dir, revs, config.repour_git_timeout)}
     stop()
+    if not found:
+        return 0
     lfs = LfsService(config, sessions, RepoStore(root=config.repos_dir, hooks_dir=config.hooks_dir))
     holder = Holder(repo_id=target.repo_id, tenant=target.tenant, repo=target.name)
     with transaction(sessions) as session:
@@ -60,10 +65,12 @@ def bring_objects(config: Config, sessions: sessionmaker[Session], work: GitWork
                               f"local origin ({wanted[0].path} names {wanted[0].oid}); serve the origin over "
                               "http(s)", error_type="LfsObjectMissing")
     started = time.monotonic()
+    endpoint = lfsorigin.endpoint_for(work, origin, revs)
+    log.info("LFS endpoint of %s: %s (%s)", redact(origin.text), redact(endpoint.url), endpoint.source)
     try:
-        _download(lfs, origin, wanted, config, stop)
+        _download(lfs, endpoint, wanted, config, stop)
     except remote.RemoteLfsError as exc:
-        raise ProcessingError(redact(exc.message), error_type=exc.kind) from exc
+        raise ProcessingError(redact(f"{exc.message} (endpoint: {endpoint.source})"), error_type=exc.kind) from exc
     for pointer in wanted:  # all verified and stored: now the repository holds them
         lfs.record(target.repo_id, pointer.oid, pointer.size)
     log.info("brought %d LFS object(s) (%d bytes) from %s into %s in %.1f s", len(wanted),
@@ -83,21 +90,10 @@ def _check_limits(lfs: LfsService, session: Session, holder: Holder, wanted: Seq
         raise ProcessingError(exc.message, error_type="QuotaExceeded") from exc
 
 
-def origin_endpoint(origin: GitUrl) -> tuple[str, str | None]:
-    """The origin's LFS endpoint as git-lfs derives it, and the origin URL's credentials as a
-    Basic header for it (only an http(s) origin's)."""
-    endpoint = remote.endpoint_url(origin.transport, origin.host, origin.port, origin.path)
-    if origin.transport not in ("http", "https"):
-        return endpoint, None
-    _, authorization = remote.split_credentials(origin.text)
-    return endpoint, authorization
-
-
-def _download(lfs: LfsService, origin: GitUrl, wanted: Sequence[pointers.Pointer], config: Config,
-              stop: StopCheck) -> None:
-    endpoint, authorization = origin_endpoint(origin)
+def _download(lfs: LfsService, endpoint: lfsorigin.Endpoint, wanted: Sequence[pointers.Pointer],
+              config: Config, stop: StopCheck) -> None:
     deadline = time.monotonic() + config.repour_git_timeout
-    with remote.RemoteLfs(endpoint, authorization=authorization, allow_private=config.allow_private_networks,
+    with remote.RemoteLfs(endpoint.url, headers=endpoint.headers, allow_private=config.allow_private_networks,
                           deadline=deadline, stop=stop) as client:
         by_oid = {p.oid: p for p in wanted}
         try:

@@ -5,9 +5,11 @@ rule, another tenant's object refused, and the limit and quota refusals."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -152,10 +154,14 @@ def test_a_corrupted_upload_is_refused_and_nothing_kept(lfs_server: GitServer) -
     actions = answer.json()["objects"][0]["actions"]
     upload, verify = actions["upload"], actions["verify"]
     corrupted = data[:-1] + b"X"
-    put = requests.put(upload["href"], data=corrupted, headers=upload["header"], timeout=30)
+    # One kept-alive connection for every request: the body is read from gunicorn's socket
+    # directly (gitserver.api.rawbody), and the next request on it must still parse.
+    http = requests.Session()
+    put = http.put(upload["href"], data=corrupted, headers=upload["header"], timeout=30)
     assert put.status_code == 422 and "SHA-256" in put.json()["message"], put.text
-    short = requests.put(upload["href"], data=data[:-10], headers=upload["header"], timeout=30)
+    short = http.put(upload["href"], data=data[:-10], headers=upload["header"], timeout=30)
     assert short.status_code in (400, 422), short.text
+    hung_up_mid_body(upload["href"], upload["header"], data)
     assert oid(data) not in stored_objects(lfs_server)
     assert leftover_uploads(lfs_server) == []
     checked = requests.post(verify["href"], json={"oid": oid(data), "size": len(data)},
@@ -163,9 +169,22 @@ def test_a_corrupted_upload_is_refused_and_nothing_kept(lfs_server: GitServer) -
     assert checked.status_code == 404
     fetch = batch(lfs_server, tenant, repo, "download", [(oid(data), len(data))], user.token).json()
     assert fetch["objects"][0]["error"]["code"] == 404
-    # The right bytes are then accepted.
-    assert requests.put(upload["href"], data=data, headers=upload["header"], timeout=30).status_code == 200
+    # The right bytes are then accepted, on the same connection.
+    assert http.put(upload["href"], data=data, headers=upload["header"], timeout=30).status_code == 200
+    assert http.post(verify["href"], json={"oid": oid(data), "size": len(data)},
+                     headers={**LFS_HEADERS, **verify["header"]}, timeout=10).status_code == 200
     assert oid(data) in stored_objects(lfs_server)
+
+
+def hung_up_mid_body(href: str, header: dict[str, str], data: bytes) -> None:
+    """A PUT whose client sends half the body and hangs up."""
+    url = urlsplit(href)
+    head = (f"PUT {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Length: {len(data)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in header.items()) + "\r\n")
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + data[:len(data) // 2])
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)  # the server closes its end: the upload is over
 
 
 def test_the_read_rule(lfs_server: GitServer, env: dict[str, str], tmp_path: Path) -> None:

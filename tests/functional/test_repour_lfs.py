@@ -11,11 +11,18 @@ answer points the download at an address the guard refuses.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
 import http.server
 import json
+import os
+import shutil
+import socket
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,3 +218,145 @@ def test_a_hostile_lfs_href_is_refused(server: GitServer, hostile: tuple[Hostile
     assert "0.0.0.0" in body["desc"] and "unspecified" in body["desc"], body["desc"]
     assert origin.requests == ["/evil.git/info/lfs/objects/batch"]  # the endpoint git-lfs would use
     assert refs_of(server, tenant, target) == []
+
+
+def test_the_origins_lfsconfig_and_a_nested_gitattributes(server: GitServer, tmp_path: Path,
+                                                          git_env: dict[str, str]) -> None:
+    """An origin served over dumb HTTP (no LFS server of its own: its batch endpoint answers an
+    href the guard refuses) whose committed ``.lfsconfig`` names where its objects are, and whose
+    only ``.gitattributes`` is in a subdirectory: the sync reads the pointers and asks there."""
+    env = lfs_home(tmp_path, git_env)
+    data = b"nested model " * 20_000
+    pushed = pushed_lfs_repo(server, tmp_path, env, {"model.bin": data})
+    tenant, user, work = pushed.tenant, pushed.user, pushed.work
+    (work / "assets").mkdir()
+    run(["git", "mv", ".gitattributes", "model.bin", "assets/"], env, cwd=work)
+    lfs_url = token_url(server, user, f"/{tenant}/{pushed.repo}.git/info/lfs")
+    run(["git", "config", "--file", ".lfsconfig", "lfs.url", lfs_url], env, cwd=work)
+    run(["git", "add", ".lfsconfig"], env, cwd=work)
+    run(["git", "commit", "-q", "-m", "assets, and where their objects are"], env, cwd=work)
+    served = tmp_path / "served"
+    run(["git", "clone", "-q", "--bare", str(work), str(served / "plain.git")], env)
+    run(["git", "update-server-info"], env, cwd=served / "plain.git")
+    origin = HostileOrigin(served, "http://0.0.0.0:5432/metadata")
+    try:
+        target = server.new_repo(tenant, grants={user.name: "write"})
+        resp = repour(server, "/clone", {"type": "git", "originRepoUrl": f"http://127.0.0.1:{origin.port}/plain.git",
+                                         "targetRepoUrl": server.repo_url(tenant, target)}, user)
+        assert resp.status_code == 200, resp.text
+        assert origin.requests == []  # the derived endpoint was never asked
+        assert held_oids(server, tenant, target) == {oid(data)}
+        assert user.token not in resp.text
+    finally:
+        origin.close()
+
+
+SSHD = Path("/usr/sbin/sshd")
+ANONYMOUS_SSHD_CONFIG = """\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {root}/host_key
+PidFile none
+UsePAM no
+StrictModes no
+PubkeyAuthentication no
+KbdInteractiveAuthentication no
+# The account has an empty password: ssh's "none" method logs in, as on an anonymous mirror.
+PasswordAuthentication yes
+PermitEmptyPasswords yes
+AllowUsers {user}
+ForceCommand {root}/dispatch
+LogLevel ERROR
+"""
+# What the anonymous account runs: git's commands as asked, and a git-lfs-authenticate that
+# answers where the objects are (gitserver's batch API of the repository holding them).
+DISPATCH = """#!/bin/sh
+case "$SSH_ORIGINAL_COMMAND" in
+  git-lfs-authenticate\\ *) printf '%s\\n' "$SSH_ORIGINAL_COMMAND" >> {root}/asked; cat {root}/answer ;;
+  git-upload-pack\\ *) exec sh -c "$SSH_ORIGINAL_COMMAND" ;;
+  *) echo "refused: $SSH_ORIGINAL_COMMAND" >&2; exit 1 ;;
+esac
+"""
+
+
+class AnonymousSshOrigin:
+    """OpenSSH's sshd on a loopback port, logging in an account with an empty password (its own,
+    made for this test and removed after it) that serves git's fetch and git-lfs-authenticate."""
+
+    def __init__(self, root: Path, answer: dict[str, Any]) -> None:
+        self.root, self.port = root, free_port()
+        self.user = f"lfsanon{os.getpid()}"
+        root.chmod(0o755)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", str(root), "--shell", "/bin/sh",
+                        "--password", "", self.user], check=True, capture_output=True)
+        try:
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host_key")], check=True)
+            (root / "answer").write_text(json.dumps(answer))
+            dispatch = root / "dispatch"
+            dispatch.write_text(DISPATCH.format(root=root))
+            dispatch.chmod(0o755)
+            (root / "sshd_config").write_text(ANONYMOUS_SSHD_CONFIG.format(port=self.port, root=root, user=self.user))
+            os.makedirs("/run/sshd", exist_ok=True)
+            self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(root / "sshd_config")],
+                                         stderr=open(root / "sshd.log", "wb"), start_new_session=True)  # noqa: SIM115
+            wait_for_port(self.port)
+        except BaseException:
+            self.remove_account()
+            raise
+
+    def serve(self, bare: Path) -> str:
+        (self.root / "asked").touch()
+        subprocess.run(["chown", "-R", self.user, str(bare), str(self.root / "asked")], check=True)
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{bare}"
+
+    @property
+    def asked(self) -> list[str]:
+        path = self.root / "asked"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def remove_account(self) -> None:
+        subprocess.run(["userdel", self.user], check=False, capture_output=True)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.remove_account()
+
+
+def wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"sshd did not listen on {port}")
+
+
+def test_an_ssh_origin_answers_git_lfs_authenticate(server: GitServer, tmp_path: Path,
+                                                    git_env: dict[str, str]) -> None:
+    """The origin is reached over SSH (anonymously: Repour never authenticates to an origin's SSH
+    server); its git-lfs-authenticate names the endpoint and header, which the sync then uses."""
+    if os.getuid() != 0 or not SSHD.exists() or shutil.which("useradd") is None:
+        pytest.skip("needs root, OpenSSH's sshd and useradd (an account with an empty password)")
+    env = lfs_home(tmp_path, git_env)
+    data = b"over ssh " * 30_000
+    pushed = pushed_lfs_repo(server, tmp_path, env, {"model.bin": data})
+    tenant, user = pushed.tenant, pushed.user
+    basic = base64.b64encode(f"x:{user.token}".encode()).decode()
+    answer = {"href": f"{server.http_url}/{tenant}/{pushed.repo}.git/info/lfs",
+              "header": {"Authorization": f"Basic {basic}"}, "expires_in": 600}
+    root = Path(tempfile.mkdtemp(prefix="lfs-ssh-origin-"))  # outside pytest's 0700 tree: the account reads it
+    origin = AnonymousSshOrigin(root, answer)
+    try:
+        bare = root / "repos" / "origin.git"
+        run(["git", "clone", "-q", "--bare", str(pushed.work), str(bare)], env)
+        url = origin.serve(bare)
+        target = server.new_repo(tenant, grants={user.name: "write"})
+        resp = repour(server, "/clone", {"type": "git", "originRepoUrl": url,
+                                         "targetRepoUrl": server.repo_url(tenant, target)}, user)
+        assert resp.status_code == 200, resp.text
+        assert origin.asked == [f"git-lfs-authenticate {bare} download"]
+        assert held_oids(server, tenant, target) == {oid(data)}
+    finally:
+        origin.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -117,7 +117,8 @@ def srv() -> Iterator[Server]:
 
 
 def client(srv: Server, *, authorization: str | None = None, deadline: float = 60.0) -> remote.RemoteLfs:
-    return remote.RemoteLfs(srv.url + "/a/b.git/info/lfs", authorization=authorization, allow_private=True,
+    headers = {"Authorization": authorization} if authorization else {}
+    return remote.RemoteLfs(srv.url + "/a/b.git/info/lfs", headers=headers, allow_private=True,
                             deadline=time.monotonic() + deadline, stop=lambda: None)
 
 
@@ -165,7 +166,7 @@ def test_hrefs_the_guard_refuses(srv: Server, tmp_path: Path, href: str, why: st
 
 
 def test_private_addresses_are_refused_unless_allowed(srv: Server, tmp_path: Path) -> None:
-    lfs = remote.RemoteLfs(srv.url + "/a/b.git/info/lfs", authorization=None, allow_private=False,
+    lfs = remote.RemoteLfs(srv.url + "/a/b.git/info/lfs", headers={}, allow_private=False,
                            deadline=time.monotonic() + 60, stop=lambda: None)
     with lfs, pytest.raises(remote.RemoteLfsError, match="loopback") as caught:
         lfs.downloads([Pointer(OID, len(DATA))])

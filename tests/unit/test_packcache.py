@@ -297,3 +297,77 @@ def test_without_a_usable_cache_directory_the_fetch_still_works(origin: Path, tm
     result = subprocess.run([*hook(blocked / "cache"), *args], input=request, cwd=origin, env=git_env,
                             capture_output=True)
     assert result.returncode == 0 and result.stdout.startswith(b"PACK"), result.stderr
+
+
+def _big_repository(tmp_path: Path, git_env: dict[str, str]) -> tuple[Path, Path]:
+    big = tmp_path / "big.git"
+    git("init", "-q", "--bare", "-b", "main", str(big), cwd=tmp_path, env=git_env)
+    work = tmp_path / "w"
+    git("clone", "-q", str(big), str(work), cwd=tmp_path, env=git_env)
+    for n in range(40):
+        (work / f"r{n}.bin").write_bytes(os.urandom(250_000))
+    git("add", "-A", cwd=work, env=git_env)
+    git("commit", "-q", "-m", "big", cwd=work, env=git_env)
+    git("push", "-q", "origin", "main", cwd=work, env=git_env)
+    return big, work
+
+
+def test_pack_objects_killed_while_it_writes_the_part_file_fails_the_fetch_and_its_readers(
+        tmp_path: Path, git_env: dict[str, str]) -> None:
+    # On a miss pack-objects writes its --stdout straight into the part file; kill -9 of
+    # pack-objects itself (not of the hook) must fail the writer's own fetch and its follower,
+    # leave no pack, and let the next fetch write the entry whole.
+    big, work = _big_repository(tmp_path, git_env)
+    args, request = record(big, tmp_path, git_env)
+    cache = tmp_path / "cache"
+    writer = subprocess.Popen([*hook(cache), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=big, env=git_env)
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.write(request)
+    writer.stdin.close()
+    assert writer.stdout.read(4096).startswith(b"PACK")  # the part file has bytes
+    (tmp_path / "request").write_bytes(request)
+    with open(tmp_path / "request", "rb") as stdin:
+        reader = subprocess.Popen([*hook(cache), *args], stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, cwd=big, env=git_env)
+    deadline = time.monotonic() + 30
+    while packcache.counter(cache, packcache.HITS) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = Path(f"/proc/{writer.pid}/task/{writer.pid}/children").read_text().split()
+    [pack_objects] = [int(pid) for pid in children]
+    assert b"pack-objects" in Path(f"/proc/{pack_objects}/cmdline").read_bytes()
+    os.kill(pack_objects, signal.SIGKILL)
+    rest = writer.stdout.read()
+    assert writer.wait() != 0, "the writer's own fetch must fail, not end its pack early"
+    direct = subprocess.run(args, input=request, cwd=big, env=git_env, capture_output=True, check=True).stdout
+    assert 4096 + len(rest) < len(direct)
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode != 0 and b"cut short" in err
+    assert not list(cache.glob("*.pack")) and not list(cache.glob("*.part"))
+    again = subprocess.run([*hook(cache), *args], input=request, cwd=big, env=git_env, capture_output=True,
+                           check=True).stdout
+    verified = subprocess.run(["git", "index-pack", "--stdin", "--fix-thin"], input=again, cwd=work, env=git_env,
+                              capture_output=True)
+    assert verified.returncode == 0, verified.stderr
+    assert len(list(cache.glob("*.pack"))) == 1
+
+
+def test_a_client_that_leaves_mid_pack_still_leaves_a_whole_entry(origin: Path, tmp_path: Path,
+                                                                   git_env: dict[str, str]) -> None:
+    # The writer's client hangs up after the first bytes: pack-objects (writing the part file,
+    # not the client's pipe) still finishes, and the entry is the whole pack.
+    big, _work = _big_repository(tmp_path, git_env)
+    args, request = record(big, tmp_path, git_env)
+    env = {**git_env, **ONE_THREAD}
+    cache = tmp_path / "cache"
+    writer = subprocess.Popen([*hook(cache), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=big, env=env)
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.write(request)
+    writer.stdin.close()
+    assert writer.stdout.read(4096).startswith(b"PACK")
+    writer.stdout.close()
+    writer.wait(timeout=60)
+    direct = subprocess.run(args, input=request, cwd=big, env=env, capture_output=True, check=True).stdout
+    [pack] = cache.glob("*.pack")
+    assert pack.read_bytes() == direct

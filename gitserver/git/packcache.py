@@ -18,8 +18,9 @@ Files of the entry for key K, in the cache directory:
 
 - ``K.lock``: held with ``flock`` by the one process writing K; when it is done it writes
   ``done <inode> <size>`` into the file, or ``failed``;
-- ``K.part``: the pack being written; readers that came while it is written follow it as it
-  grows and stop where the writer said it ended;
+- ``K.part``: the pack being written, by pack-objects itself (its output is this file); the
+  writer and the readers that came while it is written follow it as it grows and stop where
+  the writer said it ended;
 - ``K.pack``: a whole pack (renamed from ``K.part`` after an fsync), served until it is older
   than the maximum age or evicted (oldest first) to keep the cache within its bound.
 

@@ -18,8 +18,9 @@ Files of the entry for key K, in the cache directory:
 
 - ``K.lock``: held with ``flock`` by the one process writing K; when it is done it writes
   ``done <inode> <size>`` into the file, or ``failed``;
-- ``K.part``: the pack being written; readers that came while it is written follow it as it
-  grows and stop where the writer said it ended;
+- ``K.part``: the pack being written, by pack-objects itself (its output is this file); the
+  writer and the readers that came while it is written follow it as it grows and stop where
+  the writer said it ended;
 - ``K.pack``: a whole pack (renamed from ``K.part`` after an fsync), served until it is older
   than the maximum age or evicted (oldest first) to keep the cache within its bound.
 
@@ -172,77 +173,90 @@ def serve(cache_dir: Path, max_bytes: int, max_age: float, argv: list[str], requ
     finally:
         os.close(lock_fd)  # releases the lock
     if code == 0:
-        evict(cache_dir, max_bytes, max_age)
+        evict(cache_dir, max_bytes, max_age)  # the same process: no second interpreter
     return code
 
 
 def _send(pack: BinaryIO, out: BinaryIO) -> int:
     with pack:
         out.flush()
-        size = os.fstat(pack.fileno()).st_size
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(out.fileno(), pack.fileno(), offset, size - offset)
-            if sent == 0:
-                break
-            offset += sent
+        _send_range(pack.fileno(), out.fileno(), 0, os.fstat(pack.fileno()).st_size)
     return 0
 
 
 def _write(entry: Entry, lock_fd: int, argv: list[str], request: bytes, out: BinaryIO,
            max_bytes: int) -> int:
-    """Run pack-objects, sending its pack to ``out`` and into the part file. Should the cache's
-    disk fail, the fetch goes on without it (and readers that joined are told to fetch again)."""
+    """Run pack-objects with its ``--stdout`` going straight into the part file, and send the
+    file to ``out`` as it grows (``sendfile``): no pack byte passes through Python or one more
+    pipe (docs/performance.md, "what a cold cache costs"). pack-objects killed or failing leaves
+    a part file the lock calls failed: this fetch fails and so do the readers that joined."""
     os.ftruncate(lock_fd, 0)
     entry.part.unlink(missing_ok=True)
     fd = os.open(entry.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    part: BinaryIO | None = os.fdopen(fd, "wb", buffering=0)
-    client = True
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        # pack-objects reads its whole request (ending in an empty line) before it writes.
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(request)
-        proc.stdin.close()
-        while chunk := os.read(proc.stdout.fileno(), CHUNK):
-            if part is not None:
-                try:
-                    part.write(chunk)
-                except OSError:  # disk full, say: this fetch goes on uncached
-                    _abandon(entry, lock_fd, part)
-                    part = None
-            if client:
-                try:
-                    out.write(chunk)
-                    out.flush()
-                except BrokenPipeError:  # the client left; readers that joined still get it all
-                    client = False
-        code = proc.wait()
-        if part is None:
-            return code
-        if code != 0:
-            _abandon(entry, lock_fd, part)
-            return code
-        os.fsync(part.fileno())
-        st = os.fstat(part.fileno())
-        if st.st_size <= max_bytes:
-            os.rename(entry.part, entry.pack)
-        else:  # larger than the whole cache: served, not kept
-            entry.part.unlink()
-        os.pwrite(lock_fd, f"done {st.st_ino} {st.st_size}\n".encode(), 0)
-        part.close()
-        return 0
-    finally:
-        if part is not None and not part.closed:
-            part.close()
-        if proc.poll() is None:
-            proc.kill()
+    with os.fdopen(fd, "wb", buffering=0) as part, open(entry.part, "rb") as source:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=part)
+        assert proc.stdin is not None
+        try:
+            # pack-objects reads its whole request (ending in an empty line) before it writes.
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(request)
+            proc.stdin.close()
+            out.flush()
+            sent = _stream_while(proc, source, out.fileno())
+            code = proc.wait()
+            if code != 0:
+                _abandon(entry, lock_fd)
+                return code
+            size = os.fstat(part.fileno()).st_size
+            if sent is not None:
+                _send_range(source.fileno(), out.fileno(), sent, size)
+            return _finish(entry, lock_fd, part.fileno(), size, max_bytes)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _stream_while(proc: subprocess.Popen[bytes], source: BinaryIO, out_fd: int) -> int | None:
+    """Send what pack-objects has written so far, until it exits; the offset reached, or None
+    once the client has gone (pack-objects goes on, for the readers that joined)."""
+    offset = 0
+    while True:
+        running = proc.poll() is None
+        size = os.fstat(source.fileno()).st_size
+        try:
+            offset = _send_range(source.fileno(), out_fd, offset, size)
+        except BrokenPipeError:
             proc.wait()
+            return None
+        if not running:
+            return offset
+        time.sleep(FOLLOW_POLL)
 
 
-def _abandon(entry: Entry, lock_fd: int, part: BinaryIO) -> None:
-    part.close()
+def _send_range(in_fd: int, out_fd: int, offset: int, end: int) -> int:
+    while offset < end:
+        sent = os.sendfile(out_fd, in_fd, offset, end - offset)
+        if sent == 0:
+            break
+        offset += sent
+    return offset
+
+
+def _finish(entry: Entry, lock_fd: int, part_fd: int, size: int, max_bytes: int) -> int:
+    """Make the written part file the entry (or drop it: larger than the whole cache) and tell
+    the readers where it ends."""
+    os.fsync(part_fd)
+    inode = os.fstat(part_fd).st_ino
+    if size <= max_bytes:
+        os.rename(entry.part, entry.pack)
+    else:  # larger than the whole cache: served, not kept
+        entry.part.unlink()
+    os.pwrite(lock_fd, f"done {inode} {size}\n".encode(), 0)
+    return 0
+
+
+def _abandon(entry: Entry, lock_fd: int) -> None:
     entry.part.unlink(missing_ok=True)
     os.pwrite(lock_fd, b"failed\n", 0)
 

@@ -10,6 +10,7 @@ compared with a direct run's.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,32 +200,11 @@ def test_a_killed_writer_serves_no_torn_pack_and_the_next_fetch_is_whole(
         tmp_path: Path, git_env: dict[str, str]) -> None:
     # A repository big enough that pack-objects writes for a while; the writer is killed once
     # its part file has bytes, while a reader follows it.
-    big = tmp_path / "big.git"
-    git("init", "-q", "--bare", "-b", "main", str(big), cwd=tmp_path, env=git_env)
-    work = tmp_path / "w"
-    git("clone", "-q", str(big), str(work), cwd=tmp_path, env=git_env)
-    for n in range(40):
-        (work / f"r{n}.bin").write_bytes(os.urandom(250_000))
-    git("add", "-A", cwd=work, env=git_env)
-    git("commit", "-q", "-m", "big", cwd=work, env=git_env)
-    git("push", "-q", "origin", "main", cwd=work, env=git_env)
+    big, work = _big_repository(tmp_path, git_env)
     args, request = record(big, tmp_path, git_env)
     cache = tmp_path / "cache"
     # The writer's output goes to a pipe nobody reads for now, so it stalls mid-pack.
-    writer = subprocess.Popen([*hook(cache), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, cwd=big, env=git_env, start_new_session=True)
-    assert writer.stdin is not None and writer.stdout is not None
-    writer.stdin.write(request)
-    writer.stdin.close()
-    first = writer.stdout.read(4096)  # it has started to pack
-    assert first.startswith(b"PACK")
-    (tmp_path / "request").write_bytes(request)
-    with open(tmp_path / "request", "rb") as stdin:
-        reader = subprocess.Popen([*hook(cache), *args], stdin=stdin, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, cwd=big, env=git_env)
-    deadline = time.monotonic() + 30
-    while packcache.counter(cache, packcache.HITS) < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    writer, reader = _writer_and_follower(cache, args, request, big, git_env, tmp_path)
     os.killpg(writer.pid, signal.SIGKILL)
     writer.wait()
     out, err = reader.communicate(timeout=60)
@@ -234,12 +214,7 @@ def test_a_killed_writer_serves_no_torn_pack_and_the_next_fetch_is_whole(
     assert len(out) < len(direct)
     assert not list(cache.glob("*.pack"))
     # The next identical fetch writes the entry anew, whole.
-    again = subprocess.run([*hook(cache), *args], input=request, cwd=big, env=git_env, capture_output=True,
-                           check=True).stdout
-    verified = subprocess.run(["git", "index-pack", "--stdin", "--fix-thin"], input=again, cwd=work, env=git_env,
-                              capture_output=True)
-    assert verified.returncode == 0, verified.stderr
-    assert len(list(cache.glob("*.pack"))) == 1
+    _assert_the_next_fetch_is_whole(cache, args, request, big, work, git_env)
 
 
 def test_the_cache_stays_within_its_bound_and_keeps_no_pack_larger_than_it(
@@ -297,3 +272,104 @@ def test_without_a_usable_cache_directory_the_fetch_still_works(origin: Path, tm
     result = subprocess.run([*hook(blocked / "cache"), *args], input=request, cwd=origin, env=git_env,
                             capture_output=True)
     assert result.returncode == 0 and result.stdout.startswith(b"PACK"), result.stderr
+
+
+def _big_repository(tmp_path: Path, git_env: dict[str, str]) -> tuple[Path, Path]:
+    big = tmp_path / "big.git"
+    git("init", "-q", "--bare", "-b", "main", str(big), cwd=tmp_path, env=git_env)
+    work = tmp_path / "w"
+    git("clone", "-q", str(big), str(work), cwd=tmp_path, env=git_env)
+    for n in range(40):
+        (work / f"r{n}.bin").write_bytes(os.urandom(250_000))
+    git("add", "-A", cwd=work, env=git_env)
+    git("commit", "-q", "-m", "big", cwd=work, env=git_env)
+    git("push", "-q", "origin", "main", cwd=work, env=git_env)
+    return big, work
+
+
+def _assert_the_next_fetch_is_whole(cache: Path, args: list[str], request: bytes, repo: Path, work: Path,
+                                    env: dict[str, str]) -> None:
+    """The next identical fetch writes the entry anew, whole."""
+    again = subprocess.run([*hook(cache), *args], input=request, cwd=repo, env=env, capture_output=True,
+                           check=True).stdout
+    verified = subprocess.run(["git", "index-pack", "--stdin", "--fix-thin"], input=again, cwd=work, env=env,
+                              capture_output=True)
+    assert verified.returncode == 0, verified.stderr
+    assert len(list(cache.glob("*.pack"))) == 1
+
+
+def _writer_and_follower(cache: Path, args: list[str], request: bytes, repo: Path, env: dict[str, str],
+                         tmp_path: Path) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """A writer that has sent the first bytes of its pack (its client reads no more for now), and
+    a reader of the same request that has joined it."""
+    writer = subprocess.Popen([*hook(cache), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=repo, env=env, start_new_session=True)
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.write(request)
+    writer.stdin.close()
+    assert writer.stdout.read(4096).startswith(b"PACK")  # it has started to pack
+    (tmp_path / "request").write_bytes(request)
+    with open(tmp_path / "request", "rb") as stdin:
+        reader = subprocess.Popen([*hook(cache), *args], stdin=stdin, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, cwd=repo, env=env)
+    deadline = time.monotonic() + 30
+    while packcache.counter(cache, packcache.HITS) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return writer, reader
+
+
+# pack-objects that has written the first 100 kB of its pack and then waits, so that the kill
+# always lands mid-pack (a real pack-objects of a test repository may be done before it).
+STALLED_PACK_OBJECTS = """#!/bin/sh
+if [ "$1" = pack-objects ]; then
+  @GIT@ "$@" | head -c 100000
+  exec sleep 60
+fi
+exec @GIT@ "$@"
+"""
+
+
+def test_pack_objects_killed_while_it_writes_the_part_file_fails_the_fetch_and_its_readers(
+        tmp_path: Path, git_env: dict[str, str]) -> None:
+    """On a miss pack-objects writes its --stdout straight into the part file; kill -9 of
+    pack-objects itself (not of the hook) must fail the writer's own fetch and its follower,
+    leave no pack, and let the next fetch write the entry whole. The killed pack-objects is a
+    wrapper (STALLED_PACK_OBJECTS) that stops mid-pack, so the kill cannot come after its end."""
+    big, work = _big_repository(tmp_path, git_env)
+    args, request = record(big, tmp_path, git_env)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "git").write_text(STALLED_PACK_OBJECTS.replace("@GIT@", shutil.which("git") or "git"))
+    (fake / "git").chmod(0o755)
+    stalled = {**git_env, "PATH": f"{fake}:{git_env.get('PATH', os.environ['PATH'])}"}
+    cache = tmp_path / "cache"
+    writer, reader = _writer_and_follower(cache, args, request, big, stalled, tmp_path)
+    assert writer.stdout is not None
+    [pack_objects] = [int(pid) for pid in Path(f"/proc/{writer.pid}/task/{writer.pid}/children").read_text().split()]
+    os.kill(pack_objects, signal.SIGKILL)
+    writer.stdout.read()
+    assert writer.wait(timeout=60) != 0, "the writer's own fetch must fail, not end its pack early"
+    _out, err = reader.communicate(timeout=60)
+    assert reader.returncode != 0 and b"cut short" in err
+    assert not list(cache.glob("*.pack")) and not list(cache.glob("*.part"))
+    _assert_the_next_fetch_is_whole(cache, args, request, big, work, git_env)
+
+
+def test_a_client_that_leaves_mid_pack_still_leaves_a_whole_entry(tmp_path: Path, git_env: dict[str, str]) -> None:
+    # The writer's client hangs up after the first bytes: pack-objects (writing the part file,
+    # not the client's pipe) still finishes, and the entry is the whole pack.
+    big, _work = _big_repository(tmp_path, git_env)
+    args, request = record(big, tmp_path, git_env)
+    env = {**git_env, **ONE_THREAD}
+    cache = tmp_path / "cache"
+    writer = subprocess.Popen([*hook(cache), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=big, env=env)
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.write(request)
+    writer.stdin.close()
+    assert writer.stdout.read(4096).startswith(b"PACK")
+    writer.stdout.close()
+    writer.wait(timeout=60)
+    direct = subprocess.run(args, input=request, cwd=big, env=env, capture_output=True, check=True).stdout
+    [pack] = cache.glob("*.pack")
+    assert pack.read_bytes() == direct

@@ -5,29 +5,29 @@ so its id depends on the tree alone: archiving the same tree twice gives the sam
 It is named by an annotated tag ``repour-<commit id>`` and a branch ``branch-repour-<commit
 id>`` (the branch keeps the commit reachable for clients that fetch branches only).
 
-These refs are written here and nowhere else: the hooks refuse the reserved names to every
-pusher (gitserver.git.refs.RESERVED_PREFIXES), and nothing here goes through receive-pack, so
-the protection rules on user pushes are not weakened to let the server write them.
+These refs are written by the server and nowhere else: the hooks refuse the reserved names to
+every pusher (gitserver.git.refs.RESERVED_PREFIXES), and nothing here goes through
+receive-pack, so the protection rules on user pushes are not weakened to let the server write
+them. They are created by a :data:`RefCreator` (gitserver.provenance.archive_tags), in one
+transaction with their entries in the reference log.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import TypeVar
 
 import pygit2
 
 from gitserver.git.refs import HEADS, RESERVED_BRANCH_PREFIX, RESERVED_TAG_PREFIX, TAGS
 
-T = TypeVar("T")
 # Writes the annotated tag object of an archive, signed (gitserver.provenance.archive_tags):
 # (repository, commit id, tag name, tagger time in seconds, message) → the tag object's id.
 TagWriter = Callable[[pygit2.Repository, str, str, int, str], str]
+# Creates those of the (full ref name, value) pairs that do not exist yet, together with their
+# log entries (gitserver.provenance.archive_tags.create_refs); the names it created.
+RefCreator = Callable[[list[tuple[str, str]]], list[str]]
 # A ref lock is held for the microseconds of one write; one this old was left by a writer that
 # died (a worker killed mid-archive), and would block that ref forever.
 STALE_LOCK_SECONDS = 10.0
@@ -103,48 +103,24 @@ def archive_commit_id(repo: pygit2.Repository, tree_id: str) -> str:
 
 
 def write_archive(repo: pygit2.Repository, tree_id: str, message: str, write_tag: TagWriter,
-                  now: dt.datetime | None = None) -> ArchiveRefs:
+                  create_refs: RefCreator, now: dt.datetime | None = None) -> ArchiveRefs:
     """Archive ``tree_id``: orphan commit, annotated tag (its object made by ``write_tag``:
-    signed, dated now) and branch; idempotent.
+    signed, dated now) and branch, the refs made by ``create_refs``; idempotent.
 
     When the tag exists already (an earlier or concurrent archive of the same tree), it is
     kept as it is (tags never move) and ``created`` is False.
     """
     commit_id = archive_commit_id(repo, tree_id)
     tag, branch = tag_name(commit_id), branch_name(commit_id)
-    created = False
+    wanted: list[tuple[str, str]] = []
     if repo.references.get(TAGS + tag) is None:
         when = int((now or dt.datetime.now(dt.UTC)).timestamp())
-        tag_id = pygit2.Oid(hex=write_tag(repo, commit_id, tag, when, message))
-        try:
-            _write_ref(repo, TAGS + tag, lambda: repo.references.create(TAGS + tag, tag_id))
-            created = True
-        except pygit2.AlreadyExistsError:
-            pass  # another worker archived the same tree a moment ago: its tag stands
+        wanted.append((TAGS + tag, write_tag(repo, commit_id, tag, when, message)))
     if repo.references.get(HEADS + branch) is None:
-        with contextlib.suppress(pygit2.AlreadyExistsError):
-            _write_ref(repo, HEADS + branch,
-                       lambda: repo.references.create(HEADS + branch, pygit2.Oid(hex=commit_id)))
-    return ArchiveRefs(tree_id=tree_id, commit_id=commit_id, tag=tag, branch=branch, created=created)
-
-
-def _write_ref(repo: pygit2.Repository, refname: str, write: Callable[[], T]) -> T:
-    """``write()`` the ref; when its lock file was left by a dead writer, remove it and write
-    again. A younger lock raises :class:`RefLocked` (the caller retries later)."""
-    try:
-        return write()
-    except pygit2.AlreadyExistsError:
-        raise
-    except (OSError, pygit2.GitError) as exc:
-        lock = Path(repo.path) / f"{refname}.lock"
-        try:
-            age = time.time() - lock.stat().st_mtime
-        except OSError:
-            raise exc from None  # not a lock problem
-        if age < STALE_LOCK_SECONDS:
-            raise RefLocked(f"{refname} is locked by another writer ({lock.name}, {age:.0f} s old)") from exc
-        lock.unlink(missing_ok=True)
-        return write()
+        wanted.append((HEADS + branch, commit_id))
+    # A tag made by another worker since we looked is kept, and ours is left unnamed.
+    created = create_refs(wanted) if wanted else []
+    return ArchiveRefs(tree_id=tree_id, commit_id=commit_id, tag=tag, branch=branch, created=TAGS + tag in created)
 
 
 def read_blob(repo: pygit2.Repository, tree_id: str, path: str, max_size: int) -> bytes | None:

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
-from gitserver.git.refs import HEADS, TAGS
 from gitserver.observe import metrics
 from gitserver.provenance import archive_tags
 from gitserver.provenance.signer import Signer
@@ -52,7 +51,8 @@ def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.R
                 ref: str, new: str, pipeline_id: int | None, key: Signer) -> ArchiveResult | None:
     """Archive the tree that ``new`` (the value ``ref`` was updated to) peels to: a commit's,
     or the tree a tag names. None when it peels to no tree (a tag of a blob). The tag is
-    signed with ``key``, and the tag and branch are logged in ``refs/gitserver/log``."""
+    signed with ``key``, and the tag and branch are created in one transaction with their
+    entries in ``refs/gitserver/log``: RefsNotWritten (nothing made) when the log cannot be."""
     git = pygit2.Repository(str(repo_path))
     commit = git_archive.peel_commit(git, new)
     if commit is not None:
@@ -68,9 +68,10 @@ def archive_ref(sessions: sessionmaker[Session], repo_path: Path, repo: models.R
             metrics.archive(created=False)
             return _result(ref, source, existing, created=False)
     message = git_archive.tag_message(repo.full_name, ref, source or new)
-    refs = git_archive.write_archive(git, tree_id, message, archive_tags.tag_writer(key))
-    # Logged before the row: a crash between the two leaves a logged tag the next run finds.
-    archive_tags.log_server_refs(repo_path, key, [TAGS + refs.tag, HEADS + refs.branch])
+    # The refs and their log entries before the row: a crash between the two leaves a logged
+    # tag the next run finds.
+    refs = git_archive.write_archive(git, tree_id, message, archive_tags.tag_writer(key),
+                                     archive_tags.ref_creator(repo_path, key))
     row = models.Archive(repo_id=repo.id, tree_id=tree_id, tag=refs.tag, commit_id=refs.commit_id,
                          source_commit=source, source_ref=ref, pipeline_id=pipeline_id)
     try:

@@ -31,7 +31,7 @@ from gitserver.observe import metrics
 from gitserver.pipelines import build, jobs, maintain, oncreate, outbox, pipelinefile, workspaces
 from gitserver.pipelines.archive import ArchiveResult, archive_ref
 from gitserver.policy.errors import is_disk_full
-from gitserver.provenance import signer
+from gitserver.provenance import archive_tags
 from gitserver.provenance.pushlog import PushLog
 from gitserver.push import ledger
 from gitserver.push.reconcile import reconcile_one
@@ -199,7 +199,7 @@ class PipelineRun:
         primary: ArchiveResult | None = None
         skipped: list[str] = []
         try:
-            key = signer.from_config(self.cfg)
+            key = archive_tags.load_key(self.cfg)
             for ref, new in updates:
                 self.ctx.check_cancelled()
                 result = archive_ref(self.sessions, path, repo, ref, new, self.pipeline_id, key)
@@ -222,6 +222,11 @@ class PipelineRun:
             self._step_end(step, models.QUEUED, None, f"{exc}; retrying"[:500], t0)
             self.ctx.log(f"{exc}; the pipeline will retry in {STALE_LOCK_SECONDS:.0f} s\n")
             raise jobs.RetryLater(STALE_LOCK_SECONDS, str(exc)) from exc
+        except archive_tags.RefsNotWritten as exc:
+            # The log cannot be written, so no archive ref was made: the pipeline fails saying why.
+            self.ctx.log(f"{exc}\n")
+            self._step_end(step, models.FAILED, None, str(exc)[:500], t0)
+            raise PipelineFailed(f"archive: {exc}") from exc
         except Exception as exc:
             self._step_end(step, models.FAILED, None, f"{type(exc).__name__}: {exc}"[:500], t0)
             raise

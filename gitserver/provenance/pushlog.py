@@ -25,9 +25,10 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs, refstate
 from gitserver.net.urls import http_clone_url
-from gitserver.provenance import attest, keys, orgprops, reflog
+from gitserver.provenance import attest, orgprops, reflog
 from gitserver.provenance import signer as signing
 from gitserver.provenance.entry import PROTOCOL_RECOVERED, PROTOCOL_SERVER, Entry, EntryError, is_logged, parse
+from gitserver.provenance.reflog import LogError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ def rules_of(update: models.RefUpdate) -> str | None:
     ``ref_updates.rules`` column gitserver.push.refjudge writes in the intent's transaction;
     None where no rule list was in force, for the server's own refs and recovered ones."""
     return update.rules
-
-
-class LogError(Exception):
-    """A push's entries could not be signed or written; the message is safe to show the pusher."""
 
 
 def entry_of(session: Session, push: models.Push, update: models.RefUpdate) -> Entry:
@@ -68,19 +65,7 @@ class PushLog:
         """Sign a push's ``entries`` onto the log's tip (gitserver.provenance.reflog.chain): the
         caller holds the log's lock and moves the log's ref with the pushed refs. LogError
         names, for the pusher, what failed."""
-        try:
-            key = self.key()
-        except keys.SigningKeyError as exc:
-            log.error("%s: cannot sign the reference log: %s", path, exc)
-            raise LogError("the server's signing key is unusable") from exc
-        try:
-            return reflog.chain(path, key, entries)
-        except keys.SigningKeyError as exc:  # an ssh-agent that is gone or refuses
-            log.error("%s: signing the reference log failed: %s", path, exc)
-            raise LogError("signing its entry failed") from exc
-        except (OSError, pygit2.GitError) as exc:
-            log.error("%s: writing the reference log's commits failed: %s", path, exc)
-            raise LogError(f"its commit could not be written ({type(exc).__name__})") from exc
+        return reflog.signed_chain(path, self.key, entries)
 
     def record(self, session: Session, path: Path, push_id: int,
                logged: list[tuple[str, str]] | None = None) -> list[reflog.Logged]:

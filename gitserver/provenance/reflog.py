@@ -23,14 +23,14 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import pygit2
 
 from gitserver.git import refs
-from gitserver.provenance import gitsign, loglock
+from gitserver.provenance import gitsign, keys, loglock
 from gitserver.provenance import signer as signing
 from gitserver.provenance.entry import LOG_REF, Entry, EntryError, iso_now, parse
 
@@ -40,6 +40,12 @@ CACHE_FILE = "gitserver-log.json"
 # Who the log's commits are by (author and committer): the server, as its notes are.
 AUTHOR = ("gitserver", "gitserver@localhost")
 locked = loglock.locked
+KEY_UNUSABLE = "the server's signing key is unusable"
+
+
+class LogError(Exception):
+    """Entries could not be signed or written; the message is safe to show (the pusher, a
+    job's log, a Repour caller): the details are in the server's log."""
 
 
 class Logged(NamedTuple):
@@ -178,6 +184,24 @@ def chain(path: Path, key: signing.Signer, entries: Sequence[Entry]) -> Chained:
         # The state at the tip as it is: the next writer walks only the entries after it.
         _store_cache(path, head, _State(dict(state.latest), state.first))
     return Chained(head, _sign_entries(repo, key, head, state, entries))
+
+
+def signed_chain(path: Path, key: Callable[[], signing.Signer], entries: Sequence[Entry]) -> Chained:
+    """:func:`chain` with the signer ``key()`` loads; LogError names, for whoever reads it,
+    what failed (the key unusable, its agent refusing, the commits not written)."""
+    try:
+        signer = key()
+    except keys.SigningKeyError as exc:
+        log.error("%s: cannot sign the reference log: %s", path, exc)
+        raise LogError(KEY_UNUSABLE) from exc
+    try:
+        return chain(path, signer, entries)
+    except keys.SigningKeyError as exc:  # an ssh-agent that is gone or refuses
+        log.error("%s: signing the reference log failed: %s", path, exc)
+        raise LogError("signing its entry failed") from exc
+    except (OSError, pygit2.GitError) as exc:
+        log.error("%s: writing the reference log's commits failed: %s", path, exc)
+        raise LogError(f"its commit could not be written ({type(exc).__name__})") from exc
 
 
 def _sign_entries(repo: pygit2.Repository, key: signing.Signer, head: str | None, state: _State,

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 from gitserver.git import head, protect, push_options, refs
+from gitserver.provenance import logmove
 from gitserver.push import admission, hookenv, limits, messages, refmove
 
 WRITE_PERMISSIONS = ("write", "admin")
@@ -50,8 +51,8 @@ def can_write(environ: dict[str, str] | os._Environ[str]) -> bool:
 
 def run_git(args: list[str], stdin: bytes = b"") -> int:
     """Run ``git ARGS`` with ``stdin`` as its input and its output dropped; its exit status
-    (gitserver.push.refmove.run_git)."""
-    return refmove.run_git(args, stdin)[0]
+    (gitserver.provenance.logmove.run_git)."""
+    return logmove.run_git(args, stdin)[0]
 
 
 def git_is_ancestor(old: str, new: str) -> bool:

@@ -30,7 +30,8 @@ from gitserver.git import protect, push_options, refs
 from gitserver.net.urls import pipeline_url
 from gitserver.pipelines import jobs, outbox
 from gitserver.provenance.entry import Entry
-from gitserver.provenance.pushlog import LogError, PushLog, entry_of, push_entries
+from gitserver.provenance.pushlog import PushLog, entry_of, push_entries
+from gitserver.provenance.reflog import LogError
 from gitserver.push import admission, limits, messages, refjudge
 from gitserver.push.hookenv import PushContext
 

@@ -33,7 +33,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import refs
-from gitserver.git.archive import TagWriter
+from gitserver.git.archive import RefCreator, RefLocked, TagWriter
 from gitserver.git.store import repo_path
 from gitserver.observe import metrics
 from gitserver.pipelines import jobs
@@ -70,6 +70,8 @@ SYNC_TAG_PREFIX = "repour-sync-"
 # internal one (a fetch names a ref, not a bare object).
 SYNC_REF = refs.PREFIX + "gitserver/sync"
 ADJUSTED_REF = refs.PREFIX + "gitserver/adjusted"
+# Repour's error_type when a ref the server makes could not be written with its log entry.
+OWN_REFS_ERROR = "ReferenceLogError"
 
 
 @dataclasses.dataclass
@@ -159,8 +161,19 @@ def sync_ref(op: Operation, work: GitWork, target: Target, found: FoundRef) -> N
     work.git("update-ref", SYNC_REF, found.commit)
     work.git("--git-dir", str(target.path), "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--",
              str(work.dir), SYNC_REF, remote=INTERNAL, desc="could not store the synced commit")
-    with contextlib.suppress(pygit2.AlreadyExistsError):
-        pygit2.Repository(str(target.path)).references.create(refs.TAGS + name, pygit2.Oid(hex=found.commit))
+    with own_refs(op) as key:  # with its log entry; one made meanwhile by another call stands
+        archive_tags.create_refs(target.path, key, [(refs.TAGS + name, found.commit)])
+
+
+@contextlib.contextmanager
+def own_refs(op: Operation) -> Iterator[signer.Signer]:
+    """The server's key for the refs it makes itself, each created with its entry in the
+    reference log (gitserver.provenance.archive_tags); when they cannot be, nothing was made
+    and the caller reads why."""
+    try:
+        yield archive_tags.load_key(op.config)
+    except (archive_tags.RefsNotWritten, RefLocked) as exc:
+        raise ProcessingError(str(exc), error_type=OWN_REFS_ERROR) from exc
 
 
 def sync_on(spec: Mapping[str, Any]) -> bool:
@@ -307,14 +320,13 @@ def publish(op: Operation, work: GitWork, target: Target, *, commit: str, tree: 
     """The tag for ``tree`` in ``target``: the one it got the first time, or a new one; either
     way with Repour's branch ``branch-repour-<tag>-<commit>`` on its commit (NCLSUP-1074: the
     commit is on a branch, so tools that list branches find it)."""
-    key = signer.from_config(op.config)
-    tag, tag_commit = _publish_tag(op, work, target, commit=commit, tree=tree, version=version, ref=ref,
-                                   pull_request=pull_request, upstream=upstream, adjust_type=adjust_type,
-                                   write_tag=archive_tags.tag_writer(key, COMMITTER_NAME, COMMITTER_EMAIL))
-    ensure_tag_branch(target.path, tag, tag_commit)
-    branch = tag_branch_name(tag, tag_commit)
-    # The server's own refs, in the reference log like the push archives' (signed tag, branch).
-    archive_tags.log_server_refs(target.path, key, [refs.TAGS + tag, *([refs.HEADS + branch] if branch else [])])
+    with own_refs(op) as key:
+        create_refs = archive_tags.ref_creator(target.path, key)
+        tag, tag_commit = _publish_tag(op, work, target, commit=commit, tree=tree, version=version, ref=ref,
+                                       pull_request=pull_request, upstream=upstream, adjust_type=adjust_type,
+                                       write_tag=archive_tags.tag_writer(key, COMMITTER_NAME, COMMITTER_EMAIL),
+                                       create_refs=create_refs)
+        ensure_tag_branch(create_refs, tag, tag_commit)
     return tag, tag_commit
 
 
@@ -324,22 +336,17 @@ def tag_branch_name(tag: str, commit: str) -> str | None:
     return None if refs.ref_format_problem(refs.HEADS + name) else name
 
 
-def ensure_tag_branch(repo_path: Path, tag: str, commit: str) -> None:
+def ensure_tag_branch(create_refs: RefCreator, tag: str, commit: str) -> None:
     """Create the tag's branch unless it exists (a server-made ref, like archive branches: the
-    reserved prefix keeps pushers from making or moving it)."""
+    reserved prefix keeps pushers from making or moving it), with its log entry."""
     name = tag_branch_name(tag, commit)
-    if name is None:
-        return
-    repo = pygit2.Repository(str(repo_path))
-    if repo.references.get(refs.HEADS + name) is not None:
-        return
-    with contextlib.suppress(pygit2.AlreadyExistsError):
-        repo.references.create(refs.HEADS + name, pygit2.Oid(hex=commit))
+    if name is not None:
+        create_refs([(refs.HEADS + name, commit)])
 
 
 def _publish_tag(op: Operation, work: GitWork, target: Target, *, commit: str, tree: str,
                  version: str | None, ref: str, pull_request: bool, upstream: str,
-                 adjust_type: str, write_tag: TagWriter) -> tuple[str, str]:
+                 adjust_type: str, write_tag: TagWriter, create_refs: RefCreator) -> tuple[str, str]:
     with transaction(op.sessions) as session:
         existing = find_archive(session, target.repo_id, tree)
         if existing is not None:
@@ -356,7 +363,7 @@ def _publish_tag(op: Operation, work: GitWork, target: Target, *, commit: str, t
     message = (f"Tag automatically generated by gitserver\nOriginal Reference: {ref}\n"
                f"Adjust Type: {adjust_type}\nUpstream Commit: {upstream}\n")
     tag, tag_commit = _create_or_reuse_tag(repo, tag_candidates(version, commit, pull_request),
-                                           commit, tree, message, write_tag)
+                                           commit, tree, message, write_tag, create_refs)
     row = models.Archive(repo_id=target.repo_id, tree_id=tree, tag=tag, commit_id=tag_commit,
                          source_commit=upstream, source_ref=ref, pipeline_id=op.pipeline_id)
     try:
@@ -375,24 +382,21 @@ def _publish_tag(op: Operation, work: GitWork, target: Target, *, commit: str, t
 
 
 def _create_or_reuse_tag(repo: pygit2.Repository, candidates: Sequence[str], commit: str, tree: str,
-                         message: str, write_tag: TagWriter) -> tuple[str, str]:
+                         message: str, write_tag: TagWriter, create_refs: RefCreator) -> tuple[str, str]:
     """Create the first free candidate tag, or reuse one that already names the same tree."""
     for name in candidates:
         existing = repo.references.get(refs.TAGS + name)
-        if existing is not None:
-            peeled = existing.peel(pygit2.Commit)
-            if str(peeled.tree_id) == tree:
-                return name, str(peeled.id)
-            continue  # tags never move: a taken name with another tree → the next candidate
-        tag_id = pygit2.Oid(hex=write_tag(repo, commit, name, int(time.time()), message))  # signed
-        try:
-            repo.references.create(refs.TAGS + name, tag_id)
-        except pygit2.AlreadyExistsError:
-            existing = repo.references.get(refs.TAGS + name)
-            if existing is not None and str(existing.peel(pygit2.Commit).tree_id) == tree:
-                return name, str(existing.peel(pygit2.Commit).id)
-            continue
-        return name, commit
+        if existing is None:
+            tag_id = write_tag(repo, commit, name, int(time.time()), message)  # signed
+            if create_refs([(refs.TAGS + name, tag_id)]):
+                return name, commit
+            existing = repo.references.get(refs.TAGS + name)  # another call's, made a moment ago
+            if existing is None:
+                continue
+        peeled = existing.peel(pygit2.Commit)
+        if str(peeled.tree_id) == tree:
+            return name, str(peeled.id)
+        # tags never move: a taken name with another tree → the next candidate
     raise ProcessingError(f"tags {' and '.join(candidates)} already exist with other content",
                           error_type="TagConflict")
 

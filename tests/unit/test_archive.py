@@ -15,7 +15,7 @@ from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git import archive as git_archive
 from gitserver.pipelines import archive as pipeline_archive
-from gitserver.provenance.archive_tags import tag_writer
+from gitserver.provenance.archive_tags import ref_creator, tag_writer
 from gitserver.provenance.signer import FileSigner
 from gitserver.runtime import Runtime
 from tests.unit.conftest import add_repo
@@ -60,7 +60,9 @@ def test_write_archive_creates_tag_and_branch_once(tmp_path: Path) -> None:
     commit = _commit(repo, {"README": b"hi\n"})
     tree = str(repo[commit].tree_id)
     message = git_archive.tag_message("t/r", "refs/heads/main", commit)
-    first = git_archive.write_archive(repo, tree, message, WRITE_TAG, now=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    create = ref_creator(tmp_path / "r.git", KEY)
+    first = git_archive.write_archive(repo, tree, message, WRITE_TAG, create,
+                                      now=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     assert first.created and first.tag == f"repour-{first.commit_id}"
     tag = repo[repo.references[f"refs/tags/{first.tag}"].target]
     # The message, then the server's SSH signature (git keeps it at the message's end).
@@ -70,7 +72,7 @@ def test_write_archive_creates_tag_and_branch_once(tmp_path: Path) -> None:
     assert str(tag.peel(pygit2.Commit).tree_id) == tree
     assert str(repo.references[f"refs/heads/{first.branch}"].target) == first.commit_id
     # Again (a second worker, a crash before the database row): the tag is kept as it was.
-    again = git_archive.write_archive(repo, tree, "a different message\n", WRITE_TAG)
+    again = git_archive.write_archive(repo, tree, "a different message\n", WRITE_TAG, create)
     assert not again.created and again.tag == first.tag
     assert repo[repo.references[f"refs/tags/{first.tag}"].target].message.startswith(message)
 
@@ -86,10 +88,10 @@ def test_a_dead_writers_ref_lock_is_removed_a_live_ones_is_waited_for(tmp_path: 
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("")  # a writer that is (as far as anyone can tell) still at it
     with pytest.raises(git_archive.RefLocked, match="locked by another writer"):
-        git_archive.write_archive(repo, tree, "m\n", WRITE_TAG)
+        git_archive.write_archive(repo, tree, "m\n", WRITE_TAG, ref_creator(tmp_path / "r.git", KEY))
     old = time.time() - git_archive.STALE_LOCK_SECONDS - 1
     os.utime(lock, (old, old))  # ... or one killed a while ago (SIGKILL mid-archive)
-    refs = git_archive.write_archive(repo, tree, "m\n", WRITE_TAG)
+    refs = git_archive.write_archive(repo, tree, "m\n", WRITE_TAG, ref_creator(tmp_path / "r.git", KEY))
     assert repo.references[f"refs/heads/{refs.branch}"].target == pygit2.Oid(hex=refs.commit_id)
     assert not lock.exists()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gitserver.git.protect import RefCommand
+from gitserver.provenance import logmove
 from gitserver.push import hookrun, messages, refmove
 from gitserver.push.hookenv import LedgerError
 from gitserver.push.hookrun import pkt, proc_receive, read_pkt
@@ -200,7 +201,7 @@ def test_an_atomic_push_moves_the_log_once_through_its_chain() -> None:
     events: list[tuple[str, object]] = []
     run("atomic", f"{Z} {A} refs/heads/one", f"{Z} {A} refs/heads/two", events=events)
     assert [e[1] for e in events if e[0] == "update"] == [["refs/heads/one", "refs/heads/two", LOG]]
-    script = refmove.script([RefCommand(Z, A, "refs/heads/one")], "", "e" * 40)
+    script = logmove.script([RefCommand(Z, A, "refs/heads/one")], "", "e" * 40)
     assert script.splitlines()[-1] == f"update {LOG} {'e' * 40} {Z}"  # a first entry: the log must not exist
 
 

@@ -89,6 +89,7 @@ HOOK_MODULES = {"gitserver.push.hookrun": "push/hookrun.py", "gitserver.push.hoo
                 "gitserver.push": "push/__init__.py", "gitserver.push.messages": "push/messages.py",
                 "gitserver.push.limits": "push/limits.py", "gitserver.push.admission": "push/admission.py",
                 "gitserver.push.refmove": "push/refmove.py", "gitserver.provenance.loglock": "provenance/loglock.py",
+                "gitserver.provenance.logmove": "provenance/logmove.py",
                 "gitserver.provenance": "provenance/__init__.py"}
 HOOK_ALLOWED = {"gitserver", "gitserver.git", "gitserver.git.protect", "gitserver.git.refs", "gitserver.push.limits",
                 "gitserver.git.head", "gitserver.git.push_options", "gitserver.push.admission",

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gitserver.provenance import audit, dsse, entry, keys, reflog, trust, verify
-from gitserver.provenance.entry import Entry
+from gitserver.provenance.entry import LOG_REF, Entry
 from gitserver.provenance.signer import FileSigner
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -81,10 +81,8 @@ def test_a_stale_lock_of_the_log_ref_is_cleared_under_the_logs_lock(tmp_path: Pa
     import os
     import time
 
-    from gitserver.provenance import loglock
-
     path = _repo(tmp_path)[0]
-    ref_lock = path / loglock.REF_LOCK
+    ref_lock = path / f"{LOG_REF}.lock"
     ref_lock.parent.mkdir(parents=True, exist_ok=True)
     ref_lock.write_text(Z + "\n")
     with reflog.locked(path):

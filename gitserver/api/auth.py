@@ -89,13 +89,13 @@ def principal_for_token(session: Session, secret: str, touch: Touch | None = Non
     scopes = frozenset(s for s in token.scopes.split(",") if s)
     if token.site_admin:
         principal = access.Principal(kind=access.PrincipalKind.SITE_ADMIN, user_name=token.name or "site admin",
-                                     scopes=scopes, token_expires_at=token.expires_at)
+                                     scopes=scopes, token_expires_at=token.expires_at, token_id=token.id)
     else:
         user = token.user
         if user is None or user.disabled:
             raise Unauthenticated(_REFUSED)
         principal = dataclasses.replace(access.principal_for_user(user, scopes=scopes),
-                                        token_expires_at=token.expires_at)
+                                        token_expires_at=token.expires_at, token_id=token.id)
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         if touch is not None:
             touch(token.id, now)

@@ -23,7 +23,7 @@ from gitserver.config import Config
 from gitserver.db import models
 from gitserver.db.session import transaction
 from gitserver.git.store import RepoStore
-from gitserver.lfs import batch, s3, store, tokens
+from gitserver.lfs import batch, s3, sources, store, tokens
 from gitserver.lfs.batch import Action, Pointer
 from gitserver.lfs.tokens import DOWNLOAD, UPLOAD
 from gitserver.pipelines import logstore
@@ -107,11 +107,12 @@ class LfsService:
     def principal_for_token(self, session: Session, token: str) -> tokens.Grant:
         """The grant a token carries, its user as the database has them now: a user disabled
         or removed since the token was issued is refused (401), and their role is today's
-        (the token's copy would keep a demoted admin an admin until it expires)."""
+        (the token's copy would keep a demoted admin an admin until it expires); the SSH key,
+        deploy key or API token it came from must still stand (gitserver.lfs.sources)."""
         grant = tokens.verify(self.key, token)
-        principal = grant.principal
+        principal = sources.check(session, grant.principal)
         if principal.kind != access.PrincipalKind.USER:
-            return grant
+            return dataclasses.replace(grant, principal=principal)
         user = session.get(models.User, principal.user_id)
         if user is None or user.disabled:
             raise Unauthenticated("the account this LFS authorization was issued to is disabled or gone")

@@ -6,7 +6,11 @@ gitserver process of the installation shares (``<data>/lfs/token.key``, made on 
 mode 0600). Nothing is stored per token: any API replica can check one the SSH daemon issued.
 The principal's permission is still computed from the database on every use (a revoked grant,
 a disabled user or a role taken back takes effect at once: LfsService.principal_for_token);
-the token only stands for the login that preceded it, for at most ``lfs_action_expires_seconds``.
+the token only stands for the login that preceded it, for at most ``lfs_action_expires_seconds``,
+and never past what that login came from: it names its source credential (the SSH key or deploy
+key's id, the API token's id) and gitserver.lfs.sources refuses it once that source is removed
+or revoked; it expires no later than an expiring API token, OIDC token or SSH certificate it
+came from (tokens.expiry), and the tokens minted from it no later than it.
 
 It travels as ``Authorization: RemoteAuth <token>`` (the scheme git-lfs's authentication
 docs show for SSH-issued headers), so it is never mistaken for an API token.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -37,7 +42,9 @@ OPERATIONS = (DOWNLOAD, UPLOAD)
 _REFUSED = "the LFS authorization has expired or is not valid here; run the git-lfs command again"
 # The principal's fields a token carries (everything access.repo_permission looks at).
 _PRINCIPAL_FIELDS = ("kind", "user_id", "user_name", "tenant_id", "tenant_name", "role", "key_id",
-                     "key_fingerprint", "deploy_repo_id", "deploy_write")
+                     "key_fingerprint", "deploy_repo_id", "deploy_write", "token_id")
+# Claims a token issued before a field existed lacks (it is at most one expiry period old).
+_OPTIONAL_FIELDS = ("token_id",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,10 +100,20 @@ def issue(key: bytes, grant: Grant, expires_in: int, now: float | None = None) -
     claims: dict[str, Any] = {f: getattr(p, f) for f in _PRINCIPAL_FIELDS}
     claims["scopes"] = sorted(p.scopes) if p.scopes is not None else None
     claims.update(repo=grant.repo_id, op=grant.operation, oid=grant.oid, size=grant.size,
-                  exp=int((time.time() if now is None else now) + expires_in))
+                  exp=expiry(p, (time.time() if now is None else now) + expires_in))
     body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     mac = hmac.new(key, f"{VERSION}.{body}".encode(), hashlib.sha256).digest()
     return f"{VERSION}.{body}.{_b64(mac)}"
+
+
+def expiry(principal: access.Principal, wanted: float) -> int:
+    """``wanted``, or sooner when the credential behind the principal expires sooner."""
+    ends = [wanted]
+    if principal.token_expires_at is not None:
+        ends.append(principal.token_expires_at.timestamp())
+    if principal.certificate is not None:
+        ends.append(principal.certificate.certificate.valid_before)
+    return int(min(ends))
 
 
 def verify(key: bytes, token: str, now: float | None = None) -> Grant:
@@ -114,10 +131,13 @@ def verify(key: bytes, token: str, now: float | None = None) -> Grant:
         raise Unauthenticated(_REFUSED) from None
     if claims["exp"] <= (time.time() if now is None else now) or claims["op"] not in OPERATIONS:
         raise Unauthenticated(_REFUSED)
-    fields = {f: claims[f] for f in _PRINCIPAL_FIELDS}
+    fields = {f: claims.get(f) if f in _OPTIONAL_FIELDS else claims[f] for f in _PRINCIPAL_FIELDS}
     fields["kind"] = access.PrincipalKind(fields["kind"])
     scopes = frozenset(claims["scopes"]) if claims["scopes"] is not None else None
-    principal = access.Principal(**fields, scopes=scopes)
+    # The token's own end stands in for its source's: the action tokens a batch answer mints
+    # for this principal (tokens.expiry) never outlive this one.
+    until = dt.datetime.fromtimestamp(claims["exp"], dt.UTC)
+    principal = access.Principal(**fields, scopes=scopes, token_expires_at=until)
     return Grant(principal, claims["repo"], claims["op"], claims["oid"], claims["size"])
 
 

@@ -75,6 +75,8 @@ class Principal:
     scopes: frozenset[str] | None = None
     # When the API token used expires (None: it does not, or no token was used).
     token_expires_at: dt.datetime | None = None
+    # The API token used (None: none was), so what is derived from it can die with it.
+    token_id: int | None = None
     # The SSH certificate the user logged in with (None: a plain key, or not SSH).
     certificate: CertificateUse | None = None
 

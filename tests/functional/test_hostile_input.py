@@ -177,3 +177,56 @@ def test_an_lfs_action_token_dies_with_its_users_account_and_role(server: GitSer
         session.get(models.User, admin.id).role = models.ROLE_MEMBER
     assert batch_with(member_header) == 401
     assert batch_with(admin_header) == 404  # a member without a grant: the repository is hidden
+
+
+def test_an_lfs_token_dies_with_the_credential_it_came_from(server: GitServer) -> None:
+    """A RemoteAuth header records the SSH key, deploy key or API token it was issued for:
+    once that is removed or revoked, the header is refused (401, saying so) although the
+    account itself is still fine and the header has not expired."""
+    tenant = server.new_tenant()
+    user = server.new_user(tenant)
+    repo = server.new_repo(tenant, grants={user.name: "write"})
+    base = lfs_base(server, tenant, repo)
+    body = b'{"operation": "download", "objects": [{"oid": "' + b"a" * 64 + b'", "size": 1}]}'
+    users = f"/api/v1/tenants/{tenant}/users/{user.name}"
+
+    def remote_auth(key: Any) -> str:
+        result = server.ssh(key, "git-lfs-authenticate", f"{tenant}/{repo}", "download")
+        assert result.returncode == 0, result.stderr
+        return str(json.loads(result.stdout)["header"]["Authorization"])
+
+    def batch_with(header: str, url: str = base) -> requests.Response:
+        return requests.post(url + "/objects/batch", data=body, timeout=30,
+                             headers={**LFS_HEADERS, "Authorization": header})
+
+    # A user's SSH key: a second key keeps the account able to log in.
+    header = remote_auth(user)
+    assert batch_with(header).status_code == 200
+    [key] = server.api("GET", f"{users}/keys").json()["items"]
+    assert server.api("DELETE", f"{users}/keys/{key['id']}").status_code == 204
+    refused = batch_with(header)
+    assert refused.status_code == 401 and "SSH key" in refused.json()["message"], refused.text
+
+    # A deploy key.
+    deploy_path, public = server.new_key("deploy")
+    deploys = f"/api/v1/tenants/{tenant}/repos/{repo}/deploy-keys"
+    deploy = server.api("POST", deploys, {"key": public}).json()
+    header = remote_auth(deploy_path)
+    assert batch_with(header).status_code == 200
+    assert server.api("DELETE", f"{deploys}/{deploy['id']}").status_code == 204
+    refused = batch_with(header)
+    assert refused.status_code == 401 and "deploy key" in refused.json()["message"], refused.text
+
+    # An action href's header, minted by a batch call with an API token.
+    minted = server.api("POST", f"{users}/tokens", {"name": "lfs", "scopes": ["read", "write"]})
+    assert minted.status_code == 201, minted.text
+    secret, token_id = minted.json()["token"], minted.json()["id"]
+    upload = b'{"operation": "upload", "objects": [{"oid": "' + b"b" * 64 + b'", "size": 1}]}'
+    answer = requests.post(base + "/objects/batch", data=upload, timeout=30,
+                           headers={**LFS_HEADERS, "Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200, answer.text
+    action = answer.json()["objects"][0]["actions"]["verify"]
+    verify = {"oid": "b" * 64, "size": 1}
+    assert server.api("DELETE", f"{users}/tokens/{token_id}").status_code == 204
+    refused = requests.post(action["href"], json=verify, timeout=30, headers={**LFS_HEADERS, **action["header"]})
+    assert refused.status_code == 401 and "API token" in refused.json()["message"], refused.text

@@ -4,6 +4,8 @@ all-or-nothing upload, the signed tokens, pkt-line framing and the SSH command p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import hashlib
 from pathlib import Path
 
@@ -88,9 +90,17 @@ def test_tokens_are_signed_bound_and_short_lived(tmp_path: Path) -> None:
                            tenant_name="acme", scopes=frozenset({"read"}))
     grant = tokens.Grant(who, repo_id=11, operation="download", oid=OID, size=5)
     token = tokens.issue(key, grant, 60, now=1000)
-    assert tokens.verify(key, token, now=1059) == grant
+    # The principal comes back with the token's end, so what it mints never outlives it.
+    until = dt.datetime.fromtimestamp(1060, dt.UTC)
+    assert tokens.verify(key, token, now=1059) == dataclasses.replace(
+        grant, principal=dataclasses.replace(who, token_expires_at=until))
     with pytest.raises(Unauthenticated):
         tokens.verify(key, token, now=1060)  # expired
+    # An expiring API token (or OIDC token, or certificate) caps the token's life.
+    soon = dataclasses.replace(who, token_expires_at=dt.datetime.fromtimestamp(1030, dt.UTC), token_id=5)
+    capped = tokens.verify(key, tokens.issue(key, dataclasses.replace(grant, principal=soon), 60, now=1000), now=1000)
+    assert capped.principal.token_expires_at == dt.datetime.fromtimestamp(1030, dt.UTC)
+    assert capped.principal.token_id == 5
     with pytest.raises(Unauthenticated):
         tokens.verify(b"x" * 32, token, now=1000)  # another installation's key
     version, body, mac = token.split(".")

@@ -137,8 +137,10 @@ def read_bundle(path: Path, commit: str) -> str | None:
         return None
 
 
-# How many of the newest log entries :func:`unattested` looks at: a push that died between
-# its log entry and its note is among the last few written.
+# How many of the newest pushed entries :func:`unattested` looks at: a push that died between
+# its log entry and its note is among the last few pushed. The server's own entries (archive
+# tags and branches, several per push) between them do not count, or a busy pipeline would push
+# an unattested entry out of sight.
 RECENT_ENTRIES = 50
 
 
@@ -149,8 +151,9 @@ def unattested(path: Path, limit: int = RECENT_ENTRIES) -> list[reflog.Logged]:
 
     repo = pygit2.Repository(str(path))
     found = []
-    for n, commit in enumerate(reflog.walk(repo, reflog.tip(repo))):
-        if n >= limit:
+    seen = 0
+    for commit in reflog.walk(repo, reflog.tip(repo)):
+        if seen >= limit:
             break
         try:
             entry = parse(commit.message)
@@ -159,6 +162,7 @@ def unattested(path: Path, limit: int = RECENT_ENTRIES) -> list[reflog.Logged]:
         if entry.push_id is None or entry.protocol == PROTOCOL_RECOVERED or refs.is_zero(entry.new) \
                 or not entry.ref.startswith(refs.PUSHABLE_PREFIXES) or refs.is_reserved(entry.ref):
             continue
+        seen += 1
         subject = subject_of(repo, entry)
         if subject is not None and str(commit.id) not in _named_entries(repo, subject.commit):
             found.append(reflog.Logged(str(commit.id), entry))

@@ -6,6 +6,7 @@ is bounded)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -110,8 +111,10 @@ def test_git_lfs_transfer_does_not_buffer_an_endless_section(server: GitServer) 
                             env=server.git_env)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write(_pkt("batch") + _pkt("a" * 64 + " 1") * 20_000)
-        proc.stdin.flush()
+        # The daemon may end the channel before all of it is written: that is the bound at work.
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(_pkt("batch") + _pkt("a" * 64 + " 1") * 20_000)
+            proc.stdin.flush()
         out = _read_until(proc.stdout, b"0000", after=b"status ", timeout=30)
     finally:
         proc.kill()

@@ -82,9 +82,7 @@ def principal_for_token(session: Session, secret: str, touch: Touch | None = Non
     token = session.scalar(select(models.ApiToken).where(
         models.ApiToken.token_hash == tokens.hash_token(secret)))
     now = utcnow()
-    if token is None or token.revoked_at is not None:
-        raise Unauthenticated(_REFUSED)
-    if token.expires_at is not None and token.expires_at <= now:
+    if token is None or not token.stands(now):
         raise Unauthenticated(_REFUSED)
     scopes = frozenset(s for s in token.scopes.split(",") if s)
     if token.site_admin:

@@ -219,6 +219,10 @@ class ApiToken(Base):
 
     user: Mapped[User | None] = relationship(lazy="joined")
 
+    def stands(self, now: dt.datetime) -> bool:
+        """Neither revoked nor expired at ``now``: whether the token still authenticates."""
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
 
 class Push(Base):
     """Audit record of one push: its intent first, then what became of it (PUSH_STATES)."""

@@ -48,7 +48,6 @@ def check(session: Session, principal: access.Principal) -> access.Principal:
 
 def _check_api_token(session: Session, token_id: int) -> None:
     token = session.get(models.ApiToken, token_id)
-    if token is None or token.revoked_at is not None or (
-            token.expires_at is not None and token.expires_at <= utcnow()):
+    if token is None or not token.stands(utcnow()):
         raise Unauthenticated(TOKEN_GONE)
 
